@@ -1,0 +1,404 @@
+"""Configuration: the canonical defaults and the loader that checks them.
+
+Each section is a frozen dataclass; a field's type and ``check`` metadata are
+the only definition of what a key accepts, so the defaults, the validation and
+the documentation cannot drift apart. Pure code: YAML text in, a
+:class:`ServerConfig` or a one-line :class:`ConfigError` out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar, Union
+
+import yaml
+
+__all__ = [
+    "SERVER_DEFAULTS",
+    "ConfigError",
+    "EmailConfig",
+    "HostConfig",
+    "MattermostConfig",
+    "PushoverConfig",
+    "ServerConfig",
+    "SignalConfig",
+    "UserConfig",
+    "default_config_path",
+    "load_config",
+    "load_server_config",
+    "parse_config",
+]
+
+T = TypeVar("T")
+Check = Callable[[Any], "str | None"]
+
+
+class ConfigError(ValueError):
+    """A configuration problem, worded as one line naming the file and the key."""
+
+    def __init__(self, source: str, key: str, problem: str) -> None:
+        where = f"{source}: {key}" if key else source
+        super().__init__(f"{where}: {problem}")
+        self.source = source
+        self.key = key
+        self.problem = problem
+
+
+def _port(value: Any) -> str | None:
+    return None if 1 <= value <= 65535 else f"port {value} is out of range 1-65535"
+
+
+def _positive(value: Any) -> str | None:
+    return None if value > 0 else f"must be greater than 0, got {value}"
+
+
+def _not_negative(value: Any) -> str | None:
+    return None if value >= 0 else f"must not be negative, got {value}"
+
+
+def _fraction(value: Any) -> str | None:
+    return None if 0 <= value < 1 else f"must be a fraction in [0, 1), got {value}"
+
+
+def _one_of(*choices: str) -> Check:
+    def check(value: Any) -> str | None:
+        if value in choices:
+            return None
+        return f"must be one of {', '.join(choices)}, got {value!r}"
+
+    return check
+
+
+def _each(check: Check) -> Check:
+    def each(values: Any) -> str | None:
+        for value in values:
+            problem = check(value)
+            if problem:
+                return problem
+        return None
+
+    return each
+
+
+def _opt(default: Any = None, check: Check | None = None, doc: str = "") -> Any:
+    """A field with a default, an optional extra check and a one-line description."""
+    meta = {"check": check, "doc": doc}
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class HostConfig:
+    """Per-host settings under ``hosts:``."""
+
+    watch: bool = _opt(True, doc="false silences every notification for this host")
+    owner: str | None = _opt(None, doc="user who owns the host (default: default_owner)")
+    managers: list[str] = _opt([], doc="users who may queue commands, DNS, upgrades")
+    monitors: list[str] = _opt([], doc="users who may view the host")
+    threshold_config: str | list[str] | None = _opt(
+        None, doc="named threshold profile(s) applied left to right over 'default'"
+    )
+    dns: bool = _opt(True, doc="false opts this host out of dynamic DNS")
+    interval: float | None = _opt(
+        None, _positive, doc="expected heartbeat interval, overriding the one the host sends"
+    )
+    require_signed: bool | None = _opt(None, doc="per-host override of require_signed")
+    key: str | None = _opt(None, doc="id of the shared key (under keys:) this host signs with")
+    description: str = _opt("", doc="free text shown in the UI")
+
+
+@dataclass(frozen=True)
+class UserConfig:
+    """A user under ``users:``."""
+
+    full_name: str = _opt("")
+    avatar: str | None = _opt(None)
+    password: str | None = _opt(None, doc="pbkdf2:sha256:<iterations>$<salt>$<hash>")
+    admin: bool = _opt(False)
+    email: str | None = _opt(None)
+    notification_channels: list[str] = _opt(
+        [], _each(_one_of("email", "pushover", "mattermost", "signal"))
+    )
+    pushover_user: str | None = _opt(None, doc="this user's Pushover user key")
+    signal_number: str | None = _opt(None, doc="this user's Signal number")
+
+
+@dataclass(frozen=True)
+class EmailConfig:
+    """SMTP delivery under ``email:``."""
+
+    smtp_host: str = _opt("localhost")
+    smtp_port: int = _opt(25, _port)
+    tls: str = _opt("starttls", _one_of("none", "starttls", "tls"))
+    username: str | None = _opt(None)
+    password: str | None = _opt(None)
+    from_addr: str = _opt("heartbeat@localhost")
+    to: list[str] = _opt([], doc="recipients of every notification")
+    ca_file: str | None = _opt(None, doc="CA bundle that signs the SMTP server's certificate")
+
+
+@dataclass(frozen=True)
+class PushoverConfig:
+    """Pushover delivery under ``pushover:``."""
+
+    token: str | None = _opt(None)
+    user: str | None = _opt(None)
+    url: str = _opt("https://api.pushover.net/1/messages.json")
+
+
+@dataclass(frozen=True)
+class MattermostConfig:
+    """Mattermost incoming-webhook delivery under ``mattermost:``."""
+
+    url: str | None = _opt(None)
+    channel: str | None = _opt(None)
+    username: str | None = _opt("heartbeat")
+
+
+@dataclass(frozen=True)
+class SignalConfig:
+    """signal-cli REST API delivery under ``signal:``."""
+
+    url: str = _opt("http://localhost:8080")
+    number: str | None = _opt(None)
+    recipients: list[str] = _opt([])
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Every server key, its type and its default (``SERVER_DEFAULTS`` is derived)."""
+
+    # Heartbeat ingest (UDP)
+    hb_host: str = _opt("::", doc="UDP bind address; '::' is dual-stack IPv4+IPv6")
+    hb_port: int = _opt(50003, _port, doc="UDP port for heartbeats")
+    interval: float = _opt(30.0, _positive, doc="heartbeat interval assumed when a host sends none")
+    grace: float = _opt(40.0, _not_negative, doc="seconds past interval before a host is DOWN")
+    max_inflated: int = _opt(262144, _positive, doc="largest inflated datagram accepted (bytes)")
+    max_depth: int = _opt(16, _positive, doc="deepest JSON nesting accepted")
+    udp_rcvbuf: int = _opt(4 * 1024 * 1024, _not_negative, doc="UDP socket receive buffer")
+    monitor_interval: float = _opt(1.0, _positive, doc="how often hosts are checked for expiry")
+    command_attempts: int = _opt(5, _positive, doc="sends of a queued CMD/UPD before it fails")
+    hosts: dict[str, HostConfig] = _opt({}, doc="per-host settings")
+
+    # HTTP API, pages and WebSocket
+    hbd_host: str = _opt("127.0.0.1", doc="bind address for HTTP and WebSocket")
+    hbd_port: int = _opt(50004, _port, doc="HTTP port (API, pages, /ws)")
+    ws_port: int | None = _opt(50005, _port, doc="plain WebSocket port; null disables")
+    wss_port: int | None = _opt(None, _port, doc="TLS WebSocket port; null disables")
+    cert_path: str = _opt("/usr/local/etc/ssl/")
+    wss_pem: str = _opt("fullchain.pem")
+    wss_key: str = _opt("privkey.pem")
+    templates_dir: str | None = _opt(None, doc="override the packaged page templates")
+    http_max_body: int = _opt(1024 * 1024, _positive, doc="largest HTTP request body (bytes)")
+    http_idle_timeout: float = _opt(60.0, _positive, doc="idle HTTP connections are closed")
+
+    # State and journal
+    state_dir: str = _opt("/var/lib/heartbeat", doc="SQLite store directory")
+    store_flush_interval: float = _opt(0.5, _positive, doc="store write batch period (s)")
+    history_retention: float = _opt(7 * 86400.0, _positive, doc="plugin history kept (s)")
+    history_max_samples: int = _opt(10000, _positive, doc="plugin samples kept per host+plugin")
+    logfile: str | None = _opt(None, doc="also write the server log to this file")
+    journal_enabled: bool = _opt(True)
+    journal_dir: str = _opt("/var/log/heartbeat")
+    journal_file: str = _opt("messages.journal")
+    journal_max_size: int = _opt(104857600, _positive, doc="rotate past this size (bytes)")
+    journal_max_backups: int = _opt(10, _not_negative, doc="rotated files kept")
+    journal_flush_interval: float = _opt(0.5, _positive, doc="journal buffer flush period (s)")
+
+    # Users and sessions
+    users: dict[str, UserConfig] = _opt({})
+    default_owner: str | None = _opt(None, doc="owner of hosts without one (else first admin)")
+    session_idle_timeout: float = _opt(7 * 86400.0, _positive, doc="idle session expiry (s)")
+
+    # Thresholds (validated in heartbeat.server.thresholds)
+    thresholds: dict[str, Any] = _opt({})
+    threshold_configs: dict[str, Any] = _opt({})
+    threshold_renotify_interval: float = _opt(3600.0, _not_negative)
+
+    # Notifications
+    pushsrv: str | None = _opt(None, _one_of("pushover", "mattermost", "signal", "all"))
+    email: EmailConfig = _opt(EmailConfig())
+    pushover: PushoverConfig = _opt(PushoverConfig())
+    mattermost: MattermostConfig = _opt(MattermostConfig())
+    signal: SignalConfig = _opt(SignalConfig())
+    notify_burst: int = _opt(10, _positive, doc="events per window before a digest is sent")
+    notify_window: float = _opt(30.0, _positive, doc="digest window (s)")
+    notify_timeout: float = _opt(15.0, _positive, doc="per-send timeout (s)")
+    notify_retries: int = _opt(4, _not_negative, doc="retries after a failed send")
+    notify_queue_limit: int = _opt(1000, _positive, doc="queued sends per channel")
+
+    # Dynamic DNS
+    dyndomains: list[str] = _opt([])
+    nsupdate_bin: str = _opt("/usr/bin/nsupdate")
+    nsupdate_server: str | None = _opt(None, doc="'host' or 'host port' for nsupdate's server")
+    nsupdate_key: str | None = _opt(None, doc="TSIG key file passed to nsupdate -k")
+    dns_ttl: int = _opt(60, _positive)
+    dns_timeout: float = _opt(10.0, _positive)
+
+    # Signing and limits
+    keys: dict[str, str] = _opt({}, doc="shared keys by id for signed datagrams")
+    require_signed: bool = _opt(False)
+    sign_window: float = _opt(120.0, _positive, doc="accepted clock skew of signed datagrams (s)")
+    max_hosts: int = _opt(10000, _positive, doc="new unknown hosts accepted per hour")
+    source_rate: float = _opt(1000.0, _positive, doc="datagrams/s accepted from one address")
+
+    @property
+    def state_path(self) -> Path:
+        return Path(self.state_dir)
+
+
+SERVER_DEFAULTS: dict[str, Any] = {
+    f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
+    for f in dataclasses.fields(ServerConfig)
+}
+
+_TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _describe(tp: Any) -> str:
+    if tp in _TYPE_WORDS:
+        return _TYPE_WORDS[tp]
+    origin = typing.get_origin(tp)
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(tp)[0]).removeprefix('a ')}s"
+    if origin is dict or dataclasses.is_dataclass(tp):
+        return "a mapping"
+    if origin in (Union, types.UnionType):
+        words = [_describe(a) for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(words) + (" or null" if type(None) in typing.get_args(tp) else "")
+    return "a value"
+
+
+def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
+    """Check ``value`` against the annotation ``tp`` and return it in that shape."""
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in typing.get_args(tp):
+            return None
+        for option in typing.get_args(tp):
+            if option is type(None):
+                continue
+            try:
+                return _convert(option, value, key, source)
+            except ConfigError:
+                continue
+        raise ConfigError(source, key, f"expected {_describe(tp)}, got {value!r:.60}")
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is Any:
+        return value
+    elif origin is list:
+        if isinstance(value, list):
+            (item,) = typing.get_args(tp)
+            return [_convert(item, v, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    elif origin is dict:
+        if value is None:
+            return {}
+        if isinstance(value, dict):
+            _, item = typing.get_args(tp)
+            return {
+                str(k): _convert(item, {} if v is None and item is not Any else v,
+                                 f"{key}.{k}", source)
+                for k, v in value.items()
+            }
+    elif dataclasses.is_dataclass(tp):
+        if value is None:
+            value = {}
+        if isinstance(value, dict):
+            return _build(typing.cast(type[Any], tp), value, f"{key}.", source)
+    raise ConfigError(source, key, f"expected {_describe(tp)}, got {value!r:.60}")
+
+
+def _build(cls: type[T], data: Mapping[str, Any], prefix: str, source: str) -> T:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(typing.cast(Any, cls))}
+    values: dict[str, Any] = {}
+    for raw_key, value in data.items():
+        key = str(raw_key)
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1, cutoff=0.6)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            raise ConfigError(source, f"{prefix}{key}", f"unknown key{hint}")
+        converted = _convert(hints[key], value, f"{prefix}{key}", source)
+        check = fields[key].metadata.get("check")
+        if check is not None and converted is not None:
+            problem = check(converted)
+            if problem:
+                raise ConfigError(source, f"{prefix}{key}", problem)
+        values[key] = converted
+    return cls(**values)
+
+
+def parse_config(cls: type[T], text: str, source: str) -> T:
+    """Parse YAML ``text`` into ``cls``; ``source`` names the file in errors."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark is not None else "YAML"
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(source, "", f"{where}: not valid YAML: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(source, "", "the top level must be a mapping of keys")
+    return _build(cls, data, "", source)
+
+
+def load_config(cls: type[T], path: str | os.PathLike[str] | None) -> T:
+    """Read ``path`` (None: built-in defaults) into ``cls``."""
+    if path is None:
+        return cls()
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(source, "", "no such file") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(source, "", f"cannot read: {getattr(e, 'strerror', None) or e}") from None
+    return parse_config(cls, text, source)
+
+
+def default_config_path(name: str, home: Path | None = None) -> Path | None:
+    """``~/<name>`` if it exists, else None (built-in defaults)."""
+    candidate = (home or Path.home()) / name
+    return candidate if candidate.exists() else None
+
+
+def _check_server(config: ServerConfig, source: str) -> ServerConfig:
+    """Rules that span several keys."""
+    ports = {"hbd_port": config.hbd_port, "ws_port": config.ws_port, "wss_port": config.wss_port}
+    seen: dict[int, str] = {}
+    for key, port in ports.items():
+        if port is None:
+            continue
+        if port in seen:
+            raise ConfigError(source, key, f"port {port} is already used by {seen[port]}")
+        seen[port] = key
+    for name in config.hosts:
+        if not name or len(name) > 253 or not all(c.isalnum() or c in "._-" for c in name):
+            raise ConfigError(source, f"hosts.{name}", "not a valid host name")
+    return config
+
+
+def load_server_config(path: str | os.PathLike[str] | None) -> ServerConfig:
+    """Load and check a server config; ``None`` gives the built-in defaults."""
+    return _check_server(load_config(ServerConfig, path), str(path or "<defaults>"))

@@ -1,0 +1,214 @@
+"""The heartbeat wire protocol, version 1 (docs/PROTOCOL.md).
+
+Pure code: bytes in, validated dicts out, and back. No reactor, no I/O, so the
+server, the agent, tests and fuzzers all share exactly one reading of the
+contract. Every way a datagram can be wrong raises :class:`DecodeError` with a
+short machine-readable ``reason`` that the server counts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import zlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+__all__ = [
+    "CLIENT_IDS",
+    "COMPRESS_ABOVE",
+    "DEFAULT_LIMITS",
+    "MAX_OUTPUT",
+    "SERVER_IDS",
+    "DecodeError",
+    "Limits",
+    "decode",
+    "decode_with_text",
+    "encode",
+    "valid_host_name",
+]
+
+CLIENT_IDS: Final = frozenset({"HTB", "BOOT", "SHUT", "MSG", "PLG", "RES"})
+SERVER_IDS: Final = frozenset({"ACK", "CMD", "UPD"})
+MSG_LEVELS: Final = ("info", "warning", "error")
+COMPRESS_ABOVE: Final = 512
+MAX_OUTPUT: Final = 4096
+
+_NAME = re.compile(r"[A-Za-z0-9._-]{1,253}")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"number out of range: {text[:20]}")
+    return value
+
+
+def _no_constants(name: str) -> float:
+    raise ValueError(f"{name} is not JSON")
+
+
+# NaN/Infinity would parse but could never be sent on to a browser's JSON.parse.
+_JSON = json.JSONDecoder(parse_float=_finite_float, parse_constant=_no_constants)
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """What the server accepts; each is a config key (``max_inflated``, ``max_depth``)."""
+
+    max_inflated: int = 256 * 1024
+    max_depth: int = 16
+
+
+DEFAULT_LIMITS: Final = Limits()
+
+
+class DecodeError(ValueError):
+    """A datagram that breaks the protocol; ``reason`` is the counter it lands in."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+def valid_host_name(name: object) -> bool:
+    """Whether ``name`` is a host name the protocol allows (1-253 of ``[A-Za-z0-9._-]``)."""
+    return isinstance(name, str) and _NAME.fullmatch(name) is not None
+
+
+def _inflate(payload: bytes, limit: int) -> bytes:
+    """Inflate a zlib stream, giving up as soon as the output passes ``limit``.
+
+    ``max_length`` stops the inflater itself, so a decompression bomb costs at
+    most ``limit`` bytes of memory and the time to produce them.
+    """
+    inflater = zlib.decompressobj()
+    try:
+        text = inflater.decompress(payload, limit + 1)
+    except zlib.error as e:
+        raise DecodeError("zlib", str(e)) from None
+    if len(text) > limit or inflater.unconsumed_tail:
+        raise DecodeError("too_large", f"inflates past {limit} bytes")
+    if not inflater.eof:
+        raise DecodeError("zlib", "truncated stream")
+    return text
+
+
+def _depth_exceeds(value: object, limit: int) -> bool:
+    """Whether containers nest deeper than ``limit``; iterative, so no recursion limit."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _check_optional(message: Mapping[str, Any], key: str, ok: bool) -> None:
+    if key in message and not ok:
+        raise DecodeError("bad_field", f"{key}: {message[key]!r:.40}")
+
+
+def _validate(message: dict[str, Any]) -> dict[str, Any]:
+    kind = message.get("ID")
+    if not isinstance(kind, str) or not kind:
+        raise DecodeError("missing_id")
+    if "name" not in message:
+        raise DecodeError("missing_name")
+    if not valid_host_name(message["name"]):
+        raise DecodeError("bad_name", f"{message['name']!r:.60}")
+    _check_optional(message, "seq", isinstance(message.get("seq"), int)
+                    and not isinstance(message.get("seq"), bool))
+    _check_optional(message, "ts", _number(message.get("ts")))
+    _check_optional(message, "version", isinstance(message.get("version"), str))
+    if kind == "HTB":
+        interval = message.get("interval")
+        if interval is not None and not (_number(interval) and 0 < interval <= 86400 * 7):
+            raise DecodeError("bad_field", f"interval: {interval!r:.40}")
+        _check_optional(message, "rtt", _number(message.get("rtt")) and message["rtt"] >= 0)
+    elif kind == "BOOT":
+        _check_optional(message, "boot_time", _number(message.get("boot_time")))
+    elif kind == "MSG":
+        if not isinstance(message.get("text"), str):
+            raise DecodeError("bad_field", "text: a string is required")
+        _check_optional(message, "level", message.get("level") in MSG_LEVELS)
+    elif kind == "PLG":
+        if not isinstance(message.get("plugins"), dict):
+            raise DecodeError("bad_field", "plugins: an object is required")
+    elif kind == "RES":
+        if not isinstance(message.get("cmd_id"), str | int) or isinstance(
+            message.get("cmd_id"), bool
+        ):
+            raise DecodeError("bad_field", "cmd_id: required")
+        rc = message.get("rc")
+        if not isinstance(rc, int) or isinstance(rc, bool):
+            raise DecodeError("bad_field", "rc: an integer is required")
+        output = message.get("output", "")
+        if not isinstance(output, str):
+            raise DecodeError("bad_field", "output: a string is required")
+        if len(output) > MAX_OUTPUT:
+            message["output"] = output[:MAX_OUTPUT]
+            message["truncated"] = True
+    return message
+
+
+def decode(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """Turn one datagram into a validated message dict, or raise :class:`DecodeError`.
+
+    Unknown ``ID`` values pass (the server journals and counts them); unknown
+    fields are kept as they are.
+    """
+    return decode_with_text(payload, limits)[0]
+
+
+def decode_with_text(
+    payload: bytes, limits: Limits = DEFAULT_LIMITS
+) -> tuple[dict[str, Any], bytes]:
+    """Like :func:`decode`, also returning the (inflated) JSON text as received."""
+    if not payload:
+        raise DecodeError("empty")
+    first = payload[0]
+    if first == 0x7B:  # "{"
+        if len(payload) > limits.max_inflated:
+            raise DecodeError("too_large", f"{len(payload)} bytes")
+        text = payload
+    elif first & 0x0F == 8 and (first << 8 | (payload[1] if len(payload) > 1 else 0)) % 31 == 0:
+        text = _inflate(payload, limits.max_inflated)
+    else:
+        raise DecodeError("bad_format", f"first byte 0x{first:02x}")
+    try:
+        message = _JSON.decode(text.decode("utf-8"))
+    except RecursionError:
+        raise DecodeError("too_deep") from None
+    except (UnicodeDecodeError, ValueError) as e:
+        raise DecodeError("json", str(e)[:80]) from None
+    if not isinstance(message, dict):
+        raise DecodeError("not_object")
+    if _depth_exceeds(message, limits.max_depth):
+        raise DecodeError("too_deep", f"nesting over {limits.max_depth}")
+    message = _validate(message)
+    if message.get("truncated") is True:
+        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return message, text
+
+
+def encode(message: Mapping[str, Any], compress_above: int = COMPRESS_ABOVE) -> bytes:
+    """Serialise a message; zlib it when the text is larger than ``compress_above`` bytes."""
+    text = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    if len(text) > compress_above:
+        return zlib.compress(text, 6)
+    return text

@@ -1,0 +1,1 @@
+"""The heartbeat server: ``twistd -n heartbeat``."""

@@ -1,0 +1,153 @@
+"""UDP ingest: datagram -> protocol.decode -> Registry.apply -> events and replies.
+
+The listener must never die: every datagram that breaks the protocol is
+counted by reason and logged at a rate-limited level; an exception from a
+downstream subscriber is the bus's to report, not the listener's.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.application.internet import UDPServer
+from twisted.internet.interfaces import IReactorTime, IReactorUDP
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from heartbeat.events import RECEIVED, Event, EventBus
+from heartbeat.protocol import CLIENT_IDS, DecodeError, Limits, decode_with_text, encode
+from heartbeat.server.registry import Registry
+
+__all__ = ["IngestProtocol", "IngestStats", "make_udp_service", "source_address"]
+
+log = Logger()
+MAX_DATAGRAM = 65535
+
+
+def source_address(addr: tuple[Any, ...]) -> tuple[str, int]:
+    """(ip, port), with IPv4-mapped IPv6 addresses of a dual-stack socket as plain IPv4."""
+    ip, port = addr[0], addr[1]
+    if ip.startswith("::ffff:") and "." in ip:
+        ip = ip[7:]
+    return ip, port
+
+
+@dataclass
+class IngestStats:
+    """Counters for ``/api/0/status``; drops are logged at most once per reason per period."""
+
+    log_period: float = 10.0
+    received: int = 0
+    accepted: int = 0
+    replies: int = 0
+    reply_errors: int = 0
+    dropped: Counter[str] = field(default_factory=Counter)
+    unknown_ids: Counter[str] = field(default_factory=Counter)
+    _logged: dict[str, tuple[float, int]] = field(default_factory=dict)
+
+    def drop(self, reason: str, source: tuple[str, int], detail: str, now: float) -> None:
+        self.dropped[reason] += 1
+        last, count_then = self._logged.get(reason, (-self.log_period, 0))
+        if now - last >= self.log_period:
+            suppressed = self.dropped[reason] - count_then - 1
+            self._logged[reason] = (now, self.dropped[reason])
+            log.warn("ingest: dropped a datagram from {ip}:{port}: {reason} {detail}"
+                     "{suppressed}", ip=source[0], port=source[1], reason=reason,
+                     detail=detail,
+                     suppressed=f" (+{suppressed} more since last report)" if suppressed else "")
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "received": self.received,
+            "accepted": self.accepted,
+            "dropped": dict(self.dropped),
+            "dropped_total": sum(self.dropped.values()),
+            "unknown_ids": dict(self.unknown_ids),
+            "replies": self.replies,
+            "reply_errors": self.reply_errors,
+        }
+
+
+class IngestProtocol(DatagramProtocol):
+    """Decodes datagrams, applies them to the registry and answers on the same socket."""
+
+    noisy = False
+
+    def __init__(
+        self, registry: Registry, bus: EventBus, clock: IReactorTime, limits: Limits,
+        stats: IngestStats,
+    ) -> None:
+        self.registry = registry
+        self.bus = bus
+        self.clock = clock
+        self.limits = limits
+        self.stats = stats
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        now = self.clock.seconds()
+        stats = self.stats
+        stats.received += 1
+        source = source_address(addr)
+        try:
+            message, text = decode_with_text(data, self.limits)
+        except DecodeError as e:
+            stats.drop(e.reason, source, e.detail, now)
+            return
+        stats.accepted += 1
+        kind = message["ID"]
+        if kind not in CLIENT_IDS:
+            stats.unknown_ids[kind[:32]] += 1
+        self.bus.publish(Event(RECEIVED, message["name"], now, {
+            "message": message, "source_ip": source[0], "source_port": source[1],
+        }, text))
+        outcome = self.registry.apply(message, source, now)
+        for reply in outcome.replies:
+            self.send(reply, addr)
+        if outcome.events:
+            self.bus.publish_all(outcome.events)
+
+    def send(self, reply: dict[str, Any], addr: Any) -> None:
+        try:
+            self.transport.write(encode(reply), addr)  # type: ignore[union-attr]
+            self.stats.replies += 1
+        except OSError as e:
+            self.stats.reply_errors += 1
+            log.debug("ingest: reply to {addr} failed: {error}", addr=addr, error=e)
+
+
+class _TunedUDPServer(UDPServer):
+    """A UDPServer whose socket gets a larger receive buffer once it is bound."""
+
+    def __init__(self, rcvbuf: int, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rcvbuf = rcvbuf
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        if self._rcvbuf and self._port is not None:
+            sock = self._port.socket
+            force = getattr(socket, "SO_RCVBUFFORCE", None)  # Linux, root only
+            try:
+                if force is None:
+                    raise OSError("SO_RCVBUFFORCE unavailable")
+                sock.setsockopt(socket.SOL_SOCKET, force, self._rcvbuf)
+            except OSError:
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._rcvbuf)
+                except OSError as e:
+                    log.warn("ingest: cannot set the UDP receive buffer: {error}", error=e)
+
+
+def make_udp_service(
+    protocol: IngestProtocol, host: str, port: int, rcvbuf: int, reactor: IReactorUDP
+) -> UDPServer:
+    """The heartbeat listener; ``host`` '::' listens dual-stack, falling back to IPv4."""
+    if host == "::" and not socket.has_ipv6:
+        host = "0.0.0.0"
+    service = _TunedUDPServer(rcvbuf, port, protocol, interface=host,
+                              maxPacketSize=MAX_DATAGRAM, reactor=reactor)
+    service.setName("ingest")
+    return service

@@ -1,0 +1,353 @@
+"""Host registry: the pure state machine of every host the server knows.
+
+``Registry.apply(message, source, now)`` takes one decoded message and returns
+the events it caused and the replies owed to the sender; ``expire(now)`` turns
+silent hosts DOWN. Nothing here reads a clock or touches a socket, so every
+rule is tested with plain values.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from heartbeat.config import HostConfig
+from heartbeat.events import (
+    HOST_ADDRESS,
+    HOST_BOOT,
+    HOST_COMMAND,
+    HOST_DOWN,
+    HOST_MESSAGE,
+    HOST_NEW,
+    HOST_PLUGINS,
+    HOST_REMOVED,
+    HOST_RESULT,
+    HOST_UP,
+    Event,
+)
+
+__all__ = ["Host", "HostState", "Outcome", "PendingCommand", "PluginSample", "Registry"]
+
+_DEFAULT_HOST = HostConfig()
+RECENT_RESULTS = 20
+
+
+class HostState(StrEnum):
+    UNKNOWN = "UNKNOWN"
+    UP = "UP"
+    DOWN = "DOWN"
+
+
+@dataclass(slots=True)
+class PluginSample:
+    ts: float
+    data: Any
+
+
+@dataclass(slots=True)
+class PendingCommand:
+    """A CMD or UPD waiting for the host's RES; resent after each HTB."""
+
+    cmd_id: str
+    kind: str  # "CMD" or "UPD"
+    payload: dict[str, Any]
+    queued: float
+    by: str | None = None
+    attempts: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {"cmd_id": self.cmd_id, "kind": self.kind, "queued": self.queued,
+                "attempts": self.attempts, "by": self.by, **self.payload}
+
+
+@dataclass(slots=True)
+class Host:
+    name: str
+    state: HostState = HostState.UNKNOWN
+    addr: str | None = None
+    port: int | None = None
+    first_seen: float | None = None
+    last_seen: float | None = None
+    since: float | None = None
+    interval: float | None = None
+    rtt: float | None = None
+    version: str | None = None
+    boot_time: float | None = None
+    down_reason: str | None = None
+    seq: int | None = None
+    expected_by: float | None = None
+    plugins: dict[str, PluginSample] = field(default_factory=dict)
+    pending: dict[str, PendingCommand] = field(default_factory=dict)
+    results: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_RESULTS))
+
+    def to_json(self, config: HostConfig = _DEFAULT_HOST) -> dict[str, Any]:
+        """The API shape of a host."""
+        return {
+            "name": self.name,
+            "state": self.state.value,
+            "addr": self.addr,
+            "port": self.port,
+            "last_seen": self.last_seen,
+            "since": self.since,
+            "first_seen": self.first_seen,
+            "interval": self.interval,
+            "rtt": self.rtt,
+            "version": self.version,
+            "boot_time": self.boot_time,
+            "down_reason": self.down_reason,
+            "watch": config.watch,
+            "plugins": sorted(self.plugins),
+            "pending_commands": len(self.pending),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one message caused: events for the bus, replies for the sender."""
+
+    events: list[Event]
+    replies: list[dict[str, Any]]
+
+
+_NOTHING = Outcome([], [])
+
+
+class Registry:
+    """Every known host, keyed by name."""
+
+    def __init__(
+        self,
+        *,
+        grace: float,
+        default_interval: float,
+        host_config: Mapping[str, HostConfig] | None = None,
+        command_attempts: int = 5,
+    ) -> None:
+        self.grace = grace
+        self.default_interval = default_interval
+        self.host_config: Mapping[str, HostConfig] = host_config or {}
+        self.command_attempts = command_attempts
+        self.hosts: dict[str, Host] = {}
+        self._dirty: set[str] = set()
+        self._command_ids = itertools.count(1)
+
+    def __len__(self) -> int:
+        return len(self.hosts)
+
+    def __iter__(self) -> Iterator[Host]:
+        return iter(self.hosts.values())
+
+    def get(self, name: str) -> Host | None:
+        return self.hosts.get(name)
+
+    def config_for(self, name: str) -> HostConfig:
+        return self.host_config.get(name, _DEFAULT_HOST)
+
+    def host_json(self, host: Host) -> dict[str, Any]:
+        return host.to_json(self.config_for(host.name))
+
+    def take_dirty(self) -> list[Host]:
+        """Hosts changed since the last call, for the store to write."""
+        dirty = [self.hosts[name] for name in self._dirty if name in self.hosts]
+        self._dirty.clear()
+        return dirty
+
+    def restore(self, hosts: Iterable[Host], now: float) -> None:
+        """Load hosts from the store after a restart.
+
+        A host that was UP gets a fresh ``interval + grace`` from ``now``: the
+        server heard nothing while it was stopped, which says nothing about the host.
+        """
+        for host in hosts:
+            if host.state is HostState.UP:
+                fresh = now + self._interval(host) + self.grace
+                host.expected_by = max(host.expected_by or 0.0, fresh)
+            self.hosts[host.name] = host
+
+    def _interval(self, host: Host) -> float:
+        override = self.config_for(host.name).interval
+        return override or host.interval or self.default_interval
+
+    def _host(self, name: str, now: float, events: list[Event]) -> Host:
+        host = self.hosts.get(name)
+        if host is None:
+            host = self.hosts[name] = Host(name, first_seen=now, since=now)
+            events.append(Event(HOST_NEW, name, now, {}))
+        self._dirty.add(name)
+        return host
+
+    def apply(self, message: dict[str, Any], source: tuple[str, int], now: float) -> Outcome:
+        """Apply one decoded message from ``source`` (ip, port) received at ``now``."""
+        handler = self._handlers.get(message["ID"])
+        if handler is None:
+            return _NOTHING
+        events: list[Event] = []
+        host = self._host(message["name"], now, events)
+        replies = handler(self, host, message, source, now, events)
+        if "version" in message:
+            host.version = message["version"]
+        return Outcome(events, replies)
+
+    def _heartbeat(
+        self, host: Host, message: dict[str, Any], source: tuple[str, int], now: float,
+        events: list[Event],
+    ) -> list[dict[str, Any]]:
+        addr, port = source
+        if addr != host.addr:
+            events.append(Event(HOST_ADDRESS, host.name, now, {"addr": addr, "old": host.addr}))
+            host.addr = addr
+        host.port = port
+        host.last_seen = now
+        if "interval" in message:
+            host.interval = float(message["interval"])
+        if "rtt" in message:
+            host.rtt = float(message["rtt"])
+        if "seq" in message:
+            host.seq = message["seq"]
+        host.expected_by = now + self._interval(host) + self.grace
+        if host.state is not HostState.UP:
+            previous = host.state
+            data: dict[str, Any] = {"previous": previous.value, "addr": addr}
+            if previous is HostState.DOWN and host.since is not None:
+                data["down_for"] = now - host.since
+                data["down_reason"] = host.down_reason
+            host.state = HostState.UP
+            host.since = now
+            host.down_reason = None
+            events.append(Event(HOST_UP, host.name, now, data))
+        ack = {"ID": "ACK", "server_ts": now}
+        if "seq" in message:
+            ack["seq"] = message["seq"]
+        if "ts" in message:
+            ack["ts"] = message["ts"]
+        return [ack, *self._due_commands(host, now, events)]
+
+    def _due_commands(self, host: Host, now: float, events: list[Event]) -> list[dict[str, Any]]:
+        if not host.pending:
+            return []
+        replies = []
+        for command in list(host.pending.values()):
+            if command.attempts >= self.command_attempts:
+                del host.pending[command.cmd_id]
+                result = {"cmd_id": command.cmd_id, "status": "failed", "kind": command.kind,
+                          "attempts": command.attempts, "detail": "no RES after its resends",
+                          **command.payload}
+                host.results.append({"ts": now, **result})
+                events.append(Event(HOST_RESULT, host.name, now, result))
+                continue
+            command.attempts += 1
+            replies.append({"ID": command.kind, "cmd_id": command.cmd_id, **command.payload})
+        return replies
+
+    def _boot(
+        self, host: Host, message: dict[str, Any], source: tuple[str, int], now: float,
+        events: list[Event],
+    ) -> list[dict[str, Any]]:
+        host.boot_time = float(message.get("boot_time", now))
+        events.append(Event(HOST_BOOT, host.name, now,
+                            {"boot_time": host.boot_time, "addr": source[0]}))
+        return []
+
+    def _shutdown(
+        self, host: Host, message: dict[str, Any], source: tuple[str, int], now: float,
+        events: list[Event],
+    ) -> list[dict[str, Any]]:
+        previous = host.state
+        host.down_reason = "shutdown"
+        host.expected_by = None
+        if previous is not HostState.DOWN:
+            host.state = HostState.DOWN
+            host.since = now
+            events.append(Event(HOST_DOWN, host.name, now,
+                                {"reason": "shutdown", "previous": previous.value}))
+        return []
+
+    def _text(
+        self, host: Host, message: dict[str, Any], source: tuple[str, int], now: float,
+        events: list[Event],
+    ) -> list[dict[str, Any]]:
+        level = message.get("level", "info")
+        events.append(Event(HOST_MESSAGE, host.name, now, {"text": message["text"],
+                                                            "level": level}))
+        return []
+
+    def _plugins(
+        self, host: Host, message: dict[str, Any], source: tuple[str, int], now: float,
+        events: list[Event],
+    ) -> list[dict[str, Any]]:
+        plugins: dict[str, Any] = message["plugins"]
+        for name, data in plugins.items():
+            host.plugins[name] = PluginSample(now, data)
+        events.append(Event(HOST_PLUGINS, host.name, now, {"plugins": plugins}))
+        return []
+
+    def _result(
+        self, host: Host, message: dict[str, Any], source: tuple[str, int], now: float,
+        events: list[Event],
+    ) -> list[dict[str, Any]]:
+        cmd_id = str(message["cmd_id"])
+        command = host.pending.pop(cmd_id, None)
+        result: dict[str, Any] = {
+            "cmd_id": cmd_id,
+            "status": "done" if command is not None else "unsolicited",
+            "rc": message["rc"],
+            "output": message.get("output", ""),
+        }
+        if command is not None:
+            result["kind"] = command.kind
+            result.update(command.payload)
+        host.results.append({"ts": now, **result})
+        events.append(Event(HOST_RESULT, host.name, now, result))
+        return []
+
+    _handlers = {
+        "HTB": _heartbeat,
+        "BOOT": _boot,
+        "SHUT": _shutdown,
+        "MSG": _text,
+        "PLG": _plugins,
+        "RES": _result,
+    }
+
+    def expire(self, now: float) -> list[Event]:
+        """Mark DOWN every UP host whose heartbeat is overdue past ``interval + grace``."""
+        events = []
+        for host in self.hosts.values():
+            if host.state is HostState.UP and host.expected_by is not None \
+                    and now > host.expected_by:
+                host.state = HostState.DOWN
+                host.down_reason = "timeout"
+                overdue = now - (host.last_seen or now)
+                host.since = now
+                self._dirty.add(host.name)
+                events.append(Event(HOST_DOWN, host.name, now,
+                                    {"reason": "timeout", "previous": "UP",
+                                     "last_seen": host.last_seen, "silent_for": overdue}))
+        return events
+
+    def queue_command(
+        self, name: str, kind: str, payload: dict[str, Any], now: float, by: str | None = None
+    ) -> tuple[PendingCommand, Event]:
+        """Queue a CMD (``payload`` has ``cmd``, ``args``) or UPD for the host's next HTB."""
+        host = self.hosts[name]
+        cmd_id = f"{int(now):x}-{next(self._command_ids)}"
+        command = PendingCommand(cmd_id, kind, dict(payload), now, by)
+        host.pending[cmd_id] = command
+        return command, Event(HOST_COMMAND, name, now, command.to_json())
+
+    def remove(self, name: str, now: float, by: str | None = None) -> Event | None:
+        """Forget a host (it comes back as new if it sends again)."""
+        if self.hosts.pop(name, None) is None:
+            return None
+        self._dirty.discard(name)
+        return Event(HOST_REMOVED, name, now, {"by": by})
+
+    def counts(self) -> dict[str, int]:
+        counts = {state.value: 0 for state in HostState}
+        for host in self.hosts.values():
+            counts[host.state.value] += 1
+        return counts

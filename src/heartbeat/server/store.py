@@ -1,0 +1,307 @@
+"""The SQLite store: host state, plugin history and whatever later services keep.
+
+All SQL runs on one :class:`~heartbeat.server.serial.SerialWorker` thread.
+Writes are queued on the reactor thread and committed together once per
+``flush_interval``, so the store is never more than that behind memory and the
+hot path only appends to a list. Reads go through the same thread after the
+queued writes, so an API read always sees what was accepted before it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from heartbeat.events import HOST_PLUGINS, HOST_REMOVED, Event, EventBus
+from heartbeat.server.registry import Host, HostState, PluginSample, Registry
+from heartbeat.server.serial import Worker
+
+__all__ = [
+    "SCHEMA",
+    "HostRecorder",
+    "StoreService",
+    "Write",
+    "load_hosts",
+    "open_database",
+    "read_history",
+]
+
+T = TypeVar("T")
+Write = Callable[[sqlite3.Connection], object]
+"""A queued write: runs on the worker thread inside the batch's transaction."""
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS hosts (
+    name TEXT PRIMARY KEY, state TEXT NOT NULL, addr TEXT, port INTEGER,
+    first_seen REAL, last_seen REAL, since REAL, interval REAL, rtt REAL,
+    version TEXT, boot_time REAL, down_reason TEXT, expected_by REAL
+);
+CREATE TABLE IF NOT EXISTS plugin_latest (
+    host TEXT NOT NULL, plugin TEXT NOT NULL, ts REAL NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY (host, plugin)
+);
+CREATE TABLE IF NOT EXISTS plugin_history (
+    host TEXT NOT NULL, plugin TEXT NOT NULL, ts REAL NOT NULL, data TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS plugin_history_by_host ON plugin_history (host, plugin, ts);
+"""
+
+_HOST_COLUMNS = ("name", "state", "addr", "port", "first_seen", "last_seen", "since",
+                 "interval", "rtt", "version", "boot_time", "down_reason", "expected_by")
+_UPSERT_HOST = (
+    f"INSERT OR REPLACE INTO hosts ({', '.join(_HOST_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(_HOST_COLUMNS))})"
+)
+
+log = Logger()
+
+
+def open_database(path: Path, schemas: Iterable[str] = (SCHEMA,)) -> sqlite3.Connection:
+    """Open (creating) the store and apply every module's schema.
+
+    WAL with ``synchronous=NORMAL`` survives a killed process without losing a
+    committed transaction; only a power loss may drop the last one.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA busy_timeout=5000")
+    check = conn.execute("PRAGMA quick_check").fetchone()[0]
+    if check != "ok":
+        raise sqlite3.DatabaseError(f"{path}: integrity check failed: {check}")
+    for schema in schemas:
+        conn.executescript(schema)
+    return conn
+
+
+def load_hosts(conn: sqlite3.Connection) -> list[Host]:
+    """Every stored host with its latest plugin data, for ``Registry.restore``."""
+    hosts: dict[str, Host] = {}
+    for row in conn.execute(f"SELECT {', '.join(_HOST_COLUMNS)} FROM hosts"):
+        values = dict(zip(_HOST_COLUMNS, row, strict=True))
+        values["state"] = HostState(values["state"])
+        hosts[values["name"]] = Host(**values)
+    for name, plugin, ts, data in conn.execute("SELECT host, plugin, ts, data FROM plugin_latest"):
+        if name in hosts:
+            hosts[name].plugins[plugin] = PluginSample(ts, json.loads(data))
+    return list(hosts.values())
+
+
+def _host_row(host: Host) -> tuple[Any, ...]:
+    return (host.name, host.state.value, host.addr, host.port, host.first_seen, host.last_seen,
+            host.since, host.interval, host.rtt, host.version, host.boot_time, host.down_reason,
+            host.expected_by)
+
+
+class StoreService(Service):
+    """Owns the SQLite connection; batches writes onto the worker thread."""
+
+    name = "store"
+
+    def __init__(
+        self,
+        conn: sqlite3.Connection,
+        worker: Worker,
+        clock: IReactorTime,
+        flush_interval: float = 0.5,
+        maintenance_interval: float = 600.0,
+    ) -> None:
+        self.conn = conn
+        self._worker = worker
+        self._clock = clock
+        self._flush_interval = flush_interval
+        self._maintenance_interval = maintenance_interval
+        self._pending: list[Write] = []
+        self._sources: list[Callable[[], list[Write]]] = []
+        self._maintenance: list[Callable[[sqlite3.Connection, float], None]] = []
+        self._loop: LoopingCall | None = None
+        self._maintenance_loop: LoopingCall | None = None
+        self.commits = 0
+        self.failures = 0
+        self.last_commit: float | None = None
+        """Clock time at which the last successful batch was taken for commit."""
+
+    def write(self, sql: str, params: Sequence[Any] = ()) -> None:
+        """Queue one statement for the next commit."""
+        self._pending.append(lambda conn: conn.execute(sql, params))
+
+    def submit(self, write: Write) -> None:
+        """Queue ``write(conn)`` for the next commit (for batches built on the worker)."""
+        self._pending.append(write)
+
+    def add_source(self, source: Callable[[], list[Write]]) -> None:
+        """``source()`` is asked for writes at every flush (e.g. dirty hosts)."""
+        self._sources.append(source)
+
+    def add_maintenance(self, task: Callable[[sqlite3.Connection, float], None]) -> None:
+        """``task(conn, now)`` runs on the worker every ``maintenance_interval`` (retention)."""
+        self._maintenance.append(task)
+
+    def _take(self) -> list[Write]:
+        batch = self._pending
+        self._pending = []
+        for source in self._sources:
+            batch.extend(source())
+        return batch
+
+    @staticmethod
+    def _commit(conn: sqlite3.Connection, batch: list[Write]) -> None:
+        conn.execute("BEGIN")
+        try:
+            for write in batch:
+                write(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def flush(self) -> Deferred[None]:
+        """Commit everything queued so far; fires when it is on disk."""
+        batch = self._take()
+        if not batch:
+            return self._worker.run(lambda: None)
+        taken = self._clock.seconds()
+        d = self._worker.run(self._commit, self.conn, batch)
+        d.addCallbacks(self._committed, self._failed, callbackArgs=(taken,))
+        return d
+
+    def _committed(self, _: None, taken: float) -> None:
+        self.commits += 1
+        self.last_commit = taken
+
+    def to_json(self) -> dict[str, Any]:
+        return {"commits": self.commits, "failures": self.failures,
+                "last_commit": self.last_commit}
+
+    def _failed(self, failure: Any) -> None:
+        self.failures += 1
+        log.failure("store: a write batch failed and was rolled back", failure)
+
+    def read(self, fn: Callable[[sqlite3.Connection], T]) -> Deferred[T]:
+        """Run ``fn(conn)`` on the worker after every write queued before it."""
+        self.flush()
+        return self._worker.run(fn, self.conn)
+
+    def _maintain(self) -> Deferred[None]:
+        now = self._clock.seconds()
+
+        def run(conn: sqlite3.Connection) -> None:
+            for task in self._maintenance:
+                task(conn, now)
+
+        d = self._worker.run(run, self.conn)
+        d.addErrback(lambda f: log.failure("store: maintenance failed", f))
+        return d
+
+    def startService(self) -> None:
+        super().startService()
+        self._worker.start()
+        self._loop = LoopingCall(self.flush)
+        self._loop.clock = self._clock
+        self._loop.start(self._flush_interval, now=False).addErrback(
+            lambda f: log.failure("store: flush loop stopped", f))
+        self._maintenance_loop = LoopingCall(self._maintain)
+        self._maintenance_loop.clock = self._clock
+        self._maintenance_loop.start(self._maintenance_interval, now=True).addErrback(
+            lambda f: log.failure("store: maintenance loop stopped", f))
+
+    def stopService(self) -> Deferred[None]:
+        super().stopService()
+        for loop in (self._loop, self._maintenance_loop):
+            if loop is not None and loop.running:
+                loop.stop()
+        d = self.flush()
+        d.addErrback(lambda f: None)  # already logged by _failed
+        d.addCallback(lambda _: self._worker.run(self.conn.close))
+        d.addBoth(self._stopped)
+        return d
+
+    def _stopped(self, result: Any) -> None:
+        self._worker.stop()
+
+
+class HostRecorder:
+    """Keeps the store in step with the registry: host rows, latest and history."""
+
+    def __init__(
+        self, registry: Registry, store: StoreService, retention: float, max_samples: int
+    ) -> None:
+        self._registry = registry
+        self._store = store
+        self._retention = retention
+        self._max_samples = max_samples
+        self._history: list[tuple[str, str, float, Any]] = []
+
+    def attach(self, bus: EventBus) -> None:
+        bus.subscribe(self._on_plugins, [HOST_PLUGINS])
+        bus.subscribe(self._on_removed, [HOST_REMOVED])
+        self._store.add_source(self._statements)
+        self._store.add_maintenance(self.prune)
+
+    def _on_plugins(self, event: Event) -> None:
+        for plugin, data in event.data["plugins"].items():
+            self._history.append((event.host, plugin, event.ts, data))
+
+    def _on_removed(self, event: Event) -> None:
+        for table in ("hosts WHERE name", "plugin_latest WHERE host", "plugin_history WHERE host"):
+            self._store.write(f"DELETE FROM {table} = ?", (event.host,))
+
+    def _statements(self) -> list[Write]:
+        writes: list[Write] = []
+        hosts = self._registry.take_dirty()
+        if hosts:
+            rows = [_host_row(h) for h in hosts]
+            writes.append(lambda conn: conn.executemany(_UPSERT_HOST, rows))
+        if self._history:
+            samples, self._history = self._history, []
+            writes.append(lambda conn: _insert_samples(conn, samples))
+        return writes
+
+    def prune(self, conn: sqlite3.Connection, now: float) -> None:
+        """Drop history past the retention age and past the per-plugin sample cap."""
+        conn.execute("DELETE FROM plugin_history WHERE ts < ?", (now - self._retention,))
+        over = conn.execute(
+            "SELECT host, plugin FROM plugin_history GROUP BY host, plugin HAVING COUNT(*) > ?",
+            (self._max_samples,),
+        ).fetchall()
+        for host, plugin in over:
+            conn.execute(
+                "DELETE FROM plugin_history WHERE host = ? AND plugin = ? AND ts < ("
+                " SELECT ts FROM plugin_history WHERE host = ? AND plugin = ?"
+                " ORDER BY ts DESC LIMIT 1 OFFSET ?)",
+                (host, plugin, host, plugin, self._max_samples - 1),
+            )
+
+
+def _insert_samples(conn: sqlite3.Connection, samples: list[tuple[str, str, float, Any]]) -> None:
+    """Render the JSON here, on the worker thread, once for both tables."""
+    rows = [(h, p, ts, json.dumps(d, separators=(",", ":"))) for h, p, ts, d in samples]
+    conn.executemany(
+        "INSERT INTO plugin_history (host, plugin, ts, data) VALUES (?, ?, ?, ?)", rows)
+    conn.executemany(
+        "INSERT OR REPLACE INTO plugin_latest (host, plugin, ts, data) VALUES (?, ?, ?, ?)", rows)
+
+
+def read_history(
+    host: str, plugin: str, limit: int
+) -> Callable[[sqlite3.Connection], list[dict[str, Any]]]:
+    """A store read returning the newest ``limit`` samples of one plugin, newest first."""
+
+    def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+        rows = conn.execute(
+            "SELECT ts, data FROM plugin_history WHERE host = ? AND plugin = ? "
+            "ORDER BY ts DESC LIMIT ?", (host, plugin, limit))
+        return [{"ts": ts, "data": json.loads(data)} for ts, data in rows]
+
+    return run
+

@@ -1,0 +1,179 @@
+"""``twistd heartbeat``: options, and the one place that wires the server together."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, MultiService
+from twisted.internet.endpoints import serverFromString
+from twisted.logger import Logger, globalLogPublisher, textFileLogObserver
+from twisted.python import usage
+
+from heartbeat.config import ConfigError, ServerConfig, default_config_path, load_server_config
+from heartbeat.events import Event, EventBus, Subscriber
+from heartbeat.protocol import Limits
+from heartbeat.server import store as store_module
+from heartbeat.server.ingest import IngestProtocol, IngestStats, make_udp_service
+from heartbeat.server.journal import JournalFile, JournalService
+from heartbeat.server.monitor import MonitorService
+from heartbeat.server.registry import Registry
+from heartbeat.server.serial import SerialWorker
+from heartbeat.server.store import HostRecorder, StoreService, load_hosts, open_database
+from heartbeat.server.web.api import HeartbeatAPI
+from heartbeat.server.web.app import HeartbeatSite, WebRoot
+from heartbeat.server.web.websocket import EventHub, FeedFactory
+
+__all__ = ["Options", "makeService"]
+
+log = Logger()
+CONFIG_NAME = ".hb.yaml"
+STORE_FILE = "heartbeat.sqlite3"
+
+
+class Options(usage.Options):
+    synopsis = "[-c FILE]"
+    longdesc = ("Receive UDP heartbeats and plugin data, track hosts UP/DOWN, journal every "
+                "message and serve the REST API and WebSocket feed. Without -c, reads "
+                "~/.hb.yaml if present, else the built-in defaults.")
+    optParameters = [
+        ["config", "c", None, "YAML configuration file."],
+    ]
+    optFlags = [
+        ["check", None, "Check the configuration, print a summary and exit."],
+    ]
+
+    def postOptions(self) -> None:
+        path = self["config"] or default_config_path(CONFIG_NAME)
+        try:
+            self["settings"] = load_server_config(path)
+        except ConfigError as e:
+            # One line, not twistd's usage text: the key and the file are what matter.
+            raise SystemExit(f"heartbeat: config error: {e}") from None
+        self["config_path"] = str(path) if path else None
+        if self["check"]:
+            raise SystemExit(_summary(self["settings"], self["config_path"]))
+
+
+def _summary(config: ServerConfig, path: str | None) -> int:
+    print(  # noqa: T201 - the answer to --check is for the terminal
+        f"heartbeat: {path or 'built-in defaults'}: OK; UDP {config.hb_host}:{config.hb_port},"
+        f" HTTP {config.hbd_host}:{config.hbd_port}, {len(config.hosts)} configured hosts")
+    return 0
+
+
+def _report_subscriber_error(subscriber: Subscriber, event: Event, error: BaseException) -> None:
+    log.error("event bus: {subscriber} failed on {kind} for {host}: {error!r}",
+              subscriber=getattr(subscriber, "__qualname__", subscriber), kind=event.kind,
+              host=event.host, error=error)
+
+
+def _endpoint(host: str, port: int) -> str:
+    interface = host.replace(":", r"\:")
+    return f"tcp:port={port}:interface={interface}"
+
+
+def make_store(config: ServerConfig, registry: Registry, bus: EventBus, reactor: Any,
+               schemas: list[str]) -> StoreService:
+    path = Path(config.state_dir) / STORE_FILE
+    try:
+        conn = open_database(path, schemas)
+        hosts = load_hosts(conn)
+    except (OSError, sqlite3.Error) as e:
+        raise SystemExit(f"heartbeat: state_dir: cannot open the store {path}: {e}") from None
+    registry.restore(hosts, reactor.seconds())
+    store = StoreService(conn, SerialWorker(reactor, "heartbeat-store"), reactor,
+                         config.store_flush_interval)
+    HostRecorder(registry, store, config.history_retention,
+                 config.history_max_samples).attach(bus)
+    return store
+
+
+def make_journal(config: ServerConfig, bus: EventBus, reactor: Any) -> JournalService | None:
+    if not config.journal_enabled:
+        return None
+    journal = JournalFile(Path(config.journal_dir), config.journal_file,
+                          config.journal_max_size, config.journal_max_backups)
+    service = JournalService(journal, SerialWorker(reactor, "heartbeat-journal"), reactor,
+                             config.journal_flush_interval)
+    service.attach(bus)
+    return service
+
+
+def make_websocket_services(config: ServerConfig, hub: EventHub, reactor: Any) -> list[IService]:
+    services: list[IService] = []
+    if config.ws_port is not None:
+        services.append(StreamServerEndpointService(
+            serverFromString(reactor, _endpoint(config.hbd_host, config.ws_port)),
+            FeedFactory(hub)))
+    if config.wss_port is not None:
+        cert = Path(config.cert_path) / config.wss_pem
+        key = Path(config.cert_path) / config.wss_key
+        missing = [str(p) for p in (cert, key) if not p.is_file()]
+        if missing:
+            log.warn("websocket: WSS on port {port} not started: missing {files}",
+                     port=config.wss_port, files=", ".join(missing))
+        else:
+            interface = config.hbd_host.replace(":", r"\:")
+            description = (f"ssl:port={config.wss_port}:interface={interface}:"
+                           f"privateKey={_escape(key)}:certKey={_escape(cert)}")
+            services.append(StreamServerEndpointService(
+                serverFromString(reactor, description), FeedFactory(hub)))
+    return services
+
+
+def _escape(path: Path) -> str:
+    return str(path).replace("\\", "\\\\").replace(":", r"\:").replace("=", r"\=")
+
+
+def makeService(options: Options | dict[str, Any], reactor: Any = None) -> MultiService:
+    """Compose the service tree of docs/ARCHITECTURE.md from the checked config."""
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor  # noqa: PLC0415 - twistd's
+
+        reactor = global_reactor
+    config: ServerConfig = options["settings"]
+    if config.logfile:
+        globalLogPublisher.addObserver(textFileLogObserver(open(config.logfile, "a")))  # noqa: SIM115
+
+    top = MultiService()
+    top.setName("heartbeat")
+    bus = EventBus(on_error=_report_subscriber_error)
+    registry = Registry(grace=config.grace, default_interval=config.interval,
+                        host_config=config.hosts, command_attempts=config.command_attempts)
+
+    store = make_store(config, registry, bus, reactor, [store_module.SCHEMA])
+    store.setServiceParent(top)
+    journal = make_journal(config, bus, reactor)
+    if journal is not None:
+        journal.setServiceParent(top)
+
+    stats = IngestStats()
+    ingest = IngestProtocol(registry, bus, reactor,
+                            Limits(config.max_inflated, config.max_depth), stats)
+    make_udp_service(ingest, config.hb_host, config.hb_port, config.udp_rcvbuf,
+                     reactor).setServiceParent(top)
+    MonitorService(registry, bus, reactor, config.monitor_interval).setServiceParent(top)
+
+    hub = EventHub(registry)
+    hub.attach(bus)
+    status_sources = {
+        "ingest": stats.to_json,
+        "websocket": hub.to_json,
+        "store": store.to_json,
+    }
+    if journal is not None:
+        status_sources["journal"] = lambda: {
+            "lines": journal.journal.lines_written, "rotations": journal.journal.rotations,
+            "write_failures": journal.write_failures}
+    api = HeartbeatAPI(registry, store, journal, reactor, status_sources)
+    site = HeartbeatSite(WebRoot(api, FeedFactory(hub)).app.resource(), config.http_idle_timeout)
+    web = StreamServerEndpointService(
+        serverFromString(reactor, _endpoint(config.hbd_host, config.hbd_port)), site)
+    web.setName("web")
+    web.setServiceParent(top)
+    for service in make_websocket_services(config, hub, reactor):
+        service.setServiceParent(top)
+    return top

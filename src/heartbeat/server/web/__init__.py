@@ -1,0 +1,1 @@
+"""HTTP API, pages and the WebSocket feed."""

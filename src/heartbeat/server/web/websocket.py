@@ -1,0 +1,105 @@
+"""The live WebSocket feed: a snapshot of every host, then every event as it happens.
+
+Protocol objects hold no state of their own; the :class:`EventHub` keeps the
+set of subscribers, serialises each event once and hands the same bytes to
+every client. A client whose send buffer passes ``max_backlog`` is dropped
+rather than letting a stalled browser grow the server's memory.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from twisted.logger import Logger
+
+from heartbeat.events import Event, EventBus
+from heartbeat.server.registry import Registry
+
+__all__ = ["EventHub", "FeedFactory", "FeedProtocol"]
+
+log = Logger()
+
+
+class EventHub:
+    """Fans events out to the connected feed clients."""
+
+    def __init__(self, registry: Registry, max_backlog: int = 4 * 1024 * 1024) -> None:
+        self.registry = registry
+        self.max_backlog = max_backlog
+        self.clients: set[FeedProtocol] = set()
+        self.sent = 0
+        self.dropped_clients = 0
+
+    def attach(self, bus: EventBus) -> None:
+        bus.subscribe(self.publish)
+
+    def snapshot(self) -> bytes:
+        hosts = [self.registry.host_json(h) for h in sorted(self.registry, key=lambda h: h.name)]
+        return json.dumps({"type": "snapshot", "hosts": hosts},
+                          separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+    def join(self, client: FeedProtocol) -> None:
+        self.clients.add(client)
+        client.sendMessage(self.snapshot())
+
+    def leave(self, client: FeedProtocol) -> None:
+        self.clients.discard(client)
+
+    def publish(self, event: Event) -> None:
+        if not self.clients:
+            return
+        payload = event.to_bytes()
+        for client in list(self.clients):
+            if client.backlog() > self.max_backlog:
+                self.dropped_clients += 1
+                self.clients.discard(client)
+                log.warn("websocket: dropping {peer}: {size} bytes unsent", peer=client.peer,
+                         size=client.backlog())
+                client.dropConnection(abort=True)
+                continue
+            client.sendMessage(payload)
+            self.sent += 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {"clients": len(self.clients), "sent": self.sent,
+                "dropped_clients": self.dropped_clients}
+
+
+class FeedProtocol(WebSocketServerProtocol):
+    """One feed subscriber; incoming messages are ignored."""
+
+    factory: FeedFactory
+
+    def onOpen(self) -> None:
+        try:
+            self.factory.hub.join(self)
+        except Exception:
+            log.failure("websocket: cannot start the feed for {peer}", peer=self.peer)
+            self.dropConnection(abort=True)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self.factory.hub.leave(self)
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        pass
+
+    def backlog(self) -> int:
+        """Bytes written but not yet taken by the kernel."""
+        transport: Any = self.transport
+        size = 0
+        for name in ("dataBuffer", "_tempDataLen"):
+            value = getattr(transport, name, 0)
+            size += len(value) if isinstance(value, bytes | bytearray) else int(value or 0)
+        return size
+
+
+class FeedFactory(WebSocketServerFactory):
+    protocol = FeedProtocol  # type: ignore[assignment]
+    noisy = False
+
+    def __init__(self, hub: EventHub, url: str | None = None) -> None:
+        super().__init__(url)
+        self.hub = hub
+        self.setProtocolOptions(webStatus=False, autoPingInterval=30, autoPingTimeout=15)

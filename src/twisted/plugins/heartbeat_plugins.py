@@ -1,0 +1,13 @@
+"""twistd dropin: ``twistd heartbeat`` (server) and ``twistd heartbeat-agent`` (agent).
+
+Only declarations live here; the tap modules are imported when their command runs.
+"""
+
+from twisted.application.service import ServiceMaker
+
+heartbeat_server = ServiceMaker(
+    "heartbeat server",
+    "heartbeat.server.tap",
+    "Host-monitoring server: UDP heartbeats, host state, journal, REST API and WebSocket.",
+    "heartbeat",
+)

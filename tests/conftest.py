@@ -1,0 +1,45 @@
+"""Fixtures shared by the whole suite."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support import ServerProcess
+
+
+@pytest.fixture(autouse=True)
+def clean_reactor(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test that leaves delayed calls in the global reactor (e.g. a treq pool)."""
+    yield
+    if "twisted" not in request.keywords and not request.node.get_closest_marker("twisted"):
+        from twisted.internet import reactor  # noqa: PLC0415 - not at import (reactor choice)
+
+        calls = [c for c in reactor.getDelayedCalls() if c.active()]  # type: ignore[attr-defined]
+        for call in calls:
+            call.cancel()
+        assert not calls, f"test left delayed calls in the reactor: {calls}"
+
+
+@pytest.fixture
+def server_factory(tmp_path: Path) -> Iterator[Any]:
+    """Start real ``twistd -n heartbeat`` processes; all are stopped at teardown."""
+    started: list[ServerProcess] = []
+
+    def start(directory: Path | None = None, **overrides: Any) -> ServerProcess:
+        server = ServerProcess(directory or tmp_path, **overrides)
+        started.append(server)
+        return server.start()
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def server(server_factory: Any) -> ServerProcess:
+    """One real server on free loopback ports with its state under tmp_path."""
+    return server_factory()

@@ -1,0 +1,196 @@
+"""Shared test support: the real ``twistd -n heartbeat`` process on loopback.
+
+Integration tests start the server exactly as a user does, with a config file
+in a temporary directory, free loopback ports, and talk to it with plain
+sockets and HTTP from the test process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+TWISTD = str(Path(sys.executable).with_name("twistd"))
+START_TIMEOUT = 15.0
+
+
+def free_port(kind: int = socket.SOCK_STREAM) -> int:
+    """A port free for both TCP and UDP on 127.0.0.1 right now."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, kind) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        other = socket.SOCK_DGRAM if kind == socket.SOCK_STREAM else socket.SOCK_STREAM
+        try:
+            with socket.socket(socket.AF_INET, other) as s:
+                s.bind(("127.0.0.1", port))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port")
+
+
+def wait_until(predicate: Any, timeout: float = 10.0, step: float = 0.02) -> Any:
+    """Poll ``predicate`` until it returns a true value (for real processes only)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+        time.sleep(step)
+
+
+def encode(message: dict[str, Any], compress: bool | None = None) -> bytes:
+    text = json.dumps(message).encode()
+    if compress or (compress is None and len(text) > 512):
+        return zlib.compress(text)
+    return text
+
+
+class ServerProcess:
+    """A ``twistd -n heartbeat`` subprocess with its own ports, state and journal."""
+
+    def __init__(self, directory: Path, **overrides: Any) -> None:
+        self.directory = directory
+        self.udp_port = free_port(socket.SOCK_DGRAM)
+        self.http_port = free_port()
+        self.ws_port = free_port()
+        self.config: dict[str, Any] = {
+            "hb_host": "127.0.0.1",
+            "hb_port": self.udp_port,
+            "hbd_host": "127.0.0.1",
+            "hbd_port": self.http_port,
+            "ws_port": self.ws_port,
+            "state_dir": str(directory / "state"),
+            "journal_dir": str(directory / "journal"),
+            "store_flush_interval": 0.1,
+            "journal_flush_interval": 0.1,
+            "monitor_interval": 0.2,
+        }
+        self.config.update(overrides)
+        self.udp_port = self.config["hb_port"]
+        self.http_port = self.config["hbd_port"]
+        self.ws_port = self.config["ws_port"]
+        self.config_path = directory / "heartbeat.yaml"
+        self.log_path = directory / "twistd.log"
+        self.process: subprocess.Popen[bytes] | None = None
+        self._socket: socket.socket | None = None
+
+    def write_config(self) -> None:
+        self.config_path.write_text(yaml.safe_dump(self.config))
+
+    def start(self) -> ServerProcess:
+        self.write_config()
+        log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [TWISTD, "--nodaemon", "--pidfile=", "heartbeat", "--config", str(self.config_path)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=self.directory,
+            env={**os.environ, "HOME": str(self.directory)},
+        )
+        self._log = log
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited {self.process.returncode}:\n{self.log()}")
+            try:
+                self.get("/api/0/status")
+                return self
+            except (OSError, urllib.error.URLError):
+                time.sleep(0.05)
+        self.stop()
+        raise AssertionError(f"server did not answer within {START_TIMEOUT}s:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, sig: int = signal.SIGTERM) -> int | None:
+        if self.process is None:
+            return None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+        code = self.process.returncode
+        self.process = None
+        self._log.close()
+        if self._socket is not None:
+            self._socket.close()
+            self._socket = None
+        return code
+
+    def kill(self) -> None:
+        self.stop(signal.SIGKILL)
+
+    # UDP
+    @property
+    def socket(self) -> socket.socket:
+        if self._socket is None:
+            self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self._socket.bind(("127.0.0.1", 0))
+            self._socket.settimeout(5)
+        return self._socket
+
+    def send(self, message: dict[str, Any] | bytes, compress: bool | None = None) -> None:
+        data = message if isinstance(message, bytes) else encode(message, compress)
+        self.socket.sendto(data, ("127.0.0.1", self.udp_port))
+
+    def receive(self) -> dict[str, Any]:
+        data, _ = self.socket.recvfrom(65535)
+        try:
+            return json.loads(data)
+        except ValueError:
+            return json.loads(zlib.decompress(data))
+
+    # HTTP
+    def request(self, method: str, path: str, body: Any = None,
+                headers: dict[str, str] | None = None) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.http_port}{path}", data=data, method=method,
+            headers={"Content-Type": "application/json", **(headers or {})})
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                raw = response.read()
+                status = response.status
+        except urllib.error.HTTPError as e:
+            raw = e.read()
+            status = e.code
+        try:
+            return status, json.loads(raw)
+        except ValueError:
+            return status, raw.decode(errors="replace")
+
+    def get(self, path: str) -> Any:
+        status, body = self.request("GET", path)
+        if status != 200:
+            raise AssertionError(f"GET {path} -> {status}: {body}")
+        return body
+
+    def host(self, name: str) -> dict[str, Any] | None:
+        status, body = self.request("GET", f"/api/0/hosts/{name}")
+        return body if status == 200 else None
+
+    def journal_lines(self) -> Iterator[dict[str, Any]]:
+        directory = Path(self.config["journal_dir"])
+        for path in sorted(directory.glob("messages.journal*"), reverse=True):
+            for line in path.read_text().splitlines():
+                if line:
+                    yield json.loads(line)

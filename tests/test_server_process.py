@@ -1,0 +1,83 @@
+"""The real ``twistd -n heartbeat`` process: datagrams in, API, journal and state out."""
+
+from __future__ import annotations
+
+import json
+
+from tests.support import ServerProcess, wait_until
+
+
+def test_heartbeat_is_acked_and_host_listed(server: ServerProcess) -> None:
+    """An HTB gets an ACK echoing seq/ts and the host shows UP in the API."""
+    server.send({"ID": "HTB", "name": "web1", "interval": 30, "seq": 7, "ts": 1711234567.1,
+                 "rtt": 0.42, "version": "1.2"})
+    ack = server.receive()
+    assert ack["ID"] == "ACK"
+    assert (ack["seq"], ack["ts"]) == (7, 1711234567.1)
+    assert isinstance(ack["server_ts"], float)
+    host = server.get("/api/0/hosts/web1")
+    assert (host["state"], host["addr"], host["interval"], host["rtt"], host["version"]) == (
+        "UP", "127.0.0.1", 30.0, 0.42, "1.2")
+    assert [h["name"] for h in server.get("/api/0/hosts")["hosts"]] == ["web1"]
+
+
+def test_host_goes_down_after_interval_plus_grace(server_factory) -> None:
+    """A host that stops sending is DOWN once interval + grace has passed."""
+    server = server_factory(grace=0.3)
+    server.send({"ID": "HTB", "name": "quiet", "interval": 0.2})
+    server.receive()
+    host = wait_until(lambda: (h := server.host("quiet")) and h["state"] == "DOWN" and h)
+    assert host["down_reason"] == "timeout"
+
+
+def test_journal_and_messages_api(server: ServerProcess) -> None:
+    """Every accepted message is a journal line in the reference format and in the API."""
+    server.send({"ID": "MSG", "name": "db1", "text": "maintenance starting", "level": "warning",
+                 "extra": {"kept": True}})
+    server.send({"ID": "PLG", "name": "db1", "plugins": {"cpu_monitor": {"cpu_percent": 5}}})
+    messages = wait_until(lambda: server.get("/api/0/messages?host=db1")["messages"]
+                          if len(server.get("/api/0/messages?host=db1")["messages"]) == 2
+                          else None)
+    assert [m["message"]["ID"] for m in messages] == ["PLG", "MSG"]
+    first = messages[1]
+    assert set(first) == {"timestamp", "datetime", "source_ip", "source_port", "message"}
+    assert first["message"] == {"ID": "MSG", "name": "db1", "text": "maintenance starting",
+                                "level": "warning", "extra": {"kept": True}}
+    lines = [e for e in server.journal_lines() if "message" in e]
+    assert [e["message"]["ID"] for e in lines] == ["MSG", "PLG"]
+
+
+def test_state_survives_sigkill(server_factory, tmp_path) -> None:
+    """After kill -9 and a restart, hosts come back with their state and last_seen."""
+    server = server_factory()
+    server.send({"ID": "HTB", "name": "survivor", "interval": 60})
+    server.receive()
+    server.send({"ID": "PLG", "name": "survivor", "plugins": {"os_info": {"system": "Linux"}}})
+    before = wait_until(lambda: (h := server.host("survivor")) and h["plugins"] and h)
+    sample = server.get("/api/0/hosts/survivor/plugins")["plugins"]["os_info"]
+    wait_until(lambda: (server.get("/api/0/status")["store"]["last_commit"] or 0) > sample["ts"])
+    server.kill()
+    again = server_factory(tmp_path, hb_port=server.udp_port, hbd_port=server.http_port,
+                           ws_port=server.ws_port)
+    after = again.host("survivor")
+    assert after is not None
+    assert (after["state"], after["last_seen"], after["plugins"]) == (
+        "UP", before["last_seen"], ["os_info"])
+    plugins = again.get("/api/0/hosts/survivor/plugins")["plugins"]
+    assert plugins["os_info"]["data"] == {"system": "Linux"}
+
+
+def test_bad_config_stops_startup_naming_key(tmp_path) -> None:
+    """An unknown key stops start-up with one line naming the file and suggesting the key."""
+    import subprocess
+
+    from tests.support import TWISTD
+
+    config = tmp_path / "bad.yaml"
+    config.write_text("hb_prot: 50003\n")
+    result = subprocess.run([TWISTD, "-n", "--pidfile=", "heartbeat", "-c", str(config)],
+                            capture_output=True, text=True, timeout=30, cwd=tmp_path)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"heartbeat: config error: {config}: hb_prot: unknown key (did you mean 'hb_port'?)")
+    assert json.dumps(result.stdout).count("Usage") == 0
