@@ -16,7 +16,7 @@ def clean_reactor(request: pytest.FixtureRequest) -> Iterator[None]:
     """Fail a test that leaves delayed calls in the global reactor (e.g. a treq pool)."""
     yield
     if "twisted" not in request.keywords and not request.node.get_closest_marker("twisted"):
-        from twisted.internet import reactor  # noqa: PLC0415 - not at import (reactor choice)
+        from twisted.internet import reactor
 
         calls = [c for c in reactor.getDelayedCalls() if c.active()]  # type: ignore[attr-defined]
         for call in calls:

@@ -76,8 +76,69 @@ def test_bad_config_stops_startup_naming_key(tmp_path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("hb_prot: 50003\n")
     result = subprocess.run([TWISTD, "-n", "--pidfile=", "heartbeat", "-c", str(config)],
-                            capture_output=True, text=True, timeout=30, cwd=tmp_path)
+                            capture_output=True, text=True, timeout=30, check=False, cwd=tmp_path)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1] == (
         f"heartbeat: config error: {config}: hb_prot: unknown key (did you mean 'hb_port'?)")
     assert json.dumps(result.stdout).count("Usage") == 0
+
+
+def test_sigterm_flushes_journal_and_store(server_factory) -> None:
+    """On SIGTERM, buffered journal lines and store writes reach disk before exit."""
+    import sqlite3
+    from pathlib import Path
+
+    server = server_factory(journal_flush_interval=3600, store_flush_interval=3600)
+    for n in range(50):
+        server.send({"ID": "HTB", "name": f"h{n}"})
+        server.receive()
+    assert server.stop() in (0, -15)  # twistd re-raises the signal it stopped on
+    assert "Server Shut Down." in server.log()
+    lines = [e for e in server.journal_lines() if "message" in e]
+    assert sorted(e["message"]["name"] for e in lines) == sorted(f"h{n}" for n in range(50))
+    db = sqlite3.connect(Path(server.config["state_dir"]) / "heartbeat.sqlite3")
+    assert db.execute("SELECT COUNT(*) FROM hosts WHERE state = 'UP'").fetchone() == (50,)
+    db.close()
+
+
+def test_dual_stack_listener(server_factory) -> None:
+    """With hb_host '::', IPv4 senders appear with plain IPv4 addresses and IPv6 works too."""
+    import socket
+
+    import pytest
+
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        pytest.skip("no IPv6 loopback")
+    server = server_factory(hb_host="::")
+    server.send({"ID": "HTB", "name": "v4"})
+    assert server.receive()["ID"] == "ACK"
+    with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as s6:
+        s6.settimeout(5)
+        s6.sendto(b'{"ID":"HTB","name":"v6","seq":1}', ("::1", server.udp_port))
+        assert json.loads(s6.recvfrom(1000)[0])["seq"] == 1
+    assert (server.host("v4")["addr"], server.host("v6")["addr"]) == ("127.0.0.1", "::1")
+
+
+def test_check_flag_and_missing_wss_certificate(server_factory, tmp_path) -> None:
+    """--check validates and exits 0; WSS with missing files warns and the rest runs."""
+    import subprocess
+
+    from tests.support import TWISTD
+
+    config = tmp_path / "ok.yaml"
+    config.write_text("hb_port: 6000\n")
+    result = subprocess.run([TWISTD, "-n", "--pidfile=", "heartbeat", "-c", str(config),
+                             "--check"], capture_output=True, text=True, timeout=30, check=False,
+                            cwd=tmp_path)
+    assert (result.returncode, result.stdout.split(":")[0]) == (0, "heartbeat")
+    assert "OK; UDP [::]:6000, HTTP 127.0.0.1:50004" in result.stdout
+    from tests.support import free_port
+
+    server = server_factory(wss_port=free_port(), cert_path=str(tmp_path / "nocerts"))
+    assert "WSS on port" in server.log() and "not started: missing" in server.log()
+    assert server.get("/api/0/status")["version"]

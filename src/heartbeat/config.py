@@ -250,15 +250,23 @@ class ServerConfig:
     max_hosts: int = _opt(10000, _positive, doc="new unknown hosts accepted per hour")
     source_rate: float = _opt(1000.0, _positive, doc="datagrams/s accepted from one address")
 
-    @property
-    def state_path(self) -> Path:
-        return Path(self.state_dir)
+    def check(self, source: str) -> None:
+        """Rules that span several keys (run by the loader after each key is checked)."""
+        ports = {"hbd_port": self.hbd_port, "ws_port": self.ws_port, "wss_port": self.wss_port}
+        seen: dict[int, str] = {}
+        for key, port in ports.items():
+            if port is None:
+                continue
+            if port in seen:
+                raise ConfigError(source, key, f"port {port} is already used by {seen[port]}")
+            seen[port] = key
+        for name in self.hosts:
+            if not name or len(name) > 253 or not all(c.isalnum() or c in "._-" for c in name):
+                raise ConfigError(source, f"hosts.{name}", "not a valid host name")
 
 
-SERVER_DEFAULTS: dict[str, Any] = {
-    f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
-    for f in dataclasses.fields(ServerConfig)
-}
+SERVER_DEFAULTS: dict[str, Any] = dataclasses.asdict(ServerConfig())
+"""The canonical defaults, as plain data (derived: ServerConfig is the definition)."""
 
 _TYPE_WORDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
 
@@ -344,7 +352,11 @@ def _build(cls: type[T], data: Mapping[str, Any], prefix: str, source: str) -> T
             if problem:
                 raise ConfigError(source, f"{prefix}{key}", problem)
         values[key] = converted
-    return cls(**values)
+    built = cls(**values)
+    check_all = getattr(built, "check", None)
+    if check_all is not None:
+        check_all(source)
+    return built
 
 
 def parse_config(cls: type[T], text: str, source: str) -> T:
@@ -383,22 +395,6 @@ def default_config_path(name: str, home: Path | None = None) -> Path | None:
     return candidate if candidate.exists() else None
 
 
-def _check_server(config: ServerConfig, source: str) -> ServerConfig:
-    """Rules that span several keys."""
-    ports = {"hbd_port": config.hbd_port, "ws_port": config.ws_port, "wss_port": config.wss_port}
-    seen: dict[int, str] = {}
-    for key, port in ports.items():
-        if port is None:
-            continue
-        if port in seen:
-            raise ConfigError(source, key, f"port {port} is already used by {seen[port]}")
-        seen[port] = key
-    for name in config.hosts:
-        if not name or len(name) > 253 or not all(c.isalnum() or c in "._-" for c in name):
-            raise ConfigError(source, f"hosts.{name}", "not a valid host name")
-    return config
-
-
 def load_server_config(path: str | os.PathLike[str] | None) -> ServerConfig:
     """Load and check a server config; ``None`` gives the built-in defaults."""
-    return _check_server(load_config(ServerConfig, path), str(path or "<defaults>"))
+    return load_config(ServerConfig, path)

@@ -12,6 +12,7 @@ from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger, globalLogPublisher, textFileLogObserver
 from twisted.python import usage
 
+import heartbeat
 from heartbeat.config import ConfigError, ServerConfig, default_config_path, load_server_config
 from heartbeat.events import Event, EventBus, Subscriber
 from heartbeat.protocol import Limits
@@ -57,10 +58,16 @@ class Options(usage.Options):
             raise SystemExit(_summary(self["settings"], self["config_path"]))
 
 
+def _hostport(host: str, port: int | None) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _summary(config: ServerConfig, path: str | None) -> int:
     print(  # noqa: T201 - the answer to --check is for the terminal
-        f"heartbeat: {path or 'built-in defaults'}: OK; UDP {config.hb_host}:{config.hb_port},"
-        f" HTTP {config.hbd_host}:{config.hbd_port}, {len(config.hosts)} configured hosts")
+        f"heartbeat: {path or 'built-in defaults'}: OK; "
+        f"UDP {_hostport(config.hb_host, config.hb_port)}, "
+        f"HTTP {_hostport(config.hbd_host, config.hbd_port)}, "
+        f"{len(config.hosts)} configured hosts")
     return 0
 
 
@@ -176,4 +183,11 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Multi
     web.setServiceParent(top)
     for service in make_websocket_services(config, hub, reactor):
         service.setServiceParent(top)
+    log.info("heartbeat {version}: config {config}; UDP {udp}, HTTP {http}, WebSocket {ws}; "
+             "{hosts} hosts restored from {state}",
+             version=heartbeat.__version__, config=options.get("config_path") or "defaults",
+             udp=_hostport(config.hb_host, config.hb_port),
+             http=_hostport(config.hbd_host, config.hbd_port),
+             ws=_hostport(config.hbd_host, config.ws_port) if config.ws_port else "off",
+             hosts=len(registry), state=config.state_dir)
     return top

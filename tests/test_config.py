@@ -1,0 +1,145 @@
+"""Configuration loading: defaults, types, and one-line errors naming file and key."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from heartbeat.config import (
+    SERVER_DEFAULTS,
+    ConfigError,
+    EmailConfig,
+    HostConfig,
+    ServerConfig,
+    default_config_path,
+    load_server_config,
+    parse_config,
+)
+
+
+def _error(text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(ServerConfig, text, "etc/hb.yaml")
+    message = str(info.value)
+    assert "\n" not in message
+    return message
+
+
+class DefaultsTests:
+    def test_reference_defaults(self) -> None:
+        """The reference's ports and journal defaults are the built-in ones."""
+        config = load_server_config(None)
+        assert (config.hb_port, config.hbd_port, config.ws_port, config.wss_port) == (
+            50003, 50004, 50005, None)
+        assert (config.journal_enabled, config.journal_dir, config.journal_file,
+                config.journal_max_size, config.journal_max_backups) == (
+            True, "/var/log/heartbeat", "messages.journal", 104857600, 10)
+        assert (config.cert_path, config.wss_pem, config.wss_key) == (
+            "/usr/local/etc/ssl/", "fullchain.pem", "privkey.pem")
+
+    def test_defaults_table_matches_dataclass(self) -> None:
+        """SERVER_DEFAULTS is derived from ServerConfig, key for key."""
+        assert dataclasses.asdict(ServerConfig()) == SERVER_DEFAULTS
+
+    def test_empty_file_is_defaults(self) -> None:
+        """An empty YAML file means the defaults."""
+        assert parse_config(ServerConfig, "", "x.yaml") == ServerConfig()
+
+    def test_embedded_default_config_loads(self) -> None:
+        """etc/heartbeat.yaml (used by make run) is a valid config on loopback."""
+        root = Path(__file__).parent.parent
+        config = load_server_config(root / "etc" / "heartbeat.yaml")
+        assert (config.hb_host, config.hbd_host) == ("127.0.0.1", "127.0.0.1")
+        assert config.state_dir.startswith("var/") and config.users == {}
+
+    def test_example_config_documents_every_key(self) -> None:
+        """etc/heartbeat.example.yaml loads, and uncommented it names every server key."""
+        path = Path(__file__).parent.parent / "etc" / "heartbeat.example.yaml"
+        assert load_server_config(path) == ServerConfig()
+        text = path.read_text()
+        missing = [key for key in SERVER_DEFAULTS if f"# {key}:" not in text]
+        assert missing == []
+
+    def test_home_config_found_only_if_present(self, tmp_path: Path) -> None:
+        """Without -c, ~/.hb.yaml is used when it exists, else the built-in defaults."""
+        assert default_config_path(".hb.yaml", tmp_path) is None
+        (tmp_path / ".hb.yaml").write_text("hb_port: 6000\n")
+        assert default_config_path(".hb.yaml", tmp_path) == tmp_path / ".hb.yaml"
+
+
+class ParseTests:
+    def test_values_and_nested_sections(self) -> None:
+        """Keys, nested host and email sections and int->float widening all load."""
+        config = parse_config(ServerConfig, """
+hb_port: 6000
+grace: 5
+dyndomains: [example.com]
+hosts:
+  web1: {watch: false, managers: [bob], threshold_config: [a, b]}
+  db1:
+email: {smtp_host: mail, smtp_port: 587}
+""", "x.yaml")
+        assert (config.hb_port, config.grace, config.dyndomains) == (6000, 5.0, ["example.com"])
+        assert config.hosts == {
+            "web1": HostConfig(watch=False, managers=["bob"], threshold_config=["a", "b"]),
+            "db1": HostConfig(),
+        }
+        assert config.email == EmailConfig(smtp_host="mail", smtp_port=587)
+
+    def test_thresholds_are_kept_verbatim(self) -> None:
+        """Threshold trees (validated by the alerting engine) pass through, nulls included."""
+        config = parse_config(ServerConfig, "thresholds: {zfs_monitor: null, "
+                              "cpu_monitor: {cpu_percent: {warning: 80}}}\n", "x.yaml")
+        assert config.thresholds == {"zfs_monitor": None,
+                                     "cpu_monitor": {"cpu_percent": {"warning": 80}}}
+
+
+class ErrorTests:
+    def test_unknown_key_suggests_closest(self) -> None:
+        """An unknown key is named, with the closest known key suggested."""
+        assert _error("hb_prot: 1\n") == (
+            "etc/hb.yaml: hb_prot: unknown key (did you mean 'hb_port'?)")
+
+    def test_unknown_nested_key(self) -> None:
+        """Unknown keys in a host section are named with their full path."""
+        assert _error("hosts: {web1: {wacth: false}}\n") == (
+            "etc/hb.yaml: hosts.web1.wacth: unknown key (did you mean 'hosts.web1.watch'?)")
+
+    def test_unknown_key_without_suggestion(self) -> None:
+        """A key like nothing known gets no suggestion."""
+        assert _error("zzzzzz: 1\n") == "etc/hb.yaml: zzzzzz: unknown key"
+
+    @pytest.mark.parametrize(("text", "expected"), [
+        ("hb_port: abc\n", "hb_port: expected an integer, got 'abc'"),
+        ("hb_port: 70000\n", "hb_port: port 70000 is out of range 1-65535"),
+        ("hb_port: 0\n", "hb_port: port 0 is out of range 1-65535"),
+        ("journal_enabled: maybe\n", "journal_enabled: expected true or false, got 'maybe'"),
+        ("grace: -1\n", "grace: must not be negative, got -1.0"),
+        ("interval: 0\n", "interval: must be greater than 0, got 0.0"),
+        ("dyndomains: example.com\n", "dyndomains: expected a list of strings, got 'example.com'"),
+        ("dyndomains: [1]\n", "dyndomains[0]: expected a string, got 1"),
+        ("ws_port: nope\n", "ws_port: expected an integer or null, got 'nope'"),
+        ("pushsrv: telegram\n",
+         "pushsrv: must be one of pushover, mattermost, signal, all, got 'telegram'"),
+        ("hosts: [a, b]\n", "hosts: expected a mapping, got ['a', 'b']"),
+        ("hosts: {web1: {watch: 3}}\n", "hosts.web1.watch: expected true or false, got 3"),
+        ("hosts: {'bad name': {}}\n", "hosts.bad name: not a valid host name"),
+        ("ws_port: 50004\n", "ws_port: port 50004 is already used by hbd_port"),
+        ("- a\n- b\n", "the top level must be a mapping of keys"),
+        ("hb_port: [\n", "line 2: not valid YAML"),
+    ])
+    def test_wrong_values_name_the_key(self, text: str, expected: str) -> None:
+        """Wrong types, ranges and shapes stop loading with the key and the problem."""
+        assert _error(text).startswith(f"etc/hb.yaml: {expected}")
+
+    def test_missing_file(self, tmp_path: Path) -> None:
+        """A missing config file is named."""
+        with pytest.raises(ConfigError, match=r"nope\.yaml: no such file"):
+            load_server_config(tmp_path / "nope.yaml")
+
+    def test_unreadable_file(self, tmp_path: Path) -> None:
+        """A directory (or unreadable file) given as config is named with the reason."""
+        with pytest.raises(ConfigError, match=r": cannot read: "):
+            load_server_config(tmp_path)

@@ -1,0 +1,171 @@
+"""The wire protocol: decoding, limits and encoding (docs/PROTOCOL.md)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import zlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from heartbeat.protocol import (
+    COMPRESS_ABOVE,
+    DEFAULT_LIMITS,
+    DecodeError,
+    Limits,
+    decode,
+    decode_with_text,
+    encode,
+    valid_host_name,
+)
+
+
+def _reason(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> str:
+    with pytest.raises(DecodeError) as info:
+        decode(payload, limits)
+    return info.value.reason
+
+
+class DecodeTests:
+    def test_text_heartbeat(self) -> None:
+        """A text HTB decodes to the same dict, unknown fields kept."""
+        message = {"ID": "HTB", "name": "webserver1", "interval": 30, "seq": 17,
+                   "ts": 1711234567.1, "rtt": 0.42, "custom": [1, 2]}
+        assert decode(json.dumps(message).encode()) == message
+
+    def test_zlib_datagram(self) -> None:
+        """A zlib-compressed PLG decodes and returns its inflated text."""
+        message = {"ID": "PLG", "name": "h", "plugins": {"cpu_monitor": {"cpu_percent": 1.5}}}
+        text = json.dumps(message).encode()
+        assert decode_with_text(zlib.compress(text)) == (message, text)
+
+    @pytest.mark.parametrize("level", [0, 1, 9])
+    def test_any_zlib_level(self, level: int) -> None:
+        """Every zlib compression level has a valid header the server recognises."""
+        message = {"ID": "HTB", "name": "h"}
+        assert decode(zlib.compress(json.dumps(message).encode(), level)) == message
+
+    def test_decompression_bomb_is_stopped_while_inflating(self) -> None:
+        """A small datagram inflating past max_inflated is refused without inflating it all."""
+        bomb = zlib.compress(b'{"ID":"HTB","name":"h","pad":"' + b"a" * 50_000_000 + b'"}')
+        assert len(bomb) < 65535
+        assert _reason(bomb) == "too_large"
+
+    def test_inflated_size_limit_is_configurable(self) -> None:
+        """max_inflated applies to text and zlib payloads alike."""
+        text = json.dumps({"ID": "HTB", "name": "h", "pad": "x" * 200}).encode()
+        assert _reason(text, Limits(max_inflated=100)) == "too_large"
+        assert _reason(zlib.compress(text), Limits(max_inflated=100)) == "too_large"
+        assert decode(text, Limits(max_inflated=len(text)))["name"] == "h"
+
+    def test_nesting_depth_limit(self) -> None:
+        """Nesting deeper than max_depth is refused; exactly max_depth is fine."""
+        def nested(depth: int) -> bytes:
+            inner: object = 1  # the message object is level 1, plugins level 2, ...
+            for _ in range(depth - 1):
+                inner = {"k": inner}
+            return json.dumps({"ID": "PLG", "name": "h", "plugins": inner}).encode()
+        assert decode(nested(16), Limits(max_depth=16))["ID"] == "PLG"
+        assert _reason(nested(17), Limits(max_depth=16)) == "too_deep"
+        assert _reason(nested(5), Limits(max_depth=4)) == "too_deep"
+
+    def test_pathological_nesting_does_not_crash(self) -> None:
+        """A list nested far past Python's recursion limit is a DecodeError, not a crash."""
+        payload = b'{"ID":"HTB","name":"h","x":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+        assert _reason(zlib.compress(payload)) == "too_deep"
+
+    @pytest.mark.parametrize(("payload", "reason"), [
+        (b"", "empty"),
+        (b"garbage", "bad_format"),
+        (b"\x78\x9c\x00\x01broken", "zlib"),
+        (zlib.compress(b'{"ID":"HTB","name":"h"}')[:-3], "zlib"),
+        (b"{not json", "json"),
+        (b'{"ID":"HTB","name":"h"} trailing', "json"),
+        (b'{"ID":"HTB","name":"\xff\xfe"}', "json"),
+        (b'{"ID":"HTB","name":"h","interval":NaN}', "json"),
+        (b'{"ID":"HTB","name":"h","interval":1e400}', "json"),
+        (b'{"ID":"HTB"}', "missing_name"),
+        (b'{"name":"h"}', "missing_id"),
+        (b'{"ID":"","name":"h"}', "missing_id"),
+        (b'{"ID":"HTB","name":""}', "bad_name"),
+        (b'{"ID":"HTB","name":"a b"}', "bad_name"),
+        (b'{"ID":"HTB","name":"' + b"a" * 254 + b'"}', "bad_name"),
+        (b'{"ID":"HTB","name":5}', "bad_name"),
+        (b'{"ID":"HTB","name":"h","seq":"1"}', "bad_field"),
+        (b'{"ID":"HTB","name":"h","seq":true}', "bad_field"),
+        (b'{"ID":"HTB","name":"h","ts":"now"}', "bad_field"),
+        (b'{"ID":"HTB","name":"h","interval":0}', "bad_field"),
+        (b'{"ID":"HTB","name":"h","rtt":-1}', "bad_field"),
+        (b'{"ID":"MSG","name":"h"}', "bad_field"),
+        (b'{"ID":"MSG","name":"h","text":"x","level":"panic"}', "bad_field"),
+        (b'{"ID":"PLG","name":"h","plugins":[]}', "bad_field"),
+        (b'{"ID":"RES","name":"h","rc":0}', "bad_field"),
+        (b'{"ID":"RES","name":"h","cmd_id":"c","rc":"0"}', "bad_field"),
+    ])
+    def test_bad_datagrams_name_their_reason(self, payload: bytes, reason: str) -> None:
+        """Each way of breaking the protocol raises DecodeError with its counter name."""
+        assert _reason(payload) == reason
+
+    def test_top_level_must_be_object(self) -> None:
+        """A JSON array in a zlib datagram is not a message."""
+        assert _reason(zlib.compress(b"[1, 2]")) == "not_object"
+
+    def test_unknown_id_passes(self) -> None:
+        """Unknown IDs decode (the server journals and counts them)."""
+        assert decode(b'{"ID":"XYZ","name":"h"}') == {"ID": "XYZ", "name": "h"}
+
+    def test_long_res_output_is_truncated_not_dropped(self) -> None:
+        """A RES output past 4 KiB is cut to 4 KiB and marked, so nothing else is lost."""
+        message, text = decode_with_text(encode(
+            {"ID": "RES", "name": "h", "cmd_id": "c1", "rc": 0, "output": "x" * 5000}))
+        assert message == {"ID": "RES", "name": "h", "cmd_id": "c1", "rc": 0,
+                           "output": "x" * 4096, "truncated": True}
+        assert json.loads(text) == message
+
+    @pytest.mark.parametrize("name", ["a", "web-1.example.com", "A_b.9", "x" * 253])
+    def test_valid_names(self, name: str) -> None:
+        """Names of 1-253 characters of [A-Za-z0-9._-] are valid."""
+        assert valid_host_name(name)
+
+
+class EncodeTests:
+    def test_small_messages_stay_text(self) -> None:
+        """Messages up to 512 bytes of JSON go as text."""
+        data = encode({"ID": "ACK", "seq": 1, "ts": 2.5, "server_ts": 3.0})
+        assert data == b'{"ID":"ACK","seq":1,"ts":2.5,"server_ts":3.0}'
+
+    def test_large_messages_are_compressed(self) -> None:
+        """Messages over 512 bytes of JSON are zlib streams that decode back."""
+        message = {"ID": "PLG", "name": "h", "plugins": {"p": {"v": "x" * COMPRESS_ABOVE}}}
+        data = encode(message)
+        assert data[:1] != b"{"
+        assert decode(data) == message
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**53, 2**53)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(st.binary(max_size=300))
+def test_decode_never_raises_other_errors(payload: bytes) -> None:
+    """Arbitrary bytes either decode or raise DecodeError, nothing else."""
+    with contextlib.suppress(DecodeError):
+        decode(payload)
+
+
+@given(st.dictionaries(st.text(max_size=10), _json, max_size=5), st.booleans())
+def test_plugin_messages_round_trip(plugins: dict[str, object], compress: bool) -> None:
+    """Any JSON plugin data survives encode/decode, text or compressed."""
+    message = {"ID": "PLG", "name": "h", "plugins": plugins}
+    data = encode(message, compress_above=0 if compress else 10**9)
+    try:
+        assert decode(data) == message
+    except DecodeError as e:
+        assert e.reason == "too_deep"
