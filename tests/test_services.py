@@ -279,6 +279,10 @@ class StoreTests:
 
     def _apply(self, registry: Registry, bus: EventBus, message: dict[str, Any],
                now: float) -> None:
+        """What ingest does: publish the message as received, then its effects."""
+        bus.publish(Event(RECEIVED, message["name"], now, {
+            "message": message, "source_ip": "10.0.0.1", "source_port": 1},
+            json.dumps(message).encode()))
         bus.publish_all(registry.apply(message, ("10.0.0.1", 1), now).events)
 
     def test_hosts_and_plugins_written_in_batches(self, tmp_path: Path, clock: Clock) -> None:
@@ -300,18 +304,35 @@ class StoreTests:
         assert clock.getDelayedCalls() == []
 
     def test_history_newest_first_and_capped(self, tmp_path: Path, clock: Clock) -> None:
-        """History reads are newest first; maintenance trims age and per-plugin count."""
+        """History reads are newest first, per plugin; maintenance trims age and count."""
         store, registry, bus = self._store(tmp_path, clock)
         for i in range(6):
-            self._apply(registry, bus, {"ID": "PLG", "name": "h",
-                                        "plugins": {"cpu": {"v": i}}}, 900.0 + i * 20)
+            plugins: dict[str, Any] = {"cpu": {"v": i}}
+            if i % 2:
+                plugins["mem"] = {"m": i}
+            self._apply(registry, bus, {"ID": "PLG", "name": "h", "plugins": plugins},
+                        900.0 + i * 20)
         got: list[Any] = []
         store.read(read_history("h", "cpu", 2)).addCallback(got.append)
         assert got[0] == [{"ts": 1000.0, "data": {"v": 5}}, {"ts": 980.0, "data": {"v": 4}}]
-        store.startService()  # maintenance runs at start: retention 100 s, cap 3 samples
+        store.read(read_history("h", "mem", 10)).addCallback(got.append)
+        assert got[1] == [{"ts": 1000.0, "data": {"m": 5}}, {"ts": 960.0, "data": {"m": 3}},
+                          {"ts": 920.0, "data": {"m": 1}}]
+        store.startService()  # maintenance runs at start: retention 100 s, cap 3 messages
         store.read(read_history("h", "cpu", 10)).addCallback(got.append)
-        assert [s["data"]["v"] for s in got[1]] == [5, 4, 3]
+        assert [s["data"]["v"] for s in got[2]] == [5, 4, 3]
         store.stopService()
+
+    def test_latest_survives_reload_per_plugin(self, tmp_path: Path, clock: Clock) -> None:
+        """Each plugin's newest sample loads back even when later messages lack it."""
+        store, registry, bus = self._store(tmp_path, clock)
+        self._apply(registry, bus, {"ID": "PLG", "name": "h",
+                                    "plugins": {"os": {"s": 1}, "cpu": {"v": 1}}}, 10.0)
+        self._apply(registry, bus, {"ID": "PLG", "name": "h", "plugins": {"cpu": {"v": 2}}}, 20.0)
+        store.flush()
+        (host,) = load_hosts(store.conn)
+        assert {p: (s.ts, s.data) for p, s in host.plugins.items()} == {
+            "os": (10.0, {"s": 1}), "cpu": (20.0, {"v": 2})}
 
     def test_failed_batch_is_rolled_back_and_counted(self, tmp_path: Path,
                                                      clock: Clock) -> None:

@@ -204,7 +204,7 @@ class ServerConfig:
     state_dir: str = _opt("/var/lib/heartbeat", doc="SQLite store directory")
     store_flush_interval: float = _opt(0.5, _positive, doc="store write batch period (s)")
     history_retention: float = _opt(7 * 86400.0, _positive, doc="plugin history kept (s)")
-    history_max_samples: int = _opt(10000, _positive, doc="plugin samples kept per host+plugin")
+    history_max_samples: int = _opt(10000, _positive, doc="PLG messages kept in history per host")
     logfile: str | None = _opt(None, doc="also write the server log to this file")
     journal_enabled: bool = _opt(True)
     journal_dir: str = _opt("/var/log/heartbeat")

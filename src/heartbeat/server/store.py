@@ -21,7 +21,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from heartbeat.events import HOST_PLUGINS, HOST_REMOVED, Event, EventBus
+from heartbeat.events import HOST_REMOVED, RECEIVED, Event, EventBus
 from heartbeat.server.registry import Host, HostState, PluginSample, Registry
 from heartbeat.server.serial import Worker
 
@@ -46,14 +46,18 @@ CREATE TABLE IF NOT EXISTS hosts (
     version TEXT, boot_time REAL, down_reason TEXT, expected_by REAL
 );
 CREATE TABLE IF NOT EXISTS plugin_latest (
-    host TEXT NOT NULL, plugin TEXT NOT NULL, ts REAL NOT NULL, data TEXT NOT NULL,
+    host TEXT NOT NULL, plugin TEXT NOT NULL, ts REAL NOT NULL, message TEXT NOT NULL,
     PRIMARY KEY (host, plugin)
 );
 CREATE TABLE IF NOT EXISTS plugin_history (
-    host TEXT NOT NULL, plugin TEXT NOT NULL, ts REAL NOT NULL, data TEXT NOT NULL
+    host TEXT NOT NULL, ts REAL NOT NULL, plugins TEXT NOT NULL, message TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS plugin_history_by_host ON plugin_history (host, plugin, ts);
+CREATE INDEX IF NOT EXISTS plugin_history_by_host ON plugin_history (host, ts);
 """
+# Plugin data is stored as the PLG message's JSON text exactly as received: one
+# history row per message (``plugins`` lists its plugin names as ",a,b,") and,
+# per host and plugin, the newest message that carried it. Nothing is
+# re-encoded on the way in; readers pick the plugin out of the message.
 
 _HOST_COLUMNS = ("name", "state", "addr", "port", "first_seen", "last_seen", "since",
                  "interval", "rtt", "version", "boot_time", "down_reason", "expected_by")
@@ -91,9 +95,15 @@ def load_hosts(conn: sqlite3.Connection) -> list[Host]:
         values = dict(zip(_HOST_COLUMNS, row, strict=True))
         values["state"] = HostState(values["state"])
         hosts[values["name"]] = Host(**values)
-    for name, plugin, ts, data in conn.execute("SELECT host, plugin, ts, data FROM plugin_latest"):
-        if name in hosts:
-            hosts[name].plugins[plugin] = PluginSample(ts, json.loads(data))
+    parsed: dict[str, Any] = {}
+    for name, plugin, ts, text in conn.execute(
+            "SELECT host, plugin, ts, message FROM plugin_latest ORDER BY host"):
+        if name not in hosts:
+            continue
+        if text not in parsed:
+            parsed.clear()  # rows of one message are adjacent per host; keep memory flat
+            parsed[text] = json.loads(text)["plugins"]
+        hosts[name].plugins[plugin] = PluginSample(ts, parsed[text][plugin])
     return list(hosts.values())
 
 
@@ -240,19 +250,27 @@ class HostRecorder:
         self._store = store
         self._retention = retention
         self._max_samples = max_samples
-        self._history: list[tuple[str, str, float, Any]] = []
+        self._history: list[tuple[str, float, str, str]] = []
+        self._latest: dict[tuple[str, str], tuple[str, str, float, str]] = {}
 
     def attach(self, bus: EventBus) -> None:
-        bus.subscribe(self._on_plugins, [HOST_PLUGINS])
+        bus.subscribe(self._on_received, [RECEIVED])
         bus.subscribe(self._on_removed, [HOST_REMOVED])
         self._store.add_source(self._statements)
         self._store.add_maintenance(self.prune)
 
-    def _on_plugins(self, event: Event) -> None:
-        for plugin, data in event.data["plugins"].items():
-            self._history.append((event.host, plugin, event.ts, data))
+    def _on_received(self, event: Event) -> None:
+        message = event.data["message"]
+        if message["ID"] != "PLG" or not message["plugins"]:
+            return
+        text = event.raw.decode("utf-8") if event.raw is not None else json.dumps(message)
+        names = message["plugins"]
+        self._history.append((event.host, event.ts, f",{','.join(names)},", text))
+        for plugin in names:
+            self._latest[event.host, plugin] = (event.host, plugin, event.ts, text)
 
     def _on_removed(self, event: Event) -> None:
+        self._latest = {k: v for k, v in self._latest.items() if k[0] != event.host}
         for table in ("hosts WHERE name", "plugin_latest WHERE host", "plugin_history WHERE host"):
             self._store.write(f"DELETE FROM {table} = ?", (event.host,))
 
@@ -263,33 +281,37 @@ class HostRecorder:
             rows = [_host_row(h) for h in hosts]
             writes.append(lambda conn: conn.executemany(_UPSERT_HOST, rows))
         if self._history:
-            samples, self._history = self._history, []
-            writes.append(lambda conn: _insert_samples(conn, samples))
+            history, self._history = self._history, []
+            latest, self._latest = list(self._latest.values()), {}
+            writes.append(lambda conn: _insert_samples(conn, history, latest))
         return writes
 
     def prune(self, conn: sqlite3.Connection, now: float) -> None:
-        """Drop history past the retention age and past the per-plugin sample cap."""
+        """Drop history past the retention age and past the per-host message cap."""
         conn.execute("DELETE FROM plugin_history WHERE ts < ?", (now - self._retention,))
         over = conn.execute(
-            "SELECT host, plugin FROM plugin_history GROUP BY host, plugin HAVING COUNT(*) > ?",
+            "SELECT host FROM plugin_history GROUP BY host HAVING COUNT(*) > ?",
             (self._max_samples,),
         ).fetchall()
-        for host, plugin in over:
+        for (host,) in over:
             conn.execute(
-                "DELETE FROM plugin_history WHERE host = ? AND plugin = ? AND ts < ("
-                " SELECT ts FROM plugin_history WHERE host = ? AND plugin = ?"
+                "DELETE FROM plugin_history WHERE host = ? AND ts < ("
+                " SELECT ts FROM plugin_history WHERE host = ?"
                 " ORDER BY ts DESC LIMIT 1 OFFSET ?)",
-                (host, plugin, host, plugin, self._max_samples - 1),
+                (host, host, self._max_samples - 1),
             )
 
 
-def _insert_samples(conn: sqlite3.Connection, samples: list[tuple[str, str, float, Any]]) -> None:
-    """Render the JSON here, on the worker thread, once for both tables."""
-    rows = [(h, p, ts, json.dumps(d, separators=(",", ":"))) for h, p, ts, d in samples]
+def _insert_samples(
+    conn: sqlite3.Connection,
+    history: list[tuple[str, float, str, str]],
+    latest: list[tuple[str, str, float, str]],
+) -> None:
     conn.executemany(
-        "INSERT INTO plugin_history (host, plugin, ts, data) VALUES (?, ?, ?, ?)", rows)
+        "INSERT INTO plugin_history (host, ts, plugins, message) VALUES (?, ?, ?, ?)", history)
     conn.executemany(
-        "INSERT OR REPLACE INTO plugin_latest (host, plugin, ts, data) VALUES (?, ?, ?, ?)", rows)
+        "INSERT OR REPLACE INTO plugin_latest (host, plugin, ts, message) VALUES (?, ?, ?, ?)",
+        latest)
 
 
 def read_history(
@@ -299,9 +321,14 @@ def read_history(
 
     def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
         rows = conn.execute(
-            "SELECT ts, data FROM plugin_history WHERE host = ? AND plugin = ? "
-            "ORDER BY ts DESC LIMIT ?", (host, plugin, limit))
-        return [{"ts": ts, "data": json.loads(data)} for ts, data in rows]
+            "SELECT ts, message FROM plugin_history WHERE host = ? AND instr(plugins, ?) > 0 "
+            "ORDER BY ts DESC LIMIT ?", (host, f",{plugin},", limit))
+        samples = []
+        for ts, text in rows:
+            plugins = json.loads(text)["plugins"]
+            if plugin in plugins:  # a name with a comma could match another's list
+                samples.append({"ts": ts, "data": plugins[plugin]})
+        return samples
 
     return run
 

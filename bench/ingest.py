@@ -1,0 +1,281 @@
+"""Ingest throughput: the real server against a bare Twisted receiver, in one run.
+
+    .venv/bin/python bench/ingest.py [--seconds 3] [--kinds htb,plg]
+
+For each payload kind (a plain HTB of ~110 bytes; a PLG whose JSON is ~1.5 KB,
+sent zlib-compressed as the agent does) this script:
+
+1. starts ``bench/bare_receiver.py`` pinned to CPU 0 and measures its
+   saturation rate (datagrams counted per second while this sender, pinned to
+   CPU 1, sends as fast as it can);
+2. starts the real ``twistd -n heartbeat`` (journal and store on, 1,000 host
+   names) pinned to CPU 0 and measures its saturation rate the same way;
+3. steps a paced send rate up and reports the highest rate the server takes
+   for ``--seconds`` with zero loss (accepted == sent, and the backlog drained
+   within 0.5 s of the last send).
+
+Everything is on loopback, bounded in count and time (a few minutes at most).
+The figures go into docs/PERFORMANCE.md with the command that produced them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import zlib
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+TWISTD = str(Path(PYTHON).with_name("twistd"))
+HOSTS = 1000
+SERVER_CPU, SENDER_CPU = 0, 1
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def plg_payload(n: int) -> bytes:
+    """A realistic PLG: cpu, memory, three partitions, two interfaces, os; JSON ~1.5 KB."""
+    plugins = {
+        "cpu_monitor": {"cpu_percent": 12.5 + n % 7, "load_1min": 0.31, "load_5min": 0.42,
+                        "load_15min": 0.5, "per_core": [10.1, 14.9, 9.7, 15.2],
+                        "frequency_mhz": 2893.4, "process_count": 212, "thread_count": 498,
+                        "uptime_s": 1234567 + n},
+        "memory_monitor": {"percent": 41.2, "total_mb": 15923.1, "available_mb": 9361.4,
+                           "used_mb": 6561.7, "swap_percent": 0.0, "swap_total_mb": 2048.0,
+                           "zfs_arc_mb": 0.0},
+        "disk_monitor": {"partitions": {
+            "/": {"percent": 61.3, "free_gb": 38.91, "free_mb": 39843.8, "total_gb": 100.6,
+                  "fstype": "ext4", "device": "/dev/sda1"},
+            "/var/lib/postgresql": {"percent": 72.9, "free_gb": 135.5, "free_mb": 138752.0,
+                                    "total_gb": 500.0, "fstype": "xfs", "device": "/dev/sdb1"},
+            "/boot": {"percent": 23.1, "free_gb": 0.74, "free_mb": 757.8, "total_gb": 0.96,
+                      "fstype": "ext4", "device": "/dev/sda2"},
+        }, "io": {"read_bytes": 912345678 + n, "write_bytes": 2345678901, "read_count": 81234,
+                  "write_count": 293847}},
+        "network_monitor": {"interfaces": {
+            "eth0": {"bytes_sent": 123456789 + n, "bytes_recv": 987654321, "packets_sent": 4567,
+                     "packets_recv": 8910, "errin": 0, "errout": 0, "dropin": 0, "dropout": 0},
+            "eth1": {"bytes_sent": 23456789, "bytes_recv": 87654321, "packets_sent": 567,
+                     "packets_recv": 910, "errin": 0, "errout": 0, "dropin": 3, "dropout": 0},
+        }, "errors_total": 0, "dropped_total": 3,
+            "connections": {"established": 42, "listen": 12, "time_wait": 7}},
+        "os_info": {"system": "Linux", "release": "6.1.0-27-amd64", "machine": "x86_64",
+                    "distribution": "Debian GNU/Linux 12 (bookworm)", "python": "3.11.2"},
+    }
+    message = {"ID": "PLG", "name": f"host{n % HOSTS:05d}", "seq": n, "ts": time.time(),
+               "version": "0.1.0", "plugins": plugins}
+    return json.dumps(message, separators=(",", ":")).encode()
+
+
+def htb_payload(n: int) -> bytes:
+    return json.dumps({"ID": "HTB", "name": f"host{n % HOSTS:05d}", "interval": 30, "seq": n,
+                       "ts": time.time(), "rtt": 0.42, "version": "0.1.0"},
+                      separators=(",", ":")).encode()
+
+
+def payloads(kind: str) -> list[bytes]:
+    if kind == "htb":
+        return [htb_payload(n) for n in range(HOSTS)]
+    return [zlib.compress(plg_payload(n)) for n in range(HOSTS)]
+
+
+def pin(cpu: int) -> Any:
+    def preexec() -> None:
+        os.sched_setaffinity(0, {cpu})
+
+    return preexec
+
+
+class Target:
+    """A receiver process and how to read how many datagrams it took."""
+
+    def __init__(self, name: str, process: subprocess.Popen[bytes], port: int,
+                 count: Any) -> None:
+        self.name = name
+        self.process = process
+        self.port = port
+        self.count = count
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(20)
+
+
+def start_bare() -> Target:
+    port = free_port()
+    process = subprocess.Popen([PYTHON, str(ROOT / "bench" / "bare_receiver.py"), str(port)],
+                               preexec_fn=pin(SERVER_CPU))
+    control = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    control.settimeout(0.5)
+
+    def count() -> int:
+        for _ in range(40):
+            control.sendto(b"?", ("127.0.0.1", port))
+            try:
+                return int(control.recvfrom(64)[0])
+            except TimeoutError:
+                continue
+        raise RuntimeError("bare receiver does not answer")
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            count()
+            break
+        except RuntimeError:
+            continue
+    return Target("bare Twisted receiver", process, port, count)
+
+
+def start_server(directory: Path) -> Target:
+    udp, http = free_port(), free_port()
+    config = directory / "bench.yaml"
+    config.write_text(json.dumps({
+        "hb_host": "127.0.0.1", "hb_port": udp, "hbd_host": "127.0.0.1", "hbd_port": http,
+        "ws_port": None, "state_dir": str(directory / "state"),
+        "journal_dir": str(directory / "journal"), "journal_max_size": 64 * 1024 * 1024,
+        "journal_max_backups": 3,
+    }))
+    process = subprocess.Popen(
+        [TWISTD, "-n", "--pidfile=", "--logfile", str(directory / "twistd.log"), "heartbeat",
+         "-c", str(config)], preexec_fn=pin(SERVER_CPU), cwd=directory)
+
+    def count() -> int:
+        with urllib.request.urlopen(f"http://127.0.0.1:{http}/api/0/status", timeout=10) as r:
+            return int(json.load(r)["ingest"]["accepted"])
+
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            count()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+    return Target("heartbeat server (full path)", process, udp, count)
+
+
+def settle(target: Target, timeout: float = 10.0) -> tuple[int, float]:
+    """Wait until the count stops moving; return it and when it last moved."""
+    last, moved = target.count(), time.monotonic()
+    while time.monotonic() - moved < 0.3 and time.monotonic() - moved < timeout:
+        time.sleep(0.05)
+        now = target.count()
+        if now != last:
+            last, moved = now, time.monotonic()
+    return last, moved
+
+
+def blast(target: Target, data: list[bytes], seconds: float) -> float:
+    """Send as fast as possible for ``seconds``; return datagrams/s the target took."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # ACKs are not measured
+    before, _ = settle(target)
+    address = ("127.0.0.1", target.port)
+    n = 0
+    size = len(data)
+    start = time.monotonic()
+    end = start + seconds
+    while time.monotonic() < end:
+        for _ in range(200):
+            try:
+                sock.sendto(data[n % size], address)
+            except BlockingIOError:
+                pass
+            n += 1
+    sent_for = time.monotonic() - start
+    taken = target.count() - before  # what it took while we were sending
+    sock.close()
+    settle(target)
+    return taken / sent_for
+
+
+def paced(target: Target, data: list[bytes], rate: int, seconds: float) -> tuple[int, int, float]:
+    """Send ``rate``/s for ``seconds``; return (sent, taken, seconds to drain after)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    before, _ = settle(target)
+    address = ("127.0.0.1", target.port)
+    size = len(data)
+    total = int(rate * seconds)
+    start = time.perf_counter()
+    n = 0
+    while n < total:
+        due = int((time.perf_counter() - start) * rate) + 1
+        while n < min(due, total):
+            sock.sendto(data[n % size], address)
+            n += 1
+    finished = time.monotonic()
+    sock.close()
+    after, moved = settle(target)
+    return total, after - before, max(0.0, moved - finished)
+
+
+def zero_loss_rate(target: Target, data: list[bytes], start: int, seconds: float) -> int:
+    """Highest rate (steps of 10 %) with no loss and a drained backlog."""
+    best = 0
+    rate = start
+    for _ in range(20):
+        sent, taken, drain = paced(target, data, rate, seconds)
+        ok = taken == sent and drain < 0.5
+        print(f"    paced {rate:>7}/s for {seconds:.0f} s: sent {sent}, taken {taken}, "
+              f"drained in {drain:.2f} s -> {'ok' if ok else 'LOSS/LAG'}", flush=True)
+        if not ok:
+            break
+        best = rate
+        rate = int(rate * 1.1)
+    return best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--kinds", default="htb,plg")
+    args = parser.parse_args()
+    os.sched_setaffinity(0, {SENDER_CPU})
+    start_rates = {"htb": 20000, "plg": 5000}
+    results: dict[str, dict[str, float]] = {}
+    for kind in args.kinds.split(","):
+        data = payloads(kind)
+        size = sum(map(len, data)) / len(data)
+        inflated = (sum(len(zlib.decompress(d)) for d in data) / len(data)
+                    if kind == "plg" else size)
+        print(f"{kind.upper()}: {size:.0f} bytes on the wire, {inflated:.0f} bytes of JSON",
+              flush=True)
+        bare = start_bare()
+        try:
+            bare_rate = blast(bare, data, args.seconds)
+        finally:
+            bare.stop()
+        print(f"  bare Twisted receiver: {bare_rate:,.0f}/s at saturation", flush=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            server = start_server(Path(tmp))
+            try:
+                full_rate = blast(server, data, args.seconds)
+                print(f"  heartbeat full path: {full_rate:,.0f}/s at saturation", flush=True)
+                best = zero_loss_rate(server, data, start_rates[kind], args.seconds)
+            finally:
+                server.stop()
+        results[kind] = {"bare": bare_rate, "full": full_rate, "zero_loss": best,
+                         "ratio": full_rate / bare_rate}
+        print(f"  zero-loss sustained: {best:,}/s; full/bare at saturation: "
+              f"{full_rate / bare_rate:.1%}", flush=True)
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
