@@ -21,6 +21,7 @@ The figures go into docs/PERFORMANCE.md with the command that produced them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -92,11 +93,11 @@ def payloads(kind: str) -> list[bytes]:
     return [zlib.compress(plg_payload(n)) for n in range(HOSTS)]
 
 
-def pin(cpu: int) -> Any:
-    def preexec() -> None:
-        os.sched_setaffinity(0, {cpu})
-
-    return preexec
+def pinned(args: list[str], cpu: int, **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Start a process and pin it (and the threads it will start) to one CPU."""
+    process = subprocess.Popen(args, **kwargs)
+    os.sched_setaffinity(process.pid, {cpu})
+    return process
 
 
 class Target:
@@ -116,8 +117,7 @@ class Target:
 
 def start_bare() -> Target:
     port = free_port()
-    process = subprocess.Popen([PYTHON, str(ROOT / "bench" / "bare_receiver.py"), str(port)],
-                               preexec_fn=pin(SERVER_CPU))
+    process = pinned([PYTHON, str(ROOT / "bench" / "bare_receiver.py"), str(port)], SERVER_CPU)
     control = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     control.settimeout(0.5)
 
@@ -149,9 +149,9 @@ def start_server(directory: Path) -> Target:
         "journal_dir": str(directory / "journal"), "journal_max_size": 64 * 1024 * 1024,
         "journal_max_backups": 3,
     }))
-    process = subprocess.Popen(
+    process = pinned(
         [TWISTD, "-n", "--pidfile=", "--logfile", str(directory / "twistd.log"), "heartbeat",
-         "-c", str(config)], preexec_fn=pin(SERVER_CPU), cwd=directory)
+         "-c", str(config)], SERVER_CPU, cwd=directory)
 
     def count() -> int:
         with urllib.request.urlopen(f"http://127.0.0.1:{http}/api/0/status", timeout=10) as r:
@@ -192,10 +192,8 @@ def blast(target: Target, data: list[bytes], seconds: float) -> float:
     end = start + seconds
     while time.monotonic() < end:
         for _ in range(200):
-            try:
+            with contextlib.suppress(BlockingIOError):
                 sock.sendto(data[n % size], address)
-            except BlockingIOError:
-                pass
             n += 1
     sent_for = time.monotonic() - start
     taken = target.count() - before  # what it took while we were sending
