@@ -95,7 +95,8 @@ def payloads(kind: str) -> list[bytes]:
 
 def pinned(args: list[str], cpu: int, **kwargs: Any) -> subprocess.Popen[bytes]:
     """Start a process and pin it (and the threads it will start) to one CPU."""
-    process = subprocess.Popen(args, **kwargs)
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                               **kwargs)
     os.sched_setaffinity(process.pid, {cpu})
     return process
 
@@ -157,14 +158,16 @@ def start_server(directory: Path) -> Target:
         with urllib.request.urlopen(f"http://127.0.0.1:{http}/api/0/status", timeout=10) as r:
             return int(json.load(r)["ingest"]["accepted"])
 
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 90
     while True:
         try:
             count()
             break
         except OSError:
-            if time.monotonic() > deadline:
-                raise
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                log = (directory / "twistd.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"server did not start:\n{log}") from None
             time.sleep(0.1)
     return Target("heartbeat server (full path)", process, udp, count)
 

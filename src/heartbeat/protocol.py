@@ -27,6 +27,7 @@ __all__ = [
     "decode",
     "decode_with_text",
     "encode",
+    "encode_ack",
     "valid_host_name",
 ]
 
@@ -210,6 +211,20 @@ def decode_with_text(
     if message.get("truncated") is True:
         text = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
     return message, text
+
+
+def encode_ack(server_ts: float, seq: int | None = None, ts: float | None = None) -> bytes:
+    """The ACK for an HTB, formatted directly: it is sent for every heartbeat.
+
+    ``seq``/``ts`` come from a decoded HTB, so they are an int and a finite number,
+    whose ``repr`` is valid JSON; the result equals ``encode`` of the same dict.
+    """
+    ack = b'{"ID":"ACK","server_ts":%r' % server_ts
+    if seq is not None:
+        ack += b',"seq":%d' % seq
+    if ts is not None:
+        ack += b',"ts":%r' % ts
+    return ack + b"}"
 
 
 def encode(message: Mapping[str, Any], compress_above: int = COMPRESS_ABOVE) -> bytes:

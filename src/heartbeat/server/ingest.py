@@ -18,7 +18,14 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from heartbeat.events import RECEIVED, Event, EventBus
-from heartbeat.protocol import CLIENT_IDS, DecodeError, Limits, decode_with_text, encode
+from heartbeat.protocol import (
+    CLIENT_IDS,
+    DecodeError,
+    Limits,
+    decode_with_text,
+    encode,
+    encode_ack,
+)
 from heartbeat.server.registry import Registry
 
 __all__ = ["IngestProtocol", "IngestStats", "make_udp_service", "source_address"]
@@ -110,8 +117,12 @@ class IngestProtocol(DatagramProtocol):
             self.bus.publish_all(outcome.events)
 
     def send(self, reply: dict[str, Any], addr: Any) -> None:
+        if reply["ID"] == "ACK":
+            data = encode_ack(reply["server_ts"], reply.get("seq"), reply.get("ts"))
+        else:
+            data = encode(reply)
         try:
-            self.transport.write(encode(reply), addr)  # type: ignore[union-attr]
+            self.transport.write(data, addr)  # type: ignore[union-attr]
             self.stats.replies += 1
         except OSError as e:
             self.stats.reply_errors += 1
