@@ -113,3 +113,30 @@ async def test_real_server_feed(server: ServerProcess, path: str) -> None:
         assert await factory.closed is True
     finally:
         connector.disconnect()
+
+
+@pytest_twisted.ensureDeferred
+async def test_wss_port_serves_tls(server_factory, tmp_path) -> None:
+    """With cert files present, wss_port serves the feed over TLS (and logfile gets the log)."""
+    from twisted.internet.ssl import Certificate, optionsForClientTLS
+
+    from tests.certs import write_self_signed
+    from tests.support import free_port
+
+    cert, _ = write_self_signed(tmp_path / "ssl")
+    wss = free_port()
+    server = server_factory(wss_port=wss, cert_path=str(tmp_path / "ssl"),
+                            logfile=str(tmp_path / "server.log"))
+    factory = _client_factory(f"wss://localhost:{wss}")
+    trust = Certificate.loadPEM(cert.read_bytes())
+    connector = connectWS(factory, optionsForClientTLS("localhost", trustRoot=trust), timeout=5)
+    try:
+        client = await factory.opened
+        snapshot = await factory.messages.get()
+        assert snapshot == {"type": "snapshot", "hosts": []}
+        client.sendClose()
+        await factory.closed
+    finally:
+        connector.disconnect()
+    assert "heartbeat 0.1.0: config" in (tmp_path / "server.log").read_text()
+    assert "WSS" not in server.log()
