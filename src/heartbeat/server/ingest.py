@@ -129,6 +129,18 @@ class IngestProtocol(DatagramProtocol):
             log.debug("ingest: reply to {addr} failed: {error}", addr=addr, error=e)
 
 
+def ipv6_available() -> bool:
+    """Whether this kernel can open an IPv6 socket (socket.has_ipv6 only tells the build)."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::", 0))
+    except OSError:
+        return False
+    return True
+
+
 class _TunedUDPServer(UDPServer):
     """A UDPServer whose socket gets a larger receive buffer once it is bound."""
 
@@ -156,7 +168,8 @@ def make_udp_service(
     protocol: IngestProtocol, host: str, port: int, rcvbuf: int, reactor: IReactorUDP
 ) -> UDPServer:
     """The heartbeat listener; ``host`` '::' listens dual-stack, falling back to IPv4."""
-    if host == "::" and not socket.has_ipv6:
+    if host == "::" and not ipv6_available():
+        log.warn("ingest: IPv6 is not available here; listening on IPv4 only (0.0.0.0)")
         host = "0.0.0.0"
     service = _TunedUDPServer(rcvbuf, port, protocol, interface=host,
                               maxPacketSize=MAX_DATAGRAM, reactor=reactor)
