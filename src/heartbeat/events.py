@@ -30,6 +30,7 @@ __all__ = [
     "Event",
     "EventBus",
     "Subscriber",
+    "json_bytes",
 ]
 
 RECEIVED: Final = "message"  # every accepted datagram, as received
@@ -65,10 +66,22 @@ class Event:
         """``to_json`` as UTF-8 JSON, splicing in ``raw`` rather than re-encoding it."""
         if self.raw is not None and b"\n" not in self.raw and "message" in self.data:
             rest = {k: v for k, v in self.data.items() if k != "message"}
-            head = json.dumps({"type": self.kind, "host": self.host, "ts": self.ts, **rest},
-                              separators=(",", ":"), ensure_ascii=False)
-            return head[:-1].encode("utf-8") + b',"message":' + self.raw + b"}"
-        return json.dumps(self.to_json(), separators=(",", ":"), ensure_ascii=False).encode()
+            head = json_bytes({"type": self.kind, "host": self.host, "ts": self.ts, **rest})
+            return head[:-1] + b',"message":' + self.raw + b"}"
+        return json_bytes(self.to_json())
+
+
+def json_bytes(value: Any) -> bytes:
+    """Compact UTF-8 JSON of ``value``.
+
+    JSON text may carry lone surrogates (``"\\ud800"``) that have no UTF-8 form;
+    such values are written with ASCII escapes instead, which is still valid JSON.
+    """
+    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":")).encode("ascii")
 
 
 Subscriber = Callable[[Event], None]

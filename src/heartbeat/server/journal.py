@@ -22,7 +22,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from heartbeat.events import HOST_PLUGINS, RECEIVED, Event, EventBus
+from heartbeat.events import HOST_PLUGINS, RECEIVED, Event, EventBus, json_bytes
 from heartbeat.server.serial import Worker
 
 __all__ = ["JournalFile", "JournalService", "read_backwards"]
@@ -48,10 +48,6 @@ class _Clockface:
             self._second = second
             self._text = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(second))
         return self._text
-
-
-def _dumps(value: Any) -> bytes:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 class JournalFile:
@@ -92,10 +88,10 @@ class JournalFile:
         ts, ip, port, raw, message, event = entry
         head = b'{"timestamp":%.3f,"datetime":"%s"' % (ts, self._clockface(ts).encode())
         if event is not None:
-            return head + b',"event":' + _dumps(event.to_json()) + b"}\n"
+            return head + b',"event":' + json_bytes(event.to_json()) + b"}\n"
         if raw is None or b"\n" in raw or b"\r" in raw:
-            raw = _dumps(message)
-        return (head + b',"source_ip":' + _dumps(ip) + b',"source_port":' + _dumps(port)
+            raw = json_bytes(message)
+        return (head + b',"source_ip":' + json_bytes(ip) + b',"source_port":' + json_bytes(port)
                 + b',"message":' + raw + b"}\n")
 
     def write(self, entries: list[Entry]) -> None:
@@ -216,7 +212,7 @@ class JournalService(Service):
 
     def _read_recent(self, limit: int, host: str | None) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
-        needle = None if host is None else _dumps(host)  # cheap pre-filter, a superset
+        needle = None if host is None else json_bytes(host)  # cheap pre-filter, a superset
         for path in self.journal.files_newest_first():
             try:
                 lines = read_backwards(path)
