@@ -1,0 +1,35 @@
+"""JSON answers and errors shared by the API and the request authenticator."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from twisted.web.iweb import IRequest
+
+__all__ = ["ApiError", "json_response"]
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": code, "detail": ...}`` with an HTTP status."""
+
+    def __init__(self, status: int, code: str, detail: str = "",
+                 headers: Mapping[str, str] | None = None) -> None:
+        super().__init__(detail or code)
+        self.status = status
+        self.code = code
+        self.detail = detail
+        self.headers = dict(headers or {})
+
+    def respond(self, request: IRequest) -> bytes:
+        for name, value in self.headers.items():
+            request.setHeader(name.encode("ascii"), value.encode("latin-1"))
+        return json_response(request, {"error": self.code, "detail": self.detail}, self.status)
+
+
+def json_response(request: IRequest, body: Any, status: int = 200) -> bytes:
+    request.setResponseCode(status)
+    request.setHeader(b"Content-Type", b"application/json")
+    request.setHeader(b"Cache-Control", b"no-store")
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
