@@ -22,10 +22,10 @@ from twisted.python.failure import Failure
 from heartbeat.config import HostConfig, UserConfig
 from heartbeat.events import Event, EventBus
 from heartbeat.passwords import hash_password
+from heartbeat.protocol import Limits
 from heartbeat.server.access import Directory
 from heartbeat.server.auth import SCHEMA as AUTH_SCHEMA
 from heartbeat.server.auth import AuthService, PasswordHasher, load_auth
-from heartbeat.protocol import Limits
 from heartbeat.server.ingest import IngestProtocol, IngestStats
 from heartbeat.server.journal import JournalFile, JournalService
 from heartbeat.server.registry import Registry
@@ -85,6 +85,7 @@ class Stack:
     def __init__(
         self,
         directory: Path,
+        *,
         users: dict[str, UserConfig] | None = None,
         hosts: dict[str, HostConfig] | None = None,
         default_owner: str | None = None,
@@ -143,8 +144,8 @@ class Stack:
         """The same state directory opened again, as after a server restart."""
         fired(self.store.flush())
         self.store.conn.close()
-        again = Stack(self.path.parent, self.users, self.hosts, self.default_owner,
-                      self.idle_timeout)
+        again = Stack(self.path.parent, users=self.users, hosts=self.hosts,
+                      default_owner=self.default_owner, idle_timeout=self.idle_timeout)
         again.clock.advance(self.clock.seconds() - again.clock.seconds())
         return again
 

@@ -219,7 +219,7 @@ def test_password_of_api_user_is_hashed_at_full_cost(tmp_path: Any) -> None:
         stack.hasher.iterations
 
 
-@pytest.mark.parametrize(("raw", "content_type", "status", "error", "detail"), [
+@pytest.mark.parametrize("case", [
     (b"{", "application/json", 400, "bad_json",
      "the body is not JSON: Expecting property name enclosed in double quotes: "
      "line 1 column 2 (char 1)"),
@@ -237,9 +237,9 @@ def test_password_of_api_user_is_hashed_at_full_cost(tmp_path: Any) -> None:
     (b"[" * 3000 + b"]" * 3000, "application/json", 400, "bad_json",
      "the body is nested too deeply"),
 ])
-def test_bad_bodies_are_clear_errors(stack: Stack, raw: bytes, content_type: str, status: int,
-                                     error: str, detail: str) -> None:
+def test_bad_bodies_are_clear_errors(stack: Stack, case: tuple[Any, ...]) -> None:
     """Malformed, mistyped, oversized or non-JSON bodies get a 4xx naming the problem."""
+    raw, content_type, status, error, detail = case
     if b"[" * 3000 in raw:
         stack.api.max_body = 10000
     response = stack.call("POST", "/api/0/hosts/web1/commands", raw=raw,

@@ -69,12 +69,15 @@ def _expected(held: Role | None, needed: Role, ok: int) -> int:
     return ok if held >= needed else 403
 
 
+HOST_IDS = [f"{m} {p}" for m, p, *_ in HOST_ENDPOINTS]
+ADMIN_IDS = [f"{m} {p}" for m, p, *_ in ADMIN_ENDPOINTS]
+
+
 @pytest.mark.parametrize("viewer", list(VIEWERS))
-@pytest.mark.parametrize(("method", "path", "body", "needed", "ok"), HOST_ENDPOINTS,
-                         ids=[f"{m} {p}" for m, p, *_ in HOST_ENDPOINTS])
-def test_host_endpoint_by_role(stack: Stack, viewer: str, method: str, path: str, body: Any,
-                               needed: Role, ok: int) -> None:
+@pytest.mark.parametrize("endpoint", HOST_ENDPOINTS, ids=HOST_IDS)
+def test_host_endpoint_by_role(stack: Stack, viewer: str, endpoint: tuple[Any, ...]) -> None:
     """A host endpoint answers its role and above, 403 below it, 404 with no role at all."""
+    method, path, body, needed, ok = endpoint
     token = stack.token(viewer)
     response = stack.call(method, path, body, token=token)
     expected = _expected(VIEWERS[viewer], needed, ok)
@@ -85,33 +88,30 @@ def test_host_endpoint_by_role(stack: Stack, viewer: str, method: str, path: str
         assert response.json["error"] == "forbidden"
 
 
-@pytest.mark.parametrize(("method", "path", "body", "needed", "ok"), HOST_ENDPOINTS,
-                         ids=[f"{m} {p}" for m, p, *_ in HOST_ENDPOINTS])
-def test_host_endpoint_refuses_anonymous(stack: Stack, method: str, path: str, body: Any,
-                                         needed: Role, ok: int) -> None:
+@pytest.mark.parametrize("endpoint", HOST_ENDPOINTS, ids=HOST_IDS)
+def test_host_endpoint_refuses_anonymous(stack: Stack, endpoint: tuple[Any, ...]) -> None:
     """Without a token or cookie every host endpoint is 401 with a Bearer challenge."""
+    method, path, body, *_ = endpoint
     response = stack.call(method, path, body)
     assert (response.status, response.json["error"]) == (401, "unauthenticated")
     assert response.header("WWW-Authenticate") == 'Bearer realm="heartbeat"'
 
 
 @pytest.mark.parametrize("viewer", list(VIEWERS))
-@pytest.mark.parametrize(("method", "path", "body", "ok"), ADMIN_ENDPOINTS,
-                         ids=[f"{m} {p}" for m, p, *_ in ADMIN_ENDPOINTS])
-def test_user_endpoint_by_role(stack: Stack, viewer: str, method: str, path: str, body: Any,
-                               ok: int) -> None:
+@pytest.mark.parametrize("endpoint", ADMIN_ENDPOINTS, ids=ADMIN_IDS)
+def test_user_endpoint_by_role(stack: Stack, viewer: str, endpoint: tuple[Any, ...]) -> None:
     """User management is for admins; everyone else gets 403 (mon may edit only itself)."""
+    method, path, body, ok = endpoint
     response = stack.call(method, path, body, token=stack.token(viewer))
     self_edit = viewer == "mon" and method == "PUT"
     expected = ok if viewer == "admin" or self_edit else 403
     assert response.status == expected, response
 
 
-@pytest.mark.parametrize(("method", "path", "body", "ok"), ADMIN_ENDPOINTS,
-                         ids=[f"{m} {p}" for m, p, *_ in ADMIN_ENDPOINTS])
-def test_user_endpoint_refuses_anonymous(stack: Stack, method: str, path: str, body: Any,
-                                         ok: int) -> None:
+@pytest.mark.parametrize("endpoint", ADMIN_ENDPOINTS, ids=ADMIN_IDS)
+def test_user_endpoint_refuses_anonymous(stack: Stack, endpoint: tuple[Any, ...]) -> None:
     """User management without a login is 401."""
+    method, path, body, _ = endpoint
     assert stack.call(method, path, body).status == 401
 
 

@@ -27,7 +27,13 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from heartbeat.config import ConfigError, UserConfig, build_config
-from heartbeat.passwords import ITERATIONS, PasswordHash, hash_password, verify_password
+from heartbeat.passwords import (
+    ITERATIONS,
+    PasswordHash,
+    hash_password,
+    parse_hash,
+    verify_password,
+)
 from heartbeat.server.access import Directory, HostAccess
 from heartbeat.server.serial import Worker
 from heartbeat.server.sessions import TOUCH_PERSIST, LoginThrottle, Session, SessionBook
@@ -73,7 +79,12 @@ def load_auth(conn: sqlite3.Connection) -> StoredAuth:
             stored.users[name] = None
             continue
         try:
-            stored.users[name] = build_config(UserConfig, json.loads(data), f"store: users.{name}")
+            fields = json.loads(data)
+            password = fields.pop("password", None)
+            if password is not None:
+                parse_hash(password, min_iterations=1)  # our own, whatever cost it was made at
+            user = build_config(UserConfig, fields, f"store: users.{name}")
+            stored.users[name] = dataclasses.replace(user, password=password)
         except (ValueError, ConfigError) as e:
             log.error("auth: ignoring the stored user {name}: {error}", name=name, error=e)
     for host, owner, managers, monitors in conn.execute(

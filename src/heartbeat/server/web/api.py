@@ -31,7 +31,7 @@ from heartbeat.server.registry import Host, Registry
 from heartbeat.server.store import StoreService, read_history
 from heartbeat.server.web import openapi
 from heartbeat.server.web.auth import WebAuth
-from heartbeat.server.web.errors import ApiError, json_response
+from heartbeat.server.web.errors import ApiError, json_response, routing_error
 from heartbeat.server.web.schema import (
     ACCESS_BODY,
     COMMAND_BODY,
@@ -113,19 +113,9 @@ class HeartbeatAPI:
         assert isinstance(error, ApiError)
         return error.respond(request)
 
-    @app.handle_errors(NotFound)
+    @app.handle_errors(NotFound, MethodNotAllowed)
     def _no_route(self, request: IRequest, failure: Failure) -> bytes:
-        path = request.path.decode("latin-1")
-        return ApiError(404, "not_found", f"no endpoint {path}").respond(request)
-
-    @app.handle_errors(MethodNotAllowed)
-    def _wrong_method(self, request: IRequest, failure: Failure) -> bytes:
-        error = failure.value
-        assert isinstance(error, MethodNotAllowed)
-        allowed = sorted(set(error.valid_methods or []) - {"HEAD", "OPTIONS"})
-        return ApiError(405, "method_not_allowed",
-                        f"{request.method.decode('latin-1')} is not allowed here; use "
-                        f"{', '.join(allowed)}", {"Allow": ", ".join(allowed)}).respond(request)
+        return routing_error(request, failure)
 
     # Who is asking: the one check every route makes
     def viewer(self, request: IRequest) -> Viewer:
@@ -477,8 +467,9 @@ class HeartbeatAPI:
 
     @staticmethod
     def _user_fields(base: UserConfig, fields: dict[str, Any]) -> UserConfig:
-        merged = {**dataclasses.asdict(base), **fields}
+        """``base`` with ``fields`` checked by the config's own rules and laid over it."""
         try:
-            return build_config(UserConfig, merged, "body")
+            checked = build_config(UserConfig, fields, "body")
         except ConfigError as e:
             raise ApiError(400, "invalid_body", str(e)) from None
+        return dataclasses.replace(base, **{key: getattr(checked, key) for key in fields})

@@ -9,11 +9,14 @@ from typing import Any, cast
 
 from autobahn.twisted.resource import WebSocketResource
 from klein import Klein
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
+from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from heartbeat.server.web.api import HeartbeatAPI
+from heartbeat.server.web.errors import routing_error
 from heartbeat.server.web.websocket import FeedFactory
 
 __all__ = ["BoundedRequest", "HeartbeatSite", "WebRoot"]
@@ -27,6 +30,10 @@ class WebRoot:
     def __init__(self, api: HeartbeatAPI, feed: FeedFactory) -> None:
         self.api = api
         self._ws = WebSocketResource(feed)
+
+    @app.handle_errors(NotFound, MethodNotAllowed)
+    def _no_route(self, request: IRequest, failure: Failure) -> bytes:
+        return routing_error(request, failure)
 
     @app.route("/ws")
     def ws(self, request: IRequest) -> IResource:

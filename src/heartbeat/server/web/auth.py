@@ -116,7 +116,7 @@ class WebAuth:
         _set_cookie(request, token.encode())
 
     def end_session(self, request: IRequest) -> None:
-        _set_cookie(request, b"", max_age=0, expires=b"Thu, 01 Jan 1970 00:00:00 GMT")
+        _set_cookie(request, b"", max_age=b"0", expires=b"Thu, 01 Jan 1970 00:00:00 GMT")
 
     # Pages
     def page_viewer(self, request: IRequest) -> Viewer | None:

@@ -6,9 +6,11 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
+from werkzeug.exceptions import MethodNotAllowed
 
-__all__ = ["ApiError", "json_response"]
+__all__ = ["ApiError", "json_response", "routing_error"]
 
 
 class ApiError(Exception):
@@ -33,3 +35,16 @@ def json_response(request: IRequest, body: Any, status: int = 200) -> bytes:
     request.setHeader(b"Content-Type", b"application/json")
     request.setHeader(b"Cache-Control", b"no-store")
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def routing_error(request: IRequest, failure: Failure) -> bytes:
+    """Klein's NotFound and MethodNotAllowed as JSON errors (405 with Allow)."""
+    error = failure.value
+    if isinstance(error, MethodNotAllowed):
+        allowed = sorted(set(error.valid_methods or []) - {"HEAD", "OPTIONS"})
+        method = request.method.decode("latin-1")
+        return ApiError(405, "method_not_allowed",
+                        f"{method} is not allowed here; use {', '.join(allowed)}",
+                        {"Allow": ", ".join(allowed)}).respond(request)
+    path = request.path.decode("latin-1")
+    return ApiError(404, "not_found", f"no endpoint {path}").respond(request)

@@ -238,6 +238,7 @@ def _op(
     *,
     role: str | None = "any logged-in user",
     body: dict[str, Any] | None = None,
+    example: dict[str, Any] | None = None,
     body_required: bool = True,
     params: list[dict[str, Any]] | None = None,
     tag: str,
@@ -262,16 +263,19 @@ def _op(
     if role is None:
         operation["security"] = []
     if body is not None:
+        media: dict[str, Any] = {"schema": body}
+        if example is not None:
+            media["examples"] = {"example": {"value": example}}
         operation["requestBody"] = {"required": body_required,
-                                    "content": {"application/json": {"schema": body}}}
+                                    "content": {"application/json": media}}
     if params:
         operation["parameters"] = params
     return operation
 
 
-def _path(name: str, description: str) -> dict[str, Any]:
+def _path(name: str, description: str, example: str) -> dict[str, Any]:
     return {"name": name, "in": "path", "required": True, "description": description,
-            "schema": {"type": "string", "minLength": 1}}
+            "schema": {"type": "string", "minLength": 1}, "example": example}
 
 
 def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -279,8 +283,8 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
             "schema": schema}
 
 
-HOST = _path("name", "the host's name")
-USER = _path("user", "the user's name")
+HOST = _path("name", "the host's name", "web1")
+USER = _path("user", "the user's name", "bob")
 MONITOR = "monitor on the host (manager, owner and admin include it)"
 MANAGER = "manager on the host (owner and admin include it)"
 OWNER = "owner of the host, or admin"
@@ -295,7 +299,8 @@ def _paths() -> dict[str, dict[str, Any]]:
                                            role=None, tag="meta")},
         "/api/0/auth/login": {"post": _op(
             "Log in: a bearer token and the session cookie", (200, "Login"), (401, 409, 429),
-            role=None, body=LOGIN_BODY, tag="auth")},
+            role=None, body=LOGIN_BODY, tag="auth",
+            example={"username": "alice", "password": "secret"})},
         "/api/0/auth/logout": {"post": _op(
             "End the session of this token or cookie", (200, {
                 "type": "object", "properties": {"logged_out": {"type": "boolean"}},
@@ -320,7 +325,7 @@ def _paths() -> dict[str, dict[str, Any]]:
             "get": _op("Latest data of every plugin", (200, "Plugins"), (404,), role=MONITOR,
                        tag="hosts")},
         "/api/0/hosts/{name}/plugins/{plugin}": {
-            "parameters": [HOST, _path("plugin", "the plugin's name")],
+            "parameters": [HOST, _path("plugin", "the plugin's name", "cpu_monitor")],
             "get": _op("History of one plugin, newest first", (200, "History"), (400, 404),
                        role=MONITOR, tag="hosts", params=[_query(
                            "limit", {"type": "integer", "minimum": 1, "maximum": 10000,
@@ -335,12 +340,12 @@ def _paths() -> dict[str, dict[str, Any]]:
             "parameters": [HOST],
             "post": _op("Queue a named command (CMD) for the host's next heartbeat",
                         (202, "Queued"), (403, 404), role=MANAGER, body=COMMAND_BODY,
-                        tag="actions")},
+                        example={"cmd": "uptime", "args": []}, tag="actions")},
         "/api/0/hosts/{name}/upgrade": {
             "parameters": [HOST],
             "post": _op("Queue a self-update (UPD) for the host's next heartbeat",
                         (202, "Queued"), (403, 404), role=MANAGER, body=UPGRADE_BODY,
-                        body_required=False, tag="actions")},
+                        example={"version": "1.4.0"}, body_required=False, tag="actions")},
         "/api/0/hosts/{name}/dns": {
             "parameters": [HOST],
             "post": _op("Update the host's DNS records now", (202, {
@@ -354,6 +359,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                        role=OWNER, tag="access"),
             "put": _op("Replace the host's access list (wins over the config until reset)",
                        (200, "Access"), (403, 404), role=OWNER, body=ACCESS_BODY,
+                       example={"owner": "alice", "managers": ["bob"], "monitors": []},
                        tag="access"),
             "delete": _op("Reset the host's access list to the config's", (200, "Access"),
                           (403, 404), role=OWNER, tag="access"),
@@ -361,11 +367,15 @@ def _paths() -> dict[str, dict[str, Any]]:
         "/api/0/hosts/{name}/owner": {
             "parameters": [HOST],
             "post": _op("Transfer ownership of the host", (200, "Access"), (403, 404),
-                        role=OWNER, body=OWNER_BODY, tag="access")},
+                        role=OWNER, body=OWNER_BODY, example={"owner": "bob"},
+                        tag="access")},
         "/api/0/users": {
             "get": _op("Every user", (200, "UserList"), (403,), role=ADMIN, tag="users"),
             "post": _op("Create a user (kept in the store)", (201, "User"), (403, 409),
-                        role=ADMIN, body=USER_CREATE_BODY, tag="users"),
+                        role=ADMIN, body=USER_CREATE_BODY, tag="users", example={
+                            "name": "carol", "full_name": "Carol Example",
+                            "password": "a long passphrase", "email": "carol@example.com",
+                            "notification_channels": ["email"]}),
         },
         "/api/0/users/{user}": {
             "parameters": [USER],
@@ -373,7 +383,7 @@ def _paths() -> dict[str, dict[str, Any]]:
             "put": _op("Change a user's fields (a user may change their own, but not "
                        "the admin flag)", (200, "User"), (403, 404, 409),
                        role="admin, or the user themself", body=USER_UPDATE_BODY,
-                       tag="users"),
+                       example={"full_name": "Bob Example"}, tag="users"),
             "delete": _op("Delete a user and end their sessions",
                           (200, {"type": "object", "properties": {"deleted": {"type": "string"}},
                                  "required": ["deleted"]}), (403, 404, 409), role=ADMIN,
