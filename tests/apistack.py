@@ -131,7 +131,7 @@ class Stack:
         self.api = HeartbeatAPI(self.registry, self.store, self.journal, self.clock,
                                 {"auth": self.auth.to_json}, auth=self.web_auth, bus=self.bus,
                                 dns_trigger=dns_trigger, max_body=max_body)
-        self.root = WebRoot(self.api, FeedFactory(self.hub, self.web_auth))
+        self.root = WebRoot(self.api, FeedFactory(self.hub, auth=self.web_auth))
         self.resource = self.root.app.resource()
 
     def close(self) -> None:

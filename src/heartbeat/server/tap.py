@@ -141,7 +141,7 @@ def make_websocket_services(config: ServerConfig, hub: EventHub, auth: WebAuth,
     if config.ws_port is not None:
         services.append(StreamServerEndpointService(
             serverFromString(reactor, _endpoint(config.hbd_host, config.ws_port)),
-            FeedFactory(hub, auth)))
+            FeedFactory(hub, auth=auth)))
     if config.wss_port is not None:
         cert = Path(config.cert_path) / config.wss_pem
         key = Path(config.cert_path) / config.wss_key
@@ -154,7 +154,7 @@ def make_websocket_services(config: ServerConfig, hub: EventHub, auth: WebAuth,
             description = (f"ssl:port={config.wss_port}:interface={interface}:"
                            f"privateKey={_escape(key)}:certKey={_escape(cert)}")
             services.append(StreamServerEndpointService(
-                serverFromString(reactor, description), FeedFactory(hub, auth)))
+                serverFromString(reactor, description), FeedFactory(hub, auth=auth)))
     return services
 
 
@@ -209,7 +209,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Multi
             "write_failures": journal.write_failures}
     api = HeartbeatAPI(registry, store, journal, reactor, status_sources, auth=web_auth, bus=bus,
                        max_body=config.http_max_body)
-    site = HeartbeatSite(WebRoot(api, FeedFactory(hub, web_auth)).app.resource(),
+    site = HeartbeatSite(WebRoot(api, FeedFactory(hub, auth=web_auth)).app.resource(),
                          config.http_idle_timeout, config.http_max_body)
     web = StreamServerEndpointService(
         serverFromString(reactor, _endpoint(config.hbd_host, config.hbd_port)), site)

@@ -130,7 +130,7 @@ class FeedFactory(WebSocketServerFactory):
     protocol = FeedProtocol  # type: ignore[assignment]
     noisy = False
 
-    def __init__(self, hub: EventHub, auth: WebAuth | None = None, url: str | None = None
+    def __init__(self, hub: EventHub, url: str | None = None, auth: WebAuth | None = None
                  ) -> None:
         super().__init__(url)
         self.hub = hub
