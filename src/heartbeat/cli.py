@@ -36,7 +36,8 @@ def _passwd(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="heartbeat", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="heartbeat", description="Tools beside the heartbeat server and agent.")
     parser.add_argument("--version", action="version", version=f"heartbeat {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
