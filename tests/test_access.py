@@ -113,3 +113,13 @@ def test_user_json_hides_the_hash() -> None:
     assert body == {"name": "olga", "full_name": "Olga", "avatar": None, "admin": False,
                     "email": None, "notification_channels": [], "pushover_user": None,
                     "signal_number": None, "has_password": True}
+
+
+def test_deleted_owner_hands_host_to_default_owner() -> None:
+    """When a host's owner (config or API) is deleted, the default owner owns it."""
+    directory = Directory(USERS, HOSTS)
+    directory.set_access("db1", HostAccess("mike", ("olga",), ()))
+    directory.delete_user("olga")
+    directory.delete_user("mike")
+    assert directory.access("web1") == HostAccess("ann", ("mike",), ("nina",), "config")
+    assert directory.access("db1") == HostAccess("ann", ("olga",), (), "api")

@@ -264,3 +264,20 @@ def test_bad_query_argument_is_400(stack: Stack) -> None:
     response = stack.call("GET", "/api/0/messages?limit=0", token=stack.token("alice"))
     assert (response.status, response.json) == (
         400, {"error": "bad_request", "detail": "limit must be between 1 and 5000"})
+
+
+def test_lone_surrogates_do_not_break_anything(stack: Stack) -> None:
+    """JSON escapes of lone surrogates hash, store and answer like any other text."""
+    admin = stack.token("alice")
+    raw = b'{"name": "sam", "password": "\\ud800-long-password", "full_name": "\\udc80"}'
+    created = stack.call("POST", "/api/0/users", raw=raw,
+                         headers={"Content-Type": "application/json"}, token=admin)
+    assert (created.status, created.json["full_name"]) == (201, "\udc80")
+    login = stack.call("POST", "/api/0/auth/login",
+                       raw=b'{"username": "sam", "password": "\\ud800-long-password"}',
+                       headers={"Content-Type": "application/json"})
+    assert login.status == 200
+    wrong = stack.call("POST", "/api/0/auth/login",
+                       raw=b'{"username": "sam", "password": "\\udfff"}',
+                       headers={"Content-Type": "application/json"})
+    assert wrong.status == 401

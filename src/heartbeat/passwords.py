@@ -45,8 +45,9 @@ class PasswordHash:
 
 
 def _derive(password: str, salt: str, iterations: int) -> str:
-    return hashlib.pbkdf2_hmac(
-        "sha256", password.encode("utf-8"), salt.encode("utf-8"), iterations).hex()
+    # surrogatepass: a JSON body may carry lone surrogates ("\ud800"); they hash, not crash.
+    return hashlib.pbkdf2_hmac("sha256", password.encode("utf-8", "surrogatepass"),
+                               salt.encode("utf-8", "surrogatepass"), iterations).hex()
 
 
 def parse_hash(encoded: str, min_iterations: int = MIN_ITERATIONS) -> PasswordHash:

@@ -141,15 +141,20 @@ class Directory:
 
     # Hosts
     def access(self, host: str) -> HostAccess:
-        """The access list in force: the API's if set, else the config's."""
-        changed = self._access_changes.get(host)
-        if changed is not None:
-            return changed
-        config = self._config_hosts.get(host)
-        if config is None:
-            return HostAccess(self._default_owner)
-        return HostAccess(config.owner or self._default_owner, tuple(config.managers),
-                          tuple(config.monitors))
+        """The access list in force: the API's if set, else the config's.
+
+        An owner who is no longer a user hands the host to the default owner.
+        """
+        found = self._access_changes.get(host)
+        if found is None:
+            config = self._config_hosts.get(host)
+            if config is None:
+                return HostAccess(self._default_owner)
+            found = HostAccess(config.owner or self._default_owner, tuple(config.managers),
+                               tuple(config.monitors))
+        if found.owner is not None and found.owner not in self._users:
+            found = dataclasses.replace(found, owner=self._default_owner)
+        return found
 
     def set_access(self, host: str, access: HostAccess) -> HostAccess:
         access = dataclasses.replace(access, source="api")

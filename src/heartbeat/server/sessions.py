@@ -21,7 +21,7 @@ TOUCH_PERSIST: Final = 60.0
 
 
 def session_key(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(slots=True)

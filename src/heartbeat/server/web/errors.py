@@ -34,7 +34,10 @@ def json_response(request: IRequest, body: Any, status: int = 200) -> bytes:
     request.setResponseCode(status)
     request.setHeader(b"Content-Type", b"application/json")
     request.setHeader(b"Cache-Control", b"no-store")
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    try:
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (e.g. from a JSON "\ud800"): escape it
+        return json.dumps(body, separators=(",", ":")).encode("ascii")
 
 
 def routing_error(request: IRequest, failure: Failure) -> bytes:
