@@ -86,9 +86,12 @@ class Directory:
         self._access_changes: dict[str, HostAccess] = {}
         self._users: dict[str, UserConfig] = {}
         self._default_owner: str | None = None
+        self._resolved: dict[str, HostAccess] = {}
+        """access() per host: asked for every event of every feed client, changed rarely."""
         self._refresh()
 
     def _refresh(self) -> None:
+        self._resolved.clear()
         users = dict(self._config_users)
         for name, change in self._user_changes.items():
             if change is None:
@@ -145,24 +148,30 @@ class Directory:
 
         An owner who is no longer a user hands the host to the default owner.
         """
+        found = self._resolved.get(host)
+        if found is not None:
+            return found
         found = self._access_changes.get(host)
         if found is None:
             config = self._config_hosts.get(host)
-            if config is None:
-                return HostAccess(self._default_owner)
-            found = HostAccess(config.owner or self._default_owner, tuple(config.managers),
-                               tuple(config.monitors))
+            found = HostAccess(self._default_owner) if config is None else HostAccess(
+                config.owner or self._default_owner, tuple(config.managers),
+                tuple(config.monitors))
         if found.owner is not None and found.owner not in self._users:
             found = dataclasses.replace(found, owner=self._default_owner)
+        if len(self._resolved) < 100_000:
+            self._resolved[host] = found
         return found
 
     def set_access(self, host: str, access: HostAccess) -> HostAccess:
         access = dataclasses.replace(access, source="api")
         self._access_changes[host] = access
+        self._resolved.pop(host, None)
         return access
 
     def reset_access(self, host: str) -> bool:
         """Forget the API's list for ``host``; the config's applies again."""
+        self._resolved.pop(host, None)
         return self._access_changes.pop(host, None) is not None
 
     def role(self, user: str, host: str) -> Role | None:
