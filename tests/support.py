@@ -108,7 +108,7 @@ class ServerProcess:
             if self.process.poll() is not None:
                 raise AssertionError(f"server exited {self.process.returncode}:\n{self.log()}")
             try:
-                self.get("/api/0/status")
+                self.get("/api/0")  # public: answers with or without users configured
                 return self
             except (OSError, urllib.error.URLError):
                 time.sleep(0.05)
@@ -194,3 +194,61 @@ class ServerProcess:
             for line in path.read_text().splitlines():
                 if line:
                     yield json.loads(line)
+
+
+class WebSocketClient:
+    """A minimal blocking WebSocket client for the feed: handshake and text frames only."""
+
+    def __init__(self, port: int, path: str = "/ws", headers: dict[str, str] | None = None,
+                 timeout: float = 5.0) -> None:
+        import base64
+
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout)
+        self.buffer = b""
+        key = base64.b64encode(os.urandom(16)).decode()
+        lines = [f"GET {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", "Upgrade: websocket",
+                 "Connection: Upgrade", f"Sec-WebSocket-Key: {key}",
+                 "Sec-WebSocket-Version: 13",
+                 *(f"{k}: {v}" for k, v in (headers or {}).items()), "", ""]
+        self.sock.sendall("\r\n".join(lines).encode())
+        while b"\r\n\r\n" not in self.buffer:
+            chunk = self.sock.recv(4096)
+            if not chunk:
+                break
+            self.buffer += chunk
+        head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
+        status_line = head.split(b"\r\n", 1)[0].decode()
+        self.status = int(status_line.split()[1]) if status_line else 0
+        self.reason = status_line.split(" ", 2)[2] if status_line.count(" ") >= 2 else ""
+
+    def _read(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError("closed by the server")
+            self.buffer += chunk
+        data, self.buffer = self.buffer[:n], self.buffer[n:]
+        return data
+
+    def frame(self) -> tuple[int, bytes]:
+        """The next (opcode, payload) from the server (server frames are unmasked)."""
+        first, second = self._read(2)
+        length = second & 0x7F
+        if length == 126:
+            length = int.from_bytes(self._read(2), "big")
+        elif length == 127:
+            length = int.from_bytes(self._read(8), "big")
+        return first & 0x0F, self._read(length)
+
+    def receive(self) -> dict[str, Any]:
+        """The next JSON text message, skipping pings."""
+        while True:
+            opcode, payload = self.frame()
+            if opcode == 1:
+                return json.loads(payload)
+            if opcode == 8:
+                code = int.from_bytes(payload[:2], "big") if payload else None
+                raise ConnectionError(f"closed by the server with code {code}")
+
+    def close(self) -> None:
+        self.sock.close()

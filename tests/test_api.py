@@ -12,12 +12,16 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from heartbeat.events import EventBus
+from heartbeat.server.access import Directory
+from heartbeat.server.auth import SCHEMA as AUTH_SCHEMA
+from heartbeat.server.auth import AuthService, PasswordHasher
 from heartbeat.server.journal import JournalFile, JournalService
 from heartbeat.server.registry import Registry
 from heartbeat.server.serial import ImmediateWorker
 from heartbeat.server.store import SCHEMA, HostRecorder, StoreService, open_database
 from heartbeat.server.web.api import HeartbeatAPI
 from heartbeat.server.web.app import WebRoot
+from heartbeat.server.web.auth import WebAuth
 from heartbeat.server.web.websocket import EventHub, FeedFactory
 
 BASE = "http://heartbeat.test"
@@ -40,14 +44,17 @@ class Server:
         self.clock.advance(1000.0)
         self.bus = EventBus(on_error=lambda s, e, x: None)
         self.registry = Registry(grace=5, default_interval=10)
-        self.store = StoreService(open_database(tmp_path / "s.sqlite3", [SCHEMA]),
+        self.store = StoreService(open_database(tmp_path / "s.sqlite3", [SCHEMA, AUTH_SCHEMA]),
                                   ImmediateWorker(), self.clock)
         HostRecorder(self.registry, self.store, 1e9, 100).attach(self.bus)
         self.journal_file = JournalFile(tmp_path, "j", 1_000_000, 1)
         self.journal = JournalService(self.journal_file, ImmediateWorker(), self.clock)
         self.journal.attach(self.bus)
+        no_users = AuthService(Directory({}, {}), self.store, PasswordHasher(ImmediateWorker()),
+                               self.clock, idle_timeout=3600.0)
         self.api = HeartbeatAPI(self.registry, self.store, self.journal, self.clock,
-                                {"extra": lambda: {"answer": 42}})
+                                {"extra": lambda: {"answer": 42}}, auth=WebAuth(no_users),
+                                bus=self.bus)
         hub = EventHub(self.registry)
         self.treq = StubTreq(WebRoot(self.api, FeedFactory(hub)).app.resource())
 
@@ -88,7 +95,7 @@ class HostsTests:
             "name": "b", "state": "UP", "addr": "10.0.0.1", "port": 4000, "last_seen": 1000.0,
             "since": 1000.0, "first_seen": 1000.0, "interval": 5.0, "rtt": 1.0, "version": "9",
             "boot_time": None, "down_reason": None, "watch": True, "plugins": [],
-            "pending_commands": 0}
+            "pending_commands": 0, "role": "owner"}
 
     def test_unknown_host_is_json_404(self, server: Server) -> None:
         """An unknown host answers 404 with a JSON error."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -22,6 +23,7 @@ import yaml
 
 __all__ = [
     "SERVER_DEFAULTS",
+    "USER_NAME",
     "ConfigError",
     "EmailConfig",
     "HostConfig",
@@ -30,6 +32,7 @@ __all__ = [
     "ServerConfig",
     "SignalConfig",
     "UserConfig",
+    "build_config",
     "default_config_path",
     "load_config",
     "load_server_config",
@@ -65,6 +68,16 @@ def _not_negative(value: Any) -> str | None:
 
 def _fraction(value: Any) -> str | None:
     return None if 0 <= value < 1 else f"must be a fraction in [0, 1), got {value}"
+
+
+def _password_hash(value: Any) -> str | None:
+    from heartbeat.passwords import parse_hash  # noqa: PLC0415 - config stays importable alone
+
+    try:
+        parse_hash(value)
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 def _one_of(*choices: str) -> Check:
@@ -121,7 +134,9 @@ class UserConfig:
 
     full_name: str = _opt("")
     avatar: str | None = _opt(None)
-    password: str | None = _opt(None, doc="pbkdf2:sha256:<iterations>$<salt>$<hash>")
+    password: str | None = _opt(
+        None, _password_hash,
+        doc="pbkdf2:sha256:<iterations>$<salt>$<hash> from `heartbeat passwd NAME`")
     admin: bool = _opt(False)
     email: str | None = _opt(None)
     notification_channels: list[str] = _opt(
@@ -217,6 +232,9 @@ class ServerConfig:
     users: dict[str, UserConfig] = _opt({})
     default_owner: str | None = _opt(None, doc="owner of hosts without one (else first admin)")
     session_idle_timeout: float = _opt(7 * 86400.0, _positive, doc="idle session expiry (s)")
+    login_free_attempts: int = _opt(
+        5, _positive, doc="failed logins per user or address before each costs a delay")
+    login_max_delay: float = _opt(300.0, _positive, doc="longest login backoff (s)")
 
     # Thresholds (validated in heartbeat.server.thresholds)
     thresholds: dict[str, Any] = _opt({})
@@ -263,6 +281,7 @@ class ServerConfig:
         for name in self.hosts:
             if not name or len(name) > 253 or not all(c.isalnum() or c in "._-" for c in name):
                 raise ConfigError(source, f"hosts.{name}", "not a valid host name")
+        _check_users(self, source)
 
 
 SERVER_DEFAULTS: dict[str, Any] = dataclasses.asdict(ServerConfig())
@@ -359,6 +378,11 @@ def _build(cls: type[T], data: Mapping[str, Any], prefix: str, source: str) -> T
     return built
 
 
+def build_config(cls: type[T], data: Mapping[str, Any], source: str) -> T:
+    """Check a mapping (a stored row, a JSON body) exactly as the loader checks YAML."""
+    return _build(cls, data, "", source)
+
+
 def parse_config(cls: type[T], text: str, source: str) -> T:
     """Parse YAML ``text`` into ``cls``; ``source`` names the file in errors."""
     try:
@@ -393,6 +417,30 @@ def default_config_path(name: str, home: Path | None = None) -> Path | None:
     """``~/<name>`` if it exists, else None (built-in defaults)."""
     candidate = (home or Path.home()) / name
     return candidate if candidate.exists() else None
+
+
+USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
+"""A user name: what ``users:``, access lists, logins and the API's paths accept."""
+
+
+def _check_users(config: ServerConfig, source: str) -> None:
+    """User names are well formed; every name an access list uses is a user."""
+    for name in config.users:
+        if not USER_NAME.fullmatch(name):
+            raise ConfigError(source, f"users.{name}",
+                              "not a valid user name (1-64 of A-Z a-z 0-9 . _ @ -)")
+    if not config.users:
+        return
+    known = set(config.users)
+    if config.default_owner is not None and config.default_owner not in known:
+        raise ConfigError(source, "default_owner", f"no user named {config.default_owner!r}")
+    for host, settings in config.hosts.items():
+        for key, names in (("owner", [settings.owner] if settings.owner else []),
+                           ("managers", settings.managers), ("monitors", settings.monitors)):
+            unknown = [n for n in names if n not in known]
+            if unknown:
+                raise ConfigError(source, f"hosts.{host}.{key}",
+                                  f"no user named {unknown[0]!r} under users")
 
 
 def load_server_config(path: str | os.PathLike[str] | None) -> ServerConfig:

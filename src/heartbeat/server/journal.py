@@ -205,12 +205,19 @@ class JournalService(Service):
         log.failure("journal: writing {count} lines to {path} failed", failure,
                     count=count, path=str(self.journal.path))
 
-    def recent(self, limit: int, host: str | None = None) -> Deferred[list[dict[str, Any]]]:
-        """The newest ``limit`` journaled messages (of ``host``), newest first."""
-        self.flush()
-        return self._worker.run(self._read_recent, limit, host)
+    def recent(
+        self, limit: int, host: str | None = None, hosts: frozenset[str] | None = None
+    ) -> Deferred[list[dict[str, Any]]]:
+        """The newest ``limit`` journaled messages, newest first.
 
-    def _read_recent(self, limit: int, host: str | None) -> list[dict[str, Any]]:
+        ``host`` picks one host's; ``hosts`` keeps only those hosts' (a viewer's).
+        """
+        self.flush()
+        return self._worker.run(self._read_recent, limit, host, hosts)
+
+    def _read_recent(
+        self, limit: int, host: str | None, hosts: frozenset[str] | None = None
+    ) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
         needle = None if host is None else json_bytes(host)  # cheap pre-filter, a superset
         for path in self.journal.files_newest_first():
@@ -227,6 +234,8 @@ class JournalService(Service):
                     if not isinstance(message, dict):
                         continue
                     if host is not None and message.get("name") != host:
+                        continue
+                    if hosts is not None and message.get("name") not in hosts:
                         continue
                     found.append(entry)
                     if len(found) >= limit:

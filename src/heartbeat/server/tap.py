@@ -16,15 +16,20 @@ import heartbeat
 from heartbeat.config import ConfigError, ServerConfig, default_config_path, load_server_config
 from heartbeat.events import Event, EventBus, Subscriber
 from heartbeat.protocol import Limits
+from heartbeat.server import auth as auth_module
 from heartbeat.server import store as store_module
+from heartbeat.server.access import Directory
+from heartbeat.server.auth import AuthService, PasswordHasher, load_auth
 from heartbeat.server.ingest import IngestProtocol, IngestStats, make_udp_service
 from heartbeat.server.journal import JournalFile, JournalService
 from heartbeat.server.monitor import MonitorService
 from heartbeat.server.registry import Registry
 from heartbeat.server.serial import SerialWorker
+from heartbeat.server.sessions import LoginThrottle
 from heartbeat.server.store import HostRecorder, StoreService, load_hosts, open_database
 from heartbeat.server.web.api import HeartbeatAPI
 from heartbeat.server.web.app import HeartbeatSite, WebRoot
+from heartbeat.server.web.auth import WebAuth
 from heartbeat.server.web.websocket import EventHub, FeedFactory
 
 __all__ = ["Options", "makeService"]
@@ -98,6 +103,27 @@ def make_store(config: ServerConfig, registry: Registry, bus: EventBus, reactor:
     return store
 
 
+def make_auth(config: ServerConfig, store: StoreService, reactor: Any) -> AuthService:
+    """Users and access from the config with the API's stored changes; sessions restored."""
+    directory = Directory(config.users, config.hosts, config.default_owner)
+    throttle = LoginThrottle(free_attempts=config.login_free_attempts,
+                             max_delay=config.login_max_delay)
+    service = AuthService(directory, store,
+                          PasswordHasher(SerialWorker(reactor, "heartbeat-passwords")),
+                          reactor, idle_timeout=config.session_idle_timeout, throttle=throttle)
+    try:
+        service.restore(load_auth(store.conn))
+    except sqlite3.Error as e:
+        raise SystemExit(f"heartbeat: state_dir: cannot read users from the store: {e}") from None
+    if service.enabled:
+        log.info("auth: {users} users, {sessions} live sessions; default owner {owner}",
+                 users=len(directory.users), sessions=len(service.sessions),
+                 owner=directory.default_owner)
+    else:
+        log.info("auth: no users configured: every request is allowed (unauthenticated mode)")
+    return service
+
+
 def make_journal(config: ServerConfig, bus: EventBus, reactor: Any) -> JournalService | None:
     if not config.journal_enabled:
         return None
@@ -109,12 +135,13 @@ def make_journal(config: ServerConfig, bus: EventBus, reactor: Any) -> JournalSe
     return service
 
 
-def make_websocket_services(config: ServerConfig, hub: EventHub, reactor: Any) -> list[IService]:
+def make_websocket_services(config: ServerConfig, hub: EventHub, auth: WebAuth,
+                            reactor: Any) -> list[IService]:
     services: list[IService] = []
     if config.ws_port is not None:
         services.append(StreamServerEndpointService(
             serverFromString(reactor, _endpoint(config.hbd_host, config.ws_port)),
-            FeedFactory(hub)))
+            FeedFactory(hub, auth=auth)))
     if config.wss_port is not None:
         cert = Path(config.cert_path) / config.wss_pem
         key = Path(config.cert_path) / config.wss_key
@@ -127,7 +154,7 @@ def make_websocket_services(config: ServerConfig, hub: EventHub, reactor: Any) -
             description = (f"ssl:port={config.wss_port}:interface={interface}:"
                            f"privateKey={_escape(key)}:certKey={_escape(cert)}")
             services.append(StreamServerEndpointService(
-                serverFromString(reactor, description), FeedFactory(hub)))
+                serverFromString(reactor, description), FeedFactory(hub, auth=auth)))
     return services
 
 
@@ -151,8 +178,11 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Multi
     registry = Registry(grace=config.grace, default_interval=config.interval,
                         host_config=config.hosts, command_attempts=config.command_attempts)
 
-    store = make_store(config, registry, bus, reactor, [store_module.SCHEMA])
+    store = make_store(config, registry, bus, reactor, [store_module.SCHEMA, auth_module.SCHEMA])
     store.setServiceParent(top)
+    auth = make_auth(config, store, reactor)
+    auth.setServiceParent(top)
+    web_auth = WebAuth(auth)
     journal = make_journal(config, bus, reactor)
     if journal is not None:
         journal.setServiceParent(top)
@@ -166,22 +196,26 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Multi
 
     hub = EventHub(registry)
     hub.attach(bus)
+    auth.add_revoke_listener(hub.session_ended)
     status_sources = {
         "ingest": stats.to_json,
         "websocket": hub.to_json,
         "store": store.to_json,
+        "auth": auth.to_json,
     }
     if journal is not None:
         status_sources["journal"] = lambda: {
             "lines": journal.journal.lines_written, "rotations": journal.journal.rotations,
             "write_failures": journal.write_failures}
-    api = HeartbeatAPI(registry, store, journal, reactor, status_sources)
-    site = HeartbeatSite(WebRoot(api, FeedFactory(hub)).app.resource(), config.http_idle_timeout)
+    api = HeartbeatAPI(registry, store, journal, reactor, status_sources, auth=web_auth, bus=bus,
+                       max_body=config.http_max_body)
+    site = HeartbeatSite(WebRoot(api, FeedFactory(hub, auth=web_auth)).app.resource(),
+                         config.http_idle_timeout, config.http_max_body)
     web = StreamServerEndpointService(
         serverFromString(reactor, _endpoint(config.hbd_host, config.hbd_port)), site)
     web.setName("web")
     web.setServiceParent(top)
-    for service in make_websocket_services(config, hub, reactor):
+    for service in make_websocket_services(config, hub, web_auth, reactor):
         service.setServiceParent(top)
     log.info("heartbeat {version}: config {config}; UDP {udp}, HTTP {http}, WebSocket {ws}; "
              "{hosts} hosts restored from {state}",

@@ -1,42 +1,55 @@
-"""The REST API under ``/api/0``: a Klein app over the server's injected state."""
+"""The REST API under ``/api/0``: a Klein app over the server's injected state.
+
+Every route but the login, the index and the OpenAPI document starts by asking
+who is calling: :meth:`HeartbeatAPI.viewer` for lists (then filtered with
+``viewer.sees``), :meth:`HeartbeatAPI.host` for one host with the role the
+route needs, :meth:`HeartbeatAPI.admin` for user management. A host the viewer
+holds no role on answers 404 exactly like a host that does not exist.
+"""
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from klein import Klein
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
+from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 import heartbeat
+from heartbeat.config import ConfigError, UserConfig, build_config
+from heartbeat.events import EventBus
+from heartbeat.server.access import HostAccess, Role, Viewer, user_json
+from heartbeat.server.auth import LoginRefused, LoginThrottled
 from heartbeat.server.journal import JournalService
 from heartbeat.server.registry import Host, Registry
 from heartbeat.server.store import StoreService, read_history
+from heartbeat.server.web import openapi
+from heartbeat.server.web.auth import WebAuth
+from heartbeat.server.web.errors import ApiError, json_response, routing_error
+from heartbeat.server.web.schema import (
+    ACCESS_BODY,
+    COMMAND_BODY,
+    LOGIN_BODY,
+    OWNER_BODY,
+    UPGRADE_BODY,
+    USER_CREATE_BODY,
+    USER_UPDATE_BODY,
+    read_json,
+)
 
-__all__ = ["ApiError", "HeartbeatAPI", "json_response"]
+__all__ = ["ApiError", "DnsTrigger", "HeartbeatAPI", "json_response"]
 
 StatusSource = Callable[[], Mapping[str, Any]]
+DnsTrigger = Callable[[str], object]
+"""Starts a DNS update for a host now (may return a Deferred; ValueError: refused)."""
 
-
-class ApiError(Exception):
-    """An error answered as ``{"error": code, "detail": ...}`` with an HTTP status."""
-
-    def __init__(self, status: int, code: str, detail: str = "") -> None:
-        super().__init__(detail or code)
-        self.status = status
-        self.code = code
-        self.detail = detail
-
-
-def json_response(request: IRequest, body: Any, status: int = 200) -> bytes:
-    request.setResponseCode(status)
-    request.setHeader(b"Content-Type", b"application/json")
-    request.setHeader(b"Cache-Control", b"no-store")
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+log = Logger()
 
 
 def int_arg(request: IRequest, name: str, default: int, lo: int, hi: int) -> int:
@@ -58,8 +71,13 @@ def str_arg(request: IRequest, name: str) -> str | None:
     return None if raw is None else raw.decode("utf-8", "replace")
 
 
+def _client_address(request: IRequest) -> str:
+    address = request.getClientAddress()
+    return str(getattr(address, "host", None) or address)
+
+
 class HeartbeatAPI:
-    """Read endpoints over the registry, the store and the journal."""
+    """Read and action endpoints over the registry, the store, the journal and the users."""
 
     app = Klein()
 
@@ -70,49 +88,183 @@ class HeartbeatAPI:
         journal: JournalService | None,
         clock: IReactorTime,
         status_sources: Mapping[str, StatusSource],
+        *,
+        auth: WebAuth,
+        bus: EventBus,
+        dns_trigger: DnsTrigger | None = None,
+        max_body: int = 1024 * 1024,
     ) -> None:
         self.registry = registry
         self.store = store
         self.journal = journal
         self.clock = clock
         self.status_sources = status_sources
+        self.auth = auth
+        self.users = auth.service
+        self.bus = bus
+        self.dns_trigger = dns_trigger
+        self.max_body = max_body
         self.started = clock.seconds()
 
+    # Errors
     @app.handle_errors(ApiError)
     def _api_error(self, request: IRequest, failure: Failure) -> bytes:
         error = failure.value
         assert isinstance(error, ApiError)
-        return json_response(request, {"error": error.code, "detail": error.detail},
-                             error.status)
+        return error.respond(request)
 
-    def host(self, name: str) -> Host:
+    @app.handle_errors(NotFound, MethodNotAllowed)
+    def _no_route(self, request: IRequest, failure: Failure) -> bytes:
+        return routing_error(request, failure)
+
+    # Who is asking: the one check every route makes
+    def viewer(self, request: IRequest) -> Viewer:
+        """The caller, or 401 (not logged in) / 403 (cookie change without CSRF proof)."""
+        return self.auth.viewer(request)
+
+    def admin(self, request: IRequest) -> Viewer:
+        viewer = self.viewer(request)
+        if not viewer.admin:
+            raise ApiError(403, "forbidden", "only an admin may do this")
+        return viewer
+
+    def allowed(self, request: IRequest, name: str, role: Role) -> Viewer:
+        """The caller if they hold ``role`` on host ``name``; 404 if they cannot see it."""
+        viewer = self.viewer(request)
+        held = viewer.role(name)
+        if held is None:
+            raise ApiError(404, "not_found", f"no host named {name!r}")
+        if held < role:
+            raise ApiError(403, "forbidden",
+                           f"this needs the {role.label} role on {name!r}; you are "
+                           f"{held.label}")
+        return viewer
+
+    def host(self, request: IRequest, name: str, role: Role = Role.MONITOR) -> Host:
+        """Host ``name`` if the caller holds ``role`` on it: 404 unknown or invisible, 403."""
         host = self.registry.get(name)
         if host is None:
+            self.viewer(request)  # 401 before 404: do not tell strangers what exists
             raise ApiError(404, "not_found", f"no host named {name!r}")
+        self.allowed(request, name, role)
         return host
 
+    def _known_host(self, request: IRequest, name: str, role: Role) -> Viewer:
+        """For access lists: a host seen or configured (it may not have reported yet)."""
+        if self.registry.get(name) is None and name not in self.registry.host_config:
+            self.viewer(request)
+            raise ApiError(404, "not_found", f"no host named {name!r}")
+        return self.allowed(request, name, role)
+
+    def _body(self, request: IRequest, schema: dict[str, Any], empty: Any = None) -> Any:
+        return read_json(request, schema, self.max_body, empty)
+
+    def _host_json(self, viewer: Viewer, host: Host) -> dict[str, Any]:
+        body = self.registry.host_json(host)
+        role = viewer.role(host.name)
+        body["role"] = role.label if role is not None else None
+        return body
+
+    # Public
+    @app.route("/api/0", methods=["GET"])
+    def index(self, request: IRequest) -> bytes:
+        return json_response(request, {
+            "api": 0, "version": heartbeat.__version__,
+            "authentication": self.users.enabled, "openapi": "/api/0/openapi.json",
+            "endpoints": openapi.endpoints(), "websocket": "/ws"})
+
+    @app.route("/api/0/openapi.json", methods=["GET"])
+    def openapi_document(self, request: IRequest) -> bytes:
+        return json_response(request, openapi.document(heartbeat.__version__))
+
+    # Sessions
+    @app.route("/api/0/auth/login", methods=["POST"])
+    def login(self, request: IRequest) -> Deferred[bytes]:
+        body = self._body(request, LOGIN_BODY)
+        if not self.users.enabled:
+            raise ApiError(409, "auth_disabled",
+                           "no users are configured: every request is allowed without a login")
+        d = self.users.login(body["username"], body["password"], _client_address(request))
+
+        def logged_in(result: Any) -> bytes:
+            token, session = result
+            self.auth.start_session(request, token)
+            user = self.users.directory.user(session.user)
+            return json_response(request, {
+                "token": token, "csrf_token": session.csrf,
+                "user": user_json(session.user, user) if user else None,
+                "idle_timeout": self.users.sessions.idle_timeout})
+
+        def refused(failure: Failure) -> bytes:
+            if failure.check(LoginThrottled):
+                error = failure.value
+                assert isinstance(error, LoginThrottled)
+                raise ApiError(429, "too_many_attempts",
+                               f"too many failed logins: retry in {error.retry_after}s",
+                               {"Retry-After": str(error.retry_after)})
+            failure.trap(LoginRefused)
+            raise ApiError(401, "invalid_credentials", "wrong user name or password")
+
+        return d.addCallbacks(logged_in, refused)
+
+    @app.route("/api/0/auth/logout", methods=["POST"])
+    def logout(self, request: IRequest) -> bytes:
+        viewer = self.viewer(request)
+        ended = viewer.session is not None and self.users.logout(viewer.session)
+        self.auth.end_session(request)
+        return json_response(request, {"logged_out": ended})
+
+    @app.route("/api/0/me", methods=["GET"])
+    def me(self, request: IRequest) -> bytes:
+        viewer = self.viewer(request)
+        body: dict[str, Any] = {"name": None, "admin": True, "auth": viewer.via,
+                                "authentication": self.users.enabled}
+        if viewer.name is not None:
+            user = self.users.directory.user(viewer.name)
+            assert user is not None
+            body.update(user_json(viewer.name, user))
+            session = self.users.sessions.sessions.get(viewer.session or "")
+            if session is not None:
+                body["csrf_token"] = session.csrf
+                body["session"] = {"created": session.created, "last_used": session.last_used,
+                                   "idle_timeout": self.users.sessions.idle_timeout}
+        body["roles"] = {h.name: role.label for h in sorted(self.registry, key=lambda h: h.name)
+                         if (role := viewer.role(h.name)) is not None}
+        return json_response(request, body)
+
+    # Hosts
     @app.route("/api/0/hosts", methods=["GET"])
     def hosts(self, request: IRequest) -> bytes:
-        hosts = sorted(self.registry, key=lambda h: h.name)
-        return json_response(request, {"hosts": [self.registry.host_json(h) for h in hosts]})
+        viewer = self.viewer(request)
+        hosts = sorted((h for h in self.registry if viewer.sees(h.name)), key=lambda h: h.name)
+        return json_response(request, {"hosts": [self._host_json(viewer, h) for h in hosts]})
 
     @app.route("/api/0/hosts/<name>", methods=["GET"])
     def host_detail(self, request: IRequest, name: str) -> bytes:
-        host = self.host(name)
-        body = self.registry.host_json(host)
+        host = self.host(request, name)
+        body = self._host_json(self.viewer(request), host)
         body["pending"] = [c.to_json() for c in host.pending.values()]
         body["results"] = list(reversed(host.results))
         return json_response(request, body)
 
+    @app.route("/api/0/hosts/<name>", methods=["DELETE"])
+    def host_remove(self, request: IRequest, name: str) -> bytes:
+        self.host(request, name, Role.OWNER)
+        event = self.registry.remove(name, self.clock.seconds(), self.viewer(request).name)
+        if event is not None:
+            self.bus.publish(event)
+            log.info("api: host {host} removed by {user}", host=name, user=event.data["by"])
+        return json_response(request, {"removed": name})
+
     @app.route("/api/0/hosts/<name>/plugins", methods=["GET"])
     def plugins(self, request: IRequest, name: str) -> bytes:
-        host = self.host(name)
+        host = self.host(request, name)
         plugins = {p: {"ts": s.ts, "data": s.data} for p, s in sorted(host.plugins.items())}
         return json_response(request, {"host": name, "plugins": plugins})
 
     @app.route("/api/0/hosts/<name>/plugins/<plugin>", methods=["GET"])
     def plugin_history(self, request: IRequest, name: str, plugin: str) -> Deferred[bytes]:
-        host = self.host(name)
+        host = self.host(request, name)
         if plugin not in host.plugins:
             raise ApiError(404, "not_found", f"host {name!r} has sent no {plugin!r} data")
         limit = int_arg(request, "limit", 50, 1, 10000)
@@ -122,33 +274,202 @@ class HeartbeatAPI:
 
     @app.route("/api/0/messages", methods=["GET"])
     def messages(self, request: IRequest) -> Deferred[bytes] | bytes:
+        viewer = self.viewer(request)
         limit = int_arg(request, "limit", 100, 1, 5000)
         host = str_arg(request, "host")
+        if host is not None and not viewer.sees(host):
+            raise ApiError(404, "not_found", f"no host named {host!r}")
+        visible = None if viewer.admin else frozenset(
+            h.name for h in self.registry if viewer.sees(h.name))
         if self.journal is None:
             raise ApiError(503, "journal_disabled", "journal_enabled is false")
-        return self.journal.recent(limit, host).addCallback(
+        return self.journal.recent(limit, host, visible).addCallback(
             lambda entries: json_response(request, {"messages": entries}))
 
     @app.route("/api/0/status", methods=["GET"])
     def status(self, request: IRequest) -> bytes:
+        viewer = self.viewer(request)
         now = self.clock.seconds()
+        if viewer.admin:
+            hosts = {"total": len(self.registry), **self.registry.counts()}
+        else:
+            seen = [h for h in self.registry if viewer.sees(h.name)]
+            states = {state: 0 for state in self.registry.counts()}
+            for h in seen:
+                states[h.state.value] += 1
+            hosts = {"total": len(seen), **states}
         body: dict[str, Any] = {
             "version": heartbeat.__version__,
             "started": self.started,
             "uptime": now - self.started,
-            "hosts": {"total": len(self.registry), **self.registry.counts()},
+            "hosts": hosts,
         }
         for section, source in self.status_sources.items():
             body[section] = dict(source())
         return json_response(request, body)
 
-    @app.route("/api/0", methods=["GET"])
-    def index(self, request: IRequest) -> bytes:
-        return json_response(request, {"api": 0, "version": heartbeat.__version__, "endpoints": [
-            "/api/0/hosts", "/api/0/hosts/<name>", "/api/0/hosts/<name>/plugins",
-            "/api/0/hosts/<name>/plugins/<plugin>?limit=N", "/api/0/messages?host=&limit=N",
-            "/api/0/status", "/ws"]})
+    # Manager actions
+    @app.route("/api/0/hosts/<name>/commands", methods=["POST"])
+    def queue_command(self, request: IRequest, name: str) -> bytes:
+        self.host(request, name, Role.MANAGER)
+        body = self._body(request, COMMAND_BODY)
+        payload = {"cmd": body["cmd"], "args": list(body.get("args", []))}
+        return self._queue(request, name, "CMD", payload)
 
-    @app.route("/api/<path:rest>", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
-    def not_found(self, request: IRequest, rest: str) -> bytes:
-        raise ApiError(404, "not_found", f"no endpoint /api/{rest}")
+    @app.route("/api/0/hosts/<name>/upgrade", methods=["POST"])
+    def queue_upgrade(self, request: IRequest, name: str) -> bytes:
+        self.host(request, name, Role.MANAGER)
+        body = self._body(request, UPGRADE_BODY, empty={})
+        return self._queue(request, name, "UPD", dict(body))
+
+    def _queue(self, request: IRequest, name: str, kind: str, payload: dict[str, Any]) -> bytes:
+        by = self.viewer(request).name
+        command, event = self.registry.queue_command(name, kind, payload,
+                                                     self.clock.seconds(), by)
+        self.bus.publish(event)
+        log.info("api: {kind} {cmd_id} queued for {host} by {user}", kind=kind,
+                 cmd_id=command.cmd_id, host=name, user=by)
+        return json_response(request, {"host": name, "command": command.to_json()}, 202)
+
+    @app.route("/api/0/hosts/<name>/dns", methods=["POST"])
+    def trigger_dns(self, request: IRequest, name: str) -> Deferred[bytes]:
+        self.host(request, name, Role.MANAGER)
+        trigger = self.dns_trigger
+        if trigger is None:
+            raise ApiError(503, "dns_disabled", "dynamic DNS is not configured (dyndomains)")
+
+        def refused(failure: Failure) -> bytes:
+            failure.trap(ValueError)
+            raise ApiError(409, "dns_refused", str(failure.value))
+
+        return maybeDeferred(trigger, name).addCallbacks(
+            lambda _: json_response(request, {"host": name, "dns": "queued"}, 202), refused)
+
+    # Owner actions
+    @app.route("/api/0/hosts/<name>/access", methods=["GET"])
+    def access(self, request: IRequest, name: str) -> bytes:
+        self._known_host(request, name, Role.OWNER)
+        return self._access_json(request, name, self.users.directory.access(name))
+
+    @app.route("/api/0/hosts/<name>/access", methods=["PUT"])
+    def access_update(self, request: IRequest, name: str) -> bytes:
+        viewer = self._known_host(request, name, Role.OWNER)
+        body = self._body(request, ACCESS_BODY)
+        access = HostAccess(body["owner"], tuple(dict.fromkeys(body["managers"])),
+                            tuple(dict.fromkeys(body["monitors"])))
+        return self._save_access(request, viewer, name, access)
+
+    @app.route("/api/0/hosts/<name>/access", methods=["DELETE"])
+    def access_reset(self, request: IRequest, name: str) -> bytes:
+        viewer = self._known_host(request, name, Role.OWNER)
+        access = self.users.reset_access(name)
+        log.info("api: access of {host} reset to the config by {user}", host=name,
+                 user=viewer.name)
+        return self._access_json(request, name, access)
+
+    @app.route("/api/0/hosts/<name>/owner", methods=["POST"])
+    def transfer(self, request: IRequest, name: str) -> bytes:
+        viewer = self._known_host(request, name, Role.OWNER)
+        body = self._body(request, OWNER_BODY)
+        current = self.users.directory.access(name)
+        return self._save_access(request, viewer, name,
+                                 dataclasses.replace(current, owner=body["owner"]))
+
+    def _save_access(self, request: IRequest, viewer: Viewer, name: str,
+                     access: HostAccess) -> bytes:
+        unknown = self.users.directory.unknown_users(access.names())
+        if unknown:
+            raise ApiError(400, "unknown_user", f"no such user: {', '.join(unknown)}")
+        saved = self.users.set_access(name, access)
+        log.info("api: access of {host} set by {user}: {access}", host=name, user=viewer.name,
+                 access=saved.to_json())
+        return self._access_json(request, name, saved)
+
+    @staticmethod
+    def _access_json(request: IRequest, name: str, access: HostAccess) -> bytes:
+        return json_response(request, {"host": name, **access.to_json()})
+
+    # Users (admin)
+    def _user_json(self, name: str, user: UserConfig) -> dict[str, Any]:
+        return {**user_json(name, user), "source": self.users.directory.user_source(name)}
+
+    @app.route("/api/0/users", methods=["GET"])
+    def user_list(self, request: IRequest) -> bytes:
+        self.admin(request)
+        users = self.users.directory.users
+        return json_response(request, {"users": [self._user_json(n, u)
+                                                 for n, u in sorted(users.items())]})
+
+    @app.route("/api/0/users", methods=["POST"])
+    def user_create(self, request: IRequest) -> Deferred[bytes]:
+        viewer = self.admin(request)
+        body = self._body(request, USER_CREATE_BODY)
+        name = body.pop("name")
+        if self.users.directory.user(name) is not None:
+            raise ApiError(409, "exists", f"there is already a user named {name!r}")
+        password = body.pop("password", None)
+        user = self._user_fields(UserConfig(), body)
+        if not self.users.enabled and not user.admin:
+            raise ApiError(409, "first_user_must_be_admin",
+                           "the first user switches authentication on: make it an admin")
+
+        def saved(user: UserConfig) -> bytes:
+            log.info("api: user {name} created by {by}", name=name, by=viewer.name)
+            return json_response(request, self._user_json(name, user), 201)
+
+        return self.users.put_user(name, user, password).addCallback(saved)
+
+    @app.route("/api/0/users/<user>", methods=["GET"])
+    def user_detail(self, request: IRequest, user: str) -> bytes:
+        self.admin(request)
+        return json_response(request, self._user_json(user, self._user(user)))
+
+    @app.route("/api/0/users/<user>", methods=["PUT"])
+    def user_update(self, request: IRequest, user: str) -> Deferred[bytes]:
+        viewer = self.viewer(request)
+        if not viewer.admin and viewer.name != user:
+            raise ApiError(403, "forbidden", "only an admin may change another user")
+        current = self._user(user)
+        body = self._body(request, USER_UPDATE_BODY)
+        if "admin" in body and not viewer.admin:
+            raise ApiError(403, "forbidden", "only an admin may change the admin flag")
+        if body.get("admin") is False and current.admin and self._last_admin(user):
+            raise ApiError(409, "last_admin", f"{user!r} is the last admin")
+        password = body.pop("password", None)
+        updated = self._user_fields(current, body)
+
+        def saved(result: UserConfig) -> bytes:
+            if password is not None:
+                self.users.revoke_user(user, keep=viewer.session)
+            log.info("api: user {name} changed by {by}", name=user, by=viewer.name)
+            return json_response(request, self._user_json(user, result))
+
+        return self.users.put_user(user, updated, password).addCallback(saved)
+
+    @app.route("/api/0/users/<user>", methods=["DELETE"])
+    def user_delete(self, request: IRequest, user: str) -> bytes:
+        viewer = self.admin(request)
+        found = self._user(user)
+        if found.admin and self._last_admin(user):
+            raise ApiError(409, "last_admin", f"{user!r} is the last admin")
+        self.users.delete_user(user)
+        log.info("api: user {name} deleted by {by}", name=user, by=viewer.name)
+        return json_response(request, {"deleted": user})
+
+    def _user(self, name: str) -> UserConfig:
+        user = self.users.directory.user(name)
+        if user is None:
+            raise ApiError(404, "not_found", f"no user named {name!r}")
+        return user
+
+    def _last_admin(self, name: str) -> bool:
+        return self.users.directory.admins() == [name]
+
+    @staticmethod
+    def _user_fields(base: UserConfig, fields: dict[str, Any]) -> UserConfig:
+        """``base`` with ``fields`` checked by the config's own rules and laid over it."""
+        try:
+            checked = build_config(UserConfig, fields, "body")
+        except ConfigError as e:
+            raise ApiError(400, "invalid_body", str(e)) from None
+        return dataclasses.replace(base, **{key: getattr(checked, key) for key in fields})

@@ -1,9 +1,12 @@
 """The live WebSocket feed: a snapshot of every host, then every event as it happens.
 
-Protocol objects hold no state of their own; the :class:`EventHub` keeps the
-set of subscribers, serialises each event once and hands the same bytes to
-every client. A client whose send buffer passes ``max_backlog`` is dropped
-rather than letting a stalled browser grow the server's memory.
+Protocol objects hold no state of their own but their viewer; the
+:class:`EventHub` keeps the set of subscribers, serialises each event once and
+hands the same bytes to every client allowed to see its host. A client whose
+send buffer passes ``max_backlog`` is dropped rather than letting a stalled
+browser grow the server's memory. With users configured, a connection must
+authenticate in its opening handshake (session cookie or ``?token=``) and is
+closed when its session ends.
 """
 
 from __future__ import annotations
@@ -12,10 +15,15 @@ import json
 from typing import Any
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.logger import Logger
 
 from heartbeat.events import Event, EventBus
+from heartbeat.server.access import Viewer
 from heartbeat.server.registry import Registry
+from heartbeat.server.sessions import Session
+from heartbeat.server.web.auth import WebAuth
+from heartbeat.server.web.errors import ApiError
 
 __all__ = ["EventHub", "FeedFactory", "FeedProtocol"]
 
@@ -35,14 +43,23 @@ class EventHub:
     def attach(self, bus: EventBus) -> None:
         bus.subscribe(self.publish)
 
-    def snapshot(self) -> bytes:
-        hosts = [self.registry.host_json(h) for h in sorted(self.registry, key=lambda h: h.name)]
+    def snapshot(self, viewer: Viewer | None = None) -> bytes:
+        """Every host ``viewer`` may see (None: all), as the feed's first message."""
+        hosts = [self.registry.host_json(h) for h in sorted(self.registry, key=lambda h: h.name)
+                 if viewer is None or viewer.sees(h.name)]
         return json.dumps({"type": "snapshot", "hosts": hosts},
                           separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
     def join(self, client: FeedProtocol) -> None:
         self.clients.add(client)
-        client.sendMessage(self.snapshot())
+        client.sendMessage(self.snapshot(client.viewer))
+
+    def session_ended(self, session: Session) -> None:
+        """Close the feeds opened with a session that was logged out, expired or revoked."""
+        for client in list(self.clients):
+            if client.viewer is not None and client.viewer.session == session.key:
+                self.clients.discard(client)
+                client.sendClose(code=4001, reason="session ended")
 
     def leave(self, client: FeedProtocol) -> None:
         self.clients.discard(client)
@@ -52,6 +69,8 @@ class EventHub:
             return
         payload = event.to_bytes()
         for client in list(self.clients):
+            if client.viewer is not None and not client.viewer.sees(event.host):
+                continue
             if client.backlog() > self.max_backlog:
                 self.dropped_clients += 1
                 self.clients.discard(client)
@@ -71,6 +90,18 @@ class FeedProtocol(WebSocketServerProtocol):
     """One feed subscriber; incoming messages are ignored."""
 
     factory: FeedFactory
+    viewer: Viewer | None = None
+    """Who is watching; None when the factory checks no one (all events)."""
+
+    def onConnect(self, request: ConnectionRequest) -> None:
+        auth = self.factory.auth
+        if auth is None:
+            return
+        try:
+            self.viewer = auth.feed_viewer(request.headers, request.params, request.host)
+        except ApiError as e:
+            log.info("websocket: refused {peer}: {detail}", peer=self.peer, detail=e.detail)
+            raise ConnectionDeny(e.status, e.detail) from None
 
     def onOpen(self) -> None:
         try:
@@ -99,7 +130,9 @@ class FeedFactory(WebSocketServerFactory):
     protocol = FeedProtocol  # type: ignore[assignment]
     noisy = False
 
-    def __init__(self, hub: EventHub, url: str | None = None) -> None:
+    def __init__(self, hub: EventHub, url: str | None = None, auth: WebAuth | None = None
+                 ) -> None:
         super().__init__(url)
         self.hub = hub
+        self.auth = auth
         self.setProtocolOptions(webStatus=False, autoPingInterval=30, autoPingTimeout=15)

@@ -1,0 +1,233 @@
+"""Users and per-host roles: who may see and do what on which host.
+
+The configuration gives the starting point (``users:``, ``default_owner`` and
+each host's ``owner``/``managers``/``monitors``); changes made through the API
+lie over it and win until they are reset. Pure code: the edge persists the
+changes and restores them at start-up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+from heartbeat.config import USER_NAME, HostConfig, UserConfig
+
+__all__ = [
+    "USER_NAME",
+    "Directory",
+    "HostAccess",
+    "Role",
+    "Viewer",
+    "user_json",
+]
+
+class Role(IntEnum):
+    """What a user may do on one host; each role includes the ones below it."""
+
+    MONITOR = 1  # view status, plugin data, alerts, messages
+    MANAGER = 2  # + queue commands, trigger DNS, queue upgrades
+    OWNER = 3  # + drop the host, transfer ownership, change access
+
+    @property
+    def label(self) -> str:
+        return self.name.lower()
+
+
+@dataclass(frozen=True, slots=True)
+class HostAccess:
+    """A host's owner, managers and monitors, and where that list came from."""
+
+    owner: str | None = None
+    managers: tuple[str, ...] = ()
+    monitors: tuple[str, ...] = ()
+    source: str = "config"  # "config" or "api"
+
+    def role_of(self, name: str) -> Role | None:
+        if name == self.owner:
+            return Role.OWNER
+        if name in self.managers:
+            return Role.MANAGER
+        if name in self.monitors:
+            return Role.MONITOR
+        return None
+
+    def names(self) -> set[str]:
+        return {n for n in (self.owner, *self.managers, *self.monitors) if n is not None}
+
+    def to_json(self) -> dict[str, Any]:
+        return {"owner": self.owner, "managers": list(self.managers),
+                "monitors": list(self.monitors), "source": self.source}
+
+
+def user_json(name: str, user: UserConfig) -> dict[str, Any]:
+    """A user as the API shows it: every field but the password hash."""
+    body = {"name": name, **dataclasses.asdict(user)}
+    body["has_password"] = body.pop("password") is not None
+    return body
+
+
+class Directory:
+    """Every user and every host's access list: the config overlaid by API changes."""
+
+    def __init__(
+        self,
+        users: Mapping[str, UserConfig],
+        hosts: Mapping[str, HostConfig],
+        default_owner: str | None = None,
+    ) -> None:
+        self._config_users = dict(users)
+        self._config_hosts = hosts
+        self._configured_owner = default_owner
+        self._user_changes: dict[str, UserConfig | None] = {}
+        self._access_changes: dict[str, HostAccess] = {}
+        self._users: dict[str, UserConfig] = {}
+        self._default_owner: str | None = None
+        self._resolved: dict[str, HostAccess] = {}
+        """access() per host: asked for every event of every feed client, changed rarely."""
+        self._refresh()
+
+    def _refresh(self) -> None:
+        self._resolved.clear()
+        users = dict(self._config_users)
+        for name, change in self._user_changes.items():
+            if change is None:
+                users.pop(name, None)
+            else:
+                users[name] = change
+        self._users = users
+        owner = self._configured_owner
+        if owner not in users:
+            owner = next((n for n, u in users.items() if u.admin), None)
+        self._default_owner = owner
+
+    # Users
+    @property
+    def enabled(self) -> bool:
+        """Authentication is on as soon as one user exists."""
+        return bool(self._users)
+
+    @property
+    def users(self) -> Mapping[str, UserConfig]:
+        return self._users
+
+    @property
+    def default_owner(self) -> str | None:
+        """``default_owner`` if it names a user, else the first admin."""
+        return self._default_owner
+
+    def user(self, name: str) -> UserConfig | None:
+        return self._users.get(name)
+
+    def admins(self) -> list[str]:
+        return [name for name, user in self._users.items() if user.admin]
+
+    def user_source(self, name: str) -> str:
+        return "api" if name in self._user_changes else "config"
+
+    def put_user(self, name: str, user: UserConfig) -> None:
+        self._user_changes[name] = user
+        self._refresh()
+
+    def delete_user(self, name: str) -> bool:
+        if name not in self._users:
+            return False
+        if name in self._config_users:
+            self._user_changes[name] = None  # a tombstone hides the config's user
+        else:
+            del self._user_changes[name]
+        self._refresh()
+        return True
+
+    # Hosts
+    def access(self, host: str) -> HostAccess:
+        """The access list in force: the API's if set, else the config's.
+
+        An owner who is no longer a user hands the host to the default owner.
+        """
+        found = self._resolved.get(host)
+        if found is not None:
+            return found
+        found = self._access_changes.get(host)
+        if found is None:
+            config = self._config_hosts.get(host)
+            found = HostAccess(self._default_owner) if config is None else HostAccess(
+                config.owner or self._default_owner, tuple(config.managers),
+                tuple(config.monitors))
+        if found.owner is not None and found.owner not in self._users:
+            found = dataclasses.replace(found, owner=self._default_owner)
+        if len(self._resolved) < 100_000:
+            self._resolved[host] = found
+        return found
+
+    def set_access(self, host: str, access: HostAccess) -> HostAccess:
+        access = dataclasses.replace(access, source="api")
+        self._access_changes[host] = access
+        self._resolved.pop(host, None)
+        return access
+
+    def reset_access(self, host: str) -> bool:
+        """Forget the API's list for ``host``; the config's applies again."""
+        self._resolved.pop(host, None)
+        return self._access_changes.pop(host, None) is not None
+
+    def role(self, user: str, host: str) -> Role | None:
+        """``user``'s role on ``host``: admins own every host; unknown users have none."""
+        found = self._users.get(user)
+        if found is None:
+            return None
+        if found.admin:
+            return Role.OWNER
+        return self.access(host).role_of(user)
+
+    def unknown_users(self, names: Iterable[str]) -> list[str]:
+        return sorted({n for n in names if n not in self._users})
+
+    # Persistence
+    def user_change(self, name: str) -> tuple[bool, UserConfig | None]:
+        """(whether the API changed ``name``, the change: the user or None if deleted)."""
+        return name in self._user_changes, self._user_changes.get(name)
+
+    def access_change(self, host: str) -> HostAccess | None:
+        return self._access_changes.get(host)
+
+    def restore(
+        self, users: Mapping[str, UserConfig | None], access: Mapping[str, HostAccess]
+    ) -> None:
+        """Lay the stored API changes over the config after a restart."""
+        self._user_changes.update(users)
+        self._access_changes.update(
+            {host: dataclasses.replace(a, source="api") for host, a in access.items()})
+        self._refresh()
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """Who is asking: a user, or nobody in the unauthenticated mode (allowed all)."""
+
+    directory: Directory
+    name: str | None = None
+    via: str = "none"  # "none" (no users configured), "cookie" or "bearer"
+    session: str | None = None  # the session's key, when authenticated by one
+
+    @property
+    def admin(self) -> bool:
+        if self.name is None:
+            return True
+        user = self.directory.user(self.name)
+        return user is not None and user.admin
+
+    def role(self, host: str) -> Role | None:
+        if self.name is None:
+            return Role.OWNER
+        return self.directory.role(self.name, host)
+
+    def sees(self, host: str) -> bool:
+        return self.role(host) is not None
+
+    def may(self, role: Role, host: str) -> bool:
+        held = self.role(host)
+        return held is not None and held >= role

@@ -1,0 +1,360 @@
+"""Users, sessions and logins at the edge: the store behind them, hashing off the reactor.
+
+:class:`AuthService` owns the live state of authentication: the
+:class:`~heartbeat.server.access.Directory` (config users and per-host access
+with the API's changes on top), the :class:`~heartbeat.server.sessions.SessionBook`
+and the :class:`~heartbeat.server.sessions.LoginThrottle`. Every change is
+queued as a store write, and :func:`load_auth` reads them back at start-up, so
+a restart neither forgets an access change nor logs anyone out. Password
+hashing runs on its own worker thread: at 600,000 iterations one check costs a
+few hundred milliseconds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from heartbeat.config import ConfigError, UserConfig, build_config
+from heartbeat.passwords import (
+    ITERATIONS,
+    PasswordHash,
+    hash_password,
+    parse_hash,
+    verify_password,
+)
+from heartbeat.server.access import Directory, HostAccess
+from heartbeat.server.serial import Worker
+from heartbeat.server.sessions import TOUCH_PERSIST, LoginThrottle, Session, SessionBook
+from heartbeat.server.store import StoreService, Write
+
+__all__ = [
+    "SCHEMA",
+    "AuthService",
+    "LoginRefused",
+    "LoginThrottled",
+    "PasswordHasher",
+    "StoredAuth",
+    "load_auth",
+]
+
+log = Logger()
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, data TEXT);
+CREATE TABLE IF NOT EXISTS host_access (
+    host TEXT PRIMARY KEY, owner TEXT, managers TEXT NOT NULL, monitors TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    key TEXT PRIMARY KEY, user TEXT NOT NULL, created REAL NOT NULL, last_used REAL NOT NULL,
+    csrf TEXT NOT NULL, address TEXT
+);
+"""
+"""``users.data`` is NULL for a config user deleted through the API."""
+
+
+@dataclass
+class StoredAuth:
+    users: dict[str, UserConfig | None] = field(default_factory=dict)
+    access: dict[str, HostAccess] = field(default_factory=dict)
+    sessions: list[Session] = field(default_factory=list)
+
+
+def load_auth(conn: sqlite3.Connection) -> StoredAuth:
+    """The API's user and access changes and the live sessions, for start-up."""
+    stored = StoredAuth()
+    for name, data in conn.execute("SELECT name, data FROM users"):
+        if data is None:
+            stored.users[name] = None
+            continue
+        try:
+            fields = json.loads(data)
+            password = fields.pop("password", None)
+            if password is not None:
+                parse_hash(password, min_iterations=1)  # our own, whatever cost it was made at
+            user = build_config(UserConfig, fields, f"store: users.{name}")
+            stored.users[name] = dataclasses.replace(user, password=password)
+        except (ValueError, ConfigError) as e:
+            log.error("auth: ignoring the stored user {name}: {error}", name=name, error=e)
+    for host, owner, managers, monitors in conn.execute(
+            "SELECT host, owner, managers, monitors FROM host_access"):
+        stored.access[host] = HostAccess(owner, tuple(json.loads(managers)),
+                                         tuple(json.loads(monitors)), "api")
+    for key, user, created, last_used, csrf, address in conn.execute(
+            "SELECT key, user, created, last_used, csrf, address FROM sessions"):
+        stored.sessions.append(Session(key, user, created, last_used, csrf, address, last_used))
+    return stored
+
+
+class LoginRefused(Exception):
+    """Wrong user name or password; deliberately never says which."""
+
+
+class LoginThrottled(Exception):
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"retry after {retry_after:.0f}s")
+        self.retry_after = max(1, math.ceil(retry_after))
+
+
+class PasswordHasher:
+    """Hashes and checks passwords on ``worker``'s thread, refusing a long queue."""
+
+    def __init__(self, worker: Worker, iterations: int = ITERATIONS, max_pending: int = 16) -> None:
+        self.worker = worker
+        self.iterations = iterations
+        self.max_pending = max_pending
+        self.pending = 0
+        # Checked when the user does not exist, so that costs as long as a real check.
+        self._dummy = str(PasswordHash(iterations, "no-such-user-hb", "0" * 64))
+
+    @property
+    def busy(self) -> bool:
+        return self.pending >= self.max_pending
+
+    def _run(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        self.pending += 1
+        d = self.worker.run(fn, *args)
+
+        def done(result: Any) -> Any:
+            self.pending -= 1
+            return result
+
+        return d.addBoth(done)
+
+    def hash(self, password: str) -> Deferred[str]:
+        return self._run(hash_password, password, self.iterations)
+
+    def verify(self, password: str, encoded: str | None) -> Deferred[bool]:
+        """Whether ``password`` matches; ``encoded`` None (no user) costs the same and fails."""
+        if encoded is None:
+            return self._run(verify_password, password, self._dummy).addCallback(lambda _: False)
+        return self._run(verify_password, password, encoded)
+
+
+class AuthService(Service):
+    """Logins, sessions, users and access lists, persisted through the store."""
+
+    name = "auth"
+
+    def __init__(
+        self,
+        directory: Directory,
+        store: StoreService,
+        hasher: PasswordHasher,
+        clock: IReactorTime,
+        *,
+        idle_timeout: float,
+        throttle: LoginThrottle | None = None,
+    ) -> None:
+        self.directory = directory
+        self.store = store
+        self.hasher = hasher
+        self.clock = clock
+        self.sessions = SessionBook(idle_timeout)
+        self.throttle = throttle or LoginThrottle()
+        self._touched: dict[str, Session] = {}
+        self._revoke_listeners: list[Callable[[Session], None]] = []
+        self._sweep: LoopingCall | None = None
+        self.sweep_interval = min(60.0, idle_timeout / 4)
+        self.logins = 0
+        self.failed_logins = 0
+        self.throttled_logins = 0
+        store.add_source(self._touch_writes)
+        store.add_maintenance(self._prune)
+
+    def restore(self, stored: StoredAuth) -> None:
+        self.directory.restore(stored.users, stored.access)
+        self.sessions.restore(stored.sessions, self.clock.seconds())
+
+    @property
+    def enabled(self) -> bool:
+        return self.directory.enabled
+
+    # Sessions
+    def session(self, token: str) -> Session | None:
+        """The live session of ``token`` whose user still exists, marked used now."""
+        session = self.sessions.lookup(token, self.clock.seconds())
+        if session is None:
+            return None
+        if self.directory.user(session.user) is None:
+            self._revoke([session])
+            return None
+        if self.sessions.needs_persisting(session):
+            self._touched[session.key] = session
+        return session
+
+    def _touch_writes(self) -> list[Write]:
+        if not self._touched:
+            return []
+        touched, self._touched = self._touched, {}
+        rows = []
+        for session in touched.values():
+            session.persisted_use = session.last_used
+            rows.append((session.last_used, session.key))
+        return [lambda conn: conn.executemany(
+            "UPDATE sessions SET last_used = ? WHERE key = ?", rows)]
+
+    def _prune(self, conn: sqlite3.Connection, now: float) -> None:
+        """Drop stored sessions that ended idle (whether or not this process saw them end)."""
+        oldest = now - self.sessions.idle_timeout - TOUCH_PERSIST  # the row may lag memory
+        conn.execute("DELETE FROM sessions WHERE last_used < ?", (oldest,))
+
+    def add_revoke_listener(self, listener: Callable[[Session], None]) -> None:
+        """``listener(session)`` is told of every session that ends (e.g. to close feeds)."""
+        self._revoke_listeners.append(listener)
+
+    def _revoke(self, sessions: list[Session]) -> None:
+        """Forget ``sessions`` (already out of the book or not), in memory and in the store."""
+        for session in sessions:
+            self.sessions.revoke(session.key)
+            self._touched.pop(session.key, None)
+            self.store.write("DELETE FROM sessions WHERE key = ?", (session.key,))
+            for listener in self._revoke_listeners:
+                try:
+                    listener(session)
+                except Exception:
+                    log.failure("auth: a session-end listener failed")
+
+    def logout(self, key: str) -> bool:
+        session = self.sessions.sessions.get(key)
+        if session is None:
+            return False
+        self._revoke([session])
+        log.info("auth: {user} logged out", user=session.user)
+        return True
+
+    def revoke_user(self, user: str, keep: str | None = None) -> int:
+        """End every session of ``user`` but ``keep`` (the session making the change)."""
+        gone = self.sessions.revoke_user(user, keep)
+        self._revoke(gone)
+        return len(gone)
+
+    def expire_sessions(self) -> None:
+        try:
+            self._revoke(self.sessions.expire(self.clock.seconds()))
+        except Exception:
+            log.failure("auth: expiring sessions failed; retrying next period")
+
+    # Logins
+    def login(self, username: str, password: str, address: str) -> Deferred[tuple[str, Session]]:
+        """A new session (token, session), or LoginRefused / LoginThrottled.
+
+        An unknown user and a wrong password fail alike, after the same hashing
+        work; both count against the name and the address.
+        """
+        now = self.clock.seconds()
+        keys = [f"user:{username.casefold()}", f"address:{address}"]
+        wait = self.throttle.retry_after(keys, now)
+        if wait > 0 or self.hasher.busy:
+            self.throttled_logins += 1
+            log.warn("auth: login for {user!r} from {address} throttled ({wait:.0f}s)",
+                     user=username, address=address, wait=wait)
+            return fail(LoginThrottled(wait))
+        self.throttle.begin(keys, now)
+        user = self.directory.user(username)
+        d = self.hasher.verify(password, user.password if user is not None else None)
+
+        def checked(ok: bool) -> tuple[str, Session]:
+            now = self.clock.seconds()
+            if ok and self.directory.user(username) is not None:
+                self.throttle.succeeded(keys, keys[:1], now)
+                token, session = self.sessions.create(username, now, address)
+                self.store.write(
+                    "INSERT OR REPLACE INTO sessions (key, user, created, last_used, csrf,"
+                    " address) VALUES (?, ?, ?, ?, ?, ?)",
+                    (session.key, session.user, session.created, session.last_used,
+                     session.csrf, session.address))
+                self.logins += 1
+                log.info("auth: {user} logged in from {address}", user=username,
+                         address=address)
+                return token, session
+            blocked = self.throttle.failed(keys, now)
+            self.failed_logins += 1
+            log.warn("auth: failed login for {user!r} from {address} ({failures} failures"
+                     " for the name{blocked})", user=username, address=address,
+                     failures=self.throttle.failures(keys[0]),
+                     blocked=f", blocked {blocked:.0f}s" if blocked else "")
+            raise LoginRefused()
+
+        def broken(failure: Any) -> Any:
+            self.throttle.succeeded(keys, [], self.clock.seconds())
+            return failure
+
+        return d.addCallbacks(checked, broken)
+
+    # Users
+    def put_user(self, name: str, user: UserConfig, password: str | None = None
+                 ) -> Deferred[UserConfig]:
+        """Create or replace ``name``; a new ``password`` is hashed off the reactor first."""
+        if password is None:
+            return self._saved_user(name, user)
+        return self.hasher.hash(password).addCallback(
+            lambda encoded: self._save_user(name, dataclasses.replace(user, password=encoded)))
+
+    def _saved_user(self, name: str, user: UserConfig) -> Deferred[UserConfig]:
+        return succeed(self._save_user(name, user))
+
+    def _save_user(self, name: str, user: UserConfig) -> UserConfig:
+        self.directory.put_user(name, user)
+        self._persist_user(name)
+        return user
+
+    def delete_user(self, name: str) -> bool:
+        if not self.directory.delete_user(name):
+            return False
+        self._persist_user(name)
+        self.revoke_user(name)
+        return True
+
+    def _persist_user(self, name: str) -> None:
+        changed, user = self.directory.user_change(name)
+        if not changed:
+            self.store.write("DELETE FROM users WHERE name = ?", (name,))
+            return
+        data = None if user is None else json.dumps(dataclasses.asdict(user))
+        self.store.write("INSERT OR REPLACE INTO users (name, data) VALUES (?, ?)", (name, data))
+
+    # Access
+    def set_access(self, host: str, access: HostAccess) -> HostAccess:
+        access = self.directory.set_access(host, access)
+        self.store.write(
+            "INSERT OR REPLACE INTO host_access (host, owner, managers, monitors)"
+            " VALUES (?, ?, ?, ?)",
+            (host, access.owner, json.dumps(list(access.managers)),
+             json.dumps(list(access.monitors))))
+        return access
+
+    def reset_access(self, host: str) -> HostAccess:
+        if self.directory.reset_access(host):
+            self.store.write("DELETE FROM host_access WHERE host = ?", (host,))
+        return self.directory.access(host)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"enabled": self.enabled, "users": len(self.directory.users),
+                "sessions": len(self.sessions), "logins": self.logins,
+                "failed_logins": self.failed_logins, "throttled_logins": self.throttled_logins}
+
+    def startService(self) -> None:
+        super().startService()
+        self.hasher.worker.start()
+        self._sweep = LoopingCall(self.expire_sessions)
+        self._sweep.clock = self.clock
+        self._sweep.start(self.sweep_interval, now=True).addErrback(
+            lambda f: log.failure("auth: session expiry loop stopped", f))
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._sweep is not None and self._sweep.running:
+            self._sweep.stop()
+        self.hasher.worker.stop()

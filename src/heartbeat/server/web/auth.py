@@ -1,0 +1,184 @@
+"""Who is asking: HTTP requests and feed connections turned into a :class:`Viewer`.
+
+A request authenticates with ``Authorization: Bearer <token>`` or with the
+session cookie a login sets. With no users configured every request is the
+all-allowed viewer of the unauthenticated mode. A change (POST, PUT, DELETE...)
+that relies on the cookie must also carry the session's CSRF token in
+``X-CSRF-Token`` or come from a page of the same origin (``Origin`` header);
+a bearer token is never sent by a browser on its own, so it needs neither.
+
+Pages (the web UI) call :meth:`WebAuth.page_viewer` and, on None,
+:meth:`WebAuth.redirect_to_login`; a login form calls
+:meth:`heartbeat.server.auth.AuthService.login` and then
+:meth:`WebAuth.start_session`.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Mapping, Sequence
+from http.cookies import CookieError, SimpleCookie
+from typing import Any, Final, cast
+from urllib.parse import quote, urlsplit
+
+from twisted.web.iweb import IRequest
+
+from heartbeat.server.access import Viewer
+from heartbeat.server.auth import AuthService
+from heartbeat.server.sessions import Session
+from heartbeat.server.web.errors import ApiError
+
+__all__ = ["COOKIE", "CSRF_HEADER", "LOGIN_PAGE", "WebAuth"]
+
+COOKIE: Final = "hb_session"
+CSRF_HEADER: Final = "X-CSRF-Token"
+LOGIN_PAGE: Final = "/login"
+SAFE_METHODS: Final = frozenset({b"GET", b"HEAD", b"OPTIONS"})
+_CACHE: Final = "_heartbeat_viewer"
+_DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ws": 80, "wss": 443}
+
+
+def _unauthenticated(detail: str) -> ApiError:
+    return ApiError(401, "unauthenticated", detail,
+                    {"WWW-Authenticate": 'Bearer realm="heartbeat"'})
+
+
+def _origin(scheme: str, netloc: str) -> tuple[str, str, int | None]:
+    """(scheme, lower-case host, port) with the scheme's default port filled in."""
+    parts = urlsplit(f"{scheme}://{netloc}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return scheme, (parts.hostname or "").lower(), port or _DEFAULT_PORTS.get(scheme)
+
+
+class WebAuth:
+    """Authenticates requests and feed connections against the :class:`AuthService`."""
+
+    def __init__(self, service: AuthService) -> None:
+        self.service = service
+
+    # HTTP
+    def viewer(self, request: IRequest) -> Viewer:
+        """The request's viewer, or an ApiError: 401 unauthenticated, 403 csrf."""
+        cached = getattr(request, _CACHE, None)
+        if isinstance(cached, Viewer):
+            return cached
+        viewer = self._authenticate(request)
+        setattr(request, _CACHE, viewer)
+        return viewer
+
+    def _authenticate(self, request: IRequest) -> Viewer:
+        directory = self.service.directory
+        if not self.service.enabled:
+            return Viewer(directory)
+        header = request.getHeader("authorization")
+        if header is not None:
+            scheme, _, token = header.strip().partition(" ")
+            if scheme.lower() != "bearer" or not token.strip():
+                raise _unauthenticated("the Authorization header must be 'Bearer <token>'")
+            session = self.service.session(token.strip())
+            if session is None:
+                raise _unauthenticated("the token is unknown or has expired: log in again")
+            return Viewer(directory, session.user, "bearer", session.key)
+        cookie = request.getCookie(COOKIE.encode())
+        if cookie is None:
+            raise _unauthenticated("log in first: POST /api/0/auth/login")
+        session = self.service.session(cookie.decode("latin-1"))
+        if session is None:
+            raise _unauthenticated("the session has ended: log in again")
+        if request.method not in SAFE_METHODS:
+            self._check_csrf(request, session)
+        return Viewer(directory, session.user, "cookie", session.key)
+
+    def _check_csrf(self, request: IRequest, session: Session) -> None:
+        token = request.getHeader(CSRF_HEADER)
+        if token is not None and hmac.compare_digest(token.encode(), session.csrf.encode()):
+            return
+        origin = request.getHeader("origin")
+        if origin is not None and self._same_origin(request, origin):
+            return
+        raise ApiError(403, "csrf", f"a change authenticated by the session cookie needs the "
+                       f"{CSRF_HEADER} header or a same-origin Origin header")
+
+    @staticmethod
+    def _same_origin(request: IRequest, origin: str) -> bool:
+        host = request.getHeader("host")
+        if host is None or origin == "null":
+            return False
+        scheme = "https" if request.isSecure() else "http"
+        theirs = urlsplit(origin)
+        return _origin(theirs.scheme, theirs.netloc) == _origin(scheme, host)
+
+    def start_session(self, request: IRequest, token: str) -> None:
+        """Set the session cookie: HttpOnly, SameSite=Strict, Secure over TLS."""
+        _set_cookie(request, token.encode())
+
+    def end_session(self, request: IRequest) -> None:
+        _set_cookie(request, b"", max_age=b"0", expires=b"Thu, 01 Jan 1970 00:00:00 GMT")
+
+    # Pages
+    def page_viewer(self, request: IRequest) -> Viewer | None:
+        """The viewer of a page request, or None: then answer :meth:`redirect_to_login`."""
+        try:
+            return self.viewer(request)
+        except ApiError as e:
+            if e.status == 401:
+                return None
+            raise
+
+    def redirect_to_login(self, request: IRequest) -> bytes:
+        """A 303 to the login page that comes back to this page afterwards."""
+        here = request.uri.decode("latin-1")
+        request.setResponseCode(303)
+        request.setHeader(b"Location", f"{LOGIN_PAGE}?next={quote(here, safe='')}".encode())
+        request.setHeader(b"Cache-Control", b"no-store")
+        return b""
+
+    # WebSocket feed
+    def feed_viewer(
+        self, headers: Mapping[str, str], params: Mapping[str, Sequence[str]], host: str
+    ) -> Viewer:
+        """The viewer of a feed's opening handshake, or an ApiError (401 / 403).
+
+        ``?token=`` works like a bearer token; the cookie only from a page of the
+        same host (any port: the feed has its own), against cross-site hijacking.
+        """
+        directory = self.service.directory
+        if not self.service.enabled:
+            return Viewer(directory)
+        tokens = params.get("token") or []
+        if tokens:
+            session = self.service.session(tokens[0])
+            if session is None:
+                raise _unauthenticated("the token is unknown or has expired")
+            return Viewer(directory, session.user, "bearer", session.key)
+        token = _cookie(headers.get("cookie"))
+        if token is None:
+            raise _unauthenticated("log in first, then connect with the cookie or ?token=")
+        session = self.service.session(token)
+        if session is None:
+            raise _unauthenticated("the session has ended: log in again")
+        origin = headers.get("origin")
+        if origin is not None and urlsplit(origin).hostname != urlsplit(f"//{host}").hostname:
+            raise ApiError(403, "csrf", "the feed's cookie is only accepted from the same host")
+        return Viewer(directory, session.user, "cookie", session.key)
+
+
+def _set_cookie(request: IRequest, value: bytes, **extra: Any) -> None:
+    # IRequest does not declare httpOnly/sameSite; twisted.web's Request has them.
+    cast(Any, request).addCookie(COOKIE.encode(), value, path=b"/", httpOnly=True,
+                                 sameSite="strict", secure=request.isSecure(), **extra)
+
+
+def _cookie(header: str | None) -> str | None:
+    if not header:
+        return None
+    jar: SimpleCookie = SimpleCookie()
+    try:
+        jar.load(header)
+    except CookieError:
+        return None
+    morsel = jar.get(COOKIE)
+    return None if morsel is None else morsel.value

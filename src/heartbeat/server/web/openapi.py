@@ -1,0 +1,439 @@
+"""The OpenAPI 3.1 description of ``/api/0``, served at ``/api/0/openapi.json``.
+
+Written by hand next to the routes; a test walks Klein's URL map and this
+document together so neither can gain an operation the other lacks. Request
+body schemas are the very objects :mod:`heartbeat.server.web.schema` enforces.
+"""
+
+from __future__ import annotations
+
+import copy
+from functools import cache
+from typing import Any, Final
+
+from heartbeat.server.web.schema import (
+    ACCESS_BODY,
+    COMMAND_BODY,
+    LOGIN_BODY,
+    OWNER_BODY,
+    UPGRADE_BODY,
+    USER_CREATE_BODY,
+    USER_UPDATE_BODY,
+)
+
+__all__ = ["document", "endpoints"]
+
+_NUMBER_OR_NULL: Final = {"type": ["number", "null"]}
+_STRING_OR_NULL: Final = {"type": ["string", "null"]}
+_ROLE: Final = {"type": ["string", "null"], "enum": ["monitor", "manager", "owner", None]}
+
+SCHEMAS: Final[dict[str, Any]] = {
+    "Error": {
+        "type": "object",
+        "properties": {"error": {"type": "string"}, "detail": {"type": "string"}},
+        "required": ["error", "detail"],
+    },
+    "Host": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "state": {"type": "string", "enum": ["UNKNOWN", "UP", "DOWN"]},
+            "addr": _STRING_OR_NULL,
+            "port": {"type": ["integer", "null"]},
+            "last_seen": _NUMBER_OR_NULL,
+            "since": _NUMBER_OR_NULL,
+            "first_seen": _NUMBER_OR_NULL,
+            "interval": _NUMBER_OR_NULL,
+            "rtt": _NUMBER_OR_NULL,
+            "version": _STRING_OR_NULL,
+            "boot_time": _NUMBER_OR_NULL,
+            "down_reason": _STRING_OR_NULL,
+            "watch": {"type": "boolean"},
+            "plugins": {"type": "array", "items": {"type": "string"}},
+            "pending_commands": {"type": "integer"},
+            "role": _ROLE,
+        },
+        "required": ["name", "state", "addr", "last_seen", "since", "interval", "rtt",
+                     "version", "watch", "role"],
+    },
+    "Command": {
+        "type": "object",
+        "properties": {
+            "cmd_id": {"type": "string"},
+            "kind": {"type": "string", "enum": ["CMD", "UPD"]},
+            "queued": {"type": "number"},
+            "attempts": {"type": "integer"},
+            "by": _STRING_OR_NULL,
+            "cmd": {"type": "string"},
+            "args": {"type": "array", "items": {"type": "string"}},
+            "version": {"type": "string"},
+        },
+        "required": ["cmd_id", "kind", "queued", "attempts", "by"],
+    },
+    "HostDetail": {
+        "allOf": [
+            {"$ref": "#/components/schemas/Host"},
+            {"type": "object", "properties": {
+                "pending": {"type": "array", "items": {"$ref": "#/components/schemas/Command"}},
+                "results": {"type": "array", "items": {"type": "object"}},
+            }, "required": ["pending", "results"]},
+        ],
+    },
+    "HostList": {
+        "type": "object",
+        "properties": {"hosts": {"type": "array", "items": {"$ref": "#/components/schemas/Host"}}},
+        "required": ["hosts"],
+    },
+    "Sample": {
+        "type": "object",
+        "properties": {"ts": {"type": "number"}, "data": {}},
+        "required": ["ts", "data"],
+    },
+    "Plugins": {
+        "type": "object",
+        "properties": {
+            "host": {"type": "string"},
+            "plugins": {"type": "object",
+                        "additionalProperties": {"$ref": "#/components/schemas/Sample"}},
+        },
+        "required": ["host", "plugins"],
+    },
+    "History": {
+        "type": "object",
+        "properties": {
+            "host": {"type": "string"},
+            "plugin": {"type": "string"},
+            "samples": {"type": "array", "items": {"$ref": "#/components/schemas/Sample"}},
+        },
+        "required": ["host", "plugin", "samples"],
+    },
+    "Messages": {
+        "type": "object",
+        "properties": {"messages": {"type": "array", "items": {
+            "type": "object",
+            "properties": {"timestamp": {"type": "number"}, "datetime": {"type": "string"},
+                           "source_ip": _STRING_OR_NULL,
+                           "source_port": {"type": ["integer", "null"]},
+                           "message": {"type": "object"}},
+            "required": ["timestamp", "message"],
+        }}},
+        "required": ["messages"],
+    },
+    "Status": {
+        "type": "object",
+        "properties": {
+            "version": {"type": "string"},
+            "started": {"type": "number"},
+            "uptime": {"type": "number"},
+            "hosts": {"type": "object", "additionalProperties": {"type": "integer"}},
+        },
+        "required": ["version", "started", "uptime", "hosts"],
+    },
+    "Access": {
+        "type": "object",
+        "properties": {
+            "host": {"type": "string"},
+            "owner": _STRING_OR_NULL,
+            "managers": {"type": "array", "items": {"type": "string"}},
+            "monitors": {"type": "array", "items": {"type": "string"}},
+            "source": {"type": "string", "enum": ["config", "api"]},
+        },
+        "required": ["host", "owner", "managers", "monitors", "source"],
+        "additionalProperties": False,
+    },
+    "User": {
+        "type": "object",
+        "properties": {
+            "name": {"type": "string"},
+            "full_name": {"type": "string"},
+            "avatar": _STRING_OR_NULL,
+            "admin": {"type": "boolean"},
+            "email": _STRING_OR_NULL,
+            "notification_channels": {"type": "array", "items": {"type": "string"}},
+            "pushover_user": _STRING_OR_NULL,
+            "signal_number": _STRING_OR_NULL,
+            "has_password": {"type": "boolean"},
+            "source": {"type": "string", "enum": ["config", "api"]},
+        },
+        "required": ["name", "full_name", "admin", "notification_channels", "has_password"],
+    },
+    "UserList": {
+        "type": "object",
+        "properties": {"users": {"type": "array", "items": {"$ref": "#/components/schemas/User"}}},
+        "required": ["users"],
+    },
+    "Me": {
+        "type": "object",
+        "properties": {
+            "name": _STRING_OR_NULL,
+            "admin": {"type": "boolean"},
+            "auth": {"type": "string", "enum": ["none", "cookie", "bearer"]},
+            "authentication": {"type": "boolean"},
+            "csrf_token": {"type": "string"},
+            "session": {"type": "object", "properties": {
+                "created": {"type": "number"}, "last_used": {"type": "number"},
+                "idle_timeout": {"type": "number"}}},
+            "roles": {"type": "object", "additionalProperties": {
+                "type": "string", "enum": ["monitor", "manager", "owner"]}},
+        },
+        "required": ["name", "admin", "auth", "authentication", "roles"],
+    },
+    "Login": {
+        "type": "object",
+        "properties": {
+            "token": {"type": "string"},
+            "csrf_token": {"type": "string"},
+            "user": {"oneOf": [{"$ref": "#/components/schemas/User"}, {"type": "null"}]},
+            "idle_timeout": {"type": "number"},
+        },
+        "required": ["token", "csrf_token", "user", "idle_timeout"],
+    },
+    "Index": {
+        "type": "object",
+        "properties": {
+            "api": {"type": "integer"},
+            "version": {"type": "string"},
+            "authentication": {"type": "boolean"},
+            "openapi": {"type": "string"},
+            "endpoints": {"type": "array", "items": {"type": "string"}},
+            "websocket": {"type": "string"},
+        },
+        "required": ["api", "version", "authentication", "endpoints"],
+    },
+    "Queued": {
+        "type": "object",
+        "properties": {"host": {"type": "string"},
+                       "command": {"$ref": "#/components/schemas/Command"}},
+        "required": ["host", "command"],
+    },
+}
+
+_REASONS: Final = {
+    400: "Bad request: a malformed query argument or body (`bad_request`, `bad_json`, "
+         "`invalid_body`, `unknown_user`)",
+    401: "Not logged in, or the token or session has ended (`unauthenticated`), "
+         "or a failed login (`invalid_credentials`)",
+    403: "Logged in but the role is not enough (`forbidden`), or a cookie-authenticated "
+         "change without CSRF proof (`csrf`)",
+    404: "No such host, or a host the caller holds no role on; no such user or plugin "
+         "(`not_found`)",
+    409: "The request conflicts with the current state",
+    413: "The body is larger than http_max_body (`body_too_large`)",
+    415: "The body is not sent as application/json (`unsupported_media_type`)",
+    429: "Too many failed logins for this user name or address (`too_many_attempts`); "
+         "see Retry-After",
+    503: "The feature is switched off in the configuration",
+}
+
+
+def _json(schema: str | dict[str, Any], description: str) -> dict[str, Any]:
+    ref = {"$ref": f"#/components/schemas/{schema}"} if isinstance(schema, str) else schema
+    return {"description": description, "content": {"application/json": {"schema": ref}}}
+
+
+def _op(
+    summary: str,
+    ok: tuple[int, str | dict[str, Any]],
+    errors: tuple[int, ...] = (),
+    *,
+    role: str | None = "any logged-in user",
+    body: dict[str, Any] | None = None,
+    example: dict[str, Any] | None = None,
+    body_required: bool = True,
+    params: list[dict[str, Any]] | None = None,
+    tag: str,
+) -> dict[str, Any]:
+    status, schema = ok
+    statuses = set(errors)
+    if role is not None:
+        statuses.add(401)
+    if body is not None:
+        statuses |= {400, 413, 415}
+    responses = {str(status): _json(schema, "Success")}
+    for code in sorted(statuses):
+        responses[str(code)] = _json("Error", _REASONS[code])
+    if 429 in statuses:
+        responses["429"]["headers"] = {"Retry-After": {"schema": {"type": "string"}}}
+    operation: dict[str, Any] = {
+        "summary": summary,
+        "tags": [tag],
+        "description": f"Role needed: {role}." if role else "Public: no login needed.",
+        "responses": responses,
+    }
+    if role is None:
+        operation["security"] = []
+    if body is not None:
+        media: dict[str, Any] = {"schema": body}
+        if example is not None:
+            media["examples"] = {"example": {"value": example}}
+        operation["requestBody"] = {"required": body_required,
+                                    "content": {"application/json": media}}
+    if params:
+        operation["parameters"] = params
+    return operation
+
+
+def _path(name: str, description: str, example: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "description": description,
+            "schema": {"type": "string", "minLength": 1}, "example": example}
+
+
+def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": schema}
+
+
+HOST = _path("name", "the host's name", "web1")
+USER = _path("user", "the user's name", "bob")
+MONITOR = "monitor on the host (manager, owner and admin include it)"
+MANAGER = "manager on the host (owner and admin include it)"
+OWNER = "owner of the host, or admin"
+ADMIN = "admin"
+
+
+def _paths() -> dict[str, dict[str, Any]]:
+    return {
+        "/api/0": {"get": _op("Index: version and endpoints", (200, "Index"), role=None,
+                              tag="meta")},
+        "/api/0/openapi.json": {"get": _op("This document", (200, {"type": "object"}),
+                                           role=None, tag="meta")},
+        "/api/0/auth/login": {"post": _op(
+            "Log in: a bearer token and the session cookie", (200, "Login"), (401, 409, 429),
+            role=None, body=LOGIN_BODY, tag="auth",
+            example={"username": "alice", "password": "secret"})},
+        "/api/0/auth/logout": {"post": _op(
+            "End the session of this token or cookie", (200, {
+                "type": "object", "properties": {"logged_out": {"type": "boolean"}},
+                "required": ["logged_out"]}), (403,), tag="auth")},
+        "/api/0/me": {"get": _op("Who am I: user, session, CSRF token, roles", (200, "Me"),
+                                 tag="auth")},
+        "/api/0/status": {"get": _op("Server status and counters", (200, "Status"),
+                                     tag="meta")},
+        "/api/0/hosts": {"get": _op("Hosts the caller holds a role on", (200, "HostList"),
+                                    tag="hosts")},
+        "/api/0/hosts/{name}": {
+            "parameters": [HOST],
+            "get": _op("One host, its queued commands and recent results",
+                       (200, "HostDetail"), (404,), role=MONITOR, tag="hosts"),
+            "delete": _op("Drop the host (it comes back as new if it reports again)",
+                          (200, {"type": "object", "properties": {"removed": {"type": "string"}},
+                                 "required": ["removed"]}), (403, 404), role=OWNER,
+                          tag="hosts"),
+        },
+        "/api/0/hosts/{name}/plugins": {
+            "parameters": [HOST],
+            "get": _op("Latest data of every plugin", (200, "Plugins"), (404,), role=MONITOR,
+                       tag="hosts")},
+        "/api/0/hosts/{name}/plugins/{plugin}": {
+            "parameters": [HOST, _path("plugin", "the plugin's name", "cpu_monitor")],
+            "get": _op("History of one plugin, newest first", (200, "History"), (400, 404),
+                       role=MONITOR, tag="hosts", params=[_query(
+                           "limit", {"type": "integer", "minimum": 1, "maximum": 10000,
+                                     "default": 50}, "samples to return")])},
+        "/api/0/messages": {"get": _op(
+            "Recent journaled messages, newest first, of visible hosts", (200, "Messages"),
+            (400, 404, 503), tag="hosts", params=[
+                _query("host", {"type": "string"}, "only this host's messages"),
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 5000,
+                                 "default": 100}, "messages to return")])},
+        "/api/0/hosts/{name}/commands": {
+            "parameters": [HOST],
+            "post": _op("Queue a named command (CMD) for the host's next heartbeat",
+                        (202, "Queued"), (403, 404), role=MANAGER, body=COMMAND_BODY,
+                        example={"cmd": "uptime", "args": []}, tag="actions")},
+        "/api/0/hosts/{name}/upgrade": {
+            "parameters": [HOST],
+            "post": _op("Queue a self-update (UPD) for the host's next heartbeat",
+                        (202, "Queued"), (403, 404), role=MANAGER, body=UPGRADE_BODY,
+                        example={"version": "1.4.0"}, body_required=False, tag="actions")},
+        "/api/0/hosts/{name}/dns": {
+            "parameters": [HOST],
+            "post": _op("Update the host's DNS records now", (202, {
+                "type": "object", "properties": {"host": {"type": "string"},
+                                                 "dns": {"type": "string"}},
+                "required": ["host", "dns"]}), (403, 404, 409, 503), role=MANAGER,
+                tag="actions")},
+        "/api/0/hosts/{name}/access": {
+            "parameters": [HOST],
+            "get": _op("Who holds which role on the host", (200, "Access"), (403, 404),
+                       role=OWNER, tag="access"),
+            "put": _op("Replace the host's access list (wins over the config until reset)",
+                       (200, "Access"), (403, 404), role=OWNER, body=ACCESS_BODY,
+                       example={"owner": "alice", "managers": ["bob"], "monitors": []},
+                       tag="access"),
+            "delete": _op("Reset the host's access list to the config's", (200, "Access"),
+                          (403, 404), role=OWNER, tag="access"),
+        },
+        "/api/0/hosts/{name}/owner": {
+            "parameters": [HOST],
+            "post": _op("Transfer ownership of the host", (200, "Access"), (403, 404),
+                        role=OWNER, body=OWNER_BODY, example={"owner": "bob"},
+                        tag="access")},
+        "/api/0/users": {
+            "get": _op("Every user", (200, "UserList"), (403,), role=ADMIN, tag="users"),
+            "post": _op("Create a user (kept in the store)", (201, "User"), (403, 409),
+                        role=ADMIN, body=USER_CREATE_BODY, tag="users", example={
+                            "name": "carol", "full_name": "Carol Example",
+                            "password": "a long passphrase", "email": "carol@example.com",
+                            "notification_channels": ["email"]}),
+        },
+        "/api/0/users/{user}": {
+            "parameters": [USER],
+            "get": _op("One user", (200, "User"), (403, 404), role=ADMIN, tag="users"),
+            "put": _op("Change a user's fields (a user may change their own, but not "
+                       "the admin flag)", (200, "User"), (403, 404, 409),
+                       role="admin, or the user themself", body=USER_UPDATE_BODY,
+                       example={"full_name": "Bob Example"}, tag="users"),
+            "delete": _op("Delete a user and end their sessions",
+                          (200, {"type": "object", "properties": {"deleted": {"type": "string"}},
+                                 "required": ["deleted"]}), (403, 404, 409), role=ADMIN,
+                          tag="users"),
+        },
+    }
+
+
+def _with_csrf(paths: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Every authenticated change may be refused for lack of CSRF proof (403)."""
+    for item in paths.values():
+        for method, operation in item.items():
+            if method in ("post", "put", "delete") and operation.get("security") != [] \
+                    and "403" not in operation["responses"]:
+                operation["responses"]["403"] = _json("Error", _REASONS[403])
+                operation["responses"] = dict(sorted(operation["responses"].items()))
+    return paths
+
+
+@cache
+def _document(version: str) -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "heartbeat API",
+            "version": version,
+            "description": "Hosts, plugin data, messages, actions and users of a heartbeat "
+                           "server. With users configured, log in with POST "
+                           "/api/0/auth/login and send `Authorization: Bearer <token>` (or the "
+                           "session cookie plus `X-CSRF-Token` on changes). Errors are "
+                           '`{"error": "<code>", "detail": "..."}`.',
+        },
+        "servers": [{"url": "/"}],
+        "paths": _with_csrf(_paths()),
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer"},
+                "cookieAuth": {"type": "apiKey", "in": "cookie", "name": "hb_session"},
+            },
+        },
+        "security": [{"bearerAuth": []}, {"cookieAuth": []}],
+    }
+
+
+def document(version: str) -> dict[str, Any]:
+    return copy.deepcopy(_document(version))
+
+
+def endpoints() -> list[str]:
+    """``METHOD /path`` of every operation, for the API index."""
+    return [f"{method.upper()} {path}" for path, item in _paths().items()
+            for method in item if method != "parameters"]

@@ -1,0 +1,191 @@
+"""An in-memory server for API tests: the real API, auth and store, driven by a Clock.
+
+Everything but the sockets is the production code: the Klein tree, the
+StoreService on a SQLite file (its worker runs inline), the AuthService and
+WebAuth, the registry and the journal. Requests go through treq's StubTreq;
+time only moves when the test advances the Clock.
+"""
+
+from __future__ import annotations
+
+import json
+from http.cookies import SimpleCookie
+from pathlib import Path
+from typing import Any
+
+from treq.testing import StubTreq
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.internet.testing import FakeDatagramTransport
+from twisted.python.failure import Failure
+
+from heartbeat.config import HostConfig, UserConfig
+from heartbeat.events import Event, EventBus
+from heartbeat.passwords import hash_password
+from heartbeat.protocol import Limits
+from heartbeat.server.access import Directory
+from heartbeat.server.auth import SCHEMA as AUTH_SCHEMA
+from heartbeat.server.auth import AuthService, PasswordHasher, load_auth
+from heartbeat.server.ingest import IngestProtocol, IngestStats
+from heartbeat.server.journal import JournalFile, JournalService
+from heartbeat.server.registry import Registry
+from heartbeat.server.serial import ImmediateWorker
+from heartbeat.server.sessions import LoginThrottle
+from heartbeat.server.store import SCHEMA, HostRecorder, StoreService, open_database
+from heartbeat.server.web.api import HeartbeatAPI
+from heartbeat.server.web.app import WebRoot
+from heartbeat.server.web.auth import COOKIE, WebAuth
+from heartbeat.server.web.websocket import EventHub, FeedFactory
+
+FAST = 1000
+"""Iterations for test users: the cost rule is pinned in test_passwords, not here."""
+START = 1_800_000_000.0
+
+
+def fired(d: Deferred[Any]) -> Any:
+    """The result of a Deferred that must already have fired."""
+    out: list[Any] = []
+    d.addBoth(out.append)
+    assert out, f"{d!r} has not fired"
+    if isinstance(out[0], Failure):
+        out[0].raiseException()
+    return out[0]
+
+
+def user(password: str | None = None, **fields: Any) -> UserConfig:
+    encoded = None if password is None else hash_password(password, iterations=FAST)
+    return UserConfig(password=encoded, **fields)
+
+
+class Response:
+    def __init__(self, status: int, headers: Any, body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.raw = body
+        self.json: Any = json.loads(body) if body else None
+
+    def header(self, name: str) -> str | None:
+        values = self.headers.getRawHeaders(name)
+        return None if not values else values[0].decode() if isinstance(values[0], bytes) \
+            else values[0]
+
+    def cookies(self) -> SimpleCookie:
+        jar: SimpleCookie = SimpleCookie()
+        for value in self.headers.getRawHeaders("set-cookie") or []:
+            jar.load(value.decode() if isinstance(value, bytes) else value)
+        return jar
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} {self.raw[:200]!r}>"
+
+
+class Stack:
+    """One server's worth of state behind a StubTreq."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        users: dict[str, UserConfig] | None = None,
+        hosts: dict[str, HostConfig] | None = None,
+        default_owner: str | None = None,
+        idle_timeout: float = 3600.0,
+        throttle: LoginThrottle | None = None,
+        dns_trigger: Any = None,
+        max_body: int = 4096,
+        journal: bool = False,
+    ) -> None:
+        self.path = directory / "state.sqlite3"
+        self.users = users or {}
+        self.hosts = hosts or {}
+        self.default_owner = default_owner
+        self.idle_timeout = idle_timeout
+        self.clock = Clock()
+        self.clock.advance(START)
+        self.events: list[Event] = []
+        self.bus = EventBus(on_error=lambda s, e, x: (_ for _ in ()).throw(x))
+        self.bus.subscribe(self.events.append)
+        self.registry = Registry(grace=10.0, default_interval=30.0, host_config=self.hosts)
+        self.store = StoreService(open_database(self.path, [SCHEMA, AUTH_SCHEMA]),
+                                  ImmediateWorker(), self.clock)
+        HostRecorder(self.registry, self.store, 3600.0, 100).attach(self.bus)
+        self.hasher = PasswordHasher(ImmediateWorker(), iterations=FAST)
+        self.auth = AuthService(Directory(self.users, self.hosts, default_owner), self.store,
+                                self.hasher, self.clock, idle_timeout=idle_timeout,
+                                throttle=throttle)
+        self.auth.restore(load_auth(self.store.conn))
+        self.web_auth = WebAuth(self.auth)
+        self.journal: JournalService | None = None
+        if journal:
+            self.journal = JournalService(
+                JournalFile(directory / "journal", "messages.journal", 10**7, 2),
+                ImmediateWorker(), self.clock)
+            self.journal.attach(self.bus)
+            self.journal.startService()
+        self.ingest = IngestProtocol(self.registry, self.bus, self.clock, Limits(),
+                                     IngestStats())
+        self.ingest.makeConnection(FakeDatagramTransport())
+        self.hub = EventHub(self.registry)
+        self.hub.attach(self.bus)
+        self.auth.add_revoke_listener(self.hub.session_ended)
+        self.api = HeartbeatAPI(self.registry, self.store, self.journal, self.clock,
+                                {"auth": self.auth.to_json}, auth=self.web_auth, bus=self.bus,
+                                dns_trigger=dns_trigger, max_body=max_body)
+        self.root = WebRoot(self.api, FeedFactory(self.hub, auth=self.web_auth))
+        self.resource = self.root.app.resource()
+
+    def close(self) -> None:
+        if self.journal is not None:
+            fired(self.journal.stopService())
+        fired(self.store.flush())
+        self.store.conn.close()
+
+    def restarted(self) -> Stack:
+        """The same state directory opened again, as after a server restart."""
+        fired(self.store.flush())
+        self.store.conn.close()
+        again = Stack(self.path.parent, users=self.users, hosts=self.hosts,
+                      default_owner=self.default_owner, idle_timeout=self.idle_timeout)
+        again.clock.advance(self.clock.seconds() - again.clock.seconds())
+        return again
+
+    # Hosts
+    def send(self, message: dict[str, Any], addr: str = "192.0.2.1") -> None:
+        """A datagram through the real ingest path (journal, registry, events)."""
+        self.ingest.datagramReceived(json.dumps(message).encode(), (addr, 50003))
+
+    def heartbeat(self, name: str, addr: str = "192.0.2.1") -> None:
+        self.send({"ID": "HTB", "name": name}, addr)
+
+    # HTTP
+    def call(
+        self, method: str, path: str, body: Any = None, *, token: str | None = None,
+        cookie: str | None = None, headers: dict[str, str] | None = None,
+        raw: bytes | None = None, secure: bool = False,
+    ) -> Response:
+        sent = {**(headers or {})}
+        data = raw
+        if body is not None:
+            data = json.dumps(body).encode()
+            sent.setdefault("Content-Type", "application/json")
+        if token is not None:
+            sent["Authorization"] = f"Bearer {token}"
+        cookies = {COOKIE: cookie} if cookie is not None else None
+        scheme = "https" if secure else "http"
+        http = StubTreq(self.resource)  # a fresh cookie jar: only what the test sends
+        d = http.request(method, f"{scheme}://heartbeat.test{path}", data=data,
+                         headers={k: [v] for k, v in sent.items()}, cookies=cookies)
+        http.flush()
+        response = fired(d)
+        content = fired(http.content(response))
+        return Response(response.code, response.headers, content)
+
+    def login(self, name: str, password: str | None = None) -> Response:
+        return self.call("POST", "/api/0/auth/login",
+                         {"username": name, "password": password or f"{name}-password"})
+
+    def token(self, name: str) -> str:
+        response = self.login(name)
+        assert response.status == 200, response
+        token: str = response.json["token"]
+        return token

@@ -1,0 +1,125 @@
+"""Roles per host from the config and the API's changes (pure, plain values)."""
+
+from __future__ import annotations
+
+from heartbeat.config import HostConfig, UserConfig
+from heartbeat.server.access import Directory, HostAccess, Role, Viewer, user_json
+
+USERS = {
+    "ann": UserConfig(admin=True),
+    "olga": UserConfig(),
+    "mike": UserConfig(),
+    "nina": UserConfig(),
+    "zoe": UserConfig(admin=True),
+}
+HOSTS = {"web1": HostConfig(owner="olga", managers=["mike"], monitors=["nina"]),
+         "db1": HostConfig(managers=["olga"])}
+
+
+def test_roles_from_config() -> None:
+    """owner/managers/monitors give their roles; admins own all; others have none."""
+    directory = Directory(USERS, HOSTS)
+    table = {(u, h): directory.role(u, h) for u in ["ann", "olga", "mike", "nina", "ghost"]
+             for h in ["web1", "db1", "new1"]}
+    assert table == {
+        ("ann", "web1"): Role.OWNER, ("ann", "db1"): Role.OWNER, ("ann", "new1"): Role.OWNER,
+        ("olga", "web1"): Role.OWNER, ("olga", "db1"): Role.MANAGER, ("olga", "new1"): None,
+        ("mike", "web1"): Role.MANAGER, ("mike", "db1"): None, ("mike", "new1"): None,
+        ("nina", "web1"): Role.MONITOR, ("nina", "db1"): None, ("nina", "new1"): None,
+        ("ghost", "web1"): None, ("ghost", "db1"): None, ("ghost", "new1"): None,
+    }
+
+
+def test_default_owner_falls_back_to_first_admin() -> None:
+    """Without default_owner, hosts lacking an owner belong to the first admin listed."""
+    directory = Directory(USERS, HOSTS)
+    assert directory.default_owner == "ann"
+    assert directory.access("db1") == HostAccess("ann", ("olga",), ())
+    assert directory.access("new1") == HostAccess("ann")
+    chosen = Directory(USERS, HOSTS, default_owner="mike")
+    assert (chosen.default_owner, chosen.role("mike", "new1")) == ("mike", Role.OWNER)
+
+
+def test_default_owner_moves_on_when_deleted() -> None:
+    """A deleted default owner (or first admin) hands the default to the next admin."""
+    directory = Directory(USERS, HOSTS, default_owner="mike")
+    directory.delete_user("mike")
+    assert directory.default_owner == "ann"
+    directory.delete_user("ann")
+    assert directory.default_owner == "zoe"
+
+
+def test_api_access_wins_until_reset() -> None:
+    """An API access list replaces the config's for that host until it is reset."""
+    directory = Directory(USERS, HOSTS)
+    saved = directory.set_access("web1", HostAccess("mike", (), ("olga",)))
+    assert saved == HostAccess("mike", (), ("olga",), "api")
+    assert (directory.role("olga", "web1"), directory.role("mike", "web1")) == (
+        Role.MONITOR, Role.OWNER)
+    assert directory.reset_access("web1") is True
+    assert directory.access("web1") == HostAccess("olga", ("mike",), ("nina",), "config")
+    assert directory.reset_access("web1") is False
+
+
+def test_users_changed_and_deleted() -> None:
+    """API users lie over the config's; deleting a config user leaves a tombstone."""
+    directory = Directory(USERS, HOSTS)
+    directory.put_user("carl", UserConfig(full_name="Carl"))
+    directory.put_user("olga", UserConfig(full_name="Olga", admin=True))
+    assert directory.delete_user("nina") is True
+    assert directory.delete_user("nobody") is False
+    assert list(directory.users) == ["ann", "olga", "mike", "zoe", "carl"]
+    assert (directory.user_source("carl"), directory.user_source("mike")) == ("api", "config")
+    assert directory.user_change("nina") == (True, None)
+    assert directory.role("nina", "web1") is None
+    assert directory.role("olga", "db1") is Role.OWNER  # now an admin
+    directory.delete_user("carl")
+    assert directory.user_change("carl") == (False, None)  # API-only: simply gone
+
+
+def test_restore_replays_stored_changes() -> None:
+    """Stored user and access changes come back on top of the same config."""
+    directory = Directory(USERS, HOSTS)
+    directory.restore({"nina": None, "carl": UserConfig()},
+                      {"db1": HostAccess("carl", (), ())})
+    assert "nina" not in directory.users
+    assert directory.access("db1") == HostAccess("carl", (), (), "api")
+    assert directory.role("carl", "db1") is Role.OWNER
+
+
+def test_enabled_only_with_users() -> None:
+    """No users at all is the unauthenticated mode."""
+    assert Directory({}, HOSTS).enabled is False
+    assert Directory(USERS, HOSTS).enabled is True
+
+
+def test_viewer_of_unauthenticated_mode_may_do_everything() -> None:
+    """The anonymous viewer (no users configured) is admin and owner of every host."""
+    viewer = Viewer(Directory({}, {}))
+    assert (viewer.admin, viewer.role("any"), viewer.may(Role.OWNER, "any")) == (
+        True, Role.OWNER, True)
+
+
+def test_viewer_checks_roles() -> None:
+    """A user's viewer sees and may act per their role on each host."""
+    viewer = Viewer(Directory(USERS, HOSTS), "mike", "bearer")
+    assert (viewer.admin, viewer.sees("web1"), viewer.sees("db1")) == (False, True, False)
+    assert (viewer.may(Role.MANAGER, "web1"), viewer.may(Role.OWNER, "web1")) == (True, False)
+
+
+def test_user_json_hides_the_hash() -> None:
+    """The API shape of a user says whether a password is set, never the hash."""
+    body = user_json("olga", UserConfig(full_name="Olga", password="pbkdf2:sha256:1$s$h"))
+    assert body == {"name": "olga", "full_name": "Olga", "avatar": None, "admin": False,
+                    "email": None, "notification_channels": [], "pushover_user": None,
+                    "signal_number": None, "has_password": True}
+
+
+def test_deleted_owner_hands_host_to_default_owner() -> None:
+    """When a host's owner (config or API) is deleted, the default owner owns it."""
+    directory = Directory(USERS, HOSTS)
+    directory.set_access("db1", HostAccess("mike", ("olga",), ()))
+    directory.delete_user("olga")
+    directory.delete_user("mike")
+    assert directory.access("web1") == HostAccess("ann", ("mike",), ("nina",), "config")
+    assert directory.access("db1") == HostAccess("ann", ("olga",), (), "api")
