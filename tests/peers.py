@@ -31,8 +31,14 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 from zope.interface import implementer
 
-__all__ = ["HttpEndpoint", "Recorded", "SmtpSink", "SelfSignedCert", "make_certificate",
-           "within"]
+__all__ = [
+    "HttpEndpoint",
+    "Recorded",
+    "SelfSignedCert",
+    "SmtpSink",
+    "make_certificate",
+    "within",
+]
 
 
 def within(d: defer.Deferred[Any], seconds: float = 5.0) -> defer.Deferred[Any]:
@@ -237,9 +243,12 @@ class _Endpoint(Resource):
             request.method.decode(), request.path.decode(),
             (request.getHeader(b"content-type") or b"").decode(), request.content.read()))
         code, body = owner.answers.pop(0) if owner.answers else (200, b"ok")
-        if code == 0:  # hang: never answer
+        if code <= 0:  # hang: 0 never answers, -N sends status N and a partial body
             owner.hanging.append(request)
-            request.notifyFinish().addErrback(lambda _: None)
+            request.notifyFinish().addErrback(lambda _: owner.aborted.append(request.path))
+            if code < 0:
+                request.setResponseCode(-code)
+                request.write(body)
             return NOT_DONE_YET
         request.setResponseCode(code)
         return body
@@ -249,13 +258,16 @@ class _Endpoint(Resource):
 class HttpEndpoint:
     """An HTTP server on 127.0.0.1 that records requests and gives scripted answers.
 
-    ``answers`` is consumed one per request: (status, body), or (0, b"") to hang.
-    After it runs out every request gets 200 ``ok``.
+    ``answers`` is consumed one per request: (status, body); (0, b"") hangs before the
+    status line, (-status, part) sends the status and part of a body, then hangs.
+    After it runs out every request gets 200 ``ok``. ``aborted`` lists the paths of
+    hung requests whose connection the client closed.
     """
 
     answers: list[tuple[int, bytes]] = field(default_factory=list)
     requests: defer.DeferredQueue[Recorded] = field(default_factory=defer.DeferredQueue)
     hanging: list[Any] = field(default_factory=list)
+    aborted: list[bytes] = field(default_factory=list)
     port: int = 0
 
     def __post_init__(self) -> None:

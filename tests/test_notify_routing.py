@@ -46,7 +46,7 @@ def test_owner_managers_and_admins_on_their_channels() -> None:
 
 
 def test_default_owner_when_host_has_none() -> None:
-    """db1 has no owner: default_owner olga gets it; mattermost without a user goes to the channel."""
+    """db1 has no owner: default_owner olga gets it; mattermost without a user: the channel."""
     assert Router(config(), CHANNELS).route("db1") == {
         "email": ("ops@example.com", "root@example.com", "olga@example.com"),
         "pushover": ("group-key", "olga-key"),

@@ -6,14 +6,49 @@ from typing import Any
 
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
-from twisted.web.client import readBody
+from twisted.internet.protocol import Protocol, connectionDone
+from twisted.python.failure import Failure
+from twisted.web.client import ResponseDone
+from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IResponse
 
 from heartbeat.server.notify.base import DeliveryError
 
 __all__ = ["post"]
 
+BODY_MAX = 64 * 1024
 _RETRYABLE_4XX = (408, 425, 429)
+
+
+class _Body(Protocol):
+    """Collects up to BODY_MAX bytes of a response body.
+
+    Cancelling ``done`` stops the transport (closes the connection): a body that
+    never ends cannot hold a send past its timeout. (twisted's readBody would do
+    this too, but warns on the Agent's own transport.)
+    """
+
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+        self.size = 0
+        self.done: Deferred[bytes] = Deferred(self._cancel)
+
+    def _cancel(self, _: Deferred[bytes]) -> None:
+        if self.transport is not None:
+            self.transport.stopProducing()  # type: ignore[attr-defined]
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.size < BODY_MAX:
+            self.chunks.append(data[:BODY_MAX - self.size])
+            self.size += len(data)
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self.done.called:
+            return
+        if reason.check(ResponseDone, PotentialDataLoss):
+            self.done.callback(b"".join(self.chunks))
+        else:
+            self.done.errback(reason)
 
 
 def _judge(body: bytes, code: int) -> bytes:
@@ -25,8 +60,9 @@ def _judge(body: bytes, code: int) -> bytes:
 
 
 def _read(response: IResponse) -> Deferred[bytes]:
-    # readBody's Deferred aborts the connection when cancelled (a body that never ends).
-    return readBody(response).addCallback(_judge, response.code)
+    body = _Body()
+    response.deliverBody(body)
+    return body.done.addCallback(_judge, response.code)
 
 
 def post(client: HTTPClient, url: str, **kwargs: Any) -> Deferred[bytes]:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Final
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, TimeoutError, fail, succeed
+from twisted.internet.defer import Deferred, DeferredList, fail, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -94,6 +94,7 @@ class ChannelStats:
 class _Delivery:
     note: Notification
     attempts: int = 0
+    timed_out: bool = False
 
 
 def _event_host(note: Notification) -> str:
@@ -193,14 +194,29 @@ class _Lane:
     # -- sending
     def attempt(self, delivery: _Delivery) -> None:
         delivery.attempts += 1
+        delivery.timed_out = False
         try:
             d = self.channel.send(delivery.note)
         except Exception:
             d = fail()
-        d.addTimeout(self.settings.timeout, self.clock)
+        # Not addTimeout: cancelling an HTTP request fails with ResponseNeverReceived, not
+        # CancelledError, so the timeout is remembered here rather than read from the error.
+        timer = self.clock.callLater(self.settings.timeout, self.time_out, delivery, d)
+        d.addBoth(self.stop_timer, timer)
         self.in_flight.add(d)
         d.addCallbacks(self.sent, self.failed, callbackArgs=(delivery,), errbackArgs=(delivery,))
         d.addBoth(self.settled, d)
+
+    @staticmethod
+    def time_out(delivery: _Delivery, d: Deferred[None]) -> None:
+        delivery.timed_out = True
+        d.cancel()
+
+    @staticmethod
+    def stop_timer(result: object, timer: IDelayedCall) -> object:
+        if timer.active():
+            timer.cancel()
+        return result
 
     def settled(self, _: object, d: Deferred[None]) -> None:
         self.in_flight.discard(d)
@@ -214,8 +230,8 @@ class _Lane:
             "hosts": list(note.hosts), "recipients": len(note.recipients),
             "attempts": delivery.attempts})
 
-    def reason(self, failure: Failure) -> tuple[str, bool]:
-        if failure.check(TimeoutError):
+    def reason(self, failure: Failure, delivery: _Delivery) -> tuple[str, bool]:
+        if delivery.timed_out:
             return f"timed out after {self.settings.timeout:g}s", False
         error = failure.value
         if isinstance(error, DeliveryError):
@@ -225,7 +241,7 @@ class _Lane:
         return redact(text, self.channel.secrets), permanent
 
     def failed(self, failure: Failure, delivery: _Delivery) -> None:
-        reason, permanent = self.reason(failure)
+        reason, permanent = self.reason(failure, delivery)
         note = delivery.note
         now = self.clock.seconds()
         self.stats.failed_attempts += 1
