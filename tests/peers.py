@@ -84,12 +84,16 @@ def make_certificate(directory: Path) -> SelfSignedCert:
     return SelfSignedCert(cert_pem, key_pem, ca_file)
 
 
-async def _closed(factory: WrappingFactory, seconds: float = 5.0) -> None:
+async def _closed(factory: WrappingFactory, grace: float) -> None:
+    """Wait up to ``grace`` s for the clients to hang up, then cut the rest off."""
     from twisted.internet import reactor
 
-    for _ in range(int(seconds / 0.01)):
+    for step in range(int(grace / 0.01) + 100):
         if not factory.protocols:
             break
+        if step * 0.01 >= grace:
+            for protocol in list(factory.protocols):
+                protocol.transport.abortConnection()
         await task.deferLater(reactor, 0.01)
     await task.deferLater(reactor, 0)  # let the client side see its close too
 
@@ -215,7 +219,7 @@ class SmtpSink:
 
     async def stop(self) -> None:
         await self._listening.stopListening()
-        await _closed(self._wrapper)
+        await _closed(self._wrapper, grace=2.0)  # the client's QUIT ends it
 
 
 # --- HTTP
@@ -286,8 +290,5 @@ class HttpEndpoint:
         return self
 
     async def stop(self) -> None:
-        for request in self.hanging:
-            if request.channel is not None:
-                request.channel.transport.abortConnection()
         await self._listening.stopListening()
-        await _closed(self._wrapper)
+        await _closed(self._wrapper, grace=0.0)  # keep-alive connections: cut at once
