@@ -120,3 +120,41 @@ def test_example_config_routes_load(tmp_path: Path) -> None:
     path = tmp_path / "hb.yaml"
     path.write_text(CONFIG)
     assert load_server_config(path).pushsrv == "pushover"
+
+
+def test_documented_example_routes_as_documented() -> None:
+    """The routing example in docs/NOTIFICATIONS.md loads and routes as the page says."""
+    page = (Path(__file__).parent.parent / "docs" / "NOTIFICATIONS.md").read_text()
+    example = page.split("## Who gets what", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    conf = config(example)
+    router = Router(conf, channels_in_use(conf))
+    assert router.route("web1") == {
+        "email": ("ops@example.com", "root@example.com", "olga@example.com"),
+        "pushover": ("GROUP_KEY", "OLGA_KEY"),
+        "mattermost": ("@mike",),
+    }
+    assert router.route("db1") == {
+        "email": ("ops@example.com", "root@example.com", "olga@example.com"),
+        "pushover": ("GROUP_KEY", "OLGA_KEY"),
+    }
+    assert router.route("lab1") == {}
+
+
+def test_readme_examples_load(tmp_path: Path) -> None:
+    """The notification and DNS snippets in README.rst are valid configs."""
+    import textwrap
+
+    readme = (Path(__file__).parent.parent / "README.rst").read_text()
+    snippets = []
+    for title in ("Notifications\n=============", "Dynamic DNS\n==========="):
+        block = readme.split(title, 1)[1].split("::\n\n", 1)[1]
+        lines = []
+        for line in block.splitlines():
+            if line and not line.startswith(" "):
+                break
+            lines.append(line)
+        snippets.append(textwrap.dedent("\n".join(lines)))
+    notify = config(snippets[0])
+    assert Router(notify, channels_in_use(notify)).route("web1") == {
+        "email": ("ops@example.com", "olga@example.com"), "pushover": ("GROUP_KEY",)}
+    assert config(snippets[1]).dyndomains == ["dyn.example.com"]
