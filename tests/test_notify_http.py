@@ -19,6 +19,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 
 from heartbeat.config import MattermostConfig, PushoverConfig, ServerConfig, SignalConfig
 from heartbeat.events import HOST_DOWN, Event, EventBus
+from heartbeat.server.backoff import Backoff
 from heartbeat.server.notify.base import Notification
 from heartbeat.server.notify.mattermost import MattermostChannel
 from heartbeat.server.notify.pushover import PushoverChannel
@@ -110,6 +111,7 @@ class Wired:
     def __init__(self, endpoint: HttpEndpoint, **settings: Any) -> None:
         from twisted.internet import reactor
 
+        self.endpoint = endpoint
         config = ServerConfig(pushsrv="pushover", pushover=PushoverConfig(
             token="app-token-xyz", user="group", url=f"{endpoint.url}/1/messages.json"))
         self.pool = HTTPConnectionPool(reactor, persistent=True)
@@ -132,6 +134,15 @@ class Wired:
     def down(self, host: str) -> None:
         self.bus.publish(Event(HOST_DOWN, host, 0.0, {"reason": "timeout"}))
 
+    async def outcome_of_down(self, host: str) -> Event:
+        """The final outcome of a DOWN for ``host``; then service and endpoint are stopped."""
+        try:
+            self.down(host)
+            return await within(self.outcomes.get())
+        finally:
+            await self.service.stopService()
+            await self.endpoint.stop()
+
     def status(self) -> dict[str, Any]:
         return self.service.to_json()["channels"]["pushover"]
 
@@ -142,7 +153,7 @@ async def test_http_500_is_retried_with_backoff() -> None:
     from twisted.internet import reactor
 
     endpoint = HttpEndpoint(answers=[(500, b"upstream down")]).start()
-    wired = Wired(endpoint, backoff=0.2, retries=2)
+    wired = Wired(endpoint, backoff=Backoff(0.2), retries=2)
     try:
         wired.down("web1")
         first = await within(endpoint.requests.get())
@@ -167,13 +178,8 @@ async def test_http_500_is_retried_with_backoff() -> None:
 async def test_hung_endpoint_times_out_then_counted_drop() -> None:
     """A server that never answers: each try times out, and after the retries it is dropped."""
     endpoint = HttpEndpoint(answers=[(0, b""), (0, b"")]).start()
-    wired = Wired(endpoint, timeout=0.3, backoff=0.05, retries=1)
-    try:
-        wired.down("web1")
-        outcome = await within(wired.outcomes.get())
-    finally:
-        await wired.service.stopService()
-        await endpoint.stop()
+    wired = Wired(endpoint, timeout=0.3, backoff=Backoff(0.05), retries=1)
+    outcome = await wired.outcome_of_down("web1")
     assert len(endpoint.hanging) == 2
     assert (outcome.kind, outcome.data["final"], outcome.data["reason"]) == (
         "notify.failed", True, "timed out after 0.3s")
@@ -207,13 +213,8 @@ async def test_body_that_never_ends_is_cut_off_at_the_timeout() -> None:
 async def test_http_4xx_is_not_retried() -> None:
     """A 400 (bad token, bad user key) gives up at once: retrying cannot help."""
     endpoint = HttpEndpoint(answers=[(400, b'{"user":"invalid"}')]).start()
-    wired = Wired(endpoint, backoff=0.05, retries=3)
-    try:
-        wired.down("web1")
-        outcome = await within(wired.outcomes.get())
-    finally:
-        await wired.service.stopService()
-        await endpoint.stop()
+    wired = Wired(endpoint, backoff=Backoff(0.05), retries=3)
+    outcome = await wired.outcome_of_down("web1")
     assert (outcome.kind, outcome.data["reason"], outcome.data["attempt"]) == (
         "notify.failed", 'HTTP 400: {"user":"invalid"}', 1)
     assert len(endpoint.requests.pending) == 1

@@ -12,6 +12,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 
 from heartbeat.config import ServerConfig, parse_config
 from heartbeat.events import HOST_DOWN, HOST_UP, Event, EventBus
+from heartbeat.server.backoff import Backoff
 from heartbeat.server.notify.base import DeliveryError, Notification
 from heartbeat.server.notify.routing import Router
 from heartbeat.server.notify.service import NotifierService, NotifySettings
@@ -72,7 +73,7 @@ class Rig:
         conf: ServerConfig = parse_config(ServerConfig, config, "test.yaml")
         self.service = NotifierService(
             list(self.channels.values()), Router(conf, channels), self.clock,
-            NotifySettings(**{"backoff": 2.0, **settings}), self.pool)
+            NotifySettings(**{"backoff": Backoff(2.0), **settings}), self.pool)
         self.service.attach(self.bus)
         self.service.startService()
 

@@ -15,7 +15,7 @@ import ipaddress
 import os
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from twisted.application.service import Service
@@ -28,6 +28,7 @@ from twisted.python.failure import Failure
 
 from heartbeat.config import ServerConfig
 from heartbeat.events import HOST_ADDRESS, Event, EventBus
+from heartbeat.server.backoff import Backoff
 from heartbeat.server.registry import Registry
 
 __all__ = [
@@ -67,9 +68,7 @@ class DnsSettings:
     ttl: int = 60
     timeout: float = 10.0
     retries: int = 5
-    backoff: float = 2.0
-    """Delay before the first retry (s); doubles per retry up to ``max_backoff``."""
-    max_backoff: float = 300.0
+    backoff: Backoff = field(default_factory=Backoff)
 
     @classmethod
     def from_config(cls, config: ServerConfig) -> DnsSettings:
@@ -319,8 +318,7 @@ class DnsService(Service):
                       "{reason}", name=update.name, rtype=update.rtype, addr=update.addr,
                       attempts=update.attempts, reason=reason)
         else:
-            delay = min(self.settings.backoff * 2 ** (update.attempts - 1),
-                        self.settings.max_backoff)
+            delay = self.settings.backoff.delay(update.attempts)
             data["retry_in"] = delay
             update.not_before = self.reactor.seconds() + delay
             self.pending[update.key] = update

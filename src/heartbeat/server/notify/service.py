@@ -26,6 +26,7 @@ from twisted.web.client import HTTPConnectionPool
 
 from heartbeat.config import ServerConfig
 from heartbeat.events import ALERT, HOST_BOOT, HOST_DOWN, HOST_MESSAGE, HOST_UP, Event, EventBus
+from heartbeat.server.backoff import Backoff
 from heartbeat.server.notify.base import Channel, DeliveryError, Notification, redact
 from heartbeat.server.notify.message import Skip, digest, notification_for
 from heartbeat.server.notify.routing import Router
@@ -55,9 +56,7 @@ class NotifySettings:
     timeout: float = 15.0
     retries: int = 4
     queue_limit: int = 1000
-    backoff: float = 2.0
-    """Delay before the first retry (s); doubles per retry up to ``max_backoff``."""
-    max_backoff: float = 300.0
+    backoff: Backoff = field(default_factory=Backoff)
     max_in_flight: int = 4
     stop_timeout: float = 5.0
     """stopService waits this long (s) for sends in flight, then cancels them."""
@@ -68,10 +67,6 @@ class NotifySettings:
                    timeout=config.notify_timeout, retries=config.notify_retries,
                    queue_limit=config.notify_queue_limit,
                    stop_timeout=min(config.notify_timeout, 5.0))
-
-    def delay(self, attempt: int) -> float:
-        """Wait after failed attempt number ``attempt`` (1-based)."""
-        return float(min(self.backoff * 2 ** (attempt - 1), self.max_backoff))
 
 
 @dataclass
@@ -256,7 +251,7 @@ class _Lane:
                       "{reason}", channel=self.channel.name, title=note.title,
                       attempts=delivery.attempts, reason=reason)
         else:
-            delay = self.settings.delay(delivery.attempts)
+            delay = self.settings.backoff.delay(delivery.attempts)
             data["retry_in"] = delay
             self.stats.retries += 1
             log.warn("notify: {channel}: sending {title!r} failed (attempt {attempt}): "
