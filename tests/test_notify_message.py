@@ -125,3 +125,12 @@ def test_redact_replaces_every_secret_longest_first() -> None:
     url = "https://chat.example.com/hooks/abcd1234"
     assert redact(f"POST {url} failed; key abcd1234; pw x", [url, "abcd1234", "x"]) == (
         "POST [redacted] failed; key [redacted]; pw x")
+
+
+def test_long_digest_lists_the_first_events_and_counts_the_rest() -> None:
+    """A digest lists at most max_lines events, then how many more there were."""
+    items = [Notification(f"DOWN: h{n}", "", "critical", (f"h{n}",), HOST_DOWN, TS, ("a",))
+             for n in range(5)]
+    body = digest(items, max_lines=2).body.splitlines()
+    assert body == [f"{at(TS, '%H:%M:%S')} DOWN: h0", f"{at(TS, '%H:%M:%S')} DOWN: h1",
+                    "... and 3 more"]

@@ -240,6 +240,23 @@ def test_storm_becomes_one_digest_per_window() -> None:
     assert (status["digests"], status["digested"], status["storm"]) == (1, 6, False)
 
 
+def test_storm_beyond_the_queue_limit_is_dropped_and_reported_once(
+        logged: list[str]) -> None:
+    """Held notifications are bounded by notify_queue_limit; the excess is one drop report."""
+    rig = Rig(channels=("pushover",), burst=1, queue_limit=3)
+    for n in range(10):
+        rig.down(f"h{n}")
+    rig.clock.advance(30)
+    assert [n.title for _, n, _ in rig.channels["pushover"].calls] == [
+        "DOWN: h0", "3 events on 3 hosts"]
+    assert rig.kinds("notify.dropped") == [("notify.dropped", "", {
+        "channel": "pushover", "title": "storm overflow",
+        "hosts": ["h4", "h5", "h6", "h7", "h8", "h9"],
+        "reason": "6 notification(s) beyond the digest's limit of 3"})]
+    assert rig.status("pushover")["dropped_queue_full"] == 6
+    assert sum("beyond the digest's limit" in line for line in logged) == 1
+
+
 def test_same_host_repeating_is_not_a_storm() -> None:
     """The burst counts different hosts: one flapping host is sent individually."""
     rig = Rig(channels=("pushover",), burst=2)

@@ -13,6 +13,8 @@ from heartbeat.server.notify.base import Notification
 
 __all__ = ["MattermostChannel"]
 
+TEXT_MAX = 16000  # Mattermost refuses posts over 16383 characters
+
 
 class MattermostChannel:
     """Recipients are channel names or ``@user``; an empty one means the webhook's own channel.
@@ -32,7 +34,7 @@ class MattermostChannel:
         self.secrets: tuple[str, ...] = (config.url, config.url.rsplit("/", 1)[-1])
 
     def payload(self, note: Notification) -> dict[str, Any]:
-        body: dict[str, Any] = {"text": f"**{note.title}**\n{note.body}"}
+        body: dict[str, Any] = {"text": f"**{note.title}**\n{note.body}"[:TEXT_MAX]}
         if self._username:
             body["username"] = self._username
         target = note.recipients[0] if note.recipients else ""

@@ -10,11 +10,20 @@ from typing import Final
 from heartbeat.events import ALERT, HOST_BOOT, HOST_DOWN, HOST_MESSAGE, HOST_UP, Event
 from heartbeat.server.notify.base import Notification, level_rank
 
-__all__ = ["DIGEST", "RECOVERY_MIN_DOWN", "Skip", "digest", "duration", "notification_for"]
+__all__ = [
+    "DIGEST",
+    "DIGEST_LINES",
+    "RECOVERY_MIN_DOWN",
+    "Skip",
+    "digest",
+    "duration",
+    "notification_for",
+]
 
 RECOVERY_MIN_DOWN: Final = 4.0
 """A host that was down for less than this (s) gets no recovery notice: a blip, not news."""
 DIGEST: Final = "digest"
+DIGEST_LINES: Final = 50
 _ALERT_LEVELS: Final = {"critical": "critical", "warning": "warning", "unknown": "warning",
                         "ok": "info", "recovered": "info"}
 
@@ -125,13 +134,19 @@ def _digest_line(item: Notification) -> str:
     return f"{line}: {first}" if first else line
 
 
-def digest(items: Sequence[Notification]) -> Notification:
-    """One message listing ``items`` (same recipients), instead of one message each."""
+def digest(items: Sequence[Notification], max_lines: int = DIGEST_LINES) -> Notification:
+    """One message listing ``items`` (same recipients), instead of one message each.
+
+    At most ``max_lines`` events are listed, then a count of the rest: a digest has
+    to fit the smallest channel (Pushover: 1024 characters shown).
+    """
     if len(items) == 1:
         return items[0]
     hosts = tuple(dict.fromkeys(host for item in items for host in item.hosts))
     level = max((item.level for item in items), key=level_rank)
     title = f"{len(items)} events on {len(hosts)} hosts"
-    lines = [_digest_line(item) for item in items]
+    lines = [_digest_line(item) for item in items[:max_lines]]
+    if len(items) > max_lines:
+        lines.append(f"... and {len(items) - max_lines} more")
     return Notification(title, "\n".join(lines), level, hosts, DIGEST, items[-1].ts,
                         items[0].recipients)

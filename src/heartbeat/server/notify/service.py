@@ -109,6 +109,7 @@ class _Lane:
         self.waiting: dict[_Delivery, IDelayedCall] = {}
         self.recent: deque[tuple[float, str]] = deque()
         self.held: list[Notification] | None = None  # not None while a storm lasts
+        self.overflow: list[Notification] = []  # held beyond queue_limit: dropped, reported once
         self.digest_call: IDelayedCall | None = None
         self.stats = ChannelStats()
         self._pumping = False
@@ -117,7 +118,10 @@ class _Lane:
     # -- storm guard
     def offer(self, note: Notification) -> None:
         if self.held is not None:
-            self.held.append(note)
+            if len(self.held) < self.settings.queue_limit:
+                self.held.append(note)
+            else:
+                self.overflow.append(note)
             return
         now = self.clock.seconds()
         while self.recent and self.recent[0][0] <= now - self.settings.window:
@@ -137,6 +141,8 @@ class _Lane:
         """Send what was held as one digest per recipient set; the storm ends on a quiet window."""
         self.digest_call = None
         held, self.held = self.held or [], []
+        if self.overflow:
+            self.drop_overflow()
         if not held:
             self.held = None
             self.recent.clear()
@@ -173,6 +179,18 @@ class _Lane:
                  title=note.title, reason=reason)
         self.service.publish(NOTIFY_DROPPED, _event_host(note), {
             "channel": self.channel.name, "title": note.title, "hosts": list(note.hosts),
+            "reason": reason})
+
+    def drop_overflow(self) -> None:
+        """One log line and one event for a window's worth of notifications beyond the limit."""
+        dropped, self.overflow = self.overflow, []
+        self.stats.dropped_queue_full += len(dropped)
+        hosts = sorted({host for note in dropped for host in note.hosts})
+        reason = (f"{len(dropped)} notification(s) beyond the digest's limit of "
+                  f"{self.settings.queue_limit}")
+        log.warn("notify: {channel}: dropped {reason}", channel=self.channel.name, reason=reason)
+        self.service.publish(NOTIFY_DROPPED, "", {
+            "channel": self.channel.name, "title": "storm overflow", "hosts": hosts,
             "reason": reason})
 
     def pump(self) -> None:
