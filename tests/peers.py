@@ -8,8 +8,6 @@ Both wait, on stop, for their connections to close, so no test leaves timers beh
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email import message_from_bytes, policy
@@ -17,10 +15,6 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from twisted.cred.checkers import InMemoryUsernamePasswordDatabaseDontUse
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet import defer, ssl, task
@@ -30,6 +24,8 @@ from twisted.protocols.policies import WrappingFactory
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Site
 from zope.interface import implementer
+
+from tests.certs import write_self_signed
 
 __all__ = [
     "HttpEndpoint",
@@ -50,38 +46,20 @@ def within(d: defer.Deferred[Any], seconds: float = 5.0) -> defer.Deferred[Any]:
 
 @dataclass
 class SelfSignedCert:
-    """A self-signed certificate for localhost / 127.0.0.1 and its key."""
+    """A self-signed certificate for localhost / 127.0.0.1 (tests/certs.py) and its key."""
 
-    cert_pem: bytes
-    key_pem: bytes
     ca_file: Path
+    key_file: Path
 
     def server_options(self) -> Any:
-        return ssl.PrivateCertificate.loadPEM(self.key_pem + self.cert_pem).options()
+        pem = self.key_file.read_bytes() + self.ca_file.read_bytes()
+        return ssl.PrivateCertificate.loadPEM(pem).options()
 
 
 def make_certificate(directory: Path) -> SelfSignedCert:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    key_pem = key.private_bytes(serialization.Encoding.PEM,
-                                serialization.PrivateFormat.TraditionalOpenSSL,
-                                serialization.NoEncryption())
-    ca_file = directory / "test-ca.pem"
-    ca_file.write_bytes(cert_pem)
-    return SelfSignedCert(cert_pem, key_pem, ca_file)
+    """A fresh test certificate under ``directory``; its own PEM is the client's CA file."""
+    cert, key = write_self_signed(directory, "test-ca.pem", "test-key.pem")
+    return SelfSignedCert(cert, key)
 
 
 async def _closed(factory: WrappingFactory, grace: float) -> None:

@@ -93,7 +93,7 @@ async def test_starttls_required_but_not_offered_fails_without_sending() -> None
 async def test_untrusted_certificate_fails(tmp_path: Path) -> None:
     """A certificate not signed by ca_file (here: the platform store) is refused."""
     cert = make_certificate(tmp_path)
-    other = make_certificate(tmp_path / "..")
+    other = make_certificate(tmp_path / "other")
     sink = SmtpSink(starttls=cert.server_options()).start()
     error = await send_fails(sink, channel(sink, tls="starttls", ca_file=str(other.ca_file)))
     assert "certificate verify failed" in error.reason
