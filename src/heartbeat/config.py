@@ -37,9 +37,11 @@ __all__ = [
     "load_config",
     "load_server_config",
     "parse_config",
+    "push_services",
 ]
 
 T = TypeVar("T")
+_DNS_LABEL = re.compile(r"[A-Za-z0-9_]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 Check = Callable[[Any], "str | None"]
 
 
@@ -87,6 +89,26 @@ def _one_of(*choices: str) -> Check:
         return f"must be one of {', '.join(choices)}, got {value!r}"
 
     return check
+
+
+def _http_url(value: Any) -> str | None:
+    if value.startswith(("http://", "https://")) and len(value) > len("https://"):
+        return None
+    return f"must be an http:// or https:// URL, got {value!r:.60}"
+
+
+def _nsupdate_server(value: Any) -> str | None:
+    parts = value.split()
+    if len(parts) == 1 or (len(parts) == 2 and parts[1].isdigit() and _port(int(parts[1])) is None):
+        return None
+    return f"must be 'host' or 'host port', got {value!r:.60}"
+
+
+def _domain_name(value: Any) -> str | None:
+    labels = value.rstrip(".").split(".")
+    if len(value) <= 253 and all(_DNS_LABEL.fullmatch(label) for label in labels):
+        return None
+    return f"not a valid domain name: {value!r:.60}"
 
 
 def _each(check: Check) -> Check:
@@ -144,6 +166,9 @@ class UserConfig:
     )
     pushover_user: str | None = _opt(None, doc="this user's Pushover user key")
     signal_number: str | None = _opt(None, doc="this user's Signal number")
+    mattermost_user: str | None = _opt(
+        None, doc="this user's Mattermost name: messages go to @name (else the webhook channel)"
+    )
 
 
 @dataclass(frozen=True)
@@ -152,8 +177,9 @@ class EmailConfig:
 
     smtp_host: str = _opt("localhost")
     smtp_port: int = _opt(25, _port)
-    tls: str = _opt("starttls", _one_of("none", "starttls", "tls"))
-    username: str | None = _opt(None)
+    tls: str = _opt("starttls", _one_of("none", "starttls", "tls"),
+                    doc="starttls: required STARTTLS; tls: implicit TLS (port 465); none")
+    username: str | None = _opt(None, doc="SMTP login; none: no AUTH")
     password: str | None = _opt(None)
     from_addr: str = _opt("heartbeat@localhost")
     to: list[str] = _opt([], doc="recipients of every notification")
@@ -166,25 +192,25 @@ class PushoverConfig:
 
     token: str | None = _opt(None)
     user: str | None = _opt(None)
-    url: str = _opt("https://api.pushover.net/1/messages.json")
+    url: str = _opt("https://api.pushover.net/1/messages.json", _http_url)
 
 
 @dataclass(frozen=True)
 class MattermostConfig:
     """Mattermost incoming-webhook delivery under ``mattermost:``."""
 
-    url: str | None = _opt(None)
-    channel: str | None = _opt(None)
-    username: str | None = _opt("heartbeat")
+    url: str | None = _opt(None, _http_url, doc="the incoming webhook URL (a secret)")
+    channel: str | None = _opt(None, doc="channel override (default: the webhook's own)")
+    username: str | None = _opt("heartbeat", doc="poster name override")
 
 
 @dataclass(frozen=True)
 class SignalConfig:
     """signal-cli REST API delivery under ``signal:``."""
 
-    url: str = _opt("http://localhost:8080")
-    number: str | None = _opt(None)
-    recipients: list[str] = _opt([])
+    url: str = _opt("http://localhost:8080", _http_url, doc="signal-cli REST API base URL")
+    number: str | None = _opt(None, doc="the registered number messages are sent from")
+    recipients: list[str] = _opt([], doc="numbers or group ids that get every notification")
 
 
 @dataclass(frozen=True)
@@ -254,12 +280,15 @@ class ServerConfig:
     notify_queue_limit: int = _opt(1000, _positive, doc="queued sends per channel")
 
     # Dynamic DNS
-    dyndomains: list[str] = _opt([])
+    dyndomains: list[str] = _opt([], _each(_domain_name), doc="zones that get <host>.<zone>")
     nsupdate_bin: str = _opt("/usr/bin/nsupdate")
-    nsupdate_server: str | None = _opt(None, doc="'host' or 'host port' for nsupdate's server")
+    nsupdate_server: str | None = _opt(
+        None, _nsupdate_server, doc="'host' or 'host port' for nsupdate's server"
+    )
     nsupdate_key: str | None = _opt(None, doc="TSIG key file passed to nsupdate -k")
-    dns_ttl: int = _opt(60, _positive)
-    dns_timeout: float = _opt(10.0, _positive)
+    dns_ttl: int = _opt(60, _positive, doc="TTL of the records written (s)")
+    dns_timeout: float = _opt(10.0, _positive, doc="a hung nsupdate is killed after this (s)")
+    dns_retries: int = _opt(5, _not_negative, doc="retries after a failed nsupdate")
 
     # Signing and limits
     keys: dict[str, str] = _opt({}, doc="shared keys by id for signed datagrams")
@@ -282,6 +311,7 @@ class ServerConfig:
             if not name or len(name) > 253 or not all(c.isalnum() or c in "._-" for c in name):
                 raise ConfigError(source, f"hosts.{name}", "not a valid host name")
         _check_users(self, source)
+        _check_notify(self, source)
 
 
 SERVER_DEFAULTS: dict[str, Any] = dataclasses.asdict(ServerConfig())
@@ -441,6 +471,50 @@ def _check_users(config: ServerConfig, source: str) -> None:
             if unknown:
                 raise ConfigError(source, f"hosts.{host}.{key}",
                                   f"no user named {unknown[0]!r} under users")
+
+
+_PUSH_NEEDS: dict[str, tuple[str, ...]] = {
+    "pushover": ("pushover.token", "pushover.user"),
+    "mattermost": ("mattermost.url",),
+    "signal": ("signal.number", "signal.recipients"),
+}
+_USER_ADDRESS = {"email": "email", "pushover": "pushover_user", "signal": "signal_number"}
+_CHANNEL_NEEDS = {"pushover": "pushover.token", "mattermost": "mattermost.url",
+                  "signal": "signal.number"}
+
+
+def _is_set(config: ServerConfig, dotted: str) -> bool:
+    section, key = dotted.split(".")
+    return bool(getattr(getattr(config, section), key))
+
+
+def push_services(config: ServerConfig) -> tuple[str, ...]:
+    """The push services ``pushsrv`` selects: the one named, or with ``all`` each configured."""
+    if config.pushsrv == "all":
+        return tuple(service for service, needs in _PUSH_NEEDS.items()
+                     if all(_is_set(config, needed) for needed in needs))
+    return (config.pushsrv,) if config.pushsrv else ()
+
+
+def _check_notify(config: ServerConfig, source: str) -> None:
+    """A notification route that could never deliver is a config error, not a runtime surprise."""
+    if config.pushsrv in _PUSH_NEEDS:
+        for needed in _PUSH_NEEDS[config.pushsrv]:
+            if not _is_set(config, needed):
+                raise ConfigError(source, "pushsrv", f"{config.pushsrv} needs {needed}")
+    elif config.pushsrv == "all" and not push_services(config):
+        raise ConfigError(source, "pushsrv", "all: no push service is configured")
+    if config.email.username and config.email.password is None:
+        raise ConfigError(source, "email.password", "needed with email.username")
+    for name, user in config.users.items():
+        for channel in user.notification_channels:
+            key = f"users.{name}.notification_channels"
+            address = _USER_ADDRESS.get(channel)
+            if address and not getattr(user, address):
+                raise ConfigError(source, key, f"{channel} needs users.{name}.{address}")
+            section = _CHANNEL_NEEDS.get(channel)
+            if section and not _is_set(config, section):
+                raise ConfigError(source, key, f"{channel} needs {section}")
 
 
 def load_server_config(path: str | os.PathLike[str] | None) -> ServerConfig:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
 
+from treq.client import HTTPClient
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
 from twisted.logger import Logger, globalLogPublisher, textFileLogObserver
 from twisted.python import usage
+from twisted.web.client import Agent, HTTPConnectionPool
 
 import heartbeat
 from heartbeat.config import ConfigError, ServerConfig, default_config_path, load_server_config
@@ -20,9 +23,15 @@ from heartbeat.server import auth as auth_module
 from heartbeat.server import store as store_module
 from heartbeat.server.access import Directory
 from heartbeat.server.auth import AuthService, PasswordHasher, load_auth
+from heartbeat.server.dns import DnsService, DnsSettings
 from heartbeat.server.ingest import IngestProtocol, IngestStats, make_udp_service
 from heartbeat.server.journal import JournalFile, JournalService
 from heartbeat.server.monitor import MonitorService
+from heartbeat.server.notify import Channel, NotifierService, NotifySettings, Router
+from heartbeat.server.notify.mattermost import MattermostChannel
+from heartbeat.server.notify.pushover import PushoverChannel
+from heartbeat.server.notify.routing import channels_in_use
+from heartbeat.server.notify.signal import SignalChannel
 from heartbeat.server.registry import Registry
 from heartbeat.server.serial import SerialWorker
 from heartbeat.server.sessions import LoginThrottle
@@ -135,6 +144,60 @@ def make_journal(config: ServerConfig, bus: EventBus, reactor: Any) -> JournalSe
     return service
 
 
+def make_channels(config: ServerConfig, reactor: Any) -> tuple[list[Channel], Any]:
+    """The notification channels in use, and the HTTP pool the web ones share (or None)."""
+    names = channels_in_use(config)
+    channels: list[Channel] = []
+    if "email" in names:
+        # Imported only when used: twisted.mail.smtp resolves the host's FQDN at import.
+        from heartbeat.server.notify.email import EmailChannel  # noqa: PLC0415
+
+        try:
+            channels.append(EmailChannel(reactor, config.email, config.notify_timeout))
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"heartbeat: email.ca_file: cannot load "
+                             f"{config.email.ca_file}: {e}") from None
+    web = [name for name in names if name != "email"]
+    if not web:
+        return channels, None
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    http = HTTPClient(Agent(reactor, pool=pool, connectTimeout=config.notify_timeout))
+    for name in web:
+        if name == "pushover":
+            channels.append(PushoverChannel(http, config.pushover))
+        elif name == "mattermost":
+            channels.append(MattermostChannel(http, config.mattermost))
+        elif name == "signal":
+            channels.append(SignalChannel(http, config.signal))
+    return channels, pool
+
+
+def make_notifier(config: ServerConfig, bus: EventBus, reactor: Any) -> NotifierService | None:
+    channels, pool = make_channels(config, reactor)
+    if not channels:
+        return None
+    notifier = NotifierService(channels, Router(config, [c.name for c in channels]), reactor,
+                               NotifySettings.from_config(config), pool)
+    notifier.attach(bus)
+    log.info("notify: channels {channels}", channels=", ".join(c.name for c in channels))
+    return notifier
+
+
+def make_dns(config: ServerConfig, registry: Registry, bus: EventBus,
+             reactor: Any) -> DnsService | None:
+    if not config.dyndomains:
+        return None
+    if not (os.path.isfile(config.nsupdate_bin) and os.access(config.nsupdate_bin, os.X_OK)):
+        raise SystemExit(f"heartbeat: nsupdate_bin: {config.nsupdate_bin} is not an "
+                         f"executable file (Debian: apt install bind9-dnsutils)")
+    key = config.nsupdate_key
+    if key is not None and not (os.path.isfile(key) and os.access(key, os.R_OK)):
+        raise SystemExit(f"heartbeat: nsupdate_key: cannot read {key}")
+    dns = DnsService(reactor, registry, DnsSettings.from_config(config))
+    dns.attach(bus)
+    return dns
+
+
 def make_websocket_services(config: ServerConfig, hub: EventHub, auth: WebAuth,
                             reactor: Any) -> list[IService]:
     services: list[IService] = []
@@ -186,6 +249,12 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Multi
     journal = make_journal(config, bus, reactor)
     if journal is not None:
         journal.setServiceParent(top)
+    notifier = make_notifier(config, bus, reactor)
+    if notifier is not None:
+        notifier.setServiceParent(top)
+    dns = make_dns(config, registry, bus, reactor)
+    if dns is not None:
+        dns.setServiceParent(top)
 
     stats = IngestStats()
     ingest = IngestProtocol(registry, bus, reactor,
@@ -203,11 +272,16 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Multi
         "store": store.to_json,
         "auth": auth.to_json,
     }
+    if notifier is not None:
+        status_sources["notify"] = notifier.to_json
+    if dns is not None:
+        status_sources["dns"] = dns.to_json
     if journal is not None:
         status_sources["journal"] = lambda: {
             "lines": journal.journal.lines_written, "rotations": journal.journal.rotations,
             "write_failures": journal.write_failures}
     api = HeartbeatAPI(registry, store, journal, reactor, status_sources, auth=web_auth, bus=bus,
+                       dns_trigger=dns.trigger if dns is not None else None,
                        max_body=config.http_max_body)
     site = HeartbeatSite(WebRoot(api, FeedFactory(hub, auth=web_auth)).app.resource(),
                          config.http_idle_timeout, config.http_max_body)

@@ -151,6 +151,7 @@ SCHEMAS: Final[dict[str, Any]] = {
             "email": _STRING_OR_NULL,
             "notification_channels": {"type": "array", "items": {"type": "string"}},
             "pushover_user": _STRING_OR_NULL,
+            "mattermost_user": _STRING_OR_NULL,
             "signal_number": _STRING_OR_NULL,
             "has_password": {"type": "boolean"},
             "source": {"type": "string", "enum": ["config", "api"]},

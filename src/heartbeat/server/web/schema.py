@@ -93,6 +93,7 @@ _USER_FIELDS: Final[dict[str, Any]] = {
     "email": _OPTIONAL_TEXT,
     "notification_channels": _CHANNELS,
     "pushover_user": _OPTIONAL_TEXT,
+    "mattermost_user": _OPTIONAL_TEXT,
     "signal_number": _OPTIONAL_TEXT,
 }
 USER_CREATE_BODY: Final[dict[str, Any]] = {

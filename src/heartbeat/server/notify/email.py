@@ -1,0 +1,112 @@
+"""E-mail through twisted.mail's ESMTP client: STARTTLS, implicit TLS or plain, optional AUTH.
+
+``tls: starttls`` refuses to send in cleartext (``requireTransportSecurity``), and the
+server's certificate is checked against ``ca_file`` (else the platform's trust store)
+for ``smtp_host``. The client's own retries are off: the notifier retries with backoff.
+"""
+
+from __future__ import annotations
+
+import re
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from io import BytesIO
+from pathlib import Path
+from typing import Any
+
+from twisted.internet import ssl
+from twisted.internet.defer import CancelledError, Deferred
+from twisted.mail.smtp import ESMTPSenderFactory, SMTPClientError, SMTPConnectError
+from twisted.python.failure import Failure
+
+from heartbeat.config import EmailConfig
+from heartbeat.server.notify.base import DeliveryError, Notification
+
+__all__ = ["EmailChannel", "client_tls_options"]
+
+SUBJECT_PREFIX = "[heartbeat] "
+_PEM = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
+
+
+def client_tls_options(hostname: str, ca_file: str | None) -> Any:
+    """TLS client options that verify ``hostname``, trusting ``ca_file`` if given."""
+    if ca_file is None:
+        return ssl.optionsForClientTLS(hostname)
+    certificates = [ssl.Certificate.loadPEM(block)
+                    for block in _PEM.findall(Path(ca_file).read_bytes())]
+    if not certificates:
+        raise ValueError(f"{ca_file}: no PEM certificate in it")
+    return ssl.optionsForClientTLS(hostname, trustRoot=ssl.trustRootFromCertificates(certificates))
+
+
+def _reason(failure: Failure) -> Failure:
+    """A DeliveryError naming the SMTP reply, never the transcript (it holds AUTH data)."""
+    if failure.check(CancelledError, DeliveryError):
+        return failure
+    error = failure.value
+    if isinstance(error, SMTPClientError):
+        resp = error.resp.decode("utf-8", "replace") if isinstance(error.resp, bytes) \
+            else str(error.resp)
+        permanent = not isinstance(error, SMTPConnectError) and (error.code or 0) >= 500
+        code = f"{error.code} " if error.code and error.code > 0 else ""
+        raise DeliveryError(f"SMTP {code}{resp}".strip(), permanent)
+    raise DeliveryError(f"{type(error).__name__}: {error}")
+
+
+class EmailChannel:
+    """One SMTP transaction per notification, all recipients in it."""
+
+    name = "email"
+    max_recipients = 50
+
+    def __init__(self, reactor: Any, config: EmailConfig, timeout: float,
+                 tls_options: Any = None) -> None:
+        self._reactor = reactor
+        self._config = config
+        self._timeout = timeout
+        if config.tls != "none" and tls_options is None:
+            tls_options = client_tls_options(config.smtp_host, config.ca_file)
+        self._tls_options = tls_options
+        self.secrets: tuple[str, ...] = tuple(s for s in (config.password,) if s)
+        self._msgid_domain = config.from_addr.rpartition("@")[2] or "heartbeat"
+
+    def render(self, note: Notification) -> bytes:
+        message = EmailMessage()
+        message["Subject"] = SUBJECT_PREFIX + note.title
+        message["From"] = self._config.from_addr
+        message["To"] = ", ".join(note.recipients)
+        message["Date"] = formatdate(note.ts, localtime=True)
+        message["Message-ID"] = make_msgid("heartbeat", domain=self._msgid_domain)
+        message["X-Heartbeat-Level"] = note.level
+        message["X-Heartbeat-Hosts"] = " ".join(note.hosts)
+        message.set_content(note.body + "\n")
+        return message.as_bytes()
+
+    def send(self, notification: Notification) -> Deferred[None]:
+        config = self._config
+        connector: Any = None
+
+        def cancel(_: Deferred[None]) -> None:
+            factory.sendFinished = True
+            if factory.currentProtocol is not None:
+                factory.currentProtocol.transport.abortConnection()
+            elif connector is not None:
+                connector.disconnect()
+
+        done: Deferred[None] = Deferred(cancel)
+        username = config.username.encode() if config.username else None
+        password = config.password.encode() if config.password else None
+        factory = ESMTPSenderFactory(
+            username, password, config.from_addr, list(notification.recipients),
+            BytesIO(self.render(notification)), done, retries=0, timeout=self._timeout,
+            contextFactory=self._tls_options if config.tls == "starttls" else None,
+            heloFallback=config.tls == "none" and username is None,
+            requireAuthentication=username is not None,
+            requireTransportSecurity=config.tls != "none")
+        if config.tls == "tls":
+            connector = self._reactor.connectSSL(config.smtp_host, config.smtp_port, factory,
+                                                 self._tls_options, timeout=self._timeout)
+        else:
+            connector = self._reactor.connectTCP(config.smtp_host, config.smtp_port, factory,
+                                                 timeout=self._timeout)
+        return done.addCallback(lambda _: None).addErrback(_reason)

@@ -1,0 +1,152 @@
+"""Which events people hear about, and the words they get (pure: no clock, no I/O)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from heartbeat.events import ALERT, HOST_BOOT, HOST_DOWN, HOST_MESSAGE, HOST_UP, Event
+from heartbeat.server.notify.base import Notification, level_rank
+
+__all__ = [
+    "DIGEST",
+    "DIGEST_LINES",
+    "RECOVERY_MIN_DOWN",
+    "Skip",
+    "digest",
+    "duration",
+    "notification_for",
+]
+
+RECOVERY_MIN_DOWN: Final = 4.0
+"""A host that was down for less than this (s) gets no recovery notice: a blip, not news."""
+DIGEST: Final = "digest"
+DIGEST_LINES: Final = 50
+_ALERT_LEVELS: Final = {"critical": "critical", "warning": "warning", "unknown": "warning",
+                        "ok": "info", "recovered": "info"}
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    """Why an event is not notified (counted in the status)."""
+
+    reason: str
+
+
+def duration(seconds: float) -> str:
+    """``4m 12s``-style text for a span of seconds."""
+    whole = max(0, round(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    units = (("d", 86400), ("h", 3600), ("m", 60), ("s", 1))
+    parts = []
+    for unit, size in units:
+        count, whole = divmod(whole, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return " ".join(parts[:2])
+
+
+def _when(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _down(event: Event) -> Notification:
+    name, data = event.host, event.data
+    if data.get("reason") == "shutdown":
+        return Notification(f"SHUT: {name}", f"{name} is shutting down (it sent SHUT).",
+                            "warning", (name,), event.kind, event.ts)
+    body = f"{name} is DOWN: no heartbeat"
+    if data.get("last_seen") is not None:
+        body += f" since {_when(data['last_seen'])}"
+    if data.get("silent_for") is not None:
+        body += f" ({duration(data['silent_for'])})"
+    return Notification(f"DOWN: {name}", body + ".", "critical", (name,), event.kind, event.ts)
+
+
+def _up(event: Event) -> Notification | Skip:
+    name, data = event.host, event.data
+    down_for = data.get("down_for")
+    if data.get("previous") != "DOWN" or down_for is None:
+        return Skip("first_sight")
+    if down_for < RECOVERY_MIN_DOWN:
+        return Skip("short_down")
+    reason = data.get("down_reason")
+    why = f" ({reason})" if reason else ""
+    return Notification(f"UP: {name}", f"{name} is UP again after {duration(down_for)} down{why}.",
+                        "info", (name,), event.kind, event.ts)
+
+
+def _boot(event: Event) -> Notification:
+    name, data = event.host, event.data
+    body = f"{name} booted"
+    if data.get("boot_time") is not None:
+        body += f" at {_when(data['boot_time'])}"
+    if data.get("addr"):
+        body += f" (address {data['addr']})"
+    return Notification(f"BOOT: {name}", body + ".", "info", (name,), event.kind, event.ts)
+
+
+def _message(event: Event) -> Notification | Skip:
+    level = str(event.data.get("level", "info"))
+    if level_rank(level) < level_rank("warning"):
+        return Skip("message_below_warning")
+    return Notification(f"MSG {level}: {event.host}", str(event.data.get("text", "")),
+                        level, (event.host,), event.kind, event.ts)
+
+
+def _alert(event: Event) -> Notification | Skip:
+    data = event.data
+    if not data.get("notify", True):
+        return Skip("alert_not_notified")
+    raw = str(data.get("level", "warning")).lower()
+    level = _ALERT_LEVELS.get(raw, "warning")
+    if data.get("reminder"):
+        title = f"REMINDER ({raw.upper()}): {event.host}"
+    elif level == "info":
+        title = f"RECOVERED: {event.host}"
+    else:
+        title = f"{raw.upper()}: {event.host}"
+    return Notification(title, str(data.get("message", "")), level, (event.host,), event.kind,
+                        event.ts)
+
+
+def notification_for(event: Event) -> Notification | Skip:
+    """The notification ``event`` deserves, or why it gets none."""
+    if event.kind == HOST_DOWN:
+        return _down(event)
+    if event.kind == HOST_UP:
+        return _up(event)
+    if event.kind == HOST_BOOT:
+        return _boot(event)
+    if event.kind == HOST_MESSAGE:
+        return _message(event)
+    if event.kind == ALERT:
+        return _alert(event)
+    return Skip("not_notified_kind")
+
+
+def _digest_line(item: Notification) -> str:
+    line = f"{time.strftime('%H:%M:%S', time.localtime(item.ts))} {item.title}"
+    first = item.body.splitlines()[0] if item.body else ""
+    return f"{line}: {first}" if first else line
+
+
+def digest(items: Sequence[Notification], max_lines: int = DIGEST_LINES) -> Notification:
+    """One message listing ``items`` (same recipients), instead of one message each.
+
+    At most ``max_lines`` events are listed, then a count of the rest: a digest has
+    to fit the smallest channel (Pushover: 1024 characters shown).
+    """
+    if len(items) == 1:
+        return items[0]
+    hosts = tuple(dict.fromkeys(host for item in items for host in item.hosts))
+    level = max((item.level for item in items), key=level_rank)
+    title = f"{len(items)} events on {len(hosts)} hosts"
+    lines = [_digest_line(item) for item in items[:max_lines]]
+    if len(items) > max_lines:
+        lines.append(f"... and {len(items) - max_lines} more")
+    return Notification(title, "\n".join(lines), level, hosts, DIGEST, items[-1].ts,
+                        items[0].recipients)
