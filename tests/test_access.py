@@ -111,7 +111,8 @@ def test_user_json_hides_the_hash() -> None:
     """The API shape of a user says whether a password is set, never the hash."""
     body = user_json("olga", UserConfig(full_name="Olga", password="pbkdf2:sha256:1$s$h"))
     assert body == {"name": "olga", "full_name": "Olga", "avatar": None, "admin": False,
-                    "email": None, "notification_channels": [], "pushover_user": None, "mattermost_user": None,
+                    "email": None, "notification_channels": [], "pushover_user": None,
+                    "mattermost_user": None,
                     "signal_number": None, "has_password": True}
 
 

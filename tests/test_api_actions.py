@@ -156,7 +156,8 @@ def test_user_lifecycle_persists(stack: Stack) -> None:
     assert (created.status, created.json) == (201, {
         "name": "carol", "full_name": "Carol C", "avatar": None, "admin": False,
         "email": "carol@example.test", "notification_channels": ["email"],
-        "pushover_user": None, "mattermost_user": None, "signal_number": None, "has_password": True, "source": "api"})
+        "pushover_user": None, "mattermost_user": None, "signal_number": None,
+        "has_password": True, "source": "api"})
     stored = stack.auth.directory.user("carol")
     assert stored is not None and stored.password is not None
     assert verify_password("carol-password", stored.password)

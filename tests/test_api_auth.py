@@ -50,7 +50,8 @@ def test_login_returns_token_and_strict_cookie(stack: Stack) -> None:
     body = response.json
     assert set(body) == {"token", "csrf_token", "user", "idle_timeout"}
     assert body["user"] == {"name": "alice", "full_name": "", "avatar": None, "admin": True,
-                            "email": None, "notification_channels": [], "pushover_user": None, "mattermost_user": None,
+                            "email": None, "notification_channels": [], "pushover_user": None,
+                    "mattermost_user": None,
                             "signal_number": None, "has_password": True}
     assert body["idle_timeout"] == IDLE
     morsel = response.cookies()[COOKIE]
