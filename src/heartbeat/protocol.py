@@ -25,6 +25,7 @@ __all__ = [
     "DecodeError",
     "Limits",
     "decode",
+    "decode_reply",
     "decode_with_text",
     "encode",
     "encode_ack",
@@ -180,6 +181,56 @@ def decode(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
     fields are kept as they are.
     """
     return decode_with_text(payload, limits)[0]
+
+
+def _validate_reply(message: dict[str, Any]) -> dict[str, Any]:
+    kind = message.get("ID")
+    if kind not in SERVER_IDS:
+        raise DecodeError("bad_id", f"{kind!r:.40}")
+    _check_optional(message, "seq", isinstance(message.get("seq"), int)
+                    and not isinstance(message.get("seq"), bool))
+    _check_optional(message, "ts", _number(message.get("ts")))
+    _check_optional(message, "server_ts", _number(message.get("server_ts")))
+    if kind in ("CMD", "UPD"):
+        cmd_id = message.get("cmd_id")
+        if not isinstance(cmd_id, str | int) or isinstance(cmd_id, bool):
+            raise DecodeError("bad_field", "cmd_id: required")
+    if kind == "CMD":
+        if not isinstance(message.get("cmd"), str):
+            raise DecodeError("bad_field", "cmd: a string is required")
+        args = message.get("args", [])
+        if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+            raise DecodeError("bad_field", "args: a list of strings is required")
+    if kind == "UPD":
+        _check_optional(message, "version", isinstance(message.get("version"), str))
+    return message
+
+
+def decode_reply(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """Turn one server-to-client datagram (``ACK``, ``CMD``, ``UPD``) into a checked dict.
+
+    The agent's side of the contract: same framing and limits as :func:`decode`;
+    any other ``ID`` or a malformed field raises :class:`DecodeError`.
+    """
+    if not payload:
+        raise DecodeError("empty")
+    if payload[0] == 0x7B:
+        text = payload[: limits.max_inflated + 1]
+        if len(text) > limits.max_inflated:
+            raise DecodeError("too_large", f"{len(payload)} bytes")
+    else:
+        text = _inflate(payload, limits.max_inflated)
+    try:
+        message = _JSON.decode(text.decode("utf-8"))
+    except RecursionError:
+        raise DecodeError("too_deep") from None
+    except (UnicodeDecodeError, ValueError) as e:
+        raise DecodeError("json", str(e)[:80]) from None
+    if not isinstance(message, dict):
+        raise DecodeError("not_object")
+    if _depth_exceeds(message, limits.max_depth):
+        raise DecodeError("too_deep", f"nesting over {limits.max_depth}")
+    return _validate_reply(message)
 
 
 def decode_with_text(
