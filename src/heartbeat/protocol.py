@@ -21,6 +21,7 @@ __all__ = [
     "COMPRESS_ABOVE",
     "DEFAULT_LIMITS",
     "MAX_OUTPUT",
+    "MSG_LEVELS",
     "SERVER_IDS",
     "DecodeError",
     "Limits",

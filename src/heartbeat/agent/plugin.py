@@ -119,12 +119,19 @@ class Plugin:
         stuck in a thread (a hung NFS mount, say) instead of piling threads up.
         """
         self.threads_busy += 1
+        outer: Deferred[Any] = Deferred()
 
-        def done(result: Any) -> Any:
+        def finished(result: Any) -> None:
+            # The thread ends in its own time; a timeout has cancelled ``outer`` already.
             self.threads_busy -= 1
-            return result
+            if not outer.called:
+                if isinstance(result, Failure):
+                    outer.errback(result)
+                else:
+                    outer.callback(result)
 
-        return self.context.run_in_thread(function, *args).addBoth(done)
+        self.context.run_in_thread(function, *args).addBoth(finished)
+        return outer
 
 
 class InfoPlugin(Plugin):
