@@ -118,7 +118,7 @@ class HeartbeatSender(Service):
     ) -> None:
         self.servers = [_Server(s) for s in servers]
         self.port = port
-        self.name = name
+        self.host_name = name  # not ``name``: that is the Service's own name
         self.interval = interval
         self.reactor = reactor
         self.resolve = resolve
@@ -225,7 +225,7 @@ class HeartbeatSender(Service):
 
     # sending
     def _message(self, fields: Mapping[str, Any]) -> dict[str, Any]:
-        return {**fields, "name": self.name, "ts": self.reactor.seconds(),
+        return {**fields, "name": self.host_name, "ts": self.reactor.seconds(),
                 "version": heartbeat.__version__}
 
     def send(self, fields: Mapping[str, Any]) -> None:
@@ -284,7 +284,7 @@ class HeartbeatSender(Service):
         if not self.pending or not destinations:
             return
         plugins, self.pending = self.pending, {}
-        header = {"name": self.name, "ts": self.reactor.seconds(),
+        header = {"name": self.host_name, "ts": self.reactor.seconds(),
                   "version": heartbeat.__version__}
         for datagram in pack_plugins(header, plugins, self.max_datagram):
             for destination in destinations:

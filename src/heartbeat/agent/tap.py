@@ -123,6 +123,6 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Multi
     sender.on_boot = scheduler.resend_info
     scheduler.setServiceParent(top)
     log.info("heartbeat-agent {name}: to {servers} every {interval:g} s; plugins: {plugins}",
-             name=sender.name, servers=", ".join(options["servers"]), interval=config.interval,
+             name=sender.host_name, servers=", ".join(options["servers"]), interval=config.interval,
              plugins=", ".join(f"{p.name} ({p.interval:g} s)" for p in plugins) or "none")
     return top
