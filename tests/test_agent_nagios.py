@@ -123,7 +123,8 @@ def runner(commands: list[dict[str, Any]], **options: Any) -> Any:
 async def test_real_checks_exit_codes_timeout_and_signal(tmp_path: Path) -> None:
     """Real scripts: exit 0-3 map to their status, 4+ / timeout / signal are UNKNOWN."""
     commands = [
-        {"name": "ok", "command": script(tmp_path, "ok", "echo 'LOAD OK - 0.3 | load1=0.3;5;10;0;'")},
+        {"name": "ok",
+         "command": script(tmp_path, "ok", "echo 'LOAD OK - 0.3 | load1=0.3;5;10;0;'")},
         {"name": "warn", "command": [script(tmp_path, "warn", 'echo "WARN - $1"; exit 1'),
                                      "arg with space"]},
         {"name": "crit", "command": script(tmp_path, "crit",

@@ -144,7 +144,7 @@ def test_bad_agent_config_one_line(tmp_path: Path) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("plugins:\n  cpu_monitor:\n    per_cor: true\n")
     result = subprocess.run([TWISTD, "-n", "--pidfile=", "heartbeat-agent", "-c", str(config),
-                             "127.0.0.1"], capture_output=True, text=True, timeout=30,
+                             "127.0.0.1"], check=False, capture_output=True, text=True, timeout=30,
                             cwd=tmp_path)
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1] == (
@@ -155,13 +155,13 @@ def test_bad_agent_config_one_line(tmp_path: Path) -> None:
 def test_agent_needs_a_server(tmp_path: Path) -> None:
     """Without a SERVER argument the agent refuses to start and says why."""
     result = subprocess.run([TWISTD, "-n", "--pidfile=", "heartbeat-agent"],
-                            capture_output=True, text=True, timeout=30, cwd=tmp_path)
+                            check=False, capture_output=True, text=True, timeout=30, cwd=tmp_path)
     assert result.returncode != 0
     assert "name at least one SERVER" in result.stdout + result.stderr
 
 
 def run_send(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([HEARTBEAT, "send", *args], capture_output=True, text=True,
+    return subprocess.run([HEARTBEAT, "send", *args], check=False, capture_output=True, text=True,
                           timeout=30, cwd=cwd, env={"HOME": str(cwd), "PATH": "/usr/bin:/bin"})
 
 

@@ -32,7 +32,7 @@ def resolver(table: dict[str, list[tuple[int, str]]], calls: list[str] | None = 
 def make(reactor: AgentReactor, table: dict | None = None, **kwargs: Any) -> HeartbeatSender:
     sender = HeartbeatSender(
         kwargs.pop("servers", ["mon"]), 50003, "web1", 30.0, reactor,
-        kwargs.pop("resolve", None) or resolver(
+        resolve=kwargs.pop("resolve", None) or resolver(
             table if table is not None else {"mon": [(V4, "192.0.2.10")]}),
         **kwargs)
     return sender

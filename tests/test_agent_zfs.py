@@ -9,8 +9,7 @@ import pytest
 import pytest_twisted
 
 from heartbeat.agent import zfs
-from heartbeat.agent.plugin import PluginContext, PluginOptions, PluginScheduler, \
-    discover_plugins
+from heartbeat.agent.plugin import PluginContext, PluginOptions, PluginScheduler, discover_plugins
 from heartbeat.config import parse_section
 from tests.agent_fakes import AgentReactor, sync_threads
 
@@ -91,7 +90,8 @@ def test_iostat_takes_first_report_only() -> None:
     ("zpool-status-data-errors-nonroot.txt", "jeremy", "ONLINE", (0, 0, 0), 1, 0),
     ("zpool-status-permanent-errors-metadata.txt", "nas", "ONLINE", (0, 0, 0), 2, 0),
 ])
-def test_status_fixtures(name: str, pool: str, state: str, errors: tuple[int, int, int],
+def test_status_fixtures(  # noqa: PLR0917 - one parameter per column
+        name: str, pool: str, state: str, errors: tuple[int, int, int],
                          data_errors: int | None, unhealthy: int) -> None:
     """State, leaf-vdev error sums, data errors and unhealthy vdev count per recorded output."""
     status = zfs.parse_status(read(name))[pool]

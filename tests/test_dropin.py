@@ -38,9 +38,9 @@ def test_plain_pip_install_into_fresh_venv(tmp_path: Path) -> None:
     bin_dir = venv / "bin"
     install = subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "--quiet",
                               "--disable-pip-version-check", str(source)],
-                             capture_output=True, text=True, timeout=300)
+                             check=False, capture_output=True, text=True, timeout=300)
     assert install.returncode == 0, install.stderr[-2000:]
-    listing = subprocess.run([str(bin_dir / "twistd"), "--help"], capture_output=True,
+    listing = subprocess.run([str(bin_dir / "twistd"), "--help"], check=False, capture_output=True,
                              text=True, timeout=60, cwd=tmp_path)
     commands = [line.split()[0] for line in listing.stdout.splitlines()
                 if line.startswith("    heartbeat")]
@@ -48,8 +48,9 @@ def test_plain_pip_install_into_fresh_venv(tmp_path: Path) -> None:
     plugins = subprocess.run(
         [str(bin_dir / "python"), "-c",
          "from heartbeat.agent.plugin import discover_plugins as d; print(len(d([], 'x')))"],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        check=False, capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert plugins.stdout.strip() == "9", plugins.stderr
     help_text = subprocess.run([str(bin_dir / "heartbeat"), "send", "--help"],
-                               capture_output=True, text=True, timeout=60, cwd=tmp_path)
+                               check=False, capture_output=True, text=True, timeout=60,
+                               cwd=tmp_path)
     assert help_text.returncode == 0 and "--boot" in help_text.stdout

@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import heartbeat
 from heartbeat.agent.sender import resolve_addresses
@@ -35,6 +36,7 @@ def send(args: argparse.Namespace) -> int:
         return _fail(f"config error: {e}")
     port = args.port or config.hb_port
     name = args.name or config.name or socket.gethostname().split(".")[0] or "localhost"
+    message: dict[str, Any]
     if args.boot:
         message = {"ID": "BOOT"}
     elif args.shutdown:

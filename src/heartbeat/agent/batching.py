@@ -61,10 +61,10 @@ def pack_plugins(
                 continue
             datagrams.append(current)
         alone, problem = _too_large(header, name, data, max_inflated)
+        sent = data if problem is None else {"error": problem}
         if problem is not None:
-            data = {"error": problem}
-            alone = encode(_message(header, {name: data}))
-        batch = {name: data}
+            alone = encode(_message(header, {name: sent}))
+        batch = {name: sent}
         current = alone
     if batch:
         datagrams.append(current)

@@ -116,7 +116,7 @@ def _scan_label(text: str, i: int) -> tuple[str, int]:
     end = text.find("=", i)
     space = re.search(r"\s", text[i:])
     if end < 0 or (space is not None and i + space.start() < end):
-        raise ValueError(f"no '=' in {text[i:].split()[0]!r}")
+        raise ValueError(f"no '=' in {text[i:].split(maxsplit=1)[0]!r}")
     return text[i:end], end + 1
 
 

@@ -15,7 +15,7 @@ import importlib.util
 import inspect
 import sys
 import types
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -75,7 +75,7 @@ class PluginContext:
     host_name: str = "localhost"
 
 
-class PluginUnavailable(Exception):  # noqa: N818 - reads as a state, like StopIteration
+class PluginUnavailable(Exception):
     """Raised by ``collect`` when the plugin cannot work on this host (e.g. no zpool).
 
     The scheduler sends ``{"available": false, "reason": ...}`` once and stops
@@ -205,6 +205,10 @@ def build_plugins(config: AgentConfig, classes: Mapping[str, type[Plugin]], sour
     return plugins
 
 
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
 class PluginScheduler(Service):
     """One ``LoopingCall`` per plugin; results (or ``{"error": ...}``) go to ``deliver``."""
 
@@ -246,7 +250,8 @@ class PluginScheduler(Service):
         for loop in self.loops.values():
             if loop.running:
                 loop.stop()
-        return super().stopService() or defer.succeed(None)  # type: ignore[func-returns-value]
+        super().stopService()
+        return defer.succeed(None)
 
     def resend_info(self) -> None:
         """Send the cached data of every InfoPlugin again (after a BOOT, say)."""
@@ -269,9 +274,12 @@ class PluginScheduler(Service):
             return None
         try:
             started = plugin.collect()
-            result: Deferred[Any] = defer.ensureDeferred(started) \
-                if inspect.isawaitable(started) or isinstance(started, Deferred) \
-                else defer.succeed(started)
+            if isinstance(started, Deferred):
+                result: Deferred[Any] = started
+            elif inspect.isawaitable(started):
+                result = Deferred.fromCoroutine(_awaited(started))
+            else:
+                result = defer.succeed(started)
         except Exception:
             result = defer.fail()
         result.addTimeout(plugin.timeout, self.clock)

@@ -8,6 +8,7 @@ child; output is capped so a chatty child cannot fill memory.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -98,10 +99,8 @@ class _Capture(ProcessProtocol):
     def kill(self) -> None:
         self.timer = None
         self.timed_out = True
-        try:
+        with contextlib.suppress(error.ProcessExitedAlready):
             self.transport.signalProcess("KILL")  # type: ignore[union-attr]
-        except error.ProcessExitedAlready:
-            pass
 
     def processEnded(self, reason: Failure) -> None:
         if self.timer is not None and self.timer.active():
@@ -118,6 +117,7 @@ def run_process(
     reactor: Any,
     argv: Sequence[str],
     timeout: float,
+    *,
     env: Mapping[str, str] | None = None,
     path: str | None = None,
     limit: int = MAX_CAPTURE,

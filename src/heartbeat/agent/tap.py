@@ -85,7 +85,8 @@ def make_sender(config: AgentConfig, servers: list[str], reactor: Any, boot: boo
                              config.command_timeout, config.update_timeout)
     sender = HeartbeatSender(
         servers, config.hb_port, host_name(config), config.interval, reactor,
-        thread_resolver(reactor), commands.handle, max_datagram=config.max_datagram,
+        resolve=thread_resolver(reactor), on_request=commands.handle,
+        max_datagram=config.max_datagram,
         batch_delay=config.batch_delay, resolve_interval=config.resolve_interval, boot=boot,
         verbose=verbose)
     sender.setName("sender")

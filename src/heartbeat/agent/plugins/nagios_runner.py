@@ -14,8 +14,14 @@ from typing import Any
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from heartbeat.agent.nagios import STATUS_NAMES, UNKNOWN, field_label, parse_output, \
-    status_for_exit
+from heartbeat.agent.nagios import (
+    STATUS_NAMES,
+    UNKNOWN,
+    PerfValue,
+    field_label,
+    parse_output,
+    status_for_exit,
+)
 from heartbeat.agent.plugin import MonitorPlugin, PluginOptions
 from heartbeat.agent.process import ProcessResult, run_process
 from heartbeat.config import _opt, _positive
@@ -49,6 +55,7 @@ class NagiosOptions(PluginOptions):
 
 def check_fields(name: str, result: ProcessResult, timeout: float) -> dict[str, Any]:
     """The fields one check contributes: status code and name, output, one per perfdata label."""
+    perfdata: list[PerfValue]
     if result.error is not None:
         code, text, perfdata = UNKNOWN, result.error, []
     elif result.timed_out:

@@ -38,8 +38,8 @@ def read_network(include_loopback: bool) -> dict[str, Any]:
     interfaces: dict[str, Any] = {}
     for name, c in sorted(counters.items()):
         stat = stats.get(name)
-        if not include_loopback and (name == "lo" or name.startswith("lo") and stat
-                                     and "loopback" in getattr(stat, "flags", "")):
+        if not include_loopback and (name == "lo" or (name.startswith("lo") and stat
+                                     and "loopback" in getattr(stat, "flags", ""))):
             continue
         interfaces[name] = {
             "bytes_sent": c.bytes_sent, "bytes_recv": c.bytes_recv,
