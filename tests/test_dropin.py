@@ -24,8 +24,9 @@ def test_both_tapnames_found_by_getplugins() -> None:
 
 
 @pytest.mark.integration
-def test_plain_pip_install_into_fresh_venv(tmp_path: Path) -> None:
-    """After `pip install .` (not editable) in a new venv, twistd lists both commands."""
+def test_hb_install_plain_install_into_fresh_venv_then_upgrade(tmp_path: Path) -> None:
+    """scripts/hb_install.sh makes a venv with a plain (non-editable) install: twistd lists
+    both commands, the nine plugins are packaged; a second run upgrades in place."""
     source = tmp_path / "source"
     source.mkdir()
     for name in ("setup.cfg", "pyproject.toml", "README.rst"):
@@ -34,22 +35,31 @@ def test_plain_pip_install_into_fresh_venv(tmp_path: Path) -> None:
     shutil.copytree(ROOT / "src", source / "src",
                     ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "dropin.cache"))
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    bin_dir = venv / "bin"
-    install = subprocess.run([str(bin_dir / "python"), "-m", "pip", "install", "--quiet",
-                              "--disable-pip-version-check", str(source)],
-                             check=False, capture_output=True, text=True, timeout=300)
+    command = [str(ROOT / "scripts/hb_install.sh"), "--venv", str(venv), "--source",
+               str(source)]
+    install = subprocess.run(command, check=False, capture_output=True, text=True,
+                             timeout=300, cwd=tmp_path)
     assert install.returncode == 0, install.stderr[-2000:]
-    listing = subprocess.run([str(bin_dir / "twistd"), "--help"], check=False, capture_output=True,
-                             text=True, timeout=60, cwd=tmp_path)
+    import heartbeat
+
+    assert install.stdout.splitlines()[-1] == (
+        f"heartbeat {heartbeat.__version__} installed in {venv}")
+    assert list(venv.glob("lib/*/site-packages/__editable__*")) == []
+    bin_dir = venv / "bin"
+    listing = subprocess.run([str(bin_dir / "twistd"), "--help"], check=False,
+                             capture_output=True, text=True, timeout=60, cwd=tmp_path)
     commands = [line.split()[0] for line in listing.stdout.splitlines()
                 if line.startswith("    heartbeat")]
     assert commands == ["heartbeat", "heartbeat-agent"]
     plugins = subprocess.run(
         [str(bin_dir / "python"), "-c",
-         "from heartbeat.agent.plugin import discover_plugins as d; print(len(d([], 'x')))"],
+         "import heartbeat.agent.plugin as p; print(p.__file__.startswith(%r), "
+         "len(p.discover_plugins([], 'x')))" % str(venv)],
         check=False, capture_output=True, text=True, timeout=60, cwd=tmp_path)
-    assert plugins.stdout.strip() == "9", plugins.stderr
+    assert plugins.stdout.split() == ["True", "9"], plugins.stderr
+    again = subprocess.run(command, check=False, capture_output=True, text=True,
+                           timeout=300, cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-2000:]
     help_text = subprocess.run([str(bin_dir / "heartbeat"), "send", "--help"],
                                check=False, capture_output=True, text=True, timeout=60,
                                cwd=tmp_path)
