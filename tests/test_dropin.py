@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -53,8 +52,8 @@ def test_hb_install_plain_install_into_fresh_venv_then_upgrade(tmp_path: Path) -
     assert commands == ["heartbeat", "heartbeat-agent"]
     plugins = subprocess.run(
         [str(bin_dir / "python"), "-c",
-         "import heartbeat.agent.plugin as p; print(p.__file__.startswith(%r), "
-         "len(p.discover_plugins([], 'x')))" % str(venv)],
+         "import heartbeat.agent.plugin as p; "
+         f"print(p.__file__.startswith({str(venv)!r}), len(p.discover_plugins([], 'x')))"],
         check=False, capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert plugins.stdout.split() == ["True", "9"], plugins.stderr
     again = subprocess.run(command, check=False, capture_output=True, text=True,
