@@ -225,14 +225,25 @@ def test_builtins_all_discovered() -> None:
 def test_custom_plugin_loaded_from_plugin_dirs(tmp_path: Path) -> None:
     """A *.py in plugin_dirs is loaded; its options come from plugins.NAME and run it."""
     (tmp_path / "queue.py").write_text(
-        "from heartbeat.agent.plugin import MonitorPlugin\n"
+        "import os\n"
+        "from dataclasses import dataclass\n"
+        "from heartbeat.agent.plugin import MonitorPlugin, PluginOptions, option\n"
+        "@dataclass(frozen=True)\n"
+        "class QueueOptions(PluginOptions):\n"
+        "    spool: str = option('/nonexistent', doc='directory to count')\n"
         "class Queue(MonitorPlugin):\n"
         "    name = 'queue_depth'\n"
         "    interval = 60\n"
+        "    Options = QueueOptions\n"
         "    async def collect(self):\n"
-        "        return {'depth': 3}\n")
+        "        depth = await self.run_in_thread(lambda: len(os.listdir(self.options.spool)))\n"
+        "        return {'depth': depth}\n")
+    spool = tmp_path / "spool"
+    for n in range(3):
+        (spool / f"item{n}").mkdir(parents=True)
     classes = discover_plugins([str(tmp_path)], "cfg")
-    config = parse_config(AgentConfig, "plugins:\n  queue_depth: {interval: 7}\n", "cfg")
+    config = parse_config(AgentConfig, "plugins:\n  queue_depth: {interval: 7, spool: "
+                          f"{spool}}}\n", "cfg")
     reactor = AgentReactor()
     plugins = {p.name: p for p in build_plugins(config, classes, "cfg", context(reactor))}
     assert plugins["queue_depth"].interval == 7.0
@@ -353,3 +364,22 @@ def test_builtin_system_plugins_report_their_fields() -> None:
     assert filesystems["count"] == len(filesystems["filesystems"]) > 0
     info = collect_now("os_info")
     assert info["system"] == "Linux" and info["agent_version"]
+
+
+def test_example_config_loads_and_shows_the_defaults() -> None:
+    """etc/heartbeat-agent.example.yaml is valid and each key it sets is the default."""
+    from heartbeat.config import load_agent_config
+
+    root = Path(__file__).resolve().parent.parent
+    example = load_agent_config(root / "etc" / "heartbeat-agent.example.yaml")
+    defaults = AgentConfig()
+    for key in ("hb_port", "interval", "name", "plugin_dirs", "allowed_commands",
+                "command_timeout", "update_command", "update_timeout", "max_datagram",
+                "batch_delay", "resolve_interval"):
+        assert getattr(example, key) == getattr(defaults, key), key
+    classes = discover_plugins([], "x")
+    for name, options in example.plugins.items():
+        cls = classes[name]
+        built = cls.Options(**{k: v for k, v in options.items() if k != "interval"})
+        assert built == cls.Options(), name
+    assert load_agent_config(root / "etc" / "heartbeat-agent.yaml").hb_port == 50003

@@ -41,6 +41,7 @@ __all__ = [
     "PluginUnavailable",
     "build_plugins",
     "discover_plugins",
+    "option",
 ]
 
 log = Logger()
@@ -54,6 +55,10 @@ DEFAULT_TIMEOUT = 60.0
 
 ThreadRunner = Callable[..., "Deferred[Any]"]
 Deliver = Callable[[str, dict[str, Any]], None]
+
+
+option = _opt
+"""``option(default, check=None, doc="")``: declare one field of a plugin's Options."""
 
 
 @dataclass(frozen=True)

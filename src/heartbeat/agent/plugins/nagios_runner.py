@@ -53,9 +53,12 @@ class NagiosOptions(PluginOptions):
     command_timeout: float = _opt(30.0, _positive, doc="seconds before a check is killed")
 
 
-def check_fields(name: str, result: ProcessResult, timeout: float) -> dict[str, Any]:
-    """The fields one check contributes: status code and name, output, one per perfdata label."""
+def check_fields(name: str, result: ProcessResult,
+                 timeout: float) -> tuple[dict[str, Any], list[str]]:
+    """The fields one check contributes (status code and name, output, one per perfdata
+    label), and notes on performance-data items that were malformed and skipped."""
     perfdata: list[PerfValue]
+    problems: list[str] = []
     if result.error is not None:
         code, text, perfdata = UNKNOWN, result.error, []
     elif result.timed_out:
@@ -66,6 +69,7 @@ def check_fields(name: str, result: ProcessResult, timeout: float) -> dict[str, 
             raw = result.text("stderr")
         parsed = parse_output(raw) if raw.strip() else None
         perfdata = parsed.perfdata if parsed else []
+        problems = parsed.problems if parsed else []
         text = parsed.text if parsed and parsed.text else ""
         if result.signal is not None:
             code = UNKNOWN
@@ -88,7 +92,7 @@ def check_fields(name: str, result: ProcessResult, timeout: float) -> dict[str, 
             n += 1
         taken.add(key)
         fields[key] = value.value
-    return fields
+    return fields, problems
 
 
 class NagiosRunner(MonitorPlugin):
@@ -122,5 +126,9 @@ class NagiosRunner(MonitorPlugin):
             [run_process(self.reactor, argv, timeout) for _, argv in self.checks])
         data: dict[str, Any] = {}
         for (name, _), result in zip(self.checks, results, strict=True):
-            data.update(check_fields(name, result, timeout))
+            fields, problems = check_fields(name, result, timeout)
+            if problems:
+                log.warn("nagios_runner: check {check}: skipped bad performance data: "
+                         "{problems}", check=name, problems="; ".join(problems))
+            data.update(fields)
         return data
