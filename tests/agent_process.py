@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from tests.support import TWISTD
+from tests.support import TWISTD, stop_process
 
 HEARTBEAT = str(Path(sys.executable).with_name("heartbeat"))
 
@@ -45,14 +44,7 @@ class AgentProcess:
     def stop(self) -> int | None:
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        code = self.process.returncode
+        code = stop_process(self.process)
         self.process = None
         self._log.close()
         return code

@@ -323,3 +323,24 @@ def test_upd_without_update_command_is_refused() -> None:
     res = sent(reactor)[-1][0]
     assert (res["rc"], res["output"]) == (126, "no update_command is configured on this host")
     sender.stopService()
+
+
+def test_decode_reply_server_messages() -> None:
+    """The agent's decoder takes ACK, CMD and UPD, plain or zlib, and checks their fields."""
+    import pytest
+
+    from heartbeat.protocol import DecodeError, decode_reply
+
+    ack = {"ID": "ACK", "seq": 3, "ts": 1.5, "server_ts": 2.0}
+    assert decode_reply(json.dumps(ack).encode()) == ack
+    cmd = {"ID": "CMD", "cmd_id": "a-1", "cmd": "uptime", "args": ["-p"]}
+    assert decode_reply(zlib.compress(json.dumps(cmd).encode())) == cmd
+    assert decode_reply(b'{"ID":"UPD","cmd_id":7}') == {"ID": "UPD", "cmd_id": 7}
+    for bad, reason in [(b'{"ID":"HTB","name":"x"}', "bad_id"),
+                        (b'{"ID":"CMD","cmd_id":"1","cmd":"x","args":"-rf /"}', "bad_field"),
+                        (b'{"ID":"CMD","cmd_id":true,"cmd":"x"}', "bad_field"),
+                        (b'{"ID":"ACK","seq":"7"}', "bad_field"),
+                        (b"[1]", "bad_format"), (b"", "empty")]:
+        with pytest.raises(DecodeError) as e:
+            decode_reply(bad)
+        assert e.value.reason == reason, bad

@@ -207,48 +207,22 @@ def _validate_reply(message: dict[str, Any]) -> dict[str, Any]:
     return message
 
 
-def decode_reply(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
-    """Turn one server-to-client datagram (``ACK``, ``CMD``, ``UPD``) into a checked dict.
-
-    The agent's side of the contract: same framing and limits as :func:`decode`;
-    any other ``ID`` or a malformed field raises :class:`DecodeError`.
-    """
-    if not payload:
-        raise DecodeError("empty")
-    if payload[0] == 0x7B:
-        text = payload[: limits.max_inflated + 1]
-        if len(text) > limits.max_inflated:
-            raise DecodeError("too_large", f"{len(payload)} bytes")
-    else:
-        text = _inflate(payload, limits.max_inflated)
-    try:
-        message = _JSON.decode(text.decode("utf-8"))
-    except RecursionError:
-        raise DecodeError("too_deep") from None
-    except (UnicodeDecodeError, ValueError) as e:
-        raise DecodeError("json", str(e)[:80]) from None
-    if not isinstance(message, dict):
-        raise DecodeError("not_object")
-    if _depth_exceeds(message, limits.max_depth):
-        raise DecodeError("too_deep", f"nesting over {limits.max_depth}")
-    return _validate_reply(message)
-
-
-def decode_with_text(
-    payload: bytes, limits: Limits = DEFAULT_LIMITS
-) -> tuple[dict[str, Any], bytes]:
-    """Like :func:`decode`, also returning the (inflated) JSON text as received."""
+def _datagram_text(payload: bytes, limits: Limits) -> bytes:
+    """The JSON text of a datagram: as it is (first byte ``{``) or inflated from zlib."""
     if not payload:
         raise DecodeError("empty")
     first = payload[0]
     if first == 0x7B:  # "{"
         if len(payload) > limits.max_inflated:
             raise DecodeError("too_large", f"{len(payload)} bytes")
-        text = payload
-    elif first & 0x0F == 8 and (first << 8 | (payload[1] if len(payload) > 1 else 0)) % 31 == 0:
-        text = _inflate(payload, limits.max_inflated)
-    else:
-        raise DecodeError("bad_format", f"first byte 0x{first:02x}")
+        return payload
+    if first & 0x0F == 8 and (first << 8 | (payload[1] if len(payload) > 1 else 0)) % 31 == 0:
+        return _inflate(payload, limits.max_inflated)
+    raise DecodeError("bad_format", f"first byte 0x{first:02x}")
+
+
+def _parse_object(text: bytes, limits: Limits) -> dict[str, Any]:
+    """One JSON object within the nesting limit, or a :class:`DecodeError`."""
     try:
         message = _JSON.decode(text.decode("utf-8"))
     except RecursionError:
@@ -259,6 +233,24 @@ def decode_with_text(
         raise DecodeError("not_object")
     if _depth_exceeds(message, limits.max_depth):
         raise DecodeError("too_deep", f"nesting over {limits.max_depth}")
+    return message
+
+
+def decode_reply(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """Turn one server-to-client datagram (``ACK``, ``CMD``, ``UPD``) into a checked dict.
+
+    The agent's side of the contract: same framing and limits as :func:`decode`;
+    any other ``ID`` or a malformed field raises :class:`DecodeError`.
+    """
+    return _validate_reply(_parse_object(_datagram_text(payload, limits), limits))
+
+
+def decode_with_text(
+    payload: bytes, limits: Limits = DEFAULT_LIMITS
+) -> tuple[dict[str, Any], bytes]:
+    """Like :func:`decode`, also returning the (inflated) JSON text as received."""
+    text = _datagram_text(payload, limits)
+    message = _parse_object(text, limits)
     message = _validate(message)
     if message.get("truncated") is True:
         text = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
