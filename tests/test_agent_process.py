@@ -45,7 +45,6 @@ def test_agent_host_up_with_fresh_plugin_data(server: ServerProcess, agents: Any
     """A real agent makes its host UP with an RTT and fresh cpu/memory/disk/network data."""
     config = {**FAST, "hb_port": server.udp_port, "name": "e2e-host",
               "plugins": {name: {"interval": 1} for name in MONITORS}}
-    config["plugins"]["ping_monitor"] = {"interval": 1, "hosts": ["127.0.0.1"], "count": 1}
     agent = agents(["127.0.0.1"], config, "-b")
     try:
         host = wait_until(lambda: (h := server.host("e2e-host")) and h["rtt"] is not None
@@ -65,8 +64,6 @@ def test_agent_host_up_with_fresh_plugin_data(server: ServerProcess, agents: Any
     assert 0 < fresher["memory_monitor"]["data"]["percent"] < 100
     assert fresher["disk_monitor"]["data"]["partitions"]["/"]["free_mb"] > 0
     assert "errors_total" in fresher["network_monitor"]["data"]
-    ping = fresher["ping_monitor"]["data"]["targets"]["127.0.0.1"]
-    assert (ping["reachable"], ping["loss_percent"]) == (1, 0.0)
     assert fresher["os_info"]["data"]["system"] == "Linux"
     assert fresher["zfs_monitor"]["data"]["available"] is False or "pools" in \
         fresher["zfs_monitor"]["data"]

@@ -15,8 +15,8 @@ from heartbeat.config import _opt, _positive
 
 _SUMMARY = re.compile(r"(\d+) packets transmitted, (\d+) (?:packets )?received")
 _LOSS = re.compile(r"([\d.]+)% packet loss")
-_RTT = re.compile(r"(?:rtt|round-trip) min/avg/max/(?:mdev|stddev) = "
-                  r"([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+) ms")
+_RTT = re.compile(r"(?:rtt|round-trip) min/avg/max(?:/(?:mdev|stddev))? = "
+                  r"([\d.]+)/([\d.]+)/([\d.]+)(?:/([\d.]+))? ms")
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def parse_ping(output: str) -> dict[str, Any]:
         data["loss_percent"] = float(loss.group(1))
     if rtt := _RTT.search(output):
         data.update(zip(("rtt_min", "rtt_avg", "rtt_max", "rtt_mdev"),
-                        (float(v) for v in rtt.groups()), strict=True))
+                        (None if v is None else float(v) for v in rtt.groups()), strict=True))
     data["reachable"] = 1 if data["received"] else 0
     return data
 
