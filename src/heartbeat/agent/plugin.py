@@ -223,7 +223,6 @@ class PluginScheduler(Service):
         self.clock = clock
         self.loops: dict[str, LoopingCall] = {}
         self.info: dict[str, dict[str, Any]] = {}
-        self._running: set[str] = set()
         self._starts: list[Any] = []
 
     def startService(self) -> None:
