@@ -64,3 +64,14 @@ def test_make_service_wires_sender_and_scheduler(tmp_path: Path) -> None:
         "disk_monitor": 300.0, "network_monitor": 300.0, "filesystem_info": 300.0}
     assert scheduler.deliver == sender.queue_plugin
     assert sender.on_boot == scheduler.resend_info
+
+
+def test_invalid_default_name_stops_startup(monkeypatch: pytest.MonkeyPatch,
+                                            tmp_path: Path) -> None:
+    """A host name the protocol rejects stops start-up, asking for a name: key."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr("socket.gethostname", lambda: "bad host")
+    with pytest.raises(SystemExit) as e:
+        Options().parseOptions(["mon"])
+    assert str(e.value) == ("heartbeat-agent: config error: <defaults>: name: this host's "
+                            "name 'bad host' is not a valid host name; set one")

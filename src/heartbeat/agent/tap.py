@@ -20,6 +20,7 @@ from heartbeat.agent.plugin import (
 )
 from heartbeat.agent.sender import HeartbeatSender, thread_resolver
 from heartbeat.config import AgentConfig, ConfigError, default_config_path, load_agent_config
+from heartbeat.protocol import valid_host_name
 
 __all__ = ["Options", "makeService"]
 
@@ -57,6 +58,9 @@ class Options(usage.Options):
                           PluginContext(reactor=None, run_in_thread=_not_running))
         except ConfigError as e:
             raise SystemExit(f"heartbeat-agent: config error: {e}") from None
+        if not valid_host_name(host_name(config)):
+            raise SystemExit(f"heartbeat-agent: config error: {source}: name: this host's name "
+                             f"{host_name(config)!r} is not a valid host name; set one")
         self["settings"] = config
         self["config_path"] = str(path) if path else None
 
