@@ -65,6 +65,9 @@ def test_agent_host_up_with_fresh_plugin_data(server: ServerProcess, agents: Any
     assert fresher["disk_monitor"]["data"]["partitions"]["/"]["free_mb"] > 0
     assert "errors_total" in fresher["network_monitor"]["data"]
     assert fresher["os_info"]["data"]["system"] == "Linux"
+    plgs = [m["message"] for m in server.get("/api/0/messages?host=e2e-host&limit=200")
+            ["messages"] if m["message"]["ID"] == "PLG"]
+    assert any(set(MONITORS) <= set(m["plugins"]) for m in plgs), "monitors not batched"
     assert fresher["zfs_monitor"]["data"]["available"] is False or "pools" in \
         fresher["zfs_monitor"]["data"]
     assert agent.stop() == -signal.SIGTERM  # twistd ends by its signal after a clean stop
