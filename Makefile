@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 CONFIG ?= etc/heartbeat.yaml
+AGENT ?= 1
+AGENT_CONFIG ?= etc/heartbeat-agent.yaml
 STAMP := $(VENV)/.installed
 
 .PHONY: install run test lint fuzz bench clean
@@ -17,9 +19,11 @@ $(STAMP): setup.cfg pyproject.toml
 
 install: $(STAMP)
 
+# The server, plus a local agent reporting this machine (AGENT=0: the server alone).
 run: $(STAMP)
 	mkdir -p var
-	$(BIN)/twistd --nodaemon --pidfile= heartbeat --config $(CONFIG)
+	$(BIN)/python scripts/make_run.py --config $(CONFIG) \
+		$(if $(filter 0 no false off,$(AGENT)),,--agent-config $(AGENT_CONFIG))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -62,6 +62,18 @@ def encode(message: dict[str, Any], compress: bool | None = None) -> bytes:
     return text
 
 
+def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM) -> int:
+    """Send ``sig``, wait up to 15 s (then SIGKILL), and return the exit code."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+    return process.returncode
+
+
 class ServerProcess:
     """A ``twistd -n heartbeat`` subprocess with its own ports, state and journal."""
 
@@ -121,14 +133,7 @@ class ServerProcess:
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
         if self.process is None:
             return None
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
-        code = self.process.returncode
+        code = stop_process(self.process, sig)
         self.process = None
         self._log.close()
         if self._socket is not None:

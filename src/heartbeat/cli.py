@@ -1,18 +1,74 @@
-"""The ``heartbeat`` command: small tools beside the twistd services."""
+"""The ``heartbeat`` console script: one-shot commands next to the twistd services.
+
+``heartbeat send --boot SERVER`` and ``heartbeat send -m TEXT SERVER`` send one
+message to every address of every SERVER and exit 0 once it has left;
+``heartbeat passwd NAME`` hashes a password for the server config. Each
+subcommand is a function set as its parser's ``func``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import socket
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-from heartbeat import __version__
+import heartbeat
+from heartbeat.agent.sender import resolve_addresses
+from heartbeat.config import ConfigError, default_config_path, load_agent_config
+from heartbeat.protocol import MSG_LEVELS, encode
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main", "passwd", "send"]
 
 
-def _passwd(args: argparse.Namespace) -> int:
+def _fail(message: str) -> int:
+    print(f"heartbeat: {message}", file=sys.stderr)  # noqa: T201 - a CLI's answer
+    return 2
+
+
+def send(args: argparse.Namespace) -> int:
+    """Send one BOOT, SHUT or MSG to every address of every server."""
+    try:
+        config = load_agent_config(args.config or default_config_path(".hbc.yaml"))
+    except ConfigError as e:
+        return _fail(f"config error: {e}")
+    port = args.port or config.hb_port
+    name = args.name or config.name or socket.gethostname().split(".")[0] or "localhost"
+    message: dict[str, Any]
+    if args.boot:
+        message = {"ID": "BOOT"}
+    elif args.shutdown:
+        message = {"ID": "SHUT"}
+    else:
+        message = {"ID": "MSG", "text": args.message, "level": args.level}
+    message.update({"name": name, "ts": time.time(), "version": heartbeat.__version__})
+    addresses = []
+    for server in args.servers:
+        try:
+            addresses += [(family, ip, server) for family, ip in resolve_addresses(server, port)]
+        except OSError as e:
+            return _fail(f"cannot resolve {server}: {getattr(e, 'strerror', None) or e}")
+    data = encode(message)
+    sent = 0
+    errors = []
+    for family, ip, server in addresses:
+        try:
+            with socket.socket(family, socket.SOCK_DGRAM) as sock:
+                sock.sendto(data, (ip, port))
+            sent += 1
+        except OSError as e:
+            errors.append(f"{server} ({ip}): {e.strerror or e}")
+    if not sent:
+        return _fail("nothing sent: " + "; ".join(errors))
+    return 0
+
+
+def passwd(args: argparse.Namespace) -> int:
+    """Prompt twice (or read --stdin) and print the hash line to paste under users.NAME."""
     from heartbeat.passwords import hash_password  # noqa: PLC0415 - only this command
 
     if args.stdin:
@@ -35,24 +91,36 @@ def _passwd(args: argparse.Namespace) -> int:
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="heartbeat", description="Tools beside the heartbeat server and agent.")
-    parser.add_argument("--version", action="version", version=f"heartbeat {__version__}")
+        prog="heartbeat", description="One-shot tools beside the heartbeat server and agent.")
+    parser.add_argument("--version", action="version", version=f"heartbeat {heartbeat.__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    passwd = commands.add_parser(
+    p = commands.add_parser("send", help="send one BOOT, SHUT or MSG to the server(s)")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--boot", action="store_true", help="this host has booted")
+    what.add_argument("--shutdown", action="store_true", help="this host is going down")
+    what.add_argument("-m", "--message", metavar="TEXT", help="free text for the server")
+    p.add_argument("--level", choices=MSG_LEVELS, default="info", help="level of -m")
+    p.add_argument("-c", "--config", type=Path, help="agent config (default ~/.hbc.yaml)")
+    p.add_argument("--name", help="this host's name (default: config, else short host name)")
+    p.add_argument("--port", type=int, help="server UDP port (default: config hb_port)")
+    p.add_argument("servers", nargs="+", metavar="SERVER")
+    p.set_defaults(func=send)
+
+    p = commands.add_parser(
         "passwd", help="hash a password for users.NAME.password in the server config")
-    passwd.add_argument("name", help="the user the password is for (shown in the prompt)")
-    passwd.add_argument("--stdin", action="store_true",
-                        help="read the password from the first line of standard input")
-    passwd.set_defaults(run=_passwd)
+    p.add_argument("name", help="the user the password is for (shown in the prompt)")
+    p.add_argument("--stdin", action="store_true",
+                   help="read the password from the first line of standard input")
+    p.set_defaults(func=passwd)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    result: int = args.run(args)
+    args = build_parser().parse_args(argv)
+    result: int = args.func(args)
     return result
 
 

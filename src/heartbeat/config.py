@@ -21,9 +21,12 @@ from typing import Any, TypeVar, Union
 
 import yaml
 
+from heartbeat.protocol import valid_host_name
+
 __all__ = [
     "SERVER_DEFAULTS",
     "USER_NAME",
+    "AgentConfig",
     "ConfigError",
     "EmailConfig",
     "HostConfig",
@@ -32,11 +35,12 @@ __all__ = [
     "ServerConfig",
     "SignalConfig",
     "UserConfig",
-    "build_config",
     "default_config_path",
+    "load_agent_config",
     "load_config",
     "load_server_config",
     "parse_config",
+    "parse_section",
     "push_services",
 ]
 
@@ -314,6 +318,45 @@ class ServerConfig:
         _check_notify(self, source)
 
 
+def _argv(value: Any) -> str | None:
+    if not (value if isinstance(value, list) else str(value).strip()):
+        return "must name a program (it is empty)"
+    return None
+
+
+def _each_argv(value: Any) -> str | None:
+    for name, argv in value.items():
+        if not argv:
+            return f"{name}: must name a program (an empty list was given)"
+    return None
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Every agent key (``~/.hbc.yaml``), its type and its default."""
+
+    hb_port: int = _opt(50003, _port, doc="the servers' UDP port")
+    interval: float = _opt(30.0, _positive, doc="seconds between heartbeats")
+    name: str | None = _opt(None, doc="the name this host reports (default: its short name)")
+    plugins: dict[str, dict[str, Any]] = _opt(
+        {}, doc="per plugin options {NAME: {interval, enabled, timeout, ...}}")
+    plugin_dirs: list[str] = _opt([], doc="directories whose *.py files are custom plugins")
+    allowed_commands: dict[str, list[str]] = _opt(
+        {}, _each_argv, doc="CMD allow-list: name -> argv; server args are appended")
+    command_timeout: float = _opt(60.0, _positive, doc="seconds before a CMD is killed")
+    update_command: list[str] | str | None = _opt(
+        None, _argv, doc="argv run on UPD (a string is split, never run by a shell)")
+    update_timeout: float = _opt(900.0, _positive, doc="seconds before the update is killed")
+    max_datagram: int = _opt(1400, _positive, doc="PLG datagram size target (bytes)")
+    batch_delay: float = _opt(1.0, _not_negative, doc="seconds results wait to share a PLG")
+    resolve_interval: float = _opt(600.0, _positive, doc="seconds between re-resolving servers")
+
+    def check(self, source: str) -> None:
+        """Rules beyond each key's type (run by the loader)."""
+        if self.name is not None and not valid_host_name(self.name):
+            raise ConfigError(source, "name", f"not a valid host name: {self.name!r:.60}")
+
+
 SERVER_DEFAULTS: dict[str, Any] = dataclasses.asdict(ServerConfig())
 """The canonical defaults, as plain data (derived: ServerConfig is the definition)."""
 
@@ -408,9 +451,13 @@ def _build(cls: type[T], data: Mapping[str, Any], prefix: str, source: str) -> T
     return built
 
 
-def build_config(cls: type[T], data: Mapping[str, Any], source: str) -> T:
-    """Check a mapping (a stored row, a JSON body) exactly as the loader checks YAML."""
-    return _build(cls, data, "", source)
+def parse_section(cls: type[T], data: Mapping[str, Any], source: str, prefix: str = "") -> T:
+    """Check an already-parsed mapping against ``cls`` (errors name ``prefix`` + key).
+
+    For sections whose shape is only known at run time, such as an agent
+    plugin's options under ``plugins.NAME.``.
+    """
+    return _build(cls, data, prefix, source)
 
 
 def parse_config(cls: type[T], text: str, source: str) -> T:
@@ -520,3 +567,8 @@ def _check_notify(config: ServerConfig, source: str) -> None:
 def load_server_config(path: str | os.PathLike[str] | None) -> ServerConfig:
     """Load and check a server config; ``None`` gives the built-in defaults."""
     return load_config(ServerConfig, path)
+
+
+def load_agent_config(path: str | os.PathLike[str] | None) -> AgentConfig:
+    """Load and check an agent config; ``None`` gives the built-in defaults."""
+    return load_config(AgentConfig, path)

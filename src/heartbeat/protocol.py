@@ -21,10 +21,12 @@ __all__ = [
     "COMPRESS_ABOVE",
     "DEFAULT_LIMITS",
     "MAX_OUTPUT",
+    "MSG_LEVELS",
     "SERVER_IDS",
     "DecodeError",
     "Limits",
     "decode",
+    "decode_reply",
     "decode_with_text",
     "encode",
     "encode_ack",
@@ -182,21 +184,45 @@ def decode(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
     return decode_with_text(payload, limits)[0]
 
 
-def decode_with_text(
-    payload: bytes, limits: Limits = DEFAULT_LIMITS
-) -> tuple[dict[str, Any], bytes]:
-    """Like :func:`decode`, also returning the (inflated) JSON text as received."""
+def _validate_reply(message: dict[str, Any]) -> dict[str, Any]:
+    kind = message.get("ID")
+    if kind not in SERVER_IDS:
+        raise DecodeError("bad_id", f"{kind!r:.40}")
+    _check_optional(message, "seq", isinstance(message.get("seq"), int)
+                    and not isinstance(message.get("seq"), bool))
+    _check_optional(message, "ts", _number(message.get("ts")))
+    _check_optional(message, "server_ts", _number(message.get("server_ts")))
+    if kind in ("CMD", "UPD"):
+        cmd_id = message.get("cmd_id")
+        if not isinstance(cmd_id, str | int) or isinstance(cmd_id, bool):
+            raise DecodeError("bad_field", "cmd_id: required")
+    if kind == "CMD":
+        if not isinstance(message.get("cmd"), str):
+            raise DecodeError("bad_field", "cmd: a string is required")
+        args = message.get("args", [])
+        if not isinstance(args, list) or not all(isinstance(a, str) for a in args):
+            raise DecodeError("bad_field", "args: a list of strings is required")
+    if kind == "UPD":
+        _check_optional(message, "version", isinstance(message.get("version"), str))
+    return message
+
+
+def _datagram_text(payload: bytes, limits: Limits) -> bytes:
+    """The JSON text of a datagram: as it is (first byte ``{``) or inflated from zlib."""
     if not payload:
         raise DecodeError("empty")
     first = payload[0]
     if first == 0x7B:  # "{"
         if len(payload) > limits.max_inflated:
             raise DecodeError("too_large", f"{len(payload)} bytes")
-        text = payload
-    elif first & 0x0F == 8 and (first << 8 | (payload[1] if len(payload) > 1 else 0)) % 31 == 0:
-        text = _inflate(payload, limits.max_inflated)
-    else:
-        raise DecodeError("bad_format", f"first byte 0x{first:02x}")
+        return payload
+    if first & 0x0F == 8 and (first << 8 | (payload[1] if len(payload) > 1 else 0)) % 31 == 0:
+        return _inflate(payload, limits.max_inflated)
+    raise DecodeError("bad_format", f"first byte 0x{first:02x}")
+
+
+def _parse_object(text: bytes, limits: Limits) -> dict[str, Any]:
+    """One JSON object within the nesting limit, or a :class:`DecodeError`."""
     try:
         message = _JSON.decode(text.decode("utf-8"))
     except RecursionError:
@@ -207,6 +233,24 @@ def decode_with_text(
         raise DecodeError("not_object")
     if _depth_exceeds(message, limits.max_depth):
         raise DecodeError("too_deep", f"nesting over {limits.max_depth}")
+    return message
+
+
+def decode_reply(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
+    """Turn one server-to-client datagram (``ACK``, ``CMD``, ``UPD``) into a checked dict.
+
+    The agent's side of the contract: same framing and limits as :func:`decode`;
+    any other ``ID`` or a malformed field raises :class:`DecodeError`.
+    """
+    return _validate_reply(_parse_object(_datagram_text(payload, limits), limits))
+
+
+def decode_with_text(
+    payload: bytes, limits: Limits = DEFAULT_LIMITS
+) -> tuple[dict[str, Any], bytes]:
+    """Like :func:`decode`, also returning the (inflated) JSON text as received."""
+    text = _datagram_text(payload, limits)
+    message = _parse_object(text, limits)
     message = _validate(message)
     if message.get("truncated") is True:
         text = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

@@ -26,7 +26,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from heartbeat.config import ConfigError, UserConfig, build_config
+from heartbeat.config import ConfigError, UserConfig, parse_section
 from heartbeat.passwords import (
     ITERATIONS,
     PasswordHash,
@@ -83,7 +83,7 @@ def load_auth(conn: sqlite3.Connection) -> StoredAuth:
             password = fields.pop("password", None)
             if password is not None:
                 parse_hash(password, min_iterations=1)  # our own, whatever cost it was made at
-            user = build_config(UserConfig, fields, f"store: users.{name}")
+            user = parse_section(UserConfig, fields, f"store: users.{name}")
             stored.users[name] = dataclasses.replace(user, password=password)
         except (ValueError, ConfigError) as e:
             log.error("auth: ignoring the stored user {name}: {error}", name=name, error=e)

@@ -11,3 +11,10 @@ heartbeat_server = ServiceMaker(
     "Host-monitoring server: UDP heartbeats, host state, journal, REST API and WebSocket.",
     "heartbeat",
 )
+
+heartbeat_agent = ServiceMaker(
+    "heartbeat agent",
+    "heartbeat.agent.tap",
+    "Host agent: heartbeats and plugin data to the heartbeat server(s), allow-listed commands.",
+    "heartbeat-agent",
+)

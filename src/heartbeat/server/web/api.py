@@ -22,7 +22,7 @@ from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 import heartbeat
-from heartbeat.config import ConfigError, UserConfig, build_config
+from heartbeat.config import ConfigError, UserConfig, parse_section
 from heartbeat.events import EventBus
 from heartbeat.server.access import HostAccess, Role, Viewer, user_json
 from heartbeat.server.auth import LoginRefused, LoginThrottled
@@ -469,7 +469,7 @@ class HeartbeatAPI:
     def _user_fields(base: UserConfig, fields: dict[str, Any]) -> UserConfig:
         """``base`` with ``fields`` checked by the config's own rules and laid over it."""
         try:
-            checked = build_config(UserConfig, fields, "body")
+            checked = parse_section(UserConfig, fields, "body")
         except ConfigError as e:
             raise ApiError(400, "invalid_body", str(e)) from None
         return dataclasses.replace(base, **{key: getattr(checked, key) for key in fields})

@@ -1,0 +1,1 @@
+"""The heartbeat agent: ``twistd heartbeat-agent SERVER`` (docs/AGENT.md)."""

@@ -1,0 +1,133 @@
+"""``twistd heartbeat-agent SERVER...``: options, and the one place that wires the agent."""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from twisted.application.service import MultiService
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python import usage
+
+from heartbeat.agent.commands import CommandRunner
+from heartbeat.agent.plugin import (
+    Plugin,
+    PluginContext,
+    PluginScheduler,
+    build_plugins,
+    discover_plugins,
+)
+from heartbeat.agent.sender import HeartbeatSender, thread_resolver
+from heartbeat.config import AgentConfig, ConfigError, default_config_path, load_agent_config
+from heartbeat.protocol import valid_host_name
+
+__all__ = ["Options", "makeService"]
+
+log = Logger()
+CONFIG_NAME = ".hbc.yaml"
+
+
+class Options(usage.Options):
+    synopsis = "[-c FILE] [-b] [-v] SERVER [SERVER...]"
+    longdesc = ("Send heartbeats and plugin data to the heartbeat server(s) named on the "
+                "command line, and answer their allow-listed commands. Without -c, reads "
+                "~/.hbc.yaml if present, else the built-in defaults.")
+    optParameters = [
+        ["config", "c", None, "YAML configuration file."],
+    ]
+    optFlags = [
+        ["boot", "b", "Send BOOT on start and SHUT on stop."],
+        ["verbose", "v", "Log every datagram sent and received."],
+        ["syslog", None, "Also log to syslog (facility LOG_DAEMON)."],
+    ]
+
+    def parseArgs(self, *servers: str) -> None:
+        if not servers:
+            raise usage.UsageError("name at least one SERVER to send heartbeats to")
+        self["servers"] = list(servers)
+
+    def postOptions(self) -> None:
+        path = self["config"] or default_config_path(CONFIG_NAME)
+        source = str(path or "<defaults>")
+        try:
+            config = load_agent_config(path)
+            self["plugin_classes"] = discover_plugins(config.plugin_dirs, source)
+            # Options are checked now so a bad key stops start-up, not the first tick.
+            build_plugins(config, self["plugin_classes"], source,
+                          PluginContext(reactor=None, run_in_thread=_not_running))
+        except ConfigError as e:
+            raise SystemExit(f"heartbeat-agent: config error: {e}") from None
+        if not valid_host_name(host_name(config)):
+            raise SystemExit(f"heartbeat-agent: config error: {source}: name: this host's name "
+                             f"{host_name(config)!r} is not a valid host name; set one")
+        self["settings"] = config
+        self["config_path"] = str(path) if path else None
+
+
+def _not_running(*args: Any) -> Any:
+    raise RuntimeError("only for checking options")
+
+
+def host_name(config: AgentConfig) -> str:
+    """The configured name, else this host's name up to the first dot."""
+    return config.name or socket.gethostname().split(".")[0] or "localhost"
+
+
+def make_plugins(config: AgentConfig, classes: dict[str, type[Plugin]], source: str,
+                 reactor: Any) -> list[Plugin]:
+    def run_in_thread(function: Any, *args: Any) -> Any:
+        return deferToThreadPool(reactor, reactor.getThreadPool(), function, *args)
+
+    context = PluginContext(reactor, run_in_thread, host_name(config))
+    return build_plugins(config, classes, source, context)
+
+
+def make_sender(config: AgentConfig, servers: list[str], reactor: Any, boot: bool,
+                verbose: bool) -> HeartbeatSender:
+    commands = CommandRunner(reactor, config.allowed_commands, config.update_command,
+                             config.command_timeout, config.update_timeout)
+    sender = HeartbeatSender(
+        servers, config.hb_port, host_name(config), config.interval, reactor,
+        resolve=thread_resolver(reactor), on_request=commands.handle,
+        max_datagram=config.max_datagram,
+        batch_delay=config.batch_delay, resolve_interval=config.resolve_interval, boot=boot,
+        verbose=verbose)
+    sender.setName("sender")
+    return sender
+
+
+def start_syslog() -> None:
+    """Route the log to syslog's LOG_DAEMON facility (twistd's own --syslog uses LOG_USER)."""
+    import syslog  # noqa: PLC0415 - POSIX only, and only when asked for
+
+    from twisted.python import log as legacy_log  # noqa: PLC0415
+    from twisted.python.syslog import SyslogObserver  # noqa: PLC0415
+
+    legacy_log.addObserver(SyslogObserver("heartbeat-agent", facility=syslog.LOG_DAEMON).emit)
+
+
+def makeService(options: Options | dict[str, Any], reactor: Any = None) -> MultiService:
+    """The agent: a sender and a plugin scheduler that hands it every result."""
+    if reactor is None:
+        from twisted.internet import reactor as global_reactor  # noqa: PLC0415 - twistd's
+
+        reactor = global_reactor
+    config: AgentConfig = options["settings"]
+    if options.get("syslog"):
+        start_syslog()
+    top = MultiService()
+    top.setName("heartbeat-agent")
+    sender = make_sender(config, options["servers"], reactor, bool(options["boot"]),
+                         bool(options["verbose"]))
+    sender.setServiceParent(top)
+    plugins = make_plugins(config, options["plugin_classes"],
+                           options["config_path"] or "<defaults>", reactor)
+    scheduler = PluginScheduler(plugins, sender.queue_plugin, reactor)
+    scheduler.setName("plugins")
+    sender.on_boot = scheduler.resend_info
+    scheduler.setServiceParent(top)
+    log.info("heartbeat-agent {name}: to {servers} every {interval:g} s; plugins: {plugins}",
+             name=sender.host_name, servers=", ".join(options["servers"]), interval=config.interval,
+             plugins=", ".join(f"{p.name} ({p.interval:g} s)" for p in plugins) or "none")
+    return top

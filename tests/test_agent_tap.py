@@ -1,0 +1,77 @@
+"""``twistd heartbeat-agent`` options and wiring, without a real reactor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from twisted.python import usage
+
+from heartbeat.agent.plugin import PluginScheduler
+from heartbeat.agent.sender import HeartbeatSender
+from heartbeat.agent.tap import Options, makeService
+from heartbeat.config import AgentConfig
+from tests.agent_fakes import AgentReactor
+
+
+def test_options_parse_servers_and_flags(tmp_path: Path) -> None:
+    """Positional servers, -c, -b, -v and --syslog parse into the expected options."""
+    config = tmp_path / "agent.yaml"
+    config.write_text("interval: 5\nname: box1\nplugins: {cpu_monitor: {interval: 7}}\n")
+    options = Options()
+    options.parseOptions(["-c", str(config), "-b", "-v", "--syslog", "mon1", "mon2"])
+    assert {k: options[k] for k in ("config", "boot", "verbose", "syslog", "servers",
+                                    "config_path")} == {
+        "config": str(config), "boot": 1, "verbose": 1, "syslog": 1,
+        "servers": ["mon1", "mon2"], "config_path": str(config)}
+    assert options["settings"] == AgentConfig(interval=5.0, name="box1",
+                                              plugins={"cpu_monitor": {"interval": 7}})
+    assert len(options["plugin_classes"]) == 9
+
+
+def test_default_config_is_home_hbc_yaml(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                         ) -> None:
+    """Without -c the agent reads ~/.hbc.yaml when it exists."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".hbc.yaml").write_text("hb_port: 51000\n")
+    options = Options()
+    options.parseOptions(["mon"])
+    assert (options["config_path"], options["settings"].hb_port) == (
+        str(tmp_path / ".hbc.yaml"), 51000)
+
+
+def test_no_server_is_a_usage_error() -> None:
+    """At least one SERVER is required."""
+    with pytest.raises(usage.UsageError, match="name at least one SERVER"):
+        Options().parseOptions([])
+
+
+def test_make_service_wires_sender_and_scheduler(tmp_path: Path) -> None:
+    """makeService composes the sender and a scheduler that hands results to it."""
+    config = tmp_path / "agent.yaml"
+    config.write_text("interval: 5\nname: box1\nhb_port: 51001\n"
+                      "plugins: {cpu_monitor: {interval: 7}, zfs_monitor: {enabled: false}}\n")
+    options = Options()
+    options.parseOptions(["-c", str(config), "-b", "mon"])
+    top = makeService(options, reactor=AgentReactor())
+    sender = top.getServiceNamed("sender")
+    scheduler = top.getServiceNamed("plugins")
+    assert isinstance(sender, HeartbeatSender) and isinstance(scheduler, PluginScheduler)
+    assert (sender.host_name, sender.port, sender.interval, sender.boot,
+            [s.name for s in sender.servers]) == ("box1", 51001, 5.0, True, ["mon"])
+    assert {p.name: p.interval for p in scheduler.plugins} == {
+        "os_info": 300.0, "cpu_monitor": 7.0, "memory_monitor": 300.0,
+        "disk_monitor": 300.0, "network_monitor": 300.0, "filesystem_info": 300.0}
+    assert scheduler.deliver == sender.queue_plugin
+    assert sender.on_boot == scheduler.resend_info
+
+
+def test_invalid_default_name_stops_startup(monkeypatch: pytest.MonkeyPatch,
+                                            tmp_path: Path) -> None:
+    """A host name the protocol rejects stops start-up, asking for a name: key."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr("socket.gethostname", lambda: "bad host")
+    with pytest.raises(SystemExit) as e:
+        Options().parseOptions(["mon"])
+    assert str(e.value) == ("heartbeat-agent: config error: <defaults>: name: this host's "
+                            "name 'bad host' is not a valid host name; set one")
