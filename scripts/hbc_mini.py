@@ -191,6 +191,7 @@ COMMON_OPTIONS: Dict[str, Tuple[Any, Check]] = {
     "interval": (300.0, check_positive),
     "enabled": (True, check_bool),
     "timeout": (60.0, check_positive),
+    "delay": (0.0, check_not_negative),
 }
 
 
@@ -225,6 +226,8 @@ def plugin_options(source: str, name: str, data: Any) -> Dict[str, Any]:
     """The checked options of plugin ``name`` (``data`` is its block, or None)."""
     cls = PLUGINS[name]
     spec = dict(COMMON_OPTIONS)
+    for key, default in cls.defaults.items():
+        spec[key] = (default, spec[key][1])
     spec.update(cls.options)
     prefix = "plugins.{}.".format(name)
     options = check_section(source, prefix, data, spec)
@@ -969,11 +972,13 @@ class Plugin:
 
     name = ""
     options: Dict[str, Tuple[Any, Check]] = {}
+    defaults: Dict[str, Any] = {}  # this plugin's own defaults for COMMON_OPTIONS
 
     def __init__(self, options: Dict[str, Any], stop: threading.Event) -> None:
         self.config = options
         self.interval = float(options["interval"])
         self.timeout = float(options["timeout"])
+        self.delay = float(options["delay"])
         self.stop = stop
 
     @classmethod
@@ -1197,6 +1202,7 @@ class PingMonitor(Plugin):
     options = {
         "hosts": ([], check_str_list),
         "count": (3, check_count),
+        "ping_interval": (1.0, check_positive),
         "ping_timeout": (5.0, check_positive),
         "ping_bin": ("ping", check_str),
     }
@@ -1206,13 +1212,17 @@ class PingMonitor(Plugin):
 
     def argv(self, host: str) -> List[str]:
         count, wait = self.config["count"], self.config["ping_timeout"]
-        ping = [self.config["ping_bin"], "-n", "-q", "-c", str(count)]
-        if sys.platform.startswith("linux"):  # -W: seconds to wait for each reply
+        ping = [self.config["ping_bin"], "-n", "-q", "-c", str(count),
+                "-i", "{:g}".format(self.config["ping_interval"])]
+        if sys.platform.startswith("linux"):  # -W: seconds to wait for the last reply
             return [*ping, "-W", "{:g}".format(wait), "--", host]
-        return [*ping, "-t", str(int(count + wait)), host]  # BSD, macOS: the whole run
+        whole = count * self.config["ping_interval"] + wait  # BSD, macOS: the whole run
+        return [*ping, "-t", str(int(whole + 1)), host]
 
     def collect(self) -> Dict[str, Any]:
-        limit = min(self.timeout, self.config["count"] + self.config["ping_timeout"] + 5)
+        limit = min(self.timeout,
+                    self.config["count"] * self.config["ping_interval"]
+                    + self.config["ping_timeout"] + 5)
         results: Dict[str, Any] = {}
 
         def ping(host: str) -> None:
@@ -1235,8 +1245,12 @@ class NagiosRunner(Plugin):
     """Runs Monitoring Plugins (Nagios checks) and reports status, text and perfdata."""
 
     name = "nagios_runner"
-    options = {"commands": ([], lambda value: None if isinstance(value, list) else
-                            "expected a list of {name, command}, got " + _shown(value))}
+    defaults = {"timeout": 120.0}
+    options = {
+        "commands": ([], lambda value: None if isinstance(value, list) else
+                     "expected a list of {name, command}, got " + _shown(value)),
+        "command_timeout": (30.0, check_positive),
+    }
 
     @classmethod
     def available(cls) -> bool:
@@ -1244,8 +1258,6 @@ class NagiosRunner(Plugin):
 
     @classmethod
     def check_options(cls, source: str, prefix: str, options: Dict[str, Any]) -> None:
-        if options["timeout"] == COMMON_OPTIONS["timeout"][0]:
-            options["timeout"] = 30.0  # per command, unless configured
         names: Set[str] = set()
         commands = []
         for i, block in enumerate(options["commands"]):
@@ -1255,8 +1267,7 @@ class NagiosRunner(Plugin):
             entry = check_section(source, key + ".", block, {
                 "name": (None, lambda v: None if isinstance(v, str) and v else
                          "expected a non-empty string, got " + _shown(v)),
-                "command": (None, check_command_line),
-                "timeout": (options["timeout"], check_positive)})
+                "command": (None, check_command_line)})
             if entry["name"] is None or entry["command"] is None:
                 raise ConfigError(source, key, "needs both name and command")
             if entry["name"] in names:
@@ -1283,12 +1294,23 @@ class NagiosRunner(Plugin):
         return bool(self.config["commands"])
 
     def collect(self) -> Dict[str, Any]:
+        """All checks at once, each on its own thread, each with ``command_timeout``."""
+        timeout = min(float(self.config["command_timeout"]), self.timeout)
+        results: Dict[str, Dict[str, Any]] = {}
+
+        def check(entry: Dict[str, Any]) -> None:
+            result = run_command(entry["argv"], timeout, env=c_locale())
+            results[entry["name"]] = nagios_fields(entry["name"], result)
+
+        threads = [threading.Thread(target=check, args=(entry,), daemon=True)
+                   for entry in self.config["commands"]]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
         data: Dict[str, Any] = {}
         for entry in self.config["commands"]:
-            if self.stop.is_set():
-                break
-            result = run_command(entry["argv"], float(entry["timeout"]), env=c_locale())
-            data.update(nagios_fields(entry["name"], result))
+            data.update(results[entry["name"]])
         return data
 
 
@@ -1555,16 +1577,16 @@ class Client:
         plugins = make_plugins(self.config, self.stop)
         log.info("plugins: %s", ", ".join("{} every {:g} s".format(p.name, p.interval)
                                           for p in plugins) or "none")
-        with self.busy_lock:
-            self.busy = len(plugins)  # all start at once: wait for the first round together
+        with self.busy_lock:  # plugins starting together share their first PLG
+            self.busy = sum(1 for p in plugins if p.delay == 0)
         for plugin in plugins:
             threading.Thread(target=self.plugin_loop, args=(plugin,), name=plugin.name,
                              daemon=True).start()
 
     def plugin_loop(self, plugin: Plugin) -> None:
         """Collect every ``interval`` from the start of the previous collection."""
-        counted = True  # start_plugins counted this plugin as busy already
-        delay = 0.0
+        counted = plugin.delay == 0  # start_plugins counted it as busy already
+        delay = plugin.delay
         while not self.stop.wait(delay):
             started = time.monotonic()
             if not counted:
@@ -1632,7 +1654,9 @@ class Client:
                     next_beat = now + self.interval
             self.drain_results(now)
             due = self.plugins_due()
-            if due is not None and due <= now:
+            if due is not None and not any(self.addresses.values()):
+                due = None  # kept (latest per plugin) until a server resolves
+            elif due is not None and due <= now:
                 self.send_plugins()
                 due = None
             wake_at = next_beat if due is None else min(next_beat, due)

@@ -107,9 +107,9 @@ def test_defaults_without_a_config_file(tmp_path: Path, monkeypatch: pytest.Monk
         p: 300.0 for p in ("os_info", "cpu_monitor", "memory_monitor", "disk_monitor",
                            "network_monitor", "ping_monitor", "nagios_runner")}
     assert plugins["cpu_monitor"] == {"interval": 300.0, "enabled": True, "timeout": 60.0,
-                                      "per_core": True}
-    assert plugins["nagios_runner"] == {"interval": 300.0, "enabled": True, "timeout": 30.0,
-                                        "commands": []}
+                                      "delay": 0.0, "per_core": True}
+    assert plugins["nagios_runner"] == {"interval": 300.0, "enabled": True, "timeout": 120.0,
+                                        "delay": 0.0, "commands": [], "command_timeout": 30.0}
 
 
 def test_config_file_is_read_and_normalised(tmp_path: Path) -> None:
@@ -119,9 +119,9 @@ def test_config_file_is_read_and_normalised(tmp_path: Path) -> None:
         "hb_port": 50100, "interval": 5, "name": "web-1.example",
         "update_command": "/opt/hb/hb_install.sh --venv '/opt/hb venv'",
         "allowed_commands": {"restart_nginx": ["systemctl", "restart", "nginx"]},
-        "plugins": {"nagios_runner": {"timeout": 10, "commands": [
+        "plugins": {"nagios_runner": {"command_timeout": 10, "commands": [
             {"name": "check_load", "command": "/usr/lib/nagios/plugins/check_load -w 5,4,3"},
-            {"name": "check_x", "command": ["/bin/x", "a b"], "timeout": 2}]},
+            {"name": "check_x", "command": ["/bin/x", "a b"]}]},
             "ping_monitor": {"hosts": ["::1"], "count": 1}}}))
     config, source = mini.load_config(str(path))
     assert source == str(path)
@@ -129,12 +129,11 @@ def test_config_file_is_read_and_normalised(tmp_path: Path) -> None:
     assert config["update_command"] == ["/opt/hb/hb_install.sh", "--venv", "/opt/hb venv"]
     assert config["plugins"]["nagios_runner"]["commands"] == [
         {"name": "check_load", "command": "/usr/lib/nagios/plugins/check_load -w 5,4,3",
-         "timeout": 10, "argv": ["/usr/lib/nagios/plugins/check_load", "-w", "5,4,3"]},
-        {"name": "check_x", "command": ["/bin/x", "a b"], "timeout": 2,
-         "argv": ["/bin/x", "a b"]}]
+         "argv": ["/usr/lib/nagios/plugins/check_load", "-w", "5,4,3"]},
+        {"name": "check_x", "command": ["/bin/x", "a b"], "argv": ["/bin/x", "a b"]}]
     assert config["plugins"]["ping_monitor"] == {
-        "interval": 300.0, "enabled": True, "timeout": 60.0, "hosts": ["::1"], "count": 1,
-        "ping_timeout": 5.0, "ping_bin": "ping"}
+        "interval": 300.0, "enabled": True, "timeout": 60.0, "delay": 0.0, "hosts": ["::1"],
+        "count": 1, "ping_interval": 1.0, "ping_timeout": 5.0, "ping_bin": "ping"}
 
 
 @pytest.mark.parametrize(("text", "problem"), [
@@ -532,7 +531,8 @@ def _script(path: Path, body: str) -> str:
 
 
 def test_nagios_runner_with_real_scripts(tmp_path: Path) -> None:
-    """Real checks exiting 0-3 and 7, timing out, killed by a signal, stderr-only, missing."""
+    """Real checks exiting 0-3 and 7, timing out, killed by a signal, stderr-only, missing;
+    all at once, so the round takes as long as the slowest check."""
     checks = {
         "ok": _script(tmp_path / "ok", "echo 'OK - fine | t=0.5s;1;2;0'\n"),
         "warn": _script(tmp_path / "warn", "echo 'WARNING - meh'; exit 1\n"),
@@ -544,9 +544,11 @@ def test_nagios_runner_with_real_scripts(tmp_path: Path) -> None:
     }
     commands = [{"name": n, "command": [p]} for n, p in checks.items()]
     commands.append({"name": "missing", "command": str(tmp_path / "nope") + " -x"})
-    commands[5]["timeout"] = 0.5
-    options = mini.plugin_options("t", "nagios_runner", {"commands": commands})
+    options = mini.plugin_options("t", "nagios_runner", {"commands": commands,
+                                                         "command_timeout": 0.5})
+    started = mini.time.monotonic()
     data = mini.NagiosRunner(options, mini.threading.Event()).collect()
+    assert mini.time.monotonic() - started < 3
     assert data == {
         "ok_status_code": 0, "ok_status": "OK", "ok_output": "OK - fine", "ok_t": 0.5,
         "warn_status_code": 1, "warn_status": "WARNING", "warn_output": "WARNING - meh",
