@@ -88,73 +88,49 @@ def _number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _integer(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _argv(value: Any) -> bool:
     return isinstance(value, list) and len(value) > 0 and all(
         isinstance(v, str) for v in value) and bool(value[0])
 
 
-def check_port(value: Any) -> Optional[str]:
-    if not _integer(value):
-        return "expected an integer, got " + _shown(value)
-    return None if 1 <= value <= 65535 else "port {} is out of range 1-65535".format(value)
+def expect(ok: Callable[[Any], Any], words: str,
+           extra: Optional[Callable[[Any], Optional[str]]] = None) -> Check:
+    """A check: "expected WORDS, got VALUE" unless ``ok(value)``; then ``extra``, if any."""
+    def check(value: Any) -> Optional[str]:
+        if not ok(value):
+            return "expected {}, got {}".format(words, _shown(value))
+        return extra(value) if extra else None
+    return check
 
 
-def check_positive(value: Any) -> Optional[str]:
-    if not _number(value):
-        return "expected a number, got " + _shown(value)
-    return None if value > 0 else "must be greater than 0, got {}".format(value)
-
-
-def check_not_negative(value: Any) -> Optional[str]:
-    if not _number(value):
-        return "expected a number, got " + _shown(value)
-    return None if value >= 0 else "must not be negative, got {}".format(value)
-
-
-def check_count(value: Any) -> Optional[str]:
-    return None if _integer(value) and value > 0 else \
-        "expected a positive integer, got " + _shown(value)
-
-
-def check_bool(value: Any) -> Optional[str]:
-    return None if isinstance(value, bool) else "expected true or false, got " + _shown(value)
-
-
-def check_str(value: Any) -> Optional[str]:
-    return None if isinstance(value, str) and value else "expected a string, got " + _shown(
-        value)
-
-
-def check_str_list(value: Any) -> Optional[str]:
-    if isinstance(value, list) and all(isinstance(v, str) and v for v in value):
-        return None
-    return "expected a list of strings, got " + _shown(value)
-
-
-def check_optional_str_list(value: Any) -> Optional[str]:
-    return None if value is None else check_str_list(value)
-
-
-def check_name(value: Any) -> Optional[str]:
-    if value is None or (isinstance(value, str) and HOST_NAME.match(value)):
-        return None
-    return "not a valid host name (1-253 of A-Z a-z 0-9 . _ -): " + _shown(value)
+check_bool = expect(lambda v: isinstance(v, bool), "true or false")
+check_str = expect(lambda v: isinstance(v, str) and v, "a string")
+check_mapping = expect(lambda v: isinstance(v, dict), "a mapping")
+check_count = expect(lambda v: _number(v) and int(v) == v and v > 0, "a positive integer")
+check_str_list = expect(lambda v: isinstance(v, list) and all(
+    isinstance(x, str) and x for x in v), "a list of strings")
+check_optional_str_list = expect(lambda v: v is None or check_str_list(v) is None,
+                                 "a list of strings or null")
+check_positive = expect(_number, "a number", lambda v: None if v > 0 else
+                        "must be greater than 0, got {}".format(v))
+check_not_negative = expect(_number, "a number", lambda v: None if v >= 0 else
+                            "must not be negative, got {}".format(v))
+check_port = expect(lambda v: _number(v) and int(v) == v, "an integer", lambda v: None if
+                    1 <= v <= 65535 else "port {} is out of range 1-65535".format(v))
+check_name = expect(lambda v: v is None or (isinstance(v, str) and HOST_NAME.match(v)),
+                    "a host name of 1-253 characters A-Z a-z 0-9 . _ -")
 
 
 def check_command_line(value: Any) -> Optional[str]:
     """An argv list, or a string split like a shell would (but never run by one)."""
     if value is None or _argv(value):
         return None
-    if isinstance(value, str):
-        try:
-            return None if shlex.split(value) else "must name a program (it is empty)"
-        except ValueError as e:
-            return "cannot split {}: {}".format(_shown(value), e)
-    return "expected an argv list or a command line, got " + _shown(value)
+    if not isinstance(value, str):
+        return "expected an argv list or a command line, got " + _shown(value)
+    try:
+        return None if shlex.split(value) else "must name a program (it is empty)"
+    except ValueError as e:
+        return "cannot split {}: {}".format(_shown(value), e)
 
 
 def check_allowed(value: Any) -> Optional[str]:
@@ -164,10 +140,6 @@ def check_allowed(value: Any) -> Optional[str]:
         if not _argv(argv):
             return "{}: expected an argv list (no shell), got {}".format(name, _shown(argv))
     return None
-
-
-def check_mapping(value: Any) -> Optional[str]:
-    return None if isinstance(value, dict) else "expected a mapping, got " + _shown(value)
 
 
 # key: (default, check); mirrors heartbeat.config.AgentConfig.
@@ -823,49 +795,21 @@ def range_alerts(rng: Dict[str, Any], value: float) -> bool:
     return within if rng["inside"] else not within
 
 
+_PERF_ITEM = re.compile(r"'((?:[^']|'')*)'=(\S*)|([^\s'=][^\s=]*)=(\S*)|\S+")
+
+
 def _perf_items(text: str) -> List[Tuple[str, str]]:
     """perfdata text -> (label, "value;warn;crit;min;max") pairs.
 
     A label is ``'quoted'`` (spaces allowed, ``''`` is a quote) or runs to the
-    ``=``; a token without ``=`` is skipped up to the next whitespace.
+    ``=``; a token that is neither is skipped.
     """
     items = []
-    i, n = 0, len(text)
-    while i < n:
-        if text[i].isspace():
-            i += 1
-            continue
-        label = None
-        if text[i] == "'":
-            chars = []
-            j = i + 1
-            while j < n:
-                if text[j] == "'":
-                    if text.startswith("''", j):
-                        chars.append("'")
-                        j += 2
-                        continue
-                    label = "".join(chars)
-                    j += 1
-                    break
-                chars.append(text[j])
-                j += 1
-            i = j
-        else:
-            j = i
-            while j < n and text[j] != "=" and not text[j].isspace():
-                j += 1
-            label = text[i:j]
-            i = j
-        if label is None or i >= n or text[i] != "=":
-            while i < n and not text[i].isspace():
-                i += 1
-            continue
-        j = i + 1
-        while j < n and not text[j].isspace():
-            j += 1
-        items.append((label, text[i + 1:j]))
-        i = j
+    for m in _PERF_ITEM.finditer(text):
+        if m.group(1) is not None:
+            items.append((m.group(1).replace("''", "'"), m.group(2)))
+        elif m.group(3) is not None:
+            items.append((m.group(3), m.group(4)))
     return items
 
 

@@ -142,7 +142,7 @@ def test_config_file_is_read_and_normalised(tmp_path: Path) -> None:
     ('{"interval": 0}', "interval: must be greater than 0, got 0"),
     ('{"interval": "30"}', "interval: expected a number, got '30'"),
     ('{"name": "bad name"}',
-     "name: not a valid host name (1-253 of A-Z a-z 0-9 . _ -): 'bad name'"),
+     "name: expected a host name of 1-253 characters A-Z a-z 0-9 . _ -, got 'bad name'"),
     ('{"plugins": {"cpu_monitr": {}}}',
      "plugins.cpu_monitr: unknown plugin (did you mean 'plugins.cpu_monitor'?)"),
     ('{"plugins": {"cpu_monitor": {"per_cor": true}}}',
