@@ -628,3 +628,15 @@ def test_ack_sets_the_rtt_of_the_next_heartbeat() -> None:
         assert 250 <= client.rtt < 1000
     finally:
         client.shutdown()
+
+
+def test_example_config_is_valid() -> None:
+    """etc/hbc.example.json loads, and every top-level key and plugin is in it."""
+    path = SCRIPT.parent.parent / "etc" / "hbc.example.json"
+    config, source = mini.load_config(str(path))
+    raw = json.loads(path.read_text())
+    assert source == str(path)
+    assert set(raw) == set(mini.TOP_KEYS) - {"plugin_dirs"}
+    assert set(raw["plugins"]) == set(mini.PLUGINS)
+    assert [c["argv"][0] for c in config["plugins"]["nagios_runner"]["commands"]] == [
+        "/usr/lib/nagios/plugins/check_load", "/usr/lib/nagios/plugins/check_disk"]
