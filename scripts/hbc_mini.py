@@ -53,6 +53,7 @@ MAX_INFLATED = 256 * 1024  # the server's default limit on a datagram's JSON tex
 MAX_OUTPUT = 4096  # characters of RES output (protocol.md)
 HOST_NAME = re.compile(r"[A-Za-z0-9._-]{1,253}\Z")
 MSG_LEVELS = ("info", "warning", "error")
+SETTLE = 0.1  # seconds plugin results wait, even when no plugin runs, before a PLG goes
 EXIT_CONFIG = 1
 EXIT_USAGE = 2
 
@@ -1523,16 +1524,17 @@ class Client:
                                           for p in plugins) or "none")
         with self.busy_lock:  # plugins starting together share their first PLG
             self.busy = sum(1 for p in plugins if p.delay == 0)
+        epoch = time.monotonic()
         for plugin in plugins:
-            threading.Thread(target=self.plugin_loop, args=(plugin,), name=plugin.name,
+            threading.Thread(target=self.plugin_loop, args=(plugin, epoch), name=plugin.name,
                              daemon=True).start()
 
-    def plugin_loop(self, plugin: Plugin) -> None:
-        """Collect every ``interval`` from the start of the previous collection."""
+    def plugin_loop(self, plugin: Plugin, epoch: float) -> None:
+        """Collect at ``epoch + delay + k * interval``: plugins with the same interval stay
+        in step (and share PLGs); a collection longer than the interval skips ticks."""
         counted = plugin.delay == 0  # start_plugins counted it as busy already
-        delay = plugin.delay
-        while not self.stop.wait(delay):
-            started = time.monotonic()
+        tick = epoch + plugin.delay
+        while not self.stop.wait(max(0.0, tick - time.monotonic())):
             if not counted:
                 with self.busy_lock:
                     self.busy += 1
@@ -1546,7 +1548,10 @@ class Client:
                 self.busy -= 1
             counted = False
             self.wake()
-            delay = max(0.0, plugin.interval - (time.monotonic() - started))
+            tick += plugin.interval
+            late = time.monotonic() - tick
+            if late > 0:
+                tick += plugin.interval * (int(late // plugin.interval) + 1)
         if counted:
             with self.busy_lock:
                 self.busy -= 1
@@ -1571,13 +1576,14 @@ class Client:
                 self.finish_command(cmd_id, rc, output, value)
 
     def plugins_due(self) -> Optional[float]:
-        """When pending plugin data goes: as soon as no plugin runs, else after batch_delay."""
+        """When pending plugin data goes: once no plugin runs (after SETTLE, so plugins
+        woken for the same tick have started), at the latest batch_delay after the first."""
         if self.pending_since is None:
             return None
         with self.busy_lock:
             idle = self.busy == 0
-        return self.pending_since if idle else \
-            self.pending_since + float(self.config["batch_delay"])
+        return self.pending_since + min(SETTLE if idle else float(self.config["batch_delay"]),
+                                        float(self.config["batch_delay"]))
 
     # Main loop
 

@@ -381,3 +381,20 @@ def test_every_server_address_gets_heartbeats(clients: Clients) -> None:
         v6.close()
     assert len(seen["v4"]) >= 2 and any("rtt" in m for m in seen["v6"])
     assert {m["seq"] for m in seen["v4"]} & {m["seq"] for m in seen["v6"]}  # the same HTBs
+
+
+@pytest.mark.integration
+def test_plugins_due_together_share_each_plg(fake_server: FakeServer, clients: Clients) -> None:
+    """Plugins with one interval stay in step (cpu's first sample is longer) and every
+    round goes out as one PLG carrying all of them."""
+    plugins = {name: {"interval": 0.6} for name in ALL_OFF}
+    client = clients.start(PYTHON3, {"hb_port": fake_server.port, "interval": 5,
+                                     "name": "mini-rounds", "plugins": plugins}, "127.0.0.1")
+    rounds: list[list[str]] = []
+    end = time.monotonic() + 15
+    while time.monotonic() < end and len(rounds) < 3:
+        got = fake_server.receive()
+        if got is not None and got[0]["ID"] == "PLG":
+            rounds.append(sorted(got[0]["plugins"]))
+    assert clients.stop(client) == 0
+    assert rounds == [sorted(ALL_OFF)] * 3
