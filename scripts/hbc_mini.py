@@ -29,6 +29,7 @@ import difflib
 import glob
 import json
 import logging
+import math
 import os
 import platform
 import queue
@@ -706,29 +707,34 @@ def count_connections(tcp: List[str], udp: List[str]) -> Dict[str, int]:
     return counts
 
 
-def parse_ping(text: str) -> Dict[str, Any]:
-    """iputils or BSD ping output -> rtt_min/avg/max/mdev (ms), loss_percent, counts.
+_PING_RTT = re.compile(r"(?:rtt|round-trip) min/avg/max(?:/(?:mdev|stddev))? = "
+                       r"([\d.]+)/([\d.]+)/([\d.]+)(?:/([\d.]+))? ms")
 
-    Without a statistics line (unknown host, no ping) the last line of output
-    is kept as ``error``.
-    """
+
+def parse_ping(text: str) -> Dict[str, Any]:
+    """The summary of iputils, BSD or busybox ping -> rtt_min/avg/max/mdev (ms), loss, counts."""
     counts = re.search(r"(\d+) packets transmitted, (\d+) (?:packets )?received", text)
     loss = re.search(r"([\d.]+)% packet loss", text)
-    rtt = re.search(r"min/avg/max/(?:mdev|stddev) = ([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+)", text)
-    result: Dict[str, Any] = {
-        "rtt_min": float(rtt.group(1)) if rtt else None,
-        "rtt_avg": float(rtt.group(2)) if rtt else None,
-        "rtt_max": float(rtt.group(3)) if rtt else None,
-        "rtt_mdev": float(rtt.group(4)) if rtt else None,
-        "loss_percent": float(loss.group(1)) if loss else 100.0,
-        "transmitted": int(counts.group(1)) if counts else 0,
-        "received": int(counts.group(2)) if counts else 0,
-    }
-    result["reachable"] = 1 if result["received"] > 0 else 0
-    if counts is None:
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        result["error"] = lines[-1] if lines else "ping printed nothing"
+    rtt = _PING_RTT.search(text)
+    result: Dict[str, Any] = {"loss_percent": float(loss.group(1)) if loss else 100.0,
+                              "transmitted": int(counts.group(1)) if counts else 0,
+                              "received": int(counts.group(2)) if counts else 0}
+    for i, key in enumerate(("rtt_min", "rtt_avg", "rtt_max", "rtt_mdev"), start=1):
+        value = rtt.group(i) if rtt else None
+        result[key] = float(value) if value is not None else None
+    result["reachable"] = 1 if result["received"] else 0
     return result
+
+
+def ping_result(result: CommandResult) -> Dict[str, Any]:
+    """One ping_monitor target; without a reply, ``error`` says why (ping's stderr)."""
+    data = parse_ping(result.stdout)
+    if not data["received"]:
+        problem = result.stderr.strip() or (
+            result.describe() or "exit code {}: {}".format(result.rc, result.argv[0])
+            if result.rc else "no reply")
+        data["error"] = problem.splitlines()[-1][:300] if problem else "no reply"
+    return data
 
 
 def parse_os_release(text: str) -> Dict[str, str]:
@@ -814,15 +820,15 @@ def _perf_items(text: str) -> List[Tuple[str, str]]:
     return items
 
 
-def parse_perfdata(text: str) -> Dict[str, Dict[str, Any]]:
-    """Performance data -> {label: {value, uom, warn, crit, min, max}}.
+def parse_perfdata(text: str) -> List[Tuple[str, Dict[str, Any]]]:
+    """Performance data -> [(label, {value, uom, warn, crit, min, max}), ...] in order.
 
     Per the Monitoring Plugins guidelines: ``'label'=value[UOM];[warn];[crit];
     [min];[max]``, where trailing fields may be dropped and any may be empty,
     and ``U`` is a value that could not be measured (None). A malformed item is
     skipped; a malformed range or limit is dropped from its item.
     """
-    result: Dict[str, Dict[str, Any]] = {}
+    result: List[Tuple[str, Dict[str, Any]]] = []
     for label, spec in _perf_items(text):
         fields = spec.split(";")
         head = fields[0]
@@ -843,7 +849,7 @@ def parse_perfdata(text: str) -> Dict[str, Dict[str, Any]]:
                 item[key] = None
         for key, field in zip(("min", "max"), fields[2:]):
             item[key] = float(field) if _PLAIN.match(field.strip()) else None
-        result[label] = item
+        result.append((label, item))
     return result
 
 
@@ -876,29 +882,38 @@ def field_label(label: str) -> str:
     return re.sub(r"[^A-Za-z0-9_]+", "_", label).strip("_") or "value"
 
 
-def nagios_fields(name: str, result: CommandResult) -> Dict[str, Any]:
+def nagios_fields(name: str, result: CommandResult, timeout: float) -> Dict[str, Any]:
     """nagios_runner's fields for check ``name``; the status comes from the exit code only.
 
     Exit 0-3 are OK/WARNING/CRITICAL/UNKNOWN; 4-255, a kill by a signal, a
-    timeout or a program that would not start are UNKNOWN. The text is stdout,
-    or stderr when stdout is empty.
+    timeout or a program that would not start are UNKNOWN, and the output says
+    which. The text is the first line of stdout, or of stderr when stdout is
+    empty. A perfdata label met twice gets ``_2``, ``_3``... (as in the agent).
     """
-    rc = result.returncode
-    code = rc if rc in (0, 1, 2, 3) and not result.timed_out and result.error is None else 3
-    raw = result.stdout if result.stdout.strip() else result.stderr
-    text, _long, perf = split_output(raw) if raw.strip() else ("", "", "")
-    problem = result.describe()
-    if problem:
-        text = "{} ({})".format(text, problem) if text else problem
-    elif not text:
-        text = "exit code {}, no output".format(rc)
+    perf = ""
+    if result.error is not None:
+        code, text = 3, result.error
+    elif result.timed_out:
+        code, text = 3, "timed out after {:g} s, killed".format(timeout)
+    else:
+        raw = result.stdout if result.stdout.strip() else result.stderr
+        text, _long, perf = split_output(raw) if raw.strip() else ("", "", "")
+        rc = result.returncode
+        if result.signal is not None:
+            code, text = 3, "{}{}".format(result.describe(), ": " + text if text else "")
+        else:
+            code = rc if rc in (0, 1, 2, 3) else 3
+            if code != rc:
+                text = "exit code {}{}".format(rc, ": " + text if text else "")
     fields: Dict[str, Any] = {name + "_status_code": code, name + "_status": NAGIOS_STATUS[code],
-                              name + "_output": text}
-    own = set(fields)
-    for label, item in parse_perfdata(perf).items():
-        key = "{}_{}".format(name, field_label(label))
-        if key not in own:
-            fields[key] = item["value"]
+                              name + "_output": text[:1000]}
+    for label, item in parse_perfdata(perf):
+        base = key = "{}_{}".format(name, field_label(label))
+        n = 2
+        while key in fields:
+            key = "{}_{}".format(base, n)
+            n += 1
+        fields[key] = item["value"]
     return fields
 
 
@@ -1160,7 +1175,7 @@ class PingMonitor(Plugin):
         ping = [self.config["ping_bin"], "-n", "-q", "-c", str(count),
                 "-i", "{:g}".format(self.config["ping_interval"])]
         if sys.platform.startswith("linux"):  # -W: seconds to wait for the last reply
-            return [*ping, "-W", "{:g}".format(wait), "--", host]
+            return [*ping, "-W", str(math.ceil(wait)), "--", host]
         whole = count * self.config["ping_interval"] + wait  # BSD, macOS: the whole run
         return [*ping, "-t", str(int(whole + 1)), host]
 
@@ -1171,11 +1186,7 @@ class PingMonitor(Plugin):
         results: Dict[str, Any] = {}
 
         def ping(host: str) -> None:
-            result = run_command(self.argv(host), limit, env=c_locale())
-            data = parse_ping(result.stdout + result.stderr)
-            if result.describe():
-                data["error"] = result.describe()
-            results[host] = data
+            results[host] = ping_result(run_command(self.argv(host), limit, env=c_locale()))
 
         threads = [threading.Thread(target=ping, args=(host,), daemon=True)
                    for host in self.config["hosts"]]
@@ -1245,7 +1256,7 @@ class NagiosRunner(Plugin):
 
         def check(entry: Dict[str, Any]) -> None:
             result = run_command(entry["argv"], timeout, env=c_locale())
-            results[entry["name"]] = nagios_fields(entry["name"], result)
+            results[entry["name"]] = nagios_fields(entry["name"], result, timeout)
 
         threads = [threading.Thread(target=check, args=(entry,), daemon=True)
                    for entry in self.config["commands"]]

@@ -370,25 +370,33 @@ def test_net_dev_and_connections() -> None:
 
 
 def test_ping_output() -> None:
-    """iputils and BSD summaries, total loss, and an unknown host's error line."""
+    """iputils, BSD and busybox summaries; total loss and an unknown host give an error."""
     assert mini.parse_ping(fixture("ping-ok.txt")) == {
         "rtt_min": 0.023, "rtt_avg": 0.032, "rtt_max": 0.039, "rtt_mdev": 0.006,
         "loss_percent": 0.0, "transmitted": 3, "received": 3, "reachable": 1}
-    assert mini.parse_ping(fixture("ping-unknown-host.txt")) == {
+    unknown = mini.CommandResult(["ping"], returncode=2,
+                                 stderr=fixture("ping-unknown-host.txt"))
+    assert mini.ping_result(unknown) == {
         "rtt_min": None, "rtt_avg": None, "rtt_max": None, "rtt_mdev": None,
         "loss_percent": 100.0, "transmitted": 0, "received": 0, "reachable": 0,
         "error": "ping: nohost.invalid: Name or service not known"}
     # Written in iputils' and FreeBSD's documented summary formats (not recorded here).
     lost = ("--- 10.9.9.9 ping statistics ---\n"
             "3 packets transmitted, 0 received, 100% packet loss, time 2036ms\n")
-    assert mini.parse_ping(lost) == {
+    assert mini.ping_result(mini.CommandResult(["ping"], returncode=1, stdout=lost)) == {
         "rtt_min": None, "rtt_avg": None, "rtt_max": None, "rtt_mdev": None,
-        "loss_percent": 100.0, "transmitted": 3, "received": 0, "reachable": 0}
+        "loss_percent": 100.0, "transmitted": 3, "received": 0, "reachable": 0,
+        "error": "exit code 1: ping"}
     bsd = ("3 packets transmitted, 2 packets received, 33.3% packet loss\n"
            "round-trip min/avg/max/stddev = 0.050/0.066/0.085/0.014 ms\n")
     assert mini.parse_ping(bsd) == {
         "rtt_min": 0.05, "rtt_avg": 0.066, "rtt_max": 0.085, "rtt_mdev": 0.014,
         "loss_percent": 33.3, "transmitted": 3, "received": 2, "reachable": 1}
+    busybox = ("2 packets transmitted, 2 packets received, 0% packet loss\n"
+               "round-trip min/avg/max = 0.061/0.070/0.080 ms\n")
+    assert mini.parse_ping(busybox) == {
+        "rtt_min": 0.061, "rtt_avg": 0.07, "rtt_max": 0.08, "rtt_mdev": None,
+        "loss_percent": 0.0, "transmitted": 2, "received": 2, "reachable": 1}
 
 
 def test_os_release() -> None:
@@ -446,7 +454,7 @@ def test_perfdata_per_the_guidelines() -> None:
             "u=U pct=42%;80;90 bytes=1024B;;;0;4096 junk empty=;; comma=1,5 c=12c "
             "neg=-3.5;~:0;@-10:-5 badrange=7;x;9")
     r = {"start": 0.0, "end": None, "inside": False}
-    assert mini.parse_perfdata(text) == {
+    assert dict(mini.parse_perfdata(text)) == {
         "label with spaces": {"value": 5.0, "uom": "s", "warn": {**r, "end": 1.0},
                               "crit": {**r, "end": 2.0}, "min": 0.0, "max": 10.0},
         "it's": {"value": 1.0, "uom": "", "warn": None, "crit": None, "min": None, "max": None},
@@ -480,7 +488,7 @@ def test_long_output_with_perfdata_on_later_lines() -> None:
     assert text == "DISK OK - free space: / 3326 MB (56%);"
     assert long_text == "/ 15272 MB (77%);\n/boot 68 MB (69%);\n/home 69357 MB (27%);\n" \
                         "/var/log 819 MB (84%);"
-    assert {k: v["value"] for k, v in mini.parse_perfdata(perf).items()} == {
+    assert {k: v["value"] for k, v in mini.parse_perfdata(perf)} == {
         "/": 2643.0, "/boot": 68.0, "/home": 69357.0, "/var/log": 818.0}
 
 
@@ -494,22 +502,27 @@ def test_long_output_with_perfdata_on_later_lines() -> None:
     ({"returncode": 3, "stdout": "", "stderr": "check_x: bad option\n"},
      {"status_code": 3, "status": "UNKNOWN", "output": "check_x: bad option"}),
     ({"returncode": 4, "stdout": "odd\n"}, {"status_code": 3, "status": "UNKNOWN",
-                                            "output": "odd"}),
+                                            "output": "exit code 4: odd"}),
     ({"returncode": 255, "stdout": ""}, {"status_code": 3, "status": "UNKNOWN",
-                                         "output": "exit code 255, no output"}),
+                                         "output": "exit code 255"}),
+    ({"returncode": 0, "stdout": ""}, {"status_code": 0, "status": "OK", "output": ""}),
     ({"returncode": -9, "stdout": "half a line"},
-     {"status_code": 3, "status": "UNKNOWN", "output": "half a line (killed by SIGKILL: /c)"}),
-    ({"returncode": -9, "timed_out": True, "stdout": ""},
-     {"status_code": 3, "status": "UNKNOWN", "output": "timed out, killed: /c"}),
+     {"status_code": 3, "status": "UNKNOWN", "output": "killed by SIGKILL: /c: half a line"}),
+    ({"returncode": -9, "timed_out": True, "stdout": "partial | x=1"},
+     {"status_code": 3, "status": "UNKNOWN", "output": "timed out after 30 s, killed"}),
     ({"error": "cannot run /c: No such file or directory"},
      {"status_code": 3, "status": "UNKNOWN",
       "output": "cannot run /c: No such file or directory"}),
-    ({"returncode": 0, "stdout": "OK | /=10% 'a b'=1 status=5 output=1"},
-     {"status_code": 0, "status": "OK", "output": "OK", "root": 10.0, "a_b": 1.0}),
+    ({"returncode": 0, "stdout": "OK | /=10% 'a b'=1 status=5 a.b=2 a_b=3 " + "x" * 1100},
+     {"status_code": 0, "status": "OK", "output": "OK", "root": 10.0, "a_b": 1.0,
+      "status_2": 5.0, "a_b_2": 2.0, "a_b_3": 3.0}),
+    ({"returncode": 0, "stdout": "y" * 1200}, {"status_code": 0, "status": "OK",
+                                              "output": "y" * 1000}),
 ])
 def test_nagios_fields(result: dict[str, Any], expected: dict[str, Any]) -> None:
-    """Status from the exit code only, stdout else stderr, one field per perfdata label."""
-    fields = mini.nagios_fields("chk", mini.CommandResult(["/c"], **result))
+    """Status from the exit code only, stdout else stderr, one field per perfdata label
+    (a repeated field name gets _2, _3), output at most 1000 characters."""
+    fields = mini.nagios_fields("chk", mini.CommandResult(["/c"], **result), 30.0)
     assert fields == {f"chk_{k}": v for k, v in expected.items()}
 
 
@@ -555,11 +568,12 @@ def test_nagios_runner_with_real_scripts(tmp_path: Path) -> None:
         "crit_status_code": 2, "crit_status": "CRITICAL", "crit_output": "CRITICAL - bad",
         "crit_free": 5.0,
         "unknown_status_code": 3, "unknown_status": "UNKNOWN", "unknown_output": "oops",
-        "seven_status_code": 3, "seven_status": "UNKNOWN", "seven_output": "OK but exit 7",
+        "seven_status_code": 3, "seven_status": "UNKNOWN",
+        "seven_output": "exit code 7: OK but exit 7",
         "slow_status_code": 3, "slow_status": "UNKNOWN",
-        "slow_output": f"started (timed out, killed: {checks['slow']})",
+        "slow_output": "timed out after 0.5 s, killed",
         "killed_status_code": 3, "killed_status": "UNKNOWN",
-        "killed_output": f"dying (killed by SIGKILL: {checks['killed']})",
+        "killed_output": f"killed by SIGKILL: {checks['killed']}: dying",
         "missing_status_code": 3, "missing_status": "UNKNOWN",
         "missing_output": f"cannot run {tmp_path / 'nope'}: No such file or directory",
     }
