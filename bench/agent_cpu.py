@@ -1,6 +1,6 @@
 """Agent CPU cost: the real ``twistd -n heartbeat-agent`` against a loopback ACK sink.
 
-    .venv/bin/python bench/agent_cpu.py [--seconds 60] [--speedup 10]
+    .venv/bin/python bench/agent_cpu.py [--seconds 60] [--speedup 10] [--client hbc_mini]
 
 Runs the agent with every default plugin that works on this host (os_info,
 cpu/memory/disk/network monitors, filesystem_info; zfs_monitor says once that it
@@ -14,7 +14,9 @@ user+system CPU time from /proc over ``--seconds`` of wall time, and reports
   10 minutes). Per-cycle work dominates; idle reactor wake-ups are ~0.
 
 A thread in this process answers every HTB with an ACK, as the server does, so
-the RTT path runs too. Bounded: one agent, loopback only, stops by itself.
+the RTT path runs too. ``--client hbc_mini`` measures ``python3 -I
+scripts/hbc_mini.py`` instead, with its five default plugins. Bounded: one
+client, loopback only, stops by itself.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ DEFAULT_INTERVAL = 30.0
 DEFAULT_PLUGIN_INTERVAL = 300.0
 PLUGINS = ("os_info", "cpu_monitor", "memory_monitor", "disk_monitor", "network_monitor",
            "filesystem_info", "zfs_monitor")
+HBC_MINI = Path(__file__).resolve().parent.parent / "scripts" / "hbc_mini.py"
+HBC_MINI_PLUGINS = PLUGINS[:5]
 
 
 def cpu_seconds(pid: int) -> float:
@@ -66,6 +70,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--speedup", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--client", choices=("agent", "hbc_mini"), default="agent")
     args = parser.parse_args()
 
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -76,14 +81,21 @@ def main() -> int:
     thread.start()
     plugin_interval = DEFAULT_PLUGIN_INTERVAL / args.speedup
     with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "agent.yaml"
-        config.write_text(yaml.safe_dump({
-            "hb_port": sock.getsockname()[1], "name": "bench",
-            "interval": DEFAULT_INTERVAL / args.speedup,
-            "plugins": {name: {"interval": plugin_interval} for name in PLUGINS}}))
-        agent = subprocess.Popen(
-            [TWISTD, "--nodaemon", "--pidfile=", "heartbeat-agent", "-c", str(config),
-             "127.0.0.1"], cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        settings = {"hb_port": sock.getsockname()[1], "name": "bench",
+                    "interval": DEFAULT_INTERVAL / args.speedup}
+        if args.client == "hbc_mini":
+            config = Path(tmp) / "hbc.json"
+            config.write_text(json.dumps({**settings, "plugins": {
+                name: {"interval": plugin_interval} for name in HBC_MINI_PLUGINS}}))
+            argv = [PYTHON, "-I", str(HBC_MINI), "-c", str(config), "127.0.0.1"]
+        else:
+            config = Path(tmp) / "agent.yaml"
+            config.write_text(yaml.safe_dump({**settings, "plugins": {
+                name: {"interval": plugin_interval} for name in PLUGINS}}))
+            argv = [TWISTD, "--nodaemon", "--pidfile=", "heartbeat-agent", "-c", str(config),
+                    "127.0.0.1"]
+        agent = subprocess.Popen(argv, cwd=tmp, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
         try:
             time.sleep(args.warmup)
             start_cpu, start = cpu_seconds(agent.pid), time.monotonic()
@@ -97,7 +109,7 @@ def main() -> int:
             sock.close()
     measured = used / elapsed * 100.0
     scaled = used / (elapsed * args.speedup) * 100.0
-    print(f"agent CPU: {used:.3f} s over {elapsed:.1f} s at intervals HTB "
+    print(f"{args.client} CPU: {used:.3f} s over {elapsed:.1f} s at intervals HTB "
           f"{DEFAULT_INTERVAL / args.speedup:g} s / plugins {plugin_interval:g} s "
           f"= {measured:.3f} % of one core")
     print(f"scaled to the defaults (HTB {DEFAULT_INTERVAL:g} s, plugins "
