@@ -477,13 +477,7 @@ def test_perfdata_per_the_guidelines() -> None:
 
 def test_long_output_with_perfdata_on_later_lines() -> None:
     """The guidelines' multi-line example: perfdata after | on line 1 and on later lines."""
-    output = ("DISK OK - free space: / 3326 MB (56%); | /=2643MB;5948;5958;0;5968\n"
-              "/ 15272 MB (77%);\n"
-              "/boot 68 MB (69%);\n"
-              "/home 69357 MB (27%);\n"
-              "/var/log 819 MB (84%); | /boot=68MB;88;93;0;98\n"
-              "/home=69357MB;253404;253409;0;253414\n"
-              "/var/log=818MB;970;975;0;980\n")
+    output = fixture("nagios-long-output.txt")  # the Monitoring Plugins guidelines' example
     text, long_text, perf = mini.split_output(output)
     assert text == "DISK OK - free space: / 3326 MB (56%);"
     assert long_text == "/ 15272 MB (77%);\n/boot 68 MB (69%);\n/home 69357 MB (27%);\n" \

@@ -23,14 +23,10 @@ from heartbeat.agent.plugins.ping_monitor import target_result
 from heartbeat.agent.process import ProcessResult
 from tests.test_hbc_mini import FIXTURES, fixture, mini
 
-GUIDELINES_EXAMPLE = (
-    "DISK OK - free space: / 3326 MB (56%); | /=2643MB;5948;5958;0;5968\n"
-    "/ 15272 MB (77%);\n/boot 68 MB (69%);\n/home 69357 MB (27%);\n"
-    "/var/log 819 MB (84%); | /boot=68MB;88;93;0;98\n"
-    "/home=69357MB;253404;253409;0;253414\n/var/log=818MB;970;975;0;980\n")
+GUIDELINES_EXAMPLE = fixture("nagios-long-output.txt")
 
 
-def _results(exit_code: int | None = 0, signal: int | None = None, stdout: str = "",
+def _results(*, exit_code: int | None = 0, signal: int | None = None, stdout: str = "",
              stderr: str = "", timed_out: bool = False,
              error: str | None = None) -> tuple[ProcessResult, Any]:
     """The same child outcome as the agent's ProcessResult and hbc_mini's CommandResult."""

@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import ServerProcess, wait_until
+from tests.support import ServerProcess, stop_process, wait_until
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "hbc_mini.py"
 ARCSTATS = Path(__file__).resolve().parent / "fixtures" / "hbc_mini" / "arcstats.txt"
@@ -85,14 +85,11 @@ class Clients:
                               capture_output=True, text=True, timeout=30, check=False)
 
     def stop(self, process: subprocess.Popen[bytes]) -> int:
-        process.send_signal(signal.SIGTERM)
-        return process.wait(10)
+        return stop_process(process)
 
     def close(self) -> None:
         for process in self.processes:
-            if process.poll() is None:
-                process.kill()
-                process.wait(5)
+            stop_process(process, signal.SIGKILL)
 
 
 @pytest.fixture
