@@ -1,8 +1,9 @@
 """scripts/hbc_mini.py as a real process: ``python3 -I hbc_mini.py`` against the real server.
 
-CMD/UPD have no queueing API on the server yet, so those tests answer the
-client from a small UDP server in the test that plays the server's part of
-docs/PROTOCOL.md (ACK after HTB, then CMD/UPD, resent until RES).
+CMD and UPD are queued through the server's API; the cases the server cannot
+stage on demand (a resend after the RES, a CMD from a foreign address, a
+timeout) use a small UDP server in the test that plays the server's part of
+docs/PROTOCOL.md (ACK after HTB, then CMD/UPD).
 """
 
 from __future__ import annotations
@@ -211,6 +212,36 @@ def test_daemon_mode(server: ServerProcess, clients: Clients, tmp_path: Path) ->
     finally:
         if Path(f"/proc/{pid}").exists():
             os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.integration
+def test_commands_queued_through_the_server_api(server: ServerProcess, clients: Clients,
+                                                tmp_path: Path) -> None:
+    """CMD and UPD queued with POST /api/0/hosts/<name>/commands|upgrade come back as
+    results: allow-listed argv + args run once; a name not in the list is refused unrun."""
+    marker = tmp_path / "ran.log"
+    hello = _script(tmp_path / "hello", f'echo "hello $*"; echo ran >> {marker}\n')
+    update = _script(tmp_path / "update", 'echo "updating to $HEARTBEAT_VERSION"\n')
+    client = clients.start(PYTHON3, {
+        "hb_port": server.udp_port, "interval": 0.2, "name": "mini-api", "plugins": ALL_OFF,
+        "allowed_commands": {"hello": [hello]}, "update_command": [update]}, "127.0.0.1")
+    wait_until(lambda: (h := server.host("mini-api")) and h["state"] == "UP")
+    queued = [server.request("POST", "/api/0/hosts/mini-api/commands", body)[1]["command"]
+              for body in ({"cmd": "hello", "args": ["world"]}, {"cmd": "rm", "args": ["-rf"]})]
+    queued.append(server.request("POST", "/api/0/hosts/mini-api/upgrade",
+                                 {"version": "9.9"})[1]["command"])
+    ids = [c["cmd_id"] for c in queued]
+    host = wait_until(lambda: (h := server.host("mini-api")) and not h["pending"]
+                      and len(h["results"]) == 3 and h)
+    assert clients.stop(client) == 0
+    results = {r["cmd_id"]: {k: r[k] for k in ("status", "kind", "rc", "output")}
+               for r in host["results"]}
+    assert results == {
+        ids[0]: {"status": "done", "kind": "CMD", "rc": 0, "output": "hello world"},
+        ids[1]: {"status": "done", "kind": "CMD", "rc": 126,
+                 "output": "command 'rm' is not in this host's allowed_commands"},
+        ids[2]: {"status": "done", "kind": "UPD", "rc": 0, "output": "updating to 9.9"}}
+    assert marker.read_text() == "ran\n"
 
 
 # --- Against a server played by the test -----------------------------------------
