@@ -155,7 +155,7 @@ TOP_KEYS: Dict[str, Tuple[Any, Check]] = {
     "command_timeout": (60.0, check_positive),
     "update_command": (None, check_command_line),
     "update_timeout": (900.0, check_positive),
-    "max_datagram": (60000, check_positive),
+    "max_datagram": (1400, check_positive),
     "batch_delay": (1.0, check_not_negative),
     "resolve_interval": (600.0, check_positive),
 }
