@@ -16,7 +16,6 @@ from heartbeat.server.thresholds import (
     Rule,
     RuleBook,
     ThresholdEngine,
-    host_recovery_notifies,
     parse_template,
     render_template,
     show_value,
@@ -299,6 +298,15 @@ class TransitionTests:
                                        "(no longer reported)")
         assert e.states() == []
 
+    @pytest.mark.parametrize("data", [{"error": "zpool timed out"},
+                                      {"available": False, "reason": "no zpool"}, "garbage"])
+    def test_failed_plugin_sample_keeps_the_state(self, data: Any) -> None:
+        """A plugin that reports an error (or nothing usable) clears no alert."""
+        e = engine()
+        e.evaluate_plugins("nas", {"zfs_monitor": {"pools": {"tank": {"health_ok": 0}}}}, 1)
+        assert e.evaluate_plugins("nas", {"zfs_monitor": data}, 2) == []
+        assert [s.metric_path for s in e.states()] == ["zfs_monitor.pools.tank.health_ok"]
+
     def test_rule_removed_clears_the_state(self) -> None:
         """After a restart with the rule gone, the next sample clears the stored alert."""
         first = engine(CPU_RULE)
@@ -571,13 +579,6 @@ class ProfileTests:
         assert e.evaluate_plugins("web-01", cpu(70), 1.0) == []
         assert summary(e.evaluate_plugins("db-01", cpu(70), 1.0)) == [
             ("cpu_monitor.cpu_percent", "OK", "WARNING", True)]
-
-
-class HostRecoveryTests:
-    def test_short_outage_recovery_is_not_notified(self) -> None:
-        """A host DOWN under 4 s comes back without a recovery notice; longer ones get one."""
-        assert [host_recovery_notifies(d) for d in (0.5, 3.99, 4.0, 60.0, None)] == [
-            False, False, True, True, True]
 
 
 def test_alert_state_json_roundtrip_fields() -> None:

@@ -31,7 +31,6 @@ __all__ = [
     "ALERT_LEVELS",
     "DEFAULT_HYSTERESIS",
     "DEFAULT_THRESHOLDS",
-    "MIN_DOWN_FOR_RECOVERY",
     "MISSING",
     "OPERATORS",
     "SEVERITY",
@@ -42,7 +41,6 @@ __all__ = [
     "RuleBook",
     "RuleSet",
     "ThresholdEngine",
-    "host_recovery_notifies",
     "render_template",
     "show_value",
 ]
@@ -75,8 +73,6 @@ _NAGIOS_CODES: Final = {0: Level.OK, 1: Level.WARNING, 2: Level.CRITICAL, 3: Lev
 _NAGIOS_LIMITS: Final = {Level.WARNING: 1, Level.CRITICAL: 2, Level.UNKNOWN: 3}
 
 DEFAULT_HYSTERESIS: Final = 0.02
-MIN_DOWN_FOR_RECOVERY: Final = 4.0
-"""A host DOWN for less than this many seconds gets no recovery notice (a blip)."""
 
 RTT: Final = "rtt"
 ZFS: Final = "zfs_monitor"
@@ -100,11 +96,6 @@ _PROFILE_KEYS: Final = ("thresholds", "description")
 _FORMATTER: Final = string.Formatter()
 MISSING: Final = object()
 """What a template lookup returns for a field it does not know."""
-
-
-def host_recovery_notifies(down_for: float | None) -> bool:
-    """Whether a host's DOWN -> UP deserves a recovery notice (the HOST_UP ``down_for``)."""
-    return down_for is None or down_for >= MIN_DOWN_FOR_RECOVERY
 
 
 def show_value(value: Any) -> str:
@@ -532,6 +523,14 @@ class RuleBook:
             rules = self._compiled[names] = RuleSet.compile(tree)
         return rules
 
+    def to_json(self) -> dict[str, Any]:
+        """The whole configuration as the settings page shows it: the rules every host
+        starts from (built-in defaults and ``thresholds:``), each profile, who uses which."""
+        return {"thresholds": tree_json(self.base),
+                "profiles": {name: tree_json(tree) for name, tree in self.profiles.items()},
+                "hosts": {host: list(names) for host, names in self.host_profiles.items()},
+                "renotify_interval": self.renotify_interval}
+
     def effective(self, host: str) -> dict[str, Any]:
         """What the UI shows for ``host``: its profiles and the rules that result."""
         return {"host": host, "profiles": list(self.profiles_for(host)),
@@ -657,11 +656,13 @@ class ThresholdEngine:
             found = list(self._states.get(host, {}).values())
         return sorted(found, key=lambda s: (-SEVERITY[s.level], s.host, s.metric_path))
 
-    def summary(self) -> dict[str, int]:
+    def summary(self, states: Iterable[AlertState] | None = None) -> dict[str, int]:
+        """Alerts by level: of ``states`` (e.g. those a user may see), else of all."""
         counts = {level.value: 0 for level in ALERT_LEVELS}
-        for states in self._states.values():
-            for state in states.values():
-                counts[state.level.value] += 1
+        if states is None:
+            states = (s for by_path in self._states.values() for s in by_path.values())
+        for state in states:
+            counts[state.level.value] += 1
         return counts
 
     def take_dirty(self) -> tuple[list[AlertState], list[tuple[str, str]]]:
@@ -690,13 +691,13 @@ class ThresholdEngine:
         seen: set[str] = set()
         for plugin, data in plugins.items():
             node = rules.plugins.get(plugin)
-            if node is not None and isinstance(data, dict):
+            if node is not None and _reported(data):
                 sample = _Sample(host, plugin, data, now, seen, out, self._states.get(host))
                 self._walk(sample, node, data, plugin)
         states = self._states.get(host)
         if states:
             for state in list(states.values()):
-                if state.metric_path not in seen and isinstance(plugins.get(state.plugin), dict):
+                if state.metric_path not in seen and _reported(plugins.get(state.plugin)):
                     out.append(self._clear(state, now))
         return out
 
@@ -846,6 +847,12 @@ class ThresholdEngine:
                      state.threshold_value, state.operator,
                      f"CLEARED: {state.host} - {state.metric_path} (no longer reported)",
                      state.display, now, now, notify=False, cleared=True)
+
+
+def _reported(data: Any) -> bool:
+    """Whether a plugin's data is a full sample (not an agent's ``{"error": ...}`` or
+    ``{"available": false}``): only then does a missing metric mean it is gone."""
+    return isinstance(data, dict) and "error" not in data and data.get("available") is not False
 
 
 @dataclass(slots=True)
