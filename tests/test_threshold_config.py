@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -156,3 +157,19 @@ threshold_renotify_interval: 1800
     assert sorted(book.rules_for("db-01").tree) == [
         "cpu_monitor", "disk_monitor", "memory_monitor", "nagios_runner", "rtt"]
     assert book.renotify_interval == 1800.0
+
+
+def test_example_config_threshold_section_is_valid() -> None:
+    """The thresholds part of etc/heartbeat.example.yaml, uncommented, loads and checks."""
+    path = Path(__file__).parent.parent / "etc" / "heartbeat.example.yaml"
+    text = path.read_text()
+    section = text[text.index("# --- Thresholds"):]
+    section = section[:section.index("# ---", 5)]
+    keys = ("thresholds:", "threshold_configs:", "threshold_renotify_interval:")
+    lines = [line[2:] for line in section.splitlines() if line.startswith("# ")
+             and (line[2:].startswith(" ") or line[2:].startswith(keys))]
+    config = parse_config(ServerConfig, "\n".join(lines), str(path))
+    book = RuleBook.from_config(config, str(path))
+    assert sorted(book.rules_for("webserver01").tree) == [
+        "cpu_monitor", "disk_monitor", "memory_monitor", "nagios_runner", "rtt"]
+    assert sorted(book.profiles) == ["default", "tight_cpu"]
