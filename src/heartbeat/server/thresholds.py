@@ -336,6 +336,11 @@ def parse_tree(raw: Any, key: str, source: str) -> Tree:
         return {}
     if not isinstance(raw, Mapping):
         raise ConfigError(source, key, f"expected a mapping of plugins, got {raw!r:.40}")
+    return _parse_level(raw, key, source, top=True)
+
+
+def _parse_level(raw: Mapping[str, Any], key: str, source: str, *, top: bool) -> Tree:
+    """One level of a tree: plugins (``top``), or metrics and nested mappings below them."""
     tree: Tree = {}
     for raw_name, value in raw.items():
         name = str(raw_name)
@@ -343,15 +348,23 @@ def parse_tree(raw: Any, key: str, source: str) -> Tree:
         if value is None:
             tree[name] = None
         elif not isinstance(value, Mapping):
-            raise ConfigError(source, path, f"expected a mapping (a plugin, or under {RTT} a "
-                                            f"rule per host), got {value!r:.40}")
-        elif name == RTT:
+            if top:
+                raise ConfigError(source, path, f"expected a mapping (a plugin, or under {RTT} "
+                                                f"a rule per host), got {value!r:.40}")
+            raise ConfigError(source, path, f"expected a rule (warning/critical/operator) or a "
+                                            f"mapping of nested metrics, got {value!r:.40}"
+                                            f"{_suggest(name, _RULE_KEYS)}")
+        elif top and name == RTT:
             tree[name] = _parse_rtt(value, path, source)
         elif _is_rule(value):
-            raise ConfigError(source, path, "a plugin's entry maps metric names to rules, "
-                                            "e.g. cpu_percent: {warning: 80, critical: 90}")
+            if top:
+                raise ConfigError(source, path, "a plugin's entry maps metric names to rules, "
+                                                "e.g. cpu_percent: {warning: 80, critical: 90}")
+            tree[name] = parse_rule(value, path, source)
+        elif not top and any(part in _RULE_KEYS for part in value):
+            raise ConfigError(source, path, "a rule needs operator, warning or critical")
         else:
-            tree[name] = _parse_metrics(value, path, source)
+            tree[name] = _parse_level(value, path, source, top=False)
     return tree
 
 
@@ -366,26 +379,6 @@ def _parse_rtt(raw: Mapping[str, Any], key: str, source: str) -> Tree:
         else:
             raise ConfigError(source, f"{key}.{host}", f"expected a rule such as "
                               f"{{warning: 100, critical: 500}} (ms), got {value!r:.40}")
-    return tree
-
-
-def _parse_metrics(raw: Mapping[str, Any], key: str, source: str) -> Tree:
-    tree: Tree = {}
-    for raw_name, value in raw.items():
-        name = str(raw_name)
-        path = f"{key}.{name}"
-        if value is None:
-            tree[name] = None
-        elif not isinstance(value, Mapping):
-            hint = _suggest(name, _RULE_KEYS)
-            raise ConfigError(source, path, f"expected a rule (warning/critical/operator) or a "
-                                            f"mapping of nested metrics, got {value!r:.40}{hint}")
-        elif _is_rule(value):
-            tree[name] = parse_rule(value, path, source)
-        elif any(name in _RULE_KEYS for name in value):
-            raise ConfigError(source, path, "a rule needs operator, warning or critical")
-        else:
-            tree[name] = _parse_metrics(value, path, source)
     return tree
 
 
@@ -743,6 +736,7 @@ class ThresholdEngine:
             # default rule watches, on a copy (the event's data is shared).
             data = {**data, "health_ok": int(data["health"].strip().upper() == "ONLINE")}
         update = self._update
+        # Two loops on purpose: one generator feeding both was 20 % slower on bench/.
         if node.scan:
             exact = node.exact
             wildcard = node.wildcard
