@@ -124,6 +124,10 @@ class AlertingService(Service):
             if data["notify"] and not self.watched(alert.host):
                 data["notify"] = False
             self.published += 1
+            if not alert.reminder:
+                log.info("alerting: {message}", message=alert.message, host=alert.host,
+                         metric_path=alert.metric_path, alert_level=alert.level.value,
+                         notify=data["notify"])
             self.bus.publish(Event(ALERT, alert.host, alert.ts, data))
 
     def check_reminders(self) -> None:

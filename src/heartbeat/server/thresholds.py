@@ -41,8 +41,14 @@ __all__ = [
     "RuleBook",
     "RuleSet",
     "ThresholdEngine",
+    "Tree",
+    "merge_trees",
+    "parse_rule",
+    "parse_template",
+    "parse_tree",
     "render_template",
     "show_value",
+    "tree_json",
 ]
 
 
