@@ -586,3 +586,46 @@ def test_alert_state_json_roundtrip_fields() -> None:
     state = AlertState("h", "cpu_monitor", "cpu_monitor.cpu_percent", CRITICAL, 95, 90, ">",
                        "", 1.0, 2.0)
     assert state.message == "CRITICAL: h - cpu_monitor.cpu_percent = 95"
+
+
+class AgentShapeTests:
+    """The data the agent documents (docs/AGENT.md on the agent branch), verbatim."""
+
+    NAGIOS = {"check_load_status_code": 0, "check_load_status": "OK",
+              "check_load_output": "OK - load average: 0.30, 0.20, 0.10",
+              "check_load_load1": 0.3, "check_load_load5": 0.2, "check_load_load15": 0.1,
+              "check_disk_status_code": 2, "check_disk_status": "CRITICAL",
+              "check_disk_output": "DISK CRITICAL - free space: / 100 MB (2%)",
+              "check_disk_root": 4800}
+    ZFS = {"pools": {"tank": {
+        "health": "DEGRADED", "health_ok": 0, "size": 9981503995904, "alloc": 3046184919040,
+        "free": 6935319076864, "capacity": 30, "fragmentation": 9, "dedup_ratio": 1.0,
+        "read_errors": 0, "write_errors": 0, "checksum_errors": 0, "data_errors": 0,
+        "vdevs_unhealthy": 1, "scan": "resilvered 1.20T in 03:12:45 with 0 errors",
+        "vdevs": [{"name": "mirror-0", "state": "DEGRADED", "depth": 1, "read": 0,
+                   "write": 0, "cksum": 0, "note": None}]}},
+        "pool_count": 1, "pools_unhealthy": 1}
+    DISK = {"partitions": {"/": {"device": "/dev/sda1", "fstype": "ext4", "total_gb": 48.9,
+                                 "used_gb": 20.1, "free_gb": 2.3, "free_mb": 2355.2,
+                                 "percent": 91.3, "inodes_percent": 12.0}},
+            "io": {"read_bytes": 123456789, "write_bytes": 987654321}}
+
+    def test_built_in_rules_on_agent_data(self) -> None:
+        """Out of the box, a failing Nagios check and a degraded pool are CRITICAL."""
+        alerts = engine().evaluate_plugins("nas", {"nagios_runner": self.NAGIOS,
+                                                   "zfs_monitor": self.ZFS}, 1.0)
+        assert [a.message for a in alerts] == [
+            "CRITICAL: nas - nagios_runner.check_disk_status_code = 2 check_disk: "
+            "DISK CRITICAL - free space: / 100 MB (2%)",
+            "CRITICAL: nas - zfs_monitor.pools.tank.health_ok = 0 pool health DEGRADED",
+        ]
+
+    def test_reference_rules_on_agent_disk_data(self) -> None:
+        """The reference's disk rules, nested under partitions, watch the agent's partitions."""
+        e = engine({"disk_monitor": {"partitions": {"/": {
+            "percent": {"warning": 80.0, "critical": 90.0},
+            "free_gb": {"warning": 10.0, "critical": 5.0, "operator": "<"}}}}})
+        assert sorted(summary(e.evaluate_plugins("web", {"disk_monitor": self.DISK}, 1.0))) == [
+            ("disk_monitor.partitions./.free_gb", "OK", "CRITICAL", True),
+            ("disk_monitor.partitions./.percent", "OK", "CRITICAL", True),
+        ]
