@@ -550,9 +550,10 @@ class ProfileTests:
             "thresholds": {
                 "zfs_monitor": {"pools": {"*": {
                     "health_ok": {"operator": "<", "warning": None, "critical": 1,
-                                  "hysteresis": 0.0, "display": "pool health {health}"},
+                                  "hysteresis": 0.0, "display": "pool health {health}",
+                                  "generic": False},
                     "capacity": {"operator": ">=", "warning": 80, "critical": 90,
-                                 "hysteresis": 0.02}}}},
+                                 "hysteresis": 0.02, "generic": False}}}},
                 "nagios_runner": {"status_code": {"operator": "nagios",
                                                   "display": "{check_name}: {output}"}},
                 "cpu_monitor": {"cpu_percent": {"operator": ">", "warning": 60, "critical": 75,

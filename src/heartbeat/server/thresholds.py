@@ -87,9 +87,9 @@ DEFAULT_THRESHOLDS: Final[dict[str, Any]] = {
     # Pool health from every client version: older ones send only `health`,
     # and the engine derives `health_ok` (ONLINE 1, anything else 0) for them.
     ZFS: {"pools": {"*": {
-        "health_ok": {"operator": "<", "critical": 1, "hysteresis": 0,
+        "health_ok": {"operator": "<", "critical": 1, "hysteresis": 0, "generic": False,
                       "display": "pool health {health}"},
-        "capacity": {"operator": ">=", "warning": 80, "critical": 90},
+        "capacity": {"operator": ">=", "warning": 80, "critical": 90, "generic": False},
     }}},
     # One generic rule for every Nagios check an agent runs.
     "nagios_runner": {"status_code": {"operator": "nagios", "display": "{check_name}: {output}"}},
