@@ -5,8 +5,11 @@ from __future__ import annotations
 import subprocess
 from typing import Any
 
+import pytest_twisted
 import yaml
+from twisted.internet import task
 
+from tests.peers import SmtpSink, within
 from tests.support import TWISTD, ServerProcess, wait_until
 
 THRESHOLDS = {
@@ -30,6 +33,17 @@ def journal_caught_up(server: ServerProcess, marker: str) -> None:
     server.send({"ID": "MSG", "name": "web1", "text": marker})
     wait_until(lambda: any(line.get("message", {}).get("text") == marker
                            for line in server.journal_lines()))
+
+
+async def until(predicate: Any, timeout: float = 10.0) -> None:
+    """Poll ``predicate`` without blocking the test's reactor (the SMTP sink runs on it)."""
+    from twisted.internet import reactor
+
+    for _ in range(int(timeout / 0.02)):
+        if predicate():
+            return
+        await task.deferLater(reactor, 0.02, lambda: None)
+    raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
 
 
 def api_alert(server: ServerProcess) -> tuple[str, Any] | None:
@@ -68,6 +82,39 @@ def test_alert_walks_through_every_state(server_factory: Any) -> None:
     status = server.get("/api/0/status")["alerting"]
     assert status == {"active": {"CRITICAL": 0, "WARNING": 0, "UNKNOWN": 0}, "published": 4,
                       "reminders": 0}
+
+
+@pytest_twisted.ensureDeferred
+async def test_alerts_reach_a_real_smtp_server(server_factory: Any) -> None:
+    """CRITICAL and RECOVERED are mailed (each on its own, in any order); a de-escalation
+    and an unwatched host's alert are not (the notifier follows the notify flag)."""
+    sink = SmtpSink().start()
+    try:
+        server = server_factory(
+            email={"smtp_host": "127.0.0.1", "smtp_port": sink.port, "tls": "none",
+                   "from_addr": "hb@example.com", "to": ["ops@example.com"]},
+            notify_timeout=5.0, thresholds=THRESHOLDS, hosts={"lab": {"watch": False}})
+        server.send({"ID": "PLG", "name": "lab",
+                     "plugins": {"cpu_monitor": {"cpu_percent": 99.0}}})
+        for value, expected in ((95.0, ["CRITICAL"]), (75.0, ["WARNING"]), (50.0, [])):
+            cpu(server, value)
+            await until(lambda expected=expected: [
+                a["level"] for a in server.get("/api/0/hosts/web1/alerts")["alerts"]] == expected)
+        mails = [await within(sink.mails.get(), 10) for _ in range(2)]
+        await until(lambda: (n := server.get("/api/0/status")["notify"])["events"] == 4
+                    and n["channels"]["email"]["sent"] == 2)
+        notify = server.get("/api/0/status")["notify"]
+    finally:
+        await sink.stop()
+    assert sorted((m.message["Subject"], m.message.get_content()) for m in mails) == [
+        ("[heartbeat] CRITICAL: web1", "CRITICAL: web1 - cpu_monitor.cpu_percent = 95.0\n"),
+        ("[heartbeat] RECOVERED: web1",
+         "RECOVERED: web1 - cpu_monitor.cpu_percent = 50.0 (WARNING -> OK)\n"),
+    ]
+    assert sink.mails.pending == []
+    # lab's CRITICAL and web1's de-escalation reached the notifier and were skipped.
+    assert (notify["suppressed"], notify["channels"]["email"]["sent"]) == (
+        {"alert_not_notified": 2}, 2)
 
 
 def test_rtt_alert_from_heartbeats(server_factory: Any) -> None:
