@@ -19,11 +19,13 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
 from twisted.python.failure import Failure
 
-from heartbeat.config import HostConfig, UserConfig
+from heartbeat.config import HostConfig, ServerConfig, UserConfig
 from heartbeat.events import Event, EventBus
 from heartbeat.passwords import hash_password
 from heartbeat.protocol import Limits
 from heartbeat.server.access import Directory
+from heartbeat.server.alerting import SCHEMA as ALERTING_SCHEMA
+from heartbeat.server.alerting import AlertingService, load_alert_states
 from heartbeat.server.auth import SCHEMA as AUTH_SCHEMA
 from heartbeat.server.auth import AuthService, PasswordHasher, load_auth
 from heartbeat.server.ingest import IngestProtocol, IngestStats
@@ -32,6 +34,7 @@ from heartbeat.server.registry import Registry
 from heartbeat.server.serial import ImmediateWorker
 from heartbeat.server.sessions import LoginThrottle
 from heartbeat.server.store import SCHEMA, HostRecorder, StoreService, open_database
+from heartbeat.server.thresholds import RuleBook, ThresholdEngine
 from heartbeat.server.web.api import HeartbeatAPI
 from heartbeat.server.web.app import WebRoot
 from heartbeat.server.web.auth import COOKIE, WebAuth
@@ -94,20 +97,25 @@ class Stack:
         dns_trigger: Any = None,
         max_body: int = 4096,
         journal: bool = False,
+        thresholds: dict[str, Any] | None = None,
+        threshold_configs: dict[str, Any] | None = None,
     ) -> None:
         self.path = directory / "state.sqlite3"
         self.users = users or {}
         self.hosts = hosts or {}
         self.default_owner = default_owner
         self.idle_timeout = idle_timeout
+        self.thresholds = thresholds or {}
+        self.threshold_configs = threshold_configs or {}
         self.clock = Clock()
         self.clock.advance(START)
         self.events: list[Event] = []
         self.bus = EventBus(on_error=lambda s, e, x: (_ for _ in ()).throw(x))
         self.bus.subscribe(self.events.append)
         self.registry = Registry(grace=10.0, default_interval=30.0, host_config=self.hosts)
-        self.store = StoreService(open_database(self.path, [SCHEMA, AUTH_SCHEMA]),
-                                  ImmediateWorker(), self.clock)
+        self.store = StoreService(
+            open_database(self.path, [SCHEMA, AUTH_SCHEMA, ALERTING_SCHEMA]), ImmediateWorker(),
+            self.clock)
         HostRecorder(self.registry, self.store, 3600.0, 100).attach(self.bus)
         self.hasher = PasswordHasher(ImmediateWorker(), iterations=FAST)
         self.auth = AuthService(Directory(self.users, self.hosts, default_owner), self.store,
@@ -128,9 +136,16 @@ class Stack:
         self.hub = EventHub(self.registry)
         self.hub.attach(self.bus)
         self.auth.add_revoke_listener(self.hub.session_ended)
+        config = ServerConfig(hosts=self.hosts, thresholds=self.thresholds,
+                              threshold_configs=self.threshold_configs)
+        self.alerts = ThresholdEngine(RuleBook.from_config(config, "test.yaml"))
+        self.alerts.restore(load_alert_states(self.store.conn))
+        self.alerting = AlertingService(self.alerts, self.bus, self.store, self.clock,
+                                        watched=lambda h: self.registry.config_for(h).watch)
+        self.alerting.attach()
         self.api = HeartbeatAPI(self.registry, self.store, self.journal, self.clock,
                                 {"auth": self.auth.to_json}, auth=self.web_auth, bus=self.bus,
-                                dns_trigger=dns_trigger, max_body=max_body)
+                                dns_trigger=dns_trigger, max_body=max_body, alerts=self.alerts)
         self.root = WebRoot(self.api, FeedFactory(self.hub, auth=self.web_auth))
         self.resource = self.root.app.resource()
 
@@ -145,7 +160,8 @@ class Stack:
         fired(self.store.flush())
         self.store.conn.close()
         again = Stack(self.path.parent, users=self.users, hosts=self.hosts,
-                      default_owner=self.default_owner, idle_timeout=self.idle_timeout)
+                      default_owner=self.default_owner, idle_timeout=self.idle_timeout,
+                      thresholds=self.thresholds, threshold_configs=self.threshold_configs)
         again.clock.advance(self.clock.seconds() - again.clock.seconds())
         return again
 

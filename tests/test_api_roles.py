@@ -25,6 +25,8 @@ HOST_ENDPOINTS: list[tuple[str, str, Any, Role, int]] = [
     ("GET", "/api/0/hosts/web1/plugins", None, Role.MONITOR, 200),
     ("GET", "/api/0/hosts/web1/plugins/cpu_monitor?limit=5", None, Role.MONITOR, 200),
     ("GET", "/api/0/messages?host=web1", None, Role.MONITOR, 200),
+    ("GET", "/api/0/hosts/web1/alerts", None, Role.MONITOR, 200),
+    ("GET", "/api/0/hosts/web1/thresholds", None, Role.MONITOR, 200),
     ("POST", "/api/0/hosts/web1/commands", {"cmd": "uptime", "args": ["-p"]}, Role.MANAGER, 202),
     ("POST", "/api/0/hosts/web1/upgrade", {"version": "1.2"}, Role.MANAGER, 202),
     ("POST", "/api/0/hosts/web1/dns", None, Role.MANAGER, 202),

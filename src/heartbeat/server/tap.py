@@ -19,9 +19,11 @@ import heartbeat
 from heartbeat.config import ConfigError, ServerConfig, default_config_path, load_server_config
 from heartbeat.events import Event, EventBus, Subscriber
 from heartbeat.protocol import Limits
+from heartbeat.server import alerting as alerting_module
 from heartbeat.server import auth as auth_module
 from heartbeat.server import store as store_module
 from heartbeat.server.access import Directory
+from heartbeat.server.alerting import AlertingService, load_alert_states, reminder_period
 from heartbeat.server.auth import AuthService, PasswordHasher, load_auth
 from heartbeat.server.dns import DnsService, DnsSettings
 from heartbeat.server.ingest import IngestProtocol, IngestStats, make_udp_service
@@ -36,6 +38,7 @@ from heartbeat.server.registry import Registry
 from heartbeat.server.serial import SerialWorker
 from heartbeat.server.sessions import LoginThrottle
 from heartbeat.server.store import HostRecorder, StoreService, load_hosts, open_database
+from heartbeat.server.thresholds import RuleBook, ThresholdEngine
 from heartbeat.server.web.api import HeartbeatAPI
 from heartbeat.server.web.app import HeartbeatSite, WebRoot
 from heartbeat.server.web.auth import WebAuth
@@ -64,6 +67,7 @@ class Options(usage.Options):
         path = self["config"] or default_config_path(CONFIG_NAME)
         try:
             self["settings"] = load_server_config(path)
+            self["rules"] = RuleBook.from_config(self["settings"], str(path or "<defaults>"))
         except ConfigError as e:
             # One line, not twistd's usage text: the key and the file are what matter.
             raise SystemExit(f"heartbeat: config error: {e}") from None
@@ -130,6 +134,20 @@ def make_auth(config: ServerConfig, store: StoreService, reactor: Any) -> AuthSe
                  owner=directory.default_owner)
     else:
         log.info("auth: no users configured: every request is allowed (unauthenticated mode)")
+    return service
+
+
+def make_alerting(config: ServerConfig, rules: RuleBook, registry: Registry, *,
+                  store: StoreService, bus: EventBus, reactor: Any) -> AlertingService:
+    engine = ThresholdEngine(rules)
+    try:
+        engine.restore(load_alert_states(store.conn))
+    except (sqlite3.Error, ValueError) as e:
+        raise SystemExit(f"heartbeat: state_dir: cannot read the alert states: {e}") from None
+    service = AlertingService(engine, bus, store, reactor,
+                              watched=lambda host: registry.config_for(host).watch,
+                              period=reminder_period(config.threshold_renotify_interval))
+    service.attach()
     return service
 
 
@@ -241,7 +259,8 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Multi
     registry = Registry(grace=config.grace, default_interval=config.interval,
                         host_config=config.hosts, command_attempts=config.command_attempts)
 
-    store = make_store(config, registry, bus, reactor, [store_module.SCHEMA, auth_module.SCHEMA])
+    store = make_store(config, registry, bus, reactor,
+                       [store_module.SCHEMA, auth_module.SCHEMA, alerting_module.SCHEMA])
     store.setServiceParent(top)
     auth = make_auth(config, store, reactor)
     auth.setServiceParent(top)
@@ -255,6 +274,11 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Multi
     dns = make_dns(config, registry, bus, reactor)
     if dns is not None:
         dns.setServiceParent(top)
+    rules = options.get("rules")
+    if rules is None:
+        rules = RuleBook.from_config(config, options.get("config_path") or "<defaults>")
+    alerting = make_alerting(config, rules, registry, store=store, bus=bus, reactor=reactor)
+    alerting.setServiceParent(top)
 
     stats = IngestStats()
     ingest = IngestProtocol(registry, bus, reactor,
@@ -271,6 +295,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Multi
         "websocket": hub.to_json,
         "store": store.to_json,
         "auth": auth.to_json,
+        "alerting": alerting.to_json,
     }
     if notifier is not None:
         status_sources["notify"] = notifier.to_json
@@ -282,7 +307,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Multi
             "write_failures": journal.write_failures}
     api = HeartbeatAPI(registry, store, journal, reactor, status_sources, auth=web_auth, bus=bus,
                        dns_trigger=dns.trigger if dns is not None else None,
-                       max_body=config.http_max_body)
+                       max_body=config.http_max_body, alerts=alerting.engine)
     site = HeartbeatSite(WebRoot(api, FeedFactory(hub, auth=web_auth)).app.resource(),
                          config.http_idle_timeout, config.http_max_body)
     web = StreamServerEndpointService(

@@ -29,6 +29,7 @@ from heartbeat.server.auth import LoginRefused, LoginThrottled
 from heartbeat.server.journal import JournalService
 from heartbeat.server.registry import Host, Registry
 from heartbeat.server.store import StoreService, read_history
+from heartbeat.server.thresholds import ALERT_LEVELS, ThresholdEngine
 from heartbeat.server.web import openapi
 from heartbeat.server.web.auth import WebAuth
 from heartbeat.server.web.errors import ApiError, json_response, routing_error
@@ -93,6 +94,7 @@ class HeartbeatAPI:
         bus: EventBus,
         dns_trigger: DnsTrigger | None = None,
         max_body: int = 1024 * 1024,
+        alerts: ThresholdEngine | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -104,6 +106,7 @@ class HeartbeatAPI:
         self.bus = bus
         self.dns_trigger = dns_trigger
         self.max_body = max_body
+        self.alerts = alerts
         self.started = clock.seconds()
 
     # Errors
@@ -271,6 +274,47 @@ class HeartbeatAPI:
         return self.store.read(read_history(name, plugin, limit)).addCallback(
             lambda samples: json_response(
                 request, {"host": name, "plugin": plugin, "samples": samples}))
+
+    # Alerts
+    def engine(self) -> ThresholdEngine:
+        if self.alerts is None:
+            raise ApiError(503, "alerting_disabled", "threshold alerting is not running")
+        return self.alerts
+
+    @app.route("/api/0/alerts", methods=["GET"])
+    def all_alerts(self, request: IRequest) -> bytes:
+        viewer = self.viewer(request)
+        engine = self.engine()
+        wanted = str_arg(request, "level")
+        states = [s for s in engine.states() if viewer.sees(s.host)]
+        summary = engine.summary(states)
+        if wanted is not None:
+            levels = {w.strip().upper() for w in wanted.split(",") if w.strip()}
+            known = {level.value for level in ALERT_LEVELS}
+            if not levels or not levels <= known:
+                raise ApiError(400, "bad_request",
+                               f"level must be one or more of {', '.join(sorted(known))}")
+            states = [s for s in states if s.level.value in levels]
+        return json_response(request, {"alerts": [s.to_json() for s in states],
+                                       "summary": summary})
+
+    @app.route("/api/0/hosts/<name>/alerts", methods=["GET"])
+    def host_alerts(self, request: IRequest, name: str) -> bytes:
+        self.host(request, name)
+        states = self.engine().states(name)
+        return json_response(request, {"host": name, "alerts": [s.to_json() for s in states]})
+
+    @app.route("/api/0/hosts/<name>/thresholds", methods=["GET"])
+    def host_thresholds(self, request: IRequest, name: str) -> bytes:
+        self._known_host(request, name, Role.MONITOR)
+        return json_response(request, self.engine().rules.effective(name))
+
+    @app.route("/api/0/thresholds", methods=["GET"])
+    def thresholds(self, request: IRequest) -> bytes:
+        viewer = self.viewer(request)
+        body = self.engine().rules.to_json()
+        body["hosts"] = {h: names for h, names in body["hosts"].items() if viewer.sees(h)}
+        return json_response(request, body)
 
     @app.route("/api/0/messages", methods=["GET"])
     def messages(self, request: IRequest) -> Deferred[bytes] | bytes:

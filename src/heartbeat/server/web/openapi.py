@@ -201,6 +201,60 @@ SCHEMAS: Final[dict[str, Any]] = {
         },
         "required": ["api", "version", "authentication", "endpoints"],
     },
+    "Alert": {
+        "type": "object",
+        "properties": {
+            "host": {"type": "string"},
+            "metric_path": {"type": "string"},
+            "level": {"type": "string", "enum": ["CRITICAL", "WARNING", "UNKNOWN"]},
+            "value": {},
+            "threshold_value": {},
+            "message": {"type": "string"},
+            "since": {"type": "number"},
+            "last_notified": _NUMBER_OR_NULL,
+        },
+        "required": ["host", "metric_path", "level", "value", "threshold_value", "message",
+                     "since"],
+    },
+    "AlertList": {
+        "type": "object",
+        "properties": {
+            "alerts": {"type": "array", "items": {"$ref": "#/components/schemas/Alert"}},
+            "summary": {"type": "object", "properties": {
+                level: {"type": "integer"} for level in ("CRITICAL", "WARNING", "UNKNOWN")},
+                "required": ["CRITICAL", "WARNING", "UNKNOWN"]},
+        },
+        "required": ["alerts", "summary"],
+    },
+    "HostAlerts": {
+        "type": "object",
+        "properties": {
+            "host": {"type": "string"},
+            "alerts": {"type": "array", "items": {"$ref": "#/components/schemas/Alert"}},
+        },
+        "required": ["host", "alerts"],
+    },
+    "HostThresholds": {
+        "type": "object",
+        "properties": {
+            "host": {"type": "string"},
+            "profiles": {"type": "array", "items": {"type": "string"}},
+            "renotify_interval": {"type": "number"},
+            "thresholds": {"type": "object"},
+        },
+        "required": ["host", "profiles", "renotify_interval", "thresholds"],
+    },
+    "ThresholdConfig": {
+        "type": "object",
+        "properties": {
+            "thresholds": {"type": "object"},
+            "profiles": {"type": "object", "additionalProperties": {"type": "object"}},
+            "hosts": {"type": "object", "additionalProperties": {
+                "type": "array", "items": {"type": "string"}}},
+            "renotify_interval": {"type": "number"},
+        },
+        "required": ["thresholds", "profiles", "hosts", "renotify_interval"],
+    },
     "Queued": {
         "type": "object",
         "properties": {"host": {"type": "string"},
@@ -337,6 +391,22 @@ def _paths() -> dict[str, dict[str, Any]]:
                 _query("host", {"type": "string"}, "only this host's messages"),
                 _query("limit", {"type": "integer", "minimum": 1, "maximum": 5000,
                                  "default": 100}, "messages to return")])},
+        "/api/0/alerts": {"get": _op(
+            "Active threshold alerts of visible hosts, most severe first, and a summary",
+            (200, "AlertList"), (400, 503), tag="alerts", params=[_query(
+                "level", {"type": "string"},
+                "only these levels: CRITICAL, WARNING, UNKNOWN (comma-separated)")])},
+        "/api/0/hosts/{name}/alerts": {
+            "parameters": [HOST],
+            "get": _op("The host's active threshold alerts", (200, "HostAlerts"), (404, 503),
+                       role=MONITOR, tag="alerts")},
+        "/api/0/hosts/{name}/thresholds": {
+            "parameters": [HOST],
+            "get": _op("The threshold rules in effect for the host after its profiles",
+                       (200, "HostThresholds"), (404, 503), role=MONITOR, tag="alerts")},
+        "/api/0/thresholds": {"get": _op(
+            "The threshold configuration: base rules, profiles, which hosts use which",
+            (200, "ThresholdConfig"), (503,), tag="alerts")},
         "/api/0/hosts/{name}/commands": {
             "parameters": [HOST],
             "post": _op("Queue a named command (CMD) for the host's next heartbeat",

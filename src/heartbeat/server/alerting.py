@@ -1,0 +1,164 @@
+"""Threshold alerting at the edge: bus events in, ALERT events out, states in the store.
+
+The :class:`~heartbeat.server.thresholds.ThresholdEngine` decides; this service
+feeds it every PLG's plugin data and every HTB's RTT, publishes what it returns
+as ``ALERT`` events (the journal, the WebSocket feed and the notifier take them
+from the bus), keeps the alert states in the store so a restart neither loses
+nor re-notifies them, and runs the reminder timer.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from typing import Any
+
+from twisted.application.service import Service
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from heartbeat.events import ALERT, HOST_PLUGINS, HOST_REMOVED, RECEIVED, Event, EventBus
+from heartbeat.server.store import StoreService, Write
+from heartbeat.server.thresholds import Alert, AlertState, Level, ThresholdEngine
+
+__all__ = ["SCHEMA", "AlertingService", "load_alert_states", "reminder_period"]
+
+log = Logger()
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS alert_states (
+    host TEXT NOT NULL, metric_path TEXT NOT NULL, plugin TEXT NOT NULL,
+    level TEXT NOT NULL, value TEXT, threshold_value TEXT, operator TEXT NOT NULL,
+    display TEXT NOT NULL, since REAL NOT NULL, last_notified REAL,
+    PRIMARY KEY (host, metric_path)
+);
+"""
+
+_COLUMNS = ("host", "metric_path", "plugin", "level", "value", "threshold_value", "operator",
+            "display", "since", "last_notified")
+_UPSERT = (f"INSERT OR REPLACE INTO alert_states ({', '.join(_COLUMNS)}) "
+           f"VALUES ({', '.join('?' * len(_COLUMNS))})")
+
+
+def load_alert_states(conn: sqlite3.Connection) -> list[AlertState]:
+    """Every stored alert state, for ``ThresholdEngine.restore`` (at startup, before threads)."""
+    states = []
+    for row in conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM alert_states"):
+        values = dict(zip(_COLUMNS, row, strict=True))
+        values["level"] = Level(values["level"])
+        for name in ("value", "threshold_value"):
+            values[name] = json.loads(values[name]) if values[name] is not None else None
+        states.append(AlertState(**values))
+    return states
+
+
+def _row(state: AlertState) -> tuple[Any, ...]:
+    return (state.host, state.metric_path, state.plugin, state.level.value, state.value,
+            state.threshold_value, state.operator, state.display, state.since,
+            state.last_notified)
+
+
+def _write_states(conn: sqlite3.Connection, rows: list[tuple[Any, ...]],
+                  deletes: list[tuple[str, str]]) -> None:
+    """On the store's worker: JSON-encode the values here, off the reactor thread."""
+    conn.executemany(_UPSERT, [(*row[:4], json.dumps(row[4]), json.dumps(row[5]), *row[6:])
+                               for row in rows])
+    conn.executemany("DELETE FROM alert_states WHERE host = ? AND metric_path = ?", deletes)
+
+
+def reminder_period(renotify_interval: float) -> float:
+    """How often to look for due reminders: at most 10 s late, sooner for short intervals."""
+    if renotify_interval <= 0:
+        return 10.0
+    return max(0.05, min(10.0, renotify_interval / 4))
+
+
+class AlertingService(Service):
+    """Feeds the engine from the bus, publishes ALERT events, keeps states stored."""
+
+    name = "alerting"
+
+    def __init__(
+        self,
+        engine: ThresholdEngine,
+        bus: EventBus,
+        store: StoreService,
+        clock: IReactorTime,
+        *,
+        watched: Callable[[str], bool] = lambda host: True,
+        period: float = 10.0,
+    ) -> None:
+        self.engine = engine
+        self.bus = bus
+        self.store = store
+        self.clock = clock
+        self.watched = watched
+        """Whether a host's alerts may notify (``hosts.<name>.watch``)."""
+        self.period = period
+        self._loop: LoopingCall | None = None
+        self.published = 0
+        self.reminders_sent = 0
+
+    def attach(self) -> None:
+        self.bus.subscribe(self._on_received, [RECEIVED])
+        self.bus.subscribe(self._on_plugins, [HOST_PLUGINS])
+        self.bus.subscribe(self._on_removed, [HOST_REMOVED])
+        self.store.add_source(self._writes)
+
+    def _on_received(self, event: Event) -> None:
+        message = event.data["message"]
+        if message.get("ID") == "HTB" and "rtt" in message:
+            self._publish(self.engine.evaluate_rtt(event.host, message["rtt"], event.ts))
+
+    def _on_plugins(self, event: Event) -> None:
+        self._publish(self.engine.evaluate_plugins(event.host, event.data["plugins"], event.ts))
+
+    def _on_removed(self, event: Event) -> None:
+        self.engine.forget(event.host)
+
+    def _publish(self, alerts: list[Alert]) -> None:
+        for alert in alerts:
+            data = alert.to_json()
+            if data["notify"] and not self.watched(alert.host):
+                data["notify"] = False
+            self.published += 1
+            if not alert.reminder:
+                log.info("alerting: {message}", message=alert.message, host=alert.host,
+                         metric_path=alert.metric_path, alert_level=alert.level.value,
+                         notify=data["notify"])
+            self.bus.publish(Event(ALERT, alert.host, alert.ts, data))
+
+    def check_reminders(self) -> None:
+        """One tick of the reminder timer; a failure is logged and the timer goes on."""
+        try:
+            due = [a for a in self.engine.reminders(self.clock.seconds())
+                   if self.watched(a.host)]
+            self.reminders_sent += len(due)
+            self._publish(due)
+        except Exception:
+            log.failure("alerting: reminder check failed; retrying next period")
+
+    def _writes(self) -> list[Write]:
+        upserts, deletes = self.engine.take_dirty()
+        if not upserts and not deletes:
+            return []
+        rows = [_row(state) for state in upserts]
+        return [lambda conn: _write_states(conn, rows, deletes)]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"active": self.engine.summary(), "published": self.published,
+                "reminders": self.reminders_sent}
+
+    def startService(self) -> None:
+        super().startService()
+        self._loop = LoopingCall(self.check_reminders)
+        self._loop.clock = self.clock
+        self._loop.start(self.period, now=False).addErrback(
+            lambda f: log.failure("alerting: reminder loop stopped", f))
+
+    def stopService(self) -> None:
+        super().stopService()
+        if self._loop is not None and self._loop.running:
+            self._loop.stop()

@@ -1,0 +1,163 @@
+"""The alert endpoints of /api/0 in memory: datagrams in through ingest, JSON out, by role."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from heartbeat.config import HostConfig
+from tests.apistack import Stack, user
+
+THRESHOLDS = {"cpu_monitor": {"cpu_percent": {"warning": 80.0, "critical": 90.0}},
+              "memory_monitor": {"percent": {"warning": 85.0, "critical": 95.0}}}
+PROFILES = {"tight": {"thresholds": {"cpu_monitor": {"cpu_percent": {
+    "warning": 60.0, "critical": 75.0}}}}}
+HOSTS = {"web": HostConfig(owner="alice", monitors=["mon"]),
+         "db": HostConfig(owner="alice", threshold_config="tight"),
+         "spare": HostConfig(owner="alice", monitors=["mon"])}
+
+
+def plugins(stack: Stack, host: str, data: dict[str, Any]) -> None:
+    stack.send({"ID": "PLG", "name": host, "plugins": data})
+
+
+@pytest.fixture
+def stack(tmp_path: Any) -> Iterator[Stack]:
+    stack = Stack(tmp_path, users={"alice": user("alice-password", admin=True),
+                                   "mon": user("mon-password")},
+                  hosts=HOSTS, thresholds=THRESHOLDS, threshold_configs=PROFILES)
+    plugins(stack, "web", {"cpu_monitor": {"cpu_percent": 85.0},
+                           "memory_monitor": {"percent": 96.0}})
+    stack.clock.advance(10)
+    plugins(stack, "db", {"cpu_monitor": {"cpu_percent": 70.0}})
+    plugins(stack, "idle", {"cpu_monitor": {"cpu_percent": 1.0}})
+    yield stack
+    stack.close()
+
+
+def get(stack: Stack, path: str, viewer: str = "alice") -> tuple[int, Any]:
+    response = stack.call("GET", path, token=stack.token(viewer))
+    return response.status, response.json
+
+
+T0 = 1_800_000_000.0
+WEB_MEMORY = {"host": "web", "metric_path": "memory_monitor.percent", "level": "CRITICAL",
+              "value": 96.0, "threshold_value": 95.0,
+              "message": "CRITICAL: web - memory_monitor.percent = 96.0", "since": T0,
+              "last_notified": T0}
+WEB_CPU = {"host": "web", "metric_path": "cpu_monitor.cpu_percent", "level": "WARNING",
+           "value": 85.0, "threshold_value": 80.0,
+           "message": "WARNING: web - cpu_monitor.cpu_percent = 85.0", "since": T0,
+           "last_notified": T0}
+DB_CPU = {"host": "db", "metric_path": "cpu_monitor.cpu_percent", "level": "WARNING",
+          "value": 70.0, "threshold_value": 60.0,
+          "message": "WARNING: db - cpu_monitor.cpu_percent = 70.0", "since": T0 + 10,
+          "last_notified": T0 + 10}
+SUMMARY = {"CRITICAL": 1, "WARNING": 2, "UNKNOWN": 0}
+
+
+def test_all_alerts_most_severe_first(stack: Stack) -> None:
+    """GET /api/0/alerts lists every active alert with a summary by level."""
+    assert get(stack, "/api/0/alerts") == (200, {"alerts": [WEB_MEMORY, DB_CPU, WEB_CPU],
+                                                 "summary": SUMMARY})
+
+
+@pytest.mark.parametrize(("query", "expected"), [
+    ("CRITICAL", [WEB_MEMORY]), ("warning", [DB_CPU, WEB_CPU]), ("UNKNOWN", []),
+    ("CRITICAL,WARNING", [WEB_MEMORY, DB_CPU, WEB_CPU]),
+])
+def test_level_filter(stack: Stack, query: str, expected: list[dict[str, Any]]) -> None:
+    """?level= filters the list (case-insensitive, comma-separated); the summary stays whole."""
+    assert get(stack, f"/api/0/alerts?level={query}") == (200, {"alerts": expected,
+                                                                "summary": SUMMARY})
+
+
+def test_bad_level_filter(stack: Stack) -> None:
+    """An unknown level is a 400 naming the accepted ones."""
+    assert get(stack, "/api/0/alerts?level=OK") == (400, {
+        "error": "bad_request", "detail": "level must be one or more of CRITICAL, UNKNOWN, "
+                                          "WARNING"})
+
+
+def test_alerts_are_filtered_by_role(stack: Stack) -> None:
+    """A monitor of one host lists and counts only that host's alerts."""
+    assert get(stack, "/api/0/alerts", "mon") == (200, {
+        "alerts": [WEB_MEMORY, WEB_CPU], "summary": {"CRITICAL": 1, "WARNING": 1,
+                                                     "UNKNOWN": 0}})
+
+
+def test_alerts_need_a_login(stack: Stack) -> None:
+    """With users configured, the alert list without a token is a 401."""
+    assert stack.call("GET", "/api/0/alerts").status == 401
+
+
+def test_host_alerts(stack: Stack) -> None:
+    """GET /api/0/hosts/<name>/alerts lists that host's alerts; none is an empty list."""
+    assert get(stack, "/api/0/hosts/web/alerts") == (200, {"host": "web",
+                                                           "alerts": [WEB_MEMORY, WEB_CPU]})
+    assert get(stack, "/api/0/hosts/idle/alerts") == (200, {"host": "idle", "alerts": []})
+    assert get(stack, "/api/0/hosts/db/alerts", "mon") == (404, {
+        "error": "not_found", "detail": "no host named 'db'"})
+    assert get(stack, "/api/0/hosts/nobody/alerts")[0] == 404
+
+
+def test_alerts_follow_new_samples(stack: Stack) -> None:
+    """A recovery through the ingest path removes the alert from the API."""
+    plugins(stack, "web", {"cpu_monitor": {"cpu_percent": 10.0},
+                           "memory_monitor": {"percent": 10.0}})
+    assert get(stack, "/api/0/hosts/web/alerts") == (200, {"host": "web", "alerts": []})
+    kinds = [(e.data["metric_path"], e.data["level"]) for e in stack.events
+             if e.kind == "alert" and e.host == "web"]
+    assert kinds[-2:] == [("cpu_monitor.cpu_percent", "OK"), ("memory_monitor.percent", "OK")]
+
+
+def test_host_thresholds_after_profiles(stack: Stack) -> None:
+    """GET /api/0/hosts/<name>/thresholds shows the rules in effect after profiles."""
+    status, body = get(stack, "/api/0/hosts/db/thresholds")
+    assert status == 200
+    assert (body["host"], body["profiles"]) == ("db", ["tight"])
+    assert body["thresholds"]["cpu_monitor"] == {"cpu_percent": {
+        "operator": ">", "warning": 60.0, "critical": 75.0, "hysteresis": 0.02}}
+    assert body == stack.alerts.rules.effective("db")
+
+
+def test_thresholds_of_a_configured_host_not_yet_seen(stack: Stack) -> None:
+    """A host in hosts: has thresholds before its first message; others are 404."""
+    status, body = get(stack, "/api/0/hosts/spare/thresholds", "mon")
+    assert (status, body["profiles"]) == (200, [])
+    assert get(stack, "/api/0/hosts/db/thresholds", "mon")[0] == 404
+    assert get(stack, "/api/0/hosts/ghost/thresholds")[0] == 404
+
+
+def test_threshold_configuration(stack: Stack) -> None:
+    """GET /api/0/thresholds shows base rules, every profile, and who uses which (visible)."""
+    status, body = get(stack, "/api/0/thresholds")
+    assert status == 200
+    assert body["profiles"] == {"tight": {"cpu_monitor": {"cpu_percent": {
+        "operator": ">", "warning": 60.0, "critical": 75.0, "hysteresis": 0.02}}}}
+    assert (body["hosts"], body["renotify_interval"]) == ({"db": ["tight"]}, 3600.0)
+    assert sorted(body["thresholds"]) == ["cpu_monitor", "memory_monitor", "nagios_runner",
+                                          "zfs_monitor"]
+    assert get(stack, "/api/0/thresholds", "mon")[1]["hosts"] == {}
+
+
+def test_index_and_openapi_list_the_endpoints(stack: Stack) -> None:
+    """The API index and the OpenAPI document name the alert endpoints."""
+    index = stack.call("GET", "/api/0").json
+    assert {"GET /api/0/alerts", "GET /api/0/hosts/{name}/alerts",
+            "GET /api/0/hosts/{name}/thresholds", "GET /api/0/thresholds"} <= set(
+        index["endpoints"])
+
+
+def test_alert_states_survive_a_restart(stack: Stack) -> None:
+    """The same state directory opened again lists the same alerts, with no new event."""
+    before = get(stack, "/api/0/alerts")
+    again = stack.restarted()
+    try:
+        assert get(again, "/api/0/alerts") == before
+        plugins(again, "web", {"cpu_monitor": {"cpu_percent": 86.0}})
+        assert [e for e in again.events if e.kind == "alert"] == []
+    finally:
+        again.close()

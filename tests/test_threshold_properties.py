@@ -1,0 +1,105 @@
+"""Hysteresis properties (hypothesis): no flapping inside the band, monotone sweeps."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from heartbeat.config import ServerConfig
+from heartbeat.server.thresholds import SEVERITY, Level, Rule, RuleBook, ThresholdEngine
+
+UPWARD = (">", ">=")
+OPERATORS = st.sampled_from([">", ">=", "<", "<="])
+LIMITS = st.floats(min_value=-1e6, max_value=1e6, allow_nan=False, allow_infinity=False)
+HYSTERESIS = st.floats(min_value=0.0, max_value=0.5)
+VALUES = st.floats(min_value=-1e7, max_value=1e7, allow_nan=False, allow_infinity=False)
+
+
+def recovery(op: str, limit: float, hysteresis: float) -> float:
+    return limit - hysteresis * abs(limit) if op in UPWARD else limit + hysteresis * abs(limit)
+
+
+def engine(rule: dict[str, Any]) -> ThresholdEngine:
+    book = RuleBook.from_config(ServerConfig(thresholds={"m": {"x": rule}}), "prop.yaml")
+    return ThresholdEngine(book)
+
+
+def run(e: ThresholdEngine, values: list[float]) -> list[tuple[Level, Level]]:
+    """Feed values in order; the (previous, level) of every transition."""
+    transitions = []
+    for t, value in enumerate(values):
+        for alert in e.evaluate_plugins("h", {"m": {"x": value}}, float(t)):
+            transitions.append((alert.previous, alert.level))
+    return transitions
+
+
+@st.composite
+def band(draw: st.DrawFn) -> tuple[str, float, float, list[float]]:
+    """An operator, a limit, a hysteresis and values strictly between limit and recovery."""
+    op = draw(OPERATORS)
+    limit = draw(LIMITS)
+    hysteresis = draw(HYSTERESIS)
+    low, high = sorted((limit, recovery(op, limit, hysteresis)))
+    if not low < high:
+        values: list[float] = []
+    else:
+        inside = st.floats(min_value=low, max_value=high, exclude_min=True, exclude_max=True)
+        values = draw(st.lists(inside, max_size=30))
+    return op, limit, hysteresis, values
+
+
+@given(band(), st.booleans())
+def test_no_flapping_inside_the_band(case: tuple[str, float, float, list[float]],
+                                     entered: bool) -> None:
+    """Once a level is entered (or not), values between limit and recovery never change it."""
+    op, limit, hysteresis, values = case
+    e = engine({"operator": op, "critical": limit, "hysteresis": hysteresis})
+    beyond = limit + (1 + abs(limit)) * (1 if op in UPWARD else -1)
+    safe = limit - (1 + abs(limit)) * (1 if op in UPWARD else -1)
+    start = run(e, [beyond if entered else safe])
+    assert start == ([(Level.OK, Level.CRITICAL)] if entered else [])
+    assert run(e, values) == []
+
+
+@st.composite
+def two_levels(draw: st.DrawFn) -> dict[str, Any]:
+    """A rule with warning and critical on the right side of each other."""
+    op = draw(OPERATORS)
+    warning = draw(LIMITS)
+    gap = draw(st.floats(min_value=0.0, max_value=1e6))
+    critical = warning + gap if op in UPWARD else warning - gap
+    return {"operator": op, "warning": warning, "critical": critical,
+            "hysteresis": draw(HYSTERESIS)}
+
+
+@given(two_levels(), st.lists(VALUES, max_size=40), st.booleans())
+def test_monotone_sweep_transitions_at_most_once_per_threshold(
+        rule: dict[str, Any], values: list[float], ascending: bool) -> None:
+    """After its first value sets the start, a monotone sweep crosses each threshold once at
+    most, so it makes <= 2 transitions, each moving in the sweep's direction."""
+    sweep = sorted(values, reverse=not ascending)
+    e = engine(rule)
+    run(e, sweep[:1])
+    transitions = run(e, sweep[1:])
+    assert len(transitions) <= 2
+    worsening = ascending == (rule["operator"] in UPWARD)
+    for previous, level in transitions:
+        if worsening:
+            assert SEVERITY[level] > SEVERITY[previous]
+        else:
+            assert SEVERITY[level] < SEVERITY[previous]
+
+
+@given(two_levels(), VALUES, st.sampled_from([Level.OK, Level.WARNING, Level.CRITICAL]))
+def test_level_is_never_less_severe_than_without_hysteresis(
+        rule: dict[str, Any], value: float, current: Level) -> None:
+    """Hysteresis only delays recovery: with it a value is never judged better than without."""
+    with_band = Rule(rule["operator"], rule["warning"], rule["critical"], rule["hysteresis"])
+    without = Rule(rule["operator"], rule["warning"], rule["critical"], 0.0)
+    banded, plain = with_band.level(value, current), without.level(value, current)
+    assert banded is not None
+    assert plain is not None
+    assert SEVERITY[banded[0]] >= SEVERITY[plain[0]]
+    assert SEVERITY[banded[0]] <= max(SEVERITY[plain[0]], SEVERITY[current])
