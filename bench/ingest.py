@@ -41,8 +41,8 @@ HOSTS = 1000
 SERVER_CPU, SENDER_CPU = 0, 1
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+def free_port(kind: int = socket.SOCK_DGRAM) -> int:
+    with socket.socket(socket.AF_INET, kind) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
@@ -142,7 +142,7 @@ def start_bare() -> Target:
 
 
 def start_server(directory: Path) -> Target:
-    udp, http = free_port(), free_port()
+    udp, http = free_port(), free_port(socket.SOCK_STREAM)
     config = directory / "bench.yaml"
     config.write_text(json.dumps({
         "hb_host": "127.0.0.1", "hb_port": udp, "hbd_host": "127.0.0.1", "hbd_port": http,

@@ -142,3 +142,42 @@ def test_check_flag_and_missing_wss_certificate(server_factory, tmp_path) -> Non
     server = server_factory(wss_port=free_port(), cert_path=str(tmp_path / "nocerts"))
     assert "WSS on port" in server.log() and "not started: missing" in server.log()
     assert server.get("/api/0/status")["version"]
+
+
+def test_port_in_use_stops_startup_naming_the_key(tmp_path) -> None:
+    """A taken HTTP or UDP port ends start-up with one line naming the key, not a half server."""
+    import socket
+    import subprocess
+
+    import yaml
+
+    from tests.support import TWISTD, free_port
+
+    taken_tcp = socket.socket()
+    taken_tcp.bind(("127.0.0.1", 0))
+    taken_tcp.listen()
+    taken_udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    taken_udp.bind(("127.0.0.1", 0))
+    base = {"hb_host": "127.0.0.1", "hbd_host": "127.0.0.1", "ws_port": None,
+            "state_dir": str(tmp_path / "s"), "journal_dir": str(tmp_path / "j")}
+    cases = [
+        ({"hb_port": free_port(socket.SOCK_DGRAM), "hbd_port": taken_tcp.getsockname()[1]},
+         "hbd_port", taken_tcp.getsockname()[1]),
+        ({"hb_port": taken_udp.getsockname()[1], "hbd_port": free_port()},
+         "hb_port", taken_udp.getsockname()[1]),
+    ]
+    try:
+        for ports, key, port in cases:
+            config = tmp_path / f"{key}.yaml"
+            config.write_text(yaml.safe_dump({**base, **ports}))
+            result = subprocess.run([TWISTD, "-n", "--pidfile=", "heartbeat", "-c", str(config)],
+                                    capture_output=True, text=True, timeout=30, cwd=tmp_path,
+                                    check=False)
+            assert result.returncode != 0
+            # twistd -n has already sent stderr to its log (stdout) at this point
+            last = (result.stdout + result.stderr).strip().splitlines()[-1]
+            assert last.endswith(
+                f"heartbeat: {key}: cannot listen on 127.0.0.1:{port}: Address already in use")
+    finally:
+        taken_tcp.close()
+        taken_udp.close()

@@ -11,6 +11,7 @@ from treq.client import HTTPClient
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
 from twisted.logger import Logger, globalLogPublisher, textFileLogObserver
 from twisted.python import usage
 from twisted.web.client import Agent, HTTPConnectionPool
@@ -220,9 +221,8 @@ def make_websocket_services(config: ServerConfig, hub: EventHub, auth: WebAuth,
                             reactor: Any) -> list[IService]:
     services: list[IService] = []
     if config.ws_port is not None:
-        services.append(StreamServerEndpointService(
-            serverFromString(reactor, _endpoint(config.hbd_host, config.ws_port)),
-            FeedFactory(hub, auth=auth)))
+        services.append(_listener(reactor, _endpoint(config.hbd_host, config.ws_port),
+                                  FeedFactory(hub, auth=auth)))
     if config.wss_port is not None:
         cert = Path(config.cert_path) / config.wss_pem
         key = Path(config.cert_path) / config.wss_key
@@ -234,9 +234,33 @@ def make_websocket_services(config: ServerConfig, hub: EventHub, auth: WebAuth,
             interface = config.hbd_host.replace(":", r"\:")
             description = (f"ssl:port={config.wss_port}:interface={interface}:"
                            f"privateKey={_escape(key)}:certKey={_escape(cert)}")
-            services.append(StreamServerEndpointService(
-                serverFromString(reactor, description), FeedFactory(hub, auth=auth)))
+            services.append(_listener(reactor, description, FeedFactory(hub, auth=auth)))
     return services
+
+
+def _listener(reactor: Any, description: str, factory: Any) -> StreamServerEndpointService:
+    """A stream listener whose failure to listen aborts start-up instead of being logged."""
+    service = StreamServerEndpointService(serverFromString(reactor, description), factory)
+    service._raiseSynchronously = True  # as twisted.application.strports.service does
+    return service
+
+
+class ServerService(MultiService):
+    """The top of the tree: a port that cannot be bound stops start-up with one line."""
+
+    def __init__(self, ports: dict[int, str]) -> None:
+        super().__init__()
+        self.setName("heartbeat")
+        self._ports = ports
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            key = self._ports.get(e.port, "port")
+            reason = getattr(e.socketError, "strerror", None) or e.socketError
+            raise SystemExit(f"heartbeat: {key}: cannot listen on "
+                             f"{_hostport(e.interface or '*', e.port)}: {reason}") from None
 
 
 def _escape(path: Path) -> str:
@@ -253,8 +277,10 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Multi
     if config.logfile:
         globalLogPublisher.addObserver(textFileLogObserver(open(config.logfile, "a")))  # noqa: SIM115
 
-    top = MultiService()
-    top.setName("heartbeat")
+    ports = {config.hb_port: "hb_port", config.hbd_port: "hbd_port"}
+    ports.update({p: k for k, p in (("ws_port", config.ws_port), ("wss_port", config.wss_port))
+                  if p is not None})
+    top = ServerService(ports)
     bus = EventBus(on_error=_report_subscriber_error)
     registry = Registry(grace=config.grace, default_interval=config.interval,
                         host_config=config.hosts, command_attempts=config.command_attempts)
@@ -310,8 +336,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Multi
                        max_body=config.http_max_body, alerts=alerting.engine)
     site = HeartbeatSite(WebRoot(api, FeedFactory(hub, auth=web_auth)).app.resource(),
                          config.http_idle_timeout, config.http_max_body)
-    web = StreamServerEndpointService(
-        serverFromString(reactor, _endpoint(config.hbd_host, config.hbd_port)), site)
+    web = _listener(reactor, _endpoint(config.hbd_host, config.hbd_port), site)
     web.setName("web")
     web.setServiceParent(top)
     for service in make_websocket_services(config, hub, web_auth, reactor):
