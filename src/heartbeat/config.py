@@ -24,6 +24,7 @@ import yaml
 from heartbeat.protocol import valid_host_name
 
 __all__ = [
+    "SECRET_MASK",
     "SERVER_DEFAULTS",
     "USER_NAME",
     "AgentConfig",
@@ -39,9 +40,11 @@ __all__ = [
     "load_agent_config",
     "load_config",
     "load_server_config",
+    "masked",
     "parse_config",
     "parse_section",
     "push_services",
+    "settings_view",
 ]
 
 T = TypeVar("T")
@@ -126,9 +129,13 @@ def _each(check: Check) -> Check:
     return each
 
 
-def _opt(default: Any = None, check: Check | None = None, doc: str = "") -> Any:
-    """A field with a default, an optional extra check and a one-line description."""
-    meta = {"check": check, "doc": doc}
+def _opt(default: Any = None, check: Check | None = None, doc: str = "", *,
+         secret: bool = False) -> Any:
+    """A field with a default, an optional extra check and a one-line description.
+
+    ``secret`` marks a value that is never shown back (the settings page, the API).
+    """
+    meta = {"check": check, "doc": doc, "secret": secret}
     if isinstance(default, list | dict):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -161,14 +168,14 @@ class UserConfig:
     full_name: str = _opt("")
     avatar: str | None = _opt(None)
     password: str | None = _opt(
-        None, _password_hash,
+        None, _password_hash, secret=True,
         doc="pbkdf2:sha256:<iterations>$<salt>$<hash> from `heartbeat passwd NAME`")
     admin: bool = _opt(False)
     email: str | None = _opt(None)
     notification_channels: list[str] = _opt(
         [], _each(_one_of("email", "pushover", "mattermost", "signal"))
     )
-    pushover_user: str | None = _opt(None, doc="this user's Pushover user key")
+    pushover_user: str | None = _opt(None, doc="this user's Pushover user key", secret=True)
     signal_number: str | None = _opt(None, doc="this user's Signal number")
     mattermost_user: str | None = _opt(
         None, doc="this user's Mattermost name: messages go to @name (else the webhook channel)"
@@ -184,7 +191,7 @@ class EmailConfig:
     tls: str = _opt("starttls", _one_of("none", "starttls", "tls"),
                     doc="starttls: required STARTTLS; tls: implicit TLS (port 465); none")
     username: str | None = _opt(None, doc="SMTP login; none: no AUTH")
-    password: str | None = _opt(None)
+    password: str | None = _opt(None, secret=True)
     from_addr: str = _opt("heartbeat@localhost")
     to: list[str] = _opt([], doc="recipients of every notification")
     ca_file: str | None = _opt(None, doc="CA bundle that signs the SMTP server's certificate")
@@ -194,8 +201,8 @@ class EmailConfig:
 class PushoverConfig:
     """Pushover delivery under ``pushover:``."""
 
-    token: str | None = _opt(None)
-    user: str | None = _opt(None)
+    token: str | None = _opt(None, secret=True)
+    user: str | None = _opt(None, secret=True, doc="the Pushover user or group key")
     url: str = _opt("https://api.pushover.net/1/messages.json", _http_url)
 
 
@@ -203,7 +210,8 @@ class PushoverConfig:
 class MattermostConfig:
     """Mattermost incoming-webhook delivery under ``mattermost:``."""
 
-    url: str | None = _opt(None, _http_url, doc="the incoming webhook URL (a secret)")
+    url: str | None = _opt(None, _http_url, secret=True,
+                           doc="the incoming webhook URL (a secret)")
     channel: str | None = _opt(None, doc="channel override (default: the webhook's own)")
     username: str | None = _opt("heartbeat", doc="poster name override")
 
@@ -295,7 +303,7 @@ class ServerConfig:
     dns_retries: int = _opt(5, _not_negative, doc="retries after a failed nsupdate")
 
     # Signing and limits
-    keys: dict[str, str] = _opt({}, doc="shared keys by id for signed datagrams")
+    keys: dict[str, str] = _opt({}, secret=True, doc="shared keys by id for signed datagrams")
     require_signed: bool = _opt(False)
     sign_window: float = _opt(120.0, _positive, doc="accepted clock skew of signed datagrams (s)")
     max_hosts: int = _opt(10000, _positive, doc="new unknown hosts accepted per hour")
@@ -572,3 +580,51 @@ def load_server_config(path: str | os.PathLike[str] | None) -> ServerConfig:
 def load_agent_config(path: str | os.PathLike[str] | None) -> AgentConfig:
     """Load and check an agent config; ``None`` gives the built-in defaults."""
     return load_config(AgentConfig, path)
+
+
+SECRET_MASK = "********"
+"""What a secret shows as; an unset secret stays null, so "not set" is still visible."""
+
+
+def _mask(value: Any) -> Any:
+    if value is None or value == "":
+        return value
+    if isinstance(value, dict):  # e.g. keys: the ids are names, the values secrets
+        return {str(k): SECRET_MASK for k in value}
+    return SECRET_MASK
+
+
+def masked(value: Any) -> Any:
+    """A config value as plain JSON-able data with every ``secret`` field masked."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(value):
+            item = getattr(value, f.name)
+            out[f.name] = _mask(item) if f.metadata.get("secret") else masked(item)
+        return out
+    if isinstance(value, dict):
+        return {str(k): masked(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [masked(v) for v in value]
+    return value
+
+
+def settings_view(config: ServerConfig) -> list[dict[str, Any]]:
+    """Every server key in declaration order: its value and default (masked), doc, secret.
+
+    What the settings page shows: ``changed`` says the value is not the default.
+    """
+    defaults = ServerConfig()
+    rows = []
+    for f in dataclasses.fields(ServerConfig):
+        value, default = getattr(config, f.name), getattr(defaults, f.name)
+        secret = bool(f.metadata.get("secret"))
+        rows.append({
+            "key": f.name,
+            "value": _mask(value) if secret else masked(value),
+            "default": _mask(default) if secret else masked(default),
+            "changed": value != default,
+            "doc": f.metadata.get("doc", ""),
+            "secret": secret,
+        })
+    return rows

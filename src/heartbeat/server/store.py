@@ -10,6 +10,7 @@ queued writes, so an API read always sees what was accepted before it.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -315,14 +316,18 @@ def _insert_samples(
 
 
 def read_history(
-    host: str, plugin: str, limit: int
+    host: str, plugin: str, limit: int, since: float | None = None
 ) -> Callable[[sqlite3.Connection], list[dict[str, Any]]]:
-    """A store read returning the newest ``limit`` samples of one plugin, newest first."""
+    """A store read returning the newest ``limit`` samples of one plugin, newest first.
+
+    ``since``: only samples received at or after that time (a chart's range).
+    """
 
     def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
         rows = conn.execute(
-            "SELECT ts, message FROM plugin_history WHERE host = ? AND instr(plugins, ?) > 0 "
-            "ORDER BY ts DESC LIMIT ?", (host, f",{plugin},", limit))
+            "SELECT ts, message FROM plugin_history WHERE host = ? AND ts >= ? "
+            "AND instr(plugins, ?) > 0 ORDER BY ts DESC LIMIT ?",
+            (host, -math.inf if since is None else since, f",{plugin},", limit))
         samples = []
         for ts, text in rows:
             plugins = json.loads(text)["plugins"]

@@ -10,6 +10,7 @@ holds no role on answers 404 exactly like a host that does not exist.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -22,7 +23,7 @@ from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 import heartbeat
-from heartbeat.config import ConfigError, UserConfig, parse_section
+from heartbeat.config import ConfigError, ServerConfig, UserConfig, parse_section, settings_view
 from heartbeat.events import EventBus
 from heartbeat.server.access import HostAccess, Role, Viewer, user_json
 from heartbeat.server.auth import LoginRefused, LoginThrottled
@@ -31,7 +32,7 @@ from heartbeat.server.registry import Host, Registry
 from heartbeat.server.store import StoreService, read_history
 from heartbeat.server.thresholds import ALERT_LEVELS, ThresholdEngine
 from heartbeat.server.web import openapi
-from heartbeat.server.web.auth import WebAuth
+from heartbeat.server.web.auth import WebAuth, client_address
 from heartbeat.server.web.errors import ApiError, json_response, routing_error
 from heartbeat.server.web.schema import (
     ACCESS_BODY,
@@ -67,14 +68,23 @@ def int_arg(request: IRequest, name: str, default: int, lo: int, hi: int) -> int
     return value
 
 
+def float_arg(request: IRequest, name: str) -> float | None:
+    """A finite number query argument, or None when absent, or a 400."""
+    raw = str_arg(request, name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ApiError(400, "bad_request", f"{name} must be a number") from None
+    if not math.isfinite(value):
+        raise ApiError(400, "bad_request", f"{name} must be a finite number")
+    return value
+
+
 def str_arg(request: IRequest, name: str) -> str | None:
     raw = request.args.get(name.encode(), [None])[0]
     return None if raw is None else raw.decode("utf-8", "replace")
-
-
-def _client_address(request: IRequest) -> str:
-    address = request.getClientAddress()
-    return str(getattr(address, "host", None) or address)
 
 
 class HeartbeatAPI:
@@ -95,6 +105,8 @@ class HeartbeatAPI:
         dns_trigger: DnsTrigger | None = None,
         max_body: int = 1024 * 1024,
         alerts: ThresholdEngine | None = None,
+        config: ServerConfig | None = None,
+        config_path: str | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -107,6 +119,8 @@ class HeartbeatAPI:
         self.dns_trigger = dns_trigger
         self.max_body = max_body
         self.alerts = alerts
+        self.config = config
+        self.config_path = config_path
         self.started = clock.seconds()
 
     # Errors
@@ -187,7 +201,7 @@ class HeartbeatAPI:
         if not self.users.enabled:
             raise ApiError(409, "auth_disabled",
                            "no users are configured: every request is allowed without a login")
-        d = self.users.login(body["username"], body["password"], _client_address(request))
+        d = self.users.login(body["username"], body["password"], client_address(request))
 
         def logged_in(result: Any) -> bytes:
             token, session = result
@@ -271,7 +285,8 @@ class HeartbeatAPI:
         if plugin not in host.plugins:
             raise ApiError(404, "not_found", f"host {name!r} has sent no {plugin!r} data")
         limit = int_arg(request, "limit", 50, 1, 10000)
-        return self.store.read(read_history(name, plugin, limit)).addCallback(
+        since = float_arg(request, "since")
+        return self.store.read(read_history(name, plugin, limit, since)).addCallback(
             lambda samples: json_response(
                 request, {"host": name, "plugin": plugin, "samples": samples}))
 
@@ -351,6 +366,14 @@ class HeartbeatAPI:
         for section, source in self.status_sources.items():
             body[section] = dict(source())
         return json_response(request, body)
+
+    @app.route("/api/0/config", methods=["GET"])
+    def server_config(self, request: IRequest) -> bytes:
+        self.admin(request)
+        if self.config is None:
+            raise ApiError(503, "config_unavailable", "this server was started without one")
+        return json_response(request, {"path": self.config_path,
+                                       "keys": settings_view(self.config)})
 
     # Manager actions
     @app.route("/api/0/hosts/<name>/commands", methods=["POST"])
@@ -435,7 +458,17 @@ class HeartbeatAPI:
 
     # Users (admin)
     def _user_json(self, name: str, user: UserConfig) -> dict[str, Any]:
-        return {**user_json(name, user), "source": self.users.directory.user_source(name)}
+        return {**user_json(name, user), "source": self.users.directory.user_source(name),
+                "roles": self._roles(name, user)}
+
+    def _roles(self, name: str, user: UserConfig) -> dict[str, str]:
+        """The user's role on each known host (none listed for an admin: owner of all)."""
+        if user.admin:
+            return {}
+        directory = self.users.directory
+        hosts = sorted({h.name for h in self.registry} | set(self.registry.host_config))
+        return {host: role.label for host in hosts
+                if (role := directory.access(host).role_of(name)) is not None}
 
     @app.route("/api/0/users", methods=["GET"])
     def user_list(self, request: IRequest) -> bytes:

@@ -28,7 +28,7 @@ from heartbeat.server.auth import AuthService
 from heartbeat.server.sessions import Session
 from heartbeat.server.web.errors import ApiError
 
-__all__ = ["COOKIE", "CSRF_HEADER", "LOGIN_PAGE", "WebAuth"]
+__all__ = ["COOKIE", "CSRF_HEADER", "LOGIN_PAGE", "WebAuth", "client_address"]
 
 COOKIE: Final = "hb_session"
 CSRF_HEADER: Final = "X-CSRF-Token"
@@ -97,13 +97,14 @@ class WebAuth:
         if token is not None and hmac.compare_digest(token.encode(), session.csrf.encode()):
             return
         origin = request.getHeader("origin")
-        if origin is not None and self._same_origin(request, origin):
+        if origin is not None and self.same_origin(request, origin):
             return
         raise ApiError(403, "csrf", f"a change authenticated by the session cookie needs the "
                        f"{CSRF_HEADER} header or a same-origin Origin header")
 
     @staticmethod
-    def _same_origin(request: IRequest, origin: str) -> bool:
+    def same_origin(request: IRequest, origin: str) -> bool:
+        """Whether an ``Origin`` header names this server (scheme, host and port)."""
         host = request.getHeader("host")
         if host is None or origin == "null":
             return False
@@ -164,6 +165,12 @@ class WebAuth:
         if origin is not None and urlsplit(origin).hostname != urlsplit(f"//{host}").hostname:
             raise ApiError(403, "csrf", "the feed's cookie is only accepted from the same host")
         return Viewer(directory, session.user, "cookie", session.key)
+
+
+def client_address(request: IRequest) -> str:
+    """The peer's address, as the login throttle counts it."""
+    address = request.getClientAddress()
+    return str(getattr(address, "host", None) or address)
 
 
 def _set_cookie(request: IRequest, value: bytes, **extra: Any) -> None:

@@ -155,8 +155,24 @@ SCHEMAS: Final[dict[str, Any]] = {
             "signal_number": _STRING_OR_NULL,
             "has_password": {"type": "boolean"},
             "source": {"type": "string", "enum": ["config", "api"]},
+            "roles": {"type": "object", "description": "role per host (empty for an admin)",
+                      "additionalProperties": {"type": "string",
+                                               "enum": ["monitor", "manager", "owner"]}},
         },
         "required": ["name", "full_name", "admin", "notification_channels", "has_password"],
+    },
+    "Settings": {
+        "type": "object",
+        "properties": {
+            "path": _STRING_OR_NULL,
+            "keys": {"type": "array", "items": {
+                "type": "object",
+                "properties": {"key": {"type": "string"}, "value": {}, "default": {},
+                               "changed": {"type": "boolean"}, "doc": {"type": "string"},
+                               "secret": {"type": "boolean"}},
+                "required": ["key", "value", "default", "changed", "doc", "secret"]}},
+        },
+        "required": ["path", "keys"],
     },
     "UserList": {
         "type": "object",
@@ -364,6 +380,9 @@ def _paths() -> dict[str, dict[str, Any]]:
                                  tag="auth")},
         "/api/0/status": {"get": _op("Server status and counters", (200, "Status"),
                                      tag="meta")},
+        "/api/0/config": {"get": _op(
+            "The server's configuration, every key with its default; secrets masked",
+            (200, "Settings"), (403, 503), role=ADMIN, tag="meta")},
         "/api/0/hosts": {"get": _op("Hosts the caller holds a role on", (200, "HostList"),
                                     tag="hosts")},
         "/api/0/hosts/{name}": {
@@ -384,7 +403,9 @@ def _paths() -> dict[str, dict[str, Any]]:
             "get": _op("History of one plugin, newest first", (200, "History"), (400, 404),
                        role=MONITOR, tag="hosts", params=[_query(
                            "limit", {"type": "integer", "minimum": 1, "maximum": 10000,
-                                     "default": 50}, "samples to return")])},
+                                     "default": 50}, "samples to return"),
+                           _query("since", {"type": "number"},
+                                  "only samples received at or after this Unix time")])},
         "/api/0/messages": {"get": _op(
             "Recent journaled messages, newest first, of visible hosts", (200, "Messages"),
             (400, 404, 503), tag="hosts", params=[
