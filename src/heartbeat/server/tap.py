@@ -43,6 +43,7 @@ from heartbeat.server.thresholds import RuleBook, ThresholdEngine
 from heartbeat.server.web.api import HeartbeatAPI
 from heartbeat.server.web.app import HeartbeatSite, WebRoot
 from heartbeat.server.web.auth import WebAuth
+from heartbeat.server.web.pages import Pages, Templates
 from heartbeat.server.web.websocket import EventHub, FeedFactory
 
 __all__ = ["Options", "makeService"]
@@ -263,6 +264,16 @@ class ServerService(MultiService):
                              f"{_hostport(e.interface or '*', e.port)}: {reason}") from None
 
 
+def make_pages(config: ServerConfig, web_auth: WebAuth, registry: Registry) -> Pages:
+    """The web UI, with ``templates_dir`` laid over the packaged templates."""
+    override = Path(config.templates_dir) if config.templates_dir else None
+    try:
+        templates = Templates(override)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise SystemExit(f"heartbeat: templates_dir: cannot read the templates: {e}") from None
+    return Pages(web_auth, registry, templates, heartbeat.__version__)
+
+
 def _escape(path: Path) -> str:
     return str(path).replace("\\", "\\\\").replace(":", r"\:").replace("=", r"\=")
 
@@ -333,9 +344,10 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Multi
             "write_failures": journal.write_failures}
     api = HeartbeatAPI(registry, store, journal, reactor, status_sources, auth=web_auth, bus=bus,
                        dns_trigger=dns.trigger if dns is not None else None,
-                       max_body=config.http_max_body, alerts=alerting.engine)
-    site = HeartbeatSite(WebRoot(api, FeedFactory(hub, auth=web_auth)).app.resource(),
-                         config.http_idle_timeout, config.http_max_body)
+                       max_body=config.http_max_body, alerts=alerting.engine, config=config,
+                       config_path=options.get("config_path"))
+    root = WebRoot(api, FeedFactory(hub, auth=web_auth), make_pages(config, web_auth, registry))
+    site = HeartbeatSite(root.app.resource(), config.http_idle_timeout, config.http_max_body)
     web = _listener(reactor, _endpoint(config.hbd_host, config.hbd_port), site)
     web.setName("web")
     web.setServiceParent(top)

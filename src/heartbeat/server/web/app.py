@@ -1,4 +1,4 @@
-"""The HTTP site on hbd_port: the API, ``/ws`` and (later) the pages, in one Klein tree."""
+"""The HTTP site on hbd_port: the API, ``/ws``, the pages and ``/static``, in one Klein tree."""
 
 from __future__ import annotations
 
@@ -17,19 +17,26 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from heartbeat.server.web.api import HeartbeatAPI
 from heartbeat.server.web.errors import routing_error
+from heartbeat.server.web.pages import Pages
 from heartbeat.server.web.websocket import FeedFactory
 
 __all__ = ["BoundedRequest", "HeartbeatSite", "WebRoot"]
 
 
 class WebRoot:
-    """Mounts the API and the same-port WebSocket feed."""
+    """Mounts the API, the same-port WebSocket feed and (when given) the web UI's pages."""
 
     app = Klein()
 
-    def __init__(self, api: HeartbeatAPI, feed: FeedFactory) -> None:
+    def __init__(self, api: HeartbeatAPI, feed: FeedFactory, pages: Pages | None = None) -> None:
         self.api = api
+        self.pages = pages
         self._ws = WebSocketResource(feed)
+
+    def _pages(self) -> Pages:
+        if self.pages is None:
+            raise NotFound()
+        return self.pages
 
     @app.handle_errors(NotFound, MethodNotAllowed)
     def _no_route(self, request: IRequest, failure: Failure) -> bytes:
@@ -39,8 +46,38 @@ class WebRoot:
     def ws(self, request: IRequest) -> IResource:
         return self._ws
 
+    @app.route("/static/", branch=True)
+    def static(self, request: IRequest) -> IResource:
+        return self._pages().static
+
+    @app.route("/login", methods=["GET", "HEAD"])
+    def login_form(self, request: IRequest) -> Any:
+        return self._pages().login_form(request)
+
+    @app.route("/login", methods=["POST"])
+    def login(self, request: IRequest) -> Any:
+        return self._pages().login(request)
+
+    @app.route("/live", methods=["GET", "HEAD"])
+    def live(self, request: IRequest) -> Any:
+        return self._pages().page(request, "live")
+
+    @app.route("/alerts", methods=["GET", "HEAD"])
+    def alerts(self, request: IRequest) -> Any:
+        return self._pages().page(request, "alerts")
+
+    @app.route("/settings", methods=["GET", "HEAD"])
+    def settings(self, request: IRequest) -> Any:
+        return self._pages().page(request, "settings")
+
+    @app.route("/plugins/<name>", methods=["GET", "HEAD"])
+    def host(self, request: IRequest, name: str) -> Any:
+        return self._pages().host(request, name)
+
     @app.route("/", branch=True)
     def everything_else(self, request: IRequest) -> Any:
+        if request.path == b"/" and self.pages is not None:
+            return self.pages.home(request)
         return self.api.app.resource()
 
 

@@ -1,0 +1,220 @@
+"""The web UI: server-rendered page shells whose data comes from ``/api/0`` and ``/ws``.
+
+A page is ``layout.html`` around ``<page>.html``, filled with a few values that
+are all HTML-escaped. Everything a host, a datagram or a user supplies reaches
+the browser only as JSON from the API and is put into the page by the scripts
+under ``/static`` with ``textContent``, never as markup; no page has inline
+script or style, so a Content-Security-Policy without ``unsafe-inline`` holds.
+
+Pages share the API's authentication: a browser without a session is sent to
+``/login`` and back afterwards; with no users configured no login is needed.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+from pathlib import Path
+from string import Template
+from typing import Any, Final
+from urllib.parse import urlsplit
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource, NoResource
+from twisted.web.static import File
+
+from heartbeat.server.access import Role, Viewer
+from heartbeat.server.auth import LoginRefused, LoginThrottled
+from heartbeat.server.registry import Registry
+from heartbeat.server.web.auth import LOGIN_PAGE, WebAuth, client_address
+
+__all__ = ["PACKAGED_STATIC", "PACKAGED_TEMPLATES", "Pages", "StaticFiles", "Templates"]
+
+log = Logger()
+HERE: Final = Path(__file__).parent
+PACKAGED_TEMPLATES: Final = HERE / "templates"
+PACKAGED_STATIC: Final = HERE / "static"
+HOME: Final = "/live"
+PAGE_CSP: Final = ("default-src 'self'; script-src 'self'; style-src 'self'; "
+                   "img-src 'self' data:; connect-src 'self'; object-src 'none'; "
+                   "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+TITLES: Final = {"live": "Live", "alerts": "Alerts", "settings": "Settings",
+                 "host": "Host overview", "login": "Log in"}
+
+
+class Templates:
+    """The page templates: ``templates_dir`` first, then the packaged ones; read once."""
+
+    def __init__(self, override: Path | None = None) -> None:
+        if override is not None and not override.is_dir():
+            raise ValueError(f"{override} is not a directory")
+        self._texts: dict[str, Template] = {}
+        for packaged in sorted(PACKAGED_TEMPLATES.glob("*.html")):
+            chosen = packaged
+            if override is not None and (override / packaged.name).is_file():
+                chosen = override / packaged.name
+            self._texts[packaged.stem] = Template(chosen.read_text(encoding="utf-8"))
+
+    def render(self, name: str, markup: Mapping[str, str] | None = None, **text: str) -> str:
+        """Template ``name`` with ``text`` values escaped and ``markup`` values as they are."""
+        values = {k: html.escape(v, quote=True) for k, v in text.items()}
+        values.update(markup or {})
+        return self._texts[name].safe_substitute(values)
+
+
+class StaticFiles(File):
+    """The UI's scripts, styles and images: no directory listings, revalidated on use."""
+
+    contentTypes = {**File.contentTypes, ".js": "text/javascript; charset=utf-8",
+                    ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml",
+                    ".png": "image/png", ".txt": "text/plain; charset=utf-8"}
+
+    def directoryListing(self) -> IResource:
+        return NoResource()
+
+    def render_GET(self, request: Any) -> Any:
+        request.setHeader(b"Cache-Control", b"no-cache")
+        request.setHeader(b"X-Content-Type-Options", b"nosniff")
+        return super().render_GET(request)
+
+
+def safe_next(target: str | None) -> str:
+    """A same-site path to return to after the login; anything else is the home page."""
+    if not target or not target.startswith("/") or target.startswith("//") \
+            or "\\" in target or any(ord(c) < 0x20 for c in target):
+        return HOME
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or parts.path.startswith(LOGIN_PAGE):
+        return HOME
+    return target
+
+
+class Pages:
+    """Renders the pages; the routes are in :class:`heartbeat.server.web.app.WebRoot`."""
+
+    def __init__(self, auth: WebAuth, registry: Registry, templates: Templates,
+                 version: str, static_dir: Path = PACKAGED_STATIC) -> None:
+        self.auth = auth
+        self.registry = registry
+        self.templates = templates
+        self.version = version
+        self.static = StaticFiles(str(static_dir))
+
+    # Helpers
+    def _html(self, request: IRequest, body: str, status: int = 200) -> bytes:
+        request.setResponseCode(status)
+        request.setHeader(b"Content-Type", b"text/html; charset=utf-8")
+        request.setHeader(b"Cache-Control", b"no-store")
+        request.setHeader(b"Content-Security-Policy", PAGE_CSP.encode())
+        request.setHeader(b"X-Content-Type-Options", b"nosniff")
+        request.setHeader(b"Referrer-Policy", b"same-origin")
+        return body.encode("utf-8")
+
+    @staticmethod
+    def redirect(request: IRequest, location: str) -> bytes:
+        request.setResponseCode(303)
+        request.setHeader(b"Location", location.encode("utf-8"))
+        request.setHeader(b"Cache-Control", b"no-store")
+        return b""
+
+    def _layout(self, request: IRequest, viewer: Viewer | None, page: str, content: str, *,
+                status: int = 200, host: str = "") -> bytes:
+        user = "" if viewer is None or viewer.name is None else viewer.name
+        body = self.templates.render(
+            "layout", {"content": content}, page=page, title=TITLES.get(page, page),
+            host=host, user=user, auth="on" if self.auth.service.enabled else "off",
+            version=self.version)
+        return self._html(request, body, status)
+
+    def _message(self, request: IRequest, viewer: Viewer, status: int, heading: str,
+                 detail: str) -> bytes:
+        content = self.templates.render("message", heading=heading, detail=detail)
+        return self._layout(request, viewer, "message", content, status=status)
+
+    # Pages
+    def home(self, request: IRequest) -> bytes:
+        return self.redirect(request, HOME)
+
+    def page(self, request: IRequest, name: str) -> bytes:
+        """One of the host-independent pages (live, alerts, settings)."""
+        viewer = self.auth.page_viewer(request)
+        if viewer is None:
+            return self.auth.redirect_to_login(request)
+        return self._layout(request, viewer, name, self.templates.render(name))
+
+    def host(self, request: IRequest, name: str) -> bytes:
+        """A host's overview: for its owners and managers (admins: every host)."""
+        viewer = self.auth.page_viewer(request)
+        if viewer is None:
+            return self.auth.redirect_to_login(request)
+        role = viewer.role(name)
+        known = self.registry.get(name) is not None or name in self.registry.host_config
+        if not known or role is None:
+            return self._message(request, viewer, 404, "No such host",
+                                 f"There is no host named {name!r} that you can see.")
+        if role < Role.MANAGER:
+            return self._message(
+                request, viewer, 403, "Not yours to inspect",
+                f"The overview of {name} is for its owner and managers; you are "
+                f"{role.label}. Its state is on the live page.")
+        return self._layout(request, viewer, "host", self.templates.render("host", host=name),
+                            host=name)
+
+    # Login
+    def login_form(self, request: IRequest) -> bytes:
+        target = safe_next(_arg(request, "next"))
+        if not self.auth.service.enabled:
+            return self.redirect(request, target)
+        viewer = self.auth.page_viewer(request)
+        if viewer is not None and viewer.via == "cookie":
+            return self.redirect(request, target)
+        return self._login_page(request, target, "")
+
+    def _login_page(self, request: IRequest, target: str, error: str, name: str = "",
+                    status: int = 200) -> bytes:
+        content = self.templates.render("login", next=target, error=error, username=name,
+                                        hidden="" if error else "hidden")
+        return self._layout(request, None, "login", content, status=status)
+
+    def login(self, request: IRequest) -> bytes | Deferred[bytes]:
+        """The form's POST: a session cookie and back to ``next``, or the form again."""
+        target = safe_next(_arg(request, "next"))
+        if not self.auth.service.enabled:
+            return self.redirect(request, target)
+        origin = request.getHeader("origin")
+        if origin is not None and not self.auth.same_origin(request, origin):
+            return self._login_page(request, target, "This form must be sent from this site.",
+                                    status=403)
+        name = _arg(request, "username") or ""
+        password = _arg(request, "password") or ""
+        if not name or not password:
+            return self._login_page(request, target, "Enter your user name and password.",
+                                    name, 400)
+
+        def logged_in(result: Any) -> bytes:
+            token, _session = result
+            self.auth.start_session(request, token)
+            return self.redirect(request, target)
+
+        def refused(failure: Failure) -> bytes:
+            if failure.check(LoginThrottled):
+                error = failure.value
+                assert isinstance(error, LoginThrottled)
+                request.setHeader(b"Retry-After", str(error.retry_after).encode())
+                return self._login_page(
+                    request, target, f"Too many failed logins: try again in "
+                    f"{error.retry_after} s.", name, 429)
+            failure.trap(LoginRefused)
+            return self._login_page(request, target, "Wrong user name or password.", name, 401)
+
+        d = self.auth.service.login(name, password, client_address(request))
+        return d.addCallbacks(logged_in, refused)
+
+
+def _arg(request: IRequest, name: str) -> str | None:
+    """A query or form field as text (the first one given)."""
+    raw = (request.args or {}).get(name.encode(), [None])[0]
+    return None if raw is None else raw.decode("utf-8", "replace")

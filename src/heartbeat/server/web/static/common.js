@@ -1,0 +1,318 @@
+// Shared by every page: DOM building, the API, the live feed, formatting.
+// Every string from the server goes into the page with textContent (el() below),
+// never as markup.
+
+export function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(props)) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") node.className = value;
+    else if (key === "text") node.textContent = String(value);
+    else if (key === "dataset") Object.assign(node.dataset, value);
+    else if (key === "on") for (const [type, fn] of Object.entries(value)) node.addEventListener(type, fn);
+    else if (key === "href") node.setAttribute("href", safeHref(value));
+    else if (value === true) node.setAttribute(key, "");
+    else node.setAttribute(key, String(value));
+  }
+  append(node, children);
+  return node;
+}
+
+export function append(node, children) {
+  for (const child of children.flat()) {
+    if (child === undefined || child === null || child === false) continue;
+    node.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return node;
+}
+
+export function clear(node) {
+  while (node.firstChild) node.firstChild.remove();
+  return node;
+}
+
+function safeHref(value) {
+  const text = String(value);
+  return text.startsWith("/") && !text.startsWith("//") ? text : "#";
+}
+
+export function hostHref(name) {
+  return "/plugins/" + encodeURIComponent(name);
+}
+
+export function debounce(fn, ms) {
+  let timer = null;
+  return (...args) => {
+    clearTimeout(timer);
+    timer = setTimeout(() => fn(...args), ms);
+  };
+}
+
+// Server time: every HTTP Date header and every event's ts is a lower bound of the
+// server's clock, so the largest offset seen is the best estimate.
+let offset = null;
+function noteServerTime(seconds) {
+  if (!Number.isFinite(seconds)) return;
+  const seen = seconds - Date.now() / 1000;
+  if (offset === null || seen > offset) offset = seen;
+}
+export function serverNow() {
+  return Date.now() / 1000 + (offset ?? 0);
+}
+
+export class ApiError extends Error {
+  constructor(status, body) {
+    super((body && body.detail) || `HTTP ${status}`);
+    this.status = status;
+    this.body = body;
+  }
+}
+
+let csrfToken = null;
+
+export function toLogin() {
+  const here = location.pathname + location.search;
+  location.assign("/login?next=" + encodeURIComponent(here));
+}
+
+export async function api(path, { method = "GET", body } = {}) {
+  const headers = { Accept: "application/json" };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (method !== "GET" && csrfToken) headers["X-CSRF-Token"] = csrfToken;
+  const response = await fetch(path, {
+    method, headers, credentials: "same-origin", cache: "no-store",
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const date = response.headers.get("Date");
+  if (date) noteServerTime(Date.parse(date) / 1000);
+  let data = null;
+  try {
+    data = await response.json();
+  } catch {
+    data = null;
+  }
+  if (response.status === 401 && document.body.dataset.page !== "login") {
+    toLogin();
+    throw new ApiError(401, data);
+  }
+  if (!response.ok) throw new ApiError(response.status, data);
+  return data;
+}
+
+let mePromise = null;
+export function me(fresh = false) {
+  if (fresh || mePromise === null) {
+    mePromise = api("/api/0/me").then((info) => {
+      if (info.csrf_token) csrfToken = info.csrf_token;
+      return info;
+    });
+  }
+  return mePromise;
+}
+
+export function canInspect(roles, name) {
+  const role = roles[name];
+  return role === "owner" || role === "manager";
+}
+
+// The live feed: /ws on this origin, the session cookie authenticates it. It
+// reconnects by itself and says so (nav badge, and the page's #banner if any).
+export class Feed {
+  constructor() {
+    this.handlers = new Map();
+    this.failures = 0;
+    this.everConnected = false;
+    this.socket = null;
+  }
+
+  on(type, fn) {
+    if (!this.handlers.has(type)) this.handlers.set(type, []);
+    this.handlers.get(type).push(fn);
+  }
+
+  emit(type, message) {
+    for (const fn of [...(this.handlers.get(type) || []), ...(this.handlers.get("*") || [])]) {
+      try {
+        fn(message);
+      } catch (error) {
+        console.warn("heartbeat: a feed handler failed", error);
+      }
+    }
+  }
+
+  connect() {
+    const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+    this.setState("connecting", this.everConnected ? "reconnecting…" : "connecting…");
+    const socket = new WebSocket(`${scheme}//${location.host}/ws`);
+    this.socket = socket;
+    socket.addEventListener("open", () => {
+      const again = this.everConnected;
+      this.failures = 0;
+      this.everConnected = true;
+      this.setState("live", "live");
+      this.emit("open", { again });
+    });
+    socket.addEventListener("message", (event) => {
+      let message;
+      try {
+        message = JSON.parse(event.data);
+      } catch {
+        return;
+      }
+      if (typeof message.ts === "number") noteServerTime(message.ts);
+      this.emit(message.type, message);
+    });
+    socket.addEventListener("close", (event) => {
+      if (this.socket !== socket) return;
+      if (event.code === 4001) {
+        toLogin();
+        return;
+      }
+      this.failures += 1;
+      const delay = Math.min(this.failures, 10);
+      this.setState("reconnecting", `connection lost: reconnecting in ${delay} s`);
+      this.emit("lost", { delay });
+      if (this.failures >= 3) me(true).catch(() => {}); // a 401 here goes to the login
+      setTimeout(() => this.connect(), delay * 1000);
+    });
+  }
+
+  setState(state, text) {
+    const badge = document.getElementById("feed-state");
+    if (badge) {
+      badge.dataset.state = state;
+      badge.textContent = text;
+    }
+    const banner = document.getElementById("banner");
+    if (!banner) return;
+    if (state === "reconnecting") {
+      banner.hidden = false;
+      banner.dataset.state = "lost";
+      banner.textContent = `Connection to the server lost: ${text.replace("connection lost: ", "")}. ` +
+        "This page keeps the last data it had.";
+    } else if (state === "live" && this.everConnected && banner.dataset.state === "lost") {
+      banner.dataset.state = "restored";
+      banner.textContent = "Reconnected: the page is live again.";
+      setTimeout(() => {
+        if (banner.dataset.state === "restored") banner.hidden = true;
+      }, 4000);
+    }
+  }
+}
+
+// Formatting
+export function fmtNumber(value, digits = 1) {
+  if (value === null || value === undefined || value === "") return "–";
+  if (typeof value !== "number") return String(value);
+  if (Number.isInteger(value)) return value.toLocaleString("en-US");
+  return value.toLocaleString("en-US", { maximumFractionDigits: digits });
+}
+
+const BYTE_UNITS = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+export function fmtBytes(bytes, suffix = "") {
+  if (typeof bytes !== "number" || !Number.isFinite(bytes)) return "–";
+  let value = Math.abs(bytes);
+  let unit = 0;
+  while (value >= 1024 && unit < BYTE_UNITS.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  const sign = bytes < 0 ? "-" : "";
+  return `${sign}${value.toFixed(value >= 100 || unit === 0 ? 0 : 1)} ${BYTE_UNITS[unit]}${suffix}`;
+}
+
+export function fmtDuration(seconds) {
+  if (typeof seconds !== "number" || !Number.isFinite(seconds)) return "–";
+  const s = Math.max(0, Math.round(seconds));
+  if (s < 60) return `${s} s`;
+  if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
+  if (s < 86400) return `${Math.floor(s / 3600)} h ${Math.floor((s % 3600) / 60)} min`;
+  return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
+}
+
+export function fmtAgo(ts) {
+  if (typeof ts !== "number") return "never";
+  return fmtDuration(serverNow() - ts) + " ago";
+}
+
+export function fmtTime(ts) {
+  if (typeof ts !== "number") return "–";
+  const date = new Date(ts * 1000);
+  const today = new Date();
+  const time = date.toLocaleTimeString("en-GB", { hour12: false });
+  if (date.toDateString() === today.toDateString()) return time;
+  return `${date.toISOString().slice(0, 10)} ${time}`;
+}
+
+// mode: "at" (clock time), "ago" ("12 s ago") or "for" (a duration up to now: "12 s").
+export function timeEl(ts, mode = "at") {
+  const known = typeof ts === "number";
+  return el("time", {
+    datetime: known ? new Date(ts * 1000).toISOString() : undefined,
+    title: known ? new Date(ts * 1000).toString() : undefined,
+    dataset: known && mode !== "at" ? { [mode]: String(ts) } : undefined,
+    text: mode === "ago" ? fmtAgo(ts) : mode === "for" ? fmtDuration(serverNow() - ts) : fmtTime(ts),
+  });
+}
+
+// Relative times tick once a second.
+export function tickAges() {
+  for (const node of document.querySelectorAll("time[data-ago]")) {
+    node.textContent = fmtAgo(Number(node.dataset.ago));
+  }
+  for (const node of document.querySelectorAll("time[data-for]")) {
+    node.textContent = fmtDuration(serverNow() - Number(node.dataset.for));
+  }
+}
+
+export function stateBadge(state) {
+  const value = typeof state === "string" ? state : "UNKNOWN";
+  return el("span", { class: `state state-${value.toLowerCase()}`, dataset: { state: value }, text: value });
+}
+
+export function levelBadge(level) {
+  const value = typeof level === "string" ? level : "UNKNOWN";
+  return el("span", { class: `level level-${value.toLowerCase()}`, text: value });
+}
+
+// One line saying what a received message was.
+export function summarize(message) {
+  if (!message || typeof message !== "object") return "";
+  switch (message.ID) {
+    case "HTB":
+      return "heartbeat" + (typeof message.rtt === "number" ? ` · rtt ${fmtNumber(message.rtt, 2)} ms` : "");
+    case "MSG":
+      return String(message.text ?? "");
+    case "PLG":
+      return "plugin data: " + Object.keys(message.plugins || {}).join(", ");
+    case "BOOT":
+      return "booted";
+    case "SHUT":
+      return "shutting down";
+    case "RES":
+      return `result of ${message.cmd_id}: rc ${message.rc}` + (message.output ? ` · ${message.output}` : "");
+    default:
+      return String(message.ID ?? "?");
+  }
+}
+
+// host: null leaves the host out; link: whether the host's overview may be opened.
+export function messageItem(ts, host, message, link = false) {
+  const kind = String(message.ID ?? "?");
+  const level = message.ID === "MSG" && typeof message.level === "string" ? message.level : "";
+  let who = null;
+  if (host !== null) {
+    who = link ? el("a", { class: "msg-host", href: hostHref(host), text: host })
+      : el("span", { class: "msg-host", text: host });
+  }
+  return el("li", { class: `message kind-${kind.toLowerCase()}`, dataset: { kind } },
+    timeEl(ts),
+    who,
+    el("span", { class: `kind ${level ? "msg-" + level.toLowerCase() : ""}`, text: level ? `${kind} ${level}` : kind }),
+    el("span", { class: "msg-text", text: summarize(message) }));
+}
+
+export function prependLimited(list, item, limit = 100) {
+  list.prepend(item);
+  while (list.children.length > limit) list.lastElementChild.remove();
+}

@@ -1,0 +1,54 @@
+// Entry point of every page: the navigation bar, the live feed, then the page itself.
+import { api, Feed, me, tickAges } from "./common.js";
+import { startPie } from "./pie.js";
+import { livePage } from "./live.js";
+import { hostPage } from "./host.js";
+import { alertsPage } from "./alerts.js";
+import { settingsPage } from "./settings.js";
+
+const PAGES = { live: livePage, host: hostPage, alerts: alertsPage, settings: settingsPage };
+
+async function startNav() {
+  const page = document.body.dataset.page;
+  const current = page === "host" ? "live" : page;
+  for (const link of document.querySelectorAll("[data-nav]")) {
+    if (link.dataset.nav === current) link.setAttribute("aria-current", "page");
+  }
+  const logout = document.getElementById("logout");
+  const info = await me();
+  const who = document.getElementById("who");
+  if (document.body.dataset.auth === "on" && info.name) {
+    who.textContent = info.full_name || info.name;
+    who.title = info.name;
+    logout.hidden = false;
+    logout.addEventListener("click", async () => {
+      try {
+        await api("/api/0/auth/logout", { method: "POST" });
+      } finally {
+        location.assign("/login");
+      }
+    });
+  }
+}
+
+async function main() {
+  const page = document.body.dataset.page;
+  if (page === "login") return;
+  const feed = new Feed();
+  startNav().catch((error) => console.warn("heartbeat: navigation", error));
+  startPie(feed);
+  const run = PAGES[page];
+  if (run) await run(feed);
+  feed.connect();
+  setInterval(tickAges, 1000);
+}
+
+main().catch((error) => {
+  if (error && error.status === 401) return;
+  const banner = document.getElementById("banner") || document.getElementById("main");
+  const note = document.createElement("p");
+  note.className = "error";
+  note.textContent = `This page could not load: ${error && error.message ? error.message : error}`;
+  banner.hidden = false;
+  banner.append(note);
+});
