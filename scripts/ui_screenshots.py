@@ -21,8 +21,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from heartbeat.passwords import hash_password  # noqa: E402
 from tests.support import ServerProcess, wait_until  # noqa: E402
+
+from heartbeat.passwords import hash_password  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "demo-password"

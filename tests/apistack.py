@@ -38,6 +38,7 @@ from heartbeat.server.thresholds import RuleBook, ThresholdEngine
 from heartbeat.server.web.api import HeartbeatAPI
 from heartbeat.server.web.app import WebRoot
 from heartbeat.server.web.auth import COOKIE, WebAuth
+from heartbeat.server.web.pages import Pages, Templates
 from heartbeat.server.web.websocket import EventHub, FeedFactory
 
 FAST = 1000
@@ -65,7 +66,13 @@ class Response:
         self.status = status
         self.headers = headers
         self.raw = body
-        self.json: Any = json.loads(body) if body else None
+        self.json: Any = None
+        if body and (self.header("content-type") or "").startswith("application/json"):
+            self.json = json.loads(body)
+
+    @property
+    def text(self) -> str:
+        return self.raw.decode("utf-8")
 
     def header(self, name: str) -> str | None:
         values = self.headers.getRawHeaders(name)
@@ -146,7 +153,8 @@ class Stack:
         self.api = HeartbeatAPI(self.registry, self.store, self.journal, self.clock,
                                 {"auth": self.auth.to_json}, auth=self.web_auth, bus=self.bus,
                                 dns_trigger=dns_trigger, max_body=max_body, alerts=self.alerts)
-        self.root = WebRoot(self.api, FeedFactory(self.hub, auth=self.web_auth))
+        self.pages = Pages(self.web_auth, self.registry, Templates(), "0.0-test")
+        self.root = WebRoot(self.api, FeedFactory(self.hub, auth=self.web_auth), self.pages)
         self.resource = self.root.app.resource()
 
     def close(self) -> None:
@@ -190,7 +198,8 @@ class Stack:
         scheme = "https" if secure else "http"
         http = StubTreq(self.resource)  # a fresh cookie jar: only what the test sends
         d = http.request(method, f"{scheme}://heartbeat.test{path}", data=data,
-                         headers={k: [v] for k, v in sent.items()}, cookies=cookies)
+                         headers={k: [v] for k, v in sent.items()}, cookies=cookies,
+                         allow_redirects=False)
         http.flush()
         response = fired(d)
         content = fired(http.content(response))

@@ -46,9 +46,9 @@ class WebRoot:
     def ws(self, request: IRequest) -> IResource:
         return self._ws
 
-    @app.route("/static/", branch=True)
-    def static(self, request: IRequest) -> IResource:
-        return self._pages().static
+    @app.route("/static/<name>", methods=["GET", "HEAD"])
+    def static(self, request: IRequest, name: str) -> bytes:
+        return self._pages().static.render(request, name)
 
     @app.route("/login", methods=["GET", "HEAD"])
     def login_form(self, request: IRequest) -> Any:

@@ -12,6 +12,7 @@ Pages share the API's authentication: a browser without a session is sent to
 
 from __future__ import annotations
 
+import hashlib
 import html
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,8 +24,6 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
-from twisted.web.resource import IResource, NoResource
-from twisted.web.static import File
 
 from heartbeat.server.access import Role, Viewer
 from heartbeat.server.auth import LoginRefused, LoginThrottled
@@ -65,20 +64,41 @@ class Templates:
         return self._texts[name].safe_substitute(values)
 
 
-class StaticFiles(File):
-    """The UI's scripts, styles and images: no directory listings, revalidated on use."""
+class StaticFiles:
+    """The UI's scripts, styles and images, read once at start-up and served from memory.
 
-    contentTypes = {**File.contentTypes, ".js": "text/javascript; charset=utf-8",
-                    ".css": "text/css; charset=utf-8", ".svg": "image/svg+xml",
-                    ".png": "image/png", ".txt": "text/plain; charset=utf-8"}
+    A flat folder of small files: nothing is read from disk per request (no blocking,
+    no path to traverse), and an ETag lets browsers revalidate cheaply.
+    """
 
-    def directoryListing(self) -> IResource:
-        return NoResource()
+    TYPES: Final = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8",
+                    ".svg": "image/svg+xml", ".png": "image/png",
+                    ".txt": "text/plain; charset=utf-8"}
 
-    def render_GET(self, request: Any) -> Any:
+    def __init__(self, directory: Path) -> None:
+        self.files: dict[str, tuple[bytes, str, str]] = {}
+        for path in sorted(directory.iterdir()):
+            kind = self.TYPES.get(path.suffix)
+            if kind is not None and path.is_file():
+                body = path.read_bytes()
+                etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+                self.files[path.name] = (body, kind, etag)
+
+    def render(self, request: IRequest, name: str) -> bytes:
+        found = self.files.get(name)
+        if found is None:
+            request.setResponseCode(404)
+            request.setHeader(b"Content-Type", b"text/plain; charset=utf-8")
+            return b"no such file\n"
+        body, kind, etag = found
+        request.setHeader(b"Content-Type", kind.encode())
         request.setHeader(b"Cache-Control", b"no-cache")
         request.setHeader(b"X-Content-Type-Options", b"nosniff")
-        return super().render_GET(request)
+        request.setHeader(b"ETag", etag.encode())
+        if request.getHeader("if-none-match") == etag:
+            request.setResponseCode(304)
+            return b""
+        return body
 
 
 def safe_next(target: str | None) -> str:
@@ -101,7 +121,7 @@ class Pages:
         self.registry = registry
         self.templates = templates
         self.version = version
-        self.static = StaticFiles(str(static_dir))
+        self.static = StaticFiles(static_dir)
 
     # Helpers
     def _html(self, request: IRequest, body: str, status: int = 200) -> bytes:

@@ -1,0 +1,397 @@
+"""The web UI in headless Chromium, against the real ``twistd -n heartbeat`` process.
+
+Playwright drives Debian's chromium (never a downloaded browser). The server runs
+as a subprocess (tests.support.ServerProcess): sync Playwright and an in-process
+reactor would starve each other. One server with users serves the module; each
+test uses host names of its own. Every page is checked to fire no dialog and log
+no console error, so markup that ran as script, or a CSP violation, fails the test.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from heartbeat.passwords import hash_password
+from tests.support import ServerProcess, wait_until
+
+pytestmark = pytest.mark.integration
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+expect = playwright_api.expect
+Page = playwright_api.Page
+
+CHROMIUM = "/usr/bin/chromium"
+XSS_MSG = "<img src=x onerror=alert('msg')>"
+XSS_KEY = "<img src=x onerror=alert('key')>"
+XSS_VALUE = "<script>alert('value')</script>"
+XSS_NAME = "<img src=x onerror=alert('name')>"
+SECRET = "smtp-secret-never-shown"
+TIMEOUT = 5000
+
+
+@cache
+def _hash(name: str) -> str:
+    return hash_password(f"{name}-password")
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args: dict[str, Any]) -> dict[str, Any]:
+    """Debian's chromium, kept off every network but loopback."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} is missing (.ci/apt-install installs Debian's chromium)")
+    return {**browser_type_launch_args, "executable_path": CHROMIUM,
+            "args": ["--disable-gpu",
+                     "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"]}
+
+
+class Site:
+    """The module's server with a session per user (each login costs a real hash)."""
+
+    def __init__(self, server: ServerProcess) -> None:
+        self.server = server
+        self.base = f"http://127.0.0.1:{server.http_port}"
+        self._tokens: dict[str, str] = {}
+
+    def send(self, message: dict[str, Any]) -> None:
+        self.server.send(message)
+
+    def token(self, name: str) -> str:
+        if name not in self._tokens:
+            status, body = self.server.request(
+                "POST", "/api/0/auth/login", {"username": name, "password": f"{name}-password"})
+            assert status == 200, body
+            self._tokens[name] = body["token"]
+        return self._tokens[name]
+
+    def request(self, path: str, name: str = "alice") -> tuple[int, Any]:
+        return self.server.request("GET", path,
+                                   headers={"Authorization": f"Bearer {self.token(name)}"})
+
+    def api(self, path: str, name: str = "alice") -> Any:
+        status, body = self.request(path, name)
+        assert status == 200, (path, body)
+        return body
+
+    def samples(self, host: str, plugin: str) -> int:
+        status, body = self.request(f"/api/0/hosts/{host}/plugins/{plugin}?limit=100")
+        return len(body["samples"]) if status == 200 else 0
+
+    def log_in(self, page: Page, name: str) -> None:
+        page.context.add_cookies([{"name": "hb_session", "value": self.token(name),
+                                   "url": self.base}])
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    """One server with users, thresholds and a short grace for the whole module."""
+    server = ServerProcess(
+        tmp_path_factory.mktemp("ui"), grace=0.5,
+        users={"alice": {"admin": True, "password": _hash("alice"), "full_name": "Alice A"},
+               "bob": {"password": _hash("bob")},
+               "mallory": {"password": _hash("mallory"), "full_name": XSS_NAME}},
+        hosts={"web1": {"monitors": ["bob"]}, "ui-xss": {"managers": ["mallory"]}},
+        email={"smtp_host": "smtp.example.test", "username": "hb", "password": SECRET},
+        thresholds={"cpu_monitor": {"cpu_percent": {"warning": 80, "critical": 90}}},
+    ).start()
+    yield Site(server)
+    server.stop()
+
+
+class Watch:
+    """What a page did that it must not: dialogs, script errors, failed API calls.
+
+    A page itself may answer 401/403/404 (a refused login, a host one may not see);
+    the requests its scripts make must all succeed.
+    """
+
+    def __init__(self, page: Page) -> None:
+        self.dialogs: list[str] = []
+        self.errors: list[str] = []
+        page.on("dialog", lambda dialog: (self.dialogs.append(dialog.message), dialog.dismiss()))
+        page.on("console", self._console)
+        page.on("pageerror", lambda error: self.errors.append(str(error)))
+        page.on("response", self._response)
+
+    def _console(self, message: Any) -> None:
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            self.errors.append(message.text)
+
+    def _response(self, response: Any) -> None:
+        if response.status >= 400 and response.request.resource_type != "document":
+            self.errors.append(f"{response.status} {response.url}")
+
+
+@pytest.fixture
+def ui(page: Page) -> Iterator[tuple[Page, Watch]]:
+    """A fresh browser page whose dialogs and console errors fail the test."""
+    page.set_default_timeout(TIMEOUT)
+    watch = Watch(page)
+    yield page, watch
+    assert watch.dialogs == []
+    assert watch.errors == []
+
+
+def _live(page: Page) -> None:
+    expect(page.locator("#feed-state")).to_have_attribute("data-state", "live")
+
+
+def _plugins(i: int, cpu: float) -> dict[str, Any]:
+    return {
+        "cpu_monitor": {"cpu_percent": cpu, "load_1min": 0.5 + i, "load_5min": 0.4,
+                        "load_15min": 0.3, "cpu_count": 2},
+        "disk_monitor": {"partitions": {"/": {"device": "/dev/sda1", "fstype": "ext4",
+                                              "total_gb": 48.9, "used_gb": 20.1,
+                                              "free_gb": 26.3, "percent": 43.3}}},
+        "zfs_monitor": {"pools": {"tank": {
+            "health": "DEGRADED", "health_ok": 0, "size": 9981503995904,
+            "alloc": 3046184919040, "free": 6935319076864, "capacity": 30, "fragmentation": 9,
+            "dedup_ratio": 1.0, "read_ops": 64, "write_ops": 12, "read_bytes": 281656,
+            "write_bytes": 308598, "vdevs": [{"name": "mirror-0", "state": "DEGRADED",
+                                              "depth": 1, "read": 0, "write": 0, "cksum": 0,
+                                              "note": None}]}}, "pool_count": 1},
+    }
+
+
+def test_login_form_returns_to_the_page(ui: tuple[Page, Watch], site: Site) -> None:
+    """A page opened without a session goes to /login and, after the login, back to it."""
+    page, _ = ui
+    site.send({"ID": "HTB", "name": "web1"})
+    wait_until(lambda: site.request("/api/0/hosts/web1")[0] == 200)
+    page.goto(site.base + "/plugins/web1")
+    assert page.url == site.base + "/login?next=%2Fplugins%2Fweb1"
+    page.fill("input[name=username]", "alice")
+    page.fill("input[name=password]", "not-her-password")
+    page.click("button[type=submit]")
+    expect(page.locator("#login-error")).to_have_text("Wrong user name or password.")
+    page.fill("input[name=password]", "alice-password")
+    page.click("button[type=submit]")
+    expect(page.locator("#host-name")).to_have_text("web1")
+    assert page.url == site.base + "/plugins/web1"
+    expect(page.locator("#who")).to_have_text("Alice A")
+
+
+def test_live_host_appears_and_goes_down(ui: tuple[Page, Watch], site: Site) -> None:
+    """A host appears on /live with its first datagram and turns DOWN when it stops, no reload."""
+    page, _ = ui
+    site.log_in(page, "alice")
+    page.goto(site.base + "/live")
+    _live(page)
+    page.evaluate("window.notReloaded = true")
+    site.send({"ID": "HTB", "name": "ui-live", "interval": 1, "rtt": 0.25})
+    row = page.locator("tr[data-host='ui-live']")
+    expect(row).to_have_attribute("data-state", "UP")
+    expect(row.locator("td[data-label=RTT]")).to_have_text("0.25 ms")
+    expect(row.locator("a")).to_have_attribute("href", "/plugins/ui-live")
+    site.send({"ID": "MSG", "name": "ui-live", "text": "disk check done", "level": "info"})
+    expect(row.locator("td[data-label='Latest message']")).to_contain_text("disk check done")
+    expect(page.locator("#messages li").first).to_contain_text("disk check done")
+    expect(row).to_have_attribute("data-state", "DOWN")  # interval 1 s + grace 0.5 s
+    expect(row.locator("td[data-label=State]")).to_contain_text("(timeout)")
+    assert page.evaluate("window.notReloaded") is True
+
+
+def test_overview_chart_cards_and_live_samples(ui: tuple[Page, Watch],
+                                               site: Site) -> None:
+    """The overview charts the history, shows bars and pools, and adds new samples live."""
+    page, _ = ui
+    site.send({"ID": "HTB", "name": "ui-chart"})
+    for i, cpu in enumerate((10.0, 35.5, 20.0, 55.0, 40.0)):
+        site.send({"ID": "PLG", "name": "ui-chart", "plugins": _plugins(i, cpu)})
+    wait_until(lambda: site.samples("ui-chart", "cpu_monitor") == 5)
+    site.log_in(page, "alice")
+    page.goto(site.base + "/plugins/ui-chart")
+    cpu = page.locator("figure[data-chart=cpu] svg")
+    expect(cpu).to_have_attribute("data-count", "5")
+    assert page.locator("figure[data-chart=cpu] polyline").count() == 1
+    expect(page.locator("figure[data-chart=load] .legend")).to_have_text("1 min5 min15 min")
+    expect(page.locator("figure[data-chart=cpu] .readout")).to_contain_text("CPU 40.0 %")
+    bar = page.locator(".plugin[data-plugin=disk_monitor] .partition[data-mount='/'] .bar")
+    expect(bar).to_have_attribute("aria-valuenow", "43.3")
+    pool = page.locator(".pool[data-pool=tank]")
+    expect(pool).to_have_attribute("data-health", "DEGRADED")
+    expect(pool.locator(".health").first).to_have_text("DEGRADED")
+    expect(pool).to_contain_text("Fragmentation9 %")
+    expect(pool).to_contain_text("read 64 op/s, 275 KiB/s")
+    expect(page.locator("#host-alerts tr[data-metric='zfs_monitor.pools.tank.health_ok']")) \
+        .to_contain_text("CRITICAL")
+    site.send({"ID": "PLG", "name": "ui-chart", "plugins": _plugins(5, 60.0)})
+    expect(cpu).to_have_attribute("data-count", "6")
+    expect(page.locator("figure[data-chart=cpu] .readout")).to_contain_text("CPU 60.0 %")
+    page.select_option("#range", "3600")
+    expect(page.locator("figure[data-chart=cpu] svg")).to_have_attribute("data-count", "6")
+
+
+def test_alert_appears_and_pie_updates(ui: tuple[Page, Watch], site: Site) -> None:
+    """A PLG over a threshold shows on /alerts and in the nav pie without a reload."""
+    page, _ = ui
+    site.log_in(page, "alice")
+    page.goto(site.base + "/alerts")
+    _live(page)
+    before = sum(site.api("/api/0/alerts")["summary"].values())
+    pie = page.locator("#alert-pie")
+    expect(pie).to_have_attribute("data-total", str(before))
+    site.send({"ID": "PLG", "name": "ui-alert", "plugins": {"cpu_monitor": {
+        "cpu_percent": 95.0}}})
+    row = page.locator("#alerts tr[data-host='ui-alert']")
+    expect(row).to_have_attribute("data-level", "CRITICAL")
+    expect(row).to_contain_text("cpu_monitor.cpu_percent")
+    expect(row.locator("td[data-label=Limit]")).to_have_text("90")
+    expect(pie).to_have_attribute("data-total", str(before + 1))
+    expect(pie.locator("[data-level=CRITICAL]")).to_have_count(1)
+    critical = site.api("/api/0/alerts")["summary"]["CRITICAL"]
+    expect(page.locator(".tile[data-level=CRITICAL] strong")).to_have_text(str(critical))
+    page.uncheck("#level-filter input[value=CRITICAL]")
+    expect(row).to_have_count(0)
+    page.check("#level-filter input[value=CRITICAL]")
+    expect(row).to_have_count(1)
+    site.send({"ID": "PLG", "name": "ui-alert", "plugins": {"cpu_monitor": {
+        "cpu_percent": 85.0}}})
+    expect(row).to_have_attribute("data-level", "WARNING")
+    site.send({"ID": "PLG", "name": "ui-alert", "plugins": {"cpu_monitor": {
+        "cpu_percent": 10.0}}})
+    expect(row).to_have_count(0)
+    expect(pie).to_have_attribute("data-total", str(before))
+
+
+def test_markup_from_datagrams_and_users_is_text(ui: tuple[Page, Watch],
+                                                 site: Site) -> None:
+    """Markup in a MSG, in plugin keys and values and in a full name shows as text."""
+    page, watch = ui
+    site.send({"ID": "HTB", "name": "ui-xss"})
+    site.send({"ID": "MSG", "name": "ui-xss", "text": XSS_MSG, "level": "warning"})
+    site.send({"ID": "PLG", "name": "ui-xss", "plugins": {
+        "custom_probe": {XSS_KEY: XSS_VALUE, "nested": {"deeper": XSS_VALUE}},
+        "nagios_runner": {"check_x_status_code": 2, "check_x_output": XSS_VALUE}}})
+    wait_until(lambda: site.samples("ui-xss", "custom_probe") == 1)
+    site.log_in(page, "alice")
+    page.goto(site.base + "/live")
+    row = page.locator("tr[data-host='ui-xss']")
+    expect(row.locator("td[data-label='Latest message']")).to_contain_text(XSS_MSG)
+    page.goto(site.base + "/plugins/ui-xss")
+    card = page.locator(".plugin[data-plugin=custom_probe]")
+    expect(card).to_contain_text(XSS_KEY)
+    expect(card).to_contain_text(XSS_VALUE)
+    expect(page.locator(".check[data-check=check_x]")).to_contain_text(XSS_VALUE)
+    expect(page.locator("#messages")).to_contain_text(XSS_MSG)
+    page.goto(site.base + "/settings")
+    expect(page.locator("#users tr[data-user=mallory]")).to_contain_text(XSS_NAME)
+    page.goto("about:blank")
+    page.context.clear_cookies()
+    site.log_in(page, "mallory")
+    page.goto(site.base + "/plugins/ui-xss")
+    expect(page.locator("#who")).to_have_text(XSS_NAME)
+    expect(page.locator("#messages")).to_contain_text(XSS_MSG)
+    assert page.locator("img[src=x], script:not([src])").count() == 0
+    assert watch.dialogs == []
+
+
+def test_monitor_sees_only_own_hosts(ui: tuple[Page, Watch], site: Site) -> None:
+    """bob (monitor of web1) sees web1 without its overview, and nothing of other hosts."""
+    page, _ = ui
+    for name in ("web1", "web2"):
+        site.send({"ID": "HTB", "name": name})
+        site.send({"ID": "MSG", "name": name, "text": f"hello from {name}"})
+    wait_until(lambda: {"web1", "web2"} <= {h["name"] for h in site.api("/api/0/hosts")["hosts"]})
+    site.log_in(page, "bob")
+    page.goto(site.base + "/live")
+    expect(page.locator("tr[data-host=web1]")).to_have_count(1)
+    expect(page.locator("#messages")).to_contain_text("hello from web1")
+    assert page.locator("#hosts tbody tr").evaluate_all(
+        "rows => rows.map(r => r.dataset.host)") == ["web1"]
+    expect(page.locator("tr[data-host=web1] a")).to_have_count(0)
+    assert "web2" not in page.locator("main").inner_text()
+    page.goto(site.base + "/plugins/web1")
+    expect(page.locator("main h1")).to_have_text("Not yours to inspect")
+    page.goto(site.base + "/plugins/web2")
+    expect(page.locator("main h1")).to_have_text("No such host")
+    page.goto(site.base + "/settings")
+    expect(page.locator("#users-note")).to_have_text("Only admins manage users.")
+    expect(page.locator("#config-section")).to_be_hidden()
+    expect(page.locator("#threshold-host option")).to_have_text(["web1"])
+
+
+def test_settings_users_config_and_thresholds(ui: tuple[Page, Watch],
+                                              site: Site) -> None:
+    """An admin adds, edits and removes a user; the config hides secrets; rules per host."""
+    page, _ = ui
+    site.send({"ID": "HTB", "name": "web1"})
+    site.log_in(page, "alice")
+    page.goto(site.base + "/settings")
+    expect(page.locator("#users tr[data-user=bob]")).to_contain_text("web1: monitor")
+    page.click("#user-add")
+    page.fill("#user-form input[name=name]", "carol")
+    page.fill("#user-form input[name=full_name]", "Carol C")
+    page.fill("#user-form input[name=password]", "carol-password")
+    page.click("#user-save")
+    carol = page.locator("#users tr[data-user=carol]")
+    expect(carol).to_contain_text("Carol C")
+    assert site.api("/api/0/users/carol")["full_name"] == "Carol C"
+    carol.get_by_role("button", name="Edit").click()
+    page.fill("#user-form input[name=full_name]", "Carol Changed")
+    page.click("#user-save")
+    expect(carol).to_contain_text("Carol Changed")
+    carol.get_by_role("button", name="Remove").click()
+    carol.get_by_role("button", name="Yes, remove").click()
+    expect(carol).to_have_count(0)
+    assert site.request("/api/0/users/carol")[0] == 404
+    email = page.locator("#config tr[data-key=email]")
+    email.locator("summary").first.click()
+    expect(email).to_contain_text('"password": "********"')
+    assert SECRET not in page.content()
+    page.select_option("#threshold-host", "web1")
+    rule = page.locator("#thresholds tr[data-metric='cpu_monitor.cpu_percent']")
+    expect(rule.locator("td[data-label=Warning]")).to_have_text("80")
+    expect(rule.locator("td[data-label=Critical]")).to_have_text("90")
+
+
+@pytest.mark.parametrize("path", ["/login", "/live", "/plugins/ui-phone", "/alerts",
+                                  "/settings"])
+def test_pages_fit_a_phone(ui: tuple[Page, Watch], site: Site, path: str) -> None:
+    """At 390 px wide no page scrolls sideways, even with long unbroken data."""
+    page, _ = ui
+    long = "x" * 300
+    site.send({"ID": "HTB", "name": "ui-phone"})
+    site.send({"ID": "MSG", "name": "ui-phone", "text": long})
+    site.send({"ID": "PLG", "name": "ui-phone", "plugins": {**_plugins(0, 20.0),
+                                                              "custom": {long: long}}})
+    wait_until(lambda: site.samples("ui-phone", "custom") >= 1)
+    page.set_viewport_size({"width": 390, "height": 844})
+    if path != "/login":
+        site.log_in(page, "alice")
+    page.goto(site.base + path)
+    page.wait_for_load_state("networkidle")
+    if path != "/login":
+        _live(page)
+    widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+    assert widths == [390, 390]
+
+
+def test_feed_reconnects_by_itself(page: Page, server_factory: Any, tmp_path: Path) -> None:
+    """Without users no login is needed; a lost feed says so, reconnects and goes on."""
+    page.set_default_timeout(10000)
+    dialogs: list[str] = []
+    page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    server = server_factory(tmp_path / "a")
+    page.goto(f"http://127.0.0.1:{server.http_port}/")
+    assert page.url.endswith("/live")
+    _live(page)
+    server.stop()
+    expect(page.locator("#feed-state")).to_have_attribute("data-state", "reconnecting")
+    expect(page.locator("#banner")).to_contain_text("Connection to the server lost")
+    again = server_factory(tmp_path / "b", hb_port=server.udp_port,
+                           hbd_port=server.http_port, ws_port=server.ws_port)
+    _live(page)
+    expect(page.locator("#banner")).to_have_text("Reconnected: the page is live again.")
+    again.send({"ID": "HTB", "name": "after-restart"})
+    expect(page.locator("tr[data-host='after-restart']")).to_have_attribute("data-state", "UP")
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/live", page.url)
+    assert dialogs == []
