@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from heartbeat.config import (
+    SECRET_MASK,
     SERVER_DEFAULTS,
     ConfigError,
     EmailConfig,
@@ -15,7 +16,9 @@ from heartbeat.config import (
     ServerConfig,
     default_config_path,
     load_server_config,
+    masked,
     parse_config,
+    settings_view,
 )
 
 
@@ -143,3 +146,41 @@ class ErrorTests:
         """A directory (or unreadable file) given as config is named with the reason."""
         with pytest.raises(ConfigError, match=r": cannot read: "):
             load_server_config(tmp_path)
+
+
+def test_secrets_are_masked_in_the_settings_view() -> None:
+    """Every secret field shows as ******** (unset stays null); nothing else is touched."""
+    config = parse_config(ServerConfig, """
+email: {username: hb, password: hunter2}
+pushover: {token: tok, user: usr}
+mattermost: {url: "https://chat.example/hooks/abc"}
+keys: {k1: shared}
+users: {alice: {admin: true, pushover_user: ukey,
+                password: "pbkdf2:sha256:600000$salt$%s"}}
+""".replace("%s", "0" * 64), "hb.yaml")
+    rows = {row["key"]: row for row in settings_view(config)}
+    assert rows["email"]["value"]["password"] == SECRET_MASK
+    assert rows["email"]["value"]["username"] == "hb"
+    assert rows["email"]["default"]["password"] is None
+    assert rows["pushover"]["value"] == {"token": SECRET_MASK, "user": SECRET_MASK,
+                                         "url": "https://api.pushover.net/1/messages.json"}
+    assert rows["mattermost"]["value"]["url"] == SECRET_MASK
+    assert rows["keys"] == {"key": "keys", "value": {"k1": SECRET_MASK}, "default": {},
+                            "changed": True, "doc": "shared keys by id for signed datagrams",
+                            "secret": True}
+    alice = rows["users"]["value"]["alice"]
+    assert (alice["password"], alice["pushover_user"], alice["admin"]) == (
+        SECRET_MASK, SECRET_MASK, True)
+    text = repr(settings_view(config))
+    for secret in ("hunter2", "tok", "usr", "hooks/abc", "shared", "ukey", "0" * 64):
+        assert f"'{secret}'" not in text and secret + "'" not in text, secret
+
+
+def test_settings_view_lists_every_key_in_order() -> None:
+    """One row per ServerConfig field, in declaration order; defaults are unchanged."""
+    rows = settings_view(ServerConfig())
+    assert [r["key"] for r in rows] == [f.name for f in dataclasses.fields(ServerConfig)]
+    assert not any(r["changed"] for r in rows)
+    assert rows[1] == {"key": "hb_port", "value": 50003, "default": 50003, "changed": False,
+                       "doc": "UDP port for heartbeats", "secret": False}
+    assert masked({"a": [ServerConfig().email]})["a"][0]["smtp_port"] == 25
