@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 from klein import Klein
 from twisted.internet.defer import Deferred, maybeDeferred
@@ -47,6 +47,7 @@ from heartbeat.server.web.schema import (
 
 __all__ = ["ApiError", "DnsTrigger", "HeartbeatAPI", "json_response"]
 
+N = TypeVar("N", int, float)
 StatusSource = Callable[[], Mapping[str, Any]]
 DnsTrigger = Callable[[str], object]
 """Starts a DNS update for a host now (may return a Deferred; ValueError: refused)."""
@@ -54,15 +55,21 @@ DnsTrigger = Callable[[str], object]
 log = Logger()
 
 
+def _parsed_arg(request: IRequest, name: str, parse: Callable[[str], N], what: str) -> N | None:
+    raw = str_arg(request, name)
+    if raw is None:
+        return None
+    try:
+        return parse(raw)
+    except ValueError:
+        raise ApiError(400, "bad_request", f"{name} must be {what}") from None
+
+
 def int_arg(request: IRequest, name: str, default: int, lo: int, hi: int) -> int:
     """An integer query argument within [lo, hi], or a 400."""
-    raw = request.args.get(name.encode(), [None])[0]
-    if raw is None:
+    value = _parsed_arg(request, name, int, "an integer")
+    if value is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ApiError(400, "bad_request", f"{name} must be an integer") from None
     if not lo <= value <= hi:
         raise ApiError(400, "bad_request", f"{name} must be between {lo} and {hi}")
     return value
@@ -70,14 +77,8 @@ def int_arg(request: IRequest, name: str, default: int, lo: int, hi: int) -> int
 
 def float_arg(request: IRequest, name: str) -> float | None:
     """A finite number query argument, or None when absent, or a 400."""
-    raw = str_arg(request, name)
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ApiError(400, "bad_request", f"{name} must be a number") from None
-    if not math.isfinite(value):
+    value = _parsed_arg(request, name, float, "a number")
+    if value is not None and not math.isfinite(value):
         raise ApiError(400, "bad_request", f"{name} must be a finite number")
     return value
 

@@ -1,5 +1,5 @@
 // /alerts: active threshold alerts with summary counts and a severity filter.
-import { ApiError, api, canInspect, debounce, el, fmtNumber, hostHref, levelBadge, me, timeEl } from "./common.js";
+import { ApiError, api, canInspect, cell, debounce, el, fmtNumber, hostHref, levelBadge, me, timeEl } from "./common.js";
 
 const LEVELS = ["CRITICAL", "WARNING", "UNKNOWN"];
 
@@ -32,13 +32,13 @@ export async function alertsPage(feed) {
         el("strong", { text: String(summary[level] || 0) }), el("span", { text: level.toLowerCase() }))));
     const alerts = data.alerts || [];
     tbody.replaceChildren(...alerts.map((a) => el("tr", { dataset: { level: a.level, host: a.host, metric: a.metric_path } },
-      el("td", { dataset: { label: "Level" } }, levelBadge(a.level)),
-      el("td", { dataset: { label: "Host" } }, canInspect(roles, a.host) ? el("a", { href: hostHref(a.host), text: a.host }) : a.host),
-      el("td", { dataset: { label: "Metric" }, text: a.metric_path }),
-      el("td", { dataset: { label: "Value" }, text: fmtNumber(a.value, 2) }),
-      el("td", { dataset: { label: "Limit" }, text: fmtNumber(a.threshold_value, 2) }),
-      el("td", { dataset: { label: "Since" } }, timeEl(a.since, "ago")),
-      el("td", { dataset: { label: "Message" }, text: a.message }))));
+      cell("Level", levelBadge(a.level)),
+      cell("Host", canInspect(roles, a.host) ? el("a", { href: hostHref(a.host), text: a.host }) : a.host),
+      cell("Metric", a.metric_path),
+      cell("Value", fmtNumber(a.value, 2)),
+      cell("Limit", fmtNumber(a.threshold_value, 2)),
+      cell("Since", timeEl(a.since, "ago")),
+      cell("Message", a.message))));
     empty.hidden = alerts.length > 0;
     empty.textContent = total && !alerts.length ? "No alerts of the chosen severities." : "No active alerts.";
   }

@@ -1,8 +1,7 @@
 // Readable cards for each plugin's latest data (docs/AGENT.md has the shapes).
 // Unknown plugins and unexpected shapes fall back to a generic key/value tree.
-import { el, fmtBytes, fmtDuration, fmtNumber, fmtTime, levelBadge } from "./common.js";
+import { cell, el, fmtBytes, fmtDuration, fmtNumber, fmtTime, isObject, levelBadge } from "./common.js";
 
-const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
 const num = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
 const mib = (v) => (num(v) === null ? "–" : fmtBytes(v * 1048576));
 const gib = (v) => (num(v) === null ? "–" : fmtBytes(v * 1073741824));
@@ -32,8 +31,7 @@ export function usageBar(percent, label, warn = 80, crit = 90) {
 function table(headers, rows, cls = "") {
   return el("table", { class: `mini responsive ${cls}` },
     el("thead", {}, el("tr", {}, headers.map((h) => el("th", { text: h })))),
-    el("tbody", {}, rows.map((cells) => el("tr", {}, cells.map((c, i) =>
-      el("td", { dataset: { label: headers[i] } }, c instanceof Node ? c : String(c ?? "–")))))));
+    el("tbody", {}, rows.map((cells) => el("tr", {}, cells.map((c, i) => cell(headers[i], c ?? "–"))))));
 }
 
 // Generic: nested mappings as nested lists, at most a few levels deep.

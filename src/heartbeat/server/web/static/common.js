@@ -26,6 +26,13 @@ export function append(node, children) {
   return node;
 }
 
+export const isObject = (value) => value !== null && typeof value === "object" && !Array.isArray(value);
+
+// A table cell that narrow screens label with its column's name.
+export function cell(label, ...content) {
+  return el("td", { dataset: { label } }, ...content);
+}
+
 export function clear(node) {
   while (node.firstChild) node.firstChild.remove();
   return node;

@@ -1,8 +1,8 @@
 // /plugins/<host>: the host's facts, alerts, charts of its plugin history, a card per
 // plugin and its recent messages; kept current by the feed.
 import {
-  ApiError, api, clear, debounce, el, fmtBytes, fmtDuration, fmtNumber, fmtTime, levelBadge,
-  messageItem, prependLimited, serverNow, stateBadge, timeEl,
+  ApiError, api, cell, clear, debounce, el, fmtBytes, fmtDuration, fmtNumber, fmtTime, isObject,
+  levelBadge, messageItem, prependLimited, serverNow, stateBadge, timeEl,
 } from "./common.js";
 import { drawChart, legend } from "./chart.js";
 import { pluginCard } from "./cards.js";
@@ -12,7 +12,6 @@ const ORDER = ["cpu_monitor", "memory_monitor", "disk_monitor", "network_monitor
 const QUIET = new Set(["HTB", "PLG"]); // shown by the facts and the cards instead
 const COUNTER_PLUGINS = new Set(["network_monitor", "disk_monitor"]);
 const COUNTER = /^(bytes|packets)_(sent|recv)$|^(err|drop)(in|out)$|^errors_total$|^dropped$|^(read|write)_(bytes|count|time_ms)$/;
-const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
 const bytesPerSecond = (v) => fmtBytes(v, "/s");
 
 const each = (mapping, fn) => (isObject(mapping) ? Object.keys(mapping).map(fn) : []);
@@ -129,12 +128,12 @@ export async function hostPage(feed) {
     alertsBox.replaceChildren(el("table", { class: "responsive alerts" },
       el("thead", {}, el("tr", {}, headers.map((h) => el("th", { text: h })))),
       el("tbody", {}, alerts.map((a) => el("tr", { dataset: { level: a.level, metric: a.metric_path } },
-        el("td", { dataset: { label: "Level" } }, levelBadge(a.level)),
-        el("td", { dataset: { label: "Metric" }, text: a.metric_path }),
-        el("td", { dataset: { label: "Value" }, text: fmtNumber(a.value, 2) }),
-        el("td", { dataset: { label: "Limit" }, text: fmtNumber(a.threshold_value, 2) }),
-        el("td", { dataset: { label: "Since" } }, timeEl(a.since, "ago")),
-        el("td", { dataset: { label: "Message" }, text: a.message }))))));
+        cell("Level", levelBadge(a.level)),
+        cell("Metric", a.metric_path),
+        cell("Value", fmtNumber(a.value, 2)),
+        cell("Limit", fmtNumber(a.threshold_value, 2)),
+        cell("Since", timeEl(a.since, "ago")),
+        cell("Message", a.message))))));
   }
 
   // Cards

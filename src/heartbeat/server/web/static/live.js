@@ -1,6 +1,6 @@
 // /live: every visible host, kept current by the feed; recent messages.
 import {
-  api, canInspect, clear, debounce, el, fmtNumber, hostHref, me, messageItem,
+  api, canInspect, cell, clear, debounce, el, fmtNumber, hostHref, me, messageItem,
   prependLimited, stateBadge, summarize, timeEl,
 } from "./common.js";
 
@@ -18,10 +18,6 @@ export async function livePage(feed) {
     roles = (await me(true)).roles || {};
     for (const entry of hosts.values()) render(entry);
   }, 300);
-
-  function cell(label, ...content) {
-    return el("td", { dataset: { label } }, ...content);
-  }
 
   function render(entry) {
     const h = entry.data;

@@ -1,16 +1,11 @@
 // /settings: server status, users and their roles (admins add, edit and remove them
 // through /api/0/users), the effective thresholds per host, the server configuration.
-import { ApiError, api, clear, el, fmtDuration, fmtNumber, me } from "./common.js";
+import { ApiError, api, cell, clear, el, fmtDuration, fmtNumber, isObject, me } from "./common.js";
 
-const isObject = (v) => v !== null && typeof v === "object" && !Array.isArray(v);
 
 function facts(box, rows) {
   clear(box);
   for (const [label, value] of rows) box.append(el("dt", { text: label }), el("dd", { text: String(value) }));
-}
-
-function cell(label, ...content) {
-  return el("td", { dataset: { label } }, ...content);
 }
 
 function showValue(value) {
