@@ -182,9 +182,13 @@ class JournalService(Service):
 
     def _on_event(self, event: Event) -> None:
         if event.kind == RECEIVED:
-            data = event.data
+            data, raw = event.data, event.raw
+            # Keep only the raw text when it can be written as it is: holding thousands
+            # of decoded messages until the flush made for long garbage-collector pauses.
+            spliceable = raw is not None and b"\n" not in raw and b"\r" not in raw
             self._buffer.append((event.ts, data["source_ip"], data["source_port"],
-                                 event.raw, data["message"], None))
+                                 raw if spliceable else None,
+                                 None if spliceable else data["message"], None))
         elif event.kind != HOST_PLUGINS:
             self._buffer.append((event.ts, None, None, None, None, event))
         else:

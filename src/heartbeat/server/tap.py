@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import sqlite3
 from pathlib import Path
@@ -353,6 +354,9 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Multi
     web.setServiceParent(top)
     for service in make_websocket_services(config, hub, web_auth, reactor):
         service.setServiceParent(top)
+    # What exists once running (modules, config, restored hosts) lives as long as the
+    # process: moved out of the collector's sight, full collections stay short.
+    reactor.callWhenRunning(gc.freeze)
     log.info("heartbeat {version}: config {config}; UDP {udp}, HTTP {http}, WebSocket {ws}; "
              "{hosts} hosts restored from {state}",
              version=heartbeat.__version__, config=options.get("config_path") or "defaults",
