@@ -148,7 +148,7 @@ def start_server(directory: Path) -> Target:
         "hb_host": "127.0.0.1", "hb_port": udp, "hbd_host": "127.0.0.1", "hbd_port": http,
         "ws_port": None, "state_dir": str(directory / "state"),
         "journal_dir": str(directory / "journal"), "journal_max_size": 64 * 1024 * 1024,
-        "journal_max_backups": 3,
+        "journal_max_backups": 3, "source_rate": 1e9,
     }))
     process = pinned(
         [TWISTD, "-n", "--pidfile=", "--logfile", str(directory / "twistd.log"), "heartbeat",

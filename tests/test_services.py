@@ -283,12 +283,13 @@ class JournalServiceTests:
 
 
 class StoreTests:
-    def _store(self, tmp_path: Path, clock: Clock) -> tuple[StoreService, Registry, EventBus]:
+    def _store(self, tmp_path: Path, clock: Clock, retention: float = 100.0,
+               max_samples: int = 3) -> tuple[StoreService, Registry, EventBus]:
         conn = open_database(tmp_path / "s.sqlite3", [SCHEMA])
         registry = Registry(grace=5, default_interval=10)
         bus = make_bus()
         store = StoreService(conn, ImmediateWorker(), clock, flush_interval=0.5)
-        HostRecorder(registry, store, retention=100.0, max_samples=3).attach(bus)
+        HostRecorder(registry, store, retention=retention, max_samples=max_samples).attach(bus)
         return store, registry, bus
 
     def _apply(self, registry: Registry, bus: EventBus, message: dict[str, Any],
@@ -319,7 +320,9 @@ class StoreTests:
 
     def test_history_newest_first_and_capped(self, tmp_path: Path, clock: Clock) -> None:
         """History reads are newest first, per plugin; maintenance trims age and count."""
-        store, registry, bus = self._store(tmp_path, clock)
+        store, registry, bus = self._store(tmp_path, clock, max_samples=7)
+        self._apply(registry, bus, {"ID": "PLG", "name": "h", "plugins": {"cpu": {"v": -1}}},
+                    850.0)
         for i in range(6):
             plugins: dict[str, Any] = {"cpu": {"v": i}}
             if i % 2:
@@ -332,10 +335,30 @@ class StoreTests:
         store.read(read_history("h", "mem", 10)).addCallback(got.append)
         assert got[1] == [{"ts": 1000.0, "data": {"m": 5}}, {"ts": 960.0, "data": {"m": 3}},
                           {"ts": 920.0, "data": {"m": 1}}]
-        store.startService()  # maintenance runs at start: retention 100 s, cap 3 messages
         store.read(read_history("h", "cpu", 10)).addCallback(got.append)
-        assert [s["data"]["v"] for s in got[2]] == [5, 4, 3]
+        assert [s["data"]["v"] for s in got[2]] == [5, 4, 3, 2, 1, 0, -1]
+        store.startService()  # maintenance runs at start: retention 100 s, cap 7 messages
+        store.read(read_history("h", "cpu", 10)).addCallback(got.append)
+        assert [s["data"]["v"] for s in got[3]] == [5, 4, 3, 2, 1, 0]
+        HostRecorder(registry, store, retention=100.0, max_samples=2).prune(store.conn, 1000.0)
+        store.read(read_history("h", "cpu", 10)).addCallback(got.append)
+        assert [s["data"]["v"] for s in got[4]] == [5, 4]  # e.g. a lowered history_max_samples
         store.stopService()
+
+    def test_flooding_host_trimmed_before_maintenance(self, tmp_path: Path,
+                                                      clock: Clock) -> None:
+        """A host sending faster than its cap is trimmed with its next batch, not 10 min later."""
+        store, registry, bus = self._store(tmp_path, clock, max_samples=3)
+        counts = []
+        for i in range(10):
+            self._apply(registry, bus, {"ID": "PLG", "name": "h", "plugins": {"cpu": {"v": i}}},
+                        900.0 + i)
+            store.flush()
+            counts.append(store.conn.execute("SELECT COUNT(*) FROM plugin_history").fetchone()[0])
+        assert counts == [1, 2, 3, 4, 5, 3, 4, 5, 3, 4]
+        got: list[Any] = []
+        store.read(read_history("h", "cpu", 10)).addCallback(got.append)
+        assert [s["data"]["v"] for s in got[0]] == [9, 8, 7, 6]
 
     def test_latest_survives_reload_per_plugin(self, tmp_path: Path, clock: Clock) -> None:
         """Each plugin's newest sample loads back even when later messages lack it."""

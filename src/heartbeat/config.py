@@ -307,7 +307,11 @@ class ServerConfig:
     require_signed: bool = _opt(False)
     sign_window: float = _opt(120.0, _positive, doc="accepted clock skew of signed datagrams (s)")
     max_hosts: int = _opt(10000, _positive, doc="new unknown hosts accepted per hour")
-    source_rate: float = _opt(1000.0, _positive, doc="datagrams/s accepted from one address")
+    max_unconfigured_hosts: int = _opt(
+        50000, _positive, doc="hosts not under hosts: held at most (configured ones always)")
+    max_plugins: int = _opt(100, _positive, doc="distinct plugin names kept per host")
+    source_rate: float = _opt(
+        1000.0, _positive, doc="datagrams/s accepted from one address (IPv6: one /64)")
 
     def check(self, source: str) -> None:
         """Rules that span several keys (run by the loader after each key is checked)."""

@@ -26,12 +26,15 @@ from heartbeat.protocol import (
     encode,
     encode_ack,
 )
+from heartbeat.server.limits import HostAdmission, SourceRateLimit, source_key
 from heartbeat.server.registry import Registry
 
 __all__ = ["IngestProtocol", "IngestStats", "make_udp_service", "source_address"]
 
 log = Logger()
 MAX_DATAGRAM = 65535
+MAX_UNKNOWN_IDS = 64
+"""Distinct unknown ``ID``s counted by name; any more are counted as ``(other)``."""
 
 
 def source_address(addr: tuple[Any, ...]) -> tuple[str, int]:
@@ -66,6 +69,13 @@ class IngestStats:
                      detail=detail,
                      suppressed=f" (+{suppressed} more since last report)" if suppressed else "")
 
+    def unknown_id(self, kind: str) -> None:
+        counts = self.unknown_ids
+        key = kind[:32]
+        if key not in counts and len(counts) >= MAX_UNKNOWN_IDS:
+            key = "(other)"
+        counts[key] += 1
+
     def to_json(self) -> dict[str, Any]:
         return {
             "received": self.received,
@@ -79,34 +89,52 @@ class IngestStats:
 
 
 class IngestProtocol(DatagramProtocol):
-    """Decodes datagrams, applies them to the registry and answers on the same socket."""
+    """Decodes datagrams, applies them to the registry and answers on the same socket.
+
+    Before a datagram costs a decode it must be within its source's rate
+    (``rate``); before a message creates a host the registry does not know, the
+    ``admission`` must let it in; a PLG may not take a host past ``max_plugins``
+    plugin names. Each bound is optional (None: unbounded, for tests and tools).
+    """
 
     noisy = False
 
     def __init__(
         self, registry: Registry, bus: EventBus, clock: IReactorTime, limits: Limits,
-        stats: IngestStats,
+        stats: IngestStats, *, rate: SourceRateLimit | None = None,
+        admission: HostAdmission | None = None, max_plugins: int | None = None,
     ) -> None:
         self.registry = registry
         self.bus = bus
         self.clock = clock
         self.limits = limits
         self.stats = stats
+        self.rate = rate
+        self.admission = admission
+        self.max_plugins = max_plugins
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
         now = self.clock.seconds()
         stats = self.stats
         stats.received += 1
         source = source_address(addr)
+        if self.rate is not None and not self.rate.allow(source_key(source[0]), now):
+            stats.drop("rate_limited", source, "", now)
+            return
         try:
             message, text = decode_with_text(data, self.limits)
         except DecodeError as e:
             stats.drop(e.reason, source, e.detail, now)
             return
-        stats.accepted += 1
         kind = message["ID"]
-        if kind not in CLIENT_IDS:
-            stats.unknown_ids[kind[:32]] += 1
+        if kind in CLIENT_IDS:
+            refusal = self._refusal(message, now)
+            if refusal is not None:
+                stats.drop(refusal, source, message["name"], now)
+                return
+        else:
+            stats.unknown_id(kind)
+        stats.accepted += 1
         self.bus.publish(Event(RECEIVED, message["name"], now, {
             "message": message, "source_ip": source[0], "source_port": source[1],
         }, text))
@@ -115,6 +143,30 @@ class IngestProtocol(DatagramProtocol):
             self.send(reply, addr)
         if outcome.events:
             self.bus.publish_all(outcome.events)
+
+    def status(self) -> dict[str, Any]:
+        """The ``ingest`` section of ``/api/0/status``: counters and the bounds' tables."""
+        body = self.stats.to_json()
+        if self.rate is not None:
+            body["sources"] = self.rate.to_json()
+        if self.admission is not None:
+            body["admission"] = self.admission.to_json()
+        return body
+
+    def _refusal(self, message: dict[str, Any], now: float) -> str | None:
+        """Why a valid message would take the registry past a bound, or None."""
+        registry = self.registry
+        name = message["name"]
+        host = registry.hosts.get(name)
+        if message["ID"] == "PLG" and self.max_plugins is not None:
+            plugins = message["plugins"]
+            known = host.plugins if host is not None else {}
+            if len(known) + len(plugins) > self.max_plugins and len(
+                    known.keys() | plugins.keys()) > self.max_plugins:
+                return "max_plugins"
+        if host is None and self.admission is not None and name not in registry.host_config:
+            return self.admission.admit(len(registry), now)
+        return None
 
     def send(self, reply: dict[str, Any], addr: Any) -> None:
         if reply["ID"] == "ACK":

@@ -242,7 +242,13 @@ class StoreService(Service):
 
 
 class HostRecorder:
-    """Keeps the store in step with the registry: host rows, latest and history."""
+    """Keeps the store in step with the registry: host rows, latest and history.
+
+    History is trimmed to ``max_samples`` per host by the periodic maintenance
+    and, for a host that sends faster than that, as soon as it has added
+    ``max_samples`` rows since its last trim: no host holds more than twice its
+    cap at the end of a batch, however hard it floods between two maintenance runs.
+    """
 
     def __init__(
         self, registry: Registry, store: StoreService, retention: float, max_samples: int
@@ -253,6 +259,8 @@ class HostRecorder:
         self._max_samples = max_samples
         self._history: list[tuple[str, float, str, str]] = []
         self._latest: dict[tuple[str, str], tuple[str, str, float, str]] = {}
+        self._added: dict[str, int] = {}
+        self._trim_due: set[str] = set()
 
     def attach(self, bus: EventBus) -> None:
         bus.subscribe(self._on_received, [RECEIVED])
@@ -266,12 +274,20 @@ class HostRecorder:
             return
         text = event.raw.decode("utf-8") if event.raw is not None else json.dumps(message)
         names = message["plugins"]
-        self._history.append((event.host, event.ts, f",{','.join(names)},", text))
+        host = event.host
+        self._history.append((host, event.ts, f",{','.join(names)},", text))
         for plugin in names:
-            self._latest[event.host, plugin] = (event.host, plugin, event.ts, text)
+            self._latest[host, plugin] = (host, plugin, event.ts, text)
+        added = self._added.get(host, 0) + 1
+        if added >= self._max_samples:
+            added = 0
+            self._trim_due.add(host)
+        self._added[host] = added
 
     def _on_removed(self, event: Event) -> None:
         self._latest = {k: v for k, v in self._latest.items() if k[0] != event.host}
+        self._added.pop(event.host, None)
+        self._trim_due.discard(event.host)
         for table in ("hosts WHERE name", "plugin_latest WHERE host", "plugin_history WHERE host"):
             self._store.write(f"DELETE FROM {table} = ?", (event.host,))
 
@@ -285,7 +301,14 @@ class HostRecorder:
             history, self._history = self._history, []
             latest, self._latest = list(self._latest.values()), {}
             writes.append(lambda conn: _insert_samples(conn, history, latest))
+        if self._trim_due:
+            due, self._trim_due = self._trim_due, set()
+            writes.append(lambda conn: self._trim_all(conn, due))
         return writes
+
+    def _trim_all(self, conn: sqlite3.Connection, hosts: Iterable[str]) -> None:
+        for host in hosts:
+            self._trim(conn, host)
 
     def prune(self, conn: sqlite3.Connection, now: float) -> None:
         """Drop history past the retention age and past the per-host message cap."""
@@ -294,13 +317,16 @@ class HostRecorder:
             "SELECT host FROM plugin_history GROUP BY host HAVING COUNT(*) > ?",
             (self._max_samples,),
         ).fetchall()
-        for (host,) in over:
-            conn.execute(
-                "DELETE FROM plugin_history WHERE host = ? AND ts < ("
-                " SELECT ts FROM plugin_history WHERE host = ?"
-                " ORDER BY ts DESC LIMIT 1 OFFSET ?)",
-                (host, host, self._max_samples - 1),
-            )
+        self._trim_all(conn, (host for (host,) in over))
+
+    def _trim(self, conn: sqlite3.Connection, host: str) -> None:
+        """Keep the newest ``max_samples`` history rows of ``host``."""
+        conn.execute(
+            "DELETE FROM plugin_history WHERE host = ? AND ts < ("
+            " SELECT ts FROM plugin_history WHERE host = ?"
+            " ORDER BY ts DESC LIMIT 1 OFFSET ?)",
+            (host, host, self._max_samples - 1),
+        )
 
 
 def _insert_samples(

@@ -30,6 +30,7 @@ from heartbeat.server.auth import AuthService, PasswordHasher, load_auth
 from heartbeat.server.dns import DnsService, DnsSettings
 from heartbeat.server.ingest import IngestProtocol, IngestStats, make_udp_service
 from heartbeat.server.journal import JournalFile, JournalService
+from heartbeat.server.limits import HostAdmission, SourceRateLimit
 from heartbeat.server.monitor import MonitorService
 from heartbeat.server.notify import Channel, NotifierService, NotifySettings, Router
 from heartbeat.server.notify.mattermost import MattermostChannel
@@ -152,6 +153,17 @@ def make_alerting(config: ServerConfig, rules: RuleBook, registry: Registry, *,
                               period=reminder_period(config.threshold_renotify_interval))
     service.attach()
     return service
+
+
+def make_ingest(config: ServerConfig, registry: Registry, bus: EventBus,
+                reactor: Any) -> IngestProtocol:
+    """The datagram handler with the protocol limits and the resource bounds of the config."""
+    return IngestProtocol(
+        registry, bus, reactor, Limits(config.max_inflated, config.max_depth), IngestStats(),
+        rate=SourceRateLimit(config.source_rate),
+        admission=HostAdmission(config.max_hosts,
+                                config.max_unconfigured_hosts + len(config.hosts)),
+        max_plugins=config.max_plugins)
 
 
 def make_journal(config: ServerConfig, bus: EventBus, reactor: Any) -> JournalService | None:
@@ -318,9 +330,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Multi
     alerting = make_alerting(config, rules, registry, store=store, bus=bus, reactor=reactor)
     alerting.setServiceParent(top)
 
-    stats = IngestStats()
-    ingest = IngestProtocol(registry, bus, reactor,
-                            Limits(config.max_inflated, config.max_depth), stats)
+    ingest = make_ingest(config, registry, bus, reactor)
     make_udp_service(ingest, config.hb_host, config.hb_port, config.udp_rcvbuf,
                      reactor).setServiceParent(top)
     MonitorService(registry, bus, reactor, config.monitor_interval).setServiceParent(top)
@@ -329,7 +339,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Multi
     hub.attach(bus)
     auth.add_revoke_listener(hub.session_ended)
     status_sources = {
-        "ingest": stats.to_json,
+        "ingest": ingest.status,
         "websocket": hub.to_json,
         "store": store.to_json,
         "auth": auth.to_json,

@@ -1,0 +1,95 @@
+"""The ingest hot path in-process: microseconds per datagram, no sockets, no threads.
+
+    .venv/bin/python bench/hotpath.py [--count 20000] [--repeat 7]
+
+Feeds ``IngestProtocol.datagramReceived`` the payloads of bench/ingest.py (a
+plain HTB and a ~1.5 KB zlib PLG, 1,000 host names) with the journal and the
+store recorder subscribed as in the server (their buffers are emptied between
+rounds, nothing is written). It reports the best of ``--repeat`` rounds, so a
+change to the hot path can be compared before/after on a machine that is not
+idle: the minimum is the figure least disturbed by other processes. The
+socket-level figures stay bench/ingest.py's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ingest import HOSTS, payloads
+from twisted.internet.task import Clock
+from twisted.internet.testing import FakeDatagramTransport
+
+from heartbeat.config import ServerConfig
+from heartbeat.events import EventBus
+from heartbeat.server.ingest import IngestProtocol
+from heartbeat.server.journal import JournalFile, JournalService
+from heartbeat.server.registry import Registry
+from heartbeat.server.serial import ImmediateWorker
+from heartbeat.server.store import HostRecorder, StoreService
+from heartbeat.server.tap import make_ingest
+from heartbeat.server.web.websocket import EventHub
+
+
+def build(config: ServerConfig, clock: Clock) -> tuple[IngestProtocol, Any]:
+    """The ingest protocol with the server's subscribers, and a function emptying them."""
+    bus = EventBus(on_error=lambda s, e, x: print(f"subscriber failed: {x!r}"))
+    registry = Registry(grace=config.grace, default_interval=config.interval,
+                        host_config=config.hosts)
+    journal = JournalService(JournalFile(Path("/nonexistent"), "j", 1 << 30, 0),
+                             ImmediateWorker(), clock, max_buffer=1 << 30)
+    journal.attach(bus)
+    store = StoreService(None, ImmediateWorker(), clock)  # type: ignore[arg-type]
+    recorder = HostRecorder(registry, store, 3600.0, 100)
+    recorder.attach(bus)
+    EventHub(registry).attach(bus)
+    protocol = make_ingest(config, registry, bus, clock)
+
+    def drain() -> None:
+        journal._buffer.clear()
+        store._take()
+
+    return protocol, drain
+
+
+def run(kind: str, count: int, repeat: int, overrides: dict[str, Any]) -> float:
+    """Best microseconds per datagram over ``repeat`` rounds of ``count`` datagrams."""
+    data = payloads(kind)
+    clock = Clock()
+    clock.advance(time.time())
+    protocol, drain = build(ServerConfig(**{"source_rate": 1e9, **overrides}), clock)
+    transport = FakeDatagramTransport()
+    protocol.makeConnection(transport)
+    addrs = [(f"10.0.{n // 250}.{n % 250 + 1}", 40000 + n) for n in range(HOSTS)]
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for n in range(count):
+            protocol.datagramReceived(data[n % HOSTS], addrs[n % HOSTS])
+        best = min(best, (time.perf_counter() - start) / count)
+        transport.written.clear()
+        drain()
+        clock.advance(1.0)
+    if protocol.stats.accepted != count * repeat:
+        raise SystemExit(f"{kind}: accepted {protocol.stats.accepted} of {count * repeat}: "
+                         f"{protocol.stats.to_json()}")
+    return best * 1e6
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--count", type=int, default=20000)
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    for kind in ("htb", "plg"):
+        us = run(kind, args.count, args.repeat, {})
+        print(f"{kind.upper()}: {us:.2f} us/datagram ({1e6 / us:,.0f}/s on one core)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""A flood of invented names and sources: memory, journal and store stay within their bounds."""
+
+from __future__ import annotations
+
+import gc
+import json
+import sqlite3
+import tracemalloc
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet.task import Clock
+from twisted.internet.testing import FakeDatagramTransport
+
+from heartbeat.config import HostConfig, ServerConfig
+from heartbeat.events import EventBus
+from heartbeat.server.ingest import IngestProtocol
+from heartbeat.server.journal import JournalFile, JournalService
+from heartbeat.server.limits import SourceRateLimit
+from heartbeat.server.registry import Registry
+from heartbeat.server.serial import ImmediateWorker
+from heartbeat.server.store import SCHEMA, HostRecorder, StoreService, open_database
+from heartbeat.server.tap import make_ingest
+
+
+class Server:
+    """Ingest, journal and store wired as tap.py does, on a Clock and inline workers."""
+
+    def __init__(self, directory: Path, config: ServerConfig) -> None:
+        self.config = config
+        self.clock = Clock()
+        self.clock.advance(1_700_000_000)
+        self.bus = EventBus(on_error=lambda s, e, x: pytest.fail(f"subscriber failed: {x!r}"))
+        self.registry = Registry(grace=config.grace, default_interval=config.interval,
+                                 host_config=config.hosts)
+        self.journal = JournalService(
+            JournalFile(directory / "journal", "messages.journal", config.journal_max_size,
+                        config.journal_max_backups), ImmediateWorker(), self.clock, 0.5)
+        self.journal.attach(self.bus)
+        self.store = StoreService(open_database(directory / "s.sqlite3", [SCHEMA]),
+                                  ImmediateWorker(), self.clock, 0.5)
+        HostRecorder(self.registry, self.store, config.history_retention,
+                     config.history_max_samples).attach(self.bus)
+        self.ingest: IngestProtocol = make_ingest(config, self.registry, self.bus, self.clock)
+        self.transport = FakeDatagramTransport()
+        self.ingest.makeConnection(self.transport)
+        self.journal.startService()
+        self.store.startService()
+
+    def flood(self, count: int, datagram: Callable[[int], tuple[bytes, str]],
+              per_second: int = 5000) -> None:
+        step = 1 / per_second
+        for n in range(count):
+            data, ip = datagram(n)
+            self.ingest.datagramReceived(data, (ip, 40000))
+            self.clock.advance(step)
+            if n % 500 == 499:
+                self.transport.written.clear()
+        self.transport.written.clear()
+
+    def stop(self) -> None:
+        self.journal.stopService()
+        self.store.stopService()
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+    started: list[Server] = []
+
+    def start(**overrides: Any) -> Server:
+        config = ServerConfig(**{
+            "journal_max_size": 200_000, "journal_max_backups": 2, "max_hosts": 300,
+            "max_unconfigured_hosts": 500, "source_rate": 2000.0, "history_max_samples": 20,
+            "hosts": {"web1": HostConfig()}, **overrides})
+        started.append(Server(tmp_path, config))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def _invented(n: int) -> tuple[bytes, str]:
+    """An HTB from an invented name and an invented address (spoofed sources)."""
+    ip = f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}"
+    return json.dumps({"ID": "HTB", "name": f"fake-{n:07d}", "interval": 30}).encode(), ip
+
+
+def _allocated() -> int:
+    gc.collect()
+    return tracemalloc.get_traced_memory()[0]
+
+
+def test_invented_names_and_sources_do_not_grow_memory(server: Callable[..., Server]) -> None:
+    """Once the bounds are reached, another flood as large leaves memory where it was."""
+    hb = server()
+    hb.ingest.rate = SourceRateLimit(hb.config.source_rate, max_sources=1000)  # a smaller table
+    tracemalloc.start()
+    try:
+        before = _allocated()
+        hb.flood(3000, _invented)
+        filled = _allocated()
+        hb.flood(3000, lambda n: _invented(n + 3000))
+        again = _allocated()
+    finally:
+        tracemalloc.stop()
+    assert len(hb.registry) == 300
+    assert dict(hb.ingest.stats.dropped) == {"max_hosts": 5700}
+    assert filled - before > 200_000  # the first flood did cost something...
+    assert again - filled < 100_000, (before, filled, again)  # ...the second nothing more
+    hb.ingest.datagramReceived(b'{"ID":"HTB","name":"web1"}', ("192.0.2.7", 1))
+    assert hb.registry.hosts["web1"].state.value == "UP"
+
+
+def test_one_source_is_held_to_its_rate(server: Callable[..., Server]) -> None:
+    """A single address sending 5x its rate gets its rate through; the rest is counted."""
+    hb = server(source_rate=1000.0)
+    payload = b'{"ID":"HTB","name":"web1","interval":30}'
+    hb.flood(20000, lambda n: (payload, "192.0.2.1"), per_second=5000)
+    accepted = hb.ingest.stats.accepted
+    assert 4000 <= accepted <= 4000 + 1000 + 100  # 4 s of rate, the first burst, rounding
+    assert hb.ingest.stats.dropped["rate_limited"] == 20000 - accepted
+
+
+def test_journal_and_store_bounded_under_flood(server: Callable[..., Server],
+                                               tmp_path: Path) -> None:
+    """Big PLGs from allowed hosts: journal files and history rows stay within their caps."""
+    hb = server(max_hosts=10_000, source_rate=1e9)
+    blob = "x" * 2000
+    plg = [zlib.compress(json.dumps({"ID": "PLG", "name": f"h{n}", "plugins": {
+        "big": {"blob": blob, "n": n}}}).encode()) for n in range(10)]
+    hb.flood(3000, lambda n: (plg[n % 10], "192.0.2.1"))
+    hb.clock.advance(1.0)
+    journal = tmp_path / "journal"
+    files = sorted(p.name for p in journal.iterdir())
+    assert files == ["messages.journal", "messages.journal.1", "messages.journal.2"]
+    assert all((journal / name).stat().st_size <= 200_000 for name in files)
+    assert hb.journal.journal.rotations > 20
+    conn = sqlite3.connect(tmp_path / "s.sqlite3")
+    rows = dict(conn.execute("SELECT host, COUNT(*) FROM plugin_history GROUP BY host"))
+    assert set(rows) == {f"h{n}" for n in range(10)}
+    assert max(rows.values()) <= 2 * 20
+    conn.close()

@@ -1,0 +1,170 @@
+"""Resource bounds of ingest: per-source rate, admission of new host names, plugin names."""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any
+
+import pytest
+from twisted.internet.task import Clock
+from twisted.internet.testing import FakeDatagramTransport
+
+from heartbeat.config import HostConfig
+from heartbeat.events import EventBus
+from heartbeat.protocol import Limits
+from heartbeat.server.ingest import MAX_UNKNOWN_IDS, IngestProtocol, IngestStats
+from heartbeat.server.limits import HostAdmission, SourceRateLimit, source_key
+from heartbeat.server.registry import Registry
+
+
+class SourceRateLimitTests:
+    def test_burst_then_refill_at_rate(self) -> None:
+        """A source gets one second's worth at once, then exactly ``rate`` per second."""
+        limit = SourceRateLimit(rate=10)
+        assert [limit.allow("10.0.0.1", 100.0) for _ in range(12)] == [True] * 10 + [False] * 2
+        assert [limit.allow("10.0.0.1", 100.5) for _ in range(6)] == [True] * 5 + [False]
+        assert [limit.allow("10.0.0.1", 200.0) for _ in range(11)] == [True] * 10 + [False]
+
+    def test_sources_are_independent(self) -> None:
+        """One source over its rate does not cost another anything."""
+        limit = SourceRateLimit(rate=2)
+        assert [limit.allow("10.0.0.1", 1.0) for _ in range(3)] == [True, True, False]
+        assert [limit.allow("10.0.0.2", 1.0) for _ in range(2)] == [True, True]
+
+    def test_fractional_rate(self) -> None:
+        """A rate below one per second still allows one datagram per 1/rate seconds."""
+        limit = SourceRateLimit(rate=0.5)
+        assert [limit.allow("a", t) for t in (0.0, 1.0, 2.0, 3.0, 4.0)] == [
+            True, False, True, False, True]
+
+    def test_table_is_bounded_under_a_flood_of_addresses(self) -> None:
+        """200,000 invented addresses within a second never grow the table past its size."""
+        limit = SourceRateLimit(rate=100, max_sources=1000)
+        sizes = set()
+        for n in range(200_000):
+            assert limit.allow(f"10.{n >> 16 & 255}.{n >> 8 & 255}.{n & 255}", 5.0 + n * 1e-6)
+            sizes.add(len(limit))
+        assert max(sizes) == 1000
+        assert limit.to_json() == {"rate": 100, "sources": 1000, "evicted": 199_000}
+
+    def test_idle_sources_are_swept_first(self) -> None:
+        """When the table is full, sources silent for a second go before active ones."""
+        limit = SourceRateLimit(rate=5, max_sources=3)
+        for ip in ("a", "b"):
+            limit.allow(ip, 0.0)
+        limit.allow("c", 1.5)
+        limit.allow("d", 1.6)  # a and b are full again: swept, nobody evicted
+        assert (len(limit), limit.evicted) == (2, 0)
+        assert [limit.allow("c", 1.6) for _ in range(5)] == [True] * 4 + [False]
+
+    def test_ipv6_limited_per_64(self) -> None:
+        """Addresses of one IPv6 /64 share a bucket; IPv4 addresses each have their own."""
+        assert source_key("2001:db8:1:2::1") == source_key("2001:db8:1:2:ffff::9")
+        assert source_key("2001:db8:1:2::1") != source_key("2001:db8:1:3::1")
+        assert source_key("fe80::1%eth0") == socket.inet_pton(socket.AF_INET6, "fe80::")[:8]
+        assert source_key("192.0.2.1") == "192.0.2.1"
+        limit = SourceRateLimit(rate=1)
+        assert limit.allow(source_key("2001:db8::1"), 0.0)
+        assert not limit.allow(source_key("2001:db8::2"), 0.0)
+
+
+class HostAdmissionTests:
+    def test_per_hour_window_slides(self) -> None:
+        """At most ``per_hour`` new names in any hour; slots come back as the hour slides."""
+        admission = HostAdmission(per_hour=3, ceiling=100)
+        assert [admission.admit(0, t) for t in (0.0, 10.0, 20.0, 30.0)] == [
+            None, None, None, "max_hosts"]
+        assert admission.admit(0, 3600.0) is None
+        assert admission.admit(0, 3600.5) == "max_hosts"
+        assert admission.admit(0, 3610.0) is None
+        assert admission.to_json() == {"new_hosts_admitted": 5, "max_hosts": 3,
+                                       "host_ceiling": 100}
+
+    def test_ceiling(self) -> None:
+        """No new host once the registry holds ``ceiling`` hosts, whatever the hour allows."""
+        admission = HostAdmission(per_hour=100, ceiling=5)
+        assert admission.admit(4, 0.0) is None
+        assert admission.admit(5, 1.0) == "max_unconfigured_hosts"
+        assert admission.admitted == 1
+
+
+def _protocol(clock: Clock, **bounds: Any) -> tuple[IngestProtocol, Registry]:
+    registry = Registry(grace=5, default_interval=10,
+                        host_config={"configured": HostConfig()})
+    bus = EventBus(on_error=lambda s, e, x: pytest.fail(f"subscriber failed: {x!r}"))
+    protocol = IngestProtocol(registry, bus, clock, Limits(), IngestStats(), **bounds)
+    protocol.makeConnection(FakeDatagramTransport())
+    return protocol, registry
+
+
+def _send(protocol: IngestProtocol, message: dict[str, Any], ip: str = "10.0.0.1") -> None:
+    protocol.datagramReceived(json.dumps(message).encode(), (ip, 5000))
+
+
+class IngestBoundsTests:
+    def test_invented_names_beyond_max_hosts_dropped(self) -> None:
+        """New names past max_hosts are dropped and counted; known and configured ones pass."""
+        clock = Clock()
+        protocol, registry = _protocol(clock, admission=HostAdmission(per_hour=3, ceiling=10))
+        _send(protocol, {"ID": "HTB", "name": "old"})
+        for n in range(10):
+            _send(protocol, {"ID": "HTB", "name": f"fake{n}"})
+        _send(protocol, {"ID": "HTB", "name": "old"})
+        _send(protocol, {"ID": "HTB", "name": "configured"})
+        _send(protocol, {"ID": "XYZ", "name": "not-a-host"})
+        assert sorted(registry.hosts) == ["configured", "fake0", "fake1", "old"]
+        assert protocol.status() == {
+            "received": 14, "accepted": 6, "dropped": {"max_hosts": 8}, "dropped_total": 8,
+            "unknown_ids": {"XYZ": 1}, "replies": 5, "reply_errors": 0,
+            "admission": {"new_hosts_admitted": 3, "max_hosts": 3, "host_ceiling": 10}}
+        clock.advance(3600)
+        _send(protocol, {"ID": "MSG", "name": "late", "text": "hello"})
+        assert "late" in registry.hosts
+
+    def test_ceiling_counts_every_host(self) -> None:
+        """The ceiling holds however slowly the names arrive."""
+        clock = Clock()
+        protocol, registry = _protocol(clock, admission=HostAdmission(per_hour=5, ceiling=4))
+        for n in range(8):
+            clock.advance(3600)
+            _send(protocol, {"ID": "BOOT", "name": f"h{n}"})
+        assert len(registry) == 4
+        assert protocol.stats.dropped == {"max_unconfigured_hosts": 4}
+
+    def test_rate_limited_before_decoding(self) -> None:
+        """Datagrams over a source's rate are dropped before decode (even garbage) and counted."""
+        clock = Clock()
+        protocol, _ = _protocol(clock, rate=SourceRateLimit(rate=3))
+        for _ in range(3):
+            _send(protocol, {"ID": "HTB", "name": "h"})
+        protocol.datagramReceived(b"garbage", ("10.0.0.1", 1))
+        _send(protocol, {"ID": "HTB", "name": "other"}, ip="10.0.0.2")
+        clock.advance(1.0)
+        _send(protocol, {"ID": "HTB", "name": "h"})
+        assert (protocol.stats.accepted, dict(protocol.stats.dropped)) == (
+            5, {"rate_limited": 1})
+        assert protocol.status()["sources"] == {"rate": 3, "sources": 2, "evicted": 0}
+
+    def test_plugin_names_per_host_bounded(self) -> None:
+        """A PLG that would take a host past max_plugins names is dropped; known names pass."""
+        clock = Clock()
+        protocol, registry = _protocol(clock, max_plugins=3)
+        _send(protocol, {"ID": "PLG", "name": "h", "plugins": {"a": 1, "b": 2}})
+        _send(protocol, {"ID": "PLG", "name": "h", "plugins": {"c": 3, "d": 4}})
+        _send(protocol, {"ID": "PLG", "name": "h", "plugins": {"a": 5, "b": 6, "c": 7}})
+        _send(protocol, {"ID": "PLG", "name": "new", "plugins": {str(n): n for n in range(4)}})
+        host = registry.hosts["h"]
+        assert {name: sample.data for name, sample in host.plugins.items()} == {
+            "a": 5, "b": 6, "c": 7}
+        assert "new" not in registry.hosts
+        assert protocol.stats.dropped == {"max_plugins": 2}
+
+    def test_unknown_ids_table_bounded(self) -> None:
+        """A flood of invented IDs is counted under a bounded number of keys."""
+        protocol, _ = _protocol(Clock())
+        for n in range(MAX_UNKNOWN_IDS + 50):
+            _send(protocol, {"ID": f"X{n}", "name": "h"})
+        counts = protocol.stats.unknown_ids
+        assert len(counts) == MAX_UNKNOWN_IDS + 1
+        assert (counts["(other)"], sum(counts.values())) == (50, MAX_UNKNOWN_IDS + 50)
