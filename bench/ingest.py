@@ -105,11 +105,12 @@ class Target:
     """A receiver process and how to read how many datagrams it took."""
 
     def __init__(self, name: str, process: subprocess.Popen[bytes], port: int,
-                 count: Any) -> None:
+                 count: Any, http_port: int | None = None) -> None:
         self.name = name
         self.process = process
         self.port = port
         self.count = count
+        self.http_port = http_port
 
     def stop(self) -> None:
         self.process.terminate()
@@ -141,14 +142,14 @@ def start_bare() -> Target:
     return Target("bare Twisted receiver", process, port, count)
 
 
-def start_server(directory: Path) -> Target:
+def start_server(directory: Path, **overrides: Any) -> Target:
     udp, http = free_port(), free_port(socket.SOCK_STREAM)
     config = directory / "bench.yaml"
     config.write_text(json.dumps({
         "hb_host": "127.0.0.1", "hb_port": udp, "hbd_host": "127.0.0.1", "hbd_port": http,
         "ws_port": None, "state_dir": str(directory / "state"),
         "journal_dir": str(directory / "journal"), "journal_max_size": 64 * 1024 * 1024,
-        "journal_max_backups": 3, "source_rate": 1e9,
+        "journal_max_backups": 3, "source_rate": 1e9, **overrides,
     }))
     process = pinned(
         [TWISTD, "-n", "--pidfile=", "--logfile", str(directory / "twistd.log"), "heartbeat",
@@ -169,7 +170,7 @@ def start_server(directory: Path) -> Target:
                 log = (directory / "twistd.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"server did not start:\n{log}") from None
             time.sleep(0.1)
-    return Target("heartbeat server (full path)", process, udp, count)
+    return Target("heartbeat server (full path)", process, udp, count, http)
 
 
 def settle(target: Target, timeout: float = 10.0) -> tuple[int, float]:
