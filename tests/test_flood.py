@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
 
 from heartbeat.config import HostConfig, ServerConfig
-from heartbeat.events import EventBus
+from heartbeat.events import RECEIVED, Event, EventBus
 from heartbeat.server.ingest import IngestProtocol
 from heartbeat.server.journal import JournalFile, JournalService
 from heartbeat.server.limits import SourceRateLimit
@@ -144,3 +145,79 @@ def test_journal_and_store_bounded_under_flood(server: Callable[..., Server],
     assert set(rows) == {f"h{n}" for n in range(10)}
     assert max(rows.values()) <= 2 * 20
     conn.close()
+
+
+class StalledWorker:
+    """A worker whose thread is stuck (a hung disk) until the test lets it run."""
+
+    def __init__(self) -> None:
+        self.queued: list[tuple[Callable[..., Any], tuple[Any, ...], Deferred[Any]]] = []
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+    def run(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        d: Deferred[Any] = Deferred()
+        self.queued.append((fn, args, d))
+        return d
+
+    def unstick(self) -> None:
+        queued, self.queued = self.queued, []
+        for fn, args, d in queued:
+            d.callback(fn(*args))
+
+
+def test_journal_on_a_stalled_disk_holds_bounded_memory(tmp_path: Path) -> None:
+    """With the writer stuck, at most max_pending lines wait; the rest are dropped and counted."""
+    clock = Clock()
+    worker = StalledWorker()
+    journal = JournalFile(tmp_path, "j", 10**9, 0)
+    service = JournalService(journal, worker, clock, max_buffer=1000, max_pending=5000)
+    bus = EventBus(on_error=lambda s, e, x: pytest.fail(f"subscriber failed: {x!r}"))
+    service.attach(bus)
+    message = {"ID": "HTB", "name": "h"}
+    for n in range(20_000):
+        bus.publish(Event(RECEIVED, "h", float(n), {
+            "message": message, "source_ip": "10.0.0.1", "source_port": 1}, b'{"n":%d}' % n))
+    waiting = sum(len(args[0]) for fn, args, _ in worker.queued if args)
+    assert (waiting, service.dropped) == (5000, 15_000)
+    worker.unstick()
+    bus.publish(Event(RECEIVED, "h", 1.0, {
+        "message": message, "source_ip": "10.0.0.1", "source_port": 1}, b'{"n":"after"}'))
+    service.flush()
+    worker.unstick()
+    journal.close()
+    lines = (tmp_path / "j").read_bytes().splitlines()
+    assert len(lines) == 5001 and lines[-1].endswith(b'"message":{"n":"after"}}')
+    assert service.dropped == 15_000
+
+
+def test_store_on_a_stalled_disk_holds_bounded_memory(tmp_path: Path) -> None:
+    """With the store's writer stuck, one batch is in flight and waiting history is capped."""
+    clock = Clock()
+    worker = StalledWorker()
+    store = StoreService(open_database(tmp_path / "s.sqlite3", [SCHEMA]), worker, clock, 0.5)
+    registry = Registry(grace=5, default_interval=10)
+    bus = EventBus(on_error=lambda s, e, x: pytest.fail(f"subscriber failed: {x!r}"))
+    recorder = HostRecorder(registry, store, 3600.0, 10**6, max_pending=1000)
+    recorder.attach(bus)
+    store.startService()
+    worker.unstick()  # the start-up maintenance
+    for n in range(5000):
+        message = {"ID": "PLG", "name": "h", "plugins": {"p": n}}
+        bus.publish(Event(RECEIVED, "h", clock.seconds(), {
+            "message": message, "source_ip": "10.0.0.1", "source_port": 1},
+            json.dumps(message).encode()))
+        clock.advance(0.001)
+    assert len(worker.queued) == 1  # the first tick's batch; the timer waits for it
+    assert store.dropped_rows == 5000 - 500 - 1000
+    worker.unstick()
+    clock.advance(0.5)
+    worker.unstick()
+    rows = store.conn.execute("SELECT COUNT(*) FROM plugin_history").fetchone()[0]
+    assert (rows, store.commits) == (1500, 2)
+    store.stopService()
+    worker.unstick()

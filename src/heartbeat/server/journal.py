@@ -160,22 +160,31 @@ def read_backwards(path: Path) -> Iterator[bytes]:
 
 
 class JournalService(Service):
-    """Buffers entries on the reactor thread; writes them on the journal's worker."""
+    """Buffers entries on the reactor thread; writes them on the journal's worker.
+
+    If the disk falls behind (a stalled file system), at most ``max_pending``
+    entries wait for the worker; batches beyond that are dropped and counted
+    (``dropped``) rather than held in memory without limit.
+    """
 
     name = "journal"
 
     def __init__(
         self, journal: JournalFile, worker: Worker, clock: IReactorTime,
         flush_interval: float = 0.5, max_buffer: int = 20000,
+        max_pending: int = 200_000,
     ) -> None:
         self.journal = journal
         self._worker = worker
         self._clock = clock
         self._flush_interval = flush_interval
         self._max_buffer = max_buffer
+        self._max_pending = max_pending
         self._buffer: list[Entry] = []
+        self._pending = 0
         self._loop: LoopingCall | None = None
         self.write_failures = 0
+        self.dropped = 0
 
     def attach(self, bus: EventBus) -> None:
         bus.subscribe(self._on_event)
@@ -200,9 +209,22 @@ class JournalService(Service):
         entries, self._buffer = self._buffer, []
         if not entries:
             return self._worker.run(lambda: None)
+        count = len(entries)
+        if self._pending + count > self._max_pending:
+            self.dropped += count
+            log.error("journal: the disk is {pending} lines behind; dropped {count} lines "
+                      "({dropped} in all)", pending=self._pending, count=count,
+                      dropped=self.dropped)
+            return self._worker.run(lambda: None)
+        self._pending += count
         d = self._worker.run(self.journal.write, entries)
-        d.addErrback(self._failed, len(entries))
+        d.addErrback(self._failed, count)
+        d.addBoth(self._written, count)
         return d
+
+    def _written(self, result: None, count: int) -> None:
+        self._pending -= count
+        return result
 
     def _failed(self, failure: Any, count: int) -> None:
         self.write_failures += 1

@@ -139,6 +139,8 @@ class StoreService(Service):
         self._maintenance_loop: LoopingCall | None = None
         self.commits = 0
         self.failures = 0
+        self.dropped_rows = 0
+        """Rows a recorder gave up on while the disk was behind (see HostRecorder)."""
         self.last_commit: float | None = None
         """Clock time at which the last successful batch was taken for commit."""
 
@@ -192,7 +194,7 @@ class StoreService(Service):
 
     def to_json(self) -> dict[str, Any]:
         return {"commits": self.commits, "failures": self.failures,
-                "last_commit": self.last_commit}
+                "last_commit": self.last_commit, "dropped_rows": self.dropped_rows}
 
     def _failed(self, failure: Any) -> None:
         self.failures += 1
@@ -248,15 +250,20 @@ class HostRecorder:
     and, for a host that sends faster than that, as soon as it has added
     ``max_samples`` rows since its last trim: no host holds more than twice its
     cap at the end of a batch, however hard it floods between two maintenance runs.
+    While the store is behind, at most ``max_pending`` history rows wait in
+    memory; later ones are counted in ``dropped_rows`` (the latest data of
+    each plugin is still kept).
     """
 
     def __init__(
-        self, registry: Registry, store: StoreService, retention: float, max_samples: int
+        self, registry: Registry, store: StoreService, retention: float, max_samples: int,
+        max_pending: int = 100_000,
     ) -> None:
         self._registry = registry
         self._store = store
         self._retention = retention
         self._max_samples = max_samples
+        self._max_pending = max_pending
         self._history: list[tuple[str, float, str, str]] = []
         self._latest: dict[tuple[str, str], tuple[str, str, float, str]] = {}
         self._added: dict[str, int] = {}
@@ -275,7 +282,10 @@ class HostRecorder:
         text = event.raw.decode("utf-8") if event.raw is not None else json.dumps(message)
         names = message["plugins"]
         host = event.host
-        self._history.append((host, event.ts, f",{','.join(names)},", text))
+        if len(self._history) < self._max_pending:
+            self._history.append((host, event.ts, f",{','.join(names)},", text))
+        else:
+            self._store.dropped_rows += 1
         for plugin in names:
             self._latest[host, plugin] = (host, plugin, event.ts, text)
         added = self._added.get(host, 0) + 1

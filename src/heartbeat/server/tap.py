@@ -352,7 +352,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Multi
     if journal is not None:
         status_sources["journal"] = lambda: {
             "lines": journal.journal.lines_written, "rotations": journal.journal.rotations,
-            "write_failures": journal.write_failures}
+            "write_failures": journal.write_failures, "dropped": journal.dropped}
     api = HeartbeatAPI(registry, store, journal, reactor, status_sources, auth=web_auth, bus=bus,
                        dns_trigger=dns.trigger if dns is not None else None,
                        max_body=config.http_max_body, alerts=alerting.engine, config=config,
