@@ -171,7 +171,7 @@ class JournalService(Service):
 
     def __init__(
         self, journal: JournalFile, worker: Worker, clock: IReactorTime,
-        flush_interval: float = 0.5, max_buffer: int = 20000,
+        flush_interval: float = 0.5, max_buffer: int = 20000, *,
         max_pending: int = 200_000,
     ) -> None:
         self.journal = journal
