@@ -252,6 +252,12 @@ class ServerConfig:
     templates_dir: str | None = _opt(None, doc="override the packaged page templates")
     http_max_body: int = _opt(1024 * 1024, _positive, doc="largest HTTP request body (bytes)")
     http_idle_timeout: float = _opt(60.0, _positive, doc="idle HTTP connections are closed")
+    http_request_timeout: float = _opt(
+        30.0, _positive, doc="a request's headers and body must arrive within this (s)")
+    http_max_connections: int = _opt(
+        512, _positive, doc="open HTTP and WebSocket connections at most, all ports together")
+    http_max_connections_per_ip: int = _opt(
+        64, _positive, doc="open connections at most from one address")
 
     # State and journal
     state_dir: str = _opt("/var/lib/heartbeat", doc="SQLite store directory")

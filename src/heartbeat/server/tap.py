@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import sqlite3
 from pathlib import Path
 from typing import Any
 
+from OpenSSL.crypto import Error as CryptoError
+from OpenSSL.SSL import Error as SSLError
 from treq.client import HTTPClient
 from twisted.application.internet import StreamServerEndpointService
 from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
+from twisted.internet.ssl import Certificate, CertificateOptions, PrivateCertificate
 from twisted.logger import Logger, globalLogPublisher, textFileLogObserver
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 from twisted.web.client import Agent, HTTPConnectionPool
 
@@ -43,7 +48,7 @@ from heartbeat.server.sessions import LoginThrottle
 from heartbeat.server.store import HostRecorder, StoreService, load_hosts, open_database
 from heartbeat.server.thresholds import RuleBook, ThresholdEngine
 from heartbeat.server.web.api import HeartbeatAPI
-from heartbeat.server.web.app import HeartbeatSite, WebRoot
+from heartbeat.server.web.app import ConnectionBudget, ConnectionLimit, HeartbeatSite, WebRoot
 from heartbeat.server.web.auth import WebAuth
 from heartbeat.server.web.pages import Pages, Templates
 from heartbeat.server.web.websocket import EventHub, FeedFactory
@@ -232,11 +237,11 @@ def make_dns(config: ServerConfig, registry: Registry, bus: EventBus,
 
 
 def make_websocket_services(config: ServerConfig, hub: EventHub, auth: WebAuth,
-                            reactor: Any) -> list[IService]:
+                            budget: ConnectionBudget, reactor: Any) -> list[IService]:
     services: list[IService] = []
     if config.ws_port is not None:
         services.append(_listener(reactor, _endpoint(config.hbd_host, config.ws_port),
-                                  FeedFactory(hub, auth=auth)))
+                                  ConnectionLimit(FeedFactory(hub, auth=auth), budget)))
     if config.wss_port is not None:
         cert = Path(config.cert_path) / config.wss_pem
         key = Path(config.cert_path) / config.wss_key
@@ -245,10 +250,10 @@ def make_websocket_services(config: ServerConfig, hub: EventHub, auth: WebAuth,
             log.warn("websocket: WSS on port {port} not started: missing {files}",
                      port=config.wss_port, files=", ".join(missing))
         else:
-            interface = config.hbd_host.replace(":", r"\:")
-            description = (f"ssl:port={config.wss_port}:interface={interface}:"
-                           f"privateKey={_escape(key)}:certKey={_escape(cert)}")
-            services.append(_listener(reactor, description, FeedFactory(hub, auth=auth)))
+            # TLS inside the connection limit, so the feed sees the TLS transport itself.
+            tls = TLSMemoryBIOFactory(tls_options(cert, key), False, FeedFactory(hub, auth=auth))
+            services.append(_listener(reactor, _endpoint(config.hbd_host, config.wss_port),
+                                      ConnectionLimit(tls, budget)))
     return services
 
 
@@ -287,8 +292,23 @@ def make_pages(config: ServerConfig, web_auth: WebAuth, registry: Registry) -> P
     return Pages(web_auth, registry, templates, heartbeat.__version__)
 
 
-def _escape(path: Path) -> str:
-    return str(path).replace("\\", "\\\\").replace(":", r"\:").replace("=", r"\=")
+def tls_options(cert: Path, key: Path) -> CertificateOptions:
+    """Server TLS from a PEM certificate chain (leaf first) and a PEM private key."""
+    try:
+        chain = [Certificate.loadPEM(pem) for pem in
+                 re.findall(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----",
+                            cert.read_bytes(), re.S)]
+        if not chain:
+            raise ValueError("no PEM certificate in it")
+    except (OSError, ValueError, SSLError, CryptoError) as e:
+        raise SystemExit(f"heartbeat: wss_pem: cannot load {cert}: {e}") from None
+    try:
+        private = PrivateCertificate.loadPEM(key.read_bytes() + chain[0].dumpPEM())
+    except (OSError, ValueError, SSLError, CryptoError) as e:
+        raise SystemExit(f"heartbeat: wss_key: cannot load {key} for {cert}: {e}") from None
+    return CertificateOptions(privateKey=private.privateKey.original,
+                              certificate=private.original,
+                              extraCertChain=[c.original for c in chain[1:]])
 
 
 def makeService(options: Options | dict[str, Any], reactor: Any = None) -> MultiService:
@@ -358,11 +378,15 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Multi
                        max_body=config.http_max_body, alerts=alerting.engine, config=config,
                        config_path=options.get("config_path"))
     root = WebRoot(api, FeedFactory(hub, auth=web_auth), make_pages(config, web_auth, registry))
-    site = HeartbeatSite(root.app.resource(), config.http_idle_timeout, config.http_max_body)
-    web = _listener(reactor, _endpoint(config.hbd_host, config.hbd_port), site)
+    site = HeartbeatSite(root.app.resource(), config.http_idle_timeout, config.http_max_body,
+                         config.http_request_timeout, reactor)
+    budget = ConnectionBudget(config.http_max_connections, config.http_max_connections_per_ip)
+    status_sources["http"] = lambda: {**budget.to_json(), "slow_requests": site.slow_requests}
+    web = _listener(reactor, _endpoint(config.hbd_host, config.hbd_port),
+                    ConnectionLimit(site, budget))
     web.setName("web")
     web.setServiceParent(top)
-    for service in make_websocket_services(config, hub, web_auth, reactor):
+    for service in make_websocket_services(config, hub, web_auth, budget, reactor):
         service.setServiceParent(top)
     # What exists once running (modules, config, restored hosts) lives as long as the
     # process: moved out of the collector's sight, full collections stay short.

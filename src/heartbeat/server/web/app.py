@@ -1,15 +1,25 @@
-"""The HTTP site on hbd_port: the API, ``/ws``, the pages and ``/static``, in one Klein tree."""
+"""The HTTP site on hbd_port: the API, ``/ws``, the pages and ``/static``, in one Klein tree.
+
+Hardening lives here, below every route (docs/SECURITY.md): security headers on
+every response, a bounded request body, a deadline for each request to arrive
+in full, and a cap on connections in all and per address.
+"""
 
 from __future__ import annotations
 
 import io
 import json
+from collections import Counter
 from functools import partial
-from typing import Any, cast
+from typing import Any, Final, cast
 
 from autobahn.twisted.resource import WebSocketResource
 from klein import Klein
+from twisted.internet.interfaces import IAddress, IDelayedCall
+from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
@@ -17,10 +27,30 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from heartbeat.server.web.api import HeartbeatAPI
 from heartbeat.server.web.errors import routing_error
-from heartbeat.server.web.pages import Pages
+from heartbeat.server.web.pages import PAGE_CSP, Pages
 from heartbeat.server.web.websocket import FeedFactory
 
-__all__ = ["BoundedRequest", "HeartbeatSite", "WebRoot"]
+__all__ = [
+    "SECURITY_HEADERS",
+    "BoundedRequest",
+    "ConnectionBudget",
+    "ConnectionLimit",
+    "HeartbeatChannel",
+    "HeartbeatSite",
+    "WebRoot",
+]
+
+log = Logger()
+
+SECURITY_HEADERS: Final = (
+    (b"Content-Security-Policy", PAGE_CSP.encode()),
+    (b"X-Content-Type-Options", b"nosniff"),
+    (b"X-Frame-Options", b"DENY"),
+    (b"Referrer-Policy", b"same-origin"),
+    (b"Cross-Origin-Opener-Policy", b"same-origin"),
+)
+"""Sent with every answer, JSON and errors too: the pages' own CSP (no inline script
+or style, frame-ancestors 'none') is the site's default."""
 
 
 class WebRoot:
@@ -113,6 +143,8 @@ class BoundedRequest(Request):
         super().handleContentChunk(data)
 
     def process(self) -> None:
+        for name, value in SECURITY_HEADERS:
+            self.responseHeaders.setRawHeaders(name, [value])
         if not self._too_large:
             super().process()
             return
@@ -126,16 +158,141 @@ class BoundedRequest(Request):
         self.finish()
 
 
+class HeartbeatChannel(HTTPChannel):
+    """An HTTP connection on which each request must arrive in full within ``request_timeout``.
+
+    The idle timeout alone lets a client hold a connection for ever by sending
+    one header byte just before it runs out (slowloris). The deadline starts
+    with the connection, or with the first byte of the next request on a
+    kept-alive one, and ends when the request's body is complete.
+    """
+
+    request_timeout: float = 30.0
+    _deadline: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._arm()
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._deadline is None and not self._handlingRequest:
+            self._arm()
+        super().dataReceived(data)
+
+    def allContentReceived(self) -> None:
+        self._disarm()
+        super().allContentReceived()
+
+    def connectionLost(self, reason: Failure) -> None:  # type: ignore[override]
+        self._disarm()
+        super().connectionLost(reason)
+
+    def _arm(self) -> None:
+        self._deadline = self.callLater(self.request_timeout, self._too_slow)
+
+    def _disarm(self) -> None:
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _too_slow(self) -> None:
+        self._deadline = None
+        site = getattr(self, "site", None)
+        if site is not None:
+            site.slow_requests += 1
+        peer = self.transport.getPeer() if self.transport is not None else None
+        log.info("web: closing {peer}: no complete request within {timeout}s",
+                 peer=str(peer), timeout=self.request_timeout)
+        self.timeoutConnection()
+
+
 class HeartbeatSite(Site):
-    """A Site that bounds request bodies, closes idle connections, keeps its log quiet."""
+    """A Site that bounds request bodies and times, closes idle connections, logs quietly."""
 
     noisy = False
+    protocol = HeartbeatChannel  # type: ignore[assignment]  # HTTP/1.1 only: no TLS, no h2
 
     def __init__(self, resource: IResource, idle_timeout: float = 60.0,
-                 max_body: int = 1024 * 1024) -> None:
+                 max_body: int = 1024 * 1024, request_timeout: float = 30.0,
+                 reactor: Any = None) -> None:
         super().__init__(resource, requestFactory=partial(BoundedRequest, max_body=max_body),
-                         timeout=idle_timeout)
+                         timeout=idle_timeout, reactor=reactor)
         self.displayTracebacks = False
+        self.request_timeout = request_timeout
+        self.slow_requests = 0
+
+    def buildProtocol(self, addr: IAddress | None) -> Any:
+        channel = super().buildProtocol(addr)
+        if channel is not None:
+            channel.request_timeout = self.request_timeout
+        return channel
 
     def log(self, request: Any) -> None:
         pass
+
+
+class ConnectionBudget:
+    """Open connections in all and per address, shared by every port it guards."""
+
+    def __init__(self, total: int, per_address: int) -> None:
+        self.total = total
+        self.per_address = per_address
+        self.open = 0
+        self._per: Counter[str] = Counter()
+        self.refused = 0
+
+    def take(self, host: str) -> bool:
+        if self.open >= self.total or self._per[host] >= self.per_address:
+            self.refused += 1
+            if self.refused % 100 == 1:
+                log.warn("web: refused a connection from {host}: {open} open ({here} from "
+                         "there); {refused} refused so far", host=host, open=self.open,
+                         here=self._per[host], refused=self.refused)
+            return False
+        self.open += 1
+        self._per[host] += 1
+        return True
+
+    def give_back(self, host: str) -> None:
+        self.open -= 1
+        self._per[host] -= 1
+        if self._per[host] <= 0:
+            del self._per[host]
+
+    def to_json(self) -> dict[str, int]:
+        return {"open": self.open, "refused": self.refused}
+
+
+class ConnectionLimit(WrappingFactory):
+    """Wraps a listening port's factory so that its connections draw on a budget.
+
+    A connection over the budget is closed as soon as it is accepted (no
+    protocol is built), so a client opening thousands of idle connections
+    cannot use up the process's file descriptors, which the store and the
+    journal need too. Wrapping keeps the count right for a WebSocket that takes
+    over its HTTP connection: the wrapper stays the transport's protocol.
+    """
+
+    noisy = False
+
+    def __init__(self, factory: Any, budget: ConnectionBudget) -> None:
+        super().__init__(factory)
+        self.budget = budget
+        self._address: dict[ProtocolWrapper, str] = {}
+
+    def buildProtocol(self, addr: IAddress | None) -> Any:
+        host = str(getattr(addr, "host", addr))
+        if not self.budget.take(host):
+            return None
+        wrapper = super().buildProtocol(addr)
+        if wrapper is None:
+            self.budget.give_back(host)
+            return None
+        self._address[wrapper] = host
+        return wrapper
+
+    def unregisterProtocol(self, p: ProtocolWrapper) -> None:
+        super().unregisterProtocol(p)
+        host = self._address.pop(p, None)
+        if host is not None:
+            self.budget.give_back(host)
