@@ -6,6 +6,10 @@ CONFIG ?= etc/heartbeat.yaml
 AGENT ?= 1
 AGENT_CONFIG ?= etc/heartbeat-agent.yaml
 STAMP := $(VENV)/.installed
+FUZZ_STAMP := $(VENV)/.fuzz-installed
+# make fuzz: executions of protocol.decode, and of each other target.
+FUZZ_RUNS ?= 1000000
+FUZZ_OTHER_RUNS ?= 200000
 
 .PHONY: install run test lint fuzz bench clean
 
@@ -31,6 +35,15 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+# Coverage-guided fuzzing with atheris (docs/SECURITY.md); bounded by FUZZ_RUNS.
+$(FUZZ_STAMP): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,lint,fuzz]'
+	touch $@
+
+fuzz: $(FUZZ_STAMP)
+	$(BIN)/python fuzz/run.py protocol --runs $(FUZZ_RUNS)
+	$(BIN)/python fuzz/run.py reply config perfdata --runs $(FUZZ_OTHER_RUNS)
 
 clean:
 	rm -rf build dist src/*.egg-info var .pytest_cache .mypy_cache .ruff_cache

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import os
 import re
 import types
@@ -417,7 +418,10 @@ def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
             return value
     elif tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ConfigError(source, key, f"expected a finite number, got {value!r}")
+            return number
     elif tp is str:
         if isinstance(value, str):
             return value
@@ -482,16 +486,18 @@ def parse_config(cls: type[T], text: str, source: str) -> T:
     """Parse YAML ``text`` into ``cls``; ``source`` names the file in errors."""
     try:
         data = yaml.safe_load(text)
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(source, "", "the top level must be a mapping of keys")
+        return _build(cls, data, "", source)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "YAML"
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(source, "", f"{where}: not valid YAML: {problem}") from None
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise ConfigError(source, "", "the top level must be a mapping of keys")
-    return _build(cls, data, "", source)
+    except RecursionError:
+        raise ConfigError(source, "", "nested too deeply to be a configuration") from None
 
 
 def load_config(cls: type[T], path: str | os.PathLike[str] | None) -> T:

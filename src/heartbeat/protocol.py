@@ -186,7 +186,7 @@ def decode(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:
 
 def _validate_reply(message: dict[str, Any]) -> dict[str, Any]:
     kind = message.get("ID")
-    if kind not in SERVER_IDS:
+    if not isinstance(kind, str) or kind not in SERVER_IDS:
         raise DecodeError("bad_id", f"{kind!r:.40}")
     _check_optional(message, "seq", isinstance(message.get("seq"), int)
                     and not isinstance(message.get("seq"), bool))

@@ -1,0 +1,1 @@
+"""Fuzz targets and the atheris runner (``make fuzz``); see docs/SECURITY.md."""

@@ -1,0 +1,165 @@
+"""Property tests on every parser of outside input: only the parser's own error escapes.
+
+The same targets as the coverage-guided fuzzer (fuzz/targets.py, ``make fuzz``),
+driven here by hypothesis with inputs shaped like the real thing: JSON objects
+with the protocol's fields and hostile values, YAML mappings with the config's
+keys, Monitoring Plugins output.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import zlib
+from typing import Any
+
+import pytest
+import yaml
+from fuzz import targets
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from heartbeat.config import AgentConfig, ConfigError, ServerConfig, parse_config
+from heartbeat.protocol import DecodeError, decode
+
+PROPERTY = settings(max_examples=200, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+_scalars = (st.none() | st.booleans() | st.integers(-2**70, 2**70)
+            | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=30))
+_values = st.recursive(_scalars, lambda children: st.lists(children, max_size=4)
+                       | st.dictionaries(st.text(max_size=10), children, max_size=4),
+                       max_leaves=25)
+_fields = st.sampled_from(["ID", "name", "seq", "ts", "version", "interval", "rtt",
+                           "boot_time", "text", "level", "plugins", "cmd_id", "rc", "output",
+                           "args", "cmd", "server_ts", "truncated"])
+_ids = st.sampled_from(["HTB", "BOOT", "SHUT", "MSG", "PLG", "RES", "ACK", "CMD", "UPD", "",
+                        "XYZ"])
+
+
+@st.composite
+def messages(draw: Any) -> dict[str, Any]:
+    """A JSON object with the protocol's field names and values of any type."""
+    message: dict[str, Any] = draw(st.dictionaries(_fields, _values, max_size=8))
+    if draw(st.booleans()):
+        message["ID"] = draw(_ids)
+    if draw(st.booleans()):
+        message["name"] = draw(st.sampled_from(["web1", "a" * 254, "bad name", ""]))
+    return message
+
+
+def _dumps(message: dict[str, Any], compress: bool) -> bytes:
+    text = json.dumps(message).encode()  # NaN/Infinity allowed: the decoder must refuse them
+    return b"Z" + text if compress else text
+
+
+@PROPERTY
+@given(messages(), st.booleans())
+@example({"ID": "HTB", "name": "h", "interval": float("nan")}, False)
+@example({"ID": "PLG", "name": "h", "plugins": {"p": 1e308 * 10}}, True)
+@example({"ID": "RES", "name": "h", "cmd_id": 1, "rc": 0, "output": "x" * 5000}, False)
+def test_protocol_decode(message: dict[str, Any], compress: bool) -> None:
+    """decode: a checked message or a documented DecodeError, for any field values."""
+    targets.protocol(_dumps(message, compress))
+
+
+@PROPERTY
+@given(messages(), st.booleans())
+def test_protocol_decode_reply(message: dict[str, Any], compress: bool) -> None:
+    """decode_reply (the agent's side): ACK/CMD/UPD or a documented DecodeError."""
+    targets.reply(_dumps(message, compress))
+
+
+@PROPERTY
+@given(st.binary(max_size=600))
+def test_protocol_decode_bytes(data: bytes) -> None:
+    """Arbitrary bytes, raw or as a zlib stream, are refused only with a DecodeError."""
+    targets.protocol(data)
+    targets.protocol(b"Z" + data)
+    targets.reply(data)
+
+
+@pytest.mark.parametrize("payload", [
+    b"[" * 100_000 + b"]" * 100_000,
+    b'{"ID":"HTB","name":"h","x":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+    zlib.compress(b'{"a":' * 50_000 + b"1" + b"}" * 50_000),
+    b'{"ID":"HTB","name":"h","n":' + b"9" * 100_000 + b"}",
+])
+def test_protocol_decode_pathological(payload: bytes) -> None:
+    """Deep nesting and huge numbers are refused with a DecodeError, never a crash."""
+    with pytest.raises(DecodeError) as info:
+        decode(payload)
+    assert info.value.reason in targets.DECODE_REASONS
+
+
+_server_keys = st.sampled_from([*sorted(ServerConfig.__dataclass_fields__), "hb_prot", "x"])
+_agent_keys = st.sampled_from([*sorted(AgentConfig.__dataclass_fields__), "intervall"])
+
+
+@PROPERTY
+@given(st.dictionaries(_server_keys, _values, max_size=6))
+@example({"interval": float("inf")})
+@example({"grace": float("nan")})
+@example({"hosts": {"web1": {"interval": float("inf")}}})
+@example({"hosts": {"bad name": {}}})
+def test_server_config(data: dict[str, Any]) -> None:
+    """parse_config(ServerConfig): a config or a one-line ConfigError, for any values."""
+    targets.config(yaml.safe_dump(data).encode())
+
+
+@PROPERTY
+@given(st.dictionaries(_agent_keys, _values, max_size=6))
+def test_agent_config(data: dict[str, Any]) -> None:
+    """parse_config(AgentConfig): a config or a one-line ConfigError, for any values."""
+    targets.config(b"A" + yaml.safe_dump(data).encode())
+
+
+@PROPERTY
+@given(st.text(max_size=300))
+def test_config_text(text: str) -> None:
+    """Arbitrary text as a config file: a config or a one-line ConfigError."""
+    targets.config(text.encode())
+
+
+@pytest.mark.parametrize("text", [
+    "[" * 5000 + "]" * 5000,
+    "hosts: " + "{a: " * 3000 + "1" + "}" * 3000,
+    "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+    "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nhb_port: [*c, *c, *c, *c, *c, *c]\n",
+    "interval: .inf",
+    "grace: .nan",
+    "hosts: {web1: {interval: .inf}}",
+])
+def test_config_pathological(text: str) -> None:
+    """Deep nesting, alias bombs and non-finite numbers are a one-line ConfigError."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(ServerConfig, text, "hostile.yaml")
+    assert "\n" not in str(info.value) and str(info.value).startswith("hostile.yaml")
+
+
+@st.composite
+def plugin_outputs(draw: Any) -> str:
+    """Monitoring Plugins output: status text, then perfdata items good and bad."""
+    labels = st.text(alphabet="ab '=;|/_ \n", min_size=0, max_size=6)
+    numbers = st.sampled_from(["1", "-2.5", "1e3", "1e999", "U", "", "~", "@", "x", "nan",
+                               "inf", "10:", "~:5", "@1:2", "5:1", "1,5"])
+    items = st.lists(st.tuples(labels, numbers, st.sampled_from(["", "%", "ms", "B", "c"]),
+                               st.lists(numbers, max_size=5)), max_size=5)
+    text = draw(st.text(max_size=30))
+    perf = " ".join(f"{label}={value}{uom};{';'.join(rest)}"
+                    for label, value, uom, rest in draw(items))
+    return f"{text}|{perf}\n{draw(st.text(max_size=20))}|{perf}"
+
+
+@PROPERTY
+@given(plugin_outputs() | st.text(max_size=200))
+@example("OK|'a''=1 '=2 ''=3 a=1e999;1e999:;~:~;;")
+def test_nagios_output(text: str) -> None:
+    """parse_output never raises; parse_range raises only ValueError."""
+    targets.perfdata(text.encode())
+
+
+def test_nan_never_leaves_decode() -> None:
+    """The strict-JSON invariant the targets check really catches NaN (the check can fail)."""
+    with pytest.raises(ValueError):
+        targets._strict_json({"x": math.nan})
