@@ -221,3 +221,86 @@ def test_store_on_a_stalled_disk_holds_bounded_memory(tmp_path: Path) -> None:
     assert (rows, store.commits) == (1500, 2)
     store.stopService()
     worker.unstick()
+
+
+class HangingChannel:
+    """A channel whose sends never answer (a hung SMTP server, a black-holed API)."""
+
+    max_recipients = 50
+    secrets: tuple[str, ...] = ()
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.sends = 0
+
+    def send(self, notification: Any) -> Deferred[None]:
+        self.sends += 1
+        return Deferred()
+
+
+class FailingChannel(HangingChannel):
+    """A channel that answers every send with an error at once (HTTP 500)."""
+
+    def send(self, notification: Any) -> Deferred[None]:
+        from twisted.internet.defer import fail
+
+        from heartbeat.server.notify.base import DeliveryError
+
+        self.sends += 1
+        return fail(DeliveryError("HTTP 500: internal error"))
+
+
+def test_hung_and_failing_channels_cost_ingest_nothing_and_memory_stays_bounded() -> None:
+    """Ten minutes of alerts into a hung and a failing channel: every datagram is taken
+    and acknowledged, each lane stays within its limits, and memory stops growing."""
+    from heartbeat.config import parse_config
+    from heartbeat.server.notify.routing import Router
+    from heartbeat.server.notify.service import NotifierService, NotifySettings
+
+    config = parse_config(ServerConfig, "pushsrv: pushover\nemail: {to: [ops@example.com]}\n"
+                          "pushover: {token: t, user: u}\nnotify_queue_limit: 50\n"
+                          "source_rate: 1000000\n", "test.yaml")
+    clock = Clock()
+    clock.advance(1_700_000_000)
+    bus = EventBus(on_error=lambda s, e, x: pytest.fail(f"subscriber failed: {x!r}"))
+    registry = Registry(grace=config.grace, default_interval=config.interval)
+    ingest = make_ingest(config, registry, bus, clock)
+    transport = FakeDatagramTransport()
+    ingest.makeConnection(transport)
+    channels = [HangingChannel("email"), FailingChannel("pushover")]
+    notifier = NotifierService(channels, Router(config, ["email", "pushover"]), clock,
+                               NotifySettings.from_config(config))
+    notifier.attach(bus)
+    notifier.startService()
+    sent = heartbeats = acks = 0
+    memory = []
+    tracemalloc.start()
+    try:
+        for second in range(600):
+            for n in range(10):
+                host = f"h{(second * 10 + n) % 200}"
+                kind = ("MSG", "HTB", "SHUT")[n % 3]
+                message = {"ID": kind, "name": host, "text": "disk failing", "level": "error"}
+                ingest.datagramReceived(json.dumps(message).encode(), ("192.0.2.1", 5000))
+                sent += 1
+                heartbeats += kind == "HTB"
+            acks += len(transport.written)
+            transport.written.clear()
+            clock.advance(1.0)
+            if second in (299, 599):
+                memory.append(_allocated())
+    finally:
+        tracemalloc.stop()
+    assert (ingest.stats.accepted, dict(ingest.stats.dropped)) == (sent, {})
+    assert acks == heartbeats  # every HTB was acknowledged
+    lanes = notifier.to_json()["channels"]
+    for name in ("email", "pushover"):
+        lane = lanes[name]
+        assert lane["queued"] + lane["waiting_retry"] <= 50, (name, lane)
+        assert lane["in_flight"] <= 4
+        assert lane["dropped_queue_full"] > 0
+    assert channels[0].sends <= 4 + 600 * 4 / config.notify_timeout  # hung: timed out, retried
+    assert memory[1] - memory[0] < 50_000, memory
+    stopped = notifier.stopService()
+    clock.advance(10)
+    assert stopped.called
