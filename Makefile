@@ -43,7 +43,7 @@ $(FUZZ_STAMP): $(STAMP)
 
 fuzz: $(FUZZ_STAMP)
 	$(BIN)/python fuzz/run.py protocol --runs $(FUZZ_RUNS)
-	$(BIN)/python fuzz/run.py reply config perfdata --runs $(FUZZ_OTHER_RUNS)
+	$(BIN)/python fuzz/run.py reply config perfdata thresholds --runs $(FUZZ_OTHER_RUNS)
 
 clean:
 	rm -rf build dist src/*.egg-info var .pytest_cache .mypy_cache .ruff_cache

@@ -25,6 +25,7 @@ from heartbeat.protocol import (
     decode_with_text,
     valid_host_name,
 )
+from heartbeat.server.thresholds import MISSING, parse_template, render_template
 
 __all__ = ["DECODE_REASONS", "TARGETS", "Escape"]
 
@@ -116,9 +117,34 @@ def perfdata(data: bytes) -> None:
         parse_range(text)
 
 
+def thresholds(data: bytes) -> None:
+    """The display-template renderer: a template, then field values from a datagram.
+
+    ``data`` is the template text, a NUL, and the fields as JSON (as a PLG
+    carries them). A bad template is a ValueError (a ConfigError at start-up);
+    rendering never raises and stays small.
+    """
+    text, _, fields_json = data.partition(b"\0")
+    try:
+        template = parse_template(text.decode("utf-8", "replace"))
+    except ValueError:
+        return
+    try:
+        fields = json.loads(fields_json)
+    except (ValueError, RecursionError):
+        fields = {}
+    if not isinstance(fields, dict):
+        fields = {"value": fields}
+    out = render_template(template, lambda name: fields.get(name, MISSING))
+    check(isinstance(out, str), "not a string")
+    fields_used = sum(name is not None for _, name, _, _ in template)
+    check(len(out) <= len(text) + fields_used * (1000 + 4 * len(fields_json)), "oversized")
+
+
 TARGETS: Final[dict[str, Callable[[bytes], None]]] = {
     "protocol": protocol,
     "reply": reply,
     "config": config,
     "perfdata": perfdata,
+    "thresholds": thresholds,
 }

@@ -163,3 +163,29 @@ def test_nan_never_leaves_decode() -> None:
     """The strict-JSON invariant the targets check really catches NaN (the check can fail)."""
     with pytest.raises(ValueError):
         targets._strict_json({"x": math.nan})
+
+
+@st.composite
+def display_templates(draw: Any) -> bytes:
+    """A display template with fields, specs and conversions, then the fields as JSON."""
+    names = st.sampled_from(["value", "host", "limit", "check_name", "output", "x", "a.b",
+                             "a[0]", "", " "])
+    specs = st.sampled_from(["", ".1f", ">20", ",", "%", "d", "x", "{value}", "^999",
+                             "0>1000", ".1000f", "n", "=+08.2f", "s"])
+    conversions = st.sampled_from(["", "!r", "!s", "!a", "!x"])
+    parts = draw(st.lists(st.tuples(st.text(alphabet="ab {}:", max_size=4), names,
+                                    conversions, specs), max_size=5))
+    text = "".join(f"{lit}{{{name}{conv}{':' + spec if spec else ''}}}"
+                   for lit, name, conv, spec in parts)
+    fields = draw(st.dictionaries(names, _values, max_size=5))
+    return text.encode() + b"\0" + json.dumps(fields).encode()
+
+
+@PROPERTY
+@given(display_templates() | st.binary(max_size=200))
+@example(b"{value:>100000000}\0{\"value\": 1}")
+@example(b"{value:.100000f}\0{\"value\": 1.5}")
+@example(b"{value:,}{value!a}\0{\"value\": 1e999}")
+def test_threshold_templates(data: bytes) -> None:
+    """parse_template refuses only with ValueError; render_template never raises, stays small."""
+    targets.thresholds(data)

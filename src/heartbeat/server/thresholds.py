@@ -19,6 +19,7 @@ import dataclasses
 import difflib
 import math
 import operator
+import re
 import string
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -100,6 +101,7 @@ _RULE_KEYS: Final = ("operator", "warning", "critical", "hysteresis", "display",
 _RULE_MARKERS: Final = frozenset({"operator", "warning", "critical"})
 _PROFILE_KEYS: Final = ("thresholds", "description")
 _FORMATTER: Final = string.Formatter()
+_HUGE_WIDTH: Final = re.compile(r"\d{4,}")
 MISSING: Final = object()
 """What a template lookup returns for a field it does not know."""
 
@@ -119,13 +121,19 @@ Template: TypeAlias = tuple[tuple[str, str | None, str, str | None], ...]
 
 
 def parse_template(text: str) -> Template:
-    """Split a ``str.format`` template once; ValueError names what is wrong with it."""
+    """Split a ``str.format`` template once; ValueError names what is wrong with it.
+
+    Widths and precisions stop at 999: ``{value:>100000000}`` would make every
+    message of the rule 100 MB.
+    """
     parts = []
     for literal, name, spec, conversion in _FORMATTER.parse(text):
         if name is not None and not name.strip():
             raise ValueError("a field needs a name, e.g. {value}; '{}' names none")
         if conversion not in (None, "r", "s", "a"):
             raise ValueError(f"unknown conversion !{conversion} in {{{name}}}")
+        if spec and _HUGE_WIDTH.search(spec):
+            raise ValueError(f"width or precision over 999 in {{{name}:{spec}}}")
         parts.append((literal, name, spec or "", conversion))
     return tuple(parts)
 
