@@ -19,6 +19,9 @@ from tests.support import ServerProcess, wait_until
 pytestmark = pytest.mark.integration
 
 HOSTS = 200
+HOT = 50
+"""Hosts whose CPU is past the critical threshold: each has a CRITICAL alert."""
+THRESHOLDS = {"cpu_monitor": {"cpu_percent": {"warning": 50, "critical": 90}}}
 
 
 def _heartbeat(n: int, seq: int) -> bytes:
@@ -29,7 +32,8 @@ def _heartbeat(n: int, seq: int) -> bytes:
 def _plugins(n: int, seq: int) -> bytes:
     return zlib.compress(json.dumps({
         "ID": "PLG", "name": f"load{n % HOSTS:03d}", "seq": seq,
-        "plugins": {"cpu_monitor": {"cpu_percent": n % 100, "load": [0.1, 0.2, 0.3]},
+        "plugins": {"cpu_monitor": {"cpu_percent": 95 if n % HOSTS < HOT else 10,
+                                    "load": [0.1, 0.2, 0.3]},
                     "memory_monitor": {"percent": 41.2, "pad": "x" * 600}}}).encode())
 
 
@@ -71,20 +75,25 @@ def _journal_lines(directory: Path) -> Iterator[tuple[Path, bytes]]:
 
 
 def test_sigkill_mid_load_then_restart(server_factory: Any, tmp_path: Path) -> None:
-    """Killed mid-load: the store opens, every host is back, no journal line is torn but one
-    closed off, and a torn line from a kill mid-write is detected and skipped."""
-    server: ServerProcess = server_factory(source_rate=1e6, journal_max_size=100_000,
-                                           journal_max_backups=100)
+    """Killed mid-load: the store opens, every host and alert is back, no journal line is torn
+    but one closed off, and a torn line from a kill mid-write is detected and skipped."""
+    settings = {"source_rate": 1e6, "journal_max_size": 100_000, "journal_max_backups": 100,
+                "thresholds": THRESHOLDS}
+    server: ServerProcess = server_factory(**settings)
     journal = Path(server.config["journal_dir"])
     with Sender(server.udp_port, rate=2000) as sender:
         wait_until(lambda: sender.sent > HOSTS * 2)
-        sent_every_host = time.time()
+        alerts = wait_until(lambda: (a := server.get("/api/0/alerts")["alerts"])
+                            and len(a) == HOT and a)
+        seen = time.time()
         wait_until(lambda: (server.get("/api/0/status")["store"]["last_commit"] or 0)
-                   > sent_every_host + 0.2)
+                   > seen + 0.2)
         before = {h["name"]: h for h in server.get("/api/0/hosts")["hosts"]}
         time.sleep(0.3)
         server.kill()  # SIGKILL, with datagrams still arriving
     assert sorted(before) == [f"load{n:03d}" for n in range(HOSTS)]
+    assert {(a["host"], a["metric_path"], a["level"]) for a in alerts} == {
+        (f"load{n:03d}", "cpu_monitor.cpu_percent", "CRITICAL") for n in range(HOT)}
     store = sqlite3.connect(Path(server.config["state_dir"]) / "heartbeat.sqlite3")
     assert store.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     assert store.execute("SELECT COUNT(*) FROM hosts").fetchone() == (HOSTS,)
@@ -97,9 +106,11 @@ def test_sigkill_mid_load_then_restart(server_factory: Any, tmp_path: Path) -> N
     with open(current, "ab") as f:
         f.write(b'{"timestamp":1700000000.0,"datetime":"2023-11-14T22:13:20","source_ip":"12')
     again = server_factory(tmp_path, hb_port=server.udp_port, hbd_port=server.http_port,
-                           ws_port=server.ws_port, source_rate=1e6,
-                           journal_max_size=100_000, journal_max_backups=100)
+                           ws_port=server.ws_port, **settings)
     after = {h["name"]: h for h in again.get("/api/0/hosts")["hosts"]}
+    assert [(a["host"], a["metric_path"], a["level"], a["since"])
+            for a in again.get("/api/0/alerts")["alerts"]] == [
+        (a["host"], a["metric_path"], a["level"], a["since"]) for a in alerts]
     assert sorted(after) == sorted(before)
     assert {n: (h["state"], h["addr"]) for n, h in after.items()} == {
         n: ("UP", "127.0.0.1") for n in before}
