@@ -95,7 +95,7 @@ class HostsTests:
             "name": "b", "state": "UP", "addr": "10.0.0.1", "port": 4000, "last_seen": 1000.0,
             "since": 1000.0, "first_seen": 1000.0, "interval": 5.0, "rtt": 1.0, "version": "9",
             "boot_time": None, "down_reason": None, "watch": True, "plugins": [],
-            "pending_commands": 0, "role": "owner"}
+            "pending_commands": 0, "signed": False, "key_id": None, "role": "owner"}
 
     def test_unknown_host_is_json_404(self, server: Server) -> None:
         """An unknown host answers 404 with a JSON error."""

@@ -154,7 +154,7 @@ def test_secrets_are_masked_in_the_settings_view() -> None:
 email: {username: hb, password: hunter2}
 pushover: {token: tok, user: usr}
 mattermost: {url: "https://chat.example/hooks/abc"}
-keys: {k1: shared}
+keys: {k1: shared-secret-of-16+}
 users: {alice: {admin: true, pushover_user: ukey,
                 password: "pbkdf2:sha256:600000$salt$%s"}}
 """.replace("%s", "0" * 64), "hb.yaml")
@@ -172,7 +172,7 @@ users: {alice: {admin: true, pushover_user: ukey,
     assert (alice["password"], alice["pushover_user"], alice["admin"]) == (
         SECRET_MASK, SECRET_MASK, True)
     text = repr(settings_view(config))
-    for secret in ("hunter2", "tok", "usr", "hooks/abc", "shared", "ukey", "0" * 64):
+    for secret in ("hunter2", "tok", "usr", "hooks/abc", "shared-secret-of-16+", "ukey", "0" * 64):
         assert f"'{secret}'" not in text and secret + "'" not in text, secret
 
 

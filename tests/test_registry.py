@@ -55,7 +55,8 @@ class HeartbeatTests:
             "name": "web1", "state": "UP", "addr": "10.0.0.5", "port": 40000,
             "last_seen": 100.0, "since": 100.0, "first_seen": 100.0, "interval": 20.0,
             "rtt": None, "version": None, "boot_time": None, "down_reason": None,
-            "watch": True, "plugins": [], "pending_commands": 0,
+            "watch": True, "plugins": [], "pending_commands": 0, "signed": False,
+            "key_id": None,
         }
 
     def test_steady_heartbeats_cause_no_events(self, registry: Registry) -> None:

@@ -22,7 +22,7 @@ from typing import Any, TypeVar, Union
 
 import yaml
 
-from heartbeat.protocol import valid_host_name
+from heartbeat.protocol import valid_host_name, valid_key_id
 
 __all__ = [
     "SECRET_MASK",
@@ -335,6 +335,7 @@ class ServerConfig:
                 raise ConfigError(source, f"hosts.{name}", "not a valid host name")
         _check_users(self, source)
         _check_notify(self, source)
+        _check_keys(self, source)
 
 
 def _argv(value: Any) -> str | None:
@@ -369,11 +370,27 @@ class AgentConfig:
     max_datagram: int = _opt(1400, _positive, doc="PLG datagram size target (bytes)")
     batch_delay: float = _opt(1.0, _not_negative, doc="seconds results wait to share a PLG")
     resolve_interval: float = _opt(600.0, _positive, doc="seconds between re-resolving servers")
+    key: str | None = _opt(None, secret=True,
+                           doc="shared key: sign every datagram, verify the server's replies")
+    key_file: str | None = _opt(None, doc="a file holding the shared key (instead of key)")
+    key_id: str | None = _opt(None, doc="the key's id under the server's keys:")
 
     def check(self, source: str) -> None:
         """Rules beyond each key's type (run by the loader)."""
         if self.name is not None and not valid_host_name(self.name):
             raise ConfigError(source, "name", f"not a valid host name: {self.name!r:.60}")
+        if self.key is not None and self.key_file is not None:
+            raise ConfigError(source, "key_file", "give key or key_file, not both")
+        if (self.key is not None or self.key_file is not None) and self.key_id is None:
+            raise ConfigError(source, "key_id", "required with key or key_file: the id the "
+                                                "server knows the key by")
+        if self.key_id is not None and not valid_key_id(self.key_id):
+            raise ConfigError(source, "key_id", "a key id is 1-64 of [A-Za-z0-9._-]")
+        if self.key_id is not None and self.key is None and self.key_file is None:
+            raise ConfigError(source, "key", "key_id needs key or key_file")
+        problem = key_problem(self.key) if self.key is not None else None
+        if problem:
+            raise ConfigError(source, "key", problem)
 
 
 SERVER_DEFAULTS: dict[str, Any] = dataclasses.asdict(ServerConfig())
@@ -565,6 +582,35 @@ def push_services(config: ServerConfig) -> tuple[str, ...]:
         return tuple(service for service, needs in _PUSH_NEEDS.items()
                      if all(_is_set(config, needed) for needed in needs))
     return (config.pushsrv,) if config.pushsrv else ()
+
+
+MIN_KEY_LENGTH = 16
+
+
+def key_problem(secret: str) -> str | None:
+    """What is wrong with a shared key's secret, or None."""
+    if len(secret.encode("utf-8")) < MIN_KEY_LENGTH:
+        return (f"too short: use at least {MIN_KEY_LENGTH} characters "
+                f"(e.g. the output of 'openssl rand -hex 32')")
+    return None
+
+
+def _check_keys(config: ServerConfig, source: str) -> None:
+    """Key ids that fit an envelope, secrets long enough, hosts naming keys that exist."""
+    for key_id, secret in config.keys.items():
+        if not valid_key_id(key_id):
+            raise ConfigError(source, f"keys.{key_id}", "a key id is 1-64 of [A-Za-z0-9._-]")
+        problem = key_problem(secret)
+        if problem:
+            raise ConfigError(source, f"keys.{key_id}", problem)
+    for name, host in config.hosts.items():
+        if host.key is not None and host.key not in config.keys:
+            raise ConfigError(source, f"hosts.{name}.key", f"no key {host.key!r} under keys:")
+        if host.require_signed and not config.keys:
+            raise ConfigError(source, f"hosts.{name}.require_signed",
+                              "signing needs at least one key under keys:")
+    if config.require_signed and not config.keys:
+        raise ConfigError(source, "require_signed", "signing needs at least one key under keys:")
 
 
 def _check_notify(config: ServerConfig, source: str) -> None:

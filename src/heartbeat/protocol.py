@@ -8,13 +8,16 @@ short machine-readable ``reason`` that the server counts.
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import math
 import re
+import struct
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any, Final
+from dataclasses import dataclass, field
+from typing import Any, Final, NamedTuple
 
 __all__ = [
     "CLIENT_IDS",
@@ -23,14 +26,22 @@ __all__ = [
     "MAX_OUTPUT",
     "MSG_LEVELS",
     "SERVER_IDS",
+    "SIGNED_MAGIC",
     "DecodeError",
+    "Keyring",
     "Limits",
+    "Signed",
     "decode",
+    "decode_datagram",
     "decode_reply",
+    "decode_signed_reply",
     "decode_with_text",
     "encode",
     "encode_ack",
+    "next_seq",
+    "seal",
     "valid_host_name",
+    "valid_key_id",
 ]
 
 CLIENT_IDS: Final = frozenset({"HTB", "BOOT", "SHUT", "MSG", "PLG", "RES"})
@@ -77,6 +88,84 @@ class DecodeError(ValueError):
         super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.detail = detail
+
+
+SIGNED_MAGIC: Final = b"HBS1"
+"""First bytes of a signed datagram (docs/PROTOCOL.md, "Signed datagrams")."""
+MAC_SIZE: Final = 32
+MAX_KEY_ID: Final = 64
+_SEQ = struct.Struct(">Q")
+_KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+class Signed(NamedTuple):
+    """How a datagram was signed: the key's id and the envelope's seq (microseconds)."""
+
+    key_id: str
+    seq: int
+
+
+@dataclass(frozen=True)
+class Keyring:
+    """The shared keys a receiver verifies with, and how old a signed datagram may be.
+
+    ``window`` (``sign_window``) bounds the difference between the envelope's
+    seq, which is the sender's clock in microseconds, and the receiver's clock.
+    """
+
+    keys: Mapping[str, bytes] = field(default_factory=dict)
+    window: float = 120.0
+
+
+def valid_key_id(key_id: object) -> bool:
+    """Whether ``key_id`` can name a key in an envelope (1-64 of ``[A-Za-z0-9._-]``)."""
+    return isinstance(key_id, str) and _KEY_ID.fullmatch(key_id) is not None
+
+
+def next_seq(last: int, now: float) -> int:
+    """A signer's next seq: its clock in microseconds, and always above the last one."""
+    return max(last + 1, int(now * 1_000_000))
+
+
+def seal(payload: bytes, key_id: str, key: bytes, seq: int) -> bytes:
+    """Sign ``payload`` (an ordinary datagram, text or zlib) into an envelope.
+
+    ``HBS1``, the key id's length (one byte) and the id, the seq (8 bytes, big
+    endian), then HMAC-SHA256 of all the bytes before it and of the payload,
+    then the payload unchanged.
+    """
+    head = SIGNED_MAGIC + bytes((len(key_id),)) + key_id.encode("ascii") + _SEQ.pack(seq)
+    mac = hmac.new(key, head, hashlib.sha256)
+    mac.update(payload)
+    return head + mac.digest() + payload
+
+
+def _unseal(data: bytes, keyring: Keyring | None, now: float | None) -> tuple[bytes, Signed]:
+    """The payload inside a signed datagram and how it was signed, once it checks out.
+
+    The MAC is checked before anything of the payload is inflated or parsed.
+    """
+    length = data[4] if len(data) > 4 else 0
+    body = 5 + length + 8 + MAC_SIZE
+    if not 1 <= length <= MAX_KEY_ID or len(data) < body:
+        raise DecodeError("bad_envelope", f"{len(data)} bytes, key id length {length}")
+    try:
+        key_id = data[5:5 + length].decode("ascii")
+    except UnicodeDecodeError:
+        key_id = ""
+    if not valid_key_id(key_id):
+        raise DecodeError("bad_envelope", f"key id {data[5:5 + length]!r:.80}")
+    key = keyring.keys.get(key_id) if keyring is not None else None
+    if key is None:
+        raise DecodeError("unknown_key", key_id)
+    mac = hmac.new(key, data[:5 + length + 8], hashlib.sha256)
+    mac.update(data[body:])
+    if not hmac.compare_digest(mac.digest(), data[5 + length + 8:body]):
+        raise DecodeError("bad_signature", f"key {key_id}")
+    (seq,) = _SEQ.unpack_from(data, 5 + length)
+    if now is not None and keyring is not None and abs(now - seq / 1_000_000) > keyring.window:
+        raise DecodeError("stale", f"signed {seq / 1_000_000 - now:+.0f} s from now")
+    return data[body:], Signed(key_id, seq)
 
 
 def valid_host_name(name: object) -> bool:
@@ -218,6 +307,8 @@ def _datagram_text(payload: bytes, limits: Limits) -> bytes:
         return payload
     if first & 0x0F == 8 and (first << 8 | (payload[1] if len(payload) > 1 else 0)) % 31 == 0:
         return _inflate(payload, limits.max_inflated)
+    if payload.startswith(SIGNED_MAGIC):
+        raise DecodeError("unknown_key", "a signed datagram, and no keys to check it with")
     raise DecodeError("bad_format", f"first byte 0x{first:02x}")
 
 
@@ -243,6 +334,35 @@ def decode_reply(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, A
     any other ``ID`` or a malformed field raises :class:`DecodeError`.
     """
     return _validate_reply(_parse_object(_datagram_text(payload, limits), limits))
+
+
+def decode_signed_reply(
+    payload: bytes, keyring: Keyring | None, now: float | None,
+    limits: Limits = DEFAULT_LIMITS,
+) -> tuple[dict[str, Any], Signed | None]:
+    """:func:`decode_reply` of a datagram that may be signed, and how it was signed."""
+    signed = None
+    if payload.startswith(SIGNED_MAGIC):
+        payload, signed = _unseal(payload, keyring, now)
+    return decode_reply(payload, limits), signed
+
+
+def decode_datagram(
+    payload: bytes, limits: Limits = DEFAULT_LIMITS, keyring: Keyring | None = None,
+    now: float | None = None,
+) -> tuple[dict[str, Any], bytes, Signed | None]:
+    """The server's reading of one datagram: message, JSON text, and its signature.
+
+    An unsigned datagram decodes as with :func:`decode_with_text` (signature
+    None). A signed one must name a key of ``keyring``, carry a valid MAC and
+    be within ``keyring.window`` of ``now``; then its payload decodes the same
+    way. Whether an unsigned datagram is acceptable, and replays, are the
+    caller's to judge: they depend on the host and on what came before.
+    """
+    if payload[:1] == b"H" and payload.startswith(SIGNED_MAGIC):
+        inner, signed = _unseal(payload, keyring, now)
+        return (*decode_with_text(inner, limits), signed)
+    return (*decode_with_text(payload, limits), None)
 
 
 def decode_with_text(

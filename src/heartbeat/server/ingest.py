@@ -22,12 +22,15 @@ from heartbeat.protocol import (
     CLIENT_IDS,
     DecodeError,
     Limits,
+    Signed,
+    decode_datagram,
     decode_with_text,
     encode,
     encode_ack,
 )
 from heartbeat.server.limits import HostAdmission, SourceRateLimit, source_key
 from heartbeat.server.registry import Registry
+from heartbeat.server.signing import Signing
 
 __all__ = ["IngestProtocol", "IngestStats", "make_udp_service", "source_address"]
 
@@ -95,6 +98,8 @@ class IngestProtocol(DatagramProtocol):
     (``rate``); before a message creates a host the registry does not know, the
     ``admission`` must let it in; a PLG may not take a host past ``max_plugins``
     plugin names. Each bound is optional (None: unbounded, for tests and tools).
+    With ``signing``, signed datagrams are verified and judged against their
+    host (docs/SECURITY.md), and the replies to a signed one are signed too.
     """
 
     noisy = False
@@ -103,6 +108,7 @@ class IngestProtocol(DatagramProtocol):
         self, registry: Registry, bus: EventBus, clock: IReactorTime, limits: Limits,
         stats: IngestStats, *, rate: SourceRateLimit | None = None,
         admission: HostAdmission | None = None, max_plugins: int | None = None,
+        signing: Signing | None = None,
     ) -> None:
         self.registry = registry
         self.bus = bus
@@ -112,6 +118,7 @@ class IngestProtocol(DatagramProtocol):
         self.rate = rate
         self.admission = admission
         self.max_plugins = max_plugins
+        self.signing = signing
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
         now = self.clock.seconds()
@@ -121,26 +128,39 @@ class IngestProtocol(DatagramProtocol):
         if self.rate is not None and not self.rate.allow(source_key(source[0]), now):
             stats.drop("rate_limited", source, "", now)
             return
+        signing = self.signing
+        signed: Signed | None = None
         try:
-            message, text = decode_with_text(data, self.limits)
+            if signing is None:
+                message, text = decode_with_text(data, self.limits)
+            else:
+                message, text, signed = decode_datagram(data, self.limits, signing.keyring, now)
         except DecodeError as e:
             stats.drop(e.reason, source, e.detail, now)
             return
+        name = message["name"]
+        if signing is not None and (signed is not None or signing.policy.any_required):
+            refusal = signing.policy.refusal(name, signed)
+            if refusal is not None:
+                stats.drop(refusal, source, name, now)
+                return
         kind = message["ID"]
         if kind in CLIENT_IDS:
             refusal = self._refusal(message, now)
             if refusal is not None:
-                stats.drop(refusal, source, message["name"], now)
+                stats.drop(refusal, source, name, now)
                 return
         else:
             stats.unknown_id(kind)
         stats.accepted += 1
-        self.bus.publish(Event(RECEIVED, message["name"], now, {
-            "message": message, "source_ip": source[0], "source_port": source[1],
-        }, text))
-        outcome = self.registry.apply(message, source, now)
+        fields = {"message": message, "source_ip": source[0], "source_port": source[1]}
+        if signed is not None and signing is not None:
+            signing.policy.accepted(name, signed)
+            fields["key_id"] = signed.key_id
+        self.bus.publish(Event(RECEIVED, name, now, fields, text))
+        outcome = self.registry.apply(message, source, now, signed=signed)
         for reply in outcome.replies:
-            self.send(reply, addr)
+            self.send(reply, addr, signed, now)
         if outcome.events:
             self.bus.publish_all(outcome.events)
 
@@ -151,6 +171,8 @@ class IngestProtocol(DatagramProtocol):
             body["sources"] = self.rate.to_json()
         if self.admission is not None:
             body["admission"] = self.admission.to_json()
+        if self.signing is not None:
+            body["signing"] = self.signing.to_json()
         return body
 
     def _refusal(self, message: dict[str, Any], now: float) -> str | None:
@@ -168,11 +190,15 @@ class IngestProtocol(DatagramProtocol):
             return self.admission.admit(len(registry), now)
         return None
 
-    def send(self, reply: dict[str, Any], addr: Any) -> None:
+    def send(self, reply: dict[str, Any], addr: Any, signed: Signed | None = None,
+             now: float = 0.0) -> None:
+        """Send ``reply`` to ``addr``; signed with ``signed``'s key when it answers one."""
         if reply["ID"] == "ACK":
             data = encode_ack(reply["server_ts"], reply.get("seq"), reply.get("ts"))
         else:
             data = encode(reply)
+        if signed is not None and self.signing is not None:
+            data = self.signing.signer.seal(data, signed.key_id, now)
         try:
             self.transport.write(data, addr)  # type: ignore[union-attr]
             self.stats.replies += 1

@@ -29,6 +29,7 @@ from heartbeat.events import (
     HOST_UP,
     Event,
 )
+from heartbeat.protocol import Signed
 
 __all__ = ["Host", "HostState", "Outcome", "PendingCommand", "PluginSample", "Registry"]
 
@@ -79,6 +80,10 @@ class Host:
     boot_time: float | None = None
     down_reason: str | None = None
     seq: int | None = None
+    signed: bool | None = None
+    """Whether the last datagram was signed (None: none since the server started)."""
+    key_id: str | None = None
+    """The key that signed the last datagram, if one did."""
     expected_by: float | None = None
     plugins: dict[str, PluginSample] = field(default_factory=dict)
     pending: dict[str, PendingCommand] = field(default_factory=dict)
@@ -102,6 +107,8 @@ class Host:
             "watch": config.watch,
             "plugins": sorted(self.plugins),
             "pending_commands": len(self.pending),
+            "signed": self.signed,
+            "key_id": self.key_id,
         }
 
 
@@ -180,8 +187,12 @@ class Registry:
         self._dirty.add(name)
         return host
 
-    def apply(self, message: dict[str, Any], source: tuple[str, int], now: float) -> Outcome:
-        """Apply one decoded message from ``source`` (ip, port) received at ``now``."""
+    def apply(self, message: dict[str, Any], source: tuple[str, int], now: float,
+              signed: Signed | None = None) -> Outcome:
+        """Apply one decoded message from ``source`` (ip, port) received at ``now``.
+
+        ``signed`` says how it was signed (already verified), for the host's record.
+        """
         handler = self._handlers.get(message["ID"])
         if handler is None:
             return _NOTHING
@@ -190,6 +201,10 @@ class Registry:
         replies = handler(self, host, message, source, now, events)
         if "version" in message:
             host.version = message["version"]
+        if signed is None:
+            host.signed, host.key_id = False, None
+        else:
+            host.signed, host.key_id = True, signed.key_id
         return Outcome(events, replies)
 
     def _heartbeat(

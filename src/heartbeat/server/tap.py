@@ -24,7 +24,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 
 import heartbeat
 from heartbeat.config import ConfigError, ServerConfig, default_config_path, load_server_config
-from heartbeat.events import Event, EventBus, Subscriber
+from heartbeat.events import HOST_REMOVED, Event, EventBus, Subscriber
 from heartbeat.protocol import Limits
 from heartbeat.server import alerting as alerting_module
 from heartbeat.server import auth as auth_module
@@ -45,6 +45,7 @@ from heartbeat.server.notify.signal import SignalChannel
 from heartbeat.server.registry import Registry
 from heartbeat.server.serial import SerialWorker
 from heartbeat.server.sessions import LoginThrottle
+from heartbeat.server.signing import Signing
 from heartbeat.server.store import HostRecorder, StoreService, load_hosts, open_database
 from heartbeat.server.thresholds import RuleBook, ThresholdEngine
 from heartbeat.server.web.api import HeartbeatAPI
@@ -162,13 +163,15 @@ def make_alerting(config: ServerConfig, rules: RuleBook, registry: Registry, *,
 
 def make_ingest(config: ServerConfig, registry: Registry, bus: EventBus,
                 reactor: Any) -> IngestProtocol:
-    """The datagram handler with the protocol limits and the resource bounds of the config."""
+    """The datagram handler with the protocol limits, resource bounds and keys of the config."""
+    signing = Signing.from_config(config)
+    bus.subscribe(lambda event: signing.policy.forget(event.host), [HOST_REMOVED])
     return IngestProtocol(
         registry, bus, reactor, Limits(config.max_inflated, config.max_depth), IngestStats(),
         rate=SourceRateLimit(config.source_rate),
         admission=HostAdmission(config.max_hosts,
                                 config.max_unconfigured_hosts + len(config.hosts)),
-        max_plugins=config.max_plugins)
+        max_plugins=config.max_plugins, signing=signing)
 
 
 def make_journal(config: ServerConfig, bus: EventBus, reactor: Any) -> JournalService | None:

@@ -51,6 +51,8 @@ SCHEMAS: Final[dict[str, Any]] = {
             "watch": {"type": "boolean"},
             "plugins": {"type": "array", "items": {"type": "string"}},
             "pending_commands": {"type": "integer"},
+            "signed": {"type": ["boolean", "null"]},
+            "key_id": _STRING_OR_NULL,
             "role": _ROLE,
         },
         "required": ["name", "state", "addr", "last_seen", "since", "interval", "rtt",
