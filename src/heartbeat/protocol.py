@@ -115,6 +115,17 @@ class Keyring:
 
     keys: Mapping[str, bytes] = field(default_factory=dict)
     window: float = 120.0
+    _macs: dict[str, Any] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # A keyed HMAC made once per key and copied per datagram costs a third less.
+        object.__setattr__(self, "_macs", {
+            key_id: hmac.new(key, digestmod=hashlib.sha256) for key_id, key in self.keys.items()})
+
+    def mac(self, key_id: str) -> Any:
+        """A fresh HMAC-SHA256 keyed with ``key_id``'s key, or None for an unknown id."""
+        prepared = self._macs.get(key_id)
+        return None if prepared is None else prepared.copy()
 
 
 def valid_key_id(key_id: object) -> bool:
@@ -127,15 +138,16 @@ def next_seq(last: int, now: float) -> int:
     return max(last + 1, int(now * 1_000_000))
 
 
-def seal(payload: bytes, key_id: str, key: bytes, seq: int) -> bytes:
+def seal(payload: bytes, key_id: str, key: bytes | Keyring, seq: int) -> bytes:
     """Sign ``payload`` (an ordinary datagram, text or zlib) into an envelope.
 
     ``HBS1``, the key id's length (one byte) and the id, the seq (8 bytes, big
     endian), then HMAC-SHA256 of all the bytes before it and of the payload,
-    then the payload unchanged.
+    then the payload unchanged. ``key`` is the secret, or a keyring holding it.
     """
     head = SIGNED_MAGIC + bytes((len(key_id),)) + key_id.encode("ascii") + _SEQ.pack(seq)
-    mac = hmac.new(key, head, hashlib.sha256)
+    mac = key.mac(key_id) if isinstance(key, Keyring) else hmac.new(key, None, hashlib.sha256)
+    mac.update(head)
     mac.update(payload)
     return head + mac.digest() + payload
 
@@ -155,10 +167,10 @@ def _unseal(data: bytes, keyring: Keyring | None, now: float | None) -> tuple[by
         key_id = ""
     if not valid_key_id(key_id):
         raise DecodeError("bad_envelope", f"key id {data[5:5 + length]!r:.80}")
-    key = keyring.keys.get(key_id) if keyring is not None else None
-    if key is None:
+    mac = keyring.mac(key_id) if keyring is not None else None
+    if mac is None:
         raise DecodeError("unknown_key", key_id)
-    mac = hmac.new(key, data[:5 + length + 8], hashlib.sha256)
+    mac.update(data[:5 + length + 8])
     mac.update(data[body:])
     if not hmac.compare_digest(mac.digest(), data[5 + length + 8:body]):
         raise DecodeError("bad_signature", f"key {key_id}")
@@ -359,7 +371,7 @@ def decode_datagram(
     way. Whether an unsigned datagram is acceptable, and replays, are the
     caller's to judge: they depend on the host and on what came before.
     """
-    if payload[:1] == b"H" and payload.startswith(SIGNED_MAGIC):
+    if payload.startswith(SIGNED_MAGIC):
         inner, signed = _unseal(payload, keyring, now)
         return (*decode_with_text(inner, limits), signed)
     return (*decode_with_text(payload, limits), None)

@@ -53,7 +53,7 @@ class SourceRateLimit:
         self.burst = max(rate, 1.0)
         self.idle = self.burst / rate
         self.max_sources = max_sources
-        self._buckets: dict[str | bytes, tuple[float, float]] = {}  # source -> (tokens, at)
+        self._buckets: dict[str | bytes, list[float]] = {}  # source -> [tokens, at]
         self._swept = float("-inf")
         self.evicted = 0
 
@@ -62,19 +62,20 @@ class SourceRateLimit:
 
     def allow(self, source: str | bytes, now: float) -> bool:
         """Whether one more datagram from ``source`` at ``now`` is within its rate."""
-        buckets = self._buckets
-        bucket = buckets.get(source)
+        bucket = self._buckets.get(source)
         if bucket is None:
-            if len(buckets) >= self.max_sources:
+            if len(self._buckets) >= self.max_sources:
                 self._make_room(now)
-            buckets[source] = (self.burst - 1.0, now)
+            self._buckets[source] = [self.burst - 1.0, now]
             return True
         tokens = bucket[0] + (now - bucket[1]) * self.rate
-        tokens = min(tokens, self.burst)
+        if tokens > self.burst:
+            tokens = self.burst
+        bucket[1] = now
         if tokens < 1.0:
-            buckets[source] = (tokens, now)
+            bucket[0] = tokens
             return False
-        buckets[source] = (tokens - 1.0, now)
+        bucket[0] = tokens - 1.0
         return True
 
     def _make_room(self, now: float) -> None:

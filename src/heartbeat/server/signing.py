@@ -82,12 +82,12 @@ class ReplySigner:
     """
 
     def __init__(self, keyring: Keyring) -> None:
-        self._keys = keyring.keys
+        self._keyring = keyring
         self._seq = 0
 
     def seal(self, data: bytes, key_id: str, now: float) -> bytes:
         self._seq = next_seq(self._seq, now)
-        return seal(data, key_id, self._keys[key_id], self._seq)
+        return seal(data, key_id, self._keyring, self._seq)
 
 
 @dataclass
