@@ -21,8 +21,10 @@ from heartbeat.protocol import (
     CLIENT_IDS,
     SERVER_IDS,
     DecodeError,
-    decode_reply,
-    decode_with_text,
+    Keyring,
+    decode_datagram,
+    decode_signed_reply,
+    seal,
     valid_host_name,
 )
 from heartbeat.server.thresholds import MISSING, parse_template, render_template
@@ -32,6 +34,7 @@ __all__ = ["DECODE_REASONS", "TARGETS", "Escape"]
 DECODE_REASONS: Final = frozenset({
     "empty", "bad_format", "zlib", "too_large", "json", "not_object", "too_deep",
     "missing_id", "missing_name", "bad_name", "bad_field", "bad_id",
+    "bad_envelope", "unknown_key", "bad_signature", "stale",
 })
 """Every drop reason docs/PROTOCOL.md documents; a DecodeError with another is a finding."""
 
@@ -45,13 +48,25 @@ def check(condition: bool, what: str) -> None:
         raise Escape(what)
 
 
-def _payload(data: bytes) -> bytes:
-    """The datagram: ``data`` itself, or, after a leading ``Z``, the rest zlib-compressed.
+KEY: Final = b"fuzz-fleet-key-0123456789"
+KEYRING: Final = Keyring({"fleet": KEY}, window=120.0)
+NOW: Final = 1_700_000_000.0
 
-    Random bytes are almost never a valid zlib stream, so half the inputs are
-    made into one, and the fuzzer reaches the JSON and field checks behind it.
+
+def _payload(data: bytes) -> bytes:
+    """The datagram: ``data`` itself, or made from it by its first byte.
+
+    Random bytes are almost never a valid zlib stream or a validly signed
+    envelope, so after a leading ``Z`` the rest is zlib-compressed and after a
+    leading ``S`` it is signed with the fuzz key (``SZ``: both), and the fuzzer
+    reaches the checks behind them. Raw ``HBS1...`` inputs exercise the envelope.
     """
-    return zlib.compress(data[1:]) if data[:1] == b"Z" else data
+    signed = data[:1] == b"S"
+    if signed:
+        data = data[1:]
+    if data[:1] == b"Z":
+        data = zlib.compress(data[1:])
+    return seal(data, "fleet", KEY, int(NOW * 1e6)) if signed else data
 
 
 def _strict_json(value: Any) -> None:
@@ -60,9 +75,10 @@ def _strict_json(value: Any) -> None:
 
 
 def protocol(data: bytes) -> None:
-    """``protocol.decode`` (as ingest calls it): a checked message or a known DecodeError."""
+    """``protocol.decode`` as ingest calls it (``decode_datagram``, with keys): a checked
+    message or a known DecodeError."""
     try:
-        message, text = decode_with_text(_payload(data))
+        message, text, _ = decode_datagram(_payload(data), keyring=KEYRING, now=NOW)
     except DecodeError as e:
         check(e.reason in DECODE_REASONS, f"undocumented reason {e.reason!r}")
         return
@@ -85,9 +101,9 @@ def _valid_fields(message: dict[str, Any]) -> bool:
 
 
 def reply(data: bytes) -> None:
-    """``protocol.decode_reply`` (the agent's side): ACK/CMD/UPD or a known DecodeError."""
+    """``protocol.decode_signed_reply`` (the agent's side): ACK/CMD/UPD or a DecodeError."""
     try:
-        message = decode_reply(_payload(data))
+        message, _ = decode_signed_reply(_payload(data), KEYRING, NOW)
     except DecodeError as e:
         check(e.reason in DECODE_REASONS, f"undocumented reason {e.reason!r}")
         return

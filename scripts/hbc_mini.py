@@ -15,6 +15,8 @@ installing the package is not worth it or not possible.
   above 512 bytes, batched into as few datagrams as fit).
 * ``CMD`` runs only names in ``allowed_commands`` (argv lists, never a shell,
   with a timeout); ``UPD`` runs ``update_command``; both answer ``RES``.
+* With ``key``/``key_file`` and ``key_id``, every datagram is signed (HMAC-SHA256,
+  docs/PROTOCOL.md "Signed datagrams") and only signed ``CMD``/``UPD`` are run.
 
 Sections: configuration; wire format; subprocesses; parsers (pure functions,
 unit-tested on recorded text); plugins; the client loop; daemon and logging;
@@ -27,6 +29,8 @@ import argparse
 import contextlib
 import difflib
 import glob
+import hashlib
+import hmac
 import json
 import logging
 import math
@@ -38,6 +42,7 @@ import select
 import shlex
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -53,6 +58,9 @@ MAX_UDP_PAYLOAD = 65000  # one plugin larger than max_datagram still goes alone 
 MAX_INFLATED = 256 * 1024  # the server's default limit on a datagram's JSON text
 MAX_OUTPUT = 4096  # characters of RES output (protocol.md)
 HOST_NAME = re.compile(r"[A-Za-z0-9._-]{1,253}\Z")
+KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
+MIN_KEY_LENGTH = 16  # bytes of a shared key's secret
+SIGNED_MAGIC = b"HBS1"
 MSG_LEVELS = ("info", "warning", "error")
 SETTLE = 0.1  # seconds plugin results wait, even when no plugin runs, before a PLG goes
 EXIT_CONFIG = 1
@@ -121,6 +129,21 @@ check_port = expect(lambda v: _number(v) and int(v) == v, "an integer", lambda v
                     1 <= v <= 65535 else "port {} is out of range 1-65535".format(v))
 check_name = expect(lambda v: v is None or (isinstance(v, str) and HOST_NAME.match(v)),
                     "a host name of 1-253 characters A-Z a-z 0-9 . _ -")
+check_key_id = expect(lambda v: v is None or (isinstance(v, str) and KEY_ID.match(v)),
+                      "a key id of 1-64 characters A-Z a-z 0-9 . _ -")
+check_optional_str = expect(lambda v: v is None or (isinstance(v, str) and v), "a string")
+
+
+def key_problem(secret: str) -> Optional[str]:
+    if len(secret.encode("utf-8")) < MIN_KEY_LENGTH:
+        return ("too short: use at least {} characters (e.g. the output of "
+                "'openssl rand -hex 32')".format(MIN_KEY_LENGTH))
+    return None
+
+
+def check_key(value: Any) -> Optional[str]:
+    problem = check_optional_str(value)
+    return problem or (key_problem(value) if value is not None else None)
 
 
 def check_command_line(value: Any) -> Optional[str]:
@@ -158,6 +181,10 @@ TOP_KEYS: Dict[str, Tuple[Any, Check]] = {
     "max_datagram": (1400, check_positive),
     "batch_delay": (1.0, check_not_negative),
     "resolve_interval": (600.0, check_positive),
+    "key": (None, check_key),
+    "key_file": (None, check_optional_str),
+    "key_id": (None, check_key_id),
+    "sign_window": (120.0, check_positive),
 }
 
 # Options every plugin accepts; a plugin class adds its own in ``options``.
@@ -223,6 +250,14 @@ def parse_config(text: str, source: str) -> Dict[str, Any]:
                               .format(config["name"]))
     if isinstance(config["update_command"], str):
         config["update_command"] = shlex.split(config["update_command"])
+    if config["key"] is not None and config["key_file"] is not None:
+        raise ConfigError(source, "key_file", "give key or key_file, not both")
+    keyed = config["key"] is not None or config["key_file"] is not None
+    if keyed and config["key_id"] is None:
+        raise ConfigError(source, "key_id", "required with key or key_file: the id the server "
+                                            "knows the key by")
+    if config["key_id"] is not None and not keyed:
+        raise ConfigError(source, "key", "key_id needs key or key_file")
     plugins = {}
     for name, block in config["plugins"].items():
         if name not in PLUGINS:
@@ -248,7 +283,24 @@ def load_config(path: Optional[str]) -> Tuple[Dict[str, Any], str]:
         return parse_config("", "<defaults>"), "<defaults>"
     except (OSError, UnicodeDecodeError) as e:
         raise ConfigError(source, "", "cannot read: {}".format(e)) from None
-    return parse_config(text, source), source
+    config = parse_config(text, source)
+    if config["key_file"] is not None:
+        config["key"] = read_key_file(config["key_file"], source)
+    return config, source
+
+
+def read_key_file(path: str, source: str) -> str:
+    """The secret in ``path`` (a trailing newline dropped), checked like ``key``."""
+    try:
+        with open(os.path.expanduser(path), encoding="utf-8") as f:
+            secret = f.read().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(source, "key_file", "cannot read {}: {}".format(
+            path, getattr(e, "strerror", None) or e)) from None
+    problem = key_problem(secret)
+    if problem:
+        raise ConfigError(source, "key_file", "{}: {}".format(path, problem))
+    return secret
 
 
 # ---------------------------------------------------------------------------
@@ -278,6 +330,36 @@ def decode(data: bytes) -> Optional[Dict[str, Any]]:
     except (ValueError, zlib.error, UnicodeDecodeError):
         return None
     return message if isinstance(message, dict) else None
+
+
+def seal(payload: bytes, key_id: str, key: bytes, seq: int) -> bytes:
+    """A signed datagram: HBS1, key id length and id, seq (8 bytes), HMAC-SHA256, payload."""
+    head = SIGNED_MAGIC + bytes((len(key_id),)) + key_id.encode("ascii") + struct.pack(">Q", seq)
+    return head + hmac.new(key, head + payload, hashlib.sha256).digest() + payload
+
+
+def unseal(data: bytes, key_id: str, key: bytes, window: float,
+           now: float) -> Tuple[Optional[bytes], int, str]:
+    """(payload, seq, "") of a signed datagram that checks out, else (None, 0, why not)."""
+    length = data[4] if len(data) > 4 else 0
+    body = 5 + length + 8 + 32
+    if not 1 <= length <= 64 or len(data) < body:
+        return None, 0, "a broken envelope"
+    if data[5:5 + length] != key_id.encode("ascii"):
+        return None, 0, "signed with another key"
+    mac = hmac.new(key, data[:5 + length + 8] + data[body:], hashlib.sha256).digest()
+    if not hmac.compare_digest(mac, data[5 + length + 8:body]):
+        return None, 0, "a bad signature"
+    seq = struct.unpack(">Q", data[5 + length:5 + length + 8])[0]
+    if abs(now - seq / 1e6) > window:
+        return None, 0, "signed {:+.0f} s from now (sign_window {:g})".format(
+            seq / 1e6 - now, window)
+    return data[body:], seq, ""
+
+
+def next_seq(last: int, now: float) -> int:
+    """A signer's next seq: the clock in microseconds, always above the last one."""
+    return max(last + 1, int(now * 1000000))
 
 
 def plugin_batches(plugins: Dict[str, Any], envelope: Dict[str, Any],
@@ -1334,6 +1416,13 @@ class Client:
         self.busy_lock = threading.Lock()
         self.running_commands: Set[str] = set()
         self.finished_commands: Dict[str, Dict[str, Any]] = {}
+        self.key: Optional[bytes] = (config["key"].encode("utf-8") if config["key"] is not None
+                                     else None)
+        self.key_id: Optional[str] = config["key_id"]
+        self.signed_seq = 0
+        # Per server, the seq of its last signed reply taken: replies signed before this
+        # process started, or seen before, are refused (a replayed CMD is not run again).
+        self.server_seq = {s: next_seq(0, time.time()) for s in servers}
         self.wake_r, self.wake_w = os.pipe()
         os.set_blocking(self.wake_r, False)
         os.set_blocking(self.wake_w, False)
@@ -1377,8 +1466,13 @@ class Client:
         return sock
 
     def is_server(self, addr: Address) -> bool:
-        return any(sockaddr[:2] == addr[:2] for addrs in self.addresses.values()
-                   for _family, sockaddr in addrs)
+        return self.server_of(addr) is not None
+
+    def server_of(self, addr: Address) -> Optional[str]:
+        for server, addrs in self.addresses.items():
+            if any(sockaddr[:2] == addr[:2] for _family, sockaddr in addrs):
+                return server
+        return None
 
     # Sending
 
@@ -1402,8 +1496,12 @@ class Client:
             sock = self.socket_for(family)
             if sock is None:
                 continue
+            datagram = data
+            if self.key is not None and self.key_id is not None:
+                self.signed_seq = next_seq(self.signed_seq, time.time())
+                datagram = seal(data, self.key_id, self.key, self.signed_seq)
             try:
-                sock.sendto(data, sockaddr)
+                sock.sendto(datagram, sockaddr)
                 sent += 1
             except OSError as e:  # unreachable now; the next interval tries again
                 log.debug("sending %s to %s failed: %s", message["ID"], sockaddr[0], e)
@@ -1422,7 +1520,10 @@ class Client:
         """Send the pending plugin data in as few PLG datagrams as fit."""
         envelope = {"ID": "PLG", "name": self.config["name"], "seq": self.seq + 1,
                     "ts": round(time.time(), 6), "version": VERSION}
-        for group in plugin_batches(self.pending, envelope, int(self.config["max_datagram"])):
+        room = int(self.config["max_datagram"])
+        if self.key_id is not None:
+            room -= 4 + 1 + len(self.key_id) + 8 + 32  # the signed envelope
+        for group in plugin_batches(self.pending, envelope, room):
             self.send(self.message("PLG", plugins=group))
         self.pending = {}
         self.pending_since = None
@@ -1443,12 +1544,32 @@ class Client:
             except OSError as e:  # e.g. an ICMP error some systems report here
                 log.debug("receive failed: %s", e)
                 return
-            if not self.is_server(addr):
+            server = self.server_of(addr)
+            if server is None:
                 log.debug("ignored a datagram from %s: not a server address", addr[0])
                 continue
+            signed = data.startswith(SIGNED_MAGIC)
+            if signed:
+                if self.key is None or self.key_id is None:
+                    log.warning("ignored a signed datagram from %s: no key configured", addr[0])
+                    continue
+                payload, seq, problem = unseal(data, self.key_id, self.key,
+                                               float(self.config["sign_window"]), time.time())
+                if payload is None:
+                    log.warning("ignored a datagram from %s: %s", addr[0], problem)
+                    continue
+                if seq <= self.server_seq.get(server, 0):
+                    log.warning("ignored a replayed datagram from %s", addr[0])
+                    continue
+                self.server_seq[server] = seq
+                data = payload
             message = decode(data)
             if message is None:
                 log.debug("ignored an undecodable datagram from %s", addr[0])
+                continue
+            if self.key is not None and not signed and message.get("ID") in ("CMD", "UPD"):
+                log.warning("ignored an unsigned %s from %s: this client signs, so its server "
+                            "does too", message.get("ID"), addr[0])
                 continue
             self.handle(message, addr)
 

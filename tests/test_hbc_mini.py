@@ -102,7 +102,8 @@ def test_defaults_without_a_config_file(tmp_path: Path, monkeypatch: pytest.Monk
     assert config == {
         "hb_port": 50003, "interval": 30.0, "plugin_dirs": [], "allowed_commands": {},
         "command_timeout": 60.0, "update_command": None, "update_timeout": 900.0,
-        "max_datagram": 1400, "batch_delay": 1.0, "resolve_interval": 600.0}
+        "max_datagram": 1400, "batch_delay": 1.0, "resolve_interval": 600.0, "key": None,
+        "key_file": None, "key_id": None, "sign_window": 120.0}
     assert {p: o["interval"] for p, o in plugins.items()} == {
         p: 300.0 for p in ("os_info", "cpu_monitor", "memory_monitor", "disk_monitor",
                            "network_monitor", "ping_monitor", "nagios_runner")}

@@ -48,34 +48,38 @@ def messages(draw: Any) -> dict[str, Any]:
     return message
 
 
-def _dumps(message: dict[str, Any], compress: bool) -> bytes:
+_framing = st.sampled_from([b"", b"Z", b"S", b"SZ"])
+"""How fuzz/targets.py frames the text: as it is, zlib'd, signed, or both."""
+
+
+def _dumps(message: dict[str, Any], framing: bytes) -> bytes:
     text = json.dumps(message).encode()  # NaN/Infinity allowed: the decoder must refuse them
-    return b"Z" + text if compress else text
+    return framing + text
 
 
 @PROPERTY
-@given(messages(), st.booleans())
-@example({"ID": "HTB", "name": "h", "interval": float("nan")}, False)
-@example({"ID": "PLG", "name": "h", "plugins": {"p": 1e308 * 10}}, True)
-@example({"ID": "RES", "name": "h", "cmd_id": 1, "rc": 0, "output": "x" * 5000}, False)
-def test_protocol_decode(message: dict[str, Any], compress: bool) -> None:
+@given(messages(), _framing)
+@example({"ID": "HTB", "name": "h", "interval": float("nan")}, b"")
+@example({"ID": "PLG", "name": "h", "plugins": {"p": 1e308 * 10}}, b"SZ")
+@example({"ID": "RES", "name": "h", "cmd_id": 1, "rc": 0, "output": "x" * 5000}, b"S")
+def test_protocol_decode(message: dict[str, Any], framing: bytes) -> None:
     """decode: a checked message or a documented DecodeError, for any field values."""
-    targets.protocol(_dumps(message, compress))
+    targets.protocol(_dumps(message, framing))
 
 
 @PROPERTY
-@given(messages(), st.booleans())
-def test_protocol_decode_reply(message: dict[str, Any], compress: bool) -> None:
+@given(messages(), _framing)
+def test_protocol_decode_reply(message: dict[str, Any], framing: bytes) -> None:
     """decode_reply (the agent's side): ACK/CMD/UPD or a documented DecodeError."""
-    targets.reply(_dumps(message, compress))
+    targets.reply(_dumps(message, framing))
 
 
 @PROPERTY
 @given(st.binary(max_size=600))
 def test_protocol_decode_bytes(data: bytes) -> None:
-    """Arbitrary bytes, raw or as a zlib stream, are refused only with a DecodeError."""
-    targets.protocol(data)
-    targets.protocol(b"Z" + data)
+    """Arbitrary bytes, raw, zlib'd, signed or as an envelope, refused only with DecodeError."""
+    for framing in (b"", b"Z", b"S", b"HBS1"):
+        targets.protocol(framing + data)
     targets.reply(data)
 
 

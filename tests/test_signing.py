@@ -272,3 +272,26 @@ class KeyConfigTests:
         with pytest.raises(ConfigError) as info:
             parse_config(ServerConfig, text, "hb.yaml")
         assert (info.value.key, problem in info.value.problem) == (key, True)
+
+
+class HbcMiniEnvelopeTests:
+    """hbc_mini's stdlib envelope is the package's, byte for byte."""
+
+    def test_same_bytes_as_the_package(self) -> None:
+        """The docs' test vector comes out of hbc_mini's seal too."""
+        from tests.test_hbc_mini import mini
+
+        assert mini.seal(VECTOR_PAYLOAD, "fleet", FLEET, SEQ) == VECTOR
+        assert mini.next_seq(SEQ, 0.0) == SEQ + 1
+
+    def test_unseal_checks_like_the_server(self) -> None:
+        """Its own key, a valid MAC and the window: else None and why."""
+        from tests.test_hbc_mini import mini
+
+        assert mini.unseal(VECTOR, "fleet", FLEET, 120.0, NOW) == (VECTOR_PAYLOAD, SEQ, "")
+        assert mini.unseal(VECTOR[:-1] + b"X", "fleet", FLEET, 120.0, NOW)[2] == \
+            "a bad signature"
+        assert mini.unseal(VECTOR, "web1", WEB1, 120.0, NOW)[2] == "signed with another key"
+        assert mini.unseal(VECTOR[:40], "fleet", FLEET, 120.0, NOW)[2] == "a broken envelope"
+        assert mini.unseal(VECTOR, "fleet", FLEET, 120.0, NOW + 500)[2].startswith(
+            "signed -500 s from now")

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import heartbeat
+from heartbeat.agent.keys import signing_key
 from heartbeat.agent.sender import resolve_addresses
 from heartbeat.config import ConfigError, default_config_path, load_agent_config
-from heartbeat.protocol import MSG_LEVELS, encode
+from heartbeat.protocol import MSG_LEVELS, encode, next_seq
 
 __all__ = ["build_parser", "main", "passwd", "send"]
 
@@ -32,8 +33,10 @@ def _fail(message: str) -> int:
 
 def send(args: argparse.Namespace) -> int:
     """Send one BOOT, SHUT or MSG to every address of every server."""
+    path = args.config or default_config_path(".hbc.yaml")
     try:
-        config = load_agent_config(args.config or default_config_path(".hbc.yaml"))
+        config = load_agent_config(path)
+        key = signing_key(config, str(path or "<defaults>"))
     except ConfigError as e:
         return _fail(f"config error: {e}")
     port = args.port or config.hb_port
@@ -53,12 +56,15 @@ def send(args: argparse.Namespace) -> int:
         except OSError as e:
             return _fail(f"cannot resolve {server}: {getattr(e, 'strerror', None) or e}")
     data = encode(message)
+    seq = 0
     sent = 0
     errors = []
     for family, ip, server in addresses:
+        if key is not None:  # each copy its own seq: the server takes every one once
+            seq = next_seq(seq, time.time())
         try:
             with socket.socket(family, socket.SOCK_DGRAM) as sock:
-                sock.sendto(data, (ip, port))
+                sock.sendto(data if key is None else key.seal(data, seq), (ip, port))
             sent += 1
         except OSError as e:
             errors.append(f"{server} ({ip}): {e.strerror or e}")

@@ -374,6 +374,8 @@ class AgentConfig:
                            doc="shared key: sign every datagram, verify the server's replies")
     key_file: str | None = _opt(None, doc="a file holding the shared key (instead of key)")
     key_id: str | None = _opt(None, doc="the key's id under the server's keys:")
+    sign_window: float = _opt(
+        120.0, _positive, doc="accepted clock difference of the server's signed replies (s)")
 
     def check(self, source: str) -> None:
         """Rules beyond each key's type (run by the loader)."""

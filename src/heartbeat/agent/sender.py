@@ -24,7 +24,8 @@ from twisted.logger import Logger
 
 import heartbeat
 from heartbeat.agent.batching import pack_plugins
-from heartbeat.protocol import DecodeError, decode_reply, encode
+from heartbeat.agent.keys import SigningKey
+from heartbeat.protocol import DecodeError, decode_signed_reply, encode, next_seq
 
 __all__ = [
     "IPV6_GIVE_UP",
@@ -115,6 +116,7 @@ class HeartbeatSender(Service):
         boot: bool = False,
         verbose: bool = False,
         on_boot: Callable[[], None] | None = None,
+        key: SigningKey | None = None,
     ) -> None:
         self.servers = [_Server(s) for s in servers]
         self.port = port
@@ -129,7 +131,12 @@ class HeartbeatSender(Service):
         self.boot = boot
         self.verbose = verbose
         self.on_boot = on_boot
+        self.key = key
         self.seq = 0
+        self._signed_seq = 0
+        self._server_seq: dict[str, int] = {}
+        """Per server, the seq of its last signed reply taken (replays are refused)."""
+        self.refused_replies = 0
         self.pending: dict[str, dict[str, Any]] = {}
         self.dropped: set[str] = set()
         self.sent = 0
@@ -141,6 +148,10 @@ class HeartbeatSender(Service):
     # life cycle
     def startService(self) -> None:
         super().startService()
+        # Replies signed before this process started cannot be for it: a replayed
+        # CMD from an earlier run is refused.
+        started = next_seq(0, self.reactor.seconds())
+        self._server_seq = {server.name: started for server in self.servers}
         self._ports[socket.AF_INET] = self.reactor.listenUDP(0, _Listener(self),
                                                              interface="0.0.0.0")
         try:
@@ -239,6 +250,9 @@ class HeartbeatSender(Service):
 
     def _send_one(self, destination: Destination, data: bytes) -> bool:
         port = self._ports.get(destination.family)
+        if self.key is not None:
+            self._signed_seq = next_seq(self._signed_seq, self.reactor.seconds())
+            data = self.key.seal(data, self._signed_seq)
         try:
             if port is None:
                 raise OSError("no socket for this address family")
@@ -286,7 +300,8 @@ class HeartbeatSender(Service):
         plugins, self.pending = self.pending, {}
         header = {"name": self.host_name, "ts": self.reactor.seconds(),
                   "version": heartbeat.__version__}
-        for datagram in pack_plugins(header, plugins, self.max_datagram):
+        room = self.max_datagram - (self.key.overhead if self.key is not None else 0)
+        for datagram in pack_plugins(header, plugins, room):
             for destination in destinations:
                 self._send_one(destination, datagram)
 
@@ -305,10 +320,24 @@ class HeartbeatSender(Service):
         if destination is None:
             log.debug("sender: ignored a datagram from {addr}, not a server", addr=addr)
             return
+        keyring = self.key.keyring if self.key is not None else None
         try:
-            message = decode_reply(data)
+            message, signed = decode_signed_reply(data, keyring, self.reactor.seconds())
         except DecodeError as e:
+            self.refused_replies += 1
             log.warn("sender: bad datagram from {ip}: {error}", ip=destination.ip, error=e)
+            return
+        if signed is not None:
+            if signed.seq <= self._server_seq.get(destination.server, 0):
+                self.refused_replies += 1
+                log.warn("sender: ignored a replayed {kind} from {ip}", kind=message["ID"],
+                         ip=destination.ip)
+                return
+            self._server_seq[destination.server] = signed.seq
+        elif self.key is not None and message["ID"] != "ACK":
+            self.refused_replies += 1
+            log.warn("sender: ignored an unsigned {kind} from {ip}: this agent signs, so "
+                     "its server does too", kind=message["ID"], ip=destination.ip)
             return
         if self.verbose:
             log.info("received {kind} from {ip}", kind=message["ID"], ip=destination.ip)

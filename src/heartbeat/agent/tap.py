@@ -11,6 +11,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 
 from heartbeat.agent.commands import CommandRunner
+from heartbeat.agent.keys import SigningKey, signing_key
 from heartbeat.agent.plugin import (
     Plugin,
     PluginContext,
@@ -56,6 +57,7 @@ class Options(usage.Options):
             # Options are checked now so a bad key stops start-up, not the first tick.
             build_plugins(config, self["plugin_classes"], source,
                           PluginContext(reactor=None, run_in_thread=_not_running))
+            self["key"] = signing_key(config, source)
         except ConfigError as e:
             raise SystemExit(f"heartbeat-agent: config error: {e}") from None
         if not valid_host_name(host_name(config)):
@@ -84,7 +86,7 @@ def make_plugins(config: AgentConfig, classes: dict[str, type[Plugin]], source: 
 
 
 def make_sender(config: AgentConfig, servers: list[str], reactor: Any, boot: bool,
-                verbose: bool) -> HeartbeatSender:
+                verbose: bool, *, key: SigningKey | None = None) -> HeartbeatSender:
     commands = CommandRunner(reactor, config.allowed_commands, config.update_command,
                              config.command_timeout, config.update_timeout)
     sender = HeartbeatSender(
@@ -92,7 +94,7 @@ def make_sender(config: AgentConfig, servers: list[str], reactor: Any, boot: boo
         resolve=thread_resolver(reactor), on_request=commands.handle,
         max_datagram=config.max_datagram,
         batch_delay=config.batch_delay, resolve_interval=config.resolve_interval, boot=boot,
-        verbose=verbose)
+        verbose=verbose, key=key)
     sender.setName("sender")
     return sender
 
@@ -119,7 +121,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Multi
     top = MultiService()
     top.setName("heartbeat-agent")
     sender = make_sender(config, options["servers"], reactor, bool(options["boot"]),
-                         bool(options["verbose"]))
+                         bool(options["verbose"]), key=options.get("key"))
     sender.setServiceParent(top)
     plugins = make_plugins(config, options["plugin_classes"],
                            options["config_path"] or "<defaults>", reactor)
@@ -127,7 +129,9 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Multi
     scheduler.setName("plugins")
     sender.on_boot = scheduler.resend_info
     scheduler.setServiceParent(top)
-    log.info("heartbeat-agent {name}: to {servers} every {interval:g} s; plugins: {plugins}",
-             name=sender.host_name, servers=", ".join(options["servers"]), interval=config.interval,
+    log.info("heartbeat-agent {name}: to {servers} every {interval:g} s{signed}; plugins: "
+             "{plugins}", name=sender.host_name, servers=", ".join(options["servers"]),
+             interval=config.interval,
+             signed=f", signed with key {sender.key.key_id}" if sender.key else "",
              plugins=", ".join(f"{p.name} ({p.interval:g} s)" for p in plugins) or "none")
     return top

@@ -69,8 +69,7 @@ class SourceRateLimit:
             self._buckets[source] = [self.burst - 1.0, now]
             return True
         tokens = bucket[0] + (now - bucket[1]) * self.rate
-        if tokens > self.burst:
-            tokens = self.burst
+        tokens = min(tokens, self.burst)
         bucket[1] = now
         if tokens < 1.0:
             bucket[0] = tokens

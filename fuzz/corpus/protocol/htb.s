@@ -1,0 +1,1 @@
+S{"ID":"HTB","name":"webserver1","interval":30,"seq":17,"ts":1711234567.1,"rtt":0.42,"version":"0.1.0"}

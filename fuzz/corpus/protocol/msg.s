@@ -1,0 +1,1 @@
+S{"ID":"MSG","name":"db1","text":"maintenance starting","level":"warning"}

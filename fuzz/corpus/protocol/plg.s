@@ -1,0 +1,1 @@
+S{"ID":"PLG","name":"db1","seq":3,"plugins":{"cpu_monitor":{"cpu_percent":12.5,"load_1min":0.3,"per_core":[1.0,2.5]},"disk_monitor":{"partitions":{"/":{"percent":61.3}}}}}

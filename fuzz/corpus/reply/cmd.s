@@ -1,0 +1,1 @@
+S{"ID":"CMD","cmd_id":"65f1-3","cmd":"restart_nginx","args":["--now"]}
