@@ -9,8 +9,10 @@ no console error, so markup that ran as script, or a CSP violation, fails the te
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import time
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -19,6 +21,7 @@ from typing import Any
 import pytest
 
 from heartbeat.passwords import hash_password
+from heartbeat.protocol import next_seq, seal
 from tests.support import ServerProcess, wait_until
 
 pytestmark = pytest.mark.integration
@@ -33,6 +36,7 @@ XSS_KEY = "<img src=x onerror=alert('key')>"
 XSS_VALUE = "<script>alert('value')</script>"
 XSS_NAME = "<img src=x onerror=alert('name')>"
 SECRET = "smtp-secret-never-shown"
+FLEET_KEY = "ui-fleet-key-0123456789abcdef"
 TIMEOUT = 5000
 
 
@@ -99,6 +103,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         hosts={"web1": {"monitors": ["bob"]}, "ui-xss": {"managers": ["mallory"]}},
         email={"smtp_host": "smtp.example.test", "username": "hb", "password": SECRET},
         thresholds={"cpu_monitor": {"cpu_percent": {"warning": 80, "critical": 90}}},
+        keys={"fleet": FLEET_KEY},
     ).start()
     yield Site(server)
     server.stop()
@@ -195,6 +200,25 @@ def test_live_host_appears_and_goes_down(ui: tuple[Page, Watch], site: Site) -> 
     expect(row).to_have_attribute("data-state", "DOWN")  # interval 1 s + grace 0.5 s
     expect(row.locator("td[data-label=State]")).to_contain_text("(timeout)")
     assert page.evaluate("window.notReloaded") is True
+
+
+def test_live_shows_whether_the_last_datagram_was_signed(ui: tuple[Page, Watch],
+                                                         site: Site) -> None:
+    """/live marks a host whose last datagram was signed, with the key, and updates live."""
+    page, _ = ui
+    site.log_in(page, "alice")
+    page.goto(site.base + "/live")
+    _live(page)
+    site.send({"ID": "HTB", "name": "ui-signed"})
+    signed = page.locator("tr[data-host='ui-signed'] td[data-label=Signed]")
+    expect(signed).to_have_text("no")
+    datagram = seal(json.dumps({"ID": "HTB", "name": "ui-signed"}).encode(), "fleet",
+                    FLEET_KEY.encode(), next_seq(0, time.time()))
+    site.server.send(datagram)
+    expect(signed).to_have_text("yes (fleet)")
+    page.reload()
+    _live(page)
+    expect(signed).to_have_text("yes (fleet)")
 
 
 def test_overview_chart_cards_and_live_samples(ui: tuple[Page, Watch],

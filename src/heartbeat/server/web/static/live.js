@@ -35,11 +35,21 @@ export async function livePage(feed) {
         h.state === "DOWN" && h.down_reason ? el("small", { class: "muted", text: ` (${h.down_reason})` }) : null),
       cell("Last seen", typeof h.last_seen === "number" ? timeEl(h.last_seen, "ago") : "never"),
       cell("RTT", typeof h.rtt === "number" ? `${fmtNumber(h.rtt, 2)} ms` : "–"),
+      cell("Signed", signedMark(h)),
       cell("Address", h.addr ?? "–"),
       cell("Latest message", latest));
     if (entry.row) entry.row.replaceWith(row);
     entry.row = row;
     return row;
+  }
+
+  function signedMark(h) {
+    if (h.signed === true) {
+      return el("span", { class: "signed", text: `yes (${h.key_id})`,
+        title: "its last datagram was signed with this key" });
+    }
+    if (h.signed === false) return el("span", { class: "muted", text: "no", title: "its last datagram was not signed" });
+    return "–";
   }
 
   function place(entry) {
@@ -92,13 +102,16 @@ export async function livePage(feed) {
   feed.on("message", (event) => {
     const message = event.message || {};
     if (!hosts.has(event.host)) refreshRoles();
+    const signed = { signed: typeof event.key_id === "string", key_id: event.key_id ?? null };
     if (message.ID === "HTB") {
-      const fields = { last_seen: event.ts, addr: event.source_ip ?? null };
+      const fields = { last_seen: event.ts, addr: event.source_ip ?? null, ...signed };
       if (typeof message.rtt === "number") fields.rtt = message.rtt;
       upsert(event.host, fields);
     } else if (message.ID !== "PLG") {
       latestByHost.set(event.host, { ts: event.ts, message });
-      upsert(event.host, {});
+      upsert(event.host, signed);
+    } else {
+      upsert(event.host, signed);
     }
     addMessage(event.ts, event.host, message);
   });
