@@ -120,13 +120,16 @@ class IngestProtocol(DatagramProtocol):
         self.admission = admission
         self.max_plugins = max_plugins
         self.signing = signing
+        self._unsigned_refusable = signing is not None and signing.policy.any_required
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
         now = self.clock.seconds()
         stats = self.stats
         stats.received += 1
         source = source_address(addr)
-        if self.rate is not None and not self.rate.allow(source_key(source[0]), now):
+        ip = source[0]
+        if self.rate is not None and not self.rate.allow(
+                source_key(ip) if ":" in ip else ip, now):
             stats.drop("rate_limited", source, "", now)
             return
         signing = self.signing
@@ -140,17 +143,18 @@ class IngestProtocol(DatagramProtocol):
             stats.drop(e.reason, source, e.detail, now)
             return
         name = message["name"]
-        if signing is not None and (signed is not None or signing.policy.any_required):
-            refusal = signing.policy.refusal(name, signed)
+        if signed is not None or self._unsigned_refusable:
+            refusal = signing.policy.refusal(name, signed)  # type: ignore[union-attr]
             if refusal is not None:
                 stats.drop(refusal, source, name, now)
                 return
         kind = message["ID"]
         if kind in CLIENT_IDS:
-            refusal = self._refusal(message, now)
-            if refusal is not None:
-                stats.drop(refusal, source, name, now)
-                return
+            if kind == "PLG" or name not in self.registry.hosts:  # else nothing to bound
+                refusal = self._refusal(message, now)
+                if refusal is not None:
+                    stats.drop(refusal, source, name, now)
+                    return
         else:
             stats.unknown_id(kind)
         stats.accepted += 1
