@@ -134,6 +134,9 @@ def main() -> None:
               f"({flat / 1024:+.1f} MiB), max {result['rss_kib_max'] / 1024:.1f} MiB; journal: "
               f"{lines:,} message lines for {body['ingest']['accepted']:,} accepted in all "
               f"({accepted_before:,} while probing)", flush=True)
+        every_10 = result["rss_samples"][::10]
+        print("  RSS every 10 s (MiB): " + ", ".join(f"{kib / 1024:.1f}" for kib in every_10),
+              flush=True)
         results[kind] = result
     print(json.dumps({k: {x: y for x, y in v.items() if x != "rss_samples"}
                       for k, v in results.items()}, indent=2))

@@ -20,7 +20,6 @@ from heartbeat.config import HostConfig, ServerConfig
 from heartbeat.events import RECEIVED, Event, EventBus
 from heartbeat.server.ingest import IngestProtocol
 from heartbeat.server.journal import JournalFile, JournalService
-from heartbeat.server.limits import SourceRateLimit
 from heartbeat.server.registry import Registry
 from heartbeat.server.serial import ImmediateWorker
 from heartbeat.server.store import SCHEMA, HostRecorder, StoreService, open_database
@@ -30,7 +29,7 @@ from heartbeat.server.tap import make_ingest
 class Server:
     """Ingest, journal and store wired as tap.py does, on a Clock and inline workers."""
 
-    def __init__(self, directory: Path, config: ServerConfig) -> None:
+    def __init__(self, directory: Path, config: ServerConfig, max_sources: int) -> None:
         self.config = config
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
@@ -45,7 +44,8 @@ class Server:
                                   ImmediateWorker(), self.clock, 0.5)
         HostRecorder(self.registry, self.store, config.history_retention,
                      config.history_max_samples).attach(self.bus)
-        self.ingest: IngestProtocol = make_ingest(config, self.registry, self.bus, self.clock)
+        self.ingest: IngestProtocol = make_ingest(config, self.registry, self.bus, self.clock,
+                                                  max_sources)
         self.transport = FakeDatagramTransport()
         self.ingest.makeConnection(self.transport)
         self.journal.startService()
@@ -71,12 +71,12 @@ class Server:
 def server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
     started: list[Server] = []
 
-    def start(**overrides: Any) -> Server:
+    def start(max_sources: int = 65536, **overrides: Any) -> Server:
         config = ServerConfig(**{
             "journal_max_size": 200_000, "journal_max_backups": 2, "max_hosts": 300,
             "max_unconfigured_hosts": 500, "source_rate": 2000.0, "history_max_samples": 20,
             "hosts": {"web1": HostConfig()}, **overrides})
-        started.append(Server(tmp_path, config))
+        started.append(Server(tmp_path, config, max_sources))
         return started[-1]
 
     yield start
@@ -97,8 +97,7 @@ def _allocated() -> int:
 
 def test_invented_names_and_sources_do_not_grow_memory(server: Callable[..., Server]) -> None:
     """Once the bounds are reached, another flood as large leaves memory where it was."""
-    hb = server()
-    hb.ingest.rate = SourceRateLimit(hb.config.source_rate, max_sources=1000)  # a smaller table
+    hb = server(max_sources=1000)  # a smaller table, filled by the first flood
     tracemalloc.start()
     try:
         before = _allocated()

@@ -121,17 +121,19 @@ class IngestProtocol(DatagramProtocol):
         self.max_plugins = max_plugins
         self.signing = signing
         self._unsigned_refusable = signing is not None and signing.policy.any_required
+        self._allow = rate.allow if rate is not None else None
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
         now = self.clock.seconds()
         stats = self.stats
         stats.received += 1
         source = source_address(addr)
-        ip = source[0]
-        if self.rate is not None and not self.rate.allow(
-                source_key(ip) if ":" in ip else ip, now):
-            stats.drop("rate_limited", source, "", now)
-            return
+        allow = self._allow
+        if allow is not None:
+            ip = source[0]
+            if not allow(source_key(ip) if ":" in ip else ip, now):
+                stats.drop("rate_limited", source, "", now)
+                return
         signing = self.signing
         signed: Signed | None = None
         try:

@@ -38,59 +38,46 @@ def source_key(ip: str) -> str | bytes:
 
 
 class SourceRateLimit:
-    """A token bucket per source (:func:`source_key`): ``rate`` datagrams/s, bursts of 1 s.
+    """At most ``rate`` datagrams a second from one source (:func:`source_key`).
 
-    The table holds at most ``max_sources`` sources. A bucket is full again
-    after one second of silence, so forgetting such a source changes nothing.
-    When the table is full, idle sources are swept out (at most once a second,
-    so the sweep cannot be made to run per datagram); if none is idle (a flood
-    from many addresses), the source that entered the table first makes room
-    and starts again with a full bucket, as any new source does.
+    A count per source in fixed windows of one second (of ``1 / rate`` seconds
+    for a rate below one): a dictionary lookup and an increment per datagram,
+    the cheapest check there is on the hot path. A source may send its whole
+    allowance at once; across a window's edge, up to twice that in a moment.
+    The table is emptied at each new window and holds at most ``max_sources``
+    sources; once full (a flood from that many addresses in one window), new
+    sources pass uncounted until the next window and are counted in ``overflow``.
     """
 
     def __init__(self, rate: float, max_sources: int = SOURCE_TABLE_SIZE) -> None:
         self.rate = rate
-        self.burst = max(rate, 1.0)
-        self.idle = self.burst / rate
+        self.window = max(1.0, 1.0 / rate)
+        self.limit = max(1, round(rate * self.window))
         self.max_sources = max_sources
-        self._buckets: dict[str | bytes, list[float]] = {}  # source -> [tokens, at]
-        self._swept = float("-inf")
-        self.evicted = 0
+        self._counts: dict[str | bytes, int] = {}
+        self._ends = float("-inf")
+        self.overflow = 0
 
     def __len__(self) -> int:
-        return len(self._buckets)
+        return len(self._counts)
 
     def allow(self, source: str | bytes, now: float) -> bool:
         """Whether one more datagram from ``source`` at ``now`` is within its rate."""
-        bucket = self._buckets.get(source)
-        if bucket is None:
-            if len(self._buckets) >= self.max_sources:
-                self._make_room(now)
-            self._buckets[source] = [self.burst - 1.0, now]
-            return True
-        tokens = bucket[0] + (now - bucket[1]) * self.rate
-        tokens = min(tokens, self.burst)
-        bucket[1] = now
-        if tokens < 1.0:
-            bucket[0] = tokens
+        counts = self._counts
+        if now >= self._ends:
+            counts.clear()
+            self._ends = now + self.window
+        count = counts.get(source, 0)
+        if count >= self.limit:
             return False
-        bucket[0] = tokens - 1.0
+        if not count and len(counts) >= self.max_sources:
+            self.overflow += 1
+            return True
+        counts[source] = count + 1
         return True
 
-    def _make_room(self, now: float) -> None:
-        buckets = self._buckets
-        if now - self._swept >= self.idle:
-            self._swept = now
-            idle = [key for key, (_, at) in buckets.items() if now - at >= self.idle]
-            for key in idle:
-                del buckets[key]
-            if idle:
-                return
-        del buckets[next(iter(buckets))]
-        self.evicted += 1
-
     def to_json(self) -> dict[str, float | int]:
-        return {"rate": self.rate, "sources": len(self._buckets), "evicted": self.evicted}
+        return {"rate": self.rate, "sources": len(self._counts), "overflow": self.overflow}
 
 
 class HostAdmission:

@@ -35,7 +35,7 @@ from heartbeat.server.auth import AuthService, PasswordHasher, load_auth
 from heartbeat.server.dns import DnsService, DnsSettings
 from heartbeat.server.ingest import IngestProtocol, IngestStats, make_udp_service
 from heartbeat.server.journal import JournalFile, JournalService
-from heartbeat.server.limits import HostAdmission, SourceRateLimit
+from heartbeat.server.limits import SOURCE_TABLE_SIZE, HostAdmission, SourceRateLimit
 from heartbeat.server.monitor import MonitorService
 from heartbeat.server.notify import Channel, NotifierService, NotifySettings, Router
 from heartbeat.server.notify.mattermost import MattermostChannel
@@ -161,14 +161,16 @@ def make_alerting(config: ServerConfig, rules: RuleBook, registry: Registry, *,
     return service
 
 
-def make_ingest(config: ServerConfig, registry: Registry, bus: EventBus,
-                reactor: Any) -> IngestProtocol:
+def make_ingest(config: ServerConfig, registry: Registry, bus: EventBus, reactor: Any,
+                max_sources: int = SOURCE_TABLE_SIZE) -> IngestProtocol:
     """The datagram handler with the protocol limits, resource bounds and keys of the config."""
-    signing = Signing.from_config(config)
-    bus.subscribe(lambda event: signing.policy.forget(event.host), [HOST_REMOVED])
+    signing = Signing.from_config(config) if config.keys else None  # no keys: no cost
+    if signing is not None:
+        policy = signing.policy
+        bus.subscribe(lambda event: policy.forget(event.host), [HOST_REMOVED])
     return IngestProtocol(
         registry, bus, reactor, Limits(config.max_inflated, config.max_depth), IngestStats(),
-        rate=SourceRateLimit(config.source_rate),
+        rate=SourceRateLimit(config.source_rate, max_sources),
         admission=HostAdmission(config.max_hosts,
                                 config.max_unconfigured_hosts + len(config.hosts)),
         max_plugins=config.max_plugins, signing=signing)
