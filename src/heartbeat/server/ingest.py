@@ -131,7 +131,7 @@ class IngestProtocol(DatagramProtocol):
         allow = self._allow
         if allow is not None:
             ip = source[0]
-            if not allow(source_key(ip) if ":" in ip else ip, now):
+            if not allow(source_key(ip) if ":" in ip else ip, now):  # IPv4: no call
                 stats.drop("rate_limited", source, "", now)
                 return
         signing = self.signing
@@ -145,8 +145,8 @@ class IngestProtocol(DatagramProtocol):
             stats.drop(e.reason, source, e.detail, now)
             return
         name = message["name"]
-        if signed is not None or self._unsigned_refusable:
-            refusal = signing.policy.refusal(name, signed)  # type: ignore[union-attr]
+        if signing is not None and (signed is not None or self._unsigned_refusable):
+            refusal = signing.policy.refusal(name, signed)
             if refusal is not None:
                 stats.drop(refusal, source, name, now)
                 return
