@@ -2,9 +2,10 @@
 
 A parser may refuse input only with its own error type (``DecodeError``,
 ``ConfigError``, ...). Any other exception escaping, or a broken invariant
-(raised as :class:`Escape`), is a finding. The coverage-guided fuzzer
-(``fuzz/run.py``, atheris) and the property tests (tests/test_hostile_input.py,
-hypothesis) drive these same functions.
+(raised as :class:`Escape`), is a finding. Each target returns what the parser
+made of the input (None: refused), for the property tests to reason about. The
+coverage-guided fuzzer (``fuzz/run.py``, atheris) and the property tests
+(tests/test_hostile_input.py, hypothesis) drive these same functions.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any, Final
 
-from heartbeat.agent.nagios import parse_output, parse_range
+from heartbeat.agent.nagios import CheckOutput, parse_output, parse_range
 from heartbeat.config import AgentConfig, ConfigError, ServerConfig, parse_config
 from heartbeat.protocol import (
     CLIENT_IDS,
@@ -74,19 +75,20 @@ def _strict_json(value: Any) -> None:
     json.dumps(value, allow_nan=False)
 
 
-def protocol(data: bytes) -> None:
+def protocol(data: bytes) -> dict[str, Any] | None:
     """``protocol.decode`` as ingest calls it (``decode_datagram``, with keys): a checked
-    message or a known DecodeError."""
+    message, or None for a known DecodeError."""
     try:
         message, text, _ = decode_datagram(_payload(data), keyring=KEYRING, now=NOW)
     except DecodeError as e:
         check(e.reason in DECODE_REASONS, f"undocumented reason {e.reason!r}")
-        return
+        return None
     check(isinstance(message["ID"], str) and message["ID"] != "", "ID")
     check(valid_host_name(message["name"]), "name")
     check(message["ID"] not in CLIENT_IDS or _valid_fields(message), "fields")
     _strict_json(message)
     check(json.loads(text) == message, "the journaled text is not the message")
+    return message
 
 
 def _valid_fields(message: dict[str, Any]) -> bool:
@@ -100,40 +102,46 @@ def _valid_fields(message: dict[str, Any]) -> bool:
     return True
 
 
-def reply(data: bytes) -> None:
-    """``protocol.decode_signed_reply`` (the agent's side): ACK/CMD/UPD or a DecodeError."""
+def reply(data: bytes) -> dict[str, Any] | None:
+    """``protocol.decode_signed_reply`` (the agent's side): ACK/CMD/UPD, or None."""
     try:
         message, _ = decode_signed_reply(_payload(data), KEYRING, NOW)
     except DecodeError as e:
         check(e.reason in DECODE_REASONS, f"undocumented reason {e.reason!r}")
-        return
+        return None
     check(message["ID"] in SERVER_IDS, "ID")
     if message["ID"] == "CMD":
         check(all(isinstance(a, str) for a in message.get("args", [])), "args")
     _strict_json(message)
+    return message
 
 
-def config(data: bytes) -> None:
-    """``config.parse_config``: a checked config or a ConfigError of one line."""
+def config(data: bytes) -> Any:
+    """``config.parse_config``: a checked config, or None for a ConfigError of one line.
+
+    A leading ``A`` reads the rest as an agent config, else it is a server's.
+    """
     cls: type[Any] = AgentConfig if data[:1] == b"A" else ServerConfig
     try:
         parsed = parse_config(cls, data.decode("utf-8", "replace"), "fuzz.yaml")
     except ConfigError as e:
         check("\n" not in str(e) and str(e).startswith("fuzz.yaml"), f"not one line: {e}")
-        return
+        return None
     check(isinstance(parsed, cls), "type")
+    return parsed
 
 
-def perfdata(data: bytes) -> None:
+def perfdata(data: bytes) -> CheckOutput:
     """``agent.nagios``: output always parses (problems noted); a range is one or ValueError."""
     text = data.decode("utf-8", "replace")
     output = parse_output(text)
     check(all(value.label for value in output.perfdata), "empty label")
     with contextlib.suppress(ValueError):
         parse_range(text)
+    return output
 
 
-def thresholds(data: bytes) -> None:
+def thresholds(data: bytes) -> str | None:
     """The display-template renderer: a template, then field values from a datagram.
 
     ``data`` is the template text, a NUL, and the fields as JSON (as a PLG
@@ -144,7 +152,7 @@ def thresholds(data: bytes) -> None:
     try:
         template = parse_template(text.decode("utf-8", "replace"))
     except ValueError:
-        return
+        return None
     try:
         fields = json.loads(fields_json)
     except (ValueError, RecursionError):
@@ -155,9 +163,10 @@ def thresholds(data: bytes) -> None:
     check(isinstance(out, str), "not a string")
     fields_used = sum(name is not None for _, name, _, _ in template)
     check(len(out) <= len(text) + fields_used * (1000 + 4 * len(fields_json)), "oversized")
+    return out
 
 
-TARGETS: Final[dict[str, Callable[[bytes], None]]] = {
+TARGETS: Final[dict[str, Callable[[bytes], Any]]] = {
     "protocol": protocol,
     "reply": reply,
     "config": config,

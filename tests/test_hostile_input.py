@@ -70,16 +70,21 @@ def test_protocol_decode(message: dict[str, Any], framing: bytes) -> None:
 @PROPERTY
 @given(messages(), _framing)
 def test_protocol_decode_reply(message: dict[str, Any], framing: bytes) -> None:
-    """decode_reply (the agent's side): ACK/CMD/UPD or a documented DecodeError."""
-    targets.reply(_dumps(message, framing))
+    """decode_reply (the agent's side): ACK/CMD/UPD or a documented DecodeError; any other
+    ID is refused."""
+    decoded = targets.reply(_dumps(message, framing))
+    if message.get("ID") not in ("ACK", "CMD", "UPD"):
+        assert decoded is None
 
 
 @PROPERTY
 @given(st.binary(max_size=600))
 def test_protocol_decode_bytes(data: bytes) -> None:
-    """Arbitrary bytes, raw, zlib'd, signed or as an envelope, refused only with DecodeError."""
-    for framing in (b"", b"Z", b"S", b"HBS1"):
-        targets.protocol(framing + data)
+    """Arbitrary bytes, raw, zlib'd, signed or as an envelope, refused only with DecodeError;
+    signing never changes the verdict, and a forged envelope is never taken."""
+    assert (targets.protocol(b"S" + data) is None) == (targets.protocol(data) is None)
+    assert (targets.protocol(b"SZ" + data) is None) == (targets.protocol(b"Z" + data) is None)
+    assert targets.protocol(b"HBS1" + data) is None
     targets.reply(data)
 
 
@@ -107,22 +112,35 @@ _agent_keys = st.sampled_from([*sorted(AgentConfig.__dataclass_fields__), "inter
 @example({"hosts": {"web1": {"interval": float("inf")}}})
 @example({"hosts": {"bad name": {}}})
 def test_server_config(data: dict[str, Any]) -> None:
-    """parse_config(ServerConfig): a config or a one-line ConfigError, for any values."""
-    targets.config(yaml.safe_dump(data).encode())
+    """parse_config(ServerConfig): a config or a one-line ConfigError, for any values; an
+    unknown key is always refused."""
+    parsed = targets.config(yaml.safe_dump(data).encode())
+    if set(data) - set(ServerConfig.__dataclass_fields__):
+        assert parsed is None
 
 
 @PROPERTY
 @given(st.dictionaries(_agent_keys, _values, max_size=6))
 def test_agent_config(data: dict[str, Any]) -> None:
-    """parse_config(AgentConfig): a config or a one-line ConfigError, for any values."""
-    targets.config(b"A" + yaml.safe_dump(data).encode())
+    """parse_config(AgentConfig): a config or a one-line ConfigError, for any values; an
+    unknown key is always refused."""
+    parsed = targets.config(b"A" + yaml.safe_dump(data).encode())
+    if set(data) - set(AgentConfig.__dataclass_fields__):
+        assert parsed is None
 
 
 @PROPERTY
 @given(st.text(max_size=300))
 def test_config_text(text: str) -> None:
-    """Arbitrary text as a config file: a config or a one-line ConfigError."""
-    targets.config(text.encode())
+    """Arbitrary text as a config file: a config or a one-line ConfigError; a config only
+    when the text is a mapping (or empty)."""
+    parsed = targets.config(text.encode())
+    if parsed is not None:
+        try:
+            document = yaml.safe_load(text)
+        except yaml.YAMLError:
+            document = "not YAML"
+        assert document is None or isinstance(document, dict)
 
 
 @pytest.mark.parametrize("text", [
