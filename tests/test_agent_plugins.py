@@ -267,6 +267,17 @@ def test_broken_custom_plugin_is_a_config_error(tmp_path: Path) -> None:
                             "ModuleNotFoundError: No module named 'no_such_module_here'")
 
 
+def test_custom_plugin_without_collect_is_a_config_error(tmp_path: Path) -> None:
+    """A plugin class that forgets collect() is refused when loaded, not at its first run."""
+    (tmp_path / "lazy.py").write_text(
+        "from heartbeat.agent.plugin import MonitorPlugin\n\n"
+        "class Lazy(MonitorPlugin):\n    name = 'lazy'\n")
+    with pytest.raises(ConfigError) as e:
+        discover_plugins([str(tmp_path)], "/etc/hbc.yaml")
+    assert str(e.value) == ("/etc/hbc.yaml: plugin_dirs: plugin 'lazy' "
+                            "(heartbeat_custom_plugins.lazy) does not define collect()")
+
+
 @pytest.mark.parametrize(("text", "message"), [
     ("plugins:\n  cpu_monitr: {}\n",
      "f.yaml: plugins.cpu_monitr: no such plugin (did you mean 'plugins.cpu_monitor'?)"),

@@ -10,6 +10,7 @@ its own ``LoopingCall``; a collection that raises or times out is reported as
 
 from __future__ import annotations
 
+import abc
 import importlib
 import importlib.util
 import inspect
@@ -88,7 +89,7 @@ class PluginUnavailable(Exception):
     """
 
 
-class Plugin:
+class Plugin(abc.ABC):
     """Base of every plugin; subclass :class:`InfoPlugin` or :class:`MonitorPlugin`."""
 
     name: ClassVar[str] = ""
@@ -110,12 +111,12 @@ class Plugin:
         """Whether this plugin runs with these options (some need targets to do anything)."""
         return options.enabled
 
-    def check(self) -> None:
+    def check(self) -> None:  # noqa: B027 - an optional hook, empty by default
         """Start-up checks that only warn (e.g. a configured program is missing)."""
 
+    @abc.abstractmethod
     def collect(self) -> Any:
         """Return (or resolve to) this plugin's data: a JSON-able mapping."""
-        raise NotImplementedError(f"{type(self).__name__} must define collect()")
 
     def run_in_thread(self, function: Callable[..., Any], *args: Any) -> Deferred[Any]:
         """Run blocking ``function(*args)`` off the reactor thread, counting it as busy.
@@ -183,6 +184,10 @@ def discover_plugins(plugin_dirs: Sequence[str], source: str) -> dict[str, type[
         modules.extend(_load_file(path, source) for path in sorted(folder.glob("*.py")))
     for module in modules:
         for cls in _plugin_classes(module):
+            if inspect.isabstract(cls):
+                raise ConfigError(source, "plugin_dirs",
+                                  f"plugin {cls.name!r} ({cls.__module__}) does not define "
+                                  f"{', '.join(sorted(cls.__abstractmethods__))}()")
             if cls.name in found and found[cls.name] is not cls:
                 raise ConfigError(source, "plugin_dirs",
                                   f"two plugins are named {cls.name!r}: "
