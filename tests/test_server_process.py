@@ -181,3 +181,27 @@ def test_port_in_use_stops_startup_naming_the_key(tmp_path) -> None:
     finally:
         taken_tcp.close()
         taken_udp.close()
+
+
+def test_unusable_journal_dir_stops_startup_naming_the_key(tmp_path) -> None:
+    """An unusable journal_dir ends start-up with one line, not a server journaling nothing."""
+    import subprocess
+
+    import yaml
+
+    from tests.support import TWISTD, free_port
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    config = tmp_path / "heartbeat.yaml"
+    config.write_text(yaml.safe_dump({
+        "hb_host": "127.0.0.1", "hb_port": free_port(), "hbd_host": "127.0.0.1",
+        "hbd_port": free_port(), "ws_port": None, "state_dir": str(tmp_path / "s"),
+        "journal_dir": str(blocker / "journal")}))
+    result = subprocess.run([TWISTD, "-n", "--pidfile=", "heartbeat", "-c", str(config)],
+                            capture_output=True, text=True, timeout=30, cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    last = (result.stdout + result.stderr).strip().splitlines()[-1]
+    assert last.endswith(f"heartbeat: journal_dir: cannot open the journal "
+                         f"{blocker / 'journal' / 'messages.journal'}: "
+                         f"[Errno 20] Not a directory: '{blocker / 'journal'}'")

@@ -181,6 +181,12 @@ def make_journal(config: ServerConfig, bus: EventBus, reactor: Any) -> JournalSe
         return None
     journal = JournalFile(Path(config.journal_dir), config.journal_file,
                           config.journal_max_size, config.journal_max_backups)
+    try:  # before the reactor runs, as the store: a journal that cannot open is a config error
+        journal.open()
+        journal.close()
+    except OSError as e:
+        raise SystemExit(
+            f"heartbeat: journal_dir: cannot open the journal {journal.path}: {e}") from None
     service = JournalService(journal, SerialWorker(reactor, "heartbeat-journal"), reactor,
                              config.journal_flush_interval)
     service.attach(bus)
