@@ -21,7 +21,7 @@ from heartbeat.events import (
     Event,
     EventBus,
 )
-from heartbeat.server.registry import Host, HostState, Registry
+from heartbeat.server.registry import Host, HostState, PendingCommand, Registry
 
 SRC = ("10.0.0.5", 40000)
 
@@ -204,6 +204,14 @@ class CommandTests:
         assert host.results[-1] == {
             "ts": 6.0, "cmd_id": command.cmd_id, "status": "failed", "kind": "UPD",
             "attempts": 5, "detail": "no RES after its resends", "version": "2.0"}
+
+    def test_restored_commands_keep_their_ids_unique(self, registry: Registry) -> None:
+        """After a restart in the same second, a new command does not reuse a restored id."""
+        host = Host("web1", HostState.UP)
+        host.pending["5-3"] = PendingCommand("5-3", "UPD", {}, 5.0)
+        registry.restore([host], 5.5)
+        command, _ = registry.queue_command("web1", "CMD", {"cmd": "x", "args": []}, 5.9)
+        assert list(host.pending) == ["5-3", "5-4"] and command.cmd_id == "5-4"
 
     def test_unsolicited_result_is_recorded(self, registry: Registry) -> None:
         """A RES for no known command is still recorded, as unsolicited."""

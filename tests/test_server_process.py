@@ -67,6 +67,27 @@ def test_state_survives_sigkill(server_factory, tmp_path) -> None:
     assert plugins["os_info"]["data"] == {"system": "Linux"}
 
 
+def test_queued_command_survives_restart(server_factory, tmp_path) -> None:
+    """A CMD queued through the API is still sent after the server restarts."""
+    server = server_factory()
+    server.send({"ID": "HTB", "name": "later", "interval": 60})
+    server.receive()
+    status, queued = server.request("POST", "/api/0/hosts/later/commands",
+                                    {"cmd": "restart_nginx"})
+    assert status == 202
+    cmd_id = queued["command"]["cmd_id"]
+    wait_until(lambda: (server.get("/api/0/status")["store"]["last_commit"] or 0)
+               > queued["command"]["queued"])
+    server.kill()
+    again = server_factory(tmp_path, hb_port=server.udp_port, hbd_port=server.http_port,
+                           ws_port=server.ws_port)
+    assert [c["cmd_id"] for c in again.get("/api/0/hosts/later")["pending"]] == [cmd_id]
+    again.send({"ID": "HTB", "name": "later", "interval": 60, "seq": 1})
+    assert again.receive()["ID"] == "ACK"
+    assert again.receive() == {"ID": "CMD", "cmd_id": cmd_id, "cmd": "restart_nginx",
+                               "args": []}
+
+
 def test_bad_config_stops_startup_naming_key(tmp_path) -> None:
     """An unknown key stops start-up with one line naming the file and suggesting the key."""
     import subprocess

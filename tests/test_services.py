@@ -371,6 +371,30 @@ class StoreTests:
         assert {p: (s.ts, s.data) for p, s in host.plugins.items()} == {
             "os": (10.0, {"s": 1}), "cpu": (20.0, {"v": 2})}
 
+    def test_queued_commands_survive_reload(self, tmp_path: Path, clock: Clock) -> None:
+        """A queued CMD/UPD and its sends so far load back; once answered it is gone."""
+        store, registry, bus = self._store(tmp_path, clock)
+        self._apply(registry, bus, {"ID": "HTB", "name": "h", "interval": 7}, 10.0)
+        cmd, _ = registry.queue_command("h", "CMD", {"cmd": "restart", "args": ["-q"]}, 11.0,
+                                        by="alice")
+        upd, _ = registry.queue_command("h", "UPD", {"version": "2.0"}, 12.0)
+        self._apply(registry, bus, {"ID": "HTB", "name": "h", "interval": 7}, 13.0)
+        store.flush()
+        (host,) = load_hosts(store.conn)
+        assert [c.to_json() for c in host.pending.values()] == [
+            {"cmd_id": cmd.cmd_id, "kind": "CMD", "queued": 11.0, "attempts": 1, "by": "alice",
+             "cmd": "restart", "args": ["-q"]},
+            {"cmd_id": upd.cmd_id, "kind": "UPD", "queued": 12.0, "attempts": 1, "by": None,
+             "version": "2.0"}]
+        self._apply(registry, bus, {"ID": "RES", "name": "h", "cmd_id": cmd.cmd_id, "rc": 0},
+                    14.0)
+        store.flush()
+        (host,) = load_hosts(store.conn)
+        assert list(host.pending) == [upd.cmd_id]
+        bus.publish(registry.remove("h", 15.0))  # type: ignore[arg-type]
+        store.flush()
+        assert store.conn.execute("SELECT COUNT(*) FROM commands").fetchone() == (0,)
+
     def test_failed_batch_is_rolled_back_and_counted(self, tmp_path: Path,
                                                      clock: Clock) -> None:
         """A failing write rolls its whole batch back and is counted, not raised."""

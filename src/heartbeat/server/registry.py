@@ -140,6 +140,7 @@ class Registry:
         self.command_attempts = command_attempts
         self.hosts: dict[str, Host] = {}
         self._dirty: set[str] = set()
+        self._commands_dirty: set[str] = set()
         self._command_ids = itertools.count(1)
 
     def __len__(self) -> int:
@@ -163,17 +164,30 @@ class Registry:
         self._dirty.clear()
         return dirty
 
+    def take_commands_dirty(self) -> list[Host]:
+        """Hosts whose queued commands changed since the last call (queued, sent, done)."""
+        dirty = [self.hosts[name] for name in self._commands_dirty if name in self.hosts]
+        self._commands_dirty.clear()
+        return dirty
+
     def restore(self, hosts: Iterable[Host], now: float) -> None:
         """Load hosts from the store after a restart.
 
         A host that was UP gets a fresh ``interval + grace`` from ``now``: the
         server heard nothing while it was stopped, which says nothing about the host.
+        Command ids go on past those of the restored queued commands.
         """
+        last_id = 0
         for host in hosts:
             if host.state is HostState.UP:
                 fresh = now + self._interval(host) + self.grace
                 host.expected_by = max(host.expected_by or 0.0, fresh)
             self.hosts[host.name] = host
+            for cmd_id in host.pending:
+                number = cmd_id.rpartition("-")[2]
+                last_id = max(last_id, int(number) if number.isdigit() else 0)
+        if last_id:
+            self._command_ids = itertools.count(last_id + 1)
 
     def _interval(self, host: Host) -> float:
         override = self.config_for(host.name).interval
@@ -244,6 +258,7 @@ class Registry:
     def _due_commands(self, host: Host, now: float, events: list[Event]) -> list[dict[str, Any]]:
         if not host.pending:
             return []
+        self._commands_dirty.add(host.name)
         replies = []
         for command in list(host.pending.values()):
             if command.attempts >= self.command_attempts:
@@ -306,6 +321,8 @@ class Registry:
     ) -> list[dict[str, Any]]:
         cmd_id = str(message["cmd_id"])
         command = host.pending.pop(cmd_id, None)
+        if command is not None:
+            self._commands_dirty.add(host.name)
         result: dict[str, Any] = {
             "cmd_id": cmd_id,
             "status": "done" if command is not None else "unsolicited",
@@ -352,6 +369,7 @@ class Registry:
         cmd_id = f"{int(now):x}-{next(self._command_ids)}"
         command = PendingCommand(cmd_id, kind, dict(payload), now, by)
         host.pending[cmd_id] = command
+        self._commands_dirty.add(name)
         return command, Event(HOST_COMMAND, name, now, command.to_json())
 
     def remove(self, name: str, now: float, by: str | None = None) -> Event | None:
@@ -359,6 +377,7 @@ class Registry:
         if self.hosts.pop(name, None) is None:
             return None
         self._dirty.discard(name)
+        self._commands_dirty.discard(name)
         return Event(HOST_REMOVED, name, now, {"by": by})
 
     def counts(self) -> dict[str, int]:

@@ -23,7 +23,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from heartbeat.events import HOST_REMOVED, RECEIVED, Event, EventBus
-from heartbeat.server.registry import Host, HostState, PluginSample, Registry
+from heartbeat.server.registry import Host, HostState, PendingCommand, PluginSample, Registry
 from heartbeat.server.serial import Worker
 
 __all__ = [
@@ -54,6 +54,10 @@ CREATE TABLE IF NOT EXISTS plugin_history (
     host TEXT NOT NULL, ts REAL NOT NULL, plugins TEXT NOT NULL, message TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS plugin_history_by_host ON plugin_history (host, ts);
+CREATE TABLE IF NOT EXISTS commands (
+    host TEXT NOT NULL, cmd_id TEXT NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL,
+    queued REAL NOT NULL, by TEXT, attempts INTEGER NOT NULL, PRIMARY KEY (host, cmd_id)
+);
 """
 # Plugin data is stored as the PLG message's JSON text exactly as received: one
 # history row per message (``plugins`` lists its plugin names as ",a,b,") and,
@@ -105,7 +109,20 @@ def load_hosts(conn: sqlite3.Connection) -> list[Host]:
             parsed.clear()  # rows of one message are adjacent per host; keep memory flat
             parsed[text] = json.loads(text)["plugins"]
         hosts[name].plugins[plugin] = PluginSample(ts, parsed[text][plugin])
+    for name, cmd_id, kind, payload, queued, by, attempts in conn.execute(
+            "SELECT host, cmd_id, kind, payload, queued, by, attempts FROM commands"
+            " ORDER BY queued, rowid"):
+        if name in hosts:
+            hosts[name].pending[cmd_id] = PendingCommand(
+                cmd_id, kind, json.loads(payload), queued, by, attempts)
     return list(hosts.values())
+
+
+def _command_rows(hosts: list[Host]) -> tuple[list[tuple[str]], list[tuple[Any, ...]]]:
+    """Each host's queued commands as rows, replacing what the store held for it."""
+    rows = [(host.name, c.cmd_id, c.kind, json.dumps(c.payload), c.queued, c.by, c.attempts)
+            for host in hosts for c in host.pending.values()]
+    return [(host.name,) for host in hosts], rows
 
 
 def _host_row(host: Host) -> tuple[Any, ...]:
@@ -298,7 +315,8 @@ class HostRecorder:
         self._latest = {k: v for k, v in self._latest.items() if k[0] != event.host}
         self._added.pop(event.host, None)
         self._trim_due.discard(event.host)
-        for table in ("hosts WHERE name", "plugin_latest WHERE host", "plugin_history WHERE host"):
+        for table in ("hosts WHERE name", "plugin_latest WHERE host", "plugin_history WHERE host",
+                      "commands WHERE host"):
             self._store.write(f"DELETE FROM {table} = ?", (event.host,))
 
     def _statements(self) -> list[Write]:
@@ -307,6 +325,12 @@ class HostRecorder:
         if hosts:
             rows = [_host_row(h) for h in hosts]
             writes.append(lambda conn: conn.executemany(_UPSERT_HOST, rows))
+        commanded = self._registry.take_commands_dirty()
+        if commanded:
+            cleared, commands = _command_rows(commanded)
+            writes.append(lambda conn: (
+                conn.executemany("DELETE FROM commands WHERE host = ?", cleared),
+                conn.executemany("INSERT INTO commands VALUES (?, ?, ?, ?, ?, ?, ?)", commands)))
         if self._history:
             history, self._history = self._history, []
             latest, self._latest = list(self._latest.values()), {}
