@@ -17,7 +17,7 @@ from twisted.test import iosim
 
 from heartbeat.events import HOST_DOWN, Event
 from heartbeat.server.registry import Registry
-from heartbeat.server.web.websocket import EventHub, FeedFactory
+from heartbeat.server.web.websocket import MAX_CLIENT_MESSAGE, EventHub, FeedFactory
 from tests.support import ServerProcess
 
 QUIET = {"autoPingInterval": 0, "openHandshakeTimeout": 0, "closeHandshakeTimeout": 0}
@@ -87,6 +87,19 @@ class HubTests:
         server.backlog = lambda: 11  # type: ignore[method-assign]
         hub.publish(Event(HOST_DOWN, "h", 1.0))
         assert hub.to_json() == {"clients": 0, "sent": 0, "dropped_clients": 1}
+
+    def test_large_client_message_closes_the_feed(self) -> None:
+        """A client message past the feed's small limit drops the connection before the
+        server buffers it (incoming messages are ignored anyway); a small one does not."""
+        hub = EventHub(Registry(grace=1, default_interval=1))
+        pump, _, server = _connect_in_memory(hub)
+        client = pump.client
+        client.sendMessage(b"x" * MAX_CLIENT_MESSAGE, isBinary=True)
+        pump.flush()
+        assert hub.clients == {server}
+        client.sendMessage(b"x" * (MAX_CLIENT_MESSAGE + 1), isBinary=True)
+        pump.flush()
+        assert (server.failedByMe, hub.clients) == (True, set())
 
 
 @pytest.mark.parametrize("path", ["ws_port", "/ws"])

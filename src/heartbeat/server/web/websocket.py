@@ -25,9 +25,12 @@ from heartbeat.server.sessions import Session
 from heartbeat.server.web.auth import WebAuth
 from heartbeat.server.web.errors import ApiError
 
-__all__ = ["EventHub", "FeedFactory", "FeedProtocol"]
+__all__ = ["MAX_CLIENT_MESSAGE", "EventHub", "FeedFactory", "FeedProtocol"]
 
 log = Logger()
+MAX_CLIENT_MESSAGE = 64 * 1024
+"""Bytes a feed client may send in one message or frame; the feed reads nothing from
+clients, and without a limit the WebSocket layer would buffer any message whole."""
 
 
 class EventHub:
@@ -135,4 +138,6 @@ class FeedFactory(WebSocketServerFactory):
         super().__init__(url)
         self.hub = hub
         self.auth = auth
-        self.setProtocolOptions(webStatus=False, autoPingInterval=30, autoPingTimeout=15)
+        self.setProtocolOptions(webStatus=False, autoPingInterval=30, autoPingTimeout=15,
+                                maxFramePayloadSize=MAX_CLIENT_MESSAGE,
+                                maxMessagePayloadSize=MAX_CLIENT_MESSAGE)
