@@ -154,6 +154,38 @@ class IngestBoundsTests:
         assert "new" not in registry.hosts
         assert protocol.stats.dropped == {"max_plugins": 2}
 
+    def test_plugin_data_bytes_bounded(self) -> None:
+        """Plugin data is counted as the bytes of the PLG texts it came from: a PLG that
+        would take the total past max_plugin_bytes is dropped, unless its host is configured;
+        data replaced by no more data passes, and a removed host gives its bytes back."""
+        clock = Clock()
+        protocol, registry = _protocol(clock, max_plugin_bytes=1100)
+
+        def plg(name: str, plugins: dict[str, str]) -> dict[str, Any]:
+            return {"ID": "PLG", "name": name, "plugins": plugins}
+
+        size = len(json.dumps(plg("h", {"a": "x" * 300, "b": "y" * 300})))
+        _send(protocol, plg("h", {"a": "x" * 300, "b": "y" * 300}))
+        _send(protocol, plg("g", {"a": "z" * 400}))
+        _send(protocol, plg("h", {"a": "x" * 300}))  # b still holds the first PLG's text
+        _send(protocol, plg("h", {"b": "w" * 10}))  # now it does not
+        _send(protocol, plg("g", {"a": "z" * 800}))
+        _send(protocol, plg("configured", {"a": "c" * 700}))
+        _send(protocol, plg("h", {"b": "v" * 10}))  # over the limit now, but adds nothing
+        held = {name: {p: s.data for p, s in host.plugins.items()}
+                for name, host in registry.hosts.items()}
+        assert held == {"h": {"a": "x" * 300, "b": "v" * 10}, "configured": {"a": "c" * 700}}
+        assert protocol.stats.dropped == {"max_plugin_bytes": 2}
+        assert registry.plugin_bytes == sum(host.plugin_bytes for host in registry.hosts.values())
+        assert registry.hosts["h"].plugin_bytes == sum(
+            len(json.dumps(plg("h", plugins))) for plugins in ({"a": "x" * 300}, {"b": "v" * 10}))
+        assert size > registry.hosts["h"].plugin_bytes
+        registry.remove("configured", 1.0)
+        _send(protocol, plg("g", {"a": "z" * 400}))
+        assert sorted(registry.hosts) == ["g", "h"]
+        assert protocol.status()["plugin_data"] == {"bytes": registry.plugin_bytes,
+                                                    "max_plugin_bytes": 1100}
+
     def test_unknown_ids_table_bounded(self) -> None:
         """A flood of invented IDs is counted under a bounded number of keys."""
         protocol, _ = _protocol(Clock())

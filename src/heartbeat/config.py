@@ -317,6 +317,9 @@ class ServerConfig:
     max_unconfigured_hosts: int = _opt(
         50000, _positive, doc="hosts not under hosts: held at most (configured ones always)")
     max_plugins: int = _opt(100, _positive, doc="distinct plugin names kept per host")
+    max_plugin_bytes: int = _opt(
+        512 * 1024 * 1024, _positive,
+        doc="plugin data held for unconfigured hosts, as bytes of the PLG texts it came from")
     source_rate: float = _opt(
         1000.0, _positive, doc="datagrams/s accepted from one address (IPv6: one /64)")
 

@@ -47,6 +47,8 @@ class HostState(StrEnum):
 class PluginSample:
     ts: float
     data: Any
+    charge: list[int] | None = None
+    """Shared by the plugins of one PLG: [bytes of its text, plugins still holding it]."""
 
 
 @dataclass(slots=True)
@@ -86,6 +88,8 @@ class Host:
     """The key that signed the last datagram, if one did."""
     expected_by: float | None = None
     plugins: dict[str, PluginSample] = field(default_factory=dict)
+    plugin_bytes: int = 0
+    """Bytes of the PLG texts its plugins' data came from (see Registry.plugin_bytes)."""
     pending: dict[str, PendingCommand] = field(default_factory=dict)
     results: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_RESULTS))
 
@@ -142,6 +146,9 @@ class Registry:
         self._dirty: set[str] = set()
         self._commands_dirty: set[str] = set()
         self._command_ids = itertools.count(1)
+        self.plugin_bytes = 0
+        """Bytes of the PLG texts the data of all plugins held came from (bounded by
+        ingest's ``max_plugin_bytes``); data restored from the store is not counted."""
 
     def __len__(self) -> int:
         return len(self.hosts)
@@ -202,17 +209,25 @@ class Registry:
         return host
 
     def apply(self, message: dict[str, Any], source: tuple[str, int], now: float,
-              signed: Signed | None = None) -> Outcome:
+              signed: Signed | None = None, size: int = 0) -> Outcome:
         """Apply one decoded message from ``source`` (ip, port) received at ``now``.
 
-        ``signed`` says how it was signed (already verified), for the host's record.
+        ``signed`` says how it was signed (already verified), for the host's record;
+        ``size`` is the length of a PLG's JSON text, charged to its plugins.
         """
         handler = self._handlers.get(message["ID"])
         if handler is None:
             return _NOTHING
         events: list[Event] = []
         host = self._host(message["name"], now, events)
+        charged = size > 0 and message["ID"] == "PLG"
+        if charged:
+            self._release(host, message["plugins"], size)
         replies = handler(self, host, message, source, now, events)
+        if charged:
+            charge = [size, len(message["plugins"])]
+            for name in message["plugins"]:
+                host.plugins[name].charge = charge
         if "version" in message:
             host.version = message["version"]
         if signed is None:
@@ -220,6 +235,37 @@ class Registry:
         else:
             host.signed, host.key_id = True, signed.key_id
         return Outcome(events, replies)
+
+    def plugin_bytes_after(self, host: Host | None, plugins: dict[str, Any], size: int) -> int:
+        """``plugin_bytes`` once a PLG of ``size`` bytes has replaced ``plugins`` of ``host``.
+
+        A PLG's text stays charged until every plugin it set has been replaced, so
+        the count never falls below the data actually held.
+        """
+        freed = 0
+        if host is not None and host.plugin_bytes:
+            replaced: dict[int, int] = {}
+            for name in plugins:
+                sample = host.plugins.get(name)
+                charge = sample.charge if sample is not None else None
+                if charge is not None:
+                    count = replaced[id(charge)] = replaced.get(id(charge), 0) + 1
+                    if count == charge[1]:
+                        freed += charge[0]
+        return self.plugin_bytes - freed + size
+
+    def _release(self, host: Host, plugins: dict[str, Any], size: int) -> None:
+        """Count ``size`` for a PLG and give back what the samples it replaces held."""
+        delta = size
+        for name in plugins:
+            sample = host.plugins.get(name)
+            charge = sample.charge if sample is not None else None
+            if charge is not None:
+                charge[1] -= 1
+                if not charge[1]:
+                    delta -= charge[0]
+        host.plugin_bytes += delta
+        self.plugin_bytes += delta
 
     def _heartbeat(
         self, host: Host, message: dict[str, Any], source: tuple[str, int], now: float,
@@ -374,8 +420,10 @@ class Registry:
 
     def remove(self, name: str, now: float, by: str | None = None) -> Event | None:
         """Forget a host (it comes back as new if it sends again)."""
-        if self.hosts.pop(name, None) is None:
+        host = self.hosts.pop(name, None)
+        if host is None:
             return None
+        self.plugin_bytes -= host.plugin_bytes
         self._dirty.discard(name)
         self._commands_dirty.discard(name)
         return Event(HOST_REMOVED, name, now, {"by": by})

@@ -173,7 +173,8 @@ def make_ingest(config: ServerConfig, registry: Registry, bus: EventBus, reactor
         rate=SourceRateLimit(config.source_rate, max_sources),
         admission=HostAdmission(config.max_hosts,
                                 config.max_unconfigured_hosts + len(config.hosts)),
-        max_plugins=config.max_plugins, signing=signing)
+        max_plugins=config.max_plugins, max_plugin_bytes=config.max_plugin_bytes,
+        signing=signing)
 
 
 def make_journal(config: ServerConfig, bus: EventBus, reactor: Any) -> JournalService | None:
