@@ -41,6 +41,7 @@ class FakeProcess:
         self.env = env
         self.signals: list[str] = []
         self.stdin_closed = False
+        self.pid: int | None = None
         protocol.makeConnection(self)
 
     def closeStdin(self) -> None:
@@ -48,6 +49,9 @@ class FakeProcess:
 
     def signalProcess(self, name: str) -> None:
         self.signals.append(name)
+
+    def loseConnection(self) -> None:
+        self.signals.append("close pipes")
 
     def finish(self, out: bytes = b"", err: bytes = b"", code: int | None = 0,
                signal: int | None = None) -> None:

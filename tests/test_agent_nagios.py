@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Any
@@ -176,3 +177,37 @@ def test_startup_check_warns_about_missing_programs(tmp_path: Path) -> None:
     finally:
         globalLogPublisher.removeObserver(observe)
     assert seen == ["a: /nonexistent/check_a does not exist", f"b: {plain} is not executable"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_timeout_is_kept_when_the_check_leaves_a_child_holding_its_output(
+        tmp_path: Path) -> None:
+    """A timed-out check whose child still holds stdout is answered at the timeout."""
+    from twisted.internet import reactor
+
+    started = reactor.seconds()
+    plugin = runner([{"name": "wrapper", "command": script(tmp_path, "wrapper", "sleep 4")}],
+                    command_timeout=0.5)
+    data = await plugin.collect()
+    assert (data, reactor.seconds() - started < 2) == ({
+        "wrapper_status_code": 3, "wrapper_status": "UNKNOWN",
+        "wrapper_output": "timed out after 0.5 s, killed"}, True)
+
+
+@pytest_twisted.ensureDeferred
+async def test_timeout_kills_the_children_of_the_check_too(tmp_path: Path) -> None:
+    """A timed-out check's own children are killed with it, not left running as orphans."""
+    import psutil
+
+    pid_file = tmp_path / "child.pid"
+    body = f"sleep 30 & echo $! > {pid_file}; wait"
+    plugin = runner([{"name": "wrapper", "command": script(tmp_path, "wrapper", body)}],
+                    command_timeout=0.5)
+    await plugin.collect()
+    status = "gone"
+    with contextlib.suppress(psutil.NoSuchProcess):
+        child = psutil.Process(int(pid_file.read_text()))
+        status = child.status()
+        if status != psutil.STATUS_ZOMBIE:
+            child.kill()
+    assert status in ("gone", psutil.STATUS_ZOMBIE)

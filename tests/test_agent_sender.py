@@ -11,6 +11,7 @@ from typing import Any
 from twisted.internet import defer
 
 from heartbeat.agent.commands import CommandRunner
+from heartbeat.agent.process import KILL_GRACE
 from heartbeat.agent.sender import HeartbeatSender
 from heartbeat.protocol import decode, encode
 from tests.agent_fakes import AgentReactor
@@ -264,19 +265,49 @@ def test_cmd_not_allowed_is_refused_without_running() -> None:
     sender.stopService()
 
 
-def test_cmd_timeout_kills_and_answers_124() -> None:
-    """A CMD running past command_timeout is killed and answered rc 124."""
-    reactor = AgentReactor()
+def start_uptime_cmd(reactor: AgentReactor) -> tuple[HeartbeatSender, Any]:
+    """A started sender that has just received CMD uptime, and the child it spawned."""
     sender = make(reactor, on_request=runner(reactor).handle)
     sender.startService()
     sender.datagram_received(encode({"ID": "CMD", "cmd_id": "c2", "cmd": "uptime"}),
                              ("192.0.2.10", 50003))
     (process,) = reactor.processes
+    return sender, process
+
+
+def test_cmd_timeout_kills_and_answers_124() -> None:
+    """A CMD running past command_timeout is killed and answered rc 124."""
+    reactor = AgentReactor()
+    sender, process = start_uptime_cmd(reactor)
     reactor.advance(10)
-    assert process.signals == ["KILL"]
+    assert process.signals == ["KILL", "close pipes"]
     process.finish(code=None, signal=9)
     res = sent(reactor)[-1][0]
     assert (res["rc"], res["output"]) == (124, "[timed out, killed: /bin/echo]")
+    sender.stopService()
+
+
+class BusyPoolReactor(AgentReactor):
+    """A reactor whose thread pool never gets round to anything."""
+
+    def getThreadPool(self) -> Any:
+        class Busy:
+            def callInThreadWithCallback(self, *args: Any) -> None:
+                pass
+        return Busy()
+
+
+def test_cmd_timeout_kills_the_child_even_when_the_pool_is_busy() -> None:
+    """A timed-out child is stopped, and killed KILL_GRACE s later if no thread came free."""
+    reactor = BusyPoolReactor()
+    sender, process = start_uptime_cmd(reactor)
+    process.pid = 4242
+    reactor.advance(10)
+    stopped = list(process.signals)
+    reactor.advance(KILL_GRACE)
+    assert (stopped, process.signals) == (["STOP"], ["STOP", "KILL", "close pipes"])
+    process.finish(code=None, signal=9)
+    assert sent(reactor)[-1][0]["rc"] == 124
     sender.stopService()
 
 

@@ -3,7 +3,8 @@
 One ProcessProtocol serves every agent feature that runs a program: CMD and UPD
 answers, nagios checks, ``ping`` and ``zpool``. The argv goes to
 ``spawnProcess`` as a list (no shell ever parses it); a timeout kills the
-child; output is capped so a chatty child cannot fill memory.
+child and the processes it started; output is capped so a chatty child cannot
+fill memory.
 """
 
 from __future__ import annotations
@@ -16,15 +17,33 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import psutil
 from twisted.internet import error
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall
 from twisted.internet.protocol import ProcessProtocol
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 __all__ = ["ProcessResult", "run_process"]
 
 MAX_CAPTURE = 256 * 1024
+KILL_GRACE = 5.0
+"""Seconds a timed-out child stays stopped while its children are looked up."""
+
+log = Logger()
+
+
+def _kill_descendants(pid: int) -> None:
+    """SIGKILL every process below ``pid`` (blocking: reads /proc; run it in a thread)."""
+    try:
+        children = psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
 
 
 @dataclass(frozen=True)
@@ -70,8 +89,9 @@ class ProcessResult:
 
 
 class _Capture(ProcessProtocol):
-    def __init__(self, argv: tuple[str, ...], done: Deferred[ProcessResult],
+    def __init__(self, reactor: Any, argv: tuple[str, ...], done: Deferred[ProcessResult],
                  limit: int) -> None:
+        self.reactor = reactor
         self.argv = argv
         self.done = done
         self.limit = limit
@@ -79,6 +99,7 @@ class _Capture(ProcessProtocol):
         self.err: list[bytes] = []
         self.sizes = [0, 0]
         self.timed_out = False
+        self.killed = False
         self.timer: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
@@ -97,10 +118,40 @@ class _Capture(ProcessProtocol):
         self._keep(1, self.err, data)
 
     def kill(self) -> None:
+        """Kill the child and every process below it (a check script's own children).
+
+        The child is stopped first so its children stay its own while a pool thread
+        finds and kills them; then the child is killed and our pipe ends closed, so
+        processEnded fires even if something still holds the other ends. A pool too
+        busy to answer within KILL_GRACE does not delay the child's kill.
+        """
         self.timer = None
         self.timed_out = True
+        pid = getattr(self.transport, "pid", None)
+        if pid is None:
+            self._kill_child()
+            return
+        with contextlib.suppress(error.ProcessExitedAlready):
+            self.transport.signalProcess("STOP")  # type: ignore[union-attr]
+        fallback = self.reactor.callLater(KILL_GRACE, self._kill_child)
+
+        def done(_: object) -> None:
+            if fallback.active():
+                fallback.cancel()
+            self._kill_child()
+
+        deferToThreadPool(self.reactor, self.reactor.getThreadPool(), _kill_descendants,
+                          pid).addErrback(
+            lambda failure: log.failure("cannot kill the children of {pid}", failure,
+                                        pid=pid)).addBoth(done)
+
+    def _kill_child(self) -> None:
+        if self.killed:
+            return
+        self.killed = True
         with contextlib.suppress(error.ProcessExitedAlready):
             self.transport.signalProcess("KILL")  # type: ignore[union-attr]
+        self.transport.loseConnection()  # type: ignore[union-attr]
 
     def processEnded(self, reason: Failure) -> None:
         if self.timer is not None and self.timer.active():
@@ -135,7 +186,7 @@ def run_process(
         what = args[0] if args else "(empty command)"
         return succeed(ProcessResult(args, None, error=f"not found or not executable: {what}"))
     done: Deferred[ProcessResult] = Deferred()
-    protocol = _Capture(args, done, limit)
+    protocol = _Capture(reactor, args, done, limit)
     protocol.timer = reactor.callLater(timeout, protocol.kill)
     try:
         reactor.spawnProcess(protocol, executable, args, env=environment, path=path)
