@@ -75,3 +75,20 @@ def test_invalid_default_name_stops_startup(monkeypatch: pytest.MonkeyPatch,
         Options().parseOptions(["mon"])
     assert str(e.value) == ("heartbeat-agent: config error: <defaults>: name: this host's "
                             "name 'bad host' is not a valid host name; set one")
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('update_command: "/bin/echo \\"x"\n',
+     "update_command: cannot be split into words: No closing quotation"),
+    ('plugins:\n  nagios_runner: {commands: [{name: a, command: "/bin/echo \'x"}]}\n',
+     "plugins.nagios_runner.commands: entry 0: cannot be split into words: "
+     "No closing quotation"),
+])
+def test_unsplittable_command_string_is_a_config_error(tmp_path: Path, text: str,
+                                                       message: str) -> None:
+    """A command string with an unclosed quote stops start-up with one line naming the key."""
+    config = tmp_path / "agent.yaml"
+    config.write_text(text)
+    with pytest.raises(SystemExit) as e:
+        Options().parseOptions(["-c", str(config), "mon"])
+    assert str(e.value) == f"heartbeat-agent: config error: {config}: {message}"

@@ -13,6 +13,7 @@ import difflib
 import math
 import os
 import re
+import shlex
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -344,6 +345,11 @@ class ServerConfig:
 def _argv(value: Any) -> str | None:
     if not (value if isinstance(value, list) else str(value).strip()):
         return "must name a program (it is empty)"
+    if isinstance(value, str):
+        try:
+            shlex.split(value)
+        except ValueError as e:  # an unclosed quote: checked here, not on the first UPD
+            return f"cannot be split into words: {e}"
     return None
 
 

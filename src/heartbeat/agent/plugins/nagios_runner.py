@@ -24,7 +24,7 @@ from heartbeat.agent.nagios import (
 )
 from heartbeat.agent.plugin import MonitorPlugin, PluginOptions
 from heartbeat.agent.process import ProcessResult, run_process
-from heartbeat.config import _opt, _positive
+from heartbeat.config import _argv, _opt, _positive
 
 log = Logger()
 
@@ -43,6 +43,8 @@ def _complete(commands: list[NagiosCommand]) -> str | None:
             return f"entry {index} needs both a name and a command"
         if command.name in names:
             return f"entry {index}: the name {command.name!r} is used twice"
+        if (problem := _argv(command.command)) is not None:
+            return f"entry {index}: {problem}"
         names.add(command.name)
     return None
 
