@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from tests.agent_process import HEARTBEAT, AgentProcess
@@ -178,7 +179,7 @@ def test_send_boot_and_message(server: ServerProcess, tmp_path: Path) -> None:
     assert [(m["message"]["ID"], m["message"].get("text"), m["message"].get("level"))
             for m in messages[:2]] == [("MSG", "maintenance starting", "warning"),
                                         ("BOOT", None, None)]
-    assert server.host("cli-host")["boot_time"] is not None
+    assert server.host("cli-host")["boot_time"] == psutil.boot_time()
 
 
 def test_send_to_unresolvable_server_fails_clearly(tmp_path: Path) -> None:

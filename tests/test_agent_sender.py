@@ -218,6 +218,16 @@ def test_boot_and_shut_with_b() -> None:
     assert booted == [True]
 
 
+def test_boot_carries_the_host_boot_time() -> None:
+    """BOOT tells the server when the host booted, not when the agent started."""
+    reactor = AgentReactor()
+    sender = make(reactor, boot=True, boot_time=1711234567.0)
+    sender.startService()
+    sender.stopService()
+    assert [(m["ID"], m.get("boot_time")) for m, _ in sent(reactor)] == [
+        ("BOOT", 1711234567.0), ("HTB", None), ("SHUT", None)]
+
+
 def test_stop_flushes_pending_plugin_data() -> None:
     """Queued plugin data is sent when the agent stops, not lost."""
     reactor = AgentReactor()

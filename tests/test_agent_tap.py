@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import psutil
 import pytest
 from twisted.python import usage
 
@@ -57,8 +58,9 @@ def test_make_service_wires_sender_and_scheduler(tmp_path: Path) -> None:
     sender = top.getServiceNamed("sender")
     scheduler = top.getServiceNamed("plugins")
     assert isinstance(sender, HeartbeatSender) and isinstance(scheduler, PluginScheduler)
-    assert (sender.host_name, sender.port, sender.interval, sender.boot,
-            [s.name for s in sender.servers]) == ("box1", 51001, 5.0, True, ["mon"])
+    assert (sender.host_name, sender.port, sender.interval, sender.boot, sender.boot_time,
+            [s.name for s in sender.servers]) == ("box1", 51001, 5.0, True,
+                                                  psutil.boot_time(), ["mon"])
     assert {p.name: p.interval for p in scheduler.plugins} == {
         "os_info": 300.0, "cpu_monitor": 7.0, "memory_monitor": 300.0,
         "disk_monitor": 300.0, "network_monitor": 300.0, "filesystem_info": 300.0}

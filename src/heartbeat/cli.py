@@ -19,7 +19,7 @@ from typing import Any
 
 import heartbeat
 from heartbeat.agent.keys import signing_key
-from heartbeat.agent.sender import resolve_addresses
+from heartbeat.agent.sender import host_boot_time, resolve_addresses
 from heartbeat.config import ConfigError, default_config_path, load_agent_config
 from heartbeat.protocol import MSG_LEVELS, encode, next_seq
 
@@ -43,7 +43,8 @@ def send(args: argparse.Namespace) -> int:
     name = args.name or config.name or socket.gethostname().split(".")[0] or "localhost"
     message: dict[str, Any]
     if args.boot:
-        message = {"ID": "BOOT"}
+        boot_time = host_boot_time()
+        message = {"ID": "BOOT"} if boot_time is None else {"ID": "BOOT", "boot_time": boot_time}
     elif args.shutdown:
         message = {"ID": "SHUT"}
     else:

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import psutil
 from twisted.application.service import Service
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
@@ -31,6 +32,7 @@ __all__ = [
     "IPV6_GIVE_UP",
     "Destination",
     "HeartbeatSender",
+    "host_boot_time",
     "resolve_addresses",
     "thread_resolver",
 ]
@@ -53,6 +55,14 @@ def resolve_addresses(host: str, port: int) -> list[Address]:
             if address not in seen:
                 seen.append(address)
     return seen
+
+
+def host_boot_time() -> float | None:
+    """When this host booted (blocking: read once at start-up), for BOOT's ``boot_time``."""
+    try:
+        return float(psutil.boot_time())
+    except (OSError, RuntimeError):
+        return None
 
 
 def thread_resolver(reactor: Any) -> Resolver:
@@ -117,6 +127,7 @@ class HeartbeatSender(Service):
         verbose: bool = False,
         on_boot: Callable[[], None] | None = None,
         key: SigningKey | None = None,
+        boot_time: float | None = None,
     ) -> None:
         self.servers = [_Server(s) for s in servers]
         self.port = port
@@ -132,6 +143,7 @@ class HeartbeatSender(Service):
         self.verbose = verbose
         self.on_boot = on_boot
         self.key = key
+        self.boot_time = boot_time
         self.seq = 0
         self._signed_seq = 0
         self._server_seq: dict[str, int] = {}
@@ -218,7 +230,9 @@ class HeartbeatSender(Service):
         for server in self.servers:
             if self.boot and not server.boot_sent and server.destinations:
                 server.boot_sent = True
-                self._send_to(server.destinations, self._message({"ID": "BOOT"}))
+                boot = {"ID": "BOOT"} if self.boot_time is None else \
+                    {"ID": "BOOT", "boot_time": self.boot_time}
+                self._send_to(server.destinations, self._message(boot))
                 if self.on_boot is not None:
                     self.on_boot()
         self.seq += 1

@@ -19,7 +19,7 @@ from heartbeat.agent.plugin import (
     build_plugins,
     discover_plugins,
 )
-from heartbeat.agent.sender import HeartbeatSender, thread_resolver
+from heartbeat.agent.sender import HeartbeatSender, host_boot_time, thread_resolver
 from heartbeat.config import AgentConfig, ConfigError, default_config_path, load_agent_config
 from heartbeat.protocol import valid_host_name
 
@@ -94,7 +94,7 @@ def make_sender(config: AgentConfig, servers: list[str], reactor: Any, boot: boo
         resolve=thread_resolver(reactor), on_request=commands.handle,
         max_datagram=config.max_datagram,
         batch_delay=config.batch_delay, resolve_interval=config.resolve_interval, boot=boot,
-        verbose=verbose, key=key)
+        verbose=verbose, key=key, boot_time=host_boot_time() if boot else None)
     sender.setName("sender")
     return sender
 
