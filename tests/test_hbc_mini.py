@@ -649,3 +649,12 @@ def test_example_config_is_valid() -> None:
     assert set(raw["plugins"]) == set(mini.PLUGINS)
     assert [c["argv"][0] for c in config["plugins"]["nagios_runner"]["commands"]] == [
         "/usr/lib/nagios/plugins/check_load", "/usr/lib/nagios/plugins/check_disk"]
+
+
+def test_example_config_tuning_keys_are_the_defaults() -> None:
+    """etc/hbc.example.json shows the default of each tuning key, as the YAML example does."""
+    path = SCRIPT.parent.parent / "etc" / "hbc.example.json"
+    raw = json.loads(path.read_text())
+    tuning = ("hb_port", "interval", "command_timeout", "update_timeout", "max_datagram",
+              "batch_delay", "resolve_interval", "sign_window")
+    assert {k: raw[k] for k in tuning} == {k: mini.TOP_KEYS[k][0] for k in tuning}
