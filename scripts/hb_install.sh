@@ -12,7 +12,9 @@
 #                   agent's own cgroup, so the agent can still answer the server first)
 #   --python PY     interpreter for a new venv; default python3 (3.11 or newer)
 #
-# Exit 0 and the installed version on stdout when done; non-zero with a message otherwise.
+# Exit 0 and the installed version on stdout when done; non-zero with a message otherwise,
+# also when a version was asked for (--version, $HEARTBEAT_VERSION) and another one got
+# installed (e.g. SRC is a checkout of another version).
 set -eu
 
 venv=/opt/heartbeat
@@ -31,7 +33,7 @@ while [ $# -gt 0 ]; do
         --version) version=${2:?--version needs a value}; shift 2 ;;
         --restart) restart=${2:?--restart needs a unit}; shift 2 ;;
         --python) python=${2:?--python needs an interpreter}; shift 2 ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -64,4 +66,9 @@ if [ -n "$restart" ]; then
         systemctl --no-block restart "$restart" || die "could not restart $restart"
     fi
     echo "restart of $restart scheduled"
+fi
+
+# An UPD that asked for a version is answered rc 0 only if that version is what now runs.
+if [ -n "$version" ] && [ "$installed" != "$version" ]; then
+    die "installed $installed, not the requested version $version"
 fi

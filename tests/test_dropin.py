@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -25,7 +26,8 @@ def test_both_tapnames_found_by_getplugins() -> None:
 @pytest.mark.integration
 def test_hb_install_plain_install_into_fresh_venv_then_upgrade(tmp_path: Path) -> None:
     """scripts/hb_install.sh makes a venv with a plain (non-editable) install: twistd lists
-    both commands, the nine plugins are packaged; a second run upgrades in place."""
+    both commands, the nine plugins are packaged; a second run upgrades in place, and
+    fails saying so when the version the UPD asked for is not the one installed."""
     source = tmp_path / "source"
     source.mkdir()
     for name in ("setup.cfg", "pyproject.toml", "README.rst"):
@@ -57,8 +59,10 @@ def test_hb_install_plain_install_into_fresh_venv_then_upgrade(tmp_path: Path) -
         check=False, capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert plugins.stdout.split() == ["True", "9"], plugins.stderr
     again = subprocess.run(command, check=False, capture_output=True, text=True,
-                           timeout=300, cwd=tmp_path)
-    assert again.returncode == 0, again.stderr[-2000:]
+                           timeout=300, cwd=tmp_path,
+                           env={**os.environ, "HEARTBEAT_VERSION": "99.0"})
+    assert (again.returncode, again.stderr.splitlines()[-1:]) == (1, [
+        f"hb_install: installed {heartbeat.__version__}, not the requested version 99.0"])
     help_text = subprocess.run([str(bin_dir / "heartbeat"), "send", "--help"],
                                check=False, capture_output=True, text=True, timeout=60,
                                cwd=tmp_path)
