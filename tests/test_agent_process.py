@@ -189,3 +189,23 @@ def test_send_to_unresolvable_server_fails_clearly(tmp_path: Path) -> None:
     assert result.stdout == ""
     assert result.stderr.startswith("heartbeat: cannot resolve no-such-host.invalid: ")
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_send_refuses_a_name_the_server_would_drop(capsys: pytest.CaptureFixture[str]) -> None:
+    """heartbeat send with an invalid host name exits 2 naming it, instead of sending."""
+    from heartbeat import cli
+
+    rc = cli.main(["send", "-m", "hello", "--name", "bad name", "--port", "9", "127.0.0.1"])
+    assert (rc, capsys.readouterr().err) == (
+        2, "heartbeat: 'bad name' is not a valid host name (1-253 of A-Z a-z 0-9 . _ -); "
+           "use --name or name: in the config\n")
+
+
+def test_send_port_out_of_range_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    """heartbeat send --port 70000 is a usage error, not a traceback."""
+    from heartbeat import cli
+
+    with pytest.raises(SystemExit) as e:
+        cli.main(["send", "--boot", "--port", "70000", "127.0.0.1"])
+    assert (e.value.code, capsys.readouterr().err.splitlines()[-1]) == (
+        2, "heartbeat send: error: argument --port: 70000 is not a port (1-65535)")

@@ -21,7 +21,7 @@ import heartbeat
 from heartbeat.agent.keys import signing_key
 from heartbeat.agent.sender import host_boot_time, resolve_addresses
 from heartbeat.config import ConfigError, default_config_path, load_agent_config
-from heartbeat.protocol import MSG_LEVELS, encode, next_seq
+from heartbeat.protocol import MSG_LEVELS, encode, next_seq, valid_host_name
 
 __all__ = ["build_parser", "main", "passwd", "send"]
 
@@ -29,6 +29,16 @@ __all__ = ["build_parser", "main", "passwd", "send"]
 def _fail(message: str) -> int:
     print(f"heartbeat: {message}", file=sys.stderr)  # noqa: T201 - a CLI's answer
     return 2
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = 0
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text} is not a port (1-65535)")
+    return port
 
 
 def send(args: argparse.Namespace) -> int:
@@ -41,6 +51,9 @@ def send(args: argparse.Namespace) -> int:
         return _fail(f"config error: {e}")
     port = args.port or config.hb_port
     name = args.name or config.name or socket.gethostname().split(".")[0] or "localhost"
+    if not valid_host_name(name):  # the server would drop it: say so instead of exit 0
+        return _fail(f"{name!r} is not a valid host name (1-253 of A-Z a-z 0-9 . _ -); "
+                     "use --name or name: in the config")
     message: dict[str, Any]
     if args.boot:
         boot_time = host_boot_time()
@@ -112,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--level", choices=MSG_LEVELS, default="info", help="level of -m")
     p.add_argument("-c", "--config", type=Path, help="agent config (default ~/.hbc.yaml)")
     p.add_argument("--name", help="this host's name (default: config, else short host name)")
-    p.add_argument("--port", type=int, help="server UDP port (default: config hb_port)")
+    p.add_argument("--port", type=_port, help="server UDP port (default: config hb_port)")
     p.add_argument("servers", nargs="+", metavar="SERVER")
     p.set_defaults(func=send)
 
