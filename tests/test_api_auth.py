@@ -223,6 +223,17 @@ def test_cookie_change_without_csrf_proof_is_refused(stack: Stack) -> None:
     assert stack.call("GET", "/api/0/hosts/web1", cookie=cookie).status == 200  # reads: none
 
 
+def test_cookie_change_behind_a_tls_proxy_accepts_its_https_origin(stack: Stack) -> None:
+    """With X-Forwarded-Proto: https the page's https Origin is same-origin, http is not."""
+    cookie = stack.login("alice").json["token"]
+    path = "/api/0/hosts/web1/commands"
+    https = stack.call("POST", path, {"cmd": "uptime"}, cookie=cookie,
+                       headers={"Origin": "https://heartbeat.test", "X-Forwarded-Proto": "https"})
+    http = stack.call("POST", path, {"cmd": "uptime"}, cookie=cookie,
+                      headers={"Origin": "http://heartbeat.test", "X-Forwarded-Proto": "https"})
+    assert (https.status, http.status) == (202, 403)
+
+
 def test_csrf_token_is_the_sessions(stack: Stack) -> None:
     """Another session's CSRF token does not unlock this session's cookie."""
     mine = stack.login("alice").json

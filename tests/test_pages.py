@@ -93,6 +93,19 @@ def test_login_form_from_another_site_is_refused(stack: Stack) -> None:
     assert (response.status, "hb_session" in response.cookies()) == (403, False)
 
 
+def test_login_form_behind_a_tls_proxy_is_accepted(stack: Stack) -> None:
+    """Behind a TLS proxy (X-Forwarded-Proto: https) the form's https Origin is our own."""
+    proxied = {"Origin": "https://heartbeat.test", "X-Forwarded-Proto": "https"}
+    response = _post_login(stack, proxied, username="alice", password="alice-password",
+                           next="/alerts")
+    assert (response.status, response.header("location")) == (303, "/alerts")
+    assert response.cookies()["hb_session"]["secure"] is True
+    downgraded = _post_login(stack, {"Origin": "http://heartbeat.test",
+                                     "X-Forwarded-Proto": "https"},
+                             username="alice", password="alice-password")
+    assert (downgraded.status, "hb_session" in downgraded.cookies()) == (403, False)
+
+
 def test_login_form_page(stack: Stack) -> None:
     """GET /login shows the form (no error) with next kept, escaped."""
     response = stack.call("GET", "/login?next=%2Falerts%3Fa%3D%22x")

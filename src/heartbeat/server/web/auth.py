@@ -108,9 +108,8 @@ class WebAuth:
         host = request.getHeader("host")
         if host is None or origin == "null":
             return False
-        scheme = "https" if request.isSecure() else "http"
         theirs = urlsplit(origin)
-        return _origin(theirs.scheme, theirs.netloc) == _origin(scheme, host)
+        return _origin(theirs.scheme, theirs.netloc) == _origin(_scheme(request), host)
 
     def start_session(self, request: IRequest, token: str) -> None:
         """Set the session cookie: HttpOnly, SameSite=Strict, Secure over TLS."""
@@ -167,6 +166,19 @@ class WebAuth:
         return Viewer(directory, session.user, "cookie", session.key)
 
 
+def _scheme(request: IRequest) -> str:
+    """``https`` when the request came over TLS, here or at a proxy in front of us.
+
+    A TLS proxy (docs/SECURITY.md) speaks plain HTTP to us and says so in
+    ``X-Forwarded-Proto``. Trusting it is safe: a browser never adds that header to
+    a cross-site request, so a forged one cannot use it.
+    """
+    if request.isSecure():
+        return "https"
+    forwarded = (request.getHeader("x-forwarded-proto") or "").split(",")[0].strip().lower()
+    return "https" if forwarded == "https" else "http"
+
+
 def client_address(request: IRequest) -> str:
     """The peer's address, as the login throttle counts it."""
     address = request.getClientAddress()
@@ -176,7 +188,7 @@ def client_address(request: IRequest) -> str:
 def _set_cookie(request: IRequest, value: bytes, **extra: Any) -> None:
     # IRequest does not declare httpOnly/sameSite; twisted.web's Request has them.
     cast(Any, request).addCookie(COOKIE.encode(), value, path=b"/", httpOnly=True,
-                                 sameSite="strict", secure=request.isSecure(), **extra)
+                                 sameSite="strict", secure=_scheme(request) == "https", **extra)
 
 
 def _cookie(header: str | None) -> str | None:
