@@ -381,10 +381,16 @@ def test_pages_fit_a_phone(ui: tuple[Page, Watch], site: Site, path: str) -> Non
     """At 390 px wide no page scrolls sideways, even with long unbroken data."""
     page, _ = ui
     long = "x" * 300
+    plugins = _plugins(0, 20.0)
+    docker = "/var/lib/docker/overlay2/" + "0123456789abcdef" * 4 + "/merged"
+    plugins["disk_monitor"]["partitions"][docker] = plugins["disk_monitor"]["partitions"]["/"]
+    plugins["zfs_monitor"]["pools"]["tank"]["vdevs"].append(
+        {"name": "ata-WDC_WD40EFRX-68N32N0_WD-WCC7K0123456", "state": "ONLINE", "depth": 2,
+         "read": 0, "write": 0, "cksum": 0, "note": None})
     site.send({"ID": "HTB", "name": "ui-phone"})
     site.send({"ID": "MSG", "name": "ui-phone", "text": long})
-    site.send({"ID": "PLG", "name": "ui-phone", "plugins": {**_plugins(0, 20.0),
-                                                              "custom": {long: long}}})
+    site.send({"ID": "PLG", "name": "ui-phone", "plugins": {**plugins, "custom": {long: long},
+                                                              "k" * 100: {"v": 1}}})
     wait_until(lambda: site.samples("ui-phone", "custom") >= 1)
     page.set_viewport_size({"width": 390, "height": 844})
     if path != "/login":
