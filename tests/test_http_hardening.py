@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -113,6 +114,15 @@ class SecurityHeadersTests:
         ((got, headers, _),) = connection.responses()
         assert got == status
         assert {k: v for k, v in headers.items() if k in EXPECTED_HEADERS} == EXPECTED_HEADERS
+
+    def test_a_non_utf8_url_is_a_json_400(self, stack: Stack, clock: MemoryReactorClock) -> None:
+        """A URL that is not UTF-8 once decoded gets the API's JSON error, not Klein's text."""
+        connection = Connection(_site(stack, clock))
+        connection.send(b"GET /api/0/hosts/%ff HTTP/1.1\r\nHost: h\r\n\r\n")
+        ((got, headers, body),) = connection.responses()
+        assert (got, headers.get("content-type"), json.loads(body)) == (
+            400, "application/json",
+            {"error": "bad_request", "detail": "the URL is not UTF-8 once percent-decoded"})
 
     def test_policy_allows_no_inline_script(self) -> None:
         """The CSP has script-src 'self' only, and frame-ancestors 'none'."""

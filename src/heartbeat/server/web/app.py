@@ -12,6 +12,7 @@ import json
 from collections import Counter
 from functools import partial
 from typing import Any, Final, cast
+from urllib.parse import unquote_to_bytes
 
 from autobahn.twisted.resource import WebSocketResource
 from klein import Klein
@@ -145,17 +146,29 @@ class BoundedRequest(Request):
     def process(self) -> None:
         for name, value in SECURITY_HEADERS:
             self.responseHeaders.setRawHeaders(name, [value])
-        if not self._too_large:
+        if self._too_large:
+            self._refuse(413, "body_too_large", f"the body is larger than {self.max_body} bytes")
+        elif not _is_utf8(unquote_to_bytes(self.path)):
+            # Klein would answer text and log a traceback per request.
+            self._refuse(400, "bad_request", "the URL is not UTF-8 once percent-decoded")
+        else:
             super().process()
-            return
+
+    def _refuse(self, status: int, error: str, detail: str) -> None:
         self.site = cast(Any, self.channel).site
-        body = json.dumps({"error": "body_too_large",
-                           "detail": f"the body is larger than {self.max_body} bytes"})
-        self.setResponseCode(413)
+        self.setResponseCode(status)
         self.setHeader(b"Content-Type", b"application/json")
         self.setHeader(b"Connection", b"close")
-        self.write(body.encode())
+        self.write(json.dumps({"error": error, "detail": detail}).encode())
         self.finish()
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class HeartbeatChannel(HTTPChannel):
