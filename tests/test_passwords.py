@@ -144,3 +144,17 @@ def test_passwd_stdin_in_process(monkeypatch: Any, capsys: Any) -> None:
     assert cli.main(["passwd", "carol", "--stdin"]) == 0
     line = capsys.readouterr().out.strip().removeprefix("password: ")
     assert verify_password("pw-from-stdin", line)
+
+
+def test_passwd_refuses_what_the_api_refuses(monkeypatch: Any, capsys: Any) -> None:
+    """A password shorter than the API's minimum, or a name the config refuses, gets no hash."""
+    monkeypatch.setattr(cli.getpass, "getpass", lambda prompt: "seven77")
+    assert cli.main(["passwd", "alice"]) == 1
+    assert capsys.readouterr() == ("", "heartbeat passwd: a password needs at least 8 "
+                                   "characters; nothing written\n")
+    monkeypatch.setattr(cli.getpass, "getpass", lambda prompt: "long-enough")
+    assert cli.main(["passwd", "bad name"]) == 2
+    assert capsys.readouterr() == ("", "heartbeat passwd: 'bad name' is not a user name "
+                                   "(letters, digits, . _ @ -, up to 64, starting with a "
+                                   "letter or digit)\n")
+    assert cli.main(["passwd", "alice.b"]) == 0

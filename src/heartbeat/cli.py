@@ -89,8 +89,13 @@ def send(args: argparse.Namespace) -> int:
 
 def passwd(args: argparse.Namespace) -> int:
     """Prompt twice (or read --stdin) and print the hash line to paste under users.NAME."""
-    from heartbeat.passwords import hash_password  # noqa: PLC0415 - only this command
+    from heartbeat.config import USER_NAME  # noqa: PLC0415 - only this command
+    from heartbeat.passwords import MIN_LENGTH, hash_password  # noqa: PLC0415
 
+    if not USER_NAME.fullmatch(args.name):
+        sys.stderr.write(f"heartbeat passwd: {args.name!r} is not a user name (letters, "
+                         "digits, . _ @ -, up to 64, starting with a letter or digit)\n")
+        return 2
     if args.stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
@@ -105,6 +110,10 @@ def passwd(args: argparse.Namespace) -> int:
             return 1
     if not password:
         sys.stderr.write("heartbeat passwd: empty password refused\n")
+        return 1
+    if len(password) < MIN_LENGTH:
+        sys.stderr.write(f"heartbeat passwd: a password needs at least {MIN_LENGTH} "
+                         "characters; nothing written\n")
         return 1
     sys.stderr.write(f"Paste under users.{args.name} in the server config:\n")
     sys.stdout.write(f"password: {hash_password(password)}\n")

@@ -19,6 +19,7 @@ from typing import Final
 __all__ = [
     "ITERATIONS",
     "MIN_ITERATIONS",
+    "MIN_LENGTH",
     "PasswordHash",
     "hash_password",
     "parse_hash",
@@ -28,6 +29,8 @@ __all__ = [
 MIN_ITERATIONS: Final = 600_000
 """The least cost accepted from a configuration or a stored user (OWASP 2023)."""
 ITERATIONS: Final = MIN_ITERATIONS
+MIN_LENGTH: Final = 8
+"""The shortest password a user may be given (API and ``heartbeat passwd``)."""
 PREFIX: Final = "pbkdf2:sha256"
 _SALT_ALPHABET: Final = string.ascii_letters + string.digits
 _SALT_LENGTH: Final = 16

@@ -106,9 +106,9 @@ class _Record:
 class LoginThrottle:
     """Slows down repeated failed logins per key (a user name, an address).
 
-    The first ``free_attempts`` failures cost nothing; each further failure
-    blocks the key for twice as long as the one before, from ``base_delay`` up
-    to ``max_delay``. Attempts still being checked count against the key too,
+    The failure that reaches ``free_attempts`` blocks the key for ``base_delay``;
+    each further failure blocks it for twice as long as the one before, up to
+    ``max_delay``. Attempts still being checked count against the key too,
     so a burst of parallel guesses is refused rather than all checked at once.
     A key is forgotten ``forget_after`` seconds after its last failure.
     """

@@ -14,6 +14,7 @@ from typing import Any, Final
 from twisted.web.iweb import IRequest
 
 from heartbeat.config import USER_NAME
+from heartbeat.passwords import MIN_LENGTH
 from heartbeat.server.web.errors import ApiError
 
 __all__ = [
@@ -88,7 +89,7 @@ _CHANNELS: Final[dict[str, Any]] = {
 _USER_FIELDS: Final[dict[str, Any]] = {
     "full_name": _TEXT,
     "avatar": _OPTIONAL_TEXT,
-    "password": {"type": "string", "minLength": 8, "maxLength": 1024},
+    "password": {"type": "string", "minLength": MIN_LENGTH, "maxLength": 1024},
     "admin": {"type": "boolean"},
     "email": _OPTIONAL_TEXT,
     "notification_channels": _CHANNELS,
