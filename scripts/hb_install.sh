@@ -1,7 +1,8 @@
 #!/bin/sh
 # Install or upgrade heartbeat into a virtualenv (the agent's update_command runs this on UPD).
 #
-#   hb_install.sh [--venv DIR] [--source SRC] [--version X] [--restart UNIT] [--python PY]
+#   hb_install.sh [--venv DIR] [--source SRC] [--version X] [--restart UNIT | --exit-agent]
+#                 [--python PY]
 #
 #   --venv DIR      the virtualenv (created if missing); default /opt/heartbeat
 #   --source SRC    a source directory or archive, or a pip requirement (e.g. a git URL);
@@ -9,7 +10,12 @@
 #   --version X     with a requirement name as SRC, install exactly X (also taken from
 #                   $HEARTBEAT_VERSION, which the agent sets from the server's UPD)
 #   --restart UNIT  afterwards, restart this systemd unit a few seconds later (outside the
-#                   agent's own cgroup, so the agent can still answer the server first)
+#                   agent's own cgroup, so the agent can still answer the server first);
+#                   needs the right to run systemctl (root)
+#   --exit-agent    afterwards, stop the agent that runs this script (SIGTERM 5 s later,
+#                   once it has answered the server) so that its supervisor starts the
+#                   new version: for an agent running as its own user under the shipped
+#                   unit (Restart=always), which may not call systemctl
 #   --python PY     interpreter for a new venv; default python3 (3.11 or newer)
 #
 # Exit 0 and the installed version on stdout when done; non-zero with a message otherwise,
@@ -22,6 +28,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 source=$here
 version=${HEARTBEAT_VERSION:-}
 restart=
+exit_agent=
 python=python3
 
 die() { echo "hb_install: $*" >&2; exit 1; }
@@ -32,8 +39,9 @@ while [ $# -gt 0 ]; do
         --source) source=${2:?--source needs a value}; shift 2 ;;
         --version) version=${2:?--version needs a value}; shift 2 ;;
         --restart) restart=${2:?--restart needs a unit}; shift 2 ;;
+        --exit-agent) exit_agent=$PPID; shift ;;
         --python) python=${2:?--python needs an interpreter}; shift 2 ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
         *) die "unknown option $1 (see --help)" ;;
     esac
 done
@@ -66,6 +74,11 @@ if [ -n "$restart" ]; then
         systemctl --no-block restart "$restart" || die "could not restart $restart"
     fi
     echo "restart of $restart scheduled"
+fi
+if [ -n "$exit_agent" ]; then
+    # Detached from our pipes, so the agent sees this script end and answers at once.
+    (sleep 5; kill -TERM "$exit_agent") </dev/null >/dev/null 2>&1 &
+    echo "agent (pid $exit_agent) stops in 5 s to start the new version"
 fi
 
 # An UPD that asked for a version is answered rc 0 only if that version is what now runs.

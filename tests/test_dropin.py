@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from pathlib import Path
 
@@ -58,11 +59,17 @@ def test_hb_install_plain_install_into_fresh_venv_then_upgrade(tmp_path: Path) -
          f"print(p.__file__.startswith({str(venv)!r}), len(p.discover_plugins([], 'x')))"],
         check=False, capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert plugins.stdout.split() == ["True", "9"], plugins.stderr
-    again = subprocess.run(command, check=False, capture_output=True, text=True,
-                           timeout=300, cwd=tmp_path,
-                           env={**os.environ, "HEARTBEAT_VERSION": "99.0"})
-    assert (again.returncode, again.stderr.splitlines()[-1:]) == (1, [
-        f"hb_install: installed {heartbeat.__version__}, not the requested version 99.0"])
+    # As an agent's update_command: the shell stands in for the agent (the script's
+    # parent), which --exit-agent stops once the script has ended.
+    agent = subprocess.Popen(
+        ["sh", "-c", '"$0" "$@"; echo "rc=$?"; exec sleep 60', *command, "--exit-agent"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+        env={**os.environ, "HEARTBEAT_VERSION": "99.0"})
+    out, err = agent.communicate(timeout=300)
+    assert (agent.returncode, out.splitlines()[-2:], err.splitlines()[-1:]) == (
+        -signal.SIGTERM,
+        [f"agent (pid {agent.pid}) stops in 5 s to start the new version", "rc=1"],
+        [f"hb_install: installed {heartbeat.__version__}, not the requested version 99.0"])
     help_text = subprocess.run([str(bin_dir / "heartbeat"), "send", "--help"],
                                check=False, capture_output=True, text=True, timeout=60,
                                cwd=tmp_path)
