@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted
 
 from tests.peers import HttpEndpoint, SmtpSink, within
@@ -61,6 +62,27 @@ def test_missing_nsupdate_stops_startup(tmp_path: Path) -> None:
     assert result.stderr.strip().splitlines()[-1] == (
         "heartbeat: nsupdate_bin: /nonexistent/nsupdate is not an executable file "
         "(Debian: apt install bind9-dnsutils)")
+
+
+@pytest.mark.parametrize(("config", "line"), [
+    ("dyndomains: [dyn.example.com]\nnsupdate_bin: /nonexistent/nsupdate\n",
+     "heartbeat: nsupdate_bin: /nonexistent/nsupdate is not an executable file "
+     "(Debian: apt install bind9-dnsutils)"),
+    ("dyndomains: [dyn.example.com]\nnsupdate_bin: /bin/true\n"
+     "nsupdate_key: /nonexistent/ddns.key\n",
+     "heartbeat: nsupdate_key: cannot read /nonexistent/ddns.key"),
+    ("email: {to: [a@example.com], ca_file: /nonexistent.pem}\n",
+     "heartbeat: email.ca_file: cannot load /nonexistent.pem: "
+     "[Errno 2] No such file or directory: '/nonexistent.pem'"),
+], ids=["nsupdate_bin", "nsupdate_key", "ca_file"])
+def test_check_flag_refuses_what_startup_refuses(tmp_path: Path, config: str, line: str) -> None:
+    """--check fails with start-up's own line for a file start-up cannot use."""
+    path = tmp_path / "hb.yaml"
+    path.write_text(config)
+    result = subprocess.run([TWISTD, "-n", "--pidfile=", "heartbeat", "-c", str(path), "--check"],
+                            capture_output=True, text=True, timeout=30, check=False, cwd=tmp_path)
+    assert (result.returncode, result.stdout, result.stderr.strip().splitlines()[-1:]) == (
+        1, "", [line])
 
 
 def test_unreadable_ca_file_stops_startup(tmp_path: Path) -> None:

@@ -83,6 +83,7 @@ class Options(usage.Options):
             raise SystemExit(f"heartbeat: config error: {e}") from None
         self["config_path"] = str(path) if path else None
         if self["check"]:
+            check_files(self["settings"])
             raise SystemExit(_summary(self["settings"], self["config_path"]))
 
 
@@ -205,8 +206,7 @@ def make_channels(config: ServerConfig, reactor: Any) -> tuple[list[Channel], An
         try:
             channels.append(EmailChannel(reactor, config.email, config.notify_timeout))
         except (OSError, ValueError) as e:
-            raise SystemExit(f"heartbeat: email.ca_file: cannot load "
-                             f"{config.email.ca_file}: {e}") from None
+            raise _ca_file_error(config, e) from None
     web = [name for name in names if name != "email"]
     if not web:
         return channels, None
@@ -233,16 +233,41 @@ def make_notifier(config: ServerConfig, bus: EventBus, reactor: Any) -> Notifier
     return notifier
 
 
-def make_dns(config: ServerConfig, registry: Registry, bus: EventBus,
-             reactor: Any) -> DnsService | None:
-    if not config.dyndomains:
-        return None
+def _ca_file_error(config: ServerConfig, error: Exception) -> SystemExit:
+    return SystemExit(f"heartbeat: email.ca_file: cannot load {config.email.ca_file}: {error}")
+
+
+def _check_dns_tools(config: ServerConfig) -> None:
     if not (os.path.isfile(config.nsupdate_bin) and os.access(config.nsupdate_bin, os.X_OK)):
         raise SystemExit(f"heartbeat: nsupdate_bin: {config.nsupdate_bin} is not an "
                          f"executable file (Debian: apt install bind9-dnsutils)")
     key = config.nsupdate_key
     if key is not None and not (os.path.isfile(key) and os.access(key, os.R_OK)):
         raise SystemExit(f"heartbeat: nsupdate_key: cannot read {key}")
+
+
+def check_files(config: ServerConfig) -> None:
+    """For --check: the files notifications and DNS need, refused as start-up refuses them.
+
+    A config that --check passes must not then stop the server at start-up.
+    """
+    if config.dyndomains:
+        _check_dns_tools(config)
+    if config.email.ca_file is not None and "email" in channels_in_use(config):
+        # Imported only when used: twisted.mail.smtp resolves the host's FQDN at import.
+        from heartbeat.server.notify.email import client_tls_options  # noqa: PLC0415
+
+        try:
+            client_tls_options(config.email.smtp_host, config.email.ca_file)
+        except (OSError, ValueError) as e:
+            raise _ca_file_error(config, e) from None
+
+
+def make_dns(config: ServerConfig, registry: Registry, bus: EventBus,
+             reactor: Any) -> DnsService | None:
+    if not config.dyndomains:
+        return None
+    _check_dns_tools(config)
     dns = DnsService(reactor, registry, DnsSettings.from_config(config))
     dns.attach(bus)
     return dns
