@@ -495,6 +495,18 @@ class PathTests:
         assert [a.message for a in e.evaluate_rtt("db", 45.2, 3.0)] == [
             "RECOVERED: db - rtt.db = 45.2 (WARNING -> OK)"]
 
+    def test_null_beside_wildcard_exempts_that_key(self) -> None:
+        """`/boot: null` next to `*` (and `rtt.<host>: null` next to `rtt.*`) means no rule."""
+        e = engine({"disk_monitor": {"partitions": {"*": {"percent": {"critical": 90}},
+                                                    "/boot": None}},
+                    "rtt": {"*": {"critical": 100}, "lab": None}})
+        data = {"disk_monitor": {"partitions": {"/boot": {"percent": 99.0},
+                                                "/": {"percent": 95.0}}}}
+        assert summary(e.evaluate_plugins("h", data, 1.0)) == [
+            ("disk_monitor.partitions./.percent", "OK", "CRITICAL", True)]
+        assert (e.evaluate_rtt("lab", 500.0, 1.0), summary(e.evaluate_rtt("web", 500.0, 1.0))) == (
+            [], [("rtt.web", "OK", "CRITICAL", True)])
+
     def test_rtt_without_rule_clears(self) -> None:
         """A host whose RTT rule is gone clears its RTT alert on the next heartbeat."""
         first = engine({"rtt": {"db": {"critical": 10}}})

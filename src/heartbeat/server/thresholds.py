@@ -397,17 +397,27 @@ def _parse_rtt(raw: Mapping[str, Any], key: str, source: str) -> Tree:
 
 
 def merge_trees(base: Tree, over: Tree) -> Tree:
-    """``over`` on top of ``base``: rules replace whole, mappings merge, None removes."""
+    """``over`` on top of ``base``: rules replace whole, mappings merge, None removes.
+
+    A removed name stays as None, so that a ``*`` or generic rule beside it does
+    not take its place (``/boot: null`` next to ``"*"`` means no rule for /boot).
+    """
     out = dict(base)
     for name, value in over.items():
         if value is None:
-            out.pop(name, None)
+            out[name] = None
         elif isinstance(value, dict):
             below = out.get(name)
             out[name] = merge_trees(below if isinstance(below, dict) else {}, value)
         else:
             out[name] = value
     return out
+
+
+def _prune(tree: Tree) -> Tree:
+    """``tree`` without its removed (None) names, as it is shown."""
+    return {name: _prune(value) if isinstance(value, dict) else value
+            for name, value in tree.items() if value is not None}
 
 
 def tree_json(tree: Tree) -> dict[str, Any]:
@@ -422,11 +432,13 @@ def tree_json(tree: Tree) -> dict[str, Any]:
 class _Node:
     """One level of compiled rules: exact keys, the ``*`` entry, generic suffixes."""
 
-    __slots__ = ("exact", "generic", "scan", "wildcard")
+    __slots__ = ("exact", "generic", "removed", "scan", "wildcard")
 
     def __init__(self, tree: Tree) -> None:
         wild = tree.get("*")
         self.exact: dict[str, _Node | Rule] = {}
+        self.removed = frozenset(name for name, value in tree.items() if value is None)
+        """Names set to null: neither ``*`` nor a generic rule applies to them."""
         for name, value in tree.items():
             if name == "*" or value is None:
                 continue
@@ -451,19 +463,20 @@ class RuleSet:
 
     tree: Tree
     plugins: dict[str, _Node]
-    rtt: dict[str, Rule]
+    rtt: dict[str, Rule | None]
+    """A host mapped to None was set to null: ``rtt.*`` does not apply to it."""
 
     @classmethod
     def compile(cls, tree: Tree) -> RuleSet:
         rtt = tree.get(RTT)
         plugins = {name: _Node(value) for name, value in tree.items()
                    if name != RTT and isinstance(value, dict)}
-        rtt_rules = {host: rule for host, rule in (rtt or {}).items()
-                     if isinstance(rule, Rule)} if isinstance(rtt, dict) else {}
-        return cls(tree, plugins, rtt_rules)
+        rtt_rules = {host: rule for host, rule in rtt.items()
+                     if rule is None or isinstance(rule, Rule)} if isinstance(rtt, dict) else {}
+        return cls(_prune(tree), plugins, rtt_rules)
 
     def rtt_rule(self, host: str) -> Rule | None:
-        return self.rtt.get(host) or self.rtt.get("*")
+        return self.rtt[host] if host in self.rtt else self.rtt.get("*")
 
 
 class RuleBook:
@@ -755,8 +768,13 @@ class ThresholdEngine:
             exact = node.exact
             wildcard = node.wildcard
             generic = node.generic
+            removed = node.removed
             for key, value in data.items():
-                child = exact.get(key) or wildcard
+                child = exact.get(key)
+                if child is None:
+                    if key in removed:
+                        continue
+                    child = wildcard
                 if child is None:
                     if generic and value.__class__ in _SCALARS:
                         for _, suffix, rule in generic:
