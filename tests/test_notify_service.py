@@ -240,6 +240,29 @@ def test_storm_becomes_one_digest_per_window() -> None:
     assert (status["digests"], status["digested"], status["storm"]) == (1, 6, False)
 
 
+def test_a_trickle_after_a_storm_ends_it() -> None:
+    """A window holding notifications for no more than notify_burst hosts ends the storm:
+    it still goes out as a digest, and what follows goes out one by one again."""
+    rig = Rig(channels=("pushover",), burst=3, window=30.0)
+    pushover = rig.channels["pushover"]
+    for n in range(8):
+        rig.down(f"h{n}")
+    pushover.answer_all()
+    rig.clock.advance(30)
+    assert rig.status("pushover")["storm"] is True  # 5 hosts held: still a storm
+    pushover.answer_all()
+    rig.down("h0")
+    rig.down("h1")
+    rig.clock.advance(30)
+    assert [n.title for _, n, _ in pushover.calls] == [
+        "DOWN: h0", "DOWN: h1", "DOWN: h2", "5 events on 5 hosts", "2 events on 2 hosts"]
+    pushover.answer_all()
+    assert rig.status("pushover")["storm"] is False
+    rig.clock.advance(1)
+    rig.down("h2")
+    assert (pushover.calls[-1][0], pushover.calls[-1][1].title) == (61.0, "DOWN: h2")
+
+
 def test_storm_beyond_the_queue_limit_is_dropped_and_reported_once(
         logged: list[str]) -> None:
     """Held notifications are bounded by notify_queue_limit; the excess is one drop report."""

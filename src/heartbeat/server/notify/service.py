@@ -6,7 +6,7 @@ a few sends in flight, a timeout per send (``notify_timeout``), bounded retries 
 exponential backoff on the clock (``notify_retries``), and a storm guard: once more
 than ``notify_burst`` different hosts were notified within ``notify_window`` on a
 channel, further notifications are held and sent as one digest per window until a
-window passes quietly. Every outcome is an event on the bus (``notify.sent``,
+window holds no more than ``notify_burst`` hosts. Every outcome is an event on the bus (``notify.sent``,
 ``notify.failed``, ``notify.dropped``), so the journal records it.
 """
 
@@ -138,17 +138,16 @@ class _Lane:
         self.enqueue(note)
 
     def send_digest(self, again: bool = True) -> None:
-        """Send what was held as one digest per recipient set; the storm ends on a quiet window."""
+        """Send what was held as one digest per recipient set.
+
+        The storm ends with a window that held notifications for no more than
+        ``burst`` hosts: a trickle (reminders, one flapping host) after a storm
+        goes back to single messages instead of waiting for a silent window.
+        """
         self.digest_call = None
         held, self.held = self.held or [], []
         if self.overflow:
             self.drop_overflow()
-        if not held:
-            self.held = None
-            self.recent.clear()
-            log.info("notify: {channel}: storm over, sending individually again",
-                     channel=self.channel.name)
-            return
         groups: dict[tuple[str, ...], list[Notification]] = {}
         for note in held:
             groups.setdefault(note.recipients, []).append(note)
@@ -157,6 +156,14 @@ class _Lane:
                 self.stats.digests += 1
                 self.stats.digested += len(group)
             self.enqueue(digest(group))
+        hosts = [host for note in held for host in note.hosts]
+        if len(set(hosts)) <= self.settings.burst:
+            self.held = None
+            now = self.clock.seconds()
+            self.recent = deque((now, host) for host in hosts)
+            log.info("notify: {channel}: storm over, sending individually again",
+                     channel=self.channel.name)
+            return
         if again:
             self.digest_call = self.clock.callLater(self.settings.window, self.send_digest)
 
