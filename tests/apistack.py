@@ -151,7 +151,9 @@ class Stack:
                                         watched=lambda h: self.registry.config_for(h).watch)
         self.alerting.attach()
         self.api = HeartbeatAPI(self.registry, self.store, self.journal, self.clock,
-                                {"auth": self.auth.to_json}, auth=self.web_auth, bus=self.bus,
+                                {"auth": self.auth.to_json,
+                                 "alerting": self.alerting.to_json},
+                                auth=self.web_auth, bus=self.bus,
                                 dns_trigger=dns_trigger, max_body=max_body, alerts=self.alerts)
         self.pages = Pages(self.web_auth, self.registry, Templates(), "0.0-test")
         self.root = WebRoot(self.api, FeedFactory(self.hub, auth=self.web_auth), self.pages)

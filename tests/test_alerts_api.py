@@ -88,6 +88,20 @@ def test_alerts_are_filtered_by_role(stack: Stack) -> None:
                                                      "UNKNOWN": 0}})
 
 
+def test_status_counts_only_visible_alerts(stack: Stack) -> None:
+    """/api/0/status counts a non-admin's active alerts over the hosts they can see."""
+    assert get(stack, "/api/0/status")[1]["alerting"]["active"] == SUMMARY
+    assert get(stack, "/api/0/status", "mon")[1]["alerting"]["active"] == {
+        "CRITICAL": 1, "WARNING": 1, "UNKNOWN": 0}
+
+
+def test_repeated_level_arguments_add_up(stack: Stack) -> None:
+    """?level=a&level=b filters like ?level=a,b."""
+    assert get(stack, "/api/0/alerts?level=critical&level=warning") == get(
+        stack, "/api/0/alerts?level=CRITICAL,WARNING")
+    assert len(get(stack, "/api/0/alerts?level=critical&level=warning")[1]["alerts"]) == 3
+
+
 def test_alerts_need_a_login(stack: Stack) -> None:
     """With users configured, the alert list without a token is a 401."""
     assert stack.call("GET", "/api/0/alerts").status == 401

@@ -6,8 +6,8 @@ a few sends in flight, a timeout per send (``notify_timeout``), bounded retries 
 exponential backoff on the clock (``notify_retries``), and a storm guard: once more
 than ``notify_burst`` different hosts were notified within ``notify_window`` on a
 channel, further notifications are held and sent as one digest per window until a
-window holds no more than ``notify_burst`` hosts. Every outcome is an event on the bus (``notify.sent``,
-``notify.failed``, ``notify.dropped``), so the journal records it.
+window holds no more than ``notify_burst`` hosts. Every outcome is an event on the
+bus (``notify.sent``, ``notify.failed``, ``notify.dropped``), so the journal records it.
 """
 
 from __future__ import annotations

@@ -301,7 +301,8 @@ class HeartbeatAPI:
     def all_alerts(self, request: IRequest) -> bytes:
         viewer = self.viewer(request)
         engine = self.engine()
-        wanted = str_arg(request, "level")
+        given = request.args.get(b"level")
+        wanted = None if given is None else ",".join(v.decode("utf-8", "replace") for v in given)
         states = [s for s in engine.states() if viewer.sees(s.host)]
         summary = engine.summary(states)
         if wanted is not None:
@@ -366,6 +367,9 @@ class HeartbeatAPI:
         }
         for section, source in self.status_sources.items():
             body[section] = dict(source())
+        if not viewer.admin and self.alerts is not None and "alerting" in body:
+            body["alerting"]["active"] = self.alerts.summary(
+                s for s in self.alerts.states() if viewer.sees(s.host))
         return json_response(request, body)
 
     @app.route("/api/0/config", methods=["GET"])
