@@ -343,8 +343,11 @@ def test_memory_old_arcstats_layout() -> None:
 
 def collect_now(name: str, **options: Any) -> dict[str, Any]:
     cls = discover_plugins([], "x")[name]
-    plugin = cls(cls.Options(**options), context(AgentReactor()))
-    return defer.ensureDeferred(_await(plugin.collect())).result  # type: ignore[attr-defined]
+    reactor = AgentReactor()
+    plugin = cls(cls.Options(**options), context(reactor))
+    collected = defer.ensureDeferred(_await(plugin.collect()))
+    reactor.advance(1.0)  # cpu_monitor's first collection samples over 0.5 s
+    return collected.result  # type: ignore[attr-defined]
 
 
 async def _await(value: Any) -> Any:
@@ -394,3 +397,49 @@ def test_example_config_loads_and_shows_the_defaults() -> None:
         built = cls.Options(**{k: v for k, v in options.items() if k != "interval"})
         assert built == cls.Options(), name
     assert load_agent_config(root / "etc" / "heartbeat-agent.yaml").hb_port == 50003
+
+
+def test_cpu_monitor_measures_since_its_previous_collection_on_any_thread(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """cpu_percent/per_core cover a 0.5 s first sample, then the time since the last collect.
+
+    psutil keys its own "since last call" state by thread, and the agent's thread pool
+    runs each collection on whichever worker is free: the plugin keeps its own sample.
+    """
+    import threading
+
+    import psutil
+
+    kind = type(psutil.cpu_times())
+    fields = len(kind._fields)
+
+    def times(busy: float, idle: float) -> Any:
+        return kind._make([busy, 0.0, 0.0, idle] + [0.0] * (fields - 4))
+
+    now: dict[bool, Any] = {}
+
+    def set_times(total: tuple[float, float], cores: list[tuple[float, float]]) -> None:
+        now[False], now[True] = times(*total), [times(*core) for core in cores]
+
+    monkeypatch.setattr(psutil, "cpu_times", lambda percpu=False: now[percpu])
+
+    def fresh_thread(function: Any, *args: Any) -> defer.Deferred[Any]:
+        out: list[Any] = []
+        worker = threading.Thread(target=lambda: out.append(function(*args)))
+        worker.start()
+        worker.join()
+        return defer.succeed(out[0])
+
+    reactor = AgentReactor()
+    cls = discover_plugins([], "x")["cpu_monitor"]
+    plugin = cls(cls.Options(), PluginContext(reactor, fresh_thread, "web1"))
+
+    set_times((100.0, 100.0), [(50.0, 50.0), (50.0, 50.0)])
+    first = defer.ensureDeferred(_await(plugin.collect()))
+    set_times((101.0, 103.0), [(1.0 + 50.0, 50.0), (50.0, 52.0 + 50.0)])
+    reactor.advance(0.5)
+    set_times((131.0, 113.0), [(51.0 + 30.0, 50.0), (50.0, 102.0 + 10.0)])
+    second = defer.ensureDeferred(_await(plugin.collect()))
+    got = [(d.result["cpu_percent"], d.result["per_core"])  # type: ignore[attr-defined]
+           for d in (first, second)]
+    assert got == [(25.0, [100.0, 0.0]), (75.0, [100.0, 0.0])]

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from heartbeat.agent.plugins.cpu_monitor import read_cpu
+from heartbeat.agent.plugins.cpu_monitor import read_cpu, sample_cpu
 from heartbeat.agent.plugins.disk_monitor import DiskOptions, read_disks
 from heartbeat.agent.plugins.memory_monitor import read_memory
 from heartbeat.agent.plugins.nagios_runner import check_fields
@@ -104,7 +104,7 @@ def test_cpu_monitor_matches_the_agent() -> None:
     """Same fields; slowly moving values agree."""
     mini_data = mini.CpuMonitor(mini.plugin_options("t", "cpu_monitor", None),
                                 mini.threading.Event()).collect()
-    agent = read_cpu(True, mini.time.time())
+    agent, _ = read_cpu(True, mini.time.time(), sample_cpu())
     assert sorted(mini_data) == sorted(agent)
     assert (mini_data["cpu_count"], len(mini_data["per_core"]), mini_data["boot_time"]) == (
         agent["cpu_count"], len(agent["per_core"]), pytest.approx(agent["boot_time"], abs=1))

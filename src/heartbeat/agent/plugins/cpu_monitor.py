@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import psutil
+from twisted.internet import defer
+from twisted.internet.task import deferLater
 
 from heartbeat.agent.plugin import MonitorPlugin, PluginOptions
 from heartbeat.config import _opt
@@ -30,11 +32,50 @@ def _frequency() -> dict[str, float | None]:
             "frequency_max_mhz": round(freq.max, 1) or None}
 
 
-def read_cpu(per_core: bool, now: float) -> dict[str, Any]:
-    """Blocking: psutil reads /proc. ``now`` is the reactor's clock, for the uptime."""
-    data: dict[str, Any] = {"cpu_percent": psutil.cpu_percent(interval=None)}
+FIRST_SAMPLE = 0.5
+"""Seconds the first collection measures over (later ones: since the previous one)."""
+
+BusyTotal = tuple[float, float]
+CpuSample = tuple[BusyTotal, list[BusyTotal]]
+"""(busy, total) CPU seconds of the whole machine and of each core."""
+
+
+def _busy_total(times: Any) -> BusyTotal:
+    fields = times._asdict()
+    # Linux counts guest time inside user and nice already.
+    total = sum(v for k, v in fields.items() if k not in ("guest", "guest_nice"))
+    return total - fields["idle"] - fields.get("iowait", 0.0), total
+
+
+def sample_cpu() -> CpuSample:
+    """Blocking: the CPU time counters now.
+
+    Kept by the plugin rather than left to ``psutil.cpu_percent(interval=None)``, whose
+    "since the last call" is per thread: the agent's pool runs each collection on any
+    free worker, so that would measure a random span (or none: a meaningless 0.0).
+    """
+    return (_busy_total(psutil.cpu_times()),
+            [_busy_total(core) for core in psutil.cpu_times(percpu=True)])
+
+
+def busy_percent(before: BusyTotal, after: BusyTotal) -> float:
+    """CPU busy % between two (busy, total) samples, as hbc_mini computes it."""
+    total = after[1] - before[1]
+    if total <= 0:
+        return 0.0
+    return round(max(0.0, min(100.0, 100.0 * (after[0] - before[0]) / total)), 1)
+
+
+def read_cpu(per_core: bool, now: float, before: CpuSample) -> tuple[dict[str, Any], CpuSample]:
+    """Blocking: psutil reads /proc. ``now`` is the reactor's clock, for the uptime.
+
+    Returns the data, with CPU use since ``before``, and the sample to measure from next.
+    """
+    after = sample_cpu()
+    data: dict[str, Any] = {"cpu_percent": busy_percent(before[0], after[0])}
     if per_core:
-        data["per_core"] = psutil.cpu_percent(interval=None, percpu=True)
+        data["per_core"] = [busy_percent(b, a) for b, a in zip(before[1], after[1],
+                                                               strict=False)]
     load1, load5, load15 = os.getloadavg()
     states: Counter[str] = Counter()
     threads = 0
@@ -57,13 +98,23 @@ def read_cpu(per_core: bool, now: float) -> dict[str, Any]:
         "uptime_seconds": round(max(0.0, now - boot), 1),
         "boot_time": boot,
     })
-    return data
+    return data, after
 
 
 class CpuMonitor(MonitorPlugin):
     name = "cpu_monitor"
     Options = CpuOptions
     options: CpuOptions
+    previous: CpuSample | None = None
 
     def collect(self) -> Any:
-        return self.run_in_thread(read_cpu, self.options.per_core, self.reactor.seconds())
+        return defer.ensureDeferred(self._collect())
+
+    async def _collect(self) -> dict[str, Any]:
+        before = self.previous
+        if before is None:
+            before = await self.run_in_thread(sample_cpu)
+            await deferLater(self.reactor, FIRST_SAMPLE, lambda: None)
+        data, self.previous = await self.run_in_thread(
+            read_cpu, self.options.per_core, self.reactor.seconds(), before)
+        return data
