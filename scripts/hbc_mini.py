@@ -196,7 +196,13 @@ COMMON_OPTIONS: Dict[str, Tuple[Any, Check]] = {
 }
 
 
+REPLACED_KEYS = {"server": "name the server on the command line: hbc_mini.py SERVER"}
+"""Keys an old hbc config may carry, and what to do instead."""
+
+
 def _suggest(key: str, known: Any, prefix: str = "") -> str:
+    if not prefix and key in REPLACED_KEYS:
+        return " ({})".format(REPLACED_KEYS[key])
     close = difflib.get_close_matches(key, sorted(known), n=1)
     return " (did you mean {!r}?)".format(prefix + close[0]) if close else ""
 

@@ -10,6 +10,7 @@ import pytest
 from heartbeat.config import (
     SECRET_MASK,
     SERVER_DEFAULTS,
+    AgentConfig,
     ConfigError,
     EmailConfig,
     HostConfig,
@@ -20,6 +21,12 @@ from heartbeat.config import (
     parse_config,
     settings_view,
 )
+
+
+def _agent_error(text: str) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_config(AgentConfig, text, "etc/hbc.yaml")
+    return str(info.value)
 
 
 def _error(text: str) -> str:
@@ -109,6 +116,15 @@ class ErrorTests:
         """Unknown keys in a host section are named with their full path."""
         assert _error("hosts: {web1: {wacth: false}}\n") == (
             "etc/hb.yaml: hosts.web1.wacth: unknown key (did you mean 'hosts.web1.watch'?)")
+
+    def test_reference_keys_we_replaced_say_by_what(self) -> None:
+        """An old hbd/hbc config's replaced keys name what replaces them."""
+        assert (_error("pickfile: /var/lib/hbd/state.pickle\n"),
+                _agent_error("server: mon.example.com\n")) == (
+            "etc/hb.yaml: pickfile: unknown key (replaced by state_dir: the folder of the"
+            " SQLite store)",
+            "etc/hbc.yaml: server: unknown key (name the server on the command line:"
+            " twistd heartbeat-agent SERVER)")
 
     def test_unknown_key_without_suggestion(self) -> None:
         """A key like nothing known gets no suggestion."""

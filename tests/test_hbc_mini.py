@@ -139,6 +139,8 @@ def test_config_file_is_read_and_normalised(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("text", "problem"), [
     ('{"hb_prot": 1}', "hb_prot: unknown key (did you mean 'hb_port'?)"),
+    ('{"server": "mon.example.com"}',
+     "server: unknown key (name the server on the command line: hbc_mini.py SERVER)"),
     ('{"hb_port": 70000}', "hb_port: port 70000 is out of range 1-65535"),
     ('{"interval": 0}', "interval: must be greater than 0, got 0"),
     ('{"interval": "30"}', "interval: expected a number, got '30'"),

@@ -19,7 +19,7 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, Union
+from typing import Any, ClassVar, TypeVar, Union
 
 import yaml
 
@@ -231,6 +231,10 @@ class SignalConfig:
 class ServerConfig:
     """Every server key, its type and its default (``SERVER_DEFAULTS`` is derived)."""
 
+    REPLACED_KEYS: ClassVar[dict[str, str]] = {
+        "pickfile": "replaced by state_dir: the folder of the SQLite store"}
+    """Keys of the old hbd's config (same ~/.hb.yaml) that ours replaced, and by what."""
+
     # Heartbeat ingest (UDP)
     hb_host: str = _opt("::", doc="UDP bind address; '::' is dual-stack IPv4+IPv6")
     hb_port: int = _opt(50003, _port, doc="UDP port for heartbeats")
@@ -364,6 +368,9 @@ def _each_argv(value: Any) -> str | None:
 class AgentConfig:
     """Every agent key (``~/.hbc.yaml``), its type and its default."""
 
+    REPLACED_KEYS: ClassVar[dict[str, str]] = {
+        "server": "name the server on the command line: twistd heartbeat-agent SERVER"}
+
     hb_port: int = _opt(50003, _port, doc="the servers' UDP port")
     interval: float = _opt(30.0, _positive, doc="seconds between heartbeats")
     name: str | None = _opt(None, doc="the name this host reports (default: its short name)")
@@ -486,6 +493,9 @@ def _build(cls: type[T], data: Mapping[str, Any], prefix: str, source: str) -> T
         if key not in fields:
             close = difflib.get_close_matches(key, fields, n=1, cutoff=0.6)
             hint = f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+            replaced = getattr(cls, "REPLACED_KEYS", {})
+            if key in replaced:
+                hint = f" ({replaced[key]})"
             raise ConfigError(source, f"{prefix}{key}", f"unknown key{hint}")
         converted = _convert(hints[key], value, f"{prefix}{key}", source)
         check = fields[key].metadata.get("check")
