@@ -226,3 +226,33 @@ def test_unusable_journal_dir_stops_startup_naming_the_key(tmp_path) -> None:
     assert last.endswith(f"heartbeat: journal_dir: cannot open the journal "
                          f"{blocker / 'journal' / 'messages.journal'}: "
                          f"[Errno 20] Not a directory: '{blocker / 'journal'}'")
+
+
+def test_logfile_gets_each_line_once(server_factory, tmp_path) -> None:
+    """`logfile` receives the start-up lines once (twistd replays them), then the rest;
+    a logfile that cannot be opened stops start-up with one line naming the key."""
+    import subprocess
+
+    import yaml
+
+    from tests.support import TWISTD, free_port
+
+    logfile = tmp_path / "server.log"
+    server = server_factory(logfile=str(logfile))
+    server.send({"ID": "HTB", "name": "logged1"})
+    server.receive()
+    assert server.stop() in (0, -15)
+    lines = logfile.read_text().splitlines()
+    startup = [line for line in lines if "heartbeat.server.tap#info] heartbeat " in line]
+    assert len(startup) == 1, lines
+    assert sum("Server Shut Down." in line for line in lines) == 1
+    config = tmp_path / "bad.yaml"
+    config.write_text(yaml.safe_dump({
+        "hb_host": "127.0.0.1", "hb_port": free_port(), "hbd_host": "127.0.0.1",
+        "hbd_port": free_port(), "ws_port": None, "state_dir": str(tmp_path / "s"),
+        "journal_dir": str(tmp_path / "j"), "logfile": str(tmp_path / "no" / "x.log")}))
+    result = subprocess.run([TWISTD, "-n", "--pidfile=", "heartbeat", "-c", str(config)],
+                            capture_output=True, text=True, timeout=30, cwd=tmp_path, check=False)
+    assert result.returncode != 0
+    assert (result.stdout + result.stderr).strip().splitlines()[-1].endswith(
+        f"heartbeat: logfile: cannot open {tmp_path / 'no' / 'x.log'}: No such file or directory")

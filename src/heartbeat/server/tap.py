@@ -17,10 +17,17 @@ from twisted.application.service import IService, MultiService
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.ssl import Certificate, CertificateOptions, PrivateCertificate
-from twisted.logger import Logger, globalLogPublisher, textFileLogObserver
+from twisted.logger import (
+    ILogObserver,
+    LogEvent,
+    Logger,
+    globalLogPublisher,
+    textFileLogObserver,
+)
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python import usage
 from twisted.web.client import Agent, HTTPConnectionPool
+from zope.interface import implementer
 
 import heartbeat
 from heartbeat.config import ConfigError, ServerConfig, default_config_path, load_server_config
@@ -348,6 +355,41 @@ def tls_options(cert: Path, key: Path) -> CertificateOptions:
                               extraCertChain=[c.original for c in chain[1:]])
 
 
+@implementer(ILogObserver)
+class _OncePerEvent:
+    """Passes each event to ``observer`` once.
+
+    The observer is added before twistd begins logging, and twistd then replays
+    the events logged so far (the start-up lines) to every observer: those
+    already seen are skipped until the reactor runs.
+    """
+
+    def __init__(self, observer: ILogObserver) -> None:
+        self.observer = observer
+        self.early: list[LogEvent] | None = []
+
+    def __call__(self, event: LogEvent) -> None:
+        if self.early is not None:
+            if any(seen is event for seen in self.early):
+                return
+            self.early.append(event)
+        self.observer(event)
+
+    def running(self) -> None:
+        self.early = None
+
+
+def add_logfile(path: str, reactor: Any) -> None:
+    """Also write the log to ``path`` (the ``logfile`` key); one line if it cannot open."""
+    try:
+        stream = open(path, "a", encoding="utf-8")  # noqa: SIM115 - open while the server runs
+    except OSError as e:
+        raise SystemExit(f"heartbeat: logfile: cannot open {path}: {e.strerror}") from None
+    observer = _OncePerEvent(textFileLogObserver(stream))
+    globalLogPublisher.addObserver(observer)
+    reactor.callWhenRunning(observer.running)
+
+
 def makeService(options: Options | dict[str, Any], reactor: Any = None) -> MultiService:
     """Compose the service tree of docs/ARCHITECTURE.md from the checked config."""
     if reactor is None:
@@ -356,7 +398,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Multi
         reactor = global_reactor
     config: ServerConfig = options["settings"]
     if config.logfile:
-        globalLogPublisher.addObserver(textFileLogObserver(open(config.logfile, "a")))  # noqa: SIM115
+        add_logfile(config.logfile, reactor)
 
     ports = {config.hb_port: "hb_port", config.hbd_port: "hbd_port"}
     ports.update({p: k for k, p in (("ws_port", config.ws_port), ("wss_port", config.wss_port))
