@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.support import ServerProcess, wait_until
 
 
@@ -163,6 +165,24 @@ def test_check_flag_and_missing_wss_certificate(server_factory, tmp_path) -> Non
     server = server_factory(wss_port=free_port(), cert_path=str(tmp_path / "nocerts"))
     assert "WSS on port" in server.log() and "not started: missing" in server.log()
     assert server.get("/api/0/status")["version"]
+
+
+@pytest.mark.parametrize(("config", "line"), [
+    ("templates_dir: {tmp}/nope\n",
+     "heartbeat: templates_dir: cannot read the templates: {tmp}/nope is not a directory"),
+    ("wss_port: 50006\ncert_path: {tmp}\nwss_pem: bad.pem\nwss_key: bad.pem\n",
+     "heartbeat: wss_pem: cannot load {tmp}/bad.pem: no PEM certificate in it"),
+], ids=["templates_dir", "wss_pem"])
+def test_check_flag_refuses_pages_and_wss_files_startup_refuses(tmp_path, config, line) -> None:
+    """--check stops with start-up's own line for templates or WSS files start-up cannot load."""
+    from heartbeat.server.tap import Options
+
+    (tmp_path / "bad.pem").write_text("not a certificate\n")
+    path = tmp_path / "hb.yaml"
+    path.write_text(config.format(tmp=tmp_path))
+    with pytest.raises(SystemExit) as stopped:
+        Options().parseOptions(["-c", str(path), "--check"])
+    assert str(stopped.value) == line.format(tmp=tmp_path)
 
 
 def test_port_in_use_stops_startup_naming_the_key(tmp_path) -> None:

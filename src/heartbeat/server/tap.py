@@ -254,12 +254,16 @@ def _check_dns_tools(config: ServerConfig) -> None:
 
 
 def check_files(config: ServerConfig) -> None:
-    """For --check: the files notifications and DNS need, refused as start-up refuses them.
+    """For --check: the files notifications, DNS, pages and WSS need, refused as start-up does.
 
     A config that --check passes must not then stop the server at start-up.
     """
     if config.dyndomains:
         _check_dns_tools(config)
+    _templates(config)
+    wss_files = _wss_files(config)
+    if wss_files is not None:
+        tls_options(*wss_files)
     if config.email.ca_file is not None and "email" in channels_in_use(config):
         # Imported only when used: twisted.mail.smtp resolves the host's FQDN at import.
         from heartbeat.server.notify.email import client_tls_options  # noqa: PLC0415
@@ -287,18 +291,29 @@ def make_websocket_services(config: ServerConfig, hub: EventHub, auth: WebAuth,
         services.append(_listener(reactor, _endpoint(config.hbd_host, config.ws_port),
                                   ConnectionLimit(FeedFactory(hub, auth=auth), budget)))
     if config.wss_port is not None:
-        cert = Path(config.cert_path) / config.wss_pem
-        key = Path(config.cert_path) / config.wss_key
-        missing = [str(p) for p in (cert, key) if not p.is_file()]
-        if missing:
+        files = _wss_files(config)
+        if files is None:
+            missing = [str(p) for p in _wss_paths(config) if not p.is_file()]
             log.warn("websocket: WSS on port {port} not started: missing {files}",
                      port=config.wss_port, files=", ".join(missing))
         else:
             # TLS inside the connection limit, so the feed sees the TLS transport itself.
-            tls = TLSMemoryBIOFactory(tls_options(cert, key), False, FeedFactory(hub, auth=auth))
+            tls = TLSMemoryBIOFactory(tls_options(*files), False, FeedFactory(hub, auth=auth))
             services.append(_listener(reactor, _endpoint(config.hbd_host, config.wss_port),
                                       ConnectionLimit(tls, budget)))
     return services
+
+
+def _wss_paths(config: ServerConfig) -> tuple[Path, Path]:
+    return Path(config.cert_path) / config.wss_pem, Path(config.cert_path) / config.wss_key
+
+
+def _wss_files(config: ServerConfig) -> tuple[Path, Path] | None:
+    """The WSS certificate and key when WSS is on and both exist (else it does not start)."""
+    cert, key = _wss_paths(config)
+    if config.wss_port is None or not (cert.is_file() and key.is_file()):
+        return None
+    return cert, key
 
 
 def _listener(reactor: Any, description: str, factory: Any) -> StreamServerEndpointService:
@@ -326,14 +341,18 @@ class ServerService(MultiService):
                              f"{_hostport(e.interface or '*', e.port)}: {reason}") from None
 
 
-def make_pages(config: ServerConfig, web_auth: WebAuth, registry: Registry) -> Pages:
-    """The web UI, with ``templates_dir`` laid over the packaged templates."""
+def _templates(config: ServerConfig) -> Templates:
+    """The packaged templates with ``templates_dir`` laid over them; unreadable: one line."""
     override = Path(config.templates_dir) if config.templates_dir else None
     try:
-        templates = Templates(override)
+        return Templates(override)
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise SystemExit(f"heartbeat: templates_dir: cannot read the templates: {e}") from None
-    return Pages(web_auth, registry, templates, heartbeat.__version__)
+
+
+def make_pages(config: ServerConfig, web_auth: WebAuth, registry: Registry) -> Pages:
+    """The web UI, with ``templates_dir`` laid over the packaged templates."""
+    return Pages(web_auth, registry, _templates(config), heartbeat.__version__)
 
 
 def tls_options(cert: Path, key: Path) -> CertificateOptions:
