@@ -172,9 +172,11 @@ def test_check_flag_and_missing_wss_certificate(server_factory, tmp_path) -> Non
      "heartbeat: templates_dir: cannot read the templates: {tmp}/nope is not a directory"),
     ("wss_port: 50006\ncert_path: {tmp}\nwss_pem: bad.pem\nwss_key: bad.pem\n",
      "heartbeat: wss_pem: cannot load {tmp}/bad.pem: no PEM certificate in it"),
-], ids=["templates_dir", "wss_pem"])
-def test_check_flag_refuses_pages_and_wss_files_startup_refuses(tmp_path, config, line) -> None:
-    """--check stops with start-up's own line for templates or WSS files start-up cannot load."""
+    ("logfile: {tmp}/nodir/hb.log\n",
+     "heartbeat: logfile: cannot open {tmp}/nodir/hb.log: No such file or directory"),
+], ids=["templates_dir", "wss_pem", "logfile"])
+def test_check_flag_refuses_log_template_and_wss_files(tmp_path, config, line) -> None:
+    """--check stops with start-up's own line for a log, template or WSS file it cannot use."""
     from heartbeat.server.tap import Options
 
     (tmp_path / "bad.pem").write_text("not a certificate\n")

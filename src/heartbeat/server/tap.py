@@ -7,7 +7,7 @@ import os
 import re
 import sqlite3
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from OpenSSL.crypto import Error as CryptoError
 from OpenSSL.SSL import Error as SSLError
@@ -254,12 +254,14 @@ def _check_dns_tools(config: ServerConfig) -> None:
 
 
 def check_files(config: ServerConfig) -> None:
-    """For --check: the files notifications, DNS, pages and WSS need, refused as start-up does.
+    """For --check: the files the log, notifications, DNS, pages and WSS need, refused alike.
 
     A config that --check passes must not then stop the server at start-up.
     """
     if config.dyndomains:
         _check_dns_tools(config)
+    if config.logfile:
+        _open_logfile(config.logfile).close()
     _templates(config)
     wss_files = _wss_files(config)
     if wss_files is not None:
@@ -398,12 +400,16 @@ class _OncePerEvent:
         self.early = None
 
 
-def add_logfile(path: str, reactor: Any) -> None:
-    """Also write the log to ``path`` (the ``logfile`` key); one line if it cannot open."""
+def _open_logfile(path: str) -> TextIO:
     try:
-        stream = open(path, "a", encoding="utf-8")  # noqa: SIM115 - open while the server runs
+        return open(path, "a", encoding="utf-8")
     except OSError as e:
         raise SystemExit(f"heartbeat: logfile: cannot open {path}: {e.strerror}") from None
+
+
+def add_logfile(path: str, reactor: Any) -> None:
+    """Also write the log to ``path`` (the ``logfile`` key); one line if it cannot open."""
+    stream = _open_logfile(path)
     observer = _OncePerEvent(textFileLogObserver(stream))
     globalLogPublisher.addObserver(observer)
     reactor.callWhenRunning(observer.running)
