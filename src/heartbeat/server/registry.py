@@ -220,14 +220,10 @@ class Registry:
             return _NOTHING
         events: list[Event] = []
         host = self._host(message["name"], now, events)
-        charged = size > 0 and message["ID"] == "PLG"
-        if charged:
-            self._release(host, message["plugins"], size)
-        replies = handler(self, host, message, source, now, events)
-        if charged:
-            charge = [size, len(message["plugins"])]
-            for name in message["plugins"]:
-                host.plugins[name].charge = charge
+        if handler is Registry._plugins:
+            replies = self._plugins(host, message, source, now, events, size=size)
+        else:
+            replies = handler(self, host, message, source, now, events)
         if "version" in message:
             host.version = message["version"]
         if signed is None:
@@ -253,19 +249,6 @@ class Registry:
                     if count == charge[1]:
                         freed += charge[0]
         return self.plugin_bytes - freed + size
-
-    def _release(self, host: Host, plugins: dict[str, Any], size: int) -> None:
-        """Count ``size`` for a PLG and give back what the samples it replaces held."""
-        delta = size
-        for name in plugins:
-            sample = host.plugins.get(name)
-            charge = sample.charge if sample is not None else None
-            if charge is not None:
-                charge[1] -= 1
-                if not charge[1]:
-                    delta -= charge[0]
-        host.plugin_bytes += delta
-        self.plugin_bytes += delta
 
     def _heartbeat(
         self, host: Host, message: dict[str, Any], source: tuple[str, int], now: float,
@@ -353,11 +336,24 @@ class Registry:
 
     def _plugins(
         self, host: Host, message: dict[str, Any], source: tuple[str, int], now: float,
-        events: list[Event],
+        events: list[Event], *, size: int = 0,
     ) -> list[dict[str, Any]]:
+        """Keep the latest sample of each plugin; ``size`` (the PLG's text) is charged
+        to the new samples together and what the replaced samples held is given back."""
         plugins: dict[str, Any] = message["plugins"]
+        samples = host.plugins
+        charge = [size, len(plugins)] if size else None
+        freed = 0
         for name, data in plugins.items():
-            host.plugins[name] = PluginSample(now, data)
+            old = samples.get(name)
+            if old is not None and old.charge is not None:
+                old.charge[1] -= 1
+                if not old.charge[1]:
+                    freed += old.charge[0]
+            samples[name] = PluginSample(now, data, charge)
+        if size or freed:
+            host.plugin_bytes += size - freed
+            self.plugin_bytes += size - freed
         events.append(Event(HOST_PLUGINS, host.name, now, {"plugins": plugins}))
         return []
 
