@@ -278,3 +278,31 @@ def test_logfile_gets_each_line_once(server_factory, tmp_path) -> None:
     assert result.returncode != 0
     assert (result.stdout + result.stderr).strip().splitlines()[-1].endswith(
         f"heartbeat: logfile: cannot open {tmp_path / 'no' / 'x.log'}: No such file or directory")
+
+
+def test_check_flag_refuses_unusable_directories(tmp_path) -> None:
+    """--check refuses a state_dir or journal_dir start-up could not use, creating nothing."""
+    import subprocess
+
+    import yaml
+
+    from tests.support import TWISTD
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    good = {"state_dir": str(tmp_path / "new" / "state"), "journal_dir": str(tmp_path / "j")}
+    for key in ("state_dir", "journal_dir"):
+        config = tmp_path / f"{key}.yaml"
+        config.write_text(yaml.safe_dump({**good, key: str(blocker / "sub")}))
+        result = subprocess.run([TWISTD, "-n", "--pidfile=", "heartbeat", "-c", str(config),
+                                 "--check"], capture_output=True, text=True, timeout=30,
+                                cwd=tmp_path, check=False)
+        assert (result.returncode, result.stderr.strip().splitlines()[-1:]) == (1, [
+            f"heartbeat: {key}: cannot use {blocker / 'sub'}: {blocker} is not a directory"])
+    config = tmp_path / "good.yaml"
+    config.write_text(yaml.safe_dump(good))
+    result = subprocess.run([TWISTD, "-n", "--pidfile=", "heartbeat", "-c", str(config),
+                             "--check"], capture_output=True, text=True, timeout=30,
+                            cwd=tmp_path, check=False)
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "new").exists() and not (tmp_path / "j").exists()

@@ -253,11 +253,26 @@ def _check_dns_tools(config: ServerConfig) -> None:
         raise SystemExit(f"heartbeat: nsupdate_key: cannot read {key}")
 
 
+def _check_directory(key: str, directory: str) -> None:
+    """``directory`` is, or can be made, a writable directory (without making it)."""
+    path = Path(directory).absolute()
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    problem = ("is not a directory" if not existing.is_dir()
+               else "is not writable" if not os.access(existing, os.W_OK | os.X_OK) else None)
+    if problem is not None:
+        raise SystemExit(f"heartbeat: {key}: cannot use {path}: {existing} {problem}")
+
+
 def check_files(config: ServerConfig) -> None:
     """For --check: the files the log, notifications, DNS, pages and WSS need, refused alike.
 
     A config that --check passes must not then stop the server at start-up.
     """
+    _check_directory("state_dir", config.state_dir)
+    if config.journal_enabled:
+        _check_directory("journal_dir", config.journal_dir)
     if config.dyndomains:
         _check_dns_tools(config)
     if config.logfile:
