@@ -306,3 +306,13 @@ def test_check_flag_refuses_unusable_directories(tmp_path) -> None:
                             cwd=tmp_path, check=False)
     assert result.returncode == 0, result.stderr
     assert not (tmp_path / "new").exists() and not (tmp_path / "j").exists()
+
+
+def test_short_history_retention_is_applied_within_seconds(server_factory) -> None:
+    """history_retention: 1 prunes a sample from store and API within seconds, not 10 min."""
+    server = server_factory(history_retention=1.0)
+    server.send({"ID": "PLG", "name": "web1", "plugins": {"cpu": {"load": 0.5}}})
+    path = "/api/0/hosts/web1/plugins/cpu"
+    assert wait_until(lambda: len(server.get(path)["samples"]) == 1)
+    assert wait_until(lambda: server.get(path)["samples"] == [], timeout=4.0)
+    assert server.get("/api/0/hosts/web1/plugins")["plugins"]["cpu"]["data"] == {"load": 0.5}

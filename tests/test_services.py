@@ -24,6 +24,7 @@ from heartbeat.server.store import (
     HostRecorder,
     StoreService,
     load_hosts,
+    maintenance_period,
     open_database,
     read_history,
 )
@@ -424,3 +425,9 @@ class StoreTests:
         (tmp_path / "bad.sqlite3").write_bytes(b"this is not sqlite" * 100)
         with pytest.raises(sqlite3.DatabaseError):
             open_database(tmp_path / "bad.sqlite3")
+
+
+def test_maintenance_period_follows_a_short_retention() -> None:
+    """Retention runs every 10 min, a tenth of a shorter retention, never under 1 s."""
+    assert [maintenance_period(r) for r in (7 * 86400.0, 6000.0, 60.0, 1.0)] == [
+        600.0, 600.0, 6.0, 1.0]

@@ -32,6 +32,7 @@ __all__ = [
     "StoreService",
     "Write",
     "load_hosts",
+    "maintenance_period",
     "open_database",
     "read_history",
 ]
@@ -91,6 +92,12 @@ def open_database(path: Path, schemas: Iterable[str] = (SCHEMA,)) -> sqlite3.Con
     for schema in schemas:
         conn.executescript(schema)
     return conn
+
+
+def maintenance_period(retention: float) -> float:
+    """How often retention runs: every 10 minutes, sooner (a tenth of it, at least 1 s)
+    for a ``history_retention`` short enough that 10 minutes would keep many times it."""
+    return max(1.0, min(600.0, retention / 10))
 
 
 def load_hosts(conn: sqlite3.Connection) -> list[Host]:

@@ -53,7 +53,13 @@ from heartbeat.server.registry import Registry
 from heartbeat.server.serial import SerialWorker
 from heartbeat.server.sessions import LoginThrottle
 from heartbeat.server.signing import Signing
-from heartbeat.server.store import HostRecorder, StoreService, load_hosts, open_database
+from heartbeat.server.store import (
+    HostRecorder,
+    StoreService,
+    load_hosts,
+    maintenance_period,
+    open_database,
+)
 from heartbeat.server.thresholds import RuleBook, ThresholdEngine
 from heartbeat.server.web.api import HeartbeatAPI
 from heartbeat.server.web.app import ConnectionBudget, ConnectionLimit, HeartbeatSite, WebRoot
@@ -128,7 +134,8 @@ def make_store(config: ServerConfig, registry: Registry, bus: EventBus, reactor:
         raise SystemExit(f"heartbeat: state_dir: cannot open the store {path}: {e}") from None
     registry.restore(hosts, reactor.seconds())
     store = StoreService(conn, SerialWorker(reactor, "heartbeat-store"), reactor,
-                         config.store_flush_interval)
+                         config.store_flush_interval,
+                         maintenance_period(config.history_retention))
     HostRecorder(registry, store, config.history_retention,
                  config.history_max_samples).attach(bus)
     return store
