@@ -182,6 +182,23 @@ def test_ipv6_that_never_worked_dropped_after_three_failures() -> None:
     sender.stopService()
 
 
+def test_ipv6_drop_counts_heartbeats_not_datagrams() -> None:
+    """BOOT, HTB and PLG failing in the same second count once: the drop takes 3 heartbeats."""
+    reactor = AgentReactor()
+    sender = make(reactor, {"mon": [(V4, "192.0.2.10"), (V6, "2001:db8::10")]}, boot=True,
+                  batch_delay=1.0)
+    reactor.fail["2001:db8::10"] = OSError(errno.ENETUNREACH, "unreachable")
+    sender.queue_plugin("a", {"x": 1})
+    sender.queue_plugin("b", {"y": "z" * 2000})
+    sender.startService()
+    reactor.advance(1)
+    reactor.advance(29)
+    assert [d.ip for d in sender.destinations()] == ["192.0.2.10", "2001:db8::10"]
+    reactor.advance(30)
+    assert [d.ip for d in sender.destinations()] == ["192.0.2.10"]
+    sender.stopService()
+
+
 def test_ipv6_that_worked_once_is_kept() -> None:
     """An IPv6 address that worked before is retried like IPv4 when it starts failing."""
     reactor = AgentReactor()

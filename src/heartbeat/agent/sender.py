@@ -3,7 +3,7 @@
 Every server name is resolved to all its addresses and every message goes to
 each of them. A send that fails is retried on every interval, forever for
 IPv4; an IPv6 address that has never worked since start-up is dropped after
-three consecutive failures (a host without IPv6 routing stops trying).
+three heartbeats in a row whose HTB failed (a host without IPv6 routing stops trying).
 """
 
 from __future__ import annotations
@@ -81,7 +81,10 @@ class Destination:
     ip: str
     worked: bool = False
     failures: int = 0
+    failed_beats: int = 0
+    """Heartbeats in a row whose HTB could not be sent here (BOOT, PLG do not count)."""
     rtt: float | None = None
+    last_error: OSError | None = None
 
     @property
     def ipv6(self) -> bool:
@@ -241,7 +244,11 @@ class HeartbeatSender(Service):
             message = self._message(base)
             if destination.rtt is not None:
                 message["rtt"] = round(destination.rtt, 3)
-            self._send_one(destination, encode(message))
+            if self._send_one(destination, encode(message)):
+                destination.failed_beats = 0
+            else:
+                destination.failed_beats += 1
+                self._drop_if_never_worked(destination)
         if self.pending and self._flush_call is None:
             self.flush()
 
@@ -286,17 +293,22 @@ class HeartbeatSender(Service):
 
     def _failed(self, destination: Destination, error: OSError) -> None:
         destination.failures += 1
+        destination.last_error = error
+        if destination.failures == 1:
+            log.warn("sender: sending to {ip} ({server}) failed: {error}; retrying every "
+                     "interval", ip=destination.ip, server=destination.server, error=error)
+
+    def _drop_if_never_worked(self, destination: Destination) -> None:
+        """Counted per heartbeat, not per datagram: BOOT, HTB and PLG failing in the
+        first second (network not up yet at boot) must not drop an address at once."""
         if destination.ipv6 and not destination.worked \
-                and destination.failures >= IPV6_GIVE_UP:
-            log.warn("sender: dropping {ip} ({server}): IPv6 never worked, {n} failures "
-                     "in a row: {error}", ip=destination.ip, server=destination.server,
-                     n=destination.failures, error=error)
+                and destination.failed_beats >= IPV6_GIVE_UP:
+            log.warn("sender: dropping {ip} ({server}): IPv6 never worked, {n} heartbeats "
+                     "in a row failed: {error}", ip=destination.ip, server=destination.server,
+                     n=destination.failed_beats, error=destination.last_error)
             self.dropped.add(destination.ip)
             for server in self.servers:
                 server.destinations = [d for d in server.destinations if d is not destination]
-        elif destination.failures == 1:
-            log.warn("sender: sending to {ip} ({server}) failed: {error}; retrying every "
-                     "interval", ip=destination.ip, server=destination.server, error=error)
 
     # plugin data
     def queue_plugin(self, name: str, data: dict[str, Any]) -> None:
