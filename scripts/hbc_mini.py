@@ -26,6 +26,7 @@ the command line. docs/HBC_MINI.md is the user's guide.
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import difflib
 import glob
@@ -69,6 +70,8 @@ EXIT_USAGE = 2
 # RES codes for what happened around a command (as the agent and a shell use them).
 RC_TIMEOUT = 124
 RC_REFUSED = 126
+MAX_COMMANDS_RUNNING = 4  # a flood of CMDs waits its turn instead of forking hundreds
+MAX_COMMANDS_WAITING = 64  # more are ignored: the server resends after each HTB
 RC_NOT_STARTED = 127
 
 log = logging.getLogger(CLIENT)
@@ -1420,7 +1423,9 @@ class Client:
         self.pending_since: Optional[float] = None
         self.busy = 0
         self.busy_lock = threading.Lock()
-        self.running_commands: Set[str] = set()
+        self.running_commands: Set[str] = set()  # started or waiting: resends are ignored
+        self.waiting_commands: Any = collections.deque()
+        self.command_children = 0
         self.finished_commands: Dict[str, Dict[str, Any]] = {}
         self.key: Optional[bytes] = (config["key"].encode("utf-8") if config["key"] is not None
                                      else None)
@@ -1608,10 +1613,23 @@ class Client:
             log.warning("%s %s refused: %s", kind, key, refusal)
             self.finish_command(cmd_id, RC_REFUSED, refusal or "refused", addr)
             return
-        log.info("running %s %s: %s", kind, key, " ".join(shlex.quote(a) for a in argv))
+        if (self.command_children >= MAX_COMMANDS_RUNNING
+                and len(self.waiting_commands) >= MAX_COMMANDS_WAITING):
+            log.warning("%s %s ignored for now: %d commands running and %d waiting; the "
+                        "server sends it again", kind, key, self.command_children,
+                        len(self.waiting_commands))
+            return
         self.running_commands.add(key)
-        threading.Thread(target=self.command_thread, args=(cmd_id, argv, env, timeout, addr),
-                         daemon=True).start()
+        self.waiting_commands.append((cmd_id, argv, env, timeout, addr))
+        self.start_waiting_commands()
+
+    def start_waiting_commands(self) -> None:
+        while self.waiting_commands and self.command_children < MAX_COMMANDS_RUNNING:
+            cmd_id, argv, env, timeout, addr = self.waiting_commands.popleft()
+            log.info("running %s: %s", cmd_id, " ".join(shlex.quote(a) for a in argv))
+            self.command_children += 1
+            threading.Thread(target=self.command_thread,
+                             args=(cmd_id, argv, env, timeout, addr), daemon=True).start()
 
     def command_plan(self, kind: str, message: Dict[str, Any]) -> Tuple[
             Optional[List[str]], Optional[Dict[str, str]], float, Optional[str]]:
@@ -1711,7 +1729,9 @@ class Client:
                 self.pending[key] = value
             else:
                 cmd_id, rc, output = key
+                self.command_children -= 1
                 self.finish_command(cmd_id, rc, output, value)
+                self.start_waiting_commands()
 
     def plugins_due(self) -> Optional[float]:
         """When pending plugin data goes: once no plugin runs (after SETTLE, so plugins

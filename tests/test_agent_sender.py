@@ -10,7 +10,7 @@ from typing import Any
 
 from twisted.internet import defer
 
-from heartbeat.agent.commands import CommandRunner
+from heartbeat.agent.commands import MAX_RUNNING, MAX_WAITING, CommandRunner
 from heartbeat.agent.process import KILL_GRACE
 from heartbeat.agent.sender import HeartbeatSender
 from heartbeat.protocol import decode, encode
@@ -335,6 +335,32 @@ def test_cmd_timeout_kills_the_child_even_when_the_pool_is_busy() -> None:
     assert (stopped, process.signals) == (["STOP"], ["STOP", "KILL", "close pipes"])
     process.finish(code=None, signal=9)
     assert sent(reactor)[-1][0]["rc"] == 124
+    sender.stopService()
+
+
+def test_cmd_flood_runs_a_few_at_once_and_the_rest_in_turn() -> None:
+    """A flood of CMDs forks at most MAX_RUNNING children; the rest wait, beyond that ignored."""
+    reactor = AgentReactor()
+    sender = make(reactor, on_request=runner(reactor).handle)
+    sender.startService()
+    flood = MAX_RUNNING + MAX_WAITING + 10
+    for i in range(flood):
+        sender.datagram_received(encode({"ID": "CMD", "cmd_id": f"c{i}", "cmd": "uptime"}),
+                                 ("192.0.2.10", 50003))
+    assert len(reactor.processes) == MAX_RUNNING
+    for process in list(reactor.processes):
+        process.finish(out=b"up\n")
+    assert len(reactor.processes) == 2 * MAX_RUNNING
+    while len(reactor.processes) < MAX_RUNNING + MAX_WAITING:
+        for process in reactor.processes[-MAX_RUNNING:]:
+            process.finish(out=b"up\n")
+    for process in reactor.processes[-MAX_RUNNING:]:
+        process.finish(out=b"up\n")
+    answered = [m["cmd_id"] for m, _ in sent(reactor) if m["ID"] == "RES"]
+    assert answered == [f"c{i}" for i in range(MAX_RUNNING + MAX_WAITING)]
+    sender.datagram_received(encode({"ID": "CMD", "cmd_id": f"c{flood - 1}", "cmd": "uptime"}),
+                             ("192.0.2.10", 50003))
+    assert len(reactor.processes) == MAX_RUNNING + MAX_WAITING + 1
     sender.stopService()
 
 

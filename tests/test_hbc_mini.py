@@ -629,6 +629,38 @@ def test_command_allow_list() -> None:
         bare.shutdown()
 
 
+class _InlineThread:
+    """threading.Thread that runs its target at start(), on the caller's thread."""
+
+    def __init__(self, target: Any, args: tuple = (), daemon: bool = False) -> None:
+        self.target, self.args = target, args
+
+    def start(self) -> None:
+        self.target(*self.args)
+
+
+def test_cmd_flood_runs_a_few_at_once_and_the_rest_in_turn(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A flood of CMDs starts at most 4 threads; the rest wait, beyond 64 waiting ignored."""
+    monkeypatch.setattr(mini.threading, "Thread", _InlineThread)
+    client = _client(allowed_commands={"up": ["uptime"]})
+    started: list[Any] = []
+    answered: list[Any] = []
+    client.command_thread = lambda cmd_id, *rest: started.append(cmd_id)
+    client.send = lambda message, to=None: answered.append(message["cmd_id"])
+    server = ("127.0.0.1", 50003)
+    try:
+        for i in range(80):
+            client.command("CMD", {"cmd_id": i, "cmd": "up"}, server)
+        assert (started, len(client.waiting_commands)) == ([0, 1, 2, 3], 64)
+        while len(answered) < len(started):
+            client.results.put(("res", (started[len(answered)], 0, ""), server))
+            client.drain_results(0.0)
+        assert (answered, started) == (list(range(68)), list(range(68)))
+    finally:
+        client.shutdown()
+
+
 def test_ack_sets_the_rtt_of_the_next_heartbeat() -> None:
     """RTT = now - the ts the ACK echoes, in ms; an ACK from the future is ignored."""
     client = _client()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -26,6 +26,10 @@ __all__ = ["NOT_ALLOWED", "CommandRunner", "output_tail"]
 log = Logger()
 NOT_ALLOWED = 126
 REMEMBERED = 64
+MAX_RUNNING = 4
+"""Children run at once; a flood of CMDs waits its turn instead of forking hundreds."""
+MAX_WAITING = 64
+"""Requests waiting for a slot; more are ignored (the server resends after each HTB)."""
 
 Reply = Callable[[dict[str, Any]], None]
 
@@ -60,6 +64,10 @@ class CommandRunner:
         self.command_timeout = command_timeout
         self.update_timeout = update_timeout
         self.running: set[str] = set()
+        """cmd_ids started or waiting for a slot: their resends are ignored."""
+        self.waiting: deque[tuple[str, list[str], float, dict[str, str] | None, Reply, Any]] = \
+            deque()
+        self.children = 0
         self.finished: OrderedDict[str, dict[str, Any]] = OrderedDict()
 
     def handle(self, message: Mapping[str, Any], reply: Reply) -> None:
@@ -90,14 +98,29 @@ class CommandRunner:
                 return
             argv = [*self.allowed[name], *message.get("args", [])]
             timeout, env = self.command_timeout, None
-        log.info("running {kind} {cmd_id}: {argv}", kind=message["ID"], cmd_id=key, argv=argv)
+        if self.children >= MAX_RUNNING and len(self.waiting) >= MAX_WAITING:
+            log.warn("{kind} {cmd_id} ignored for now: {n} commands running and {m} waiting; "
+                     "the server sends it again", kind=message["ID"], cmd_id=key,
+                     n=self.children, m=len(self.waiting))
+            return
         self.running.add(key)
-        run_process(self.reactor, argv, timeout, env=env).addCallback(
-            self._done, key, reply, cmd_id).addErrback(
-            lambda failure: log.failure("command {cmd_id} failed", failure, cmd_id=key))
+        self.waiting.append((key, argv, timeout, env, reply, cmd_id))
+        self._start_waiting()
+
+    def _start_waiting(self) -> None:
+        while self.waiting and self.children < MAX_RUNNING:
+            key, argv, timeout, env, reply, cmd_id = self.waiting.popleft()
+            log.info("running {cmd_id}: {argv}", cmd_id=key, argv=argv)
+            self.children += 1
+            run_process(self.reactor, argv, timeout, env=env).addCallback(
+                self._done, key, reply, cmd_id).addErrback(
+                lambda failure, key=key: log.failure("command {cmd_id} failed", failure,
+                                                     cmd_id=key))
 
     def _done(self, result: ProcessResult, key: str, reply: Reply, cmd_id: Any) -> None:
+        self.children -= 1
         self.running.discard(key)
+        self._start_waiting()
         log.info("command {cmd_id} ended: rc {rc}", cmd_id=key, rc=result.rc)
         self._answer(key, reply, cmd_id, result.rc, output_tail(result))
 
