@@ -149,6 +149,29 @@ def test_resolution_failure_retried_every_interval() -> None:
     sender.stopService()
 
 
+def test_slow_re_resolution_does_not_hold_back_heartbeats() -> None:
+    """While a resolved name's fresh lookup hangs (DNS down), HTBs go on to its old addresses."""
+    reactor = AgentReactor()
+    lookups: list[defer.Deferred] = []
+
+    def resolve(host: str, port: int) -> defer.Deferred:
+        if not lookups:
+            lookups.append(defer.succeed([(V4, "192.0.2.10")]))
+        else:
+            lookups.append(defer.Deferred())
+        return lookups[-1]
+
+    sender = make(reactor, resolve=resolve, resolve_interval=60.0)
+    sender.startService()
+    for _ in range(4):
+        reactor.advance(30)
+    assert [m["seq"] for m, _ in sent(reactor)] == [1, 2, 3, 4, 5]
+    lookups[-1].callback([(V4, "192.0.2.20")])
+    reactor.advance(30)
+    assert [(m["seq"], ip) for m, ip in sent(reactor)][-1] == (6, "192.0.2.20")
+    sender.stopService()
+
+
 def test_ipv4_send_failures_retry_forever() -> None:
     """An IPv4 address whose sends fail is kept and tried on every interval."""
     reactor = AgentReactor()

@@ -98,6 +98,7 @@ class _Server:
     destinations: list[Destination] = field(default_factory=list)
     boot_sent: bool = False
     failing: bool = False
+    resolving: bool = False
 
 
 class _Listener(DatagramProtocol):
@@ -194,14 +195,19 @@ class HeartbeatSender(Service):
 
     # heartbeats and resolution
     def _beat(self) -> Deferred[None] | None:
+        # A name with addresses is looked up again in the background: a DNS outage must
+        # not hold back heartbeats to the addresses it had. Only the first lookup waits.
         now = self.reactor.seconds()
-        due = [s for s in self.servers if s.resolved_at is None
-               or now - s.resolved_at >= self.resolve_interval]
-        if not due:
+        due = [s for s in self.servers if not s.resolving and (
+            s.resolved_at is None or now - s.resolved_at >= self.resolve_interval)]
+        first = [self._resolve(server) for server in due if not server.destinations]
+        for server in due:
+            if server.destinations:
+                self._resolve(server)
+        if not first:
             self._heartbeat()
             return None
-        resolving = [self._resolve(server) for server in due]
-        return defer.gatherResults(resolving, consumeErrors=True).addCallback(
+        return defer.gatherResults(first, consumeErrors=True).addCallback(
             lambda _: self._heartbeat())
 
     def _resolve(self, server: _Server) -> Deferred[None]:
@@ -223,11 +229,15 @@ class HeartbeatSender(Service):
                          server=server.name, error=failure.getErrorMessage())
             server.failing = True
 
+        def done(result: None) -> None:
+            server.resolving = False
+
+        server.resolving = True
         try:
             started = self.resolve(server.name, self.port)
         except Exception:
             started = defer.fail()
-        return started.addCallbacks(resolved, failed)
+        return started.addCallbacks(resolved, failed).addBoth(done)
 
     def _heartbeat(self) -> None:
         for server in self.servers:
