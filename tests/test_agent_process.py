@@ -209,3 +209,31 @@ def test_send_port_out_of_range_is_a_usage_error(capsys: pytest.CaptureFixture[s
         cli.main(["send", "--boot", "--port", "70000", "127.0.0.1"])
     assert (e.value.code, capsys.readouterr().err.splitlines()[-1]) == (
         2, "heartbeat send: error: argument --port: 70000 is not a port (1-65535)")
+
+
+def test_sigterm_ends_the_agent_while_a_plugin_hangs_in_a_thread(tmp_path: Path,
+                                                                  agents: Any) -> None:
+    """A collection stuck in a thread (a hung NFS mount) does not stop SIGTERM ending it."""
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "stuck.py").write_text(
+        "import threading\n"
+        "from heartbeat.agent.plugin import MonitorPlugin\n"
+        "class Stuck(MonitorPlugin):\n"
+        "    name = 'stuck'\n"
+        "    async def collect(self):\n"
+        "        return await self.run_in_thread(threading.Event().wait)\n")
+    fake = FakeServer()
+    agent = agents(["127.0.0.1"], {
+        **FAST, "hb_port": fake.port, "name": "stuckhost", "plugin_dirs": [str(plugins)],
+        "plugins": {"stuck": {"timeout": 0.2}, **{n: {"enabled": False} for n in (
+            "os_info", "cpu_monitor", "memory_monitor", "disk_monitor", "network_monitor",
+            "filesystem_info", "zfs_monitor")}}})
+    try:
+        plg, _ = fake.receive_kind("PLG")
+        assert plg["plugins"] == {"stuck": {"error": "timed out after 0.2 s"}}
+        assert agent.process is not None
+        agent.process.terminate()
+        assert agent.process.wait(timeout=5) == -signal.SIGTERM  # twistd re-raises it
+    finally:
+        fake.sock.close()

@@ -113,9 +113,10 @@ class CommandRunner:
             log.info("running {cmd_id}: {argv}", cmd_id=key, argv=argv)
             self.children += 1
             run_process(self.reactor, argv, timeout, env=env).addCallback(
-                self._done, key, reply, cmd_id).addErrback(
-                lambda failure, key=key: log.failure("command {cmd_id} failed", failure,
-                                                     cmd_id=key))
+                self._done, key, reply, cmd_id).addErrback(self._crashed, key)
+
+    def _crashed(self, failure: Any, key: str) -> None:
+        log.failure("command {cmd_id} failed", failure, cmd_id=key)
 
     def _done(self, result: ProcessResult, key: str, reply: Reply, cmd_id: Any) -> None:
         self.children -= 1

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import socket
+import threading
 from typing import Any
 
-from twisted.application.service import MultiService
+from twisted.application.service import MultiService, Service
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.threadpool import ThreadPool
 
 from heartbeat.agent.commands import CommandRunner
 from heartbeat.agent.keys import SigningKey, signing_key
@@ -76,10 +78,36 @@ def host_name(config: AgentConfig) -> str:
     return config.name or socket.gethostname().split(".")[0] or "localhost"
 
 
+class PluginThreads(Service):
+    """The threads plugins' blocking work runs in, which stopping never waits for.
+
+    The reactor joins its own pool's threads at shutdown, so one collection stuck
+    in a read (a hung NFS mount) kept SIGTERM from ever ending the agent. These
+    are daemon threads, and the pool is told to stop without waiting for them.
+    """
+
+    def __init__(self, size: int = 10) -> None:
+        self.pool = ThreadPool(0, size, "heartbeat-plugins")
+        self.pool.threadFactory = _daemon_thread  # type: ignore[assignment]
+
+    def startService(self) -> None:
+        super().startService()
+        self.pool.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        threading.Thread(target=self.pool.stop, name="heartbeat-plugins-stop",
+                         daemon=True).start()
+
+
+def _daemon_thread(*args: Any, **kwargs: Any) -> threading.Thread:
+    return threading.Thread(*args, daemon=True, **kwargs)
+
+
 def make_plugins(config: AgentConfig, classes: dict[str, type[Plugin]], source: str,
-                 reactor: Any) -> list[Plugin]:
+                 reactor: Any, threads: PluginThreads) -> list[Plugin]:
     def run_in_thread(function: Any, *args: Any) -> Any:
-        return deferToThreadPool(reactor, reactor.getThreadPool(), function, *args)
+        return deferToThreadPool(reactor, threads.pool, function, *args)
 
     context = PluginContext(reactor, run_in_thread, host_name(config))
     return build_plugins(config, classes, source, context)
@@ -123,8 +151,11 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Multi
     sender = make_sender(config, options["servers"], reactor, bool(options["boot"]),
                          bool(options["verbose"]), key=options.get("key"))
     sender.setServiceParent(top)
+    threads = PluginThreads()
+    threads.setName("plugin-threads")
+    threads.setServiceParent(top)
     plugins = make_plugins(config, options["plugin_classes"],
-                           options["config_path"] or "<defaults>", reactor)
+                           options["config_path"] or "<defaults>", reactor, threads)
     scheduler = PluginScheduler(plugins, sender.queue_plugin, reactor)
     scheduler.setName("plugins")
     sender.on_boot = scheduler.resend_info
