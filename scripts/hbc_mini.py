@@ -1746,7 +1746,7 @@ class Client:
     # Main loop
 
     def run(self, boot: bool = False) -> None:
-        """Send until ``stop`` is set (SIGTERM, SIGINT)."""
+        """Send until ``stop`` is set (SIGTERM, SIGINT, SIGHUP)."""
         self.resolve_servers()
         if boot:
             self.send_boot()
@@ -1945,6 +1945,7 @@ def main(argv: Optional[List[str]] = None) -> int:
              ", ".join(args.servers), client.port, client.interval, source)
     signal.signal(signal.SIGTERM, client.request_stop)
     signal.signal(signal.SIGINT, client.request_stop)
+    signal.signal(signal.SIGHUP, client.request_stop)
     try:
         client.run(boot=args.boot)
     finally:

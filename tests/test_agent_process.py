@@ -237,3 +237,25 @@ def test_sigterm_ends_the_agent_while_a_plugin_hangs_in_a_thread(tmp_path: Path,
         assert agent.process.wait(timeout=5) == -signal.SIGTERM  # twistd re-raises it
     finally:
         fake.sock.close()
+
+
+def test_sighup_stops_the_agent_cleanly_with_shut(tmp_path: Path, agents: Any) -> None:
+    """SIGHUP (a closed terminal, a rotation script) stops the agent as SIGTERM does:
+    with -b it still says SHUT, and the process ends cleanly."""
+    fake = FakeServer()
+    agent = agents(["127.0.0.1"], {
+        **FAST, "hb_port": fake.port, "name": "huphost",
+        "plugins": {n: {"enabled": False} for n in (
+            "os_info", "cpu_monitor", "memory_monitor", "disk_monitor", "network_monitor",
+            "filesystem_info", "zfs_monitor")}}, "-b")
+    try:
+        fake.receive_kind("HTB")
+        assert agent.process is not None
+        agent.process.send_signal(signal.SIGHUP)
+        shut, _ = fake.receive_kind("SHUT")
+        assert shut["name"] == "huphost"
+        assert agent.process.wait(timeout=10) == 0
+        assert "Received SIGHUP, shutting down" in agent.log()
+        assert "Server Shut Down." in agent.log()
+    finally:
+        fake.sock.close()

@@ -316,3 +316,18 @@ def test_short_history_retention_is_applied_within_seconds(server_factory) -> No
     assert wait_until(lambda: len(server.get(path)["samples"]) == 1)
     assert wait_until(lambda: server.get(path)["samples"] == [], timeout=4.0)
     assert server.get("/api/0/hosts/web1/plugins")["plugins"]["cpu"]["data"] == {"load": 0.5}
+
+
+def test_sighup_flushes_and_stops_like_sigterm(server_factory) -> None:
+    """SIGHUP stops the server cleanly: buffered journal lines reach disk first."""
+    import signal
+
+    server = server_factory(journal_flush_interval=3600, store_flush_interval=3600)
+    for n in range(5):
+        server.send({"ID": "HTB", "name": f"hup{n}"})
+        server.receive()
+    assert server.stop(signal.SIGHUP) == 0
+    assert "Received SIGHUP, shutting down" in server.log()
+    assert "Server Shut Down." in server.log()
+    names = sorted(e["message"]["name"] for e in server.journal_lines() if "message" in e)
+    assert names == [f"hup{n}" for n in range(5)]

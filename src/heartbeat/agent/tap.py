@@ -23,6 +23,7 @@ from heartbeat.agent.plugin import (
 )
 from heartbeat.agent.sender import HeartbeatSender, host_boot_time, thread_resolver
 from heartbeat.config import AgentConfig, ConfigError, default_config_path, load_agent_config
+from heartbeat.hangup import HangupService
 from heartbeat.protocol import valid_host_name
 
 __all__ = ["Options", "makeService"]
@@ -160,6 +161,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Multi
     scheduler.setName("plugins")
     sender.on_boot = scheduler.resend_info
     scheduler.setServiceParent(top)
+    HangupService(reactor).setServiceParent(top)
     log.info("heartbeat-agent {name}: to {servers} every {interval:g} s{signed}; plugins: "
              "{plugins}", name=sender.host_name, servers=", ".join(options["servers"]),
              interval=config.interval,

@@ -32,6 +32,7 @@ from zope.interface import implementer
 import heartbeat
 from heartbeat.config import ConfigError, ServerConfig, default_config_path, load_server_config
 from heartbeat.events import HOST_REMOVED, Event, EventBus, Subscriber
+from heartbeat.hangup import HangupService
 from heartbeat.protocol import Limits
 from heartbeat.server import alerting as alerting_module
 from heartbeat.server import auth as auth_module
@@ -514,6 +515,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Multi
     web.setServiceParent(top)
     for service in make_websocket_services(config, hub, web_auth, budget, reactor):
         service.setServiceParent(top)
+    HangupService(reactor).setServiceParent(top)
     # What exists once running (modules, config, restored hosts) lives as long as the
     # process: moved out of the collector's sight, full collections stay short.
     reactor.callWhenRunning(gc.freeze)
