@@ -1414,6 +1414,7 @@ class Client:
         self.addresses: Dict[str, List[Tuple[int, Address]]] = {s: [] for s in servers}
         self.resolved_at: Dict[str, float] = {}
         self.unresolved: Dict[str, str] = {}
+        self.looking_up: Set[str] = set()  # names with a lookup thread running
         self.sockets: Dict[int, socket.socket] = {}
         self.seq = 0
         self.rtt: Optional[float] = None
@@ -1446,23 +1447,59 @@ class Client:
         A failure is logged once (with ``warn``) until the name resolves again.
         """
         errors = []
+        for server in self.servers_due():
+            try:
+                found: Any = resolve(server, self.port)
+            except (socket.gaierror, UnicodeError) as e:
+                found = e
+            error = self.resolved(server, found, warn)
+            if error:
+                errors.append(error)
+        return errors
+
+    def servers_due(self) -> List[str]:
+        """Names never resolved, failing, or resolved over ``resolve_interval`` ago."""
         now = time.monotonic()
         every = float(self.config["resolve_interval"])
-        for server in self.servers:
-            if self.addresses[server] and now - self.resolved_at[server] < every:
+        return [server for server in self.servers
+                if not (self.addresses[server] and now - self.resolved_at[server] < every)]
+
+    def resolved(self, server: str, found: Any, warn: bool = True) -> str:
+        """Take a lookup's addresses (or its exception); return the failure line, or ''."""
+        if not isinstance(found, Exception):
+            self.addresses[server] = found
+            self.resolved_at[server] = time.monotonic()
+            if self.unresolved.pop(server, None):
+                log.info("server %s resolved again", server)
+            return ""
+        reason = getattr(found, "strerror", None) or str(found)
+        error = "cannot resolve server {!r}: {}".format(server, reason)
+        if warn and server not in self.unresolved:
+            log.warning("%s; retrying every %g s", error, self.interval)
+        self.unresolved[server] = reason
+        return error
+
+    def look_up_in_background(self) -> None:
+        """Start a lookup thread for each name due, one per name at a time.
+
+        The main loop never waits on the resolver: a hanging or failing lookup
+        delays no heartbeat to the addresses already known (of this or another
+        server). The result comes back through ``results``.
+        """
+        for server in self.servers_due():
+            if server in self.looking_up:
                 continue
-            try:
-                self.addresses[server] = resolve(server, self.port)
-                self.resolved_at[server] = now
-                if self.unresolved.pop(server, None):
-                    log.info("server %s resolved again", server)
-            except (socket.gaierror, UnicodeError) as e:
-                reason = getattr(e, "strerror", None) or str(e)
-                errors.append("cannot resolve server {!r}: {}".format(server, reason))
-                if warn and server not in self.unresolved:
-                    log.warning("%s; retrying every %g s", errors[-1], self.interval)
-                self.unresolved[server] = reason
-        return errors
+            self.looking_up.add(server)
+            threading.Thread(target=self.look_up, args=(server,), daemon=True,
+                             name="lookup " + server).start()
+
+    def look_up(self, server: str) -> None:
+        try:
+            found: Any = resolve(server, self.port)
+        except (socket.gaierror, UnicodeError) as e:
+            found = e
+        self.results.put(("lookup", server, found))
+        self.wake()
 
     def socket_for(self, family: int) -> Optional[socket.socket]:
         sock = self.sockets.get(family)
@@ -1727,6 +1764,9 @@ class Client:
                 if self.pending_since is None:
                     self.pending_since = now
                 self.pending[key] = value
+            elif kind == "lookup":
+                self.looking_up.discard(key)
+                self.resolved(key, value)
             else:
                 cmd_id, rc, output = key
                 self.command_children -= 1
@@ -1755,7 +1795,7 @@ class Client:
         while not self.stop.is_set():
             now = time.monotonic()
             if now >= next_beat:
-                self.resolve_servers()
+                self.look_up_in_background()
                 self.send_heartbeat()
                 next_beat += self.interval
                 if next_beat <= now:  # suspended or very late: no burst of heartbeats

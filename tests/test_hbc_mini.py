@@ -692,3 +692,49 @@ def test_example_config_tuning_keys_are_the_defaults() -> None:
     tuning = ("hb_port", "interval", "command_timeout", "update_timeout", "max_datagram",
               "batch_delay", "resolve_interval", "sign_window")
     assert {k: raw[k] for k in tuning} == {k: mini.TOP_KEYS[k][0] for k in tuning}
+
+
+def test_a_hanging_lookup_holds_back_no_heartbeat(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Names due for a lookup are looked up on a thread, one per name at a time: a resolver
+    that hangs for one server delays no heartbeat to another, and its answer is taken
+    when it comes."""
+    import socket
+    import threading
+
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+    sink.settimeout(5)
+    port = sink.getsockname()[1]
+    release = threading.Event()
+    asked = threading.Event()
+    lookups: list[str] = []
+
+    def resolve(host: str, _port: int) -> list[Any]:
+        lookups.append(host)
+        if host == "slow":
+            asked.set()
+            release.wait(5)
+        return [(socket.AF_INET, ("127.0.0.1", port))]
+
+    monkeypatch.setattr(mini, "resolve", resolve)
+    client = mini.Client(mini.parse_config(json.dumps({"hb_port": port}), "<t>"),
+                         ["good", "slow"])
+    try:
+        client.addresses["good"] = [(socket.AF_INET, ("127.0.0.1", port))]
+        client.resolved_at["good"] = mini.time.monotonic()
+        client.look_up_in_background()
+        client.look_up_in_background()  # still running: not started twice
+        client.send_heartbeat()
+        assert json.loads(sink.recv(4096))["ID"] == "HTB"
+        assert asked.wait(5)
+        assert lookups == ["slow"] and client.addresses["slow"] == []
+        release.set()
+        kind, server, found = client.results.get(timeout=5)
+        client.results.put((kind, server, found))
+        client.drain_results(0.0)
+        assert client.addresses["slow"] == [(socket.AF_INET, ("127.0.0.1", port))]
+        assert client.looking_up == set()
+    finally:
+        release.set()
+        client.shutdown()
+        sink.close()
