@@ -43,12 +43,22 @@ class HostState(StrEnum):
     DOWN = "DOWN"
 
 
+class PlgCharge:
+    """The bytes of one PLG's text and how many of the plugins it set still hold it."""
+
+    __slots__ = ("holders", "size")
+
+    def __init__(self, size: int, holders: int) -> None:
+        self.size = size
+        self.holders = holders
+
+
 @dataclass(slots=True)
 class PluginSample:
     ts: float
     data: Any
-    charge: list[int] | None = None
-    """Shared by the plugins of one PLG: [bytes of its text, plugins still holding it]."""
+    charge: PlgCharge | None = None
+    """Shared by the plugins of one PLG: the bytes of its text, held until all are replaced."""
 
 
 @dataclass(slots=True)
@@ -65,6 +75,19 @@ class PendingCommand:
     def to_json(self) -> dict[str, Any]:
         return {"cmd_id": self.cmd_id, "kind": self.kind, "queued": self.queued,
                 "attempts": self.attempts, "by": self.by, **self.payload}
+
+
+def _released(samples: dict[str, PluginSample],
+              names: Iterable[str]) -> tuple[int, dict[PlgCharge, int]]:
+    """What replacing the samples ``names`` gives back: the bytes of every PLG charge
+    whose last holders they are, and how many holders each charge loses."""
+    lost: dict[PlgCharge, int] = {}
+    for name in names:
+        sample = samples.get(name)
+        if sample is not None and sample.charge is not None:
+            lost[sample.charge] = lost.get(sample.charge, 0) + 1
+    freed = sum(charge.size for charge, holders in lost.items() if holders == charge.holders)
+    return freed, lost
 
 
 @dataclass(slots=True)
@@ -238,16 +261,7 @@ class Registry:
         A PLG's text stays charged until every plugin it set has been replaced, so
         the count never falls below the data actually held.
         """
-        freed = 0
-        if host is not None and host.plugin_bytes:
-            replaced: dict[int, int] = {}
-            for name in plugins:
-                sample = host.plugins.get(name)
-                charge = sample.charge if sample is not None else None
-                if charge is not None:
-                    count = replaced[id(charge)] = replaced.get(id(charge), 0) + 1
-                    if count == charge[1]:
-                        freed += charge[0]
+        freed = _released(host.plugins, plugins)[0] if host is not None else 0
         return self.plugin_bytes - freed + size
 
     def _heartbeat(
@@ -342,14 +356,11 @@ class Registry:
         to the new samples together and what the replaced samples held is given back."""
         plugins: dict[str, Any] = message["plugins"]
         samples = host.plugins
-        charge = [size, len(plugins)] if size else None
-        freed = 0
+        freed, lost = _released(samples, plugins)
+        for old, holders in lost.items():
+            old.holders -= holders
+        charge = PlgCharge(size, len(plugins)) if size else None
         for name, data in plugins.items():
-            old = samples.get(name)
-            if old is not None and old.charge is not None:
-                old.charge[1] -= 1
-                if not old.charge[1]:
-                    freed += old.charge[0]
             samples[name] = PluginSample(now, data, charge)
         if size or freed:
             host.plugin_bytes += size - freed
