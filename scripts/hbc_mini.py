@@ -1448,11 +1448,7 @@ class Client:
         """
         errors = []
         for server in self.servers_due():
-            try:
-                found: Any = resolve(server, self.port)
-            except (socket.gaierror, UnicodeError) as e:
-                found = e
-            error = self.resolved(server, found, warn)
+            error = self.resolved(server, self.addresses_of(server), warn)
             if error:
                 errors.append(error)
         return errors
@@ -1493,12 +1489,15 @@ class Client:
             threading.Thread(target=self.look_up, args=(server,), daemon=True,
                              name="lookup " + server).start()
 
-    def look_up(self, server: str) -> None:
+    def addresses_of(self, server: str) -> Any:
+        """The addresses of ``server``, or the exception its lookup raised."""
         try:
-            found: Any = resolve(server, self.port)
+            return resolve(server, self.port)
         except (socket.gaierror, UnicodeError) as e:
-            found = e
-        self.results.put(("lookup", server, found))
+            return e
+
+    def look_up(self, server: str) -> None:
+        self.results.put(("lookup", server, self.addresses_of(server)))
         self.wake()
 
     def socket_for(self, family: int) -> Optional[socket.socket]:
