@@ -200,3 +200,10 @@ def test_settings_view_lists_every_key_in_order() -> None:
     assert rows[1] == {"key": "hb_port", "value": 50003, "default": 50003, "changed": False,
                        "doc": "UDP port for heartbeats", "secret": False}
     assert masked({"a": [ServerConfig().email]})["a"][0]["smtp_port"] == 25
+
+
+def test_a_key_with_a_newline_still_gives_one_line() -> None:
+    """Control characters in a key are escaped, so the error stays one line."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(ServerConfig, "hosts: {\"a\\nb\": false}\n", "bad.yaml")
+    assert str(caught.value) == "bad.yaml: hosts.a\\nb: expected a mapping, got False"

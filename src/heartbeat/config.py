@@ -59,10 +59,17 @@ class ConfigError(ValueError):
 
     def __init__(self, source: str, key: str, problem: str) -> None:
         where = f"{source}: {key}" if key else source
-        super().__init__(f"{where}: {problem}")
+        super().__init__(_one_line(f"{where}: {problem}"))
         self.source = source
         self.key = key
         self.problem = problem
+
+
+def _one_line(text: str) -> str:
+    """``text`` with control characters escaped: a key read from YAML may hold a newline."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 def _port(value: Any) -> str | None:
