@@ -87,7 +87,9 @@ class ConfigError(Exception):
 
     def __init__(self, source: str, key: str, problem: str) -> None:
         where = "{}: {}".format(source, key) if key else source
-        super().__init__("{}: {}".format(where, problem))
+        text = "{}: {}".format(where, problem)
+        # A key read from JSON may hold a newline: escape it, the message stays one line.
+        super().__init__("".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text))
 
 
 Check = Callable[[Any], Optional[str]]

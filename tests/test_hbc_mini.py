@@ -148,6 +148,7 @@ def test_config_file_is_read_and_normalised(tmp_path: Path) -> None:
      "name: expected a host name of 1-253 characters A-Z a-z 0-9 . _ -, got 'bad name'"),
     ('{"plugins": {"cpu_monitr": {}}}',
      "plugins.cpu_monitr: unknown plugin (did you mean 'plugins.cpu_monitor'?)"),
+    ('{"plugins": {"a\\nb": {}}}', "plugins.a\\nb: unknown plugin"),
     ('{"plugins": {"cpu_monitor": {"per_cor": true}}}',
      "plugins.cpu_monitor.per_cor: unknown key (did you mean 'plugins.cpu_monitor.per_core'?)"),
     ('{"plugins": {"disk_monitor": {"interval": -1}}}',
