@@ -7,6 +7,8 @@ AGENT ?= 1
 AGENT_CONFIG ?= etc/heartbeat-agent.yaml
 STAMP := $(VENV)/.installed
 FUZZ_STAMP := $(VENV)/.fuzz-installed
+# make test: pytest's workers (one per core); PYTEST_ARGS adds to them.
+PYTEST_WORKERS ?= auto
 # make fuzz: executions of protocol.decode, and of each other target.
 FUZZ_RUNS ?= 1000000
 FUZZ_OTHER_RUNS ?= 200000
@@ -30,7 +32,7 @@ run: $(STAMP)
 		$(if $(filter 0 no false off,$(AGENT)),,--agent-config $(AGENT_CONFIG))
 
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
