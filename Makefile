@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 CONFIG ?= etc/heartbeat.yaml
 AGENT ?= 1
 AGENT_CONFIG ?= etc/heartbeat-agent.yaml
+# Two stamps: running needs the package alone; testing and linting add their extras.
+RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 FUZZ_STAMP := $(VENV)/.fuzz-installed
 # make test: pytest's workers (one per core); PYTEST_ARGS adds to them.
@@ -15,18 +17,23 @@ FUZZ_OTHER_RUNS ?= 200000
 
 .PHONY: install run test lint fuzz bench clean
 
-$(STAMP): setup.cfg pyproject.toml
+$(RUN_STAMP): setup.cfg pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("heartbeat needs Python 3.11+") if sys.version_info < (3, 11) else None'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
+	$(BIN)/python -m pip install --quiet -e .
 	$(BIN)/python -c 'from twisted.plugin import IPlugin, getPlugins; list(getPlugins(IPlugin))'
 	touch $@
 
+$(STAMP): $(RUN_STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,lint]'
+	touch $@
+
+# make install: everything, tests and linters too (make run needs only $(RUN_STAMP)).
 install: $(STAMP)
 
 # The server, plus a local agent reporting this machine (AGENT=0: the server alone).
-run: $(STAMP)
+run: $(RUN_STAMP)
 	mkdir -p var
 	$(BIN)/python scripts/make_run.py --config $(CONFIG) \
 		$(if $(filter 0 no false off,$(AGENT)),,--agent-config $(AGENT_CONFIG))

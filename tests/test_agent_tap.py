@@ -94,3 +94,50 @@ def test_unsplittable_command_string_is_a_config_error(tmp_path: Path, text: str
     with pytest.raises(SystemExit) as e:
         Options().parseOptions(["-c", str(config), "mon"])
     assert str(e.value) == f"heartbeat-agent: config error: {config}: {message}"
+
+
+def test_version_names_heartbeat_and_twisted(capsys: pytest.CaptureFixture[str]) -> None:
+    """--version prints the agent's version, then Twisted's and Python's, and exits 0."""
+    import platform
+
+    import twisted
+
+    with pytest.raises(SystemExit) as e:
+        Options().parseOptions(["--version"])
+    assert (e.value.code, capsys.readouterr().out) == (
+        0, f"heartbeat-agent 0.1.0 (Twisted {twisted.__version__}, "
+           f"Python {platform.python_version()})\n")
+
+
+def test_check_summarises_config_plugins_and_servers(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """--check prints what would run and where each SERVER resolves; 1 if one does not."""
+    config = tmp_path / "agent.yaml"
+    config.write_text("interval: 5\nname: box1\nhb_port: 51001\nkey: 0123456789abcdef0123\n"
+                      "key_id: fleet\nplugins: {cpu_monitor: {interval: 7}, "
+                      "zfs_monitor: {enabled: false}, filesystem_info: {enabled: false}}\n")
+    with pytest.raises(SystemExit) as e:
+        Options().parseOptions(["-c", str(config), "--check", "127.0.0.1", "nope.invalid"])
+    lines = capsys.readouterr().out.splitlines()
+    assert (e.value.code, lines[:3]) == (1, [
+        f"heartbeat-agent: {config}: OK; host box1, heartbeat every 5 s to UDP port 51001, "
+        "signed with key 'fleet'",
+        "  plugins: os_info (300 s), cpu_monitor (7 s), memory_monitor (300 s), "
+        "disk_monitor (300 s), network_monitor (300 s)",
+        "  server 127.0.0.1: 127.0.0.1"])
+    assert lines[3].startswith("  server nope.invalid: cannot resolve: ") and len(lines) == 4
+
+
+def test_check_without_servers_is_fine_and_bad_config_is_one_line(tmp_path: Path) -> None:
+    """--check needs no SERVER; a bad key still stops with the config error line."""
+    good = tmp_path / "good.yaml"
+    good.write_text("name: box1\n")
+    with pytest.raises(SystemExit) as e:
+        Options().parseOptions(["-c", str(good), "--check"])
+    assert e.value.code == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("intervall: 5\n")
+    with pytest.raises(SystemExit) as e:
+        Options().parseOptions(["-c", str(bad), "--check"])
+    assert str(e.value) == (f"heartbeat-agent: config error: {bad}: intervall: unknown key "
+                            "(did you mean 'interval'?)")

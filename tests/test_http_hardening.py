@@ -289,3 +289,51 @@ def test_real_server_hardening(server_factory: Any) -> None:
 
     status = wait_until(status_once_freed)
     assert status["http"]["refused"] >= 1 and status["http"]["slow_requests"] >= 1
+
+
+def _status_codes_in_source() -> set[int]:
+    """Every HTTP status the server's code answers with, found in its source."""
+    import re
+
+    codes = {200}  # json_response's default
+    pattern = re.compile(r"(?:ApiError\(|setResponseCode\(|_refuse\()(\d{3})\b"
+                         r"|json_response\(.*, (\d{3})\)")
+    for path in (Path(__file__).parent.parent / "src/heartbeat/server").rglob("*.py"):
+        codes.update(int(a or b) for a, b in pattern.findall(path.read_text()))
+    return codes
+
+
+def test_every_status_we_answer_with_has_its_reason_phrase() -> None:
+    """The status line of each code the server uses reads its standard phrase, never 'Unknown'."""
+    from http import HTTPStatus
+
+    from heartbeat.server.web.app import reason_phrase
+
+    codes = _status_codes_in_source()
+    assert {200, 201, 202, 303, 401, 403, 404, 405, 409, 413, 429} <= codes
+    assert {code: reason_phrase(code) for code in codes} == {
+        code: HTTPStatus(code).phrase.encode() for code in codes}
+
+
+def test_429_status_line_says_too_many_requests(tmp_path: Path, clock: MemoryReactorClock
+                                               ) -> None:
+    """A throttled login answers 'HTTP/1.1 429 Too Many Requests' on the wire."""
+    from heartbeat.server.sessions import LoginThrottle
+    from tests.apistack import user
+
+    stack = Stack(tmp_path, users={"alice": user("alice-password", admin=True)},
+                  throttle=LoginThrottle(free_attempts=1))
+    try:
+        site = _site(stack, clock, max_body=4096)
+        body = b'{"username":"alice","password":"wrong-password"}'
+        request = (b"POST /api/0/auth/login HTTP/1.1\r\nHost: h\r\n"
+                   b"Content-Type: application/json\r\nContent-Length: "
+                   + str(len(body)).encode() + b"\r\n\r\n" + body)
+        lines = []
+        for _ in range(2):
+            connection = Connection(site)
+            connection.send(request)
+            lines.append(connection.transport.value().split(b"\r\n", 1)[0])
+        assert lines == [b"HTTP/1.1 401 Unauthorized", b"HTTP/1.1 429 Too Many Requests"]
+    finally:
+        stack.close()

@@ -331,3 +331,16 @@ def test_sighup_flushes_and_stops_like_sigterm(server_factory) -> None:
     assert "Server Shut Down." in server.log()
     names = sorted(e["message"]["name"] for e in server.journal_lines() if "message" in e)
     assert names == [f"hup{n}" for n in range(5)]
+
+
+def test_version_prints_heartbeat_and_twisted(tmp_path) -> None:
+    """`twistd -n heartbeat --version` prints heartbeat's version line, not only Twisted's."""
+    import subprocess
+
+    import heartbeat
+    from tests.support import TWISTD
+
+    result = subprocess.run([TWISTD, "-n", "--pidfile=", "heartbeat", "--version"],
+                            capture_output=True, text=True, timeout=30, check=False,
+                            cwd=tmp_path)
+    assert (result.returncode, result.stdout) == (0, heartbeat.version_line() + "\n")

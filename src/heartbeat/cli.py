@@ -123,7 +123,7 @@ def passwd(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="heartbeat", description="One-shot tools beside the heartbeat server and agent.")
-    parser.add_argument("--version", action="version", version=f"heartbeat {heartbeat.__version__}")
+    parser.add_argument("--version", action="version", version=heartbeat.version_line())
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser("send", help="send one BOOT, SHUT or MSG to the server(s)")

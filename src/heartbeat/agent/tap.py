@@ -12,6 +12,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.threadpool import ThreadPool
 
+import heartbeat
 from heartbeat.agent.commands import CommandRunner
 from heartbeat.agent.keys import SigningKey, signing_key
 from heartbeat.agent.plugin import (
@@ -21,7 +22,12 @@ from heartbeat.agent.plugin import (
     build_plugins,
     discover_plugins,
 )
-from heartbeat.agent.sender import HeartbeatSender, host_boot_time, thread_resolver
+from heartbeat.agent.sender import (
+    HeartbeatSender,
+    host_boot_time,
+    resolve_addresses,
+    thread_resolver,
+)
 from heartbeat.config import AgentConfig, ConfigError, default_config_path, load_agent_config
 from heartbeat.hangup import HangupService
 from heartbeat.protocol import valid_host_name
@@ -41,14 +47,19 @@ class Options(usage.Options):
         ["config", "c", None, "YAML configuration file."],
     ]
     optFlags = [
+        ["check", None, "Check the configuration and the SERVER names, print a summary "
+                        "and exit (SERVER optional)."],
         ["boot", "b", "Send BOOT on start and SHUT on stop."],
         ["verbose", "v", "Log every datagram sent and received."],
         ["syslog", None, "Also log to syslog (facility LOG_DAEMON)."],
     ]
 
+    def opt_version(self) -> None:
+        """Print heartbeat's version (and Twisted's) and exit."""
+        print(heartbeat.version_line("heartbeat-agent"))  # noqa: T201 - for the terminal
+        raise SystemExit(0)
+
     def parseArgs(self, *servers: str) -> None:
-        if not servers:
-            raise usage.UsageError("name at least one SERVER to send heartbeats to")
         self["servers"] = list(servers)
 
     def postOptions(self) -> None:
@@ -58,8 +69,8 @@ class Options(usage.Options):
             config = load_agent_config(path)
             self["plugin_classes"] = discover_plugins(config.plugin_dirs, source)
             # Options are checked now so a bad key stops start-up, not the first tick.
-            build_plugins(config, self["plugin_classes"], source,
-                          PluginContext(reactor=None, run_in_thread=_not_running))
+            checked = build_plugins(config, self["plugin_classes"], source,
+                                    PluginContext(reactor=None, run_in_thread=_not_running))
             self["key"] = signing_key(config, source)
         except ConfigError as e:
             raise SystemExit(f"heartbeat-agent: config error: {e}") from None
@@ -68,6 +79,32 @@ class Options(usage.Options):
                              f"{host_name(config)!r} is not a valid host name; set one")
         self["settings"] = config
         self["config_path"] = str(path) if path else None
+        if self["check"]:
+            raise SystemExit(check_summary(config, self["config_path"], checked,
+                                           self["servers"], self["key"]))
+        if not self["servers"]:
+            raise usage.UsageError("name at least one SERVER to send heartbeats to")
+
+
+def check_summary(config: AgentConfig, path: str | None, plugins: list[Plugin],
+                  servers: list[str], key: SigningKey | None) -> int:
+    """For --check: print what would run and where it would go; 1 if a SERVER is unknown."""
+    lines = [f"heartbeat-agent: {path or 'built-in defaults'}: OK; host {host_name(config)}, "
+             f"heartbeat every {config.interval:g} s to UDP port {config.hb_port}, "
+             + (f"signed with key {key.key_id!r}" if key is not None else "unsigned"),
+             "  plugins: " + (", ".join(f"{p.name} ({p.interval:g} s)" for p in plugins)
+                              or "none")]
+    failed = 0
+    for server in servers:
+        try:
+            addresses = ", ".join(ip for _, ip in resolve_addresses(server, config.hb_port))
+            lines.append(f"  server {server}: {addresses}")
+        except OSError as e:
+            failed += 1
+            lines.append(f"  server {server}: cannot resolve: "
+                         f"{getattr(e, 'strerror', None) or e}")
+    print("\n".join(lines))  # noqa: T201 - the answer to --check is for the terminal
+    return 1 if failed else 0
 
 
 def _not_running(*args: Any) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import os
 import re
+import socket
 import sqlite3
 from pathlib import Path
 from typing import Any, TextIO
@@ -87,6 +88,11 @@ class Options(usage.Options):
         ["check", None, "Check the configuration, print a summary and exit."],
     ]
 
+    def opt_version(self) -> None:
+        """Print heartbeat's version (and Twisted's) and exit."""
+        print(heartbeat.version_line())  # noqa: T201 - for the terminal
+        raise SystemExit(0)
+
     def postOptions(self) -> None:
         path = self["config"] or default_config_path(CONFIG_NAME)
         try:
@@ -112,6 +118,13 @@ def _summary(config: ServerConfig, path: str | None) -> int:
         f"HTTP {_hostport(config.hbd_host, config.hbd_port)}, "
         f"{len(config.hosts)} configured hosts")
     return 0
+
+
+def web_url(host: str, port: int) -> str:
+    """Where to point a browser at the web UI (a wildcard bind: this host's name)."""
+    if host in ("", "0.0.0.0", "::"):
+        host = socket.gethostname() or "localhost"
+    return f"http://{_hostport(host, port)}/"
 
 
 def _report_subscriber_error(subscriber: Subscriber, event: Event, error: BaseException) -> None:
@@ -519,11 +532,11 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Multi
     # What exists once running (modules, config, restored hosts) lives as long as the
     # process: moved out of the collector's sight, full collections stay short.
     reactor.callWhenRunning(gc.freeze)
-    log.info("heartbeat {version}: config {config}; UDP {udp}, HTTP {http}, WebSocket {ws}; "
+    log.info("heartbeat {version}: config {config}; UDP {udp}, web UI {url}, WebSocket {ws}; "
              "{hosts} hosts restored from {state}",
              version=heartbeat.__version__, config=options.get("config_path") or "defaults",
              udp=_hostport(config.hb_host, config.hb_port),
-             http=_hostport(config.hbd_host, config.hbd_port),
+             url=web_url(config.hbd_host, config.hbd_port),
              ws=_hostport(config.hbd_host, config.ws_port) if config.ws_port else "off",
              hosts=len(registry), state=config.state_dir)
     return top

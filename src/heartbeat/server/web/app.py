@@ -11,6 +11,7 @@ import io
 import json
 from collections import Counter
 from functools import partial
+from http import HTTPStatus
 from typing import Any, Final, cast
 from urllib.parse import unquote_to_bytes
 
@@ -20,7 +21,7 @@ from twisted.internet.interfaces import IAddress, IDelayedCall
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.python.failure import Failure
-from twisted.web.http import HTTPChannel
+from twisted.web.http import RESPONSES, HTTPChannel
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from twisted.web.server import Request, Site
@@ -39,6 +40,7 @@ __all__ = [
     "HeartbeatChannel",
     "HeartbeatSite",
     "WebRoot",
+    "reason_phrase",
 ]
 
 log = Logger()
@@ -112,8 +114,23 @@ class WebRoot:
         return self.api.app.resource()
 
 
+def reason_phrase(code: int) -> bytes:
+    """The status line's phrase for ``code``: Twisted's, else the standard one (429...)."""
+    phrase = RESPONSES.get(code)
+    if phrase is not None:
+        return phrase
+    try:
+        return HTTPStatus(code).phrase.encode("ascii")
+    except ValueError:
+        return b"Unknown Status"
+
+
 class BoundedRequest(Request):
-    """A request whose body is dropped, not buffered, past ``max_body`` bytes: 413."""
+    """A request whose body is dropped, not buffered, past ``max_body`` bytes: 413.
+
+    Its status line always has the standard reason phrase: Twisted's table lacks
+    some we answer with (``429 Too Many Requests`` read ``Unknown Status``).
+    """
 
     max_body = 1024 * 1024
 
@@ -123,6 +140,9 @@ class BoundedRequest(Request):
             self.max_body = max_body
         self._received = 0
         self._too_large = False
+
+    def setResponseCode(self, code: int, message: bytes | None = None) -> None:
+        super().setResponseCode(code, reason_phrase(code) if message is None else message)
 
     def gotLength(self, length: int | None) -> None:
         if length is not None and length > self.max_body:
