@@ -33,7 +33,7 @@ from heartbeat.server.journal import JournalFile, JournalService
 from heartbeat.server.registry import Registry
 from heartbeat.server.serial import ImmediateWorker
 from heartbeat.server.sessions import LoginThrottle
-from heartbeat.server.store import SCHEMA, HostRecorder, StoreService, open_database
+from heartbeat.server.store import SCHEMA, HostRecorder, StoreService, load_hosts, open_database
 from heartbeat.server.thresholds import RuleBook, ThresholdEngine
 from heartbeat.server.web.api import HeartbeatAPI
 from heartbeat.server.web.app import WebRoot
@@ -123,6 +123,7 @@ class Stack:
         self.store = StoreService(
             open_database(self.path, [SCHEMA, AUTH_SCHEMA, ALERTING_SCHEMA]), ImmediateWorker(),
             self.clock)
+        self.registry.restore(load_hosts(self.store.conn), self.clock.seconds())
         HostRecorder(self.registry, self.store, 3600.0, 100).attach(self.bus)
         self.hasher = PasswordHasher(ImmediateWorker(), iterations=FAST)
         self.auth = AuthService(Directory(self.users, self.hosts, default_owner), self.store,

@@ -43,19 +43,20 @@ def get(stack: Stack, path: str, viewer: str = "alice") -> tuple[int, Any]:
 
 
 T0 = 1_800_000_000.0
-WEB_MEMORY = {"host": "web", "metric_path": "memory_monitor.percent", "level": "CRITICAL",
+METRIC = {"kind": "metric", "state": "UNKNOWN", "stale": False, "markers": []}
+WEB_MEMORY = {**METRIC, "host": "web", "metric_path": "memory_monitor.percent", "level": "CRITICAL",
               "value": 96.0, "threshold_value": 95.0,
               "message": "CRITICAL: web - memory_monitor.percent = 96.0", "since": T0,
               "last_notified": T0}
-WEB_CPU = {"host": "web", "metric_path": "cpu_monitor.cpu_percent", "level": "WARNING",
+WEB_CPU = {**METRIC, "host": "web", "metric_path": "cpu_monitor.cpu_percent", "level": "WARNING",
            "value": 85.0, "threshold_value": 80.0,
            "message": "WARNING: web - cpu_monitor.cpu_percent = 85.0", "since": T0,
            "last_notified": T0}
-DB_CPU = {"host": "db", "metric_path": "cpu_monitor.cpu_percent", "level": "WARNING",
+DB_CPU = {**METRIC, "host": "db", "metric_path": "cpu_monitor.cpu_percent", "level": "WARNING",
           "value": 70.0, "threshold_value": 60.0,
           "message": "WARNING: db - cpu_monitor.cpu_percent = 70.0", "since": T0 + 10,
           "last_notified": T0 + 10}
-SUMMARY = {"CRITICAL": 1, "WARNING": 2, "UNKNOWN": 0}
+SUMMARY = {"CRITICAL": 1, "WARNING": 2, "UNKNOWN": 0, "stale": 0}
 
 
 def test_all_alerts_most_severe_first(stack: Stack) -> None:
@@ -85,12 +86,13 @@ def test_alerts_are_filtered_by_role(stack: Stack) -> None:
     """A monitor of one host lists and counts only that host's alerts."""
     assert get(stack, "/api/0/alerts", "mon") == (200, {
         "alerts": [WEB_MEMORY, WEB_CPU], "summary": {"CRITICAL": 1, "WARNING": 1,
-                                                     "UNKNOWN": 0}})
+                                                     "UNKNOWN": 0, "stale": 0}})
 
 
 def test_status_counts_only_visible_alerts(stack: Stack) -> None:
     """/api/0/status counts a non-admin's active alerts over the hosts they can see."""
-    assert get(stack, "/api/0/status")[1]["alerting"]["active"] == SUMMARY
+    assert get(stack, "/api/0/status")[1]["alerting"]["active"] == {
+        "CRITICAL": 1, "WARNING": 2, "UNKNOWN": 0}
     assert get(stack, "/api/0/status", "mon")[1]["alerting"]["active"] == {
         "CRITICAL": 1, "WARNING": 1, "UNKNOWN": 0}
 
@@ -175,3 +177,60 @@ def test_alert_states_survive_a_restart(stack: Stack) -> None:
         assert [e for e in again.events if e.kind == "alert"] == []
     finally:
         again.close()
+
+
+def _down(stack: Stack, host: str, *alive: str) -> None:
+    """``host`` heard from, then silent past interval + grace; ``alive`` hosts go on."""
+    stack.heartbeat(host)
+    stack.clock.advance(41)
+    for name in alive:
+        stack.heartbeat(name)
+    for event in stack.registry.expire(stack.clock.seconds()):
+        stack.bus.publish(event)
+
+
+def test_a_down_host_is_a_problem_and_its_alerts_stale(stack: Stack) -> None:
+    """A DOWN host is a CRITICAL problem of kind host, first; its metric alerts go stale."""
+    _down(stack, "web", "db")
+    down_since = stack.clock.seconds()
+    web_down = {"kind": "host", "host": "web", "level": "CRITICAL", "state": "DOWN",
+                "reason": "timeout", "metric_path": None, "value": None,
+                "threshold_value": None, "message": "CRITICAL: web is DOWN (timeout)",
+                "since": down_since, "last_notified": None, "stale": False, "markers": []}
+    stale = {"state": "DOWN", "stale": True}
+    assert get(stack, "/api/0/alerts") == (200, {
+        "alerts": [web_down, {**DB_CPU, "state": "UP"}, {**WEB_MEMORY, **stale},
+                   {**WEB_CPU, **stale}],
+        "summary": {"CRITICAL": 1, "WARNING": 1, "UNKNOWN": 0, "stale": 2}})
+    assert get(stack, "/api/0/alerts?kind=host") == (200, {
+        "alerts": [web_down],
+        "summary": {"CRITICAL": 1, "WARNING": 1, "UNKNOWN": 0, "stale": 2}})
+    assert get(stack, "/api/0/alerts?kind=metric&level=critical")[1]["alerts"] == [
+        {**WEB_MEMORY, **stale}]
+    assert get(stack, "/api/0/hosts/web/alerts") == (200, {
+        "host": "web", "alerts": [web_down, {**WEB_MEMORY, **stale}, {**WEB_CPU, **stale}]})
+    assert get(stack, "/api/0/alerts", "mon")[1]["summary"] == {
+        "CRITICAL": 1, "WARNING": 0, "UNKNOWN": 0, "stale": 2}
+
+
+def test_a_host_back_up_is_no_problem(stack: Stack) -> None:
+    """A host that comes back UP leaves the problems, and its alerts are current again."""
+    _down(stack, "web")
+    stack.heartbeat("web")
+    body = get(stack, "/api/0/alerts?kind=host")[1]
+    assert (body["alerts"], body["summary"]["stale"]) == ([], 0)
+
+
+def test_bad_kind_filter(stack: Stack) -> None:
+    """An unknown kind is a 400 naming the accepted ones."""
+    assert get(stack, "/api/0/alerts?kind=disk") == (400, {
+        "error": "bad_request", "detail": "kind must be one or more of host, metric"})
+
+
+def test_hosts_carry_their_alert_levels(stack: Stack) -> None:
+    """Each host object counts its active alerts by level and names the worst."""
+    hosts = {h["name"]: h for h in get(stack, "/api/0/hosts")[1]["hosts"]}
+    assert {name: (h["alerts"], h["alert_level"]) for name, h in hosts.items()} == {
+        "web": ({"CRITICAL": 1, "WARNING": 1, "UNKNOWN": 0}, "CRITICAL"),
+        "db": ({"CRITICAL": 0, "WARNING": 1, "UNKNOWN": 0}, "WARNING"),
+        "idle": ({"CRITICAL": 0, "WARNING": 0, "UNKNOWN": 0}, None)}

@@ -95,7 +95,11 @@ class HostsTests:
             "name": "b", "state": "UP", "addr": "10.0.0.1", "port": 4000, "last_seen": 1000.0,
             "since": 1000.0, "first_seen": 1000.0, "interval": 5.0, "rtt": 1.0, "version": "9",
             "boot_time": None, "down_reason": None, "watch": True, "plugins": [],
-            "pending_commands": 0, "signed": False, "key_id": None, "role": "owner"}
+            "pending_commands": 0, "signed": False, "key_id": None, "role": "owner",
+            "description": "", "latest_message": None,
+            "alerts": {"CRITICAL": 0, "WARNING": 0, "UNKNOWN": 0}, "alert_level": None}
+        assert body["hosts"][0]["latest_message"] == {
+            "ts": 1000.0, "message": {"ID": "MSG", "text": "x"}}
 
     def test_unknown_host_is_json_404(self, server: Server) -> None:
         """An unknown host answers 404 with a JSON error."""
@@ -146,6 +150,23 @@ class MessagesAndStatusTests:
         assert [m["message"]["text"] for m in body["messages"]] == ["2", "0"]
         _, body, _ = server.get("/api/0/messages?limit=1")
         assert [m["message"]["text"] for m in body["messages"]] == ["2"]
+
+    def test_messages_filtered_by_type(self, server: Server) -> None:
+        """?types= keeps only messages of those IDs (case-insensitive); others are a 400."""
+        server.receive({"ID": "BOOT", "name": "a"})
+        for n in range(3):
+            server.receive({"ID": "HTB", "name": "a", "rtt": 1.0})
+            server.receive({"ID": "PLG", "name": "a", "plugins": {"MSG": {"x": n}}})
+        server.receive({"ID": "MSG", "name": "b", "text": "HTB"})
+        server.receive({"ID": "HTB", "name": "b"})
+        _, body, _ = server.get("/api/0/messages?types=MSG,boot&types=SHUT")
+        assert [(m["message"]["name"], m["message"]["ID"]) for m in body["messages"]] == [
+            ("b", "MSG"), ("a", "BOOT")]
+        _, body, _ = server.get("/api/0/messages?types=MSG&host=a")
+        assert body["messages"] == []
+        assert server.get("/api/0/messages?types=ALERT")[:2] == (400, {
+            "error": "bad_request",
+            "detail": "types must be one or more of BOOT, HTB, MSG, PLG, RES, SHUT"})
 
     def test_status(self, server: Server) -> None:
         """Status has version, uptime, host counts and each service's section."""

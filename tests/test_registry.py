@@ -56,7 +56,7 @@ class HeartbeatTests:
             "last_seen": 100.0, "since": 100.0, "first_seen": 100.0, "interval": 20.0,
             "rtt": None, "version": None, "boot_time": None, "down_reason": None,
             "watch": True, "plugins": [], "pending_commands": 0, "signed": False,
-            "key_id": None,
+            "key_id": None, "description": "", "latest_message": None,
         }
 
     def test_steady_heartbeats_cause_no_events(self, registry: Registry) -> None:
@@ -158,6 +158,38 @@ class OtherMessageTests:
         assert host is not None
         assert {k: (s.ts, s.data) for k, s in host.plugins.items()} == {
             "cpu_monitor": (3.0, {"cpu_percent": 9}), "os_info": (2.0, {"system": "Linux"})}
+
+    def test_latest_message_is_kept_with_the_host(self, registry: Registry) -> None:
+        """MSG, BOOT, SHUT and RES become the host's latest message; HTB and PLG do not."""
+        def latest() -> Any:
+            host = registry.get("web1")
+            assert host is not None
+            return registry.host_json(host)["latest_message"]
+
+        registry.apply(htb(), SRC, 1.0)
+        assert latest() is None
+        registry.apply({"ID": "MSG", "name": "web1", "text": "x" * 600, "level": "warning",
+                        "extra": {"big": 1}}, SRC, 2.0)
+        assert latest() == {"ts": 2.0, "message": {"ID": "MSG", "text": "x" * 499 + "…",
+                                                   "level": "warning"}}
+        registry.apply(htb(), SRC, 3.0)
+        registry.apply({"ID": "PLG", "name": "web1", "plugins": {}}, SRC, 3.0)
+        assert latest()["ts"] == 2.0
+        registry.apply({"ID": "RES", "name": "web1", "cmd_id": "a-1", "rc": 0,
+                        "output": "ok"}, SRC, 4.0)
+        assert latest() == {"ts": 4.0, "message": {"ID": "RES", "cmd_id": "a-1", "rc": 0,
+                                                   "output": "ok"}}
+        registry.apply({"ID": "SHUT", "name": "web1"}, SRC, 5.0)
+        assert latest() == {"ts": 5.0, "message": {"ID": "SHUT"}}
+
+    def test_description_comes_from_the_config(self) -> None:
+        """A host's description: in its config is part of its API shape."""
+        registry = Registry(grace=10, default_interval=30,
+                            host_config={"web1": HostConfig(description="front web server")})
+        registry.apply(htb(), SRC, 1.0)
+        host = registry.get("web1")
+        assert host is not None
+        assert registry.host_json(host)["description"] == "front web server"
 
     def test_unknown_id_changes_nothing(self, registry: Registry) -> None:
         """An unknown ID creates no host and no event."""

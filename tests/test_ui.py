@@ -258,7 +258,7 @@ def test_alert_appears_and_pie_updates(ui: tuple[Page, Watch], site: Site) -> No
     site.log_in(page, "alice")
     page.goto(site.base + "/alerts")
     _live(page)
-    before = sum(site.api("/api/0/alerts")["summary"].values())
+    before = _current(site.api("/api/0/alerts")["summary"])
     pie = page.locator("#alert-pie")
     expect(pie).to_have_attribute("data-total", str(before))
     site.send({"ID": "PLG", "name": "ui-alert", "plugins": {"cpu_monitor": {
@@ -266,7 +266,8 @@ def test_alert_appears_and_pie_updates(ui: tuple[Page, Watch], site: Site) -> No
     row = page.locator("#alerts tr[data-host='ui-alert']")
     expect(row).to_have_attribute("data-level", "CRITICAL")
     expect(row).to_contain_text("cpu_monitor.cpu_percent")
-    expect(row.locator("td[data-label=Limit]")).to_have_text("90")
+    expect(row.locator("td[data-label=Limit]")).to_have_text("90 %")
+    expect(row.locator("td[data-label=Value]")).to_have_text("95 %")
     expect(pie).to_have_attribute("data-total", str(before + 1))
     expect(pie.locator("[data-level=CRITICAL]")).to_have_count(1)
     critical = site.api("/api/0/alerts")["summary"]["CRITICAL"]
@@ -282,6 +283,37 @@ def test_alert_appears_and_pie_updates(ui: tuple[Page, Watch], site: Site) -> No
         "cpu_percent": 10.0}}})
     expect(row).to_have_count(0)
     expect(pie).to_have_attribute("data-total", str(before))
+
+
+def _current(summary: dict[str, int]) -> int:
+    return sum(summary[level] for level in ("CRITICAL", "WARNING", "UNKNOWN"))
+
+
+def test_a_down_host_is_a_problem(ui: tuple[Page, Watch], site: Site) -> None:
+    """A host going DOWN shows on /alerts as a host problem, its metric alerts as stale."""
+    page, _ = ui
+    site.log_in(page, "alice")
+    page.goto(site.base + "/alerts")
+    _live(page)
+    site.send({"ID": "HTB", "name": "ui-down", "interval": 1})
+    site.send({"ID": "PLG", "name": "ui-down", "plugins": {"cpu_monitor": {"cpu_percent": 95.0}}})
+    metric = page.locator("#alerts tr[data-host='ui-down'][data-kind=metric]")
+    expect(metric).to_have_attribute("data-stale", "no")
+    host = page.locator("#alerts tr[data-host='ui-down'][data-kind=host]")
+    expect(host).to_have_attribute("data-level", "CRITICAL")  # interval 1 s + grace 0.5 s
+    expect(host.locator("td[data-label=Problem]")).to_have_text("host DOWN (timeout)")
+    expect(metric).to_have_attribute("data-stale", "yes")
+    rows = page.locator("#alerts tbody tr").evaluate_all(
+        "rows => rows.map(r => [r.dataset.host, r.dataset.kind, r.dataset.stale])")
+    assert rows.index(["ui-down", "host", "no"]) < rows.index(["ui-down", "metric", "yes"])
+    assert all(stale == "yes" for _, _, stale in rows[rows.index(["ui-down", "metric", "yes"]):])
+    summary = site.api("/api/0/alerts")["summary"]
+    expect(page.locator("#alert-pie")).to_have_attribute("data-total", str(_current(summary)))
+    page.uncheck("#show-stale")
+    expect(metric).to_have_count(0)
+    expect(host).to_have_count(1)
+    site.send({"ID": "HTB", "name": "ui-down", "interval": 60})
+    expect(host).to_have_count(0)
 
 
 def test_markup_from_datagrams_and_users_is_text(ui: tuple[Page, Watch],

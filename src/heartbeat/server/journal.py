@@ -232,25 +232,32 @@ class JournalService(Service):
                     count=count, path=str(self.journal.path))
 
     def recent(
-        self, limit: int, host: str | None = None, hosts: frozenset[str] | None = None
+        self, limit: int, host: str | None = None, hosts: frozenset[str] | None = None,
+        types: frozenset[str] | None = None,
     ) -> Deferred[list[dict[str, Any]]]:
         """The newest ``limit`` journaled messages, newest first.
 
-        ``host`` picks one host's; ``hosts`` keeps only those hosts' (a viewer's).
+        ``host`` picks one host's; ``hosts`` keeps only those hosts' (a viewer's);
+        ``types`` only messages of those IDs (``MSG``, ``BOOT``...).
         """
         self.flush()
-        return self._worker.run(self._read_recent, limit, host, hosts)
+        return self._worker.run(self._read_recent, limit, host, hosts, types)
 
     def _read_recent(
-        self, limit: int, host: str | None, hosts: frozenset[str] | None = None
+        self, limit: int, host: str | None, hosts: frozenset[str] | None = None,
+        types: frozenset[str] | None = None,
     ) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = []
-        needle = None if host is None else json_bytes(host)  # cheap pre-filter, a superset
+        # Cheap pre-filters on the raw line, each a superset of what it stands for.
+        needle = None if host is None else json_bytes(host)
+        kinds = None if types is None else [json_bytes(t) for t in types]
         for path in self.journal.files_newest_first():
             try:
                 lines = read_backwards(path)
                 for line in lines:
                     if needle is not None and needle not in line:
+                        continue
+                    if kinds is not None and not any(k in line for k in kinds):
                         continue
                     try:
                         entry = json.loads(line)
@@ -262,6 +269,8 @@ class JournalService(Service):
                     if host is not None and message.get("name") != host:
                         continue
                     if hosts is not None and message.get("name") not in hosts:
+                        continue
+                    if types is not None and message.get("ID") not in types:
                         continue
                     found.append(entry)
                     if len(found) >= limit:

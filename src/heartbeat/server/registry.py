@@ -31,10 +31,30 @@ from heartbeat.events import (
 )
 from heartbeat.protocol import Signed
 
-__all__ = ["Host", "HostState", "Outcome", "PendingCommand", "PluginSample", "Registry"]
+__all__ = ["Host", "HostState", "Outcome", "PendingCommand", "PluginSample", "Registry",
+           "latest_message"]
 
 _DEFAULT_HOST = HostConfig()
 RECENT_RESULTS = 20
+LATEST_TEXT = 500
+"""Characters of a text field kept in a host's latest message (the list shows one line)."""
+_LATEST_FIELDS = ("ID", "text", "level", "boot_time", "cmd_id", "rc", "output", "status",
+                  "kind", "cmd")
+
+
+def latest_message(message: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a MSG, BOOT, SHUT or RES a host list shows as its latest message:
+    the fields that say what it was, long texts cut to ``LATEST_TEXT`` characters."""
+    kept: dict[str, Any] = {}
+    for key in _LATEST_FIELDS:
+        value = message.get(key)
+        if value is None:
+            continue
+        if isinstance(value, str) and len(value) > LATEST_TEXT:
+            value = value[:LATEST_TEXT - 1] + "…"
+        if isinstance(value, str | int | float | bool):
+            kept[key] = value
+    return kept
 
 
 class HostState(StrEnum):
@@ -115,6 +135,8 @@ class Host:
     """Bytes of the PLG texts its plugins' data came from (see Registry.plugin_bytes)."""
     pending: dict[str, PendingCommand] = field(default_factory=dict)
     results: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_RESULTS))
+    latest: tuple[float, dict[str, Any]] | None = None
+    """The newest MSG, BOOT, SHUT or RES (server time, :func:`latest_message`)."""
 
     def to_json(self, config: HostConfig = _DEFAULT_HOST) -> dict[str, Any]:
         """The API shape of a host."""
@@ -136,6 +158,9 @@ class Host:
             "pending_commands": len(self.pending),
             "signed": self.signed,
             "key_id": self.key_id,
+            "description": config.description,
+            "latest_message": None if self.latest is None else {
+                "ts": self.latest[0], "message": self.latest[1]},
         }
 
 
@@ -247,6 +272,8 @@ class Registry:
             replies = self._plugins(host, message, source, now, events, size=size)
         else:
             replies = handler(self, host, message, source, now, events)
+            if handler is not Registry._heartbeat:
+                host.latest = (now, latest_message(message))
         if "version" in message:
             host.version = message["version"]
         if signed is None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from klein import Klein
@@ -25,15 +25,19 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 import heartbeat
 from heartbeat.config import ConfigError, ServerConfig, UserConfig, parse_section, settings_view
 from heartbeat.events import EventBus
+from heartbeat.protocol import CLIENT_IDS
 from heartbeat.server.access import HostAccess, Role, Viewer, user_json
 from heartbeat.server.auth import LoginRefused, LoginThrottled
 from heartbeat.server.journal import JournalService
+from heartbeat.server.problems import KINDS, problems
+from heartbeat.server.problems import summary as problem_summary
 from heartbeat.server.registry import Host, Registry
 from heartbeat.server.store import StoreService, read_history
 from heartbeat.server.thresholds import ALERT_LEVELS, ThresholdEngine
 from heartbeat.server.web import openapi
 from heartbeat.server.web.auth import WebAuth, client_address
 from heartbeat.server.web.errors import ApiError, json_response, routing_error
+from heartbeat.server.web.hostview import HostViews
 from heartbeat.server.web.schema import (
     ACCESS_BODY,
     COMMAND_BODY,
@@ -88,6 +92,23 @@ def str_arg(request: IRequest, name: str) -> str | None:
     return None if raw is None else raw.decode("utf-8", "replace")
 
 
+def choice_arg(request: IRequest, name: str, known: Iterable[str]) -> frozenset[str] | None:
+    """A comma-separated (or repeated) choice among ``known``, upper-cased; None when absent.
+
+    Matching is case-insensitive; an empty or unknown value is a 400 naming the choices.
+    """
+    given = request.args.get(name.encode())
+    if given is None:
+        return None
+    words = ",".join(v.decode("utf-8", "replace") for v in given).split(",")
+    chosen = frozenset(w.strip().upper() for w in words if w.strip())
+    allowed = {k.upper() for k in known}
+    if not chosen or not chosen <= allowed:
+        choices = ", ".join(sorted(known))
+        raise ApiError(400, "bad_request", f"{name} must be one or more of {choices}")
+    return chosen
+
+
 class HeartbeatAPI:
     """Read and action endpoints over the registry, the store, the journal and the users."""
 
@@ -122,6 +143,7 @@ class HeartbeatAPI:
         self.alerts = alerts
         self.config = config
         self.config_path = config_path
+        self.views = HostViews(registry, alerts)
         self.started = clock.seconds()
 
     # Errors
@@ -178,7 +200,7 @@ class HeartbeatAPI:
         return read_json(request, schema, self.max_body, empty)
 
     def _host_json(self, viewer: Viewer, host: Host) -> dict[str, Any]:
-        body = self.registry.host_json(host)
+        body = self.views.json(host)
         role = viewer.role(host.name)
         body["role"] = role.label if role is not None else None
         return body
@@ -297,29 +319,37 @@ class HeartbeatAPI:
             raise ApiError(503, "alerting_disabled", "threshold alerting is not running")
         return self.alerts
 
+    def _problems(self, viewer: Viewer, name: str | None = None) -> list[dict[str, Any]]:
+        """The problems of host ``name``, or of every host ``viewer`` sees."""
+        engine = self.engine()
+        if name is None:
+            hosts = [h for h in self.registry if viewer.sees(h.name)]
+            alerts = [s for s in engine.states() if viewer.sees(s.host)]
+        else:
+            found = self.registry.get(name)
+            hosts = [] if found is None else [found]
+            alerts = engine.states(name)
+        return problems([self.registry.host_json(h) for h in hosts], alerts)
+
     @app.route("/api/0/alerts", methods=["GET"])
     def all_alerts(self, request: IRequest) -> bytes:
         viewer = self.viewer(request)
-        engine = self.engine()
-        given = request.args.get(b"level")
-        wanted = None if given is None else ",".join(v.decode("utf-8", "replace") for v in given)
-        states = [s for s in engine.states() if viewer.sees(s.host)]
-        summary = engine.summary(states)
-        if wanted is not None:
-            levels = {w.strip().upper() for w in wanted.split(",") if w.strip()}
-            known = {level.value for level in ALERT_LEVELS}
-            if not levels or not levels <= known:
-                raise ApiError(400, "bad_request",
-                               f"level must be one or more of {', '.join(sorted(known))}")
-            states = [s for s in states if s.level.value in levels]
-        return json_response(request, {"alerts": [s.to_json() for s in states],
-                                       "summary": summary})
+        self.engine()
+        levels = choice_arg(request, "level", [level.value for level in ALERT_LEVELS])
+        kinds = choice_arg(request, "kind", KINDS)
+        found = self._problems(viewer)
+        summary = problem_summary(found)
+        if levels is not None:
+            found = [p for p in found if p["level"] in levels]
+        if kinds is not None:
+            found = [p for p in found if p["kind"].upper() in kinds]
+        return json_response(request, {"alerts": found, "summary": summary})
 
     @app.route("/api/0/hosts/<name>/alerts", methods=["GET"])
     def host_alerts(self, request: IRequest, name: str) -> bytes:
         self.host(request, name)
-        states = self.engine().states(name)
-        return json_response(request, {"host": name, "alerts": [s.to_json() for s in states]})
+        return json_response(request, {"host": name,
+                                       "alerts": self._problems(self.viewer(request), name)})
 
     @app.route("/api/0/hosts/<name>/thresholds", methods=["GET"])
     def host_thresholds(self, request: IRequest, name: str) -> bytes:
@@ -338,13 +368,14 @@ class HeartbeatAPI:
         viewer = self.viewer(request)
         limit = int_arg(request, "limit", 100, 1, 5000)
         host = str_arg(request, "host")
+        types = choice_arg(request, "types", CLIENT_IDS)
         if host is not None and not viewer.sees(host):
             raise ApiError(404, "not_found", f"no host named {host!r}")
         visible = None if viewer.admin else frozenset(
             h.name for h in self.registry if viewer.sees(h.name))
         if self.journal is None:
             raise ApiError(503, "journal_disabled", "journal_enabled is false")
-        return self.journal.recent(limit, host, visible).addCallback(
+        return self.journal.recent(limit, host, visible, types).addCallback(
             lambda entries: json_response(request, {"messages": entries}))
 
     @app.route("/api/0/status", methods=["GET"])

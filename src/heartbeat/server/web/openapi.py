@@ -37,7 +37,9 @@ SCHEMAS: Final[dict[str, Any]] = {
         "type": "object",
         "properties": {
             "name": {"type": "string"},
-            "state": {"type": "string", "enum": ["UNKNOWN", "UP", "DOWN"]},
+            "state": {"type": "string",
+                      "description": "UP, DOWN or UNKNOWN; clients should show an unknown "
+                                     "state as it is"},
             "addr": _STRING_OR_NULL,
             "port": {"type": ["integer", "null"]},
             "last_seen": _NUMBER_OR_NULL,
@@ -53,10 +55,19 @@ SCHEMAS: Final[dict[str, Any]] = {
             "pending_commands": {"type": "integer"},
             "signed": {"type": ["boolean", "null"]},
             "key_id": _STRING_OR_NULL,
+            "description": {"type": "string"},
+            "latest_message": {"oneOf": [{"type": "null"}, {
+                "type": "object", "properties": {"ts": {"type": "number"},
+                                                 "message": {"type": "object"}},
+                "required": ["ts", "message"]}]},
+            "alerts": {"$ref": "#/components/schemas/LevelCounts"},
+            "alert_level": {"type": ["string", "null"],
+                            "enum": ["CRITICAL", "WARNING", "UNKNOWN", None]},
             "role": _ROLE,
         },
         "required": ["name", "state", "addr", "last_seen", "since", "interval", "rtt",
-                     "version", "watch", "role"],
+                     "version", "watch", "description", "latest_message", "alerts",
+                     "alert_level", "role"],
     },
     "Command": {
         "type": "object",
@@ -219,28 +230,40 @@ SCHEMAS: Final[dict[str, Any]] = {
         },
         "required": ["api", "version", "authentication", "endpoints"],
     },
+    "LevelCounts": {
+        "type": "object",
+        "properties": {level: {"type": "integer"} for level in ("CRITICAL", "WARNING", "UNKNOWN")},
+        "required": ["CRITICAL", "WARNING", "UNKNOWN"],
+    },
     "Alert": {
         "type": "object",
+        "description": "A problem: a host that is DOWN (kind host) or a metric past its "
+                       "threshold (kind metric; stale while its host is not UP)",
         "properties": {
+            "kind": {"type": "string", "enum": ["host", "metric"]},
             "host": {"type": "string"},
-            "metric_path": {"type": "string"},
             "level": {"type": "string", "enum": ["CRITICAL", "WARNING", "UNKNOWN"]},
+            "state": _STRING_OR_NULL,
+            "reason": _STRING_OR_NULL,
+            "metric_path": _STRING_OR_NULL,
             "value": {},
             "threshold_value": {},
             "message": {"type": "string"},
-            "since": {"type": "number"},
+            "since": _NUMBER_OR_NULL,
             "last_notified": _NUMBER_OR_NULL,
+            "stale": {"type": "boolean"},
+            "markers": {"type": "array"},
         },
-        "required": ["host", "metric_path", "level", "value", "threshold_value", "message",
-                     "since"],
+        "required": ["kind", "host", "level", "state", "metric_path", "value",
+                     "threshold_value", "message", "since", "stale", "markers"],
     },
     "AlertList": {
         "type": "object",
         "properties": {
             "alerts": {"type": "array", "items": {"$ref": "#/components/schemas/Alert"}},
-            "summary": {"type": "object", "properties": {
-                level: {"type": "integer"} for level in ("CRITICAL", "WARNING", "UNKNOWN")},
-                "required": ["CRITICAL", "WARNING", "UNKNOWN"]},
+            "summary": {"allOf": [{"$ref": "#/components/schemas/LevelCounts"}, {
+                "type": "object", "properties": {"stale": {"type": "integer"}},
+                "required": ["stale"]}]},
         },
         "required": ["alerts", "summary"],
     },
@@ -412,16 +435,22 @@ def _paths() -> dict[str, dict[str, Any]]:
             "Recent journaled messages, newest first, of visible hosts", (200, "Messages"),
             (400, 404, 503), tag="hosts", params=[
                 _query("host", {"type": "string"}, "only this host's messages"),
+                _query("types", {"type": "string"},
+                       "only these message types: HTB, BOOT, SHUT, MSG, PLG, RES "
+                       "(comma-separated)"),
                 _query("limit", {"type": "integer", "minimum": 1, "maximum": 5000,
                                  "default": 100}, "messages to return")])},
         "/api/0/alerts": {"get": _op(
-            "Active threshold alerts of visible hosts, most severe first, and a summary",
-            (200, "AlertList"), (400, 503), tag="alerts", params=[_query(
-                "level", {"type": "string"},
-                "only these levels: CRITICAL, WARNING, UNKNOWN (comma-separated)")])},
+            "Problems of visible hosts (DOWN hosts and threshold alerts), worst first, and "
+            "a summary", (200, "AlertList"), (400, 503), tag="alerts", params=[
+                _query("level", {"type": "string"},
+                       "only these levels: CRITICAL, WARNING, UNKNOWN (comma-separated)"),
+                _query("kind", {"type": "string"},
+                       "only these kinds: host, metric (comma-separated)")])},
         "/api/0/hosts/{name}/alerts": {
             "parameters": [HOST],
-            "get": _op("The host's active threshold alerts", (200, "HostAlerts"), (404, 503),
+            "get": _op("The host's problems: itself if DOWN, and its threshold alerts",
+                       (200, "HostAlerts"), (404, 503),
                        role=MONITOR, tag="alerts")},
         "/api/0/hosts/{name}/thresholds": {
             "parameters": [HOST],

@@ -40,7 +40,7 @@ HOME: Final = "/live"
 PAGE_CSP: Final = ("default-src 'self'; script-src 'self'; style-src 'self'; "
                    "img-src 'self' data:; connect-src 'self'; object-src 'none'; "
                    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-TITLES: Final = {"live": "Live", "alerts": "Alerts", "settings": "Settings",
+TITLES: Final = {"live": "Live", "alerts": "Problems", "settings": "Settings",
                  "host": "Host overview", "login": "Log in"}
 
 

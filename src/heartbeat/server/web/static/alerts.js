@@ -1,21 +1,45 @@
-// /alerts: active threshold alerts with summary counts and a severity filter.
-import { ApiError, api, canInspect, cell, debounce, el, fmtNumber, hostHref, levelBadge, me, timeEl } from "./common.js";
+// /alerts: every problem of the visible hosts, DOWN hosts and threshold alerts
+// together (GET /api/0/alerts), with counts and filters; current before stale.
+import {
+  ApiError, api, canInspect, cell, debounce, el, fmtMetric, hostHref, levelBadge, markerTags,
+  me, stateBadge, timeEl,
+} from "./common.js";
 
-const LEVELS = ["CRITICAL", "WARNING", "UNKNOWN"];
+const LEVELS = ["CRITICAL", "UNKNOWN", "WARNING"];
+
+function problemCell(a) {
+  if (a.kind === "host") {
+    return el("span", {}, "host ", stateBadge(a.state), a.reason ? el("span", { class: "muted", text: ` (${a.reason})` }) : null);
+  }
+  return el("span", { class: "path", title: a.metric_path, text: a.metric_path });
+}
+
+// One problem as a table row; withHost: false leaves the host's column out (its own page).
+export function problemRow(a, roles, withHost = true) {
+  return el("tr", { class: a.stale ? "stale" : "", dataset: { level: a.level, host: a.host, kind: a.kind, metric: a.metric_path ?? "", stale: a.stale ? "yes" : "no" } },
+    cell("Level", levelBadge(a.level), a.stale ? el("span", { class: "tag muted-tag", text: "stale", title: `the host is ${a.state}: this is its last value` }) : null),
+    withHost && cell("Host", canInspect(roles, a.host) ? el("a", { class: "name", href: hostHref(a.host), text: a.host, title: a.host }) : el("span", { class: "name", text: a.host, title: a.host }),
+      markerTags(a.markers)),
+    cell("Problem", problemCell(a)),
+    cell("Value", a.kind === "metric" ? fmtMetric(a.metric_path, a.value) : "–"),
+    cell("Limit", a.kind === "metric" ? fmtMetric(a.metric_path, a.threshold_value) : "–"),
+    cell("Since", typeof a.since === "number" ? timeEl(a.since, "ago") : "–"),
+    cell("Message", el("span", { class: "msg-text", text: a.message })));
+}
 
 export async function alertsPage(feed) {
   const tiles = document.getElementById("alert-summary");
   const tbody = document.querySelector("#alerts tbody");
   const empty = document.getElementById("no-alerts");
-  const boxes = [...document.querySelectorAll("#level-filter input[type=checkbox]")];
+  const levelBoxes = [...document.querySelectorAll("#level-filter input[type=checkbox]")];
+  const kindBoxes = [...document.querySelectorAll("#kind-filter input[value]")];
+  const showStale = document.getElementById("show-stale");
   let roles = (await me()).roles || {};
 
   async function load() {
-    const chosen = boxes.filter((b) => b.checked).map((b) => b.value);
-    const query = chosen.length === LEVELS.length ? "" : `?level=${chosen.join(",")}`;
     let data;
     try {
-      data = chosen.length === 0 ? { alerts: [], summary: (await api("/api/0/alerts")).summary } : await api(`/api/0/alerts${query}`);
+      data = await api("/api/0/alerts");
     } catch (error) {
       if (error instanceof ApiError && (error.status === 404 || error.status === 503)) {
         tiles.replaceChildren(el("p", { class: "muted", text: "Threshold alerting is not running on this server." }));
@@ -25,27 +49,26 @@ export async function alertsPage(feed) {
       throw error;
     }
     const summary = data.summary || {};
+    const all = data.alerts || [];
     const total = LEVELS.reduce((sum, level) => sum + (summary[level] || 0), 0);
+    const down = all.filter((a) => a.kind === "host").length;
     tiles.replaceChildren(
-      el("div", { class: "tile", dataset: { level: "TOTAL" } }, el("strong", { text: String(total) }), el("span", { text: "active" })),
+      el("div", { class: "tile", dataset: { level: "TOTAL" } }, el("strong", { text: String(total) }), el("span", { text: "problems" })),
+      el("div", { class: "tile tile-critical", dataset: { level: "HOSTS" } }, el("strong", { text: String(down) }), el("span", { text: "hosts not up" })),
       ...LEVELS.map((level) => el("div", { class: `tile tile-${level.toLowerCase()}`, dataset: { level } },
-        el("strong", { text: String(summary[level] || 0) }), el("span", { text: level.toLowerCase() }))));
-    const alerts = data.alerts || [];
-    tbody.replaceChildren(...alerts.map((a) => el("tr", { dataset: { level: a.level, host: a.host, metric: a.metric_path } },
-      cell("Level", levelBadge(a.level)),
-      cell("Host", canInspect(roles, a.host) ? el("a", { href: hostHref(a.host), text: a.host }) : a.host),
-      cell("Metric", a.metric_path),
-      cell("Value", fmtNumber(a.value, 2)),
-      cell("Limit", fmtNumber(a.threshold_value, 2)),
-      cell("Since", timeEl(a.since, "ago")),
-      cell("Message", a.message))));
-    empty.hidden = alerts.length > 0;
-    empty.textContent = total && !alerts.length ? "No alerts of the chosen severities." : "No active alerts.";
+        el("strong", { text: String(summary[level] || 0) }), el("span", { text: level.toLowerCase() }))),
+      el("div", { class: "tile", dataset: { level: "STALE" } }, el("strong", { text: String(summary.stale || 0) }), el("span", { text: "stale (host down)" })));
+    const levels = new Set(levelBoxes.filter((b) => b.checked).map((b) => b.value));
+    const kinds = new Set(kindBoxes.filter((b) => b.checked).map((b) => b.value));
+    const shown = all.filter((a) => levels.has(a.level) && kinds.has(a.kind) && (showStale.checked || !a.stale));
+    tbody.replaceChildren(...shown.map((a) => problemRow(a, roles)));
+    empty.hidden = shown.length > 0;
+    empty.textContent = all.length && !shown.length ? "No problems of the chosen kinds." : "No problems: every host is up and every metric within its limits.";
   }
 
   const reload = debounce(() => load().catch(() => {}), 250);
-  for (const box of boxes) box.addEventListener("change", () => load());
-  feed.on("alert", reload);
+  for (const box of [...levelBoxes, ...kindBoxes, showStale]) box.addEventListener("change", () => load());
+  for (const kind of ["alert", "host.up", "host.down", "host.removed"]) feed.on(kind, reload);
   feed.on("open", ({ again }) => {
     if (again) reload();
   });

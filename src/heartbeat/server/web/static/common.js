@@ -228,6 +228,35 @@ export function fmtBytes(bytes, suffix = "") {
   return `${sign}${value.toFixed(value >= 100 || unit === 0 ? 0 : 1)} ${BYTE_UNITS[unit]}${suffix}`;
 }
 
+// The unit of a metric, from its path's last name (the agent's field names,
+// docs/AGENT.md): {unit, scale, kind} where kind "bytes" or "duration" picks a
+// human formatter, "percent" a 0-100 axis.
+export function metricUnit(path) {
+  const name = String(path).split(".").pop().toLowerCase();
+  if (/(^|_)(percent|capacity|fragmentation|util)$|_pct$|percent_/.test(name)) return { unit: "%", kind: "percent" };
+  if (/_mb$/.test(name)) return { unit: "B", scale: 1048576, kind: "bytes" };
+  if (/_gb$/.test(name)) return { unit: "B", scale: 1073741824, kind: "bytes" };
+  if (/_kb$/.test(name)) return { unit: "B", scale: 1024, kind: "bytes" };
+  if (/bytes/.test(name) || /^(size|alloc|free)$/.test(name)) return { unit: "B", kind: "bytes" };
+  if (/^rtt|rtt_|_ms$|^time_ms$/.test(name)) return { unit: "ms" };
+  if (/_seconds$|_s$|^uptime/.test(name)) return { unit: "s", kind: "duration" };
+  if (/_mhz$/.test(name)) return { unit: "MHz" };
+  if (/_mbps$/.test(name)) return { unit: "Mb/s" };
+  if (/temp|_c$/.test(name)) return { unit: "°C" };
+  return { unit: "" };
+}
+
+// A metric's value with its unit: "96 %", "1.5 GiB", "12.3 ms", "2 h 3 min".
+export function fmtMetric(path, value) {
+  if (typeof value !== "number" || !Number.isFinite(value)) return value === null || value === undefined ? "–" : String(value);
+  const u = metricUnit(path);
+  if (u.kind === "bytes") return fmtBytes(value * (u.scale || 1));
+  if (u.kind === "duration") return fmtDuration(value);
+  const digits = Math.abs(value) >= 100 ? 0 : Math.abs(value) >= 10 ? 1 : 2;
+  const text = Number.isInteger(value) ? value.toLocaleString("en-US") : value.toLocaleString("en-US", { maximumFractionDigits: digits });
+  return u.unit ? `${text} ${u.unit}` : text;
+}
+
 export function fmtDuration(seconds) {
   if (typeof seconds !== "number" || !Number.isFinite(seconds)) return "–";
   const s = Math.max(0, Math.round(seconds));
@@ -275,6 +304,18 @@ export function tickAges() {
 export function stateBadge(state) {
   const value = typeof state === "string" ? state : "UNKNOWN";
   return el("span", { class: `state state-${value.toLowerCase()}`, dataset: { state: value }, text: value });
+}
+
+// Markers a host or problem carries (maintenance, silenced, acknowledged...), as tags:
+// a marker is a string or an object with a kind and optional text, by, until.
+export function markerTags(markers) {
+  if (!Array.isArray(markers) || !markers.length) return null;
+  return el("span", { class: "markers" }, markers.map((m) => {
+    const kind = typeof m === "string" ? m : String((m && (m.kind || m.type)) ?? "marker");
+    const parts = isObject(m) ? [m.text || m.comment || m.reason, m.by ? `by ${m.by}` : null,
+      typeof m.until === "number" ? `until ${fmtTime(m.until)}` : null].filter(Boolean) : [];
+    return el("span", { class: `tag marker marker-${kind.toLowerCase().replace(/[^a-z0-9-]/g, "")}`, dataset: { marker: kind }, text: kind, title: parts.join(" · ") || kind });
+  }));
 }
 
 export function levelBadge(level) {

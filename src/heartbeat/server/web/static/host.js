@@ -1,10 +1,11 @@
 // /plugins/<host>: the host's facts, alerts, charts of its plugin history, a card per
 // plugin and its recent messages; kept current by the feed.
 import {
-  ApiError, api, cell, clear, debounce, el, fmtBytes, fmtDuration, fmtNumber, fmtTime, isObject,
-  levelBadge, messageItem, prependLimited, serverNow, stateBadge, timeEl,
+  ApiError, api, clear, debounce, el, fmtBytes, fmtDuration, fmtNumber, fmtTime, isObject,
+  messageItem, prependLimited, serverNow, stateBadge, timeEl,
 } from "./common.js";
 import { drawChart, legend } from "./chart.js";
+import { problemRow } from "./alerts.js";
 import { pluginCard } from "./cards.js";
 
 const ORDER = ["cpu_monitor", "memory_monitor", "disk_monitor", "network_monitor", "zfs_monitor",
@@ -124,16 +125,10 @@ export async function hostPage(feed) {
       alertsBox.replaceChildren(el("p", { class: "muted ok-note", text: "No active alerts." }));
       return;
     }
-    const headers = ["Level", "Metric", "Value", "Limit", "Since", "Message"];
+    const headers = ["Level", "Problem", "Value", "Limit", "Since", "Message"];
     alertsBox.replaceChildren(el("table", { class: "responsive alerts" },
       el("thead", {}, el("tr", {}, headers.map((h) => el("th", { text: h })))),
-      el("tbody", {}, alerts.map((a) => el("tr", { dataset: { level: a.level, metric: a.metric_path } },
-        cell("Level", levelBadge(a.level)),
-        cell("Metric", a.metric_path),
-        cell("Value", fmtNumber(a.value, 2)),
-        cell("Limit", fmtNumber(a.threshold_value, 2)),
-        cell("Since", timeEl(a.since, "ago")),
-        cell("Message", a.message))))));
+      el("tbody", {}, alerts.map((a) => problemRow(a, {}, false)))));
   }
 
   // Cards
@@ -328,9 +323,11 @@ export async function hostPage(feed) {
     }
   });
   const reloadAlerts = debounce(() => loadAlerts().catch(() => {}), 250);
-  feed.on("alert", (event) => {
-    if (event.host === name) reloadAlerts();
-  });
+  for (const kind of ["alert", "host.up", "host.down"]) {
+    feed.on(kind, (event) => {
+      if (event.host === name) reloadAlerts();
+    });
+  }
 
   await loadAll();
 }

@@ -53,9 +53,9 @@ export function startPie(feed) {
     count.className = "pie-count";
     count.textContent = String(total);
     holder.append(count);
-    link.title = `${summary.CRITICAL || 0} critical, ${summary.WARNING || 0} warning, ` +
-      `${summary.UNKNOWN || 0} unknown`;
-    link.setAttribute("aria-label", `Alerts: ${link.title}`);
+    link.title = `${summary.CRITICAL || 0} critical, ${summary.UNKNOWN || 0} unknown, ` +
+      `${summary.WARNING || 0} warning` + (summary.stale ? `; ${summary.stale} stale` : "");
+    link.setAttribute("aria-label", `Problems: ${link.title}`);
   };
   const refresh = async () => {
     try {
@@ -70,7 +70,8 @@ export function startPie(feed) {
       }
     }
   };
-  feed.on("alert", debounce(refresh, 250));
+  const later = debounce(refresh, 250);
+  for (const kind of ["alert", "host.up", "host.down", "host.removed"]) feed.on(kind, later);
   feed.on("open", refresh);
   setInterval(refresh, 60000);
   refresh();
