@@ -19,7 +19,9 @@ import timeit
 from typing import Any
 
 from heartbeat.config import ServerConfig
-from heartbeat.server.thresholds import Rule, RuleBook, ThresholdEngine, Tree
+from heartbeat.server.thresholds.engine import ThresholdEngine
+from heartbeat.server.thresholds.rulebook import RuleBook
+from heartbeat.server.thresholds.rules import Rule, Tree
 
 
 def sample(hot: bool = False) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from heartbeat.protocol import (
     seal,
     valid_host_name,
 )
-from heartbeat.server.thresholds import MISSING, parse_template, render_template
+from heartbeat.server.thresholds.templates import MISSING, parse_template, render_template
 
 __all__ = ["DECODE_REASONS", "TARGETS", "Escape"]
 

@@ -34,7 +34,8 @@ from heartbeat.server.registry import Registry
 from heartbeat.server.serial import ImmediateWorker
 from heartbeat.server.sessions import LoginThrottle
 from heartbeat.server.store import SCHEMA, HostRecorder, StoreService, load_hosts, open_database
-from heartbeat.server.thresholds import RuleBook, ThresholdEngine
+from heartbeat.server.thresholds.engine import ThresholdEngine
+from heartbeat.server.thresholds.rulebook import RuleBook
 from heartbeat.server.web.api import HeartbeatAPI
 from heartbeat.server.web.app import WebRoot
 from heartbeat.server.web.auth import COOKIE, WebAuth

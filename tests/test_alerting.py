@@ -15,7 +15,8 @@ from heartbeat.server import alerting, store
 from heartbeat.server.alerting import AlertingService, load_alert_states, reminder_period
 from heartbeat.server.serial import ImmediateWorker
 from heartbeat.server.store import StoreService, open_database
-from heartbeat.server.thresholds import RuleBook, ThresholdEngine
+from heartbeat.server.thresholds.engine import ThresholdEngine
+from heartbeat.server.thresholds.rulebook import RuleBook
 
 RULES = {"cpu_monitor": {"cpu_percent": {"warning": 80.0, "critical": 90.0,
                                          "hysteresis": 0.1}},

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from heartbeat.server.problems import problems, state_level, summary
-from heartbeat.server.thresholds import AlertState, Level
+from heartbeat.server.thresholds.engine import AlertState
+from heartbeat.server.thresholds.rules import Level
 
 
 def _alert(host: str, level: Level, path: str = "cpu_monitor.cpu_percent") -> AlertState:

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from heartbeat.config import ConfigError, HostConfig, ServerConfig, parse_config
-from heartbeat.server.thresholds import Rule, RuleBook
+from heartbeat.server.thresholds.rulebook import RuleBook
+from heartbeat.server.thresholds.rules import Rule
 
 
 def check(**config: Any) -> RuleBook:

@@ -9,7 +9,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from heartbeat.config import ServerConfig
-from heartbeat.server.thresholds import SEVERITY, Level, Rule, RuleBook, ThresholdEngine
+from heartbeat.server.thresholds.engine import ThresholdEngine
+from heartbeat.server.thresholds.rulebook import RuleBook
+from heartbeat.server.thresholds.rules import SEVERITY, Level, Rule
 
 UPWARD = (">", ">=")
 OPERATORS = st.sampled_from([">", ">=", "<", "<="])

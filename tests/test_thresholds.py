@@ -8,14 +8,11 @@ from typing import Any
 import pytest
 
 from heartbeat.config import HostConfig, ServerConfig
-from heartbeat.server.thresholds import (
+from heartbeat.server.thresholds.engine import Alert, AlertState, ThresholdEngine
+from heartbeat.server.thresholds.rulebook import RuleBook
+from heartbeat.server.thresholds.rules import Level, Rule
+from heartbeat.server.thresholds.templates import (
     MISSING,
-    Alert,
-    AlertState,
-    Level,
-    Rule,
-    RuleBook,
-    ThresholdEngine,
     parse_template,
     render_template,
     show_value,

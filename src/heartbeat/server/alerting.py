@@ -21,7 +21,8 @@ from twisted.logger import Logger
 
 from heartbeat.events import ALERT, HOST_PLUGINS, HOST_REMOVED, RECEIVED, Event, EventBus
 from heartbeat.server.store import StoreService, Write
-from heartbeat.server.thresholds import Alert, AlertState, Level, ThresholdEngine
+from heartbeat.server.thresholds.engine import Alert, AlertState, ThresholdEngine
+from heartbeat.server.thresholds.rules import Level
 
 __all__ = ["SCHEMA", "AlertingService", "load_alert_states", "reminder_period"]
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from heartbeat.server.thresholds import ALERT_LEVELS, SEVERITY, AlertState, Level
+from heartbeat.server.thresholds.engine import AlertState
+from heartbeat.server.thresholds.rules import ALERT_LEVELS, SEVERITY, Level
 
 __all__ = [
     "HOST",

@@ -62,7 +62,8 @@ from heartbeat.server.store import (
     maintenance_period,
     open_database,
 )
-from heartbeat.server.thresholds import RuleBook, ThresholdEngine
+from heartbeat.server.thresholds.engine import ThresholdEngine
+from heartbeat.server.thresholds.rulebook import RuleBook
 from heartbeat.server.web.api import HeartbeatAPI
 from heartbeat.server.web.app import ConnectionBudget, ConnectionLimit, HeartbeatSite, WebRoot
 from heartbeat.server.web.auth import WebAuth

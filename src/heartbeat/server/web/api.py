@@ -33,7 +33,8 @@ from heartbeat.server.problems import KINDS, problems
 from heartbeat.server.problems import summary as problem_summary
 from heartbeat.server.registry import Host, Registry
 from heartbeat.server.store import StoreService, read_history
-from heartbeat.server.thresholds import ALERT_LEVELS, ThresholdEngine
+from heartbeat.server.thresholds.engine import ThresholdEngine
+from heartbeat.server.thresholds.rules import ALERT_LEVELS
 from heartbeat.server.web import openapi
 from heartbeat.server.web.auth import WebAuth, client_address
 from heartbeat.server.web.errors import ApiError, json_response, routing_error

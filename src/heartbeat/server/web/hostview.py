@@ -9,7 +9,8 @@ from __future__ import annotations
 from typing import Any
 
 from heartbeat.server.registry import Host, Registry
-from heartbeat.server.thresholds import ALERT_LEVELS, SEVERITY, ThresholdEngine
+from heartbeat.server.thresholds.engine import ThresholdEngine
+from heartbeat.server.thresholds.rules import ALERT_LEVELS, SEVERITY
 
 __all__ = ["HostViews"]
 

@@ -1,0 +1,358 @@
+"""The alert state machine: plugin data and RTT in, :class:`Alert` values out.
+
+A :class:`ThresholdEngine` walks each sample against a host's compiled rules
+(compiled.py), keeps one :class:`AlertState` per host and metric path that is
+not OK, and turns every transition into the :class:`Alert` the alerting service
+publishes. The walk is generic: what a plugin needs beyond rules comes through
+its adapter (plugins.py). Pure code: no reactor, no I/O, ``now`` is an argument.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Final
+
+from heartbeat.server.thresholds.compiled import Node
+from heartbeat.server.thresholds.plugins import ADAPTERS, SampleAdapter
+from heartbeat.server.thresholds.rulebook import RuleBook
+from heartbeat.server.thresholds.rules import ALERT_LEVELS, RTT, SEVERITY, Level, Rule
+from heartbeat.server.thresholds.templates import MISSING, show_value
+
+__all__ = ["Alert", "AlertState", "ThresholdEngine"]
+
+_OK: Final = Level.OK
+_SCALARS: Final = frozenset({int, float, bool, str})
+"""Exact classes (a set lookup is cheaper than isinstance on the hot path); JSON gives
+no subclasses."""
+
+
+@dataclass(slots=True)
+class AlertState:
+    """A metric of a host that is not OK; kept in the store across restarts."""
+
+    host: str
+    plugin: str
+    metric_path: str
+    level: Level
+    value: Any
+    threshold_value: Any
+    operator: str
+    display: str
+    since: float
+    """When the metric entered its current level."""
+    last_notified: float | None
+
+    @property
+    def message(self) -> str:
+        return _message(f"{self.level.value}:", self.host, self.metric_path, self.value,
+                        self.display)
+
+    def to_json(self) -> dict[str, Any]:
+        """The API shape of an active alert."""
+        return {"host": self.host, "metric_path": self.metric_path, "level": self.level.value,
+                "value": self.value, "threshold_value": self.threshold_value,
+                "message": self.message, "since": self.since,
+                "last_notified": self.last_notified}
+
+
+def _message(prefix: str, host: str, path: str, value: Any, display: str, *,
+             suffix: str = "") -> str:
+    text = f"{prefix} {host} - {path} = {show_value(value)}"
+    if display:
+        text = f"{text} {display}"
+    return f"{text} {suffix}" if suffix else text
+
+
+@dataclass(frozen=True, slots=True)
+class Alert:
+    """A transition (or a reminder) of one metric, for the bus and the notifier."""
+
+    host: str
+    metric_path: str
+    level: Level
+    previous: Level
+    value: Any
+    threshold_value: Any
+    operator: str
+    message: str
+    display: str
+    since: float
+    ts: float
+    notify: bool
+    reminder: bool = False
+    cleared: bool = False
+    """The metric stopped being reported while not OK; its state was dropped."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The ALERT event's data."""
+        return {"metric_path": self.metric_path, "level": self.level.value,
+                "previous": self.previous.value, "value": self.value,
+                "threshold_value": self.threshold_value, "operator": self.operator,
+                "message": self.message, "display": self.display, "since": self.since,
+                "notify": self.notify, "reminder": self.reminder, "cleared": self.cleared}
+
+
+class _Fields:
+    """Template lookup for one metric: named fields, then its siblings, then the plugin's."""
+
+    __slots__ = ("container", "named", "plugin")
+
+    def __init__(self, named: dict[str, Any], container: Mapping[str, Any],
+                 plugin: Mapping[str, Any]) -> None:
+        self.named = named
+        self.container = container
+        self.plugin = plugin
+
+    def __call__(self, name: str) -> Any:
+        for source in (self.named, self.container, self.plugin):
+            value = source.get(name, MISSING)
+            if value is not MISSING and not isinstance(value, dict | list):
+                return value
+        return MISSING
+
+
+class ThresholdEngine:
+    """Evaluates samples against a :class:`RuleBook` and tracks every non-OK metric."""
+
+    def __init__(self, rules: RuleBook,
+                 adapters: Mapping[str, SampleAdapter] = ADAPTERS) -> None:
+        self.rules = rules
+        self._adapters = adapters
+        self._states: dict[str, dict[str, AlertState]] = {}
+        self._dirty: set[tuple[str, str]] = set()
+
+    # state access
+    def restore(self, states: Iterable[AlertState]) -> None:
+        """Load states kept across a restart; nothing is notified again for them."""
+        for state in states:
+            if state.level is not _OK:
+                self._states.setdefault(state.host, {})[state.metric_path] = state
+
+    def states(self, host: str | None = None) -> list[AlertState]:
+        """Active alerts, most severe first, then by host and metric path."""
+        if host is None:
+            found = [s for states in self._states.values() for s in states.values()]
+        else:
+            found = list(self._states.get(host, {}).values())
+        return sorted(found, key=lambda s: (-SEVERITY[s.level], s.host, s.metric_path))
+
+    def summary(self, states: Iterable[AlertState] | None = None) -> dict[str, int]:
+        """Alerts by level: of ``states`` (e.g. those a user may see), else of all."""
+        counts = {level.value: 0 for level in ALERT_LEVELS}
+        if states is None:
+            states = (s for by_path in self._states.values() for s in by_path.values())
+        for state in states:
+            counts[state.level.value] += 1
+        return counts
+
+    def take_dirty(self) -> tuple[list[AlertState], list[tuple[str, str]]]:
+        """States changed since the last call (copies) and the keys of states removed."""
+        upserts: list[AlertState] = []
+        deletes: list[tuple[str, str]] = []
+        for host, path in self._dirty:
+            state = self._states.get(host, {}).get(path)
+            if state is None:
+                deletes.append((host, path))
+            else:
+                upserts.append(dataclasses.replace(state))
+        self._dirty.clear()
+        return upserts, deletes
+
+    def forget(self, host: str) -> None:
+        """Drop every state of a removed host."""
+        for path in self._states.pop(host, {}):
+            self._dirty.add((host, path))
+
+    # evaluation
+    def evaluate_plugins(self, host: str, plugins: Mapping[str, Any], now: float) -> list[Alert]:
+        """Evaluate one PLG message's plugins; states of metrics they no longer report clear."""
+        rules = self.rules.rules_for(host)
+        out: list[Alert] = []
+        seen: set[str] = set()
+        for plugin, data in plugins.items():
+            node = rules.plugins.get(plugin)
+            if node is not None and _reported(data):
+                sample = _Sample(host, plugin, data, now, seen, out, self._states.get(host),
+                                 self._adapters.get(plugin))
+                self._walk(sample, node, data, plugin)
+        states = self._states.get(host)
+        if states:
+            for state in list(states.values()):
+                if state.metric_path not in seen and _reported(plugins.get(state.plugin)):
+                    out.append(self._clear(state, now))
+        return out
+
+    def evaluate_rtt(self, host: str, rtt: Any, now: float) -> list[Alert]:
+        """Check a heartbeat's round-trip time (ms) against ``thresholds.rtt.<host>``."""
+        rule = self.rules.rules_for(host).rtt_rule(host)
+        path = f"{RTT}.{host}"
+        out: list[Alert] = []
+        if rule is not None:
+            fields = {"rtt": rtt}
+            sample = _Sample(host, RTT, fields, now, set(), out, self._states.get(host), None)
+            self._update(sample, RTT, host, rule, rtt, "", fields)
+        else:
+            state = self._states.get(host, {}).get(path)
+            if state is not None:
+                out.append(self._clear(state, now))
+        return out
+
+    def reminders(self, now: float) -> list[Alert]:
+        """A REMINDER for every alert last notified ``renotify_interval`` ago or more."""
+        interval = self.rules.renotify_interval
+        if interval <= 0:
+            return []
+        out = []
+        for states in self._states.values():
+            for state in states.values():
+                last = state.last_notified if state.last_notified is not None else state.since
+                if now - last < interval:
+                    continue
+                state.last_notified = now
+                self._dirty.add((state.host, state.metric_path))
+                message = _message(f"REMINDER ({state.level.value}):", state.host,
+                                   state.metric_path, state.value, state.display,
+                                   suffix=f"(ongoing for {int(now - state.since)}s)")
+                out.append(Alert(state.host, state.metric_path, state.level, state.level,
+                                 state.value, state.threshold_value, state.operator, message,
+                                 state.display, state.since, now, notify=True, reminder=True))
+        return out
+
+    def _walk(self, sample: _Sample, node: Node, data: dict[str, Any], path: str) -> None:
+        if sample.adapt is not None:
+            data = sample.adapt(data)
+        update = self._update
+        # Two loops on purpose: one generator feeding both was 20 % slower on bench/.
+        if node.scan:
+            exact = node.exact
+            wildcard = node.wildcard
+            generic = node.generic
+            removed = node.removed
+            for key, value in data.items():
+                child = exact.get(key)
+                if child is None:
+                    if key in removed:
+                        continue
+                    child = wildcard
+                if child is None:
+                    if generic and value.__class__ in _SCALARS:
+                        for _, suffix, rule in generic:
+                            if key.endswith(suffix):
+                                update(sample, path, key, rule, value, key[:-len(suffix)], data)
+                                break
+                elif child.__class__ is Rule:
+                    if value.__class__ in _SCALARS:
+                        update(sample, path, key, child, value, "", data)
+                elif isinstance(value, dict):
+                    self._walk(sample, child, value, f"{path}.{key}")  # type: ignore[arg-type]
+        else:
+            for key, child in node.exact.items():
+                value = data.get(key)
+                if value is None:
+                    continue
+                if child.__class__ is Rule:
+                    if value.__class__ in _SCALARS:
+                        update(sample, path, key, child, value, "", data)
+                elif isinstance(value, dict):
+                    self._walk(sample, child, value, f"{path}.{key}")  # type: ignore[arg-type]
+
+    def _update(  # noqa: PLR0917 - the hot path: one call per metric, positional is cheaper
+        self, sample: _Sample, parent: str, key: str, rule: Rule, value: Any, check_name: str,
+        container: Mapping[str, Any],
+    ) -> None:
+        states = sample.states
+        if states is None:
+            # The host has no alert: most samples end here, without building a path.
+            result = rule.level(value)
+            if result is None or result[0] is _OK:
+                return
+            path = f"{parent}.{key}"
+            state = None
+        else:
+            path = f"{parent}.{key}"
+            sample.seen.add(path)
+            state = states.get(path)
+            result = rule.level(value, state.level if state is not None else _OK)
+            if result is None or (state is None and result[0] is _OK):
+                return
+        level, limit = result
+        current = state.level if state is not None else _OK
+        host = sample.host
+        threshold = limit if level is not _OK or state is None else state.threshold_value
+        display = ""
+        if rule.display:
+            named = {"value": value, "threshold_value": threshold, "op_symbol": rule.op_symbol,
+                     "check_name": check_name, "metric_name": key, "metric_path": path,
+                     "host": host, "level": level.value}
+            if check_name:
+                for alias in ("output", "status"):
+                    aliased = container.get(f"{check_name}_{alias}", MISSING)
+                    if aliased is not MISSING:
+                        named[alias] = aliased
+            if threshold is None:
+                del named["threshold_value"]
+            display = rule.render(_Fields(named, container, sample.plugin_data))
+        self._dirty.add((host, path))
+        now = sample.now
+        if state is None:
+            sample.seen.add(path)
+            self._states.setdefault(host, {})[path] = AlertState(
+                host, sample.plugin, path, level, value, limit, rule.operator, display, now, now)
+            sample.out.append(Alert(host, path, level, _OK, value, limit, rule.operator,
+                                    _message(f"{level.value}:", host, path, value, display),
+                                    display, now, now, notify=True))
+        elif level is current:
+            state.value, state.threshold_value, state.display = value, threshold, display
+        elif level is _OK:
+            self._drop(state)
+            sample.out.append(Alert(host, path, _OK, current, value, threshold, rule.operator,
+                                    _message("RECOVERED:", host, path, value, display,
+                                             suffix=f"({current.value} -> OK)"),
+                                    display, now, now, notify=True))
+        else:
+            notify = SEVERITY[level] > SEVERITY[current]
+            state.level, state.value, state.threshold_value = level, value, limit
+            state.operator, state.display, state.since = rule.operator, display, now
+            if notify:
+                state.last_notified = now
+            sample.out.append(Alert(host, path, level, current, value, limit, rule.operator,
+                                    _message(f"{level.value}:", host, path, value, display),
+                                    display, now, now, notify=notify))
+
+    def _drop(self, state: AlertState) -> None:
+        states = self._states[state.host]
+        del states[state.metric_path]
+        if not states:
+            del self._states[state.host]
+        self._dirty.add((state.host, state.metric_path))
+
+    def _clear(self, state: AlertState, now: float) -> Alert:
+        self._drop(state)
+        return Alert(state.host, state.metric_path, _OK, state.level, None,
+                     state.threshold_value, state.operator,
+                     f"CLEARED: {state.host} - {state.metric_path} (no longer reported)",
+                     state.display, now, now, notify=False, cleared=True)
+
+
+def _reported(data: Any) -> bool:
+    """Whether a plugin's data is a full sample (not an agent's ``{"error": ...}`` or
+    ``{"available": false}``): only then does a missing metric mean it is gone."""
+    return isinstance(data, dict) and "error" not in data and data.get("available") is not False
+
+
+@dataclass(slots=True)
+class _Sample:
+    """What one evaluation shares across the walk: where it is, and where results go."""
+
+    host: str
+    plugin: str
+    plugin_data: Mapping[str, Any]
+    now: float
+    seen: set[str]
+    out: list[Alert]
+    states: dict[str, AlertState] | None
+    """The host's alert states when the sample began (None: it had none)."""
+    adapt: SampleAdapter | None
+    """The plugin's adapter (plugins.py), called on every mapping the walk visits."""
