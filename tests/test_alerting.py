@@ -10,9 +10,10 @@ import pytest
 from twisted.internet.task import Clock
 
 from heartbeat.config import ServerConfig
-from heartbeat.events import ALERT, HOST_PLUGINS, HOST_REMOVED, RECEIVED, Event, EventBus
+from heartbeat.events import ALERT, HOST_PLUGINS, HOST_REMOVED, Event, EventBus
 from heartbeat.server import alerting, store
 from heartbeat.server.alerting import AlertingService, load_alert_states, reminder_period
+from heartbeat.server.registry import Registry
 from heartbeat.server.serial import ImmediateWorker
 from heartbeat.server.store import StoreService, open_database
 from heartbeat.server.thresholds.engine import ThresholdEngine
@@ -34,6 +35,7 @@ class Rig:
         self.bus = EventBus(on_error=lambda s, e, error: self.errors.append(error))
         self.alerts: list[Event] = []
         self.bus.subscribe(self.alerts.append, [ALERT])
+        self.registry = Registry(grace=10.0, default_interval=30.0)
         self.conn = open_database(path, [store.SCHEMA, alerting.SCHEMA])
         self.store = StoreService(self.conn, ImmediateWorker(), self.clock, 0.5)
         config = ServerConfig(thresholds=RULES, threshold_renotify_interval=renotify)
@@ -58,11 +60,12 @@ class Rig:
         self.plugins(host, {"cpu_monitor": {"cpu_percent": value}})
 
     def heartbeat(self, host: str, rtt: float | None) -> None:
+        """An HTB through the registry: its events (host.rtt among them) on the bus."""
         message: dict[str, Any] = {"ID": "HTB", "name": host, "interval": 30}
         if rtt is not None:
             message["rtt"] = rtt
-        self.bus.publish(Event(RECEIVED, host, self.clock.seconds(), {
-            "message": message, "source_ip": "127.0.0.1", "source_port": 1}))
+        outcome = self.registry.apply(message, ("127.0.0.1", 1), self.clock.seconds())
+        self.bus.publish_all(outcome.events)
 
     def stored(self) -> list[tuple[str, str, str, Any, float | None]]:
         return sorted((s.host, s.metric_path, s.level.value, s.value, s.last_notified)

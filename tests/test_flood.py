@@ -23,7 +23,7 @@ from heartbeat.server.journal import JournalFile, JournalService
 from heartbeat.server.registry import Registry
 from heartbeat.server.serial import ImmediateWorker
 from heartbeat.server.store import SCHEMA, HostRecorder, StoreService, open_database
-from heartbeat.server.tap import make_ingest
+from heartbeat.server.tap import make_ingest, make_registry
 
 
 class Server:
@@ -34,8 +34,7 @@ class Server:
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
         self.bus = EventBus(on_error=lambda s, e, x: pytest.fail(f"subscriber failed: {x!r}"))
-        self.registry = Registry(grace=config.grace, default_interval=config.interval,
-                                 host_config=config.hosts)
+        self.registry = make_registry(config)
         self.journal = JournalService(
             JournalFile(directory / "journal", "messages.journal", config.journal_max_size,
                         config.journal_max_backups), ImmediateWorker(), self.clock, 0.5)

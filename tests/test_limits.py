@@ -83,11 +83,13 @@ class HostAdmissionTests:
         assert admission.admitted == 1
 
 
-def _protocol(clock: Clock, **bounds: Any) -> tuple[IngestProtocol, Registry]:
+def _protocol(clock: Clock, rate: SourceRateLimit | None = None,
+              **bounds: Any) -> tuple[IngestProtocol, Registry]:
+    """Ingest with the source ``rate`` over a registry with the other ``bounds``."""
     registry = Registry(grace=5, default_interval=10,
-                        host_config={"configured": HostConfig()})
+                        host_config={"configured": HostConfig()}, **bounds)
     bus = EventBus(on_error=lambda s, e, x: pytest.fail(f"subscriber failed: {x!r}"))
-    protocol = IngestProtocol(registry, bus, clock, Limits(), IngestStats(), **bounds)
+    protocol = IngestProtocol(registry, bus, clock, Limits(), IngestStats(), rate=rate)
     protocol.makeConnection(FakeDatagramTransport())
     return protocol, registry
 

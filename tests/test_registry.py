@@ -17,6 +17,7 @@ from heartbeat.events import (
     HOST_PLUGINS,
     HOST_REMOVED,
     HOST_RESULT,
+    HOST_RTT,
     HOST_UP,
     Event,
     EventBus,
@@ -60,10 +61,12 @@ class HeartbeatTests:
         }
 
     def test_steady_heartbeats_cause_no_events(self, registry: Registry) -> None:
-        """Later HTBs from the same address only refresh; the ACK omits absent seq/ts."""
+        """Later HTBs from the same address only refresh (an RTT is reported as host.rtt,
+        for RTT alerting); the ACK omits absent seq/ts."""
         registry.apply(htb(), SRC, 100.0)
+        assert registry.apply(htb(), SRC, 115.0).events == []
         outcome = registry.apply(htb(rtt=1.5, version="2.0"), SRC, 130.0)
-        assert outcome.events == []
+        assert outcome.events == [Event(HOST_RTT, "web1", 130.0, {"rtt": 1.5})]
         assert outcome.replies == [{"ID": "ACK", "server_ts": 130.0}]
         host = registry.get("web1")
         assert host is not None
@@ -309,6 +312,42 @@ class EventBusTests:
         event = Event(HOST_UP, "h", 1.0)
         bus.publish(event)
         assert (errors, got) == (["host.up: boom"], [event])
+
+    def test_publish_during_delivery_waits_for_the_others(self) -> None:
+        """An event published by a subscriber is delivered after every subscriber has had
+        the one that caused it (breadth-first), and never inside another delivery."""
+        seen: list[tuple[str, str]] = []
+        bus = EventBus(on_error=lambda s, e, x: None)
+
+        def alerting(event: Event) -> None:
+            seen.append(("alerting", event.kind))
+            if event.kind == HOST_PLUGINS:
+                bus.publish(Event("alert", event.host, event.ts))
+
+        bus.subscribe(alerting, [HOST_PLUGINS])
+        bus.subscribe(lambda e: seen.append(("journal", e.kind)), exclude=[HOST_UP])
+        bus.publish_all([Event(HOST_PLUGINS, "h", 1.0), Event(HOST_UP, "h", 1.0)])
+        assert seen == [("alerting", HOST_PLUGINS), ("journal", HOST_PLUGINS),
+                        ("journal", "alert")]
+
+    def test_raising_error_handler_leaves_the_bus_usable(self) -> None:
+        """When on_error itself raises (a test's bus), the queue is dropped, not left stuck."""
+        got: list[str] = []
+
+        def broken(event: Event) -> None:
+            bus.publish(Event(HOST_DOWN, "h", 2.0))
+            raise RuntimeError("boom")
+
+        def reraise(s: object, e: Event, error: BaseException) -> None:
+            raise error
+
+        bus = EventBus(on_error=reraise)
+        bus.subscribe(broken, [HOST_UP])
+        bus.subscribe(lambda e: got.append(e.kind), [HOST_DOWN, HOST_NEW])
+        with pytest.raises(RuntimeError):
+            bus.publish(Event(HOST_UP, "h", 1.0))
+        bus.publish(Event(HOST_NEW, "h", 3.0))
+        assert got == [HOST_NEW]
 
     def test_unsubscribe(self) -> None:
         """An unsubscribed callable gets nothing more."""

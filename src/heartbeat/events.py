@@ -2,14 +2,21 @@
 
 The registry, the alerting engine and the edges produce :class:`Event` values;
 the journal, the WebSocket hub, the notifier, DNS and the store consume them.
-Delivery is synchronous and in order: a subscriber must only queue work, never
-do I/O inline. A subscriber that raises is reported through ``on_error`` and
-never stops delivery to the others.
+Who hears which kind is one table, in ``heartbeat.server.compose``.
+
+Delivery is synchronous and causal: an event published while another is being
+delivered (an alert raised by a subscriber of ``host.plugins``) waits until
+every subscriber has had the one that caused it, so all of them see events in
+the order they were caused, breadth-first, and no delivery ever nests inside
+another. A subscriber must only queue work, never do I/O inline. A subscriber
+that raises is reported through ``on_error`` and never stops delivery to the
+others.
 """
 
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -25,6 +32,7 @@ __all__ = [
     "HOST_PLUGINS",
     "HOST_REMOVED",
     "HOST_RESULT",
+    "HOST_RTT",
     "HOST_UP",
     "RECEIVED",
     "Event",
@@ -44,6 +52,7 @@ HOST_COMMAND: Final = "host.command"  # a CMD/UPD queued for a host
 HOST_ADDRESS: Final = "host.address"  # first address, or a changed one
 HOST_PLUGINS: Final = "host.plugins"  # new plugin data stored
 HOST_REMOVED: Final = "host.removed"
+HOST_RTT: Final = "host.rtt"  # a heartbeat that reported its round-trip time: data["rtt"]
 ALERT: Final = "alert"  # a threshold transition or reminder
 
 
@@ -88,37 +97,69 @@ Subscriber = Callable[[Event], None]
 
 
 class EventBus:
-    """Synchronous publish/subscribe keyed by event kind."""
+    """Synchronous, causal publish/subscribe keyed by event kind (see the module's doc)."""
 
     def __init__(self, on_error: Callable[[Subscriber, Event, BaseException], None]) -> None:
         self._by_kind: dict[str, list[Subscriber]] = {}
-        self._all: list[Subscriber] = []
+        self._all: list[tuple[Subscriber, frozenset[str]]] = []
         self._on_error = on_error
+        self._queue: deque[Event] = deque()
+        self._delivering = False
 
-    def subscribe(self, subscriber: Subscriber, kinds: Iterable[str] | None = None) -> None:
-        """Deliver events of ``kinds`` (all when None) to ``subscriber``, in publish order."""
+    def subscribe(self, subscriber: Subscriber, kinds: Iterable[str] | None = None, *,
+                  exclude: Iterable[str] = ()) -> None:
+        """Deliver events of ``kinds`` (all but ``exclude`` when None) to ``subscriber``.
+
+        Subscribers of one kind hear it in the order they subscribed.
+        """
         if kinds is None:
-            self._all.append(subscriber)
-            for subscribers in self._by_kind.values():
-                subscribers.append(subscriber)
+            excluded = frozenset(exclude)
+            self._all.append((subscriber, excluded))
+            for kind, subscribers in self._by_kind.items():
+                if kind not in excluded:
+                    subscribers.append(subscriber)
             return
         for kind in kinds:
-            self._by_kind.setdefault(kind, list(self._all)).append(subscriber)
+            self._subscribers(kind).append(subscriber)
+
+    def _subscribers(self, kind: str) -> list[Subscriber]:
+        subscribers = self._by_kind.get(kind)
+        if subscribers is None:  # kinds are the module's constants: a bounded table
+            subscribers = self._by_kind[kind] = [s for s, excluded in self._all
+                                                 if kind not in excluded]
+        return subscribers
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
-        if subscriber in self._all:
-            self._all.remove(subscriber)
+        self._all = [(s, excluded) for s, excluded in self._all if s != subscriber]
         for subscribers in self._by_kind.values():
             if subscriber in subscribers:
                 subscribers.remove(subscriber)
 
     def publish(self, event: Event) -> None:
-        for subscriber in self._by_kind.get(event.kind, self._all):
-            try:
-                subscriber(event)
-            except Exception as e:
-                self._on_error(subscriber, event, e)
+        """Deliver ``event`` now, or after the events already waiting when called from
+        inside a delivery (a subscriber publishing what the event caused)."""
+        self._queue.append(event)
+        if not self._delivering:
+            self._deliver()
 
     def publish_all(self, events: Iterable[Event]) -> None:
-        for event in events:
-            self.publish(event)
+        self._queue.extend(events)
+        if not self._delivering:
+            self._deliver()
+
+    def _deliver(self) -> None:
+        queue = self._queue
+        self._delivering = True
+        try:
+            while queue:
+                event = queue.popleft()
+                for subscriber in self._subscribers(event.kind):
+                    try:
+                        subscriber(event)
+                    except Exception as e:
+                        self._on_error(subscriber, event, e)
+        except BaseException:
+            queue.clear()  # only ``on_error`` itself raising gets here (a test's bus)
+            raise
+        finally:
+            self._delivering = False

@@ -1,7 +1,7 @@
 """Threshold alerting at the edge: bus events in, ALERT events out, states in the store.
 
 The :class:`~heartbeat.server.thresholds.ThresholdEngine` decides; this service
-feeds it every PLG's plugin data and every HTB's RTT, publishes what it returns
+feeds it the registry's ``host.plugins`` and ``host.rtt`` events, publishes what it returns
 as ``ALERT`` events (the journal, the WebSocket feed and the notifier take them
 from the bus), keeps the alert states in the store so a restart neither loses
 nor re-notifies them, and runs the reminder timer.
@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from heartbeat.events import ALERT, HOST_PLUGINS, HOST_REMOVED, RECEIVED, Event, EventBus
+from heartbeat.events import ALERT, HOST_PLUGINS, HOST_REMOVED, HOST_RTT, Event, EventBus
 from heartbeat.server.store import StoreService, Write
 from heartbeat.server.thresholds.engine import Alert, AlertState, ThresholdEngine
 from heartbeat.server.thresholds.rules import Level
@@ -103,15 +103,13 @@ class AlertingService(Service):
         self.reminders_sent = 0
 
     def attach(self) -> None:
-        self.bus.subscribe(self._on_received, [RECEIVED])
+        self.bus.subscribe(self._on_rtt, [HOST_RTT])
         self.bus.subscribe(self._on_plugins, [HOST_PLUGINS])
         self.bus.subscribe(self._on_removed, [HOST_REMOVED])
         self.store.add_source(self._writes)
 
-    def _on_received(self, event: Event) -> None:
-        message = event.data["message"]
-        if message.get("ID") == "HTB" and "rtt" in message:
-            self._publish(self.engine.evaluate_rtt(event.host, message["rtt"], event.ts))
+    def _on_rtt(self, event: Event) -> None:
+        self._publish(self.engine.evaluate_rtt(event.host, event.data["rtt"], event.ts))
 
     def _on_plugins(self, event: Event) -> None:
         self._publish(self.engine.evaluate_plugins(event.host, event.data["plugins"], event.ts))

@@ -29,7 +29,7 @@ from heartbeat.protocol import (
     encode,
     encode_ack,
 )
-from heartbeat.server.limits import HostAdmission, SourceRateLimit, source_key
+from heartbeat.server.limits import SourceRateLimit, source_key
 from heartbeat.server.registry import Registry
 from heartbeat.server.signing import Signing
 
@@ -96,11 +96,8 @@ class IngestProtocol(DatagramProtocol):
     """Decodes datagrams, applies them to the registry and answers on the same socket.
 
     Before a datagram costs a decode it must be within its source's rate
-    (``rate``); before a message creates a host the registry does not know, the
-    ``admission`` must let it in; a PLG may not take a host past ``max_plugins``
-    plugin names, nor the plugin data of unconfigured hosts past ``max_plugin_bytes``
-    (counted as the bytes of the PLG texts it came from). Each bound is optional
-    (None: unbounded, for tests and tools).
+    (``rate``; None: unbounded, for tests and tools); the registry then refuses
+    what would take it past its own bounds (new hosts, plugin names and bytes).
     With ``signing``, signed datagrams are verified and judged against their
     host (docs/SECURITY.md), and the replies to a signed one are signed too.
     """
@@ -110,8 +107,7 @@ class IngestProtocol(DatagramProtocol):
     def __init__(
         self, registry: Registry, bus: EventBus, clock: IReactorTime, limits: Limits,
         stats: IngestStats, *, rate: SourceRateLimit | None = None,
-        admission: HostAdmission | None = None, max_plugins: int | None = None,
-        max_plugin_bytes: int | None = None, signing: Signing | None = None,
+        signing: Signing | None = None,
     ) -> None:
         self.registry = registry
         self.bus = bus
@@ -119,9 +115,6 @@ class IngestProtocol(DatagramProtocol):
         self.limits = limits
         self.stats = stats
         self.rate = rate
-        self.admission = admission
-        self.max_plugins = max_plugins
-        self.max_plugin_bytes = max_plugin_bytes
         self.signing = signing
         self._unsigned_refusable = signing is not None and signing.policy.any_required
         self._allow = rate.allow if rate is not None else None
@@ -153,62 +146,31 @@ class IngestProtocol(DatagramProtocol):
             if refusal is not None:
                 stats.drop(refusal, source, name, now)
                 return
-        kind = message["ID"]
-        if kind in CLIENT_IDS:
-            if kind == "PLG" or name not in self.registry.hosts:  # else nothing to bound
-                refusal = self._refusal(message, len(text), now)
-                if refusal is not None:
-                    stats.drop(refusal, source, name, now)
-                    return
-        else:
-            stats.unknown_id(kind)
+        outcome = self.registry.apply(message, source, now, signed=signed, size=len(text))
+        if outcome.refused is not None:
+            stats.drop(outcome.refused, source, name, now)
+            return
+        if message["ID"] not in CLIENT_IDS:
+            stats.unknown_id(message["ID"])
         stats.accepted += 1
         fields = {"message": message, "source_ip": source[0], "source_port": source[1]}
         if signed is not None and signing is not None:
             signing.policy.accepted(name, signed)
             fields["key_id"] = signed.key_id
-        self.bus.publish(Event(RECEIVED, name, now, fields, text))
-        outcome = self.registry.apply(message, source, now, signed=signed, size=len(text))
         for reply in outcome.replies:
             self.send(reply, addr, signed, now)
-        if outcome.events:
-            self.bus.publish_all(outcome.events)
+        # The message before what it caused: one delivery, in causal order.
+        self.bus.publish_all([Event(RECEIVED, name, now, fields, text), *outcome.events])
 
     def status(self) -> dict[str, Any]:
         """The ``ingest`` section of ``/api/0/status``: counters and the bounds' tables."""
         body = self.stats.to_json()
         if self.rate is not None:
             body["sources"] = self.rate.to_json()
-        if self.admission is not None:
-            body["admission"] = self.admission.to_json()
+        body.update(self.registry.bounds_json())
         if self.signing is not None:
             body["signing"] = self.signing.to_json()
-        if self.max_plugin_bytes is not None:
-            body["plugin_data"] = {"bytes": self.registry.plugin_bytes,
-                                   "max_plugin_bytes": self.max_plugin_bytes}
         return body
-
-    def _refusal(self, message: dict[str, Any], size: int, now: float) -> str | None:
-        """Why a valid message of ``size`` bytes would take the registry past a bound."""
-        registry = self.registry
-        name = message["name"]
-        host = registry.hosts.get(name)
-        if message["ID"] == "PLG":
-            plugins = message["plugins"]
-            if self.max_plugins is not None:
-                known = host.plugins if host is not None else {}
-                if len(known) + len(plugins) > self.max_plugins and len(
-                        known.keys() | plugins.keys()) > self.max_plugins:
-                    return "max_plugins"
-            limit = self.max_plugin_bytes
-            if (limit is not None and registry.plugin_bytes + size > limit
-                    and name not in registry.host_config):
-                after = registry.plugin_bytes_after(host, plugins, size)
-                if after > limit and after > registry.plugin_bytes:
-                    return "max_plugin_bytes"
-        if host is None and self.admission is not None and name not in registry.host_config:
-            return self.admission.admit(len(registry), now)
-        return None
 
     def send(self, reply: dict[str, Any], addr: Any, signed: Signed | None = None,
              now: float = 0.0) -> None:

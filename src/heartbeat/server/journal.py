@@ -22,7 +22,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from heartbeat.events import HOST_PLUGINS, RECEIVED, Event, EventBus, json_bytes
+from heartbeat.events import HOST_PLUGINS, HOST_RTT, RECEIVED, Event, EventBus, json_bytes
 from heartbeat.server.serial import Worker
 
 __all__ = ["JournalFile", "JournalService", "read_backwards"]
@@ -187,7 +187,7 @@ class JournalService(Service):
         self.dropped = 0
 
     def attach(self, bus: EventBus) -> None:
-        bus.subscribe(self._on_event)
+        bus.subscribe(self._on_event, exclude=[HOST_PLUGINS, HOST_RTT])
 
     def _on_event(self, event: Event) -> None:
         if event.kind == RECEIVED:
@@ -198,10 +198,8 @@ class JournalService(Service):
             self._buffer.append((event.ts, data["source_ip"], data["source_port"],
                                  raw if spliceable else None,
                                  None if spliceable else data["message"], None))
-        elif event.kind != HOST_PLUGINS:
-            self._buffer.append((event.ts, None, None, None, None, event))
         else:
-            return
+            self._buffer.append((event.ts, None, None, None, None, event))
         if len(self._buffer) >= self._max_buffer:
             self.flush()
 

@@ -1,8 +1,9 @@
 """Host registry: the pure state machine of every host the server knows.
 
 ``Registry.apply(message, source, now)`` takes one decoded message and returns
-the events it caused and the replies owed to the sender; ``expire(now)`` turns
-silent hosts DOWN. Nothing here reads a clock or touches a socket, so every
+the events it caused and the replies owed to the sender, or why it was refused
+(the registry's own bounds: new host names, plugin names, plugin bytes);
+``expire(now)`` turns silent hosts DOWN. Nothing here reads a clock or touches a socket, so every
 rule is tested with plain values.
 """
 
@@ -26,10 +27,12 @@ from heartbeat.events import (
     HOST_PLUGINS,
     HOST_REMOVED,
     HOST_RESULT,
+    HOST_RTT,
     HOST_UP,
     Event,
 )
 from heartbeat.protocol import Signed
+from heartbeat.server.limits import HostAdmission
 
 __all__ = ["Host", "HostState", "Outcome", "PendingCommand", "PluginSample", "Registry",
            "latest_message"]
@@ -166,17 +169,29 @@ class Host:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What one message caused: events for the bus, replies for the sender."""
+    """What one message caused: events for the bus, replies for the sender.
+
+    ``refused`` names the bound a message would have broken (a drop reason); a
+    refused message changed nothing and has neither events nor replies.
+    """
 
     events: list[Event]
     replies: list[dict[str, Any]]
+    refused: str | None = None
 
 
 _NOTHING = Outcome([], [])
 
 
 class Registry:
-    """Every known host, keyed by name."""
+    """Every known host, keyed by name.
+
+    Bounds (each None: unbounded, for tests and tools): before a message creates
+    a host the registry does not know, ``admission`` must let it in; a PLG may
+    not take a host past ``max_plugins`` plugin names, nor the plugin data of
+    unconfigured hosts past ``max_plugin_bytes`` (counted as the bytes of the PLG
+    texts it came from). Configured hosts are always admitted.
+    """
 
     def __init__(
         self,
@@ -185,18 +200,24 @@ class Registry:
         default_interval: float,
         host_config: Mapping[str, HostConfig] | None = None,
         command_attempts: int = 5,
+        admission: HostAdmission | None = None,
+        max_plugins: int | None = None,
+        max_plugin_bytes: int | None = None,
     ) -> None:
         self.grace = grace
         self.default_interval = default_interval
         self.host_config: Mapping[str, HostConfig] = host_config or {}
         self.command_attempts = command_attempts
+        self.admission = admission
+        self.max_plugins = max_plugins
+        self.max_plugin_bytes = max_plugin_bytes
         self.hosts: dict[str, Host] = {}
         self._dirty: set[str] = set()
         self._commands_dirty: set[str] = set()
         self._command_ids = itertools.count(1)
         self.plugin_bytes = 0
         """Bytes of the PLG texts the data of all plugins held came from (bounded by
-        ingest's ``max_plugin_bytes``); data restored from the store is not counted."""
+        ``max_plugin_bytes``); data restored from the store is not counted."""
 
     def __len__(self) -> int:
         return len(self.hosts)
@@ -266,6 +287,10 @@ class Registry:
         handler = self._handlers.get(message["ID"])
         if handler is None:
             return _NOTHING
+        if handler is Registry._plugins or message["name"] not in self.hosts:
+            refused = self._refusal(message, size, now)  # else nothing to bound
+            if refused is not None:
+                return Outcome([], [], refused)
         events: list[Event] = []
         host = self._host(message["name"], now, events)
         if handler is Registry._plugins:
@@ -281,6 +306,37 @@ class Registry:
         else:
             host.signed, host.key_id = True, signed.key_id
         return Outcome(events, replies)
+
+    def _refusal(self, message: dict[str, Any], size: int, now: float) -> str | None:
+        """Why a message of ``size`` bytes would take the registry past a bound."""
+        name = message["name"]
+        host = self.hosts.get(name)
+        if message["ID"] == "PLG":
+            plugins = message["plugins"]
+            if self.max_plugins is not None:
+                known = host.plugins if host is not None else {}
+                if len(known) + len(plugins) > self.max_plugins and len(
+                        known.keys() | plugins.keys()) > self.max_plugins:
+                    return "max_plugins"
+            limit = self.max_plugin_bytes
+            if (limit is not None and self.plugin_bytes + size > limit
+                    and name not in self.host_config):
+                after = self.plugin_bytes_after(host, plugins, size)
+                if after > limit and after > self.plugin_bytes:
+                    return "max_plugin_bytes"
+        if host is None and self.admission is not None and name not in self.host_config:
+            return self.admission.admit(len(self.hosts), now)
+        return None
+
+    def bounds_json(self) -> dict[str, Any]:
+        """The bounds' tables for ``/api/0/status`` (only the bounds that are set)."""
+        body: dict[str, Any] = {}
+        if self.admission is not None:
+            body["admission"] = self.admission.to_json()
+        if self.max_plugin_bytes is not None:
+            body["plugin_data"] = {"bytes": self.plugin_bytes,
+                                   "max_plugin_bytes": self.max_plugin_bytes}
+        return body
 
     def plugin_bytes_after(self, host: Host | None, plugins: dict[str, Any], size: int) -> int:
         """``plugin_bytes`` once a PLG of ``size`` bytes has replaced ``plugins`` of ``host``.
@@ -303,8 +359,6 @@ class Registry:
         host.last_seen = now
         if "interval" in message:
             host.interval = float(message["interval"])
-        if "rtt" in message:
-            host.rtt = float(message["rtt"])
         if "seq" in message:
             host.seq = message["seq"]
         host.expected_by = now + self._interval(host) + self.grace
@@ -318,6 +372,9 @@ class Registry:
             host.since = now
             host.down_reason = None
             events.append(Event(HOST_UP, host.name, now, data))
+        if "rtt" in message:
+            host.rtt = float(message["rtt"])
+            events.append(Event(HOST_RTT, host.name, now, {"rtt": host.rtt}))
         ack = {"ID": "ACK", "server_ts": now}
         if "seq" in message:
             ack["seq"] = message["seq"]

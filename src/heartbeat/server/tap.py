@@ -139,6 +139,15 @@ def _endpoint(host: str, port: int) -> str:
     return f"tcp:port={port}:interface={interface}"
 
 
+def make_registry(config: ServerConfig) -> Registry:
+    """The hosts' state machine with the config's timing and resource bounds."""
+    return Registry(grace=config.grace, default_interval=config.interval,
+                    host_config=config.hosts, command_attempts=config.command_attempts,
+                    admission=HostAdmission(config.max_hosts,
+                                            config.max_unconfigured_hosts + len(config.hosts)),
+                    max_plugins=config.max_plugins, max_plugin_bytes=config.max_plugin_bytes)
+
+
 def make_store(config: ServerConfig, registry: Registry, bus: EventBus, reactor: Any,
                schemas: list[str]) -> StoreService:
     path = Path(config.state_dir) / STORE_FILE
@@ -200,11 +209,7 @@ def make_ingest(config: ServerConfig, registry: Registry, bus: EventBus, reactor
         bus.subscribe(lambda event: policy.forget(event.host), [HOST_REMOVED])
     return IngestProtocol(
         registry, bus, reactor, Limits(config.max_inflated, config.max_depth), IngestStats(),
-        rate=SourceRateLimit(config.source_rate, max_sources),
-        admission=HostAdmission(config.max_hosts,
-                                config.max_unconfigured_hosts + len(config.hosts)),
-        max_plugins=config.max_plugins, max_plugin_bytes=config.max_plugin_bytes,
-        signing=signing)
+        rate=SourceRateLimit(config.source_rate, max_sources), signing=signing)
 
 
 def make_journal(config: ServerConfig, bus: EventBus, reactor: Any) -> JournalService | None:
@@ -467,8 +472,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Multi
                   if p is not None})
     top = ServerService(ports)
     bus = EventBus(on_error=_report_subscriber_error)
-    registry = Registry(grace=config.grace, default_interval=config.interval,
-                        host_config=config.hosts, command_attempts=config.command_attempts)
+    registry = make_registry(config)
 
     store = make_store(config, registry, bus, reactor,
                        [store_module.SCHEMA, auth_module.SCHEMA, alerting_module.SCHEMA])

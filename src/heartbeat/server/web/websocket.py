@@ -18,7 +18,7 @@ from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerPr
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.logger import Logger
 
-from heartbeat.events import Event, EventBus
+from heartbeat.events import HOST_RTT, Event, EventBus
 from heartbeat.server.access import Viewer
 from heartbeat.server.registry import Registry
 from heartbeat.server.sessions import Session
@@ -44,7 +44,7 @@ class EventHub:
         self.dropped_clients = 0
 
     def attach(self, bus: EventBus) -> None:
-        bus.subscribe(self.publish)
+        bus.subscribe(self.publish, exclude=[HOST_RTT])  # the message carries it
 
     def snapshot(self, viewer: Viewer | None = None) -> bytes:
         """Every host ``viewer`` may see (None: all), as the feed's first message."""
