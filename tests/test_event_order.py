@@ -22,7 +22,8 @@ from heartbeat.server.limits import HostAdmission
 from heartbeat.server.registry import Registry
 from heartbeat.server.serial import ImmediateWorker
 from heartbeat.server.store import StoreService, open_database
-from heartbeat.server.thresholds import RuleBook, ThresholdEngine
+from heartbeat.server.thresholds.engine import ThresholdEngine
+from heartbeat.server.thresholds.rulebook import RuleBook
 
 HOSTS = ("h0", "h1", "h2", "h3")
 RULES = {"cpu_monitor": {"cpu_percent": {"warning": 50.0, "critical": 90.0}},
