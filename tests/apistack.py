@@ -142,13 +142,13 @@ class Stack:
         self.ingest = IngestProtocol(self.registry, self.bus, self.clock, Limits(),
                                      IngestStats())
         self.ingest.makeConnection(FakeDatagramTransport())
-        self.hub = EventHub(self.registry)
-        self.hub.attach(self.bus)
-        self.auth.add_revoke_listener(self.hub.session_ended)
         config = ServerConfig(hosts=self.hosts, thresholds=self.thresholds,
                               threshold_configs=self.threshold_configs)
         self.alerts = ThresholdEngine(RuleBook.from_config(config, "test.yaml"))
         self.alerts.restore(load_alert_states(self.store.conn))
+        self.hub = EventHub(self.registry, alerts=self.alerts, clock=self.clock)
+        self.hub.attach(self.bus)
+        self.auth.add_revoke_listener(self.hub.session_ended)
         self.alerting = AlertingService(self.alerts, self.bus, self.store, self.clock,
                                         watched=lambda h: self.registry.config_for(h).watch)
         self.alerting.attach()

@@ -13,12 +13,18 @@ from autobahn.twisted.websocket import (
     connectWS,
 )
 from twisted.internet.defer import Deferred, DeferredQueue
+from twisted.internet.task import Clock
 from twisted.test import iosim
 
-from heartbeat.events import HOST_DOWN, Event
+from heartbeat.events import HOST_DOWN, HOST_PLUGINS, Event
 from heartbeat.server.registry import Registry
-from heartbeat.server.web.websocket import MAX_CLIENT_MESSAGE, EventHub, FeedFactory
-from tests.support import ServerProcess
+from heartbeat.server.web.websocket import (
+    MAX_CLIENT_MESSAGE,
+    MAX_FEED_MESSAGE,
+    EventHub,
+    FeedFactory,
+)
+from tests.support import ServerProcess, wait_until
 
 QUIET = {"autoPingInterval": 0, "openHandshakeTimeout": 0, "closeHandshakeTimeout": 0}
 
@@ -58,6 +64,15 @@ def _connect_in_memory(hub: EventHub) -> tuple[Any, list[Any], Any]:
     return pump, got, server
 
 
+def _fleet(hosts: int, page_size: int) -> tuple[Registry, Clock, EventHub]:
+    """A registry of ``hosts`` UP hosts and a hub paced by a Clock."""
+    registry = Registry(grace=1, default_interval=1)
+    for n in range(hosts):
+        registry.apply({"ID": "HTB", "name": f"h{n:03d}"}, ("10.0.0.1", 1), 5.0)
+    clock = Clock()
+    return registry, clock, EventHub(registry, clock=clock, page_size=page_size)
+
+
 class HubTests:
     def test_snapshot_then_events(self) -> None:
         """A new subscriber gets a snapshot of all hosts, then each event once."""
@@ -65,12 +80,61 @@ class HubTests:
         registry.apply({"ID": "HTB", "name": "web1"}, ("10.0.0.1", 1), 5.0)
         hub = EventHub(registry)
         pump, got, _ = _connect_in_memory(hub)
-        assert got == [{"type": "snapshot", "hosts": [registry.host_json(registry.hosts["web1"])]}]
+        assert got == [{"type": "snapshot", "total": 1, "more": False,
+                        "hosts": [hub.views.json(registry.hosts["web1"])]}]
         hub.publish(Event(HOST_DOWN, "web1", 9.0, {"reason": "timeout"}))
         pump.flush()
         assert got[1:] == [{"type": "host.down", "host": "web1", "ts": 9.0,
                             "reason": "timeout"}]
-        assert hub.to_json() == {"clients": 1, "sent": 1, "dropped_clients": 0}
+        assert hub.to_json() == {"clients": 1, "sent": 1, "dropped_clients": 0,
+                                 "snapshot_pages": 1}
+
+    def test_snapshot_in_pages_under_the_limit(self) -> None:
+        """Many hosts go out in pages of at most page_size bytes, paced by the clock,
+        with every host once; events sent meanwhile come before the pages built after."""
+        registry, clock, hub = _fleet(500, 4096)
+        pump, got, _ = _connect_in_memory(hub)
+        sizes = []
+        hub.publish(Event(HOST_DOWN, "h499", 6.0, {"reason": "timeout"}))
+        registry.hosts["h499"].down_reason = "timeout"
+        while not got or got[-1].get("more", True):
+            before = len(got)
+            clock.advance(0)
+            pump.flush()
+            assert len(got) > before
+        pages = [m for m in got if m["type"].startswith("snapshot")]
+        assert [m["type"] for m in pages] == ["snapshot"] + ["snapshot.more"] * (len(pages) - 1)
+        assert [m["more"] for m in pages] == [True] * (len(pages) - 1) + [False]
+        assert (pages[0]["total"], len(pages) > 10) == (500, True)
+        names = [h["name"] for m in pages for h in m["hosts"]]
+        assert names == [f"h{n:03d}" for n in range(500)]
+        for m in pages:
+            sizes.append(len(json.dumps(m["hosts"], separators=(",", ":"))))
+        assert max(sizes) <= 4096
+        down = next(i for i, m in enumerate(got) if m["type"] == "host.down")
+        assert got[down] == {"type": "host.down", "host": "h499", "ts": 6.0, "reason": "timeout"}
+        assert pages[-1]["hosts"][-1]["down_reason"] == "timeout"
+        assert got.index(pages[-1]) > down
+        assert clock.getDelayedCalls() == []
+
+    def test_a_client_leaving_mid_snapshot_stops_it(self) -> None:
+        """A client that goes away during its snapshot leaves no timer behind."""
+        _, clock, hub = _fleet(300, 2048)
+        pump, _, server = _connect_in_memory(hub)
+        assert len(clock.getDelayedCalls()) == 1
+        server.dropConnection(abort=True)
+        pump.flush()
+        assert (hub.clients, clock.getDelayedCalls()) == (set(), [])
+
+    def test_an_event_over_the_limit_goes_out_as_a_stub(self) -> None:
+        """An event larger than MAX_FEED_MESSAGE is replaced by a stub naming its size."""
+        hub = EventHub(Registry(grace=1, default_interval=1))
+        pump, got, _ = _connect_in_memory(hub)
+        big = Event(HOST_PLUGINS, "h", 3.0, {"plugins": {"x": "y" * MAX_FEED_MESSAGE}})
+        hub.publish(big)
+        pump.flush()
+        assert got[1:] == [{"type": "host.plugins", "host": "h", "ts": 3.0,
+                            "omitted": len(big.to_bytes())}]
 
     def test_closed_client_leaves(self) -> None:
         """A disconnected client is forgotten by the hub."""
@@ -86,7 +150,8 @@ class HubTests:
         _, _, server = _connect_in_memory(hub)
         server.backlog = lambda: 11  # type: ignore[method-assign]
         hub.publish(Event(HOST_DOWN, "h", 1.0))
-        assert hub.to_json() == {"clients": 0, "sent": 0, "dropped_clients": 1}
+        assert hub.to_json() == {"clients": 0, "sent": 0, "dropped_clients": 1,
+                                 "snapshot_pages": 1}
 
     def test_large_client_message_closes_the_feed(self) -> None:
         """A client message past the feed's small limit drops the connection before the
@@ -128,6 +193,43 @@ async def test_real_server_feed(server: ServerProcess, path: str) -> None:
         connector.disconnect()
 
 
+class Pages(Collector):
+    """Collects raw snapshot pages (size and hosts) until the last one."""
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        message = json.loads(payload)
+        if message["type"].startswith("snapshot"):
+            self.factory.pages.append((len(payload), message))
+            if not message["more"]:
+                self.factory.done.callback(None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_real_server_snapshot_of_a_thousand_hosts(server: ServerProcess) -> None:
+    """1,000 hosts (a 300 KB snapshot, once refused by the 64 KiB limit) arrive in pages
+    of under 64 KiB each on the real server, every host once, with no error logged."""
+    for n in range(1000):
+        server.send({"ID": "HTB", "name": f"fleet{n:04d}", "interval": 300})
+    assert wait_until(lambda: server.get("/api/0/status")["hosts"]["total"] == 1000)
+    factory = _client_factory(f"ws://127.0.0.1:{server.ws_port}")
+    factory.protocol = Pages
+    factory.pages = []
+    factory.done = Deferred()
+    connector = connectWS(factory, timeout=5)
+    try:
+        client = await factory.opened
+        await factory.done
+        names = [h["name"] for _, m in factory.pages for h in m["hosts"]]
+        assert names == [f"fleet{n:04d}" for n in range(1000)]
+        assert max(size for size, _ in factory.pages) < MAX_CLIENT_MESSAGE
+        assert factory.pages[0][1]["total"] == 1000
+        client.sendClose()
+        await factory.closed
+    finally:
+        connector.disconnect()
+    assert "PayloadExceeded" not in server.log()
+
+
 @pytest_twisted.ensureDeferred
 async def test_wss_port_serves_tls(server_factory, tmp_path) -> None:
     """With cert files present, wss_port serves the feed over TLS (and logfile gets the log)."""
@@ -146,7 +248,7 @@ async def test_wss_port_serves_tls(server_factory, tmp_path) -> None:
     try:
         client = await factory.opened
         snapshot = await factory.messages.get()
-        assert snapshot == {"type": "snapshot", "hosts": []}
+        assert snapshot == {"type": "snapshot", "total": 0, "more": False, "hosts": []}
         client.sendClose()
         await factory.closed
     finally:

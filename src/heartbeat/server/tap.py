@@ -500,7 +500,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Multi
                      reactor).setServiceParent(top)
     MonitorService(registry, bus, reactor, config.monitor_interval).setServiceParent(top)
 
-    hub = EventHub(registry)
+    hub = EventHub(registry, alerts=alerting.engine, clock=reactor)
     hub.attach(bus)
     auth.add_revoke_listener(hub.session_ended)
     status_sources = {

@@ -1,92 +1,184 @@
 """The live WebSocket feed: a snapshot of every host, then every event as it happens.
 
-Protocol objects hold no state of their own but their viewer; the
-:class:`EventHub` keeps the set of subscribers, serialises each event once and
-hands the same bytes to every client allowed to see its host. A client whose
-send buffer passes ``max_backlog`` is dropped rather than letting a stalled
-browser grow the server's memory. With users configured, a connection must
-authenticate in its opening handshake (session cookie or ``?token=``) and is
-closed when its session ends.
+Protocol objects hold no state of their own but their viewer and the snapshot
+still being sent to them; the :class:`EventHub` keeps the set of subscribers,
+serialises each event once and hands the same bytes to every client allowed to
+see its host. A client whose send buffer passes ``max_backlog`` is dropped
+rather than letting a stalled browser grow the server's memory. With users
+configured, a connection must authenticate in its opening handshake (session
+cookie or ``?token=``) and is closed when its session ends.
+
+The snapshot goes out in pages of at most ``SNAPSHOT_PAGE`` bytes (a
+``snapshot`` message, then ``snapshot.more`` ones until ``more`` is false),
+each built when the client has taken the previous ones, so 100,000 hosts cost
+neither one huge message nor a long stop of the reactor. Events go on being
+sent meanwhile; a page is built from the registry when it is sent, so it is
+never older than the events before it (docs/HTTP_API.md, "WebSocket feed").
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, Final
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from heartbeat.events import HOST_RTT, Event, EventBus
+from heartbeat.events import HOST_RTT, Event, EventBus, json_bytes
 from heartbeat.server.access import Viewer
 from heartbeat.server.registry import Registry
 from heartbeat.server.sessions import Session
+from heartbeat.server.thresholds.engine import ThresholdEngine
 from heartbeat.server.web.auth import WebAuth
 from heartbeat.server.web.errors import ApiError
+from heartbeat.server.web.hostview import HostViews
 
-__all__ = ["MAX_CLIENT_MESSAGE", "EventHub", "FeedFactory", "FeedProtocol"]
+__all__ = ["MAX_CLIENT_MESSAGE", "MAX_FEED_MESSAGE", "SNAPSHOT_PAGE", "EventHub",
+           "FeedFactory", "FeedProtocol", "SnapshotPages"]
 
 log = Logger()
-MAX_CLIENT_MESSAGE = 64 * 1024
+MAX_CLIENT_MESSAGE: Final = 64 * 1024
 """Bytes a feed client may send in one message or frame; the feed reads nothing from
 clients, and without a limit the WebSocket layer would buffer any message whole."""
+MAX_FEED_MESSAGE: Final = 1024 * 1024
+"""Bytes of one message the feed sends; a larger event goes out as a stub (``omitted``)."""
+SNAPSHOT_PAGE: Final = 48 * 1024
+"""Bytes of host objects in one snapshot message."""
+SNAPSHOT_LOW_WATER: Final = 256 * 1024
+"""A client's unsent backlog under which the next snapshot page is built."""
+PAGES_PER_TURN: Final = 2
+"""Snapshot pages built for one client before other work gets the reactor back."""
+
+
+class SnapshotPages:
+    """The snapshot of one client: the names to send, and the pages built from them."""
+
+    def __init__(self, views: HostViews, names: list[str], page_size: int) -> None:
+        self.views = views
+        self.names = names
+        self.page_size = page_size
+        self.next = 0
+
+    @property
+    def done(self) -> bool:
+        return self.next >= len(self.names)
+
+    def pages(self) -> Iterator[bytes]:
+        """Each page as the registry has it now; hosts removed meanwhile are skipped."""
+        first = True
+        while first or not self.done:
+            parts: list[bytes] = []
+            size = 0
+            while not self.done:
+                host = self.views.registry.get(self.names[self.next])
+                if host is None:
+                    self.next += 1
+                    continue
+                part = json_bytes(self.views.json(host))
+                if parts and size + len(part) + 1 > self.page_size:
+                    break
+                parts.append(part)
+                size += len(part) + 1
+                self.next += 1
+            head = (f'{{"type":"snapshot","total":{len(self.names)},' if first
+                    else '{"type":"snapshot.more",')
+            more = "true" if not self.done else "false"
+            yield f'{head}"more":{more},"hosts":['.encode() + b",".join(parts) + b"]}"
+            first = False
 
 
 class EventHub:
     """Fans events out to the connected feed clients."""
 
-    def __init__(self, registry: Registry, max_backlog: int = 4 * 1024 * 1024) -> None:
+    def __init__(self, registry: Registry, max_backlog: int = 4 * 1024 * 1024, *,
+                 alerts: ThresholdEngine | None = None, clock: IReactorTime | None = None,
+                 page_size: int = SNAPSHOT_PAGE) -> None:
         self.registry = registry
+        self.views = HostViews(registry, alerts)
         self.max_backlog = max_backlog
+        self.clock = clock
+        """Paces snapshot pages; None sends them all at once (small in-memory set-ups)."""
+        self.page_size = page_size
         self.clients: set[FeedProtocol] = set()
         self.sent = 0
         self.dropped_clients = 0
+        self.snapshot_pages = 0
 
     def attach(self, bus: EventBus) -> None:
         bus.subscribe(self.publish, exclude=[HOST_RTT])  # the message carries it
 
-    def snapshot(self, viewer: Viewer | None = None) -> bytes:
-        """Every host ``viewer`` may see (None: all), as the feed's first message."""
-        hosts = [self.registry.host_json(h) for h in sorted(self.registry, key=lambda h: h.name)
-                 if viewer is None or viewer.sees(h.name)]
-        return json.dumps({"type": "snapshot", "hosts": hosts},
-                          separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    def snapshot(self, viewer: Viewer | None = None) -> SnapshotPages:
+        """The pages of every host ``viewer`` may see (None: all), by name."""
+        names = sorted(name for name in self.registry.hosts
+                       if viewer is None or viewer.sees(name))
+        return SnapshotPages(self.views, names, self.page_size)
 
     def join(self, client: FeedProtocol) -> None:
         self.clients.add(client)
-        client.sendMessage(self.snapshot(client.viewer))
+        client.snapshot = self.snapshot(client.viewer).pages()
+        self._pump(client)
+
+    def _pump(self, client: FeedProtocol) -> None:
+        """Send the client's next snapshot pages while it keeps up; come back later."""
+        client.pump_call = None
+        pages = client.snapshot
+        if pages is None or client not in self.clients:
+            return
+        budget = PAGES_PER_TURN if self.clock is not None else None
+        while budget is None or budget > 0:
+            if self.clock is not None and client.backlog() > SNAPSHOT_LOW_WATER:
+                break
+            page = next(pages, None)
+            if page is None:
+                client.snapshot = None
+                return
+            client.send(page)
+            self.snapshot_pages += 1
+            if budget is not None:
+                budget -= 1
+        assert self.clock is not None
+        delay = 0.0 if client.backlog() <= SNAPSHOT_LOW_WATER else 0.05
+        client.pump_call = self.clock.callLater(delay, self._pump, client)
 
     def session_ended(self, session: Session) -> None:
         """Close the feeds opened with a session that was logged out, expired or revoked."""
         for client in list(self.clients):
             if client.viewer is not None and client.viewer.session == session.key:
-                self.clients.discard(client)
+                self.leave(client)
                 client.sendClose(code=4001, reason="session ended")
 
     def leave(self, client: FeedProtocol) -> None:
         self.clients.discard(client)
+        client.snapshot = None
+        if client.pump_call is not None and client.pump_call.active():
+            client.pump_call.cancel()
+        client.pump_call = None
 
     def publish(self, event: Event) -> None:
         if not self.clients:
             return
         payload = event.to_bytes()
+        if len(payload) > MAX_FEED_MESSAGE:
+            payload = json_bytes({"type": event.kind, "host": event.host, "ts": event.ts,
+                                  "omitted": len(payload)})
         for client in list(self.clients):
             if client.viewer is not None and not client.viewer.sees(event.host):
                 continue
             if client.backlog() > self.max_backlog:
                 self.dropped_clients += 1
-                self.clients.discard(client)
+                self.leave(client)
                 log.warn("websocket: dropping {peer}: {size} bytes unsent", peer=client.peer,
                          size=client.backlog())
                 client.dropConnection(abort=True)
                 continue
-            client.sendMessage(payload)
+            client.send(payload)
             self.sent += 1
 
     def to_json(self) -> dict[str, Any]:
         return {"clients": len(self.clients), "sent": self.sent,
-                "dropped_clients": self.dropped_clients}
+                "dropped_clients": self.dropped_clients, "snapshot_pages": self.snapshot_pages}
 
 
 class FeedProtocol(WebSocketServerProtocol):
@@ -95,6 +187,9 @@ class FeedProtocol(WebSocketServerProtocol):
     factory: FeedFactory
     viewer: Viewer | None = None
     """Who is watching; None when the factory checks no one (all events)."""
+    snapshot: Iterator[bytes] | None = None
+    """The snapshot pages still to send."""
+    pump_call: IDelayedCall | None = None
 
     def onConnect(self, request: ConnectionRequest) -> None:
         auth = self.factory.auth
@@ -118,6 +213,19 @@ class FeedProtocol(WebSocketServerProtocol):
 
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         pass
+
+    def send(self, payload: bytes) -> None:
+        """Send one text message of up to MAX_FEED_MESSAGE bytes.
+
+        Autobahn applies ``maxMessagePayloadSize`` to outgoing messages too; it
+        is kept small for what clients send and lifted for the length of this call.
+        """
+        limit: int = self.maxMessagePayloadSize  # type: ignore[has-type]
+        self.maxMessagePayloadSize = MAX_FEED_MESSAGE
+        try:
+            self.sendMessage(payload)
+        finally:
+            self.maxMessagePayloadSize = limit
 
     def backlog(self) -> int:
         """Bytes written but not yet taken by the kernel."""

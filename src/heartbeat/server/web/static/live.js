@@ -91,6 +91,10 @@ export async function livePage(feed) {
   feed.on("snapshot", (event) => {
     hosts.clear();
     clear(tbody);
+    addPage(event);
+  });
+  feed.on("snapshot.more", addPage);
+  function addPage(event) {
     for (const h of event.hosts || []) {
       const entry = { data: h, row: null };
       hosts.set(h.name, entry);
@@ -98,7 +102,7 @@ export async function livePage(feed) {
     }
     updateSummary();
     refreshRoles();
-  });
+  }
   feed.on("message", (event) => {
     const message = event.message || {};
     if (!hosts.has(event.host)) refreshRoles();
