@@ -1,0 +1,96 @@
+"""Nagios-style flap detection, with plain values."""
+
+from __future__ import annotations
+
+import pytest
+
+from heartbeat.server.flapping import HISTORY, FlapChange, FlapDetector, percent_state_change
+
+
+def alternating(n: int, first: str = "UP", second: str = "DOWN") -> list[str]:
+    return [first if i % 2 == 0 else second for i in range(n)]
+
+
+class PercentTests:
+    def test_steady_is_zero_and_alternating_is_100(self) -> None:
+        """No change is 0 %; a change at every step of 21 is 100 % (weights sum to 20)."""
+        assert percent_state_change(["UP"] * HISTORY) == 0.0
+        assert percent_state_change(alternating(HISTORY)) == pytest.approx(100.0)
+
+    def test_weights_run_from_075_to_125(self) -> None:
+        """The newest change weighs 1.25, the oldest 0.75 (of 20 changes, as Nagios)."""
+        newest = ["UP"] * 20 + ["DOWN"]
+        oldest = ["UP"] + ["DOWN"] * 20
+        assert percent_state_change(newest) == pytest.approx(1.25 * 100 / 20)
+        assert percent_state_change(oldest) == pytest.approx(0.75 * 100 / 20)
+
+    def test_short_history_counts_as_padded(self) -> None:
+        """A history shorter than 21 weighs its changes as the newest ones."""
+        assert percent_state_change(["UP", "DOWN"]) == percent_state_change(
+            ["UP"] * 20 + ["DOWN"])
+
+
+class DetectorTests:
+    def test_starts_at_high_stops_at_low_one_change_each(self) -> None:
+        """Alternating states start flapping once; steady ones stop it once, at <= 20 %."""
+        detector = FlapDetector()
+        changes: list[FlapChange] = []
+        previous = "UP"
+        for i, state in enumerate(alternating(12, "DOWN", "UP")):
+            change = detector.record("web1", "", state, previous, float(i))
+            previous = state
+            if change:
+                changes.append(change)
+        assert [(c.flapping, c.ts) for c in changes] == [(True, 5.0)]  # 5 changes: 29.9 %
+        assert changes[0].percent >= 30 and detector.flapping("web1", "")
+        for i in range(12, 40):
+            change = detector.record("web1", "", "UP", "UP", float(i))
+            if change:
+                changes.append(change)
+        assert [(c.flapping, c.state, c.since) for c in changes] == [
+            (True, "UP", 5.0), (False, "UP", 5.0)]
+        assert changes[1].percent <= 20 and not detector.flapping("web1", "")
+
+    def test_in_between_keeps_the_state(self) -> None:
+        """Between the thresholds nothing changes (hysteresis between 20 % and 30 %)."""
+        detector = FlapDetector(low=10, high=90)
+        previous = "OK"
+        for i, state in enumerate(alternating(10, "CRITICAL", "OK")):
+            assert detector.record("db", "rtt.db", state, previous, i) is None
+            previous = state
+        assert not detector.flapping("db", "rtt.db")
+        assert detector.get("db", "rtt.db") is not None
+
+    def test_steady_states_cost_nothing(self) -> None:
+        """A state that does not change keeps no history; one steady 21 times is dropped."""
+        detector = FlapDetector()
+        for i in range(100):
+            detector.record(f"h{i}", "", "UP", "UP", 0)
+        assert len(detector) == 0
+        detector.record("h1", "", "DOWN", "UP", 1)
+        assert len(detector) == 1
+        for i in range(HISTORY):
+            detector.record("h1", "", "DOWN", "DOWN", 2 + i)
+        assert len(detector) == 0
+        changed, dropped = detector.take_dirty()
+        assert (changed, dropped) == ([], [("h1", "")])
+
+    def test_forget_restore_and_dirty(self) -> None:
+        """Histories survive a restart through restore; forget drops a host's."""
+        detector = FlapDetector()
+        previous = "UP"
+        for i, state in enumerate(alternating(8, "DOWN", "UP")):
+            detector.record("web1", "", state, previous, i)
+            previous = state
+        changed, _ = detector.take_dirty()
+        ((host, subject, state),) = changed
+        again = FlapDetector()
+        again.restore([(host, subject, list(state.history), state.flapping, state.since)])
+        assert again.get("web1", "") == detector.get("web1", "")
+        again.forget("web1")
+        assert again.get("web1", "") is None and again.take_dirty() == ([], [("web1", "")])
+
+    def test_thresholds_are_checked(self) -> None:
+        """low above high is refused."""
+        with pytest.raises(ValueError, match="0 <= low <= high <= 100"):
+            FlapDetector(low=40, high=30)
