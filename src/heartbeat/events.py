@@ -23,17 +23,21 @@ from typing import Any, Final
 
 __all__ = [
     "ALERT",
+    "ALERT_FLAPPING",
     "HOST_ADDRESS",
     "HOST_BOOT",
     "HOST_COMMAND",
     "HOST_DOWN",
+    "HOST_FLAPPING",
     "HOST_MESSAGE",
     "HOST_NEW",
     "HOST_PLUGINS",
     "HOST_REMOVED",
     "HOST_RESULT",
     "HOST_RTT",
+    "HOST_UNREACHABLE",
     "HOST_UP",
+    "PROBLEM_STILL",
     "RECEIVED",
     "Event",
     "EventBus",
@@ -54,6 +58,10 @@ HOST_PLUGINS: Final = "host.plugins"  # new plugin data stored
 HOST_REMOVED: Final = "host.removed"
 HOST_RTT: Final = "host.rtt"  # a heartbeat that reported its round-trip time: data["rtt"]
 ALERT: Final = "alert"  # a threshold transition or reminder
+HOST_UNREACHABLE: Final = "host.unreachable"  # silent while its parents are down
+HOST_FLAPPING: Final = "host.flapping"  # a host's state started or stopped flapping
+ALERT_FLAPPING: Final = "alert.flapping"  # a metric's level started or stopped flapping
+PROBLEM_STILL: Final = "problem.still"  # a problem held back (maintenance, silence) outlasted it
 
 
 @dataclass(frozen=True, slots=True)
