@@ -24,16 +24,14 @@ from heartbeat.events import Event, EventBus
 from heartbeat.passwords import hash_password
 from heartbeat.protocol import Limits
 from heartbeat.server.access import Directory
-from heartbeat.server.alerting import SCHEMA as ALERTING_SCHEMA
 from heartbeat.server.alerting import AlertingService, load_alert_states
-from heartbeat.server.auth import SCHEMA as AUTH_SCHEMA
 from heartbeat.server.auth import AuthService, PasswordHasher, load_auth
 from heartbeat.server.ingest import IngestProtocol, IngestStats
 from heartbeat.server.journal import JournalFile, JournalService
 from heartbeat.server.registry import Registry
 from heartbeat.server.serial import ImmediateWorker
 from heartbeat.server.sessions import LoginThrottle
-from heartbeat.server.store import SCHEMA, HostRecorder, StoreService, load_hosts, open_database
+from heartbeat.server.store import HostRecorder, StoreService, load_hosts, open_database
 from heartbeat.server.thresholds.engine import ThresholdEngine
 from heartbeat.server.thresholds.rulebook import RuleBook
 from heartbeat.server.web.api import HeartbeatAPI
@@ -122,7 +120,7 @@ class Stack:
         self.bus.subscribe(self.events.append)
         self.registry = Registry(grace=10.0, default_interval=30.0, host_config=self.hosts)
         self.store = StoreService(
-            open_database(self.path, [SCHEMA, AUTH_SCHEMA, ALERTING_SCHEMA]), ImmediateWorker(),
+            open_database(self.path), ImmediateWorker(),
             self.clock)
         self.registry.restore(load_hosts(self.store.conn), self.clock.seconds())
         HostRecorder(self.registry, self.store, 3600.0, 100).attach(self.bus)

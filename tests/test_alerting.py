@@ -11,7 +11,6 @@ from twisted.internet.task import Clock
 
 from heartbeat.config import ServerConfig
 from heartbeat.events import ALERT, HOST_PLUGINS, HOST_REMOVED, Event, EventBus
-from heartbeat.server import alerting, store
 from heartbeat.server.alerting import AlertingService, load_alert_states, reminder_period
 from heartbeat.server.registry import Registry
 from heartbeat.server.serial import ImmediateWorker
@@ -36,7 +35,7 @@ class Rig:
         self.alerts: list[Event] = []
         self.bus.subscribe(self.alerts.append, [ALERT])
         self.registry = Registry(grace=10.0, default_interval=30.0)
-        self.conn = open_database(path, [store.SCHEMA, alerting.SCHEMA])
+        self.conn = open_database(path)
         self.store = StoreService(self.conn, ImmediateWorker(), self.clock, 0.5)
         config = ServerConfig(thresholds=RULES, threshold_renotify_interval=renotify)
         self.engine = ThresholdEngine(RuleBook.from_config(config, "test.yaml"))

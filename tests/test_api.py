@@ -13,12 +13,11 @@ from twisted.internet.task import Clock
 
 from heartbeat.events import EventBus
 from heartbeat.server.access import Directory
-from heartbeat.server.auth import SCHEMA as AUTH_SCHEMA
 from heartbeat.server.auth import AuthService, PasswordHasher
 from heartbeat.server.journal import JournalFile, JournalService
 from heartbeat.server.registry import Registry
 from heartbeat.server.serial import ImmediateWorker
-from heartbeat.server.store import SCHEMA, HostRecorder, StoreService, open_database
+from heartbeat.server.store import HostRecorder, StoreService, open_database
 from heartbeat.server.web.api import HeartbeatAPI
 from heartbeat.server.web.app import WebRoot
 from heartbeat.server.web.auth import WebAuth
@@ -44,7 +43,7 @@ class Server:
         self.clock.advance(1000.0)
         self.bus = EventBus(on_error=lambda s, e, x: None)
         self.registry = Registry(grace=5, default_interval=10)
-        self.store = StoreService(open_database(tmp_path / "s.sqlite3", [SCHEMA, AUTH_SCHEMA]),
+        self.store = StoreService(open_database(tmp_path / "s.sqlite3"),
                                   ImmediateWorker(), self.clock)
         HostRecorder(self.registry, self.store, 1e9, 100).attach(self.bus)
         self.journal_file = JournalFile(tmp_path, "j", 1_000_000, 1)

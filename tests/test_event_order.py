@@ -15,7 +15,6 @@ from twisted.internet.testing import FakeDatagramTransport
 from heartbeat.config import ServerConfig
 from heartbeat.events import ALERT, HOST_NEW, HOST_PLUGINS, HOST_REMOVED, RECEIVED, Event, EventBus
 from heartbeat.protocol import Limits
-from heartbeat.server import alerting, store
 from heartbeat.server.alerting import AlertingService
 from heartbeat.server.ingest import IngestProtocol, IngestStats
 from heartbeat.server.limits import HostAdmission
@@ -74,7 +73,7 @@ class Rig:
         self.bus.subscribe(self.broken)
         self.registry = Registry(grace=5.0, default_interval=10.0,
                                  admission=HostAdmission(per_hour=3, ceiling=3), max_plugins=2)
-        conn = open_database(path, [store.SCHEMA, alerting.SCHEMA])
+        conn = open_database(path)
         self.store = StoreService(conn, ImmediateWorker(), self.clock)
         engine = ThresholdEngine(RuleBook.from_config(ServerConfig(thresholds=RULES), "t.yaml"))
         self.alerting = AlertingService(engine, self.bus, self.store, self.clock)

@@ -20,7 +20,6 @@ from heartbeat.server.monitor import MonitorService
 from heartbeat.server.registry import Registry
 from heartbeat.server.serial import ImmediateWorker
 from heartbeat.server.store import (
-    SCHEMA,
     HostRecorder,
     StoreService,
     load_hosts,
@@ -286,7 +285,7 @@ class JournalServiceTests:
 class StoreTests:
     def _store(self, tmp_path: Path, clock: Clock, retention: float = 100.0,
                max_samples: int = 3) -> tuple[StoreService, Registry, EventBus]:
-        conn = open_database(tmp_path / "s.sqlite3", [SCHEMA])
+        conn = open_database(tmp_path / "s.sqlite3")
         registry = Registry(grace=5, default_interval=10)
         bus = make_bus()
         store = StoreService(conn, ImmediateWorker(), clock, flush_interval=0.5)

@@ -24,18 +24,9 @@ from heartbeat.server.store import StoreService, Write
 from heartbeat.server.thresholds.engine import Alert, AlertState, ThresholdEngine
 from heartbeat.server.thresholds.rules import Level
 
-__all__ = ["SCHEMA", "AlertingService", "load_alert_states", "reminder_period"]
+__all__ = ["AlertingService", "load_alert_states", "reminder_period"]
 
 log = Logger()
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS alert_states (
-    host TEXT NOT NULL, metric_path TEXT NOT NULL, plugin TEXT NOT NULL,
-    level TEXT NOT NULL, value TEXT, threshold_value TEXT, operator TEXT NOT NULL,
-    display TEXT NOT NULL, since REAL NOT NULL, last_notified REAL,
-    PRIMARY KEY (host, metric_path)
-);
-"""
 
 _COLUMNS = ("host", "metric_path", "plugin", "level", "value", "threshold_value", "operator",
             "display", "since", "last_notified")

@@ -40,7 +40,6 @@ from heartbeat.server.sessions import TOUCH_PERSIST, LoginThrottle, Session, Ses
 from heartbeat.server.store import StoreService, Write
 
 __all__ = [
-    "SCHEMA",
     "AuthService",
     "LoginRefused",
     "LoginThrottled",
@@ -50,19 +49,6 @@ __all__ = [
 ]
 
 log = Logger()
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, data TEXT);
-CREATE TABLE IF NOT EXISTS host_access (
-    host TEXT PRIMARY KEY, owner TEXT, managers TEXT NOT NULL, monitors TEXT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS sessions (
-    key TEXT PRIMARY KEY, user TEXT NOT NULL, created REAL NOT NULL, last_used REAL NOT NULL,
-    csrf TEXT NOT NULL, address TEXT
-);
-"""
-"""``users.data`` is NULL for a config user deleted through the API."""
-
 
 @dataclass
 class StoredAuth:

@@ -23,11 +23,11 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from heartbeat.events import HOST_REMOVED, RECEIVED, Event, EventBus
+from heartbeat.server import migrations
 from heartbeat.server.registry import Host, HostState, PendingCommand, PluginSample, Registry
 from heartbeat.server.serial import Worker
 
 __all__ = [
-    "SCHEMA",
     "HostRecorder",
     "StoreService",
     "Write",
@@ -41,25 +41,6 @@ T = TypeVar("T")
 Write = Callable[[sqlite3.Connection], object]
 """A queued write: runs on the worker thread inside the batch's transaction."""
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS hosts (
-    name TEXT PRIMARY KEY, state TEXT NOT NULL, addr TEXT, port INTEGER,
-    first_seen REAL, last_seen REAL, since REAL, interval REAL, rtt REAL,
-    version TEXT, boot_time REAL, down_reason TEXT, expected_by REAL
-);
-CREATE TABLE IF NOT EXISTS plugin_latest (
-    host TEXT NOT NULL, plugin TEXT NOT NULL, ts REAL NOT NULL, message TEXT NOT NULL,
-    PRIMARY KEY (host, plugin)
-);
-CREATE TABLE IF NOT EXISTS plugin_history (
-    host TEXT NOT NULL, ts REAL NOT NULL, plugins TEXT NOT NULL, message TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS plugin_history_by_host ON plugin_history (host, ts);
-CREATE TABLE IF NOT EXISTS commands (
-    host TEXT NOT NULL, cmd_id TEXT NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL,
-    queued REAL NOT NULL, by TEXT, attempts INTEGER NOT NULL, PRIMARY KEY (host, cmd_id)
-);
-"""
 # Plugin data is stored as the PLG message's JSON text exactly as received: one
 # history row per message (``plugins`` lists its plugin names as ",a,b,") and,
 # per host and plugin, the newest message that carried it. Nothing is
@@ -75,22 +56,37 @@ _UPSERT_HOST = (
 log = Logger()
 
 
-def open_database(path: Path, schemas: Iterable[str] = (SCHEMA,)) -> sqlite3.Connection:
-    """Open (creating) the store and apply every module's schema.
+def open_database(path: Path) -> sqlite3.Connection:
+    """Open (creating) the store and bring its schema to the newest version.
 
+    A damaged file, one newer than this code or no heartbeat store is refused
+    before anything is written (sqlite3.DatabaseError, migrations.SchemaError).
     WAL with ``synchronous=NORMAL`` survives a killed process without losing a
     committed transaction; only a power loss may drop the last one.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    conn.execute("PRAGMA busy_timeout=5000")
-    check = conn.execute("PRAGMA quick_check").fetchone()[0]
-    if check != "ok":
-        raise sqlite3.DatabaseError(f"{path}: integrity check failed: {check}")
-    for schema in schemas:
-        conn.executescript(schema)
+    try:
+        conn.execute("PRAGMA busy_timeout=5000")
+        check = conn.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise sqlite3.DatabaseError(f"{path}: integrity check failed: {check}")
+        done = migrations.upgrade(conn, path)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+    except BaseException:
+        conn.close()
+        raise
+    if done.found.version == 0:
+        log.info("store: created {path} at schema version {version}", path=str(path),
+                 version=done.version)
+    elif done.changed:
+        found = done.found
+        log.info("store: {path}{unrecorded} {what}", path=str(path),
+                 unrecorded="" if found.recorded else " (made before schema versions)",
+                 what=f"recorded as schema version {done.version}"
+                 if found.version == done.version
+                 else f"upgraded from schema version {found.version} to {done.version}")
     return conn
 
 

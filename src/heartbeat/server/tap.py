@@ -35,9 +35,6 @@ from heartbeat.config import ConfigError, ServerConfig, default_config_path, loa
 from heartbeat.events import HOST_REMOVED, Event, EventBus, Subscriber
 from heartbeat.hangup import HangupService
 from heartbeat.protocol import Limits
-from heartbeat.server import alerting as alerting_module
-from heartbeat.server import auth as auth_module
-from heartbeat.server import store as store_module
 from heartbeat.server.access import Directory
 from heartbeat.server.alerting import AlertingService, load_alert_states, reminder_period
 from heartbeat.server.auth import AuthService, PasswordHasher, load_auth
@@ -45,6 +42,7 @@ from heartbeat.server.dns import DnsService, DnsSettings
 from heartbeat.server.ingest import IngestProtocol, IngestStats, make_udp_service
 from heartbeat.server.journal import JournalFile, JournalService
 from heartbeat.server.limits import SOURCE_TABLE_SIZE, HostAdmission, SourceRateLimit
+from heartbeat.server.migrations import SchemaError, inspect_store
 from heartbeat.server.monitor import MonitorService
 from heartbeat.server.notify import Channel, NotifierService, NotifySettings, Router
 from heartbeat.server.notify.mattermost import MattermostChannel
@@ -108,16 +106,25 @@ class Options(usage.Options):
             raise SystemExit(_summary(self["settings"], self["config_path"]))
 
 
+def store_path(config: ServerConfig) -> Path:
+    return Path(config.state_dir) / STORE_FILE
+
+
 def _hostport(host: str, port: int | None) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _summary(config: ServerConfig, path: str | None) -> int:
+    try:
+        store = inspect_store(store_path(config)).describe()
+    except SchemaError as e:
+        raise SystemExit(f"heartbeat: state_dir: {e}") from None
     print(  # noqa: T201 - the answer to --check is for the terminal
         f"heartbeat: {path or 'built-in defaults'}: OK; "
         f"UDP {_hostport(config.hb_host, config.hb_port)}, "
         f"HTTP {_hostport(config.hbd_host, config.hbd_port)}, "
-        f"{len(config.hosts)} configured hosts")
+        f"{len(config.hosts)} configured hosts\n"
+        f"heartbeat: store {store_path(config)}: {store}")
     return 0
 
 
@@ -148,12 +155,14 @@ def make_registry(config: ServerConfig) -> Registry:
                     max_plugins=config.max_plugins, max_plugin_bytes=config.max_plugin_bytes)
 
 
-def make_store(config: ServerConfig, registry: Registry, bus: EventBus, reactor: Any,
-               schemas: list[str]) -> StoreService:
-    path = Path(config.state_dir) / STORE_FILE
+def make_store(config: ServerConfig, registry: Registry, bus: EventBus,
+               reactor: Any) -> StoreService:
+    path = store_path(config)
     try:
-        conn = open_database(path, schemas)
+        conn = open_database(path)
         hosts = load_hosts(conn)
+    except SchemaError as e:
+        raise SystemExit(f"heartbeat: state_dir: {e}") from None
     except (OSError, sqlite3.Error) as e:
         raise SystemExit(f"heartbeat: state_dir: cannot open the store {path}: {e}") from None
     registry.restore(hosts, reactor.seconds())
@@ -474,8 +483,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Multi
     bus = EventBus(on_error=_report_subscriber_error)
     registry = make_registry(config)
 
-    store = make_store(config, registry, bus, reactor,
-                       [store_module.SCHEMA, auth_module.SCHEMA, alerting_module.SCHEMA])
+    store = make_store(config, registry, bus, reactor)
     store.setServiceParent(top)
     auth = make_auth(config, store, reactor)
     auth.setServiceParent(top)

@@ -1,0 +1,271 @@
+"""The store's schema as an ordered list of steps, and the upgrade that runs them.
+
+A store records the version of its schema in the file (SQLite's
+``PRAGMA user_version``): version N is what steps 1..N made. At start-up
+:func:`upgrade` brings the file to :data:`NEWEST`:
+
+- a new (empty) file gets every step, in one transaction;
+- an older file gets the steps it lacks, in one transaction (each step runs
+  whole or not at all, and so does the upgrade: a failing step leaves the file
+  exactly as it was, still usable by the release that made it);
+- a file newer than this code, or not a heartbeat store, is refused with
+  :class:`SchemaError` before anything is written;
+- a file made before versions existed (no ``user_version``, tables made by
+  ``CREATE TABLE IF NOT EXISTS``) is recognised as version 1: step 1 is re-run
+  (it only creates what such a file lacks), its tables must have step 1's
+  columns, and the version is recorded.
+
+To change the schema, append a :class:`Step`; never edit a released one (it is
+what older files went through). docs/STORE.md says how, and how the upgrade is
+tested against a database made by each earlier release (tests/fixtures/store/).
+
+The steps are backend-neutral data: each holds its work per SQL dialect (only
+``sqlite`` today; a PostgreSQL backend adds its own field and the same list).
+No reactor here: the upgrade runs once at start-up, before any thread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, TypeAlias
+
+import heartbeat
+
+__all__ = [
+    "NEWEST",
+    "STEPS",
+    "SchemaError",
+    "Step",
+    "StoreVersion",
+    "inspect_store",
+    "read_version",
+    "statements",
+    "upgrade",
+]
+
+Script: TypeAlias = "str | Callable[[sqlite3.Connection], None]"
+"""A step's work: SQL statements, or a function given the connection (inside the
+upgrade's transaction: it must neither commit nor roll back)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What brings a store from ``version - 1`` to ``version``."""
+
+    version: int
+    summary: str
+    """What the step does and why, for the log and docs/STORE.md."""
+    sqlite: Script
+
+
+class SchemaError(Exception):
+    """The store cannot be used by this code; the message is one line for the operator."""
+
+
+_V1_SQLITE = """
+CREATE TABLE IF NOT EXISTS hosts (
+    name TEXT PRIMARY KEY, state TEXT NOT NULL, addr TEXT, port INTEGER,
+    first_seen REAL, last_seen REAL, since REAL, interval REAL, rtt REAL,
+    version TEXT, boot_time REAL, down_reason TEXT, expected_by REAL
+);
+CREATE TABLE IF NOT EXISTS plugin_latest (
+    host TEXT NOT NULL, plugin TEXT NOT NULL, ts REAL NOT NULL, message TEXT NOT NULL,
+    PRIMARY KEY (host, plugin)
+);
+CREATE TABLE IF NOT EXISTS plugin_history (
+    host TEXT NOT NULL, ts REAL NOT NULL, plugins TEXT NOT NULL, message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS plugin_history_by_host ON plugin_history (host, ts);
+CREATE TABLE IF NOT EXISTS commands (
+    host TEXT NOT NULL, cmd_id TEXT NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL,
+    queued REAL NOT NULL, by TEXT, attempts INTEGER NOT NULL, PRIMARY KEY (host, cmd_id)
+);
+CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, data TEXT);
+CREATE TABLE IF NOT EXISTS host_access (
+    host TEXT PRIMARY KEY, owner TEXT, managers TEXT NOT NULL, monitors TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    key TEXT PRIMARY KEY, user TEXT NOT NULL, created REAL NOT NULL, last_used REAL NOT NULL,
+    csrf TEXT NOT NULL, address TEXT
+);
+CREATE TABLE IF NOT EXISTS alert_states (
+    host TEXT NOT NULL, metric_path TEXT NOT NULL, plugin TEXT NOT NULL,
+    level TEXT NOT NULL, value TEXT, threshold_value TEXT, operator TEXT NOT NULL,
+    display TEXT NOT NULL, since REAL NOT NULL, last_notified REAL,
+    PRIMARY KEY (host, metric_path)
+);
+"""
+# Version 1 is the schema of the releases before versions: the store's tables
+# (hosts; plugin data as the PLG message's JSON text, one history row per
+# message and per host and plugin the newest; queued commands), the auth
+# tables (``users.data`` NULL for a config user deleted through the API) and
+# the alert states. IF NOT EXISTS lets it complete a store of such a release.
+
+STEPS: Final[Sequence[Step]] = (
+    Step(1, "hosts, plugin data, queued commands, users, sessions, host access, alert states",
+         sqlite=_V1_SQLITE),
+)
+NEWEST: Final = STEPS[-1].version
+"""The schema version this code reads and writes."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoreVersion:
+    """Where a store file stands: its version (0: no store yet) and whether it says so."""
+
+    version: int
+    recorded: bool = True
+    """False for a store made before versions (it is version 1 all the same)."""
+
+    def describe(self, newest: int = NEWEST) -> str:
+        """For ``--check``: the version and what start-up will do to it."""
+        if self.version == 0:
+            return f"not created yet (schema version {newest} at the first start)"
+        text = f"schema version {self.version}"
+        if not self.recorded:
+            text += " (made before schema versions)"
+        if self.version < newest:
+            return f"{text}, upgrade to {newest} due at the next start (back the file up first)"
+        return f"{text}, current" + ("" if self.recorded else "; start-up records it")
+
+
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    return {name for (name,) in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'")}
+
+
+def read_version(conn: sqlite3.Connection, path: Path) -> StoreVersion:
+    """The version of the store open on ``conn``; SchemaError if it is no heartbeat store."""
+    version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+    if version > 0:
+        return StoreVersion(version)
+    tables = _tables(conn)
+    if not tables:
+        return StoreVersion(0)
+    if "hosts" in tables:  # every release before versions made it first
+        return StoreVersion(1, recorded=False)
+    raise SchemaError(f"{path} is not a heartbeat store: it has no schema version and none "
+                      f"of its tables ({', '.join(sorted(tables))})")
+
+
+def _check_not_newer(found: StoreVersion, path: Path, newest: int) -> None:
+    if found.version > newest:
+        raise SchemaError(
+            f"the store {path} is at schema version {found.version}, newer than this heartbeat "
+            f"({heartbeat.__version__}) knows (up to {newest}): run the release that made it, "
+            f"or restore the backup taken before upgrading")
+
+
+def inspect_store(path: Path, newest: int = NEWEST) -> StoreVersion:
+    """The version of the store at ``path`` without writing anything (for ``--check``).
+
+    The file is opened read-only; when no ``-wal`` file exists (no server has
+    it open) it is also opened immutable, so not even a ``-shm`` file is made
+    (``--check`` may run as root beside a service user's store).
+    """
+    try:
+        if not path.exists() or path.stat().st_size == 0:
+            return StoreVersion(0)
+        wal = path.with_name(path.name + "-wal")
+        uri = f"{path.absolute().as_uri()}?mode=ro" + ("" if wal.exists() else "&immutable=1")
+        conn = sqlite3.connect(uri, uri=True)
+        try:
+            found = read_version(conn, path)
+        finally:
+            conn.close()
+    except (OSError, sqlite3.Error) as e:
+        raise SchemaError(f"cannot read the store {path}: {e}") from None
+    _check_not_newer(found, path, newest)
+    return found
+
+
+def statements(script: str) -> list[str]:
+    """``script`` cut into whole SQL statements (``executescript`` would commit first)."""
+    found: list[str] = []
+    pending = ""
+    for piece in script.split(";"):
+        pending += piece + ";"
+        if sqlite3.complete_statement(pending):
+            if pending.strip(" \t\r\n;"):
+                found.append(pending.strip())
+            pending = ""
+    if pending.strip(" \t\r\n;"):
+        raise ValueError(f"an incomplete SQL statement: {pending.strip()[:60]!r}")
+    return found
+
+
+def _run(conn: sqlite3.Connection, work: Script) -> None:
+    if isinstance(work, str):
+        for statement in statements(work):
+            conn.execute(statement)
+    else:
+        work(conn)
+
+
+def _columns(conn: sqlite3.Connection, table: str) -> list[tuple[str, str, int, int]]:
+    return [(name, kind.upper(), notnull, pk) for _, name, kind, notnull, _, pk in
+            conn.execute(f"PRAGMA table_info({table})")]
+
+
+def _check_first_tables(conn: sqlite3.Connection, path: Path, first: Step) -> None:
+    """An unversioned store's tables must be those step 1 makes (it made them)."""
+    reference = sqlite3.connect(":memory:")
+    try:
+        _run(reference, first.sqlite)
+        for table in sorted(_tables(reference)):
+            made, found = _columns(reference, table), _columns(conn, table)
+            if found != made:
+                raise SchemaError(
+                    f"{path}: table {table} has the columns "
+                    f"({', '.join(c[0] for c in found)}), not those heartbeat made "
+                    f"({', '.join(c[0] for c in made)}): not a heartbeat store, or damaged")
+    finally:
+        reference.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Upgrade:
+    """What :func:`upgrade` found and did."""
+
+    found: StoreVersion
+    version: int
+
+    @property
+    def changed(self) -> bool:
+        return self.found.version != self.version or not self.found.recorded
+
+
+def upgrade(conn: sqlite3.Connection, path: Path, steps: Sequence[Step] = STEPS) -> Upgrade:
+    """Bring the store open on ``conn`` (autocommit mode) to the last of ``steps``.
+
+    Refuses (SchemaError, nothing written) a store newer than ``steps`` or not
+    made by heartbeat; a failing step rolls the whole upgrade back and is
+    reported as SchemaError naming the file, the versions and the step.
+    """
+    newest = steps[-1].version
+    found = read_version(conn, path)
+    _check_not_newer(found, path, newest)
+    if found.version == newest and found.recorded:
+        return Upgrade(found, newest)
+    start = found.version if found.recorded else 0
+    step = steps[start]
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for step in steps[start:]:
+            _run(conn, step.sqlite)
+            if step.version == 1 and not found.recorded:
+                _check_first_tables(conn, path, step)
+        conn.execute(f"PRAGMA user_version = {int(newest)}")
+    except BaseException as e:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        if isinstance(e, SchemaError) or not isinstance(e, Exception):
+            raise
+        raise SchemaError(
+            f"cannot upgrade the store {path} from schema version {found.version} to {newest}: "
+            f"step {step.version} ({step.summary}) failed: {e}; the file is unchanged") from e
+    conn.execute("COMMIT")
+    return Upgrade(found, newest)

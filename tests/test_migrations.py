@@ -1,0 +1,394 @@
+"""Schema versions: new stores at the newest, older ones upgraded, newer or foreign refused.
+
+The fixture ``tests/fixtures/store/v1.sqlite3`` is a real store written by the
+release before schema versions (tests/fixtures/store/make_store_fixture.py made
+it); every upgrade must keep what it holds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sqlite3
+from collections import deque
+from pathlib import Path
+
+import pytest
+
+from heartbeat.config import UserConfig
+from heartbeat.server.access import HostAccess
+from heartbeat.server.alerting import load_alert_states
+from heartbeat.server.auth import StoredAuth, load_auth
+from heartbeat.server.migrations import (
+    NEWEST,
+    STEPS,
+    SchemaError,
+    Step,
+    StoreVersion,
+    inspect_store,
+    statements,
+    upgrade,
+)
+from heartbeat.server.registry import Host, HostState, PendingCommand, PluginSample
+from heartbeat.server.sessions import Session
+from heartbeat.server.store import load_hosts, open_database, read_history
+from heartbeat.server.thresholds.engine import AlertState
+from heartbeat.server.thresholds.rules import Level
+
+FIXTURES = Path(__file__).parent / "fixtures" / "store"
+V1_TABLES = ["alert_states", "commands", "host_access", "hosts", "plugin_history",
+             "plugin_latest", "sessions", "users"]
+
+
+def _copy(tmp_path: Path, name: str = "v1.sqlite3") -> Path:
+    path = tmp_path / "heartbeat.sqlite3"
+    shutil.copyfile(FIXTURES / name, path)
+    return path
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(path, isolation_level=None)
+
+
+def _schema(conn: sqlite3.Connection) -> list[tuple[str, str, str, str]]:
+    return conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master"
+                        " ORDER BY type, name").fetchall()
+
+
+def _tables(conn: sqlite3.Connection) -> list[str]:
+    return [name for (name,) in conn.execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+
+
+def _version(path: Path) -> int:
+    conn = sqlite3.connect(path)
+    try:
+        version: int = conn.execute("PRAGMA user_version").fetchone()[0]
+        return version
+    finally:
+        conn.close()
+
+
+# What release 0.1.0 (main at ba5d8a4) stored, as the loaders read it.
+WEB1, DB1 = 1796245014.9777393, 1796245014.9807208
+HOSTS = [
+    Host("db1", HostState.UP, "127.0.0.1", 45182, DB1, DB1, DB1, 60.0, None, "0.1.0",
+         expected_by=1796245114.9807208,
+         plugins={"cpu_monitor": PluginSample(1796245015.0527763, {"cpu_percent": 99.0}),
+                  "memory_monitor": PluginSample(1796245015.0527763, {"percent": 40})},
+         pending={"6b108619-2": PendingCommand("6b108619-2", "UPD", {"version": "0.2.0"},
+                                               1796245017.3092902, "alice", 0)}),
+    Host("web1", HostState.UP, "127.0.0.1", 45182, WEB1, WEB1, WEB1, 30.0, 1.5, "0.1.0",
+         expected_by=1796245084.9777393,
+         plugins={"cpu_monitor": PluginSample(1796245015.0085928,
+                                              {"cpu_percent": 85.0, "load_1min": 3.1}),
+                  "disk_monitor": PluginSample(1796245015.0325847, {
+                      "partitions": {"/": {"percent": 95.0, "free_gb": 1.5}}}),
+                  "os_info": PluginSample(1796245015.0085928,
+                                          {"system": "Linux", "note": "Grüße ✓"})},
+         pending={"6b108619-1": PendingCommand(
+             "6b108619-1", "CMD", {"cmd": "restart_nginx", "args": ["--graceful"]},
+             1796245017.2950323, "alice", 0)}),
+    Host("mail1", HostState.DOWN, "127.0.0.1", 45182, 1796245014.981243, 1796245014.981243,
+         1796245015.0534017, 30.0, down_reason="shutdown"),
+]
+HISTORY = {
+    ("web1", "cpu_monitor"): [
+        {"ts": 1796245015.0085928, "data": {"cpu_percent": 85.0, "load_1min": 3.1}},
+        {"ts": 1796245014.9814749, "data": {"cpu_percent": 12.5, "load_1min": 0.4}}],
+    ("web1", "os_info"): [
+        {"ts": 1796245015.0085928, "data": {"system": "Linux", "note": "Grüße ✓"}}],
+    ("web1", "disk_monitor"): [
+        {"ts": 1796245015.0325847,
+         "data": {"partitions": {"/": {"percent": 95.0, "free_gb": 1.5}}}}],
+    ("db1", "cpu_monitor"): [{"ts": 1796245015.0527763, "data": {"cpu_percent": 99.0}}],
+    ("db1", "memory_monitor"): [{"ts": 1796245015.0527763, "data": {"percent": 40}}],
+}
+AUTH = StoredAuth(
+    users={
+        "bob": UserConfig(full_name="Bob API", password=(
+            "pbkdf2:sha256:600000$sVVIkOgMN2uiL4kl$"
+            "7200b7528a48740ca1732cbc03710e8bfc77da0c510095d44143da91d8699be0")),
+        "carol": UserConfig(admin=True, email="carol@example.org",
+                            notification_channels=["email"]),
+        "erin": UserConfig(full_name="Erin Changed", password=(
+            "pbkdf2:sha256:600000$nPOtnYuAoq6ZK4SB$"
+            "a3f66fb8bcffa3b4bd56d3e9adaaf3c7ffc20b500608892e306851192ac7feca")),
+        "dave": None,
+    },
+    access={"db1": HostAccess("bob", ("carol",), ("erin",), "api")},
+    sessions=[
+        Session("1efd104753eda5a5b08dd0d63865bb1a5750fc67f91dcfef25a6fe5d963a1474", "alice",
+                1796245015.848589, 1796245015.848589, "2ywdosTGgzLxHgOA0M7Fb0TFcjJ-AgGK",
+                "127.0.0.1", 1796245015.848589),
+        Session("f93b8277eacd3f9abbcff8809e79fc8c76d3fe4821c958253e33bee9e31fa7bc", "erin",
+                1796245016.4845748, 1796245016.4845748, "kh7MIT0Qdl3sbUjol5GqlfRLmJUG12fy",
+                "127.0.0.1", 1796245016.4845748),
+    ],
+)
+ALERTS = [
+    AlertState("web1", "disk_monitor", "disk_monitor.partitions./.percent", Level.CRITICAL,
+               95.0, 90, ">", "", 1796245015.0325847, 1796245015.0325847),
+    AlertState("db1", "cpu_monitor", "cpu_monitor.cpu_percent", Level.CRITICAL, 99.0, 90, ">",
+               "", 1796245015.0527763, 1796245015.0527763),
+    AlertState("web1", "cpu_monitor", "cpu_monitor.cpu_percent", Level.WARNING, 85.0, 80, ">",
+               "", 1796245015.0085928, 1796245015.0085928),
+]
+
+
+def _assert_release_rows(conn: sqlite3.Connection) -> None:
+    hosts = load_hosts(conn)
+    for host in hosts:
+        assert host.results == deque()
+    assert sorted(hosts, key=lambda h: h.name) == sorted(HOSTS, key=lambda h: h.name)
+    assert {key: read_history(*key, 100)(conn) for key in HISTORY} == HISTORY
+    assert load_auth(conn) == AUTH
+    assert load_alert_states(conn) == ALERTS
+
+
+class StepListTests:
+    def test_steps_are_numbered_from_one_without_gaps(self) -> None:
+        """Step N brings a store to version N; NEWEST is the last one's."""
+        assert [step.version for step in STEPS] == list(range(1, len(STEPS) + 1))
+        assert len(STEPS) == NEWEST
+
+    def test_statements_keep_semicolons_inside_quotes_and_triggers(self) -> None:
+        """A script is cut at statement ends only, not at every semicolon."""
+        trigger = ("CREATE TRIGGER t_ins AFTER INSERT ON t BEGIN\n"
+                   "  UPDATE t SET x = 'c;' WHERE rowid = new.rowid; SELECT 1;\nEND;")
+        script = (f"INSERT INTO t VALUES ('a;b');\n{trigger}\n"
+                  "-- a comment; with a semicolon\nDROP TABLE u;\n")
+        assert statements(script) == [
+            "INSERT INTO t VALUES ('a;b');", trigger,
+            "-- a comment; with a semicolon\nDROP TABLE u;"]
+
+
+class NewStoreTests:
+    def test_new_store_is_made_at_the_newest_version_in_one_transaction(
+            self, tmp_path: Path) -> None:
+        """Every step runs inside one BEGIN ... COMMIT that also records the version."""
+        path = tmp_path / "new.sqlite3"
+        conn = _connect(path)
+        seen: list[str] = []
+        conn.set_trace_callback(seen.append)
+        done = upgrade(conn, path)
+        conn.set_trace_callback(None)
+        assert (done.found, done.version, done.changed) == (StoreVersion(0), NEWEST, True)
+        assert [s.split()[0] for s in seen] == (
+            ["PRAGMA", "SELECT", "BEGIN"] + ["CREATE"] * 9 + ["PRAGMA", "COMMIT"])
+        assert seen[-2:] == [f"PRAGMA user_version = {NEWEST}", "COMMIT"]
+        assert _tables(conn) == V1_TABLES
+        conn.close()
+        assert _version(path) == NEWEST
+
+    def test_open_database_makes_the_store_once(self, tmp_path: Path) -> None:
+        """A second open finds the newest version and runs nothing."""
+        path = tmp_path / "s" / "heartbeat.sqlite3"
+        open_database(path).close()
+        conn = open_database(path)
+        seen: list[str] = []
+        conn.set_trace_callback(seen.append)
+        assert upgrade(conn, path).changed is False
+        assert seen == ["PRAGMA user_version"]
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        conn.close()
+
+
+class ReleaseFixtureTests:
+    def test_fixture_is_as_the_release_left_it(self) -> None:
+        """The committed fixture has no version and every table of the release, filled."""
+        conn = sqlite3.connect(f"{(FIXTURES / 'v1.sqlite3').as_uri()}?mode=ro&immutable=1",
+                               uri=True)
+        assert conn.execute("PRAGMA user_version").fetchone() == (0,)
+        counts = {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+                  for t in _tables(conn)}
+        assert counts == {"alert_states": 3, "commands": 2, "host_access": 1, "hosts": 3,
+                          "plugin_history": 4, "plugin_latest": 5, "sessions": 2, "users": 4}
+        conn.close()
+
+    def test_release_store_upgrades_keeping_every_row(self, tmp_path: Path) -> None:
+        """The release's store opens at the newest version with all it held, read back alike."""
+        path = _copy(tmp_path)
+        conn = open_database(path)
+        _assert_release_rows(conn)
+        conn.close()
+        assert _version(path) == NEWEST
+        conn = open_database(path)  # and again, now that it is recorded
+        _assert_release_rows(conn)
+        conn.close()
+
+    def test_upgraded_schema_is_that_of_a_new_store(self, tmp_path: Path) -> None:
+        """Upgrading the release's store gives exactly the tables and indexes of a new one."""
+        upgraded = open_database(_copy(tmp_path))
+        new = open_database(tmp_path / "new.sqlite3")
+        assert _schema(upgraded) == _schema(new)
+        upgraded.close()
+        new.close()
+
+    def test_release_store_missing_later_tables_is_completed(self, tmp_path: Path) -> None:
+        """A store of a release before users and alerts gets their tables, its rows kept."""
+        path = _copy(tmp_path)
+        conn = _connect(path)
+        for table in ("users", "host_access", "sessions", "alert_states"):
+            conn.execute(f"DROP TABLE {table}")
+        conn.close()
+        conn = open_database(path)
+        assert _tables(conn) == V1_TABLES
+        assert sorted(h.name for h in load_hosts(conn)) == ["db1", "mail1", "web1"]
+        assert load_auth(conn) == StoredAuth()
+        conn.close()
+        assert _version(path) == NEWEST
+
+
+class LaterStepTests:
+    """How a later step runs, with steps 2 and 3 made up for the test."""
+
+    STEPS = (*STEPS,
+             Step(2, "hosts get a note", sqlite="ALTER TABLE hosts ADD COLUMN note TEXT"),
+             Step(3, "each host's note says how many plugins it had",
+                  sqlite=lambda conn: conn.execute(
+                      "UPDATE hosts SET note = (SELECT COUNT(*) FROM plugin_latest"
+                      " WHERE plugin_latest.host = hosts.name)")))
+
+    def test_older_store_gets_the_steps_it_lacks_in_order(self, tmp_path: Path) -> None:
+        """A version-1 store runs steps 2 and 3 (SQL, then a function) in one transaction."""
+        path = _copy(tmp_path)
+        open_database(path).close()
+        conn = _connect(path)
+        seen: list[str] = []
+        conn.set_trace_callback(seen.append)
+        done = upgrade(conn, path, self.STEPS)
+        assert (done.found, done.version) == (StoreVersion(1), 3)
+        assert seen == [
+            "PRAGMA user_version", "BEGIN IMMEDIATE", "ALTER TABLE hosts ADD COLUMN note TEXT;",
+            "UPDATE hosts SET note = (SELECT COUNT(*) FROM plugin_latest"
+            " WHERE plugin_latest.host = hosts.name)",
+            "PRAGMA user_version = 3", "COMMIT"]
+        assert conn.execute("SELECT name, note FROM hosts ORDER BY name").fetchall() == [
+            ("db1", "2"), ("mail1", "0"), ("web1", "3")]
+        conn.close()
+        assert _version(path) == 3
+
+    def test_unversioned_store_runs_every_step(self, tmp_path: Path) -> None:
+        """The release's store (version 1, unrecorded) goes to 3 and keeps its rows."""
+        path = _copy(tmp_path)
+        conn = _connect(path)
+        done = upgrade(conn, path, self.STEPS)
+        assert (done.found, done.version) == (StoreVersion(1, recorded=False), 3)
+        _assert_release_rows(conn)
+        conn.close()
+
+    def test_failing_step_leaves_the_store_untouched(self, tmp_path: Path) -> None:
+        """A step that fails rolls back every step before it: same bytes, same version."""
+        path = _copy(tmp_path)
+        open_database(path).close()
+        before = _digest(path)
+        mistake = "CREATE TABLE later (x); INSERT INTO nowhere VALUES (1)"
+        broken = (*self.STEPS, Step(4, "a step with a mistake", sqlite=mistake))
+        conn = _connect(path)
+        with pytest.raises(SchemaError) as refused:
+            upgrade(conn, path, broken)
+        assert str(refused.value) == (
+            f"cannot upgrade the store {path} from schema version 1 to 4: step 4 "
+            f"(a step with a mistake) failed: no such table: nowhere; the file is unchanged")
+        assert conn.in_transaction is False
+        assert "later" not in _tables(conn)
+        assert conn.execute("PRAGMA table_info(hosts)").fetchall()[-1][1] == "expected_by"
+        conn.close()
+        assert (_digest(path), _version(path)) == (before, 1)
+        conn = open_database(path)  # the code it belongs to still opens it
+        _assert_release_rows(conn)
+        conn.close()
+
+
+def _refusal(path: Path, *sql: str) -> str:
+    """The SchemaError of opening the file ``sql`` makes; the file must stay as it was."""
+    conn = _connect(path)
+    for statement in sql:
+        conn.execute(statement)
+    conn.close()
+    before = _digest(path)
+    with pytest.raises(SchemaError) as refused:
+        open_database(path)
+    assert _digest(path) == before
+    return str(refused.value)
+
+
+class RefusalTests:
+    def test_store_newer_than_the_code_is_refused_untouched(self, tmp_path: Path) -> None:
+        """A store at a later version stops start-up with one line and is not written."""
+        path = tmp_path / "heartbeat.sqlite3"
+        open_database(path).close()
+        assert _refusal(path, f"PRAGMA user_version = {NEWEST + 5}") == (
+            f"the store {path} is at schema version {NEWEST + 5}, newer than this heartbeat "
+            f"(0.1.0) knows (up to {NEWEST}): run the release that made it, or restore the "
+            f"backup taken before upgrading")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["heartbeat.sqlite3"]
+
+    def test_unversioned_file_without_heartbeat_tables_is_refused(self, tmp_path: Path) -> None:
+        """An SQLite file of something else is not taken over."""
+        path = tmp_path / "other.sqlite3"
+        assert _refusal(path, "CREATE TABLE notes (text TEXT)") == (
+            f"{path} is not a heartbeat store: it has no schema version and none of its "
+            f"tables (notes)")
+
+    def test_unversioned_store_with_other_columns_is_refused(self, tmp_path: Path) -> None:
+        """A ``hosts`` table heartbeat did not make is named, and the file left as it was."""
+        path = tmp_path / "other.sqlite3"
+        assert _refusal(path, "CREATE TABLE hosts (name TEXT, owner TEXT)") == (
+            f"{path}: table hosts has the columns (name, owner), not those heartbeat made "
+            f"(name, state, addr, port, first_seen, last_seen, since, interval, rtt, version, "
+            f"boot_time, down_reason, expected_by): not a heartbeat store, or damaged")
+        assert _version(path) == 0
+
+
+class InspectTests:
+    def test_versions_as_check_reports_them(self, tmp_path: Path) -> None:
+        """--check's words for no store, the release's store, a recorded and an older one."""
+        path = tmp_path / "heartbeat.sqlite3"
+        assert inspect_store(path) == StoreVersion(0)
+        assert StoreVersion(0).describe(1) == (
+            "not created yet (schema version 1 at the first start)")
+        shutil.copyfile(FIXTURES / "v1.sqlite3", path)
+        assert inspect_store(path) == StoreVersion(1, recorded=False)
+        assert StoreVersion(1, recorded=False).describe(1) == (
+            "schema version 1 (made before schema versions), current; start-up records it")
+        assert StoreVersion(1, recorded=False).describe(3) == (
+            "schema version 1 (made before schema versions), upgrade to 3 due at the next "
+            "start (back the file up first)")
+        open_database(path).close()
+        assert inspect_store(path) == StoreVersion(1)
+        assert StoreVersion(1).describe(1) == "schema version 1, current"
+        assert StoreVersion(2).describe(3) == (
+            "schema version 2, upgrade to 3 due at the next start (back the file up first)")
+
+    def test_inspecting_writes_nothing(self, tmp_path: Path) -> None:
+        """Reading the version makes no -wal or -shm file (--check may run as another user)."""
+        path = _copy(tmp_path)
+        before = _digest(path)
+        assert inspect_store(path) == StoreVersion(1, recorded=False)
+        assert (sorted(p.name for p in tmp_path.iterdir()), _digest(path)) == (
+            ["heartbeat.sqlite3"], before)
+
+    def test_inspecting_a_store_in_use_reads_its_wal(self, tmp_path: Path) -> None:
+        """With a server's connection open, the version committed to the WAL is the one read."""
+        path = tmp_path / "heartbeat.sqlite3"
+        conn = open_database(path)
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        conn.execute(f"PRAGMA user_version = {NEWEST + 1}")
+        with pytest.raises(SchemaError, match=f"at schema version {NEWEST + 1}, newer"):
+            inspect_store(path)
+        conn.close()
+
+    def test_inspecting_a_damaged_file_is_one_line(self, tmp_path: Path) -> None:
+        """A file that is no database is reported, not raised as a traceback."""
+        path = tmp_path / "heartbeat.sqlite3"
+        path.write_bytes(b"not a database at all" * 100)
+        with pytest.raises(SchemaError) as refused:
+            inspect_store(path)
+        assert str(refused.value) == f"cannot read the store {path}: file is not a database"
+
