@@ -26,7 +26,7 @@ from ingest import HOSTS, payloads
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
 
-from heartbeat.config import ServerConfig
+from heartbeat.config.server import ServerConfig
 from heartbeat.events import EventBus
 from heartbeat.protocol import next_seq, seal
 from heartbeat.server.ingest import IngestProtocol

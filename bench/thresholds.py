@@ -18,7 +18,7 @@ import sys
 import timeit
 from typing import Any
 
-from heartbeat.config import ServerConfig
+from heartbeat.config.server import ServerConfig
 from heartbeat.server.thresholds.engine import ThresholdEngine
 from heartbeat.server.thresholds.rulebook import RuleBook
 from heartbeat.server.thresholds.rules import Rule, Tree

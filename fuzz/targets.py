@@ -17,7 +17,9 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from heartbeat.agent.nagios import CheckOutput, parse_output, parse_range
-from heartbeat.config import AgentConfig, ConfigError, ServerConfig, parse_config
+from heartbeat.config.agent import AgentConfig
+from heartbeat.config.loader import ConfigError, parse_config
+from heartbeat.config.server import ServerConfig
 from heartbeat.protocol import (
     CLIENT_IDS,
     SERVER_IDS,

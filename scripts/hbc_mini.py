@@ -172,7 +172,7 @@ def check_allowed(value: Any) -> Optional[str]:
     return None
 
 
-# key: (default, check); mirrors heartbeat.config.AgentConfig.
+# key: (default, check); mirrors heartbeat.config.agent.AgentConfig.
 TOP_KEYS: Dict[str, Tuple[Any, Check]] = {
     "hb_port": (50003, check_port),
     "interval": (30.0, check_positive),

@@ -24,7 +24,9 @@ from pathlib import Path
 
 import yaml
 
-from heartbeat.config import ConfigError, load_agent_config, load_server_config
+from heartbeat.config.agent import load_agent_config
+from heartbeat.config.loader import ConfigError
+from heartbeat.server.settings import load_settings
 
 TWISTD = str(Path(sys.executable).with_name("twistd"))
 READY_TIMEOUT = 30.0
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     server_argv = [TWISTD, "--nodaemon", "--pidfile=", "heartbeat", "--config", args.config]
     try:
-        server_config = load_server_config(args.config)
+        server_config = load_settings(args.config).config
         if args.agent_config:
             load_agent_config(args.agent_config)
     except ConfigError as e:

@@ -19,7 +19,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
 from twisted.python.failure import Failure
 
-from heartbeat.config import HostConfig, ServerConfig, UserConfig
+from heartbeat.config.server import HostConfig, ServerConfig, UserConfig
 from heartbeat.events import Event, EventBus
 from heartbeat.passwords import hash_password
 from heartbeat.protocol import Limits

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from heartbeat.config import HostConfig, UserConfig
+from heartbeat.config.server import HostConfig, UserConfig
 from heartbeat.server.access import Directory, HostAccess, Role, Viewer, user_json
 
 USERS = {

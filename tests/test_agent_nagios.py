@@ -114,7 +114,7 @@ def runner(commands: list[dict[str, Any]], **options: Any) -> Any:
     from twisted.internet import reactor
 
     cls = discover_plugins([], "x")["nagios_runner"]
-    from heartbeat.config import parse_section
+    from heartbeat.config.loader import parse_section
 
     opts = parse_section(cls.Options, {"commands": commands, **options}, "x")
     return cls(opts, PluginContext(reactor, sync_threads))

@@ -9,7 +9,7 @@ import pytest_twisted
 
 from heartbeat.agent.plugin import PluginContext, discover_plugins
 from heartbeat.agent.plugins.ping_monitor import parse_ping
-from heartbeat.config import parse_section
+from heartbeat.config.loader import parse_section
 from tests.agent_fakes import sync_threads
 
 IPUTILS = """PING 192.0.2.1 (192.0.2.1) 56(84) bytes of data.

@@ -21,7 +21,8 @@ from heartbeat.agent.plugin import (
 )
 from heartbeat.agent.plugins.memory_monitor import memory_fields
 from heartbeat.agent.zfs import parse_arcstats
-from heartbeat.config import AgentConfig, ConfigError, parse_config
+from heartbeat.config.agent import AgentConfig
+from heartbeat.config.loader import ConfigError, parse_config
 from tests.agent_fakes import AgentReactor, sync_threads
 
 FIXTURES = Path(__file__).parent / "fixtures" / "zfs"
@@ -382,7 +383,7 @@ def test_builtin_system_plugins_report_their_fields() -> None:
 
 def test_example_config_loads_and_shows_the_defaults() -> None:
     """etc/heartbeat-agent.example.yaml is valid and each key it sets is the default."""
-    from heartbeat.config import load_agent_config
+    from heartbeat.config.agent import load_agent_config
 
     root = Path(__file__).resolve().parent.parent
     example = load_agent_config(root / "etc" / "heartbeat-agent.example.yaml")

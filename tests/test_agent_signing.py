@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from heartbeat.agent.keys import signing_key
-from heartbeat.config import AgentConfig, ConfigError, parse_config
+from heartbeat.config.agent import AgentConfig
+from heartbeat.config.loader import ConfigError, parse_config
 from heartbeat.protocol import Keyring, decode_datagram, seal
 from tests.agent_fakes import AgentReactor
 from tests.test_agent_sender import make

@@ -11,7 +11,7 @@ from twisted.python import usage
 from heartbeat.agent.plugin import PluginScheduler
 from heartbeat.agent.sender import HeartbeatSender
 from heartbeat.agent.tap import Options, makeService
-from heartbeat.config import AgentConfig
+from heartbeat.config.agent import AgentConfig
 from tests.agent_fakes import AgentReactor
 
 

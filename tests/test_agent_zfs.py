@@ -10,7 +10,7 @@ import pytest_twisted
 
 from heartbeat.agent import zfs
 from heartbeat.agent.plugin import PluginContext, PluginOptions, PluginScheduler, discover_plugins
-from heartbeat.config import parse_section
+from heartbeat.config.loader import parse_section
 from tests.agent_fakes import AgentReactor, sync_threads
 
 FIXTURES = Path(__file__).parent / "fixtures" / "zfs"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from twisted.internet.task import Clock
 
-from heartbeat.config import ServerConfig
+from heartbeat.config.server import ServerConfig
 from heartbeat.events import ALERT, HOST_PLUGINS, HOST_REMOVED, Event, EventBus
 from heartbeat.server.alerting import AlertingService, load_alert_states, reminder_period
 from heartbeat.server.registry import Registry

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from heartbeat.config import HostConfig
+from heartbeat.config.server import HostConfig
 from tests.apistack import Stack, user
 
 THRESHOLDS = {"cpu_monitor": {"cpu_percent": {"warning": 80.0, "critical": 90.0}},

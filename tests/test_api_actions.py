@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from twisted.internet.defer import fail
 
-from heartbeat.config import HostConfig
+from heartbeat.config.server import HostConfig
 from heartbeat.events import HOST_COMMAND, HOST_REMOVED, Event
 from heartbeat.passwords import verify_password
 from tests.apistack import START, Stack, user

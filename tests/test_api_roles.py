@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from heartbeat.config import HostConfig
+from heartbeat.config.server import HostConfig
 from heartbeat.server.access import Role
 from tests.apistack import Stack, user
 

@@ -7,20 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from heartbeat.config import (
-    SECRET_MASK,
-    SERVER_DEFAULTS,
-    AgentConfig,
-    ConfigError,
-    EmailConfig,
-    HostConfig,
-    ServerConfig,
-    default_config_path,
-    load_server_config,
-    masked,
-    parse_config,
-    settings_view,
-)
+from heartbeat.config.agent import AgentConfig
+from heartbeat.config.loader import ConfigError, default_config_path, parse_config
+from heartbeat.config.masking import SECRET_MASK, masked, settings_view
+from heartbeat.config.server import SERVER_DEFAULTS, EmailConfig, HostConfig, ServerConfig
+from heartbeat.server.settings import load_settings
 
 
 def _agent_error(text: str) -> str:
@@ -40,7 +31,7 @@ def _error(text: str) -> str:
 class DefaultsTests:
     def test_reference_defaults(self) -> None:
         """The reference's ports and journal defaults are the built-in ones."""
-        config = load_server_config(None)
+        config = load_settings(None).config
         assert (config.hb_port, config.hbd_port, config.ws_port, config.wss_port) == (
             50003, 50004, 50005, None)
         assert (config.journal_enabled, config.journal_dir, config.journal_file,
@@ -60,14 +51,14 @@ class DefaultsTests:
     def test_embedded_default_config_loads(self) -> None:
         """etc/heartbeat.yaml (used by make run) is a valid config on loopback."""
         root = Path(__file__).parent.parent
-        config = load_server_config(root / "etc" / "heartbeat.yaml")
+        config = load_settings(root / "etc" / "heartbeat.yaml").config
         assert (config.hb_host, config.hbd_host) == ("127.0.0.1", "127.0.0.1")
         assert config.state_dir.startswith("var/") and config.users == {}
 
     def test_example_config_documents_every_key(self) -> None:
         """etc/heartbeat.example.yaml loads, and uncommented it names every server key."""
         path = Path(__file__).parent.parent / "etc" / "heartbeat.example.yaml"
-        assert load_server_config(path) == ServerConfig()
+        assert load_settings(path).config == ServerConfig()
         text = path.read_text()
         missing = [key for key in SERVER_DEFAULTS if f"# {key}:" not in text]
         assert missing == []
@@ -156,12 +147,12 @@ class ErrorTests:
     def test_missing_file(self, tmp_path: Path) -> None:
         """A missing config file is named."""
         with pytest.raises(ConfigError, match=r"nope\.yaml: no such file"):
-            load_server_config(tmp_path / "nope.yaml")
+            load_settings(tmp_path / "nope.yaml")
 
     def test_unreadable_file(self, tmp_path: Path) -> None:
         """A directory (or unreadable file) given as config is named with the reason."""
         with pytest.raises(ConfigError, match=r": cannot read: "):
-            load_server_config(tmp_path)
+            load_settings(tmp_path)
 
 
 def test_secrets_are_masked_in_the_settings_view() -> None:

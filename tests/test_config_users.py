@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from heartbeat.config import ConfigError, load_server_config
+from heartbeat.config.loader import ConfigError
 from heartbeat.passwords import hash_password
+from heartbeat.server.settings import load_settings
 
 GOOD = hash_password("pw")
 
@@ -15,7 +16,7 @@ GOOD = hash_password("pw")
 def _load(tmp_path: Path, text: str) -> None:
     path = tmp_path / "hb.yaml"
     path.write_text(text)
-    load_server_config(path)
+    load_settings(path)
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -50,7 +51,7 @@ def test_good_user_config_loads(tmp_path: Path) -> None:
     path.write_text(f"users:\n  alice:\n    full_name: Alice\n    admin: true\n"
                     f"    password: '{GOOD}'\n  bob: {{}}\ndefault_owner: bob\n"
                     f"hosts:\n  web1:\n    owner: alice\n    monitors: [bob]\n")
-    config = load_server_config(path)
+    config = load_settings(path).config
     assert (config.users["alice"].password, config.users["alice"].admin,
             config.default_owner, config.hosts["web1"].monitors) == (GOOD, True, "bob", ["bob"])
 

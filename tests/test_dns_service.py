@@ -9,7 +9,7 @@ from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from heartbeat.config import HostConfig
+from heartbeat.config.server import HostConfig
 from heartbeat.events import HOST_ADDRESS, Event, EventBus
 from heartbeat.server.dns import DnsError, DnsService, DnsSettings, nsupdate_script
 from heartbeat.server.registry import Registry

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
 
-from heartbeat.config import ServerConfig
+from heartbeat.config.server import ServerConfig
 from heartbeat.events import ALERT, HOST_NEW, HOST_PLUGINS, HOST_REMOVED, RECEIVED, Event, EventBus
 from heartbeat.protocol import Limits
 from heartbeat.server.alerting import AlertingService

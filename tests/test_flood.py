@@ -16,7 +16,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
 
-from heartbeat.config import HostConfig, ServerConfig
+from heartbeat.config.server import HostConfig, ServerConfig
 from heartbeat.events import RECEIVED, Event, EventBus
 from heartbeat.server.ingest import IngestProtocol
 from heartbeat.server.journal import JournalFile, JournalService
@@ -251,7 +251,7 @@ class FailingChannel(HangingChannel):
 def test_hung_and_failing_channels_cost_ingest_nothing_and_memory_stays_bounded() -> None:
     """Ten minutes of alerts into a hung and a failing channel: every datagram is taken
     and acknowledged, each lane stays within its limits, and memory stops growing."""
-    from heartbeat.config import parse_config
+    from heartbeat.config.loader import parse_config
     from heartbeat.server.notify.routing import Router
     from heartbeat.server.notify.service import NotifierService, NotifySettings
 

@@ -19,7 +19,9 @@ from fuzz import targets
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from heartbeat.config import AgentConfig, ConfigError, ServerConfig, parse_config
+from heartbeat.config.agent import AgentConfig
+from heartbeat.config.loader import ConfigError, parse_config
+from heartbeat.config.server import ServerConfig
 from heartbeat.protocol import DecodeError, decode
 
 PROPERTY = settings(max_examples=200, deadline=None,

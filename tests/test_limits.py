@@ -10,7 +10,7 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
 
-from heartbeat.config import HostConfig
+from heartbeat.config.server import HostConfig
 from heartbeat.events import EventBus
 from heartbeat.protocol import Limits
 from heartbeat.server.ingest import MAX_UNKNOWN_IDS, IngestProtocol, IngestStats

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from heartbeat.config import ConfigError
+from heartbeat.config.loader import ConfigError
 from heartbeat.server.maintenance import (
     HostSelector,
     MaintenanceCalendar,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import pytest_twisted
 
-from heartbeat.config import EmailConfig
+from heartbeat.config.server import EmailConfig
 from heartbeat.server.notify.base import DeliveryError, Notification
 from heartbeat.server.notify.email import EmailChannel
 from tests.peers import SmtpSink, make_certificate, within

@@ -17,7 +17,7 @@ from twisted.internet.defer import DeferredQueue
 from twisted.internet.task import deferLater
 from twisted.web.client import Agent, HTTPConnectionPool
 
-from heartbeat.config import MattermostConfig, PushoverConfig, ServerConfig, SignalConfig
+from heartbeat.config.server import MattermostConfig, PushoverConfig, ServerConfig, SignalConfig
 from heartbeat.events import HOST_DOWN, Event, EventBus
 from heartbeat.server.backoff import Backoff
 from heartbeat.server.notify.base import Notification

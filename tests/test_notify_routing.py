@@ -6,8 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from heartbeat.config import ConfigError, ServerConfig, load_server_config, parse_config
+from heartbeat.config.loader import ConfigError, parse_config
+from heartbeat.config.server import ServerConfig
 from heartbeat.server.notify.routing import CHANNELS, Router, channels_in_use
+from heartbeat.server.settings import load_settings
 
 CONFIG = """
 pushsrv: pushover
@@ -111,7 +113,7 @@ def test_config_errors_name_the_key(tmp_path: Path, text: str, error: str) -> No
     path = tmp_path / "hb.yaml"
     path.write_text(text)
     with pytest.raises(ConfigError) as caught:
-        load_server_config(path)
+        load_settings(path)
     assert str(caught.value) == f"{path}: {error}"
 
 
@@ -119,7 +121,7 @@ def test_example_config_routes_load(tmp_path: Path) -> None:
     """The routing config above passes every check."""
     path = tmp_path / "hb.yaml"
     path.write_text(CONFIG)
-    assert load_server_config(path).pushsrv == "pushover"
+    assert load_settings(path).config.pushsrv == "pushover"
 
 
 def test_documented_example_routes_as_documented() -> None:

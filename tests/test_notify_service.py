@@ -10,7 +10,8 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 
-from heartbeat.config import ServerConfig, parse_config
+from heartbeat.config.loader import parse_config
+from heartbeat.config.server import ServerConfig
 from heartbeat.events import HOST_DOWN, HOST_UP, Event, EventBus
 from heartbeat.server.backoff import Backoff
 from heartbeat.server.notify.base import DeliveryError, Notification

@@ -9,7 +9,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from heartbeat.config import HostConfig, ServerConfig
+from heartbeat.config.server import HostConfig, ServerConfig
 from heartbeat.server.tap import make_pages
 from heartbeat.server.web.pages import (
     PACKAGED_STATIC,

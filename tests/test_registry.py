@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from heartbeat.config import HostConfig
+from heartbeat.config.server import HostConfig
 from heartbeat.events import (
     HOST_ADDRESS,
     HOST_BOOT,

@@ -12,7 +12,8 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
 
-from heartbeat.config import ConfigError, HostConfig, ServerConfig, parse_config
+from heartbeat.config.loader import ConfigError, parse_config
+from heartbeat.config.server import HostConfig, ServerConfig
 from heartbeat.events import RECEIVED, Event, EventBus
 from heartbeat.protocol import (
     DecodeError,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from heartbeat.config import ConfigError
+from heartbeat.config.loader import ConfigError
 from heartbeat.server.acks import HOST, AckBook, Acknowledgement
 from heartbeat.server.silences import Silence, SilenceBook, parse_silence
 

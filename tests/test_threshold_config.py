@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from heartbeat.config import ConfigError, HostConfig, ServerConfig, parse_config
+from heartbeat.config.loader import ConfigError, parse_config
+from heartbeat.config.server import HostConfig, ServerConfig
 from heartbeat.server.thresholds.rulebook import RuleBook
 from heartbeat.server.thresholds.rules import Rule
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from heartbeat.config import ServerConfig
+from heartbeat.config.server import ServerConfig
 from heartbeat.server.thresholds.engine import ThresholdEngine
 from heartbeat.server.thresholds.plugins import ADAPTERS, ZFS, zfs_health_ok
 from heartbeat.server.thresholds.rulebook import RuleBook

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from heartbeat.config import HostConfig, ServerConfig
+from heartbeat.config.server import HostConfig, ServerConfig
 from heartbeat.server.thresholds.engine import Alert, AlertState, ThresholdEngine
 from heartbeat.server.thresholds.rulebook import RuleBook
 from heartbeat.server.thresholds.rules import Level, Rule

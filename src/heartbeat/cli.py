@@ -20,7 +20,8 @@ from typing import Any
 import heartbeat
 from heartbeat.agent.keys import signing_key
 from heartbeat.agent.sender import host_boot_time, resolve_addresses
-from heartbeat.config import ConfigError, default_config_path, load_agent_config
+from heartbeat.config.agent import load_agent_config
+from heartbeat.config.loader import ConfigError, default_config_path
 from heartbeat.protocol import MSG_LEVELS, encode, next_seq, valid_host_name
 
 __all__ = ["build_parser", "main", "passwd", "send"]
@@ -89,7 +90,7 @@ def send(args: argparse.Namespace) -> int:
 
 def passwd(args: argparse.Namespace) -> int:
     """Prompt twice (or read --stdin) and print the hash line to paste under users.NAME."""
-    from heartbeat.config import USER_NAME  # noqa: PLC0415 - only this command
+    from heartbeat.config.checks import USER_NAME  # noqa: PLC0415 - only this command
     from heartbeat.passwords import MIN_LENGTH, hash_password  # noqa: PLC0415
 
     if not USER_NAME.fullmatch(args.name):

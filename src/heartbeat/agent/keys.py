@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from heartbeat.config import AgentConfig, ConfigError, key_problem
+from heartbeat.config.agent import AgentConfig
+from heartbeat.config.checks import key_problem
+from heartbeat.config.loader import ConfigError
 from heartbeat.protocol import Keyring, seal
 
 __all__ = ["SigningKey", "signing_key"]

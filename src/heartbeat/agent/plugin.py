@@ -29,7 +29,9 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from heartbeat.config import AgentConfig, ConfigError, _not_negative, _opt, _positive, parse_section
+from heartbeat.config.agent import AgentConfig
+from heartbeat.config.checks import not_negative, positive
+from heartbeat.config.loader import ConfigError, option, parse_section
 
 __all__ = [
     "BUILTIN_PLUGINS",
@@ -42,7 +44,7 @@ __all__ = [
     "PluginUnavailable",
     "build_plugins",
     "discover_plugins",
-    "option",
+    "option",  # the loader's, re-exported: custom plugins declare Options with it (AGENT.md)
 ]
 
 log = Logger()
@@ -58,18 +60,14 @@ ThreadRunner = Callable[..., "Deferred[Any]"]
 Deliver = Callable[[str, dict[str, Any]], None]
 
 
-option = _opt
-"""``option(default, check=None, doc="")``: declare one field of a plugin's Options."""
-
-
 @dataclass(frozen=True)
 class PluginOptions:
     """Options every plugin accepts under ``plugins.NAME``; subclass to add your own."""
 
-    interval: float | None = _opt(None, _positive, doc="seconds between collections")
-    enabled: bool = _opt(True, doc="false turns the plugin off")
-    timeout: float | None = _opt(None, _positive, doc="seconds a collection may take")
-    delay: float = _opt(0.0, _not_negative, doc="seconds after start-up before the first run")
+    interval: float | None = option(None, positive, doc="seconds between collections")
+    enabled: bool = option(True, doc="false turns the plugin off")
+    timeout: float | None = option(None, positive, doc="seconds a collection may take")
+    delay: float = option(0.0, not_negative, doc="seconds after start-up before the first run")
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,8 @@ from heartbeat.agent.sender import (
     resolve_addresses,
     thread_resolver,
 )
-from heartbeat.config import AgentConfig, ConfigError, default_config_path, load_agent_config
+from heartbeat.config.agent import AgentConfig, load_agent_config
+from heartbeat.config.loader import ConfigError, default_config_path
 from heartbeat.hangup import HangupService
 from heartbeat.protocol import valid_host_name
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
 
-from heartbeat.config import USER_NAME, HostConfig, UserConfig
+from heartbeat.config.checks import USER_NAME
+from heartbeat.config.server import HostConfig, UserConfig
 
 __all__ = [
     "USER_NAME",

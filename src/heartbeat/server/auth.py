@@ -26,7 +26,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from heartbeat.config import ConfigError, UserConfig, parse_section
+from heartbeat.config.loader import ConfigError, parse_section
+from heartbeat.config.server import UserConfig
 from heartbeat.passwords import (
     ITERATIONS,
     PasswordHash,

@@ -26,7 +26,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
-from heartbeat.config import ServerConfig
+from heartbeat.config.server import ServerConfig
 from heartbeat.events import HOST_ADDRESS, Event, EventBus
 from heartbeat.server.backoff import Backoff
 from heartbeat.server.registry import Registry

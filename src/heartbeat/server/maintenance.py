@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from heartbeat.config import ConfigError
+from heartbeat.config.loader import ConfigError
 from heartbeat.server.schedule import (
     CronExpression,
     CronSchedule,

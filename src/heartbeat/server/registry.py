@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from heartbeat.config import HostConfig
+from heartbeat.config.server import HostConfig
 from heartbeat.events import (
     HOST_ADDRESS,
     HOST_BOOT,

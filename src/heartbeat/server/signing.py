@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from heartbeat.config import HostConfig, ServerConfig
+from heartbeat.config.server import HostConfig, ServerConfig
 from heartbeat.protocol import Keyring, Signed, next_seq, seal
 
 __all__ = ["REFUSALS", "ReplySigner", "SignaturePolicy", "Signing", "keyring_for"]

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
-from heartbeat.config import ConfigError
+from heartbeat.config.loader import ConfigError
 from heartbeat.server.maintenance import compile_glob, spec_keys
 from heartbeat.server.schedule import parse_duration, parse_instant, zone
 

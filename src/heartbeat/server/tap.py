@@ -31,7 +31,8 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from zope.interface import implementer
 
 import heartbeat
-from heartbeat.config import ConfigError, ServerConfig, default_config_path, load_server_config
+from heartbeat.config.loader import ConfigError, default_config_path
+from heartbeat.config.server import ServerConfig
 from heartbeat.events import HOST_REMOVED, Event, EventBus, Subscriber
 from heartbeat.hangup import HangupService
 from heartbeat.protocol import Limits
@@ -52,6 +53,7 @@ from heartbeat.server.notify.signal import SignalChannel
 from heartbeat.server.registry import Registry
 from heartbeat.server.serial import SerialWorker
 from heartbeat.server.sessions import LoginThrottle
+from heartbeat.server.settings import ServerSettings, load_settings
 from heartbeat.server.signing import Signing
 from heartbeat.server.store import (
     HostRecorder,
@@ -95,15 +97,13 @@ class Options(usage.Options):
     def postOptions(self) -> None:
         path = self["config"] or default_config_path(CONFIG_NAME)
         try:
-            self["settings"] = load_server_config(path)
-            self["rules"] = RuleBook.from_config(self["settings"], str(path or "<defaults>"))
+            settings = self["settings"] = load_settings(path)
         except ConfigError as e:
             # One line, not twistd's usage text: the key and the file are what matter.
             raise SystemExit(f"heartbeat: config error: {e}") from None
-        self["config_path"] = str(path) if path else None
         if self["check"]:
-            check_files(self["settings"])
-            raise SystemExit(_summary(self["settings"], self["config_path"]))
+            check_files(settings.config)
+            raise SystemExit(_summary(settings.config, settings.path))
 
 
 def store_path(config: ServerConfig) -> Path:
@@ -472,7 +472,8 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Multi
         from twisted.internet import reactor as global_reactor  # noqa: PLC0415 - twistd's
 
         reactor = global_reactor
-    config: ServerConfig = options["settings"]
+    settings: ServerSettings = options["settings"]
+    config = settings.config
     if config.logfile:
         add_logfile(config.logfile, reactor)
 
@@ -497,10 +498,8 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Multi
     dns = make_dns(config, registry, bus, reactor)
     if dns is not None:
         dns.setServiceParent(top)
-    rules = options.get("rules")
-    if rules is None:
-        rules = RuleBook.from_config(config, options.get("config_path") or "<defaults>")
-    alerting = make_alerting(config, rules, registry, store=store, bus=bus, reactor=reactor)
+    alerting = make_alerting(config, settings.rules, registry, store=store, bus=bus,
+                             reactor=reactor)
     alerting.setServiceParent(top)
 
     ingest = make_ingest(config, registry, bus, reactor)
@@ -529,7 +528,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Multi
     api = HeartbeatAPI(registry, store, journal, reactor, status_sources, auth=web_auth, bus=bus,
                        dns_trigger=dns.trigger if dns is not None else None,
                        max_body=config.http_max_body, alerts=alerting.engine, config=config,
-                       config_path=options.get("config_path"))
+                       config_path=settings.path)
     root = WebRoot(api, FeedFactory(hub, auth=web_auth), make_pages(config, web_auth, registry))
     site = HeartbeatSite(root.app.resource(), config.http_idle_timeout, config.http_max_body,
                          config.http_request_timeout, reactor)
@@ -547,7 +546,7 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None) -> Multi
     reactor.callWhenRunning(gc.freeze)
     log.info("heartbeat {version}: config {config}; UDP {udp}, web UI {url}, WebSocket {ws}; "
              "{hosts} hosts restored from {state}",
-             version=heartbeat.__version__, config=options.get("config_path") or "defaults",
+             version=heartbeat.__version__, config=settings.path or "defaults",
              udp=_hostport(config.hb_host, config.hb_port),
              url=web_url(config.hbd_host, config.hbd_port),
              ws=_hostport(config.hbd_host, config.ws_port) if config.ws_port else "off",

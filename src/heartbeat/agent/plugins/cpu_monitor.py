@@ -12,12 +12,12 @@ from twisted.internet import defer
 from twisted.internet.task import deferLater
 
 from heartbeat.agent.plugin import MonitorPlugin, PluginOptions
-from heartbeat.config import _opt
+from heartbeat.config.loader import option
 
 
 @dataclass(frozen=True)
 class CpuOptions(PluginOptions):
-    per_core: bool = _opt(True, doc="also send each core's use")
+    per_core: bool = option(True, doc="also send each core's use")
 
 
 def _frequency() -> dict[str, float | None]:

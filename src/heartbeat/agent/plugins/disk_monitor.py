@@ -10,16 +10,16 @@ import psutil
 
 from heartbeat.agent.plugin import MonitorPlugin, PluginOptions
 from heartbeat.agent.plugins._units import MB, gb
-from heartbeat.config import _opt
+from heartbeat.config.loader import option
 
 EXCLUDED = ["squashfs", "tmpfs", "devtmpfs", "overlay", "iso9660"]
 
 
 @dataclass(frozen=True)
 class DiskOptions(PluginOptions):
-    mountpoints: list[str] | None = _opt(None, doc="only these (default: physical, and /)")
-    exclude_fstypes: list[str] = _opt(EXCLUDED, doc="filesystem types left out (not for /)")
-    per_disk: bool = _opt(False, doc="also send per-device I/O counters under 'disks'")
+    mountpoints: list[str] | None = option(None, doc="only these (default: physical, and /)")
+    exclude_fstypes: list[str] = option(EXCLUDED, doc="filesystem types left out (not for /)")
+    per_disk: bool = option(False, doc="also send per-device I/O counters under 'disks'")
 
 
 def _io(counters: Any) -> dict[str, int]:

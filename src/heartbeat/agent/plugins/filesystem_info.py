@@ -8,12 +8,12 @@ from typing import Any
 import psutil
 
 from heartbeat.agent.plugin import MonitorPlugin, PluginOptions
-from heartbeat.config import _opt
+from heartbeat.config.loader import option
 
 
 @dataclass(frozen=True)
 class FilesystemOptions(PluginOptions):
-    physical_only: bool = _opt(True, doc="false lists every mount (proc, tmpfs, ...)")
+    physical_only: bool = option(True, doc="false lists every mount (proc, tmpfs, ...)")
 
 
 def read_filesystems(physical_only: bool) -> dict[str, Any]:

@@ -11,14 +11,14 @@ import psutil
 from heartbeat.agent.plugin import MonitorPlugin, PluginOptions
 from heartbeat.agent.plugins._units import mb
 from heartbeat.agent.zfs import parse_arcstats
-from heartbeat.config import _opt
+from heartbeat.config.loader import option
 
 ARCSTATS = "/proc/spl/kstat/zfs/arcstats"
 
 
 @dataclass(frozen=True)
 class MemoryOptions(PluginOptions):
-    arcstats_path: str = _opt(ARCSTATS, doc="where the ZFS ARC statistics are read")
+    arcstats_path: str = option(ARCSTATS, doc="where the ZFS ARC statistics are read")
 
 
 def memory_fields(memory: dict[str, float], swap: dict[str, float],

@@ -24,15 +24,17 @@ from heartbeat.agent.nagios import (
 )
 from heartbeat.agent.plugin import MonitorPlugin, PluginOptions
 from heartbeat.agent.process import ProcessResult, run_process
-from heartbeat.config import _argv, _opt, _positive
+from heartbeat.config.agent import command_line
+from heartbeat.config.checks import positive
+from heartbeat.config.loader import option
 
 log = Logger()
 
 
 @dataclass(frozen=True)
 class NagiosCommand:
-    name: str = _opt("", doc="prefix of this check's fields")
-    command: str | list[str] = _opt("", doc="program and arguments (split, never a shell)")
+    name: str = option("", doc="prefix of this check's fields")
+    command: str | list[str] = option("", doc="program and arguments (split, never a shell)")
 
 
 def _complete(commands: list[NagiosCommand]) -> str | None:
@@ -43,7 +45,7 @@ def _complete(commands: list[NagiosCommand]) -> str | None:
             return f"entry {index} needs both a name and a command"
         if command.name in names:
             return f"entry {index}: the name {command.name!r} is used twice"
-        if (problem := _argv(command.command)) is not None:
+        if (problem := command_line(command.command)) is not None:
             return f"entry {index}: {problem}"
         names.add(command.name)
     return None
@@ -51,8 +53,8 @@ def _complete(commands: list[NagiosCommand]) -> str | None:
 
 @dataclass(frozen=True)
 class NagiosOptions(PluginOptions):
-    commands: list[NagiosCommand] = _opt([], _complete, doc="the checks to run")
-    command_timeout: float = _opt(30.0, _positive, doc="seconds before a check is killed")
+    commands: list[NagiosCommand] = option([], _complete, doc="the checks to run")
+    command_timeout: float = option(30.0, positive, doc="seconds before a check is killed")
 
 
 def check_fields(name: str, result: ProcessResult,

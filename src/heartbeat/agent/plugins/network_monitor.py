@@ -9,14 +9,14 @@ from typing import Any
 import psutil
 
 from heartbeat.agent.plugin import MonitorPlugin, PluginOptions
-from heartbeat.config import _opt
+from heartbeat.config.loader import option
 
 COUNTED_STATES = ("ESTABLISHED", "LISTEN", "TIME_WAIT", "CLOSE_WAIT")
 
 
 @dataclass(frozen=True)
 class NetworkOptions(PluginOptions):
-    include_loopback: bool = _opt(False, doc="also report the loopback interface")
+    include_loopback: bool = option(False, doc="also report the loopback interface")
 
 
 def _connections() -> dict[str, int] | None:

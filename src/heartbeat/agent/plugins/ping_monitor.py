@@ -11,7 +11,8 @@ from twisted.internet import defer
 
 from heartbeat.agent.plugin import MonitorPlugin, PluginOptions
 from heartbeat.agent.process import ProcessResult, run_process
-from heartbeat.config import _opt, _positive
+from heartbeat.config.checks import positive
+from heartbeat.config.loader import option
 
 _SUMMARY = re.compile(r"(\d+) packets transmitted, (\d+) (?:packets )?received")
 _LOSS = re.compile(r"([\d.]+)% packet loss")
@@ -21,11 +22,13 @@ _RTT = re.compile(r"(?:rtt|round-trip) min/avg/max(?:/(?:mdev|stddev))? = "
 
 @dataclass(frozen=True)
 class PingOptions(PluginOptions):
-    hosts: list[str] = _opt([], doc="targets (names or addresses); the plugin runs only with some")
-    count: int = _opt(3, _positive, doc="echo requests per target")
-    ping_interval: float = _opt(1.0, _positive, doc="seconds between requests (>= 0.2 unless root)")
-    ping_timeout: float = _opt(5.0, _positive, doc="seconds to wait for the last reply")
-    ping_bin: str = _opt("ping", doc="the ping program")
+    hosts: list[str] = option(
+        [], doc="targets (names or addresses); the plugin runs only with some")
+    count: int = option(3, positive, doc="echo requests per target")
+    ping_interval: float = option(
+        1.0, positive, doc="seconds between requests (>= 0.2 unless root)")
+    ping_timeout: float = option(5.0, positive, doc="seconds to wait for the last reply")
+    ping_bin: str = option("ping", doc="the ping program")
 
 
 def parse_ping(output: str) -> dict[str, Any]:

@@ -8,13 +8,13 @@ from typing import Any
 from heartbeat.agent import zfs
 from heartbeat.agent.plugin import MonitorPlugin, PluginOptions, PluginUnavailable
 from heartbeat.agent.process import ProcessResult, run_process
-from heartbeat.config import _opt
+from heartbeat.config.loader import option
 
 
 @dataclass(frozen=True)
 class ZfsOptions(PluginOptions):
-    zpool_bin: str = _opt("zpool", doc="the zpool program")
-    status: bool = _opt(True, doc="also run 'zpool status' for vdev errors")
+    zpool_bin: str = option("zpool", doc="the zpool program")
+    status: bool = option(True, doc="also run 'zpool status' for vdev errors")
 
 
 class ZfsMonitor(MonitorPlugin):

@@ -19,7 +19,7 @@ from twisted.internet.defer import CancelledError, Deferred
 from twisted.mail.smtp import ESMTPSenderFactory, SMTPClientError, SMTPConnectError
 from twisted.python.failure import Failure
 
-from heartbeat.config import EmailConfig
+from heartbeat.config.server import EmailConfig
 from heartbeat.server.notify.base import DeliveryError, Notification
 
 __all__ = ["EmailChannel", "client_tls_options"]

@@ -7,7 +7,7 @@ from typing import Any
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
 
-from heartbeat.config import MattermostConfig
+from heartbeat.config.server import MattermostConfig
 from heartbeat.server.notify._http import post
 from heartbeat.server.notify.base import Notification
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
 
-from heartbeat.config import PushoverConfig
+from heartbeat.config.server import PushoverConfig
 from heartbeat.server.notify._http import post
 from heartbeat.server.notify.base import Notification
 

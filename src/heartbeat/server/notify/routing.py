@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Final
 
-from heartbeat.config import HostConfig, ServerConfig, UserConfig, push_services
+from heartbeat.config.server import HostConfig, ServerConfig, UserConfig
+from heartbeat.config.server_checks import push_services
 
 __all__ = ["CHANNELS", "PUSH_CHANNELS", "Router", "channels_in_use"]
 

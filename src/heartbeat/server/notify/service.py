@@ -24,7 +24,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.client import HTTPConnectionPool
 
-from heartbeat.config import ServerConfig
+from heartbeat.config.server import ServerConfig
 from heartbeat.events import ALERT, HOST_BOOT, HOST_DOWN, HOST_MESSAGE, HOST_UP, Event, EventBus
 from heartbeat.server.backoff import Backoff
 from heartbeat.server.notify.base import Channel, DeliveryError, Notification, redact

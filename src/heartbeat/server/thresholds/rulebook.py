@@ -19,7 +19,8 @@ import math
 from collections.abc import Iterable, Mapping
 from typing import Any, Final
 
-from heartbeat.config import ConfigError, HostConfig, ServerConfig
+from heartbeat.config.loader import ConfigError
+from heartbeat.config.server import HostConfig, ServerConfig
 from heartbeat.server.thresholds.compiled import RuleSet
 from heartbeat.server.thresholds.plugins import DEFAULT_THRESHOLDS
 from heartbeat.server.thresholds.rules import (

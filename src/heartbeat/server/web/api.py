@@ -23,7 +23,9 @@ from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 import heartbeat
-from heartbeat.config import ConfigError, ServerConfig, UserConfig, parse_section, settings_view
+from heartbeat.config.loader import ConfigError, parse_section
+from heartbeat.config.masking import settings_view
+from heartbeat.config.server import ServerConfig, UserConfig
 from heartbeat.events import EventBus
 from heartbeat.protocol import CLIENT_IDS
 from heartbeat.server.access import HostAccess, Role, Viewer, user_json

@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from twisted.web.iweb import IRequest
 
-from heartbeat.config import USER_NAME
+from heartbeat.config.checks import USER_NAME
 from heartbeat.passwords import MIN_LENGTH
 from heartbeat.server.web.errors import ApiError
 
