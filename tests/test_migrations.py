@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from heartbeat.config import UserConfig
+from heartbeat.config.server import UserConfig
 from heartbeat.server.access import HostAccess
 from heartbeat.server.alerting import load_alert_states
 from heartbeat.server.auth import StoredAuth, load_auth
