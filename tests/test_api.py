@@ -95,7 +95,7 @@ class HostsTests:
             "since": 1000.0, "first_seen": 1000.0, "interval": 5.0, "rtt": 1.0, "version": "9",
             "boot_time": None, "down_reason": None, "watch": True, "plugins": [],
             "pending_commands": 0, "signed": False, "key_id": None, "role": "owner",
-            "description": "", "latest_message": None,
+            "description": "", "tags": [], "latest_message": None,
             "alerts": {"CRITICAL": 0, "WARNING": 0, "UNKNOWN": 0}, "alert_level": None}
         assert body["hosts"][0]["latest_message"] == {
             "ts": 1000.0, "message": {"ID": "MSG", "text": "x"}}

@@ -57,7 +57,7 @@ class HeartbeatTests:
             "last_seen": 100.0, "since": 100.0, "first_seen": 100.0, "interval": 20.0,
             "rtt": None, "version": None, "boot_time": None, "down_reason": None,
             "watch": True, "plugins": [], "pending_commands": 0, "signed": False,
-            "key_id": None, "description": "", "latest_message": None,
+            "key_id": None, "description": "", "tags": [], "latest_message": None,
         }
 
     def test_steady_heartbeats_cause_no_events(self, registry: Registry) -> None:

@@ -359,7 +359,7 @@ def test_monitor_sees_only_own_hosts(ui: tuple[Page, Watch], site: Site) -> None
     page.goto(site.base + "/live")
     expect(page.locator("tr[data-host=web1]")).to_have_count(1)
     expect(page.locator("#messages")).to_contain_text("hello from web1")
-    assert page.locator("#hosts tbody tr").evaluate_all(
+    assert page.locator("#hosts tbody tr[data-host]").evaluate_all(
         "rows => rows.map(r => r.dataset.host)") == ["web1"]
     expect(page.locator("tr[data-host=web1] a")).to_have_count(0)
     assert "web2" not in page.locator("main").inner_text()
@@ -457,3 +457,64 @@ def test_feed_reconnects_by_itself(page: Page, server_factory: Any, tmp_path: Pa
     expect(page.locator("tr[data-host='after-restart']")).to_have_attribute("data-state", "UP")
     assert re.fullmatch(r"http://127\.0\.0\.1:\d+/live", page.url)
     assert dialogs == []
+
+
+def test_live_with_a_thousand_hosts(ui: tuple[Page, Watch], server_factory: Any,
+                                    tmp_path: Path) -> None:
+    """1,000 hosts: all counted, few rendered, problems first; search, filters, sorting,
+    scrolling to the last host; the latest message survives a reload."""
+    page, _ = ui
+    server = server_factory(tmp_path, hosts={"host0500": {"tags": ["db"]},
+                                             "host0501": {"tags": ["db", "rack3"]}},
+                            thresholds={"cpu_monitor": {"cpu_percent": {"critical": 90}}},
+                            source_rate=100000)
+    sock = server.socket
+    for n in range(1000):
+        sock.sendto(json.dumps({"ID": "HTB", "name": f"host{n:04d}", "interval": 600}).encode(),
+                    ("127.0.0.1", server.udp_port))
+        if n % 100 == 99:
+            time.sleep(0.01)
+    wait_until(lambda: server.get("/api/0/status")["hosts"]["total"] == 1000)
+    for name in ("host0300", "host0700"):
+        server.send({"ID": "SHUT", "name": name})
+    server.send({"ID": "PLG", "name": "host0042", "plugins": {"cpu_monitor": {"cpu_percent": 99}}})
+    server.send({"ID": "MSG", "name": "host0999", "text": "last one here", "level": "warning"})
+    wait_until(lambda: server.get("/api/0/status")["hosts"]["DOWN"] == 2)
+    page.goto(f"http://127.0.0.1:{server.http_port}/live")
+    table = page.locator("#hosts")
+    expect(table).to_have_attribute("data-shown", "1000")
+    expect(page.locator("#summary")).to_contain_text("1000 hosts: 2 down, 998 up · 1 with alerts")
+    assert int(table.get_attribute("data-rendered") or 0) < 80
+    rows = page.locator("#hosts tbody tr[data-host]")
+    expect(rows.nth(0)).to_have_attribute("data-host", "host0042")
+    expect(rows.nth(1)).to_have_attribute("data-host", "host0300")
+    expect(rows.nth(2)).to_have_attribute("data-host", "host0700")
+    expect(rows.nth(3)).to_have_attribute("data-host", "host0000")
+    expect(rows.nth(0).locator("td[data-label=Alerts]")).to_have_text("CRITICAL")
+    page.fill("#live-search", "host0999")
+    expect(table).to_have_attribute("data-shown", "1")
+    expect(rows.first.locator("td[data-label='Latest message']")).to_contain_text("last one here")
+    page.fill("#live-search", "")
+    page.select_option("#filter-state", "DOWN")
+    expect(table).to_have_attribute("data-shown", "2")
+    page.select_option("#filter-state", "")
+    page.select_option("#filter-level", "CRITICAL")
+    expect(table).to_have_attribute("data-shown", "1")
+    page.select_option("#filter-level", "")
+    page.select_option("#filter-tag", "db")
+    expect(table).to_have_attribute("data-shown", "2")
+    page.select_option("#filter-tag", "")
+    expect(table).to_have_attribute("data-shown", "1000")
+    page.click("th[data-sort=name] button")
+    expect(rows.first).to_have_attribute("data-host", "host0000")
+    page.click("th[data-sort=name] button")
+    expect(page.locator("th[data-sort=name]")).to_have_attribute("aria-sort", "descending")
+    expect(rows.first).to_have_attribute("data-host", "host0999")
+    page.click("th[data-sort=name] button")
+    page.locator("#hosts-viewport").evaluate("v => { v.scrollTop = v.scrollHeight; }")
+    expect(rows.last).to_have_attribute("data-host", "host0999")
+    server.send({"ID": "HTB", "name": "host0300", "interval": 600})
+    expect(page.locator("#summary")).to_contain_text("1 down, 999 up")
+    page.reload()
+    page.fill("#live-search", "host0999")
+    expect(rows.first.locator("td[data-label='Latest message']")).to_contain_text("last one here")

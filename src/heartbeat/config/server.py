@@ -75,6 +75,7 @@ class HostConfig:
     require_signed: bool | None = option(None, doc="per-host override of require_signed")
     key: str | None = option(None, doc="id of the shared key (under keys:) this host signs with")
     description: str = option("", doc="free text shown in the UI")
+    tags: list[str] = option([], doc="labels to group and filter hosts by in the UI")
 
 
 @dataclass(frozen=True)

@@ -162,6 +162,7 @@ class Host:
             "signed": self.signed,
             "key_id": self.key_id,
             "description": config.description,
+            "tags": list(config.tags),
             "latest_message": None if self.latest is None else {
                 "ts": self.latest[0], "message": self.latest[1]},
         }

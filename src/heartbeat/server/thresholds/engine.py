@@ -138,6 +138,10 @@ class ThresholdEngine:
             found = list(self._states.get(host, {}).values())
         return sorted(found, key=lambda s: (-SEVERITY[s.level], s.host, s.metric_path))
 
+    def has_alerts(self, host: str) -> bool:
+        """Whether ``host`` has an active alert (cheap: once per host of a snapshot)."""
+        return bool(self._states.get(host))
+
     def summary(self, states: Iterable[AlertState] | None = None) -> dict[str, int]:
         """Alerts by level: of ``states`` (e.g. those a user may see), else of all."""
         counts = {level.value: 0 for level in ALERT_LEVELS}

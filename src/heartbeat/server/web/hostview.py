@@ -30,7 +30,7 @@ class HostViews:
         ``alert_level`` (the worst of them, None when there is none)."""
         body = self.registry.host_json(host)
         counts = dict(_NO_ALERTS)
-        if self.alerts is not None:
+        if self.alerts is not None and self.alerts.has_alerts(host.name):
             counts = self.alerts.summary(self.alerts.states(host.name))
         body["alerts"] = counts
         body["alert_level"] = next((level.value for level in _WORST_FIRST

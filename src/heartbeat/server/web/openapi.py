@@ -56,6 +56,7 @@ SCHEMAS: Final[dict[str, Any]] = {
             "signed": {"type": ["boolean", "null"]},
             "key_id": _STRING_OR_NULL,
             "description": {"type": "string"},
+            "tags": {"type": "array", "items": {"type": "string"}},
             "latest_message": {"oneOf": [{"type": "null"}, {
                 "type": "object", "properties": {"ts": {"type": "number"},
                                                  "message": {"type": "object"}},

@@ -48,7 +48,7 @@ SNAPSHOT_PAGE: Final = 48 * 1024
 """Bytes of host objects in one snapshot message."""
 SNAPSHOT_LOW_WATER: Final = 256 * 1024
 """A client's unsent backlog under which the next snapshot page is built."""
-PAGES_PER_TURN: Final = 2
+PAGES_PER_TURN: Final = 4
 """Snapshot pages built for one client before other work gets the reactor back."""
 
 
