@@ -31,12 +31,13 @@ from heartbeat.protocol import (
     valid_host_name,
 )
 from heartbeat.server.thresholds.templates import MISSING, parse_template, render_template
+from heartbeat.text import text_problem
 
 __all__ = ["DECODE_REASONS", "TARGETS", "Escape"]
 
 DECODE_REASONS: Final = frozenset({
     "empty", "bad_format", "zlib", "too_large", "json", "not_object", "too_deep",
-    "missing_id", "missing_name", "bad_name", "bad_field", "bad_id",
+    "missing_id", "missing_name", "bad_name", "bad_field", "bad_id", "bad_text",
     "bad_envelope", "unknown_key", "bad_signature", "stale",
 })
 """Every drop reason docs/PROTOCOL.md documents; a DecodeError with another is a finding."""
@@ -73,8 +74,10 @@ def _payload(data: bytes) -> bytes:
 
 
 def _strict_json(value: Any) -> None:
-    """``value`` goes back out as strict JSON (no NaN/Infinity), as the journal writes it."""
-    json.dumps(value, allow_nan=False)
+    """``value`` goes back out as strict UTF-8 JSON (no NaN/Infinity, no lone surrogate)
+    with no repair needed, and holds no NUL in a key: the text policy held."""
+    json.dumps(value, allow_nan=False, ensure_ascii=False).encode("utf-8")
+    check(text_problem(value) is None, "the text policy let a value through")
 
 
 def protocol(data: bytes) -> dict[str, Any] | None:

@@ -319,8 +319,48 @@ def read_key_file(path: str, source: str) -> str:
 # ---------------------------------------------------------------------------
 
 
+LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def json_text(message: Dict[str, Any]) -> bytes:
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    """Compact UTF-8 JSON, as the server's encoder writes it (``heartbeat.text``): a lone
+    surrogate (a file name that is not UTF-8) goes as U+FFFD, NaN or infinity as null."""
+    try:
+        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        return text.encode("utf-8")
+    except (UnicodeEncodeError, ValueError):
+        return json.dumps(_repaired(message), separators=(",", ":"),
+                          ensure_ascii=False).encode("utf-8")
+
+
+def _repaired(value: Any) -> Any:
+    if isinstance(value, str):
+        return LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {_repaired(k): _repaired(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_repaired(v) for v in value]
+    return value
+
+
+def bad_text(value: Any) -> bool:
+    """Whether ``value`` holds a lone surrogate anywhere or a NUL in a key: text that has no
+    UTF-8 form or breaks a name, refused as the server refuses it (docs/PROTOCOL.md, "Text")."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if LONE_SURROGATE.search(item):
+                return True
+        elif isinstance(item, dict):
+            if any("\0" in key or LONE_SURROGATE.search(key) for key in item):
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
 
 
 def encode(message: Dict[str, Any]) -> bytes:
@@ -330,7 +370,8 @@ def encode(message: Dict[str, Any]) -> bytes:
 
 
 def decode(data: bytes) -> Optional[Dict[str, Any]]:
-    """A server datagram (text or zlib) as a dict, or None when it is not one."""
+    """A server datagram (text or zlib) as a dict, or None when it is not one or breaks the
+    text policy."""
     try:
         if data[:1] != b"{":
             inflater = zlib.decompressobj()
@@ -338,9 +379,9 @@ def decode(data: bytes) -> Optional[Dict[str, Any]]:
             if inflater.unconsumed_tail:
                 return None
         message = json.loads(data.decode("utf-8"))
-    except (ValueError, zlib.error, UnicodeDecodeError):
+    except (ValueError, zlib.error, UnicodeDecodeError, RecursionError):
         return None
-    return message if isinstance(message, dict) else None
+    return message if isinstance(message, dict) and not bad_text(message) else None
 
 
 def seal(payload: bytes, key_id: str, key: bytes, seq: int) -> bytes:

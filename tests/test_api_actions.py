@@ -267,18 +267,23 @@ def test_bad_query_argument_is_400(stack: Stack) -> None:
         400, {"error": "bad_request", "detail": "limit must be between 1 and 5000"})
 
 
-def test_lone_surrogates_do_not_break_anything(stack: Stack) -> None:
-    """JSON escapes of lone surrogates hash, store and answer like any other text."""
+def test_lone_surrogates_are_refused_as_bad_text(stack: Stack) -> None:
+    """A body holding a lone surrogate (a JSON escape with no UTF-8 form) or a NUL in a key
+    is a 400 bad_text naming where, and changes nothing."""
     admin = stack.token("alice")
-    raw = b'{"name": "sam", "password": "\\ud800-long-password", "full_name": "\\udc80"}'
-    created = stack.call("POST", "/api/0/users", raw=raw,
-                         headers={"Content-Type": "application/json"}, token=admin)
-    assert (created.status, created.json["full_name"]) == (201, "\udc80")
+    json_type = {"Content-Type": "application/json"}
+    raw = b'{"name": "sam", "password": "long-password", "full_name": "\\udc80"}'
+    created = stack.call("POST", "/api/0/users", raw=raw, headers=json_type, token=admin)
+    assert (created.status, created.json) == (400, {
+        "error": "bad_text",
+        "detail": "the body cannot be stored: a lone surrogate in full_name"})
+    users = stack.call("GET", "/api/0/users", token=admin)
+    assert "sam" not in [user["name"] for user in users.json["users"]]
     login = stack.call("POST", "/api/0/auth/login",
-                       raw=b'{"username": "sam", "password": "\\ud800-long-password"}',
-                       headers={"Content-Type": "application/json"})
-    assert login.status == 200
-    wrong = stack.call("POST", "/api/0/auth/login",
-                       raw=b'{"username": "sam", "password": "\\udfff"}',
-                       headers={"Content-Type": "application/json"})
-    assert wrong.status == 401
+                       raw=b'{"username": "alice", "password": "\\ud800-long-password"}',
+                       headers=json_type)
+    assert (login.status, login.json["error"]) == (400, "bad_text")
+    nul = stack.call("POST", "/api/0/auth/login",
+                     raw=b'{"username": "alice", "pass\\u0000word": "x"}', headers=json_type)
+    assert (nul.status, nul.json) == (400, {
+        "error": "bad_text", "detail": "the body cannot be stored: a NUL in the key pass\\x00word"})

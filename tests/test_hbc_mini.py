@@ -17,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from heartbeat.protocol import DecodeError, decode_reply
+from heartbeat.text import json_bytes
 from tests.compat38 import problems
 
 SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "hbc_mini.py"
@@ -202,6 +204,38 @@ def test_small_messages_are_text_large_ones_zlib() -> None:
 def test_bad_server_datagrams_decode_to_none(data: bytes) -> None:
     """Garbage, non-objects and over-large inflations are ignored, never raised."""
     assert mini.decode(data) is None
+
+
+@pytest.mark.parametrize("data", [
+    rb'{"ID":"CMD","cmd_id":"\ud800","cmd":"uptime"}',
+    rb'{"ID":"CMD","cmd_id":"c1","cmd":"uptime","args":["\udfff"]}',
+    zlib.compress(rb'{"ID":"UPD","cmd_id":"c1","version":"1.\uDC80"}'),
+    rb'{"ID":"ACK","server_ts":1.0,"\u0000":1}',
+    rb'{"ID":"ACK","server_ts":1.0,"x":' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+])
+def test_replies_breaking_the_text_policy_are_ignored(data: bytes) -> None:
+    """A reply with a lone surrogate or a NUL in a key is ignored, as the agent's
+    decode_reply refuses it (bad_text); nesting past the recursion limit too."""
+    assert mini.decode(data) is None
+    with pytest.raises(DecodeError) as info:
+        decode_reply(data)
+    assert info.value.reason in ("bad_text", "too_deep")
+
+
+@pytest.mark.parametrize("value", [
+    {"ID": "PLG", "name": "h", "plugins": {"disk": {"/mnt/\udcff": 1.5}}},
+    {"ID": "RES", "cmd_id": "c", "output": "\ud800 and \U0001f600", "rc": float("nan")},
+    {"a": [float("inf"), -float("inf"), {"\udc80": ["\x00"]}], "b": "ü"},
+])
+def test_json_text_is_the_servers_encoder(value: dict[str, Any]) -> None:
+    """hbc_mini writes JSON byte for byte as heartbeat.text.json_bytes does, odd text too:
+    never an exception, always strict UTF-8 JSON."""
+    assert mini.json_text(value) == json_bytes(value)
+    json.loads(mini.json_text(value).decode("utf-8"), parse_constant=_refuse)
+
+
+def _refuse(name: str) -> None:
+    raise ValueError(name)
 
 
 def _noise(size: int, seed: int) -> str:

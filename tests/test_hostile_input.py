@@ -27,10 +27,16 @@ from heartbeat.protocol import DecodeError, decode
 PROPERTY = settings(max_examples=200, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 
+_characters = (st.characters(exclude_categories=())  # lone surrogates included
+               | st.sampled_from(["\ud800", "\udbff", "\udc00", "\udfff", "\x00"]))
+_text = st.text(_characters, max_size=30)
+"""Any text, with the lone surrogates and NUL hypothesis leaves out by default."""
 _scalars = (st.none() | st.booleans() | st.integers(-2**70, 2**70)
-            | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=30))
+            | st.sampled_from([10**308 * 10, -(10**400), 2**63, -2**63 - 1])
+            | st.floats(allow_nan=True, allow_infinity=True) | _text)
 _values = st.recursive(_scalars, lambda children: st.lists(children, max_size=4)
-                       | st.dictionaries(st.text(max_size=10), children, max_size=4),
+                       | st.dictionaries(st.text(_characters, max_size=10), children,
+                                         max_size=4),
                        max_leaves=25)
 _fields = st.sampled_from(["ID", "name", "seq", "ts", "version", "interval", "rtt",
                            "boot_time", "text", "level", "plugins", "cmd_id", "rc", "output",
@@ -64,6 +70,11 @@ def _dumps(message: dict[str, Any], framing: bytes) -> bytes:
 @example({"ID": "HTB", "name": "h", "interval": float("nan")}, b"")
 @example({"ID": "PLG", "name": "h", "plugins": {"p": 1e308 * 10}}, b"SZ")
 @example({"ID": "RES", "name": "h", "cmd_id": 1, "rc": 0, "output": "x" * 5000}, b"S")
+@example({"ID": "HTB", "name": "x", "interval": 30, "version": "\ud800"}, b"")
+@example({"ID": "RES", "name": "h", "cmd_id": 1, "rc": 0, "output": "x" * 5000 + "\ud800"},
+         b"Z")
+@example({"ID": "PLG", "name": "h", "plugins": {"p\x00": {"\udc80": 1}}}, b"SZ")
+@example({"ID": "HTB", "name": "h", "rtt": 10**400}, b"")
 def test_protocol_decode(message: dict[str, Any], framing: bytes) -> None:
     """decode: a checked message or a documented DecodeError, for any field values."""
     targets.protocol(_dumps(message, framing))
@@ -187,6 +198,13 @@ def test_nan_never_leaves_decode() -> None:
     """The strict-JSON invariant the targets check really catches NaN (the check can fail)."""
     with pytest.raises(ValueError):
         targets._strict_json({"x": math.nan})
+
+
+@pytest.mark.parametrize("value", [{"x": "\ud800"}, {"\udfff": 1}, {"p": {"a\x00": 1}}])
+def test_bad_text_never_leaves_decode(value: dict[str, Any]) -> None:
+    """The targets' invariant really catches what the text policy refuses (it can fail)."""
+    with pytest.raises((UnicodeEncodeError, targets.Escape)):
+        targets._strict_json(value)
 
 
 @st.composite

@@ -109,6 +109,60 @@ class DecodeTests:
         """Each way of breaking the protocol raises DecodeError with its counter name."""
         assert _reason(payload) == reason
 
+    @pytest.mark.parametrize(("payload", "detail"), [
+        (rb'{"ID":"HTB","name":"x","interval":30,"version":"\ud800"}',
+         "a lone surrogate in version"),
+        (rb'{"ID":"HTB","name":"x","\uDC00":1}', "a lone surrogate in the key \\udc00"),
+        (rb'{"ID":"MSG","name":"x","text":"ok \udfff"}', "a lone surrogate in text"),
+        (rb'{"ID":"PLG","name":"x","plugins":{"cpu\ud83d":{"v":1}}}',
+         "a lone surrogate in the key plugins.cpu\\ud83d"),
+        (rb'{"ID":"PLG","name":"x","plugins":{"cpu":{"a":[1,{"b":["\ude00"]}]}}}',
+         "a lone surrogate in plugins.cpu.a[1].b[0]"),
+        (rb'{"ID":"PLG","name":"x","plugins":{"cpu\u0000":{"v":1}}}',
+         "a NUL in the key plugins.cpu\\x00"),
+        (rb'{"ID":"PLG","name":"x","plugins":{"cpu":{"load\u0000":1}}}',
+         "a NUL in the key plugins.cpu.load\\x00"),
+        (rb'{"ID":"HTB","name":"x","\u0000":1}', "a NUL in the key \\x00"),
+        (rb'{"ID":"RES","name":"x","cmd_id":"c","rc":0,"output":"\ud800"}',
+         "a lone surrogate in output"),
+        (rb'{"ID":"RES","name":"x","cmd_id":"\ud800","rc":0}', "a lone surrogate in cmd_id"),
+    ])
+    def test_text_that_cannot_be_stored_is_bad_text(self, payload: bytes, detail: str) -> None:
+        """Lone surrogates anywhere and NUL in any key are refused as bad_text, text or zlib,
+        and the detail names where."""
+        for framing in (payload, zlib.compress(payload)):
+            with pytest.raises(DecodeError) as info:
+                decode(framing)
+            assert (info.value.reason, info.value.detail) == ("bad_text", detail)
+
+    def test_long_res_output_with_a_surrogate_is_a_decode_error(self) -> None:
+        """A RES output over 4,096 characters holding a lone surrogate is bad_text, not the
+        UnicodeEncodeError its truncation used to raise."""
+        payload = (b'{"ID":"RES","name":"x","cmd_id":"c","rc":0,"output":"'
+                   + b"x" * 5000 + rb'\ud800"}')
+        assert _reason(zlib.compress(payload)) == "bad_text"
+
+    @pytest.mark.parametrize("payload", [
+        rb'{"ID":"MSG","name":"x","text":"smile \ud83d\ude00"}',  # a pair is one character
+        rb'{"ID":"MSG","name":"x","text":"nul \u0000 in a value"}',
+        rb'{"ID":"MSG","name":"x","text":"\\ud800 is an escaped backslash"}',
+        rb'{"ID":"PLG","name":"x","plugins":{"\ud55c\uad6d":{"v":"\uD7FF\uE000"}}}',
+    ])
+    def test_text_that_can_be_stored_passes(self, payload: bytes) -> None:
+        """Surrogate pairs, NUL in values, escaped backslashes and text next to the surrogate
+        block decode as they are."""
+        assert decode(payload) == json.loads(payload)
+
+    @pytest.mark.parametrize("payload", [
+        b'{"ID":"HTB","name":"h","rtt":' + b"9" * 400 + b"}",
+        b'{"ID":"BOOT","name":"h","boot_time":-' + b"9" * 400 + b"}",
+        b'{"ID":"HTB","name":"h","ts":' + b"9" * 310 + b"}",
+    ])
+    def test_numbers_no_float_can_hold_are_bad_fields(self, payload: bytes) -> None:
+        """An integer past the float range in a numeric field is refused: the registry turns
+        rtt and boot_time into floats, which would raise OverflowError."""
+        assert _reason(payload) == "bad_field"
+
     def test_top_level_must_be_object(self) -> None:
         """A JSON array in a zlib datagram is not a message."""
         assert _reason(zlib.compress(b"[1, 2]")) == "not_object"
@@ -175,12 +229,20 @@ def test_decode_never_raises_other_errors(payload: bytes) -> None:
         decode(payload)
 
 
+def _keys(value: object) -> list[str]:
+    if isinstance(value, dict):
+        return [*value, *(k for v in value.values() for k in _keys(v))]
+    return [k for v in value for k in _keys(v)] if isinstance(value, list) else []
+
+
 @given(st.dictionaries(st.text(max_size=10), _json, max_size=5), st.booleans())
 def test_plugin_messages_round_trip(plugins: dict[str, object], compress: bool) -> None:
-    """Any JSON plugin data survives encode/decode, text or compressed."""
+    """Any JSON plugin data survives encode/decode, text or compressed; a NUL in a key is
+    the one text it refuses (strings here hold no lone surrogates)."""
     message = {"ID": "PLG", "name": "h", "plugins": plugins}
     data = encode(message, compress_above=0 if compress else 10**9)
     try:
         assert decode(data) == message
     except DecodeError as e:
-        assert e.reason == "too_deep"
+        assert e.reason == "too_deep" or (
+            e.reason == "bad_text" and any("\0" in k for k in _keys(plugins)))

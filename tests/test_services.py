@@ -90,6 +90,15 @@ class IngestTests:
         assert transport.written == []
         assert recorder.kinds() == [RECEIVED]
 
+    def test_bad_text_is_its_own_drop_reason(self, ingest: Any) -> None:
+        """A lone surrogate or a NUL in a key is dropped as bad_text: no host, no event."""
+        protocol, transport, recorder = ingest
+        for payload in (rb'{"ID":"HTB","name":"x","interval":30,"version":"\ud800"}',
+                        zlib.compress(rb'{"ID":"PLG","name":"x","plugins":{"a\u0000":1}}')):
+            protocol.datagramReceived(payload, ("10.0.0.1", 1))
+        assert (protocol.stats.dropped, protocol.stats.accepted) == ({"bad_text": 2}, 0)
+        assert (len(protocol.registry), transport.written, recorder.events) == (0, [], [])
+
     def test_reply_failure_is_counted(self, ingest: Any) -> None:
         """A reply the kernel refuses is counted, not raised into the reactor."""
         protocol, transport, _ = ingest

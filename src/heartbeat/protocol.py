@@ -14,10 +14,13 @@ import json
 import math
 import re
 import struct
+import sys
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
+
+from heartbeat.text import json_bytes, may_break_policy, text_problem
 
 __all__ = [
     "CLIENT_IDS",
@@ -224,8 +227,12 @@ def _depth_exceeds(value: object, limit: int) -> bool:
         level = below
 
 
+_FLOAT_MAX: Final = sys.float_info.max
+
+
 def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    """A JSON number a float can hold: decoded floats are finite, an integer may be huge."""
+    return type(value) is float or (type(value) is int and -_FLOAT_MAX <= value <= _FLOAT_MAX)
 
 
 def _check_optional(message: Mapping[str, Any], key: str, ok: bool) -> None:
@@ -336,6 +343,10 @@ def _parse_object(text: bytes, limits: Limits) -> dict[str, Any]:
         raise DecodeError("not_object")
     if _depth_exceeds(message, limits.max_depth):
         raise DecodeError("too_deep", f"nesting over {limits.max_depth}")
+    if may_break_policy(text):
+        problem = text_problem(message)
+        if problem is not None:
+            raise DecodeError("bad_text", problem)
     return message
 
 
@@ -385,7 +396,7 @@ def decode_with_text(
     message = _parse_object(text, limits)
     message = _validate(message)
     if message.get("truncated") is True:
-        text = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        text = json_bytes(message)
     return message, text
 
 
@@ -405,7 +416,7 @@ def encode_ack(server_ts: float, seq: int | None = None, ts: float | None = None
 
 def encode(message: Mapping[str, Any], compress_above: int = COMPRESS_ABOVE) -> bytes:
     """Serialise a message; zlib it when the text is larger than ``compress_above`` bytes."""
-    text = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text = json_bytes(message)
     if len(text) > compress_above:
         return zlib.compress(text, 6)
     return text

@@ -307,7 +307,7 @@ SCHEMAS: Final[dict[str, Any]] = {
 
 _REASONS: Final = {
     400: "Bad request: a malformed query argument or body (`bad_request`, `bad_json`, "
-         "`invalid_body`, `unknown_user`)",
+         "`bad_text`, `invalid_body`, `unknown_user`)",
     401: "Not logged in, or the token or session has ended (`unauthenticated`), "
          "or a failed login (`invalid_credentials`)",
     403: "Logged in but the role is not enough (`forbidden`), or a cookie-authenticated "

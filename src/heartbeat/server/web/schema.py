@@ -16,6 +16,7 @@ from twisted.web.iweb import IRequest
 from heartbeat.config.checks import USER_NAME
 from heartbeat.passwords import MIN_LENGTH
 from heartbeat.server.web.errors import ApiError
+from heartbeat.text import text_problem
 
 __all__ = [
     "ACCESS_BODY",
@@ -166,8 +167,9 @@ def read_json(request: IRequest, schema: dict[str, Any], max_body: int,
               empty: Any = None) -> Any:
     """The request's JSON body checked against ``schema``; ``empty`` if none and allowed.
 
-    Errors: 413 body_too_large, 415 unsupported_media_type, 400 bad_json or
-    invalid_body with every problem named.
+    Errors: 413 body_too_large, 415 unsupported_media_type, 400 bad_json, bad_text
+    (the text policy of ``heartbeat.text``, as for datagrams) or invalid_body with
+    every problem named.
     """
     raw = request.content.read(max_body + 1) if request.content is not None else b""
     if len(raw) > max_body:
@@ -188,6 +190,9 @@ def read_json(request: IRequest, schema: dict[str, Any], max_body: int,
         raise ApiError(400, "bad_json", f"the body is not JSON: {e}") from None
     except RecursionError:
         raise ApiError(400, "bad_json", "the body is nested too deeply") from None
+    bad_text = text_problem(value)
+    if bad_text is not None:
+        raise ApiError(400, "bad_text", f"the body cannot be stored: {bad_text}")
     found = problems(value, schema)
     if found:
         raise ApiError(400, "invalid_body", "; ".join(found[:10]))
