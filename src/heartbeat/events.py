@@ -15,11 +15,12 @@ others.
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
+
+from heartbeat.text import json_bytes
 
 __all__ = [
     "ALERT",
@@ -42,7 +43,6 @@ __all__ = [
     "Event",
     "EventBus",
     "Subscriber",
-    "json_bytes",
 ]
 
 RECEIVED: Final = "message"  # every accepted datagram, as received
@@ -86,19 +86,6 @@ class Event:
             head = json_bytes({"type": self.kind, "host": self.host, "ts": self.ts, **rest})
             return head[:-1] + b',"message":' + self.raw + b"}"
         return json_bytes(self.to_json())
-
-
-def json_bytes(value: Any) -> bytes:
-    """Compact UTF-8 JSON of ``value``.
-
-    JSON text may carry lone surrogates (``"\\ud800"``) that have no UTF-8 form;
-    such values are written with ASCII escapes instead, which is still valid JSON.
-    """
-    text = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
-    try:
-        return text.encode("utf-8")
-    except UnicodeEncodeError:
-        return json.dumps(value, separators=(",", ":")).encode("ascii")
 
 
 Subscriber = Callable[[Event], None]

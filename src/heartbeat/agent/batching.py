@@ -8,11 +8,11 @@ its own still goes alone, up to what UDP and the server accept.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any, Final
 
 from heartbeat.protocol import DEFAULT_LIMITS, encode
+from heartbeat.text import json_bytes
 
 __all__ = ["MAX_UDP_PAYLOAD", "pack_plugins"]
 
@@ -28,7 +28,7 @@ def _too_large(header: Mapping[str, Any], name: str, data: Any,
                max_inflated: int) -> tuple[bytes, str | None]:
     """Encode one plugin alone; a reason instead when no datagram could carry it."""
     message = _message(header, {name: data})
-    text_size = len(json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode())
+    text_size = len(json_bytes(message))
     if text_size > max_inflated:
         return b"", f"data too large: {text_size} bytes of JSON (the server takes {max_inflated})"
     datagram = encode(message)

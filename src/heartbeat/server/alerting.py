@@ -23,6 +23,7 @@ from heartbeat.events import ALERT, HOST_PLUGINS, HOST_REMOVED, HOST_RTT, Event,
 from heartbeat.server.store import StoreService, Write
 from heartbeat.server.thresholds.engine import Alert, AlertState, ThresholdEngine
 from heartbeat.server.thresholds.rules import Level
+from heartbeat.text import json_bytes
 
 __all__ = ["AlertingService", "load_alert_states", "reminder_period"]
 
@@ -55,8 +56,8 @@ def _row(state: AlertState) -> tuple[Any, ...]:
 def _write_states(conn: sqlite3.Connection, rows: list[tuple[Any, ...]],
                   deletes: list[tuple[str, str]]) -> None:
     """On the store's worker: JSON-encode the values here, off the reactor thread."""
-    conn.executemany(_UPSERT, [(*row[:4], json.dumps(row[4]), json.dumps(row[5]), *row[6:])
-                               for row in rows])
+    conn.executemany(_UPSERT, [(*row[:4], json_bytes(row[4]).decode(),
+                                json_bytes(row[5]).decode(), *row[6:]) for row in rows])
     conn.executemany("DELETE FROM alert_states WHERE host = ? AND metric_path = ?", deletes)
 
 

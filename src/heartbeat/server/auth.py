@@ -39,6 +39,7 @@ from heartbeat.server.access import Directory, HostAccess
 from heartbeat.server.serial import Worker
 from heartbeat.server.sessions import TOUCH_PERSIST, LoginThrottle, Session, SessionBook
 from heartbeat.server.store import StoreService, Write
+from heartbeat.text import json_bytes
 
 __all__ = [
     "AuthService",
@@ -309,7 +310,7 @@ class AuthService(Service):
         if not changed:
             self.store.write("DELETE FROM users WHERE name = ?", (name,))
             return
-        data = None if user is None else json.dumps(dataclasses.asdict(user))
+        data = None if user is None else json_bytes(dataclasses.asdict(user)).decode()
         self.store.write("INSERT OR REPLACE INTO users (name, data) VALUES (?, ?)", (name, data))
 
     # Access
@@ -318,8 +319,8 @@ class AuthService(Service):
         self.store.write(
             "INSERT OR REPLACE INTO host_access (host, owner, managers, monitors)"
             " VALUES (?, ?, ?, ?)",
-            (host, access.owner, json.dumps(list(access.managers)),
-             json.dumps(list(access.monitors))))
+            (host, access.owner, json_bytes(access.managers).decode(),
+             json_bytes(access.monitors).decode()))
         return access
 
     def reset_access(self, host: str) -> HostAccess:

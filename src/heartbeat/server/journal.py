@@ -22,8 +22,9 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from heartbeat.events import HOST_PLUGINS, HOST_RTT, RECEIVED, Event, EventBus, json_bytes
+from heartbeat.events import HOST_PLUGINS, HOST_RTT, RECEIVED, Event, EventBus
 from heartbeat.server.serial import Worker
+from heartbeat.text import json_bytes
 
 __all__ = ["JournalFile", "JournalService", "read_backwards"]
 

@@ -26,6 +26,7 @@ from heartbeat.events import HOST_REMOVED, RECEIVED, Event, EventBus
 from heartbeat.server import migrations
 from heartbeat.server.registry import Host, HostState, PendingCommand, PluginSample, Registry
 from heartbeat.server.serial import Worker
+from heartbeat.text import json_bytes
 
 __all__ = [
     "HostRecorder",
@@ -123,8 +124,8 @@ def load_hosts(conn: sqlite3.Connection) -> list[Host]:
 
 def _command_rows(hosts: list[Host]) -> tuple[list[tuple[str]], list[tuple[Any, ...]]]:
     """Each host's queued commands as rows, replacing what the store held for it."""
-    rows = [(host.name, c.cmd_id, c.kind, json.dumps(c.payload), c.queued, c.by, c.attempts)
-            for host in hosts for c in host.pending.values()]
+    rows = [(host.name, c.cmd_id, c.kind, json_bytes(c.payload).decode(), c.queued, c.by,
+             c.attempts) for host in hosts for c in host.pending.values()]
     return [(host.name,) for host in hosts], rows
 
 
@@ -299,7 +300,7 @@ class HostRecorder:
         message = event.data["message"]
         if message["ID"] != "PLG" or not message["plugins"]:
             return
-        text = event.raw.decode("utf-8") if event.raw is not None else json.dumps(message)
+        text = (event.raw if event.raw is not None else json_bytes(message)).decode("utf-8")
         names = message["plugins"]
         host = event.host
         if len(self._history) < self._max_pending:

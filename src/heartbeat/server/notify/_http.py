@@ -13,8 +13,9 @@ from twisted.web.http import PotentialDataLoss
 from twisted.web.iweb import IResponse
 
 from heartbeat.server.notify.base import DeliveryError
+from heartbeat.text import json_bytes
 
-__all__ = ["post"]
+__all__ = ["post", "post_json"]
 
 BODY_MAX = 64 * 1024
 _RETRYABLE_4XX = (408, 425, 429)
@@ -69,3 +70,9 @@ def post(client: HTTPClient, url: str, **kwargs: Any) -> Deferred[bytes]:
     """POST to ``url``; the body of a 2xx answer, else a DeliveryError naming the status."""
     d: Deferred[Any] = client.post(url, **kwargs)
     return d.addCallback(_read)
+
+
+def post_json(client: HTTPClient, url: str, body: Any) -> Deferred[bytes]:
+    """:func:`post` of ``body`` as JSON, written by the server's one encoder."""
+    return post(client, url, data=json_bytes(body),
+                headers={b"Content-Type": [b"application/json; charset=UTF-8"]})

@@ -8,7 +8,7 @@ from treq.client import HTTPClient
 from twisted.internet.defer import Deferred
 
 from heartbeat.config.server import SignalConfig
-from heartbeat.server.notify._http import post
+from heartbeat.server.notify._http import post_json
 from heartbeat.server.notify.base import Notification
 
 __all__ = ["SignalChannel"]
@@ -33,5 +33,5 @@ class SignalChannel:
                 "recipients": list(note.recipients)}
 
     def send(self, notification: Notification) -> Deferred[None]:
-        return post(self._http, self._url, json=self.payload(notification)).addCallback(
+        return post_json(self._http, self._url, self.payload(notification)).addCallback(
             lambda _: None)

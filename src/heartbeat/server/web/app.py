@@ -8,7 +8,6 @@ in full, and a cap on connections in all and per address.
 from __future__ import annotations
 
 import io
-import json
 from collections import Counter
 from functools import partial
 from http import HTTPStatus
@@ -31,6 +30,7 @@ from heartbeat.server.web.api import HeartbeatAPI
 from heartbeat.server.web.errors import routing_error
 from heartbeat.server.web.pages import PAGE_CSP, Pages
 from heartbeat.server.web.websocket import FeedFactory
+from heartbeat.text import json_bytes
 
 __all__ = [
     "SECURITY_HEADERS",
@@ -179,7 +179,7 @@ class BoundedRequest(Request):
         self.setResponseCode(status)
         self.setHeader(b"Content-Type", b"application/json")
         self.setHeader(b"Connection", b"close")
-        self.write(json.dumps({"error": error, "detail": detail}).encode())
+        self.write(json_bytes({"error": error, "detail": detail}))
         self.finish()
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed
+
+from heartbeat.text import json_bytes
 
 __all__ = ["ApiError", "json_response", "routing_error"]
 
@@ -34,10 +35,7 @@ def json_response(request: IRequest, body: Any, status: int = 200) -> bytes:
     request.setResponseCode(status)
     request.setHeader(b"Content-Type", b"application/json")
     request.setHeader(b"Cache-Control", b"no-store")
-    try:
-        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    except UnicodeEncodeError:  # a lone surrogate (e.g. from a JSON "\ud800"): escape it
-        return json.dumps(body, separators=(",", ":")).encode("ascii")
+    return json_bytes(body)
 
 
 def routing_error(request: IRequest, failure: Failure) -> bytes:

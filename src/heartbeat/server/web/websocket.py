@@ -26,7 +26,7 @@ from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from heartbeat.events import HOST_RTT, Event, EventBus, json_bytes
+from heartbeat.events import HOST_RTT, Event, EventBus
 from heartbeat.server.access import Viewer
 from heartbeat.server.registry import Registry
 from heartbeat.server.sessions import Session
@@ -34,6 +34,7 @@ from heartbeat.server.thresholds.engine import ThresholdEngine
 from heartbeat.server.web.auth import WebAuth
 from heartbeat.server.web.errors import ApiError
 from heartbeat.server.web.hostview import HostViews
+from heartbeat.text import json_bytes
 
 __all__ = ["MAX_CLIENT_MESSAGE", "MAX_FEED_MESSAGE", "SNAPSHOT_PAGE", "EventHub",
            "FeedFactory", "FeedProtocol", "SnapshotPages"]
