@@ -104,7 +104,8 @@ def test_plugin_samples_become_alert_events(rig: Any) -> None:
         "type": "alert", "host": "db", "ts": 1001.0, "metric_path": path, "level": "WARNING",
         "previous": "OK", "value": 85.0, "threshold_value": 80.0, "operator": ">",
         "message": "WARNING: db - cpu_monitor.cpu_percent = 85.0", "display": "",
-        "since": 1001.0, "notify": True, "reminder": False, "cleared": False}
+        "since": 1001.0, "notify": True, "reminder": False, "cleared": False,
+        "flapping": False}
     assert r.errors == []
 
 
@@ -153,7 +154,8 @@ def test_restart_keeps_states_without_notifying(rig: Any) -> None:
         "host": "db", "metric_path": "cpu_monitor.cpu_percent", "level": "CRITICAL",
         "value": 95.0, "threshold_value": 90.0,
         "message": "CRITICAL: db - cpu_monitor.cpu_percent = 95.0", "since": 1000.0,
-        "last_notified": 1000.0}]
+        "last_notified": 1000.0, "flapping": False,
+             "recovering": None}]
     second.cpu("db", 97.0)
     assert second.alerts == []
     second.cpu("db", 10.0)

@@ -47,15 +47,18 @@ METRIC = {"kind": "metric", "state": "UNKNOWN", "stale": False, "markers": []}
 WEB_MEMORY = {**METRIC, "host": "web", "metric_path": "memory_monitor.percent", "level": "CRITICAL",
               "value": 96.0, "threshold_value": 95.0,
               "message": "CRITICAL: web - memory_monitor.percent = 96.0", "since": T0,
-              "last_notified": T0}
+              "last_notified": T0, "flapping": False,
+              "recovering": None}
 WEB_CPU = {**METRIC, "host": "web", "metric_path": "cpu_monitor.cpu_percent", "level": "WARNING",
            "value": 85.0, "threshold_value": 80.0,
            "message": "WARNING: web - cpu_monitor.cpu_percent = 85.0", "since": T0,
-           "last_notified": T0}
+           "last_notified": T0, "flapping": False,
+           "recovering": None}
 DB_CPU = {**METRIC, "host": "db", "metric_path": "cpu_monitor.cpu_percent", "level": "WARNING",
           "value": 70.0, "threshold_value": 60.0,
           "message": "WARNING: db - cpu_monitor.cpu_percent = 70.0", "since": T0 + 10,
-          "last_notified": T0 + 10}
+          "last_notified": T0 + 10, "flapping": False,
+          "recovering": None}
 SUMMARY = {"CRITICAL": 1, "WARNING": 2, "UNKNOWN": 0, "stale": 0}
 
 

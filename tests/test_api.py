@@ -95,7 +95,8 @@ class HostsTests:
             "since": 1000.0, "first_seen": 1000.0, "interval": 5.0, "rtt": 1.0, "version": "9",
             "boot_time": None, "down_reason": None, "watch": True, "plugins": [],
             "pending_commands": 0, "signed": False, "key_id": None, "role": "owner",
-            "description": "", "tags": [], "latest_message": None,
+            "description": "", "tags": [], "latest_message": None, "parents": [],
+            "flapping": False, "recovering": None,
             "alerts": {"CRITICAL": 0, "WARNING": 0, "UNKNOWN": 0}, "alert_level": None}
         assert body["hosts"][0]["latest_message"] == {
             "ts": 1000.0, "message": {"ID": "MSG", "text": "x"}}
@@ -173,7 +174,7 @@ class MessagesAndStatusTests:
         server.clock.advance(5)
         _, body, _ = server.get("/api/0/status")
         assert (body["uptime"], body["hosts"], body["extra"]) == (
-            5.0, {"total": 1, "UP": 1, "DOWN": 0, "UNKNOWN": 0}, {"answer": 42})
+            5.0, {"total": 1, "UP": 1, "DOWN": 0, "UNKNOWN": 0, "UNREACHABLE": 0}, {"answer": 42})
 
     def test_unknown_api_path_is_json_404(self, server: Server) -> None:
         """Unknown paths under /api answer a JSON 404."""

@@ -58,6 +58,7 @@ class HeartbeatTests:
             "rtt": None, "version": None, "boot_time": None, "down_reason": None,
             "watch": True, "plugins": [], "pending_commands": 0, "signed": False,
             "key_id": None, "description": "", "tags": [], "latest_message": None,
+            "parents": [], "flapping": False, "recovering": None,
         }
 
     def test_steady_heartbeats_cause_no_events(self, registry: Registry) -> None:
@@ -278,7 +279,7 @@ class BookkeepingTests:
         registry.apply(htb("a"), SRC, 1.0)
         registry.apply({"ID": "MSG", "name": "b", "text": "x"}, SRC, 1.0)
         registry.apply({"ID": "SHUT", "name": "c"}, SRC, 1.0)
-        assert registry.counts() == {"UP": 1, "UNKNOWN": 1, "DOWN": 1}
+        assert registry.counts() == {"UP": 1, "UNKNOWN": 1, "DOWN": 1, "UNREACHABLE": 0}
 
     def test_restore_keeps_down_hosts_down(self) -> None:
         """Restored DOWN hosts keep their state and since."""

@@ -45,7 +45,8 @@ class RuleValidationTests:
          "hb.yaml: thresholds.cpu_monitor.cpu_percent.display: expected a string, got 5"),
         ({"cpu_monitor": {"cpu_percent": {"warning": 80, "critcal": 90}}},
          "hb.yaml: thresholds.cpu_monitor.cpu_percent.critcal: unknown rule key (did you mean "
-         "'critical'?); a rule has operator, warning, critical, hysteresis, display, generic"),
+         "'critical'?); a rule has operator, warning, critical, hysteresis, display, generic, "
+         "recover_after"),
         ({"cpu_monitor": {"cpu_percent": {"critcal": 90}}},
          "hb.yaml: thresholds.cpu_monitor.cpu_percent.critcal: expected a rule "
          "(warning/critical/operator) or a mapping of nested metrics, got 90 "
@@ -118,7 +119,8 @@ class ProfileValidationTests:
         """A profile has 'thresholds' (and a description), nothing else."""
         assert problem(threshold_configs={"tight": {"threshold": {}}}) == (
             "hb.yaml: threshold_configs.tight.threshold: unknown key (did you mean "
-            "'thresholds'?); a profile has thresholds (and an optional description)")
+            "'thresholds'?); a profile has thresholds (and an optional description and "
+            "recover_after)")
 
     def test_profile_must_be_a_mapping(self) -> None:
         """A profile that is not a mapping is refused."""

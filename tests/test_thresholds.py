@@ -198,7 +198,8 @@ class TransitionTests:
             "metric_path": "cpu_monitor.cpu_percent", "level": "CRITICAL",
             "previous": "WARNING", "value": 95, "threshold_value": 90.0, "operator": ">",
             "message": "CRITICAL: h - cpu_monitor.cpu_percent = 95", "display": "",
-            "since": 20.0, "notify": True, "reminder": False, "cleared": False}
+            "since": 20.0, "notify": True, "reminder": False, "cleared": False,
+            "flapping": False}
         assert (alert.host, alert.ts) == ("h", 20.0)
 
     def test_state_is_kept_per_host_and_path(self) -> None:
@@ -211,11 +212,13 @@ class TransitionTests:
             {"host": "b", "metric_path": "cpu_monitor.cpu_percent", "level": "CRITICAL",
              "value": 99, "threshold_value": 90.0,
              "message": "CRITICAL: b - cpu_monitor.cpu_percent = 99", "since": 3.0,
-             "last_notified": 3.0},
+             "last_notified": 3.0, "flapping": False,
+             "recovering": None},
             {"host": "a", "metric_path": "cpu_monitor.cpu_percent", "level": "WARNING",
              "value": 87, "threshold_value": 80.0,
              "message": "WARNING: a - cpu_monitor.cpu_percent = 87", "since": 1.0,
-             "last_notified": 1.0},
+             "last_notified": 1.0, "flapping": False,
+             "recovering": None},
         ]
         assert e.summary() == {"CRITICAL": 1, "WARNING": 1, "UNKNOWN": 0}
         assert [s.host for s in e.states("a")] == ["a"]
@@ -323,7 +326,8 @@ class TransitionTests:
             "host": "h", "metric_path": "cpu_monitor.cpu_percent", "level": "CRITICAL",
             "value": 96, "threshold_value": 90.0,
             "message": "CRITICAL: h - cpu_monitor.cpu_percent = 96", "since": 1.0,
-            "last_notified": 1.0}]
+            "last_notified": 1.0, "flapping": False,
+             "recovering": None}]
 
     def test_forget_drops_a_removed_hosts_states(self) -> None:
         """A removed host's alerts disappear and are deleted from the store."""

@@ -76,6 +76,10 @@ class HostConfig:
     key: str | None = option(None, doc="id of the shared key (under keys:) this host signs with")
     description: str = option("", doc="free text shown in the UI")
     tags: list[str] = option([], doc="labels to group and filter hosts by in the UI")
+    parents: list[str] = option(
+        [], doc="hosts this one is reached through: silent behind a down parent is UNREACHABLE")
+    recover_after: int | None = option(
+        None, positive, doc="good heartbeats (and samples) in a row before UP (and OK)")
 
 
 @dataclass(frozen=True)

@@ -117,6 +117,10 @@ class FlapDetector:
         if not by_subject:
             del self._states[host]
 
+    def tracks(self, host: str) -> bool:
+        """Whether any state of ``host`` has a history."""
+        return host in self._states
+
     def get(self, host: str, subject: str) -> FlapState | None:
         by_subject = self._states.get(host)
         return None if by_subject is None else by_subject.get(subject)

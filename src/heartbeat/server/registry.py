@@ -3,8 +3,12 @@
 ``Registry.apply(message, source, now)`` takes one decoded message and returns
 the events it caused and the replies owed to the sender, or why it was refused
 (the registry's own bounds: new host names, plugin names, plugin bytes);
-``expire(now)`` turns silent hosts DOWN. Nothing here reads a clock or touches a socket, so every
-rule is tested with plain values.
+``expire(now)`` turns silent hosts DOWN, or UNREACHABLE when the hosts they are
+reached through (``parents:``, dependencies.py) are down themselves. Every
+heartbeat and every timeout is an evaluation of the host's state for flap
+detection (flapping.py); ``recover_after`` heartbeats in a row bring a host back
+UP. Nothing here reads a clock or touches a socket, so every rule is tested with
+plain values.
 """
 
 from __future__ import annotations
@@ -22,16 +26,22 @@ from heartbeat.events import (
     HOST_BOOT,
     HOST_COMMAND,
     HOST_DOWN,
+    HOST_FLAPPING,
     HOST_MESSAGE,
     HOST_NEW,
     HOST_PLUGINS,
     HOST_REMOVED,
     HOST_RESULT,
     HOST_RTT,
+    HOST_UNREACHABLE,
     HOST_UP,
     Event,
 )
 from heartbeat.protocol import Signed
+from heartbeat.server import dependencies
+from heartbeat.server.dependencies import DependencyGraph, ParentView
+from heartbeat.server.flapping import HOST as HOST_SUBJECT
+from heartbeat.server.flapping import FlapDetector
 from heartbeat.server.limits import HostAdmission
 
 __all__ = ["Host", "HostState", "Outcome", "PendingCommand", "PluginSample", "Registry",
@@ -64,6 +74,11 @@ class HostState(StrEnum):
     UNKNOWN = "UNKNOWN"
     UP = "UP"
     DOWN = "DOWN"
+    UNREACHABLE = "UNREACHABLE"
+    """Silent while every parent that reports is DOWN or UNREACHABLE: not notified."""
+
+
+_SILENT = (HostState.DOWN, HostState.UNREACHABLE)
 
 
 class PlgCharge:
@@ -140,6 +155,8 @@ class Host:
     results: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_RESULTS))
     latest: tuple[float, dict[str, Any]] | None = None
     """The newest MSG, BOOT, SHUT or RES (server time, :func:`latest_message`)."""
+    good_heartbeats: int = 0
+    """Heartbeats in a row while DOWN or UNREACHABLE, toward ``recover_after``."""
 
     def to_json(self, config: HostConfig = _DEFAULT_HOST) -> dict[str, Any]:
         """The API shape of a host."""
@@ -204,6 +221,8 @@ class Registry:
         admission: HostAdmission | None = None,
         max_plugins: int | None = None,
         max_plugin_bytes: int | None = None,
+        dependencies: DependencyGraph | None = None,
+        flaps: FlapDetector | None = None,
     ) -> None:
         self.grace = grace
         self.default_interval = default_interval
@@ -212,6 +231,9 @@ class Registry:
         self.admission = admission
         self.max_plugins = max_plugins
         self.max_plugin_bytes = max_plugin_bytes
+        self.dependencies = dependencies or DependencyGraph()
+        self.flaps = flaps
+        """Flap detection of host states (None: none)."""
         self.hosts: dict[str, Host] = {}
         self._dirty: set[str] = set()
         self._commands_dirty: set[str] = set()
@@ -233,7 +255,21 @@ class Registry:
         return self.host_config.get(name, _DEFAULT_HOST)
 
     def host_json(self, host: Host) -> dict[str, Any]:
-        return host.to_json(self.config_for(host.name))
+        """The API shape of a host, with its dependencies, flapping and recovery."""
+        body = host.to_json(self.config_for(host.name))
+        body["parents"] = list(self.dependencies.parents_of(host.name))
+        body["flapping"] = self.flapping(host.name)
+        needed = self.recover_after(host.name)
+        body["recovering"] = {"heartbeats": host.good_heartbeats, "needed": needed} \
+            if host.good_heartbeats and host.state in _SILENT else None
+        return body
+
+    def flapping(self, name: str) -> bool:
+        return self.flaps is not None and self.flaps.flapping(name, HOST_SUBJECT)
+
+    def recover_after(self, name: str) -> int:
+        """Heartbeats in a row a DOWN or UNREACHABLE host needs to be UP again."""
+        return self.config_for(name).recover_after or 1
 
     def take_dirty(self) -> list[Host]:
         """Hosts changed since the last call, for the store to write."""
@@ -256,7 +292,8 @@ class Registry:
         """
         last_id = 0
         for host in hosts:
-            if host.state is HostState.UP:
+            if host.state is HostState.UP or host.state is HostState.UNREACHABLE:
+                # UNREACHABLE too: if its parents are back, it is DOWN after this.
                 fresh = now + self._interval(host) + self.grace
                 host.expected_by = max(host.expected_by or 0.0, fresh)
             self.hosts[host.name] = host
@@ -357,14 +394,20 @@ class Registry:
             events.append(Event(HOST_ADDRESS, host.name, now, {"addr": addr, "old": host.addr}))
             host.addr = addr
         host.port = port
-        host.last_seen = now
         if "interval" in message:
             host.interval = float(message["interval"])
         if "seq" in message:
             host.seq = message["seq"]
-        host.expected_by = now + self._interval(host) + self.grace
-        if host.state is not HostState.UP:
-            previous = host.state
+        interval = self._interval(host)
+        previous_seen = host.last_seen if host.expected_by is not None else None
+        host.last_seen = now
+        host.expected_by = now + interval + self.grace
+        previous = host.state
+        if previous is HostState.UP:
+            self._flap(host, HostState.UP, now, events)
+        elif previous in _SILENT and not self._recovered(host, previous_seen, interval, now):
+            self._flap(host, previous, now, events)
+        else:
             data: dict[str, Any] = {"previous": previous.value, "addr": addr}
             if previous is HostState.DOWN and host.since is not None:
                 data["down_for"] = now - host.since
@@ -372,7 +415,11 @@ class Registry:
             host.state = HostState.UP
             host.since = now
             host.down_reason = None
+            host.good_heartbeats = 0
+            if self._flap(host, HostState.UP, now, events, previous):
+                data["flapping"] = True
             events.append(Event(HOST_UP, host.name, now, data))
+            self._reawaken(host, now)
         if "rtt" in message:
             host.rtt = float(message["rtt"])
             events.append(Event(HOST_RTT, host.name, now, {"rtt": host.rtt}))
@@ -417,11 +464,12 @@ class Registry:
         previous = host.state
         host.down_reason = "shutdown"
         host.expected_by = None
+        host.good_heartbeats = 0
         if previous is not HostState.DOWN:
             host.state = HostState.DOWN
             host.since = now
-            events.append(Event(HOST_DOWN, host.name, now,
-                                {"reason": "shutdown", "previous": previous.value}))
+            data: dict[str, Any] = {"reason": "shutdown", "previous": previous.value}
+            self._went_silent(host, data, now, events)
         return []
 
     def _text(
@@ -484,20 +532,122 @@ class Registry:
     }
 
     def expire(self, now: float) -> list[Event]:
-        """Mark DOWN every UP host whose heartbeat is overdue past ``interval + grace``."""
-        events = []
-        for host in self.hosts.values():
-            if host.state is HostState.UP and host.expected_by is not None \
-                    and now > host.expected_by:
+        """Hosts overdue past ``interval + grace``: DOWN, or UNREACHABLE behind a down
+        parent; one whose parent may be down too waits for the parent's own deadline."""
+        events: list[Event] = []
+        for host in list(self.hosts.values()):
+            if host.expected_by is None or now <= host.expected_by or host.state not in (
+                    HostState.UP, HostState.UNREACHABLE):
+                continue
+            verdict = self._verdict(host)
+            if verdict == dependencies.WAIT:
+                continue
+            overdue = now - (host.last_seen or now)
+            data = {"previous": host.state.value, "last_seen": host.last_seen,
+                    "silent_for": overdue}
+            self._dirty.add(host.name)
+            if verdict == dependencies.UNREACHABLE:
+                if host.state is HostState.UNREACHABLE:
+                    host.expected_by = None  # its parents are still down: nothing new
+                    continue
+                self._unreachable(host, data, now, events)
+            else:
                 host.state = HostState.DOWN
                 host.down_reason = "timeout"
-                overdue = now - (host.last_seen or now)
                 host.since = now
-                self._dirty.add(host.name)
-                events.append(Event(HOST_DOWN, host.name, now,
-                                    {"reason": "timeout", "previous": "UP",
-                                     "last_seen": host.last_seen, "silent_for": overdue}))
+                host.expected_by = None
+                self._went_silent(host, {"reason": "timeout", **data}, now, events)
         return events
+
+    # Dependencies, recovery and flapping
+    def _verdict(self, host: Host) -> str:
+        parents = []
+        for name in self.dependencies.parents_of(host.name):
+            parent = self.hosts.get(name)
+            parents.append(ParentView("UNKNOWN", None) if parent is None
+                           else ParentView(parent.state.value, parent.last_seen))
+        return dependencies.verdict(host.last_seen, self._interval(host), parents)
+
+    def _went_silent(self, host: Host, data: dict[str, Any], now: float,
+                     events: list[Event]) -> None:
+        """``host`` is DOWN: its notice lists the hosts behind it that fall with it."""
+        if self._flap(host, HostState.DOWN, now, events, HostState(data["previous"])):
+            data["flapping"] = True
+        behind: list[Event] = []
+        fallen = self._cascade(host, now, behind)
+        if fallen:
+            data["unreachable"] = fallen
+        events.append(Event(HOST_DOWN, host.name, now, data))
+        events.extend(behind)
+
+    def _unreachable(self, host: Host, data: dict[str, Any], now: float,
+                     events: list[Event]) -> None:
+        host.state = HostState.UNREACHABLE
+        host.since = now
+        host.expected_by = None  # until a parent is back (_reawaken)
+        host.down_reason = None
+        host.good_heartbeats = 0
+        data["parents"] = list(self.dependencies.parents_of(host.name))
+        if self._flap(host, HostState.UNREACHABLE, now, events, HostState(data["previous"])):
+            data["flapping"] = True
+        behind: list[Event] = []
+        fallen = self._cascade(host, now, behind)
+        if fallen:
+            data["unreachable"] = fallen
+        events.append(Event(HOST_UNREACHABLE, host.name, now, data))
+        events.extend(behind)
+
+    def _cascade(self, parent: Host, now: float, events: list[Event]) -> list[str]:
+        """Children of ``parent`` that have missed a heartbeat and have no parent up:
+        UNREACHABLE now, not at their own deadline. Their names, nearest first."""
+        fallen: list[str] = []
+        for name in self.dependencies.children_of(parent.name):
+            child = self.hosts.get(name)
+            if child is None or child.state is not HostState.UP or child.last_seen is None \
+                    or now <= child.last_seen + self._interval(child) \
+                    or self._verdict(child) != dependencies.UNREACHABLE:
+                continue
+            self._dirty.add(name)
+            before = len(events)
+            self._unreachable(child, {"previous": "UP", "last_seen": child.last_seen,
+                                      "silent_for": now - child.last_seen}, now, events)
+            fallen.append(name)
+            fallen.extend(events[before].data.get("unreachable", []))
+        return fallen
+
+    def _reawaken(self, host: Host, now: float) -> None:
+        """``host`` is UP again: the hosts behind it get a fresh deadline, past which
+        one still silent is DOWN (the way to it is open again)."""
+        for name in self.dependencies.descendants(host.name):
+            child = self.hosts.get(name)
+            if child is not None and child.state is HostState.UNREACHABLE \
+                    and child.expected_by is None:
+                child.expected_by = now + self._interval(child) + self.grace
+                self._dirty.add(name)
+
+    def _recovered(self, host: Host, previous_seen: float | None, interval: float,
+                   now: float) -> bool:
+        """One more heartbeat of a DOWN or UNREACHABLE host: enough in a row to be UP?"""
+        needed = self.recover_after(host.name)
+        if needed <= 1:
+            return True
+        in_a_row = previous_seen is not None and host.good_heartbeats > 0 \
+            and now - previous_seen <= interval + self.grace
+        host.good_heartbeats = host.good_heartbeats + 1 if in_a_row else 1
+        return host.good_heartbeats >= needed
+
+    def _flap(self, host: Host, state: HostState, now: float, events: list[Event],
+              previous: HostState | None = None) -> bool:
+        """Record one evaluation of ``host``'s state; whether it is flapping now."""
+        flaps = self.flaps
+        if flaps is None:
+            return False
+        if previous is None or previous is HostState.UNKNOWN:
+            previous = state  # a first sight is no change of state
+        change = flaps.record(host.name, HOST_SUBJECT, state.value, previous.value, now)
+        if change is not None:
+            events.append(Event(HOST_FLAPPING, host.name, now, change.to_json()))
+        return flaps.flapping(host.name, HOST_SUBJECT)
 
     def queue_command(
         self, name: str, kind: str, payload: dict[str, Any], now: float, by: str | None = None
@@ -516,6 +666,8 @@ class Registry:
         if host is None:
             return None
         self.plugin_bytes -= host.plugin_bytes
+        if self.flaps is not None:
+            self.flaps.forget(name)
         self._dirty.discard(name)
         self._commands_dirty.discard(name)
         return Event(HOST_REMOVED, name, now, {"by": by})

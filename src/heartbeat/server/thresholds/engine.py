@@ -4,7 +4,10 @@ A :class:`ThresholdEngine` walks each sample against a host's compiled rules
 (compiled.py), keeps one :class:`AlertState` per host and metric path that is
 not OK, and turns every transition into the :class:`Alert` the alerting service
 publishes. The walk is generic: what a plugin needs beyond rules comes through
-its adapter (plugins.py). Pure code: no reactor, no I/O, ``now`` is an argument.
+its adapter (plugins.py). Every sample is an evaluation of the metric's level for
+flap detection (flapping.py; only metrics that changed lately keep a history),
+and a metric in alert needs ``recover_after`` good samples in a row to be OK
+again. Pure code: no reactor, no I/O, ``now`` is an argument.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
+from heartbeat.server.flapping import FlapChange, FlapDetector
 from heartbeat.server.thresholds.compiled import Node
 from heartbeat.server.thresholds.plugins import ADAPTERS, SampleAdapter
 from heartbeat.server.thresholds.rulebook import RuleBook
@@ -43,6 +47,10 @@ class AlertState:
     since: float
     """When the metric entered its current level."""
     last_notified: float | None
+    flapping: bool = False
+    good_samples: int = 0
+    """OK samples in a row, toward ``recover_after`` (not kept across a restart)."""
+    recover_after: int = 1
 
     @property
     def message(self) -> str:
@@ -54,7 +62,9 @@ class AlertState:
         return {"host": self.host, "metric_path": self.metric_path, "level": self.level.value,
                 "value": self.value, "threshold_value": self.threshold_value,
                 "message": self.message, "since": self.since,
-                "last_notified": self.last_notified}
+                "last_notified": self.last_notified, "flapping": self.flapping,
+                "recovering": {"samples": self.good_samples, "needed": self.recover_after}
+                if self.good_samples else None}
 
 
 def _message(prefix: str, host: str, path: str, value: Any, display: str, *,
@@ -84,6 +94,8 @@ class Alert:
     reminder: bool = False
     cleared: bool = False
     """The metric stopped being reported while not OK; its state was dropped."""
+    flapping: bool = False
+    """The metric is flapping: the notifier holds this transition (or reminder)."""
 
     def to_json(self) -> dict[str, Any]:
         """The ALERT event's data."""
@@ -91,7 +103,8 @@ class Alert:
                 "previous": self.previous.value, "value": self.value,
                 "threshold_value": self.threshold_value, "operator": self.operator,
                 "message": self.message, "display": self.display, "since": self.since,
-                "notify": self.notify, "reminder": self.reminder, "cleared": self.cleared}
+                "notify": self.notify, "reminder": self.reminder, "cleared": self.cleared,
+                "flapping": self.flapping}
 
 
 class _Fields:
@@ -117,11 +130,15 @@ class ThresholdEngine:
     """Evaluates samples against a :class:`RuleBook` and tracks every non-OK metric."""
 
     def __init__(self, rules: RuleBook,
-                 adapters: Mapping[str, SampleAdapter] = ADAPTERS) -> None:
+                 adapters: Mapping[str, SampleAdapter] = ADAPTERS,
+                 flaps: FlapDetector | None = None) -> None:
         self.rules = rules
         self._adapters = adapters
+        self.flaps = flaps
+        """Flap detection of metric levels (None: none)."""
         self._states: dict[str, dict[str, AlertState]] = {}
         self._dirty: set[tuple[str, str]] = set()
+        self._flap_changes: list[FlapChange] = []
 
     # state access
     def restore(self, states: Iterable[AlertState]) -> None:
@@ -129,6 +146,8 @@ class ThresholdEngine:
         for state in states:
             if state.level is not _OK:
                 self._states.setdefault(state.host, {})[state.metric_path] = state
+                if self.flaps is not None:
+                    state.flapping = self.flaps.flapping(state.host, state.metric_path)
 
     def states(self, host: str | None = None) -> list[AlertState]:
         """Active alerts, most severe first, then by host and metric path."""
@@ -168,6 +187,13 @@ class ThresholdEngine:
         """Drop every state of a removed host."""
         for path in self._states.pop(host, {}):
             self._dirty.add((host, path))
+        if self.flaps is not None:
+            self.flaps.forget(host)
+
+    def take_flap_changes(self) -> list[FlapChange]:
+        """Metrics that started or stopped flapping since the last call, in order."""
+        changes, self._flap_changes = self._flap_changes, []
+        return changes
 
     # evaluation
     def evaluate_plugins(self, host: str, plugins: Mapping[str, Any], now: float) -> list[Alert]:
@@ -179,7 +205,7 @@ class ThresholdEngine:
             node = rules.plugins.get(plugin)
             if node is not None and _reported(data):
                 sample = _Sample(host, plugin, data, now, seen, out, self._states.get(host),
-                                 self._adapters.get(plugin))
+                                 self._adapters.get(plugin), self._tracks(host))
                 self._walk(sample, node, data, plugin)
         states = self._states.get(host)
         if states:
@@ -195,7 +221,8 @@ class ThresholdEngine:
         out: list[Alert] = []
         if rule is not None:
             fields = {"rtt": rtt}
-            sample = _Sample(host, RTT, fields, now, set(), out, self._states.get(host), None)
+            sample = _Sample(host, RTT, fields, now, set(), out, self._states.get(host), None,
+                             self._tracks(host))
             self._update(sample, RTT, host, rule, rtt, "", fields)
         else:
             state = self._states.get(host, {}).get(path)
@@ -221,8 +248,23 @@ class ThresholdEngine:
                                    suffix=f"(ongoing for {int(now - state.since)}s)")
                 out.append(Alert(state.host, state.metric_path, state.level, state.level,
                                  state.value, state.threshold_value, state.operator, message,
-                                 state.display, state.since, now, notify=True, reminder=True))
+                                 state.display, state.since, now, notify=True, reminder=True,
+                                 flapping=state.flapping))
         return out
+
+    def _tracks(self, host: str) -> bool:
+        """Whether some metric of ``host`` has a flap history (then OK samples count too)."""
+        return self.flaps is not None and self.flaps.tracks(host)
+
+    def _flap(self, host: str, path: str, level: Level, previous: Level, now: float) -> bool:
+        """Record one evaluation of a metric's level; whether it is flapping now."""
+        flaps = self.flaps
+        if flaps is None:
+            return False
+        change = flaps.record(host, path, level.value, previous.value, now)
+        if change is not None:
+            self._flap_changes.append(change)
+        return flaps.flapping(host, path)
 
     def _walk(self, sample: _Sample, node: Node, data: dict[str, Any], path: str) -> None:
         if sample.adapt is not None:
@@ -267,7 +309,7 @@ class ThresholdEngine:
         container: Mapping[str, Any],
     ) -> None:
         states = sample.states
-        if states is None:
+        if states is None and not sample.tracked:
             # The host has no alert: most samples end here, without building a path.
             result = rule.level(value)
             if result is None or result[0] is _OK:
@@ -277,13 +319,23 @@ class ThresholdEngine:
         else:
             path = f"{parent}.{key}"
             sample.seen.add(path)
-            state = states.get(path)
+            state = states.get(path) if states is not None else None
             result = rule.level(value, state.level if state is not None else _OK)
-            if result is None or (state is None and result[0] is _OK):
+            if result is None:
+                return
+            if state is None and result[0] is _OK:
+                self._flap(sample.host, path, _OK, _OK, sample.now)  # it has a history
                 return
         level, limit = result
         current = state.level if state is not None else _OK
+        if state is not None:
+            if level is _OK and not self._recovered(state, rule, sample.host):
+                level, limit = current, state.threshold_value  # not enough good samples yet
+            elif level is not _OK:
+                state.good_samples = 0
         host = sample.host
+        now = sample.now
+        flapping = self._flap(host, path, level, current, now)
         threshold = limit if level is not _OK or state is None else state.threshold_value
         display = ""
         if rule.display:
@@ -299,31 +351,45 @@ class ThresholdEngine:
                 del named["threshold_value"]
             display = rule.render(_Fields(named, container, sample.plugin_data))
         self._dirty.add((host, path))
-        now = sample.now
         if state is None:
             sample.seen.add(path)
             self._states.setdefault(host, {})[path] = AlertState(
-                host, sample.plugin, path, level, value, limit, rule.operator, display, now, now)
+                host, sample.plugin, path, level, value, limit, rule.operator, display, now, now,
+                flapping)
             sample.out.append(Alert(host, path, level, _OK, value, limit, rule.operator,
                                     _message(f"{level.value}:", host, path, value, display),
-                                    display, now, now, notify=True))
+                                    display, now, now, notify=True, flapping=flapping))
         elif level is current:
             state.value, state.threshold_value, state.display = value, threshold, display
+            state.flapping = flapping
         elif level is _OK:
             self._drop(state)
             sample.out.append(Alert(host, path, _OK, current, value, threshold, rule.operator,
                                     _message("RECOVERED:", host, path, value, display,
                                              suffix=f"({current.value} -> OK)"),
-                                    display, now, now, notify=True))
+                                    display, now, now, notify=True, flapping=flapping))
         else:
             notify = SEVERITY[level] > SEVERITY[current]
             state.level, state.value, state.threshold_value = level, value, limit
             state.operator, state.display, state.since = rule.operator, display, now
+            state.flapping = flapping
             if notify:
                 state.last_notified = now
             sample.out.append(Alert(host, path, level, current, value, limit, rule.operator,
                                     _message(f"{level.value}:", host, path, value, display),
-                                    display, now, now, notify=notify))
+                                    display, now, now, notify=notify, flapping=flapping))
+
+    def _recovered(self, state: AlertState, rule: Rule, host: str) -> bool:
+        """One more OK sample of a metric in alert: enough in a row to be OK?"""
+        needed = rule.recover_after or self.rules.recover_after(host)
+        if needed <= 1:
+            return True
+        state.good_samples += 1
+        state.recover_after = needed
+        if state.good_samples < needed:
+            return False
+        state.good_samples = 0
+        return True
 
     def _drop(self, state: AlertState) -> None:
         states = self._states[state.host]
@@ -334,6 +400,8 @@ class ThresholdEngine:
 
     def _clear(self, state: AlertState, now: float) -> Alert:
         self._drop(state)
+        if self.flaps is not None:
+            self.flaps.forget(state.host, state.metric_path)
         return Alert(state.host, state.metric_path, _OK, state.level, None,
                      state.threshold_value, state.operator,
                      f"CLEARED: {state.host} - {state.metric_path} (no longer reported)",
@@ -360,3 +428,5 @@ class _Sample:
     """The host's alert states when the sample began (None: it had none)."""
     adapt: SampleAdapter | None
     """The plugin's adapter (plugins.py), called on every mapping the walk visits."""
+    tracked: bool = False
+    """Some metric of the host has a flap history: OK samples are evaluations too."""

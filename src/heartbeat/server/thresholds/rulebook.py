@@ -37,9 +37,10 @@ from heartbeat.server.thresholds.templates import parse_template
 
 __all__ = ["RuleBook", "parse_rule", "parse_tree"]
 
-_RULE_KEYS: Final = ("operator", "warning", "critical", "hysteresis", "display", "generic")
+_RULE_KEYS: Final = ("operator", "warning", "critical", "hysteresis", "display", "generic",
+                     "recover_after")
 _RULE_MARKERS: Final = frozenset({"operator", "warning", "critical"})
-_PROFILE_KEYS: Final = ("thresholds", "description")
+_PROFILE_KEYS: Final = ("thresholds", "description", "recover_after")
 
 
 def _suggest(key: str, known: Iterable[str]) -> str:
@@ -91,12 +92,13 @@ def parse_rule(raw: Mapping[str, Any], key: str, source: str) -> Rule:
     generic = raw.get("generic", True)
     if not isinstance(generic, bool):
         raise ConfigError(source, f"{key}.generic", f"expected true or false, got {generic!r:.40}")
+    recover_after = recover_after_value(raw.get("recover_after"), f"{key}.recover_after", source)
     if op == "nagios":
         for name in ("warning", "critical"):
             if name in raw:
                 raise ConfigError(source, f"{key}.{name}", "the nagios operator takes no limits: "
                                   "exit code 1 is WARNING, 2 CRITICAL, 3 UNKNOWN")
-        return Rule("nagios", display=display, generic=generic)
+        return Rule("nagios", display=display, generic=generic, recover_after=recover_after)
     warning = _limit(raw, "warning", op in ORDERING_OPERATORS, key, source)
     critical = _limit(raw, "critical", op in ORDERING_OPERATORS, key, source)
     if warning is None and critical is None:
@@ -108,7 +110,17 @@ def parse_rule(raw: Mapping[str, Any], key: str, source: str) -> Rule:
             raise ConfigError(source, f"{key}.warning",
                               f"warning {warning} is {side} critical {critical}: with operator "
                               f"'{op}' it must be reached first")
-    return Rule(op, warning, critical, float(hysteresis), display, generic)
+    return Rule(op, warning, critical, float(hysteresis), display, generic, recover_after)
+
+
+def recover_after_value(value: Any, key: str, source: str) -> int | None:
+    """A ``recover_after`` setting: a whole number of good samples, at least 1."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(source, key, f"expected a whole number of samples, at least 1, got "
+                                       f"{value!r:.40}")
+    return value
 
 
 def _is_rule(value: Mapping[str, Any]) -> bool:
@@ -176,11 +188,14 @@ class RuleBook:
         profiles: Mapping[str, Tree] | None = None,
         host_profiles: Mapping[str, tuple[str, ...]] | None = None,
         renotify_interval: float = 3600.0,
+        recover_after: Mapping[str, int] | None = None,
     ) -> None:
         self.base = base
         self.profiles = dict(profiles or {})
         self.host_profiles = dict(host_profiles or {})
         self.renotify_interval = renotify_interval
+        self.recover_after_settings = dict(recover_after or {})
+        """``recover_after`` of profiles (by name) and hosts (by ``hosts.<name>``)."""
         self._compiled: dict[tuple[str, ...], RuleSet] = {}
 
     @classmethod
@@ -189,6 +204,7 @@ class RuleBook:
         defaults = parse_tree(DEFAULT_THRESHOLDS, "<built-in thresholds>", "heartbeat")
         base = merge_trees(defaults, parse_tree(config.thresholds, "thresholds", source))
         profiles: dict[str, Tree] = {}
+        recover_after: dict[str, int] = {}
         for name, profile in config.threshold_configs.items():
             key = f"threshold_configs.{name}"
             raw = {} if profile is None else profile
@@ -199,10 +215,16 @@ class RuleBook:
                 if part not in _PROFILE_KEYS:
                     raise ConfigError(source, f"{key}.{part}",
                                       f"unknown key{_suggest(str(part), _PROFILE_KEYS)}; a "
-                                      f"profile has thresholds (and an optional description)")
+                                      f"profile has thresholds (and an optional description "
+                                      f"and recover_after)")
             profiles[name] = parse_tree(raw.get("thresholds"), f"{key}.thresholds", source)
+            count = recover_after_value(raw.get("recover_after"), f"{key}.recover_after", source)
+            if count is not None:
+                recover_after[name] = count
         host_profiles = {}
         for host, host_config in config.hosts.items():
+            if host_config.recover_after is not None:
+                recover_after[f"hosts.{host}"] = host_config.recover_after
             names = _profile_names(host_config)
             for name in names:
                 if name not in profiles:
@@ -212,7 +234,8 @@ class RuleBook:
                                       f"{_suggest(name, profiles)}")
             if names:
                 host_profiles[host] = names
-        return cls(base, profiles, host_profiles, config.threshold_renotify_interval)
+        return cls(base, profiles, host_profiles, config.threshold_renotify_interval,
+                   recover_after)
 
     def profiles_for(self, host: str) -> tuple[str, ...]:
         """The profiles applied to ``host``, in order: ``default`` first unless it is listed."""
@@ -220,6 +243,20 @@ class RuleBook:
         if "default" in self.profiles and "default" not in names:
             names = ("default", *names)
         return names
+
+    def recover_after(self, host: str) -> int:
+        """Good samples in a row before a metric of ``host`` whose rule does not say is OK
+        again: the host's ``recover_after``, else its last profile's that sets one, else 1."""
+        settings = self.recover_after_settings
+        if not settings:
+            return 1
+        found = settings.get(f"hosts.{host}")
+        if found is not None:
+            return found
+        for name in reversed(self.profiles_for(host)):
+            if name in settings:
+                return settings[name]
+        return 1
 
     def rules_for(self, host: str) -> RuleSet:
         names = self.profiles_for(host)

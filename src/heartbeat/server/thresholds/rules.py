@@ -102,6 +102,9 @@ class Rule:
     display: str | None = None
     generic: bool = True
     """False: only the metric of exactly this name, never a ``*_<name>`` one."""
+    recover_after: int | None = None
+    """Good samples in a row before the metric is OK again (None: the host's or its
+    profiles' setting, else 1)."""
     _steps: tuple[tuple[Level, int, Any, Any, Callable[[Any, Any], bool]], ...] = field(
         init=False, repr=False, compare=False)
     _template: Template = field(init=False, repr=False, compare=False)
@@ -159,6 +162,8 @@ class Rule:
             body["display"] = self.display
         if not self.generic:
             body["generic"] = False
+        if self.recover_after is not None:
+            body["recover_after"] = self.recover_after
         return body
 
 
