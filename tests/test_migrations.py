@@ -38,6 +38,10 @@ from heartbeat.server.thresholds.rules import Level
 FIXTURES = Path(__file__).parent / "fixtures" / "store"
 V1_TABLES = ["alert_states", "commands", "host_access", "hosts", "plugin_history",
              "plugin_latest", "sessions", "users"]
+V2_TABLES = ["acknowledgements", "flap_states", "held_problems", "maintenance_windows",
+             "operation_ids", "silences"]
+TABLES = sorted(V1_TABLES + V2_TABLES)
+"""The tables of a store at the newest version."""
 
 
 def _copy(tmp_path: Path, name: str = "v1.sqlite3") -> Path:
@@ -179,9 +183,9 @@ class NewStoreTests:
         conn.set_trace_callback(None)
         assert (done.found, done.version, done.changed) == (StoreVersion(0), NEWEST, True)
         assert [s.split()[0] for s in seen] == (
-            ["PRAGMA", "SELECT", "BEGIN"] + ["CREATE"] * 9 + ["PRAGMA", "COMMIT"])
+            ["PRAGMA", "SELECT", "BEGIN"] + ["CREATE"] * 15 + ["PRAGMA", "COMMIT"])
         assert seen[-2:] == [f"PRAGMA user_version = {NEWEST}", "COMMIT"]
-        assert _tables(conn) == V1_TABLES
+        assert _tables(conn) == TABLES
         conn.close()
         assert _version(path) == NEWEST
 
@@ -237,7 +241,7 @@ class ReleaseFixtureTests:
             conn.execute(f"DROP TABLE {table}")
         conn.close()
         conn = open_database(path)
-        assert _tables(conn) == V1_TABLES
+        assert _tables(conn) == TABLES
         assert sorted(h.name for h in load_hosts(conn)) == ["db1", "mail1", "web1"]
         assert load_auth(conn) == StoredAuth()
         conn.close()
@@ -245,40 +249,42 @@ class ReleaseFixtureTests:
 
 
 class LaterStepTests:
-    """How a later step runs, with steps 2 and 3 made up for the test."""
+    """How a later step runs, with two steps after the newest made up for the test."""
 
+    NEXT = NEWEST + 1
     STEPS = (*STEPS,
-             Step(2, "hosts get a note", sqlite="ALTER TABLE hosts ADD COLUMN note TEXT"),
-             Step(3, "each host's note says how many plugins it had",
+             Step(NEXT, "hosts get a note", sqlite="ALTER TABLE hosts ADD COLUMN note TEXT"),
+             Step(NEXT + 1, "each host's note says how many plugins it had",
                   sqlite=lambda conn: conn.execute(
                       "UPDATE hosts SET note = (SELECT COUNT(*) FROM plugin_latest"
                       " WHERE plugin_latest.host = hosts.name)")))
 
     def test_older_store_gets_the_steps_it_lacks_in_order(self, tmp_path: Path) -> None:
-        """A version-1 store runs steps 2 and 3 (SQL, then a function) in one transaction."""
+        """A store at the newest version runs the two later steps (SQL, then a function)
+        in one transaction."""
         path = _copy(tmp_path)
         open_database(path).close()
         conn = _connect(path)
         seen: list[str] = []
         conn.set_trace_callback(seen.append)
         done = upgrade(conn, path, self.STEPS)
-        assert (done.found, done.version) == (StoreVersion(1), 3)
+        assert (done.found, done.version) == (StoreVersion(NEWEST), self.NEXT + 1)
         assert seen == [
             "PRAGMA user_version", "BEGIN IMMEDIATE", "ALTER TABLE hosts ADD COLUMN note TEXT;",
             "UPDATE hosts SET note = (SELECT COUNT(*) FROM plugin_latest"
             " WHERE plugin_latest.host = hosts.name)",
-            "PRAGMA user_version = 3", "COMMIT"]
+            f"PRAGMA user_version = {self.NEXT + 1}", "COMMIT"]
         assert conn.execute("SELECT name, note FROM hosts ORDER BY name").fetchall() == [
             ("db1", "2"), ("mail1", "0"), ("web1", "3")]
         conn.close()
-        assert _version(path) == 3
+        assert _version(path) == self.NEXT + 1
 
     def test_unversioned_store_runs_every_step(self, tmp_path: Path) -> None:
-        """The release's store (version 1, unrecorded) goes to 3 and keeps its rows."""
+        """The release's store (version 1, unrecorded) goes through every step, rows kept."""
         path = _copy(tmp_path)
         conn = _connect(path)
         done = upgrade(conn, path, self.STEPS)
-        assert (done.found, done.version) == (StoreVersion(1, recorded=False), 3)
+        assert (done.found, done.version) == (StoreVersion(1, recorded=False), self.NEXT + 1)
         _assert_release_rows(conn)
         conn.close()
 
@@ -288,18 +294,19 @@ class LaterStepTests:
         open_database(path).close()
         before = _digest(path)
         mistake = "CREATE TABLE later (x); INSERT INTO nowhere VALUES (1)"
-        broken = (*self.STEPS, Step(4, "a step with a mistake", sqlite=mistake))
+        broken = (*self.STEPS, Step(self.NEXT + 2, "a step with a mistake", sqlite=mistake))
         conn = _connect(path)
         with pytest.raises(SchemaError) as refused:
             upgrade(conn, path, broken)
         assert str(refused.value) == (
-            f"cannot upgrade the store {path} from schema version 1 to 4: step 4 "
-            f"(a step with a mistake) failed: no such table: nowhere; the file is unchanged")
+            f"cannot upgrade the store {path} from schema version {NEWEST} to {self.NEXT + 2}: "
+            f"step {self.NEXT + 2} (a step with a mistake) failed: no such table: nowhere; the "
+            f"file is unchanged")
         assert conn.in_transaction is False
         assert "later" not in _tables(conn)
         assert conn.execute("PRAGMA table_info(hosts)").fetchall()[-1][1] == "expected_by"
         conn.close()
-        assert (_digest(path), _version(path)) == (before, 1)
+        assert (_digest(path), _version(path)) == (before, NEWEST)
         conn = open_database(path)  # the code it belongs to still opens it
         _assert_release_rows(conn)
         conn.close()
@@ -361,7 +368,7 @@ class InspectTests:
             "schema version 1 (made before schema versions), upgrade to 3 due at the next "
             "start (back the file up first)")
         open_database(path).close()
-        assert inspect_store(path) == StoreVersion(1)
+        assert inspect_store(path) == StoreVersion(NEWEST)
         assert StoreVersion(1).describe(1) == "schema version 1, current"
         assert StoreVersion(2).describe(3) == (
             "schema version 2, upgrade to 3 due at the next start (back the file up first)")

@@ -51,8 +51,8 @@ def test_server_starts_on_the_release_store(server_factory: Any, tmp_path: Path)
     """Hosts, history, commands, users, access and alerts of the release are served as before."""
     store = _state(tmp_path)
     server = server_factory(users={"alice": {"admin": True, "password": hash_password(PASSWORD)}})
-    assert (f"store: {store} (made before schema versions) recorded as schema version "
-            f"{NEWEST}") in server.log()
+    assert (f"store: {store} (made before schema versions) upgraded from schema version 1 "
+            f"to {NEWEST}") in server.log()
     alice = _login(server, "alice")
     assert [h["name"] for h in _get(server, "/api/0/hosts", alice)["hosts"]] == [
         "db1", "mail1", "web1"]
@@ -123,8 +123,8 @@ def test_check_reports_the_store_version(tmp_path: Path) -> None:
     result = _twistd(config, "--check")
     assert result.returncode == 0, result.stderr
     assert result.stdout.splitlines()[1:] == [
-        f"heartbeat: store {store}: schema version 1 (made before schema versions), current; "
-        f"start-up records it"]
+        f"heartbeat: store {store}: schema version 1 (made before schema versions), upgrade "
+        f"to {NEWEST} due at the next start (back the file up first)"]
     assert sorted(p.name for p in store.parent.iterdir()) == ["heartbeat.sqlite3"]
     assert _digest(store) == before
     config.write_text(yaml.safe_dump({"state_dir": str(tmp_path / "new"),

@@ -104,9 +104,40 @@ CREATE TABLE IF NOT EXISTS alert_states (
 # tables (``users.data`` NULL for a config user deleted through the API) and
 # the alert states. IF NOT EXISTS lets it complete a store of such a release.
 
+_V2_SQLITE = """
+CREATE TABLE maintenance_windows (
+    id TEXT PRIMARY KEY, spec TEXT NOT NULL, author TEXT, created REAL NOT NULL
+);
+CREATE TABLE silences (
+    id TEXT PRIMARY KEY, host TEXT NOT NULL, metric TEXT NOT NULL, starts REAL NOT NULL,
+    ends REAL NOT NULL, author TEXT, comment TEXT NOT NULL, created REAL NOT NULL,
+    ended_by TEXT
+);
+CREATE TABLE acknowledgements (
+    host TEXT NOT NULL, target TEXT NOT NULL, level TEXT NOT NULL, author TEXT,
+    comment TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (host, target)
+);
+CREATE TABLE held_problems (
+    host TEXT NOT NULL, key TEXT NOT NULL, level TEXT NOT NULL, reason TEXT NOT NULL,
+    label TEXT NOT NULL, since REAL NOT NULL, PRIMARY KEY (host, key)
+);
+CREATE TABLE flap_states (
+    host TEXT NOT NULL, subject TEXT NOT NULL, history TEXT NOT NULL,
+    flapping INTEGER NOT NULL, since REAL, PRIMARY KEY (host, subject)
+);
+CREATE TABLE operation_ids (kind TEXT PRIMARY KEY, last INTEGER NOT NULL);
+"""
+# Version 2 (issue 14): maintenance windows made through the API (``spec`` is the
+# window as given, JSON), silences, acknowledgements (``target`` '' for a host's own
+# state, else a metric path), problems whose notices were held back, flap histories
+# (``history`` the states, oldest first, JSON), and the last id given to a window and
+# a silence, so ids are never given twice.
+
 STEPS: Final[Sequence[Step]] = (
     Step(1, "hosts, plugin data, queued commands, users, sessions, host access, alert states",
          sqlite=_V1_SQLITE),
+    Step(2, "maintenance windows, silences, acknowledgements, held problems, flap histories",
+         sqlite=_V2_SQLITE),
 )
 NEWEST: Final = STEPS[-1].version
 """The schema version this code reads and writes."""

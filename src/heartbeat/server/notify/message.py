@@ -7,7 +7,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from heartbeat.events import ALERT, HOST_BOOT, HOST_DOWN, HOST_MESSAGE, HOST_UP, Event
+from heartbeat.events import (
+    ALERT,
+    ALERT_FLAPPING,
+    HOST_BOOT,
+    HOST_DOWN,
+    HOST_FLAPPING,
+    HOST_MESSAGE,
+    HOST_UP,
+    PROBLEM_STILL,
+    Event,
+)
 from heartbeat.server.notify.base import Notification, level_rank
 
 __all__ = [
@@ -24,6 +34,8 @@ RECOVERY_MIN_DOWN: Final = 4.0
 """A host that was down for less than this (s) gets no recovery notice: a blip, not news."""
 DIGEST: Final = "digest"
 DIGEST_LINES: Final = 50
+BEHIND_NAMES: Final = 20
+"""Hosts a parent's DOWN notice names one by one before it counts the rest."""
 _ALERT_LEVELS: Final = {"critical": "critical", "warning": "warning", "unknown": "warning",
                         "ok": "info", "recovered": "info"}
 
@@ -63,12 +75,20 @@ def _down(event: Event) -> Notification:
         body += f" since {_when(data['last_seen'])}"
     if data.get("silent_for") is not None:
         body += f" ({duration(data['silent_for'])})"
-    return Notification(f"DOWN: {name}", body + ".", "critical", (name,), event.kind, event.ts)
+    body += "."
+    behind = data.get("unreachable") or []
+    if behind:
+        names = ", ".join(behind[:BEHIND_NAMES])
+        more = f" and {len(behind) - BEHIND_NAMES} more" if len(behind) > BEHIND_NAMES else ""
+        body += f"\nBehind it, now UNREACHABLE ({len(behind)}): {names}{more}."
+    return Notification(f"DOWN: {name}", body, "critical", (name,), event.kind, event.ts)
 
 
 def _up(event: Event) -> Notification | Skip:
     name, data = event.host, event.data
     down_for = data.get("down_for")
+    if data.get("previous") == "UNREACHABLE":
+        return Skip("after_unreachable")
     if data.get("previous") != "DOWN" or down_for is None:
         return Skip("first_sight")
     if down_for < RECOVERY_MIN_DOWN:
@@ -113,6 +133,43 @@ def _alert(event: Event) -> Notification | Skip:
                         event.ts)
 
 
+def _flapping(event: Event) -> Notification:
+    """The one notice when a host state or a metric starts flapping, and the one when it
+    settles."""
+    name, data = event.host, event.data
+    what = name if event.kind == HOST_FLAPPING else f"{name} - {data.get('subject', '')}"
+    percent = data.get("percent", 0)
+    state = data.get("state", "")
+    if data.get("flapping"):
+        body = (f"{what} is flapping: its state changed in {percent}% of the last 21 checks "
+                f"(now {state}). Its ups and downs are not notified until it settles.")
+        return Notification(f"FLAPPING: {name}", body, "warning", (name,), event.kind,
+                            event.ts)
+    body = f"{what} has stopped flapping ({percent}%); it is {state}."
+    level = "info" if state in ("UP", "OK") else _STATE_LEVELS.get(state, "warning")
+    return Notification(f"FLAPPING STOPPED: {name}", body, level, (name,), event.kind, event.ts)
+
+
+_STATE_LEVELS: Final = {"DOWN": "critical", "CRITICAL": "critical", "WARNING": "warning",
+                        "UNKNOWN": "warning", "UNREACHABLE": "warning"}
+
+
+def _still(event: Event) -> Notification:
+    """A problem held back (maintenance, a silence) that is still there when that ends."""
+    name, data = event.host, event.data
+    level = str(data.get("level", ""))
+    label = data.get("label", "")
+    since = data.get("since")
+    began = f" since {_when(since)} ({duration(event.ts - since)})" if since else ""
+    if data.get("key") == HOST_DOWN:
+        body = f"{name} is still DOWN{began}; notices were held during {label}, which ended."
+    else:
+        body = (f"{data.get('message', '')}\nStill {level}{began}; notices were held during "
+                f"{label}, which ended.")
+    return Notification(f"STILL {level}: {name}", body, _STATE_LEVELS.get(level, "warning"),
+                        (name,), event.kind, event.ts)
+
+
 def notification_for(event: Event) -> Notification | Skip:
     """The notification ``event`` deserves, or why it gets none."""
     if event.kind == HOST_DOWN:
@@ -125,6 +182,10 @@ def notification_for(event: Event) -> Notification | Skip:
         return _message(event)
     if event.kind == ALERT:
         return _alert(event)
+    if event.kind in (HOST_FLAPPING, ALERT_FLAPPING):
+        return _flapping(event)
+    if event.kind == PROBLEM_STILL:
+        return _still(event)
     return Skip("not_notified_kind")
 
 
