@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from twisted.internet.task import Clock
 
-from heartbeat.config import ConfigError
+from heartbeat.config.loader import ConfigError
 from heartbeat.events import ALERT, HOST_DOWN, HOST_UP, PROBLEM_STILL, Event
 from heartbeat.server.acks import HOST as HOST_TARGET
 from heartbeat.server.acks import AckBook
@@ -126,8 +126,8 @@ class WindowTests:
 
     def test_bad_window_names_the_field(self, ops: Ops) -> None:
         """A bad body is refused with the field's name; no id is used up."""
-        with pytest.raises(ConfigError, match="^body: end: the window must end after it "
-                                              "starts$"):
+        with pytest.raises(ConfigError, match=r"^body: end: the window must end after it "
+                                              r"starts$"):
             ops.service.add_window({"hosts": ["a"], "start": T0, "end": T0 - 1}, "alice")
         assert ops.service.add_window({"hosts": ["a"], "start": T0, "end": T0 + 1},
                                       "alice").id == "1"

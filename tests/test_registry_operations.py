@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from heartbeat.config import HostConfig
+from heartbeat.config.server import HostConfig
 from heartbeat.events import HOST_DOWN, HOST_FLAPPING, HOST_UNREACHABLE, HOST_UP, Event
 from heartbeat.server.dependencies import DependencyGraph
 from heartbeat.server.flapping import FlapDetector
@@ -211,7 +211,7 @@ class FlappingTests:
         """A host going up and down: one host.flapping start; its transitions after that
         are marked flapping (the notifier holds them)."""
         r = network()
-        events, t = self.flap(r, 6)
+        events, _ = self.flap(r, 6)
         flapping = [e for e in events if e.kind == HOST_FLAPPING]
         assert [(e.data["flapping"], e.data["state"]) for e in flapping] == [(True, "UP")]
         assert r.flapping("web1")

@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from heartbeat.config import ConfigError, HostConfig, ServerConfig
+from heartbeat.config.loader import ConfigError
+from heartbeat.config.server import HostConfig, ServerConfig
 from heartbeat.server.flapping import FlapDetector
 from heartbeat.server.thresholds.engine import Alert, ThresholdEngine
 from heartbeat.server.thresholds.rulebook import RuleBook

@@ -57,6 +57,10 @@ def _domain_name(value: Any) -> str | None:
     return f"not a valid domain name: {value!r:.60}"
 
 
+def _percent(value: Any) -> str | None:
+    return None if 0 <= value <= 100 else f"must be a percentage from 0 to 100, got {value}"
+
+
 @dataclass(frozen=True)
 class HostConfig:
     """Per-host settings under ``hosts:``."""
@@ -210,6 +214,19 @@ class ServerConfig:
     thresholds: dict[str, Any] = option({})
     threshold_configs: dict[str, Any] = option({})
     threshold_renotify_interval: float = option(3600.0, not_negative)
+
+    # Operations: maintenance windows, dependencies, flapping (docs/OPERATIONS.md)
+    maintenance: list[dict[str, Any]] = option(
+        [], doc="planned windows during which hosts notify nobody (checked by the server)")
+    timezone: str | None = option(
+        None, doc="time zone of maintenance windows and silences naming none (default: "
+                  "this machine's)")
+    flap_detection: bool = option(
+        True, doc="hold the notices of a host state or metric that changes too often")
+    flap_low_threshold: float = option(
+        20.0, _percent, doc="percent state change at or below which flapping stops")
+    flap_high_threshold: float = option(
+        30.0, _percent, doc="percent state change at or above which flapping starts")
 
     # Notifications
     pushsrv: str | None = option(None, one_of("pushover", "mattermost", "signal", "all"))

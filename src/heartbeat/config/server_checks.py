@@ -29,6 +29,7 @@ def check_server(config: ServerConfig, source: str) -> None:
     _check_users(config, source)
     _check_notify(config, source)
     _check_keys(config, source)
+    _check_flapping(config, source)
 
 
 def _check_ports(config: ServerConfig, source: str) -> None:
@@ -131,3 +132,12 @@ def _check_notify(config: ServerConfig, source: str) -> None:
             section = _CHANNEL_NEEDS.get(channel)
             if section and not _is_set(config, section):
                 raise ConfigError(source, key, f"{channel} needs {section}")
+
+
+def _check_flapping(config: ServerConfig, source: str) -> None:
+    """Flapping starts at a higher percent state change than it stops."""
+    if config.flap_low_threshold > config.flap_high_threshold:
+        raise ConfigError(source, "flap_low_threshold",
+                          f"{config.flap_low_threshold} is above flap_high_threshold "
+                          f"{config.flap_high_threshold}: flapping must stop below where it "
+                          f"starts")

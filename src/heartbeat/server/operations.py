@@ -29,7 +29,7 @@ from twisted.application.service import Service
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from heartbeat.config import ConfigError
+from heartbeat.config.loader import ConfigError
 from heartbeat.events import HOST_DOWN, HOST_UNREACHABLE, HOST_UP, PROBLEM_STILL, Event
 from heartbeat.server.acks import HOST as HOST_TARGET
 from heartbeat.server.acks import Acknowledgement
