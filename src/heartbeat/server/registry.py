@@ -469,7 +469,7 @@ class Registry:
             host.state = HostState.DOWN
             host.since = now
             data: dict[str, Any] = {"reason": "shutdown", "previous": previous.value}
-            self._went_silent(host, data, now, events)
+            self._fall(host, HostState.DOWN, data, now, events)
         return []
 
     def _text(
@@ -556,7 +556,7 @@ class Registry:
                 host.down_reason = "timeout"
                 host.since = now
                 host.expected_by = None
-                self._went_silent(host, {"reason": "timeout", **data}, now, events)
+                self._fall(host, HostState.DOWN, {"reason": "timeout", **data}, now, events)
         return events
 
     # Dependencies, recovery and flapping
@@ -568,16 +568,18 @@ class Registry:
                            else ParentView(parent.state.value, parent.last_seen))
         return dependencies.verdict(host.last_seen, self._interval(host), parents)
 
-    def _went_silent(self, host: Host, data: dict[str, Any], now: float,
-                     events: list[Event]) -> None:
-        """``host`` is DOWN: its notice lists the hosts behind it that fall with it."""
-        if self._flap(host, HostState.DOWN, now, events, HostState(data["previous"])):
+    def _fall(self, host: Host, state: HostState, data: dict[str, Any], now: float,
+              events: list[Event]) -> None:
+        """``host`` is now DOWN or UNREACHABLE: an evaluation for flap detection, and its
+        event listing the hosts behind it that fall with it (their events follow)."""
+        if self._flap(host, state, now, events, HostState(data["previous"])):
             data["flapping"] = True
         behind: list[Event] = []
         fallen = self._cascade(host, now, behind)
         if fallen:
             data["unreachable"] = fallen
-        events.append(Event(HOST_DOWN, host.name, now, data))
+        kind = HOST_DOWN if state is HostState.DOWN else HOST_UNREACHABLE
+        events.append(Event(kind, host.name, now, data))
         events.extend(behind)
 
     def _unreachable(self, host: Host, data: dict[str, Any], now: float,
@@ -588,14 +590,7 @@ class Registry:
         host.down_reason = None
         host.good_heartbeats = 0
         data["parents"] = list(self.dependencies.parents_of(host.name))
-        if self._flap(host, HostState.UNREACHABLE, now, events, HostState(data["previous"])):
-            data["flapping"] = True
-        behind: list[Event] = []
-        fallen = self._cascade(host, now, behind)
-        if fallen:
-            data["unreachable"] = fallen
-        events.append(Event(HOST_UNREACHABLE, host.name, now, data))
-        events.extend(behind)
+        self._fall(host, HostState.UNREACHABLE, data, now, events)
 
     def _cascade(self, parent: Host, now: float, events: list[Event]) -> list[str]:
         """Children of ``parent`` that have missed a heartbeat and have no parent up:
