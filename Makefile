@@ -15,7 +15,7 @@ PYTEST_WORKERS ?= auto
 FUZZ_RUNS ?= 1000000
 FUZZ_OTHER_RUNS ?= 200000
 
-.PHONY: install run test lint fuzz bench clean
+.PHONY: install run test lint fuzz bench clean vendor-uplot
 
 $(RUN_STAMP): setup.cfg pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("heartbeat needs Python 3.11+") if sys.version_info < (3, 11) else None'
@@ -53,6 +53,10 @@ $(FUZZ_STAMP): $(STAMP)
 fuzz: $(FUZZ_STAMP)
 	$(BIN)/python fuzz/run.py protocol --runs $(FUZZ_RUNS)
 	$(BIN)/python fuzz/run.py reply config perfdata thresholds --runs $(FUZZ_OTHER_RUNS)
+
+# The web UI's chart library, from the npm registry (needs npm); see the note it writes.
+vendor-uplot:
+	scripts/vendor_uplot.sh
 
 clean:
 	rm -rf build dist src/*.egg-info var .pytest_cache .mypy_cache .ruff_cache

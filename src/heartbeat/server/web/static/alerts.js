@@ -2,7 +2,7 @@
 // together (GET /api/0/alerts), with counts and filters; current before stale.
 import {
   ApiError, api, canInspect, cell, debounce, el, fmtMetric, hostHref, levelBadge, markerTags,
-  me, stateBadge, timeEl,
+  me, pathText, stateBadge, timeEl,
 } from "./common.js";
 
 const LEVELS = ["CRITICAL", "UNKNOWN", "WARNING"];
@@ -11,7 +11,7 @@ function problemCell(a) {
   if (a.kind === "host") {
     return el("span", {}, "host ", stateBadge(a.state), a.reason ? el("span", { class: "muted", text: ` (${a.reason})` }) : null);
   }
-  return el("span", { class: "path", title: a.metric_path, text: a.metric_path });
+  return pathText(a.metric_path);
 }
 
 // One problem as a table row; withHost: false leaves the host's column out (its own page).

@@ -1,6 +1,12 @@
 // Readable cards for each plugin's latest data (docs/AGENT.md has the shapes).
 // Unknown plugins and unexpected shapes fall back to a generic key/value tree.
-import { cell, el, fmtBytes, fmtDuration, fmtNumber, fmtTime, isObject, levelBadge } from "./common.js";
+import { cell, el, fmtBytes, fmtDuration, fmtNumber, fmtTime, isObject, levelBadge, ruleFor } from "./common.js";
+
+// The host's effective threshold rules: bars turn amber and red at its own limits.
+let rules = {};
+export function setRules(tree) {
+  rules = isObject(tree) ? tree : {};
+}
 
 const num = (v) => (typeof v === "number" && Number.isFinite(v) ? v : null);
 const mib = (v) => (num(v) === null ? "–" : fmtBytes(v * 1048576));
@@ -16,12 +22,18 @@ function facts(pairs) {
   return dl;
 }
 
-export function usageBar(percent, label, warn = 80, crit = 90) {
+// A 0-100 % bar; `path` (the metric's, e.g. ["cpu_monitor", "cpu_percent"]) picks the
+// host's rule for its colours; without one it stays neutral.
+export function usageBar(percent, label, path = null) {
   const value = num(percent);
   const clamped = value === null ? 0 : Math.max(0, Math.min(100, value));
   const fill = el("span", { class: "fill" });
   fill.style.width = `${clamped}%`;
-  const level = value === null ? "" : value >= crit ? " crit" : value >= warn ? " warn" : "";
+  const rule = path ? ruleFor(rules, path) : null;
+  const past = (limit) => typeof limit === "number" && value !== null &&
+    (rule.operator.startsWith("<") ? value <= limit : value >= limit);
+  const level = !rule || ![">", ">=", "<", "<="].includes(rule.operator) ? ""
+    : past(rule.critical) ? " crit" : past(rule.warning) ? " warn" : "";
   return el("span", {
     class: `bar${level}`, role: "meter", "aria-valuemin": "0", "aria-valuemax": "100",
     "aria-valuenow": value === null ? undefined : String(value), "aria-label": label,
@@ -58,7 +70,7 @@ export function tree(value, depth = 0) {
 function cpu(d) {
   const cores = Array.isArray(d.per_core) ? d.per_core : [];
   return [
-    usageBar(d.cpu_percent, "CPU"),
+    usageBar(d.cpu_percent, "CPU", ["cpu_monitor", "cpu_percent"]),
     facts([
       ["Load", [d.load_1min, d.load_5min, d.load_15min].map((v) => fmtNumber(v, 2)).join(" / ")],
       ["CPUs", d.cpu_count],
@@ -74,9 +86,9 @@ function cpu(d) {
 function memory(d) {
   return [
     el("p", { class: "bar-label", text: `RAM: ${mib(d.used_mb)} used, ${mib(d.available_mb)} available of ${mib(d.total_mb)}` }),
-    usageBar(d.percent, "RAM"),
+    usageBar(d.percent, "RAM", ["memory_monitor", "percent"]),
     num(d.swap_total_mb) ? el("p", { class: "bar-label", text: `Swap: ${mib(d.swap_used_mb)} of ${mib(d.swap_total_mb)}` }) : null,
-    num(d.swap_total_mb) ? usageBar(d.swap_percent, "swap") : null,
+    num(d.swap_total_mb) ? usageBar(d.swap_percent, "swap", ["memory_monitor", "swap_percent"]) : null,
     facts([
       ["Buffers / cache", `${mib(d.buffers_mb)} / ${mib(d.cached_mb)}`],
       ["ZFS ARC", num(d.zfs_arc_mb) === null ? undefined : `${mib(d.zfs_arc_mb)} (min ${mib(d.zfs_arc_min_mb)}, max ${mib(d.zfs_arc_max_mb)})`],
@@ -89,7 +101,7 @@ function disk(d) {
   const out = parts.map(([mount, p]) => el("div", { class: "partition", dataset: { mount } },
     el("p", { class: "bar-label" }, el("strong", { text: mount }), " ",
       el("span", { class: "muted", text: `${p.device ?? ""} ${p.fstype ?? ""}` })),
-    usageBar(p.percent, mount),
+    usageBar(p.percent, mount, ["disk_monitor", "partitions", mount, "percent"]),
     el("p", { class: "small muted", text: `${gib(p.used_gb)} used, ${gib(p.free_gb)} free of ${gib(p.total_gb)}` +
       (num(p.inodes_percent) === null ? "" : ` · inodes ${pct(p.inodes_percent)}`) })));
   if (isObject(d.io)) {
@@ -149,7 +161,7 @@ function zfs(d) {
     return el("div", { class: "pool", dataset: { pool: name, health } },
       el("p", { class: "pool-head" }, el("strong", { text: name }), " ", badge),
       el("p", { class: "bar-label", text: `Capacity: ${fmtBytes(p.alloc)} of ${fmtBytes(p.size)}` }),
-      usageBar(p.capacity, `${name} capacity`),
+      usageBar(p.capacity, `${name} capacity`, ["zfs_monitor", "pools", name, "capacity"]),
       facts([
         ["Fragmentation", num(p.fragmentation) === null ? "–" : `${p.fragmentation} %`],
         ["Dedup ratio", num(p.dedup_ratio) === null ? "–" : `${fmtNumber(p.dedup_ratio, 2)}×`],
@@ -190,8 +202,19 @@ const RENDERERS = {
   ping_monitor: ping, nagios_runner: nagios, zfs_monitor: zfs, filesystem_info: filesystems, os_info: osInfo,
 };
 
+// A plugin that says it cannot run here ({"available": false, "reason": ...}, e.g.
+// zfs_monitor on a host without ZFS) is one collapsed line, not a card of nothing.
+export function unavailable(sample) {
+  return Boolean(sample && isObject(sample.data) && sample.data.available === false);
+}
+
 export function pluginCard(name, sample) {
   const data = sample ? sample.data : undefined;
+  if (unavailable(sample)) {
+    return el("details", { class: "card plugin unavailable", dataset: { plugin: name, available: "no" } },
+      el("summary", {}, el("strong", { text: name }), el("span", { class: "muted", text: ` not available: ${data.reason ?? "no reason given"}` })),
+      tree(data));
+  }
   let body;
   if (isObject(data) && typeof data.error === "string" && Object.keys(data).length <= 2) {
     body = el("p", { class: "error", text: `Collection failed: ${data.error}` });

@@ -1,158 +1,246 @@
-// A small hand-written SVG line chart: time on x, one or more series on y.
-// Hand-written rather than a vendored library: the UI needs lines, two axes and a
-// read-out, which is ~150 lines of SVG; a library would be 10-100x that to vendor,
-// audit and keep current, and most inject styles or markup that a strict CSP refuses.
-import { el, fmtTime } from "./common.js";
+// Charts of a host's plugin history, drawn by uPlot (vendored: uPlot.esm.js, see
+// uPlot.VERSION.txt). uPlot draws on a canvas and styles its few elements through
+// the CSSOM, so the strict CSP holds. This module adds what the overview needs:
+// the x axis set by the range selector, drag to zoom, shift-drag to pan and
+// double-click to go back, cursors and zoom shared by the host's charts, units on
+// axes and in the legend, 0-100 % axes, and the host's own threshold lines.
+import uPlot from "./uPlot.esm.js";
+import { el, fmtBytes, fmtDuration, fmtTime, timeZone } from "./common.js";
 
-const SVG = "http://www.w3.org/2000/svg";
-const HEIGHT = 170;
-const MARGIN = { left: 48, right: 10, top: 10, bottom: 22 };
+const HEIGHT = 190;
+const PALETTE = ["--s0", "--s1", "--s2", "--s3", "--s4", "--s5"];
 
-function svg(tag, attrs = {}, text = null) {
-  const node = document.createElementNS(SVG, tag);
-  for (const [key, value] of Object.entries(attrs)) node.setAttribute(key, String(value));
-  if (text !== null) node.textContent = text;
-  return node;
+function cssColor(name, fallback) {
+  const value = getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+  return value || fallback;
 }
 
-function niceCeil(value) {
-  if (!(value > 0)) return 1;
-  const power = 10 ** Math.floor(Math.log10(value));
-  for (const step of [1, 2, 2.5, 5, 10]) if (step * power >= value) return step * power;
-  return 10 * power;
+// A formatter for a value of `unit`: "%", "B/s" and "B" (human sizes), "s", else "ms"...
+export function formatter(unit) {
+  if (unit === "B/s") return (v) => fmtBytes(v, "/s");
+  if (unit === "B") return (v) => fmtBytes(v);
+  if (unit === "s") return (v) => fmtDuration(v);
+  return (v) => {
+    if (typeof v !== "number" || !Number.isFinite(v)) return "–";
+    const digits = Math.abs(v) >= 100 ? 0 : Math.abs(v) >= 10 ? 1 : 2;
+    const text = Number(v.toFixed(digits)).toLocaleString("en-US");
+    return unit ? `${text} ${unit}` : text;
+  };
 }
 
-// At most ~2 points per pixel: average the points of each bucket of time.
-function downsample(points, buckets) {
-  if (points.length <= buckets * 2) return points;
-  const t0 = points[0][0];
-  const span = points[points.length - 1][0] - t0 || 1;
-  const out = [];
-  let current = -1, sumT = 0, sumV = 0, n = 0;
-  for (const [t, v] of points) {
-    const bucket = Math.min(buckets - 1, Math.floor(((t - t0) / span) * buckets));
-    if (bucket !== current && n) {
-      out.push([sumT / n, sumV / n]);
-      sumT = sumV = n = 0;
-    }
-    current = bucket;
-    sumT += t; sumV += v; n += 1;
+function axisFont() {
+  return `11px ${getComputedStyle(document.body).fontFamily}`;
+}
+
+// Room for the widest label: "19.1 MiB/s" must not lose its first characters.
+function axisSize(self, values, axisIdx, cycleNum) {
+  const axis = self.axes[axisIdx];
+  if (cycleNum > 1) return axis._size;
+  let size = (axis.ticks.size || 0) + (axis.gap || 0) + 6;
+  const longest = (values || []).reduce((a, b) => (String(b).length > a.length ? String(b) : a), "");
+  if (longest) {
+    self.ctx.font = axisFont();
+    size += self.ctx.measureText(longest).width;
   }
-  if (n) out.push([sumT / n, sumV / n]);
-  return out;
+  return Math.ceil(size);
 }
 
-// Split where the gap between samples is far longer than usual (the host was away).
-function segments(points) {
-  if (points.length < 3) return [points];
-  const gaps = points.slice(1).map((p, i) => p[0] - points[i][0]).sort((a, b) => a - b);
-  const usual = gaps[Math.floor(gaps.length / 2)] || 1;
-  const out = [[points[0]]];
-  for (let i = 1; i < points.length; i++) {
-    if (points[i][0] - points[i - 1][0] > Math.max(usual * 5, 1)) out.push([]);
-    out[out.length - 1].push(points[i]);
-  }
-  return out;
+// Horizontal dashed lines at the rule's warning and critical limits.
+function thresholdPlugin(limits) {
+  return {
+    hooks: {
+      draw: [(u) => {
+        const { ctx } = u;
+        const { left, top, width, height } = u.bbox;
+        for (const [value, color] of limits) {
+          const y = Math.round(u.valToPos(value, "y", true));
+          if (y < top || y > top + height) continue;
+          ctx.save();
+          ctx.strokeStyle = color;
+          ctx.lineWidth = devicePixelRatio;
+          ctx.setLineDash([6 * devicePixelRatio, 4 * devicePixelRatio]);
+          ctx.beginPath();
+          ctx.moveTo(left, y);
+          ctx.lineTo(left + width, y);
+          ctx.stroke();
+          ctx.restore();
+        }
+      }],
+    },
+  };
 }
 
-export function formatValue(value, unit, format) {
-  if (typeof value !== "number") return "–";
-  if (format) return format(value);
-  const digits = Math.abs(value) >= 100 ? 0 : Math.abs(value) >= 10 ? 1 : 2;
-  return `${value.toFixed(digits)}${unit ? " " + unit : ""}`;
+// Shift-drag pans the time axis (a plain drag zooms, uPlot's own).
+function panPlugin(onPan) {
+  return {
+    hooks: {
+      ready: [(u) => {
+        u.over.addEventListener("mousedown", (event) => {
+          if (!event.shiftKey) return;
+          event.preventDefault();
+          event.stopPropagation();
+          const { min, max } = u.scales.x;
+          const perPixel = (max - min) / u.over.clientWidth;
+          const startX = event.clientX;
+          const move = (e) => {
+            const shift = (startX - e.clientX) * perPixel;
+            onPan(min + shift, max + shift);
+          };
+          const up = () => {
+            document.removeEventListener("mousemove", move);
+            document.removeEventListener("mouseup", up);
+          };
+          document.addEventListener("mousemove", move);
+          document.addEventListener("mouseup", up);
+        }, { capture: true });
+      }],
+    },
+  };
 }
 
 /**
- * Draw into `holder` (an element whose width sets the chart's):
- * series = [{label, points: [[ts, value], ...]}], options {unit, max, format}.
+ * A group of charts sharing one cursor and one time range (a host's overview).
+ * range: {min, max} in Unix seconds; charts follow setRange() and zooms.
  */
-export function drawChart(holder, series, options = {}) {
-  const width = Math.max(240, Math.round(holder.clientWidth || 600));
-  const plotW = width - MARGIN.left - MARGIN.right;
-  const plotH = HEIGHT - MARGIN.top - MARGIN.bottom;
-  const all = series.flatMap((s) => s.points);
-  const root = svg("svg", {
-    viewBox: `0 0 ${width} ${HEIGHT}`, width, height: HEIGHT, class: "chart-svg",
-    role: "img", "data-count": String(all.length),
-  });
-  root.append(svg("title", {}, series.map((s) => s.label).join(", ")));
-  if (all.length === 0) {
-    root.append(svg("text", { x: width / 2, y: HEIGHT / 2, "text-anchor": "middle", class: "axis" },
-      "no samples in this range"));
-    holder.replaceChildren(root);
-    return root;
+export class ChartGroup {
+  constructor(key) {
+    this.key = key;
+    this.charts = new Set();
+    this.range = null;
+    this.zoomed = null;
+    this.onZoom = null;
   }
-  let t0 = Math.min(...all.map((p) => p[0]));
-  let t1 = Math.max(...all.map((p) => p[0]));
-  if (t1 - t0 < 10) t0 = t1 - 10;
-  const lo = Math.min(0, ...all.map((p) => p[1]));
-  let hi = niceCeil(Math.max(...all.map((p) => p[1])));
-  if (options.max && hi > options.max) hi = options.max;
-  if (hi <= lo) hi = lo + 1;
-  const x = (t) => MARGIN.left + ((t - t0) / (t1 - t0)) * plotW;
-  const y = (v) => MARGIN.top + plotH - ((v - lo) / (hi - lo)) * plotH;
 
-  for (const fraction of [0, 0.5, 1]) {
-    const value = lo + (hi - lo) * fraction;
-    root.append(svg("line", { x1: MARGIN.left, x2: width - MARGIN.right, y1: y(value), y2: y(value), class: "grid" }));
-    root.append(svg("text", { x: MARGIN.left - 4, y: y(value) + 4, "text-anchor": "end", class: "axis" },
-      options.format ? options.format(value) : String(Number(value.toPrecision(3)))));
+  setRange(min, max) {
+    this.range = { min, max };
+    this.zoomed = null;
+    for (const chart of this.charts) chart.applyRange();
   }
-  const ticks = width < 420 ? [0, 1] : [0, 0.5, 1];
-  for (const fraction of ticks) {
-    const t = t0 + (t1 - t0) * fraction;
-    const anchor = fraction === 0 ? "start" : fraction === 1 ? "end" : "middle";
-    root.append(svg("text", { x: x(t), y: HEIGHT - 6, "text-anchor": anchor, class: "axis" },
-      t1 - t0 < 600 ? fmtTime(t).slice(-8) : fmtTime(t).slice(-8, -3)));
-  }
-  series.forEach((s, index) => {
-    const points = downsample(s.points, Math.max(10, Math.floor(plotW / 2)));
-    for (const segment of segments(points)) {
-      const coords = segment.map(([t, v]) => `${x(t).toFixed(1)},${y(v).toFixed(1)}`).join(" ");
-      if (segment.length === 1) {
-        const [t, v] = segment[0];
-        root.append(svg("circle", { cx: x(t), cy: y(v), r: 2, class: `dot series-${index % 6}` }));
-      } else {
-        root.append(svg("polyline", { points: coords, class: `line series-${index % 6}` }));
-      }
-    }
-  });
 
-  // Read-out: the values at the time under the pointer; the latest ones otherwise.
-  const guide = svg("line", { y1: MARGIN.top, y2: MARGIN.top + plotH, class: "guide", visibility: "hidden" });
-  root.append(guide);
-  const readout = options.readout;
-  const show = (t) => {
-    if (!readout) return;
-    const parts = [fmtTime(t)];
-    for (const s of series) {
-      let best = null;
-      for (const p of s.points) if (best === null || Math.abs(p[0] - t) < Math.abs(best[0] - t)) best = p;
-      if (best) parts.push(`${s.label} ${formatValue(best[1], options.unit, options.format)}`);
-    }
-    readout.textContent = parts.join(" · ");
-  };
-  const area = svg("rect", { x: MARGIN.left, y: MARGIN.top, width: plotW, height: plotH, class: "hit" });
-  area.addEventListener("pointermove", (event) => {
-    const box = root.getBoundingClientRect();
-    const px = ((event.clientX - box.left) / box.width) * width;
-    const t = t0 + ((px - MARGIN.left) / plotW) * (t1 - t0);
-    guide.setAttribute("x1", px);
-    guide.setAttribute("x2", px);
-    guide.setAttribute("visibility", "visible");
-    show(t);
-  });
-  area.addEventListener("pointerleave", () => {
-    guide.setAttribute("visibility", "hidden");
-    show(t1);
-  });
-  root.append(area);
-  show(t1);
-  holder.replaceChildren(root);
-  return root;
+  zoom(min, max, from = null) {
+    this.zoomed = { min, max };
+    for (const chart of this.charts) if (chart !== from) chart.applyRange();
+    if (this.onZoom) this.onZoom(this.zoomed);
+  }
+
+  current() {
+    return this.zoomed || this.range;
+  }
 }
 
-export function legend(series) {
+/**
+ * One chart in `holder`: series [{label}], options {unit, percent, limits: [[value, level]]}.
+ * setData(xs, ys) draws samples: xs Unix seconds, ys one array per series (null: a gap).
+ */
+export class Chart {
+  constructor(holder, group, series, options = {}) {
+    this.holder = holder;
+    this.group = group;
+    this.series = series;
+    this.options = options;
+    this.format = formatter(options.unit);
+    this.plot = null;
+    this.data = [[], ...series.map(() => [])];
+    group.charts.add(this);
+  }
+
+  build() {
+    const width = Math.max(240, Math.round(this.holder.clientWidth || 600));
+    const text = cssColor("--muted", "#5f6b7a");
+    const grid = cssColor("--grid", "#e3e8ee");
+    const limits = (this.options.limits || []).map(([value, level]) =>
+      [value, cssColor(level === "CRITICAL" ? "--critical" : "--warning", level === "CRITICAL" ? "#cf222e" : "#bf8700")]);
+    const axis = { stroke: text, grid: { stroke: grid, width: 1 }, ticks: { stroke: grid, width: 1, size: 4 }, font: axisFont() };
+    const zone = timeZone();
+    const opts = {
+      width,
+      height: HEIGHT,
+      tzDate: zone ? (ts) => uPlot.tzDate(new Date(ts * 1e3), zone) : undefined,
+      cursor: {
+        sync: { key: this.group.key, setSeries: false },
+        drag: { x: true, y: false, setScale: true },
+      },
+      legend: { live: true },
+      scales: {
+        x: { time: true, range: () => {
+          const r = this.group.current();
+          return r ? [r.min, r.max] : [null, null];
+        } },
+        y: this.options.percent
+          ? { range: [0, 100] }
+          : { range: (u, min, max) => [Math.min(0, min ?? 0), Math.max(max ?? 1, ...limits.map((l) => l[0] * 1.05), min === max ? (max ?? 0) + 1 : 0)] },
+      },
+      axes: [
+        { ...axis, values: (u, splits) => splits.map((t) => fmtTime(t, splits[splits.length - 1] - splits[0] > 86400 ? "date" : "time")) , size: 30 },
+        { ...axis, values: (u, splits) => splits.map((v) => this.format(v)), size: axisSize },
+      ],
+      series: [
+        { value: (u, t) => (t == null ? "–" : fmtTime(t)) },
+        ...this.series.map((s, i) => ({
+          label: s.label,
+          stroke: cssColor(PALETTE[i % PALETTE.length], "#1f6feb"),
+          width: 1.6,
+          spanGaps: false,
+          points: { show: false },
+          value: (u, v) => (v == null ? "–" : this.format(v)),
+        })),
+      ],
+      plugins: [thresholdPlugin(limits), panPlugin((min, max) => this.zoomTo(min, max))],
+      hooks: {
+        // Off the plot, the legend reads the latest values.
+        setCursor: [(u) => {
+          if (u.cursor.idx == null && u.data[0].length) u.setLegend({ idx: u.data[0].length - 1 }, false);
+        }],
+        setSelect: [(u) => {
+          if (u.select.width < 2) return;
+          const min = u.posToVal(u.select.left, "x");
+          const max = u.posToVal(u.select.left + u.select.width, "x");
+          u.setSelect({ width: 0, height: 0 }, false);
+          this.zoomTo(min, max);
+        }],
+      },
+    };
+    opts.cursor.drag.setScale = false;
+    if (this.plot) this.plot.destroy();
+    this.plot = new uPlot(opts, this.data, this.holder);
+    this.plot.over.addEventListener("dblclick", () => this.group.setRange(this.group.range.min, this.group.range.max));
+    this.holder.dataset.count = String(this.count ?? this.data[0].length);
+  }
+
+  zoomTo(min, max) {
+    this.group.zoom(min, max, this);
+    this.applyRange();
+  }
+
+  applyRange() {
+    const r = this.group.current();
+    if (this.plot && r) this.plot.setScale("x", { min: r.min, max: r.max });
+  }
+
+  // count: the samples behind xs (which also holds the gaps' null points).
+  setData(xs, ys, count = xs.length) {
+    this.data = [xs, ...ys];
+    this.count = count;
+    this.holder.dataset.count = String(count);
+    if (!this.plot) this.build();
+    else this.plot.setData(this.data, false);
+    this.applyRange();
+    if (xs.length && this.plot.cursor.idx == null) this.plot.setLegend({ idx: xs.length - 1 }, false);
+  }
+
+  resize() {
+    const width = Math.max(240, Math.round(this.holder.clientWidth || 600));
+    if (this.plot && Math.abs(this.plot.width - width) > 1) this.plot.setSize({ width, height: HEIGHT });
+  }
+
+  destroy() {
+    this.group.charts.delete(this);
+    if (this.plot) this.plot.destroy();
+    this.plot = null;
+  }
+}
+
+export function legendKeys(series) {
   return el("span", { class: "legend" },
     series.map((s, index) => el("span", { class: `key series-${index % 6}`, text: s.label })));
 }

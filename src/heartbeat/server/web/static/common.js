@@ -33,6 +33,19 @@ export function cell(label, ...content) {
   return el("td", { dataset: { label } }, ...content);
 }
 
+// A dotted path or key ("disk_monitor.partitions./var.percent") that may wrap only
+// after its separators, never inside a word.
+export function pathText(text, cls = "path") {
+  const value = String(text ?? "");
+  const parts = value.split(/(?<=[./_:-])/);
+  const node = el("span", { class: cls, title: value });
+  parts.forEach((part, i) => {
+    node.append(part);
+    if (i < parts.length - 1) node.append(document.createElement("wbr"));
+  });
+  return node;
+}
+
 export function clear(node) {
   while (node.firstChild) node.firstChild.remove();
   return node;
@@ -207,6 +220,34 @@ export class Feed {
   }
 }
 
+// The threshold rule for a metric path (["disk_monitor", "partitions", "/", "percent"])
+// in a host's effective rules (GET /api/0/hosts/<name>/thresholds): keys match
+// exactly or through "*", and a generic rule "percent" also covers "swap_percent",
+// as the server's engine matches them (docs/THRESHOLD_ALERTING.md).
+const isRule = (node) => isObject(node) && typeof node.operator === "string";
+export function ruleFor(tree, path) {
+  let nodes = [tree];
+  for (let i = 0; i < path.length; i++) {
+    const key = String(path[i]);
+    const last = i === path.length - 1;
+    const next = [];
+    for (const node of nodes) {
+      if (!isObject(node)) continue;
+      for (const candidate of [node[key], node["*"]]) {
+        if (candidate === undefined || candidate === null) continue;
+        if (last ? isRule(candidate) : !isRule(candidate)) next.push(candidate);
+      }
+      if (last) {
+        for (const [name, rule] of Object.entries(node)) {
+          if (isRule(rule) && rule.generic !== false && key.endsWith(`_${name}`)) next.push(rule);
+        }
+      }
+    }
+    nodes = next;
+  }
+  return nodes.find(isRule) || null;
+}
+
 // Formatting
 export function fmtNumber(value, digits = 1) {
   if (value === null || value === undefined || value === "") return "–";
@@ -271,13 +312,62 @@ export function fmtAgo(ts) {
   return fmtDuration(serverNow() - ts) + " ago";
 }
 
-export function fmtTime(ts) {
-  if (typeof ts !== "number") return "–";
-  const date = new Date(ts * 1000);
-  const today = new Date();
-  const time = date.toLocaleTimeString("en-GB", { hour12: false });
-  if (date.toDateString() === today.toDateString()) return time;
-  return `${date.toISOString().slice(0, 10)} ${time}`;
+// Time zones: the browser's, or one chosen on /settings (kept in local storage).
+const TZ_KEY = "heartbeat.tz";
+export function timeZone() {
+  try {
+    return localStorage.getItem(TZ_KEY) || "";
+  } catch {
+    return "";
+  }
+}
+export function setTimeZone(zone) {
+  try {
+    if (zone) localStorage.setItem(TZ_KEY, zone);
+    else localStorage.removeItem(TZ_KEY);
+  } catch {
+    // private mode: this page only
+  }
+  formats.clear();
+}
+export function zoneName() {
+  return timeZone() || Intl.DateTimeFormat().resolvedOptions().timeZone || "local";
+}
+
+const formats = new Map();
+function partsOf(ts) {
+  const zone = timeZone();
+  let format = formats.get(zone);
+  if (!format) {
+    format = new Intl.DateTimeFormat("en-GB", {
+      timeZone: zone || undefined, year: "numeric", month: "2-digit", day: "2-digit",
+      hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23", timeZoneName: "shortOffset",
+    });
+    formats.set(zone, format);
+  }
+  const out = {};
+  for (const part of format.formatToParts(new Date(ts * 1000))) out[part.type] = part.value;
+  return out;
+}
+
+// The zone's offset at `ts`, e.g. "GMT+1" ("GMT" for UTC).
+export function zoneOffset(ts = Date.now() / 1000) {
+  return partsOf(ts).timeZoneName || "";
+}
+
+// Date and time in the chosen zone, the date and both from the same zone:
+// mode "auto" (time only when today), "full" (with the offset), "time" (HH:MM),
+// "date" (MM-DD HH:MM, for axes over days).
+export function fmtTime(ts, mode = "auto") {
+  if (typeof ts !== "number" || !Number.isFinite(ts)) return "–";
+  const p = partsOf(ts);
+  const date = `${p.year}-${p.month}-${p.day}`;
+  const time = `${p.hour}:${p.minute}:${p.second}`;
+  if (mode === "time") return `${p.hour}:${p.minute}`;
+  if (mode === "date") return `${p.month}-${p.day} ${p.hour}:${p.minute}`;
+  if (mode === "full") return `${date} ${time} ${p.timeZoneName}`;
+  const today = partsOf(Date.now() / 1000);
+  return date === `${today.year}-${today.month}-${today.day}` ? time : `${date} ${time}`;
 }
 
 // mode: "at" (clock time), "ago" ("12 s ago") or "for" (a duration up to now: "12 s").
@@ -285,7 +375,7 @@ export function timeEl(ts, mode = "at") {
   const known = typeof ts === "number";
   return el("time", {
     datetime: known ? new Date(ts * 1000).toISOString() : undefined,
-    title: known ? new Date(ts * 1000).toString() : undefined,
+    title: known ? `${fmtTime(ts, "full")} (${zoneName()})` : undefined,
     dataset: known && mode !== "at" ? { [mode]: String(ts) } : undefined,
     text: mode === "ago" ? fmtAgo(ts) : mode === "for" ? fmtDuration(serverNow() - ts) : fmtTime(ts),
   });

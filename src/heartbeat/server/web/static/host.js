@@ -1,37 +1,36 @@
 // /plugins/<host>: the host's facts, alerts, charts of its plugin history, a card per
 // plugin and its recent messages; kept current by the feed.
 import {
-  ApiError, api, clear, debounce, el, fmtBytes, fmtDuration, fmtNumber, fmtTime, isObject,
-  messageItem, prependLimited, serverNow, stateBadge, timeEl,
+  ApiError, api, clear, debounce, el, fmtDuration, fmtNumber, fmtTime, isObject, levelBadge, markerTags,
+  messageItem, metricUnit, prependLimited, ruleFor, serverNow, stateBadge, timeEl,
 } from "./common.js";
-import { drawChart, legend } from "./chart.js";
+import { Chart, ChartGroup, legendKeys } from "./chart.js";
 import { problemRow } from "./alerts.js";
-import { pluginCard } from "./cards.js";
+import { pluginCard, setRules, unavailable } from "./cards.js";
 
 const ORDER = ["cpu_monitor", "memory_monitor", "disk_monitor", "network_monitor", "zfs_monitor",
   "ping_monitor", "nagios_runner", "filesystem_info", "os_info"];
 const QUIET = new Set(["HTB", "PLG"]); // shown by the facts and the cards instead
 const COUNTER_PLUGINS = new Set(["network_monitor", "disk_monitor"]);
 const COUNTER = /^(bytes|packets)_(sent|recv)$|^(err|drop)(in|out)$|^errors_total$|^dropped$|^(read|write)_(bytes|count|time_ms)$/;
-const bytesPerSecond = (v) => fmtBytes(v, "/s");
 
 const each = (mapping, fn) => (isObject(mapping) ? Object.keys(mapping).map(fn) : []);
 const DEFAULT_CHARTS = [
-  { id: "cpu", plugin: "cpu_monitor", title: "CPU", unit: "%", max: 100,
+  { id: "cpu", plugin: "cpu_monitor", title: "CPU", unit: "%", percent: true,
     series: () => [{ label: "CPU", path: ["cpu_percent"] }] },
   { id: "load", plugin: "cpu_monitor", title: "Load average",
     series: () => [["1 min", "load_1min"], ["5 min", "load_5min"], ["15 min", "load_15min"]]
       .map(([label, key]) => ({ label, path: [key] })) },
-  { id: "memory", plugin: "memory_monitor", title: "Memory", unit: "%", max: 100,
+  { id: "memory", plugin: "memory_monitor", title: "Memory", unit: "%", percent: true,
     series: (d) => [{ label: "RAM", path: ["percent"] },
       ...(d.swap_total_mb ? [{ label: "swap", path: ["swap_percent"] }] : [])] },
-  { id: "disk", plugin: "disk_monitor", title: "Disk usage", unit: "%", max: 100,
+  { id: "disk", plugin: "disk_monitor", title: "Disk usage", unit: "%", percent: true,
     series: (d) => each(d.partitions, (mount) => ({ label: mount, path: ["partitions", mount, "percent"] })) },
-  { id: "network", plugin: "network_monitor", title: "Network traffic", format: bytesPerSecond,
+  { id: "network", plugin: "network_monitor", title: "Network traffic", unit: "B/s",
     series: () => [{ label: "in", path: ["bytes_recv"], rate: true }, { label: "out", path: ["bytes_sent"], rate: true }] },
   { id: "ping", plugin: "ping_monitor", title: "Ping round trip", unit: "ms",
     series: (d) => each(d.targets, (target) => ({ label: target, path: ["targets", target, "rtt_avg"] })) },
-  { id: "zfs", plugin: "zfs_monitor", title: "ZFS pool capacity", unit: "%", max: 100,
+  { id: "zfs", plugin: "zfs_monitor", title: "ZFS pool capacity", unit: "%", percent: true,
     series: (d) => each(d.pools, (pool) => ({ label: pool, path: ["pools", pool, "capacity"] })) },
 ];
 
@@ -53,19 +52,51 @@ function numericPaths(data, prefix = [], out = [], depth = 0) {
   return out;
 }
 
-function points(samples, path, rate) {
-  const out = [];
-  let previous = null;
+// uPlot's aligned data: the samples' times, one array of values per series (null
+// where a series has no value, or as a gap where the host was silent far longer
+// than usual); counters become rates per second.
+function aligned(samples, series) {
+  const xs = [];
+  const ys = series.map(() => []);
+  const previous = series.map(() => null);
+  const gaps = samples.slice(1).map((s, i) => s.ts - samples[i].ts).sort((a, b) => a - b);
+  const usual = gaps[Math.floor(gaps.length / 2)] || 1;
+  let last = null;
   for (const { ts, data } of samples) {
-    const value = lookup(data, path);
-    if (typeof value !== "number" || !Number.isFinite(value)) continue;
-    if (!rate) out.push([ts, value]);
-    else if (previous && ts > previous[0] && value >= previous[1]) {
-      out.push([ts, (value - previous[1]) / (ts - previous[0])]);
+    if (last !== null && ts - last > Math.max(usual * 5, 1)) {
+      xs.push((ts + last) / 2);
+      for (const y of ys) y.push(null);
     }
-    previous = [ts, value];
+    last = ts;
+    xs.push(ts);
+    series.forEach((s, i) => {
+      const value = lookup(data, s.path);
+      if (typeof value !== "number" || !Number.isFinite(value)) {
+        ys[i].push(null);
+        return;
+      }
+      if (!s.rate) ys[i].push(value);
+      else {
+        const p = previous[i];
+        ys[i].push(p && ts > p[0] && value >= p[1] ? (value - p[1]) / (ts - p[0]) : null);
+        previous[i] = [ts, value];
+      }
+    });
   }
-  return out;
+  return [xs, ys];
+}
+
+// Warning and critical limits of the host's rules for these series, for the lines.
+function limitsOf(rules, plugin, series) {
+  const found = new Map();
+  for (const s of series) {
+    const rule = ruleFor(rules, [plugin, ...s.path]);
+    if (!rule || ![">", ">=", "<", "<="].includes(rule.operator)) continue;
+    for (const level of ["warning", "critical"]) {
+      if (typeof rule[level] === "number") found.set(`${level}:${rule[level]}`, [rule[level], level.toUpperCase()]);
+    }
+  }
+  return [...found.values()];
 }
 
 export async function hostPage(feed) {
@@ -73,6 +104,7 @@ export async function hostPage(feed) {
   const base = `/api/0/hosts/${encodeURIComponent(name)}`;
   const factsBox = document.getElementById("host-facts");
   const stateBox = document.getElementById("host-state");
+  const description = document.getElementById("host-description");
   const alertsBox = document.getElementById("host-alerts");
   const chartsBox = document.getElementById("charts");
   const cardsBox = document.getElementById("plugins");
@@ -85,11 +117,20 @@ export async function hostPage(feed) {
   let latest = {};
   const history = new Map(); // plugin -> samples, oldest first
   let charts = [];
+  let rules = {};
+  const group = new ChartGroup(`host:${name}`);
+  const zoomNote = document.getElementById("zoom-note");
+  group.onZoom = () => {
+    zoomNote.hidden = false;
+  };
 
   // Facts
   function renderFacts() {
     if (!detail) return;
-    stateBox.replaceChildren(stateBadge(detail.state));
+    stateBox.replaceChildren(...[stateBadge(detail.state), " ",
+      detail.alert_level ? levelBadge(detail.alert_level) : null, markerTags(detail.markers)].filter(Boolean));
+    description.textContent = detail.description || "";
+    description.hidden = !detail.description;
     const rows = [
       ["State", el("span", {}, detail.state, typeof detail.since === "number" ? el("span", { class: "muted" }, " for ", timeEl(detail.since, "for")) : null,
         detail.down_reason ? ` (${detail.down_reason})` : "")],
@@ -98,12 +139,14 @@ export async function hostPage(feed) {
       ["Round trip", typeof detail.rtt === "number" ? `${fmtNumber(detail.rtt, 2)} ms` : "–"],
       ["Interval", typeof detail.interval === "number" ? fmtDuration(detail.interval) : "–"],
       ["Agent version", detail.version ?? "–"],
-      ["Booted", typeof detail.boot_time === "number" ? fmtTime(detail.boot_time) : "–"],
+      ["Booted", typeof detail.boot_time === "number" ? fmtTime(detail.boot_time, "full") : "–"],
+      ["Tags", (detail.tags || []).length ? el("span", {}, detail.tags.map((t) => el("span", { class: "tag", text: t }))) : undefined],
       ["Your role", detail.role ?? "–"],
       ["Notifications", detail.watch === false ? "off (watch: false)" : "on"],
     ];
     clear(factsBox);
     for (const [label, value] of rows) {
+      if (value === undefined) continue;
       factsBox.append(el("dt", { text: label }), el("dd", {}, value instanceof Node ? value : String(value)));
     }
   }
@@ -135,7 +178,8 @@ export async function hostPage(feed) {
   function renderCards() {
     const names = Object.keys(latest).sort((a, b) => {
       const ia = ORDER.indexOf(a), ib = ORDER.indexOf(b);
-      return (ia < 0 ? 99 : ia) - (ib < 0 ? 99 : ib) || a.localeCompare(b);
+      return unavailable(latest[a]) - unavailable(latest[b]) ||
+        (ia < 0 ? 99 : ia) - (ib < 0 ? 99 : ib) || a.localeCompare(b);
     });
     cardsBox.replaceChildren(...names.map((plugin) => pluginCard(plugin, latest[plugin])));
     document.getElementById("no-plugins").hidden = names.length > 0;
@@ -168,10 +212,12 @@ export async function hostPage(feed) {
 
   function customChart(full) {
     const [plugin, ...path] = full;
-    const rate = COUNTER_PLUGINS.has(plugin) && COUNTER.test(path[path.length - 1]);
+    const field = path[path.length - 1];
+    const rate = COUNTER_PLUGINS.has(plugin) && COUNTER.test(field);
+    const u = metricUnit(path.join("."));
+    const unit = rate ? (/bytes/.test(field) ? "B/s" : "/s") : u.kind === "bytes" && !u.scale ? "B" : u.kind === "duration" ? "s" : u.unit;
     return { id: "custom:" + JSON.stringify(full), plugin, title: `${plugin}: ${path.join(" › ")}${rate ? " per second" : ""}`,
-      custom: full, series: () => [{ label: path[path.length - 1], path, rate }],
-      format: rate && /bytes/.test(path[path.length - 1]) ? bytesPerSecond : undefined };
+      custom: full, series: () => [{ label: field, path, rate }], unit, percent: u.kind === "percent" };
   }
 
   function buildCharts() {
@@ -186,17 +232,19 @@ export async function hostPage(feed) {
       const def = customChart(full);
       if (latest[def.plugin]) defs.push({ ...def, resolved: def.series() });
     }
+    for (const chart of charts) chart.chart.destroy();
     charts = defs.map((def) => {
       const plot = el("div", { class: "plot" });
-      const readout = el("p", { class: "readout small muted" });
       const remove = def.custom ? el("button", { type: "button", class: "link-button", text: "remove", on: { click: () => {
         saveCustom(customPaths().filter((p) => JSON.stringify(p) !== JSON.stringify(def.custom)));
         buildCharts();
         drawAll();
       } } }) : null;
-      const figure = el("figure", { class: "chart", dataset: { chart: def.id, plugin: def.plugin } },
-        el("figcaption", {}, el("strong", { text: def.title }), " ", legend(def.resolved), remove), plot, readout);
-      return { def, plot, readout, figure };
+      const limits = limitsOf(rules, def.plugin, def.resolved);
+      const figure = el("figure", { class: "chart", dataset: { chart: def.id, plugin: def.plugin, limits: limits.map((l) => l[0]).join(",") } },
+        el("figcaption", {}, el("strong", { text: def.title }), " ", legendKeys(def.resolved), remove), plot);
+      const chart = new Chart(plot, group, def.resolved, { unit: def.unit, percent: def.percent, limits });
+      return { def, plot, figure, chart };
     });
     chartsBox.replaceChildren(...charts.map((c) => c.figure));
     document.getElementById("no-charts").hidden = charts.length > 0;
@@ -215,11 +263,22 @@ export async function hostPage(feed) {
   }
 
   function drawAll() {
+    if (!group.zoomed) group.setRange(serverNow() - Number(range.value), serverNow());
     for (const chart of charts) {
       const samples = history.get(chart.def.plugin) || [];
-      const series = chart.def.resolved.map((s) => ({ label: s.label, points: points(samples, s.path, s.rate) }));
-      drawChart(chart.plot, series, { unit: chart.def.unit, max: chart.def.max, format: chart.def.format, readout: chart.readout });
+      const [xs, ys] = aligned(samples, chart.def.resolved);
+      chart.chart.setData(xs, ys, samples.length);
     }
+  }
+
+  async function loadRules() {
+    try {
+      rules = (await api(`${base}/thresholds`)).thresholds || {};
+    } catch (error) {
+      if (!(error instanceof ApiError && (error.status === 404 || error.status === 503))) throw error;
+      rules = {};
+    }
+    setRules(rules);
   }
 
   async function loadHistory() {
@@ -252,7 +311,7 @@ export async function hostPage(feed) {
   }
 
   async function loadAll() {
-    const [host, plugins] = await Promise.all([api(base), api(`${base}/plugins`)]);
+    const [host, plugins] = await Promise.all([api(base), api(`${base}/plugins`), loadRules()]);
     detail = host;
     latest = plugins.plugins || {};
     renderFacts();
@@ -267,14 +326,22 @@ export async function hostPage(feed) {
     buildCharts();
     loadHistory();
   });
-  range.addEventListener("change", () => loadHistory());
+  range.addEventListener("change", () => {
+    group.zoomed = null;
+    zoomNote.hidden = true;
+    loadHistory();
+  });
+  zoomNote.querySelector("button").addEventListener("click", () => {
+    zoomNote.hidden = true;
+    group.setRange(serverNow() - Number(range.value), serverNow());
+  });
   autoRefresh.addEventListener("change", () => {
     if (autoRefresh.checked) loadHistory();
   });
   setInterval(() => {
     if (autoRefresh.checked) loadHistory().catch(() => {});
   }, 60000);
-  new ResizeObserver(debounce(drawAll, 150)).observe(chartsBox);
+  new ResizeObserver(debounce(() => charts.forEach((c) => c.chart.resize()), 150)).observe(chartsBox);
 
   feed.on("open", ({ again }) => {
     if (again) loadAll().catch(() => {});
