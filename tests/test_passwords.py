@@ -135,7 +135,7 @@ def test_passwd_stdin_console_script(tmp_path: Path) -> None:
     empty = subprocess.run([str(script), "passwd", "bob", "--stdin"], input="\n",
                            capture_output=True, text=True, timeout=30, check=False)
     assert (empty.returncode, empty.stdout, empty.stderr) == (
-        1, "", "heartbeat passwd: empty password refused\n")
+        1, "", "heartbeat passwd: an empty password is refused; nothing written\n")
 
 
 def test_passwd_stdin_in_process(monkeypatch: Any, capsys: Any) -> None:

@@ -89,13 +89,18 @@ def send(args: argparse.Namespace) -> int:
 
 
 def passwd(args: argparse.Namespace) -> int:
-    """Prompt twice (or read --stdin) and print the hash line to paste under users.NAME."""
-    from heartbeat.config.checks import USER_NAME  # noqa: PLC0415 - only this command
-    from heartbeat.passwords import MIN_LENGTH, hash_password  # noqa: PLC0415
+    """Prompt twice (or read --stdin) and print the hash line to paste under users.NAME.
 
-    if not USER_NAME.fullmatch(args.name):
-        sys.stderr.write(f"heartbeat passwd: {args.name!r} is not a user name (letters, "
-                         "digits, . _ @ -, up to 64, starting with a letter or digit)\n")
+    The name and the password must pass the rules the API applies
+    (:mod:`heartbeat.server.user_policy`): a hash the server would refuse to
+    be given is not made.
+    """
+    from heartbeat.passwords import hash_password  # noqa: PLC0415 - only this command
+    from heartbeat.server.user_policy import name_problem, password_problem  # noqa: PLC0415
+
+    problem = name_problem(args.name)
+    if problem is not None:
+        sys.stderr.write(f"heartbeat passwd: {problem}\n")
         return 2
     if args.stdin:
         password = sys.stdin.readline().rstrip("\r\n")
@@ -109,12 +114,9 @@ def passwd(args: argparse.Namespace) -> int:
         if password != again:
             sys.stderr.write("heartbeat passwd: the passwords differ; nothing written\n")
             return 1
-    if not password:
-        sys.stderr.write("heartbeat passwd: empty password refused\n")
-        return 1
-    if len(password) < MIN_LENGTH:
-        sys.stderr.write(f"heartbeat passwd: a password needs at least {MIN_LENGTH} "
-                         "characters; nothing written\n")
+    problem = password_problem(password)
+    if problem is not None:
+        sys.stderr.write(f"heartbeat passwd: {problem}; nothing written\n")
         return 1
     sys.stderr.write(f"Paste under users.{args.name} in the server config:\n")
     sys.stdout.write(f"password: {hash_password(password)}\n")

@@ -18,6 +18,7 @@ from typing import Final
 
 __all__ = [
     "ITERATIONS",
+    "MAX_LENGTH",
     "MIN_ITERATIONS",
     "MIN_LENGTH",
     "PasswordHash",
@@ -31,6 +32,8 @@ MIN_ITERATIONS: Final = 600_000
 ITERATIONS: Final = MIN_ITERATIONS
 MIN_LENGTH: Final = 8
 """The shortest password a user may be given (API and ``heartbeat passwd``)."""
+MAX_LENGTH: Final = 1024
+"""The longest password a user may be given or log in with (hashing cost is per byte)."""
 PREFIX: Final = "pbkdf2:sha256"
 _SALT_ALPHABET: Final = string.ascii_letters + string.digits
 _SALT_LENGTH: Final = 16

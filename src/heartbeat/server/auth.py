@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
@@ -39,6 +39,7 @@ from heartbeat.server.access import Directory, HostAccess
 from heartbeat.server.serial import Worker
 from heartbeat.server.sessions import TOUCH_PERSIST, LoginThrottle, Session, SessionBook
 from heartbeat.server.store import StoreService, Write
+from heartbeat.server.user_policy import Refused, UserChange, decide
 from heartbeat.text import json_bytes
 
 __all__ = [
@@ -282,28 +283,39 @@ class AuthService(Service):
         return d.addCallbacks(checked, broken)
 
     # Users
-    def put_user(self, name: str, user: UserConfig, password: str | None = None
-                 ) -> Deferred[UserConfig]:
-        """Create or replace ``name``; a new ``password`` is hashed off the reactor first."""
-        if password is None:
-            return self._saved_user(name, user)
-        return self.hasher.hash(password).addCallback(
-            lambda encoded: self._save_user(name, dataclasses.replace(user, password=encoded)))
+    def change_user(self, actor: str | None, change: UserChange,
+                    keep: str | None = None) -> Deferred[UserConfig | None]:
+        """Make ``change`` as ``actor`` (None: nobody, unauthenticated) if the user policy allows.
 
-    def _saved_user(self, name: str, user: UserConfig) -> Deferred[UserConfig]:
-        return succeed(self._save_user(name, user))
+        The user after it (None: deleted), or a failure with
+        :class:`~heartbeat.server.user_policy.Refused`. A new password is
+        hashed off the reactor first, and the policy is asked again against
+        the user list as it is then. The user's sessions end as the policy
+        says, except ``keep`` (the session making a password change).
+        """
+        if change.password is None:
+            return maybeDeferred(self._apply_user, actor, change, None, keep)
+        try:
+            decide(self.directory.users, actor, change)  # no hashing for a refused change
+        except Refused:
+            return fail()
+        return self.hasher.hash(change.password).addCallback(
+            lambda encoded: self._apply_user(actor, change, encoded, keep))
 
-    def _save_user(self, name: str, user: UserConfig) -> UserConfig:
-        self.directory.put_user(name, user)
-        self._persist_user(name)
+    def _apply_user(self, actor: str | None, change: UserChange, encoded: str | None,
+                    keep: str | None) -> UserConfig | None:
+        decision = decide(self.directory.users, actor, change)
+        user = decision.user
+        if user is None:
+            self.directory.delete_user(decision.name)
+        else:
+            if encoded is not None:
+                user = dataclasses.replace(user, password=encoded)
+            self.directory.put_user(decision.name, user)
+        self._persist_user(decision.name)
+        if decision.end_sessions:
+            self.revoke_user(decision.name, keep=keep if user is not None else None)
         return user
-
-    def delete_user(self, name: str) -> bool:
-        if not self.directory.delete_user(name):
-            return False
-        self._persist_user(name)
-        self.revoke_user(name)
-        return True
 
     def _persist_user(self, name: str) -> None:
         changed, user = self.directory.user_change(name)

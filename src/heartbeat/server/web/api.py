@@ -37,6 +37,16 @@ from heartbeat.server.registry import Host, Registry
 from heartbeat.server.store import StoreService, read_history
 from heartbeat.server.thresholds.engine import ThresholdEngine
 from heartbeat.server.thresholds.rules import ALERT_LEVELS
+from heartbeat.server.user_policy import (
+    Action,
+    Code,
+    CreateUser,
+    DeleteUser,
+    Refused,
+    UpdateUser,
+    UserChange,
+    permit,
+)
 from heartbeat.server.web import openapi
 from heartbeat.server.web.auth import WebAuth, client_address
 from heartbeat.server.web.errors import ApiError, json_response, routing_error
@@ -518,22 +528,12 @@ class HeartbeatAPI:
 
     @app.route("/api/0/users", methods=["POST"])
     def user_create(self, request: IRequest) -> Deferred[bytes]:
-        viewer = self.admin(request)
+        viewer = self._may_change_users(request, Action.CREATE, None)
         body = self._body(request, USER_CREATE_BODY)
         name = body.pop("name")
-        if self.users.directory.user(name) is not None:
-            raise ApiError(409, "exists", f"there is already a user named {name!r}")
         password = body.pop("password", None)
-        user = self._user_fields(UserConfig(), body)
-        if not self.users.enabled and not user.admin:
-            raise ApiError(409, "first_user_must_be_admin",
-                           "the first user switches authentication on: make it an admin")
-
-        def saved(user: UserConfig) -> bytes:
-            log.info("api: user {name} created by {by}", name=name, by=viewer.name)
-            return json_response(request, self._user_json(name, user), 201)
-
-        return self.users.put_user(name, user, password).addCallback(saved)
+        change = CreateUser(name, self._user_fields(body), password)
+        return self._change_user(request, viewer, change, "created", 201)
 
     @app.route("/api/0/users/<user>", methods=["GET"])
     def user_detail(self, request: IRequest, user: str) -> bytes:
@@ -542,35 +542,44 @@ class HeartbeatAPI:
 
     @app.route("/api/0/users/<user>", methods=["PUT"])
     def user_update(self, request: IRequest, user: str) -> Deferred[bytes]:
-        viewer = self.viewer(request)
-        if not viewer.admin and viewer.name != user:
-            raise ApiError(403, "forbidden", "only an admin may change another user")
-        current = self._user(user)
+        viewer = self._may_change_users(request, Action.UPDATE, user)
+        self._user(user)
         body = self._body(request, USER_UPDATE_BODY)
-        if "admin" in body and not viewer.admin:
-            raise ApiError(403, "forbidden", "only an admin may change the admin flag")
-        if body.get("admin") is False and current.admin and self._last_admin(user):
-            raise ApiError(409, "last_admin", f"{user!r} is the last admin")
         password = body.pop("password", None)
-        updated = self._user_fields(current, body)
-
-        def saved(result: UserConfig) -> bytes:
-            if password is not None:
-                self.users.revoke_user(user, keep=viewer.session)
-            log.info("api: user {name} changed by {by}", name=user, by=viewer.name)
-            return json_response(request, self._user_json(user, result))
-
-        return self.users.put_user(user, updated, password).addCallback(saved)
+        change = UpdateUser(user, self._user_fields(body), password)
+        return self._change_user(request, viewer, change, "changed")
 
     @app.route("/api/0/users/<user>", methods=["DELETE"])
-    def user_delete(self, request: IRequest, user: str) -> bytes:
-        viewer = self.admin(request)
-        found = self._user(user)
-        if found.admin and self._last_admin(user):
-            raise ApiError(409, "last_admin", f"{user!r} is the last admin")
-        self.users.delete_user(user)
-        log.info("api: user {name} deleted by {by}", name=user, by=viewer.name)
-        return json_response(request, {"deleted": user})
+    def user_delete(self, request: IRequest, user: str) -> Deferred[bytes]:
+        viewer = self._may_change_users(request, Action.DELETE, user)
+        return self._change_user(request, viewer, DeleteUser(user), "deleted")
+
+    def _may_change_users(self, request: IRequest, action: Action, name: str | None) -> Viewer:
+        """The caller, if the user policy lets them ``action`` users at all (else 403)."""
+        viewer = self.viewer(request)
+        try:
+            permit(self.users.directory.users, viewer.name, action, name)
+        except Refused as e:
+            raise _refusal(e) from None
+        return viewer
+
+    def _change_user(self, request: IRequest, viewer: Viewer, change: UserChange, done: str,
+                     status: int = 200) -> Deferred[bytes]:
+        def changed(user: UserConfig | None) -> bytes:
+            log.info("api: user {name} {done} by {by}", name=change.name, done=done,
+                     by=viewer.name)
+            if user is None:
+                return json_response(request, {"deleted": change.name})
+            return json_response(request, self._user_json(change.name, user), status)
+
+        def refused(failure: Failure) -> bytes:
+            failure.trap(Refused)
+            error = failure.value
+            assert isinstance(error, Refused)
+            raise _refusal(error)
+
+        return self.users.change_user(viewer.name, change, keep=viewer.session).addCallbacks(
+            changed, refused)
 
     def _user(self, name: str) -> UserConfig:
         user = self.users.directory.user(name)
@@ -578,14 +587,21 @@ class HeartbeatAPI:
             raise ApiError(404, "not_found", f"no user named {name!r}")
         return user
 
-    def _last_admin(self, name: str) -> bool:
-        return self.users.directory.admins() == [name]
-
     @staticmethod
-    def _user_fields(base: UserConfig, fields: dict[str, Any]) -> UserConfig:
-        """``base`` with ``fields`` checked by the config's own rules and laid over it."""
+    def _user_fields(fields: dict[str, Any]) -> dict[str, Any]:
+        """``fields`` checked by the config's own rules."""
         try:
             checked = parse_section(UserConfig, fields, "body")
         except ConfigError as e:
             raise ApiError(400, "invalid_body", str(e)) from None
-        return dataclasses.replace(base, **{key: getattr(checked, key) for key in fields})
+        return {key: getattr(checked, key) for key in fields}
+
+
+_REFUSAL_STATUS: dict[Code, int] = {
+    Code.FORBIDDEN: 403, Code.NOT_FOUND: 404, Code.EXISTS: 409, Code.LAST_ADMIN: 409,
+    Code.FIRST_USER_MUST_BE_ADMIN: 409, Code.INVALID: 400,
+}
+
+
+def _refusal(refused: Refused) -> ApiError:
+    return ApiError(_REFUSAL_STATUS[refused.code], refused.code, refused.message)

@@ -14,7 +14,7 @@ from typing import Any, Final
 from twisted.web.iweb import IRequest
 
 from heartbeat.config.checks import USER_NAME
-from heartbeat.passwords import MIN_LENGTH
+from heartbeat.passwords import MAX_LENGTH, MIN_LENGTH
 from heartbeat.server.web.errors import ApiError
 from heartbeat.text import text_problem
 
@@ -40,7 +40,7 @@ LOGIN_BODY: Final[dict[str, Any]] = {
     "type": "object",
     "properties": {
         "username": {"type": "string", "minLength": 1, "maxLength": 64},
-        "password": {"type": "string", "minLength": 1, "maxLength": 1024},
+        "password": {"type": "string", "minLength": 1, "maxLength": MAX_LENGTH},
     },
     "required": ["username", "password"],
     "additionalProperties": False,
@@ -90,7 +90,7 @@ _CHANNELS: Final[dict[str, Any]] = {
 _USER_FIELDS: Final[dict[str, Any]] = {
     "full_name": _TEXT,
     "avatar": _OPTIONAL_TEXT,
-    "password": {"type": "string", "minLength": MIN_LENGTH, "maxLength": 1024},
+    "password": {"type": "string", "minLength": MIN_LENGTH, "maxLength": MAX_LENGTH},
     "admin": {"type": "boolean"},
     "email": _OPTIONAL_TEXT,
     "notification_channels": _CHANNELS,
