@@ -533,7 +533,8 @@ class HeartbeatAPI:
         name = body.pop("name")
         password = body.pop("password", None)
         change = CreateUser(name, self._user_fields(body), password)
-        return self._change_user(request, viewer, change, "created", 201)
+        return self._change_user(viewer, change, "created").addCallback(
+            lambda user: json_response(request, self._user_json(name, user), 201))
 
     @app.route("/api/0/users/<user>", methods=["GET"])
     def user_detail(self, request: IRequest, user: str) -> bytes:
@@ -547,12 +548,14 @@ class HeartbeatAPI:
         body = self._body(request, USER_UPDATE_BODY)
         password = body.pop("password", None)
         change = UpdateUser(user, self._user_fields(body), password)
-        return self._change_user(request, viewer, change, "changed")
+        return self._change_user(viewer, change, "changed").addCallback(
+            lambda changed: json_response(request, self._user_json(user, changed)))
 
     @app.route("/api/0/users/<user>", methods=["DELETE"])
     def user_delete(self, request: IRequest, user: str) -> Deferred[bytes]:
         viewer = self._may_change_users(request, Action.DELETE, user)
-        return self._change_user(request, viewer, DeleteUser(user), "deleted")
+        return self._change_user(viewer, DeleteUser(user), "deleted").addCallback(
+            lambda _: json_response(request, {"deleted": user}))
 
     def _may_change_users(self, request: IRequest, action: Action, name: str | None) -> Viewer:
         """The caller, if the user policy lets them ``action`` users at all (else 403)."""
@@ -563,16 +566,15 @@ class HeartbeatAPI:
             raise _refusal(e) from None
         return viewer
 
-    def _change_user(self, request: IRequest, viewer: Viewer, change: UserChange, done: str,
-                     status: int = 200) -> Deferred[bytes]:
-        def changed(user: UserConfig | None) -> bytes:
+    def _change_user(self, viewer: Viewer, change: UserChange, done: str) -> Deferred[Any]:
+        """The user after ``change`` (None: deleted), logged; a refusal as its ApiError."""
+
+        def changed(user: UserConfig | None) -> UserConfig | None:
             log.info("api: user {name} {done} by {by}", name=change.name, done=done,
                      by=viewer.name)
-            if user is None:
-                return json_response(request, {"deleted": change.name})
-            return json_response(request, self._user_json(change.name, user), status)
+            return user
 
-        def refused(failure: Failure) -> bytes:
+        def refused(failure: Failure) -> None:
             failure.trap(Refused)
             error = failure.value
             assert isinstance(error, Refused)
