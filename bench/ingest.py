@@ -47,7 +47,11 @@ def free_port(kind: int = socket.SOCK_DGRAM) -> int:
         return int(s.getsockname()[1])
 
 
-def plg_payload(n: int) -> bytes:
+def host_name(n: int, hosts: int = HOSTS) -> str:
+    return f"host{n % hosts:05d}"
+
+
+def plg_payload(n: int, hosts: int = HOSTS) -> bytes:
     """A realistic PLG: cpu, memory, three partitions, two interfaces, os; JSON ~1.5 KB."""
     plugins = {
         "cpu_monitor": {"cpu_percent": 12.5 + n % 7, "load_1min": 0.31, "load_5min": 0.42,
@@ -76,13 +80,13 @@ def plg_payload(n: int) -> bytes:
         "os_info": {"system": "Linux", "release": "6.1.0-27-amd64", "machine": "x86_64",
                     "distribution": "Debian GNU/Linux 12 (bookworm)", "python": "3.11.2"},
     }
-    message = {"ID": "PLG", "name": f"host{n % HOSTS:05d}", "seq": n, "ts": time.time(),
+    message = {"ID": "PLG", "name": host_name(n, hosts), "seq": n, "ts": time.time(),
                "version": "0.1.0", "plugins": plugins}
     return json.dumps(message, separators=(",", ":")).encode()
 
 
-def htb_payload(n: int) -> bytes:
-    return json.dumps({"ID": "HTB", "name": f"host{n % HOSTS:05d}", "interval": 30, "seq": n,
+def htb_payload(n: int, hosts: int = HOSTS, interval: float = 30) -> bytes:
+    return json.dumps({"ID": "HTB", "name": host_name(n, hosts), "interval": interval, "seq": n,
                        "ts": time.time(), "rtt": 0.42, "version": "0.1.0"},
                       separators=(",", ":")).encode()
 
