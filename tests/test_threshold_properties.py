@@ -106,3 +106,32 @@ def test_level_is_never_less_severe_than_without_hysteresis(
     assert plain is not None
     assert SEVERITY[banded[0]] >= SEVERITY[plain[0]]
     assert SEVERITY[banded[0]] <= max(SEVERITY[plain[0]], SEVERITY[current])
+
+
+@given(st.lists(st.tuples(st.sampled_from(["h1", "h2", "h3"]),
+                          st.sampled_from(["eval", "gone", "forget", "restore"]),
+                          st.dictionaries(st.sampled_from(["x", "y"]),
+                                          st.sampled_from([0.0, 85.0, 95.0, "up"]))),
+                max_size=40))
+def test_running_summary_and_worst_levels_match_the_states(
+        steps: list[tuple[str, str, dict[str, Any]]]) -> None:
+    """The alert counts kept as states change equal a count over the states, and each
+    host's worst level is the most severe of its states, whatever happened before."""
+    rule = {"operator": ">", "warning": 80.0, "critical": 90.0}
+    book = RuleBook.from_config(ServerConfig(thresholds={"m": {"x": rule, "y": rule}}), "p.yaml")
+    e = ThresholdEngine(book)
+    for t, (host, action, data) in enumerate(steps):
+        if action == "eval":
+            e.evaluate_plugins(host, {"m": data}, float(t))
+        elif action == "gone":
+            e.evaluate_plugins(host, {"m": {}}, float(t))
+        elif action == "forget":
+            e.forget(host)
+        else:
+            e.restore(e.states())  # the same states again replace, never double
+        assert e.summary() == e.summary(e.states())
+        worst = {}
+        for state in e.states():
+            if SEVERITY[state.level] > SEVERITY.get(worst.get(state.host, Level.OK), 0):
+                worst[state.host] = state.level
+        assert e.worst_levels() == {h: level.value for h, level in worst.items()}

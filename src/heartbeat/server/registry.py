@@ -14,8 +14,9 @@ plain values.
 from __future__ import annotations
 
 import itertools
+from bisect import bisect_left, insort
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -235,6 +236,10 @@ class Registry:
         self.flaps = flaps
         """Flap detection of host states (None: none)."""
         self.hosts: dict[str, Host] = {}
+        self._names: list[str] = []
+        """Every host's name, sorted: pages of the host list start by bisection."""
+        self._counts: dict[str, int] = {state.value: 0 for state in HostState}
+        """Hosts per state, kept as states change: status costs no walk over the fleet."""
         self._dirty: set[str] = set()
         self._commands_dirty: set[str] = set()
         self._command_ids = itertools.count(1)
@@ -250,6 +255,22 @@ class Registry:
 
     def get(self, name: str) -> Host | None:
         return self.hosts.get(name)
+
+    def names(self) -> Sequence[str]:
+        """Every host's name in sorted order (the registry's own list: read, never change)."""
+        return self._names
+
+    def _move(self, host: Host, state: HostState) -> None:
+        """Put ``host`` in ``state``, keeping the counts per state: every change goes here."""
+        counts = self._counts
+        counts[host.state.value] -= 1
+        counts[state.value] += 1
+        host.state = state
+
+    def _add(self, host: Host) -> None:
+        self.hosts[host.name] = host
+        insort(self._names, host.name)
+        self._counts[host.state.value] += 1
 
     def config_for(self, name: str) -> HostConfig:
         return self.host_config.get(name, _DEFAULT_HOST)
@@ -296,10 +317,15 @@ class Registry:
                 # UNREACHABLE too: if its parents are back, it is DOWN after this.
                 fresh = now + self._interval(host) + self.grace
                 host.expected_by = max(host.expected_by or 0.0, fresh)
+            old = self.hosts.pop(host.name, None)
+            if old is not None:
+                self._counts[old.state.value] -= 1
             self.hosts[host.name] = host
+            self._counts[host.state.value] += 1
             for cmd_id in host.pending:
                 number = cmd_id.rpartition("-")[2]
                 last_id = max(last_id, int(number) if number.isdigit() else 0)
+        self._names = sorted(self.hosts)
         if last_id:
             self._command_ids = itertools.count(last_id + 1)
 
@@ -310,7 +336,8 @@ class Registry:
     def _host(self, name: str, now: float, events: list[Event]) -> Host:
         host = self.hosts.get(name)
         if host is None:
-            host = self.hosts[name] = Host(name, first_seen=now, since=now)
+            host = Host(name, first_seen=now, since=now)
+            self._add(host)
             events.append(Event(HOST_NEW, name, now, {}))
         self._dirty.add(name)
         return host
@@ -412,7 +439,7 @@ class Registry:
             if previous is HostState.DOWN and host.since is not None:
                 data["down_for"] = now - host.since
                 data["down_reason"] = host.down_reason
-            host.state = HostState.UP
+            self._move(host, HostState.UP)
             host.since = now
             host.down_reason = None
             host.good_heartbeats = 0
@@ -466,7 +493,7 @@ class Registry:
         host.expected_by = None
         host.good_heartbeats = 0
         if previous is not HostState.DOWN:
-            host.state = HostState.DOWN
+            self._move(host, HostState.DOWN)
             host.since = now
             data: dict[str, Any] = {"reason": "shutdown", "previous": previous.value}
             self._fall(host, HostState.DOWN, data, now, events)
@@ -552,7 +579,7 @@ class Registry:
                     continue
                 self._unreachable(host, data, now, events)
             else:
-                host.state = HostState.DOWN
+                self._move(host, HostState.DOWN)
                 host.down_reason = "timeout"
                 host.since = now
                 host.expected_by = None
@@ -584,7 +611,7 @@ class Registry:
 
     def _unreachable(self, host: Host, data: dict[str, Any], now: float,
                      events: list[Event]) -> None:
-        host.state = HostState.UNREACHABLE
+        self._move(host, HostState.UNREACHABLE)
         host.since = now
         host.expected_by = None  # until a parent is back (_reawaken)
         host.down_reason = None
@@ -660,6 +687,8 @@ class Registry:
         host = self.hosts.pop(name, None)
         if host is None:
             return None
+        del self._names[bisect_left(self._names, name)]
+        self._counts[host.state.value] -= 1
         self.plugin_bytes -= host.plugin_bytes
         if self.flaps is not None:
             self.flaps.forget(name)
@@ -668,7 +697,5 @@ class Registry:
         return Event(HOST_REMOVED, name, now, {"by": by})
 
     def counts(self) -> dict[str, int]:
-        counts = {state.value: 0 for state in HostState}
-        for host in self.hosts.values():
-            counts[host.state.value] += 1
-        return counts
+        """Hosts per state (every state, zero or not)."""
+        return dict(self._counts)

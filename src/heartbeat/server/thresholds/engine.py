@@ -139,13 +139,19 @@ class ThresholdEngine:
         self._states: dict[str, dict[str, AlertState]] = {}
         self._dirty: set[tuple[str, str]] = set()
         self._flap_changes: list[FlapChange] = []
+        self._counts: dict[Level, int] = dict.fromkeys(ALERT_LEVELS, 0)
+        """Active alerts per level, kept as states change: a summary walks nothing."""
 
     # state access
     def restore(self, states: Iterable[AlertState]) -> None:
         """Load states kept across a restart; nothing is notified again for them."""
         for state in states:
             if state.level is not _OK:
-                self._states.setdefault(state.host, {})[state.metric_path] = state
+                old = self._states.setdefault(state.host, {}).get(state.metric_path)
+                if old is not None:
+                    self._counts[old.level] -= 1
+                self._states[state.host][state.metric_path] = state
+                self._counts[state.level] += 1
                 if self.flaps is not None:
                     state.flapping = self.flaps.flapping(state.host, state.metric_path)
 
@@ -163,12 +169,17 @@ class ThresholdEngine:
 
     def summary(self, states: Iterable[AlertState] | None = None) -> dict[str, int]:
         """Alerts by level: of ``states`` (e.g. those a user may see), else of all."""
-        counts = {level.value: 0 for level in ALERT_LEVELS}
         if states is None:
-            states = (s for by_path in self._states.values() for s in by_path.values())
+            return {level.value: self._counts[level] for level in ALERT_LEVELS}
+        counts = {level.value: 0 for level in ALERT_LEVELS}
         for state in states:
             counts[state.level.value] += 1
         return counts
+
+    def worst_levels(self) -> dict[str, str]:
+        """Each alerting host's most severe active level (hosts without alerts are absent)."""
+        return {host: max((s.level for s in states.values()), key=SEVERITY.__getitem__).value
+                for host, states in self._states.items() if states}
 
     def take_dirty(self) -> tuple[list[AlertState], list[tuple[str, str]]]:
         """States changed since the last call (copies) and the keys of states removed."""
@@ -185,7 +196,8 @@ class ThresholdEngine:
 
     def forget(self, host: str) -> None:
         """Drop every state of a removed host."""
-        for path in self._states.pop(host, {}):
+        for path, state in self._states.pop(host, {}).items():
+            self._counts[state.level] -= 1
             self._dirty.add((host, path))
         if self.flaps is not None:
             self.flaps.forget(host)
@@ -356,6 +368,7 @@ class ThresholdEngine:
             self._states.setdefault(host, {})[path] = AlertState(
                 host, sample.plugin, path, level, value, limit, rule.operator, display, now, now,
                 flapping)
+            self._counts[level] += 1
             sample.out.append(Alert(host, path, level, _OK, value, limit, rule.operator,
                                     _message(f"{level.value}:", host, path, value, display),
                                     display, now, now, notify=True, flapping=flapping))
@@ -370,6 +383,8 @@ class ThresholdEngine:
                                     display, now, now, notify=True, flapping=flapping))
         else:
             notify = SEVERITY[level] > SEVERITY[current]
+            self._counts[current] -= 1
+            self._counts[level] += 1
             state.level, state.value, state.threshold_value = level, value, limit
             state.operator, state.display, state.since = rule.operator, display, now
             state.flapping = flapping
@@ -394,6 +409,7 @@ class ThresholdEngine:
     def _drop(self, state: AlertState) -> None:
         states = self._states[state.host]
         del states[state.metric_path]
+        self._counts[state.level] -= 1
         if not states:
             del self._states[state.host]
         self._dirty.add((state.host, state.metric_path))

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from klein import Klein
 from twisted.internet.defer import Deferred, maybeDeferred
-from twisted.internet.interfaces import IReactorTime
+from twisted.internet.interfaces import IConsumer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
@@ -30,10 +30,11 @@ from heartbeat.events import EventBus
 from heartbeat.protocol import CLIENT_IDS
 from heartbeat.server.access import HostAccess, Role, Viewer, user_json
 from heartbeat.server.auth import LoginRefused, LoginThrottled
+from heartbeat.server.hostlist import HostFilter, iter_hosts, page
 from heartbeat.server.journal import JournalService
 from heartbeat.server.problems import KINDS, problems
 from heartbeat.server.problems import summary as problem_summary
-from heartbeat.server.registry import Host, Registry
+from heartbeat.server.registry import Host, HostState, Registry
 from heartbeat.server.store import StoreService, read_history
 from heartbeat.server.thresholds.engine import ThresholdEngine
 from heartbeat.server.thresholds.rules import ALERT_LEVELS
@@ -49,7 +50,7 @@ from heartbeat.server.user_policy import (
 )
 from heartbeat.server.web import openapi
 from heartbeat.server.web.auth import WebAuth, client_address
-from heartbeat.server.web.errors import ApiError, json_response, routing_error
+from heartbeat.server.web.errors import ApiError, json_headers, json_response, routing_error
 from heartbeat.server.web.hostview import HostViews
 from heartbeat.server.web.schema import (
     ACCESS_BODY,
@@ -61,10 +62,16 @@ from heartbeat.server.web.schema import (
     USER_UPDATE_BODY,
     read_json,
 )
+from heartbeat.server.web.stream import StreamedBody
+from heartbeat.text import json_bytes
 
 __all__ = ["ApiError", "DnsTrigger", "HeartbeatAPI", "json_response"]
 
 N = TypeVar("N", int, float)
+MAX_PAGE = 5000
+"""Hosts in one page of ``GET /api/0/hosts?limit=N``."""
+STREAM_CHUNK = 64 * 1024
+"""Bytes of host objects written per reactor turn when the whole list is streamed."""
 StatusSource = Callable[[], Mapping[str, Any]]
 DnsTrigger = Callable[[str], object]
 """Starts a DNS update for a host now (may return a Deferred; ValueError: refused)."""
@@ -139,6 +146,7 @@ class HeartbeatAPI:
         bus: EventBus,
         dns_trigger: DnsTrigger | None = None,
         max_body: int = 1024 * 1024,
+        stream_over: int = 1000,
         alerts: ThresholdEngine | None = None,
         config: ServerConfig | None = None,
         config_path: str | None = None,
@@ -153,6 +161,8 @@ class HeartbeatAPI:
         self.bus = bus
         self.dns_trigger = dns_trigger
         self.max_body = max_body
+        self.stream_over = stream_over
+        """Fleets larger than this get the whole host list streamed, not built at once."""
         self.alerts = alerts
         self.config = config
         self.config_path = config_path
@@ -287,10 +297,55 @@ class HeartbeatAPI:
 
     # Hosts
     @app.route("/api/0/hosts", methods=["GET"])
-    def hosts(self, request: IRequest) -> bytes:
+    def hosts(self, request: IRequest) -> bytes | Deferred[bytes]:
         viewer = self.viewer(request)
-        hosts = sorted((h for h in self.registry if viewer.sees(h.name)), key=lambda h: h.name)
-        return json_response(request, {"hosts": [self._host_json(viewer, h) for h in hosts]})
+        flt = HostFilter(
+            states=choice_arg(request, "state", [state.value for state in HostState]),
+            levels=choice_arg(request, "alerting", [level.value for level in ALERT_LEVELS]),
+            text=str_arg(request, "q"))
+        after = str_arg(request, "after")
+        levels = (self.alerts.worst_levels()
+                  if flt.levels is not None and self.alerts is not None else {})
+        sees = None if viewer.admin else viewer.sees
+        if str_arg(request, "limit") is not None:
+            found = page(self.registry, flt, levels, sees,
+                         int_arg(request, "limit", 100, 1, MAX_PAGE), after=after)
+            return json_response(request, {
+                "hosts": [self._host_json(viewer, h) for h in found.hosts],
+                "next": found.next, "total": found.total})
+        if len(self.registry) <= self.stream_over:
+            hosts = iter_hosts(self.registry, flt, levels, sees, after)
+            return json_response(request, {"hosts": [self._host_json(viewer, h) for h in hosts]})
+        json_headers(request)
+        return StreamedBody(IConsumer(request), self._host_chunks(viewer, flt, sees, after),
+                            self.clock).start()
+
+    def _host_chunks(self, viewer: Viewer, flt: HostFilter, sees: Callable[[str], bool] | None,
+                     after: str | None) -> Iterator[bytes]:
+        """``{"hosts": [...]}`` in pieces of about STREAM_CHUNK bytes, each picking up after
+        the last host written, so hosts added or removed meanwhile shift nothing."""
+        yield b'{"hosts":['
+        separator = b""
+        while True:
+            levels = (self.alerts.worst_levels()
+                      if flt.levels is not None and self.alerts is not None else {})
+            parts: list[bytes] = []
+            size = 0
+            finished = True
+            for host in iter_hosts(self.registry, flt, levels, sees, after):
+                part = json_bytes(self._host_json(viewer, host))
+                parts.append(part)
+                size += len(part) + 1
+                after = host.name
+                if size >= STREAM_CHUNK:
+                    finished = False
+                    break
+            if parts:
+                yield separator + b",".join(parts)
+                separator = b","
+            if finished:
+                yield b"]}"
+                return
 
     @app.route("/api/0/hosts/<name>", methods=["GET"])
     def host_detail(self, request: IRequest, name: str) -> bytes:

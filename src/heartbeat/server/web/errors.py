@@ -11,7 +11,7 @@ from werkzeug.exceptions import MethodNotAllowed
 
 from heartbeat.text import json_bytes
 
-__all__ = ["ApiError", "json_response", "routing_error"]
+__all__ = ["ApiError", "json_headers", "json_response", "routing_error"]
 
 
 class ApiError(Exception):
@@ -31,10 +31,15 @@ class ApiError(Exception):
         return json_response(request, {"error": self.code, "detail": self.detail}, self.status)
 
 
-def json_response(request: IRequest, body: Any, status: int = 200) -> bytes:
+def json_headers(request: IRequest, status: int = 200) -> None:
+    """The status and headers of every JSON answer (streamed ones write the body after)."""
     request.setResponseCode(status)
     request.setHeader(b"Content-Type", b"application/json")
     request.setHeader(b"Cache-Control", b"no-store")
+
+
+def json_response(request: IRequest, body: Any, status: int = 200) -> bytes:
+    json_headers(request, status)
     return json_bytes(body)
 
 

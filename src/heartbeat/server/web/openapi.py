@@ -95,7 +95,13 @@ SCHEMAS: Final[dict[str, Any]] = {
     },
     "HostList": {
         "type": "object",
-        "properties": {"hosts": {"type": "array", "items": {"$ref": "#/components/schemas/Host"}}},
+        "properties": {
+            "hosts": {"type": "array", "items": {"$ref": "#/components/schemas/Host"}},
+            "next": {"type": ["string", "null"],
+                     "description": "with limit: the after= of the next page; null on the last"},
+            "total": {"type": "integer", "minimum": 0,
+                      "description": "with limit: hosts matching the filters in all"},
+        },
         "required": ["hosts"],
     },
     "Sample": {
@@ -409,8 +415,23 @@ def _paths() -> dict[str, dict[str, Any]]:
         "/api/0/config": {"get": _op(
             "The server's configuration, every key with its default; secrets masked",
             (200, "Settings"), (403, 503), role=ADMIN, tag="meta")},
-        "/api/0/hosts": {"get": _op("Hosts the caller holds a role on", (200, "HostList"),
-                                    tag="hosts")},
+        "/api/0/hosts": {"get": _op(
+            "Hosts the caller holds a role on, by name; a page of them with limit",
+            (200, "HostList"), (400,), tag="hosts", params=[
+                _query("limit", {"type": "integer", "minimum": 1, "maximum": 5000},
+                       "hosts in one page; the answer adds next and total (without it: "
+                       "every host)"),
+                _query("after", {"type": "string"},
+                       "start after this name: the next of the previous page"),
+                _query("state", {"type": "string"},
+                       "only hosts in these states: UP, DOWN, UNREACHABLE, UNKNOWN "
+                       "(comma-separated)"),
+                _query("alerting", {"type": "string"},
+                       "only hosts whose worst active alert is at one of these levels: "
+                       "CRITICAL, WARNING, UNKNOWN (comma-separated)"),
+                _query("q", {"type": "string"},
+                       "only hosts with this text in their name, address or description "
+                       "(any case)")])},
         "/api/0/hosts/{name}": {
             "parameters": [HOST],
             "get": _op("One host, its queued commands and recent results",

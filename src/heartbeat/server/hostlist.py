@@ -1,0 +1,111 @@
+"""Which hosts a list shows, a page at a time: the filters and cursors of ``GET /api/0/hosts``.
+
+Pure code over the registry's sorted names: a page starts just after its cursor
+(a host name, found by bisection) and walks forward until it has ``limit``
+hosts that pass the filters, so a page of 100 from a fleet of 100,000 costs a
+few hundred checks, not a sort of the fleet. ``total`` counts every match, from
+the registry's running state counts when it can and by one walk otherwise.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+
+from heartbeat.server.registry import Host, Registry
+
+__all__ = ["HostFilter", "HostPage", "iter_hosts", "page"]
+
+
+@dataclass(frozen=True, slots=True)
+class HostFilter:
+    """What a host must be to be listed; None (or empty text) lets everything through.
+
+    ``states``: its state is one of them. ``levels``: its worst active alert is at
+    one of them (``levels_of`` gives every host's worst level). ``text``: a
+    case-insensitive substring of its name, address or description.
+    """
+
+    states: frozenset[str] | None = None
+    levels: frozenset[str] | None = None
+    text: str | None = None
+
+    @property
+    def only_states(self) -> bool:
+        """Whether the state (or nothing) is all that is asked: totals come from counts."""
+        return self.levels is None and not self.text
+
+    def matcher(self, registry: Registry,
+                levels_of: Mapping[str, str]) -> Callable[[Host], bool] | None:
+        """A predicate for hosts (None: every host passes)."""
+        states, levels, text = self.states, self.levels, (self.text or "").casefold()
+        if states is None and levels is None and not text:
+            return None
+        config_for = registry.config_for
+
+        def match(host: Host) -> bool:
+            if states is not None and host.state.value not in states:
+                return False
+            if levels is not None and levels_of.get(host.name) not in levels:
+                return False
+            if text:
+                return (text in host.name.casefold()
+                        or (host.addr is not None and text in host.addr)
+                        or text in config_for(host.name).description.casefold())
+            return True
+
+        return match
+
+
+@dataclass(frozen=True, slots=True)
+class HostPage:
+    """One page: its hosts in name order, the cursor of the next page (None: the last
+    page) and how many hosts match in all."""
+
+    hosts: list[Host]
+    next: str | None
+    total: int
+
+
+def _candidates(registry: Registry, names: Sequence[str], after: str | None,
+                levels_of: Mapping[str, str], flt: HostFilter) -> Iterator[Host]:
+    """Hosts after ``after`` in name order; only those with alerts when levels are asked."""
+    if flt.levels is not None:
+        names = sorted(n for n, level in levels_of.items() if level in flt.levels)
+    start = 0 if after is None else bisect_right(names, after)
+    hosts = registry.hosts
+    for index in range(start, len(names)):
+        host = hosts.get(names[index])
+        if host is not None:
+            yield host
+
+
+def iter_hosts(registry: Registry, flt: HostFilter, levels_of: Mapping[str, str],
+               sees: Callable[[str], bool] | None, after: str | None = None) -> Iterator[Host]:
+    """Every host passing ``flt`` that ``sees`` (None: everyone) allows, in name order."""
+    match = flt.matcher(registry, levels_of)
+    for host in _candidates(registry, registry.names(), after, levels_of, flt):
+        if (sees is None or sees(host.name)) and (match is None or match(host)):
+            yield host
+
+
+def page(registry: Registry, flt: HostFilter, levels_of: Mapping[str, str],
+         sees: Callable[[str], bool] | None, limit: int, *, after: str | None = None
+         ) -> HostPage:
+    """The ``limit`` hosts after ``after`` passing ``flt``, with the next cursor and total.
+
+    ``sees`` None means the caller sees every host (an admin), which lets the total
+    come from the registry's counts instead of a walk over the fleet.
+    """
+    found = iter_hosts(registry, flt, levels_of, sees, after)
+    hosts = [host for _, host in zip(range(limit), found, strict=False)]
+    more = next(found, None) is not None
+    cursor = hosts[-1].name if more and hosts else None
+    if sees is None and flt.only_states:
+        counts = registry.counts()
+        total = len(registry) if flt.states is None else sum(
+            counts.get(state, 0) for state in flt.states)
+    else:
+        total = sum(1 for _ in iter_hosts(registry, flt, levels_of, sees))
+    return HostPage(hosts, cursor, total)
