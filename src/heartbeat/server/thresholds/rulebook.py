@@ -2,7 +2,7 @@
 
 ``thresholds:`` (over the built-in rules of plugins.py), ``threshold_configs:``
 (named profiles) and ``hosts.<name>.threshold_config`` are checked once, each
-problem a one-line :class:`~heartbeat.config.ConfigError` naming the key; the
+problem a one-line :class:`~heartbeat.config.loader.ConfigError` naming the key; the
 book then gives each host its compiled :class:`RuleSet`. Pure code.
 
 Rules mirror the shape of the plugin data, so ``disk_monitor: {partitions: {/:
