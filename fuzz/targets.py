@@ -93,6 +93,8 @@ def protocol(data: bytes) -> dict[str, Any] | None:
     check(message["ID"] not in CLIENT_IDS or _valid_fields(message), "fields")
     _strict_json(message)
     check(json.loads(text) == message, "the journaled text is not the message")
+    every_value = json.loads(text, object_pairs_hook=lambda pairs: [v for _, v in pairs])
+    check(text_problem(every_value) is None, "the journaled text shadows refused text")
     return message
 
 

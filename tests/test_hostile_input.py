@@ -60,8 +60,12 @@ _framing = st.sampled_from([b"", b"Z", b"S", b"SZ"])
 """How fuzz/targets.py frames the text: as it is, zlib'd, signed, or both."""
 
 
-def _dumps(message: dict[str, Any], framing: bytes) -> bytes:
+def _dumps(message: dict[str, Any], framing: bytes,
+           shadowed: dict[str, Any] | None = None) -> bytes:
+    """The datagram; ``shadowed`` fields go first, so the message's own keys repeat them."""
     text = json.dumps(message).encode()  # NaN/Infinity allowed: the decoder must refuse them
+    if shadowed and text != b"{}":
+        text = json.dumps(shadowed).encode()[:-1] + b"," + text[1:]
     return framing + text
 
 
@@ -78,6 +82,19 @@ def _dumps(message: dict[str, Any], framing: bytes) -> bytes:
 def test_protocol_decode(message: dict[str, Any], framing: bytes) -> None:
     """decode: a checked message or a documented DecodeError, for any field values."""
     targets.protocol(_dumps(message, framing))
+
+
+@PROPERTY
+@given(messages(), _framing, st.dictionaries(_fields, _values, min_size=1, max_size=3))
+@example({"ID": "HTB", "name": "h", "version": "1"}, b"", {"version": "\ud800"})
+def test_protocol_decode_duplicate_keys(message: dict[str, Any], framing: bytes,
+                                        shadowed: dict[str, Any]) -> None:
+    """Keys said twice: the last value wins, and a shadowed one never passes the policy by
+    hiding in the text passed on."""
+    decoded = targets.protocol(_dumps(message, framing, shadowed))
+    if decoded is not None:
+        assert decoded == {**shadowed, **message} | {
+            k: v for k, v in decoded.items() if k in {"output", "truncated"}}
 
 
 @PROPERTY

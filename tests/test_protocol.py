@@ -142,6 +142,15 @@ class DecodeTests:
                    + b"x" * 5000 + rb'\ud800"}')
         assert _reason(zlib.compress(payload)) == "bad_text"
 
+    def test_a_shadowed_surrogate_never_leaves_in_the_text(self) -> None:
+        """A key said twice keeps its last value; when an earlier one held a lone surrogate,
+        the text passed on is re-encoded from the message, so no reader ever meets it."""
+        raw = rb'{"ID":"HTB","name":"d","version":"\ud800","version":"1.0"}'
+        assert decode_with_text(raw) == ({"ID": "HTB", "name": "d", "version": "1.0"},
+                                         b'{"ID":"HTB","name":"d","version":"1.0"}')
+        plain = b'{"ID":"HTB","name":"a","name":"b"}'
+        assert decode_with_text(plain) == ({"ID": "HTB", "name": "b"}, plain)
+
     @pytest.mark.parametrize("payload", [
         rb'{"ID":"MSG","name":"x","text":"smile \ud83d\ude00"}',  # a pair is one character
         rb'{"ID":"MSG","name":"x","text":"nul \u0000 in a value"}',

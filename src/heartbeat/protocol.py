@@ -395,9 +395,35 @@ def decode_with_text(
     text = _datagram_text(payload, limits)
     message = _parse_object(text, limits)
     message = _validate(message)
-    if message.get("truncated") is True:
+    if message.get("truncated") is True or (may_break_policy(text) and _says_a_key_twice(text)):
         text = json_bytes(message)
     return message, text
+
+
+class _KeyTwice(Exception):
+    pass
+
+
+def _unique_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        raise _KeyTwice
+    return value
+
+
+def _says_a_key_twice(text: bytes) -> bool:
+    """Whether an object of ``text`` (already parsed once) repeats a key.
+
+    The last value wins, and the policy checked only that one: a shadowed
+    ``"\\ud800"`` would still be in the text as received. Such a text is
+    re-encoded from the message, so it never reaches the journal or the store.
+    Asked only behind :func:`~heartbeat.text.may_break_policy`'s scan.
+    """
+    try:
+        json.loads(text, object_pairs_hook=_unique_pairs)
+    except _KeyTwice:
+        return True
+    return False
 
 
 def encode_ack(server_ts: float, seq: int | None = None, ts: float | None = None) -> bytes:
