@@ -40,6 +40,7 @@ from heartbeat.server.silences import Silence, parse_silence
 from heartbeat.server.store import StoreService, Write
 from heartbeat.server.suppression import DOWN_KEY, HeldProblem, Suppression
 from heartbeat.server.thresholds.engine import AlertState, ThresholdEngine
+from heartbeat.text import json_bytes
 
 __all__ = [
     "ACK_ADDED",
@@ -275,7 +276,7 @@ class OperationsService(Service):
     def _keep_window(self, window: MaintenanceWindow, kind: str, by: str | None,
                      now: float) -> None:
         self.calendar.put(window)
-        spec = json.dumps(window.spec)
+        spec = json_bytes(window.spec).decode()
         row = (window.id, spec, window.author, window.created)
         self._writes.append(lambda conn: conn.execute(
             "INSERT OR REPLACE INTO maintenance_windows (id, spec, author, created)"
@@ -395,7 +396,7 @@ class OperationsService(Service):
         if self.flaps is not None:
             changed, dropped = self.flaps.take_dirty()
             if changed or dropped:
-                flap_rows = [(host, subject, json.dumps(list(f.history)), int(f.flapping),
+                flap_rows = [(host, subject, json_bytes(list(f.history)).decode(), int(f.flapping),
                               f.since) for host, subject, f in changed]
                 writes.append(lambda conn: (
                     conn.executemany("DELETE FROM flap_states WHERE host = ? AND subject = ?",
