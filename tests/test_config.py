@@ -174,7 +174,7 @@ users: {alice: {admin: true, pushover_user: ukey,
     assert rows["mattermost"]["value"]["url"] == SECRET_MASK
     assert rows["keys"] == {"key": "keys", "value": {"k1": SECRET_MASK}, "default": {},
                             "changed": True, "doc": "shared keys by id for signed datagrams",
-                            "secret": True}
+                            "unit": None, "secret": True}
     alice = rows["users"]["value"]["alice"]
     assert (alice["password"], alice["pushover_user"], alice["admin"]) == (
         SECRET_MASK, SECRET_MASK, True)
@@ -189,7 +189,7 @@ def test_settings_view_lists_every_key_in_order() -> None:
     assert [r["key"] for r in rows] == [f.name for f in dataclasses.fields(ServerConfig)]
     assert not any(r["changed"] for r in rows)
     assert rows[1] == {"key": "hb_port", "value": 50003, "default": 50003, "changed": False,
-                       "doc": "UDP port for heartbeats", "secret": False}
+                       "doc": "UDP port for heartbeats", "unit": None, "secret": False}
     assert masked({"a": [ServerConfig().email]})["a"][0]["smtp_port"] == 25
 
 

@@ -149,10 +149,14 @@ def test_host_overview_is_for_owners_and_managers(stack: Stack) -> None:
     assert stack.call("GET", "/plugins/web2", cookie=alice).status == 200
     denied = stack.call("GET", "/plugins/web1", cookie=bob)
     assert denied.status == 403 and "Not yours to inspect" in denied.text
+    assert "<title>403 Not yours to inspect · heartbeat</title>" in denied.text
+    assert "<title>web1 · heartbeat</title>" in stack.call("GET", "/plugins/web1",
+                                                            cookie=carol).text
     for cookie, path in ((bob, "/plugins/web2"), (carol, "/plugins/web2"),
                          (alice, "/plugins/nowhere")):
         response = stack.call("GET", path, cookie=cookie)
         assert response.status == 404 and "No such host" in response.text, path
+        assert "<title>404 No such host · heartbeat</title>" in response.text, path
 
 
 def test_page_headers(stack: Stack) -> None:
@@ -255,10 +259,13 @@ def test_settings_config_is_admin_only_and_masked(tmp_path: Path) -> None:
         assert response.json["path"] == "/etc/hb.yaml"
         assert keys["hb_port"] == {"key": "hb_port", "value": 4000, "default": 50003,
                                    "changed": True, "doc": "UDP port for heartbeats",
-                                   "secret": False}
+                                   "unit": None, "secret": False}
+        assert (keys["history_retention"]["unit"], keys["journal_max_size"]["unit"]) == (
+            "seconds", "bytes")
         assert keys["keys"] == {"key": "keys", "value": {"k1": "********"}, "default": {},
                                 "changed": True,
-                                "doc": "shared keys by id for signed datagrams", "secret": True}
+                                "doc": "shared keys by id for signed datagrams", "unit": None,
+                                "secret": True}
     finally:
         stack.close()
 

@@ -14,9 +14,11 @@ import os
 import re
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from functools import cache
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -99,7 +101,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         tmp_path_factory.mktemp("ui"), grace=0.5,
         users={"alice": {"admin": True, "password": _hash("alice"), "full_name": "Alice A"},
                "bob": {"password": _hash("bob")},
-               "mallory": {"password": _hash("mallory"), "full_name": XSS_NAME}},
+               "mallory": {"password": _hash("mallory"), "full_name": XSS_NAME},
+               "dave": {"password": _hash("dave")}},
         hosts={"web1": {"monitors": ["bob"]}, "ui-xss": {"managers": ["mallory"]}},
         email={"smtp_host": "smtp.example.test", "username": "hb", "password": SECRET},
         thresholds={"cpu_monitor": {"cpu_percent": {"warning": 80, "critical": 90}}},
@@ -519,3 +522,101 @@ def test_live_with_a_thousand_hosts(ui: tuple[Page, Watch], server_factory: Any,
     page.reload()
     page.fill("#live-search", "host0999")
     expect(rows.first.locator("td[data-label='Latest message']")).to_contain_text("last one here")
+
+
+def test_access_edited_in_the_ui(ui: tuple[Page, Watch], site: Site) -> None:
+    """An admin makes bob owner of a host on its page; bob (not admin) adds a monitor;
+    changes carry the CSRF token (cookie sessions); reset goes back to the config."""
+    page, watch = ui
+    site.send({"ID": "HTB", "name": "ui-access"})
+    wait_until(lambda: site.request("/api/0/hosts/ui-access")[0] == 200)
+    site.log_in(page, "alice")
+    page.goto(site.base + "/plugins/ui-access")
+    form = page.locator("#access-form")
+    expect(form.locator("input[name=owner]")).to_have_value("alice")
+    form.locator("input[name=owner]").fill("bob")
+    form.locator("input[name=managers]").fill("nobody-such")
+    page.click("#access-save")
+    expect(page.locator("#access-error")).to_have_text("no such user: nobody-such")
+    assert watch.errors == [f"400 {site.base}/api/0/hosts/ui-access/access"]
+    watch.errors.clear()
+    form.locator("input[name=managers]").fill("")
+    page.click("#access-save")
+    expect(page.locator("#access-saved")).to_have_text("Saved.")
+    assert site.api("/api/0/hosts/ui-access/access") == {
+        "host": "ui-access", "owner": "bob", "managers": [], "monitors": [], "source": "api"}
+    page.context.clear_cookies()
+    site.log_in(page, "bob")
+    page.goto(site.base + "/plugins/ui-access")
+    page.locator("#access-form input[name=monitors]").fill("mallory, dave")
+    page.click("#access-save")
+    expect(page.locator("#access-saved")).to_have_text("Saved.")
+    assert site.api("/api/0/hosts/ui-access/access")["monitors"] == ["mallory", "dave"]
+    page.click("#access-reset")
+    expect(page.locator("#access-saved")).to_have_text("Reset to the config file's.")
+    assert site.api("/api/0/hosts/ui-access/access")["source"] == "config"
+    page.goto(site.base + "/plugins/ui-access")
+    expect(page.locator("main h1")).to_have_text("No such host")
+    assert page.title() == "404 No such host · heartbeat"
+
+
+def test_a_user_without_roles_is_told_who_grants_them(ui: tuple[Page, Watch],
+                                                      site: Site) -> None:
+    """A user holding no role sees why the live page is empty and who can change it."""
+    page, _ = ui
+    site.log_in(page, "dave")
+    page.goto(site.base + "/live")
+    _live(page)
+    expect(page.locator("#no-hosts")).to_contain_text("You hold no role on any host yet")
+    expect(page.locator("#no-hosts")).to_contain_text("an admin: Alice A (alice)")
+
+
+def test_dark_mode_time_zone_and_formats(browser: Any, site: Site) -> None:
+    """Dark by the system's choice or the toggle (kept over a reload); times in the
+    browser's zone with its offset, date and time from the same zone (UTC+14 here);
+    settings show sizes and durations; an unavailable plugin is one collapsed line."""
+    context = browser.new_context(timezone_id="Pacific/Kiritimati", color_scheme="dark")
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT)
+    watch = Watch(page)
+    try:
+        site.send({"ID": "HTB", "name": "ui-zone"})
+        site.send({"ID": "MSG", "name": "ui-zone", "text": "zone check"})
+        site.send({"ID": "PLG", "name": "ui-zone", "plugins": {
+            "zfs_monitor": {"available": False, "reason": "no zpool command"}}})
+        wait_until(lambda: site.samples("ui-zone", "zfs_monitor") == 1)
+        ts = site.api("/api/0/hosts/ui-zone")["latest_message"]["ts"]
+        site.log_in(page, "alice")
+        page.goto(site.base + "/live")
+        background = "getComputedStyle(document.body).backgroundColor"
+        assert page.evaluate(background) == "rgb(13, 17, 23)"
+        page.fill("#live-search", "ui-zone")
+        when = page.locator("tr[data-host=ui-zone] td[data-label='Latest message'] time")
+        local = datetime.fromtimestamp(ts, ZoneInfo("Pacific/Kiritimati"))
+        expect(when).to_have_attribute(
+            "title", f"{local:%Y-%m-%d %H:%M:%S} GMT+14 (Pacific/Kiritimati)")
+        expect(page.locator("#zone-note")).to_have_text("times in Pacific/Kiritimati (GMT+14)")
+        page.click("#theme-toggle")  # auto -> dark
+        page.click("#theme-toggle")  # dark -> light
+        assert page.evaluate(background) == "rgb(245, 247, 250)"
+        page.goto(site.base + "/plugins/ui-zone")
+        assert page.evaluate(background) == "rgb(245, 247, 250)"
+        card = page.locator("details[data-plugin=zfs_monitor]")
+        expect(card).to_contain_text("not available: no zpool command")
+        assert card.get_attribute("open") is None
+        page.goto(site.base + "/settings")
+        page.select_option("#display-zone", "UTC")
+        expect(page.locator("#zone-note")).to_have_text("times in Pacific/Kiritimati (GMT+14)")
+        expect(page.locator("#display-zone-note")).to_have_text(
+            "Times are shown in UTC, now GMT.")
+        page.select_option("#display-theme", "auto")
+        assert page.evaluate(background) == "rgb(13, 17, 23)"
+        expect(page.locator("#config tr[data-key=journal_max_size] td[data-label=Value]")) \
+            .to_have_text("100 MiB (104,857,600 B)")
+        expect(page.locator("#config tr[data-key=history_retention] td[data-label=Value]")) \
+            .to_have_text("7 d 0 h (604,800 s)")
+        expect(page.locator("#config tr[data-key=grace] td[data-label=Meaning]")) \
+            .to_have_text("silence past the interval before a host is DOWN (s)")
+        assert (watch.dialogs, watch.errors) == ([], [])
+    finally:
+        context.close()

@@ -40,6 +40,16 @@ def masked(value: Any) -> Any:
     return value
 
 
+def unit_of(doc: str) -> str | None:
+    """A key's unit from its doc's closing "(s)" or "(bytes)", for the UI to show
+    ``604800`` as 7 d and ``104857600`` as 100 MiB."""
+    if doc.endswith("(s)"):
+        return "seconds"
+    if doc.endswith("(bytes)"):
+        return "bytes"
+    return None
+
+
 def settings_view(config: ServerConfig) -> list[dict[str, Any]]:
     """Every server key in declaration order: its value and default (masked), doc, secret.
 
@@ -56,6 +66,7 @@ def settings_view(config: ServerConfig) -> list[dict[str, Any]]:
             "default": _mask(default) if secret else masked(default),
             "changed": value != default,
             "doc": f.metadata.get("doc", ""),
+            "unit": unit_of(f.metadata.get("doc", "")),
             "secret": secret,
         })
     return rows

@@ -162,12 +162,14 @@ class ServerConfig:
     hb_host: str = option("::", doc="UDP bind address; '::' is dual-stack IPv4+IPv6")
     hb_port: int = option(50003, port_number, doc="UDP port for heartbeats")
     interval: float = option(
-        30.0, positive, doc="heartbeat interval assumed when a host sends none")
-    grace: float = option(40.0, not_negative, doc="seconds past interval before a host is DOWN")
+        30.0, positive, doc="heartbeat interval assumed when a host sends none (s)")
+    grace: float = option(
+        40.0, not_negative, doc="silence past the interval before a host is DOWN (s)")
     max_inflated: int = option(262144, positive, doc="largest inflated datagram accepted (bytes)")
     max_depth: int = option(16, positive, doc="deepest JSON nesting accepted")
-    udp_rcvbuf: int = option(4 * 1024 * 1024, not_negative, doc="UDP socket receive buffer")
-    monitor_interval: float = option(1.0, positive, doc="how often hosts are checked for expiry")
+    udp_rcvbuf: int = option(4 * 1024 * 1024, not_negative, doc="UDP socket receive buffer (bytes)")
+    monitor_interval: float = option(
+        1.0, positive, doc="how often hosts are checked for expiry (s)")
     command_attempts: int = option(5, positive, doc="sends of a queued CMD/UPD before it fails")
     hosts: dict[str, HostConfig] = option({}, doc="per-host settings")
 
@@ -176,12 +178,13 @@ class ServerConfig:
     hbd_port: int = option(50004, port_number, doc="HTTP port (API, pages, /ws)")
     ws_port: int | None = option(50005, port_number, doc="plain WebSocket port; null disables")
     wss_port: int | None = option(None, port_number, doc="TLS WebSocket port; null disables")
-    cert_path: str = option("/usr/local/etc/ssl/")
-    wss_pem: str = option("fullchain.pem")
-    wss_key: str = option("privkey.pem")
+    cert_path: str = option("/usr/local/etc/ssl/", doc="folder of the TLS files for wss_port")
+    wss_pem: str = option("fullchain.pem", doc="certificate chain in cert_path (PEM, leaf first)")
+    wss_key: str = option("privkey.pem", doc="private key in cert_path (PEM)")
     templates_dir: str | None = option(None, doc="override the packaged page templates")
     http_max_body: int = option(1024 * 1024, positive, doc="largest HTTP request body (bytes)")
-    http_idle_timeout: float = option(60.0, positive, doc="idle HTTP connections are closed")
+    http_idle_timeout: float = option(
+        60.0, positive, doc="idle HTTP connections are closed after this (s)")
     http_request_timeout: float = option(
         30.0, positive, doc="a request's headers and body must arrive within this (s)")
     http_max_connections: int = option(
@@ -195,15 +198,15 @@ class ServerConfig:
     history_retention: float = option(7 * 86400.0, positive, doc="plugin history kept (s)")
     history_max_samples: int = option(10000, positive, doc="PLG messages kept in history per host")
     logfile: str | None = option(None, doc="also write the server log to this file")
-    journal_enabled: bool = option(True)
-    journal_dir: str = option("/var/log/heartbeat")
-    journal_file: str = option("messages.journal")
+    journal_enabled: bool = option(True, doc="write every received message to the journal")
+    journal_dir: str = option("/var/log/heartbeat", doc="journal directory")
+    journal_file: str = option("messages.journal", doc="journal file name in journal_dir")
     journal_max_size: int = option(104857600, positive, doc="rotate past this size (bytes)")
     journal_max_backups: int = option(10, not_negative, doc="rotated files kept")
     journal_flush_interval: float = option(0.5, positive, doc="journal buffer flush period (s)")
 
     # Users and sessions
-    users: dict[str, UserConfig] = option({})
+    users: dict[str, UserConfig] = option({}, doc="users and their passwords; none: no login")
     default_owner: str | None = option(None, doc="owner of hosts without one (else first admin)")
     session_idle_timeout: float = option(7 * 86400.0, positive, doc="idle session expiry (s)")
     login_free_attempts: int = option(
@@ -211,9 +214,10 @@ class ServerConfig:
     login_max_delay: float = option(300.0, positive, doc="longest login backoff (s)")
 
     # Thresholds (validated in heartbeat.server.thresholds)
-    thresholds: dict[str, Any] = option({})
-    threshold_configs: dict[str, Any] = option({})
-    threshold_renotify_interval: float = option(3600.0, not_negative)
+    thresholds: dict[str, Any] = option({}, doc="threshold rules over the built-in ones")
+    threshold_configs: dict[str, Any] = option({}, doc="named threshold profiles hosts pick")
+    threshold_renotify_interval: float = option(
+        3600.0, not_negative, doc="reminder of an ongoing alert after this; 0: none (s)")
 
     # Operations: maintenance windows, dependencies, flapping (docs/OPERATIONS.md)
     maintenance: list[dict[str, Any]] = option(
@@ -229,11 +233,12 @@ class ServerConfig:
         30.0, _percent, doc="percent state change at or above which flapping starts")
 
     # Notifications
-    pushsrv: str | None = option(None, one_of("pushover", "mattermost", "signal", "all"))
-    email: EmailConfig = option(EmailConfig())
-    pushover: PushoverConfig = option(PushoverConfig())
-    mattermost: MattermostConfig = option(MattermostConfig())
-    signal: SignalConfig = option(SignalConfig())
+    pushsrv: str | None = option(None, one_of("pushover", "mattermost", "signal", "all"),
+                                 doc="push channels used besides e-mail")
+    email: EmailConfig = option(EmailConfig(), doc="SMTP server and recipients of notices")
+    pushover: PushoverConfig = option(PushoverConfig(), doc="Pushover application and user")
+    mattermost: MattermostConfig = option(MattermostConfig(), doc="Mattermost incoming webhook")
+    signal: SignalConfig = option(SignalConfig(), doc="signal-cli REST API and recipients")
     notify_burst: int = option(10, positive, doc="events per window before a digest is sent")
     notify_window: float = option(30.0, positive, doc="digest window (s)")
     notify_timeout: float = option(15.0, positive, doc="per-send timeout (s)")
@@ -242,7 +247,7 @@ class ServerConfig:
 
     # Dynamic DNS
     dyndomains: list[str] = option([], each(_domain_name), doc="zones that get <host>.<zone>")
-    nsupdate_bin: str = option("/usr/bin/nsupdate")
+    nsupdate_bin: str = option("/usr/bin/nsupdate", doc="the nsupdate program")
     nsupdate_server: str | None = option(
         None, _nsupdate_server, doc="'host' or 'host port' for nsupdate's server"
     )
@@ -253,7 +258,7 @@ class ServerConfig:
 
     # Signing and limits
     keys: dict[str, str] = option({}, secret=True, doc="shared keys by id for signed datagrams")
-    require_signed: bool = option(False)
+    require_signed: bool = option(False, doc="drop unsigned datagrams (see keys)")
     sign_window: float = option(120.0, positive, doc="accepted clock skew of signed datagrams (s)")
     max_hosts: int = option(10000, positive, doc="new unknown hosts accepted per hour")
     max_unconfigured_hosts: int = option(
@@ -261,7 +266,7 @@ class ServerConfig:
     max_plugins: int = option(100, positive, doc="distinct plugin names kept per host")
     max_plugin_bytes: int = option(
         512 * 1024 * 1024, positive,
-        doc="plugin data held for unconfigured hosts, as bytes of the PLG texts it came from")
+        doc="plugin data held for unconfigured hosts, as the PLG texts it came from (bytes)")
     source_rate: float = option(
         1000.0, positive, doc="datagrams/s accepted from one address (IPv6: one /64)")
 

@@ -293,6 +293,10 @@ class HeartbeatAPI:
                                    "idle_timeout": self.users.sessions.idle_timeout}
         body["roles"] = {h.name: role.label for h in sorted(self.registry, key=lambda h: h.name)
                          if (role := viewer.role(h.name)) is not None}
+        directory = self.users.directory
+        body["admins"] = [{"name": name, "full_name": user.full_name, "email": user.email}
+                          for name in directory.admins()
+                          if (user := directory.user(name)) is not None]
         return json_response(request, body)
 
     # Hosts

@@ -189,8 +189,10 @@ SCHEMAS: Final[dict[str, Any]] = {
                 "type": "object",
                 "properties": {"key": {"type": "string"}, "value": {}, "default": {},
                                "changed": {"type": "boolean"}, "doc": {"type": "string"},
+                               "unit": {"type": ["string", "null"],
+                                        "enum": ["seconds", "bytes", None]},
                                "secret": {"type": "boolean"}},
-                "required": ["key", "value", "default", "changed", "doc", "secret"]}},
+                "required": ["key", "value", "default", "changed", "doc", "unit", "secret"]}},
         },
         "required": ["path", "keys"],
     },
@@ -212,8 +214,12 @@ SCHEMAS: Final[dict[str, Any]] = {
                 "idle_timeout": {"type": "number"}}},
             "roles": {"type": "object", "additionalProperties": {
                 "type": "string", "enum": ["monitor", "manager", "owner"]}},
+            "admins": {"type": "array", "description": "who can grant roles on every host",
+                       "items": {"type": "object", "properties": {
+                           "name": {"type": "string"}, "full_name": {"type": "string"},
+                           "email": _STRING_OR_NULL}, "required": ["name", "full_name"]}},
         },
-        "required": ["name", "admin", "auth", "authentication", "roles"],
+        "required": ["name", "admin", "auth", "authentication", "roles", "admins"],
     },
     "Login": {
         "type": "object",

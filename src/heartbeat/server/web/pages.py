@@ -141,10 +141,10 @@ class Pages:
         return b""
 
     def _layout(self, request: IRequest, viewer: Viewer | None, page: str, content: str, *,
-                status: int = 200, host: str = "") -> bytes:
+                status: int = 200, host: str = "", title: str | None = None) -> bytes:
         user = "" if viewer is None or viewer.name is None else viewer.name
         body = self.templates.render(
-            "layout", {"content": content}, page=page, title=TITLES.get(page, page),
+            "layout", {"content": content}, page=page, title=title or TITLES.get(page, page),
             host=host, user=user, auth="on" if self.auth.service.enabled else "off",
             version=self.version)
         return self._html(request, body, status)
@@ -152,7 +152,8 @@ class Pages:
     def _message(self, request: IRequest, viewer: Viewer, status: int, heading: str,
                  detail: str) -> bytes:
         content = self.templates.render("message", heading=heading, detail=detail)
-        return self._layout(request, viewer, "message", content, status=status)
+        return self._layout(request, viewer, "message", content, status=status,
+                            title=f"{status} {heading}")
 
     # Pages
     def home(self, request: IRequest) -> bytes:
@@ -181,7 +182,7 @@ class Pages:
                 f"The overview of {name} is for its owner and managers; you are "
                 f"{role.label}. Its state is on the live page.")
         return self._layout(request, viewer, "host", self.templates.render("host", host=name),
-                            host=name)
+                            host=name, title=name)
 
     # Login
     def login_form(self, request: IRequest) -> bytes:

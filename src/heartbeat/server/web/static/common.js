@@ -347,6 +347,7 @@ function partsOf(ts) {
   }
   const out = {};
   for (const part of format.formatToParts(new Date(ts * 1000))) out[part.type] = part.value;
+  if (out.timeZoneName === "GMT+0" || out.timeZoneName === "UTC") out.timeZoneName = "GMT";
   return out;
 }
 

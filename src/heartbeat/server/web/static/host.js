@@ -1,7 +1,7 @@
 // /plugins/<host>: the host's facts, alerts, charts of its plugin history, a card per
 // plugin and its recent messages; kept current by the feed.
 import {
-  ApiError, api, clear, debounce, el, fmtDuration, fmtNumber, fmtTime, isObject, levelBadge, markerTags,
+  ApiError, api, clear, debounce, el, fmtDuration, fmtNumber, fmtTime, isObject, levelBadge, markerTags, me,
   messageItem, metricUnit, prependLimited, ruleFor, serverNow, stateBadge, timeEl,
 } from "./common.js";
 import { Chart, ChartGroup, legendKeys } from "./chart.js";
@@ -310,6 +310,54 @@ export async function hostPage(feed) {
     }
   }
 
+  // Access: the owner (and admins) edit who manages and monitors the host.
+  const accessSection = document.getElementById("access-section");
+  const accessForm = document.getElementById("access-form");
+  const accessError = document.getElementById("access-error");
+  const accessSaved = document.getElementById("access-saved");
+  const names = (text) => text.split(/[\s,]+/).map((n) => n.trim()).filter(Boolean);
+
+  function showAccess(access) {
+    accessForm.elements.owner.value = access.owner ?? "";
+    accessForm.elements.managers.value = (access.managers || []).join(", ");
+    accessForm.elements.monitors.value = (access.monitors || []).join(", ");
+    document.getElementById("access-source").textContent = access.source === "api"
+      ? "Set here (kept in the store; it wins over the config file until reset)."
+      : "From the config file (hosts:), or the default owner.";
+    document.getElementById("access-reset").disabled = access.source !== "api";
+  }
+
+  async function loadAccess() {
+    if (detail.role !== "owner") return;
+    accessSection.hidden = false;
+    showAccess(await api(`${base}/access`));
+    const info = await me();
+    if (info.admin && info.authentication) {
+      const users = (await api("/api/0/users")).users || [];
+      document.getElementById("user-names").replaceChildren(...users.map((u) => el("option", { value: u.name, text: u.full_name || u.name })));
+    }
+  }
+
+  async function saveAccess(method, body) {
+    accessError.hidden = true;
+    accessSaved.hidden = true;
+    try {
+      showAccess(await api(`${base}/access`, { method, body }));
+      accessSaved.textContent = method === "DELETE" ? "Reset to the config file's." : "Saved.";
+      accessSaved.hidden = false;
+    } catch (error) {
+      accessError.textContent = error.message;
+      accessError.hidden = false;
+    }
+  }
+
+  accessForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const f = accessForm.elements;
+    saveAccess("PUT", { owner: f.owner.value.trim() || null, managers: names(f.managers.value), monitors: names(f.monitors.value) });
+  });
+  document.getElementById("access-reset").addEventListener("click", () => saveAccess("DELETE"));
+
   async function loadAll() {
     const [host, plugins] = await Promise.all([api(base), api(`${base}/plugins`), loadRules()]);
     detail = host;
@@ -317,7 +365,7 @@ export async function hostPage(feed) {
     renderFacts();
     renderCards();
     buildCharts();
-    await Promise.all([loadHistory(), loadAlerts(), loadMessages()]);
+    await Promise.all([loadHistory(), loadAlerts(), loadMessages(), loadAccess()]);
   }
 
   picker.addEventListener("change", () => {
@@ -342,6 +390,10 @@ export async function hostPage(feed) {
     if (autoRefresh.checked) loadHistory().catch(() => {});
   }, 60000);
   new ResizeObserver(debounce(() => charts.forEach((c) => c.chart.resize()), 150)).observe(chartsBox);
+  window.addEventListener("heartbeat-theme", () => {
+    buildCharts();
+    drawAll();
+  });
 
   feed.on("open", ({ again }) => {
     if (again) loadAll().catch(() => {});

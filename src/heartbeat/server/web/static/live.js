@@ -204,6 +204,7 @@ export async function livePage(feed) {
     const measured = measure();
     if (rows.length >= 2 && Math.abs(measured - height) > 0.5) schedule();
     empty.hidden = entries.size > 0;
+    if (!entries.size) empty.replaceChildren(...emptyNote());
     table.dataset.shown = String(order.length);
     table.dataset.rendered = String(rows.length);
   }
@@ -238,6 +239,15 @@ export async function livePage(feed) {
     }
     if (h.signed === false) return el("span", { class: "muted", text: "no", title: "its last datagram was not signed" });
     return "–";
+  }
+
+  // Nothing to show: no host yet, or none this user holds a role on.
+  function emptyNote() {
+    if (info.admin || !info.name || !info.authentication) return ["No hosts yet. They appear here with their first heartbeat."];
+    const admins = (info.admins || []).map((a) => a.full_name ? `${a.full_name} (${a.name})` : a.name);
+    return [`You hold no role on any host yet, ${info.full_name || info.name}: no host is shown to you. `,
+      "A host's owner can make you its monitor or manager on the host's page" +
+      (admins.length ? `, and so can an admin: ${admins.join(", ")}.` : ".")];
   }
 
   // Summary, filters and sorting controls
@@ -396,6 +406,7 @@ export async function livePage(feed) {
     roles = found.roles || {};
     for (const entry of entries.values()) entry.version += 1;
     schedule();
+    if (!entries.size) empty.replaceChildren(...emptyNote());
     return loadMessages();
   }).catch((error) => console.warn("heartbeat: live page", error));
 }

@@ -1,6 +1,10 @@
 // /settings: server status, users and their roles (admins add, edit and remove them
 // through /api/0/users), the effective thresholds per host, the server configuration.
-import { ApiError, api, cell, clear, el, fmtDuration, fmtNumber, isObject, me } from "./common.js";
+import {
+  ApiError, api, cell, clear, el, fmtBytes, fmtDuration, fmtMetric, fmtNumber, isObject, me, pathText,
+  setTimeZone, timeZone, zoneName, zoneOffset,
+} from "./common.js";
+import { setTheme, theme } from "./theme.js";
 
 
 function facts(box, rows) {
@@ -8,8 +12,14 @@ function facts(box, rows) {
   for (const [label, value] of rows) box.append(el("dt", { text: label }), el("dd", { text: String(value) }));
 }
 
-function showValue(value) {
+function showValue(value, unit = null) {
   if (value === null || value === undefined) return el("span", { class: "muted", text: "null" });
+  if (typeof value === "number" && unit === "seconds") {
+    return el("span", { class: "human", title: `${value} s` }, fmtDuration(value), value >= 60 ? el("small", { class: "muted", text: ` (${fmtNumber(value)} s)` }) : null);
+  }
+  if (typeof value === "number" && unit === "bytes") {
+    return el("span", { class: "human", title: `${value} bytes` }, fmtBytes(value), value >= 1024 ? el("small", { class: "muted", text: ` (${fmtNumber(value)} B)` }) : null);
+  }
   if (isObject(value) || Array.isArray(value)) {
     const text = JSON.stringify(value, null, 1);
     if (text.length <= 60) return el("code", { text: JSON.stringify(value) });
@@ -26,6 +36,7 @@ async function loadStatus() {
   const rows = [
     ["Version", s.version],
     ["Up for", fmtDuration(s.uptime)],
+    ["Times shown in", `${zoneName()} (${zoneOffset()})`],
     ["Hosts", `${fmtNumber(hosts.total)} (${fmtNumber(hosts.UP)} up, ${fmtNumber(hosts.DOWN)} down, ${fmtNumber(hosts.UNKNOWN)} unknown)`],
     ["Datagrams", `${fmtNumber(ingest.received)} received, ${fmtNumber(ingest.dropped_total)} dropped`],
     ["WebSocket clients", fmtNumber((s.websocket || {}).clients)],
@@ -175,11 +186,11 @@ async function thresholdsSection() {
     profiles.textContent = `Profiles: ${(data.profiles || []).join(" → ") || "none"} · reminders every ${fmtDuration(data.renotify_interval)}`;
     const rows = ruleRows(data.thresholds || {}, [], []);
     tbody.replaceChildren(...rows.map(([path, rule]) => el("tr", { dataset: { metric: path } },
-      cell("Metric", el("code", { text: path })),
+      cell("Metric", el("code", {}, pathText(path))),
       cell("Operator", rule.operator),
-      cell("Warning", rule.warning ?? "–"),
-      cell("Critical", rule.critical ?? "–"),
-      cell("Hysteresis", rule.hysteresis ?? "–"),
+      cell("Warning", typeof rule.warning === "number" ? fmtMetric(path, rule.warning) : rule.warning ?? "–"),
+      cell("Critical", typeof rule.critical === "number" ? fmtMetric(path, rule.critical) : rule.critical ?? "–"),
+      cell("Hysteresis", typeof rule.hysteresis === "number" ? `${fmtNumber(rule.hysteresis * 100, 1)} %` : "–"),
       cell("Display", rule.display ?? ""))));
     note.hidden = rows.length > 0;
     note.textContent = "No rules apply to this host.";
@@ -198,15 +209,36 @@ async function configSection() {
   const render = () => tbody.replaceChildren(...(data.keys || [])
     .filter((k) => !onlyChanged.checked || k.changed)
     .map((k) => el("tr", { class: k.changed ? "changed" : "", dataset: { key: k.key } },
-      cell("Key", el("code", { text: k.key })),
-      cell("Value", showValue(k.value), k.changed ? el("small", { class: "muted" }, " default ", showValue(k.default)) : null),
+      cell("Key", el("code", {}, pathText(k.key))),
+      cell("Value", showValue(k.value, k.unit), k.changed ? el("small", { class: "muted" }, " default ", showValue(k.default, k.unit)) : null),
       cell("Meaning", k.doc || ""))));
   onlyChanged.addEventListener("change", render);
   render();
 }
 
+// Display: time zone and theme, kept in this browser.
+function displaySection() {
+  const zones = document.getElementById("display-zone");
+  const names = typeof Intl.supportedValuesOf === "function" ? Intl.supportedValuesOf("timeZone") : [];
+  const browser = Intl.DateTimeFormat().resolvedOptions().timeZone || "local";
+  zones.replaceChildren(el("option", { value: "", text: `this browser's (${browser})` }),
+    ...[...new Set(["UTC", ...names])].map((z) => el("option", { value: z, text: z })));
+  zones.value = timeZone();
+  const note = document.getElementById("display-zone-note");
+  const show = () => { note.textContent = `Times are shown in ${zoneName()}, now ${zoneOffset()}.`; };
+  show();
+  zones.addEventListener("change", () => {
+    setTimeZone(zones.value);
+    show();
+  });
+  const themes = document.getElementById("display-theme");
+  themes.value = theme();
+  themes.addEventListener("change", () => setTheme(themes.value));
+}
+
 export async function settingsPage() {
   const info = await me();
+  displaySection();
   const jobs = [loadStatus(), thresholdsSection()];
   if (info.admin) {
     jobs.push(usersSection(info), configSection());

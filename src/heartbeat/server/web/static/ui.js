@@ -1,5 +1,6 @@
 // Entry point of every page: the navigation bar, the live feed, then the page itself.
-import { api, Feed, me, tickAges } from "./common.js";
+import { api, Feed, me, tickAges, zoneName, zoneOffset } from "./common.js";
+import { startThemeToggle } from "./theme.js";
 import { startPie } from "./pie.js";
 import { livePage } from "./live.js";
 import { hostPage } from "./host.js";
@@ -33,6 +34,9 @@ async function startNav() {
 
 async function main() {
   const page = document.body.dataset.page;
+  startThemeToggle();
+  const zone = document.getElementById("zone-note");
+  if (zone) zone.textContent = `times in ${zoneName()} (${zoneOffset()})`;
   if (page === "login") return;
   const feed = new Feed();
   startNav().catch((error) => console.warn("heartbeat: navigation", error));
