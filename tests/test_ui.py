@@ -150,6 +150,15 @@ def _live(page: Page) -> None:
     expect(page.locator("#feed-state")).to_have_attribute("data-state", "live")
 
 
+def _open_live(ui: tuple[Page, Watch], site: Site, user: str) -> Page:
+    """``user``'s /live, once its feed is live."""
+    page, _ = ui
+    site.log_in(page, user)
+    page.goto(site.base + "/live")
+    _live(page)
+    return page
+
+
 def _plugins(i: int, cpu: float) -> dict[str, Any]:
     return {
         "cpu_monitor": {"cpu_percent": cpu, "load_1min": 0.5 + i, "load_5min": 0.4,
@@ -208,10 +217,7 @@ def test_live_host_appears_and_goes_down(ui: tuple[Page, Watch], site: Site) -> 
 def test_live_shows_whether_the_last_datagram_was_signed(ui: tuple[Page, Watch],
                                                          site: Site) -> None:
     """/live marks a host whose last datagram was signed, with the key, and updates live."""
-    page, _ = ui
-    site.log_in(page, "alice")
-    page.goto(site.base + "/live")
-    _live(page)
+    page = _open_live(ui, site, "alice")
     site.send({"ID": "HTB", "name": "ui-signed"})
     signed = page.locator("tr[data-host='ui-signed'] td[data-label=Signed]")
     expect(signed).to_have_text("no")
@@ -563,10 +569,7 @@ def test_access_edited_in_the_ui(ui: tuple[Page, Watch], site: Site) -> None:
 def test_a_user_without_roles_is_told_who_grants_them(ui: tuple[Page, Watch],
                                                       site: Site) -> None:
     """A user holding no role sees why the live page is empty and who can change it."""
-    page, _ = ui
-    site.log_in(page, "dave")
-    page.goto(site.base + "/live")
-    _live(page)
+    page = _open_live(ui, site, "dave")
     expect(page.locator("#no-hosts")).to_contain_text("You hold no role on any host yet")
     expect(page.locator("#no-hosts")).to_contain_text("an admin: Alice A (alice)")
 

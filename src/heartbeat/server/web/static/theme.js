@@ -21,10 +21,16 @@ export function setTheme(value) {
   } catch {
     // private mode: this page only
   }
-  if (value === "light" || value === "dark") document.documentElement.dataset.theme = value;
-  else delete document.documentElement.dataset.theme;
+  apply();
   showToggle();
   window.dispatchEvent(new CustomEvent("heartbeat-theme", { detail: value }));
+}
+
+// data-theme on <html> is what the style sheet follows: the choice, or the system's.
+function apply() {
+  const value = theme();
+  const dark = value === "dark" || (value === "auto" && matchMedia("(prefers-color-scheme: dark)").matches);
+  document.documentElement.dataset.theme = dark ? "dark" : "light";
 }
 
 function showToggle() {
@@ -42,6 +48,8 @@ export function startThemeToggle() {
   showToggle();
   button.addEventListener("click", () => setTheme(NEXT[theme()]));
   matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => {
-    if (theme() === "auto") window.dispatchEvent(new CustomEvent("heartbeat-theme", { detail: "auto" }));
+    if (theme() !== "auto") return;
+    apply();
+    window.dispatchEvent(new CustomEvent("heartbeat-theme", { detail: "auto" }));
   });
 }
