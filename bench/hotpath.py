@@ -29,27 +29,23 @@ from twisted.internet.testing import FakeDatagramTransport
 from heartbeat.config.server import ServerConfig
 from heartbeat.events import EventBus
 from heartbeat.protocol import next_seq, seal
+from heartbeat.server.compose import make_ingest, make_registry, wire
 from heartbeat.server.ingest import IngestProtocol
 from heartbeat.server.journal import JournalFile, JournalService
-from heartbeat.server.registry import Registry
 from heartbeat.server.serial import ImmediateWorker
 from heartbeat.server.store import HostRecorder, StoreService
-from heartbeat.server.tap import make_ingest
 from heartbeat.server.web.websocket import EventHub
 
 
 def build(config: ServerConfig, clock: Clock) -> tuple[IngestProtocol, Any]:
     """The ingest protocol with the server's subscribers, and a function emptying them."""
     bus = EventBus(on_error=lambda s, e, x: print(f"subscriber failed: {x!r}"))
-    registry = Registry(grace=config.grace, default_interval=config.interval,
-                        host_config=config.hosts)
+    registry = make_registry(config)
     journal = JournalService(JournalFile(Path("/nonexistent"), "j", 1 << 30, 0),
                              ImmediateWorker(), clock, max_buffer=1 << 30)
-    journal.attach(bus)
     store = StoreService(None, ImmediateWorker(), clock)  # type: ignore[arg-type]
     recorder = HostRecorder(registry, store, 3600.0, 100)
-    recorder.attach(bus)
-    EventHub(registry).attach(bus)
+    wire(bus, journal=journal, recorder=recorder, hub=EventHub(registry))
     protocol = make_ingest(config, registry, bus, clock)
 
     def drain() -> None:

@@ -1,9 +1,11 @@
-"""An in-memory server for API tests: the real API, auth and store, driven by a Clock.
+"""An in-memory server for API tests: the server's parts as compose.build makes them.
 
-Everything but the sockets is the production code: the Klein tree, the
-StoreService on a SQLite file (its worker runs inline), the AuthService and
-WebAuth, the registry and the journal. Requests go through treq's StubTreq;
-time only moves when the test advances the Clock.
+Everything but the sockets and threads is the production code and wiring: the
+Klein tree, the StoreService on a SQLite file (its worker runs inline), auth,
+the registry, ingest, alerting, the journal and the subscription table. The
+services are not started (no timers run; the journal is, when asked for).
+Requests go through treq's StubTreq; time only moves when the test advances
+the Clock.
 """
 
 from __future__ import annotations
@@ -20,29 +22,22 @@ from twisted.internet.testing import FakeDatagramTransport
 from twisted.python.failure import Failure
 
 from heartbeat.config.server import HostConfig, ServerConfig, UserConfig
-from heartbeat.events import Event, EventBus
+from heartbeat.events import Event
 from heartbeat.passwords import hash_password
-from heartbeat.protocol import Limits
-from heartbeat.server.access import Directory
-from heartbeat.server.alerting import AlertingService, load_alert_states
-from heartbeat.server.auth import AuthService, PasswordHasher, load_auth
-from heartbeat.server.ingest import IngestProtocol, IngestStats
-from heartbeat.server.journal import JournalFile, JournalService
-from heartbeat.server.registry import Registry
+from heartbeat.server.compose import STORE_FILE, Seams, build
 from heartbeat.server.serial import ImmediateWorker
 from heartbeat.server.sessions import LoginThrottle
-from heartbeat.server.store import HostRecorder, StoreService, load_hosts, open_database
-from heartbeat.server.thresholds.engine import ThresholdEngine
-from heartbeat.server.thresholds.rulebook import RuleBook
-from heartbeat.server.web.api import HeartbeatAPI
-from heartbeat.server.web.app import WebRoot
-from heartbeat.server.web.auth import COOKIE, WebAuth
-from heartbeat.server.web.pages import Pages, Templates
-from heartbeat.server.web.websocket import EventHub, FeedFactory
+from heartbeat.server.settings import ServerSettings
+from heartbeat.server.web.auth import COOKIE
 
 FAST = 1000
 """Iterations for test users: the cost rule is pinned in test_passwords, not here."""
 START = 1_800_000_000.0
+
+
+def _reraise(subscriber: Any, event: Event, error: BaseException) -> None:
+    """A subscriber's failure fails the test that caused it."""
+    raise error
 
 
 def fired(d: Deferred[Any]) -> Any:
@@ -106,57 +101,49 @@ class Stack:
         thresholds: dict[str, Any] | None = None,
         threshold_configs: dict[str, Any] | None = None,
     ) -> None:
-        self.path = directory / "state.sqlite3"
+        self.path = directory / STORE_FILE
         self.users = users or {}
         self.hosts = hosts or {}
         self.default_owner = default_owner
         self.idle_timeout = idle_timeout
         self.thresholds = thresholds or {}
         self.threshold_configs = threshold_configs or {}
+        self.config = ServerConfig(
+            state_dir=str(directory), journal_enabled=journal,
+            journal_dir=str(directory / "journal"), users=self.users, hosts=self.hosts,
+            default_owner=default_owner, session_idle_timeout=idle_timeout,
+            http_max_body=max_body, thresholds=self.thresholds,
+            threshold_configs=self.threshold_configs, grace=10.0, interval=30.0)
         self.clock = Clock()
         self.clock.advance(START)
+        self.server = build(ServerSettings.from_config(self.config, "test.yaml"), self.clock,
+                            seams=Seams(
+                                worker=lambda name: ImmediateWorker(),
+                                password_iterations=FAST, on_error=_reraise))
+        server = self.server
+        self.bus = server.bus
         self.events: list[Event] = []
-        self.bus = EventBus(on_error=lambda s, e, x: (_ for _ in ()).throw(x))
         self.bus.subscribe(self.events.append)
-        self.registry = Registry(grace=10.0, default_interval=30.0, host_config=self.hosts)
-        self.store = StoreService(
-            open_database(self.path), ImmediateWorker(),
-            self.clock)
-        self.registry.restore(load_hosts(self.store.conn), self.clock.seconds())
-        HostRecorder(self.registry, self.store, 3600.0, 100).attach(self.bus)
-        self.hasher = PasswordHasher(ImmediateWorker(), iterations=FAST)
-        self.auth = AuthService(Directory(self.users, self.hosts, default_owner), self.store,
-                                self.hasher, self.clock, idle_timeout=idle_timeout,
-                                throttle=throttle)
-        self.auth.restore(load_auth(self.store.conn))
-        self.web_auth = WebAuth(self.auth)
-        self.journal: JournalService | None = None
-        if journal:
-            self.journal = JournalService(
-                JournalFile(directory / "journal", "messages.journal", 10**7, 2),
-                ImmediateWorker(), self.clock)
-            self.journal.attach(self.bus)
+        self.registry = server.registry
+        self.store = server.store
+        self.auth = server.auth
+        self.hasher = server.auth.hasher
+        if throttle is not None:
+            self.auth.throttle = throttle
+        self.web_auth = server.web_auth
+        self.journal = server.journal
+        if self.journal is not None:
             self.journal.startService()
-        self.ingest = IngestProtocol(self.registry, self.bus, self.clock, Limits(),
-                                     IngestStats())
+        self.ingest = server.ingest
         self.ingest.makeConnection(FakeDatagramTransport())
-        config = ServerConfig(hosts=self.hosts, thresholds=self.thresholds,
-                              threshold_configs=self.threshold_configs)
-        self.alerts = ThresholdEngine(RuleBook.from_config(config, "test.yaml"))
-        self.alerts.restore(load_alert_states(self.store.conn))
-        self.hub = EventHub(self.registry, alerts=self.alerts, clock=self.clock)
-        self.hub.attach(self.bus)
-        self.auth.add_revoke_listener(self.hub.session_ended)
-        self.alerting = AlertingService(self.alerts, self.bus, self.store, self.clock,
-                                        watched=lambda h: self.registry.config_for(h).watch)
-        self.alerting.attach()
-        self.api = HeartbeatAPI(self.registry, self.store, self.journal, self.clock,
-                                {"auth": self.auth.to_json,
-                                 "alerting": self.alerting.to_json},
-                                auth=self.web_auth, bus=self.bus,
-                                dns_trigger=dns_trigger, max_body=max_body, alerts=self.alerts)
-        self.pages = Pages(self.web_auth, self.registry, Templates(), "0.0-test")
-        self.root = WebRoot(self.api, FeedFactory(self.hub, auth=self.web_auth), self.pages)
+        self.hub = server.hub
+        self.alerting = server.alerting
+        self.alerts = server.alerting.engine
+        self.api = server.api
+        if dns_trigger is not None:
+            self.api.dns_trigger = dns_trigger
+        self.root = server.root
+        self.pages = server.root.pages
         self.resource = self.root.app.resource()
 
     def close(self) -> None:

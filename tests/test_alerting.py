@@ -12,6 +12,7 @@ from twisted.internet.task import Clock
 from heartbeat.config.server import ServerConfig
 from heartbeat.events import ALERT, HOST_PLUGINS, HOST_REMOVED, Event, EventBus
 from heartbeat.server.alerting import AlertingService, load_alert_states, reminder_period
+from heartbeat.server.compose import wire
 from heartbeat.server.registry import Registry
 from heartbeat.server.serial import ImmediateWorker
 from heartbeat.server.store import StoreService, open_database
@@ -44,7 +45,7 @@ class Rig:
             self.engine, self.bus, self.store, self.clock,
             watched=(lambda host: host in watched) if watched is not None else lambda h: True,
             period=reminder_period(renotify))
-        self.service.attach()
+        wire(self.bus, alerting=self.service)
         self.store.startService()
         self.service.startService()
 

@@ -14,6 +14,7 @@ from twisted.internet.task import Clock
 from heartbeat.events import EventBus
 from heartbeat.server.access import Directory
 from heartbeat.server.auth import AuthService, PasswordHasher
+from heartbeat.server.compose import wire
 from heartbeat.server.journal import JournalFile, JournalService
 from heartbeat.server.registry import Registry
 from heartbeat.server.serial import ImmediateWorker
@@ -45,10 +46,10 @@ class Server:
         self.registry = Registry(grace=5, default_interval=10)
         self.store = StoreService(open_database(tmp_path / "s.sqlite3"),
                                   ImmediateWorker(), self.clock)
-        HostRecorder(self.registry, self.store, 1e9, 100).attach(self.bus)
+        recorder = HostRecorder(self.registry, self.store, 1e9, 100)
         self.journal_file = JournalFile(tmp_path, "j", 1_000_000, 1)
         self.journal = JournalService(self.journal_file, ImmediateWorker(), self.clock)
-        self.journal.attach(self.bus)
+        wire(self.bus, recorder=recorder, journal=self.journal)
         no_users = AuthService(Directory({}, {}), self.store, PasswordHasher(ImmediateWorker()),
                                self.clock, idle_timeout=3600.0)
         self.api = HeartbeatAPI(self.registry, self.store, self.journal, self.clock,

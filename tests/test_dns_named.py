@@ -19,6 +19,7 @@ import pytest_twisted
 from twisted.internet.defer import DeferredQueue
 
 from heartbeat.events import Event, EventBus
+from heartbeat.server.compose import wire
 from heartbeat.server.dns import DnsService, DnsSettings
 from heartbeat.server.registry import Registry
 from tests.bind import DIG, NAMED, NSUPDATE, NamedServer, tsig_key
@@ -109,8 +110,9 @@ class Outcomes:
         self.bus = EventBus(on_error=lambda s, e, error: None)
         self.queue: DeferredQueue[Event] = DeferredQueue()
         self.bus.subscribe(self.queue.put, ["dns.updated", "dns.failed"])
-        self.service = DnsService(reactor, Registry(grace=10, default_interval=30), settings)
-        self.service.attach(self.bus)
+        self.service = DnsService(reactor, Registry(grace=10, default_interval=30), self.bus,
+                                  settings)
+        wire(self.bus, dns=self.service)
         self.service.startService()
 
 

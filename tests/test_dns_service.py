@@ -11,6 +11,7 @@ from twisted.python.failure import Failure
 
 from heartbeat.config.server import HostConfig
 from heartbeat.events import HOST_ADDRESS, Event, EventBus
+from heartbeat.server.compose import wire
 from heartbeat.server.dns import DnsError, DnsService, DnsSettings, nsupdate_script
 from heartbeat.server.registry import Registry
 
@@ -66,11 +67,11 @@ class Rig:
         self.bus = EventBus(on_error=self._raise)
         self.events: list[Event] = []
         self.bus.subscribe(self.events.append, ["dns.updated", "dns.failed"])
-        self.dns = DnsService(self.reactor, self.registry, DnsSettings(**{
+        self.dns = DnsService(self.reactor, self.registry, self.bus, DnsSettings(**{
             "domains": domains, "nsupdate_bin": "/usr/bin/nsupdate",
             "server": "127.0.0.1 5353", "key": "/etc/ddns.key", "ttl": 60, "timeout": 10.0,
             "retries": 2, **settings}))
-        self.dns.attach(self.bus)
+        wire(self.bus, dns=self.dns)
         self.dns.startService()
 
     @staticmethod

@@ -18,12 +18,12 @@ from twisted.internet.testing import FakeDatagramTransport
 
 from heartbeat.config.server import HostConfig, ServerConfig
 from heartbeat.events import RECEIVED, Event, EventBus
+from heartbeat.server.compose import make_ingest, make_registry, wire
 from heartbeat.server.ingest import IngestProtocol
 from heartbeat.server.journal import JournalFile, JournalService
 from heartbeat.server.registry import Registry
 from heartbeat.server.serial import ImmediateWorker
 from heartbeat.server.store import HostRecorder, StoreService, open_database
-from heartbeat.server.tap import make_ingest, make_registry
 
 
 class Server:
@@ -38,11 +38,11 @@ class Server:
         self.journal = JournalService(
             JournalFile(directory / "journal", "messages.journal", config.journal_max_size,
                         config.journal_max_backups), ImmediateWorker(), self.clock, 0.5)
-        self.journal.attach(self.bus)
         self.store = StoreService(open_database(directory / "s.sqlite3"),
                                   ImmediateWorker(), self.clock, 0.5)
-        HostRecorder(self.registry, self.store, config.history_retention,
-                     config.history_max_samples).attach(self.bus)
+        recorder = HostRecorder(self.registry, self.store, config.history_retention,
+                                config.history_max_samples)
+        wire(self.bus, journal=self.journal, recorder=recorder)
         self.ingest: IngestProtocol = make_ingest(config, self.registry, self.bus, self.clock,
                                                   max_sources)
         self.transport = FakeDatagramTransport()
@@ -175,7 +175,7 @@ def test_journal_on_a_stalled_disk_holds_bounded_memory(tmp_path: Path) -> None:
     journal = JournalFile(tmp_path, "j", 10**9, 0)
     service = JournalService(journal, worker, clock, max_buffer=1000, max_pending=5000)
     bus = EventBus(on_error=lambda s, e, x: pytest.fail(f"subscriber failed: {x!r}"))
-    service.attach(bus)
+    wire(bus, journal=service)
     message = {"ID": "HTB", "name": "h"}
     for n in range(20_000):
         bus.publish(Event(RECEIVED, "h", float(n), {
@@ -201,7 +201,7 @@ def test_store_on_a_stalled_disk_holds_bounded_memory(tmp_path: Path) -> None:
     registry = Registry(grace=5, default_interval=10)
     bus = EventBus(on_error=lambda s, e, x: pytest.fail(f"subscriber failed: {x!r}"))
     recorder = HostRecorder(registry, store, 3600.0, 10**6, max_pending=1000)
-    recorder.attach(bus)
+    wire(bus, recorder=recorder)
     store.startService()
     worker.unstick()  # the start-up maintenance
     for n in range(5000):
@@ -266,9 +266,9 @@ def test_hung_and_failing_channels_cost_ingest_nothing_and_memory_stays_bounded(
     transport = FakeDatagramTransport()
     ingest.makeConnection(transport)
     channels = [HangingChannel("email"), FailingChannel("pushover")]
-    notifier = NotifierService(channels, Router(config, ["email", "pushover"]), clock,
-                               NotifySettings.from_config(config))
-    notifier.attach(bus)
+    notifier = NotifierService(channels, Router(config, ["email", "pushover"]), clock, bus,
+                               settings=NotifySettings.from_config(config))
+    wire(bus, notifier=notifier)
     notifier.startService()
     sent = heartbeats = acks = 0
     memory = []

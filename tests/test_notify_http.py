@@ -20,6 +20,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 from heartbeat.config.server import MattermostConfig, PushoverConfig, ServerConfig, SignalConfig
 from heartbeat.events import HOST_DOWN, Event, EventBus
 from heartbeat.server.backoff import Backoff
+from heartbeat.server.compose import wire
 from heartbeat.server.notify.base import Notification
 from heartbeat.server.notify.mattermost import MattermostChannel
 from heartbeat.server.notify.pushover import PushoverChannel
@@ -116,13 +117,14 @@ class Wired:
             token="app-token-xyz", user="group", url=f"{endpoint.url}/1/messages.json"))
         self.pool = HTTPConnectionPool(reactor, persistent=True)
         channel = PushoverChannel(HTTPClient(Agent(reactor, pool=self.pool)), config.pushover)
-        self.service = NotifierService([channel], Router(config, ["pushover"]), reactor,
-                                       NotifySettings(**settings), self.pool)
         self.bus = EventBus(on_error=lambda s, e, error: None)
+        self.service = NotifierService([channel], Router(config, ["pushover"]), reactor,
+                                       self.bus, settings=NotifySettings(**settings),
+                                       pool=self.pool)
         self.outcomes: DeferredQueue[Event] = DeferredQueue()
         self.failures: list[Event] = []
         self.bus.subscribe(self._record, ["notify.sent", "notify.failed", "notify.dropped"])
-        self.service.attach(self.bus)
+        wire(self.bus, notifier=self.service)
         self.service.startService()
 
     def _record(self, event: Event) -> None:

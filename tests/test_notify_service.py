@@ -14,6 +14,7 @@ from heartbeat.config.loader import parse_config
 from heartbeat.config.server import ServerConfig
 from heartbeat.events import HOST_DOWN, HOST_UP, Event, EventBus
 from heartbeat.server.backoff import Backoff
+from heartbeat.server.compose import wire
 from heartbeat.server.notify.base import DeliveryError, Notification
 from heartbeat.server.notify.routing import Router
 from heartbeat.server.notify.service import NotifierService, NotifySettings
@@ -73,9 +74,9 @@ class Rig:
         self.pool = FakePool()
         conf: ServerConfig = parse_config(ServerConfig, config, "test.yaml")
         self.service = NotifierService(
-            list(self.channels.values()), Router(conf, channels), self.clock,
-            NotifySettings(**{"backoff": Backoff(2.0), **settings}), self.pool)
-        self.service.attach(self.bus)
+            list(self.channels.values()), Router(conf, channels), self.clock, self.bus,
+            settings=NotifySettings(**{"backoff": Backoff(2.0), **settings}), pool=self.pool)
+        wire(self.bus, notifier=self.service)
         self.service.startService()
 
     @staticmethod

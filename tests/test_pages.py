@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 import pytest
 
 from heartbeat.config.server import HostConfig, ServerConfig
-from heartbeat.server.tap import make_pages
+from heartbeat.server.compose import make_pages
 from heartbeat.server.web.pages import (
     PACKAGED_STATIC,
     PACKAGED_TEMPLATES,

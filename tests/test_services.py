@@ -14,6 +14,7 @@ from twisted.internet.testing import FakeDatagramTransport
 
 from heartbeat.events import HOST_DOWN, HOST_UP, RECEIVED, Event, EventBus
 from heartbeat.protocol import Limits
+from heartbeat.server.compose import wire
 from heartbeat.server.ingest import IngestProtocol, IngestStats, source_address
 from heartbeat.server.journal import JournalFile, JournalService, read_backwards
 from heartbeat.server.monitor import MonitorService
@@ -270,7 +271,7 @@ class JournalServiceTests:
         bus = make_bus()
         journal = JournalFile(tmp_path, "j", 10_000, 2)
         service = JournalService(journal, ImmediateWorker(), clock, flush_interval=0.5)
-        service.attach(bus)
+        wire(bus, journal=service)
         service.startService()
         for n, name in enumerate(["a", "b", "a"]):
             message = {"ID": "MSG", "name": name, "text": str(n)}
@@ -298,7 +299,8 @@ class StoreTests:
         registry = Registry(grace=5, default_interval=10)
         bus = make_bus()
         store = StoreService(conn, ImmediateWorker(), clock, flush_interval=0.5)
-        HostRecorder(registry, store, retention=retention, max_samples=max_samples).attach(bus)
+        wire(bus, recorder=HostRecorder(registry, store, retention=retention,
+                                        max_samples=max_samples))
         return store, registry, bus
 
     def _apply(self, registry: Registry, bus: EventBus, message: dict[str, Any],

@@ -25,9 +25,9 @@ from heartbeat.protocol import (
     next_seq,
     seal,
 )
+from heartbeat.server.compose import make_ingest
 from heartbeat.server.registry import Registry
 from heartbeat.server.signing import SignaturePolicy
-from heartbeat.server.tap import make_ingest
 
 FLEET = b"0123456789abcdef0123456789abcdef"
 WEB1 = b"web1-only-secret-0123456789"

@@ -117,6 +117,10 @@ class EventBus:
         for kind in kinds:
             self._subscribers(kind).append(subscriber)
 
+    def subscribers(self, kind: str) -> list[Subscriber]:
+        """Who hears ``kind``, in delivery order (a copy)."""
+        return list(self._subscribers(kind))
+
     def _subscribers(self, kind: str) -> list[Subscriber]:
         subscribers = self._by_kind.get(kind)
         if subscribers is None:  # kinds are the module's constants: a bounded table

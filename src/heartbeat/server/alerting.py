@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from heartbeat.events import ALERT, HOST_PLUGINS, HOST_REMOVED, HOST_RTT, Event, EventBus
+from heartbeat.events import ALERT, Event, EventBus
 from heartbeat.server.store import StoreService, Write
 from heartbeat.server.thresholds.engine import Alert, AlertState, ThresholdEngine
 from heartbeat.server.thresholds.rules import Level
@@ -93,20 +93,15 @@ class AlertingService(Service):
         self._loop: LoopingCall | None = None
         self.published = 0
         self.reminders_sent = 0
+        store.add_source(self._writes)
 
-    def attach(self) -> None:
-        self.bus.subscribe(self._on_rtt, [HOST_RTT])
-        self.bus.subscribe(self._on_plugins, [HOST_PLUGINS])
-        self.bus.subscribe(self._on_removed, [HOST_REMOVED])
-        self.store.add_source(self._writes)
-
-    def _on_rtt(self, event: Event) -> None:
+    def on_rtt(self, event: Event) -> None:
         self._publish(self.engine.evaluate_rtt(event.host, event.data["rtt"], event.ts))
 
-    def _on_plugins(self, event: Event) -> None:
+    def on_plugins(self, event: Event) -> None:
         self._publish(self.engine.evaluate_plugins(event.host, event.data["plugins"], event.ts))
 
-    def _on_removed(self, event: Event) -> None:
+    def on_removed(self, event: Event) -> None:
         self.engine.forget(event.host)
 
     def _publish(self, alerts: list[Alert]) -> None:

@@ -27,7 +27,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from heartbeat.config.server import ServerConfig
-from heartbeat.events import HOST_ADDRESS, Event, EventBus
+from heartbeat.events import Event, EventBus
 from heartbeat.server.backoff import Backoff
 from heartbeat.server.registry import Registry
 
@@ -173,9 +173,11 @@ class DnsService(Service):
 
     name = "dns"
 
-    def __init__(self, reactor: Any, registry: Registry, settings: DnsSettings) -> None:
+    def __init__(self, reactor: Any, registry: Registry, bus: EventBus,
+                 settings: DnsSettings) -> None:
         self.reactor = reactor
         self.registry = registry
+        self.bus = bus
         self.settings = settings
         self.pending: dict[tuple[str, str], DnsUpdate] = {}
         self.current: DnsUpdate | None = None
@@ -184,7 +186,6 @@ class DnsService(Service):
         self._wake: IDelayedCall | None = None
         self._killed = False
         self._stopped: Deferred[None] | None = None
-        self._bus: EventBus | None = None
         self.updated = 0
         self.failed_attempts = 0
         self.gave_up = 0
@@ -193,11 +194,8 @@ class DnsService(Service):
         self.skipped: Counter[str] = Counter()
         self.last_error: str | None = None
 
-    def attach(self, bus: EventBus) -> None:
-        self._bus = bus
-        bus.subscribe(self._on_address, [HOST_ADDRESS])
-
-    def _on_address(self, event: Event) -> None:
+    def on_address(self, event: Event) -> None:
+        """A ``host.address``: the host's records queued with its new address."""
         try:
             self.queue(event.host, event.data["addr"])
         except DnsError as e:
@@ -328,10 +326,9 @@ class DnsService(Service):
         self._publish(DNS_FAILED, update, data)
 
     def _publish(self, kind: str, update: DnsUpdate, data: dict[str, Any]) -> None:
-        if self._bus is not None:
-            self._bus.publish(Event(kind, update.host, self.reactor.seconds(), {
-                "name": update.name, "zone": update.zone, "rtype": update.rtype,
-                "addr": update.addr, **data}))
+        self.bus.publish(Event(kind, update.host, self.reactor.seconds(), {
+            "name": update.name, "zone": update.zone, "rtype": update.rtype,
+            "addr": update.addr, **data}))
 
     def startService(self) -> None:
         super().startService()

@@ -22,7 +22,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from heartbeat.events import HOST_PLUGINS, HOST_RTT, RECEIVED, Event, EventBus
+from heartbeat.events import RECEIVED, Event
 from heartbeat.server.serial import Worker
 from heartbeat.text import json_bytes
 
@@ -187,10 +187,8 @@ class JournalService(Service):
         self.write_failures = 0
         self.dropped = 0
 
-    def attach(self, bus: EventBus) -> None:
-        bus.subscribe(self._on_event, exclude=[HOST_PLUGINS, HOST_RTT])
-
-    def _on_event(self, event: Event) -> None:
+    def record(self, event: Event) -> None:
+        """Buffer one event's line (a ``message`` as received, any other as an event)."""
         if event.kind == RECEIVED:
             data, raw = event.data, event.raw
             # Keep only the raw text when it can be written as it is: holding thousands

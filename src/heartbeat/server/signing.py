@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from heartbeat.config.server import HostConfig, ServerConfig
+from heartbeat.events import Event
 from heartbeat.protocol import Keyring, Signed, next_seq, seal
 
 __all__ = ["REFUSALS", "ReplySigner", "SignaturePolicy", "Signing", "keyring_for"]
@@ -68,6 +69,10 @@ class SignaturePolicy:
         """Remember ``signed.seq`` as the newest of ``name`` (call once it is taken)."""
         self._last[name] = signed.seq
         self.signed += 1
+
+    def on_removed(self, event: Event) -> None:
+        """A removed host's seq record goes with it."""
+        self.forget(event.host)
 
     def forget(self, name: str) -> None:
         """A removed host's seq is no longer kept."""

@@ -22,7 +22,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from heartbeat.events import HOST_REMOVED, RECEIVED, Event, EventBus
+from heartbeat.events import Event
 from heartbeat.server import migrations
 from heartbeat.server.registry import Host, HostState, PendingCommand, PluginSample, Registry
 from heartbeat.server.serial import Worker
@@ -289,14 +289,11 @@ class HostRecorder:
         self._latest: dict[tuple[str, str], tuple[str, str, float, str]] = {}
         self._added: dict[str, int] = {}
         self._trim_due: set[str] = set()
+        store.add_source(self._statements)
+        store.add_maintenance(self.prune)
 
-    def attach(self, bus: EventBus) -> None:
-        bus.subscribe(self._on_received, [RECEIVED])
-        bus.subscribe(self._on_removed, [HOST_REMOVED])
-        self._store.add_source(self._statements)
-        self._store.add_maintenance(self.prune)
-
-    def _on_received(self, event: Event) -> None:
+    def on_received(self, event: Event) -> None:
+        """A ``message``: a PLG's text is queued for the history and latest tables."""
         message = event.data["message"]
         if message["ID"] != "PLG" or not message["plugins"]:
             return
@@ -315,7 +312,7 @@ class HostRecorder:
             self._trim_due.add(host)
         self._added[host] = added
 
-    def _on_removed(self, event: Event) -> None:
+    def on_removed(self, event: Event) -> None:
         self._latest = {k: v for k, v in self._latest.items() if k[0] != event.host}
         self._added.pop(event.host, None)
         self._trim_due.discard(event.host)

@@ -330,6 +330,8 @@ class NotifierService(Service):
         channels: Sequence[Channel],
         router: Router,
         clock: IReactorTime,
+        bus: EventBus,
+        *,
         settings: NotifySettings | None = None,
         pool: HTTPConnectionPool | None = None,
     ) -> None:
@@ -339,17 +341,13 @@ class NotifierService(Service):
         self.pool = pool
         self.lanes = {channel.name: _Lane(self, channel) for channel in channels}
         self.counters = _Counters()
-        self._bus: EventBus | None = None
-
-    def attach(self, bus: EventBus) -> None:
-        self._bus = bus
-        bus.subscribe(self.on_event, NOTIFIED_KINDS)
+        self.bus = bus
 
     def publish(self, kind: str, host: str, data: dict[str, Any]) -> None:
-        if self._bus is not None:
-            self._bus.publish(Event(kind, host, self.clock.seconds(), data))
+        self.bus.publish(Event(kind, host, self.clock.seconds(), data))
 
     def on_event(self, event: Event) -> None:
+        """A notified kind (NOTIFIED_KINDS): formatted, routed and queued per channel."""
         if not self.running:
             return
         self.counters.events += 1

@@ -26,7 +26,7 @@ from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
-from heartbeat.events import HOST_RTT, Event, EventBus
+from heartbeat.events import Event
 from heartbeat.server.access import Viewer
 from heartbeat.server.registry import Registry
 from heartbeat.server.sessions import Session
@@ -106,9 +106,6 @@ class EventHub:
         self.sent = 0
         self.dropped_clients = 0
         self.snapshot_pages = 0
-
-    def attach(self, bus: EventBus) -> None:
-        bus.subscribe(self.publish, exclude=[HOST_RTT])  # the message carries it
 
     def snapshot(self, viewer: Viewer | None = None) -> SnapshotPages:
         """The pages of every host ``viewer`` may see (None: all), by name."""

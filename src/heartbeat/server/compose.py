@@ -1,0 +1,593 @@
+"""The composition root: the server's parts built from its settings and a reactor.
+
+:func:`build` makes every part, subscribes them to the bus by the one table
+:data:`SUBSCRIPTIONS` (no part subscribes itself) and puts the services in a
+tree whose order is their dependency order: started first to last, stopped
+last to first, each stop awaited before the next (:class:`ServerService`).
+``twistd heartbeat`` (``tap.makeService``), the tests' API stack and the
+in-process whole-server tests all build the server here; a test or a fuzzer
+swaps only what :class:`Seams` names (the blocking workers, the password cost,
+the bus's error report). docs/ARCHITECTURE.md draws the table and the order.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Final
+
+from OpenSSL.crypto import Error as CryptoError
+from OpenSSL.SSL import Error as SSLError
+from treq.client import HTTPClient
+from twisted.application.internet import StreamServerEndpointService
+from twisted.application.service import IService, MultiService, Service
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.error import CannotListenError
+from twisted.internet.ssl import Certificate, CertificateOptions, PrivateCertificate
+from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, HTTPConnectionPool
+
+import heartbeat
+from heartbeat.config.server import ServerConfig
+from heartbeat.events import (
+    HOST_ADDRESS,
+    HOST_PLUGINS,
+    HOST_REMOVED,
+    HOST_RTT,
+    RECEIVED,
+    Event,
+    EventBus,
+    Subscriber,
+)
+from heartbeat.hangup import HangupService
+from heartbeat.passwords import ITERATIONS
+from heartbeat.protocol import Limits
+from heartbeat.server.access import Directory
+from heartbeat.server.alerting import AlertingService, load_alert_states, reminder_period
+from heartbeat.server.auth import AuthService, PasswordHasher, load_auth
+from heartbeat.server.dns import DnsService, DnsSettings
+from heartbeat.server.ingest import IngestProtocol, IngestStats, make_udp_service
+from heartbeat.server.journal import JournalFile, JournalService
+from heartbeat.server.limits import SOURCE_TABLE_SIZE, HostAdmission, SourceRateLimit
+from heartbeat.server.migrations import SchemaError
+from heartbeat.server.monitor import MonitorService
+from heartbeat.server.notify import Channel, NotifierService, NotifySettings, Router
+from heartbeat.server.notify.mattermost import MattermostChannel
+from heartbeat.server.notify.pushover import PushoverChannel
+from heartbeat.server.notify.routing import channels_in_use
+from heartbeat.server.notify.service import NOTIFIED_KINDS
+from heartbeat.server.notify.signal import SignalChannel
+from heartbeat.server.registry import Registry
+from heartbeat.server.serial import SerialWorker, Worker
+from heartbeat.server.sessions import LoginThrottle
+from heartbeat.server.settings import ServerSettings
+from heartbeat.server.signing import Signing
+from heartbeat.server.store import (
+    HostRecorder,
+    StoreService,
+    load_hosts,
+    maintenance_period,
+    open_database,
+)
+from heartbeat.server.thresholds.engine import ThresholdEngine
+from heartbeat.server.thresholds.rulebook import RuleBook
+from heartbeat.server.web.api import HeartbeatAPI
+from heartbeat.server.web.app import ConnectionBudget, ConnectionLimit, HeartbeatSite, WebRoot
+from heartbeat.server.web.auth import WebAuth
+from heartbeat.server.web.pages import Pages, Templates
+from heartbeat.server.web.websocket import EventHub, FeedFactory
+
+__all__ = [
+    "STORE_FILE",
+    "SUBSCRIPTIONS",
+    "Seams",
+    "Server",
+    "ServerService",
+    "Subscription",
+    "build",
+    "hostport",
+    "store_path",
+    "subscribe_all",
+    "subscription_table",
+    "wire",
+]
+
+log = Logger()
+STORE_FILE = "heartbeat.sqlite3"
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """``<part>.<handler>`` hears ``kinds`` (None: every kind but ``exclude``)."""
+
+    part: str
+    handler: str
+    kinds: tuple[str, ...] | None
+    exclude: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        if self.kinds is not None:
+            return ", ".join(f"`{kind}`" for kind in self.kinds)
+        if not self.exclude:
+            return "every kind"
+        return "every kind but " + ", ".join(f"`{kind}`" for kind in self.exclude)
+
+
+SUBSCRIPTIONS: Final = (
+    # State first: what the event changed is kept before anyone acts on it.
+    Subscription("recorder", "on_received", (RECEIVED,)),
+    Subscription("recorder", "on_removed", (HOST_REMOVED,)),
+    Subscription("alerting", "on_rtt", (HOST_RTT,)),
+    Subscription("alerting", "on_plugins", (HOST_PLUGINS,)),
+    Subscription("alerting", "on_removed", (HOST_REMOVED,)),
+    Subscription("signatures", "on_removed", (HOST_REMOVED,)),
+    # Then the records: each event once, in causal order (message, host.*, alert, outcomes).
+    Subscription("journal", "record", None, exclude=(HOST_PLUGINS, HOST_RTT)),
+    Subscription("hub", "publish", None, exclude=(HOST_RTT,)),
+    # Then the actions on the world outside, which report back as events.
+    Subscription("notifier", "on_event", NOTIFIED_KINDS),
+    Subscription("dns", "on_address", (HOST_ADDRESS,)),
+)
+"""Who hears which event kind, in order: the only place the bus is subscribed to.
+
+Subscribers of one kind hear it in this order; an event they publish waits
+until all of them had the one that caused it (``heartbeat.events``). Parts a
+config leaves out (no journal, no channels, no dyndomains, no keys) are skipped.
+"""
+
+
+def subscribe_all(bus: EventBus, parts: object,
+                  table: Iterable[Subscription] = SUBSCRIPTIONS) -> list[tuple[str, Subscriber]]:
+    """Subscribe the attributes of ``parts`` by ``table``, skipping the parts that are None
+    or absent; returns what was subscribed as (``part.handler``, subscriber)."""
+    done: list[tuple[str, Subscriber]] = []
+    for row in table:
+        part = getattr(parts, row.part, None)
+        if part is None:
+            continue
+        handler: Subscriber = getattr(part, row.handler)
+        bus.subscribe(handler, row.kinds, exclude=row.exclude)
+        done.append((f"{row.part}.{row.handler}", handler))
+    return done
+
+
+def wire(bus: EventBus, **parts: object) -> list[tuple[str, Subscriber]]:
+    """:func:`subscribe_all` for the ``parts`` given by name (tests of a few parts)."""
+    return subscribe_all(bus, SimpleNamespace(**parts))
+
+
+def subscription_table(table: Iterable[Subscription] = SUBSCRIPTIONS) -> str:
+    """The table as docs/ARCHITECTURE.md shows it (a test keeps the two equal)."""
+    lines = ["| # | subscriber | hears |", "|---|---|---|"]
+    for n, row in enumerate(table, 1):
+        lines.append(f"| {n} | `{row.part}.{row.handler}` | {row.describe()} |")
+    return "\n".join(lines)
+
+
+def _report_subscriber_error(subscriber: Subscriber, event: Event, error: BaseException) -> None:
+    log.error("event bus: {subscriber} failed on {kind} for {host}: {error!r}",
+              subscriber=getattr(subscriber, "__qualname__", subscriber), kind=event.kind,
+              host=event.host, error=error)
+
+
+@dataclass(frozen=True)
+class Seams:
+    """What a test or a fuzzer may swap; everything else is the production code.
+
+    ``worker(name)`` makes each blocking worker (store, journal, password hashing):
+    by default a :class:`SerialWorker` thread each, an ``ImmediateWorker`` for an
+    in-process run with no threads. ``password_iterations``: the cost of hashes
+    the server makes. ``on_error``: how the bus reports a failing subscriber.
+    ``max_sources``: the size of the per-source rate table.
+    """
+
+    worker: Callable[[str], Worker] | None = None
+    password_iterations: int = ITERATIONS
+    on_error: Callable[[Subscriber, Event, BaseException], None] = _report_subscriber_error
+    max_sources: int = SOURCE_TABLE_SIZE
+
+
+@dataclass(eq=False)
+class Server:
+    """Every part of one server, as :func:`build` made and wired them."""
+
+    settings: ServerSettings
+    config: ServerConfig
+    reactor: Any
+    bus: EventBus
+    registry: Registry
+    store: StoreService
+    recorder: HostRecorder
+    auth: AuthService
+    web_auth: WebAuth
+    journal: JournalService | None
+    notifier: NotifierService | None
+    dns: DnsService | None
+    alerting: AlertingService
+    ingest: IngestProtocol
+    signatures: Any
+    """The signed-datagram policy (a ``SignaturePolicy``), or None without ``keys``."""
+    monitor: MonitorService
+    hub: EventHub
+    api: HeartbeatAPI
+    root: WebRoot
+    site: HeartbeatSite
+    budget: ConnectionBudget
+    status: dict[str, Callable[[], Any]]
+    service: ServerService
+    subscribed: list[tuple[str, Subscriber]] = field(default_factory=list)
+
+
+class ServerService(MultiService):
+    """The top of the tree, its children in dependency order.
+
+    Started first to last; stopped last to first, one at a time, each stop
+    awaited before the next begins: listeners, then the monitor and alerting,
+    then notifications and DNS with their outcomes, then the journal's last
+    flush, then the store's last commit (docs/ARCHITECTURE.md). A port that
+    cannot be bound stops start-up with one line.
+    """
+
+    def __init__(self, ports: dict[int, str]) -> None:
+        super().__init__()
+        self.setName("heartbeat")
+        self._ports = ports
+        self.parts: Server | None = None
+        """Every part of the server (set by :func:`build`), for in-process runs."""
+        self.stopped: list[str] = []
+        """The names of the children in the order they finished stopping."""
+
+    def privilegedStartService(self) -> None:
+        try:
+            super().privilegedStartService()
+        except CannotListenError as e:
+            key = self._ports.get(e.port, "port")
+            reason = getattr(e.socketError, "strerror", None) or e.socketError
+            raise SystemExit(f"heartbeat: {key}: cannot listen on "
+                             f"{hostport(e.interface or '*', e.port)}: {reason}") from None
+
+    def stopService(self) -> Deferred[None]:
+        Service.stopService(self)
+        children = [child for child in reversed(list(self)) if child.running]
+        done: Deferred[None] = Deferred()
+
+        def next_child(_: object = None) -> None:
+            if not children:
+                done.callback(None)
+                return
+            child = children.pop(0)
+
+            def stopped(result: object) -> None:
+                if isinstance(result, Failure):
+                    log.failure("stopping {service} failed", result, service=child.name)
+                self.stopped.append(child.name)
+                next_child()
+
+            maybeDeferred(child.stopService).addBoth(stopped)
+
+        next_child()
+        return done
+
+
+def hostport(host: str, port: int | None) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _endpoint(host: str, port: int) -> str:
+    interface = host.replace(":", r"\:")
+    return f"tcp:port={port}:interface={interface}"
+
+
+def make_registry(config: ServerConfig) -> Registry:
+    """The hosts' state machine with the config's timing and resource bounds."""
+    return Registry(grace=config.grace, default_interval=config.interval,
+                    host_config=config.hosts, command_attempts=config.command_attempts,
+                    admission=HostAdmission(config.max_hosts,
+                                            config.max_unconfigured_hosts + len(config.hosts)),
+                    max_plugins=config.max_plugins, max_plugin_bytes=config.max_plugin_bytes)
+
+
+def store_path(config: ServerConfig) -> Path:
+    return Path(config.state_dir) / STORE_FILE
+
+
+def make_store(config: ServerConfig, registry: Registry, worker: Worker,
+               reactor: Any) -> StoreService:
+    """The store opened and upgraded (one line if it cannot be), its hosts in ``registry``."""
+    path = store_path(config)
+    try:
+        conn = open_database(path)
+        hosts = load_hosts(conn)
+    except SchemaError as e:
+        raise SystemExit(f"heartbeat: state_dir: {e}") from None
+    except (OSError, sqlite3.Error) as e:
+        raise SystemExit(f"heartbeat: state_dir: cannot open the store {path}: {e}") from None
+    registry.restore(hosts, reactor.seconds())
+    return StoreService(conn, worker, reactor, config.store_flush_interval,
+                        maintenance_period(config.history_retention))
+
+
+def make_auth(config: ServerConfig, store: StoreService, hasher: PasswordHasher,
+              reactor: Any) -> AuthService:
+    """Users and access from the config with the API's stored changes; sessions restored."""
+    directory = Directory(config.users, config.hosts, config.default_owner)
+    throttle = LoginThrottle(free_attempts=config.login_free_attempts,
+                             max_delay=config.login_max_delay)
+    service = AuthService(directory, store, hasher, reactor,
+                          idle_timeout=config.session_idle_timeout, throttle=throttle)
+    try:
+        service.restore(load_auth(store.conn))
+    except sqlite3.Error as e:
+        raise SystemExit(f"heartbeat: state_dir: cannot read users from the store: {e}") from None
+    if service.enabled:
+        log.info("auth: {users} users, {sessions} live sessions; default owner {owner}",
+                 users=len(directory.users), sessions=len(service.sessions),
+                 owner=directory.default_owner)
+    else:
+        log.info("auth: no users configured: every request is allowed (unauthenticated mode)")
+    return service
+
+
+def make_alerting(config: ServerConfig, rules: RuleBook, registry: Registry, *,
+                  store: StoreService, bus: EventBus, reactor: Any) -> AlertingService:
+    engine = ThresholdEngine(rules)
+    try:
+        engine.restore(load_alert_states(store.conn))
+    except (sqlite3.Error, ValueError) as e:
+        raise SystemExit(f"heartbeat: state_dir: cannot read the alert states: {e}") from None
+    return AlertingService(engine, bus, store, reactor,
+                           watched=lambda host: registry.config_for(host).watch,
+                           period=reminder_period(config.threshold_renotify_interval))
+
+
+def make_ingest(config: ServerConfig, registry: Registry, bus: EventBus, reactor: Any,
+                max_sources: int = SOURCE_TABLE_SIZE) -> IngestProtocol:
+    """The datagram handler with the protocol limits, source rate and keys of the config."""
+    signing = Signing.from_config(config) if config.keys else None  # no keys: no cost
+    return IngestProtocol(
+        registry, bus, reactor, Limits(config.max_inflated, config.max_depth), IngestStats(),
+        rate=SourceRateLimit(config.source_rate, max_sources), signing=signing)
+
+
+def make_journal(config: ServerConfig, worker: Callable[[str], Worker],
+                 reactor: Any) -> JournalService | None:
+    if not config.journal_enabled:
+        return None
+    journal = JournalFile(Path(config.journal_dir), config.journal_file,
+                          config.journal_max_size, config.journal_max_backups)
+    try:  # before the reactor runs, as the store: a journal that cannot open is a config error
+        journal.open()
+        journal.close()
+    except OSError as e:
+        raise SystemExit(
+            f"heartbeat: journal_dir: cannot open the journal {journal.path}: {e}") from None
+    return JournalService(journal, worker("heartbeat-journal"), reactor,
+                          config.journal_flush_interval)
+
+
+def make_channels(config: ServerConfig, reactor: Any) -> tuple[list[Channel], Any]:
+    """The notification channels in use, and the HTTP pool the web ones share (or None)."""
+    names = channels_in_use(config)
+    channels: list[Channel] = []
+    if "email" in names:
+        # Imported only when used: twisted.mail.smtp resolves the host's FQDN at import.
+        from heartbeat.server.notify.email import EmailChannel  # noqa: PLC0415
+
+        try:
+            channels.append(EmailChannel(reactor, config.email, config.notify_timeout))
+        except (OSError, ValueError) as e:
+            raise ca_file_error(config, e) from None
+    web = [name for name in names if name != "email"]
+    if not web:
+        return channels, None
+    pool = HTTPConnectionPool(reactor, persistent=True)
+    http = HTTPClient(Agent(reactor, pool=pool, connectTimeout=config.notify_timeout))
+    for name in web:
+        if name == "pushover":
+            channels.append(PushoverChannel(http, config.pushover))
+        elif name == "mattermost":
+            channels.append(MattermostChannel(http, config.mattermost))
+        elif name == "signal":
+            channels.append(SignalChannel(http, config.signal))
+    return channels, pool
+
+
+def make_notifier(config: ServerConfig, bus: EventBus, reactor: Any) -> NotifierService | None:
+    channels, pool = make_channels(config, reactor)
+    if not channels:
+        return None
+    log.info("notify: channels {channels}", channels=", ".join(c.name for c in channels))
+    return NotifierService(channels, Router(config, [c.name for c in channels]), reactor, bus,
+                           settings=NotifySettings.from_config(config), pool=pool)
+
+
+def ca_file_error(config: ServerConfig, error: Exception) -> SystemExit:
+    return SystemExit(f"heartbeat: email.ca_file: cannot load {config.email.ca_file}: {error}")
+
+
+def check_dns_tools(config: ServerConfig) -> None:
+    if not (os.path.isfile(config.nsupdate_bin) and os.access(config.nsupdate_bin, os.X_OK)):
+        raise SystemExit(f"heartbeat: nsupdate_bin: {config.nsupdate_bin} is not an "
+                         f"executable file (Debian: apt install bind9-dnsutils)")
+    key = config.nsupdate_key
+    if key is not None and not (os.path.isfile(key) and os.access(key, os.R_OK)):
+        raise SystemExit(f"heartbeat: nsupdate_key: cannot read {key}")
+
+
+def make_dns(config: ServerConfig, registry: Registry, bus: EventBus,
+             reactor: Any) -> DnsService | None:
+    if not config.dyndomains:
+        return None
+    check_dns_tools(config)
+    return DnsService(reactor, registry, bus, DnsSettings.from_config(config))
+
+
+def make_websocket_services(config: ServerConfig, hub: EventHub, auth: WebAuth,
+                            budget: ConnectionBudget, reactor: Any) -> list[IService]:
+    services: list[IService] = []
+    if config.ws_port is not None:
+        services.append(_listener(reactor, _endpoint(config.hbd_host, config.ws_port),
+                                  ConnectionLimit(FeedFactory(hub, auth=auth), budget)))
+    if config.wss_port is not None:
+        files = wss_files(config)
+        if files is None:
+            missing = [str(p) for p in _wss_paths(config) if not p.is_file()]
+            log.warn("websocket: WSS on port {port} not started: missing {files}",
+                     port=config.wss_port, files=", ".join(missing))
+        else:
+            # TLS inside the connection limit, so the feed sees the TLS transport itself.
+            tls = TLSMemoryBIOFactory(tls_options(*files), False, FeedFactory(hub, auth=auth))
+            services.append(_listener(reactor, _endpoint(config.hbd_host, config.wss_port),
+                                      ConnectionLimit(tls, budget)))
+    return services
+
+
+def _wss_paths(config: ServerConfig) -> tuple[Path, Path]:
+    return Path(config.cert_path) / config.wss_pem, Path(config.cert_path) / config.wss_key
+
+
+def wss_files(config: ServerConfig) -> tuple[Path, Path] | None:
+    """The WSS certificate and key when WSS is on and both exist (else it does not start)."""
+    cert, key = _wss_paths(config)
+    if config.wss_port is None or not (cert.is_file() and key.is_file()):
+        return None
+    return cert, key
+
+
+def _listener(reactor: Any, description: str, factory: Any) -> StreamServerEndpointService:
+    """A stream listener whose failure to listen aborts start-up instead of being logged."""
+    service = StreamServerEndpointService(serverFromString(reactor, description), factory)
+    service._raiseSynchronously = True  # as twisted.application.strports.service does
+    return service
+
+
+def templates(config: ServerConfig) -> Templates:
+    """The packaged templates with ``templates_dir`` laid over them; unreadable: one line."""
+    override = Path(config.templates_dir) if config.templates_dir else None
+    try:
+        return Templates(override)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise SystemExit(f"heartbeat: templates_dir: cannot read the templates: {e}") from None
+
+
+def make_pages(config: ServerConfig, web_auth: WebAuth, registry: Registry) -> Pages:
+    """The web UI, with ``templates_dir`` laid over the packaged templates."""
+    return Pages(web_auth, registry, templates(config), heartbeat.__version__)
+
+
+def tls_options(cert: Path, key: Path) -> CertificateOptions:
+    """Server TLS from a PEM certificate chain (leaf first) and a PEM private key."""
+    try:
+        chain = [Certificate.loadPEM(pem) for pem in
+                 re.findall(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----",
+                            cert.read_bytes(), re.S)]
+        if not chain:
+            raise ValueError("no PEM certificate in it")
+    except (OSError, ValueError, SSLError, CryptoError) as e:
+        raise SystemExit(f"heartbeat: wss_pem: cannot load {cert}: {e}") from None
+    try:
+        private = PrivateCertificate.loadPEM(key.read_bytes() + chain[0].dumpPEM())
+    except (OSError, ValueError, SSLError, CryptoError) as e:
+        raise SystemExit(f"heartbeat: wss_key: cannot load {key} for {cert}: {e}") from None
+    return CertificateOptions(privateKey=private.privateKey.original,
+                              certificate=private.original,
+                              extraCertChain=[c.original for c in chain[1:]])
+
+
+def _status(server: Server) -> dict[str, Callable[[], Any]]:
+    """The sections of ``/api/0/status``, one per part that has something to say."""
+    journal, budget, site = server.journal, server.budget, server.site
+    sources: dict[str, Callable[[], Any]] = {
+        "ingest": server.ingest.status,
+        "websocket": server.hub.to_json,
+        "store": server.store.to_json,
+        "auth": server.auth.to_json,
+        "alerting": server.alerting.to_json,
+        "http": lambda: {**budget.to_json(), "slow_requests": site.slow_requests},
+    }
+    if server.notifier is not None:
+        sources["notify"] = server.notifier.to_json
+    if server.dns is not None:
+        sources["dns"] = server.dns.to_json
+    if journal is not None:
+        sources["journal"] = lambda: {
+            "lines": journal.journal.lines_written, "rotations": journal.journal.rotations,
+            "write_failures": journal.write_failures, "dropped": journal.dropped}
+    return sources
+
+
+def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None) -> Server:
+    """Every part of the server for ``settings``, wired, in its service tree (not started).
+
+    Raises ``SystemExit`` with one line for what the config names but cannot be
+    used (the store, the journal, nsupdate, templates, the WSS files).
+    """
+    config = settings.config
+    seams = seams or Seams()
+    make_worker = seams.worker or (lambda name: SerialWorker(reactor, name))
+    bus = EventBus(on_error=seams.on_error)
+    registry = make_registry(config)
+    store = make_store(config, registry, make_worker("heartbeat-store"), reactor)
+    recorder = HostRecorder(registry, store, config.history_retention,
+                            config.history_max_samples)
+    hasher = PasswordHasher(make_worker("heartbeat-passwords"), seams.password_iterations)
+    auth = make_auth(config, store, hasher, reactor)
+    web_auth = WebAuth(auth)
+    journal = make_journal(config, make_worker, reactor)
+    notifier = make_notifier(config, bus, reactor)
+    dns = make_dns(config, registry, bus, reactor)
+    alerting = make_alerting(config, settings.rules, registry, store=store, bus=bus,
+                             reactor=reactor)
+    ingest = make_ingest(config, registry, bus, reactor, seams.max_sources)
+    monitor = MonitorService(registry, bus, reactor, config.monitor_interval)
+    hub = EventHub(registry, alerts=alerting.engine, clock=reactor)
+    auth.add_revoke_listener(hub.session_ended)
+    status: dict[str, Callable[[], Any]] = {}
+    api = HeartbeatAPI(registry, store, journal, reactor, status, auth=web_auth, bus=bus,
+                       dns_trigger=dns.trigger if dns is not None else None,
+                       max_body=config.http_max_body, alerts=alerting.engine, config=config,
+                       config_path=settings.path)
+    root = WebRoot(api, FeedFactory(hub, auth=web_auth), make_pages(config, web_auth, registry))
+    site = HeartbeatSite(root.app.resource(), config.http_idle_timeout, config.http_max_body,
+                         config.http_request_timeout, reactor)
+    budget = ConnectionBudget(config.http_max_connections, config.http_max_connections_per_ip)
+
+    ports = {config.hb_port: "hb_port", config.hbd_port: "hbd_port"}
+    ports.update({p: k for k, p in (("ws_port", config.ws_port), ("wss_port", config.wss_port))
+                  if p is not None})
+    top = ServerService(ports)
+    server = Server(
+        settings=settings, config=config, reactor=reactor, bus=bus, registry=registry, store=store,
+        recorder=recorder, auth=auth, web_auth=web_auth, journal=journal, notifier=notifier,
+        dns=dns, alerting=alerting, ingest=ingest,
+        signatures=ingest.signing.policy if ingest.signing is not None else None,
+        monitor=monitor, hub=hub, api=api, root=root, site=site, budget=budget, status=status,
+        service=top)
+    top.parts = server
+    status.update(_status(server))
+    server.subscribed = subscribe_all(bus, server)
+
+    # Dependency order: each child needs only those before it (stopped in reverse).
+    for service in (store, auth, journal, notifier, dns, alerting, monitor):
+        if service is not None:
+            service.setServiceParent(top)
+    make_udp_service(ingest, config.hb_host, config.hb_port, config.udp_rcvbuf,
+                     reactor).setServiceParent(top)
+    web = _listener(reactor, _endpoint(config.hbd_host, config.hbd_port),
+                    ConnectionLimit(site, budget))
+    web.setName("web")
+    web.setServiceParent(top)
+    feeds = make_websocket_services(config, hub, web_auth, budget, reactor)
+    for n, feed in enumerate(feeds):
+        feed.setName(f"websocket-{n}")
+        feed.setServiceParent(top)
+    HangupService(reactor).setServiceParent(top)
+    return server

@@ -1,0 +1,157 @@
+"""The real ``makeService`` tree in process: a memory reactor, fake sockets, no threads.
+
+:class:`InProcessServer` starts exactly what ``twistd heartbeat`` starts (every
+part built and subscribed by ``heartbeat.server.compose``, every service of the
+tree) on a :class:`MemoryServerReactor`, with the blocking workers run inline
+(``compose.Seams``). Datagrams go straight to the UDP listener's protocol, HTTP
+requests and WebSocket clients through the listening factories of the HTTP and
+feed ports; time moves only when the test advances the reactor. For tests and
+the whole-server fuzzer: what one datagram can do to the whole graph, in
+microseconds, without a process.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
+from twisted.application.service import IService
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred
+from twisted.internet.testing import (
+    FakeDatagramTransport,
+    MemoryReactorClock,
+    StringTransportWithDisconnection,
+)
+from twisted.python.failure import Failure
+from twisted.test import iosim
+
+from heartbeat.config.server import ServerConfig
+from heartbeat.server.compose import STORE_FILE, Seams, Server
+from heartbeat.server.serial import ImmediateWorker
+from heartbeat.server.settings import ServerSettings
+from heartbeat.server.tap import makeService
+
+START = 1_800_000_000.0
+
+
+class _FakeUDPPort:
+    """What ``listenUDP`` returns: a socket to tune (never bound), stopped on request."""
+
+    def __init__(self, port: int, interface: str) -> None:
+        self.port = port
+        self.interface = interface
+        self.socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.listening = True
+
+    def stopListening(self) -> None:
+        self.listening = False
+        self.socket.close()
+
+    def getHost(self) -> IPv4Address:
+        return IPv4Address("UDP", self.interface or "0.0.0.0", self.port)
+
+
+class MemoryServerReactor(MemoryReactorClock):
+    """MemoryReactorClock that also "listens" on UDP: the protocol gets a fake transport."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.udp: dict[int, tuple[Any, FakeDatagramTransport, _FakeUDPPort]] = {}
+
+    def listenUDP(self, port: int, protocol: Any, interface: str = "",
+                  maxPacketSize: int = 8192) -> _FakeUDPPort:
+        transport = FakeDatagramTransport()
+        protocol.makeConnection(transport)
+        listening = _FakeUDPPort(port, interface)
+        self.udp[port] = (protocol, transport, listening)
+        return listening
+
+
+class _FeedClient(WebSocketClientProtocol):
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        self.factory.received.append(json.loads(payload))
+
+
+def fired(d: Deferred[Any]) -> Any:
+    """The result of a Deferred that must already have fired."""
+    out: list[Any] = []
+    d.addBoth(out.append)
+    assert out, f"{d!r} has not fired"
+    if isinstance(out[0], Failure):
+        out[0].raiseException()
+    return out[0]
+
+
+class InProcessServer:
+    """``makeService``'s tree for ``config`` started on a memory reactor (see the module)."""
+
+    def __init__(self, directory: Path, **settings: Any) -> None:
+        self.reactor = MemoryServerReactor()
+        self.reactor.advance(START)
+        defaults: dict[str, Any] = {
+            "state_dir": str(directory / "state"), "journal_dir": str(directory / "journal"),
+            "hb_host": "127.0.0.1", "hbd_host": "127.0.0.1", "ws_port": 50005}
+        self.config = ServerConfig(**{**defaults, **settings})
+        self.service: IService = makeService(
+            {"settings": ServerSettings.from_config(self.config)}, self.reactor,
+            seams=Seams(worker=lambda name: ImmediateWorker()))
+        parts = self.service.parts  # type: ignore[attr-defined]
+        assert isinstance(parts, Server)
+        self.parts: Server = parts
+        self.service.privilegedStartService()
+        self.service.startService()
+        self.udp, self.udp_transport, _ = self.reactor.udp[self.config.hb_port]
+        self.feeds: list[Any] = []
+
+    @property
+    def store_path(self) -> Path:
+        return Path(self.config.state_dir) / STORE_FILE
+
+    def send(self, message: dict[str, Any] | bytes, addr: tuple[str, int] = ("192.0.2.1", 40000),
+             ) -> None:
+        """One datagram to the UDP listener's protocol, as the socket would deliver it."""
+        data = message if isinstance(message, bytes) else json.dumps(message).encode()
+        self.udp.datagramReceived(data, addr)
+
+    def _factory(self, port: int) -> Any:
+        return next(f for p, f, _, _ in self.reactor.tcpServers if p == port)
+
+    def http(self, method: str, path: str) -> tuple[int, Any]:
+        """One HTTP/1.0 request through the HTTP port's listening factory: (status, JSON)."""
+        protocol = self._factory(self.config.hbd_port).buildProtocol(
+            IPv4Address("TCP", "127.0.0.1", 41000))
+        transport = StringTransportWithDisconnection(
+            peerAddress=IPv4Address("TCP", "127.0.0.1", 41000))
+        transport.protocol = protocol
+        protocol.makeConnection(transport)
+        protocol.dataReceived(f"{method} {path} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
+        head, _, body = transport.value().partition(b"\r\n\r\n")
+        status = int(head.split(b" ", 2)[1])
+        return status, json.loads(body) if body else None
+
+    def feed(self) -> tuple[list[Any], iosim.IOPump]:
+        """A WebSocket client on the feed port: (messages received so far, the pump)."""
+        server = self._factory(self.config.ws_port).buildProtocol(
+            IPv4Address("TCP", "127.0.0.1", 42000))
+        client_factory = WebSocketClientFactory(f"ws://127.0.0.1:{self.config.ws_port}/")
+        client_factory.protocol = _FeedClient
+        client_factory.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=0,
+                                          autoPingInterval=0)
+        client_factory.received = []
+        client = client_factory.buildProtocol(None)
+        pump = iosim.connect(server, iosim.makeFakeServer(server), client,
+                             iosim.makeFakeClient(client), greet=False)
+        pump.flush()
+        self.feeds.append((client, pump))
+        return client_factory.received, pump
+
+    def stop(self) -> Any:
+        """Close the feeds, then stop the tree as twistd does; the stop's result."""
+        for client, pump in self.feeds:
+            client.dropConnection(abort=True)
+            pump.flush()
+        return fired(self.service.stopService())
