@@ -20,13 +20,11 @@ from typing import Any
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from twisted.application.service import IService
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred
 from twisted.internet.testing import (
     FakeDatagramTransport,
     MemoryReactorClock,
     StringTransportWithDisconnection,
 )
-from twisted.python.failure import Failure
 from twisted.test import iosim
 
 from heartbeat.config.server import ServerConfig
@@ -34,6 +32,7 @@ from heartbeat.server.compose import STORE_FILE, Seams, Server
 from heartbeat.server.serial import ImmediateWorker
 from heartbeat.server.settings import ServerSettings
 from heartbeat.server.tap import makeService
+from tests.apistack import fired
 
 START = 1_800_000_000.0
 
@@ -74,16 +73,6 @@ class MemoryServerReactor(MemoryReactorClock):
 class _FeedClient(WebSocketClientProtocol):
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.factory.received.append(json.loads(payload))
-
-
-def fired(d: Deferred[Any]) -> Any:
-    """The result of a Deferred that must already have fired."""
-    out: list[Any] = []
-    d.addBoth(out.append)
-    assert out, f"{d!r} has not fired"
-    if isinstance(out[0], Failure):
-        out[0].raiseException()
-    return out[0]
 
 
 class InProcessServer:

@@ -13,17 +13,9 @@ from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
 
+from heartbeat import events
 from heartbeat.config.server import ServerConfig
-from heartbeat.events import (
-    ALERT,
-    HOST_NEW,
-    HOST_PLUGINS,
-    HOST_REMOVED,
-    HOST_RTT,
-    RECEIVED,
-    Event,
-    EventBus,
-)
+from heartbeat.events import ALERT, HOST_NEW, HOST_PLUGINS, HOST_REMOVED, HOST_RTT, RECEIVED, Event
 from heartbeat.server.compose import Seams, build
 from heartbeat.server.serial import ImmediateWorker
 from heartbeat.server.settings import ServerSettings
@@ -38,7 +30,7 @@ class Probe:
 
     active: list[str] = []
 
-    def __init__(self, name: str, bus: EventBus, publish: Event | None = None,
+    def __init__(self, name: str, bus: events.EventBus, publish: Event | None = None,
                  fail: bool = False) -> None:
         self.name = name
         self.bus = bus
