@@ -3,6 +3,10 @@
 
     .venv/bin/python scripts/ui_screenshots.py [--out docs/img] [--serve]
 
+Pages at 1366 px (desktop) and 390 px (phone), light and dark: live.png,
+host.png, alerts.png, settings.png, login.png, and live-dark.png,
+host-dark.png; phone.png, phone-live.png and phone-dark.png.
+
 Needs Debian's chromium (/usr/bin/chromium) and playwright (the test extra).
 ``--serve`` keeps the demo server running after the screenshots (Ctrl-C stops it)
 so the pages can be tried in a browser; the URL and logins are printed.
@@ -38,8 +42,11 @@ def demo_config() -> dict[str, Any]:
                       "email": "alice@example.com"},
             "bob": {"password": password, "full_name": "Bob Operator"},
         },
-        "hosts": {"db1": {"managers": ["bob"], "threshold_config": "database"},
-                  "web1": {"monitors": ["bob"]}},
+        "hosts": {"db1": {"managers": ["bob"], "threshold_config": "database",
+                          "description": "PostgreSQL primary, rack 3", "tags": ["db", "rack3"]},
+                  "web1": {"monitors": ["bob"], "description": "front web server",
+                           "tags": ["web", "rack3"]},
+                  "mail1": {"tags": ["mail"]}},
         "email": {"smtp_host": "smtp.example.com", "username": "heartbeat",
                   "password": "not-shown-anywhere", "to": ["ops@example.com"]},
         "thresholds": {"cpu_monitor": {"cpu_percent": {"warning": 80, "critical": 90}},
@@ -127,7 +134,7 @@ def feed(server: ServerProcess, samples: int = 40) -> None:
     server.send({"ID": "BOOT", "name": "web1", "boot_time": time.time() - 86400})
     for i in range(samples):
         for name, rtt in (("web1", 0.42), ("db1", 1.3), ("mail1", 0.8)):
-            server.send({"ID": "HTB", "name": name, "interval": 30, "rtt": rtt + (i % 5) / 10})
+            server.send({"ID": "HTB", "name": name, "interval": 300, "rtt": rtt + (i % 5) / 10})
         server.send({"ID": "PLG", "name": "web1", "plugins": {
             "cpu_monitor": cpu(i, 45), "memory_monitor": memory(i, 62), "disk_monitor": disk(i),
             "network_monitor": network(i)}})
@@ -136,7 +143,7 @@ def feed(server: ServerProcess, samples: int = 40) -> None:
             "zfs_monitor": ZFS}})
         server.send({"ID": "PLG", "name": "mail1", "plugins": {"nagios_runner": NAGIOS,
                                                                "cpu_monitor": cpu(i, 15)}})
-        time.sleep(0.1)
+        time.sleep(0.5)
     server.send({"ID": "PLG", "name": "web1", "plugins": {"os_info": {
         "system": "Linux", "hostname": "web1", "kernel": "6.1.0-18-amd64",
         "architecture": "x86_64", "distribution": "Debian GNU/Linux 12 (bookworm)",
@@ -146,6 +153,79 @@ def feed(server: ServerProcess, samples: int = 40) -> None:
                  "level": "info"})
     server.send({"ID": "MSG", "name": "web1", "text": "certificate expires in 12 days",
                  "level": "warning"})
+
+
+def fleet(server: ServerProcess, hosts: int = 60) -> None:
+    """More hosts, so /live looks like a fleet: a few DOWN, one with a message."""
+    for n in range(hosts):
+        server.send({"ID": "HTB", "name": f"node{n:03d}", "interval": 3600 if n % 17 else 1,
+                     "rtt": 0.3 + (n % 7) / 10})
+    server.send({"ID": "SHUT", "name": "node005"})
+    server.send({"ID": "MSG", "name": "node012", "text": "kernel upgraded, reboot pending",
+                 "level": "warning"})
+
+
+def zoom_in(page: Any) -> None:
+    """Drag across the CPU chart's last 1 % (36 s of the hour): the demo's history is
+    20 s long; the other charts follow the zoom."""
+    over = page.locator("figure[data-chart=cpu] .u-over")
+    over.scroll_into_view_if_needed()
+    box = over.bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.99, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] - 1, y, steps=4)
+    page.mouse.up()
+    page.mouse.move(0, 0)
+
+
+def shoot(browser: Any, base: str, out: Path, scheme: str) -> None:
+    """Every page at 1366 px and the phone views at 390 px in one colour scheme."""
+    dark = "-dark" if scheme == "dark" else ""
+    context = browser.new_context(viewport={"width": 1366, "height": 860},
+                                  color_scheme=scheme)
+    page = context.new_page()
+    page.goto(f"{base}/login?next=%2Flive")
+    if not dark:
+        page.screenshot(path=str(out / "login.png"))
+    page.fill("input[name=username]", "alice")
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector("#hosts tbody tr[data-host]")
+    page.wait_for_timeout(800)
+    page.screenshot(path=str(out / f"live{dark}.png"))
+    page.goto(f"{base}/plugins/db1")
+    page.wait_for_selector(".plot canvas")
+    page.select_option("#range", "3600")
+    page.wait_for_timeout(600)
+    zoom_in(page)
+    page.wait_for_timeout(400)
+    page.screenshot(path=str(out / f"host{dark}.png"), full_page=True)
+    if not dark:
+        page.goto(f"{base}/alerts")
+        page.wait_for_selector("#alert-summary > *")
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(out / "alerts.png"), full_page=True)
+        page.goto(f"{base}/settings")
+        page.wait_for_selector("#config tbody tr")
+        page.check("#config-changed")
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(out / "settings.png"), full_page=True)
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, color_scheme=scheme,
+                                device_scale_factor=1)
+    phone.add_cookies(context.cookies())
+    small = phone.new_page()
+    small.goto(f"{base}/plugins/web1")
+    small.wait_for_selector(".plot canvas")
+    small.wait_for_timeout(500)
+    small.screenshot(path=str(out / f"phone{dark}.png"))
+    if not dark:
+        small.goto(f"{base}/live")
+        small.wait_for_selector("#hosts tbody tr[data-host]")
+        small.wait_for_timeout(500)
+        small.screenshot(path=str(out / "phone-live.png"))
+    phone.close()
+    context.close()
 
 
 def main() -> int:
@@ -158,6 +238,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         server = ServerProcess(Path(tmp), **demo_config()).start()
         try:
+            fleet(server)
             feed(server)
             _, login = server.request("POST", "/api/0/auth/login",
                                       {"username": "alice", "password": PASSWORD})
@@ -168,35 +249,8 @@ def main() -> int:
             args.out.mkdir(parents=True, exist_ok=True)
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM)
-                page = browser.new_page(viewport={"width": 1280, "height": 860})
-                page.goto(f"{base}/login?next=%2Flive")
-                page.screenshot(path=str(args.out / "login.png"))
-                page.fill("input[name=username]", "alice")
-                page.fill("input[name=password]", PASSWORD)
-                page.click("button[type=submit]")
-                page.wait_for_selector("#hosts tbody tr")
-                page.wait_for_timeout(600)
-                page.screenshot(path=str(args.out / "live.png"), full_page=True)
-                page.goto(f"{base}/plugins/db1")
-                page.wait_for_selector(".plot canvas")
-                page.wait_for_timeout(400)
-                page.screenshot(path=str(args.out / "host.png"), full_page=True)
-                page.goto(f"{base}/alerts")
-                page.wait_for_selector("#alert-summary > *")
-                page.wait_for_timeout(300)
-                page.screenshot(path=str(args.out / "alerts.png"), full_page=True)
-                page.goto(f"{base}/settings")
-                page.wait_for_selector("#config tbody tr")
-                page.check("#config-changed")
-                page.wait_for_timeout(300)
-                page.screenshot(path=str(args.out / "settings.png"), full_page=True)
-                phone = browser.new_page(viewport={"width": 390, "height": 844},
-                                         device_scale_factor=1)
-                phone.context.add_cookies(page.context.cookies())
-                phone.goto(f"{base}/plugins/web1")
-                phone.wait_for_selector(".plot canvas")
-                phone.wait_for_timeout(400)
-                phone.screenshot(path=str(args.out / "phone.png"))
+                shoot(browser, base, args.out, "light")
+                shoot(browser, base, args.out, "dark")
                 browser.close()
             for name in sorted(args.out.glob("*.png")):
                 print(f"{name} {name.stat().st_size // 1024} KiB")

@@ -206,8 +206,9 @@ def test_every_asset_a_page_or_module_names_exists() -> None:
     for template in PACKAGED_TEMPLATES.glob("*.html"):
         names |= set(re.findall(r'/static/([\w.-]+)', template.read_text()))
     for script in PACKAGED_STATIC.glob("*.js"):
-        names |= set(re.findall(r'from "\./([\w.-]+)"', script.read_text()))
-    assert {"ui.js", "heartbeat.css", "common.js", "chart.js"} <= names
+        names |= set(re.findall(r'(?:from |import\()"\./([\w.-]+)"', script.read_text()))
+    assert {"ui.js", "heartbeat.css", "common.js", "chart.js", "uPlot.esm.js", "live.js",
+            "theme-boot.js"} <= names
     assert sorted(n for n in names if not (PACKAGED_STATIC / n).is_file()) == []
 
 

@@ -24,7 +24,7 @@ export function problemRow(a, roles, withHost = true) {
     cell("Value", a.kind === "metric" ? fmtMetric(a.metric_path, a.value) : "–"),
     cell("Limit", a.kind === "metric" ? fmtMetric(a.metric_path, a.threshold_value) : "–"),
     cell("Since", typeof a.since === "number" ? timeEl(a.since, "ago") : "–"),
-    cell("Message", el("span", { class: "msg-text", text: a.message })));
+    cell("Message", pathText(a.message, "msg-text")));
 }
 
 export async function alertsPage(feed) {

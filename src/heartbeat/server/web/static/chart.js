@@ -171,7 +171,10 @@ export class Chart {
           : { range: (u, min, max) => [Math.min(0, min ?? 0), Math.max(max ?? 1, ...limits.map((l) => l[0] * 1.05), min === max ? (max ?? 0) + 1 : 0)] },
       },
       axes: [
-        { ...axis, values: (u, splits) => splits.map((t) => fmtTime(t, splits[splits.length - 1] - splits[0] > 86400 ? "date" : "time")) , size: 30 },
+        { ...axis, size: 30, values: (u, splits) => {
+          const span = splits[splits.length - 1] - splits[0];
+          return splits.map((t) => fmtTime(t, span > 86400 ? "date" : span < 300 ? "seconds" : "time"));
+        } },
         { ...axis, values: (u, splits) => splits.map((v) => this.format(v)), size: axisSize },
       ],
       series: [

@@ -300,6 +300,7 @@ export function fmtMetric(path, value) {
 
 export function fmtDuration(seconds) {
   if (typeof seconds !== "number" || !Number.isFinite(seconds)) return "–";
+  if (seconds > 0 && seconds < 10 && !Number.isInteger(seconds)) return `${Number(seconds.toFixed(seconds < 1 ? 2 : 1))} s`;
   const s = Math.max(0, Math.round(seconds));
   if (s < 60) return `${s} s`;
   if (s < 3600) return `${Math.floor(s / 60)} min ${s % 60} s`;
@@ -358,13 +359,14 @@ export function zoneOffset(ts = Date.now() / 1000) {
 
 // Date and time in the chosen zone, the date and both from the same zone:
 // mode "auto" (time only when today), "full" (with the offset), "time" (HH:MM),
-// "date" (MM-DD HH:MM, for axes over days).
+// "seconds" (HH:MM:SS), "date" (MM-DD HH:MM, for axes over days).
 export function fmtTime(ts, mode = "auto") {
   if (typeof ts !== "number" || !Number.isFinite(ts)) return "–";
   const p = partsOf(ts);
   const date = `${p.year}-${p.month}-${p.day}`;
   const time = `${p.hour}:${p.minute}:${p.second}`;
   if (mode === "time") return `${p.hour}:${p.minute}`;
+  if (mode === "seconds") return time;
   if (mode === "date") return `${p.month}-${p.day} ${p.hour}:${p.minute}`;
   if (mode === "full") return `${date} ${time} ${p.timeZoneName}`;
   const today = partsOf(Date.now() / 1000);

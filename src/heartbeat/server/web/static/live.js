@@ -129,14 +129,16 @@ export async function livePage(feed) {
     return true;
   }
 
+  const filtering = () => Boolean(search.value.trim() || stateFilter.value || levelFilter.value || tagFilter.value);
+
   function computeOrder() {
     const column = COLUMNS[sort.column] || COLUMNS.problems;
     const sign = sort.descending ? -1 : 1;
     const then = column.then ? COLUMNS[column.then].key : null;
-    const filtering = search.value.trim() || stateFilter.value || levelFilter.value || tagFilter.value;
+    const filtered = filtering();
     order = [];
     for (const entry of entries.values()) {
-      if (filtering && !matches(entry)) continue;
+      if (filtered && !matches(entry)) continue;
       entry.k1 = column.key(entry);
       entry.k2 = then ? then(entry) : 0;
       order.push(entry);
@@ -145,6 +147,7 @@ export async function livePage(feed) {
     orderDirty = false;
     forceOrder = false;
     lastSort = performance.now();
+    if (filtering()) summaryLater();
     drawn = { first: -1, last: -1, names: drawn.names };
   }
 
@@ -266,7 +269,7 @@ export async function livePage(feed) {
     const states = [...counts.keys()].sort((a, b) => stateRank(b) - stateRank(a) || compare(a, b));
     const parts = states.map((state) => `${counts.get(state)} ${state.toLowerCase()}`);
     summary.textContent = `${entries.size} host${entries.size === 1 ? "" : "s"}: ${parts.join(", ") || "none"}` +
-      ` · ${alerting} with alerts` + (order.length !== entries.size ? ` · ${order.length} shown` : "");
+      ` · ${alerting} with alerts` + (filtering() ? ` · ${order.length} shown` : "");
     for (const state of states) {
       if (![...stateFilter.options].some((o) => o.value === state)) stateFilter.append(el("option", { value: state, text: state.toLowerCase() }));
     }

@@ -2,12 +2,14 @@
 import { api, Feed, me, tickAges, zoneName, zoneOffset } from "./common.js";
 import { startThemeToggle } from "./theme.js";
 import { startPie } from "./pie.js";
-import { livePage } from "./live.js";
-import { hostPage } from "./host.js";
-import { alertsPage } from "./alerts.js";
-import { settingsPage } from "./settings.js";
 
-const PAGES = { live: livePage, host: hostPage, alerts: alertsPage, settings: settingsPage };
+// Each page's module loads only on its page (/live does not fetch the chart library).
+const PAGES = {
+  live: async () => (await import("./live.js")).livePage,
+  host: async () => (await import("./host.js")).hostPage,
+  alerts: async () => (await import("./alerts.js")).alertsPage,
+  settings: async () => (await import("./settings.js")).settingsPage,
+};
 
 async function startNav() {
   const page = document.body.dataset.page;
@@ -41,8 +43,8 @@ async function main() {
   const feed = new Feed();
   startNav().catch((error) => console.warn("heartbeat: navigation", error));
   startPie(feed);
-  const run = PAGES[page];
-  if (run) await run(feed);
+  const load = PAGES[page];
+  if (load) await (await load())(feed);
   feed.connect();
   setInterval(tickAges, 1000);
 }
