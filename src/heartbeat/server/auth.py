@@ -44,6 +44,7 @@ from heartbeat.text import json_bytes
 
 __all__ = [
     "AuthService",
+    "HasherClosed",
     "LoginRefused",
     "LoginThrottled",
     "PasswordHasher",
@@ -96,14 +97,24 @@ class LoginThrottled(Exception):
         self.retry_after = max(1, math.ceil(retry_after))
 
 
+class HasherClosed(Exception):
+    """The server is stopping: no more hashing."""
+
+
 class PasswordHasher:
-    """Hashes and checks passwords on ``worker``'s thread, refusing a long queue."""
+    """Hashes and checks passwords on ``worker``'s thread, refusing a long queue.
+
+    :meth:`close` (at shutdown) refuses new work, drops the queued work that has
+    not begun and ends the thread once the hash in progress returns; the reactor
+    waits for that on a Deferred, never in a join.
+    """
 
     def __init__(self, worker: Worker, iterations: int = ITERATIONS, max_pending: int = 16) -> None:
         self.worker = worker
         self.iterations = iterations
         self.max_pending = max_pending
         self.pending = 0
+        self.closing = False
         # Checked when the user does not exist, so that costs as long as a real check.
         self._dummy = str(PasswordHash(iterations, "no-such-user-hb", "0" * 64))
 
@@ -112,14 +123,27 @@ class PasswordHasher:
         return self.pending >= self.max_pending
 
     def _run(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
+        if self.closing:
+            return fail(HasherClosed())
         self.pending += 1
-        d = self.worker.run(fn, *args)
+        d = self.worker.run(self._unless_closing, fn, *args)
 
         def done(result: Any) -> Any:
             self.pending -= 1
             return result
 
         return d.addBoth(done)
+
+    def _unless_closing(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """On the worker thread: work queued before a close is dropped, not done."""
+        if self.closing:
+            raise HasherClosed()
+        return fn(*args)
+
+    def close(self) -> Deferred[None]:
+        """Stop hashing; fires once the thread has ended (see the class)."""
+        self.closing = True
+        return self.worker.stop()
 
     def hash(self, password: str) -> Deferred[str]:
         return self._run(hash_password, password, self.iterations)
@@ -353,8 +377,8 @@ class AuthService(Service):
         self._sweep.start(self.sweep_interval, now=True).addErrback(
             lambda f: log.failure("auth: session expiry loop stopped", f))
 
-    def stopService(self) -> None:
+    def stopService(self) -> Deferred[None]:
         super().stopService()
         if self._sweep is not None and self._sweep.running:
             self._sweep.stop()
-        self.hasher.worker.stop()
+        return self.hasher.close()

@@ -292,5 +292,5 @@ class JournalService(Service):
             self._loop.stop()
         d = self.flush()
         d.addBoth(lambda _: self._worker.run(self.journal.close))
-        d.addBoth(lambda _: self._worker.stop())
+        d.addBoth(lambda _: self._worker.stop())  # after the close: the thread is idle
         return d

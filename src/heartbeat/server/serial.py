@@ -23,7 +23,7 @@ T = TypeVar("T")
 
 class Worker(Protocol):
     def start(self) -> None: ...
-    def stop(self) -> None: ...
+    def stop(self) -> Deferred[None]: ...
     def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Deferred[T]: ...
 
 
@@ -37,9 +37,16 @@ class SerialWorker:
     def start(self) -> None:
         self._pool.start()
 
-    def stop(self) -> None:
-        """Join the thread; call only after the last ``run`` has fired."""
-        self._pool.stop()
+    def stop(self) -> Deferred[None]:
+        """End the thread once the work queued so far is done; fires when it has ended.
+
+        The reactor thread only waits on a Deferred: the thread is joined when it
+        is idle (its last work has returned), so joining it takes no time.
+        """
+        if not self._pool.started:
+            return succeed(None)
+        idle = self.run(lambda: None)
+        return idle.addBoth(lambda _: self._pool.stop())
 
     def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Deferred[T]:
         return deferToThreadPool(self._reactor, self._pool, fn, *args, **kwargs)
@@ -51,8 +58,8 @@ class ImmediateWorker:
     def start(self) -> None:
         pass
 
-    def stop(self) -> None:
-        pass
+    def stop(self) -> Deferred[None]:
+        return succeed(None)
 
     def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Deferred[T]:
         try:

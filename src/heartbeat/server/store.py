@@ -257,11 +257,9 @@ class StoreService(Service):
         d = self.flush()
         d.addErrback(lambda f: None)  # already logged by _failed
         d.addCallback(lambda _: self._worker.run(self.conn.close))
-        d.addBoth(self._stopped)
+        d.addErrback(lambda f: log.failure("store: closing the database failed", f))
+        d.addBoth(lambda _: self._worker.stop())
         return d
-
-    def _stopped(self, result: Any) -> None:
-        self._worker.stop()
 
 
 class HostRecorder:
