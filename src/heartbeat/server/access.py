@@ -211,8 +211,10 @@ class Viewer:
 
     directory: Directory
     name: str | None = None
-    via: str = "none"  # "none" (no users configured), "cookie" or "bearer"
+    via: str = "none"  # "none" (no users configured), "cookie", "bearer" or "key"
     session: str | None = None  # the session's key, when authenticated by one
+    key_id: str | None = None  # the API key's id, when authenticated by one
+    read_only: bool = False  # a read-only API key: no change of any kind
 
     @property
     def admin(self) -> bool:

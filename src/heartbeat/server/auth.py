@@ -36,6 +36,7 @@ from heartbeat.passwords import (
     verify_password,
 )
 from heartbeat.server.access import Directory, HostAccess
+from heartbeat.server.apikeys import ApiKey, ApiKeyBook, Scope
 from heartbeat.server.serial import Worker
 from heartbeat.server.sessions import TOUCH_PERSIST, LoginThrottle, Session, SessionBook
 from heartbeat.server.store import StoreService, Write
@@ -59,6 +60,7 @@ class StoredAuth:
     users: dict[str, UserConfig | None] = field(default_factory=dict)
     access: dict[str, HostAccess] = field(default_factory=dict)
     sessions: list[Session] = field(default_factory=list)
+    keys: list[ApiKey] = field(default_factory=list)
 
 
 def load_auth(conn: sqlite3.Connection) -> StoredAuth:
@@ -84,6 +86,10 @@ def load_auth(conn: sqlite3.Connection) -> StoredAuth:
     for key, user, created, last_used, csrf, address in conn.execute(
             "SELECT key, user, created, last_used, csrf, address FROM sessions"):
         stored.sessions.append(Session(key, user, created, last_used, csrf, address, last_used))
+    for row in conn.execute(
+            "SELECT digest, key_id, user, name, scope, created, expires, last_used,"
+            " last_address FROM api_keys ORDER BY created, key_id"):
+        stored.keys.append(ApiKey(*row))
     return stored
 
 
@@ -175,8 +181,10 @@ class AuthService(Service):
         self.hasher = hasher
         self.clock = clock
         self.sessions = SessionBook(idle_timeout)
+        self.keys = ApiKeyBook()
         self.throttle = throttle or LoginThrottle()
         self._touched: dict[str, Session] = {}
+        self._keys_touched: dict[str, ApiKey] = {}
         self._revoke_listeners: list[Callable[[Session], None]] = []
         self._sweep: LoopingCall | None = None
         self.sweep_interval = min(60.0, idle_timeout / 4)
@@ -189,6 +197,7 @@ class AuthService(Service):
     def restore(self, stored: StoredAuth) -> None:
         self.directory.restore(stored.users, stored.access)
         self.sessions.restore(stored.sessions, self.clock.seconds())
+        self.keys.restore(stored.keys)
 
     @property
     def enabled(self) -> bool:
@@ -208,15 +217,55 @@ class AuthService(Service):
         return session
 
     def _touch_writes(self) -> list[Write]:
-        if not self._touched:
-            return []
-        touched, self._touched = self._touched, {}
-        rows = []
-        for session in touched.values():
-            session.persisted_use = session.last_used
-            rows.append((session.last_used, session.key))
-        return [lambda conn: conn.executemany(
-            "UPDATE sessions SET last_used = ? WHERE key = ?", rows)]
+        writes: list[Write] = []
+        if self._touched:
+            touched, self._touched = self._touched, {}
+            rows = []
+            for session in touched.values():
+                session.persisted_use = session.last_used
+                rows.append((session.last_used, session.key))
+            writes.append(lambda conn: conn.executemany(
+                "UPDATE sessions SET last_used = ? WHERE key = ?", rows))
+        if self._keys_touched:
+            keys, self._keys_touched = self._keys_touched, {}
+            key_rows = []
+            for key in keys.values():
+                key.persisted_use = key.last_used
+                key_rows.append((key.last_used, key.last_address, key.key_id))
+            writes.append(lambda conn: conn.executemany(
+                "UPDATE api_keys SET last_used = ?, last_address = ? WHERE key_id = ?",
+                key_rows))
+        return writes
+
+    # API keys
+    def api_key(self, token: str, address: str | None = None) -> ApiKey | None:
+        """The live key of ``token`` whose user still exists, marked used now."""
+        key = self.keys.lookup(token, self.clock.seconds(), address)
+        if key is None or self.directory.user(key.user) is None:
+            return None
+        if self.keys.needs_persisting(key):
+            self._keys_touched[key.key_id] = key
+        return key
+
+    def create_key(self, user: str, name: str, scope: Scope,
+                   expires: float | None = None) -> tuple[str, ApiKey]:
+        """A new key for ``user``: (its token, shown once; the key). KeyLimitReached."""
+        token, key = self.keys.create(user, name, scope, self.clock.seconds(), expires)
+        self.store.write(
+            "INSERT INTO api_keys (key_id, digest, user, name, scope, created, expires,"
+            " last_used, last_address) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
+            (key.key_id, key.digest, key.user, key.name, key.scope, key.created, key.expires))
+        log.info("auth: API key {key_id} ({scope}) created for {user}", key_id=key.key_id,
+                 scope=scope, user=user)
+        return token, key
+
+    def revoke_key(self, key_id: str) -> ApiKey | None:
+        key = self.keys.revoke(key_id)
+        if key is not None:
+            self._keys_touched.pop(key_id, None)
+            self.store.write("DELETE FROM api_keys WHERE key_id = ?", (key_id,))
+            log.info("auth: API key {key_id} of {user} revoked", key_id=key_id, user=key.user)
+        return key
 
     def _prune(self, conn: sqlite3.Connection, now: float) -> None:
         """Drop stored sessions that ended idle (whether or not this process saw them end)."""
@@ -332,6 +381,8 @@ class AuthService(Service):
         user = decision.user
         if user is None:
             self.directory.delete_user(decision.name)
+            for key in self.keys.of_user(decision.name):
+                self.revoke_key(key.key_id)
         else:
             if encoded is not None:
                 user = dataclasses.replace(user, password=encoded)
@@ -366,7 +417,8 @@ class AuthService(Service):
 
     def to_json(self) -> dict[str, Any]:
         return {"enabled": self.enabled, "users": len(self.directory.users),
-                "sessions": len(self.sessions), "logins": self.logins,
+                "sessions": len(self.sessions), "api_keys": len(self.keys),
+                "logins": self.logins,
                 "failed_logins": self.failed_logins, "throttled_logins": self.throttled_logins}
 
     def startService(self) -> None:

@@ -133,11 +133,21 @@ CREATE TABLE operation_ids (kind TEXT PRIMARY KEY, last INTEGER NOT NULL);
 # (``history`` the states, oldest first, JSON), and the last id given to a window and
 # a silence, so ids are never given twice.
 
+_V3_API_KEYS = """
+CREATE TABLE api_keys (
+    key_id TEXT PRIMARY KEY, digest TEXT NOT NULL UNIQUE, user TEXT NOT NULL,
+    name TEXT NOT NULL, scope TEXT NOT NULL, created REAL NOT NULL, expires REAL,
+    last_used REAL, last_address TEXT
+);
+"""
+# Version 3: users' API keys (docs/USERS.md), only the SHA-256 of each token.
+
 STEPS: Final[Sequence[Step]] = (
     Step(1, "hosts, plugin data, queued commands, users, sessions, host access, alert states",
          sqlite=_V1_SQLITE),
     Step(2, "maintenance windows, silences, acknowledgements, held problems, flap histories",
          sqlite=_V2_SQLITE),
+    Step(3, "API keys", sqlite=_V3_API_KEYS),
 )
 NEWEST: Final = STEPS[-1].version
 """The schema version this code reads and writes."""

@@ -29,6 +29,7 @@ from heartbeat.config.server import ServerConfig, UserConfig
 from heartbeat.events import EventBus
 from heartbeat.protocol import CLIENT_IDS
 from heartbeat.server.access import HostAccess, Role, Viewer, user_json
+from heartbeat.server.apikeys import KeyLimitReached
 from heartbeat.server.auth import LoginRefused, LoginThrottled
 from heartbeat.server.hostlist import HostFilter, iter_hosts, page
 from heartbeat.server.journal import JournalService
@@ -55,6 +56,7 @@ from heartbeat.server.web.hostview import HostViews
 from heartbeat.server.web.schema import (
     ACCESS_BODY,
     COMMAND_BODY,
+    KEY_CREATE_BODY,
     LOGIN_BODY,
     OWNER_BODY,
     UPGRADE_BODY,
@@ -191,6 +193,24 @@ class HeartbeatAPI:
             raise ApiError(403, "forbidden", "only an admin may do this")
         return viewer
 
+    def person(self, request: IRequest) -> Viewer:
+        """The caller in person (a session, or no users at all): never an API key.
+
+        Users and API keys are managed by people who logged in: a key that
+        leaks must not be able to make more keys or users, or change a password.
+        """
+        viewer = self.viewer(request)
+        if viewer.via == "key":
+            raise ApiError(403, "key_not_allowed",
+                           "API keys cannot manage users or API keys: log in instead")
+        return viewer
+
+    def user_admin(self, request: IRequest) -> Viewer:
+        viewer = self.person(request)
+        if not viewer.admin:
+            raise ApiError(403, "forbidden", "only an admin may do this")
+        return viewer
+
     def allowed(self, request: IRequest, name: str, role: Role) -> Viewer:
         """The caller if they hold ``role`` on host ``name``; 404 if they cannot see it."""
         viewer = self.viewer(request)
@@ -291,6 +311,9 @@ class HeartbeatAPI:
                 body["csrf_token"] = session.csrf
                 body["session"] = {"created": session.created, "last_used": session.last_used,
                                    "idle_timeout": self.users.sessions.idle_timeout}
+            key = self.users.keys.get(viewer.key_id or "")
+            if key is not None:
+                body["api_key"] = key.to_json(self.clock.seconds())
         body["roles"] = {h.name: role.label for h in sorted(self.registry, key=lambda h: h.name)
                          if (role := viewer.role(h.name)) is not None}
         directory = self.users.directory
@@ -580,7 +603,7 @@ class HeartbeatAPI:
 
     @app.route("/api/0/users", methods=["GET"])
     def user_list(self, request: IRequest) -> bytes:
-        self.admin(request)
+        self.user_admin(request)
         users = self.users.directory.users
         return json_response(request, {"users": [self._user_json(n, u)
                                                  for n, u in sorted(users.items())]})
@@ -597,7 +620,7 @@ class HeartbeatAPI:
 
     @app.route("/api/0/users/<user>", methods=["GET"])
     def user_detail(self, request: IRequest, user: str) -> bytes:
-        self.admin(request)
+        self.user_admin(request)
         return json_response(request, self._user_json(user, self._user(user)))
 
     @app.route("/api/0/users/<user>", methods=["PUT"])
@@ -617,8 +640,9 @@ class HeartbeatAPI:
             lambda _: json_response(request, {"deleted": user}))
 
     def _may_change_users(self, request: IRequest, action: Action, name: str | None) -> Viewer:
-        """The caller, if the user policy lets them ``action`` users at all (else 403)."""
-        viewer = self.viewer(request)
+        """The caller in person, if the user policy lets them ``action`` users at all
+        (else 403)."""
+        viewer = self.person(request)
         try:
             permit(self.users.directory.users, viewer.name, action, name)
         except Refused as e:
@@ -641,6 +665,52 @@ class HeartbeatAPI:
 
         return self.users.change_user(viewer.name, change, keep=viewer.session).addCallbacks(
             changed, refused)
+
+    # API keys (a user's own; admins may list and revoke anyone's)
+    def _key_owner(self, request: IRequest, user: str) -> Viewer:
+        viewer = self.person(request)
+        if not self.users.enabled:
+            raise ApiError(409, "auth_disabled",
+                           "no users are configured: API keys belong to users")
+        if not viewer.admin and viewer.name != user:
+            self._user(user)
+            raise ApiError(403, "forbidden", "only an admin may see another user's API keys")
+        self._user(user)
+        return viewer
+
+    @app.route("/api/0/users/<user>/keys", methods=["GET"])
+    def key_list(self, request: IRequest, user: str) -> bytes:
+        self._key_owner(request, user)
+        now = self.clock.seconds()
+        return json_response(request, {"user": user, "keys": [
+            k.to_json(now) for k in self.users.keys.of_user(user)]})
+
+    @app.route("/api/0/users/<user>/keys", methods=["POST"])
+    def key_create(self, request: IRequest, user: str) -> bytes:
+        viewer = self._key_owner(request, user)
+        if viewer.name != user:
+            raise ApiError(403, "forbidden", "an API key is made by the user it belongs to")
+        body = self._body(request, KEY_CREATE_BODY)
+        expires = body.get("expires")
+        now = self.clock.seconds()
+        if expires is not None and not (math.isfinite(expires) and expires > now):
+            raise ApiError(400, "invalid_body", "body.expires: must be a Unix time in the future")
+        try:
+            token, key = self.users.create_key(user, body["name"], body["scope"], expires)
+        except KeyLimitReached as e:
+            raise ApiError(409, "too_many_keys", f"{e}: revoke one first") from None
+        return json_response(request, {"token": token, "key": key.to_json(now)}, 201)
+
+    @app.route("/api/0/users/<user>/keys/<key_id>", methods=["DELETE"])
+    def key_revoke(self, request: IRequest, user: str, key_id: str) -> bytes:
+        viewer = self._key_owner(request, user)
+        key = self.users.keys.get(key_id)
+        if key is None or key.user != user:
+            raise ApiError(404, "not_found", f"{user!r} has no API key {key_id!r}")
+        self.users.revoke_key(key_id)
+        log.info("api: API key {key_id} of {user} revoked by {by}", key_id=key_id, user=user,
+                 by=viewer.name)
+        return json_response(request, {"revoked": key_id})
 
     def _user(self, name: str) -> UserConfig:
         user = self.users.directory.user(name)

@@ -78,7 +78,10 @@ class WebAuth:
             scheme, _, token = header.strip().partition(" ")
             if scheme.lower() != "bearer" or not token.strip():
                 raise _unauthenticated("the Authorization header must be 'Bearer <token>'")
-            session = self.service.session(token.strip())
+            token = token.strip()
+            if self.service.keys.looks_like_key(token):
+                return self._key_viewer(token, client_address(request), request.method)
+            session = self.service.session(token)
             if session is None:
                 raise _unauthenticated("the token is unknown or has expired: log in again")
             return Viewer(directory, session.user, "bearer", session.key)
@@ -91,6 +94,17 @@ class WebAuth:
         if request.method not in SAFE_METHODS:
             self._check_csrf(request, session)
         return Viewer(directory, session.user, "cookie", session.key)
+
+    def _key_viewer(self, token: str, address: str | None, method: bytes | None) -> Viewer:
+        """The viewer of an API key; a read-only key may not change anything (403)."""
+        key = self.service.api_key(token, address)
+        if key is None:
+            raise _unauthenticated("the API key is unknown, revoked or expired")
+        if key.read_only and method is not None and method not in SAFE_METHODS:
+            raise ApiError(403, "read_only_key",
+                           f"API key {key.key_id} is read-only: it cannot change anything")
+        return Viewer(self.service.directory, key.user, "key", key_id=key.key_id,
+                      read_only=key.read_only)
 
     def _check_csrf(self, request: IRequest, session: Session) -> None:
         token = request.getHeader(CSRF_HEADER)
@@ -149,6 +163,8 @@ class WebAuth:
         if not self.service.enabled:
             return Viewer(directory)
         tokens = params.get("token") or []
+        if tokens and self.service.keys.looks_like_key(tokens[0]):
+            return self._key_viewer(tokens[0], None, None)
         if tokens:
             session = self.service.session(tokens[0])
             if session is None:

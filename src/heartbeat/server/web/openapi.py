@@ -14,6 +14,7 @@ from typing import Any, Final
 from heartbeat.server.web.schema import (
     ACCESS_BODY,
     COMMAND_BODY,
+    KEY_CREATE_BODY,
     LOGIN_BODY,
     OWNER_BODY,
     UPGRADE_BODY,
@@ -206,12 +207,13 @@ SCHEMAS: Final[dict[str, Any]] = {
         "properties": {
             "name": _STRING_OR_NULL,
             "admin": {"type": "boolean"},
-            "auth": {"type": "string", "enum": ["none", "cookie", "bearer"]},
+            "auth": {"type": "string", "enum": ["none", "cookie", "bearer", "key"]},
             "authentication": {"type": "boolean"},
             "csrf_token": {"type": "string"},
             "session": {"type": "object", "properties": {
                 "created": {"type": "number"}, "last_used": {"type": "number"},
                 "idle_timeout": {"type": "number"}}},
+            "api_key": {"$ref": "#/components/schemas/ApiKey"},
             "roles": {"type": "object", "additionalProperties": {
                 "type": "string", "enum": ["monitor", "manager", "owner"]}},
             "admins": {"type": "array", "description": "who can grant roles on every host",
@@ -220,6 +222,35 @@ SCHEMAS: Final[dict[str, Any]] = {
                            "email": _STRING_OR_NULL}, "required": ["name", "full_name"]}},
         },
         "required": ["name", "admin", "auth", "authentication", "roles", "admins"],
+    },
+    "ApiKey": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "name": {"type": "string"},
+            "user": {"type": "string"},
+            "scope": {"type": "string", "enum": ["ro", "rw"]},
+            "created": {"type": "number"},
+            "expires": _NUMBER_OR_NULL,
+            "last_used": _NUMBER_OR_NULL,
+            "last_address": _STRING_OR_NULL,
+            "expired": {"type": "boolean"},
+            "hint": {"type": "string"},
+        },
+        "required": ["id", "name", "user", "scope", "created", "expires", "last_used",
+                     "expired", "hint"],
+    },
+    "ApiKeyList": {
+        "type": "object",
+        "properties": {"user": {"type": "string"},
+                       "keys": {"type": "array", "items": {"$ref": "#/components/schemas/ApiKey"}}},
+        "required": ["user", "keys"],
+    },
+    "NewApiKey": {
+        "type": "object",
+        "properties": {"token": {"type": "string", "description": "shown this once only"},
+                       "key": {"$ref": "#/components/schemas/ApiKey"}},
+        "required": ["token", "key"],
     },
     "Login": {
         "type": "object",
@@ -322,8 +353,9 @@ _REASONS: Final = {
          "`bad_text`, `invalid_body`, `unknown_user`)",
     401: "Not logged in, or the token or session has ended (`unauthenticated`), "
          "or a failed login (`invalid_credentials`)",
-    403: "Logged in but the role is not enough (`forbidden`), or a cookie-authenticated "
-         "change without CSRF proof (`csrf`)",
+    403: "Logged in but the role is not enough (`forbidden`), a cookie-authenticated "
+         "change without CSRF proof (`csrf`), a change with a read-only API key "
+         "(`read_only_key`), or an API key where a login is needed (`key_not_allowed`)",
     404: "No such host, or a host the caller holds no role on; no such user or plugin "
          "(`not_found`)",
     409: "The request conflicts with the current state",
@@ -394,6 +426,7 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 
 HOST = _path("name", "the host's name", "web1")
 USER = _path("user", "the user's name", "bob")
+KEY = _path("key_id", "the API key's id", "3f9a1c2b")
 MONITOR = "monitor on the host (manager, owner and admin include it)"
 MANAGER = "manager on the host (owner and admin include it)"
 OWNER = "owner of the host, or admin"
@@ -539,6 +572,23 @@ def _paths() -> dict[str, dict[str, Any]]:
                           (200, {"type": "object", "properties": {"deleted": {"type": "string"}},
                                  "required": ["deleted"]}), (403, 404, 409), role=ADMIN,
                           tag="users"),
+        },
+        "/api/0/users/{user}/keys": {
+            "parameters": [USER],
+            "get": _op("The user's API keys (never their tokens)", (200, "ApiKeyList"),
+                       (403, 404, 409), role="the user themself, or admin (not with a key)",
+                       tag="keys"),
+            "post": _op("Make an API key: its token is in this answer only", (201, "NewApiKey"),
+                        (403, 404, 409), role="the user themself (not with a key)",
+                        body=KEY_CREATE_BODY, tag="keys",
+                        example={"name": "prometheus", "scope": "ro", "expires": None}),
+        },
+        "/api/0/users/{user}/keys/{key_id}": {
+            "parameters": [USER, KEY],
+            "delete": _op("Revoke an API key at once",
+                          (200, {"type": "object", "properties": {"revoked": {"type": "string"}},
+                                 "required": ["revoked"]}), (403, 404, 409),
+                          role="the user themself, or admin (not with a key)", tag="keys"),
         },
     }
 

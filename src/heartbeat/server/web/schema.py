@@ -21,6 +21,7 @@ from heartbeat.text import text_problem
 __all__ = [
     "ACCESS_BODY",
     "COMMAND_BODY",
+    "KEY_CREATE_BODY",
     "LOGIN_BODY",
     "OWNER_BODY",
     "UPGRADE_BODY",
@@ -107,6 +108,17 @@ USER_CREATE_BODY: Final[dict[str, Any]] = {
 USER_UPDATE_BODY: Final[dict[str, Any]] = {
     "type": "object",
     "properties": dict(_USER_FIELDS),
+    "additionalProperties": False,
+}
+
+KEY_CREATE_BODY: Final[dict[str, Any]] = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "minLength": 1, "maxLength": 64},
+        "scope": {"type": "string", "enum": ["ro", "rw"]},
+        "expires": {"type": ["number", "null"]},
+    },
+    "required": ["name", "scope"],
     "additionalProperties": False,
 }
 

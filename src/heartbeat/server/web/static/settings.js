@@ -5,6 +5,7 @@ import {
   setTimeZone, timeZone, zoneName, zoneOffset,
 } from "./common.js";
 import { setTheme, theme } from "./theme.js";
+import { accountSection } from "./account.js";
 
 
 function facts(box, rows) {
@@ -239,7 +240,7 @@ function displaySection() {
 export async function settingsPage() {
   const info = await me();
   displaySection();
-  const jobs = [loadStatus(), thresholdsSection()];
+  const jobs = [loadStatus(), thresholdsSection(), accountSection(info)];
   if (info.admin) {
     jobs.push(usersSection(info), configSection());
   } else {
