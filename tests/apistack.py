@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from treq.testing import StubTreq
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
 from twisted.python.failure import Failure
 
-from heartbeat.config.server import HostConfig, ServerConfig, UserConfig
+from heartbeat.config.server import HostConfig, MetricsConfig, ServerConfig, UserConfig
 from heartbeat.events import Event
 from heartbeat.passwords import hash_password
 from heartbeat.server.compose import STORE_FILE, Seams, build
@@ -100,6 +100,7 @@ class Stack:
         journal: bool = False,
         thresholds: dict[str, Any] | None = None,
         threshold_configs: dict[str, Any] | None = None,
+        metrics: dict[str, Any] | None = None,
     ) -> None:
         self.path = directory / STORE_FILE
         self.users = users or {}
@@ -113,13 +114,15 @@ class Stack:
             journal_dir=str(directory / "journal"), users=self.users, hosts=self.hosts,
             default_owner=default_owner, session_idle_timeout=idle_timeout,
             http_max_body=max_body, thresholds=self.thresholds,
-            threshold_configs=self.threshold_configs, grace=10.0, interval=30.0)
+            threshold_configs=self.threshold_configs, grace=10.0, interval=30.0,
+            metrics=MetricsConfig(**(metrics or {})))
         self.clock = Clock()
         self.clock.advance(START)
         self.server = build(ServerSettings.from_config(self.config, "test.yaml"), self.clock,
                             seams=Seams(
                                 worker=lambda name: ImmediateWorker(),
-                                password_iterations=FAST, on_error=_reraise))
+                                password_iterations=FAST, on_error=_reraise,
+                                run_in_thread=lambda fn, *args: succeed(fn(*args))))
         server = self.server
         self.bus = server.bus
         self.events: list[Event] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from heartbeat.config.server import ServerConfig
@@ -135,3 +135,40 @@ def test_running_summary_and_worst_levels_match_the_states(
             if SEVERITY[state.level] > SEVERITY.get(worst.get(state.host, Level.OK), 0):
                 worst[state.host] = state.level
         assert e.worst_levels() == {h: level.value for h, level in worst.items()}
+
+
+KEYS = st.sampled_from(["a", "b", "x_a", "y_b", "b_a"])
+ALWAYS = {"operator": ">", "warning": -1e300}
+
+
+def _rule_trees() -> st.SearchStrategy[dict[str, Any]]:
+    rule = st.builds(lambda generic: {**ALWAYS, "generic": generic}, st.booleans())
+    leaf = st.one_of(rule, st.none())
+    return st.recursive(
+        st.dictionaries(st.one_of(KEYS, st.just("*")), leaf, max_size=4),
+        lambda inner: st.dictionaries(st.one_of(KEYS, st.just("*")),
+                                      st.one_of(leaf, inner), max_size=4),
+        max_leaves=10)
+
+
+def _data() -> st.SearchStrategy[dict[str, Any]]:
+    scalar = st.one_of(st.integers(-10**6, 10**6), st.floats(-1e6, 1e6), st.booleans())
+    return st.recursive(st.dictionaries(KEYS, scalar, max_size=5),
+                        lambda inner: st.dictionaries(KEYS, st.one_of(scalar, inner),
+                                                      max_size=5),
+                        max_leaves=15)
+
+
+@given(_rule_trees(), _data())
+@example({"a": {**ALWAYS, "generic": True}, "b_a": None, "*": {"x_a": ALWAYS}},
+         {"b_a": 1, "y_b": {"x_a": 2.5}, "b": True})
+def test_named_values_are_exactly_what_the_walk_evaluates(tree: dict[str, Any],
+                                                          data: dict[str, Any]) -> None:
+    """/metrics' named_values finds the same metric paths as evaluate_plugins alerts on
+    when every rule fires: one matching, two uses."""
+    book = RuleBook.from_config(ServerConfig(thresholds={"p": tree}), "prop.yaml")
+    e = ThresholdEngine(book)
+    alerted = {a.metric_path for a in e.evaluate_plugins("h", {"p": data}, 0.0)}
+    named = {f"{plugin}.{path}": value
+             for plugin, path, value in e.named_values(book.rules_for("h"), {"p": data})}
+    assert set(named) == alerted

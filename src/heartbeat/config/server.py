@@ -23,6 +23,7 @@ __all__ = [
     "EmailConfig",
     "HostConfig",
     "MattermostConfig",
+    "MetricsConfig",
     "PushoverConfig",
     "ServerConfig",
     "SignalConfig",
@@ -48,6 +49,16 @@ def _nsupdate_server(value: Any) -> str | None:
             len(parts) == 2 and parts[1].isdigit() and port_number(int(parts[1])) is None):
         return None
     return f"must be 'host' or 'host port', got {value!r:.60}"
+
+
+def _network(value: Any) -> str | None:
+    import ipaddress  # noqa: PLC0415 - only for this check
+
+    try:
+        ipaddress.ip_network(value, strict=False)
+    except ValueError:
+        return f"not an address or network: {value!r:.60}"
+    return None
 
 
 def _domain_name(value: Any) -> str | None:
@@ -151,6 +162,16 @@ class SignalConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """Prometheus exposition at ``GET /metrics`` under ``metrics:``."""
+
+    enabled: bool = option(False, doc="serve GET /metrics on hbd_port")
+    allow: list[str] = option(
+        [], each(_network), doc="addresses or networks that may scrape without credentials")
+    max_series: int = option(100000, positive, doc="plugin metric series per scrape at most")
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     """Every server key, its type and its default (``SERVER_DEFAULTS`` is derived)."""
 
@@ -191,6 +212,7 @@ class ServerConfig:
         512, positive, doc="open HTTP and WebSocket connections at most, all ports together")
     http_max_connections_per_ip: int = option(
         64, positive, doc="open connections at most from one address")
+    metrics: MetricsConfig = option(MetricsConfig(), doc="Prometheus exposition at /metrics")
 
     # State and journal
     state_dir: str = option("/var/lib/heartbeat", doc="SQLite store directory")

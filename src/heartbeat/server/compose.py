@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,6 +30,7 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.error import CannotListenError
 from twisted.internet.ssl import Certificate, CertificateOptions, PrivateCertificate
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
@@ -57,6 +58,7 @@ from heartbeat.server.dns import DnsService, DnsSettings
 from heartbeat.server.ingest import IngestProtocol, IngestStats, make_udp_service
 from heartbeat.server.journal import JournalFile, JournalService
 from heartbeat.server.limits import SOURCE_TABLE_SIZE, HostAdmission, SourceRateLimit
+from heartbeat.server.metrics import MetricsExporter
 from heartbeat.server.migrations import SchemaError
 from heartbeat.server.monitor import MonitorService
 from heartbeat.server.notify import Channel, NotifierService, NotifySettings, Router
@@ -65,7 +67,7 @@ from heartbeat.server.notify.pushover import PushoverChannel
 from heartbeat.server.notify.routing import channels_in_use
 from heartbeat.server.notify.service import NOTIFIED_KINDS
 from heartbeat.server.notify.signal import SignalChannel
-from heartbeat.server.registry import Registry
+from heartbeat.server.registry import HostState, Registry
 from heartbeat.server.serial import SerialWorker, Worker
 from heartbeat.server.sessions import LoginThrottle
 from heartbeat.server.settings import ServerSettings
@@ -82,6 +84,7 @@ from heartbeat.server.thresholds.rulebook import RuleBook
 from heartbeat.server.web.api import HeartbeatAPI
 from heartbeat.server.web.app import ConnectionBudget, ConnectionLimit, HeartbeatSite, WebRoot
 from heartbeat.server.web.auth import WebAuth
+from heartbeat.server.web.metrics import MetricsPage, parse_networks
 from heartbeat.server.web.pages import Pages, Templates
 from heartbeat.server.web.websocket import EventHub, FeedFactory
 
@@ -186,10 +189,13 @@ class Seams:
     by default a :class:`SerialWorker` thread each, an ``ImmediateWorker`` for an
     in-process run with no threads. ``password_iterations``: the cost of hashes
     the server makes. ``on_error``: how the bus reports a failing subscriber.
-    ``max_sources``: the size of the per-source rate table.
+    ``max_sources``: the size of the per-source rate table. ``run_in_thread(fn,
+    *args)``: where a ``/metrics`` scrape is rendered (default: the reactor's
+    thread pool).
     """
 
     worker: Callable[[str], Worker] | None = None
+    run_in_thread: Callable[..., Deferred[Any]] | None = None
     password_iterations: int = ITERATIONS
     on_error: Callable[[Subscriber, Event, BaseException], None] = _report_subscriber_error
     max_sources: int = SOURCE_TABLE_SIZE
@@ -224,6 +230,7 @@ class Server:
     status: dict[str, Callable[[], Any]]
     service: ServerService
     subscribed: list[tuple[str, Subscriber]] = field(default_factory=list)
+    metrics: MetricsPage | None = None
 
 
 class ServerService(MultiService):
@@ -520,8 +527,24 @@ def _status(server: Server) -> dict[str, Callable[[], Any]]:
     if journal is not None:
         sources["journal"] = lambda: {
             "lines": journal.journal.lines_written, "rotations": journal.journal.rotations,
-            "write_failures": journal.write_failures, "dropped": journal.dropped}
+            "write_failures": journal.write_failures, "dropped": journal.dropped,
+            "queued": journal.queued}
+    if server.metrics is not None:
+        sources["metrics"] = server.metrics.to_json
     return sources
+
+
+def make_metrics(config: ServerConfig, registry: Registry, engine: ThresholdEngine, *,
+                 status: Mapping[str, Callable[[], Any]], web_auth: WebAuth, started: float,
+                 run_in_thread: Callable[..., Deferred[Any]]) -> MetricsPage | None:
+    """``/metrics`` over the same objects ``/api/0/status`` reads (None: metrics.enabled off)."""
+    if not config.metrics.enabled:
+        return None
+    exporter = MetricsExporter(
+        registry, engine, status, version=heartbeat.__version__, started=started,
+        states=[state.value for state in HostState], named_metrics=engine.named_values,
+        run_in_thread=run_in_thread, max_series=config.metrics.max_series)
+    return MetricsPage(exporter, web_auth, parse_networks(config.metrics.allow))
 
 
 def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None) -> Server:
@@ -555,7 +578,12 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
                        dns_trigger=dns.trigger if dns is not None else None,
                        max_body=config.http_max_body, alerts=alerting.engine, config=config,
                        config_path=settings.path)
-    root = WebRoot(api, FeedFactory(hub, auth=web_auth), make_pages(config, web_auth, registry))
+    metrics = make_metrics(
+        config, registry, alerting.engine, status=status, web_auth=web_auth, started=api.started,
+        run_in_thread=seams.run_in_thread or (
+            lambda fn, *args: deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)))
+    root = WebRoot(api, FeedFactory(hub, auth=web_auth), make_pages(config, web_auth, registry),
+                   metrics=metrics)
     site = HeartbeatSite(root.app.resource(), config.http_idle_timeout, config.http_max_body,
                          config.http_request_timeout, reactor)
     budget = ConnectionBudget(config.http_max_connections, config.http_max_connections_per_ip)
@@ -570,7 +598,7 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
         dns=dns, alerting=alerting, ingest=ingest,
         signatures=ingest.signing.policy if ingest.signing is not None else None,
         monitor=monitor, hub=hub, api=api, root=root, site=site, budget=budget, status=status,
-        service=top)
+        service=top, metrics=metrics)
     top.parts = server
     status.update(_status(server))
     server.subscribed = subscribe_all(bus, server)

@@ -187,6 +187,11 @@ class JournalService(Service):
         self.write_failures = 0
         self.dropped = 0
 
+    @property
+    def queued(self) -> int:
+        """Lines accepted but not yet written: in the buffer and at the worker."""
+        return len(self._buffer) + self._pending
+
     def record(self, event: Event) -> None:
         """Buffer one event's line (a ``message`` as received, any other as an event)."""
         if event.kind == RECEIVED:

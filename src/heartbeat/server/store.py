@@ -215,7 +215,8 @@ class StoreService(Service):
 
     def to_json(self) -> dict[str, Any]:
         return {"commits": self.commits, "failures": self.failures,
-                "last_commit": self.last_commit, "dropped_rows": self.dropped_rows}
+                "last_commit": self.last_commit, "dropped_rows": self.dropped_rows,
+                "queued": len(self._pending)}
 
     def _failed(self, failure: Any) -> None:
         self.failures += 1

@@ -13,12 +13,13 @@ again. Pure code: no reactor, no I/O, ``now`` is an argument.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+import math
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from heartbeat.server.flapping import FlapChange, FlapDetector
-from heartbeat.server.thresholds.compiled import Node
+from heartbeat.server.thresholds.compiled import Node, RuleSet
 from heartbeat.server.thresholds.plugins import ADAPTERS, SampleAdapter
 from heartbeat.server.thresholds.rulebook import RuleBook
 from heartbeat.server.thresholds.rules import ALERT_LEVELS, RTT, SEVERITY, Level, Rule
@@ -242,6 +243,40 @@ class ThresholdEngine:
                 out.append(self._clear(state, now))
         return out
 
+    def named_values(self, rules: RuleSet, plugins: Mapping[str, Any]
+                     ) -> Iterator[tuple[str, str, float]]:
+        """Every number in ``plugins`` a rule names: (plugin, path below it, value).
+
+        The metrics :meth:`evaluate_plugins` would check, found by the same
+        matching (exact names, ``*``, generic suffixes, names set to null), for
+        ``/metrics``. It reads no alert state and changes nothing, so it may run
+        on any thread over data the registry no longer changes.
+        """
+        for plugin, data in plugins.items():
+            node = rules.plugins.get(plugin)
+            if node is not None and _reported(data):
+                yield from self._named(node, data, "", plugin, self._adapters.get(plugin))
+
+    def _named(self, node: Node, data: dict[str, Any], path: str, plugin: str,
+               adapt: SampleAdapter | None) -> Iterator[tuple[str, str, float]]:
+        if adapt is not None:
+            data = adapt(data)
+        exact, wildcard, removed, generic = node.exact, node.wildcard, node.removed, node.generic
+        for key, value in data.items():
+            child = exact.get(key)
+            if child is None:
+                if key in removed:
+                    continue
+                child = wildcard
+            if value.__class__ is dict:
+                if child.__class__ is Node:
+                    yield from self._named(child, value, f"{path}{key}.", plugin, adapt)
+            elif child.__class__ is Rule or (child is None and generic and any(
+                    key.endswith(suffix) for _, suffix, _ in generic)):
+                number = _number(value)
+                if number is not None:
+                    yield plugin, f"{path}{key}", number
+
     def reminders(self, now: float) -> list[Alert]:
         """A REMINDER for every alert last notified ``renotify_interval`` ago or more."""
         interval = self.rules.renotify_interval
@@ -422,6 +457,17 @@ class ThresholdEngine:
                      state.threshold_value, state.operator,
                      f"CLEARED: {state.host} - {state.metric_path} (no longer reported)",
                      state.display, now, now, notify=False, cleared=True)
+
+
+def _number(value: Any) -> float | None:
+    """A JSON number (or bool, as 0/1) as a float; None for anything else or not finite."""
+    if value.__class__ not in (int, float, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond any float
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _reported(data: Any) -> bool:

@@ -28,6 +28,7 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from heartbeat.server.web.api import HeartbeatAPI
 from heartbeat.server.web.errors import routing_error
+from heartbeat.server.web.metrics import MetricsPage
 from heartbeat.server.web.pages import PAGE_CSP, Pages
 from heartbeat.server.web.websocket import FeedFactory
 from heartbeat.text import json_bytes
@@ -61,9 +62,11 @@ class WebRoot:
 
     app = Klein()
 
-    def __init__(self, api: HeartbeatAPI, feed: FeedFactory, pages: Pages | None = None) -> None:
+    def __init__(self, api: HeartbeatAPI, feed: FeedFactory, pages: Pages | None = None, *,
+                 metrics: MetricsPage | None = None) -> None:
         self.api = api
         self.pages = pages
+        self.metrics = metrics
         self._ws = WebSocketResource(feed)
 
     def _pages(self) -> Pages:
@@ -78,6 +81,12 @@ class WebRoot:
     @app.route("/ws")
     def ws(self, request: IRequest) -> IResource:
         return self._ws
+
+    @app.route("/metrics", methods=["GET", "HEAD"])
+    def metrics_page(self, request: IRequest) -> Any:
+        if self.metrics is None:
+            raise NotFound()
+        return self.metrics.render(request)
 
     @app.route("/static/<name>", methods=["GET", "HEAD"])
     def static(self, request: IRequest, name: str) -> bytes:

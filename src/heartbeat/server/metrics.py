@@ -1,0 +1,390 @@
+"""``GET /metrics``: the server's state in the Prometheus exposition formats.
+
+Nothing here counts anything: a scrape reads the very objects ``/api/0/status``
+and ``/api/0/hosts`` read (the registry, the threshold engine and the status
+sources of every service), so the two can never disagree. A scrape has two
+halves:
+
+1. on the reactor thread, :meth:`MetricsExporter.snapshot` copies what it needs
+   (host states and round trips, a shallow copy of each host's latest plugin
+   data with its compiled rules, the active alerts, the status sections): a
+   few microseconds per host;
+2. on a worker thread, :class:`SnapshotCollector` turns the snapshot into metric
+   families (walking the plugin data with the rules, which is the costly part)
+   and ``prometheus_client`` encodes them, in text format 0.0.4 or, when the
+   scraper's ``Accept`` asks for it, OpenMetrics 1.0.
+
+Plugin data a rule names becomes ``heartbeat_plugin_metric{host, plugin,
+path}``; the number of those series is bounded by ``max_series`` and what is
+left out is counted (docs/PROMETHEUS.md).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector, CollectorRegistry
+from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
+
+__all__ = [
+    "DEFAULT_MAX_SERIES",
+    "SERVER_METRICS",
+    "MetricsExporter",
+    "ServerMetric",
+    "Snapshot",
+    "SnapshotCollector",
+]
+
+DEFAULT_MAX_SERIES: Final = 100_000
+NAGIOS_LEVELS: Final = {"OK": 0, "WARNING": 1, "CRITICAL": 2, "UNKNOWN": 3}
+"""An alert's level as a number, the Nagios way (Grafana maps them to colours)."""
+
+NamedMetrics = Callable[[Any, Mapping[str, Any]], Iterable[tuple[str, str, float]]]
+"""(a host's compiled rules, its latest plugin data) -> (plugin, path, value) per metric
+a rule names."""
+StatusSource = Callable[[], Mapping[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerMetric:
+    """One of the server's own numbers, read from a section of ``/api/0/status``.
+
+    ``path`` leads to a number, or, with ``label``, to a mapping whose keys
+    become that label (``*`` in the path steps into every key of a mapping).
+    """
+
+    name: str
+    kind: str  # "counter" or "gauge"
+    doc: str
+    section: str
+    path: tuple[str, ...]
+    label: str | None = None
+
+
+SERVER_METRICS: Final = (
+    ServerMetric("heartbeat_datagrams_received", "counter", "UDP datagrams received",
+                 "ingest", ("received",)),
+    ServerMetric("heartbeat_datagrams_accepted", "counter", "UDP datagrams accepted",
+                 "ingest", ("accepted",)),
+    ServerMetric("heartbeat_datagrams_dropped", "counter",
+                 "UDP datagrams dropped, by reason (docs/PROTOCOL.md, docs/SECURITY.md)",
+                 "ingest", ("dropped",), "reason"),
+    ServerMetric("heartbeat_replies_sent", "counter", "ACK, CMD and UPD datagrams sent",
+                 "ingest", ("replies",)),
+    ServerMetric("heartbeat_reply_errors", "counter", "replies that could not be sent",
+                 "ingest", ("reply_errors",)),
+    ServerMetric("heartbeat_plugin_data_bytes", "gauge",
+                 "bytes of plugin data held (counted against max_plugin_bytes)",
+                 "ingest", ("plugin_data", "bytes")),
+    ServerMetric("heartbeat_store_commits", "counter", "store write batches committed",
+                 "store", ("commits",)),
+    ServerMetric("heartbeat_store_failures", "counter", "store write batches that failed",
+                 "store", ("failures",)),
+    ServerMetric("heartbeat_store_dropped_rows", "counter",
+                 "history rows dropped because the disk could not keep up",
+                 "store", ("dropped_rows",)),
+    ServerMetric("heartbeat_store_queue", "gauge", "store writes waiting for the next commit",
+                 "store", ("queued",)),
+    ServerMetric("heartbeat_journal_queue", "gauge", "journal lines waiting to be written",
+                 "journal", ("queued",)),
+    ServerMetric("heartbeat_journal_lines", "counter", "journal lines written",
+                 "journal", ("lines",)),
+    ServerMetric("heartbeat_journal_write_failures", "counter", "journal writes that failed",
+                 "journal", ("write_failures",)),
+    ServerMetric("heartbeat_journal_dropped", "counter",
+                 "journal lines dropped because the disk could not keep up",
+                 "journal", ("dropped",)),
+    ServerMetric("heartbeat_notifications_sent", "counter", "notifications delivered",
+                 "notify", ("channels", "*", "sent"), "channel"),
+    ServerMetric("heartbeat_notification_failures", "counter",
+                 "notification attempts that failed (each retry counts)",
+                 "notify", ("channels", "*", "failed_attempts"), "channel"),
+    ServerMetric("heartbeat_notifications_given_up", "counter",
+                 "notifications abandoned after their last retry",
+                 "notify", ("channels", "*", "gave_up"), "channel"),
+    ServerMetric("heartbeat_notifications_dropped", "counter",
+                 "notifications dropped on a full queue",
+                 "notify", ("channels", "*", "dropped_queue_full"), "channel"),
+    ServerMetric("heartbeat_notification_queue", "gauge",
+                 "notifications waiting to be sent, per channel",
+                 "notify", ("channels", "*", "queued"), "channel"),
+    ServerMetric("heartbeat_dns_updates", "counter", "dynamic DNS updates done",
+                 "dns", ("updated",)),
+    ServerMetric("heartbeat_dns_failures", "counter", "dynamic DNS attempts that failed",
+                 "dns", ("failed_attempts",)),
+    ServerMetric("heartbeat_dns_queue", "gauge", "hosts waiting for a DNS update",
+                 "dns", ("queued",)),
+    ServerMetric("heartbeat_websocket_clients", "gauge", "WebSocket feed clients connected",
+                 "websocket", ("clients",)),
+    ServerMetric("heartbeat_websocket_messages_sent", "counter",
+                 "messages sent to WebSocket feed clients", "websocket", ("sent",)),
+    ServerMetric("heartbeat_websocket_dropped_clients", "counter",
+                 "feed clients dropped for not reading", "websocket", ("dropped_clients",)),
+    ServerMetric("heartbeat_http_connections", "gauge", "open HTTP and WebSocket connections",
+                 "http", ("open",)),
+    ServerMetric("heartbeat_http_refused", "counter",
+                 "connections refused over the connection caps", "http", ("refused",)),
+    ServerMetric("heartbeat_logins", "counter", "successful logins", "auth", ("logins",)),
+    ServerMetric("heartbeat_failed_logins", "counter", "failed logins",
+                 "auth", ("failed_logins",)),
+    ServerMetric("heartbeat_alert_events", "counter", "alert events published",
+                 "alerting", ("published",)),
+)
+"""The server's own counters and queue depths, each from its ``/api/0/status`` field."""
+
+
+@dataclass(frozen=True, slots=True)
+class HostRow:
+    name: str
+    state: str
+    rtt: float | None
+    rules: Any
+    plugins: dict[str, Any]
+    """The host's latest data per plugin (a shallow copy taken on the reactor thread)."""
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """What one scrape shows, copied on the reactor thread."""
+
+    version: str
+    started: float
+    states: tuple[str, ...]
+    hosts: list[HostRow] = field(default_factory=list)
+    alerts: list[tuple[str, str, str]] = field(default_factory=list)
+    """(host, metric path, level) of every active alert shown."""
+    status: dict[str, Mapping[str, Any]] | None = None
+    """The status sections; None for a scraper who sees only some hosts."""
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def _leaves(value: Any, path: tuple[str, ...], labels: tuple[str, ...] = ()
+            ) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """(the keys ``*`` stood for, the value) for every match of ``path`` in ``value``."""
+    if not path:
+        yield labels, value
+        return
+    if not isinstance(value, Mapping):
+        return
+    head, rest = path[0], path[1:]
+    if head == "*":
+        for key in sorted(value):
+            yield from _leaves(value[key], rest, (*labels, str(key)))
+    elif head in value:
+        yield from _leaves(value[head], rest, labels)
+
+
+class SnapshotCollector(Collector):
+    """A ``prometheus_client`` collector over one :class:`Snapshot` (run off the reactor)."""
+
+    def __init__(self, snapshot: Snapshot, named_metrics: NamedMetrics, max_series: int) -> None:
+        self.snapshot = snapshot
+        self.named_metrics = named_metrics
+        self.max_series = max_series
+        self.left_out = 0
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.snapshot
+        yield InfoMetricFamily("heartbeat_build", "the server's version",
+                               value={"version": snap.version})
+        yield GaugeMetricFamily("heartbeat_start_time_seconds",
+                                "when the server started (Unix time)", value=snap.started)
+        yield from self._hosts()
+        yield from self._plugins()
+        yield from self._alerts()
+        if snap.status is not None:
+            yield from self._server()
+
+    def _hosts(self) -> Iterator[Metric]:
+        snap = self.snapshot
+        totals = GaugeMetricFamily("heartbeat_hosts", "hosts by state", labels=["state"])
+        counts = dict.fromkeys(snap.states, 0)
+        up = GaugeMetricFamily("heartbeat_host_up", "1 if the host is UP, else 0",
+                               labels=["host"])
+        state = GaugeMetricFamily(
+            "heartbeat_host_state",
+            "the host's state as a label (UP, DOWN, UNKNOWN, UNREACHABLE); always 1",
+            labels=["host", "state"])
+        rtt = GaugeMetricFamily("heartbeat_host_rtt_seconds",
+                                "the round trip the host last measured to the server",
+                                labels=["host"])
+        for host in snap.hosts:
+            counts[host.state] = counts.get(host.state, 0) + 1
+            up.add_metric([host.name], 1.0 if host.state == "UP" else 0.0)
+            state.add_metric([host.name, host.state], 1.0)
+            if host.rtt is not None:
+                rtt.add_metric([host.name], host.rtt / 1000.0)
+        for name, count in counts.items():
+            totals.add_metric([name], count)
+        yield from (totals, up, state, rtt)
+
+    def _plugins(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "heartbeat_plugin_metric",
+            "each numeric plugin value a threshold rule names (docs/PROMETHEUS.md)",
+            labels=["host", "plugin", "path"])
+        room = self.max_series
+        left_out = 0
+        for host in self.snapshot.hosts:
+            if not host.plugins or host.rules is None:
+                continue
+            for plugin, path, value in self.named_metrics(host.rules, host.plugins):
+                if room <= 0:
+                    left_out += 1
+                    continue
+                family.add_metric([host.name, plugin, path], value)
+                room -= 1
+        self.left_out = left_out
+        yield family
+        yield GaugeMetricFamily(
+            "heartbeat_plugin_metric_series_left_out",
+            "plugin metric series not shown this scrape for being over metrics.max_series",
+            value=left_out)
+
+    def _alerts(self) -> Iterator[Metric]:
+        level = GaugeMetricFamily(
+            "heartbeat_alert_level",
+            "an active alert's level: 1 WARNING, 2 CRITICAL, 3 UNKNOWN (absent: OK)",
+            labels=["host", "metric_path"])
+        totals = GaugeMetricFamily("heartbeat_alerts", "active alerts by level",
+                                   labels=["level"])
+        counts = {"CRITICAL": 0, "WARNING": 0, "UNKNOWN": 0}
+        for host, path, name in self.snapshot.alerts:
+            level.add_metric([host, path], NAGIOS_LEVELS.get(name, 3))
+            counts[name] = counts.get(name, 0) + 1
+        for name, count in counts.items():
+            totals.add_metric([name], count)
+        yield level
+        yield totals
+
+    def _server(self) -> Iterator[Metric]:
+        status = self.snapshot.status or {}
+        for metric in SERVER_METRICS:
+            section = status.get(metric.section)
+            if section is None:
+                continue  # the service is not running (no notifier, no DNS...)
+            labels = [] if metric.label is None else [metric.label]
+            family: Metric
+            if metric.kind == "counter":
+                family = CounterMetricFamily(metric.name, metric.doc, labels=labels)
+            else:
+                family = GaugeMetricFamily(metric.name, metric.doc, labels=labels)
+            for keys, value in _leaves(section, metric.path):
+                if metric.label is not None and not keys and isinstance(value, Mapping):
+                    samples = [([str(k)], v) for k, v in sorted(value.items())]
+                else:
+                    samples = [(list(keys), value)]
+                for label_values, raw in samples:
+                    number = _number(raw)
+                    if number is not None:
+                        family.add_metric(label_values, number)
+            if family.samples or metric.label is not None:
+                yield family
+
+
+class MetricsExporter:
+    """Answers scrapes: a snapshot on the reactor thread, families and encoding off it."""
+
+    def __init__(
+        self,
+        registry: Any,
+        engine: Any,
+        status_sources: Mapping[str, StatusSource],
+        *,
+        version: str,
+        started: float,
+        states: Iterable[str],
+        named_metrics: NamedMetrics,
+        run_in_thread: Callable[..., Deferred[Any]],
+        max_series: int = DEFAULT_MAX_SERIES,
+    ) -> None:
+        self.registry = registry
+        self.engine = engine
+        self.status_sources = status_sources
+        self.version = version
+        self.started = started
+        self.states = tuple(states)
+        self.named_metrics = named_metrics
+        self.run_in_thread = run_in_thread
+        self.max_series = max_series
+        self.scrapes = 0
+        self.shared = 0
+        self._in_flight: dict[str, list[Deferred[tuple[bytes, str]]]] = {}
+
+    def snapshot(self, sees: Callable[[str], bool] | None = None) -> Snapshot:
+        """Copy what a scrape shows; ``sees`` (None: everything) filters hosts and alerts.
+
+        A scraper who sees only some hosts gets no server-wide numbers.
+        """
+        snap = Snapshot(self.version, self.started, self.states)
+        rules_for = self.engine.rules.rules_for
+        for host in self.registry:
+            name = host.name
+            if sees is not None and not sees(name):
+                continue
+            plugins = {p: s.data for p, s in host.plugins.items()} if host.plugins else {}
+            snap.hosts.append(HostRow(name, str(host.state.value), host.rtt,
+                                      rules_for(name) if plugins else None, plugins))
+        snap.hosts.sort(key=lambda h: h.name)
+        snap.alerts = [(s.host, s.metric_path, str(s.level.value)) for s in self.engine.states()
+                       if sees is None or sees(s.host)]
+        if sees is None:
+            snap.status = {section: dict(source())
+                           for section, source in self.status_sources.items()}
+        return snap
+
+    def encode(self, snapshot: Snapshot, accept: str | None) -> tuple[bytes, str]:
+        """The exposition of ``snapshot`` in the format ``accept`` asks for (thread-safe)."""
+        encoder, content_type = choose_encoder(accept or "")
+        registry = CollectorRegistry(auto_describe=False)
+        registry.register(SnapshotCollector(snapshot, self.named_metrics, self.max_series))
+        return encoder(registry), content_type
+
+    def render(self, accept: str | None, sees: Callable[[str], bool] | None = None
+               ) -> Deferred[tuple[bytes, str]]:
+        """A scrape: (body, content type).
+
+        Scrapes of everything in the same format while one is being rendered
+        share its result (two Prometheus servers of an HA pair, say), so a large
+        fleet is never rendered twice at once.
+        """
+        self.scrapes += 1
+        if sees is not None:
+            return self.run_in_thread(self.encode, self.snapshot(sees), accept)
+        _, content_type = choose_encoder(accept or "")
+        waiting = self._in_flight.get(content_type)
+        if waiting is not None:
+            self.shared += 1
+            d: Deferred[tuple[bytes, str]] = Deferred()
+            waiting.append(d)
+            return d
+        waiting = self._in_flight[content_type] = []
+
+        def done(result: Any) -> Any:
+            del self._in_flight[content_type]
+            for other in waiting:
+                if isinstance(result, Failure):
+                    other.errback(result)
+                else:
+                    other.callback(result)
+            return result
+
+        return self.run_in_thread(self.encode, self.snapshot(), accept).addBoth(done)
