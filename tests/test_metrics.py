@@ -60,7 +60,8 @@ def test_hosts_plugin_metrics_alerts_and_counters(stack: Stack) -> None:
     assert got["heartbeat_host_state"] == {
         (("host", "db1"), ("state", "DOWN")): 1.0, (("host", "web1"), ("state", "UP")): 1.0}
     assert got["heartbeat_hosts"] == {(("state", "UNKNOWN"),): 0.0, (("state", "UP"),): 1.0,
-                                      (("state", "DOWN"),): 1.0}
+                                      (("state", "DOWN"),): 1.0,
+                                      (("state", "UNREACHABLE"),): 0.0}
     assert got["heartbeat_host_rtt_seconds"] == {(("host", "web1"),): 0.0005}
     assert got["heartbeat_plugin_metric"] == {
         (("host", "web1"), ("path", "cpu_percent"), ("plugin", "cpu_monitor")): 95.0,

@@ -9,14 +9,14 @@ from collections.abc import Iterator
 import pytest
 
 from tests.support import ServerProcess
-from tests.test_ui import (  # noqa: F401 - browser_type_launch_args is a fixture
-    TIMEOUT,
+from tests.test_ui import (  # noqa: F401 - browser_type_launch_args and ui are fixtures
     Site,
     Watch,
     _hash,
     browser_type_launch_args,
     expect,
     playwright_api,
+    ui,
 )
 
 pytestmark = pytest.mark.integration
@@ -34,16 +34,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     server.stop()
 
 
-@pytest.fixture
-def ui(page: Page) -> Iterator[tuple[Page, Watch]]:
-    page.set_default_timeout(TIMEOUT)
-    watch = Watch(page)
-    yield page, watch
-    assert watch.dialogs == []
-    assert watch.errors == []
-
-
-def test_make_use_and_revoke_an_api_key(ui: tuple[Page, Watch], site: Site) -> None:
+def test_make_use_and_revoke_an_api_key(ui: tuple[Page, Watch], site: Site) -> None:  # noqa: F811
     """Bob makes a read-only key on /settings, sees its token once, the API takes it; he
     revokes it and the API refuses it."""
     page, _ = ui

@@ -10,11 +10,13 @@ SHA-256, as it does for sessions: a copy of the store holds no working key.
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Literal
+
+from heartbeat.server.sessions import TOUCH_PERSIST
+from heartbeat.server.sessions import token_digest as key_digest
 
 __all__ = [
     "KEY_PREFIX",
@@ -31,12 +33,6 @@ Scope = Literal["ro", "rw"]
 SCOPES: Final[tuple[Scope, ...]] = ("ro", "rw")
 KEY_PREFIX: Final = "hbk_"
 MAX_KEYS_PER_USER: Final = 50
-TOUCH_PERSIST: Final = 60.0
-"""``last_used`` is written back at most this often per key (seconds)."""
-
-
-def key_digest(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 @dataclass(slots=True)

@@ -14,14 +14,23 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-__all__ = ["TOUCH_PERSIST", "LoginThrottle", "Session", "SessionBook", "session_key"]
+__all__ = ["TOUCH_PERSIST", "LoginThrottle", "Session", "SessionBook", "session_key",
+           "token_digest"]
 
 TOUCH_PERSIST: Final = 60.0
 """``last_used`` is written back at most this often per session (seconds)."""
 
 
-def session_key(token: str) -> str:
+def token_digest(token: str) -> str:
+    """What the store keeps of a bearer token (a session's, an API key's): its SHA-256.
+
+    Tokens carry 256 random bits, so a fast hash is enough: nothing can be
+    guessed from the digest.
+    """
     return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+session_key = token_digest
 
 
 @dataclass(slots=True)

@@ -261,18 +261,13 @@ class ThresholdEngine:
                adapt: SampleAdapter | None) -> Iterator[tuple[str, str, float]]:
         if adapt is not None:
             data = adapt(data)
-        exact, wildcard, removed, generic = node.exact, node.wildcard, node.removed, node.generic
         for key, value in data.items():
-            child = exact.get(key)
-            if child is None:
-                if key in removed:
-                    continue
-                child = wildcard
+            child = node.child(key)
             if value.__class__ is dict:
                 if child.__class__ is Node:
                     yield from self._named(child, value, f"{path}{key}.", plugin, adapt)
-            elif child.__class__ is Rule or (child is None and generic and any(
-                    key.endswith(suffix) for _, suffix, _ in generic)):
+            elif child.__class__ is Rule or (child is None and key not in node.removed and any(
+                    key.endswith(suffix) for _, suffix, _ in node.generic)):
                 number = _number(value)
                 if number is not None:
                     yield plugin, f"{path}{key}", number
