@@ -217,14 +217,16 @@ def test_a_failing_reminder_tick_does_not_stop_the_timer(rig: Any, monkeypatch: 
     r.clock.pump([15.0] * 4)
     assert len(calls) == 4
     assert [e.data["reminder"] for e in r.alerts] == [False, True]
-    assert r.service._loop is not None and r.service._loop.running
+    assert [timer.running for timer in r.service._timers] == [True]
 
 
 def test_stop_leaves_no_timer(rig: Any) -> None:
-    """stopService stops the reminder loop."""
+    """stopService stops the reminder timer: nothing of it is left on the clock."""
     r = rig()
+    scheduled = len(r.clock.getDelayedCalls())
     r.service.stopService()
-    assert r.service._loop is not None and not r.service._loop.running
+    assert [timer.running for timer in r.service._timers] == [False]
+    assert len(r.clock.getDelayedCalls()) == scheduled - 1
 
 
 @pytest.mark.parametrize(("interval", "period"), [

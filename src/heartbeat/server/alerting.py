@@ -15,14 +15,15 @@ from collections.abc import Callable
 from typing import Any
 
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from heartbeat.events import ALERT, Event, EventBus
 from heartbeat.server.store import StoreService, Write
 from heartbeat.server.thresholds.engine import Alert, AlertState, ThresholdEngine
 from heartbeat.server.thresholds.rules import Level
+from heartbeat.server.timers import periodic, start_timers, stop_timers
 from heartbeat.text import json_bytes
 
 __all__ = ["AlertingService", "load_alert_states", "reminder_period"]
@@ -90,7 +91,7 @@ class AlertingService(Service):
         self.watched = watched
         """Whether a host's alerts may notify (``hosts.<name>.watch``)."""
         self.period = period
-        self._loop: LoopingCall | None = None
+        self._timers = [periodic("alerting reminders", period, self.check_reminders, clock)]
         self.published = 0
         self.reminders_sent = 0
         store.add_source(self._writes)
@@ -117,14 +118,10 @@ class AlertingService(Service):
             self.bus.publish(Event(ALERT, alert.host, alert.ts, data))
 
     def check_reminders(self) -> None:
-        """One tick of the reminder timer; a failure is logged and the timer goes on."""
-        try:
-            due = [a for a in self.engine.reminders(self.clock.seconds())
-                   if self.watched(a.host)]
-            self.reminders_sent += len(due)
-            self._publish(due)
-        except Exception:
-            log.failure("alerting: reminder check failed; retrying next period")
+        """One tick of the reminder timer: the reminders due, published."""
+        due = [a for a in self.engine.reminders(self.clock.seconds()) if self.watched(a.host)]
+        self.reminders_sent += len(due)
+        self._publish(due)
 
     def _writes(self) -> list[Write]:
         upserts, deletes = self.engine.take_dirty()
@@ -139,12 +136,8 @@ class AlertingService(Service):
 
     def startService(self) -> None:
         super().startService()
-        self._loop = LoopingCall(self.check_reminders)
-        self._loop.clock = self.clock
-        self._loop.start(self.period, now=False).addErrback(
-            lambda f: log.failure("alerting: reminder loop stopped", f))
+        start_timers(self._timers)
 
-    def stopService(self) -> None:
+    def stopService(self) -> Deferred[None]:
         super().stopService()
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
+        return stop_timers(self._timers)

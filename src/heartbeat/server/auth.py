@@ -23,7 +23,6 @@ from typing import Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, fail, maybeDeferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from heartbeat.config.loader import ConfigError, parse_section
@@ -40,6 +39,7 @@ from heartbeat.server.apikeys import ApiKey, ApiKeyBook, Scope
 from heartbeat.server.serial import Worker
 from heartbeat.server.sessions import TOUCH_PERSIST, LoginThrottle, Session, SessionBook
 from heartbeat.server.store import StoreService, Write
+from heartbeat.server.timers import periodic, start_timers, stop_timers
 from heartbeat.server.user_policy import Refused, UserChange, decide
 from heartbeat.text import json_bytes
 
@@ -186,8 +186,9 @@ class AuthService(Service):
         self._touched: dict[str, Session] = {}
         self._keys_touched: dict[str, ApiKey] = {}
         self._revoke_listeners: list[Callable[[Session], None]] = []
-        self._sweep: LoopingCall | None = None
         self.sweep_interval = min(60.0, idle_timeout / 4)
+        self._timers = [periodic("auth session sweep", self.sweep_interval,
+                                 self.expire_sessions, clock)]
         self.logins = 0
         self.failed_logins = 0
         self.throttled_logins = 0
@@ -424,13 +425,8 @@ class AuthService(Service):
     def startService(self) -> None:
         super().startService()
         self.hasher.worker.start()
-        self._sweep = LoopingCall(self.expire_sessions)
-        self._sweep.clock = self.clock
-        self._sweep.start(self.sweep_interval, now=True).addErrback(
-            lambda f: log.failure("auth: session expiry loop stopped", f))
+        start_timers(self._timers)
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
-        if self._sweep is not None and self._sweep.running:
-            self._sweep.stop()
-        return self.hasher.close()
+        return stop_timers(self._timers).addCallback(lambda _: self.hasher.close())

@@ -19,11 +19,11 @@ from typing import IO, Any
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from heartbeat.events import RECEIVED, Event
 from heartbeat.server.serial import Worker
+from heartbeat.server.timers import periodic, start_timers, stop_timers
 from heartbeat.text import json_bytes
 
 __all__ = ["JournalFile", "JournalService", "read_backwards"]
@@ -183,7 +183,7 @@ class JournalService(Service):
         self._max_pending = max_pending
         self._buffer: list[Entry] = []
         self._pending = 0
-        self._loop: LoopingCall | None = None
+        self._timers = [periodic("journal flush", flush_interval, self.flush, clock)]
         self.write_failures = 0
         self.dropped = 0
 
@@ -286,16 +286,13 @@ class JournalService(Service):
         self._worker.start()
         self._worker.run(self.journal.open).addErrback(
             lambda f: log.failure("journal: cannot open {path}", f, path=str(self.journal.path)))
-        self._loop = LoopingCall(self.flush)
-        self._loop.clock = self._clock
-        self._loop.start(self._flush_interval, now=False).addErrback(
-            lambda f: log.failure("journal: flush loop stopped", f))
+        start_timers(self._timers)
 
     def stopService(self) -> Deferred[None]:
+        """The last flush (after one in progress), then the file and the thread."""
         super().stopService()
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
-        d = self.flush()
+        d = stop_timers(self._timers)
+        d.addBoth(lambda _: self.flush())
         d.addBoth(lambda _: self._worker.run(self.journal.close))
         d.addBoth(lambda _: self._worker.stop())  # after the close: the thread is idle
         return d

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
-from twisted.logger import Logger
 
 from heartbeat.events import EventBus
 from heartbeat.server.registry import Registry
+from heartbeat.server.timers import periodic, start_timers, stop_timers
 
 __all__ = ["MonitorService"]
-
-log = Logger()
 
 
 class MonitorService(Service):
@@ -27,22 +25,16 @@ class MonitorService(Service):
         self.bus = bus
         self.clock = clock
         self.period = period
-        self._loop: LoopingCall | None = None
+        self._timers = [periodic("monitor expiry", period, self.check, clock)]
 
     def check(self) -> None:
-        try:
-            self.bus.publish_all(self.registry.expire(self.clock.seconds()))
-        except Exception:
-            log.failure("monitor: expiry check failed; retrying next period")
+        """One tick: the hosts overdue now, marked DOWN and published."""
+        self.bus.publish_all(self.registry.expire(self.clock.seconds()))
 
     def startService(self) -> None:
         super().startService()
-        self._loop = LoopingCall(self.check)
-        self._loop.clock = self.clock
-        self._loop.start(self.period, now=False).addErrback(
-            lambda f: log.failure("monitor: loop stopped", f))
+        start_timers(self._timers)
 
-    def stopService(self) -> None:
+    def stopService(self) -> Deferred[None]:
         super().stopService()
-        if self._loop is not None and self._loop.running:
-            self._loop.stop()
+        return stop_timers(self._timers)

@@ -19,13 +19,13 @@ from typing import Any, TypeVar
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from heartbeat.events import Event
 from heartbeat.server import migrations
 from heartbeat.server.registry import Host, HostState, PendingCommand, PluginSample, Registry
 from heartbeat.server.serial import Worker
+from heartbeat.server.timers import periodic, start_timers, stop_timers
 from heartbeat.text import json_bytes
 
 __all__ = [
@@ -156,8 +156,8 @@ class StoreService(Service):
         self._pending: list[Write] = []
         self._sources: list[Callable[[], list[Write]]] = []
         self._maintenance: list[Callable[[sqlite3.Connection, float], None]] = []
-        self._loop: LoopingCall | None = None
-        self._maintenance_loop: LoopingCall | None = None
+        self._timers = [periodic("store flush", flush_interval, self.flush, clock),
+                        periodic("store retention", maintenance_interval, self._maintain, clock)]
         self.commits = 0
         self.failures = 0
         self.dropped_rows = 0
@@ -241,21 +241,13 @@ class StoreService(Service):
     def startService(self) -> None:
         super().startService()
         self._worker.start()
-        self._loop = LoopingCall(self.flush)
-        self._loop.clock = self._clock
-        self._loop.start(self._flush_interval, now=False).addErrback(
-            lambda f: log.failure("store: flush loop stopped", f))
-        self._maintenance_loop = LoopingCall(self._maintain)
-        self._maintenance_loop.clock = self._clock
-        self._maintenance_loop.start(self._maintenance_interval, now=True).addErrback(
-            lambda f: log.failure("store: maintenance loop stopped", f))
+        start_timers(self._timers)
 
     def stopService(self) -> Deferred[None]:
+        """The last commit (after a flush in progress), then the connection and the thread."""
         super().stopService()
-        for loop in (self._loop, self._maintenance_loop):
-            if loop is not None and loop.running:
-                loop.stop()
-        d = self.flush()
+        d = stop_timers(self._timers)
+        d.addCallback(lambda _: self.flush())
         d.addErrback(lambda f: None)  # already logged by _failed
         d.addCallback(lambda _: self._worker.run(self.conn.close))
         d.addErrback(lambda f: log.failure("store: closing the database failed", f))
