@@ -19,7 +19,6 @@ from twisted.web.client import Agent, HTTPConnectionPool
 
 from heartbeat.config.server import MattermostConfig, PushoverConfig, ServerConfig, SignalConfig
 from heartbeat.events import HOST_DOWN, Event, EventBus
-from heartbeat.server.backoff import Backoff
 from heartbeat.server.compose import wire
 from heartbeat.server.notify.base import Notification
 from heartbeat.server.notify.mattermost import MattermostChannel
@@ -27,6 +26,7 @@ from heartbeat.server.notify.pushover import PushoverChannel
 from heartbeat.server.notify.routing import Router
 from heartbeat.server.notify.service import NotifierService, NotifySettings
 from heartbeat.server.notify.signal import SignalChannel
+from heartbeat.server.retry import Backoff
 from tests.peers import HttpEndpoint, within
 
 NOTE = Notification("DOWN: web1", "web1 is DOWN: no heartbeat.", "critical", ("web1",),

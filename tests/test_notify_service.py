@@ -13,11 +13,11 @@ from twisted.logger import formatEvent, globalLogPublisher
 from heartbeat.config.loader import parse_config
 from heartbeat.config.server import ServerConfig
 from heartbeat.events import HOST_DOWN, HOST_UP, Event, EventBus
-from heartbeat.server.backoff import Backoff
 from heartbeat.server.compose import wire
 from heartbeat.server.notify.base import DeliveryError, Notification
 from heartbeat.server.notify.routing import Router
 from heartbeat.server.notify.service import NotifierService, NotifySettings
+from heartbeat.server.retry import Backoff
 
 CONFIG = """
 pushsrv: pushover

@@ -5,7 +5,9 @@ type, so a host that moves twice while queued is updated once, to its newest
 address. ``DnsService`` drains it one ``nsupdate`` process at a time (script on
 stdin, TSIG key with ``-k``), kills one that hangs past ``dns_timeout``, retries
 failures with exponential backoff and publishes every outcome on the bus
-(``dns.updated``, ``dns.failed``) for the journal. docs/DNS.md.
+(``dns.updated``, ``dns.failed``) for the journal: the queue, retries and
+give-up are the retry lane the notifier uses too (heartbeat.server.retry).
+docs/DNS.md.
 """
 
 from __future__ import annotations
@@ -19,17 +21,17 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.error import ProcessExitedAlready
-from twisted.internet.interfaces import IDelayedCall, IProcessTransport
+from twisted.internet.interfaces import IProcessTransport
 from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from heartbeat.config.server import ServerConfig
 from heartbeat.events import Event, EventBus
-from heartbeat.server.backoff import Backoff
 from heartbeat.server.registry import Registry
+from heartbeat.server.retry import Backoff, Failed, RetryLane, Try
 
 __all__ = [
     "DNS_FAILED",
@@ -38,6 +40,7 @@ __all__ = [
     "DnsService",
     "DnsSettings",
     "DnsUpdate",
+    "NsupdateFailed",
     "NsupdateProtocol",
     "dns_label",
     "nsupdate_script",
@@ -85,7 +88,7 @@ class DnsSettings:
         return argv
 
 
-@dataclass(eq=False)
+@dataclass(frozen=True)
 class DnsUpdate:
     """One record to set: ``name`` (absolute, no trailing dot) ``rtype`` -> ``addr``."""
 
@@ -94,8 +97,6 @@ class DnsUpdate:
     zone: str
     rtype: str
     addr: str
-    attempts: int = 0
-    not_before: float = 0.0
 
     @property
     def key(self) -> tuple[str, str]:
@@ -160,7 +161,8 @@ class NsupdateProtocol(ProcessProtocol):
     def processEnded(self, reason: Failure) -> None:
         code = getattr(reason.value, "exitCode", None)
         signal = getattr(reason.value, "signal", None)
-        self.done.callback((code, signal, self.output.decode("utf-8", "replace")))
+        if not self.done.called:
+            self.done.callback((code, signal, self.output.decode("utf-8", "replace")))
 
 
 def _last_line(output: str) -> str:
@@ -168,8 +170,22 @@ def _last_line(output: str) -> str:
     return lines[-1][:200] if lines else ""
 
 
+class NsupdateFailed(Exception):
+    """One nsupdate attempt that did not update the record: ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class DnsService(Service):
-    """Queues record updates from address events; runs one nsupdate at a time."""
+    """Queues record updates from address events; runs one nsupdate at a time.
+
+    The queue, the retries and the give-up are a :class:`RetryLane` keyed by record
+    (name and type): a newer address for a record replaces the update queued or
+    waiting for its retry. A hung nsupdate is killed at ``timeout`` and its attempt
+    ends when the process does.
+    """
 
     name = "dns"
 
@@ -179,18 +195,11 @@ class DnsService(Service):
         self.registry = registry
         self.bus = bus
         self.settings = settings
-        self.pending: dict[tuple[str, str], DnsUpdate] = {}
+        self.lane: RetryLane[DnsUpdate] = RetryLane(
+            reactor, self._attempt, self, retries=settings.retries, timeout=settings.timeout,
+            backoff=settings.backoff, key=lambda update: update.key, expire=self._kill)
         self.current: DnsUpdate | None = None
         self._process: IProcessTransport | None = None
-        self._kill_call: IDelayedCall | None = None
-        self._wake: IDelayedCall | None = None
-        self._killed = False
-        self._stopped: Deferred[None] | None = None
-        self.updated = 0
-        self.failed_attempts = 0
-        self.gave_up = 0
-        self.timeouts = 0
-        self.coalesced = 0
         self.skipped: Counter[str] = Counter()
         self.last_error: str | None = None
 
@@ -222,108 +231,74 @@ class DnsService(Service):
         names = []
         for zone in self.settings.domains:
             update = DnsUpdate(host, f"{label}.{zone}", zone, rtype, canonical)
-            if update.key in self.pending:
-                self.coalesced += 1
-                del self.pending[update.key]
-            self.pending[update.key] = update
+            self.lane.offer(update)
             names.append(update.name)
-        self._drain()
         return names
 
-    def _drain(self) -> None:
-        if self.current is not None or not self.running:
-            return
-        if self._wake is not None and self._wake.active():
-            self._wake.cancel()
-        self._wake = None
-        now = self.reactor.seconds()
-        ready = next((u for u in self.pending.values() if u.not_before <= now), None)
-        if ready is None:
-            if self.pending:
-                soonest = min(u.not_before for u in self.pending.values())
-                self._wake = self.reactor.callLater(soonest - now, self._drain)
-            return
-        del self.pending[ready.key]
-        self._run(ready)
-
-    def _run(self, update: DnsUpdate) -> None:
-        update.attempts += 1
-        self.current = update
-        self._killed = False
+    # -- one attempt: an nsupdate process
+    def _attempt(self, update: DnsUpdate) -> Deferred[None]:
         done: Deferred[tuple[int | None, int | None, str]] = Deferred()
         protocol = NsupdateProtocol(nsupdate_script(update, self.settings.server,
                                                     self.settings.ttl), done)
-        done.addCallback(self._finished, update)
-        done.addErrback(lambda f: log.failure("dns: handling the nsupdate result failed", f))
         argv = self.settings.argv()
         try:
             self._process = self.reactor.spawnProcess(protocol, argv[0], argv, env=dict(os.environ))
         except OSError as e:
-            done.callback((None, None, f"cannot run {argv[0]}: {e}"))
-            return
-        self._kill_call = self.reactor.callLater(self.settings.timeout, self._kill)
+            raise NsupdateFailed(f"cannot run {argv[0]}: {e}") from None
+        self.current = update
+        return done.addCallback(self._ended)
 
-    def _kill(self) -> None:
-        self._kill_call = None
-        if self._process is None:
-            return
-        self._killed = True
-        with contextlib.suppress(ProcessExitedAlready):
-            self._process.signalProcess("KILL")
-
-    def _finished(self, outcome: tuple[int | None, int | None, str], update: DnsUpdate) -> None:
-        code, signal, output = outcome
-        if self._kill_call is not None and self._kill_call.active():
-            self._kill_call.cancel()
-        self._kill_call = None
+    def _ended(self, outcome: tuple[int | None, int | None, str]) -> None:
         self._process = None
         self.current = None
-        if code == 0 and not self._killed:
-            self._succeeded(update)
-        else:
-            if self._killed:
-                self.timeouts += 1
-                reason = f"nsupdate timed out after {self.settings.timeout:g}s and was killed"
-            elif code is None and signal is None:
-                reason = output
-            else:
-                status = f"exit {code}" if code is not None else f"signal {signal}"
-                detail = _last_line(output)
-                reason = f"nsupdate {status}{': ' + detail if detail else ''}"
-            self._failed(update, reason)
-        if self._stopped is not None:
-            stopped, self._stopped = self._stopped, None
-            stopped.callback(None)
-        self._drain()
+        code, signal, output = outcome
+        if code != 0:
+            status = f"exit {code}" if code is not None else f"signal {signal}"
+            detail = _last_line(output)
+            raise NsupdateFailed(f"nsupdate {status}{': ' + detail if detail else ''}")
 
-    def _succeeded(self, update: DnsUpdate) -> None:
-        self.updated += 1
+    def _kill(self, attempt: Deferred[Any]) -> None:
+        """At the timeout: SIGKILL; the attempt ends (failed) when the process has."""
+        if self._process is not None:
+            with contextlib.suppress(ProcessExitedAlready):
+                self._process.signalProcess("KILL")
+
+    # -- what the lane reports
+    def reason(self, failure: Failure, attempt: Try[DnsUpdate]) -> tuple[str, bool]:
+        if attempt.timed_out:
+            return f"nsupdate timed out after {self.settings.timeout:g}s and was killed", False
+        if isinstance(failure.value, NsupdateFailed):
+            return failure.value.reason, False
+        return f"{type(failure.value).__name__}: {failure.value}", False
+
+    def succeeded(self, attempt: Try[DnsUpdate]) -> None:
+        update = attempt.item
         log.info("dns: {name} {rtype} {addr} updated", name=update.name, rtype=update.rtype,
                  addr=update.addr)
-        self._publish(DNS_UPDATED, update, {"attempts": update.attempts})
+        self._publish(DNS_UPDATED, update, {"attempts": attempt.attempts})
 
-    def _failed(self, update: DnsUpdate, reason: str) -> None:
-        self.failed_attempts += 1
-        self.last_error = f"{update.name} {update.rtype}: {reason}"
-        newer = update.key in self.pending
-        final = newer or not self.running or update.attempts > self.settings.retries
-        data: dict[str, Any] = {"reason": reason, "attempt": update.attempts, "final": final,
-                                "retry_in": None}
-        if final:
-            if not newer:
-                self.gave_up += 1
+    def failed(self, attempt: Try[DnsUpdate], outcome: Failed) -> None:
+        update = attempt.item
+        self.last_error = f"{update.name} {update.rtype}: {outcome.reason}"
+        if outcome.final:
             log.error("dns: giving up on {name} {rtype} {addr} after {attempts} attempt(s): "
                       "{reason}", name=update.name, rtype=update.rtype, addr=update.addr,
-                      attempts=update.attempts, reason=reason)
+                      attempts=outcome.attempt, reason=outcome.reason)
         else:
-            delay = self.settings.backoff.delay(update.attempts)
-            data["retry_in"] = delay
-            update.not_before = self.reactor.seconds() + delay
-            self.pending[update.key] = update
             log.warn("dns: updating {name} {rtype} {addr} failed (attempt {attempt}): {reason};"
                      " retrying in {delay:g}s", name=update.name, rtype=update.rtype,
-                     addr=update.addr, attempt=update.attempts, reason=reason, delay=delay)
-        self._publish(DNS_FAILED, update, data)
+                     addr=update.addr, attempt=outcome.attempt, reason=outcome.reason,
+                     delay=outcome.retry_in)
+        self._publish(DNS_FAILED, update, {"reason": outcome.reason, "attempt": outcome.attempt,
+                                           "final": outcome.final, "retry_in": outcome.retry_in})
+
+    def dropped(self, item: DnsUpdate, reason: str) -> None:
+        """Never: one update per record is queued at most (coalescing bounds the queue)."""
+        log.warn("dns: {name} {rtype} dropped: {reason}", name=item.name, rtype=item.rtype,
+                 reason=reason)
+
+    def abandoned(self, attempts: list[Try[DnsUpdate]]) -> None:
+        log.warn("dns: {count} queued update(s) not sent at shutdown", count=len(attempts))
 
     def _publish(self, kind: str, update: DnsUpdate, data: dict[str, Any]) -> None:
         self.bus.publish(Event(kind, update.host, self.reactor.seconds(), {
@@ -332,31 +307,24 @@ class DnsService(Service):
 
     def startService(self) -> None:
         super().startService()
-        self._drain()
+        self.lane.start()
 
     def stopService(self) -> Deferred[None]:
         """Wait for the nsupdate in flight (bounded by its kill timer); drop the rest."""
         super().stopService()
-        if self._wake is not None and self._wake.active():
-            self._wake.cancel()
-        self._wake = None
-        if self.pending:
-            log.warn("dns: {count} queued update(s) not sent at shutdown", count=len(self.pending))
-        if self.current is None:
-            return succeed(None)
-        self._stopped = Deferred()
-        return self._stopped
+        return self.lane.close(send_queued=False)
 
     def to_json(self) -> dict[str, Any]:
+        stats = self.lane.stats
         return {
             "domains": list(self.settings.domains),
-            "queued": len(self.pending),
+            "queued": self.lane.pending,
             "running": None if self.current is None else self.current.name,
-            "updated": self.updated,
-            "failed_attempts": self.failed_attempts,
-            "gave_up": self.gave_up,
-            "timeouts": self.timeouts,
-            "coalesced": self.coalesced,
+            "updated": stats.succeeded,
+            "failed_attempts": stats.failed_attempts,
+            "gave_up": stats.gave_up,
+            "timeouts": stats.timeouts,
+            "coalesced": stats.coalesced,
             "skipped": dict(self.skipped),
             "last_error": self.last_error,
         }

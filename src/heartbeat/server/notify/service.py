@@ -1,9 +1,10 @@
 """NotifierService: bus events in, notifications out on every channel, never blocking ingest.
 
-The bus subscriber only formats, routes and queues. Each channel has its own lane:
-a bounded queue (``notify_queue_limit``; a counted, logged, journaled drop beyond),
-a few sends in flight, a timeout per send (``notify_timeout``), bounded retries with
-exponential backoff on the clock (``notify_retries``), and a storm guard: once more
+The bus subscriber only formats, routes and queues. Each channel has its own retry
+lane (heartbeat.server.retry, shared with DNS): a bounded queue
+(``notify_queue_limit``; a counted, logged, journaled drop beyond), a few sends in
+flight, a timeout per send (``notify_timeout``), bounded retries with exponential
+backoff on the clock (``notify_retries``); in front of it a storm guard: once more
 than ``notify_burst`` different hosts were notified within ``notify_window`` on a
 channel, further notifications are held and sent as one digest per window until a
 window holds no more than ``notify_burst`` hosts. Every outcome is an event on the
@@ -14,11 +15,11 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, DeferredList, fail, succeed
+from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -26,17 +27,16 @@ from twisted.web.client import HTTPConnectionPool
 
 from heartbeat.config.server import ServerConfig
 from heartbeat.events import ALERT, HOST_BOOT, HOST_DOWN, HOST_MESSAGE, HOST_UP, Event, EventBus
-from heartbeat.server.backoff import Backoff
 from heartbeat.server.notify.base import Channel, DeliveryError, Notification, redact
 from heartbeat.server.notify.message import Skip, digest, notification_for
 from heartbeat.server.notify.routing import Router
+from heartbeat.server.retry import Backoff, Failed, RetryLane, Try
 
 __all__ = [
     "NOTIFIED_KINDS",
     "NOTIFY_DROPPED",
     "NOTIFY_FAILED",
     "NOTIFY_SENT",
-    "ChannelStats",
     "NotifierService",
     "NotifySettings",
 ]
@@ -69,51 +69,39 @@ class NotifySettings:
                    stop_timeout=min(config.notify_timeout, 5.0))
 
 
-@dataclass
-class ChannelStats:
-    """Counters of one channel for ``/api/0/status``."""
-
-    sent: int = 0
-    failed_attempts: int = 0
-    retries: int = 0
-    gave_up: int = 0
-    dropped_queue_full: int = 0
-    abandoned_at_stop: int = 0
-    digests: int = 0
-    digested: int = 0
-    last_error: str | None = None
-    last_error_ts: float | None = None
-
-
-@dataclass(eq=False)
-class _Delivery:
-    note: Notification
-    attempts: int = 0
-    timed_out: bool = False
-
-
 def _event_host(note: Notification) -> str:
     return note.hosts[0] if len(note.hosts) == 1 else ""
 
 
 class _Lane:
-    """One channel's queue, sends in flight, retry timers and storm digest."""
+    """One channel: the storm guard and digests in front of its retry lane.
+
+    The queue, sends in flight, timeouts, retries and give-up are a
+    :class:`RetryLane` (heartbeat.server.retry, shared with DNS); this class
+    decides what reaches it (storms become digests) and words the outcomes.
+    """
 
     def __init__(self, service: NotifierService, channel: Channel) -> None:
         self.service = service
         self.channel = channel
-        self.settings = service.settings
+        self.settings = settings = service.settings
         self.clock = service.clock
-        self.queue: deque[_Delivery] = deque()
-        self.in_flight: set[Deferred[None]] = set()
-        self.waiting: dict[_Delivery, IDelayedCall] = {}
+        self.retry: RetryLane[Notification] = RetryLane(
+            self.clock, self._send, self, retries=settings.retries, timeout=settings.timeout,
+            backoff=settings.backoff, max_in_flight=settings.max_in_flight,
+            queue_limit=settings.queue_limit)
         self.recent: deque[tuple[float, str]] = deque()
         self.held: list[Notification] | None = None  # not None while a storm lasts
         self.overflow: list[Notification] = []  # held beyond queue_limit: dropped, reported once
+        self.overflow_dropped = 0
         self.digest_call: IDelayedCall | None = None
-        self.stats = ChannelStats()
-        self._pumping = False
-        self._closing = False
+        self.digests = 0
+        self.digested = 0
+        self.last_error: str | None = None
+        self.last_error_ts: float | None = None
+
+    def _send(self, note: Notification) -> Deferred[None]:
+        return self.channel.send(note)
 
     # -- storm guard
     def offer(self, note: Notification) -> None:
@@ -153,8 +141,8 @@ class _Lane:
             groups.setdefault(note.recipients, []).append(note)
         for group in groups.values():
             if len(group) > 1:
-                self.stats.digests += 1
-                self.stats.digested += len(group)
+                self.digests += 1
+                self.digested += len(group)
             self.enqueue(digest(group))
         hosts = [host for note in held for host in note.hosts]
         if len(set(hosts)) <= self.settings.burst:
@@ -167,31 +155,17 @@ class _Lane:
         if again:
             self.digest_call = self.clock.callLater(self.settings.window, self.send_digest)
 
-    # -- queue
     def enqueue(self, note: Notification) -> None:
+        """Into the retry lane, split to the channel's recipients per send."""
         size, recipients = self.channel.max_recipients, note.recipients
         chunks = [recipients[i:i + size] for i in range(0, len(recipients), size)] or [()]
         for part in chunks:
-            chunk = replace(note, recipients=part)
-            if len(self.queue) + len(self.waiting) >= self.settings.queue_limit:
-                self.drop(chunk)
-                continue
-            self.queue.append(_Delivery(chunk))
-        self.pump()
-
-    def drop(self, note: Notification) -> None:
-        self.stats.dropped_queue_full += 1
-        reason = f"queue full ({self.settings.queue_limit} waiting)"
-        log.warn("notify: {channel}: dropped {title!r}: {reason}", channel=self.channel.name,
-                 title=note.title, reason=reason)
-        self.service.publish(NOTIFY_DROPPED, _event_host(note), {
-            "channel": self.channel.name, "title": note.title, "hosts": list(note.hosts),
-            "reason": reason})
+            self.retry.offer(replace(note, recipients=part))
 
     def drop_overflow(self) -> None:
         """One log line and one event for a window's worth of notifications beyond the limit."""
         dropped, self.overflow = self.overflow, []
-        self.stats.dropped_queue_full += len(dropped)
+        self.overflow_dropped += len(dropped)
         hosts = sorted({host for note in dropped for host in note.hosts})
         reason = (f"{len(dropped)} notification(s) beyond the digest's limit of "
                   f"{self.settings.queue_limit}")
@@ -200,58 +174,11 @@ class _Lane:
             "channel": self.channel.name, "title": "storm overflow", "hosts": hosts,
             "reason": reason})
 
-    def pump(self) -> None:
-        if self._pumping:
-            return
-        self._pumping = True
-        try:
-            while self.queue and (self._closing
-                                  or len(self.in_flight) < self.settings.max_in_flight):
-                self.attempt(self.queue.popleft())
-        finally:
-            self._pumping = False
-
-    # -- sending
-    def attempt(self, delivery: _Delivery) -> None:
-        delivery.attempts += 1
-        delivery.timed_out = False
-        try:
-            d = self.channel.send(delivery.note)
-        except Exception:
-            d = fail()
-        # Not addTimeout: cancelling an HTTP request fails with ResponseNeverReceived, not
-        # CancelledError, so the timeout is remembered here rather than read from the error.
-        timer = self.clock.callLater(self.settings.timeout, self.time_out, delivery, d)
-        d.addBoth(self.stop_timer, timer)
-        self.in_flight.add(d)
-        d.addCallbacks(self.sent, self.failed, callbackArgs=(delivery,), errbackArgs=(delivery,))
-        d.addBoth(self.settled, d)
-
-    @staticmethod
-    def time_out(delivery: _Delivery, d: Deferred[None]) -> None:
-        delivery.timed_out = True
-        d.cancel()
-
-    @staticmethod
-    def stop_timer(result: object, timer: IDelayedCall) -> object:
-        if timer.active():
-            timer.cancel()
-        return result
-
-    def settled(self, _: object, d: Deferred[None]) -> None:
-        self.in_flight.discard(d)
-        self.pump()
-
-    def sent(self, _: object, delivery: _Delivery) -> None:
-        self.stats.sent += 1
-        note = delivery.note
-        self.service.publish(NOTIFY_SENT, _event_host(note), {
-            "channel": self.channel.name, "title": note.title, "kind": note.kind,
-            "hosts": list(note.hosts), "recipients": len(note.recipients),
-            "attempts": delivery.attempts})
-
-    def reason(self, failure: Failure, delivery: _Delivery) -> tuple[str, bool]:
-        if delivery.timed_out:
+    # -- what the retry lane reports
+    def reason(self, failure: Failure, attempt: Try[Notification]) -> tuple[str, bool]:
+        # Not the error: cancelling an HTTP request at the timeout fails with
+        # ResponseNeverReceived, not CancelledError; the lane remembers the timeout.
+        if attempt.timed_out:
             return f"timed out after {self.settings.timeout:g}s", False
         error = failure.value
         if isinstance(error, DeliveryError):
@@ -260,58 +187,61 @@ class _Lane:
             text, permanent = f"{type(error).__name__}: {error}", False
         return redact(text, self.channel.secrets), permanent
 
-    def failed(self, failure: Failure, delivery: _Delivery) -> None:
-        reason, permanent = self.reason(failure, delivery)
-        note = delivery.note
-        now = self.clock.seconds()
-        self.stats.failed_attempts += 1
-        self.stats.last_error, self.stats.last_error_ts = reason, now
-        final = permanent or self._closing or delivery.attempts > self.settings.retries
-        data: dict[str, Any] = {
-            "channel": self.channel.name, "title": note.title, "hosts": list(note.hosts),
-            "reason": reason, "attempt": delivery.attempts, "final": final, "retry_in": None}
-        if final:
-            self.stats.gave_up += 1
+    def succeeded(self, attempt: Try[Notification]) -> None:
+        note = attempt.item
+        self.service.publish(NOTIFY_SENT, _event_host(note), {
+            "channel": self.channel.name, "title": note.title, "kind": note.kind,
+            "hosts": list(note.hosts), "recipients": len(note.recipients),
+            "attempts": attempt.attempts})
+
+    def failed(self, attempt: Try[Notification], outcome: Failed) -> None:
+        note = attempt.item
+        self.last_error, self.last_error_ts = outcome.reason, self.clock.seconds()
+        if outcome.final:
             log.error("notify: {channel}: gave up on {title!r} after {attempts} attempt(s): "
                       "{reason}", channel=self.channel.name, title=note.title,
-                      attempts=delivery.attempts, reason=reason)
+                      attempts=outcome.attempt, reason=outcome.reason)
         else:
-            delay = self.settings.backoff.delay(delivery.attempts)
-            data["retry_in"] = delay
-            self.stats.retries += 1
             log.warn("notify: {channel}: sending {title!r} failed (attempt {attempt}): "
                      "{reason}; retrying in {delay:g}s", channel=self.channel.name,
-                     title=note.title, attempt=delivery.attempts, reason=reason, delay=delay)
-            self.waiting[delivery] = self.clock.callLater(delay, self.retry, delivery)
-        self.service.publish(NOTIFY_FAILED, _event_host(note), data)
+                     title=note.title, attempt=outcome.attempt, reason=outcome.reason,
+                     delay=outcome.retry_in)
+        self.service.publish(NOTIFY_FAILED, _event_host(note), {
+            "channel": self.channel.name, "title": note.title, "hosts": list(note.hosts),
+            "reason": outcome.reason, "attempt": outcome.attempt, "final": outcome.final,
+            "retry_in": outcome.retry_in})
 
-    def retry(self, delivery: _Delivery) -> None:
-        del self.waiting[delivery]
-        self.queue.appendleft(delivery)
-        self.pump()
+    def dropped(self, note: Notification, reason: str) -> None:
+        log.warn("notify: {channel}: dropped {title!r}: {reason}", channel=self.channel.name,
+                 title=note.title, reason=reason)
+        self.service.publish(NOTIFY_DROPPED, _event_host(note), {
+            "channel": self.channel.name, "title": note.title, "hosts": list(note.hosts),
+            "reason": reason})
+
+    def abandoned(self, attempts: list[Try[Notification]]) -> None:
+        log.warn("notify: {channel}: {count} notification(s) waiting for a retry "
+                 "abandoned at shutdown", channel=self.channel.name, count=len(attempts))
 
     # -- stopping
-    def close(self) -> list[Deferred[None]]:
-        """Send what is queued or held (no cap), drop pending retries; return sends in flight."""
-        self._closing = True
+    def close(self) -> Deferred[None]:
+        """Send what is queued or held (no cap), drop pending retries; fires when the sends
+        in flight have ended (cancelled after ``stop_timeout``)."""
         if self.digest_call is not None and self.digest_call.active():
             self.digest_call.cancel()
         if self.held:
             self.send_digest(again=False)
         self.held = None
-        if self.waiting:
-            self.stats.abandoned_at_stop += len(self.waiting)
-            log.warn("notify: {channel}: {count} notification(s) waiting for a retry "
-                     "abandoned at shutdown", channel=self.channel.name, count=len(self.waiting))
-            for call in self.waiting.values():
-                call.cancel()
-            self.waiting.clear()
-        self.pump()
-        return list(self.in_flight)
+        return self.retry.close(send_queued=True, within=self.settings.stop_timeout)
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self.stats), "queued": len(self.queue), "in_flight": len(self.in_flight),
-                "waiting_retry": len(self.waiting), "storm": self.held is not None}
+        stats = self.retry.stats
+        return {"sent": stats.succeeded, "failed_attempts": stats.failed_attempts,
+                "retries": stats.retries, "gave_up": stats.gave_up,
+                "dropped_queue_full": stats.dropped + self.overflow_dropped,
+                "abandoned_at_stop": stats.abandoned, "digests": self.digests,
+                "digested": self.digested, "last_error": self.last_error,
+                "last_error_ts": self.last_error_ts, **self.retry.to_json(),
+                "storm": self.held is not None}
 
 
 @dataclass
@@ -367,25 +297,17 @@ class NotifierService(Service):
             if lane is not None:
                 lane.offer(replace(note, recipients=recipients))
 
-    def stopService(self) -> Deferred[None]:
-        super().stopService()
-        pending = [d for lane in self.lanes.values() for d in lane.close()]
-        if not pending:
-            return self._close_pool(None)
-        timer = self.clock.callLater(self.settings.stop_timeout, self._cancel_all)
-
-        def settled(result: object) -> object:
-            if timer.active():
-                timer.cancel()
-            return result
-
-        waited: Deferred[Any] = DeferredList(pending)
-        return waited.addBoth(settled).addBoth(self._close_pool)
-
-    def _cancel_all(self) -> None:
+    def startService(self) -> None:
+        super().startService()
         for lane in self.lanes.values():
-            for d in list(lane.in_flight):
-                d.cancel()
+            lane.retry.start()
+
+    def stopService(self) -> Deferred[None]:
+        """Send what is queued, wait for the sends in flight (at most ``stop_timeout``),
+        then close the HTTP pool; every outcome is published before it fires."""
+        super().stopService()
+        waited: Deferred[Any] = DeferredList([lane.close() for lane in self.lanes.values()])
+        return waited.addBoth(self._close_pool)
 
     def _close_pool(self, _: object) -> Deferred[None]:
         if self.pool is None:

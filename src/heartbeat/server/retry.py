@@ -1,0 +1,265 @@
+"""One retry lane for the services that talk to flaky peers (notification channels, DNS).
+
+A :class:`RetryLane` is one peer's queue and the whole life of each item in it:
+a bounded queue (a counted drop beyond ``queue_limit``), at most
+``max_in_flight`` attempts at once, a timeout per attempt (by default the
+attempt's Deferred is cancelled; ``expire`` may end it otherwise, as DNS kills
+its process and waits for it to end), bounded retries with exponential :class:`Backoff` on
+the clock, and a final give-up. Items with the same ``key`` coalesce: a newer
+one replaces the one queued or waiting for its retry (and runs at once), and
+an attempt that fails while a newer one waits is superseded rather than
+retried. The lane decides; the service that owns it says what an attempt is
+and reports every outcome through a :class:`LaneReport` (its log lines and its
+bus events), so notifications and DNS retry, give up and report alike.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, field
+from typing import Any, Generic, Protocol, TypeVar
+
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+__all__ = ["Backoff", "LaneReport", "LaneStats", "RetryLane", "Try"]
+
+T = TypeVar("T")
+log = Logger()
+
+
+@dataclass(frozen=True)
+class Backoff:
+    """Exponential backoff: ``first`` s after the first failure, doubling, at most ``cap`` s."""
+
+    first: float = 2.0
+    cap: float = 300.0
+
+    def delay(self, attempt: int) -> float:
+        """The wait after failed attempt number ``attempt`` (1-based)."""
+        return float(min(self.first * 2 ** (attempt - 1), self.cap))
+
+
+@dataclass(eq=False)
+class Try(Generic[T]):
+    """One item in the lane and how its attempts went."""
+
+    item: T
+    key: Hashable
+    attempts: int = 0
+    timed_out: bool = False
+
+
+@dataclass
+class LaneStats:
+    """A lane's counters (each service shows them under its own names)."""
+
+    succeeded: int = 0
+    failed_attempts: int = 0
+    retries: int = 0
+    gave_up: int = 0
+    timeouts: int = 0
+    dropped: int = 0
+    coalesced: int = 0
+    abandoned: int = 0
+
+
+@dataclass(frozen=True)
+class Failed:
+    """What the lane made of a failed attempt, for the report."""
+
+    reason: str
+    attempt: int
+    final: bool
+    retry_in: float | None
+    superseded: bool = field(default=False)
+    """Final because a newer item with the same key is waiting (not a give-up)."""
+
+
+class LaneReport(Protocol[T]):
+    """What the owning service says about its items (wording, logs, bus events)."""
+
+    def reason(self, failure: Failure, attempt: Try[T]) -> tuple[str, bool]:
+        """Why an attempt failed (timed-out attempts too), and whether retrying is useless."""
+        ...
+
+    def succeeded(self, attempt: Try[T]) -> None: ...
+
+    def failed(self, attempt: Try[T], outcome: Failed) -> None: ...
+
+    def dropped(self, item: T, reason: str) -> None: ...
+
+    def abandoned(self, attempts: list[Try[T]]) -> None:
+        """At close: items waiting for a retry (or queued, when not sent) left unsent."""
+        ...
+
+
+class RetryLane(Generic[T]):
+    """Queue, attempts, timeouts, backoff, give-up and report for one peer (see the module)."""
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        attempt: Callable[[T], Deferred[Any]],
+        report: LaneReport[T],
+        *,
+        retries: int,
+        timeout: float,
+        backoff: Backoff | None = None,
+        max_in_flight: int = 1,
+        queue_limit: int | None = None,
+        key: Callable[[T], Hashable] | None = None,
+        expire: Callable[[Deferred[Any]], object] = Deferred.cancel,
+    ) -> None:
+        self.clock = clock
+        self._attempt = attempt
+        self.report = report
+        self.retries = retries
+        self.timeout = timeout
+        self.backoff = backoff or Backoff()
+        self.max_in_flight = max_in_flight
+        self.queue_limit = queue_limit
+        self._key = key
+        self._expire = expire
+        self.queue: deque[Try[T]] = deque()
+        self.in_flight: dict[Deferred[Any], Try[T]] = {}
+        self.waiting: dict[Try[T], IDelayedCall] = {}
+        self._keyed: dict[Hashable, Try[T]] = {}
+        """Queued or waiting items by key (not those in flight)."""
+        self.stats = LaneStats()
+        self.running = False
+        self.closing = False
+        self._pumping = False
+
+    # -- queue
+    def offer(self, item: T) -> bool:
+        """Queue ``item`` (replacing a queued or waiting one with its key); False if the
+        queue is full and it was dropped (reported)."""
+        key = self._key(item) if self._key is not None else object()
+        older = self._keyed.pop(key, None)
+        if older is not None:
+            self.stats.coalesced += 1
+            call = self.waiting.pop(older, None)
+            if call is not None:
+                call.cancel()
+            else:
+                self.queue.remove(older)
+        elif self.queue_limit is not None and self.pending >= self.queue_limit:
+            self.stats.dropped += 1
+            self.report.dropped(item, f"queue full ({self.queue_limit} waiting)")
+            return False
+        entry = Try(item, key)
+        self.queue.append(entry)
+        self._keyed[key] = entry
+        self.pump()
+        return True
+
+    @property
+    def pending(self) -> int:
+        """Items queued or waiting for a retry (not in flight)."""
+        return len(self.queue) + len(self.waiting)
+
+    def start(self) -> None:
+        self.running = True
+        self.closing = False
+        self.pump()
+
+    def pump(self) -> None:
+        if self._pumping or not self.running:
+            return
+        self._pumping = True
+        try:
+            while self.queue and (self.closing or len(self.in_flight) < self.max_in_flight):
+                entry = self.queue.popleft()
+                del self._keyed[entry.key]
+                self._run(entry)
+        finally:
+            self._pumping = False
+
+    # -- attempts
+    def _run(self, entry: Try[T]) -> None:
+        entry.attempts += 1
+        entry.timed_out = False
+        d = maybeDeferred(self._attempt, entry.item)
+        timer = self.clock.callLater(self.timeout, self._time_out, entry, d)
+        self.in_flight[d] = entry
+        d.addBoth(self._settle, d, timer)
+        d.addCallbacks(self._succeeded, self._failed, callbackArgs=(entry,),
+                       errbackArgs=(entry,))
+        d.addErrback(lambda f: log.failure("retry lane: reporting an outcome failed", f))
+        d.addCallback(lambda _: self.pump())
+
+    def _time_out(self, entry: Try[T], d: Deferred[Any]) -> None:
+        entry.timed_out = True
+        self.stats.timeouts += 1
+        self._expire(d)
+
+    def _settle(self, result: object, d: Deferred[Any], timer: IDelayedCall) -> object:
+        if timer.active():
+            timer.cancel()
+        self.in_flight.pop(d, None)
+        return result
+
+    def _succeeded(self, _: object, entry: Try[T]) -> None:
+        self.stats.succeeded += 1
+        self.report.succeeded(entry)
+
+    def _failed(self, failure: Failure, entry: Try[T]) -> None:
+        reason, permanent = self.report.reason(failure, entry)
+        self.stats.failed_attempts += 1
+        superseded = entry.key in self._keyed
+        final = (permanent or superseded or self.closing or not self.running
+                 or entry.attempts > self.retries)
+        retry_in = None
+        if final:
+            if not superseded:
+                self.stats.gave_up += 1
+        else:
+            retry_in = self.backoff.delay(entry.attempts)
+            self.stats.retries += 1
+            self.waiting[entry] = self.clock.callLater(retry_in, self._retry, entry)
+            self._keyed[entry.key] = entry
+        self.report.failed(entry, Failed(reason, entry.attempts, final, retry_in, superseded))
+
+    def _retry(self, entry: Try[T]) -> None:
+        del self.waiting[entry]
+        self.queue.appendleft(entry)
+        self.pump()
+
+    # -- stopping
+    def close(self, *, send_queued: bool, within: float | None = None) -> Deferred[None]:
+        """Stop retrying: waiting retries are abandoned; queued items are attempted at
+        once (``send_queued``) or abandoned. Fires when the attempts in flight have settled;
+        after ``within`` seconds those still in flight are cancelled."""
+        self.closing = True
+        abandoned = list(self.waiting)
+        for call in self.waiting.values():
+            call.cancel()
+        self.waiting.clear()
+        if not send_queued:
+            abandoned += self.queue
+            self.queue.clear()
+        self.stats.abandoned += len(abandoned)
+        if abandoned:
+            self.report.abandoned(abandoned)
+        self._keyed = {k: e for k, e in self._keyed.items() if e in self.queue}
+        self.pump()
+        self.running = False
+        if not self.in_flight:
+            return succeed(None)
+        waited: Deferred[Any] = DeferredList(list(self.in_flight))
+        if within is not None:
+            timer = self.clock.callLater(within, self.cancel_all)
+            waited.addBoth(lambda result: timer.cancel() if timer.active() else None)
+        return waited.addCallback(lambda _: None)
+
+    def cancel_all(self) -> None:
+        for d in list(self.in_flight):
+            d.cancel()
+
+    def to_json(self) -> dict[str, int]:
+        return {"queued": len(self.queue), "in_flight": len(self.in_flight),
+                "waiting_retry": len(self.waiting)}
