@@ -1,12 +1,18 @@
 """Micro-benchmark: one ~1.5 KB PLG sample evaluated against 50 threshold rules.
 
     .venv/bin/python bench/thresholds.py [--repeat 7] [--number 20000]
+    .venv/bin/python bench/thresholds.py --untimed {steady,hot,built-in} N
 
 Prints the sample size, the rule count and the time per evaluation (best and
 median of the repeats) for the steady state (no transition: the common case),
 for a sample where a few metrics are not OK (rendering templates), and for the
 same sample with only the built-in rules (a server without `thresholds:`).
 Target: well under 100 microseconds per evaluation.
+
+``--untimed CASE N`` only runs N evaluations of one case, for an instruction
+counter (``valgrind --tool=cachegrind --cache-sim=no``): the difference between
+N and 0 over N is the instructions of one evaluation, a figure a busy machine
+does not disturb (docs/PERFORMANCE.md).
 """
 
 from __future__ import annotations
@@ -123,10 +129,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--number", type=int, default=20000)
+    parser.add_argument("--untimed", nargs=2, metavar=("CASE", "N"),
+                        help="run N evaluations of CASE (steady, hot, built-in) untimed")
     args = parser.parse_args(argv)
     book = RuleBook.from_config(ServerConfig(thresholds=thresholds()), "bench")
-    rules = count_rules(book.rules_for("web1").tree)
     quiet, hot = sample(), sample(hot=True)
+    if args.untimed:
+        case, count = args.untimed
+        rules_book, plugins = {"steady": (book, quiet), "hot": (book, hot), "built-in": (
+            RuleBook.from_config(ServerConfig(), "bench"), quiet)}[case]
+        engine = ThresholdEngine(rules_book)
+        engine.evaluate_plugins("web1", plugins, 0)
+        for now in range(1, int(count) + 1):
+            engine.evaluate_plugins("web1", plugins, now)
+        return 0
+    rules = count_rules(book.rules_for("web1").tree)
     size = len(json.dumps({"ID": "PLG", "name": "web1", "plugins": quiet},
                           separators=(",", ":")))
     print(f"sample: {size} bytes of PLG JSON; rules: {rules}; python {sys.version.split()[0]}")
