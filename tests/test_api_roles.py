@@ -163,9 +163,9 @@ def test_status_counts_only_visible_hosts(stack: Stack) -> None:
     counts = {viewer: stack.call("GET", "/api/0/status", token=stack.token(viewer))
               .json["hosts"] for viewer in ("admin", "mon", "stranger")}
     assert counts == {
-        "admin": {"total": 2, "UNKNOWN": 0, "UP": 2, "DOWN": 0},
-        "mon": {"total": 1, "UNKNOWN": 0, "UP": 1, "DOWN": 0},
-        "stranger": {"total": 0, "UNKNOWN": 0, "UP": 0, "DOWN": 0},
+        "admin": {"total": 2, "UNKNOWN": 0, "UP": 2, "DOWN": 0, "UNREACHABLE": 0},
+        "mon": {"total": 1, "UNKNOWN": 0, "UP": 1, "DOWN": 0, "UNREACHABLE": 0},
+        "stranger": {"total": 0, "UNKNOWN": 0, "UP": 0, "DOWN": 0, "UNREACHABLE": 0},
     }
 
 

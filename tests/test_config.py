@@ -144,6 +144,33 @@ class ErrorTests:
         """Wrong types, ranges and shapes stop loading with the key and the problem."""
         assert _error(text).startswith(f"etc/hb.yaml: {expected}")
 
+    @pytest.mark.parametrize(("text", "expected"), [
+        ("interval: 5\ngrace: 3\ninterval: 60\n",
+         "etc/hb.yaml: interval: given twice (lines 1 and 3); keep one"),
+        ("hosts:\n  db1: {require_signed: true}\n  web1: {}\n  db1: {}\n",
+         "etc/hb.yaml: hosts.db1: given twice (lines 2 and 4); keep one"),
+        ("users:\n  alice:\n    admin: true\n    email: a@example.com\n    admin: false\n",
+         "etc/hb.yaml: users.alice.admin: given twice (lines 3 and 5); keep one"),
+        ("dyndomains: [a.example]\nhosts:\n  web1: {tags: [x]}\n"
+         "  \"web1\": {tags: [y]}\n",
+         "etc/hb.yaml: hosts.web1: given twice (lines 3 and 4); keep one"),
+    ])
+    def test_a_key_given_twice_is_named(self, text: str, expected: str) -> None:
+        """A key given twice in one mapping stops loading naming it and both lines
+        (YAML alone keeps the last one silently)."""
+        assert _error(text) == expected
+
+    def test_an_agent_key_given_twice_is_named(self) -> None:
+        """The agent's config is held to the same rule."""
+        assert _agent_error("hb_port: 50003\nhb_port: 50013\n") == (
+            "etc/hbc.yaml: hb_port: given twice (lines 1 and 2); keep one")
+
+    def test_yaml_merge_keys_still_override(self) -> None:
+        """A ``<<`` merge's keys may be overridden: that is YAML's own way, not a duplicate."""
+        config = parse_config(ServerConfig, "hosts:\n  base: &b {interval: 30, watch: false}\n"
+                              "  web1:\n    <<: *b\n    interval: 60\n", "hb.yaml")
+        assert (config.hosts["web1"].interval, config.hosts["web1"].watch) == (60.0, False)
+
     def test_missing_file(self, tmp_path: Path) -> None:
         """A missing config file is named."""
         with pytest.raises(ConfigError, match=r"nope\.yaml: no such file"):

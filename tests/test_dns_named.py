@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import pytest_twisted
 from twisted.internet.defer import DeferredQueue
 
 from heartbeat.events import Event, EventBus
+from heartbeat.protocol import seal
 from heartbeat.server.compose import wire
 from heartbeat.server.dns import DnsService, DnsSettings
 from heartbeat.server.registry import Registry
@@ -99,6 +101,28 @@ def test_dns_false_host_is_left_alone(server_factory: Any, named: NamedServer) -
     wait_until(lambda: named.query(f"public.{named.zone}", "A") == ["127.0.0.2"])
     assert named.query(f"private.{named.zone}", "A") == []
     assert server.get("/api/0/status")["dns"]["skipped"] == {"dns_false": 1}
+
+
+def test_a_dns_label_cannot_be_taken_over(server_factory: Any, named: NamedServer) -> None:
+    """sig1 must sign; unsigned heartbeats naming SIG1 or sig1.evil (same DNS label) from
+    another address never move sig1's record, and each is counted as label_taken."""
+    secret = "sig1-secret-0123456789abcdef"
+    server = server_factory(dyndomains=[named.zone], nsupdate_bin=NSUPDATE,
+                            nsupdate_key=str(named.key), nsupdate_server=f"127.0.0.1 {named.port}",
+                            keys={"sig1": secret},
+                            hosts={"sig1": {"key": "sig1", "require_signed": True}})
+    fqdn = f"sig1.{named.zone}"
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.2", 0))
+        s.sendto(seal(json.dumps({"ID": "HTB", "name": "sig1"}).encode(), "sig1",
+                      secret.encode(), int(time.time() * 1e6)), ("127.0.0.1", server.udp_port))
+    wait_until(lambda: named.query(fqdn, "A") == ["127.0.0.2"])
+    send_from("127.0.0.6", server.udp_port, {"ID": "HTB", "name": "SIG1"})
+    send_from("127.0.0.7", server.udp_port, {"ID": "HTB", "name": "sig1.evil"})
+    wait_until(lambda: server.get("/api/0/status")["dns"]["skipped"] == {"label_taken": 2})
+    assert server.request("POST", "/api/0/hosts/SIG1/dns")[0] == 409
+    assert named.query(fqdn, "A") == ["127.0.0.2"]
+    assert server.get("/api/0/status")["dns"]["updated"] == 1
 
 
 class Outcomes:

@@ -9,11 +9,12 @@ from twisted.internet.error import ProcessDone, ProcessTerminated
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
-from heartbeat.config.server import HostConfig
-from heartbeat.events import HOST_ADDRESS, Event, EventBus
+from heartbeat.config.loader import ConfigError, parse_config
+from heartbeat.config.server import HostConfig, ServerConfig
+from heartbeat.events import HOST_ADDRESS, HOST_REMOVED, Event, EventBus
 from heartbeat.server.compose import wire
 from heartbeat.server.dns import DnsError, DnsService, DnsSettings, nsupdate_script
-from heartbeat.server.registry import Registry
+from heartbeat.server.registry import Host, Registry
 
 
 class FakeProcess:
@@ -60,10 +61,13 @@ class FakeReactor(Clock):
 
 
 class Rig:
-    def __init__(self, domains: tuple[str, ...] = ("dyn.example.com",), **settings: Any) -> None:
+    def __init__(self, domains: tuple[str, ...] = ("dyn.example.com",),
+                 hosts: dict[str, HostConfig] | None = None,
+                 known: tuple[Host, ...] = (), **settings: Any) -> None:
         self.reactor = FakeReactor()
         self.registry = Registry(grace=10, default_interval=30, host_config={
-            "private": HostConfig(dns=False)})
+            "private": HostConfig(dns=False), **(hosts or {})})
+        self.registry.restore(known, 0.0)
         self.bus = EventBus(on_error=self._raise)
         self.events: list[Event] = []
         self.bus.subscribe(self.events.append, ["dns.updated", "dns.failed"])
@@ -269,3 +273,44 @@ def test_script_is_plain_nsupdate_input() -> None:
     assert nsupdate_script(update, None, 300) == (
         b"zone example.com\nupdate delete web1.example.com. AAAA\n"
         b"update add web1.example.com. 300 AAAA ::1\nsend\n")
+
+
+def test_a_dns_label_belongs_to_its_configured_host() -> None:
+    """sig1 is configured: SIG1 and sig1.evil (same label) never touch sig1's record,
+    whoever speaks first; each refusal is counted as label_taken."""
+    rig = Rig(hosts={"sig1": HostConfig(require_signed=True)})
+    rig.moved("SIG1", "10.6.6.6")
+    rig.moved("sig1.evil", "10.6.6.7")
+    assert (rig.reactor.processes, rig.dns.to_json()["skipped"]) == ([], {"label_taken": 2})
+    rig.moved("sig1", "10.0.0.1")
+    assert rig.running.stdin == script("sig1.dyn.example.com", "dyn.example.com", "A",
+                                       "10.0.0.1")
+    with pytest.raises(DnsError, match="belongs to host 'sig1'"):
+        rig.dns.queue("Sig1", "10.6.6.6")
+
+
+def test_an_unconfigured_label_is_the_first_hosts_until_it_is_removed() -> None:
+    """Among unconfigured hosts the first with a label keeps it (also the one restored
+    from the store that was seen first); once removed, the label is free again."""
+    earlier = Host("web1.lan", first_seen=100.0)
+    later = Host("WEB1", first_seen=200.0)
+    rig = Rig(known=(later, earlier))
+    assert rig.dns.owner("web1") == "web1.lan"
+    rig.moved("WEB1", "10.6.6.6")
+    assert (rig.reactor.processes, rig.dns.to_json()["skipped"]) == ([], {"label_taken": 1})
+    rig.bus.publish(Event(HOST_REMOVED, "web1.lan", rig.reactor.seconds(), {"by": "admin"}))
+    rig.moved("WEB1", "10.0.0.9")
+    assert rig.running.stdin == script("web1.dyn.example.com", "dyn.example.com", "A",
+                                       "10.0.0.9")
+
+
+def test_two_configured_hosts_cannot_share_a_label() -> None:
+    """With dyndomains, hosts: web1 and WEB1.lan is a config error naming both."""
+    with pytest.raises(ConfigError) as caught:
+        parse_config(ServerConfig, "dyndomains: [dyn.example.com]\n"
+                     "hosts: {web1: {}, WEB1.lan: {}}\n", "hb.yaml")
+    assert str(caught.value) == (
+        "hb.yaml: hosts.WEB1.lan: its DNS label 'web1' is also hosts.web1's: each record "
+        "<label>.<zone> belongs to one host (set dns: false on one of them)")
+    parse_config(ServerConfig, "dyndomains: [dyn.example.com]\n"
+                 "hosts: {web1: {}, WEB1.lan: {dns: false}}\n", "hb.yaml")

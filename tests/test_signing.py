@@ -150,15 +150,28 @@ class PolicyTests:
         assert policy.refusal("plain", Signed("fleet", 1)) is None
 
     def test_replayed_seq_refused(self) -> None:
-        """Each host's seq must grow; a removed host starts afresh."""
+        """Each host's seq must grow, per host."""
         policy = self._policy()
         assert policy.refusal("plain", Signed("fleet", 10)) is None
         policy.accepted("plain", Signed("fleet", 10))
         assert [policy.refusal("plain", Signed("fleet", s)) for s in (9, 10, 11)] == [
             "replayed", "replayed", None]
         assert policy.refusal("open", Signed("fleet", 5)) is None  # per host
-        policy.forget("plain")
-        assert policy.refusal("plain", Signed("fleet", 9)) is None
+
+    def test_a_removed_hosts_seq_outlives_it_for_the_window(self) -> None:
+        """After a host is removed its captured datagrams stay replays while they could
+        pass the window; the record goes once it is older than the window (bounded)."""
+        policy = SignaturePolicy({}, False, window=120.0)
+        signed_at = 1_800_000_000.0
+        policy.accepted("plain", Signed("fleet", int(signed_at * 1e6)))
+        policy.accepted("other", Signed("fleet", int((signed_at + 100) * 1e6)))
+        policy.forget("plain", signed_at + 5)
+        assert policy.refusal("plain", Signed("fleet", int(signed_at * 1e6))) == "replayed"
+        assert policy.refusal("plain", Signed("fleet", int(signed_at * 1e6) + 1)) is None
+        policy.forget("other", signed_at + 121)  # plain's record is past the window now
+        assert (policy.refusal("plain", Signed("fleet", 1)),
+                policy.refusal("other", Signed("fleet", 1))) == (None, "replayed")
+        assert sorted(policy._last) == ["other"]
 
 
 CONFIG = """

@@ -181,3 +181,20 @@ def test_hbc_mini_runs_only_signed_commands(tmp_path: Path) -> None:
     finally:
         clients.close()
         server.close()
+
+
+def test_a_captured_datagram_does_not_bring_a_removed_host_back(signed_server: ServerProcess
+                                                                 ) -> None:
+    """A signed HTB captured and sent again after its host was removed (within the window)
+    is a replay: the host stays removed and ``replayed`` counts it."""
+    captured = seal(json.dumps({"ID": "HTB", "name": "db9", "interval": 60}).encode(),
+                    "fleet", FLEET.encode(), int(time.time() * 1e6))
+    signed_server.send(captured)
+    wait_until(lambda: signed_server.host("db9"))
+    status, _ = signed_server.request("DELETE", "/api/0/hosts/db9")
+    assert status == 200
+    signed_server.send(captured)
+    signed_server.send({"ID": "HTB", "name": "marker", "interval": 60})  # legacy-style: dropped
+    wait_until(lambda: signed_server.get("/api/0/status")["ingest"]["dropped"].get("unsigned"))
+    assert signed_server.host("db9") is None
+    assert signed_server.get("/api/0/status")["ingest"]["dropped"].get("replayed") == 1

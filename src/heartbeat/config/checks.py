@@ -14,6 +14,7 @@ from heartbeat.config.loader import Check
 __all__ = [
     "MIN_KEY_LENGTH",
     "USER_NAME",
+    "dns_label",
     "each",
     "http_url",
     "key_problem",
@@ -28,6 +29,16 @@ MIN_KEY_LENGTH = 16
 
 USER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}")
 """A user name: what ``users:``, access lists, logins and the API's paths accept."""
+
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
+
+
+def dns_label(host: str) -> str | None:
+    """The DNS label of host name ``host`` (its short name, lower case), or None if that
+    is not a label. ``web1``, ``WEB1`` and ``web1.lan`` share one: ``web1``."""
+    label = host.split(".", 1)[0].lower()
+    return label if _DNS_LABEL.fullmatch(label) else None
 
 
 def port_number(value: Any) -> str | None:

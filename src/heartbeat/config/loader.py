@@ -176,10 +176,59 @@ def parse_section(cls: type[T], data: Mapping[str, Any], source: str, prefix: st
     return _build(cls, data, prefix, source)
 
 
-def parse_config(cls: type[T], text: str, source: str) -> T:
-    """Parse YAML ``text`` into ``cls``; ``source`` names the file in errors."""
+def _duplicate_key(node: yaml.Node, path: str = "") -> tuple[str, int, int] | None:
+    """The first key given twice in one mapping of ``node``: (dotted key, line, first line).
+
+    YAML itself keeps the last of two equal keys without a word, so a second
+    ``users:`` or ``require_signed:`` lower in a file would silently replace the
+    first. Keys are compared as the text they are written as (``1`` and ``"1"``
+    are one key once loaded); ``<<`` merges are YAML's own overriding and pass.
+    """
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[str, int] = {}
+        for key, value in node.value:
+            if not isinstance(key, yaml.ScalarNode) or key.tag == "tag:yaml.org,2002:merge":
+                continue
+            line = key.start_mark.line + 1
+            dotted = f"{path}.{key.value}" if path else str(key.value)
+            if key.value in seen:
+                return dotted, line, seen[key.value]
+            seen[key.value] = line
+            found = _duplicate_key(value, dotted)
+            if found is not None:
+                return found
+    elif isinstance(node, yaml.SequenceNode):
+        for n, item in enumerate(node.value):
+            found = _duplicate_key(item, f"{path}[{n}]")
+            if found is not None:
+                return found
+    return None
+
+
+def _load_yaml(text: str, source: str) -> Any:
+    """``yaml.safe_load`` that refuses a key given twice in one mapping (ConfigError)."""
+    loader = yaml.SafeLoader(text)
     try:
-        data = yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        duplicate = _duplicate_key(node)
+        if duplicate is not None:
+            key, line, first = duplicate
+            raise ConfigError(source, key, f"given twice (lines {first} and {line}); "
+                              "keep one")
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def parse_config(cls: type[T], text: str, source: str) -> T:
+    """Parse YAML ``text`` into ``cls``; ``source`` names the file in errors.
+
+    A key given twice in one mapping is an error naming it (YAML would keep the last).
+    """
+    try:
+        data = _load_yaml(text, source)
         if data is None:
             data = {}
         if not isinstance(data, dict):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from heartbeat.config.checks import USER_NAME, key_problem
+from heartbeat.config.checks import USER_NAME, dns_label, key_problem
 from heartbeat.config.loader import ConfigError
 from heartbeat.protocol import valid_key_id
 
@@ -46,10 +46,21 @@ def _check_ports(config: ServerConfig, source: str) -> None:
 
 
 def _check_hosts(config: ServerConfig, source: str) -> None:
-    """The names under ``hosts:`` are host names."""
-    for name in config.hosts:
+    """The names under ``hosts:`` are host names; with ``dyndomains``, no two that get
+    DNS records share a label (``web1`` and ``WEB1.lan`` would own one record)."""
+    labels: dict[str, str] = {}
+    for name, host in config.hosts.items():
         if not name or len(name) > 253 or not all(c.isalnum() or c in "._-" for c in name):
             raise ConfigError(source, f"hosts.{name}", "not a valid host name")
+        label = dns_label(name)
+        if not config.dyndomains or not host.dns or label is None:
+            continue
+        if label in labels:
+            raise ConfigError(source, f"hosts.{name}",
+                              f"its DNS label {label!r} is also hosts.{labels[label]}'s: each "
+                              f"record <label>.<zone> belongs to one host (set dns: false on "
+                              f"one of them)")
+        labels[label] = name
 
 
 def _check_users(config: ServerConfig, source: str) -> None:

@@ -61,6 +61,25 @@ class StoredAuth:
     access: dict[str, HostAccess] = field(default_factory=dict)
     sessions: list[Session] = field(default_factory=list)
     keys: list[ApiKey] = field(default_factory=list)
+    damaged: list[str] = field(default_factory=list)
+    """Hosts whose stored access row could not be read (they are given to admins only)."""
+
+
+def _stored_name(value: object, column: str) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise ValueError(f"{column}: {value!r:.40} is not a user name")
+
+
+def _stored_names(text: object, column: str) -> tuple[str, ...]:
+    """A JSON list of user names as the API stored it; ValueError naming the column."""
+    try:
+        names = json.loads(text) if isinstance(text, str | bytes) else None
+    except ValueError as e:
+        raise ValueError(f"{column}: not JSON: {e}") from None
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"{column}: {text!r:.40} is not a list of user names")
+    return tuple(names)
 
 
 def load_auth(conn: sqlite3.Connection) -> StoredAuth:
@@ -81,8 +100,17 @@ def load_auth(conn: sqlite3.Connection) -> StoredAuth:
             log.error("auth: ignoring the stored user {name}: {error}", name=name, error=e)
     for host, owner, managers, monitors in conn.execute(
             "SELECT host, owner, managers, monitors FROM host_access"):
-        stored.access[host] = HostAccess(owner, tuple(json.loads(managers)),
-                                         tuple(json.loads(monitors)), "api")
+        try:
+            stored.access[host] = HostAccess(_stored_name(owner, "owner"),
+                                             _stored_names(managers, "managers"),
+                                             _stored_names(monitors, "monitors"), "api")
+        except ValueError as e:
+            # Fail closed: the config's list could grant what the API took away.
+            stored.access[host] = HostAccess(None, (), (), "api")
+            stored.damaged.append(host)
+            log.error("auth: the stored access list of host {host!r} is damaged ({error}): "
+                      "only admins reach it until one sets its access again "
+                      "(PUT /api/0/hosts/{host}/access)", host=host, error=e)
     for key, user, created, last_used, csrf, address in conn.execute(
             "SELECT key, user, created, last_used, csrf, address FROM sessions"):
         stored.sessions.append(Session(key, user, created, last_used, csrf, address, last_used))

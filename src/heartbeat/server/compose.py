@@ -138,6 +138,7 @@ SUBSCRIPTIONS: Final = (
     # Then the actions on the world outside, which report back as events.
     Subscription("notifier", "on_event", NOTIFIED_KINDS),
     Subscription("dns", "on_address", (HOST_ADDRESS,)),
+    Subscription("dns", "on_removed", (HOST_REMOVED,)),
 )
 """Who hears which event kind, in order: the only place the bus is subscribed to.
 

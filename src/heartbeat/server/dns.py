@@ -1,5 +1,12 @@
 """Dynamic DNS: a host's address, first seen or changed, becomes ``<host>.<zone>`` A/AAAA.
 
+A record belongs to one host: ``<host>.<zone>`` is named after the host's DNS
+label (its short name, lower case), which ``web1``, ``WEB1`` and ``web1.lan``
+share. The label is a configured host's if one has it, else the host first
+seen with it; another host whose name maps to it is refused (``label_taken``),
+so an unsigned datagram naming ``SIG1`` cannot move the record of a host that
+must sign. docs/DNS.md.
+
 Address events only queue work. The queue holds one entry per record name and
 type, so a host that moves twice while queued is updated once, to its newest
 address. ``DnsService`` drains it one ``nsupdate`` process at a time (script on
@@ -15,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -28,6 +34,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+from heartbeat.config.checks import dns_label as label_of
 from heartbeat.config.server import ServerConfig
 from heartbeat.events import Event, EventBus
 from heartbeat.server.registry import Registry
@@ -51,7 +58,6 @@ log = Logger()
 DNS_UPDATED: Final = "dns.updated"
 DNS_FAILED: Final = "dns.failed"  # data["final"]: no more retries
 OUTPUT_MAX = 4096
-_LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 class DnsError(ValueError):
@@ -105,8 +111,8 @@ class DnsUpdate:
 
 def dns_label(host: str) -> str:
     """The DNS label of ``host``: its short name, lower case; DnsError if it is not one."""
-    label = host.split(".", 1)[0].lower()
-    if not _LABEL.fullmatch(label):
+    label = label_of(host)
+    if label is None:
         raise DnsError("not_a_label", f"host name {host!r} is not a DNS label")
     return label
 
@@ -202,6 +208,19 @@ class DnsService(Service):
         self._process: IProcessTransport | None = None
         self.skipped: Counter[str] = Counter()
         self.last_error: str | None = None
+        self._owners: dict[str, str] = {}
+        """DNS label -> the host whose records it names (see the module)."""
+        self._configured: set[str] = set()
+        self._taken_logged = float("-inf")
+        for name, host in registry.host_config.items():
+            label = label_of(name)
+            if label is not None and host.dns:
+                self._owners.setdefault(label, name)
+                self._configured.add(name)
+        for known in sorted(registry, key=lambda h: (h.first_seen or 0.0, h.name)):
+            label = label_of(known.name)
+            if label is not None:
+                self._owners.setdefault(label, known.name)
 
     def on_address(self, event: Event) -> None:
         """A ``host.address``: the host's records queued with its new address."""
@@ -220,6 +239,17 @@ class DnsService(Service):
             raise DnsError("no_address", f"no address known for {host!r}")
         return self.queue(host, known.addr)
 
+    def on_removed(self, event: Event) -> None:
+        """A removed host gives up its label (a configured host keeps it)."""
+        label = label_of(event.host)
+        if label is not None and self._owners.get(label) == event.host \
+                and event.host not in self._configured:
+            del self._owners[label]
+
+    def owner(self, label: str) -> str | None:
+        """The host the records of ``label`` belong to, if any has claimed it."""
+        return self._owners.get(label)
+
     def queue(self, host: str, addr: str) -> list[str]:
         """Queue ``<host>.<zone>`` for every dyndomain; returns the names queued."""
         if not self.settings.domains:
@@ -227,6 +257,15 @@ class DnsService(Service):
         if not self.registry.config_for(host).dns:
             raise DnsError("dns_false", f"dns: false for {host!r}")
         label = dns_label(host)
+        owner = self._owners.setdefault(label, host)
+        if owner != host:
+            now = self.reactor.seconds()
+            if now - self._taken_logged >= 10.0:  # one line per 10 s under a flood
+                self._taken_logged = now
+                log.warn("dns: {host} is refused the records of {label!r}: they are "
+                         "{owner}'s", host=host, label=label, owner=owner)
+            raise DnsError("label_taken", f"the DNS label {label!r} of {host!r} belongs to "
+                                          f"host {owner!r}")
         rtype, canonical = record_type(addr)
         names = []
         for zone in self.settings.domains:

@@ -7,7 +7,9 @@ judges it against the host it claims to come from (docs/SECURITY.md):
 - a host must sign when ``require_signed`` says so (globally, or per host);
 - a key named by some hosts' ``key:`` is theirs alone; a host with ``key:``
   signs with exactly that key; other keys are fleet-wide;
-- a signed datagram's seq must be above the last one accepted from its host.
+- a signed datagram's seq must be above the last one accepted from its host,
+  also once the host has been removed: its last seq is kept until it is older
+  than ``sign_window``, when the window alone refuses anything captured before.
 """
 
 from __future__ import annotations
@@ -37,9 +39,13 @@ def keyring_for(config: ServerConfig) -> Keyring:
 class SignaturePolicy:
     """Whether a decoded datagram may count as coming from the host it names."""
 
-    def __init__(self, hosts: Mapping[str, HostConfig], require_signed: bool) -> None:
+    def __init__(self, hosts: Mapping[str, HostConfig], require_signed: bool,
+                 window: float = 120.0) -> None:
         self._hosts = hosts
         self._require = require_signed
+        self._window = window
+        self._removed: dict[str, None] = {}
+        """Removed hosts whose last seq is still kept (in order of removal)."""
         self._owners: dict[str, set[str]] = {}
         for name, host in hosts.items():
             if host.key is not None:
@@ -68,15 +74,25 @@ class SignaturePolicy:
     def accepted(self, name: str, signed: Signed) -> None:
         """Remember ``signed.seq`` as the newest of ``name`` (call once it is taken)."""
         self._last[name] = signed.seq
+        self._removed.pop(name, None)
         self.signed += 1
 
     def on_removed(self, event: Event) -> None:
-        """A removed host's seq record goes with it."""
-        self.forget(event.host)
+        """A removed host's last seq outlives it (see :meth:`forget`)."""
+        self.forget(event.host, event.ts)
 
-    def forget(self, name: str) -> None:
-        """A removed host's seq is no longer kept."""
-        self._last.pop(name, None)
+    def forget(self, name: str, now: float) -> None:
+        """``name`` was removed at ``now``: its last seq is kept while a datagram it
+        signed could still be taken within ``sign_window`` (a captured one sent again
+        would bring the host back), then dropped with every other such record."""
+        if name in self._last:
+            self._removed[name] = None
+        oldest = (now - self._window) * 1_000_000
+        for removed in list(self._removed):
+            last = self._last.get(removed)
+            if last is None or last < oldest:
+                self._last.pop(removed, None)
+                del self._removed[removed]
 
 
 class ReplySigner:
@@ -106,7 +122,8 @@ class Signing:
     @classmethod
     def from_config(cls, config: ServerConfig) -> Signing:
         keyring = keyring_for(config)
-        return cls(keyring, SignaturePolicy(config.hosts, config.require_signed),
+        return cls(keyring, SignaturePolicy(config.hosts, config.require_signed,
+                                            config.sign_window),
                    ReplySigner(keyring))
 
     def to_json(self) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Final
 
 from heartbeat.config.loader import ConfigError
@@ -41,6 +41,8 @@ _RULE_KEYS: Final = ("operator", "warning", "critical", "hysteresis", "display",
                      "recover_after")
 _RULE_MARKERS: Final = frozenset({"operator", "warning", "critical"})
 _PROFILE_KEYS: Final = ("thresholds", "description", "recover_after")
+_ANY: Final = "*"
+"""The key matching any name at its level (under ``rtt``: any host without a rule)."""
 
 
 def _suggest(key: str, known: Iterable[str]) -> str:
@@ -268,19 +270,37 @@ class RuleBook:
             rules = self._compiled[names] = RuleSet.compile(tree)
         return rules
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self, sees: Callable[[str], bool] | None = None) -> dict[str, Any]:
         """The whole configuration as the settings page shows it: the rules every host
-        starts from (built-in defaults and ``thresholds:``), each profile, who uses which."""
-        return {"thresholds": tree_json(self.base),
-                "profiles": {name: tree_json(tree) for name, tree in self.profiles.items()},
-                "hosts": {host: list(names) for host, names in self.host_profiles.items()},
+        starts from (built-in defaults and ``thresholds:``), each profile, who uses which.
+
+        ``sees``: only the hosts it is true of are named (RTT rules, profile users);
+        the rules themselves are not secret, which hosts exist is.
+        """
+        def shown(tree: Tree) -> dict[str, Any]:
+            return tree_json(_only_rtt_of(tree, sees)) if sees is not None else tree_json(tree)
+
+        return {"thresholds": shown(self.base),
+                "profiles": {name: shown(tree) for name, tree in self.profiles.items()},
+                "hosts": {host: list(names) for host, names in self.host_profiles.items()
+                          if sees is None or sees(host)},
                 "renotify_interval": self.renotify_interval}
 
     def effective(self, host: str) -> dict[str, Any]:
-        """What the UI shows for ``host``: its profiles and the rules that result."""
+        """What the UI shows for ``host``: its profiles and the rules that result (of the
+        RTT rules by host, only its own and the catch-all: the others name other hosts)."""
+        tree = _only_rtt_of(self.rules_for(host).tree, lambda name: name == host)
         return {"host": host, "profiles": list(self.profiles_for(host)),
-                "renotify_interval": self.renotify_interval,
-                "thresholds": tree_json(self.rules_for(host).tree)}
+                "renotify_interval": self.renotify_interval, "thresholds": tree_json(tree)}
+
+
+def _only_rtt_of(tree: Tree, keep: Callable[[str], bool]) -> Tree:
+    """``tree`` with its RTT rules limited to the hosts ``keep`` is true of (and ``*``)."""
+    rtt = tree.get(RTT)
+    if not isinstance(rtt, dict):
+        return tree
+    return {**tree, RTT: {name: rule for name, rule in rtt.items()
+                          if name == _ANY or keep(name)}}
 
 
 def _profile_names(host: HostConfig) -> tuple[str, ...]:

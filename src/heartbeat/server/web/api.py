@@ -454,9 +454,8 @@ class HeartbeatAPI:
     @app.route("/api/0/thresholds", methods=["GET"])
     def thresholds(self, request: IRequest) -> bytes:
         viewer = self.viewer(request)
-        body = self.engine().rules.to_json()
-        body["hosts"] = {h: names for h, names in body["hosts"].items() if viewer.sees(h)}
-        return json_response(request, body)
+        rules = self.engine().rules
+        return json_response(request, rules.to_json(None if viewer.admin else viewer.sees))
 
     @app.route("/api/0/messages", methods=["GET"])
     def messages(self, request: IRequest) -> Deferred[bytes] | bytes:
@@ -491,11 +490,14 @@ class HeartbeatAPI:
             "uptime": now - self.started,
             "hosts": hosts,
         }
-        for section, source in self.status_sources.items():
-            body[section] = dict(source())
-        if not viewer.admin and self.alerts is not None and "alerting" in body:
-            body["alerting"]["active"] = self.alerts.summary(
-                s for s in self.alerts.states() if viewer.sees(s.host))
+        if viewer.admin:
+            for section, source in self.status_sources.items():
+                body[section] = dict(source())
+        elif self.alerts is not None:
+            # The server's own counters (datagrams, users, sessions, logins, channels)
+            # say nothing about the caller's hosts and much about everyone else's.
+            body["alerting"] = {"active": self.alerts.summary(
+                s for s in self.alerts.states() if viewer.sees(s.host))}
         return json_response(request, body)
 
     @app.route("/api/0/config", methods=["GET"])

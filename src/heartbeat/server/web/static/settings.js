@@ -39,9 +39,10 @@ async function loadStatus() {
     ["Up for", fmtDuration(s.uptime)],
     ["Times shown in", `${zoneName()} (${zoneOffset()})`],
     ["Hosts", `${fmtNumber(hosts.total)} (${fmtNumber(hosts.UP)} up, ${fmtNumber(hosts.DOWN)} down, ${fmtNumber(hosts.UNKNOWN)} unknown)`],
-    ["Datagrams", `${fmtNumber(ingest.received)} received, ${fmtNumber(ingest.dropped_total)} dropped`],
-    ["WebSocket clients", fmtNumber((s.websocket || {}).clients)],
   ];
+  // The server's own counters are for admins only (docs/HTTP_API.md).
+  if (s.ingest) rows.push(["Datagrams", `${fmtNumber(ingest.received)} received, ${fmtNumber(ingest.dropped_total)} dropped`]);
+  if (s.websocket) rows.push(["WebSocket clients", fmtNumber(s.websocket.clients)]);
   if (s.alerting) rows.push(["Alerting", Object.entries(s.alerting).filter(([, v]) => typeof v !== "object").map(([k, v]) => `${k} ${v}`).join(", ")]);
   facts(document.getElementById("status"), rows);
 }
