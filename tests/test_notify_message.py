@@ -59,6 +59,16 @@ def test_boot() -> None:
         HOST_BOOT, TS)
 
 
+@pytest.mark.parametrize("boot_time", [1e300, -1e300, 2.0**63])
+def test_boot_time_no_calendar_holds(boot_time: float) -> None:
+    """A boot_time past any calendar (the protocol allows any float) reads as the number,
+    never failing the notice: one host's odd clock cannot break the notifier."""
+    event = Event(HOST_BOOT, "web1", TS, {"boot_time": boot_time, "addr": "10.0.0.1"})
+    assert notification_for(event) == Notification(
+        "BOOT: web1", f"web1 booted at {boot_time:g} (not a time) (address 10.0.0.1).", "info",
+        ("web1",), HOST_BOOT, TS)
+
+
 def test_messages_from_warning_up() -> None:
     """MSG is notified at warning and error, with its text as the body; info is not."""
     warn = Event(HOST_MESSAGE, "web1", TS, {"text": "disk replaced", "level": "warning"})

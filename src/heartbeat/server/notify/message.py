@@ -62,7 +62,12 @@ def duration(seconds: float) -> str:
 
 
 def _when(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    """Local time of ``ts``; a time no calendar holds (a host's ``boot_time`` of 1e300)
+    is shown as the number it is, never failing the notification."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    except (OverflowError, OSError, ValueError):
+        return f"{ts:g} (not a time)"
 
 
 def _down(event: Event) -> Notification:
