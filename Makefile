@@ -11,8 +11,10 @@ STAMP := $(VENV)/.installed
 FUZZ_STAMP := $(VENV)/.fuzz-installed
 # make test: pytest's workers (one per core); PYTEST_ARGS adds to them.
 PYTEST_WORKERS ?= auto
-# make fuzz: executions of protocol.decode, and of each other target.
+# make fuzz: executions of protocol.decode, of the whole server (datagram sequences into
+# the real service tree, fuzz/server.py), and of each other target.
 FUZZ_RUNS ?= 1000000
+FUZZ_SERVER_RUNS ?= 1000000
 FUZZ_OTHER_RUNS ?= 200000
 
 .PHONY: install run test lint fuzz bench clean vendor-uplot
@@ -52,6 +54,7 @@ $(FUZZ_STAMP): $(STAMP)
 
 fuzz: $(FUZZ_STAMP)
 	$(BIN)/python fuzz/run.py protocol --runs $(FUZZ_RUNS)
+	$(BIN)/python fuzz/run.py server --runs $(FUZZ_SERVER_RUNS) --max-len 8192 --seconds 86400
 	$(BIN)/python fuzz/run.py reply config perfdata thresholds --runs $(FUZZ_OTHER_RUNS)
 
 # The web UI's chart library, from the npm registry (needs npm); see the note it writes.

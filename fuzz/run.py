@@ -16,6 +16,7 @@ time and the result; libFuzzer's own output is shown with ``--verbose``.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import subprocess
@@ -49,12 +50,15 @@ def run(target: str, args: argparse.Namespace) -> bool:
     for seed in sorted(seeds.iterdir()) if seeds.is_dir() else []:
         shutil.copy(seed, corpus / seed.name)
     started = time.monotonic()
+    work = Path(tempfile.mkdtemp(prefix="fuzz-work-"))  # state of a target that keeps some
     try:
         child = subprocess.run(
             [sys.executable, __file__, "--worker", "--runs", str(args.runs), "--seconds",
              str(args.seconds), "--max-len", str(args.max_len), target, str(corpus)],
-            capture_output=True, text=True, errors="replace", check=False)
+            capture_output=True, text=True, errors="replace", check=False,
+            env={**os.environ, "HEARTBEAT_FUZZ_WORK": str(work)})
     finally:
+        shutil.rmtree(work, ignore_errors=True)
         if not args.keep:
             shutil.rmtree(corpus, ignore_errors=True)
     took = time.monotonic() - started

@@ -5,7 +5,9 @@ A parser may refuse input only with its own error type (``DecodeError``,
 (raised as :class:`Escape`), is a finding. Each target returns what the parser
 made of the input (None: refused), for the property tests to reason about. The
 coverage-guided fuzzer (``fuzz/run.py``, atheris) and the property tests
-(tests/test_hostile_input.py, hypothesis) drive these same functions.
+(tests/test_hostile_input.py, hypothesis) drive these same functions. The
+``server`` target is the whole service tree (fuzz/server.py; its property test
+is tests/test_whole_server_fuzz.py).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import zlib
 from collections.abc import Callable
 from typing import Any, Final
 
+from fuzz.invariants import Escape, check
+from fuzz.server import whole_server
 from heartbeat.agent.nagios import CheckOutput, parse_output, parse_range
 from heartbeat.config.agent import AgentConfig
 from heartbeat.config.loader import ConfigError, parse_config
@@ -33,7 +37,7 @@ from heartbeat.protocol import (
 from heartbeat.server.thresholds.templates import MISSING, parse_template, render_template
 from heartbeat.text import text_problem
 
-__all__ = ["DECODE_REASONS", "TARGETS", "Escape"]
+__all__ = ["DECODE_REASONS", "TARGETS", "Escape", "check"]
 
 DECODE_REASONS: Final = frozenset({
     "empty", "bad_format", "zlib", "too_large", "json", "not_object", "too_deep",
@@ -41,15 +45,6 @@ DECODE_REASONS: Final = frozenset({
     "bad_envelope", "unknown_key", "bad_signature", "stale",
 })
 """Every drop reason docs/PROTOCOL.md documents; a DecodeError with another is a finding."""
-
-
-class Escape(AssertionError):
-    """A parser broke its contract on some input."""
-
-
-def check(condition: bool, what: str) -> None:
-    if not condition:
-        raise Escape(what)
 
 
 KEY: Final = b"fuzz-fleet-key-0123456789"
@@ -179,4 +174,5 @@ TARGETS: Final[dict[str, Callable[[bytes], Any]]] = {
     "config": config,
     "perfdata": perfdata,
     "thresholds": thresholds,
+    "server": whole_server,
 }

@@ -72,22 +72,28 @@ class MemoryServerReactor(MemoryReactorClock):
 
 class _FeedClient(WebSocketClientProtocol):
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
-        self.factory.received.append(json.loads(payload))
+        self.factory.received.append(payload if self.factory.raw else json.loads(payload))
 
 
 class InProcessServer:
     """``makeService``'s tree for ``config`` started on a memory reactor (see the module)."""
 
-    def __init__(self, directory: Path, **settings: Any) -> None:
-        self.reactor = MemoryServerReactor()
+    def __init__(self, directory: Path, *, settings: ServerSettings | None = None,
+                 reactor: MemoryServerReactor | None = None, seams: Seams | None = None,
+                 **config: Any) -> None:
+        """``config``: keys of a ServerConfig; or whole ``settings`` (a parsed file). The
+        reactor and the seams may be swapped too (the whole-server fuzzer does)."""
+        self.reactor = reactor or MemoryServerReactor()
         self.reactor.advance(START)
-        defaults: dict[str, Any] = {
-            "state_dir": str(directory / "state"), "journal_dir": str(directory / "journal"),
-            "hb_host": "127.0.0.1", "hbd_host": "127.0.0.1", "ws_port": 50005}
-        self.config = ServerConfig(**{**defaults, **settings})
+        if settings is None:
+            defaults: dict[str, Any] = {
+                "state_dir": str(directory / "state"), "journal_dir": str(directory / "journal"),
+                "hb_host": "127.0.0.1", "hbd_host": "127.0.0.1", "ws_port": 50005}
+            settings = ServerSettings.from_config(ServerConfig(**{**defaults, **config}))
+        self.config = settings.config
         self.service: IService = makeService(
-            {"settings": ServerSettings.from_config(self.config)}, self.reactor,
-            seams=Seams(worker=lambda name: ImmediateWorker()))
+            {"settings": settings}, self.reactor,
+            seams=seams or Seams(worker=lambda name: ImmediateWorker()))
         parts = self.service.parts  # type: ignore[attr-defined]
         assert isinstance(parts, Server)
         self.parts: Server = parts
@@ -111,19 +117,28 @@ class InProcessServer:
 
     def http(self, method: str, path: str) -> tuple[int, Any]:
         """One HTTP/1.0 request through the HTTP port's listening factory: (status, JSON)."""
+        status, body = self.request(method, path)
+        return status, json.loads(body) if body else None
+
+    def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        """:meth:`http` with a JSON ``body``; the answer's body as it was sent."""
         protocol = self._factory(self.config.hbd_port).buildProtocol(
             IPv4Address("TCP", "127.0.0.1", 41000))
         transport = StringTransportWithDisconnection(
             peerAddress=IPv4Address("TCP", "127.0.0.1", 41000))
         transport.protocol = protocol
         protocol.makeConnection(transport)
-        protocol.dataReceived(f"{method} {path} HTTP/1.0\r\nHost: localhost\r\n\r\n".encode())
-        head, _, body = transport.value().partition(b"\r\n\r\n")
-        status = int(head.split(b" ", 2)[1])
-        return status, json.loads(body) if body else None
+        head = f"{method} {path} HTTP/1.0\r\nHost: localhost\r\n"
+        if body:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        protocol.dataReceived(head.encode() + b"\r\n" + body)
+        status, _, answer = transport.value().partition(b"\r\n\r\n")
+        return int(status.split(b" ", 2)[1]), answer
 
-    def feed(self) -> tuple[list[Any], iosim.IOPump]:
-        """A WebSocket client on the feed port: (messages received so far, the pump)."""
+    def feed(self, raw: bool = False) -> tuple[list[Any], iosim.IOPump]:
+        """A WebSocket client on the feed port: (messages received so far, the pump).
+
+        ``raw``: the messages as sent (bytes), not parsed."""
         server = self._factory(self.config.ws_port).buildProtocol(
             IPv4Address("TCP", "127.0.0.1", 42000))
         client_factory = WebSocketClientFactory(f"ws://127.0.0.1:{self.config.ws_port}/")
@@ -131,12 +146,20 @@ class InProcessServer:
         client_factory.setProtocolOptions(openHandshakeTimeout=0, closeHandshakeTimeout=0,
                                           autoPingInterval=0)
         client_factory.received = []
+        client_factory.raw = raw
         client = client_factory.buildProtocol(None)
         pump = iosim.connect(server, iosim.makeFakeServer(server), client,
                              iosim.makeFakeClient(client), greet=False)
         pump.flush()
         self.feeds.append((client, pump))
         return client_factory.received, pump
+
+    def close_feed(self, pump: iosim.IOPump) -> None:
+        """Drop the feed client of ``pump``, as a browser closing its tab."""
+        client, _ = next(feed for feed in self.feeds if feed[1] is pump)
+        self.feeds.remove((client, pump))
+        client.dropConnection(abort=True)
+        pump.flush()
 
     def stop(self) -> Any:
         """Close the feeds, then stop the tree as twistd does; the stop's result."""
