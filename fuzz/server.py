@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote
 
+from autobahn.websocket import protocol as websocket_protocol
 from tests.memserver import InProcessServer, MemoryServerReactor
 from twisted.internet.error import ProcessDone
 from twisted.logger import ILogObserver, LogEvent, LogLevel, formatEvent, globalLogPublisher
@@ -251,6 +252,9 @@ class WholeServer:
         # The WebSocket layer's timers (pings) run on txaio's loop: the memory reactor here,
         # as the running reactor is in twistd. close() gives txaio its loop back.
         self._txaio_loop, txaio_config.loop = txaio_config.loop, reactor
+        # Autobahn pretty-prints its settings for a debug line at every connection, eagerly
+        # (a fifth of an input's time, two connections each): plain repr will do here.
+        self._pformat, websocket_protocol.pformat = websocket_protocol.pformat, repr
         self.server = InProcessServer(directory, settings=settings, reactor=reactor,
                                       seams=Seams(worker=lambda _: ImmediateWorker(),
                                                   on_error=self._subscriber_failed))
@@ -282,6 +286,7 @@ class WholeServer:
         finally:
             globalLogPublisher.removeObserver(self.errors)
             txaio_config.loop = self._txaio_loop
+            websocket_protocol.pformat = self._pformat
 
     def _subscriber_failed(self, subscriber: Any, event: Event, error: BaseException) -> None:
         self.errors.found.append(f"bus: {getattr(subscriber, '__qualname__', subscriber)} "
