@@ -48,7 +48,8 @@ def test_login_returns_token_and_strict_cookie(stack: Stack) -> None:
     response = stack.login("alice")
     assert response.status == 200
     body = response.json
-    assert set(body) == {"token", "csrf_token", "user", "idle_timeout"}
+    assert set(body) == {"token", "csrf_token", "user", "idle_timeout", "totp_enrolment_required"}
+    assert body["totp_enrolment_required"] is False
     assert body["user"] == {"name": "alice", "full_name": "", "avatar": None, "admin": True,
                             "email": None, "notification_channels": [], "pushover_user": None,
                     "mattermost_user": None,

@@ -147,11 +147,13 @@ def test_read_only_key_is_refused_on_every_state_changing_route(stack: Stack) ->
 
 
 def test_keys_never_manage_users_or_keys(stack: Stack) -> None:
-    """Even an admin's read-write key is 403 key_not_allowed on every users route."""
+    """Even an admin's read-write key is 403 key_not_allowed on every route of users, their
+    keys and second factors, and on changing who must have one."""
     token = _key(stack, "alice", "rw")
     key_id = token.split("_")[2]
-    routes = [(m, p) for m, p in _operations() if p.startswith("/api/0/users")]
-    assert len(routes) == 8
+    routes = [(m, p) for m, p in _operations() if p.startswith("/api/0/users")
+              or (p == "/api/0/auth/policy" and m != "GET")]
+    assert len(routes) == 15
     bodies: dict[str, Any] = {"POST": {"name": "zed", "scope": "ro"}, "PUT": {}}
     answers = {(m, p): stack.call(m, _fill(p, key_id), bodies.get(m), token=token)
                for m, p in routes}

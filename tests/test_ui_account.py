@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import re
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -28,8 +29,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
     server = ServerProcess(
         tmp_path_factory.mktemp("ui-account"),
         users={"alice": {"admin": True, "password": _hash("alice")},
-               "bob": {"password": _hash("bob")}},
-        hosts={"web1": {"monitors": ["bob"]}}).start()
+               "bob": {"password": _hash("bob")}, "dave": {"password": _hash("dave")},
+               "erin": {"password": _hash("erin")}},
+        hosts={"web1": {"monitors": ["bob", "dave"], "managers": ["erin"]}}).start()
     yield Site(server)
     server.stop()
 
@@ -68,3 +70,87 @@ def test_make_use_and_revoke_an_api_key(ui: tuple[Page, Watch], site: Site) -> N
     expect(page.locator("#keys tbody tr")).to_have_count(0)
     assert site.server.request("GET", "/api/0/hosts",
                                headers={"Authorization": f"Bearer {secret}"})[0] == 401
+
+
+def _code(secret: str, steps: int = 0) -> str:
+    from heartbeat.server.totp import code_at, step_at
+
+    return code_at(secret, step_at(time.time()) + steps)
+
+
+def _enrol_in_page(page: Page) -> list[str]:
+    """Set up the authenticator on /settings as a user would: scan (read the key), confirm
+    with a code of the step before (the app's clock a little behind), keep the codes."""
+    page.get_by_role("button", name="Set up an authenticator app").click()
+    expect(page.locator("#totp-enrol")).to_be_visible()
+    assert page.locator("#totp-qr").evaluate("img => img.complete && img.naturalWidth") > 100
+    secret = page.locator("#totp-secret").inner_text().replace(" ", "")
+    page.fill("#totp-enrol input[name=code]", _code(secret, -1))
+    page.click("#totp-confirm")
+    codes = page.locator("#totp-codes-list li")
+    expect(codes).to_have_count(10)
+    return [secret, *codes.all_inner_texts()]
+
+
+def _log_in_with_form(page: Page, site: Site, name: str) -> None:
+    page.goto("about:blank")  # the last page's scripts must not race the login
+    page.context.clear_cookies()
+    page.goto(site.base + "/login?next=%2Flive")
+    page.fill("input[name=username]", name)
+    page.fill("input[name=password]", f"{name}-password")
+    page.click("button[type=submit]")
+
+
+def test_enrol_a_second_factor_then_log_in_with_it(ui: tuple[Page, Watch],  # noqa: F811
+                                                   site: Site) -> None:
+    """Dave sets up TOTP on /settings (QR made by the server), then the login form asks for
+    the code: a wrong one is refused, the right one and later a recovery code let him in."""
+    page, _ = ui
+    site.log_in(page, "dave")
+    page.goto(site.base + "/settings")
+    expect(page.locator("#totp-status")).to_contain_text("Off.")
+    secret, *codes = _enrol_in_page(page)
+    expect(page.locator("#totp-status")).to_contain_text("10 recovery codes left")
+    page.get_by_role("button", name="I have kept them").click()
+    expect(page.locator("#totp-codes")).to_be_hidden()
+    _log_in_with_form(page, site, "dave")
+    expect(page.locator("h1")).to_have_text("Log in: second factor")
+    page.fill("#totp-code", "000000" if _code(secret) != "000000" else "111111")
+    page.click("button[type=submit]")
+    expect(page.locator("#login-error")).to_have_text("That code is wrong, used or expired.")
+    page.fill("#totp-code", _code(secret))
+    page.click("button[type=submit]")
+    expect(page).to_have_url(site.base + "/live")
+    _log_in_with_form(page, site, "dave")
+    page.fill("#totp-code", codes[0])
+    page.click("button[type=submit]")
+    expect(page).to_have_url(site.base + "/live")
+    page.goto(site.base + "/settings")
+    expect(page.locator("#totp-status")).to_contain_text("9 recovery codes left")
+
+
+def test_required_second_factor_is_set_up_before_anything_else(
+        ui: tuple[Page, Watch], site: Site) -> None:  # noqa: F811
+    """An admin requires TOTP for managers on /settings; Erin (a manager) logs in, lands on
+    the enrolment with nothing else shown, sets it up and then reaches /live."""
+    page, _ = ui
+    site.log_in(page, "alice")
+    page.goto(site.base + "/settings")
+    page.select_option("#totp-policy", "privileged")
+    expect(page.locator("#totp-policy-note")).to_have_text(
+        "Set here (it wins over the configuration).")
+    try:
+        _log_in_with_form(page, site, "erin")
+        expect(page).to_have_url(site.base + "/settings#account-section")
+        expect(page.locator("#totp-required-note")).to_be_visible()
+        expect(page.locator("#users-section")).to_be_hidden()
+        expect(page.locator("#keys-box")).to_be_hidden()
+        page.goto(site.base + "/live")
+        expect(page).to_have_url(site.base + "/settings#account-section")
+        _enrol_in_page(page)
+        page.get_by_role("button", name="I have kept them").click()
+        expect(page).to_have_url(site.base + "/live")
+        expect(page.locator("#feed-state")).to_have_attribute("data-state", "live")
+    finally:
+        site.server.request("DELETE", "/api/0/auth/policy",
+                            headers={"Authorization": f"Bearer {site.token('alice')}"})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import os
 import socket
 import sys
 import time
@@ -102,6 +103,8 @@ def passwd(args: argparse.Namespace) -> int:
     if problem is not None:
         sys.stderr.write(f"heartbeat passwd: {problem}\n")
         return 2
+    if args.reset_totp:
+        return reset_totp(args.name, args.config)
     if args.stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     else:
@@ -120,6 +123,57 @@ def passwd(args: argparse.Namespace) -> int:
         return 1
     sys.stderr.write(f"Paste under users.{args.name} in the server config:\n")
     sys.stdout.write(f"password: {hash_password(password)}\n")
+    return 0
+
+
+def reset_totp(name: str, config_path: Path | None) -> int:
+    """Remove ``name``'s second factor from the server's store (a lost device, no admin).
+
+    It takes effect at the user's next login, also while the server runs (a
+    login reads the user's second factor from the store). The store is not
+    upgraded: one older than second factors has none to remove.
+    """
+    import sqlite3  # noqa: PLC0415 - only this command
+
+    from heartbeat.config.loader import ConfigError, load_config  # noqa: PLC0415
+    from heartbeat.config.server import ServerConfig  # noqa: PLC0415
+    from heartbeat.server.compose import STORE_FILE  # noqa: PLC0415
+
+    path = config_path or default_config_path(".hb.yaml")
+    try:
+        config = load_config(ServerConfig, path)
+    except ConfigError as e:
+        sys.stderr.write(f"heartbeat passwd: config error: {e}\n")
+        return 2
+    store = Path(config.state_dir) / STORE_FILE
+    if not store.is_file():
+        sys.stderr.write(f"heartbeat passwd: no store at {store} (state_dir of "
+                         f"{path or 'the built-in defaults'}; give the server's -c FILE)\n")
+        return 2
+    owner = store.stat()
+    try:
+        conn = sqlite3.connect(store, timeout=10)
+        try:
+            known = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table'"
+                                 " AND name = 'totp'").fetchone()
+            removed = known is not None and conn.execute(
+                "DELETE FROM totp WHERE user = ?", (name,)).rowcount > 0
+            conn.commit()
+        finally:
+            conn.close()
+    except sqlite3.Error as e:
+        sys.stderr.write(f"heartbeat passwd: cannot change {store}: {e}\n")
+        return 2
+    for extra in (store.with_name(store.name + "-wal"), store.with_name(store.name + "-shm")):
+        # Made by us as root, they would lock the service's user out of its own store.
+        if extra.exists() and extra.stat().st_uid != owner.st_uid and os.geteuid() == 0:
+            os.chown(extra, owner.st_uid, owner.st_gid)
+    if not removed:
+        sys.stderr.write(f"heartbeat passwd: {name} has no second factor in {store}\n")
+        return 1
+    sys.stderr.write(f"heartbeat passwd: the second factor of {name} is removed: they log in "
+                     f"with their password alone (and must enrol again if the server requires "
+                     f"it)\n")
     return 0
 
 
@@ -146,6 +200,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", help="the user the password is for (shown in the prompt)")
     p.add_argument("--stdin", action="store_true",
                    help="read the password from the first line of standard input")
+    p.add_argument("--reset-totp", action="store_true",
+                   help="instead: remove the user's second factor (TOTP) from the server's "
+                        "store, for a lost device")
+    p.add_argument("-c", "--config", type=Path,
+                   help="with --reset-totp: the server config naming state_dir "
+                        "(default ~/.hb.yaml)")
     p.set_defaults(func=passwd)
     return parser
 

@@ -234,6 +234,10 @@ class ServerConfig:
     login_free_attempts: int = option(
         5, positive, doc="failed logins per user or address before each costs a delay")
     login_max_delay: float = option(300.0, positive, doc="longest login backoff (s)")
+    totp_required: str = option(
+        "off", one_of("off", "privileged", "all"),
+        doc="who must use a second factor (TOTP): off, privileged (admins, owners and "
+            "managers) or all; admins change it in the API")
 
     # Thresholds (validated in heartbeat.server.thresholds)
     thresholds: dict[str, Any] = option({}, doc="threshold rules over the built-in ones")

@@ -184,6 +184,21 @@ class Directory:
             return Role.OWNER
         return self.access(host).role_of(user)
 
+    def privileged(self, user: str) -> bool:
+        """Whether ``user`` is an admin, or owner or manager of some host (seen or not).
+
+        The default owner owns every host without an owner of its own.
+        """
+        found = self._users.get(user)
+        if found is None:
+            return False
+        if found.admin or user == self._default_owner:
+            return True
+        lists = list(self._access_changes.values())
+        lists += [HostAccess(c.owner, tuple(c.managers)) for host, c in self._config_hosts.items()
+                  if host not in self._access_changes]
+        return any(user == a.owner or user in a.managers for a in lists)
+
     def unknown_users(self, names: Iterable[str]) -> list[str]:
         return sorted({n for n in names if n not in self._users})
 
@@ -215,6 +230,7 @@ class Viewer:
     session: str | None = None  # the session's key, when authenticated by one
     key_id: str | None = None  # the API key's id, when authenticated by one
     read_only: bool = False  # a read-only API key: no change of any kind
+    restricted: bool = False  # a session that may only enrol the second factor it lacks
 
     @property
     def admin(self) -> bool:

@@ -36,10 +36,12 @@ from heartbeat.passwords import (
 )
 from heartbeat.server.access import Directory, HostAccess
 from heartbeat.server.apikeys import ApiKey, ApiKeyBook, Scope
+from heartbeat.server.second_factor import SecondFactor, load_second_factor
 from heartbeat.server.serial import Worker
 from heartbeat.server.sessions import TOUCH_PERSIST, LoginThrottle, Session, SessionBook
 from heartbeat.server.store import StoreService, Write
 from heartbeat.server.timers import periodic, start_timers, stop_timers
+from heartbeat.server.totp import Enrolment
 from heartbeat.server.user_policy import Refused, UserChange, decide
 from heartbeat.text import json_bytes
 
@@ -49,6 +51,8 @@ __all__ = [
     "LoginRefused",
     "LoginThrottled",
     "PasswordHasher",
+    "SecondFactorNeeded",
+    "SecondFactorRefused",
     "StoredAuth",
     "load_auth",
 ]
@@ -63,6 +67,8 @@ class StoredAuth:
     keys: list[ApiKey] = field(default_factory=list)
     damaged: list[str] = field(default_factory=list)
     """Hosts whose stored access row could not be read (they are given to admins only)."""
+    totp: dict[str, Enrolment] = field(default_factory=dict)
+    totp_policy: str | None = None
 
 
 def _stored_name(value: object, column: str) -> str | None:
@@ -111,18 +117,36 @@ def load_auth(conn: sqlite3.Connection) -> StoredAuth:
             log.error("auth: the stored access list of host {host!r} is damaged ({error}): "
                       "only admins reach it until one sets its access again "
                       "(PUT /api/0/hosts/{host}/access)", host=host, error=e)
-    for key, user, created, last_used, csrf, address in conn.execute(
-            "SELECT key, user, created, last_used, csrf, address FROM sessions"):
-        stored.sessions.append(Session(key, user, created, last_used, csrf, address, last_used))
+    for key, user, created, last_used, csrf, address, restricted in conn.execute(
+            "SELECT key, user, created, last_used, csrf, address, restricted FROM sessions"):
+        stored.sessions.append(Session(key, user, created, last_used, csrf, address, last_used,
+                                       bool(restricted)))
     for row in conn.execute(
             "SELECT digest, key_id, user, name, scope, created, expires, last_used,"
             " last_address FROM api_keys ORDER BY created, key_id"):
         stored.keys.append(ApiKey(*row))
+    stored.totp, stored.totp_policy = load_second_factor(conn)
     return stored
 
 
 class LoginRefused(Exception):
     """Wrong user name or password; deliberately never says which."""
+
+
+class SecondFactorNeeded(Exception):
+    """The password was right; now the code (``challenge`` names this login for the page)."""
+
+    def __init__(self, challenge: str) -> None:
+        super().__init__("a second-factor code is needed")
+        self.challenge = challenge
+
+
+class SecondFactorRefused(Exception):
+    """A wrong, used or expired second-factor code."""
+
+
+def _throttle_keys(username: str, address: str) -> list[str]:
+    return [f"user:{username.casefold()}", f"address:{address}"]
 
 
 class LoginThrottled(Exception):
@@ -203,6 +227,7 @@ class AuthService(Service):
         *,
         idle_timeout: float,
         throttle: LoginThrottle | None = None,
+        totp_required: str = "off",
     ) -> None:
         self.directory = directory
         self.store = store
@@ -210,6 +235,7 @@ class AuthService(Service):
         self.clock = clock
         self.sessions = SessionBook(idle_timeout)
         self.keys = ApiKeyBook()
+        self.second = SecondFactor(store, clock, directory, totp_required)
         self.throttle = throttle or LoginThrottle()
         self._touched: dict[str, Session] = {}
         self._keys_touched: dict[str, ApiKey] = {}
@@ -227,6 +253,7 @@ class AuthService(Service):
         self.directory.restore(stored.users, stored.access)
         self.sessions.restore(stored.sessions, self.clock.seconds())
         self.keys.restore(stored.keys)
+        self.second.restore(stored.totp, stored.totp_policy)
 
     @property
     def enabled(self) -> bool:
@@ -338,51 +365,129 @@ class AuthService(Service):
             log.failure("auth: expiring sessions failed; retrying next period")
 
     # Logins
-    def login(self, username: str, password: str, address: str) -> Deferred[tuple[str, Session]]:
-        """A new session (token, session), or LoginRefused / LoginThrottled.
+    def login(self, username: str, password: str, address: str,
+              code: str | None = None) -> Deferred[tuple[str, Session]]:
+        """A new session (token, session); or LoginRefused, LoginThrottled, or for a user
+        with a second factor SecondFactorNeeded (no ``code``) / SecondFactorRefused.
 
         An unknown user and a wrong password fail alike, after the same hashing
-        work; both count against the name and the address.
+        work; both count against the name and the address, as a wrong code does.
         """
         now = self.clock.seconds()
-        keys = [f"user:{username.casefold()}", f"address:{address}"]
-        wait = self.throttle.retry_after(keys, now)
-        if wait > 0 or self.hasher.busy:
-            self.throttled_logins += 1
-            log.warn("auth: login for {user!r} from {address} throttled ({wait:.0f}s)",
-                     user=username, address=address, wait=wait)
-            return fail(LoginThrottled(wait))
+        keys = _throttle_keys(username, address)
+        throttled = self._throttled(keys, username, address, now)
+        if throttled is not None:
+            return throttled
         self.throttle.begin(keys, now)
         user = self.directory.user(username)
         d = self.hasher.verify(password, user.password if user is not None else None)
 
-        def checked(ok: bool) -> tuple[str, Session]:
-            now = self.clock.seconds()
+        def checked(ok: bool) -> Deferred[tuple[str, Session]]:
             if ok and self.directory.user(username) is not None:
-                self.throttle.succeeded(keys, keys[:1], now)
-                token, session = self.sessions.create(username, now, address)
-                self.store.write(
-                    "INSERT OR REPLACE INTO sessions (key, user, created, last_used, csrf,"
-                    " address) VALUES (?, ?, ?, ?, ?, ?)",
-                    (session.key, session.user, session.created, session.last_used,
-                     session.csrf, session.address))
-                self.logins += 1
-                log.info("auth: {user} logged in from {address}", user=username,
-                         address=address)
-                return token, session
-            blocked = self.throttle.failed(keys, now)
-            self.failed_logins += 1
-            log.warn("auth: failed login for {user!r} from {address} ({failures} failures"
-                     " for the name{blocked})", user=username, address=address,
-                     failures=self.throttle.failures(keys[0]),
-                     blocked=f", blocked {blocked:.0f}s" if blocked else "")
+                return self.second.read(username).addCallback(second_factor)
+            self._failed(keys, username, address, "login")
             raise LoginRefused()
 
+        def second_factor(enrolment: Enrolment | None) -> tuple[str, Session]:
+            if enrolment is None:
+                return self._start_session(keys, username, address,
+                                           restricted=self.second.required(username))
+            if code is None:
+                self.throttle.succeeded(keys, [], self.clock.seconds())
+                raise SecondFactorNeeded(self.second.challenge(username, address))
+            return self._second_step(keys, username, address, enrolment, code)
+
         def broken(failure: Any) -> Any:
-            self.throttle.succeeded(keys, [], self.clock.seconds())
+            if not failure.check(LoginRefused, SecondFactorNeeded, SecondFactorRefused):
+                self.throttle.succeeded(keys, [], self.clock.seconds())
             return failure
 
-        return d.addCallbacks(checked, broken)
+        return d.addCallback(checked).addErrback(broken)
+
+    def second_step(self, challenge: str, code: str, address: str
+                    ) -> Deferred[tuple[str, Session]]:
+        """The code for a login that got SecondFactorNeeded: a session, or as login() fails."""
+        pending = self.second.pending(challenge)
+        if pending is None:
+            return fail(LoginRefused())
+        username = pending.user
+        now = self.clock.seconds()
+        keys = _throttle_keys(username, address)
+        throttled = self._throttled(keys, username, address, now)
+        if throttled is not None:
+            return throttled
+        self.throttle.begin(keys, now)
+
+        def got(enrolment: Enrolment | None) -> tuple[str, Session]:
+            if enrolment is None or self.directory.user(username) is None:
+                # Reset or deleted meanwhile (heartbeat passwd --reset-totp): log in again.
+                self.second.done(challenge)
+                self.throttle.succeeded(keys, [], self.clock.seconds())
+                raise LoginRefused()
+            session = self._second_step(keys, username, address, enrolment, code)
+            self.second.done(challenge)
+            return session
+
+        def broken(failure: Any) -> Any:
+            if not failure.check(LoginRefused, SecondFactorRefused):
+                self.throttle.succeeded(keys, [], self.clock.seconds())
+            return failure
+
+        return self.second.read(username).addCallback(got).addErrback(broken)
+
+    def _second_step(self, keys: list[str], username: str, address: str,
+                     enrolment: Enrolment, code: str) -> tuple[str, Session]:
+        if self.second.check(username, enrolment, code) is None:
+            self._failed(keys, username, address, "second-factor code")
+            raise SecondFactorRefused()
+        return self._start_session(keys, username, address)
+
+    def _throttled(self, keys: list[str], username: str, address: str,
+                   now: float) -> Deferred[Any] | None:
+        wait = self.throttle.retry_after(keys, now)
+        if wait <= 0 and not self.hasher.busy:
+            return None
+        self.throttled_logins += 1
+        log.warn("auth: login for {user!r} from {address} throttled ({wait:.0f}s)",
+                 user=username, address=address, wait=wait)
+        return fail(LoginThrottled(wait))
+
+    def _failed(self, keys: list[str], username: str, address: str, what: str) -> None:
+        blocked = self.throttle.failed(keys, self.clock.seconds())
+        self.failed_logins += 1
+        log.warn("auth: failed {what} for {user!r} from {address} ({failures} failures"
+                 " for the name{blocked})", what=what, user=username, address=address,
+                 failures=self.throttle.failures(keys[0]),
+                 blocked=f", blocked {blocked:.0f}s" if blocked else "")
+
+    def _start_session(self, keys: list[str], username: str, address: str,
+                       restricted: bool = False) -> tuple[str, Session]:
+        now = self.clock.seconds()
+        self.throttle.succeeded(keys, keys[:1], now)
+        token, session = self.sessions.create(username, now, address, restricted)
+        self.store.write(
+            "INSERT OR REPLACE INTO sessions (key, user, created, last_used, csrf,"
+            " address, restricted) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (session.key, session.user, session.created, session.last_used,
+             session.csrf, session.address, int(restricted)))
+        self.logins += 1
+        log.info("auth: {user} logged in from {address}{restricted}", user=username,
+                 address=address,
+                 restricted=" (must enrol a second factor first)" if restricted else "")
+        return token, session
+
+    # Second factor
+    def confirm_second_factor(self, user: str, code: str) -> list[str] | None:
+        """Keep the started enrolment if ``code`` matches: the recovery codes. The user's
+        sessions that waited for it are no longer restricted."""
+        codes = self.second.confirm(user, code)
+        if codes is not None:
+            for session in self.sessions.sessions.values():
+                if session.user == user and session.restricted:
+                    session.restricted = False
+                    self.store.write("UPDATE sessions SET restricted = 0 WHERE key = ?",
+                                     (session.key,))
+        return codes
 
     # Users
     def change_user(self, actor: str | None, change: UserChange,

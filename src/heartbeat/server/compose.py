@@ -330,7 +330,8 @@ def make_auth(config: ServerConfig, store: StoreService, hasher: PasswordHasher,
     throttle = LoginThrottle(free_attempts=config.login_free_attempts,
                              max_delay=config.login_max_delay)
     service = AuthService(directory, store, hasher, reactor,
-                          idle_timeout=config.session_idle_timeout, throttle=throttle)
+                          idle_timeout=config.session_idle_timeout, throttle=throttle,
+                          totp_required=config.totp_required)
     try:
         service.restore(load_auth(store.conn))
     except sqlite3.Error as e:

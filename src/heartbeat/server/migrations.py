@@ -142,12 +142,26 @@ CREATE TABLE api_keys (
 """
 # Version 3: users' API keys (docs/USERS.md), only the SHA-256 of each token.
 
+_V4_SECOND_FACTOR = """
+CREATE TABLE totp (
+    user TEXT PRIMARY KEY, secret TEXT NOT NULL, enrolled REAL NOT NULL, last_step INTEGER,
+    recovery TEXT NOT NULL
+);
+CREATE TABLE auth_settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+ALTER TABLE sessions ADD COLUMN restricted INTEGER NOT NULL DEFAULT 0;
+"""
+# Version 4: second factors (docs/USERS.md): each user's TOTP secret, the last time
+# step used and the digests of the recovery codes left (JSON list); settings changed
+# through the API (totp_required); sessions that may only enrol a second factor.
+
 STEPS: Final[Sequence[Step]] = (
     Step(1, "hosts, plugin data, queued commands, users, sessions, host access, alert states",
          sqlite=_V1_SQLITE),
     Step(2, "maintenance windows, silences, acknowledgements, held problems, flap histories",
          sqlite=_V2_SQLITE),
     Step(3, "API keys", sqlite=_V3_API_KEYS),
+    Step(4, "second factors (TOTP), auth settings, restricted sessions",
+         sqlite=_V4_SECOND_FACTOR),
 )
 NEWEST: Final = STEPS[-1].version
 """The schema version this code reads and writes."""

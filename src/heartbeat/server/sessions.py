@@ -43,6 +43,8 @@ class Session:
     address: str | None = None
     persisted_use: float = 0.0
     """``last_used`` as last written to the store."""
+    restricted: bool = False
+    """May only enrol a second factor (its user must have one and has none yet)."""
 
 
 class SessionBook:
@@ -55,11 +57,12 @@ class SessionBook:
     def __len__(self) -> int:
         return len(self.sessions)
 
-    def create(self, user: str, now: float, address: str | None = None) -> tuple[str, Session]:
+    def create(self, user: str, now: float, address: str | None = None,
+               restricted: bool = False) -> tuple[str, Session]:
         """A new session for ``user``: (the token to hand out, the session)."""
         token = secrets.token_urlsafe(32)
         session = Session(session_key(token), user, now, now, secrets.token_urlsafe(24),
-                          address, now)
+                          address, now, restricted)
         self.sessions[session.key] = session
         return token, session
 

@@ -30,7 +30,12 @@ from heartbeat.events import EventBus
 from heartbeat.protocol import CLIENT_IDS
 from heartbeat.server.access import HostAccess, Role, Viewer, user_json
 from heartbeat.server.apikeys import KeyLimitReached
-from heartbeat.server.auth import LoginRefused, LoginThrottled
+from heartbeat.server.auth import (
+    LoginRefused,
+    LoginThrottled,
+    SecondFactorNeeded,
+    SecondFactorRefused,
+)
 from heartbeat.server.hostlist import HostFilter, iter_hosts, page
 from heartbeat.server.journal import JournalService
 from heartbeat.server.problems import KINDS, problems
@@ -59,6 +64,8 @@ from heartbeat.server.web.schema import (
     KEY_CREATE_BODY,
     LOGIN_BODY,
     OWNER_BODY,
+    POLICY_BODY,
+    TOTP_CODE_BODY,
     UPGRADE_BODY,
     USER_CREATE_BODY,
     USER_UPDATE_BODY,
@@ -267,7 +274,8 @@ class HeartbeatAPI:
         if not self.users.enabled:
             raise ApiError(409, "auth_disabled",
                            "no users are configured: every request is allowed without a login")
-        d = self.users.login(body["username"], body["password"], client_address(request))
+        d = self.users.login(body["username"], body["password"], client_address(request),
+                             body.get("totp"))
 
         def logged_in(result: Any) -> bytes:
             token, session = result
@@ -276,7 +284,8 @@ class HeartbeatAPI:
             return json_response(request, {
                 "token": token, "csrf_token": session.csrf,
                 "user": user_json(session.user, user) if user else None,
-                "idle_timeout": self.users.sessions.idle_timeout})
+                "idle_timeout": self.users.sessions.idle_timeout,
+                "totp_enrolment_required": session.restricted})
 
         def refused(failure: Failure) -> bytes:
             if failure.check(LoginThrottled):
@@ -285,6 +294,13 @@ class HeartbeatAPI:
                 raise ApiError(429, "too_many_attempts",
                                f"too many failed logins: retry in {error.retry_after}s",
                                {"Retry-After": str(error.retry_after)})
+            if failure.check(SecondFactorNeeded):
+                raise ApiError(401, "totp_required",
+                               "this user has a second factor: send its current code (or a "
+                               "recovery code) as totp")
+            if failure.check(SecondFactorRefused):
+                raise ApiError(401, "invalid_totp",
+                               "the second-factor code is wrong, used or expired")
             failure.trap(LoginRefused)
             raise ApiError(401, "invalid_credentials", "wrong user name or password")
 
@@ -314,6 +330,8 @@ class HeartbeatAPI:
             key = self.users.keys.get(viewer.key_id or "")
             if key is not None:
                 body["api_key"] = key.to_json(self.clock.seconds())
+            body["totp"] = self.users.second.status(viewer.name)
+            body["totp_enrolment_required"] = viewer.restricted
         body["roles"] = {h.name: role.label for h in sorted(self.registry, key=lambda h: h.name)
                          if (role := viewer.role(h.name)) is not None}
         directory = self.users.directory
@@ -713,6 +731,102 @@ class HeartbeatAPI:
         log.info("api: API key {key_id} of {user} revoked by {by}", key_id=key_id, user=user,
                  by=viewer.name)
         return json_response(request, {"revoked": key_id})
+
+    # Second factor (TOTP): the user themself; admins see it and remove it
+    def _totp_owner(self, request: IRequest, user: str, self_only: bool) -> Viewer:
+        viewer = self._key_owner(request, user)
+        if self_only and viewer.name != user:
+            raise ApiError(403, "forbidden", "a second factor is enrolled by its user")
+        return viewer
+
+    @app.route("/api/0/users/<user>/totp", methods=["GET"])
+    def totp_status(self, request: IRequest, user: str) -> bytes:
+        self._totp_owner(request, user, self_only=False)
+        return json_response(request, {"user": user, **self.users.second.status(user)})
+
+    @app.route("/api/0/users/<user>/totp", methods=["POST"])
+    def totp_start(self, request: IRequest, user: str) -> bytes:
+        self._totp_owner(request, user, self_only=True)
+        if self.users.second.enrolled(user):
+            raise ApiError(409, "totp_enrolled",
+                           "a second factor is enrolled already: remove it first")
+        issuer = f"heartbeat {request.getRequestHostname().decode('ascii', 'replace')}"
+        return json_response(request, {"user": user, **self.users.second.start(user, issuer)},
+                             201)
+
+    @app.route("/api/0/users/<user>/totp/confirm", methods=["POST"])
+    def totp_confirm(self, request: IRequest, user: str) -> bytes:
+        self._totp_owner(request, user, self_only=True)
+        code = self._body(request, TOTP_CODE_BODY)["code"]
+        codes = self.users.confirm_second_factor(user, code)
+        if codes is None:
+            raise ApiError(400, "invalid_totp", "the code does not match the secret being "
+                           "enrolled (or the enrolment expired: start again)")
+        return json_response(request, {"user": user, "recovery_codes": codes,
+                                       **self.users.second.status(user)})
+
+    @app.route("/api/0/users/<user>/totp/recovery", methods=["POST"])
+    def totp_recovery(self, request: IRequest, user: str) -> Deferred[bytes]:
+        self._totp_owner(request, user, self_only=True)
+        code = self._body(request, TOTP_CODE_BODY)["code"]
+
+        def checked(enrolment: Any) -> bytes:
+            match = None if enrolment is None else self.users.second.check(user, enrolment, code)
+            if match is None or match.kind != "totp":
+                raise ApiError(400, "invalid_totp", "send a current code from your app")
+            codes = self.users.second.new_recovery_codes(user)
+            return json_response(request, {"user": user, "recovery_codes": codes})
+
+        return self.users.second.read(user).addCallback(checked)
+
+    @app.route("/api/0/users/<user>/totp", methods=["DELETE"])
+    def totp_remove(self, request: IRequest, user: str) -> Deferred[bytes] | bytes:
+        viewer = self._totp_owner(request, user, self_only=False)
+        second = self.users.second
+
+        def removed(_: object = None) -> bytes:
+            if not second.disable(user):
+                raise ApiError(404, "not_found", f"{user!r} has no second factor")
+            log.info("api: the second factor of {user} removed by {by}", user=user,
+                     by=viewer.name)
+            return json_response(request, {"user": user, **second.status(user)})
+
+        if viewer.name != user:
+            return removed()  # an admin, for someone who lost their device
+        code = self._body(request, TOTP_CODE_BODY)["code"]
+
+        def checked(enrolment: Any) -> bytes:
+            if enrolment is None or second.check(user, enrolment, code) is None:
+                raise ApiError(400, "invalid_totp",
+                               "send a current code from your app, or a recovery code")
+            return removed()
+
+        return second.read(user).addCallback(checked)
+
+    @app.route("/api/0/auth/policy", methods=["GET"])
+    def auth_policy(self, request: IRequest) -> bytes:
+        self.viewer(request)
+        return self._policy_json(request)
+
+    @app.route("/api/0/auth/policy", methods=["PUT"])
+    def auth_policy_update(self, request: IRequest) -> bytes:
+        viewer = self.user_admin(request)
+        body = self._body(request, POLICY_BODY)
+        self.users.second.set_policy(body["totp_required"])
+        log.info("api: totp_required set to {policy} by {by}", policy=body["totp_required"],
+                 by=viewer.name)
+        return self._policy_json(request)
+
+    @app.route("/api/0/auth/policy", methods=["DELETE"])
+    def auth_policy_reset(self, request: IRequest) -> bytes:
+        self.user_admin(request)
+        self.users.second.reset_policy()
+        return self._policy_json(request)
+
+    def _policy_json(self, request: IRequest) -> bytes:
+        second = self.users.second
+        return json_response(request, {"totp_required": second.policy,
+                                       "source": second.policy_source})
 
     def _user(self, name: str) -> UserConfig:
         user = self.users.directory.user(name)

@@ -66,6 +66,11 @@ class WebAuth:
         if isinstance(cached, Viewer):
             return cached
         viewer = self._authenticate(request)
+        if viewer.restricted and request.path.startswith(b"/api/") and \
+                not _enrolment_route(request.path.decode("latin-1"), viewer.name or ""):
+            raise ApiError(403, "totp_enrolment_required",
+                           "enrol a second factor first (POST /api/0/users/<you>/totp, then "
+                           "/totp/confirm): this server requires one for you")
         setattr(request, _CACHE, viewer)
         return viewer
 
@@ -84,7 +89,8 @@ class WebAuth:
             session = self.service.session(token)
             if session is None:
                 raise _unauthenticated("the token is unknown or has expired: log in again")
-            return Viewer(directory, session.user, "bearer", session.key)
+            return Viewer(directory, session.user, "bearer", session.key,
+                          restricted=session.restricted)
         cookie = request.getCookie(COOKIE.encode())
         if cookie is None:
             raise _unauthenticated("log in first: POST /api/0/auth/login")
@@ -93,7 +99,8 @@ class WebAuth:
             raise _unauthenticated("the session has ended: log in again")
         if request.method not in SAFE_METHODS:
             self._check_csrf(request, session)
-        return Viewer(directory, session.user, "cookie", session.key)
+        return Viewer(directory, session.user, "cookie", session.key,
+                      restricted=session.restricted)
 
     def _key_viewer(self, token: str, address: str | None, method: bytes | None) -> Viewer:
         """The viewer of an API key; a read-only key may not change anything (403)."""
@@ -156,9 +163,18 @@ class WebAuth:
     ) -> Viewer:
         """The viewer of a feed's opening handshake, or an ApiError (401 / 403).
 
-        ``?token=`` works like a bearer token; the cookie only from a page of the
-        same host (any port: the feed has its own), against cross-site hijacking.
+        A session that must enrol a second factor first gets no feed (403).
         """
+        viewer = self._feed_viewer(headers, params, host)
+        if viewer.restricted:
+            raise ApiError(403, "totp_enrolment_required", "enrol a second factor first")
+        return viewer
+
+    def _feed_viewer(
+        self, headers: Mapping[str, str], params: Mapping[str, Sequence[str]], host: str
+    ) -> Viewer:
+        """``?token=`` works like a bearer token; the cookie only from a page of the
+        same host (any port: the feed has its own), against cross-site hijacking."""
         directory = self.service.directory
         if not self.service.enabled:
             return Viewer(directory)
@@ -169,7 +185,8 @@ class WebAuth:
             session = self.service.session(tokens[0])
             if session is None:
                 raise _unauthenticated("the token is unknown or has expired")
-            return Viewer(directory, session.user, "bearer", session.key)
+            return Viewer(directory, session.user, "bearer", session.key,
+                          restricted=session.restricted)
         token = _cookie(headers.get("cookie"))
         if token is None:
             raise _unauthenticated("log in first, then connect with the cookie or ?token=")
@@ -179,7 +196,16 @@ class WebAuth:
         origin = headers.get("origin")
         if origin is not None and urlsplit(origin).hostname != urlsplit(f"//{host}").hostname:
             raise ApiError(403, "csrf", "the feed's cookie is only accepted from the same host")
-        return Viewer(directory, session.user, "cookie", session.key)
+        return Viewer(directory, session.user, "cookie", session.key,
+                      restricted=session.restricted)
+
+
+def _enrolment_route(path: str, user: str) -> bool:
+    """The API a restricted session may use: who am I, log out, enrol a second factor."""
+    if path in ("/api/0/me", "/api/0/auth/logout", "/api/0", "/api/0/openapi.json"):
+        return True
+    mine = f"/api/0/users/{quote(user, safe='')}/totp"
+    return path in (mine, mine + "/confirm")
 
 
 def _scheme(request: IRequest) -> str:

@@ -17,6 +17,8 @@ from heartbeat.server.web.schema import (
     KEY_CREATE_BODY,
     LOGIN_BODY,
     OWNER_BODY,
+    POLICY_BODY,
+    TOTP_CODE_BODY,
     UPGRADE_BODY,
     USER_CREATE_BODY,
     USER_UPDATE_BODY,
@@ -214,6 +216,8 @@ SCHEMAS: Final[dict[str, Any]] = {
                 "created": {"type": "number"}, "last_used": {"type": "number"},
                 "idle_timeout": {"type": "number"}}},
             "api_key": {"$ref": "#/components/schemas/ApiKey"},
+            "totp": {"type": "object"},
+            "totp_enrolment_required": {"type": "boolean"},
             "roles": {"type": "object", "additionalProperties": {
                 "type": "string", "enum": ["monitor", "manager", "owner"]}},
             "admins": {"type": "array", "description": "who can grant roles on every host",
@@ -240,6 +244,43 @@ SCHEMAS: Final[dict[str, Any]] = {
         "required": ["id", "name", "user", "scope", "created", "expires", "last_used",
                      "expired", "hint"],
     },
+    "Totp": {
+        "type": "object",
+        "properties": {
+            "user": {"type": "string"},
+            "enrolled": {"type": "boolean"},
+            "enrolled_at": _NUMBER_OR_NULL,
+            "recovery_codes_left": {"type": ["integer", "null"]},
+            "required": {"type": "boolean"},
+            "policy": {"type": "string", "enum": ["off", "privileged", "all"]},
+            "recovery_codes": {"type": "array", "items": {"type": "string"},
+                               "description": "after confirming: shown this once only"},
+        },
+        "required": ["user", "enrolled", "required", "policy"],
+    },
+    "TotpStart": {
+        "type": "object",
+        "properties": {
+            "user": {"type": "string"},
+            "secret": {"type": "string", "description": "base32, for typing into an app"},
+            "uri": {"type": "string", "description": "otpauth:// URI"},
+            "qr": {"type": "string", "description": "the URI as a QR code: an SVG data: URI"},
+            "expires": {"type": "number"},
+        },
+        "required": ["user", "secret", "uri", "qr", "expires"],
+    },
+    "RecoveryCodes": {
+        "type": "object",
+        "properties": {"user": {"type": "string"},
+                       "recovery_codes": {"type": "array", "items": {"type": "string"}}},
+        "required": ["user", "recovery_codes"],
+    },
+    "AuthPolicy": {
+        "type": "object",
+        "properties": {"totp_required": {"type": "string", "enum": ["off", "privileged", "all"]},
+                       "source": {"type": "string", "enum": ["config", "api"]}},
+        "required": ["totp_required", "source"],
+    },
     "ApiKeyList": {
         "type": "object",
         "properties": {"user": {"type": "string"},
@@ -259,6 +300,7 @@ SCHEMAS: Final[dict[str, Any]] = {
             "csrf_token": {"type": "string"},
             "user": {"oneOf": [{"$ref": "#/components/schemas/User"}, {"type": "null"}]},
             "idle_timeout": {"type": "number"},
+            "totp_enrolment_required": {"type": "boolean"},
         },
         "required": ["token", "csrf_token", "user", "idle_timeout"],
     },
@@ -352,10 +394,11 @@ _REASONS: Final = {
     400: "Bad request: a malformed query argument or body (`bad_request`, `bad_json`, "
          "`bad_text`, `invalid_body`, `unknown_user`)",
     401: "Not logged in, or the token or session has ended (`unauthenticated`), "
-         "or a failed login (`invalid_credentials`)",
+         "or a failed login (`invalid_credentials`, `totp_required`, `invalid_totp`)",
     403: "Logged in but the role is not enough (`forbidden`), a cookie-authenticated "
          "change without CSRF proof (`csrf`), a change with a read-only API key "
-         "(`read_only_key`), or an API key where a login is needed (`key_not_allowed`)",
+         "(`read_only_key`), an API key where a login is needed (`key_not_allowed`), or a "
+         "session that must enrol a second factor first (`totp_enrolment_required`)",
     404: "No such host, or a host the caller holds no role on; no such user or plugin "
          "(`not_found`)",
     409: "The request conflicts with the current state",
@@ -582,6 +625,43 @@ def _paths() -> dict[str, dict[str, Any]]:
                         (403, 404, 409), role="the user themself (not with a key)",
                         body=KEY_CREATE_BODY, tag="keys",
                         example={"name": "prometheus", "scope": "ro", "expires": None}),
+        },
+        "/api/0/users/{user}/totp": {
+            "parameters": [USER],
+            "get": _op("Whether the user has a second factor (TOTP) and must",
+                       (200, "Totp"), (403, 404, 409),
+                       role="the user themself, or admin (not with a key)", tag="totp"),
+            "post": _op("Start enrolling a second factor: a secret and its QR code",
+                        (201, "TotpStart"), (403, 404, 409),
+                        role="the user themself (not with a key)", tag="totp"),
+            "delete": _op("Remove the second factor (the user sends a current or recovery "
+                          "code as code; an admin needs none)", (200, "Totp"),
+                          (403, 404, 409), role="the user themself, or admin (not with a key)",
+                          body=TOTP_CODE_BODY, body_required=False, tag="totp",
+                          example={"code": "123456"}),
+        },
+        "/api/0/users/{user}/totp/confirm": {
+            "parameters": [USER],
+            "post": _op("Confirm the enrolment with a code from the app: ten recovery codes, "
+                        "shown once", (200, "Totp"), (403, 404, 409),
+                        role="the user themself (not with a key)", body=TOTP_CODE_BODY,
+                        tag="totp", example={"code": "123456"}),
+        },
+        "/api/0/users/{user}/totp/recovery": {
+            "parameters": [USER],
+            "post": _op("Ten new recovery codes (the old ones stop working), for a current "
+                        "code", (200, "RecoveryCodes"), (403, 404, 409),
+                        role="the user themself (not with a key)", body=TOTP_CODE_BODY,
+                        tag="totp", example={"code": "123456"}),
+        },
+        "/api/0/auth/policy": {
+            "get": _op("Who must use a second factor", (200, "AuthPolicy"), tag="auth"),
+            "put": _op("Set who must use a second factor (wins over totp_required in the "
+                       "config until reset)", (200, "AuthPolicy"), (403,),
+                       role="admin (not with a key)", body=POLICY_BODY, tag="auth",
+                       example={"totp_required": "privileged"}),
+            "delete": _op("Reset to the config's totp_required", (200, "AuthPolicy"), (403,),
+                          role="admin (not with a key)", tag="auth"),
         },
         "/api/0/users/{user}/keys/{key_id}": {
             "parameters": [USER, KEY],

@@ -26,7 +26,12 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
 from heartbeat.server.access import Role, Viewer
-from heartbeat.server.auth import LoginRefused, LoginThrottled
+from heartbeat.server.auth import (
+    LoginRefused,
+    LoginThrottled,
+    SecondFactorNeeded,
+    SecondFactorRefused,
+)
 from heartbeat.server.registry import Registry
 from heartbeat.server.web.auth import LOGIN_PAGE, WebAuth, client_address
 
@@ -37,6 +42,8 @@ HERE: Final = Path(__file__).parent
 PACKAGED_TEMPLATES: Final = HERE / "templates"
 PACKAGED_STATIC: Final = HERE / "static"
 HOME: Final = "/live"
+ENROL: Final = "/settings#account-section"
+"""Where a session that must enrol a second factor first is sent."""
 PAGE_CSP: Final = ("default-src 'self'; script-src 'self'; style-src 'self'; "
                    "img-src 'self' data:; connect-src 'self'; object-src 'none'; "
                    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
@@ -164,6 +171,8 @@ class Pages:
         viewer = self.auth.page_viewer(request)
         if viewer is None:
             return self.auth.redirect_to_login(request)
+        if viewer.restricted and name != "settings":
+            return self.redirect(request, ENROL)
         return self._layout(request, viewer, name, self.templates.render(name))
 
     def host(self, request: IRequest, name: str) -> bytes:
@@ -171,6 +180,8 @@ class Pages:
         viewer = self.auth.page_viewer(request)
         if viewer is None:
             return self.auth.redirect_to_login(request)
+        if viewer.restricted:
+            return self.redirect(request, ENROL)
         role = viewer.role(name)
         known = self.registry.get(name) is not None or name in self.registry.host_config
         if not known or role is None:
@@ -201,7 +212,11 @@ class Pages:
         return self._layout(request, None, "login", content, status=status)
 
     def login(self, request: IRequest) -> bytes | Deferred[bytes]:
-        """The form's POST: a session cookie and back to ``next``, or the form again."""
+        """The form's POST: a session cookie and back to ``next``, or the form again.
+
+        A user with a second factor gets a second form for the code; it names this
+        login by a challenge, so the password is not sent twice.
+        """
         target = safe_next(_arg(request, "next"))
         if not self.auth.service.enabled:
             return self.redirect(request, target)
@@ -209,30 +224,63 @@ class Pages:
         if origin is not None and not self.auth.same_origin(request, origin):
             return self._login_page(request, target, "This form must be sent from this site.",
                                     status=403)
+        address = client_address(request)
+        challenge = _arg(request, "challenge")
+        if challenge is not None:
+            code = (_arg(request, "code") or "").strip()
+            if not code:
+                return self._code_page(request, target, challenge,
+                                       "Enter the code from your app.", 400)
+            d = self.auth.service.second_step(challenge, code, address)
+            return d.addCallbacks(self._logged_in(request, target),
+                                  self._refused(request, target, "", challenge))
         name = _arg(request, "username") or ""
         password = _arg(request, "password") or ""
         if not name or not password:
             return self._login_page(request, target, "Enter your user name and password.",
                                     name, 400)
+        d = self.auth.service.login(name, password, address)
+        return d.addCallbacks(self._logged_in(request, target),
+                              self._refused(request, target, name, None))
 
+    def _code_page(self, request: IRequest, target: str, challenge: str, error: str = "",
+                   status: int = 200) -> bytes:
+        content = self.templates.render("login_totp", next=target, challenge=challenge,
+                                        error=error, hidden="" if error else "hidden")
+        return self._layout(request, None, "login", content, status=status)
+
+    def _logged_in(self, request: IRequest, target: str) -> Any:
         def logged_in(result: Any) -> bytes:
-            token, _session = result
+            token, session = result
             self.auth.start_session(request, token)
-            return self.redirect(request, target)
+            return self.redirect(request, ENROL if session.restricted else target)
+        return logged_in
 
+    def _refused(self, request: IRequest, target: str, name: str,
+                 challenge: str | None) -> Any:
         def refused(failure: Failure) -> bytes:
             if failure.check(LoginThrottled):
                 error = failure.value
                 assert isinstance(error, LoginThrottled)
                 request.setHeader(b"Retry-After", str(error.retry_after).encode())
-                return self._login_page(
-                    request, target, f"Too many failed logins: try again in "
-                    f"{error.retry_after} s.", name, 429)
+                text = f"Too many failed logins: try again in {error.retry_after} s."
+                if challenge is not None:
+                    return self._code_page(request, target, challenge, text, 429)
+                return self._login_page(request, target, text, name, 429)
+            if failure.check(SecondFactorNeeded):
+                needed = failure.value
+                assert isinstance(needed, SecondFactorNeeded)
+                return self._code_page(request, target, needed.challenge)
+            if failure.check(SecondFactorRefused):
+                assert challenge is not None
+                return self._code_page(request, target, challenge,
+                                       "That code is wrong, used or expired.", 401)
             failure.trap(LoginRefused)
+            if challenge is not None:
+                return self._login_page(request, target,
+                                        "That login has expired: log in again.", "", 401)
             return self._login_page(request, target, "Wrong user name or password.", name, 401)
-
-        d = self.auth.service.login(name, password, client_address(request))
-        return d.addCallbacks(logged_in, refused)
+        return refused
 
 
 def _arg(request: IRequest, name: str) -> str | None:

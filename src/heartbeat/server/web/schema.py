@@ -24,6 +24,8 @@ __all__ = [
     "KEY_CREATE_BODY",
     "LOGIN_BODY",
     "OWNER_BODY",
+    "POLICY_BODY",
+    "TOTP_CODE_BODY",
     "UPGRADE_BODY",
     "USER_CREATE_BODY",
     "USER_UPDATE_BODY",
@@ -42,6 +44,7 @@ LOGIN_BODY: Final[dict[str, Any]] = {
     "properties": {
         "username": {"type": "string", "minLength": 1, "maxLength": 64},
         "password": {"type": "string", "minLength": 1, "maxLength": MAX_LENGTH},
+        "totp": {"type": "string", "minLength": 1, "maxLength": 64},
     },
     "required": ["username", "password"],
     "additionalProperties": False,
@@ -119,6 +122,20 @@ KEY_CREATE_BODY: Final[dict[str, Any]] = {
         "expires": {"type": ["number", "null"]},
     },
     "required": ["name", "scope"],
+    "additionalProperties": False,
+}
+
+TOTP_CODE_BODY: Final[dict[str, Any]] = {
+    "type": "object",
+    "properties": {"code": {"type": "string", "minLength": 1, "maxLength": 64}},
+    "required": ["code"],
+    "additionalProperties": False,
+}
+
+POLICY_BODY: Final[dict[str, Any]] = {
+    "type": "object",
+    "properties": {"totp_required": {"type": "string", "enum": ["off", "privileged", "all"]}},
+    "required": ["totp_required"],
     "additionalProperties": False,
 }
 

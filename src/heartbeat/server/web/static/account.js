@@ -1,6 +1,121 @@
-// /settings, "Your API keys" (and your second factor): what a signed-in user manages for
-// themself through /api/0/users/<me>/keys. A new key's token is shown once, as text.
-import { ApiError, api, cell, el, timeEl } from "./common.js";
+// /settings, "Two-factor authentication" and "Your API keys": what a signed-in user
+// manages for themself through /api/0/users/<me>/totp and /keys. Secrets (a new key's
+// token, recovery codes) are shown once, as text; the QR code is an image the server made.
+import { ApiError, api, cell, el, fmtTime, timeEl } from "./common.js";
+
+const POLICY_NOTES = {
+  config: "Set by totp_required in the server's configuration.",
+  api: "Set here (it wins over the configuration).",
+};
+
+function totpSection(info) {
+  const base = `/api/0/users/${encodeURIComponent(info.name)}/totp`;
+  const status = document.getElementById("totp-status");
+  const start = document.getElementById("totp-start");
+  const newCodes = document.getElementById("totp-new-codes");
+  const off = document.getElementById("totp-off");
+  const enrol = document.getElementById("totp-enrol");
+  const enrolError = document.getElementById("totp-enrol-error");
+  const codeForm = document.getElementById("totp-code-form");
+  const codeError = document.getElementById("totp-code-error");
+  const codes = document.getElementById("totp-codes");
+  let pending = null; // what the code form is asked for: "off" or "codes"
+
+  function show(state) {
+    status.replaceChildren(state.enrolled
+      ? el("span", {}, el("strong", { text: "On" }), ` since ${fmtTime(state.enrolled_at)}; `,
+        `${state.recovery_codes_left} recovery codes left.`)
+      : el("span", {}, el("strong", { text: "Off." }),
+        state.required ? " This server requires it for you." : " Logging in needs only your password."));
+    document.getElementById("totp-required-note").hidden = !info.totp_enrolment_required;
+    start.hidden = state.enrolled;
+    newCodes.hidden = off.hidden = !state.enrolled;
+  }
+
+  function showCodes(list) {
+    document.getElementById("totp-codes-list").replaceChildren(
+      ...list.map((code) => el("li", {}, el("code", { text: code }))));
+    codes.hidden = false;
+  }
+
+  start.addEventListener("click", async () => {
+    const made = await api(base, { method: "POST" });
+    document.getElementById("totp-qr").src = made.qr;
+    document.getElementById("totp-secret").textContent = made.secret.replace(/(.{4})/g, "$1 ").trim();
+    enrol.reset();
+    enrolError.hidden = true;
+    enrol.hidden = false;
+    enrol.elements.code.focus();
+  });
+  enrol.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    try {
+      const done = await api(`${base}/confirm`, { method: "POST", body: { code: enrol.elements.code.value.trim() } });
+      enrol.hidden = true;
+      document.getElementById("totp-qr").removeAttribute("src");
+      document.getElementById("totp-secret").textContent = "";
+      showCodes(done.recovery_codes);
+      if (info.totp_enrolment_required) {
+        info.totp_enrolment_required = false;
+        document.getElementById("totp-codes-done").addEventListener("click", () => location.assign("/live"));
+      }
+      show(done);
+    } catch (e) {
+      if (!(e instanceof ApiError)) throw e;
+      enrolError.textContent = e.message;
+      enrolError.hidden = false;
+    }
+  });
+  document.getElementById("totp-codes-done").addEventListener("click", () => {
+    document.getElementById("totp-codes-list").replaceChildren();
+    codes.hidden = true;
+  });
+
+  function ask(what, label) {
+    pending = what;
+    document.getElementById("totp-code-label").textContent = label;
+    codeForm.reset();
+    codeError.hidden = true;
+    codeForm.hidden = false;
+    codeForm.elements.code.focus();
+  }
+  off.addEventListener("click", () => ask("off", "To turn it off, a code from your app (or a recovery code)"));
+  newCodes.addEventListener("click", () => ask("codes", "For new recovery codes, a code from your app"));
+  document.getElementById("totp-code-cancel").addEventListener("click", () => { codeForm.hidden = true; });
+  codeForm.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const body = { code: codeForm.elements.code.value.trim() };
+    try {
+      if (pending === "off") {
+        show(await api(base, { method: "DELETE", body }));
+      } else {
+        showCodes((await api(`${base}/recovery`, { method: "POST", body })).recovery_codes);
+        show(await api(base));
+      }
+      codeForm.hidden = true;
+    } catch (e) {
+      if (!(e instanceof ApiError)) throw e;
+      codeError.textContent = e.message;
+      codeError.hidden = false;
+    }
+  });
+  return api(base).then(show);
+}
+
+async function policySection() {
+  const box = document.getElementById("totp-policy-box");
+  const select = document.getElementById("totp-policy");
+  const note = document.getElementById("totp-policy-note");
+  const show = (policy) => {
+    select.value = policy.totp_required;
+    note.textContent = POLICY_NOTES[policy.source] || "";
+  };
+  show(await api("/api/0/auth/policy"));
+  box.hidden = false;
+  select.addEventListener("change", async () => {
+    show(await api("/api/0/auth/policy", { method: "PUT", body: { totp_required: select.value } }));
+  });
+}
 
 const ACCESS = { ro: "read-only", rw: "read-write" };
 
@@ -76,5 +191,12 @@ function keysSection(info) {
 export async function accountSection(info) {
   if (!info.name || info.auth === "key") return;
   document.getElementById("account-section").hidden = false;
-  await keysSection(info);
+  if (info.totp_enrolment_required) {
+    document.getElementById("keys-box").hidden = true;
+    await totpSection(info);
+    return;
+  }
+  const jobs = [totpSection(info), keysSection(info)];
+  if (info.admin) jobs.push(policySection());
+  await Promise.all(jobs);
 }

@@ -241,6 +241,14 @@ function displaySection() {
 export async function settingsPage() {
   const info = await me();
   displaySection();
+  if (info.totp_enrolment_required) {
+    // Nothing else until the second factor this server asks for is set up.
+    for (const section of document.querySelectorAll("main section")) {
+      section.hidden = section.id !== "account-section" && section.id !== "display-section";
+    }
+    await accountSection(info);
+    return;
+  }
   const jobs = [loadStatus(), thresholdsSection(), accountSection(info)];
   if (info.admin) {
     jobs.push(usersSection(info), configSection());

@@ -42,6 +42,11 @@ async function main() {
   if (page === "login") return;
   const feed = new Feed();
   startNav().catch((error) => console.warn("heartbeat: navigation", error));
+  if ((await me()).totp_enrolment_required) {
+    // This session may only set up its second factor (/settings shows only that).
+    if (page === "settings") await (await PAGES.settings())(feed);
+    return;
+  }
   startPie(feed);
   const load = PAGES[page];
   if (load) await (await load())(feed);
