@@ -59,7 +59,7 @@ def test_schemathesis_finds_nothing(server_factory: Any, tmp_path: Path) -> None
          "-H", f"Authorization: Bearer {login['token']}",
          "--max-examples", "10", "--seed", "1", "--workers", "1",
          "--generation-database", "none", "--no-color", "--request-timeout", "10"],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False)
+        capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False)
     (tmp_path / "schemathesis.out").write_text(result.stdout + result.stderr)
     report = f"full report: {tmp_path / 'schemathesis.out'}\n{result.stdout[-6000:]}"
     assert result.returncode == 0, report
