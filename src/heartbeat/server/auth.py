@@ -373,12 +373,9 @@ class AuthService(Service):
         An unknown user and a wrong password fail alike, after the same hashing
         work; both count against the name and the address, as a wrong code does.
         """
-        now = self.clock.seconds()
-        keys = _throttle_keys(username, address)
-        throttled = self._throttled(keys, username, address, now)
+        keys, throttled = self._attempt(username, address)
         if throttled is not None:
             return throttled
-        self.throttle.begin(keys, now)
         user = self.directory.user(username)
         d = self.hasher.verify(password, user.password if user is not None else None)
 
@@ -411,12 +408,9 @@ class AuthService(Service):
         if pending is None:
             return fail(LoginRefused())
         username = pending.user
-        now = self.clock.seconds()
-        keys = _throttle_keys(username, address)
-        throttled = self._throttled(keys, username, address, now)
+        keys, throttled = self._attempt(username, address)
         if throttled is not None:
             return throttled
-        self.throttle.begin(keys, now)
 
         def got(enrolment: Enrolment | None) -> tuple[str, Session]:
             if enrolment is None or self.directory.user(username) is None:
@@ -442,15 +436,19 @@ class AuthService(Service):
             raise SecondFactorRefused()
         return self._start_session(keys, username, address)
 
-    def _throttled(self, keys: list[str], username: str, address: str,
-                   now: float) -> Deferred[Any] | None:
+    def _attempt(self, username: str, address: str) -> tuple[list[str], Deferred[Any] | None]:
+        """The throttle's keys for an attempt to log in, and a LoginThrottled failure if it
+        must wait; else the attempt counts as in flight until it succeeds or fails."""
+        now = self.clock.seconds()
+        keys = _throttle_keys(username, address)
         wait = self.throttle.retry_after(keys, now)
-        if wait <= 0 and not self.hasher.busy:
-            return None
-        self.throttled_logins += 1
-        log.warn("auth: login for {user!r} from {address} throttled ({wait:.0f}s)",
-                 user=username, address=address, wait=wait)
-        return fail(LoginThrottled(wait))
+        if wait > 0 or self.hasher.busy:
+            self.throttled_logins += 1
+            log.warn("auth: login for {user!r} from {address} throttled ({wait:.0f}s)",
+                     user=username, address=address, wait=wait)
+            return keys, fail(LoginThrottled(wait))
+        self.throttle.begin(keys, now)
+        return keys, None
 
     def _failed(self, keys: list[str], username: str, address: str, what: str) -> None:
         blocked = self.throttle.failed(keys, self.clock.seconds())
