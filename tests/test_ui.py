@@ -413,8 +413,8 @@ def test_settings_users_config_and_thresholds(ui: tuple[Page, Watch],
     assert SECRET not in page.content()
     page.select_option("#threshold-host", "web1")
     rule = page.locator("#thresholds tr[data-metric='cpu_monitor.cpu_percent']")
-    expect(rule.locator("td[data-label=Warning]")).to_have_text("80")
-    expect(rule.locator("td[data-label=Critical]")).to_have_text("90")
+    expect(rule.locator("td[data-label=Warning]")).to_have_text("80 %")
+    expect(rule.locator("td[data-label=Critical]")).to_have_text("90 %")
 
 
 @pytest.mark.parametrize("path", ["/login", "/live", "/plugins/ui-phone", "/alerts",
