@@ -28,6 +28,7 @@ from heartbeat.server.compose import STORE_FILE, Seams, build
 from heartbeat.server.serial import ImmediateWorker
 from heartbeat.server.sessions import LoginThrottle
 from heartbeat.server.settings import ServerSettings
+from heartbeat.server.web.app import HeartbeatSite
 from heartbeat.server.web.auth import COOKIE
 
 FAST = 1000
@@ -101,6 +102,7 @@ class Stack:
         thresholds: dict[str, Any] | None = None,
         threshold_configs: dict[str, Any] | None = None,
         metrics: dict[str, Any] | None = None,
+        config: dict[str, Any] | None = None,
     ) -> None:
         self.path = directory / STORE_FILE
         self.users = users or {}
@@ -115,7 +117,9 @@ class Stack:
             default_owner=default_owner, session_idle_timeout=idle_timeout,
             http_max_body=max_body, thresholds=self.thresholds,
             threshold_configs=self.threshold_configs, grace=10.0, interval=30.0,
-            metrics=MetricsConfig(**(metrics or {})))
+            metrics=MetricsConfig(**(metrics or {})),
+            **{"http_hosts": ["heartbeat.test", "localhost"], **(config or {})})
+        self.extra_config = config
         self.clock = Clock()
         self.clock.advance(START)
         self.server = build(ServerSettings.from_config(self.config, "test.yaml"), self.clock,
@@ -161,7 +165,8 @@ class Stack:
         self.store.conn.close()
         again = Stack(self.path.parent, users=self.users, hosts=self.hosts,
                       default_owner=self.default_owner, idle_timeout=self.idle_timeout,
-                      thresholds=self.thresholds, threshold_configs=self.threshold_configs)
+                      thresholds=self.thresholds, threshold_configs=self.threshold_configs,
+                      config=self.extra_config)
         again.clock.advance(self.clock.seconds() - again.clock.seconds())
         return again
 
@@ -177,7 +182,7 @@ class Stack:
     def call(
         self, method: str, path: str, body: Any = None, *, token: str | None = None,
         cookie: str | None = None, headers: dict[str, str] | None = None,
-        raw: bytes | None = None, secure: bool = False,
+        raw: bytes | None = None, secure: bool = False, host: str = "heartbeat.test",
     ) -> Response:
         sent = {**(headers or {})}
         data = raw
@@ -188,14 +193,25 @@ class Stack:
             sent["Authorization"] = f"Bearer {token}"
         cookies = {COOKIE: cookie} if cookie is not None else None
         scheme = "https" if secure else "http"
-        http = StubTreq(self.resource)  # a fresh cookie jar: only what the test sends
-        d = http.request(method, f"{scheme}://heartbeat.test{path}", data=data,
+        http = self.stub()  # a fresh cookie jar: only what the test sends
+        d = http.request(method, f"{scheme}://{host}{path}", data=data,
                          headers={k: [v] for k, v in sent.items()}, cookies=cookies,
                          allow_redirects=False)
         http.flush()
         response = fired(d)
         content = fired(http.content(response))
         return Response(response.code, response.headers, content)
+
+    def stub(self) -> StubTreq:
+        """A StubTreq whose requests go through the server's own site (HeartbeatSite:
+        body limit, Host allow-list, cross-site refusal), not treq's bare Site."""
+        http = StubTreq(self.resource)
+        agent = http._agent
+        site = self.server.site
+        agent._serverFactory = HeartbeatSite(
+            self.resource, site.timeOut or 60.0, self.api.max_body,
+            site.request_timeout, agent._memoryReactor, policy=site.policy)
+        return http
 
     def login(self, name: str, password: str | None = None) -> Response:
         return self.call("POST", "/api/0/auth/login",

@@ -315,11 +315,14 @@ def test_unauthenticated_mode_me_and_login(open_stack: Stack) -> None:
 
 
 def test_first_user_must_be_admin_then_auth_is_on(open_stack: Stack) -> None:
-    """Creating the first user needs admin: true, and from then on logins are required."""
-    refused = open_stack.call("POST", "/api/0/users", {"name": "eve", "password": "12345678"})
+    """Creating the first user (from the server itself) needs admin: true, and from then on
+    logins are required."""
+    refused = open_stack.call("POST", "/api/0/users", {"name": "eve", "password": "12345678"},
+                              host="localhost")
     assert (refused.status, refused.json["error"]) == (409, "first_user_must_be_admin")
     created = open_stack.call("POST", "/api/0/users",
-                              {"name": "root", "password": "root-password", "admin": True})
+                              {"name": "root", "password": "root-password", "admin": True},
+                              host="localhost")
     assert created.status == 201
     assert open_stack.call("GET", "/api/0/hosts").status == 401
     assert open_stack.login("root", "root-password").status == 200

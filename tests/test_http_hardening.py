@@ -99,11 +99,11 @@ def _site(stack: Stack, clock: MemoryReactorClock, **options: Any) -> HeartbeatS
 
 class SecurityHeadersTests:
     @pytest.mark.parametrize("request_bytes, status", [
-        (b"GET /api/0/status HTTP/1.1\r\nHost: h\r\n\r\n", 200),
-        (b"GET /no/such/page HTTP/1.1\r\nHost: h\r\n\r\n", 404),
-        (b"GET /api/0/hosts/nobody HTTP/1.1\r\nHost: h\r\n\r\n", 404),
-        (b"DELETE /api/0/status HTTP/1.1\r\nHost: h\r\n\r\n", 405),
-        (b"POST /api/0/hosts/x/commands HTTP/1.1\r\nHost: h\r\nContent-Length: 500\r\n\r\n"
+        (b"GET /api/0/status HTTP/1.1\r\nHost: localhost\r\n\r\n", 200),
+        (b"GET /no/such/page HTTP/1.1\r\nHost: localhost\r\n\r\n", 404),
+        (b"GET /api/0/hosts/nobody HTTP/1.1\r\nHost: localhost\r\n\r\n", 404),
+        (b"DELETE /api/0/status HTTP/1.1\r\nHost: localhost\r\n\r\n", 405),
+        (b"POST /api/0/hosts/x/commands HTTP/1.1\r\nHost: localhost\r\nContent-Length: 500\r\n\r\n"
          + b"x" * 500, 413),
     ])
     def test_every_answer_carries_them(self, stack: Stack, clock: MemoryReactorClock,
@@ -118,7 +118,7 @@ class SecurityHeadersTests:
     def test_a_non_utf8_url_is_a_json_400(self, stack: Stack, clock: MemoryReactorClock) -> None:
         """A URL that is not UTF-8 once decoded gets the API's JSON error, not Klein's text."""
         connection = Connection(_site(stack, clock))
-        connection.send(b"GET /api/0/hosts/%ff HTTP/1.1\r\nHost: h\r\n\r\n")
+        connection.send(b"GET /api/0/hosts/%ff HTTP/1.1\r\nHost: localhost\r\n\r\n")
         ((got, headers, body),) = connection.responses()
         assert (got, headers.get("content-type"), json.loads(body)) == (
             400, "application/json",
@@ -149,7 +149,7 @@ class RequestDeadlineTests:
     def test_slow_body_is_cut_off(self, stack: Stack, clock: MemoryReactorClock) -> None:
         """The deadline covers the body too."""
         connection = Connection(_site(stack, clock, request_timeout=5.0))
-        connection.send(b"POST /api/0/x HTTP/1.1\r\nHost: h\r\nContent-Length: 50\r\n\r\n")
+        connection.send(b"POST /api/0/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 50\r\n\r\n")
         for _ in range(5):
             connection.send(b"x")
             clock.advance(1.0)
@@ -167,10 +167,10 @@ class RequestDeadlineTests:
                                                          clock: MemoryReactorClock) -> None:
         """After a whole request the connection may idle; the next request has its own time."""
         connection = Connection(_site(stack, clock, request_timeout=5.0, idle_timeout=60.0))
-        connection.send(b"GET /api/0/status HTTP/1.1\r\nHost: h\r\n\r\n")
+        connection.send(b"GET /api/0/status HTTP/1.1\r\nHost: localhost\r\n\r\n")
         clock.advance(30.0)
         assert not connection.closing
-        connection.send(b"GET /api/0/status HTTP/1.1\r\nHost: h\r\n")
+        connection.send(b"GET /api/0/status HTTP/1.1\r\nHost: localhost\r\n")
         clock.advance(4.0)
         connection.send(b"\r\n")
         assert [status for status, _, _ in connection.responses()] == [200, 200]
@@ -326,7 +326,7 @@ def test_429_status_line_says_too_many_requests(tmp_path: Path, clock: MemoryRea
     try:
         site = _site(stack, clock, max_body=4096)
         body = b'{"username":"alice","password":"wrong-password"}'
-        request = (b"POST /api/0/auth/login HTTP/1.1\r\nHost: h\r\n"
+        request = (b"POST /api/0/auth/login HTTP/1.1\r\nHost: localhost\r\n"
                    b"Content-Type: application/json\r\nContent-Length: "
                    + str(len(body)).encode() + b"\r\n\r\n" + body)
         lines = []

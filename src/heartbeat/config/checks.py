@@ -6,6 +6,7 @@ is wrong with it, or None. Pure code.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from typing import Any
 
@@ -16,8 +17,10 @@ __all__ = [
     "USER_NAME",
     "dns_label",
     "each",
+    "host_pattern_problem",
     "http_url",
     "key_problem",
+    "network_problem",
     "not_negative",
     "one_of",
     "port_number",
@@ -86,4 +89,22 @@ def key_problem(secret: str) -> str | None:
     if len(secret.encode("utf-8")) < MIN_KEY_LENGTH:
         return (f"too short: use at least {MIN_KEY_LENGTH} characters "
                 f"(e.g. the output of 'openssl rand -hex 32')")
+    return None
+
+
+def host_pattern_problem(pattern: str) -> str | None:
+    """Why ``pattern`` cannot be an ``http_hosts`` entry (a name, ``*.domain``, ``*``), or None."""
+    name = pattern.removeprefix("*.")
+    if pattern == "*" or (name and all(part and all(c.isalnum() or c in "-_" for c in part)
+                                       for part in name.rstrip(".").split("."))):
+        return None
+    return f"{pattern!r} is not a host name, *.domain or *"
+
+
+def network_problem(network: str) -> str | None:
+    """Why ``network`` cannot be an IP address or network (``10.0.0.1``, ``10.0.0.0/8``)."""
+    try:
+        ipaddress.ip_network(network, strict=False)
+    except ValueError:
+        return f"{network!r} is not an IP address or network (e.g. 10.0.0.1 or 10.0.0.0/8)"
     return None

@@ -14,7 +14,16 @@ import re
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from heartbeat.config.checks import each, http_url, not_negative, one_of, port_number, positive
+from heartbeat.config.checks import (
+    each,
+    host_pattern_problem,
+    http_url,
+    network_problem,
+    not_negative,
+    one_of,
+    port_number,
+    positive,
+)
 from heartbeat.config.loader import option
 from heartbeat.config.server_checks import check_server
 
@@ -212,6 +221,13 @@ class ServerConfig:
         512, positive, doc="open HTTP and WebSocket connections at most, all ports together")
     http_max_connections_per_ip: int = option(
         64, positive, doc="open connections at most from one address")
+    http_hosts: list[str] = option(
+        ["localhost"], each(host_pattern_problem),
+        doc="names browsers may reach the HTTP ports by (Host), besides IP addresses; "
+            "*.domain for any name under it, * for any")
+    trusted_proxies: list[str] = option(
+        [], each(network_problem),
+        doc="reverse proxies (addresses or networks) whose X-Forwarded-For names the client")
     metrics: MetricsConfig = option(MetricsConfig(), doc="Prometheus exposition at /metrics")
 
     # State and journal

@@ -36,6 +36,7 @@ from heartbeat.passwords import (
 )
 from heartbeat.server.access import Directory, HostAccess
 from heartbeat.server.apikeys import ApiKey, ApiKeyBook, Scope
+from heartbeat.server.limits import address_key
 from heartbeat.server.second_factor import SecondFactor, load_second_factor
 from heartbeat.server.serial import Worker
 from heartbeat.server.sessions import TOUCH_PERSIST, LoginThrottle, Session, SessionBook
@@ -146,7 +147,8 @@ class SecondFactorRefused(Exception):
 
 
 def _throttle_keys(username: str, address: str) -> list[str]:
-    return [f"user:{username.casefold()}", f"address:{address}"]
+    """A login attempt counts against the account and the client (an IPv6 client by /64)."""
+    return [f"user:{username.casefold()}", f"address:{address_key(address)}"]
 
 
 class LoginThrottled(Exception):

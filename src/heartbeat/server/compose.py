@@ -85,6 +85,7 @@ from heartbeat.server.web.api import HeartbeatAPI
 from heartbeat.server.web.app import ConnectionBudget, ConnectionLimit, HeartbeatSite, WebRoot
 from heartbeat.server.web.auth import WebAuth
 from heartbeat.server.web.metrics import MetricsPage, parse_networks
+from heartbeat.server.web.origin import RequestPolicy
 from heartbeat.server.web.pages import Pages, Templates
 from heartbeat.server.web.websocket import EventHub, FeedFactory
 
@@ -565,7 +566,8 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
                             config.history_max_samples)
     hasher = PasswordHasher(make_worker("heartbeat-passwords"), seams.password_iterations)
     auth = make_auth(config, store, hasher, reactor)
-    web_auth = WebAuth(auth)
+    policy = RequestPolicy(config.http_hosts, config.trusted_proxies)
+    web_auth = WebAuth(auth, policy)
     journal = make_journal(config, make_worker, reactor)
     notifier = make_notifier(config, bus, reactor)
     dns = make_dns(config, registry, bus, reactor)
@@ -587,7 +589,7 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
     root = WebRoot(api, FeedFactory(hub, auth=web_auth), make_pages(config, web_auth, registry),
                    metrics=metrics)
     site = HeartbeatSite(root.app.resource(), config.http_idle_timeout, config.http_max_body,
-                         config.http_request_timeout, reactor)
+                         config.http_request_timeout, reactor, policy=policy)
     budget = ConnectionBudget(config.http_max_connections, config.http_max_connections_per_ip)
 
     ports = {config.hb_port: "hb_port", config.hbd_port: "hbd_port"}

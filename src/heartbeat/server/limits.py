@@ -7,6 +7,7 @@ names costs the server a bounded amount of memory, never more (docs/SECURITY.md)
 
 from __future__ import annotations
 
+import ipaddress
 import socket
 from collections import deque
 from typing import Final
@@ -16,6 +17,7 @@ __all__ = [
     "SOURCE_TABLE_SIZE",
     "HostAdmission",
     "SourceRateLimit",
+    "address_key",
     "source_key",
 ]
 
@@ -35,6 +37,20 @@ def source_key(ip: str) -> str | bytes:
         return socket.inet_pton(socket.AF_INET6, ip.partition("%")[0])[:8]
     except OSError:
         return ip
+
+
+def address_key(ip: str) -> str:
+    """:func:`source_key` as text, for tables keyed by strings (the login throttle):
+    an IPv4 address, or ``2001:db8:1:2::/64`` for any address of that IPv6 /64."""
+    try:
+        address = ipaddress.ip_address(ip.partition("%")[0])
+    except ValueError:
+        return ip
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 class SourceRateLimit:

@@ -55,7 +55,7 @@ from heartbeat.server.user_policy import (
     permit,
 )
 from heartbeat.server.web import openapi
-from heartbeat.server.web.auth import WebAuth, client_address
+from heartbeat.server.web.auth import WebAuth
 from heartbeat.server.web.errors import ApiError, json_headers, json_response, routing_error
 from heartbeat.server.web.hostview import HostViews
 from heartbeat.server.web.schema import (
@@ -274,8 +274,8 @@ class HeartbeatAPI:
         if not self.users.enabled:
             raise ApiError(409, "auth_disabled",
                            "no users are configured: every request is allowed without a login")
-        d = self.users.login(body["username"], body["password"], client_address(request),
-                             body.get("totp"))
+        d = self.users.login(body["username"], body["password"],
+                             self.auth.client_address(request), body.get("totp"))
 
         def logged_in(result: Any) -> bytes:
             token, session = result
@@ -631,6 +631,13 @@ class HeartbeatAPI:
     @app.route("/api/0/users", methods=["POST"])
     def user_create(self, request: IRequest) -> Deferred[bytes]:
         viewer = self._may_change_users(request, Action.CREATE, None)
+        if not self.users.enabled and not self.auth.local(request):
+            # The first user turns logins on and is an admin: not for whoever reaches the
+            # port first (or a page rebinding a name to it), but for the server's own people.
+            raise ApiError(403, "first_user_not_local",
+                           "the first user turns logins on: create it from the server itself "
+                           "(http://localhost:<hbd_port>/), or under users: in the config "
+                           "with a password hash from 'heartbeat passwd NAME'")
         body = self._body(request, USER_CREATE_BODY)
         name = body.pop("name")
         password = body.pop("password", None)

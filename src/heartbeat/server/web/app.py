@@ -27,8 +27,10 @@ from twisted.web.server import Request, Site
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from heartbeat.server.web.api import HeartbeatAPI
+from heartbeat.server.web.auth import SAFE_METHODS, own_origin
 from heartbeat.server.web.errors import routing_error
 from heartbeat.server.web.metrics import MetricsPage
+from heartbeat.server.web.origin import RequestPolicy, host_name
 from heartbeat.server.web.pages import PAGE_CSP, Pages
 from heartbeat.server.web.websocket import FeedFactory
 from heartbeat.text import json_bytes
@@ -45,6 +47,8 @@ __all__ = [
 ]
 
 log = Logger()
+_ANY_SITE: Final = RequestPolicy(["*"])
+"""For a request whose site has no policy (a bare Site in a test): no Host check."""
 
 SECURITY_HEADERS: Final = (
     (b"Content-Security-Policy", PAGE_CSP.encode()),
@@ -175,11 +179,22 @@ class BoundedRequest(Request):
     def process(self) -> None:
         for name, value in SECURITY_HEADERS:
             self.responseHeaders.setRawHeaders(name, [value])
+        policy: RequestPolicy = getattr(cast(Any, self.channel).site, "policy", _ANY_SITE)
+        host = self.getHeader("host")
         if self._too_large:
             self._refuse(413, "body_too_large", f"the body is larger than {self.max_body} bytes")
         elif not _is_utf8(unquote_to_bytes(self.path)):
             # Klein would answer text and log a traceback per request.
             self._refuse(400, "bad_request", "the URL is not UTF-8 once percent-decoded")
+        elif not policy.host_allowed(host):
+            self._refuse(421, "unknown_host",
+                         f"this server does not answer to {host_name(host)!r}: add it to "
+                         f"http_hosts in its config (DNS rebinding guard, docs/SECURITY.md)")
+        elif (self.method not in SAFE_METHODS and (reason := policy.cross_site(
+                self.getHeader("origin"), self.getHeader("sec-fetch-site"),
+                own_origin(self))) is not None):
+            self._refuse(403, "csrf", f"a change sent from a page of another site is "
+                                      f"refused ({reason})")
         else:
             super().process()
 
@@ -249,16 +264,18 @@ class HeartbeatChannel(HTTPChannel):
 
 
 class HeartbeatSite(Site):
-    """A Site that bounds request bodies and times, closes idle connections, logs quietly."""
+    """A Site that bounds request bodies and times, closes idle connections, logs quietly,
+    and answers only to the names of ``policy`` and to no change from another site."""
 
     noisy = False
     protocol = HeartbeatChannel  # type: ignore[assignment]  # HTTP/1.1 only: no TLS, no h2
 
     def __init__(self, resource: IResource, idle_timeout: float = 60.0,
                  max_body: int = 1024 * 1024, request_timeout: float = 30.0,
-                 reactor: Any = None) -> None:
+                 reactor: Any = None, *, policy: RequestPolicy | None = None) -> None:
         super().__init__(resource, requestFactory=partial(BoundedRequest, max_body=max_body),
                          timeout=idle_timeout, reactor=reactor)
+        self.policy = policy or RequestPolicy()
         self.displayTracebacks = False
         self.request_timeout = request_timeout
         self.slow_requests = 0

@@ -7,6 +7,11 @@ that relies on the cookie must also carry the session's CSRF token in
 ``X-CSRF-Token`` or come from a page of the same origin (``Origin`` header);
 a bearer token is never sent by a browser on its own, so it needs neither.
 
+Below every route (``heartbeat.server.web.app``) and in the feed's handshake,
+in every mode, with users or without: only the names of ``http_hosts`` (and IP
+addresses) are answered, and no change is taken from a page of another site
+(:mod:`heartbeat.server.web.origin`).
+
 Pages (the web UI) call :meth:`WebAuth.page_viewer` and, on None,
 :meth:`WebAuth.redirect_to_login`; a login form calls
 :meth:`heartbeat.server.auth.AuthService.login` and then
@@ -27,15 +32,15 @@ from heartbeat.server.access import Viewer
 from heartbeat.server.auth import AuthService
 from heartbeat.server.sessions import Session
 from heartbeat.server.web.errors import ApiError
+from heartbeat.server.web.origin import FORWARDING_HEADERS, RequestPolicy, host_name
 
-__all__ = ["COOKIE", "CSRF_HEADER", "LOGIN_PAGE", "WebAuth", "client_address"]
+__all__ = ["COOKIE", "CSRF_HEADER", "LOGIN_PAGE", "SAFE_METHODS", "WebAuth", "own_origin"]
 
 COOKIE: Final = "hb_session"
 CSRF_HEADER: Final = "X-CSRF-Token"
 LOGIN_PAGE: Final = "/login"
 SAFE_METHODS: Final = frozenset({b"GET", b"HEAD", b"OPTIONS"})
 _CACHE: Final = "_heartbeat_viewer"
-_DEFAULT_PORTS: Final = {"http": 80, "https": 443, "ws": 80, "wss": 443}
 
 
 def _unauthenticated(detail: str) -> ApiError:
@@ -43,21 +48,28 @@ def _unauthenticated(detail: str) -> ApiError:
                     {"WWW-Authenticate": 'Bearer realm="heartbeat"'})
 
 
-def _origin(scheme: str, netloc: str) -> tuple[str, str, int | None]:
-    """(scheme, lower-case host, port) with the scheme's default port filled in."""
-    parts = urlsplit(f"{scheme}://{netloc}")
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return scheme, (parts.hostname or "").lower(), port or _DEFAULT_PORTS.get(scheme)
-
-
 class WebAuth:
     """Authenticates requests and feed connections against the :class:`AuthService`."""
 
-    def __init__(self, service: AuthService) -> None:
+    def __init__(self, service: AuthService, policy: RequestPolicy | None = None) -> None:
         self.service = service
+        self.policy = policy or RequestPolicy()
+
+    def client_address(self, request: IRequest) -> str:
+        """The client's address (behind a trusted proxy: the one it names), as the login
+        throttle, API keys' last use and ``metrics.allow`` see it."""
+        address = request.getClientAddress()
+        peer = str(getattr(address, "host", None) or address)
+        return self.policy.client(
+            peer, request.requestHeaders.getRawHeaders("x-forwarded-for") or ())
+
+    def local(self, request: IRequest) -> bool:
+        """A request from this machine to a loopback name through no proxy (the first
+        user may be created through the API only so: docs/USERS.md)."""
+        address = request.getClientAddress()
+        peer = str(getattr(address, "host", None) or address)
+        forwarding = any(request.getHeader(name) is not None for name in FORWARDING_HEADERS)
+        return self.policy.local(peer, request.getHeader("host"), forwarding)
 
     # HTTP
     def viewer(self, request: IRequest) -> Viewer:
@@ -85,7 +97,7 @@ class WebAuth:
                 raise _unauthenticated("the Authorization header must be 'Bearer <token>'")
             token = token.strip()
             if self.service.keys.looks_like_key(token):
-                return self._key_viewer(token, client_address(request), request.method)
+                return self._key_viewer(token, self.client_address(request), request.method)
             session = self.service.session(token)
             if session is None:
                 raise _unauthenticated("the token is unknown or has expired: log in again")
@@ -126,11 +138,9 @@ class WebAuth:
     @staticmethod
     def same_origin(request: IRequest, origin: str) -> bool:
         """Whether an ``Origin`` header names this server (scheme, host and port)."""
-        host = request.getHeader("host")
-        if host is None or origin == "null":
+        if request.getHeader("host") is None:
             return False
-        theirs = urlsplit(origin)
-        return _origin(theirs.scheme, theirs.netloc) == _origin(_scheme(request), host)
+        return RequestPolicy.cross_site(origin, None, own_origin(request)) is None
 
     def start_session(self, request: IRequest, token: str) -> None:
         """Set the session cookie: HttpOnly, SameSite=Strict, Secure over TLS."""
@@ -161,8 +171,12 @@ class WebAuth:
     def feed_viewer(
         self, headers: Mapping[str, str], params: Mapping[str, Sequence[str]], host: str
     ) -> Viewer:
-        """The viewer of a feed's opening handshake, or an ApiError (401 / 403).
+        """The viewer of a feed's opening handshake, or an ApiError (401 / 403 / 421).
 
+        ``?token=`` works like a bearer token. Whatever the mode, a feed reached by a
+        name not in ``http_hosts`` is refused (DNS rebinding), and so is one opened by
+        a page of another host (any port: the feed has its own) unless it presents a
+        token: the cookie, or no login at all, would let that page read the feed.
         A session that must enrol a second factor first gets no feed (403).
         """
         viewer = self._feed_viewer(headers, params, host)
@@ -173,12 +187,18 @@ class WebAuth:
     def _feed_viewer(
         self, headers: Mapping[str, str], params: Mapping[str, Sequence[str]], host: str
     ) -> Viewer:
-        """``?token=`` works like a bearer token; the cookie only from a page of the
-        same host (any port: the feed has its own), against cross-site hijacking."""
         directory = self.service.directory
+        if not self.policy.host_allowed(host):
+            raise ApiError(421, "unknown_host", f"this server does not answer to "
+                                                f"{host_name(host)!r}: add it to http_hosts")
+        tokens = params.get("token") or []
+        origin = headers.get("origin")
+        if not tokens and origin is not None \
+                and host_name(urlsplit(origin).netloc or "null") != host_name(host):
+            raise ApiError(403, "cross_site", "the feed is only opened by pages of this host "
+                                              "(or with ?token=)")
         if not self.service.enabled:
             return Viewer(directory)
-        tokens = params.get("token") or []
         if tokens and self.service.keys.looks_like_key(tokens[0]):
             return self._key_viewer(tokens[0], None, None)
         if tokens:
@@ -193,9 +213,6 @@ class WebAuth:
         session = self.service.session(token)
         if session is None:
             raise _unauthenticated("the session has ended: log in again")
-        origin = headers.get("origin")
-        if origin is not None and urlsplit(origin).hostname != urlsplit(f"//{host}").hostname:
-            raise ApiError(403, "csrf", "the feed's cookie is only accepted from the same host")
         return Viewer(directory, session.user, "cookie", session.key,
                       restricted=session.restricted)
 
@@ -221,10 +238,9 @@ def _scheme(request: IRequest) -> str:
     return "https" if forwarded == "https" else "http"
 
 
-def client_address(request: IRequest) -> str:
-    """The peer's address, as the login throttle counts it."""
-    address = request.getClientAddress()
-    return str(getattr(address, "host", None) or address)
+def own_origin(request: IRequest) -> str:
+    """This server's origin as the request reached it: ``scheme://Host``."""
+    return f"{_scheme(request)}://{request.getHeader('host') or ''}"
 
 
 def _set_cookie(request: IRequest, value: bytes, **extra: Any) -> None:

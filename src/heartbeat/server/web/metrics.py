@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 from twisted.web.iweb import IRequest
 
 from heartbeat.server.metrics import MetricsExporter
-from heartbeat.server.web.auth import WebAuth, client_address
+from heartbeat.server.web.auth import WebAuth
 from heartbeat.server.web.errors import ApiError
 
 __all__ = ["MetricsPage", "parse_networks"]
@@ -44,7 +44,7 @@ class MetricsPage:
 
     def _allowed_address(self, request: IRequest) -> bool:
         try:
-            address = ipaddress.ip_address(client_address(request).split("%")[0])
+            address = ipaddress.ip_address(self.auth.client_address(request).split("%")[0])
         except ValueError:
             return False
         if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:

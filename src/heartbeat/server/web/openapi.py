@@ -395,15 +395,18 @@ _REASONS: Final = {
          "`bad_text`, `invalid_body`, `unknown_user`)",
     401: "Not logged in, or the token or session has ended (`unauthenticated`), "
          "or a failed login (`invalid_credentials`, `totp_required`, `invalid_totp`)",
-    403: "Logged in but the role is not enough (`forbidden`), a cookie-authenticated "
-         "change without CSRF proof (`csrf`), a change with a read-only API key "
-         "(`read_only_key`), an API key where a login is needed (`key_not_allowed`), or a "
-         "session that must enrol a second factor first (`totp_enrolment_required`)",
+    403: "Logged in but the role is not enough (`forbidden`), a change sent by a browser "
+         "from another site or a cookie-authenticated change without CSRF proof (`csrf`), a "
+         "change with a read-only API key (`read_only_key`), an API key where a login is "
+         "needed (`key_not_allowed`), a session that must enrol a second factor first "
+         "(`totp_enrolment_required`), or a first user created from elsewhere than the "
+         "server itself (`first_user_not_local`)",
     404: "No such host, or a host the caller holds no role on; no such user or plugin "
          "(`not_found`)",
     409: "The request conflicts with the current state",
     413: "The body is larger than http_max_body (`body_too_large`)",
     415: "The body is not sent as application/json (`unsupported_media_type`)",
+    421: "The Host header names a name not in http_hosts (`unknown_host`): DNS rebinding guard",
     429: "Too many failed logins for this user name or address (`too_many_attempts`); "
          "see Retry-After",
     503: "The feature is switched off in the configuration",
@@ -674,13 +677,17 @@ def _paths() -> dict[str, dict[str, Any]]:
 
 
 def _with_csrf(paths: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Every authenticated change may be refused for lack of CSRF proof (403)."""
+    """Every change may be refused as another site's (403), every request when its Host
+    is not an allowed name (421)."""
     for item in paths.values():
         for method, operation in item.items():
-            if method in ("post", "put", "delete") and operation.get("security") != [] \
-                    and "403" not in operation["responses"]:
-                operation["responses"]["403"] = _json("Error", _REASONS[403])
-                operation["responses"] = dict(sorted(operation["responses"].items()))
+            if method not in ("get", "post", "put", "delete"):
+                continue
+            responses = operation["responses"]
+            if method != "get" and "403" not in responses:
+                responses["403"] = _json("Error", _REASONS[403])
+            responses["421"] = _json("Error", _REASONS[421])
+            operation["responses"] = dict(sorted(responses.items()))
     return paths
 
 

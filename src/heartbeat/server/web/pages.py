@@ -33,7 +33,7 @@ from heartbeat.server.auth import (
     SecondFactorRefused,
 )
 from heartbeat.server.registry import Registry
-from heartbeat.server.web.auth import LOGIN_PAGE, WebAuth, client_address
+from heartbeat.server.web.auth import LOGIN_PAGE, WebAuth
 
 __all__ = ["PACKAGED_STATIC", "PACKAGED_TEMPLATES", "Pages", "StaticFiles", "Templates"]
 
@@ -224,7 +224,7 @@ class Pages:
         if origin is not None and not self.auth.same_origin(request, origin):
             return self._login_page(request, target, "This form must be sent from this site.",
                                     status=403)
-        address = client_address(request)
+        address = self.auth.client_address(request)
         challenge = _arg(request, "challenge")
         if challenge is not None:
             code = (_arg(request, "code") or "").strip()
