@@ -106,5 +106,5 @@ def network_problem(network: str) -> str | None:
     try:
         ipaddress.ip_network(network, strict=False)
     except ValueError:
-        return f"{network!r} is not an IP address or network (e.g. 10.0.0.1 or 10.0.0.0/8)"
+        return f"{network!r:.60} is not an IP address or network (e.g. 10.0.0.1 or 10.0.0.0/8)"
     return None

@@ -60,16 +60,6 @@ def _nsupdate_server(value: Any) -> str | None:
     return f"must be 'host' or 'host port', got {value!r:.60}"
 
 
-def _network(value: Any) -> str | None:
-    import ipaddress  # noqa: PLC0415 - only for this check
-
-    try:
-        ipaddress.ip_network(value, strict=False)
-    except ValueError:
-        return f"not an address or network: {value!r:.60}"
-    return None
-
-
 def _domain_name(value: Any) -> str | None:
     labels = value.rstrip(".").split(".")
     if len(value) <= 253 and all(_DNS_LABEL.fullmatch(label) for label in labels):
@@ -176,7 +166,8 @@ class MetricsConfig:
 
     enabled: bool = option(False, doc="serve GET /metrics on hbd_port")
     allow: list[str] = option(
-        [], each(_network), doc="addresses or networks that may scrape without credentials")
+        [], each(network_problem),
+        doc="addresses or networks that may scrape without credentials")
     max_series: int = option(100000, positive, doc="plugin metric series per scrape at most")
 
 
