@@ -21,7 +21,13 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
 from twisted.python.failure import Failure
 
-from heartbeat.config.server import HostConfig, MetricsConfig, ServerConfig, UserConfig
+from heartbeat.config.server import (
+    HostConfig,
+    MetricsConfig,
+    ServerConfig,
+    StatusPageConfig,
+    UserConfig,
+)
 from heartbeat.events import Event
 from heartbeat.passwords import hash_password
 from heartbeat.server.compose import STORE_FILE, Seams, build
@@ -103,6 +109,7 @@ class Stack:
         threshold_configs: dict[str, Any] | None = None,
         metrics: dict[str, Any] | None = None,
         config: dict[str, Any] | None = None,
+        status_pages: dict[str, Any] | None = None,
     ) -> None:
         self.path = directory / STORE_FILE
         self.users = users or {}
@@ -111,6 +118,7 @@ class Stack:
         self.idle_timeout = idle_timeout
         self.thresholds = thresholds or {}
         self.threshold_configs = threshold_configs or {}
+        self.status_pages = status_pages or {}
         self.config = ServerConfig(
             state_dir=str(directory), journal_enabled=journal,
             journal_dir=str(directory / "journal"), users=self.users, hosts=self.hosts,
@@ -118,6 +126,8 @@ class Stack:
             http_max_body=max_body, thresholds=self.thresholds,
             threshold_configs=self.threshold_configs, grace=10.0, interval=30.0,
             metrics=MetricsConfig(**(metrics or {})),
+            status_pages={slug: StatusPageConfig(**page)
+                          for slug, page in self.status_pages.items()},
             **{"http_hosts": ["heartbeat.test", "localhost"], **(config or {})})
         self.extra_config = config
         self.clock = Clock()
@@ -166,7 +176,7 @@ class Stack:
         again = Stack(self.path.parent, users=self.users, hosts=self.hosts,
                       default_owner=self.default_owner, idle_timeout=self.idle_timeout,
                       thresholds=self.thresholds, threshold_configs=self.threshold_configs,
-                      config=self.extra_config)
+                      config=self.extra_config, status_pages=self.status_pages)
         again.clock.advance(self.clock.seconds() - again.clock.seconds())
         return again
 

@@ -46,8 +46,8 @@ def test_datagrams_flow_through_the_whole_tree(tmp_path: Path) -> None:
 
     server.stop()
     assert server.service.stopped == [  # type: ignore[attr-defined]
-        "hangup", "websocket-0", "web", "ingest", "monitor", "alerting", "journal", "auth",
-        "store"]
+        "hangup", "websocket-0", "web", "ingest", "status-pages", "monitor", "alerting",
+        "journal", "auth", "store"]
     assert [c for c in server.reactor.getDelayedCalls() if c.active()] == []
 
 

@@ -42,7 +42,8 @@ V2_TABLES = ["acknowledgements", "flap_states", "held_problems", "maintenance_wi
              "operation_ids", "silences"]
 V3_TABLES = ["api_keys"]
 V4_TABLES = ["auth_settings", "totp"]
-TABLES = sorted(V1_TABLES + V2_TABLES + V3_TABLES + V4_TABLES)
+V5_TABLES = ["badges"]
+TABLES = sorted(V1_TABLES + V2_TABLES + V3_TABLES + V4_TABLES + V5_TABLES)
 """The tables of a store at the newest version."""
 
 
@@ -185,7 +186,8 @@ class NewStoreTests:
         conn.set_trace_callback(None)
         assert (done.found, done.version, done.changed) == (StoreVersion(0), NEWEST, True)
         assert [s.split()[0] for s in seen] == (
-            ["PRAGMA", "SELECT", "BEGIN"] + ["CREATE"] * 18 + ["ALTER", "PRAGMA", "COMMIT"])
+            ["PRAGMA", "SELECT", "BEGIN"] + ["CREATE"] * 18 + ["ALTER"] + ["CREATE"] * 2
+            + ["PRAGMA", "COMMIT"])
         assert seen[-2:] == [f"PRAGMA user_version = {NEWEST}", "COMMIT"]
         assert _tables(conn) == TABLES
         conn.close()

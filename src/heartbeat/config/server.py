@@ -36,6 +36,7 @@ __all__ = [
     "PushoverConfig",
     "ServerConfig",
     "SignalConfig",
+    "StatusPageConfig",
     "UserConfig",
 ]
 
@@ -161,6 +162,16 @@ class SignalConfig:
 
 
 @dataclass(frozen=True)
+class StatusPageConfig:
+    """A public status page under ``status_pages.<slug>``: ``/status/<slug>``."""
+
+    title: str = option("Status", doc="the page's heading and its badge's label")
+    hosts: list[str] = option(
+        [], doc="host names or globs (web*, db?, *.example.com) whose name and state it shows")
+    description: str = option("", doc="a line of text under the title")
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     """Prometheus exposition at ``GET /metrics`` under ``metrics:``."""
 
@@ -220,6 +231,8 @@ class ServerConfig:
         [], each(network_problem),
         doc="reverse proxies (addresses or networks) whose X-Forwarded-For names the client")
     metrics: MetricsConfig = option(MetricsConfig(), doc="Prometheus exposition at /metrics")
+    status_pages: dict[str, StatusPageConfig] = option(
+        {}, doc="public status pages (no login): /status/<slug> with the hosts' names and states")
 
     # State and journal
     state_dir: str = option("/var/lib/heartbeat", doc="SQLite store directory")

@@ -10,6 +10,7 @@ ask. Pure code.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 from heartbeat.config.checks import USER_NAME, dns_label, key_problem
@@ -30,6 +31,24 @@ def check_server(config: ServerConfig, source: str) -> None:
     _check_notify(config, source)
     _check_keys(config, source)
     _check_flapping(config, source)
+    _check_status_pages(config, source)
+
+
+_SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+
+
+def _check_status_pages(config: ServerConfig, source: str) -> None:
+    """Each slug can be a URL path segment; each page names some hosts."""
+    for slug, page in config.status_pages.items():
+        if not _SLUG.fullmatch(slug):
+            raise ConfigError(source, f"status_pages.{slug}",
+                              "a slug is 1-64 of a-z 0-9 _ - (it is the page's URL: "
+                              "/status/<slug>)")
+        if not page.hosts:
+            raise ConfigError(source, f"status_pages.{slug}.hosts",
+                              "name the hosts it shows (names or globs such as web*)")
+        if not page.title.strip():
+            raise ConfigError(source, f"status_pages.{slug}.title", "must not be empty")
 
 
 def _check_ports(config: ServerConfig, source: str) -> None:

@@ -40,9 +40,13 @@ import heartbeat
 from heartbeat.config.server import ServerConfig
 from heartbeat.events import (
     HOST_ADDRESS,
+    HOST_DOWN,
+    HOST_NEW,
     HOST_PLUGINS,
     HOST_REMOVED,
     HOST_RTT,
+    HOST_UNREACHABLE,
+    HOST_UP,
     RECEIVED,
     Event,
     EventBus,
@@ -87,6 +91,7 @@ from heartbeat.server.web.auth import WebAuth
 from heartbeat.server.web.metrics import MetricsPage, parse_networks
 from heartbeat.server.web.origin import RequestPolicy
 from heartbeat.server.web.pages import Pages, Templates
+from heartbeat.server.web.status import StatusBoard, load_badges
 from heartbeat.server.web.websocket import EventHub, FeedFactory
 
 __all__ = [
@@ -136,6 +141,8 @@ SUBSCRIPTIONS: Final = (
     # Then the records: each event once, in causal order (message, host.*, alert, outcomes).
     Subscription("journal", "record", None, exclude=(HOST_PLUGINS, HOST_RTT)),
     Subscription("hub", "publish", None, exclude=(HOST_RTT,)),
+    Subscription("status_board", "on_host",
+                 (HOST_NEW, HOST_UP, HOST_DOWN, HOST_UNREACHABLE, HOST_REMOVED)),
     # Then the actions on the world outside, which report back as events.
     Subscription("notifier", "on_event", NOTIFIED_KINDS),
     Subscription("dns", "on_address", (HOST_ADDRESS,)),
@@ -233,6 +240,7 @@ class Server:
     service: ServerService
     subscribed: list[tuple[str, Subscriber]] = field(default_factory=list)
     metrics: MetricsPage | None = None
+    status_board: StatusBoard | None = None
 
 
 class ServerService(MultiService):
@@ -534,7 +542,21 @@ def _status(server: Server) -> dict[str, Callable[[], Any]]:
             "queued": journal.queued}
     if server.metrics is not None:
         sources["metrics"] = server.metrics.to_json
+    if server.status_board is not None:
+        sources["status_pages"] = server.status_board.to_json
     return sources
+
+
+def make_status_board(config: ServerConfig, registry: Registry, store: StoreService,
+                      reactor: Any) -> StatusBoard:
+    """The public status pages of ``status_pages`` and the badges kept in the store."""
+    board = StatusBoard(registry, config.status_pages, store, reactor, templates(config),
+                        version=heartbeat.__version__)
+    try:
+        board.restore(load_badges(store.conn))
+    except sqlite3.Error as e:
+        raise SystemExit(f"heartbeat: state_dir: cannot read the badges: {e}") from None
+    return board
 
 
 def make_metrics(config: ServerConfig, registry: Registry, engine: ThresholdEngine, *,
@@ -578,16 +600,17 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
     hub = EventHub(registry, alerts=alerting.engine, clock=reactor)
     auth.add_revoke_listener(hub.session_ended)
     status: dict[str, Callable[[], Any]] = {}
+    status_board = make_status_board(config, registry, store, reactor)
     api = HeartbeatAPI(registry, store, journal, reactor, status, auth=web_auth, bus=bus,
                        dns_trigger=dns.trigger if dns is not None else None,
                        max_body=config.http_max_body, alerts=alerting.engine, config=config,
-                       config_path=settings.path)
+                       config_path=settings.path, status_board=status_board)
     metrics = make_metrics(
         config, registry, alerting.engine, status=status, web_auth=web_auth, started=api.started,
         run_in_thread=seams.run_in_thread or (
             lambda fn, *args: deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)))
     root = WebRoot(api, FeedFactory(hub, auth=web_auth), make_pages(config, web_auth, registry),
-                   metrics=metrics)
+                   metrics=metrics, status=status_board)
     site = HeartbeatSite(root.app.resource(), config.http_idle_timeout, config.http_max_body,
                          config.http_request_timeout, reactor, policy=policy)
     budget = ConnectionBudget(config.http_max_connections, config.http_max_connections_per_ip)
@@ -602,13 +625,13 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
         dns=dns, alerting=alerting, ingest=ingest,
         signatures=ingest.signing.policy if ingest.signing is not None else None,
         monitor=monitor, hub=hub, api=api, root=root, site=site, budget=budget, status=status,
-        service=top, metrics=metrics)
+        service=top, metrics=metrics, status_board=status_board)
     top.parts = server
     status.update(_status(server))
     server.subscribed = subscribe_all(bus, server)
 
     # Dependency order: each child needs only those before it (stopped in reverse).
-    for service in (store, auth, journal, notifier, dns, alerting, monitor):
+    for service in (store, auth, journal, notifier, dns, alerting, monitor, status_board):
         if service is not None:
             service.setServiceParent(top)
     make_udp_service(ingest, config.hb_host, config.hb_port, config.udp_rcvbuf,

@@ -154,6 +154,15 @@ ALTER TABLE sessions ADD COLUMN restricted INTEGER NOT NULL DEFAULT 0;
 # step used and the digests of the recovery codes left (JSON list); settings changed
 # through the API (totp_required); sessions that may only enrol a second factor.
 
+_V5_BADGES = """
+CREATE TABLE badges (
+    token TEXT PRIMARY KEY, kind TEXT NOT NULL, target TEXT NOT NULL, created REAL NOT NULL
+);
+CREATE UNIQUE INDEX badges_by_target ON badges (kind, target);
+"""
+# Version 5: the badges of hosts and status pages (docs/STATUS_PAGES.md): a random
+# token per host or page, so a badge can be published, and revoked, on its own.
+
 STEPS: Final[Sequence[Step]] = (
     Step(1, "hosts, plugin data, queued commands, users, sessions, host access, alert states",
          sqlite=_V1_SQLITE),
@@ -162,6 +171,7 @@ STEPS: Final[Sequence[Step]] = (
     Step(3, "API keys", sqlite=_V3_API_KEYS),
     Step(4, "second factors (TOTP), auth settings, restricted sessions",
          sqlite=_V4_SECOND_FACTOR),
+    Step(5, "badges of hosts and status pages", sqlite=_V5_BADGES),
 )
 NEWEST: Final = STEPS[-1].version
 """The schema version this code reads and writes."""

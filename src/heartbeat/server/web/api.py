@@ -71,6 +71,7 @@ from heartbeat.server.web.schema import (
     USER_UPDATE_BODY,
     read_json,
 )
+from heartbeat.server.web.status import StatusBoard
 from heartbeat.server.web.stream import StreamedBody
 from heartbeat.text import json_bytes
 
@@ -159,6 +160,7 @@ class HeartbeatAPI:
         alerts: ThresholdEngine | None = None,
         config: ServerConfig | None = None,
         config_path: str | None = None,
+        status_board: StatusBoard | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -175,6 +177,7 @@ class HeartbeatAPI:
         self.alerts = alerts
         self.config = config
         self.config_path = config_path
+        self.status_board = status_board
         self.views = HostViews(registry, alerts)
         self.started = clock.seconds()
 
@@ -738,6 +741,60 @@ class HeartbeatAPI:
         log.info("api: API key {key_id} of {user} revoked by {by}", key_id=key_id, user=user,
                  by=viewer.name)
         return json_response(request, {"revoked": key_id})
+
+    # Public status pages and badges
+    def _board(self) -> StatusBoard:
+        if self.status_board is None:
+            raise ApiError(503, "status_pages_disabled", "this server has no status board")
+        return self.status_board
+
+    @app.route("/api/0/status-pages", methods=["GET"])
+    def status_pages(self, request: IRequest) -> bytes:
+        self.viewer(request)
+        board = self._board()
+        pages = []
+        for slug, status_page in sorted(board.pages.items()):
+            badge = board.badges.of("page", slug)
+            snapshot = board.snapshot(slug)
+            pages.append({"slug": slug, "title": status_page.title,
+                          "description": status_page.description,
+                          "hosts": list(status_page.patterns), "url": f"/status/{slug}",
+                          "badge": None if badge is None else badge.to_json()["url"],
+                          "summary": snapshot["summary"]})
+        return json_response(request, {"pages": pages})
+
+    @app.route("/api/0/status-pages/<slug>/badge", methods=["POST"])
+    def status_page_badge(self, request: IRequest, slug: str) -> bytes:
+        viewer = self.admin(request)
+        board = self._board()
+        board.page(slug)
+        badge = board.make_badge("page", slug)
+        log.info("api: the badge of status page {slug} renewed by {by}", slug=slug,
+                 by=viewer.name)
+        return json_response(request, badge.to_json(), 201)
+
+    @app.route("/api/0/hosts/<name>/badge", methods=["GET"])
+    def host_badge(self, request: IRequest, name: str) -> bytes:
+        self._known_host(request, name, Role.OWNER)
+        badge = self._board().badges.of("host", name)
+        if badge is None:
+            raise ApiError(404, "not_found", f"{name!r} has no badge: POST makes one")
+        return json_response(request, badge.to_json())
+
+    @app.route("/api/0/hosts/<name>/badge", methods=["POST"])
+    def host_badge_make(self, request: IRequest, name: str) -> bytes:
+        viewer = self._known_host(request, name, Role.OWNER)
+        badge = self._board().make_badge("host", name)
+        log.info("api: a badge for {host} made by {by}", host=name, by=viewer.name)
+        return json_response(request, badge.to_json(), 201)
+
+    @app.route("/api/0/hosts/<name>/badge", methods=["DELETE"])
+    def host_badge_revoke(self, request: IRequest, name: str) -> bytes:
+        self._known_host(request, name, Role.OWNER)
+        badge = self._board().revoke_badge("host", name)
+        if badge is None:
+            raise ApiError(404, "not_found", f"{name!r} has no badge")
+        return json_response(request, {"revoked": badge.token})
 
     # Second factor (TOTP): the user themself; admins see it and remove it
     def _totp_owner(self, request: IRequest, user: str, self_only: bool) -> Viewer:

@@ -28,10 +28,11 @@ from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from heartbeat.server.web.api import HeartbeatAPI
 from heartbeat.server.web.auth import SAFE_METHODS, own_origin
-from heartbeat.server.web.errors import routing_error
+from heartbeat.server.web.errors import ApiError, routing_error
 from heartbeat.server.web.metrics import MetricsPage
 from heartbeat.server.web.origin import RequestPolicy, host_name
 from heartbeat.server.web.pages import PAGE_CSP, Pages
+from heartbeat.server.web.status import StatusBoard, StatusFeedFactory
 from heartbeat.server.web.websocket import FeedFactory
 from heartbeat.text import json_bytes
 
@@ -67,10 +68,14 @@ class WebRoot:
     app = Klein()
 
     def __init__(self, api: HeartbeatAPI, feed: FeedFactory, pages: Pages | None = None, *,
-                 metrics: MetricsPage | None = None) -> None:
+                 metrics: MetricsPage | None = None, status: StatusBoard | None = None
+                 ) -> None:
         self.api = api
         self.pages = pages
         self.metrics = metrics
+        self.status = status
+        self._status_feed = None if status is None else WebSocketResource(
+            StatusFeedFactory(status))
         self._ws = WebSocketResource(feed)
 
     def _pages(self) -> Pages:
@@ -91,6 +96,36 @@ class WebRoot:
         if self.metrics is None:
             raise NotFound()
         return self.metrics.render(request)
+
+    # Public status pages and badges: no login (heartbeat.server.web.status)
+    def _board(self) -> StatusBoard:
+        if self.status is None:
+            raise NotFound()
+        return self.status
+
+    @app.handle_errors(ApiError)
+    def _api_error(self, request: IRequest, failure: Failure) -> bytes:
+        error = failure.value
+        assert isinstance(error, ApiError)
+        return error.respond(request)
+
+    @app.route("/status/<slug>.json", methods=["GET", "HEAD"])
+    def status_json(self, request: IRequest, slug: str) -> bytes:
+        return self._board().render_json(request, slug)
+
+    @app.route("/status/<slug>", methods=["GET", "HEAD"])
+    def status_page(self, request: IRequest, slug: str) -> bytes:
+        return self._board().render_page(request, slug)
+
+    @app.route("/status/<slug>/feed")
+    def status_feed(self, request: IRequest, slug: str) -> IResource:
+        self._board()
+        assert self._status_feed is not None
+        return self._status_feed
+
+    @app.route("/badge/<token>.svg", methods=["GET", "HEAD"])
+    def badge(self, request: IRequest, token: str) -> bytes:
+        return self._board().render_badge(request, token)
 
     @app.route("/static/<name>", methods=["GET", "HEAD"])
     def static(self, request: IRequest, name: str) -> bytes:

@@ -281,6 +281,26 @@ SCHEMAS: Final[dict[str, Any]] = {
                        "source": {"type": "string", "enum": ["config", "api"]}},
         "required": ["totp_required", "source"],
     },
+    "Badge": {
+        "type": "object",
+        "properties": {"token": {"type": "string"},
+                       "kind": {"type": "string", "enum": ["host", "page"]},
+                       "target": {"type": "string"}, "created": {"type": "number"},
+                       "url": {"type": "string", "description": "/badge/<token>.svg"}},
+        "required": ["token", "kind", "target", "created", "url"],
+    },
+    "StatusPages": {
+        "type": "object",
+        "properties": {"pages": {"type": "array", "items": {
+            "type": "object",
+            "properties": {"slug": {"type": "string"}, "title": {"type": "string"},
+                           "description": {"type": "string"},
+                           "hosts": {"type": "array", "items": {"type": "string"}},
+                           "url": {"type": "string"}, "badge": _STRING_OR_NULL,
+                           "summary": {"type": "object"}},
+            "required": ["slug", "title", "hosts", "url", "badge", "summary"]}}},
+        "required": ["pages"],
+    },
     "ApiKeyList": {
         "type": "object",
         "properties": {"user": {"type": "string"},
@@ -628,6 +648,24 @@ def _paths() -> dict[str, dict[str, Any]]:
                         (403, 404, 409), role="the user themself (not with a key)",
                         body=KEY_CREATE_BODY, tag="keys",
                         example={"name": "prometheus", "scope": "ro", "expires": None}),
+        },
+        "/api/0/status-pages": {
+            "get": _op("The public status pages: their URLs, badges and how they stand",
+                       (200, "StatusPages"), (503,), tag="status pages")},
+        "/api/0/status-pages/{slug}/badge": {
+            "parameters": [_path("slug", "the page's slug", "public")],
+            "post": _op("A new badge token for the page (the old one stops working)",
+                        (201, "Badge"), (403, 404, 503), role=ADMIN, tag="status pages")},
+        "/api/0/hosts/{name}/badge": {
+            "parameters": [HOST],
+            "get": _op("The host's badge", (200, "Badge"), (403, 404, 503), role=OWNER,
+                       tag="status pages"),
+            "post": _op("Make the host's badge (a new token, replacing any)", (201, "Badge"),
+                        (403, 404, 503), role=OWNER, tag="status pages"),
+            "delete": _op("Revoke the host's badge",
+                          (200, {"type": "object", "properties": {"revoked": {"type": "string"}},
+                                 "required": ["revoked"]}), (403, 404, 503), role=OWNER,
+                          tag="status pages"),
         },
         "/api/0/users/{user}/totp": {
             "parameters": [USER],

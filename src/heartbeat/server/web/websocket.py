@@ -37,7 +37,7 @@ from heartbeat.server.web.hostview import HostViews
 from heartbeat.text import json_bytes
 
 __all__ = ["MAX_CLIENT_MESSAGE", "MAX_FEED_MESSAGE", "SNAPSHOT_PAGE", "EventHub",
-           "FeedFactory", "FeedProtocol", "SnapshotPages"]
+           "FeedFactory", "FeedProtocol", "SnapshotPages", "unsent_bytes"]
 
 log = Logger()
 MAX_CLIENT_MESSAGE: Final = 64 * 1024
@@ -227,12 +227,16 @@ class FeedProtocol(WebSocketServerProtocol):
 
     def backlog(self) -> int:
         """Bytes written but not yet taken by the kernel."""
-        transport: Any = self.transport
-        size = 0
-        for name in ("dataBuffer", "_tempDataLen"):
-            value = getattr(transport, name, 0)
-            size += len(value) if isinstance(value, bytes | bytearray) else int(value or 0)
-        return size
+        return unsent_bytes(self.transport)
+
+
+def unsent_bytes(transport: Any) -> int:
+    """Bytes a connection's transport holds that the kernel has not taken yet."""
+    size = 0
+    for name in ("dataBuffer", "_tempDataLen"):
+        value = getattr(transport, name, 0)
+        size += len(value) if isinstance(value, bytes | bytearray) else int(value or 0)
+    return size
 
 
 class FeedFactory(WebSocketServerFactory):

@@ -1,0 +1,91 @@
+"""A public status page in headless Chromium: no login, live over its feed, and whole
+without JavaScript."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.support import ServerProcess, wait_until
+from tests.test_ui import (  # noqa: F401 - browser_type_launch_args and ui are fixtures
+    Site,
+    Watch,
+    _hash,
+    browser_type_launch_args,
+    expect,
+    playwright_api,
+    ui,
+)
+
+pytestmark = pytest.mark.integration
+Page = playwright_api.Page
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
+    server = ServerProcess(
+        tmp_path_factory.mktemp("ui-status"), grace=0.5,
+        users={"alice": {"admin": True, "password": _hash("alice")}},
+        hosts={"mail1": {}},
+        status_pages={"public": {"title": "Example status", "hosts": ["web*", "mail1"]}},
+    ).start()
+    yield Site(server)
+    server.stop()
+
+
+def _rows(page: Page) -> list[tuple[str, str]]:
+    return [(tr.get_attribute("data-host"), tr.get_attribute("data-state"))
+            for tr in page.locator("#status-hosts tbody tr").all()]
+
+
+def test_page_updates_live_without_login(ui: tuple[Page, Watch],  # noqa: F811
+                                         site: Site) -> None:
+    """Anyone opens it; a host appears, goes down and comes back on the page as it happens."""
+    page, _ = ui
+    site.send({"ID": "HTB", "name": "web1", "interval": 30})
+    wait_until(lambda: site.request("/api/0/hosts/web1")[0] == 200)
+    page.goto(site.base + "/status/public")
+    expect(page.locator("#live-state")).to_have_attribute("data-state", "live")
+    assert _rows(page) == [("mail1", "UNKNOWN"), ("web1", "UP")]
+    expect(page.locator("#overall")).to_have_attribute("data-overall", "degraded")
+    site.send({"ID": "HTB", "name": "web2", "interval": 1})
+    expect(page.locator("tr[data-host=web2]")).to_have_attribute("data-state", "UP")
+    expect(page.locator("tr[data-host=web2]")).to_have_attribute("data-state", "DOWN")
+    assert _rows(page)[0] == ("web2", "DOWN")  # the worst first
+    expect(page.locator("#counts")).to_have_text("1 up, 1 down, 1 unknown of 3")
+    site.send({"ID": "HTB", "name": "mail1", "interval": 30})
+    site.send({"ID": "HTB", "name": "web2", "interval": 30})
+    expect(page.locator("#overall")).to_have_attribute("data-overall", "operational")
+    expect(page.locator("#overall-text")).to_have_text("All systems operational")
+    badge = page.locator("#status-badge")
+    assert badge.evaluate("img => img.complete && img.naturalWidth") > 50
+
+
+def test_page_is_whole_without_javascript(browser: Any, site: Site) -> None:
+    """With scripts off the server-rendered page has every host, its state and the counts."""
+    site.send({"ID": "HTB", "name": "web3", "interval": 30})
+    wait_until(lambda: site.request("/api/0/hosts/web3")[0] == 200)
+    context = browser.new_context(java_script_enabled=False)
+    try:
+        page = context.new_page()
+        page.goto(site.base + "/status/public")
+        states = dict(_rows(page))
+        assert (states["web3"], set(states) >= {"mail1", "web1", "web3"}) == ("UP", True)
+        expect(page.locator("#live-state")).to_have_text("· reloads every minute")
+        expect(page.locator("h1")).to_have_text("Example status")
+        assert page.locator("meta[http-equiv=refresh]").count() == 1
+    finally:
+        context.close()
+
+
+def test_phone_width(browser: Any, site: Site) -> None:
+    """At 390 px the table stacks into labelled cells, no sideways scrolling."""
+    context = browser.new_context(viewport={"width": 390, "height": 800})
+    try:
+        page = context.new_page()
+        page.goto(site.base + "/status/public")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    finally:
+        context.close()
