@@ -167,12 +167,12 @@ class Stack:
         if self.journal is not None:
             fired(self.journal.stopService())
         fired(self.store.flush())
-        self.store.conn.close()
+        self.store.backend.close()
 
     def restarted(self) -> Stack:
         """The same state directory opened again, as after a server restart."""
         fired(self.store.flush())
-        self.store.conn.close()
+        self.store.backend.close()
         again = Stack(self.path.parent, users=self.users, hosts=self.hosts,
                       default_owner=self.default_owner, idle_timeout=self.idle_timeout,
                       thresholds=self.thresholds, threshold_configs=self.threshold_configs,

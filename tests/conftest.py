@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.postgres import PostgresCluster, postgres_bin
 from tests.support import ServerProcess
 
 
@@ -43,3 +44,23 @@ def server_factory(tmp_path: Path) -> Iterator[Any]:
 def server(server_factory: Any) -> ServerProcess:
     """One real server on free loopback ports with its state under tmp_path."""
     return server_factory()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """One real PostgreSQL server for the test session (tests/postgres.py)."""
+    bindir = postgres_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed (/usr/lib/postgresql/*/bin/initdb): "
+                    "apt-get install postgresql, as .ci/apt-install does")
+    cluster = PostgresCluster(bindir).start()
+    yield cluster
+    cluster.destroy()
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: PostgresCluster) -> Iterator[str]:
+    """A new empty database of the session's PostgreSQL, dropped after the test."""
+    url = postgres_cluster.new_database()
+    yield url
+    postgres_cluster.drop_database(url)

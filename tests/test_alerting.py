@@ -15,7 +15,7 @@ from heartbeat.server.alerting import AlertingService, load_alert_states, remind
 from heartbeat.server.compose import wire
 from heartbeat.server.registry import Registry
 from heartbeat.server.serial import ImmediateWorker
-from heartbeat.server.store import StoreService, open_database
+from heartbeat.server.store import StoreService, open_sqlite
 from heartbeat.server.thresholds.engine import ThresholdEngine
 from heartbeat.server.thresholds.rulebook import RuleBook
 
@@ -36,11 +36,11 @@ class Rig:
         self.alerts: list[Event] = []
         self.bus.subscribe(self.alerts.append, [ALERT])
         self.registry = Registry(grace=10.0, default_interval=30.0)
-        self.conn = open_database(path)
-        self.store = StoreService(self.conn, ImmediateWorker(), self.clock, 0.5)
+        self.backend = open_sqlite(path)
+        self.store = StoreService(self.backend, ImmediateWorker(), self.clock, 0.5)
         config = ServerConfig(thresholds=RULES, threshold_renotify_interval=renotify)
         self.engine = ThresholdEngine(RuleBook.from_config(config, "test.yaml"))
-        self.engine.restore(load_alert_states(self.conn))
+        self.engine.restore(self.store.load(load_alert_states))
         self.service = AlertingService(
             self.engine, self.bus, self.store, self.clock,
             watched=(lambda host: host in watched) if watched is not None else lambda h: True,
@@ -69,7 +69,7 @@ class Rig:
 
     def stored(self) -> list[tuple[str, str, str, Any, float | None]]:
         return sorted((s.host, s.metric_path, s.level.value, s.value, s.last_notified)
-                      for s in load_alert_states(self.conn))
+                      for s in self.store.load(load_alert_states))
 
     def seen(self) -> list[tuple[str, str, str, str, bool, bool]]:
         return [(e.host, e.data["metric_path"], e.data["previous"], e.data["level"],

@@ -18,7 +18,7 @@ from heartbeat.server.compose import wire
 from heartbeat.server.journal import JournalFile, JournalService
 from heartbeat.server.registry import Registry
 from heartbeat.server.serial import ImmediateWorker
-from heartbeat.server.store import HostRecorder, StoreService, open_database
+from heartbeat.server.store import HostRecorder, StoreService, open_sqlite
 from heartbeat.server.web.api import HeartbeatAPI
 from heartbeat.server.web.app import WebRoot
 from heartbeat.server.web.auth import WebAuth
@@ -44,7 +44,7 @@ class Server:
         self.clock.advance(1000.0)
         self.bus = EventBus(on_error=lambda s, e, x: None)
         self.registry = Registry(grace=5, default_interval=10)
-        self.store = StoreService(open_database(tmp_path / "s.sqlite3"),
+        self.store = StoreService(open_sqlite(tmp_path / "s.sqlite3"),
                                   ImmediateWorker(), self.clock)
         recorder = HostRecorder(self.registry, self.store, 1e9, 100)
         self.journal_file = JournalFile(tmp_path, "j", 1_000_000, 1)

@@ -108,7 +108,7 @@ class Rig:
         journal = self.server.journal
         assert journal is not None
         journal.journal.close()
-        self.server.store.conn.close()
+        self.server.store.backend.close()
 
 
 names = st.sampled_from(HOSTS)

@@ -23,7 +23,7 @@ from heartbeat.server.ingest import IngestProtocol
 from heartbeat.server.journal import JournalFile, JournalService
 from heartbeat.server.registry import Registry
 from heartbeat.server.serial import ImmediateWorker
-from heartbeat.server.store import HostRecorder, StoreService, open_database
+from heartbeat.server.store import HostRecorder, StoreService, open_sqlite
 
 
 class Server:
@@ -38,7 +38,7 @@ class Server:
         self.journal = JournalService(
             JournalFile(directory / "journal", "messages.journal", config.journal_max_size,
                         config.journal_max_backups), ImmediateWorker(), self.clock, 0.5)
-        self.store = StoreService(open_database(directory / "s.sqlite3"),
+        self.store = StoreService(open_sqlite(directory / "s.sqlite3"),
                                   ImmediateWorker(), self.clock, 0.5)
         recorder = HostRecorder(self.registry, self.store, config.history_retention,
                                 config.history_max_samples)
@@ -197,7 +197,7 @@ def test_store_on_a_stalled_disk_holds_bounded_memory(tmp_path: Path) -> None:
     """With the store's writer stuck, one batch is in flight and waiting history is capped."""
     clock = Clock()
     worker = StalledWorker()
-    store = StoreService(open_database(tmp_path / "s.sqlite3"), worker, clock, 0.5)
+    store = StoreService(open_sqlite(tmp_path / "s.sqlite3"), worker, clock, 0.5)
     registry = Registry(grace=5, default_interval=10)
     bus = EventBus(on_error=lambda s, e, x: pytest.fail(f"subscriber failed: {x!r}"))
     recorder = HostRecorder(registry, store, 3600.0, 10**6, max_pending=1000)
@@ -215,7 +215,8 @@ def test_store_on_a_stalled_disk_holds_bounded_memory(tmp_path: Path) -> None:
     worker.unstick()
     clock.advance(0.5)
     worker.unstick()
-    rows = store.conn.execute("SELECT COUNT(*) FROM plugin_history").fetchone()[0]
+    rows = store.backend.conn.execute(  # type: ignore[attr-defined]
+        "SELECT COUNT(*) FROM plugin_history").fetchone()[0]
     assert (rows, store.commits) == (1500, 2)
     store.stopService()
     worker.unstick()

@@ -32,6 +32,7 @@ from heartbeat.server.migrations import (
 from heartbeat.server.registry import Host, HostState, PendingCommand, PluginSample
 from heartbeat.server.sessions import Session
 from heartbeat.server.store import load_hosts, open_database, read_history
+from heartbeat.server.tables import SqliteTables
 from heartbeat.server.thresholds.engine import AlertState
 from heartbeat.server.thresholds.rules import Level
 
@@ -148,13 +149,14 @@ ALERTS = [
 
 
 def _assert_release_rows(conn: sqlite3.Connection) -> None:
-    hosts = load_hosts(conn)
+    tables = SqliteTables(conn)
+    hosts = load_hosts(tables)
     for host in hosts:
         assert host.results == deque()
     assert sorted(hosts, key=lambda h: h.name) == sorted(HOSTS, key=lambda h: h.name)
-    assert {key: read_history(*key, 100)(conn) for key in HISTORY} == HISTORY
-    assert load_auth(conn) == AUTH
-    assert load_alert_states(conn) == ALERTS
+    assert {key: read_history(*key, 100)(tables) for key in HISTORY} == HISTORY
+    assert load_auth(tables) == AUTH
+    assert load_alert_states(tables) == ALERTS
 
 
 class StepListTests:
@@ -246,8 +248,8 @@ class ReleaseFixtureTests:
         conn.close()
         conn = open_database(path)
         assert _tables(conn) == TABLES
-        assert sorted(h.name for h in load_hosts(conn)) == ["db1", "mail1", "web1"]
-        assert load_auth(conn) == StoredAuth()
+        assert sorted(h.name for h in load_hosts(SqliteTables(conn))) == ["db1", "mail1", "web1"]
+        assert load_auth(SqliteTables(conn)) == StoredAuth()
         conn.close()
         assert _version(path) == NEWEST
 
@@ -257,11 +259,12 @@ class LaterStepTests:
 
     NEXT = NEWEST + 1
     STEPS = (*STEPS,
-             Step(NEXT, "hosts get a note", sqlite="ALTER TABLE hosts ADD COLUMN note TEXT"),
+             Step(NEXT, "hosts get a note", sqlite="ALTER TABLE hosts ADD COLUMN note TEXT",
+                  postgresql=""),
              Step(NEXT + 1, "each host's note says how many plugins it had",
                   sqlite=lambda conn: conn.execute(
                       "UPDATE hosts SET note = (SELECT COUNT(*) FROM plugin_latest"
-                      " WHERE plugin_latest.host = hosts.name)")))
+                      " WHERE plugin_latest.host = hosts.name)"), postgresql=""))
 
     def test_older_store_gets_the_steps_it_lacks_in_order(self, tmp_path: Path) -> None:
         """A store at the newest version runs the two later steps (SQL, then a function)
@@ -298,7 +301,8 @@ class LaterStepTests:
         open_database(path).close()
         before = _digest(path)
         mistake = "CREATE TABLE later (x); INSERT INTO nowhere VALUES (1)"
-        broken = (*self.STEPS, Step(self.NEXT + 2, "a step with a mistake", sqlite=mistake))
+        broken = (*self.STEPS, Step(self.NEXT + 2, "a step with a mistake", sqlite=mistake,
+                                            postgresql=""))
         conn = _connect(path)
         with pytest.raises(SchemaError) as refused:
             upgrade(conn, path, broken)

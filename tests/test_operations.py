@@ -19,7 +19,7 @@ from heartbeat.server.operations import OperationsService, load_operations
 from heartbeat.server.registry import Registry
 from heartbeat.server.serial import ImmediateWorker
 from heartbeat.server.silences import SilenceBook
-from heartbeat.server.store import StoreService, open_database
+from heartbeat.server.store import StoreService, open_sqlite
 from heartbeat.server.suppression import Suppression
 
 T0 = 1_800_000_000.0
@@ -32,8 +32,8 @@ class Ops:
     def __init__(self, path: Path, now: float = T0) -> None:
         self.clock = Clock()
         self.clock.advance(now)
-        self.conn = open_database(path)
-        self.store = StoreService(self.conn, ImmediateWorker(), self.clock, 0.5)
+        self.backend = open_sqlite(path)
+        self.store = StoreService(self.backend, ImmediateWorker(), self.clock, 0.5)
         self.flaps = FlapDetector()
         self.registry = Registry(grace=10, default_interval=30, dependencies=DependencyGraph(),
                                  flaps=self.flaps)
@@ -42,7 +42,7 @@ class Ops:
         self.service = OperationsService(self.suppression, self.events.append, self.store,
                                          self.clock, registry=self.registry, engine=None,
                                          flaps=self.flaps, default_zone="UTC")
-        self.service.restore(load_operations(self.conn))
+        self.service.restore(self.store.load(load_operations))
         self.service.attach()
 
     def start(self) -> Ops:

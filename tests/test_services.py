@@ -21,12 +21,8 @@ from heartbeat.server.monitor import MonitorService
 from heartbeat.server.registry import Registry
 from heartbeat.server.serial import ImmediateWorker
 from heartbeat.server.store import (
-    HostRecorder,
-    StoreService,
-    load_hosts,
     maintenance_period,
     open_database,
-    read_history,
 )
 
 
@@ -294,144 +290,7 @@ class JournalServiceTests:
         assert clock.getDelayedCalls() == []
 
 
-class StoreTests:
-    def _store(self, tmp_path: Path, clock: Clock, retention: float = 100.0,
-               max_samples: int = 3) -> tuple[StoreService, Registry, EventBus]:
-        conn = open_database(tmp_path / "s.sqlite3")
-        registry = Registry(grace=5, default_interval=10)
-        bus = make_bus()
-        store = StoreService(conn, ImmediateWorker(), clock, flush_interval=0.5)
-        wire(bus, recorder=HostRecorder(registry, store, retention=retention,
-                                        max_samples=max_samples))
-        return store, registry, bus
-
-    def _apply(self, registry: Registry, bus: EventBus, message: dict[str, Any],
-               now: float) -> None:
-        """What ingest does: publish the message as received, then its effects."""
-        bus.publish(Event(RECEIVED, message["name"], now, {
-            "message": message, "source_ip": "10.0.0.1", "source_port": 1},
-            json.dumps(message).encode()))
-        bus.publish_all(registry.apply(message, ("10.0.0.1", 1), now).events)
-
-    def test_hosts_and_plugins_written_in_batches(self, tmp_path: Path, clock: Clock) -> None:
-        """Host rows and plugin samples reach SQLite on the flush timer, and load back."""
-        store, registry, bus = self._store(tmp_path, clock)
-        store.startService()
-        self._apply(registry, bus, {"ID": "HTB", "name": "h", "interval": 7}, 1000.0)
-        self._apply(registry, bus, {"ID": "PLG", "name": "h",
-                                    "plugins": {"cpu": {"v": 1}}}, 1000.0)
-        reader = sqlite3.connect(tmp_path / "s.sqlite3")
-        assert reader.execute("SELECT COUNT(*) FROM hosts").fetchone() == (0,)
-        clock.advance(0.5)
-        assert reader.execute("SELECT name, state, interval FROM hosts").fetchall() == [
-            ("h", "UP", 7.0)]
-        hosts = load_hosts(reader)
-        assert [(h.name, h.state.value, {p: s.data for p, s in h.plugins.items()})
-                for h in hosts] == [("h", "UP", {"cpu": {"v": 1}})]
-        store.stopService()
-        assert clock.getDelayedCalls() == []
-
-    def test_history_newest_first_and_capped(self, tmp_path: Path, clock: Clock) -> None:
-        """History reads are newest first, per plugin; maintenance trims age and count."""
-        store, registry, bus = self._store(tmp_path, clock, max_samples=7)
-        self._apply(registry, bus, {"ID": "PLG", "name": "h", "plugins": {"cpu": {"v": -1}}},
-                    850.0)
-        for i in range(6):
-            plugins: dict[str, Any] = {"cpu": {"v": i}}
-            if i % 2:
-                plugins["mem"] = {"m": i}
-            self._apply(registry, bus, {"ID": "PLG", "name": "h", "plugins": plugins},
-                        900.0 + i * 20)
-        got: list[Any] = []
-        store.read(read_history("h", "cpu", 2)).addCallback(got.append)
-        assert got[0] == [{"ts": 1000.0, "data": {"v": 5}}, {"ts": 980.0, "data": {"v": 4}}]
-        store.read(read_history("h", "mem", 10)).addCallback(got.append)
-        assert got[1] == [{"ts": 1000.0, "data": {"m": 5}}, {"ts": 960.0, "data": {"m": 3}},
-                          {"ts": 920.0, "data": {"m": 1}}]
-        store.read(read_history("h", "cpu", 10)).addCallback(got.append)
-        assert [s["data"]["v"] for s in got[2]] == [5, 4, 3, 2, 1, 0, -1]
-        store.startService()  # maintenance runs at start: retention 100 s, cap 7 messages
-        store.read(read_history("h", "cpu", 10)).addCallback(got.append)
-        assert [s["data"]["v"] for s in got[3]] == [5, 4, 3, 2, 1, 0]
-        HostRecorder(registry, store, retention=100.0, max_samples=2).prune(store.conn, 1000.0)
-        store.read(read_history("h", "cpu", 10)).addCallback(got.append)
-        assert [s["data"]["v"] for s in got[4]] == [5, 4]  # e.g. a lowered history_max_samples
-        store.stopService()
-
-    def test_flooding_host_trimmed_before_maintenance(self, tmp_path: Path,
-                                                      clock: Clock) -> None:
-        """A host sending faster than its cap is trimmed with its next batch, not 10 min later."""
-        store, registry, bus = self._store(tmp_path, clock, max_samples=3)
-        counts = []
-        for i in range(10):
-            self._apply(registry, bus, {"ID": "PLG", "name": "h", "plugins": {"cpu": {"v": i}}},
-                        900.0 + i)
-            store.flush()
-            counts.append(store.conn.execute("SELECT COUNT(*) FROM plugin_history").fetchone()[0])
-        assert counts == [1, 2, 3, 4, 5, 3, 4, 5, 3, 4]
-        got: list[Any] = []
-        store.read(read_history("h", "cpu", 10)).addCallback(got.append)
-        assert [s["data"]["v"] for s in got[0]] == [9, 8, 7, 6]
-
-    def test_latest_survives_reload_per_plugin(self, tmp_path: Path, clock: Clock) -> None:
-        """Each plugin's newest sample loads back even when later messages lack it."""
-        store, registry, bus = self._store(tmp_path, clock)
-        self._apply(registry, bus, {"ID": "PLG", "name": "h",
-                                    "plugins": {"os": {"s": 1}, "cpu": {"v": 1}}}, 10.0)
-        self._apply(registry, bus, {"ID": "PLG", "name": "h", "plugins": {"cpu": {"v": 2}}}, 20.0)
-        store.flush()
-        (host,) = load_hosts(store.conn)
-        assert {p: (s.ts, s.data) for p, s in host.plugins.items()} == {
-            "os": (10.0, {"s": 1}), "cpu": (20.0, {"v": 2})}
-
-    def test_queued_commands_survive_reload(self, tmp_path: Path, clock: Clock) -> None:
-        """A queued CMD/UPD and its sends so far load back; once answered it is gone."""
-        store, registry, bus = self._store(tmp_path, clock)
-        self._apply(registry, bus, {"ID": "HTB", "name": "h", "interval": 7}, 10.0)
-        cmd, _ = registry.queue_command("h", "CMD", {"cmd": "restart", "args": ["-q"]}, 11.0,
-                                        by="alice")
-        upd, _ = registry.queue_command("h", "UPD", {"version": "2.0"}, 12.0)
-        self._apply(registry, bus, {"ID": "HTB", "name": "h", "interval": 7}, 13.0)
-        store.flush()
-        (host,) = load_hosts(store.conn)
-        assert [c.to_json() for c in host.pending.values()] == [
-            {"cmd_id": cmd.cmd_id, "kind": "CMD", "queued": 11.0, "attempts": 1, "by": "alice",
-             "cmd": "restart", "args": ["-q"]},
-            {"cmd_id": upd.cmd_id, "kind": "UPD", "queued": 12.0, "attempts": 1, "by": None,
-             "version": "2.0"}]
-        self._apply(registry, bus, {"ID": "RES", "name": "h", "cmd_id": cmd.cmd_id, "rc": 0},
-                    14.0)
-        store.flush()
-        (host,) = load_hosts(store.conn)
-        assert list(host.pending) == [upd.cmd_id]
-        bus.publish(registry.remove("h", 15.0))  # type: ignore[arg-type]
-        store.flush()
-        assert store.conn.execute("SELECT COUNT(*) FROM commands").fetchone() == (0,)
-
-    def test_failed_batch_is_rolled_back_and_counted(self, tmp_path: Path,
-                                                     clock: Clock) -> None:
-        """A failing write rolls its whole batch back and is counted, not raised."""
-        store, _registry, _bus = self._store(tmp_path, clock)
-        store.write("INSERT INTO hosts (name, state) VALUES (?, ?)", ("a", "UP"))
-        store.write("INSERT INTO nowhere VALUES (1)")
-        store.flush()
-        assert (store.failures, store.commits) == (1, 0)
-        rows = store.conn.execute("SELECT COUNT(*) FROM hosts").fetchone()
-        assert rows == (0,)
-
-    def test_removed_host_deleted(self, tmp_path: Path, clock: Clock) -> None:
-        """Removing a host deletes its rows."""
-        store, registry, bus = self._store(tmp_path, clock)
-        self._apply(registry, bus, {"ID": "PLG", "name": "h", "plugins": {"p": {}}}, 1.0)
-        store.flush()
-        removed = registry.remove("h", 2.0)
-        assert removed is not None
-        bus.publish(removed)
-        store.flush()
-        counts = [store.conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-                  for t in ("hosts", "plugin_latest", "plugin_history")]
-        assert counts == [0, 0, 0]
-
+class StoreFileTests:
     def test_corrupt_database_refused(self, tmp_path: Path) -> None:
         """A file that is not an SQLite database stops start-up with an error."""
         (tmp_path / "bad.sqlite3").write_bytes(b"this is not sqlite" * 100)

@@ -8,6 +8,7 @@ from pathlib import Path
 from heartbeat.config.server import HostConfig
 from heartbeat.server.access import HostAccess
 from heartbeat.server.auth import load_auth
+from heartbeat.server.tables import SqliteTables
 from tests.apistack import Stack, user
 
 
@@ -32,7 +33,7 @@ def test_a_damaged_access_row_gives_the_host_to_admins_only(tmp_path: Path) -> N
     with sqlite3.connect(tmp_path / "heartbeat.sqlite3") as conn:
         conn.execute("UPDATE host_access SET managers = '[\"bob\"' WHERE host = 'web1'")
     with sqlite3.connect(tmp_path / "heartbeat.sqlite3") as conn:
-        stored = load_auth(conn)
+        stored = load_auth(SqliteTables(conn))
     assert (stored.damaged, stored.access) == (["web1"], {
         "web1": HostAccess(None, (), (), "api"),
         "web2": HostAccess("admin", ("eve",), (), "api")})
@@ -61,6 +62,6 @@ def test_access_rows_of_the_wrong_shape_are_damaged_too(tmp_path: Path) -> None:
         conn.executemany("INSERT INTO host_access VALUES (?, ?, ?, ?)", [
             ("a", "admin", "7", "[]"), ("b", "admin", "[]", "[1, 2]"),
             ("c", b"\xff", "[]", "[]"), ("d", "admin", '["bob"]', '["eve"]')])
-        stored = load_auth(conn)
+        stored = load_auth(SqliteTables(conn))
     assert stored.damaged == ["a", "b", "c"]
     assert stored.access["d"] == HostAccess("admin", ("bob",), ("eve",), "api")

@@ -15,7 +15,7 @@ from heartbeat.config.server import UserConfig
 from heartbeat.server.access import Directory
 from heartbeat.server.auth import AuthService, PasswordHasher
 from heartbeat.server.serial import ImmediateWorker
-from heartbeat.server.store import StoreService, open_database
+from heartbeat.server.store import StoreService, open_sqlite
 from heartbeat.server.user_policy import (
     Action,
     CreateUser,
@@ -180,12 +180,12 @@ def held(tmp_path: Path) -> Iterator[tuple[AuthService, HeldWorker]]:
     """Admins alice and carol and user bob, their new passwords hashed when the test says."""
     worker = HeldWorker()
     clock = Clock()
-    store = StoreService(open_database(tmp_path / "s.sqlite3"), ImmediateWorker(), clock)
+    store = StoreService(open_sqlite(tmp_path / "s.sqlite3"), ImmediateWorker(), clock)
     users = {"alice": ADMIN, "carol": UserConfig(admin=True), "bob": PLAIN}
     service = AuthService(Directory(users, {}), store, PasswordHasher(worker, iterations=1000),
                           clock, idle_timeout=3600)
     yield service, worker
-    store.conn.close()
+    store.backend.close()
 
 
 def outcome(d: Deferred[Any]) -> Any:

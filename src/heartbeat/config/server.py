@@ -61,6 +61,22 @@ def _nsupdate_server(value: Any) -> str | None:
     return f"must be 'host' or 'host port', got {value!r:.60}"
 
 
+def _store_url(value: Any) -> str | None:
+    from urllib.parse import parse_qs, urlsplit  # noqa: PLC0415 - only for this check
+
+    try:
+        url = urlsplit(value)
+        password = url.password
+    except ValueError as e:
+        return f"not a URL: {e}"
+    if url.scheme not in ("postgresql", "postgres"):
+        return f"must be a postgresql:// URL, got {url.scheme or value!r:.60}"
+    if password is not None or "password" in parse_qs(url.query):
+        return ("holds a password: put it in store_password_file or the libpq environment "
+                "(PGPASSWORD, ~/.pgpass), never in the config /settings shows")
+    return None
+
+
 def _domain_name(value: Any) -> str | None:
     labels = value.rstrip(".").split(".")
     if len(value) <= 253 and all(_DNS_LABEL.fullmatch(label) for label in labels):
@@ -236,6 +252,14 @@ class ServerConfig:
 
     # State and journal
     state_dir: str = option("/var/lib/heartbeat", doc="SQLite store directory")
+    store_url: str | None = option(
+        None, _store_url, doc="a PostgreSQL store shared by servers, postgresql://user@host/db "
+        "(docs/HA.md); unset: the SQLite store in state_dir")
+    store_password_file: str | None = option(
+        None, doc="file holding the PostgreSQL password (else libpq's PGPASSWORD, ~/.pgpass)")
+    node_name: str | None = option(
+        None, doc="this server's name among those sharing a PostgreSQL store "
+        "(default: its host name and hbd_port)")
     store_flush_interval: float = option(0.5, positive, doc="store write batch period (s)")
     history_retention: float = option(7 * 86400.0, positive, doc="plugin history kept (s)")
     history_max_samples: int = option(10000, positive, doc="PLG messages kept in history per host")

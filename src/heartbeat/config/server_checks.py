@@ -32,6 +32,7 @@ def check_server(config: ServerConfig, source: str) -> None:
     _check_keys(config, source)
     _check_flapping(config, source)
     _check_status_pages(config, source)
+    _check_store(config, source)
 
 
 _SLUG = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -171,3 +172,10 @@ def _check_flapping(config: ServerConfig, source: str) -> None:
                           f"{config.flap_low_threshold} is above flap_high_threshold "
                           f"{config.flap_high_threshold}: flapping must stop below where it "
                           f"starts")
+
+
+def _check_store(config: ServerConfig, source: str) -> None:
+    """A PostgreSQL password file or node name means nothing without a PostgreSQL store."""
+    for key in ("store_password_file", "node_name"):
+        if getattr(config, key) is not None and config.store_url is None:
+            raise ConfigError(source, key, "only used with store_url (a PostgreSQL store)")

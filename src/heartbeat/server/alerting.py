@@ -10,7 +10,6 @@ nor re-notifies them, and runs the reminder timer.
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable
 from typing import Any
 
@@ -20,7 +19,8 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from heartbeat.events import ALERT, Event, EventBus
-from heartbeat.server.store import StoreService, Write
+from heartbeat.server.store import StoreService
+from heartbeat.server.tables import ALERT_STATES, Tables, Write
 from heartbeat.server.thresholds.engine import Alert, AlertState, ThresholdEngine
 from heartbeat.server.thresholds.rules import Level
 from heartbeat.server.timers import periodic, start_timers, stop_timers
@@ -30,17 +30,13 @@ __all__ = ["AlertingService", "load_alert_states", "reminder_period"]
 
 log = Logger()
 
-_COLUMNS = ("host", "metric_path", "plugin", "level", "value", "threshold_value", "operator",
-            "display", "since", "last_notified")
-_UPSERT = (f"INSERT OR REPLACE INTO alert_states ({', '.join(_COLUMNS)}) "
-           f"VALUES ({', '.join('?' * len(_COLUMNS))})")
 
 
-def load_alert_states(conn: sqlite3.Connection) -> list[AlertState]:
+def load_alert_states(tables: Tables) -> list[AlertState]:
     """Every stored alert state, for ``ThresholdEngine.restore`` (at startup, before threads)."""
     states = []
-    for row in conn.execute(f"SELECT {', '.join(_COLUMNS)} FROM alert_states"):
-        values = dict(zip(_COLUMNS, row, strict=True))
+    for row in tables.rows(ALERT_STATES):
+        values = dict(zip(ALERT_STATES.columns, row, strict=True))
         values["level"] = Level(values["level"])
         for name in ("value", "threshold_value"):
             values[name] = json.loads(values[name]) if values[name] is not None else None
@@ -54,12 +50,12 @@ def _row(state: AlertState) -> tuple[Any, ...]:
             state.last_notified)
 
 
-def _write_states(conn: sqlite3.Connection, rows: list[tuple[Any, ...]],
+def _write_states(tables: Tables, rows: list[tuple[Any, ...]],
                   deletes: list[tuple[str, str]]) -> None:
     """On the store's worker: JSON-encode the values here, off the reactor thread."""
-    conn.executemany(_UPSERT, [(*row[:4], json_bytes(row[4]).decode(),
-                                json_bytes(row[5]).decode(), *row[6:]) for row in rows])
-    conn.executemany("DELETE FROM alert_states WHERE host = ? AND metric_path = ?", deletes)
+    tables.put(ALERT_STATES, [(*row[:4], json_bytes(row[4]).decode(),
+                               json_bytes(row[5]).decode(), *row[6:]) for row in rows])
+    tables.delete(ALERT_STATES, deletes)
 
 
 def reminder_period(renotify_interval: float) -> float:
@@ -128,7 +124,7 @@ class AlertingService(Service):
         if not upserts and not deletes:
             return []
         rows = [_row(state) for state in upserts]
-        return [lambda conn: _write_states(conn, rows, deletes)]
+        return [lambda tables: _write_states(tables, rows, deletes)]
 
     def to_json(self) -> dict[str, Any]:
         return {"active": self.engine.summary(), "published": self.published,

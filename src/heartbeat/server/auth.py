@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,7 +39,8 @@ from heartbeat.server.limits import address_key
 from heartbeat.server.second_factor import SecondFactor, load_second_factor
 from heartbeat.server.serial import Worker
 from heartbeat.server.sessions import TOUCH_PERSIST, LoginThrottle, Session, SessionBook
-from heartbeat.server.store import StoreService, Write
+from heartbeat.server.store import StoreService
+from heartbeat.server.tables import API_KEYS, HOST_ACCESS, SESSIONS, USERS, Tables, Write
 from heartbeat.server.timers import periodic, start_timers, stop_timers
 from heartbeat.server.totp import Enrolment
 from heartbeat.server.user_policy import Refused, UserChange, decide
@@ -89,10 +89,10 @@ def _stored_names(text: object, column: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-def load_auth(conn: sqlite3.Connection) -> StoredAuth:
+def load_auth(tables: Tables) -> StoredAuth:
     """The API's user and access changes and the live sessions, for start-up."""
     stored = StoredAuth()
-    for name, data in conn.execute("SELECT name, data FROM users"):
+    for name, data in tables.rows(USERS):
         if data is None:
             stored.users[name] = None
             continue
@@ -105,8 +105,7 @@ def load_auth(conn: sqlite3.Connection) -> StoredAuth:
             stored.users[name] = dataclasses.replace(user, password=password)
         except (ValueError, ConfigError) as e:
             log.error("auth: ignoring the stored user {name}: {error}", name=name, error=e)
-    for host, owner, managers, monitors in conn.execute(
-            "SELECT host, owner, managers, monitors FROM host_access"):
+    for host, owner, managers, monitors in tables.rows(HOST_ACCESS):
         try:
             stored.access[host] = HostAccess(_stored_name(owner, "owner"),
                                              _stored_names(managers, "managers"),
@@ -118,16 +117,22 @@ def load_auth(conn: sqlite3.Connection) -> StoredAuth:
             log.error("auth: the stored access list of host {host!r} is damaged ({error}): "
                       "only admins reach it until one sets its access again "
                       "(PUT /api/0/hosts/{host}/access)", host=host, error=e)
-    for key, user, created, last_used, csrf, address, restricted in conn.execute(
-            "SELECT key, user, created, last_used, csrf, address, restricted FROM sessions"):
+    for key, user, created, last_used, csrf, address, restricted in tables.rows(SESSIONS):
         stored.sessions.append(Session(key, user, created, last_used, csrf, address, last_used,
                                        bool(restricted)))
-    for row in conn.execute(
-            "SELECT digest, key_id, user, name, scope, created, expires, last_used,"
-            " last_address FROM api_keys ORDER BY created, key_id"):
-        stored.keys.append(ApiKey(*row))
-    stored.totp, stored.totp_policy = load_second_factor(conn)
+    for (key_id, digest, *rest) in sorted(tables.rows(API_KEYS),
+                                          key=lambda row: (row[5], row[0])):
+        stored.keys.append(ApiKey(digest, key_id, *rest))
+    stored.totp, stored.totp_policy = load_second_factor(tables)
     return stored
+
+
+def _delete_session(key: str) -> Write:
+    return lambda tables: tables.delete(SESSIONS, [(key,)])
+
+
+def _unrestrict_session(key: str) -> Write:
+    return lambda tables: tables.update(SESSIONS, ("restricted",), [(0, key)])
 
 
 class LoginRefused(Exception):
@@ -282,17 +287,15 @@ class AuthService(Service):
             for session in touched.values():
                 session.persisted_use = session.last_used
                 rows.append((session.last_used, session.key))
-            writes.append(lambda conn: conn.executemany(
-                "UPDATE sessions SET last_used = ? WHERE key = ?", rows))
+            writes.append(lambda tables: tables.update(SESSIONS, ("last_used",), rows))
         if self._keys_touched:
             keys, self._keys_touched = self._keys_touched, {}
             key_rows = []
             for key in keys.values():
                 key.persisted_use = key.last_used
                 key_rows.append((key.last_used, key.last_address, key.key_id))
-            writes.append(lambda conn: conn.executemany(
-                "UPDATE api_keys SET last_used = ?, last_address = ? WHERE key_id = ?",
-                key_rows))
+            writes.append(lambda tables: tables.update(
+                API_KEYS, ("last_used", "last_address"), key_rows))
         return writes
 
     # API keys
@@ -309,10 +312,9 @@ class AuthService(Service):
                    expires: float | None = None) -> tuple[str, ApiKey]:
         """A new key for ``user``: (its token, shown once; the key). KeyLimitReached."""
         token, key = self.keys.create(user, name, scope, self.clock.seconds(), expires)
-        self.store.write(
-            "INSERT INTO api_keys (key_id, digest, user, name, scope, created, expires,"
-            " last_used, last_address) VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
-            (key.key_id, key.digest, key.user, key.name, key.scope, key.created, key.expires))
+        row = (key.key_id, key.digest, key.user, key.name, key.scope, key.created, key.expires,
+               None, None)
+        self.store.submit(lambda tables: tables.add(API_KEYS, [row]))
         log.info("auth: API key {key_id} ({scope}) created for {user}", key_id=key.key_id,
                  scope=scope, user=user)
         return token, key
@@ -321,14 +323,14 @@ class AuthService(Service):
         key = self.keys.revoke(key_id)
         if key is not None:
             self._keys_touched.pop(key_id, None)
-            self.store.write("DELETE FROM api_keys WHERE key_id = ?", (key_id,))
+            self.store.submit(lambda tables: tables.delete(API_KEYS, [(key_id,)]))
             log.info("auth: API key {key_id} of {user} revoked", key_id=key_id, user=key.user)
         return key
 
-    def _prune(self, conn: sqlite3.Connection, now: float) -> None:
+    def _prune(self, tables: Tables, now: float) -> None:
         """Drop stored sessions that ended idle (whether or not this process saw them end)."""
         oldest = now - self.sessions.idle_timeout - TOUCH_PERSIST  # the row may lag memory
-        conn.execute("DELETE FROM sessions WHERE last_used < ?", (oldest,))
+        tables.delete_before(SESSIONS, "last_used", oldest)
 
     def add_revoke_listener(self, listener: Callable[[Session], None]) -> None:
         """``listener(session)`` is told of every session that ends (e.g. to close feeds)."""
@@ -339,7 +341,7 @@ class AuthService(Service):
         for session in sessions:
             self.sessions.revoke(session.key)
             self._touched.pop(session.key, None)
-            self.store.write("DELETE FROM sessions WHERE key = ?", (session.key,))
+            self.store.submit(_delete_session(session.key))
             for listener in self._revoke_listeners:
                 try:
                     listener(session)
@@ -465,11 +467,9 @@ class AuthService(Service):
         now = self.clock.seconds()
         self.throttle.succeeded(keys, keys[:1], now)
         token, session = self.sessions.create(username, now, address, restricted)
-        self.store.write(
-            "INSERT OR REPLACE INTO sessions (key, user, created, last_used, csrf,"
-            " address, restricted) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (session.key, session.user, session.created, session.last_used,
-             session.csrf, session.address, int(restricted)))
+        row = (session.key, session.user, session.created, session.last_used, session.csrf,
+               session.address, int(restricted))
+        self.store.submit(lambda tables: tables.put(SESSIONS, [row]))
         self.logins += 1
         log.info("auth: {user} logged in from {address}{restricted}", user=username,
                  address=address,
@@ -485,8 +485,7 @@ class AuthService(Service):
             for session in self.sessions.sessions.values():
                 if session.user == user and session.restricted:
                     session.restricted = False
-                    self.store.write("UPDATE sessions SET restricted = 0 WHERE key = ?",
-                                     (session.key,))
+                    self.store.submit(_unrestrict_session(session.key))
         return codes
 
     # Users
@@ -529,24 +528,22 @@ class AuthService(Service):
     def _persist_user(self, name: str) -> None:
         changed, user = self.directory.user_change(name)
         if not changed:
-            self.store.write("DELETE FROM users WHERE name = ?", (name,))
+            self.store.submit(lambda tables: tables.delete(USERS, [(name,)]))
             return
         data = None if user is None else json_bytes(dataclasses.asdict(user)).decode()
-        self.store.write("INSERT OR REPLACE INTO users (name, data) VALUES (?, ?)", (name, data))
+        self.store.submit(lambda tables: tables.put(USERS, [(name, data)]))
 
     # Access
     def set_access(self, host: str, access: HostAccess) -> HostAccess:
         access = self.directory.set_access(host, access)
-        self.store.write(
-            "INSERT OR REPLACE INTO host_access (host, owner, managers, monitors)"
-            " VALUES (?, ?, ?, ?)",
-            (host, access.owner, json_bytes(access.managers).decode(),
-             json_bytes(access.monitors).decode()))
+        row = (host, access.owner, json_bytes(access.managers).decode(),
+               json_bytes(access.monitors).decode())
+        self.store.submit(lambda tables: tables.put(HOST_ACCESS, [row]))
         return access
 
     def reset_access(self, host: str) -> HostAccess:
         if self.directory.reset_access(host):
-            self.store.write("DELETE FROM host_access WHERE host = ?", (host,))
+            self.store.submit(lambda tables: tables.delete(HOST_ACCESS, [(host,)]))
         return self.directory.access(host)
 
     def to_json(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 from OpenSSL.crypto import Error as CryptoError
 from OpenSSL.SSL import Error as SSLError
@@ -81,8 +81,9 @@ from heartbeat.server.store import (
     StoreService,
     load_hosts,
     maintenance_period,
-    open_database,
+    open_sqlite,
 )
+from heartbeat.server.tables import Backend, Read
 from heartbeat.server.thresholds.engine import ThresholdEngine
 from heartbeat.server.thresholds.rulebook import RuleBook
 from heartbeat.server.web.api import HeartbeatAPI
@@ -109,6 +110,7 @@ __all__ = [
     "wire",
 ]
 
+T = TypeVar("T")
 log = Logger()
 STORE_FILE = "heartbeat.sqlite3"
 
@@ -316,20 +318,45 @@ def store_path(config: ServerConfig) -> Path:
     return Path(config.state_dir) / STORE_FILE
 
 
-def make_store(config: ServerConfig, registry: Registry, worker: Worker,
-               reactor: Any) -> StoreService:
-    """The store opened and upgraded (one line if it cannot be), its hosts in ``registry``."""
+def open_backend(config: ServerConfig) -> Backend:
+    """The store of the config opened and upgraded: PostgreSQL at ``store_url``, else the
+    SQLite file in ``state_dir``; one line naming the key if it cannot be."""
+    if config.store_url is not None:
+        from heartbeat.server import postgres  # noqa: PLC0415 - psycopg only when used
+
+        return postgres.open_store(config)
     path = store_path(config)
     try:
-        conn = open_database(path)
-        hosts = load_hosts(conn)
+        return open_sqlite(path)
     except SchemaError as e:
         raise SystemExit(f"heartbeat: state_dir: {e}") from None
     except (OSError, sqlite3.Error) as e:
         raise SystemExit(f"heartbeat: state_dir: cannot open the store {path}: {e}") from None
-    registry.restore(hosts, reactor.seconds())
-    return StoreService(conn, worker, reactor, config.store_flush_interval,
-                        maintenance_period(config.history_retention))
+
+
+def _store_key(store: StoreService) -> str:
+    return "store_url" if store.backend.kind == "postgresql" else "state_dir"
+
+
+def load_stored(store: StoreService, fn: Read[T], what: str) -> T:
+    """``fn`` over the store at start-up; one line naming the store's key if it fails."""
+    try:
+        return store.load(fn)
+    except Exception as e:
+        raise SystemExit(f"heartbeat: {_store_key(store)}: cannot read {what} from the store "
+                         f"{store.backend.where}: {e}") from None
+
+
+def make_store(config: ServerConfig, registry: Registry, worker: Callable[[str], Worker],
+               reactor: Any) -> StoreService:
+    """The store opened and upgraded (one line if it cannot be), its hosts in ``registry``."""
+    backend = open_backend(config)
+    store = StoreService(backend, worker("heartbeat-store"), reactor,
+                         config.store_flush_interval,
+                         maintenance_period(config.history_retention),
+                         reader=worker("heartbeat-store-read"))
+    registry.restore(load_stored(store, load_hosts, "the hosts"), reactor.seconds())
+    return store
 
 
 def make_auth(config: ServerConfig, store: StoreService, hasher: PasswordHasher,
@@ -341,10 +368,7 @@ def make_auth(config: ServerConfig, store: StoreService, hasher: PasswordHasher,
     service = AuthService(directory, store, hasher, reactor,
                           idle_timeout=config.session_idle_timeout, throttle=throttle,
                           totp_required=config.totp_required)
-    try:
-        service.restore(load_auth(store.conn))
-    except sqlite3.Error as e:
-        raise SystemExit(f"heartbeat: state_dir: cannot read users from the store: {e}") from None
+    service.restore(load_stored(store, load_auth, "users"))
     if service.enabled:
         log.info("auth: {users} users, {sessions} live sessions; default owner {owner}",
                  users=len(directory.users), sessions=len(service.sessions),
@@ -357,10 +381,7 @@ def make_auth(config: ServerConfig, store: StoreService, hasher: PasswordHasher,
 def make_alerting(config: ServerConfig, rules: RuleBook, registry: Registry, *,
                   store: StoreService, bus: EventBus, reactor: Any) -> AlertingService:
     engine = ThresholdEngine(rules)
-    try:
-        engine.restore(load_alert_states(store.conn))
-    except (sqlite3.Error, ValueError) as e:
-        raise SystemExit(f"heartbeat: state_dir: cannot read the alert states: {e}") from None
+    engine.restore(load_stored(store, load_alert_states, "the alert states"))
     return AlertingService(engine, bus, store, reactor,
                            watched=lambda host: registry.config_for(host).watch,
                            period=reminder_period(config.threshold_renotify_interval))
@@ -552,10 +573,7 @@ def make_status_board(config: ServerConfig, registry: Registry, store: StoreServ
     """The public status pages of ``status_pages`` and the badges kept in the store."""
     board = StatusBoard(registry, config.status_pages, store, reactor, templates(config),
                         version=heartbeat.__version__)
-    try:
-        board.restore(load_badges(store.conn))
-    except sqlite3.Error as e:
-        raise SystemExit(f"heartbeat: state_dir: cannot read the badges: {e}") from None
+    board.restore(load_stored(store, load_badges, "the badges"))
     return board
 
 
@@ -583,7 +601,7 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
     make_worker = seams.worker or (lambda name: SerialWorker(reactor, name))
     bus = EventBus(on_error=seams.on_error)
     registry = make_registry(config)
-    store = make_store(config, registry, make_worker("heartbeat-store"), reactor)
+    store = make_store(config, registry, make_worker, reactor)
     recorder = HostRecorder(registry, store, config.history_retention,
                             config.history_max_samples)
     hasher = PasswordHasher(make_worker("heartbeat-passwords"), seams.password_iterations)

@@ -19,8 +19,10 @@ To change the schema, append a :class:`Step`; never edit a released one (it is
 what older files went through). docs/STORE.md says how, and how the upgrade is
 tested against a database made by each earlier release (tests/fixtures/store/).
 
-The steps are backend-neutral data: each holds its work per SQL dialect (only
-``sqlite`` today; a PostgreSQL backend adds its own field and the same list).
+The steps are backend-neutral data: each holds its work per SQL dialect
+(``sqlite``, ``postgresql``): both backends share one list, one numbering and
+one upgrade order. A PostgreSQL store records its version in a one-row table
+(``heartbeat.server.postgres``), not in ``PRAGMA user_version``.
 No reactor here: the upgrade runs once at start-up, before any thread.
 """
 
@@ -40,6 +42,7 @@ __all__ = [
     "SchemaError",
     "Step",
     "StoreVersion",
+    "check_not_newer",
     "inspect_store",
     "read_version",
     "statements",
@@ -59,6 +62,8 @@ class Step:
     summary: str
     """What the step does and why, for the log and docs/STORE.md."""
     sqlite: Script
+    postgresql: str
+    """The same step for a PostgreSQL store (DDL; heartbeat.server.postgres runs it)."""
 
 
 class SchemaError(Exception):
@@ -163,15 +168,103 @@ CREATE UNIQUE INDEX badges_by_target ON badges (kind, target);
 # Version 5: the badges of hosts and status pages (docs/STATUS_PAGES.md): a random
 # token per host or page, so a badge can be published, and revoked, on its own.
 
+_V1_POSTGRESQL = """
+CREATE TABLE hosts (
+    name TEXT PRIMARY KEY, state TEXT NOT NULL, addr TEXT, port INTEGER,
+    first_seen DOUBLE PRECISION, last_seen DOUBLE PRECISION, since DOUBLE PRECISION,
+    "interval" DOUBLE PRECISION, rtt DOUBLE PRECISION, version TEXT,
+    boot_time DOUBLE PRECISION, down_reason TEXT, expected_by DOUBLE PRECISION
+);
+CREATE TABLE plugin_latest (
+    host TEXT NOT NULL, plugin TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL,
+    message TEXT NOT NULL, PRIMARY KEY (host, plugin)
+);
+CREATE TABLE plugin_history (
+    host TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL, plugins TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX plugin_history_by_host ON plugin_history (host, ts);
+CREATE TABLE commands (
+    host TEXT NOT NULL, cmd_id TEXT NOT NULL, kind TEXT NOT NULL, payload TEXT NOT NULL,
+    queued DOUBLE PRECISION NOT NULL, "by" TEXT, attempts INTEGER NOT NULL,
+    PRIMARY KEY (host, cmd_id)
+);
+CREATE TABLE users (name TEXT PRIMARY KEY, data TEXT);
+CREATE TABLE host_access (
+    host TEXT PRIMARY KEY, owner TEXT, managers TEXT NOT NULL, monitors TEXT NOT NULL
+);
+CREATE TABLE sessions (
+    key TEXT PRIMARY KEY, "user" TEXT NOT NULL, created DOUBLE PRECISION NOT NULL,
+    last_used DOUBLE PRECISION NOT NULL, csrf TEXT NOT NULL, address TEXT
+);
+CREATE TABLE alert_states (
+    host TEXT NOT NULL, metric_path TEXT NOT NULL, plugin TEXT NOT NULL,
+    level TEXT NOT NULL, value TEXT, threshold_value TEXT, operator TEXT NOT NULL,
+    display TEXT NOT NULL, since DOUBLE PRECISION NOT NULL, last_notified DOUBLE PRECISION,
+    PRIMARY KEY (host, metric_path)
+);
+"""
+# PostgreSQL: the same tables (times as DOUBLE PRECISION, SQLite's REAL; "user" and
+# "interval" quoted, being SQL keywords). No store predates versions there.
+
+_V2_POSTGRESQL = """
+CREATE TABLE maintenance_windows (
+    id TEXT PRIMARY KEY, spec TEXT NOT NULL, author TEXT, created DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE silences (
+    id TEXT PRIMARY KEY, host TEXT NOT NULL, metric TEXT NOT NULL,
+    starts DOUBLE PRECISION NOT NULL, ends DOUBLE PRECISION NOT NULL, author TEXT,
+    comment TEXT NOT NULL, created DOUBLE PRECISION NOT NULL, ended_by TEXT
+);
+CREATE TABLE acknowledgements (
+    host TEXT NOT NULL, target TEXT NOT NULL, level TEXT NOT NULL, author TEXT,
+    comment TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, PRIMARY KEY (host, target)
+);
+CREATE TABLE held_problems (
+    host TEXT NOT NULL, key TEXT NOT NULL, level TEXT NOT NULL, reason TEXT NOT NULL,
+    label TEXT NOT NULL, since DOUBLE PRECISION NOT NULL, PRIMARY KEY (host, key)
+);
+CREATE TABLE flap_states (
+    host TEXT NOT NULL, subject TEXT NOT NULL, history TEXT NOT NULL,
+    flapping INTEGER NOT NULL, since DOUBLE PRECISION, PRIMARY KEY (host, subject)
+);
+CREATE TABLE operation_ids (kind TEXT PRIMARY KEY, last INTEGER NOT NULL);
+"""
+
+_V3_API_KEYS_POSTGRESQL = """
+CREATE TABLE api_keys (
+    key_id TEXT PRIMARY KEY, digest TEXT NOT NULL UNIQUE, "user" TEXT NOT NULL,
+    name TEXT NOT NULL, scope TEXT NOT NULL, created DOUBLE PRECISION NOT NULL,
+    expires DOUBLE PRECISION, last_used DOUBLE PRECISION, last_address TEXT
+);
+"""
+
+_V4_POSTGRESQL = """
+CREATE TABLE totp (
+    "user" TEXT PRIMARY KEY, secret TEXT NOT NULL, enrolled DOUBLE PRECISION NOT NULL,
+    last_step BIGINT, recovery TEXT NOT NULL
+);
+CREATE TABLE auth_settings (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+ALTER TABLE sessions ADD COLUMN restricted INTEGER NOT NULL DEFAULT 0;
+"""
+
+_V5_POSTGRESQL = """
+CREATE TABLE badges (
+    token TEXT PRIMARY KEY, kind TEXT NOT NULL, target TEXT NOT NULL,
+    created DOUBLE PRECISION NOT NULL
+);
+CREATE UNIQUE INDEX badges_by_target ON badges (kind, target);
+"""
+
 STEPS: Final[Sequence[Step]] = (
     Step(1, "hosts, plugin data, queued commands, users, sessions, host access, alert states",
-         sqlite=_V1_SQLITE),
+         sqlite=_V1_SQLITE, postgresql=_V1_POSTGRESQL),
     Step(2, "maintenance windows, silences, acknowledgements, held problems, flap histories",
-         sqlite=_V2_SQLITE),
-    Step(3, "API keys", sqlite=_V3_API_KEYS),
+         sqlite=_V2_SQLITE, postgresql=_V2_POSTGRESQL),
+    Step(3, "API keys", sqlite=_V3_API_KEYS, postgresql=_V3_API_KEYS_POSTGRESQL),
     Step(4, "second factors (TOTP), auth settings, restricted sessions",
-         sqlite=_V4_SECOND_FACTOR),
-    Step(5, "badges of hosts and status pages", sqlite=_V5_BADGES),
+         sqlite=_V4_SECOND_FACTOR, postgresql=_V4_POSTGRESQL),
+    Step(5, "badges of hosts and status pages", sqlite=_V5_BADGES, postgresql=_V5_POSTGRESQL),
 )
 NEWEST: Final = STEPS[-1].version
 """The schema version this code reads and writes."""
@@ -216,7 +309,8 @@ def read_version(conn: sqlite3.Connection, path: Path) -> StoreVersion:
                       f"of its tables ({', '.join(sorted(tables))})")
 
 
-def _check_not_newer(found: StoreVersion, path: Path, newest: int) -> None:
+def check_not_newer(found: StoreVersion, path: Path | str, newest: int) -> None:
+    """SchemaError (one line) if the store is of a later release than this code."""
     if found.version > newest:
         raise SchemaError(
             f"the store {path} is at schema version {found.version}, newer than this heartbeat "
@@ -243,7 +337,7 @@ def inspect_store(path: Path, newest: int = NEWEST) -> StoreVersion:
             conn.close()
     except (OSError, sqlite3.Error) as e:
         raise SchemaError(f"cannot read the store {path}: {e}") from None
-    _check_not_newer(found, path, newest)
+    check_not_newer(found, path, newest)
     return found
 
 
@@ -312,7 +406,7 @@ def upgrade(conn: sqlite3.Connection, path: Path, steps: Sequence[Step] = STEPS)
     """
     newest = steps[-1].version
     found = read_version(conn, path)
-    _check_not_newer(found, path, newest)
+    check_not_newer(found, path, newest)
     if found.version == newest and found.recorded:
         return Upgrade(found, newest)
     start = found.version if found.recorded else 0

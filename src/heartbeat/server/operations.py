@@ -20,7 +20,6 @@ outside world:
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
@@ -37,8 +36,19 @@ from heartbeat.server.flapping import FlapDetector
 from heartbeat.server.maintenance import MaintenanceWindow, is_glob, parse_window
 from heartbeat.server.registry import HostState, Registry
 from heartbeat.server.silences import Silence, parse_silence
-from heartbeat.server.store import StoreService, Write
+from heartbeat.server.store import StoreService
 from heartbeat.server.suppression import DOWN_KEY, HeldProblem, Suppression
+from heartbeat.server.tables import (
+    ACKNOWLEDGEMENTS,
+    FLAP_STATES,
+    HELD_PROBLEMS,
+    MAINTENANCE_WINDOWS,
+    OPERATION_IDS,
+    SILENCES,
+    Table,
+    Tables,
+    Write,
+)
 from heartbeat.server.thresholds.engine import AlertState, ThresholdEngine
 from heartbeat.text import json_bytes
 
@@ -88,24 +98,20 @@ class StoredOperations:
     last_ids: dict[str, int] = field(default_factory=dict)
 
 
-def load_operations(conn: sqlite3.Connection) -> StoredOperations:
+def load_operations(tables: Tables) -> StoredOperations:
     """Every stored window, silence, acknowledgement, held problem and flap history."""
     found = StoredOperations()
-    for window_id, spec, author, created in conn.execute(
-            "SELECT id, spec, author, created FROM maintenance_windows"):
+    for window_id, spec, author, created in tables.rows(MAINTENANCE_WINDOWS):
         found.windows.append((window_id, json.loads(spec), author, created))
-    for row in conn.execute("SELECT id, host, metric, starts, ends, author, comment, created,"
-                            " ended_by FROM silences"):
+    for row in tables.rows(SILENCES):
         found.silences.append(Silence(*row))
-    for row in conn.execute("SELECT host, target, level, author, comment, at"
-                            " FROM acknowledgements"):
+    for row in tables.rows(ACKNOWLEDGEMENTS):
         found.acks.append(Acknowledgement(*row))
-    for row in conn.execute("SELECT host, key, level, reason, label, since FROM held_problems"):
+    for row in tables.rows(HELD_PROBLEMS):
         found.held.append(HeldProblem(*row))
-    for host, subject, history, flapping, since in conn.execute(
-            "SELECT host, subject, history, flapping, since FROM flap_states"):
+    for host, subject, history, flapping, since in tables.rows(FLAP_STATES):
         found.flaps.append((host, subject, json.loads(history), bool(flapping), since))
-    found.last_ids = dict(conn.execute("SELECT kind, last FROM operation_ids").fetchall())
+    found.last_ids = dict(tables.rows(OPERATION_IDS))
     return found
 
 
@@ -215,7 +221,7 @@ class OperationsService(Service):
             self.released += 1
             self._event(PROBLEM_STILL, held.host, self._still(held), now)
         for silence_id in self.silences.purge(now - self.retention):
-            self._writes.append(_delete("silences", "id", silence_id))
+            self._writes.append(_delete(SILENCES, silence_id))
 
     def _arm(self) -> None:
         if self._call is not None and self._call.active():
@@ -278,9 +284,7 @@ class OperationsService(Service):
         self.calendar.put(window)
         spec = json_bytes(window.spec).decode()
         row = (window.id, spec, window.author, window.created)
-        self._writes.append(lambda conn: conn.execute(
-            "INSERT OR REPLACE INTO maintenance_windows (id, spec, author, created)"
-            " VALUES (?, ?, ?, ?)", row))
+        self._writes.append(lambda tables: tables.put(MAINTENANCE_WINDOWS, [row]))
         self._writes.append(_last_id("maintenance", int(window.id)))
         self._event(kind, "", {**window.to_json(now), "by": by}, now)
         log.info("operations: {what} {id} by {user}", what=kind, id=window.id, user=by)
@@ -291,7 +295,7 @@ class OperationsService(Service):
         window = self.calendar.remove(window_id)
         if window is None:
             return None
-        self._writes.append(_delete("maintenance_windows", "id", window_id))
+        self._writes.append(_delete(MAINTENANCE_WINDOWS, window_id))
         self._event(MAINTENANCE_DELETED, "", {**window.to_json(now), "by": by}, now)
         log.info("operations: maintenance window {id} deleted by {user}", id=window_id, user=by)
         self._changed()
@@ -322,9 +326,7 @@ class OperationsService(Service):
 
     def _keep_silence(self, silence: Silence) -> None:
         row = tuple(silence.to_row().values())
-        self._writes.append(lambda conn: conn.execute(
-            "INSERT OR REPLACE INTO silences (id, host, metric, starts, ends, author, comment,"
-            " created, ended_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", row))
+        self._writes.append(lambda tables: tables.put(SILENCES, [row]))
 
     def acknowledge(self, host: str, target: str, level: str, by: str | None,
                     comment: str) -> Acknowledgement:
@@ -332,9 +334,7 @@ class OperationsService(Service):
         ack = Acknowledgement(host, target, level, by, comment, now)
         self.acks.put(ack)
         row = (host, target, level, by, comment, now)
-        self._writes.append(lambda conn: conn.execute(
-            "INSERT OR REPLACE INTO acknowledgements (host, target, level, author, comment, at)"
-            " VALUES (?, ?, ?, ?, ?, ?)", row))
+        self._writes.append(lambda tables: tables.put(ACKNOWLEDGEMENTS, [row]))
         self._event(ACK_ADDED, host, _ack_json(ack), now)
         log.info("operations: {host} {target} acknowledged at {at_level} by {user}", host=host,
                  target=target or "(host)", at_level=level, user=by)
@@ -348,8 +348,8 @@ class OperationsService(Service):
         return ack
 
     def _forget_ack(self, ack: Acknowledgement, by: str | None, reason: str) -> None:
-        self._writes.append(lambda conn: conn.execute(
-            "DELETE FROM acknowledgements WHERE host = ? AND target = ?", (ack.host, ack.target)))
+        self._writes.append(lambda tables: tables.delete(ACKNOWLEDGEMENTS,
+                                                         [(ack.host, ack.target)]))
         self._event(ACK_REMOVED, ack.host, {**_ack_json(ack), "removed_by": by,
                                             "reason": reason}, self.clock.seconds())
 
@@ -389,21 +389,15 @@ class OperationsService(Service):
         held, gone = self.suppression.take_dirty()
         if held or gone:
             rows = [(h.host, h.key, h.level, h.reason, h.label, h.since) for h in held]
-            writes.append(lambda conn: (
-                conn.executemany("DELETE FROM held_problems WHERE host = ? AND key = ?", gone),
-                conn.executemany("INSERT OR REPLACE INTO held_problems (host, key, level,"
-                                 " reason, label, since) VALUES (?, ?, ?, ?, ?, ?)", rows)))
+            writes.append(lambda tables: tables.delete(HELD_PROBLEMS, gone))
+            writes.append(lambda tables: tables.put(HELD_PROBLEMS, rows))
         if self.flaps is not None:
             changed, dropped = self.flaps.take_dirty()
             if changed or dropped:
                 flap_rows = [(host, subject, json_bytes(list(f.history)).decode(), int(f.flapping),
                               f.since) for host, subject, f in changed]
-                writes.append(lambda conn: (
-                    conn.executemany("DELETE FROM flap_states WHERE host = ? AND subject = ?",
-                                     dropped),
-                    conn.executemany("INSERT OR REPLACE INTO flap_states (host, subject,"
-                                     " history, flapping, since) VALUES (?, ?, ?, ?, ?)",
-                                     flap_rows)))
+                writes.append(lambda tables: tables.delete(FLAP_STATES, dropped))
+                writes.append(lambda tables: tables.put(FLAP_STATES, flap_rows))
         return writes
 
     def to_json(self) -> dict[str, Any]:
@@ -429,11 +423,9 @@ def _number(text: str) -> int:
     return int(text) if text.isdigit() else 0
 
 
-def _delete(table: str, column: str, value: str) -> Write:
-    return lambda conn: conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (value,))
+def _delete(table: Table, key: str) -> Write:
+    return lambda tables: tables.delete(table, [(key,)])
 
 
 def _last_id(kind: str, number: int) -> Write:
-    return lambda conn: conn.execute(
-        "INSERT INTO operation_ids (kind, last) VALUES (?, ?) ON CONFLICT (kind) DO UPDATE"
-        " SET last = MAX(last, excluded.last)", (kind, number))
+    return lambda tables: tables.raise_to(OPERATION_IDS, [(kind, number)])

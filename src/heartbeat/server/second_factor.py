@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import sqlite3
 from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any, Final
@@ -30,6 +29,7 @@ from twisted.logger import Logger
 from heartbeat.server.access import Directory
 from heartbeat.server.sessions import token_digest
 from heartbeat.server.store import StoreService
+from heartbeat.server.tables import AUTH_SETTINGS, TOTP, Read, Tables
 from heartbeat.server.totp import (
     POLICIES,
     Enrolment,
@@ -62,26 +62,23 @@ def _row_enrolment(row: tuple[Any, ...] | None) -> Enrolment | None:
     return Enrolment(secret, enrolled, last_step, tuple(json.loads(recovery)))
 
 
-def read_enrolment(user: str) -> Any:
+def read_enrolment(user: str) -> Read[Enrolment | None]:
     """A store read: ``user``'s enrolment or None."""
-    def run(conn: sqlite3.Connection) -> Enrolment | None:
-        return _row_enrolment(conn.execute(
-            "SELECT secret, enrolled, last_step, recovery FROM totp WHERE user = ?",
-            (user,)).fetchone())
+    def run(tables: Tables) -> Enrolment | None:
+        rows = tables.rows(TOTP, user=user)
+        return _row_enrolment(rows[0][1:] if rows else None)
     return run
 
 
-def load_second_factor(conn: sqlite3.Connection) -> tuple[dict[str, Enrolment], str | None]:
+def load_second_factor(tables: Tables) -> tuple[dict[str, Enrolment], str | None]:
     """Every enrolment and the policy set through the API (None: the config's), at start-up."""
     enrolments = {}
-    for user, *rest in conn.execute(
-            "SELECT user, secret, enrolled, last_step, recovery FROM totp"):
+    for user, *rest in tables.rows(TOTP):
         enrolment = _row_enrolment(tuple(rest))
         assert enrolment is not None
         enrolments[user] = enrolment
-    row = conn.execute("SELECT value FROM auth_settings WHERE name = ?",
-                       (POLICY_KEY,)).fetchone()
-    return enrolments, None if row is None else str(row[0])
+    rows = tables.rows(AUTH_SETTINGS, name=POLICY_KEY)
+    return enrolments, None if not rows else str(rows[0][1])
 
 
 @dataclass
@@ -134,13 +131,12 @@ class SecondFactor:
         if policy not in POLICIES:
             raise ValueError(f"totp_required must be one of {', '.join(POLICIES)}")
         self.policy, self.policy_source = policy, "api"
-        self.store.write("INSERT OR REPLACE INTO auth_settings (name, value) VALUES (?, ?)",
-                         (POLICY_KEY, policy))
+        self.store.submit(lambda tables: tables.put(AUTH_SETTINGS, [(POLICY_KEY, policy)]))
         log.info("auth: totp_required is now {policy}", policy=policy)
 
     def reset_policy(self) -> None:
         self.policy, self.policy_source = self.configured_policy, "config"
-        self.store.write("DELETE FROM auth_settings WHERE name = ?", (POLICY_KEY,))
+        self.store.submit(lambda tables: tables.delete(AUTH_SETTINGS, [(POLICY_KEY,)]))
 
     # Enrolment
     def start(self, user: str, issuer: str) -> dict[str, Any]:
@@ -175,18 +171,16 @@ class SecondFactor:
 
     def _save(self, user: str, enrolment: Enrolment) -> None:
         self.enrolments[user] = enrolment
-        self.store.write(
-            "INSERT OR REPLACE INTO totp (user, secret, enrolled, last_step, recovery)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (user, enrolment.secret, enrolment.enrolled, enrolment.last_step,
-             json.dumps(list(enrolment.recovery))))
+        row = (user, enrolment.secret, enrolment.enrolled, enrolment.last_step,
+               json.dumps(list(enrolment.recovery)))
+        self.store.submit(lambda tables: tables.put(TOTP, [row]))
 
     def disable(self, user: str) -> bool:
         self._starting.pop(user, None)
         self._spent.pop(user, None)
         if self.enrolments.pop(user, None) is None:
             return False
-        self.store.write("DELETE FROM totp WHERE user = ?", (user,))
+        self.store.submit(lambda tables: tables.delete(TOTP, [(user,)]))
         log.info("auth: the second factor of {user} was removed", user=user)
         return True
 
@@ -217,12 +211,13 @@ class SecondFactor:
             assert match.step is not None
             self._spent[user] = match.step
             self.enrolments[user] = replace(enrolment, last_step=match.step)
-            self.store.write("UPDATE totp SET last_step = ? WHERE user = ?", (match.step, user))
+            step = match.step
+            self.store.submit(lambda tables: tables.update(TOTP, ("last_step",), [(step, user)]))
         else:
             left = tuple(d for d in enrolment.recovery if d != match.digest)
             self.enrolments[user] = replace(enrolment, recovery=left)
-            self.store.write("UPDATE totp SET recovery = ? WHERE user = ?",
-                             (json.dumps(list(left)), user))
+            codes = json.dumps(list(left))
+            self.store.submit(lambda tables: tables.update(TOTP, ("recovery",), [(codes, user)]))
             log.warn("auth: {user} used a recovery code ({left} left)", user=user,
                      left=len(left))
         return match

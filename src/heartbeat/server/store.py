@@ -1,18 +1,20 @@
-"""The SQLite store: host state, plugin history and whatever later services keep.
+"""The store: host state, plugin history and whatever later services keep.
 
-All SQL runs on one :class:`~heartbeat.server.serial.SerialWorker` thread.
-Writes are queued on the reactor thread and committed together once per
-``flush_interval``, so the store is never more than that behind memory and the
-hot path only appends to a list. Reads go through the same thread after the
-queued writes, so an API read always sees what was accepted before it.
+All SQL runs on the backend's threads (``heartbeat.server.tables``: SQLite by
+default, PostgreSQL for servers sharing one database). Writes are queued on the
+reactor thread and committed together once per ``flush_interval`` on the
+writer's :class:`~heartbeat.server.serial.SerialWorker` thread, so the store is
+never more than that behind memory and the hot path only appends to a list.
+Reads go after the queued writes (on the same thread for SQLite; after the
+flush on the reader's own thread for PostgreSQL), so an API read always sees
+what was accepted before it.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,6 +27,17 @@ from heartbeat.events import Event
 from heartbeat.server import migrations
 from heartbeat.server.registry import Host, HostState, PendingCommand, PluginSample, Registry
 from heartbeat.server.serial import Worker
+from heartbeat.server.tables import (
+    COMMANDS,
+    HOSTS,
+    PLUGIN_HISTORY,
+    PLUGIN_LATEST,
+    Backend,
+    Read,
+    SqliteBackend,
+    Tables,
+    Write,
+)
 from heartbeat.server.timers import periodic, start_timers, stop_timers
 from heartbeat.text import json_bytes
 
@@ -35,24 +48,16 @@ __all__ = [
     "load_hosts",
     "maintenance_period",
     "open_database",
+    "open_sqlite",
     "read_history",
 ]
 
 T = TypeVar("T")
-Write = Callable[[sqlite3.Connection], object]
-"""A queued write: runs on the worker thread inside the batch's transaction."""
 
 # Plugin data is stored as the PLG message's JSON text exactly as received: one
 # history row per message (``plugins`` lists its plugin names as ",a,b,") and,
 # per host and plugin, the newest message that carried it. Nothing is
 # re-encoded on the way in; readers pick the plugin out of the message.
-
-_HOST_COLUMNS = ("name", "state", "addr", "port", "first_seen", "last_seen", "since",
-                 "interval", "rtt", "version", "boot_time", "down_reason", "expected_by")
-_UPSERT_HOST = (
-    f"INSERT OR REPLACE INTO hosts ({', '.join(_HOST_COLUMNS)}) "
-    f"VALUES ({', '.join('?' * len(_HOST_COLUMNS))})"
-)
 
 log = Logger()
 
@@ -91,35 +96,44 @@ def open_database(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def open_sqlite(path: Path) -> SqliteBackend:
+    """:func:`open_database` as the store's backend."""
+    return SqliteBackend(open_database(path), str(path))
+
+
 def maintenance_period(retention: float) -> float:
     """How often retention runs: every 10 minutes, sooner (a tenth of it, at least 1 s)
     for a ``history_retention`` short enough that 10 minutes would keep many times it."""
     return max(1.0, min(600.0, retention / 10))
 
 
-def load_hosts(conn: sqlite3.Connection) -> list[Host]:
+def load_hosts(tables: Tables) -> list[Host]:
     """Every stored host with its latest plugin data, for ``Registry.restore``."""
     hosts: dict[str, Host] = {}
-    for row in conn.execute(f"SELECT {', '.join(_HOST_COLUMNS)} FROM hosts"):
-        values = dict(zip(_HOST_COLUMNS, row, strict=True))
+    for row in tables.rows(HOSTS):
+        values = dict(zip(HOSTS.columns, row, strict=True))
         values["state"] = HostState(values["state"])
         hosts[values["name"]] = Host(**values)
     parsed: dict[str, Any] = {}
-    for name, plugin, ts, text in conn.execute(
-            "SELECT host, plugin, ts, message FROM plugin_latest ORDER BY host"):
+    for name, plugin, ts, text in sorted(tables.rows(PLUGIN_LATEST)):
         if name not in hosts:
             continue
         if text not in parsed:
             parsed.clear()  # rows of one message are adjacent per host; keep memory flat
             parsed[text] = json.loads(text)["plugins"]
         hosts[name].plugins[plugin] = PluginSample(ts, parsed[text][plugin])
-    for name, cmd_id, kind, payload, queued, by, attempts in conn.execute(
-            "SELECT host, cmd_id, kind, payload, queued, by, attempts FROM commands"
-            " ORDER BY queued, rowid"):
+    for name, cmd_id, kind, payload, queued, by, attempts in sorted(
+            tables.rows(COMMANDS), key=_queue_order):
         if name in hosts:
             hosts[name].pending[cmd_id] = PendingCommand(
                 cmd_id, kind, json.loads(payload), queued, by, attempts)
     return list(hosts.values())
+
+
+def _queue_order(row: tuple[Any, ...]) -> tuple[float, int, str]:
+    """Commands in the order they were queued: by time, then by the number ending the id."""
+    number = row[1].rpartition("-")[2]
+    return row[4], int(number) if number.isdigit() else 0, row[1]
 
 
 def _command_rows(hosts: list[Host]) -> tuple[list[tuple[str]], list[tuple[Any, ...]]]:
@@ -136,26 +150,29 @@ def _host_row(host: Host) -> tuple[Any, ...]:
 
 
 class StoreService(Service):
-    """Owns the SQLite connection; batches writes onto the worker thread."""
+    """Owns the backend; batches writes onto its writer thread, reads after them."""
 
     name = "store"
 
     def __init__(
         self,
-        conn: sqlite3.Connection,
+        backend: Backend,
         worker: Worker,
         clock: IReactorTime,
         flush_interval: float = 0.5,
         maintenance_interval: float = 600.0,
+        *,
+        reader: Worker | None = None,
     ) -> None:
-        self.conn = conn
+        self.backend = backend
         self._worker = worker
+        self._reader = reader if reader is not None and backend.separate_reader else None
         self._clock = clock
         self._flush_interval = flush_interval
         self._maintenance_interval = maintenance_interval
         self._pending: list[Write] = []
         self._sources: list[Callable[[], list[Write]]] = []
-        self._maintenance: list[Callable[[sqlite3.Connection, float], None]] = []
+        self._maintenance: list[Callable[[Tables, float], None]] = []
         self._timers = [periodic("store flush", flush_interval, self.flush, clock),
                         periodic("store retention", maintenance_interval, self._maintain, clock)]
         self.commits = 0
@@ -165,20 +182,16 @@ class StoreService(Service):
         self.last_commit: float | None = None
         """Clock time at which the last successful batch was taken for commit."""
 
-    def write(self, sql: str, params: Sequence[Any] = ()) -> None:
-        """Queue one statement for the next commit."""
-        self._pending.append(lambda conn: conn.execute(sql, params))
-
     def submit(self, write: Write) -> None:
-        """Queue ``write(conn)`` for the next commit (for batches built on the worker)."""
+        """Queue ``write(tables)`` for the next commit."""
         self._pending.append(write)
 
     def add_source(self, source: Callable[[], list[Write]]) -> None:
         """``source()`` is asked for writes at every flush (e.g. dirty hosts)."""
         self._sources.append(source)
 
-    def add_maintenance(self, task: Callable[[sqlite3.Connection, float], None]) -> None:
-        """``task(conn, now)`` runs on the worker every ``maintenance_interval`` (retention)."""
+    def add_maintenance(self, task: Callable[[Tables, float], None]) -> None:
+        """``task(tables, now)`` runs on the writer every ``maintenance_interval`` (retention)."""
         self._maintenance.append(task)
 
     def _take(self) -> list[Write]:
@@ -189,15 +202,12 @@ class StoreService(Service):
         return batch
 
     @staticmethod
-    def _commit(conn: sqlite3.Connection, batch: list[Write]) -> None:
-        conn.execute("BEGIN")
-        try:
+    def _run_all(batch: list[Write]) -> Callable[[Tables], None]:
+        def run(tables: Tables) -> None:
             for write in batch:
-                write(conn)
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+                write(tables)
+
+        return run
 
     def flush(self) -> Deferred[None]:
         """Commit everything queued so far; fires when it is on disk."""
@@ -205,7 +215,7 @@ class StoreService(Service):
         if not batch:
             return self._worker.run(lambda: None)
         taken = self._clock.seconds()
-        d = self._worker.run(self._commit, self.conn, batch)
+        d = self._worker.run(self.backend.transaction, self._run_all(batch))
         d.addCallbacks(self._committed, self._failed, callbackArgs=(taken,))
         return d
 
@@ -214,42 +224,54 @@ class StoreService(Service):
         self.last_commit = taken
 
     def to_json(self) -> dict[str, Any]:
-        return {"commits": self.commits, "failures": self.failures,
-                "last_commit": self.last_commit, "dropped_rows": self.dropped_rows,
-                "queued": len(self._pending)}
+        return {"backend": self.backend.kind, "commits": self.commits,
+                "failures": self.failures, "last_commit": self.last_commit,
+                "dropped_rows": self.dropped_rows, "queued": len(self._pending)}
 
     def _failed(self, failure: Any) -> None:
         self.failures += 1
         log.failure("store: a write batch failed and was rolled back", failure)
 
-    def read(self, fn: Callable[[sqlite3.Connection], T]) -> Deferred[T]:
-        """Run ``fn(conn)`` on the worker after every write queued before it."""
-        self.flush()
-        return self._worker.run(fn, self.conn)
+    def read(self, fn: Read[T]) -> Deferred[T]:
+        """Run ``fn(tables)`` on the backend after every write queued before it."""
+        flushed = self.flush()
+        reader = self._reader
+        if reader is None:
+            return self._worker.run(self.backend.read, fn)
+        return flushed.addBoth(lambda _: reader.run(self.backend.read, fn))
+
+    def load(self, fn: Read[T]) -> T:
+        """``fn(tables)`` on the calling thread: start-up's loads, before any thread runs."""
+        return self.backend.read(fn)
 
     def _maintain(self) -> Deferred[None]:
         now = self._clock.seconds()
 
-        def run(conn: sqlite3.Connection) -> None:
+        def run(tables: Tables) -> None:
             for task in self._maintenance:
-                task(conn, now)
+                task(tables, now)
 
-        d = self._worker.run(run, self.conn)
+        d = self._worker.run(self.backend.transaction, run)
         d.addErrback(lambda f: log.failure("store: maintenance failed", f))
         return d
 
     def startService(self) -> None:
         super().startService()
         self._worker.start()
+        if self._reader is not None:
+            self._reader.start()
         start_timers(self._timers)
 
     def stopService(self) -> Deferred[None]:
-        """The last commit (after a flush in progress), then the connection and the thread."""
+        """The last commit (after a flush in progress), then the connections and threads."""
         super().stopService()
         d = stop_timers(self._timers)
         d.addCallback(lambda _: self.flush())
         d.addErrback(lambda f: None)  # already logged by _failed
-        d.addCallback(lambda _: self._worker.run(self.conn.close))
+        if self._reader is not None:
+            reader = self._reader
+            d.addCallback(lambda _: reader.stop())
+        d.addCallback(lambda _: self._worker.run(self.backend.close))
         d.addErrback(lambda f: log.failure("store: closing the database failed", f))
         d.addBoth(lambda _: self._worker.stop())
         return d
@@ -307,85 +329,60 @@ class HostRecorder:
         self._latest = {k: v for k, v in self._latest.items() if k[0] != event.host}
         self._added.pop(event.host, None)
         self._trim_due.discard(event.host)
-        for table in ("hosts WHERE name", "plugin_latest WHERE host", "plugin_history WHERE host",
-                      "commands WHERE host"):
-            self._store.write(f"DELETE FROM {table} = ?", (event.host,))
+        self._store.submit(lambda tables: _forget_host(tables, event.host))
 
     def _statements(self) -> list[Write]:
         writes: list[Write] = []
         hosts = self._registry.take_dirty()
         if hosts:
             rows = [_host_row(h) for h in hosts]
-            writes.append(lambda conn: conn.executemany(_UPSERT_HOST, rows))
+            writes.append(lambda tables: tables.put(HOSTS, rows))
         commanded = self._registry.take_commands_dirty()
         if commanded:
             cleared, commands = _command_rows(commanded)
-            writes.append(lambda conn: (
-                conn.executemany("DELETE FROM commands WHERE host = ?", cleared),
-                conn.executemany("INSERT INTO commands VALUES (?, ?, ?, ?, ?, ?, ?)", commands)))
+            writes.append(lambda tables: tables.delete(COMMANDS, cleared, by=("host",)))
+            writes.append(lambda tables: tables.add(COMMANDS, commands))
         if self._history:
             history, self._history = self._history, []
             latest, self._latest = list(self._latest.values()), {}
-            writes.append(lambda conn: _insert_samples(conn, history, latest))
+            writes.append(lambda tables: tables.add(PLUGIN_HISTORY, history))
+            writes.append(lambda tables: tables.put(PLUGIN_LATEST, latest))
         if self._trim_due:
             due, self._trim_due = self._trim_due, set()
-            writes.append(lambda conn: self._trim_all(conn, due))
+            writes.append(lambda tables: self._trim_all(tables, due))
         return writes
 
-    def _trim_all(self, conn: sqlite3.Connection, hosts: Iterable[str]) -> None:
+    def _trim_all(self, tables: Tables, hosts: Iterable[str]) -> None:
         for host in hosts:
-            self._trim(conn, host)
+            tables.trim_history(host, self._max_samples)
 
-    def prune(self, conn: sqlite3.Connection, now: float) -> None:
+    def prune(self, tables: Tables, now: float) -> None:
         """Drop history past the retention age and past the per-host message cap."""
-        conn.execute("DELETE FROM plugin_history WHERE ts < ?", (now - self._retention,))
-        over = conn.execute(
-            "SELECT host FROM plugin_history GROUP BY host HAVING COUNT(*) > ?",
-            (self._max_samples,),
-        ).fetchall()
-        self._trim_all(conn, (host for (host,) in over))
-
-    def _trim(self, conn: sqlite3.Connection, host: str) -> None:
-        """Keep the newest ``max_samples`` history rows of ``host``."""
-        conn.execute(
-            "DELETE FROM plugin_history WHERE host = ? AND ts < ("
-            " SELECT ts FROM plugin_history WHERE host = ?"
-            " ORDER BY ts DESC LIMIT 1 OFFSET ?)",
-            (host, host, self._max_samples - 1),
-        )
+        tables.delete_before(PLUGIN_HISTORY, "ts", now - self._retention)
+        self._trim_all(tables, tables.history_over(self._max_samples))
 
 
-def _insert_samples(
-    conn: sqlite3.Connection,
-    history: list[tuple[str, float, str, str]],
-    latest: list[tuple[str, str, float, str]],
-) -> None:
-    conn.executemany(
-        "INSERT INTO plugin_history (host, ts, plugins, message) VALUES (?, ?, ?, ?)", history)
-    conn.executemany(
-        "INSERT OR REPLACE INTO plugin_latest (host, plugin, ts, message) VALUES (?, ?, ?, ?)",
-        latest)
+def _forget_host(tables: Tables, host: str) -> None:
+    """A removed host's rows, every table."""
+    tables.delete(HOSTS, [(host,)])
+    for table in (PLUGIN_LATEST, PLUGIN_HISTORY, COMMANDS):
+        tables.delete(table, [(host,)], by=("host",))
 
 
 def read_history(
     host: str, plugin: str, limit: int, since: float | None = None
-) -> Callable[[sqlite3.Connection], list[dict[str, Any]]]:
+) -> Read[list[dict[str, Any]]]:
     """A store read returning the newest ``limit`` samples of one plugin, newest first.
 
     ``since``: only samples received at or after that time (a chart's range).
     """
 
-    def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-        rows = conn.execute(
-            "SELECT ts, message FROM plugin_history WHERE host = ? AND ts >= ? "
-            "AND instr(plugins, ?) > 0 ORDER BY ts DESC LIMIT ?",
-            (host, -math.inf if since is None else since, f",{plugin},", limit))
+    def run(tables: Tables) -> list[dict[str, Any]]:
         samples = []
-        for ts, text in rows:
+        for ts, text in tables.history(host, plugin, limit, since):
             plugins = json.loads(text)["plugins"]
             if plugin in plugins:  # a name with a comma could match another's list
                 samples.append({"ts": ts, "data": plugins[plugin]})
         return samples
 
     return run
-

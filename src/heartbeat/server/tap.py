@@ -76,16 +76,24 @@ class Options(usage.Options):
 
 
 def _summary(config: ServerConfig, path: str | None) -> int:
+    where: object = store_path(config)
     try:
-        store = inspect_store(store_path(config)).describe()
+        if config.store_url is not None:
+            from heartbeat.server.postgres import inspect_postgres  # noqa: PLC0415
+
+            where = config.store_url
+            store = inspect_postgres(config).describe()
+        else:
+            store = inspect_store(store_path(config)).describe()
     except SchemaError as e:
-        raise SystemExit(f"heartbeat: state_dir: {e}") from None
+        key = "state_dir" if config.store_url is None else "store_url"
+        raise SystemExit(f"heartbeat: {key}: {e}") from None
     print(  # noqa: T201 - the answer to --check is for the terminal
         f"heartbeat: {path or 'built-in defaults'}: OK; "
         f"UDP {hostport(config.hb_host, config.hb_port)}, "
         f"HTTP {hostport(config.hbd_host, config.hbd_port)}, "
         f"{len(config.hosts)} configured hosts\n"
-        f"heartbeat: store {store_path(config)}: {store}")
+        f"heartbeat: store {where}: {store}")
     return 0
 
 

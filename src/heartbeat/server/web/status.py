@@ -12,7 +12,6 @@ about host states.
 from __future__ import annotations
 
 import html
-import sqlite3
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -30,6 +29,7 @@ from heartbeat.server.badges import render_badge
 from heartbeat.server.registry import Registry
 from heartbeat.server.status_pages import Badge, BadgeBook, StatusPage, page_rows
 from heartbeat.server.store import StoreService
+from heartbeat.server.tables import BADGES, Tables
 from heartbeat.server.web.errors import ApiError, json_response
 from heartbeat.server.web.pages import Templates
 from heartbeat.server.web.websocket import unsent_bytes
@@ -48,9 +48,9 @@ STATUS_CSP: Final = ("default-src 'self'; script-src 'self'; style-src 'self'; "
 BADGE_CSP: Final = "default-src 'none'; style-src 'unsafe-inline'; sandbox"
 
 
-def load_badges(conn: sqlite3.Connection) -> list[Badge]:
+def load_badges(tables: Tables) -> list[Badge]:
     return [Badge(token, kind, target, created) for token, kind, target, created in
-            conn.execute("SELECT token, kind, target, created FROM badges ORDER BY created")]
+            sorted(tables.rows(BADGES), key=lambda row: (row[3], row[0]))]
 
 
 def _when(ts: float | None) -> tuple[str, str]:
@@ -188,10 +188,9 @@ class StatusBoard(Service):
 
     # Badges
     def _save(self, badge: Badge) -> None:
-        self.store.write("DELETE FROM badges WHERE kind = ? AND target = ?",
-                         (badge.kind, badge.target))
-        self.store.write("INSERT INTO badges (token, kind, target, created) VALUES (?, ?, ?, ?)",
-                         (badge.token, badge.kind, badge.target, badge.created))
+        row = (badge.token, badge.kind, badge.target, badge.created)
+        self.store.submit(lambda tables: tables.delete(BADGES, [row[1:3]], by=("kind", "target")))
+        self.store.submit(lambda tables: tables.add(BADGES, [row]))
 
     def make_badge(self, kind: str, target: str) -> Badge:
         assert kind in ("host", "page")
@@ -203,7 +202,8 @@ class StatusBoard(Service):
     def revoke_badge(self, kind: str, target: str) -> Badge | None:
         badge = self.badges.revoke(kind, target)
         if badge is not None:
-            self.store.write("DELETE FROM badges WHERE token = ?", (badge.token,))
+            token = badge.token
+            self.store.submit(lambda tables: tables.delete(BADGES, [(token,)]))
         return badge
 
     def badge_svg(self, token: str) -> tuple[int, str]:

@@ -1,0 +1,552 @@
+"""One store suite, run against both backends: SQLite (a file) and PostgreSQL (a real server).
+
+Every operation of the storage interface (heartbeat.server.tables) on every
+table, the services' writes loading back through their loaders, the batch
+semantics of StoreService, and each backend's schema against the Table specs.
+PostgreSQL's own schema versioning is at the end.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from twisted.internet.task import Clock
+
+from heartbeat.config.server import ServerConfig, UserConfig
+from heartbeat.events import RECEIVED, Event, EventBus
+from heartbeat.server.access import Directory, HostAccess
+from heartbeat.server.alerting import load_alert_states
+from heartbeat.server.auth import AuthService, PasswordHasher, load_auth
+from heartbeat.server.compose import wire
+from heartbeat.server.migrations import NEWEST, STEPS, SchemaError, Step
+from heartbeat.server.operations import load_operations
+from heartbeat.server.registry import Registry
+from heartbeat.server.serial import ImmediateWorker
+from heartbeat.server.store import HostRecorder, StoreService, load_hosts, open_sqlite, read_history
+from heartbeat.server.tables import (
+    ACKNOWLEDGEMENTS,
+    ALERT_STATES,
+    API_KEYS,
+    COMMANDS,
+    FLAP_STATES,
+    HELD_PROBLEMS,
+    HOSTS,
+    MAINTENANCE_WINDOWS,
+    OPERATION_IDS,
+    PLUGIN_HISTORY,
+    PLUGIN_LATEST,
+    SESSIONS,
+    SILENCES,
+    TABLES,
+    USERS,
+    Backend,
+    Table,
+    Tables,
+)
+from heartbeat.server.user_policy import CreateUser
+from tests.apistack import FAST, fired
+
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def pg_config(url: str, **overrides: Any) -> ServerConfig:
+    return ServerConfig(store_url=url, node_name="test", **overrides)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    """A new, empty store at the newest schema version on each backend."""
+    if request.param == "sqlite":
+        made: Backend = open_sqlite(tmp_path / "s.sqlite3")
+    else:
+        from heartbeat.server import postgres
+
+        made = postgres.open_store(pg_config(request.getfixturevalue("postgres_url")))
+    yield made
+    made.close()
+
+
+def write(backend: Backend, *work: Any) -> None:
+    backend.transaction(lambda tables: [w(tables) for w in work])
+
+
+def rows(backend: Backend, table: Table, **equal: Any) -> list[tuple[Any, ...]]:
+    return sorted(backend.read(lambda tables: tables.rows(table, **equal)),
+                  key=lambda r: tuple("" if v is None else str(v) for v in r))
+
+
+def count(backend: Backend, table: Table) -> int:
+    return len(backend.read(lambda tables: tables.rows(table)))
+
+
+SAMPLES: dict[str, tuple[tuple[Any, ...], tuple[Any, ...]]] = {
+    # table: (a row, the same key with every other column changed)
+    "hosts": (("web1", "UP", "10.0.0.1", 5000, 1.5, 2.5, 1.5, 30.0, 0.01, "1.0", 100.0, None,
+               42.5),
+              ("web1", "DOWN", None, None, 1.5, 3.5, 3.5, 60.0, None, "1.1", None, "timeout",
+               None)),
+    "plugin_latest": (("web1", "cpu", 1.0, '{"plugins":{"cpu":1}}'),
+                      ("web1", "cpu", 2.0, '{"plugins":{"cpu":2}}')),
+    "commands": (("web1", "5f-1", "CMD", '{"cmd":"x"}', 1.0, "alice", 0),
+                 ("web1", "5f-1", "UPD", '{"version":"2"}', 2.0, None, 3)),
+    "users": (("alice", '{"role":"admin"}'), ("alice", None)),
+    "host_access": (("web1", "alice", '["bob"]', "[]"), ("web1", None, "[]", '["carol"]')),
+    "sessions": (("k1", "alice", 1.0, 2.0, "c1", "127.0.0.1", 0),
+                 ("k1", "bob", 3.0, 4.0, "c2", None, 1)),
+    "api_keys": (("7", "d1", "alice", "ci", "read", 1.0, None, None, None),
+                 ("7", "d2", "bob", "deploy", "write", 2.0, 9.0, 3.0, "10.0.0.9")),
+    "alert_states": (("web1", "cpu.load", "cpu", "warning", "2.5", "2", ">", "load {value}",
+                      1.0, None),
+                     ("web1", "cpu.load", "cpu", "critical", "9", "8", ">=", "load", 2.0, 3.0)),
+    "maintenance_windows": (("1", '{"hosts":["web1"]}', "alice", 1.0),
+                            ("1", '{"hosts":["db1"]}', None, 2.0)),
+    "silences": (("1", "web1", "cpu.load", 1.0, 2.0, "alice", "noisy", 1.0, None),
+                 ("1", "db*", "*", 3.0, 4.0, None, "", 3.0, "bob")),
+    "acknowledgements": (("web1", "", "DOWN", "alice", "on it", 1.0),
+                         ("web1", "", "UNREACHABLE", None, "", 2.0)),
+    "held_problems": (("web1", "cpu.load", "warning", "maintenance", "window 1", 1.0),
+                      ("web1", "cpu.load", "critical", "silence", "silence 2", 2.0)),
+    "flap_states": (("web1", "", '["UP","DOWN"]', 1, 1.0),
+                    ("web1", "", '["UP"]', 0, None)),
+    "operation_ids": (("silence", 3), ("silence", 1)),
+    "totp": (("alice", "S3CR3T", 1.0, None, '["d1"]'), ("alice", "OTHER", 2.0, 57000001, "[]")),
+    "auth_settings": (("totp_required", "all"), ("totp_required", "off")),
+    "badges": (("tok1", "host", "web1", 1.0), ("tok1", "page", "main", 2.0)),
+}
+
+
+class TablesTests:
+    def test_put_add_update_delete_round_trip(self, backend: Backend) -> None:
+        """Every keyed table: put replaces by key, add keeps, update sets columns, delete."""
+        for table in TABLES:
+            if table.key:
+                _round_trip(backend, table)
+
+    def test_rows_where_and_delete_by(self, backend: Backend) -> None:
+        """rows() filters on equal columns; delete(by=) removes every row of a host."""
+        commands = [("a", "1-1", "CMD", "{}", 1.0, None, 0), ("a", "1-2", "CMD", "{}", 2.0,
+                    None, 0), ("b", "1-3", "UPD", "{}", 3.0, "x", 1)]
+        write(backend, lambda t: t.add(COMMANDS, commands))
+        assert rows(backend, COMMANDS, host="a") == commands[:2]
+        assert rows(backend, COMMANDS, host="b", cmd_id="1-3") == commands[2:]
+        write(backend, lambda t: t.delete(COMMANDS, [("a",)], by=("host",)))
+        assert rows(backend, COMMANDS) == commands[2:]
+
+    def test_update_never_adds_a_row(self, backend: Backend) -> None:
+        """Touching a session that is gone does not bring it back."""
+        write(backend, lambda t: t.update(SESSIONS, ("last_used",), [(5.0, "gone")]))
+        assert rows(backend, SESSIONS) == []
+
+    def test_raise_to_never_lowers(self, backend: Backend) -> None:
+        """The last id given only goes up, whatever order the writes come in."""
+        write(backend, lambda t: t.raise_to(OPERATION_IDS, [("silence", 3), ("maintenance", 1)]))
+        write(backend, lambda t: t.raise_to(OPERATION_IDS, [("silence", 2), ("maintenance", 4)]))
+        assert rows(backend, OPERATION_IDS) == [("maintenance", 4), ("silence", 3)]
+
+    def test_history_by_plugin_since_and_caps(self, backend: Backend) -> None:
+        """History: newest first, by plugin name (not a prefix), since a time, trimmed
+        per host, pruned by age."""
+        history = [("a", 10.0 + i, ",cpu,mem," if i % 2 else ",cpu,", f'{{"n":{i}}}')
+                   for i in range(6)] + [("b", 1.0, ",cpux,", "{}")]
+        write(backend, lambda t: t.add(PLUGIN_HISTORY, history))
+        got = backend.read(lambda t: t.history("a", "cpu", 3, None))
+        assert got == [(15.0, '{"n":5}'), (14.0, '{"n":4}'), (13.0, '{"n":3}')]
+        assert backend.read(lambda t: t.history("a", "mem", 10, 12.0)) == [
+            (15.0, '{"n":5}'), (13.0, '{"n":3}')]
+        assert backend.read(lambda t: t.history("b", "cpu", 10, None)) == []
+        assert backend.read(lambda t: t.history_over(2)) == ["a"]
+        write(backend, lambda t: t.trim_history("a", 4))
+        assert [r[1] for r in rows(backend, PLUGIN_HISTORY, host="a")] == [12.0, 13.0, 14.0,
+                                                                           15.0]
+        write(backend, lambda t: t.delete_before(PLUGIN_HISTORY, "ts", 14.0))
+        assert [r[1] for r in rows(backend, PLUGIN_HISTORY)] == [14.0, 15.0]
+
+    def test_a_failing_write_rolls_its_transaction_back(self, backend: Backend) -> None:
+        """A transaction is whole or nothing: a failing write leaves none of its batch."""
+        def bad(tables: Tables) -> None:
+            tables.put(USERS, [("alice", None)])
+            tables.put(USERS, [("bob", None, "one column too many")])
+
+        with pytest.raises(Exception):  # noqa: B017 - each driver raises its own
+            backend.transaction(bad)
+        assert rows(backend, USERS) == []
+        write(backend, lambda t: t.put(USERS, [("carol", None)]))  # the connection still works
+        assert rows(backend, USERS) == [("carol", None)]
+
+    def test_every_table_matches_the_schema(self, backend: Backend) -> None:
+        """Each Table names exactly its table's columns, in order, and its primary key."""
+        for table in TABLES:
+            columns, key = _schema(backend, table.name)
+            assert (table.name, columns, key) == (table.name, list(table.columns),
+                                                  sorted(table.key))
+
+    def test_text_survives_exactly(self, backend: Backend) -> None:
+        """Any text the protocol lets in (quotes, NUL-free unicode, % and ?) round-trips."""
+        odd = "it's \"quoted\" % ? ; -- é 漢字 \U0001F600 \\ \t"
+        write(backend, lambda t: t.put(USERS, [(odd, odd)]))
+        assert rows(backend, USERS) == [(odd, odd)]
+
+
+def _round_trip(backend: Backend, table: Table) -> None:
+    first, second = SAMPLES[table.name]
+    write(backend, lambda t: t.put(table, [first]))
+    assert (table.name, rows(backend, table)) == (table.name, [first])
+    write(backend, lambda t: t.add(table, [second]))
+    assert (table.name, rows(backend, table)) == (table.name, [first])
+    write(backend, lambda t: t.put(table, [second]))
+    assert (table.name, rows(backend, table)) == (table.name, [second])
+    key = tuple(second[table.columns.index(k)] for k in table.key)
+    rest = table.rest[:1]
+    if rest:
+        value = first[table.columns.index(rest[0])]
+        write(backend, lambda t: t.update(table, rest, [(value, *key)]))
+        changed = list(second)
+        changed[table.columns.index(rest[0])] = value
+        assert (table.name, rows(backend, table)) == (table.name, [tuple(changed)])
+    write(backend, lambda t: t.delete(table, [key]))
+    assert (table.name, rows(backend, table)) == (table.name, [])
+
+
+def _schema(backend: Backend, name: str) -> tuple[list[str], list[str]]:
+    if backend.kind == "sqlite":
+        info = backend.read(lambda t: t._execute(  # type: ignore[attr-defined]
+            f"SELECT name, pk FROM pragma_table_info('{name}') ORDER BY cid", ()))
+        return [c for c, _ in info], sorted(c for c, pk in info if pk)
+    columns = backend.read(lambda t: t._execute(  # type: ignore[attr-defined]
+        "SELECT column_name FROM information_schema.columns WHERE table_name = %s"
+        " AND table_schema = current_schema() ORDER BY ordinal_position", (name,)))
+    key = backend.read(lambda t: t._execute(  # type: ignore[attr-defined]
+        "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
+        " AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass AND i.indisprimary",
+        (name,)))
+    return [c for (c,) in columns], sorted(c for (c,) in key)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    clock = Clock()
+    clock.advance(1000.0)
+    return clock
+
+
+def make_bus() -> EventBus:
+    def fail(subscriber: Any, event: Event, error: BaseException) -> None:
+        raise AssertionError(f"subscriber failed: {error!r}")
+
+    return EventBus(on_error=fail)
+
+
+class StoreServiceTests:
+    """The store service and the host recorder over each backend (writes run inline)."""
+
+    def _store(self, backend: Backend, clock: Clock, retention: float = 100.0,
+               max_samples: int = 3) -> tuple[StoreService, Registry, EventBus]:
+        registry = Registry(grace=5, default_interval=10)
+        bus = make_bus()
+        store = StoreService(backend, ImmediateWorker(), clock, flush_interval=0.5,
+                             reader=ImmediateWorker())
+        wire(bus, recorder=HostRecorder(registry, store, retention=retention,
+                                        max_samples=max_samples))
+        return store, registry, bus
+
+    def _apply(self, registry: Registry, bus: EventBus, message: dict[str, Any],
+               now: float) -> None:
+        """What ingest does: publish the message as received, then its effects."""
+        bus.publish(Event(RECEIVED, message["name"], now, {
+            "message": message, "source_ip": "10.0.0.1", "source_port": 1},
+            json.dumps(message).encode()))
+        bus.publish_all(registry.apply(message, ("10.0.0.1", 1), now).events)
+
+    def test_hosts_and_plugins_written_in_batches(self, backend: Backend, clock: Clock) -> None:
+        """Host rows and plugin samples reach the store on the flush timer, and load back."""
+        store, registry, bus = self._store(backend, clock)
+        store.startService()
+        self._apply(registry, bus, {"ID": "HTB", "name": "h", "interval": 7}, 1000.0)
+        self._apply(registry, bus, {"ID": "PLG", "name": "h",
+                                    "plugins": {"cpu": {"v": 1}}}, 1000.0)
+        assert count(backend, HOSTS) == 0
+        clock.advance(0.5)
+        assert [(r[0], r[1], r[7]) for r in rows(backend, HOSTS)] == [("h", "UP", 7.0)]
+        hosts = store.load(load_hosts)
+        assert [(h.name, h.state.value, {p: s.data for p, s in h.plugins.items()})
+                for h in hosts] == [("h", "UP", {"cpu": {"v": 1}})]
+        fired(store.stopService())
+        assert clock.getDelayedCalls() == []
+
+    def test_history_newest_first_and_capped(self, backend: Backend, clock: Clock) -> None:
+        """History reads are newest first, per plugin; maintenance trims age and count."""
+        store, registry, bus = self._store(backend, clock, max_samples=7)
+        self._apply(registry, bus, {"ID": "PLG", "name": "h", "plugins": {"cpu": {"v": -1}}},
+                    850.0)
+        for i in range(6):
+            plugins: dict[str, Any] = {"cpu": {"v": i}}
+            if i % 2:
+                plugins["mem"] = {"m": i}
+            self._apply(registry, bus, {"ID": "PLG", "name": "h", "plugins": plugins},
+                        900.0 + i * 20)
+        assert fired(store.read(read_history("h", "cpu", 2))) == [
+            {"ts": 1000.0, "data": {"v": 5}}, {"ts": 980.0, "data": {"v": 4}}]
+        assert fired(store.read(read_history("h", "mem", 10))) == [
+            {"ts": 1000.0, "data": {"m": 5}}, {"ts": 960.0, "data": {"m": 3}},
+            {"ts": 920.0, "data": {"m": 1}}]
+        got = fired(store.read(read_history("h", "cpu", 10)))
+        assert [s["data"]["v"] for s in got] == [5, 4, 3, 2, 1, 0, -1]
+        store.startService()  # maintenance runs at start: retention 100 s, cap 7 messages
+        got = fired(store.read(read_history("h", "cpu", 10)))
+        assert [s["data"]["v"] for s in got] == [5, 4, 3, 2, 1, 0]
+        pruner = HostRecorder(registry, store, retention=100.0, max_samples=2)
+        backend.transaction(lambda tables: pruner.prune(tables, 1000.0))
+        got = fired(store.read(read_history("h", "cpu", 10)))
+        assert [s["data"]["v"] for s in got] == [5, 4]  # e.g. a lowered history_max_samples
+        fired(store.stopService())
+
+    def test_flooding_host_trimmed_before_maintenance(self, backend: Backend,
+                                                      clock: Clock) -> None:
+        """A host sending faster than its cap is trimmed with its next batch, not 10 min later."""
+        store, registry, bus = self._store(backend, clock, max_samples=3)
+        counts = []
+        for i in range(10):
+            self._apply(registry, bus, {"ID": "PLG", "name": "h", "plugins": {"cpu": {"v": i}}},
+                        900.0 + i)
+            store.flush()
+            counts.append(count(backend, PLUGIN_HISTORY))
+        assert counts == [1, 2, 3, 4, 5, 3, 4, 5, 3, 4]
+        got = fired(store.read(read_history("h", "cpu", 10)))
+        assert [s["data"]["v"] for s in got] == [9, 8, 7, 6]
+
+    def test_latest_survives_reload_per_plugin(self, backend: Backend, clock: Clock) -> None:
+        """Each plugin's newest sample loads back even when later messages lack it."""
+        store, registry, bus = self._store(backend, clock)
+        self._apply(registry, bus, {"ID": "PLG", "name": "h",
+                                    "plugins": {"os": {"s": 1}, "cpu": {"v": 1}}}, 10.0)
+        self._apply(registry, bus, {"ID": "PLG", "name": "h", "plugins": {"cpu": {"v": 2}}}, 20.0)
+        store.flush()
+        (host,) = store.load(load_hosts)
+        assert {p: (s.ts, s.data) for p, s in host.plugins.items()} == {
+            "os": (10.0, {"s": 1}), "cpu": (20.0, {"v": 2})}
+
+    def test_queued_commands_survive_reload(self, backend: Backend, clock: Clock) -> None:
+        """A queued CMD/UPD and its sends so far load back in queue order; answered, gone."""
+        store, registry, bus = self._store(backend, clock)
+        self._apply(registry, bus, {"ID": "HTB", "name": "h", "interval": 7}, 10.0)
+        queued = [registry.queue_command("h", "CMD", {"cmd": "restart", "args": ["-q"]}, 11.0,
+                                         by="alice")[0]]
+        queued += [registry.queue_command("h", "UPD", {"version": f"2.{n}"}, 12.0)[0]
+                   for n in range(10)]  # ids ...-2 to ...-11: queue order is not text order
+        self._apply(registry, bus, {"ID": "HTB", "name": "h", "interval": 7}, 13.0)
+        store.flush()
+        (host,) = store.load(load_hosts)
+        assert [c.to_json() for c in host.pending.values()] == [c.to_json() for c in queued]
+        assert [c.attempts for c in host.pending.values()] == [1] * 11
+        cmd = queued[0]
+        self._apply(registry, bus, {"ID": "RES", "name": "h", "cmd_id": cmd.cmd_id, "rc": 0},
+                    14.0)
+        store.flush()
+        (host,) = store.load(load_hosts)
+        assert list(host.pending) == [c.cmd_id for c in queued[1:]]
+        bus.publish(registry.remove("h", 15.0))  # type: ignore[arg-type]
+        store.flush()
+        assert count(backend, COMMANDS) == 0
+
+    def test_failed_batch_is_rolled_back_and_counted(self, backend: Backend,
+                                                     clock: Clock) -> None:
+        """A failing write rolls its whole batch back and is counted, not raised."""
+        store, _registry, _bus = self._store(backend, clock)
+        store.submit(lambda t: t.put(USERS, [("a", None)]))
+        store.submit(lambda t: t.put(USERS, [("b",)]))
+        store.flush()
+        assert (store.failures, store.commits) == (1, 0)
+        assert count(backend, USERS) == 0
+
+    def test_removed_host_deleted(self, backend: Backend, clock: Clock) -> None:
+        """Removing a host deletes its rows from every table."""
+        store, registry, bus = self._store(backend, clock)
+        self._apply(registry, bus, {"ID": "PLG", "name": "h", "plugins": {"p": {}}}, 1.0)
+        registry.queue_command("h", "CMD", {"cmd": "x"}, 1.5)
+        store.flush()
+        assert [count(backend, t) for t in (HOSTS, PLUGIN_LATEST, PLUGIN_HISTORY, COMMANDS)] \
+            == [1, 1, 1, 1]
+        removed = registry.remove("h", 2.0)
+        assert removed is not None
+        bus.publish(removed)
+        store.flush()
+        assert [count(backend, t) for t in (HOSTS, PLUGIN_LATEST, PLUGIN_HISTORY, COMMANDS)] \
+            == [0, 0, 0, 0]
+
+
+class LoadersTests:
+    """What each service writes, its loader reads back whole, on each backend."""
+
+    def test_auth_users_access_sessions_keys(self, backend: Backend, clock: Clock) -> None:
+        """Users, access lists, sessions and API keys made through auth load back."""
+        store = StoreService(backend, ImmediateWorker(), clock, reader=ImmediateWorker())
+        directory = Directory({"alice": UserConfig(admin=True)}, {}, None)
+        auth = AuthService(directory, store, PasswordHasher(ImmediateWorker(), FAST), clock,
+                           idle_timeout=3600.0)
+        auth.set_access("web1", HostAccess("alice", ("bob",), (), "api"))
+        token, key = auth.create_key("alice", "ci", "read")
+        fired(auth.change_user("alice", CreateUser("bob", password="pw-bob-123456")))
+        token_b, session = fired(auth.login("bob", "pw-bob-123456", "10.0.0.2"))
+        store.flush()
+        stored = store.load(load_auth)
+        assert stored.access == {"web1": HostAccess("alice", ("bob",), (), "api")}
+        assert [(k.key_id, k.user, k.name, k.scope) for k in stored.keys] == [
+            (key.key_id, "alice", "ci", "read")]
+        assert [(s.key, s.user, s.csrf, s.address) for s in stored.sessions] == [
+            (session.key, "bob", session.csrf, "10.0.0.2")]
+        assert sorted(stored.users) == ["bob"]
+        auth.logout(session.key)
+        auth.revoke_key(key.key_id)
+        auth.reset_access("web1")
+        store.flush()
+        stored = store.load(load_auth)
+        assert (stored.sessions, stored.keys, stored.access) == ([], [], {})
+        assert token and token_b
+
+    def test_alert_states(self, backend: Backend) -> None:
+        """Alert states load back with their JSON values."""
+        write(backend, lambda t: t.put(ALERT_STATES, [
+            ("web1", "cpu.load", "cpu", "WARNING", "2.5", "[1, 2]", ">", "load", 1.0, 5.0)]))
+        (state,) = backend.read(load_alert_states)
+        assert (state.host, state.metric_path, state.level.value, state.value,
+                state.threshold_value, state.last_notified) == (
+            "web1", "cpu.load", "WARNING", 2.5, [1, 2], 5.0)
+
+    def test_operations(self, backend: Backend) -> None:
+        """Windows, silences, acknowledgements, held problems, flaps and ids load back."""
+        tables = {t.name: t for t in (MAINTENANCE_WINDOWS, SILENCES, ACKNOWLEDGEMENTS,
+                                      HELD_PROBLEMS, FLAP_STATES, OPERATION_IDS)}
+        write(backend, *[lambda t, table=table, row=SAMPLES[name][0]: t.put(table, [row])
+                         for name, table in tables.items()])
+        found = backend.read(load_operations)
+        assert found.windows == [("1", {"hosts": ["web1"]}, "alice", 1.0)]
+        assert [tuple(s.to_row().values()) for s in found.silences] == [SAMPLES["silences"][0]]
+        assert [(a.host, a.target, a.level) for a in found.acks] == [("web1", "", "DOWN")]
+        assert [(h.host, h.key, h.reason) for h in found.held] == [
+            ("web1", "cpu.load", "maintenance")]
+        assert found.flaps == [("web1", "", ["UP", "DOWN"], True, 1.0)]
+        assert found.last_ids == {"silence": 3}
+
+    def test_hosts_users_in_order_of_api_keys(self, backend: Backend) -> None:
+        """API keys load in the order they were made (then by id), whatever the rows' order."""
+        write(backend, lambda t: t.put(API_KEYS, [
+            ("9", "d9", "a", "n", "read", 2.0, None, None, None),
+            ("8", "d8", "a", "n", "read", 3.0, None, None, None),
+            ("10", "d10", "a", "n", "read", 2.0, None, None, None)]))
+        assert [k.key_id for k in backend.read(load_auth).keys] == ["10", "9", "8"]
+
+
+class PostgresSchemaTests:
+    """PostgreSQL's schema versions: the same steps as SQLite's, recorded in one row."""
+
+    def test_new_database_made_at_newest_and_reopened_unchanged(self, postgres_url: str) -> None:
+        """A new database gets every step; opening it again changes nothing."""
+        import psycopg
+
+        from heartbeat.server import postgres
+
+        config = pg_config(postgres_url)
+        assert postgres.inspect_postgres(config).version == 0
+        postgres.open_store(config).close()
+        assert postgres.inspect_postgres(config).version == NEWEST
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            assert postgres.upgrade(conn, "db").changed is False
+            assert conn.execute("SELECT version FROM heartbeat_schema").fetchall() == [(NEWEST,)]
+
+    def test_newer_database_refused_untouched(self, postgres_url: str) -> None:
+        """A store of a later release stops start-up with one line; nothing is written."""
+        import psycopg
+
+        from heartbeat.server import postgres
+
+        config = pg_config(postgres_url)
+        postgres.open_store(config).close()
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("UPDATE heartbeat_schema SET version = %s", (NEWEST + 1,))
+        with pytest.raises(SystemExit) as stop:
+            postgres.open_store(config)
+        assert str(stop.value).startswith(
+            f"heartbeat: store_url: the store {postgres_url} is at schema version "
+            f"{NEWEST + 1}, newer than this heartbeat")
+        with pytest.raises(SchemaError):
+            postgres.inspect_postgres(config)
+
+    def test_failing_step_leaves_the_database_as_it_was(self, postgres_url: str) -> None:
+        """An upgrade whose step fails keeps none of it and says which step failed."""
+        import psycopg
+
+        from heartbeat.server import postgres
+
+        broken = (*STEPS[:1], Step(2, "a broken step", sqlite="",
+                                   postgresql="CREATE TABLE x (a INT); SELECT 1/0"))
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            postgres.upgrade(conn, "db", STEPS[:1])
+            with pytest.raises(SchemaError, match=r"from schema version 1 to 2: step 2 "
+                                                  r"\(a broken step\) failed: division by zero"):
+                postgres.upgrade(conn, "db", broken)
+            assert conn.execute("SELECT version FROM heartbeat_schema").fetchall() == [(1,)]
+            assert conn.execute("SELECT to_regclass('x')").fetchone() == (None,)
+
+    def test_foreign_tables_refused(self, postgres_url: str) -> None:
+        """A database with tables of heartbeat's names but no version is not taken over."""
+        import psycopg
+
+        from heartbeat.server import postgres
+
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE hosts (id INT)")
+        with pytest.raises(SystemExit, match="is not a heartbeat store: it has no "
+                                             "heartbeat_schema table but tables of heartbeat's "
+                                             "names \\(hosts\\)"):
+            postgres.open_store(pg_config(postgres_url))
+
+    def test_unreachable_database_stops_start_up(self, postgres_cluster: Any) -> None:
+        """A store_url nobody answers at stops start-up with one line naming the key."""
+        from heartbeat.server import postgres
+
+        url = f"postgresql://hb@127.0.0.1:{postgres_cluster.port}/no_such_database"
+        with pytest.raises(SystemExit, match=r"^heartbeat: store_url: cannot connect to "
+                                             + url + ": .*no_such_database"):
+            postgres.open_store(pg_config(url))
+
+    def test_password_file(self, postgres_url: str, tmp_path: Path) -> None:
+        """The password is read from store_password_file (first line); unreadable: one line."""
+        from heartbeat.server import postgres
+
+        secret = tmp_path / "pgpass"
+        secret.write_text("s3cret\n")
+        options = postgres.connect_options(pg_config(postgres_url,
+                                                     store_password_file=str(secret)))
+        assert options["password"] == "s3cret"
+        with pytest.raises(SystemExit, match=r"^heartbeat: store_password_file: cannot read "):
+            postgres.connect_options(pg_config(postgres_url,
+                                               store_password_file=str(tmp_path / "none")))
+
+
+class StoreConfigTests:
+    @pytest.mark.parametrize(("url", "problem"), [
+        ("postgresql://hb:secret@db/hb", "holds a password"),
+        ("postgresql://hb@db/hb?password=secret", "holds a password"),
+        ("mysql://hb@db/hb", "must be a postgresql:// URL"),
+    ])
+    def test_store_url_refused(self, url: str, problem: str) -> None:
+        """A store_url with a password (shown by /settings) or not PostgreSQL stops start-up."""
+        from heartbeat.config.loader import ConfigError
+        from heartbeat.server.settings import parse_settings
+
+        with pytest.raises(ConfigError, match=f"store_url: .*{problem}"):
+            parse_settings(f"store_url: '{url}'\n", "h.yaml")
+
+    def test_password_file_needs_a_store_url(self) -> None:
+        """store_password_file alone is a mistake, named."""
+        from heartbeat.config.loader import ConfigError
+        from heartbeat.server.settings import parse_settings
+
+        with pytest.raises(ConfigError, match="store_password_file: only used with store_url"):
+            parse_settings("store_password_file: /etc/pw\n", "h.yaml")
+        assert parse_settings("store_url: postgresql://hb@db/hb\n", "h.yaml").config.store_url \
+            == "postgresql://hb@db/hb"
