@@ -189,7 +189,7 @@ class NewStoreTests:
         assert (done.found, done.version, done.changed) == (StoreVersion(0), NEWEST, True)
         assert [s.split()[0] for s in seen] == (
             ["PRAGMA", "SELECT", "BEGIN"] + ["CREATE"] * 18 + ["ALTER"] + ["CREATE"] * 2
-            + ["PRAGMA", "COMMIT"])
+            + ["ALTER"] * 2 + ["CREATE"] + ["PRAGMA", "COMMIT"])
         assert seen[-2:] == [f"PRAGMA user_version = {NEWEST}", "COMMIT"]
         assert _tables(conn) == TABLES
         conn.close()

@@ -26,7 +26,14 @@ from heartbeat.server.migrations import NEWEST, STEPS, SchemaError, Step
 from heartbeat.server.operations import load_operations
 from heartbeat.server.registry import Registry
 from heartbeat.server.serial import ImmediateWorker
-from heartbeat.server.store import HostRecorder, StoreService, load_hosts, open_sqlite, read_history
+from heartbeat.server.store import (
+    HostRecorder,
+    StoreService,
+    load_hosts,
+    message_key,
+    open_sqlite,
+    read_history,
+)
 from heartbeat.server.tables import (
     ACKNOWLEDGEMENTS,
     ALERT_STATES,
@@ -91,6 +98,8 @@ SAMPLES: dict[str, tuple[tuple[Any, ...], tuple[Any, ...]]] = {
                None)),
     "plugin_latest": (("web1", "cpu", 1.0, '{"plugins":{"cpu":1}}'),
                       ("web1", "cpu", 2.0, '{"plugins":{"cpu":2}}')),
+    "plugin_history": (("web1", 1.0, ",cpu,", '{"plugins":{"cpu":1}}', 5, 9.5),
+                       ("web1", 2.0, ",mem,", '{"plugins":{"mem":1}}', 5, 9.5)),
     "commands": (("web1", "5f-1", "CMD", '{"cmd":"x"}', 1.0, "alice", 0),
                  ("web1", "5f-1", "UPD", '{"version":"2"}', 2.0, None, 3)),
     "users": (("alice", '{"role":"admin"}'), ("alice", None)),
@@ -150,8 +159,8 @@ class TablesTests:
     def test_history_by_plugin_since_and_caps(self, backend: Backend) -> None:
         """History: newest first, by plugin name (not a prefix), since a time, trimmed
         per host, pruned by age."""
-        history = [("a", 10.0 + i, ",cpu,mem," if i % 2 else ",cpu,", f'{{"n":{i}}}')
-                   for i in range(6)] + [("b", 1.0, ",cpux,", "{}")]
+        history = [("a", 10.0 + i, ",cpu,mem," if i % 2 else ",cpu,", f'{{"n":{i}}}', i, 5.0)
+                   for i in range(6)] + [("b", 1.0, ",cpux,", "{}", None, None)]
         write(backend, lambda t: t.add(PLUGIN_HISTORY, history))
         got = backend.read(lambda t: t.history("a", "cpu", 3, None))
         assert got == [(15.0, '{"n":5}'), (14.0, '{"n":4}'), (13.0, '{"n":3}')]
@@ -164,6 +173,17 @@ class TablesTests:
                                                                            15.0]
         write(backend, lambda t: t.delete_before(PLUGIN_HISTORY, "ts", 14.0))
         assert [r[1] for r in rows(backend, PLUGIN_HISTORY)] == [14.0, 15.0]
+
+    def test_history_of_one_message_is_kept_once(self, backend: Backend) -> None:
+        """A PLG added again (another server heard it: same host, seq and ts) is kept once;
+        messages without seq or ts are kept as often as they came."""
+        row = ("a", 10.0, ",cpu,", '{"n":1}', 7, 1700000000.25)
+        again = ("a", 10.2, ",cpu,", '{"n":1}', 7, 1700000000.25)  # received later, elsewhere
+        other = ("a", 11.0, ",cpu,", '{"n":2}', 7, 1700000001.25)  # a restarted sender's seq
+        bare = ("a", 12.0, ",cpu,", "{}", None, None)
+        write(backend, lambda t: t.add(PLUGIN_HISTORY, [row, again, bare]))
+        write(backend, lambda t: t.add(PLUGIN_HISTORY, [again, other, bare]))
+        assert rows(backend, PLUGIN_HISTORY) == [row, other, bare, bare]
 
     def test_a_failing_write_rolls_its_transaction_back(self, backend: Backend) -> None:
         """A transaction is whole or nothing: a failing write leaves none of its batch."""
@@ -178,7 +198,7 @@ class TablesTests:
         assert rows(backend, USERS) == [("carol", None)]
 
     def test_every_table_matches_the_schema(self, backend: Backend) -> None:
-        """Each Table names exactly its table's columns, in order, and its primary key."""
+        """Each Table names exactly its table's columns, in order, and its key."""
         for table in TABLES:
             columns, key = _schema(backend, table.name)
             assert (table.name, columns, key) == (table.name, list(table.columns),
@@ -212,18 +232,27 @@ def _round_trip(backend: Backend, table: Table) -> None:
 
 
 def _schema(backend: Backend, name: str) -> tuple[list[str], list[str]]:
-    if backend.kind == "sqlite":
-        info = backend.read(lambda t: t._execute(  # type: ignore[attr-defined]
-            f"SELECT name, pk FROM pragma_table_info('{name}') ORDER BY cid", ()))
-        return [c for c, _ in info], sorted(c for c, pk in info if pk)
-    columns = backend.read(lambda t: t._execute(  # type: ignore[attr-defined]
-        "SELECT column_name FROM information_schema.columns WHERE table_name = %s"
-        " AND table_schema = current_schema() ORDER BY ordinal_position", (name,)))
-    key = backend.read(lambda t: t._execute(  # type: ignore[attr-defined]
-        "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid"
-        " AND a.attnum = ANY(i.indkey) WHERE i.indrelid = %s::regclass AND i.indisprimary",
-        (name,)))
-    return [c for (c,) in columns], sorted(c for (c,) in key)
+    """A table's columns in order, and its key: the primary key, else its unique index."""
+    def run(tables: Any) -> tuple[list[str], list[str]]:
+        q = tables._execute
+        if backend.kind == "sqlite":
+            info = q(f"SELECT name, pk FROM pragma_table_info('{name}') ORDER BY cid", ())
+            key = [c for c, pk in info if pk]
+            for (index,) in q(f"SELECT name FROM pragma_index_list('{name}') WHERE \"unique\""
+                              f" AND origin = 'c'", ()):
+                key = key or [c for (c,) in q(f"SELECT name FROM pragma_index_info('{index}')",
+                                              ())]
+            return [c for c, _ in info], sorted(key)
+        columns = q("SELECT column_name FROM information_schema.columns WHERE table_name = %s"
+                    " AND table_schema = current_schema() ORDER BY ordinal_position", (name,))
+        indexes = q("SELECT i.indexrelid::regclass::text, i.indisprimary, a.attname FROM"
+                    " pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum ="
+                    " ANY(i.indkey) WHERE i.indrelid = %s::regclass AND i.indisunique", (name,))
+        primary = [c for _, p, c in indexes if p]
+        once = [c for index, _, c in indexes if index == f"{name}_once"]
+        return [c for (c,) in columns], sorted(primary or once)
+
+    return backend.read(run)
 
 
 @pytest.fixture
@@ -361,6 +390,30 @@ class StoreServiceTests:
         store.flush()
         assert (store.failures, store.commits) == (1, 0)
         assert count(backend, USERS) == 0
+
+    def test_two_servers_record_one_message_once(self, backend: Backend, clock: Clock) -> None:
+        """Two servers (registries and recorders) on one store, each hearing the same PLGs:
+        every message is in the history once, whichever server wrote it first."""
+        one, registry_1, bus_1 = self._store(backend, clock, max_samples=100)
+        two, registry_2, bus_2 = self._store(backend, clock, max_samples=100)
+        for n in range(4):
+            message = {"ID": "PLG", "name": "h", "seq": n, "ts": 5000.0 + n,
+                       "plugins": {"cpu": {"v": n}}}
+            self._apply(registry_1, bus_1, message, 1000.0 + n)
+            self._apply(registry_2, bus_2, message, 1000.3 + n)
+            (one if n % 2 else two).flush()
+        one.flush()
+        two.flush()
+        assert sorted((r[4], r[5]) for r in rows(backend, PLUGIN_HISTORY)) == [
+            (n, 5000.0 + n) for n in range(4)]
+        assert [s["data"]["v"] for s in fired(one.read(read_history("h", "cpu", 10)))] == [
+            3, 2, 1, 0]
+
+    def test_message_key_takes_only_what_fits(self) -> None:
+        """seq and ts are the message's own when they are numbers a column holds."""
+        assert [message_key(m) for m in ({"seq": 3, "ts": 1.5}, {"seq": True, "ts": "x"},
+                                         {"seq": 1 << 70, "ts": 2}, {})] == [
+            (3, 1.5), (None, None), (None, 2.0), (None, None)]
 
     def test_removed_host_deleted(self, backend: Backend, clock: Clock) -> None:
         """Removing a host deletes its rows from every table."""

@@ -256,6 +256,20 @@ CREATE TABLE badges (
 CREATE UNIQUE INDEX badges_by_target ON badges (kind, target);
 """
 
+_V6_HISTORY_ONCE = """
+ALTER TABLE plugin_history ADD COLUMN seq INTEGER;
+ALTER TABLE plugin_history ADD COLUMN sent REAL;
+CREATE UNIQUE INDEX plugin_history_once ON plugin_history (host, seq, sent);
+"""
+_V6_POSTGRESQL = """
+ALTER TABLE plugin_history ADD COLUMN seq BIGINT;
+ALTER TABLE plugin_history ADD COLUMN sent DOUBLE PRECISION;
+CREATE UNIQUE INDEX plugin_history_once ON plugin_history (host, seq, sent);
+"""
+# Version 6 (issue 18): a history row knows its message's own seq and ts (``sent``), so
+# servers sharing one store keep a PLG that each of them received once. A message
+# without them is kept as often as it was received (NULLs never collide).
+
 STEPS: Final[Sequence[Step]] = (
     Step(1, "hosts, plugin data, queued commands, users, sessions, host access, alert states",
          sqlite=_V1_SQLITE, postgresql=_V1_POSTGRESQL),
@@ -265,6 +279,8 @@ STEPS: Final[Sequence[Step]] = (
     Step(4, "second factors (TOTP), auth settings, restricted sessions",
          sqlite=_V4_SECOND_FACTOR, postgresql=_V4_POSTGRESQL),
     Step(5, "badges of hosts and status pages", sqlite=_V5_BADGES, postgresql=_V5_POSTGRESQL),
+    Step(6, "plugin history keyed by the message's host, seq and ts: stored once by servers "
+         "sharing a store", sqlite=_V6_HISTORY_ONCE, postgresql=_V6_POSTGRESQL),
 )
 NEWEST: Final = STEPS[-1].version
 """The schema version this code reads and writes."""

@@ -13,6 +13,7 @@ what was accepted before it.
 from __future__ import annotations
 
 import json
+import math
 import sqlite3
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -47,6 +48,7 @@ __all__ = [
     "Write",
     "load_hosts",
     "maintenance_period",
+    "message_key",
     "open_database",
     "open_sqlite",
     "read_history",
@@ -298,7 +300,7 @@ class HostRecorder:
         self._retention = retention
         self._max_samples = max_samples
         self._max_pending = max_pending
-        self._history: list[tuple[str, float, str, str]] = []
+        self._history: list[tuple[str, float, str, str, int | None, float | None]] = []
         self._latest: dict[tuple[str, str], tuple[str, str, float, str]] = {}
         self._added: dict[str, int] = {}
         self._trim_due: set[str] = set()
@@ -314,7 +316,8 @@ class HostRecorder:
         names = message["plugins"]
         host = event.host
         if len(self._history) < self._max_pending:
-            self._history.append((host, event.ts, f",{','.join(names)},", text))
+            self._history.append((host, event.ts, f",{','.join(names)},", text,
+                                  *message_key(message)))
         else:
             self._store.dropped_rows += 1
         for plugin in names:
@@ -360,6 +363,20 @@ class HostRecorder:
         """Drop history past the retention age and past the per-host message cap."""
         tables.delete_before(PLUGIN_HISTORY, "ts", now - self._retention)
         self._trim_all(tables, tables.history_over(self._max_samples))
+
+
+_SEQ_LIMIT = 1 << 62
+
+
+def message_key(message: dict[str, Any]) -> tuple[int | None, float | None]:
+    """A message's own ``seq`` and ``ts``: with its host, what it is known by in the history
+    of every server that heard it (None for one missing or out of any column's range)."""
+    seq, sent = message.get("seq"), message.get("ts")
+    if not isinstance(seq, int) or isinstance(seq, bool) or not -_SEQ_LIMIT < seq < _SEQ_LIMIT:
+        seq = None
+    if not isinstance(sent, int | float) or isinstance(sent, bool) or not math.isfinite(sent):
+        sent = None
+    return seq, None if sent is None else float(sent)
 
 
 def _forget_host(tables: Tables, host: str) -> None:

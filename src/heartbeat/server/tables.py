@@ -78,7 +78,10 @@ HOSTS: Final = Table("hosts", (
     "version", "boot_time", "down_reason", "expected_by"), ("name",))
 PLUGIN_LATEST: Final = Table("plugin_latest", ("host", "plugin", "ts", "message"),
                              ("host", "plugin"))
-PLUGIN_HISTORY: Final = Table("plugin_history", ("host", "ts", "plugins", "message"))
+PLUGIN_HISTORY: Final = Table("plugin_history", (
+    "host", "ts", "plugins", "message", "seq", "sent"), ("host", "seq", "sent"))
+"""Keyed by a unique index, not a primary key: the message's own seq and ts (``sent``), so
+a PLG heard by several servers sharing the store is kept once (added, never put)."""
 COMMANDS: Final = Table("commands", (
     "host", "cmd_id", "kind", "payload", "queued", "by", "attempts"), ("host", "cmd_id"))
 USERS: Final = Table("users", ("name", "data"), ("name",))
