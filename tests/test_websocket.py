@@ -19,10 +19,12 @@ from twisted.test import iosim
 from heartbeat.events import HOST_DOWN, HOST_PLUGINS, Event
 from heartbeat.server.registry import Registry
 from heartbeat.server.web.websocket import (
+    FLUSH_INTERVAL,
     MAX_CLIENT_MESSAGE,
     MAX_FEED_MESSAGE,
     EventHub,
     FeedFactory,
+    text_frame,
 )
 from tests.support import ServerProcess, wait_until
 
@@ -152,6 +154,43 @@ class HubTests:
         hub.publish(Event(HOST_DOWN, "h", 1.0))
         assert hub.to_json() == {"clients": 0, "sent": 0, "dropped_clients": 1,
                                  "snapshot_pages": 1}
+
+    def test_events_batched_per_flush_one_frame_each(self) -> None:
+        """With a clock, events wait for one flush and reach each client in one write,
+        every event its own frame, in order; the first of a quiet spell goes at once,
+        later ones FLUSH_INTERVAL after the previous write."""
+        _, clock, hub = _fleet(1, 4096)
+        clients = [_connect_in_memory(hub) for _ in range(3)]
+        clock.advance(0)
+        writes: list[list[bytes]] = []
+        for _, _, server in clients:
+            sent: list[bytes] = []
+            writes.append(sent)
+            real = server.transport.write
+            server.transport.write = lambda data, sent=sent, real=real: (sent.append(data),
+                                                                         real(data))
+        for n in range(3):
+            hub.publish(Event(HOST_DOWN, f"h{n}", float(n)))
+        assert writes == [[], [], []]
+        clock.advance(0)
+        assert [len(w) for w in writes] == [1, 1, 1]
+        hub.publish(Event(HOST_DOWN, "later", 9.0))
+        clock.advance(FLUSH_INTERVAL / 2)
+        assert [len(w) for w in writes] == [1, 1, 1]
+        clock.advance(FLUSH_INTERVAL / 2)
+        assert [len(w) for w in writes] == [2, 2, 2]
+        for pump, got, _ in clients:
+            pump.flush()
+            assert [(m["type"], m["host"]) for m in got[1:]] == [
+                ("host.down", "h0"), ("host.down", "h1"), ("host.down", "h2"),
+                ("host.down", "later")]
+        assert (hub.sent, clock.getDelayedCalls()) == (12, [])
+
+    def test_text_frame_lengths(self) -> None:
+        """Frames use the 7-bit, 16-bit and 64-bit length forms at their boundaries."""
+        assert text_frame(b"x" * 125)[:2] == b"\x81\x7d"
+        assert text_frame(b"x" * 126)[:4] == b"\x81\x7e\x00\x7e"
+        assert text_frame(b"x" * 65536)[:10] == b"\x81\x7f" + (65536).to_bytes(8, "big")
 
     def test_large_client_message_closes_the_feed(self) -> None:
         """A client message past the feed's small limit drops the connection before the

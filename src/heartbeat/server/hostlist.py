@@ -12,6 +12,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Final
 
 from heartbeat.server.registry import Host, Registry
 
@@ -68,25 +69,33 @@ class HostPage:
     total: int
 
 
-def _candidates(registry: Registry, names: Sequence[str], after: str | None,
-                levels_of: Mapping[str, str], flt: HostFilter) -> Iterator[Host]:
-    """Hosts after ``after`` in name order; only those with alerts when levels are asked."""
+SORT_BELOW: Final = 8
+"""A state filter whose hosts are under 1/SORT_BELOW of the fleet sorts just those names
+(a rare state: a walk of the fleet would find few); a common one walks the fleet."""
+
+
+def _names(registry: Registry, levels_of: Mapping[str, str], flt: HostFilter) -> Sequence[str]:
+    """The names a listing walks, in order: only alerting hosts when levels are asked, only
+    the hosts of a rare state when states are, else the whole fleet."""
     if flt.levels is not None:
-        names = sorted(n for n, level in levels_of.items() if level in flt.levels)
-    start = 0 if after is None else bisect_right(names, after)
-    hosts = registry.hosts
-    for index in range(start, len(names)):
-        host = hosts.get(names[index])
-        if host is not None:
-            yield host
+        return sorted(n for n, level in levels_of.items() if level in flt.levels)
+    if flt.states is not None:
+        counts = registry.counts()
+        if sum(counts.get(s, 0) for s in flt.states) * SORT_BELOW < len(registry):
+            return sorted(n for s in flt.states for n in registry.in_state(s))
+    return registry.names()
 
 
 def iter_hosts(registry: Registry, flt: HostFilter, levels_of: Mapping[str, str],
                sees: Callable[[str], bool] | None, after: str | None = None) -> Iterator[Host]:
     """Every host passing ``flt`` that ``sees`` (None: everyone) allows, in name order."""
     match = flt.matcher(registry, levels_of)
-    for host in _candidates(registry, registry.names(), after, levels_of, flt):
-        if (sees is None or sees(host.name)) and (match is None or match(host)):
+    names = _names(registry, levels_of, flt)
+    hosts = registry.hosts
+    for index in range(0 if after is None else bisect_right(names, after), len(names)):
+        host = hosts.get(names[index])
+        if host is not None and (sees is None or sees(host.name)) and (
+                match is None or match(host)):
             yield host
 
 
@@ -95,17 +104,27 @@ def page(registry: Registry, flt: HostFilter, levels_of: Mapping[str, str],
          ) -> HostPage:
     """The ``limit`` hosts after ``after`` passing ``flt``, with the next cursor and total.
 
-    ``sees`` None means the caller sees every host (an admin), which lets the total
-    come from the registry's counts instead of a walk over the fleet.
+    ``sees`` None means the caller sees every host (an admin): then the total of no
+    filter or a state filter comes from the registry's counts; otherwise one walk
+    over the matches gives both the page and the total.
     """
-    found = iter_hosts(registry, flt, levels_of, sees, after)
-    hosts = [host for _, host in zip(range(limit), found, strict=False)]
-    more = next(found, None) is not None
-    cursor = hosts[-1].name if more and hosts else None
     if sees is None and flt.only_states:
+        found = iter_hosts(registry, flt, levels_of, sees, after)
+        hosts = [host for _, host in zip(range(limit), found, strict=False)]
+        more = next(found, None) is not None
         counts = registry.counts()
         total = len(registry) if flt.states is None else sum(
             counts.get(state, 0) for state in flt.states)
-    else:
-        total = sum(1 for _ in iter_hosts(registry, flt, levels_of, sees))
-    return HostPage(hosts, cursor, total)
+        return HostPage(hosts, hosts[-1].name if more and hosts else None, total)
+    hosts = []
+    total = 0
+    more = False
+    for host in iter_hosts(registry, flt, levels_of, sees):
+        total += 1
+        if after is not None and host.name <= after:
+            continue
+        if len(hosts) < limit:
+            hosts.append(host)
+        else:
+            more = True
+    return HostPage(hosts, hosts[-1].name if more and hosts else None, total)

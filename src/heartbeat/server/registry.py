@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 from bisect import bisect_left, insort
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -238,8 +238,9 @@ class Registry:
         self.hosts: dict[str, Host] = {}
         self._names: list[str] = []
         """Every host's name, sorted: pages of the host list start by bisection."""
-        self._counts: dict[str, int] = {state.value: 0 for state in HostState}
-        """Hosts per state, kept as states change: status costs no walk over the fleet."""
+        self._by_state: dict[str, set[str]] = {state.value: set() for state in HostState}
+        """The names of the hosts in each state, kept as states change: status counts
+        them without a walk, and a page of a rare state sorts only its hosts."""
         self._dirty: set[str] = set()
         self._commands_dirty: set[str] = set()
         self._command_ids = itertools.count(1)
@@ -260,17 +261,20 @@ class Registry:
         """Every host's name in sorted order (the registry's own list: read, never change)."""
         return self._names
 
+    def in_state(self, state: str) -> Set[str]:
+        """The names of the hosts in ``state`` (the registry's own set: read, never change)."""
+        return self._by_state[state]
+
     def _move(self, host: Host, state: HostState) -> None:
-        """Put ``host`` in ``state``, keeping the counts per state: every change goes here."""
-        counts = self._counts
-        counts[host.state.value] -= 1
-        counts[state.value] += 1
+        """Put ``host`` in ``state``, keeping the names per state: every change goes here."""
+        self._by_state[host.state.value].discard(host.name)
+        self._by_state[state.value].add(host.name)
         host.state = state
 
     def _add(self, host: Host) -> None:
         self.hosts[host.name] = host
         insort(self._names, host.name)
-        self._counts[host.state.value] += 1
+        self._by_state[host.state.value].add(host.name)
 
     def config_for(self, name: str) -> HostConfig:
         return self.host_config.get(name, _DEFAULT_HOST)
@@ -319,9 +323,9 @@ class Registry:
                 host.expected_by = max(host.expected_by or 0.0, fresh)
             old = self.hosts.pop(host.name, None)
             if old is not None:
-                self._counts[old.state.value] -= 1
+                self._by_state[old.state.value].discard(old.name)
             self.hosts[host.name] = host
-            self._counts[host.state.value] += 1
+            self._by_state[host.state.value].add(host.name)
             for cmd_id in host.pending:
                 number = cmd_id.rpartition("-")[2]
                 last_id = max(last_id, int(number) if number.isdigit() else 0)
@@ -688,7 +692,7 @@ class Registry:
         if host is None:
             return None
         del self._names[bisect_left(self._names, name)]
-        self._counts[host.state.value] -= 1
+        self._by_state[host.state.value].discard(name)
         self.plugin_bytes -= host.plugin_bytes
         if self.flaps is not None:
             self.flaps.forget(name)
@@ -698,4 +702,4 @@ class Registry:
 
     def counts(self) -> dict[str, int]:
         """Hosts per state (every state, zero or not)."""
-        return dict(self._counts)
+        return {state: len(names) for state, names in self._by_state.items()}
