@@ -365,7 +365,7 @@ class WholeServer:
         names = {host.name for host in self.parts.registry}
         store = self.parts.store
         check(store.failures == 0, f"{store.failures} store batches failed")
-        stored = {host.name for host in load_hosts(store.conn)}
+        stored = {host.name for host in store.load(load_hosts)}
         check(stored == names, f"stored hosts {sorted(stored)} != {sorted(names)}")
         self.check_journal()
         if everything:

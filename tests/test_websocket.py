@@ -186,6 +186,23 @@ class HubTests:
                 ("host.down", "later")]
         assert (hub.sent, clock.getDelayedCalls()) == (12, [])
 
+    def test_a_joining_client_starts_with_its_snapshot(self) -> None:
+        """Events waiting for a flush when a client joins were caused before it: they go
+        to the clients already there, and the newcomer's first message is its snapshot
+        (which shows them), never those older events."""
+        registry, clock, hub = _fleet(1, 4096)
+        first = _connect_in_memory(hub)
+        clock.advance(0)
+        registry.apply({"ID": "HTB", "name": "new"}, ("10.0.0.2", 1), 6.0)
+        hub.publish(Event(HOST_DOWN, "h000", 6.0, {"reason": "timeout"}))
+        pump, got, _ = _connect_in_memory(hub)
+        clock.advance(FLUSH_INTERVAL)
+        pump.flush()
+        first[0].flush()
+        assert [m["type"] for m in got] == ["snapshot"]
+        assert [h["name"] for h in got[0]["hosts"]] == ["h000", "new"]
+        assert [m["type"] for m in first[1]] == ["snapshot", "host.down"]
+
     def test_text_frame_lengths(self) -> None:
         """Frames use the 7-bit, 16-bit and 64-bit length forms at their boundaries."""
         assert text_frame(b"x" * 125)[:2] == b"\x81\x7d"

@@ -42,6 +42,7 @@ from heartbeat.server.totp import (
     recovery_digest,
     required,
 )
+from heartbeat.text import json_bytes
 
 __all__ = ["CHALLENGE_TTL", "ENROL_TTL", "Challenge", "SecondFactor", "load_second_factor"]
 
@@ -172,7 +173,7 @@ class SecondFactor:
     def _save(self, user: str, enrolment: Enrolment) -> None:
         self.enrolments[user] = enrolment
         row = (user, enrolment.secret, enrolment.enrolled, enrolment.last_step,
-               json.dumps(list(enrolment.recovery)))
+               json_bytes(list(enrolment.recovery)).decode())
         self.store.submit(lambda tables: tables.put(TOTP, [row]))
 
     def disable(self, user: str) -> bool:
@@ -216,7 +217,7 @@ class SecondFactor:
         else:
             left = tuple(d for d in enrolment.recovery if d != match.digest)
             self.enrolments[user] = replace(enrolment, recovery=left)
-            codes = json.dumps(list(left))
+            codes = json_bytes(list(left)).decode()
             self.store.submit(lambda tables: tables.update(TOTP, ("recovery",), [(codes, user)]))
             log.warn("auth: {user} used a recovery code ({left} left)", user=user,
                      left=len(left))

@@ -142,6 +142,9 @@ class EventHub:
         return SnapshotPages(self.views, names, self.page_size)
 
     def join(self, client: FeedProtocol) -> None:
+        """Events caused before the join go to the clients before it; the snapshot has them."""
+        if self._frames:
+            self.flush()
         self.clients.add(client)
         client.snapshot = self.snapshot(client.viewer).pages()
         self._pump(client)
