@@ -2,9 +2,10 @@
 
 The :class:`~heartbeat.server.thresholds.ThresholdEngine` decides; this service
 feeds it the registry's ``host.plugins`` and ``host.rtt`` events, publishes what it returns
-as ``ALERT`` events (the journal, the WebSocket feed and the notifier take them
-from the bus), keeps the alert states in the store so a restart neither loses
-nor re-notifies them, and runs the reminder timer.
+as ``ALERT`` events and a metric that starts or stops flapping as ``alert.flapping`` (the
+journal, the WebSocket feed and the notifier take them from the bus), keeps the alert
+states in the store so a restart neither loses nor re-notifies them, and runs the
+reminder timer.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
-from heartbeat.events import ALERT, Event, EventBus
+from heartbeat.events import ALERT, ALERT_FLAPPING, Event, EventBus
 from heartbeat.server.store import StoreService
 from heartbeat.server.tables import ALERT_STATES, Tables, Write
 from heartbeat.server.thresholds.engine import Alert, AlertState, ThresholdEngine
@@ -112,6 +113,11 @@ class AlertingService(Service):
                          metric_path=alert.metric_path, alert_level=alert.level.value,
                          notify=data["notify"])
             self.bus.publish(Event(ALERT, alert.host, alert.ts, data))
+        for change in self.engine.take_flap_changes():
+            log.info("alerting: {host} {subject} {what} flapping ({percent:.1f}%)",
+                     host=change.host, subject=change.subject, percent=change.percent,
+                     what="started" if change.flapping else "stopped")
+            self.bus.publish(Event(ALERT_FLAPPING, change.host, change.ts, change.to_json()))
 
     def check_reminders(self) -> None:
         """One tick of the reminder timer: the reminders due, published."""

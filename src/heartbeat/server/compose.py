@@ -39,6 +39,7 @@ from twisted.web.client import Agent, HTTPConnectionPool
 import heartbeat
 from heartbeat.config.server import ServerConfig
 from heartbeat.events import (
+    ALERT,
     HOST_ADDRESS,
     HOST_DOWN,
     HOST_NEW,
@@ -56,12 +57,16 @@ from heartbeat.hangup import HangupService
 from heartbeat.passwords import ITERATIONS
 from heartbeat.protocol import Limits
 from heartbeat.server.access import Directory
+from heartbeat.server.acks import AckBook
 from heartbeat.server.alerting import AlertingService, load_alert_states, reminder_period
 from heartbeat.server.auth import AuthService, PasswordHasher, load_auth
+from heartbeat.server.dependencies import DependencyGraph
 from heartbeat.server.dns import DnsService, DnsSettings
+from heartbeat.server.flapping import FlapDetector
 from heartbeat.server.ingest import IngestProtocol, IngestStats, make_udp_service
 from heartbeat.server.journal import JournalFile, JournalService
 from heartbeat.server.limits import SOURCE_TABLE_SIZE, HostAdmission, SourceRateLimit
+from heartbeat.server.maintenance import MaintenanceCalendar
 from heartbeat.server.metrics import MetricsExporter
 from heartbeat.server.migrations import SchemaError
 from heartbeat.server.monitor import MonitorService
@@ -71,11 +76,13 @@ from heartbeat.server.notify.pushover import PushoverChannel
 from heartbeat.server.notify.routing import channels_in_use
 from heartbeat.server.notify.service import NOTIFIED_KINDS
 from heartbeat.server.notify.signal import SignalChannel
+from heartbeat.server.operations import OperationsService, load_operations
 from heartbeat.server.registry import HostState, Registry
 from heartbeat.server.serial import SerialWorker, Worker
 from heartbeat.server.sessions import LoginThrottle
 from heartbeat.server.settings import ServerSettings
 from heartbeat.server.signing import Signing
+from heartbeat.server.silences import SilenceBook
 from heartbeat.server.store import (
     HostRecorder,
     StoreService,
@@ -83,9 +90,9 @@ from heartbeat.server.store import (
     maintenance_period,
     open_sqlite,
 )
+from heartbeat.server.suppression import Suppression
 from heartbeat.server.tables import Backend, Read
 from heartbeat.server.thresholds.engine import ThresholdEngine
-from heartbeat.server.thresholds.rulebook import RuleBook
 from heartbeat.server.web.api import HeartbeatAPI
 from heartbeat.server.web.app import ConnectionBudget, ConnectionLimit, HeartbeatSite, WebRoot
 from heartbeat.server.web.auth import WebAuth
@@ -140,6 +147,9 @@ SUBSCRIPTIONS: Final = (
     Subscription("alerting", "on_plugins", (HOST_PLUGINS,)),
     Subscription("alerting", "on_removed", (HOST_REMOVED,)),
     Subscription("signatures", "on_removed", (HOST_REMOVED,)),
+    Subscription("operations", "on_alert", (ALERT,)),
+    Subscription("operations", "on_host_state", (HOST_DOWN, HOST_UNREACHABLE, HOST_UP)),
+    Subscription("operations", "on_removed", (HOST_REMOVED,)),
     # Then the records: each event once, in causal order (message, host.*, alert, outcomes).
     Subscription("journal", "record", None, exclude=(HOST_PLUGINS, HOST_RTT)),
     Subscription("hub", "publish", None, exclude=(HOST_RTT,)),
@@ -229,6 +239,7 @@ class Server:
     notifier: NotifierService | None
     dns: DnsService | None
     alerting: AlertingService
+    operations: OperationsService
     ingest: IngestProtocol
     signatures: Any
     """The signed-datagram policy (a ``SignaturePolicy``), or None without ``keys``."""
@@ -305,13 +316,23 @@ def _endpoint(host: str, port: int) -> str:
     return f"tcp:port={port}:interface={interface}"
 
 
-def make_registry(config: ServerConfig) -> Registry:
-    """The hosts' state machine with the config's timing and resource bounds."""
+def make_registry(config: ServerConfig, dependencies: DependencyGraph | None = None,
+                  flaps: FlapDetector | None = None) -> Registry:
+    """The hosts' state machine with the config's timing and resource bounds, the hosts'
+    ``parents:`` and the flap detector of their states (None: no flap detection)."""
     return Registry(grace=config.grace, default_interval=config.interval,
                     host_config=config.hosts, command_attempts=config.command_attempts,
                     admission=HostAdmission(config.max_hosts,
                                             config.max_unconfigured_hosts + len(config.hosts)),
-                    max_plugins=config.max_plugins, max_plugin_bytes=config.max_plugin_bytes)
+                    max_plugins=config.max_plugins, max_plugin_bytes=config.max_plugin_bytes,
+                    dependencies=dependencies, flaps=flaps)
+
+
+def make_flaps(config: ServerConfig) -> FlapDetector | None:
+    """One flap detector for host states and metric levels (None: ``flap_detection`` off)."""
+    if not config.flap_detection:
+        return None
+    return FlapDetector(config.flap_low_threshold, config.flap_high_threshold)
 
 
 def store_path(config: ServerConfig) -> Path:
@@ -378,9 +399,27 @@ def make_auth(config: ServerConfig, store: StoreService, hasher: PasswordHasher,
     return service
 
 
-def make_alerting(config: ServerConfig, rules: RuleBook, registry: Registry, *,
+def make_operations(settings: ServerSettings, registry: Registry, engine: ThresholdEngine,
+                    flaps: FlapDetector | None, *, store: StoreService, bus: EventBus,
+                    reactor: Any) -> OperationsService:
+    """The books of maintenance windows (the config's and the stored ones), silences and
+    acknowledgements, the flap histories and held problems the store kept."""
+    calendar = MaintenanceCalendar(
+        tags_of=lambda host: frozenset(registry.config_for(host).tags))
+    calendar.restore(settings.maintenance)
+    suppression = Suppression(calendar, SilenceBook(), AckBook())
+    operations = OperationsService(suppression, bus.publish, store, reactor, registry=registry,
+                                   engine=engine, flaps=flaps, default_zone=settings.zone)
+    operations.restore(load_stored(
+        store, load_operations, "the maintenance windows, silences and acknowledgements"))
+    operations.attach()
+    return operations
+
+
+def make_alerting(config: ServerConfig, engine: ThresholdEngine, registry: Registry, *,
                   store: StoreService, bus: EventBus, reactor: Any) -> AlertingService:
-    engine = ThresholdEngine(rules)
+    """Alerting over ``engine``, with the alert states the store kept (after the flap
+    histories: a restored state knows whether it flaps)."""
     engine.restore(load_stored(store, load_alert_states, "the alert states"))
     return AlertingService(engine, bus, store, reactor,
                            watched=lambda host: registry.config_for(host).watch,
@@ -439,13 +478,15 @@ def make_channels(config: ServerConfig, reactor: Any) -> tuple[list[Channel], An
     return channels, pool
 
 
-def make_notifier(config: ServerConfig, bus: EventBus, reactor: Any) -> NotifierService | None:
+def make_notifier(config: ServerConfig, bus: EventBus, reactor: Any,
+                  suppression: Suppression | None = None) -> NotifierService | None:
     channels, pool = make_channels(config, reactor)
     if not channels:
         return None
     log.info("notify: channels {channels}", channels=", ".join(c.name for c in channels))
     return NotifierService(channels, Router(config, [c.name for c in channels]), reactor, bus,
-                           settings=NotifySettings.from_config(config), pool=pool)
+                           settings=NotifySettings.from_config(config), pool=pool,
+                           suppression=suppression)
 
 
 def ca_file_error(config: ServerConfig, error: Exception) -> SystemExit:
@@ -550,6 +591,7 @@ def _status(server: Server) -> dict[str, Callable[[], Any]]:
         "store": server.store.to_json,
         "auth": server.auth.to_json,
         "alerting": server.alerting.to_json,
+        "operations": server.operations.to_json,
         "http": lambda: {**budget.to_json(), "slow_requests": site.slow_requests},
     }
     if server.notifier is not None:
@@ -600,8 +642,12 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
     seams = seams or Seams()
     make_worker = seams.worker or (lambda name: SerialWorker(reactor, name))
     bus = EventBus(on_error=seams.on_error)
-    registry = make_registry(config)
+    flaps = make_flaps(config)
+    registry = make_registry(config, settings.dependencies, flaps)
     store = make_store(config, registry, make_worker, reactor)
+    engine = ThresholdEngine(settings.rules, flaps=flaps)
+    operations = make_operations(settings, registry, engine, flaps, store=store, bus=bus,
+                                 reactor=reactor)
     recorder = HostRecorder(registry, store, config.history_retention,
                             config.history_max_samples)
     hasher = PasswordHasher(make_worker("heartbeat-passwords"), seams.password_iterations)
@@ -609,10 +655,9 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
     policy = RequestPolicy(config.http_hosts, config.trusted_proxies)
     web_auth = WebAuth(auth, policy)
     journal = make_journal(config, make_worker, reactor)
-    notifier = make_notifier(config, bus, reactor)
+    notifier = make_notifier(config, bus, reactor, operations.suppression)
     dns = make_dns(config, registry, bus, reactor)
-    alerting = make_alerting(config, settings.rules, registry, store=store, bus=bus,
-                             reactor=reactor)
+    alerting = make_alerting(config, engine, registry, store=store, bus=bus, reactor=reactor)
     ingest = make_ingest(config, registry, bus, reactor, seams.max_sources)
     monitor = MonitorService(registry, bus, reactor, config.monitor_interval)
     hub = EventHub(registry, alerts=alerting.engine, clock=reactor)
@@ -640,7 +685,7 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
     server = Server(
         settings=settings, config=config, reactor=reactor, bus=bus, registry=registry, store=store,
         recorder=recorder, auth=auth, web_auth=web_auth, journal=journal, notifier=notifier,
-        dns=dns, alerting=alerting, ingest=ingest,
+        dns=dns, alerting=alerting, operations=operations, ingest=ingest,
         signatures=ingest.signing.policy if ingest.signing is not None else None,
         monitor=monitor, hub=hub, api=api, root=root, site=site, budget=budget, status=status,
         service=top, metrics=metrics, status_board=status_board)
@@ -649,7 +694,8 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
     server.subscribed = subscribe_all(bus, server)
 
     # Dependency order: each child needs only those before it (stopped in reverse).
-    for service in (store, auth, journal, notifier, dns, alerting, monitor, status_board):
+    for service in (store, auth, journal, notifier, dns, alerting, operations, monitor,
+                    status_board):
         if service is not None:
             service.setServiceParent(top)
     make_udp_service(ingest, config.hb_host, config.hb_port, config.udp_rcvbuf,

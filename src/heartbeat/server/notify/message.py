@@ -23,6 +23,7 @@ from heartbeat.server.notify.base import Notification, level_rank
 __all__ = [
     "DIGEST",
     "DIGEST_LINES",
+    "NOTIFIED_KINDS",
     "RECOVERY_MIN_DOWN",
     "Skip",
     "digest",
@@ -30,6 +31,9 @@ __all__ = [
     "notification_for",
 ]
 
+NOTIFIED_KINDS: Final = (HOST_DOWN, HOST_UP, HOST_BOOT, HOST_MESSAGE, ALERT, HOST_FLAPPING,
+                         ALERT_FLAPPING, PROBLEM_STILL)
+"""The kinds :func:`notification_for` words (the notifier hears these)."""
 RECOVERY_MIN_DOWN: Final = 4.0
 """A host that was down for less than this (s) gets no recovery notice: a blip, not news."""
 DIGEST: Final = "digest"

@@ -9,6 +9,11 @@ than ``notify_burst`` different hosts were notified within ``notify_window`` on 
 channel, further notifications are held and sent as one digest per window until a
 window holds no more than ``notify_burst`` hosts. Every outcome is an event on the
 bus (``notify.sent``, ``notify.failed``, ``notify.dropped``), so the journal records it.
+
+Before any of that, the one :class:`~heartbeat.server.suppression.Suppression` decides
+whether the event notifies now: maintenance windows, silences, acknowledgements and
+flapping hold notices back (counted under ``suppressed`` by their reason); the
+operations service publishes ``problem.still`` for a held problem that outlasts them.
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ from twisted.python.failure import Failure
 from twisted.web.client import HTTPConnectionPool
 
 from heartbeat.config.server import ServerConfig
-from heartbeat.events import ALERT, HOST_BOOT, HOST_DOWN, HOST_MESSAGE, HOST_UP, Event, EventBus
+from heartbeat.events import Event, EventBus
 from heartbeat.server.notify.base import Channel, DeliveryError, Notification, redact
-from heartbeat.server.notify.message import Skip, digest, notification_for
+from heartbeat.server.notify.message import NOTIFIED_KINDS, Skip, digest, notification_for
 from heartbeat.server.notify.routing import Router
 from heartbeat.server.retry import Backoff, Failed, RetryLane, Try
+from heartbeat.server.suppression import Suppression
 
 __all__ = [
     "NOTIFIED_KINDS",
@@ -43,7 +49,6 @@ __all__ = [
 
 log = Logger()
 
-NOTIFIED_KINDS: Final = (HOST_DOWN, HOST_UP, HOST_BOOT, HOST_MESSAGE, ALERT)
 NOTIFY_SENT: Final = "notify.sent"
 NOTIFY_FAILED: Final = "notify.failed"  # data["final"]: no more retries
 NOTIFY_DROPPED: Final = "notify.dropped"  # the channel's queue was full
@@ -264,8 +269,11 @@ class NotifierService(Service):
         *,
         settings: NotifySettings | None = None,
         pool: HTTPConnectionPool | None = None,
+        suppression: Suppression | None = None,
     ) -> None:
         self.router = router
+        self.suppression = suppression
+        """What holds notices back (None: nothing, as in tests of the channels alone)."""
         self.clock = clock
         self.settings = settings or NotifySettings()
         self.pool = pool
@@ -281,6 +289,12 @@ class NotifierService(Service):
         if not self.running:
             return
         self.counters.events += 1
+        if self.suppression is not None:
+            # Asked first, notified or not: a held problem's events keep its level current.
+            hold = self.suppression.decide(event, self.clock.seconds())
+            if hold is not None:
+                self.counters.suppressed[hold.reason] += 1
+                return
         note = notification_for(event)
         if isinstance(note, Skip):
             self.counters.suppressed[note.reason] += 1
