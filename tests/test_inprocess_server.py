@@ -47,8 +47,8 @@ def test_datagrams_flow_through_the_whole_tree(tmp_path: Path) -> None:
 
     server.stop()
     assert server.service.stopped == [  # type: ignore[attr-defined]
-        "hangup", "websocket-0", "web", "ingest", "status-pages", "monitor", "operations",
-        "alerting",
+        "hangup", "websocket-0", "web", "ingest", "status-pages", "jobs", "monitor",
+        "operations", "alerting",
         "journal", "auth", "store"]
     assert [c for c in server.reactor.getDelayedCalls() if c.active()] == []
 

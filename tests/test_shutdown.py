@@ -90,13 +90,13 @@ def test_notification_outcome_during_the_drain_is_journaled(tmp_path: Path) -> N
     done = server.service.stopService()
     assert not done.called  # the notifier waits for its send
     assert server.service.stopped == [  # type: ignore[attr-defined]
-        "hangup", "websocket-0", "web", "ingest", "status-pages", "monitor", "operations",
-        "alerting"]
+        "hangup", "websocket-0", "web", "ingest", "status-pages", "jobs", "monitor",
+        "operations", "alerting"]
     server.reactor.advance(5.0)  # the notifier's stop_timeout: the send is cancelled
     assert fired(done) is None
     assert server.service.stopped == [  # type: ignore[attr-defined]
-        "hangup", "websocket-0", "web", "ingest", "status-pages", "monitor", "operations",
-        "alerting",
+        "hangup", "websocket-0", "web", "ingest", "status-pages", "jobs", "monitor",
+        "operations", "alerting",
         "notify", "journal", "auth", "store"]
     journal = Path(server.config.journal_dir) / server.config.journal_file
     events = [json.loads(line)["event"] for line in journal.read_bytes().splitlines()

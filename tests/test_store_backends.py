@@ -125,6 +125,8 @@ SAMPLES: dict[str, tuple[tuple[Any, ...], tuple[Any, ...]]] = {
     "totp": (("alice", "S3CR3T", 1.0, None, '["d1"]'), ("alice", "OTHER", 2.0, 57000001, "[]")),
     "auth_settings": (("totp_required", "all"), ("totp_required", "off")),
     "badges": (("tok1", "host", "web1", 1.0), ("tok1", "page", "main", 2.0)),
+    "jobs": (("backup", "0f8e6d4c-2b1a-4c3d-9e8f-7a6b5c4d3e2f", 1.0, '{"level":"OK"}'),
+             ("backup", "1f8e6d4c-2b1a-4c3d-9e8f-7a6b5c4d3e2f", 2.0, '{"failed":true}')),
 }
 
 

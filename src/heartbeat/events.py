@@ -38,6 +38,8 @@ __all__ = [
     "HOST_RTT",
     "HOST_UNREACHABLE",
     "HOST_UP",
+    "JOB",
+    "JOB_PING",
     "PROBLEM_STILL",
     "RECEIVED",
     "Event",
@@ -62,6 +64,8 @@ HOST_UNREACHABLE: Final = "host.unreachable"  # silent while its parents are dow
 HOST_FLAPPING: Final = "host.flapping"  # a host's state started or stopped flapping
 ALERT_FLAPPING: Final = "alert.flapping"  # a metric's level started or stopped flapping
 PROBLEM_STILL: Final = "problem.still"  # a problem held back (maintenance, silence) outlasted it
+JOB: Final = "job"  # a cron job's level changed (late, failed, running too long, recovered)
+JOB_PING: Final = "job.ping"  # a cron job's run started or ended (a ping); host: the job's
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ __all__ = [
     "SERVER_DEFAULTS",
     "EmailConfig",
     "HostConfig",
+    "JobConfig",
     "MattermostConfig",
     "MetricsConfig",
     "PushoverConfig",
@@ -188,6 +189,27 @@ class StatusPageConfig:
 
 
 @dataclass(frozen=True)
+class JobConfig:
+    """A cron job under ``jobs.<name>``: pinged at ``/ping/<uuid>`` (docs/JOBS.md)."""
+
+    schedule: str | None = option(
+        None, doc="5-field cron expression (or @daily...) of when runs are due")
+    timezone: str | None = option(
+        None, doc="IANA time zone of schedule (default: timezone, else this machine's)")
+    period: float | str | None = option(
+        None, doc="instead of schedule: a run is due this long after the last (90, 1h, 1d)")
+    grace: float | str = option(
+        "1h", doc="how late a run may end before the job is late (seconds or 5m, 1h...)")
+    max_runtime: float | str | None = option(
+        None, doc="a started run not ended within this is running too long (default: grace)")
+    uuid: str | None = option(
+        None, doc="the job's ping UUID (the secret of its URLs); none: one is made and kept")
+    host: str | None = option(
+        None, doc="the host it runs on: that host's access, routing and maintenance apply")
+    description: str = option("", doc="free text shown in the API and UI")
+
+
+@dataclass(frozen=True)
 class MetricsConfig:
     """Prometheus exposition at ``GET /metrics`` under ``metrics:``."""
 
@@ -249,6 +271,10 @@ class ServerConfig:
     metrics: MetricsConfig = option(MetricsConfig(), doc="Prometheus exposition at /metrics")
     status_pages: dict[str, StatusPageConfig] = option(
         {}, doc="public status pages (no login): /status/<slug> with the hosts' names and states")
+    jobs: dict[str, JobConfig] = option(
+        {}, doc="cron jobs that ping /ping/<uuid> or send JOB datagrams (docs/JOBS.md)")
+    ping_rate: float = option(
+        10.0, positive, doc="job pings/s accepted from one address over HTTP (IPv6: one /64)")
 
     # State and journal
     state_dir: str = option("/var/lib/heartbeat", doc="SQLite store directory")

@@ -64,6 +64,7 @@ from heartbeat.server.dependencies import DependencyGraph
 from heartbeat.server.dns import DnsService, DnsSettings
 from heartbeat.server.flapping import FlapDetector
 from heartbeat.server.ingest import IngestProtocol, IngestStats, make_udp_service
+from heartbeat.server.jobservice import JobService, load_jobs
 from heartbeat.server.journal import JournalFile, JournalService
 from heartbeat.server.limits import SOURCE_TABLE_SIZE, HostAdmission, SourceRateLimit
 from heartbeat.server.maintenance import MaintenanceCalendar
@@ -254,6 +255,7 @@ class Server:
     subscribed: list[tuple[str, Subscriber]] = field(default_factory=list)
     metrics: MetricsPage | None = None
     status_board: StatusBoard | None = None
+    jobs: JobService | None = None
 
 
 class ServerService(MultiService):
@@ -607,7 +609,17 @@ def _status(server: Server) -> dict[str, Callable[[], Any]]:
         sources["metrics"] = server.metrics.to_json
     if server.status_board is not None:
         sources["status_pages"] = server.status_board.to_json
+    if server.jobs is not None:
+        sources["jobs"] = server.jobs.to_json
     return sources
+
+
+def make_jobs(settings: ServerSettings, store: StoreService, bus: EventBus,
+              reactor: Any) -> JobService:
+    """The cron jobs of ``jobs:`` with their stored UUIDs, states and recent runs."""
+    return JobService(settings.jobs, store, bus, reactor,
+                      retention=settings.config.history_retention,
+                      stored=load_stored(store, load_jobs, "the cron jobs"))
 
 
 def make_status_board(config: ServerConfig, registry: Registry, store: StoreService,
@@ -664,6 +676,7 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
     auth.add_revoke_listener(hub.session_ended)
     status: dict[str, Callable[[], Any]] = {}
     status_board = make_status_board(config, registry, store, reactor)
+    jobs = make_jobs(settings, store, bus, reactor)
     api = HeartbeatAPI(registry, store, journal, reactor, status, auth=web_auth, bus=bus,
                        dns_trigger=dns.trigger if dns is not None else None,
                        max_body=config.http_max_body, alerts=alerting.engine, config=config,
@@ -688,13 +701,13 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
         dns=dns, alerting=alerting, operations=operations, ingest=ingest,
         signatures=ingest.signing.policy if ingest.signing is not None else None,
         monitor=monitor, hub=hub, api=api, root=root, site=site, budget=budget, status=status,
-        service=top, metrics=metrics, status_board=status_board)
+        service=top, metrics=metrics, status_board=status_board, jobs=jobs)
     top.parts = server
     status.update(_status(server))
     server.subscribed = subscribe_all(bus, server)
 
     # Dependency order: each child needs only those before it (stopped in reverse).
-    for service in (store, auth, journal, notifier, dns, alerting, operations, monitor,
+    for service in (store, auth, journal, notifier, dns, alerting, operations, monitor, jobs,
                     status_board):
         if service is not None:
             service.setServiceParent(top)

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import heapq
 import math
+import re
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 __all__ = [
+    "JOB_NAME",
     "MAX_LOG_BYTES",
     "OUTCOMES",
     "RECENT_RUNS",
@@ -38,6 +40,7 @@ __all__ = [
     "Period",
     "Run",
     "Timing",
+    "valid_uuid",
 ]
 
 MAX_LOG_BYTES: Final = 10_000
@@ -46,6 +49,13 @@ RECENT_RUNS: Final = 20
 """Runs each job keeps in memory for the API's summary; the store keeps more."""
 OUTCOMES: Final = ("success", "fail", "running", "unfinished")
 LEVELS: Final = ("OK", "WARNING", "CRITICAL")
+JOB_NAME: Final = re.compile(r"[A-Za-z0-9._-]{1,64}")
+_UUID: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def valid_uuid(text: str) -> bool:
+    """Whether ``text`` is a UUID in its usual hyphenated form (either case)."""
+    return _UUID.fullmatch(text.lower()) is not None
 
 
 class Timing(Protocol):

@@ -270,6 +270,31 @@ CREATE UNIQUE INDEX plugin_history_once ON plugin_history (host, seq, sent);
 # servers sharing one store keep a PLG that each of them received once. A message
 # without them is kept as often as it was received (NULLs never collide).
 
+_V7_JOBS = """
+CREATE TABLE jobs (
+    name TEXT PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, created REAL NOT NULL, state TEXT NOT NULL
+);
+CREATE TABLE job_runs (
+    job TEXT NOT NULL, recorded REAL NOT NULL, started REAL, ended REAL,
+    outcome TEXT NOT NULL, exit_code INTEGER, log TEXT NOT NULL, source TEXT
+);
+CREATE INDEX job_runs_by_job ON job_runs (job, recorded);
+"""
+_V7_POSTGRESQL = """
+CREATE TABLE jobs (
+    name TEXT PRIMARY KEY, uuid TEXT NOT NULL UNIQUE, created DOUBLE PRECISION NOT NULL,
+    state TEXT NOT NULL
+);
+CREATE TABLE job_runs (
+    job TEXT NOT NULL, recorded DOUBLE PRECISION NOT NULL, started DOUBLE PRECISION,
+    ended DOUBLE PRECISION, outcome TEXT NOT NULL, exit_code INTEGER, log TEXT NOT NULL,
+    source TEXT
+);
+CREATE INDEX job_runs_by_job ON job_runs (job, recorded);
+"""
+# Version 7 (issue 17): cron jobs (docs/JOBS.md): each job's ping UUID (made once when the
+# config gives none, so its URLs outlive a restart) and live state (JSON), and its runs.
+
 STEPS: Final[Sequence[Step]] = (
     Step(1, "hosts, plugin data, queued commands, users, sessions, host access, alert states",
          sqlite=_V1_SQLITE, postgresql=_V1_POSTGRESQL),
@@ -281,6 +306,8 @@ STEPS: Final[Sequence[Step]] = (
     Step(5, "badges of hosts and status pages", sqlite=_V5_BADGES, postgresql=_V5_POSTGRESQL),
     Step(6, "plugin history keyed by the message's host, seq and ts: stored once by servers "
          "sharing a store", sqlite=_V6_HISTORY_ONCE, postgresql=_V6_POSTGRESQL),
+    Step(7, "cron jobs: their ping UUIDs, states and runs", sqlite=_V7_JOBS,
+         postgresql=_V7_POSTGRESQL),
 )
 NEWEST: Final = STEPS[-1].version
 """The schema version this code reads and writes."""

@@ -329,6 +329,9 @@ class CronSchedule:
     def __repr__(self) -> str:
         return f"CronSchedule({self.expression.text!r}, {self.zone.key!r})"
 
+    def __str__(self) -> str:
+        return f"{self.expression.text} ({self.zone.key})"
+
 
 # -- windows ---------------------------------------------------------------------------
 

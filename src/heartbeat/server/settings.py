@@ -19,8 +19,15 @@ from dataclasses import dataclass, field
 from heartbeat.config.loader import ConfigError, load_config, parse_config
 from heartbeat.config.server import ServerConfig
 from heartbeat.server.dependencies import DependencyGraph, find_cycle
+from heartbeat.server.jobs import JOB_NAME, JobSpec, Period, Timing, valid_uuid
 from heartbeat.server.maintenance import WINDOW_ID, MaintenanceWindow, parse_window
-from heartbeat.server.schedule import local_zone_name, zone
+from heartbeat.server.schedule import (
+    CronExpression,
+    CronSchedule,
+    local_zone_name,
+    parse_duration,
+    zone,
+)
 from heartbeat.server.thresholds.rulebook import RuleBook
 
 __all__ = ["DEFAULTS_SOURCE", "ServerSettings", "load_settings", "parse_settings"]
@@ -42,6 +49,8 @@ class ServerSettings:
     """The windows under ``maintenance:`` (read-only through the API)."""
     zone: str = "UTC"
     """``timezone``, else the machine's: for windows and silences that name none."""
+    jobs: tuple[JobSpec, ...] = ()
+    """The cron jobs under ``jobs:``; a uuid of "" is made (and kept) by the job service."""
 
     @classmethod
     def from_config(cls, config: ServerConfig, path: str | None = None,
@@ -57,7 +66,8 @@ class ServerSettings:
         except ValueError as e:
             raise ConfigError(source, "timezone", str(e)) from None
         return cls(config, rules, path, _dependencies(config, source),
-                   _windows(config, source, zone_name), zone_name)
+                   _windows(config, source, zone_name), zone_name,
+                   _jobs(config, source, zone_name))
 
 
 def _machine_zone() -> str:
@@ -111,6 +121,57 @@ def _windows(config: ServerConfig, source: str,
         windows.append(parse_window(raw, key=key, source=source, default_zone=zone_name,
                                     window_id=name))
     return tuple(windows)
+
+
+def _duration(value: object, source: str, key: str) -> float:
+    try:
+        return parse_duration(value)
+    except ValueError as e:
+        raise ConfigError(source, key, str(e)) from None
+
+
+def _jobs(config: ServerConfig, source: str, zone_name: str) -> tuple[JobSpec, ...]:
+    """The jobs under ``jobs:``: a schedule (in its zone) or a period, a grace, a uuid."""
+    specs: list[JobSpec] = []
+    uuids: dict[str, str] = {}
+    for name, job in config.jobs.items():
+        key = f"jobs.{name}"
+        if not JOB_NAME.fullmatch(name):
+            raise ConfigError(source, key, "a job's name is 1-64 of A-Z a-z 0-9 . _ - "
+                                           "(it names the job in the API and in notices)")
+        timing: Timing
+        if (job.schedule is None) == (job.period is None):
+            raise ConfigError(source, key, "give either schedule (a cron expression) or "
+                                           "period (e.g. 1h), not both or neither")
+        if job.schedule is not None:
+            try:
+                expression = CronExpression.parse(job.schedule)
+            except ValueError as e:
+                raise ConfigError(source, f"{key}.schedule", str(e)) from None
+            try:
+                tz = zone(job.timezone or zone_name)
+            except ValueError as e:
+                raise ConfigError(source, f"{key}.timezone", str(e)) from None
+            timing = CronSchedule(expression, tz)
+        else:
+            if job.timezone is not None:
+                raise ConfigError(source, f"{key}.timezone", "only a schedule has a time zone")
+            timing = Period(_duration(job.period, source, f"{key}.period"))
+        grace = _duration(job.grace, source, f"{key}.grace")
+        max_runtime = grace if job.max_runtime is None else _duration(
+            job.max_runtime, source, f"{key}.max_runtime")
+        uuid = ""
+        if job.uuid is not None:
+            if not valid_uuid(job.uuid):
+                raise ConfigError(source, f"{key}.uuid", f"not a UUID: {job.uuid!r:.60} "
+                                  "(e.g. from `python3 -c 'import uuid; print(uuid.uuid4())'`)")
+            uuid = job.uuid.lower()
+            if uuid in uuids:
+                raise ConfigError(source, f"{key}.uuid", f"job {uuids[uuid]!r} has it too")
+            uuids[uuid] = name
+        specs.append(JobSpec(name, uuid, timing, grace, max_runtime, host=job.host,
+                             description=job.description))
+    return tuple(specs)
 
 
 def load_settings(path: str | os.PathLike[str] | None) -> ServerSettings:

@@ -32,6 +32,7 @@ from heartbeat.events import (
     HOST_FLAPPING,
     HOST_MESSAGE,
     HOST_UP,
+    JOB,
     Event,
 )
 from heartbeat.server.acks import HOST as HOST_TARGET
@@ -142,6 +143,8 @@ class Suppression:
             return self.hold(host, kind, now)
         if kind == ALERT_FLAPPING:
             return self.hold(host, str(data.get("metric_path", "")), now)
+        if kind == JOB and host:  # a job on a host: its windows, silences of job:<name>
+            return self.hold(host, f"job:{data.get('job', '')}", now)
         return None
 
     def _alert(self, host: str, data: dict[str, Any], now: float) -> Hold | None:

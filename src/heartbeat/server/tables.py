@@ -35,6 +35,8 @@ __all__ = [
     "HELD_PROBLEMS",
     "HOSTS",
     "HOST_ACCESS",
+    "JOBS",
+    "JOB_RUNS",
     "MAINTENANCE_WINDOWS",
     "OPERATION_IDS",
     "PLUGIN_HISTORY",
@@ -109,10 +111,14 @@ OPERATION_IDS: Final = Table("operation_ids", ("kind", "last"), ("kind",))
 TOTP: Final = Table("totp", ("user", "secret", "enrolled", "last_step", "recovery"), ("user",))
 AUTH_SETTINGS: Final = Table("auth_settings", ("name", "value"), ("name",))
 BADGES: Final = Table("badges", ("token", "kind", "target", "created"), ("token",))
+JOBS: Final = Table("jobs", ("name", "uuid", "created", "state"), ("name",))
+JOB_RUNS: Final = Table("job_runs", (
+    "job", "recorded", "started", "ended", "outcome", "exit_code", "log", "source"))
 
 TABLES: Final = (HOSTS, PLUGIN_LATEST, PLUGIN_HISTORY, COMMANDS, USERS, HOST_ACCESS, SESSIONS,
                  API_KEYS, ALERT_STATES, MAINTENANCE_WINDOWS, SILENCES, ACKNOWLEDGEMENTS,
-                 HELD_PROBLEMS, FLAP_STATES, OPERATION_IDS, TOTP, AUTH_SETTINGS, BADGES)
+                 HELD_PROBLEMS, FLAP_STATES, OPERATION_IDS, TOTP, AUTH_SETTINGS, BADGES, JOBS,
+                 JOB_RUNS)
 """Every table of the newest schema (a test compares them with both backends' own)."""
 
 

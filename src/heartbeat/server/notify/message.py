@@ -15,6 +15,7 @@ from heartbeat.events import (
     HOST_FLAPPING,
     HOST_MESSAGE,
     HOST_UP,
+    JOB,
     PROBLEM_STILL,
     Event,
 )
@@ -32,7 +33,7 @@ __all__ = [
 ]
 
 NOTIFIED_KINDS: Final = (HOST_DOWN, HOST_UP, HOST_BOOT, HOST_MESSAGE, ALERT, HOST_FLAPPING,
-                         ALERT_FLAPPING, PROBLEM_STILL)
+                         ALERT_FLAPPING, PROBLEM_STILL, JOB)
 """The kinds :func:`notification_for` words (the notifier hears these)."""
 RECOVERY_MIN_DOWN: Final = 4.0
 """A host that was down for less than this (s) gets no recovery notice: a blip, not news."""
@@ -179,6 +180,49 @@ def _still(event: Event) -> Notification:
                         (name,), event.kind, event.ts)
 
 
+_JOB_LEVELS: Final = {"CRITICAL": "critical", "WARNING": "warning", "OK": "info"}
+
+
+def _job(event: Event) -> Notification | Skip:
+    """A cron job late, failed, running too long, or recovered (heartbeat.server.jobs)."""
+    data = event.data
+    if not data.get("notify", True):
+        return Skip("job_not_notified")
+    name, level = data.get("job", ""), str(data.get("level", ""))
+    on = f" on {event.host}" if event.host else ""
+    reason = str(data.get("reason", ""))
+    success = data.get("last_success")
+    last = f"Last success: {_when(success)}." if success else "No successful run yet."
+    if level == "OK":
+        took = data.get("duration")
+        after = f" (its last run took {duration(took)})" if took is not None else ""
+        title = f"RECOVERED: job {name}"
+        body = f"Job {name}{on} is OK again{after}; it was {data.get('previous', '')}."
+    elif reason.startswith("failed"):
+        title = f"FAILED: job {name}"
+        body = (f"Job {name}{on} failed: its last run ended with exit code "
+                f"{data.get('exit_code')}.\n{last}")
+        if data.get("log_tail"):
+            body += f"\nThe end of its output:\n{data['log_tail']}"
+    elif reason.startswith("late"):
+        title = f"LATE: job {name}"
+        expected = data.get("expected")
+        when = f" by {_when(expected)}" if expected is not None else ""
+        grace = f" (+{duration(data['grace'])} grace)" if data.get("grace") else ""
+        running = data.get("running_since")
+        still = f"\nA run started at {_when(running)} has not ended." if running else ""
+        body = (f"Job {name}{on} is late: a run was due to end{when}{grace} "
+                f"({data.get('schedule', '')}).{still}\n{last}")
+    else:
+        title = f"RUNNING TOO LONG: job {name}"
+        running = data.get("running_since")
+        since = f" since {_when(running)}" if running else ""
+        body = (f"Job {name}{on} has been running{since}, longer than its max_runtime of "
+                f"{duration(float(data.get('max_runtime') or 0))}.\n{last}")
+    return Notification(title, body, _JOB_LEVELS.get(level, "warning"),
+                        (event.host,) if event.host else (), event.kind, event.ts)
+
+
 def notification_for(event: Event) -> Notification | Skip:
     """The notification ``event`` deserves, or why it gets none."""
     if event.kind == HOST_DOWN:
@@ -195,6 +239,8 @@ def notification_for(event: Event) -> Notification | Skip:
         return _flapping(event)
     if event.kind == PROBLEM_STILL:
         return _still(event)
+    if event.kind == JOB:
+        return _job(event)
     return Skip("not_notified_kind")
 
 
