@@ -12,6 +12,7 @@ from heartbeat.events import (
     HOST_FLAPPING,
     HOST_MESSAGE,
     HOST_UP,
+    JOB,
     Event,
 )
 from heartbeat.server.acks import HOST, AckBook, Acknowledgement
@@ -194,3 +195,18 @@ class PersistenceTests:
         assert [h.key for h in again.released(200)] == ["host.down"]
         again.decision.forget_host("web1")
         assert again.decision.take_dirty() == ([], [("web1", "host.down")])
+
+
+class JobTests:
+    def test_a_job_on_a_host_is_held_by_its_windows_and_silences_of_job_name(self) -> None:
+        """A job's notices are held by its host's maintenance and by a silence of
+        ``job:<name>``; a job without a host by neither (no host's window covers it)."""
+        f = Fixture()
+        f.window(100, 200, "db*")
+        f.silence(300, 400, "db1", "job:backup")
+        job = {"job": "backup", "level": "CRITICAL", "notify": True}
+        assert f.decide(JOB, 150, "db1", **job) == MAINTENANCE
+        assert f.decide(JOB, 150, "", **job) is None
+        assert f.decide(JOB, 250, "db1", **job) is None
+        assert f.decide(JOB, 350, "db1", **job) == SILENCE
+        assert f.decide(JOB, 350, "db1", **{**job, "job": "certs"}) is None
