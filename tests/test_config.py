@@ -139,6 +139,10 @@ class ErrorTests:
         ("ws_port: 50004\n", "ws_port: port 50004 is already used by hbd_port"),
         ("- a\n- b\n", "the top level must be a mapping of keys"),
         ("hb_port: [\n", "line 2: not valid YAML"),
+        ("interval: 1" + "0" * 400 + "\n",
+         "interval: expected a finite number, got 1" + "0" * 59),
+        ("interval: 1" + "0" * 5000 + "\n",
+         "an integer of more digits than Python reads (4,300)"),
     ])
     def test_wrong_values_name_the_key(self, text: str, expected: str) -> None:
         """Wrong types, ranges and shapes stop loading with the key and the problem."""

@@ -100,7 +100,7 @@ def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
                 return _convert(option, value, key, source)
             except ConfigError:
                 continue
-        raise ConfigError(source, key, f"expected {_describe(tp)}, got {value!r:.60}")
+        raise ConfigError(source, key, f"expected {_describe(tp)}, got {_shown(value)}")
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -109,9 +109,12 @@ def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
             return value
     elif tp is float:
         if isinstance(value, int | float) and not isinstance(value, bool):
-            number = float(value)
+            try:
+                number = float(value)
+            except OverflowError:
+                number = math.inf
             if not math.isfinite(number):
-                raise ConfigError(source, key, f"expected a finite number, got {value!r}")
+                raise ConfigError(source, key, f"expected a finite number, got {_shown(value)}")
             return number
     elif tp is str:
         if isinstance(value, str):
@@ -137,7 +140,7 @@ def _convert(tp: Any, value: Any, key: str, source: str) -> Any:
             value = {}
         if isinstance(value, dict):
             return _build(typing.cast(type[Any], tp), value, f"{key}.", source)
-    raise ConfigError(source, key, f"expected {_describe(tp)}, got {value!r:.60}")
+    raise ConfigError(source, key, f"expected {_describe(tp)}, got {_shown(value)}")
 
 
 def _build(cls: type[T], data: Mapping[str, Any], prefix: str, source: str) -> T:
@@ -222,6 +225,14 @@ def _load_yaml(text: str, source: str) -> Any:
         loader.dispose()
 
 
+def _shown(value: Any) -> str:
+    """``value`` for an error message: its repr cut at 60 characters; an integer too long
+    for Python to print (over 4,300 digits) by its size."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 14000:
+        return f"an integer of {value.bit_length()} bits"
+    return f"{value!r:.60}"
+
+
 def parse_config(cls: type[T], text: str, source: str) -> T:
     """Parse YAML ``text`` into ``cls``; ``source`` names the file in errors.
 
@@ -241,6 +252,12 @@ def parse_config(cls: type[T], text: str, source: str) -> T:
         raise ConfigError(source, "", f"{where}: not valid YAML: {problem}") from None
     except RecursionError:
         raise ConfigError(source, "", "nested too deeply to be a configuration") from None
+    except ConfigError:
+        raise
+    except ValueError as e:  # PyYAML reading an integer of more digits than Python allows
+        problem = ("an integer of more digits than Python reads (4,300)"
+                   if "integer string conversion" in str(e) else f"a value that cannot be read: {e}")
+        raise ConfigError(source, "", problem[:120]) from None
 
 
 def load_config(cls: type[T], path: str | os.PathLike[str] | None) -> T:

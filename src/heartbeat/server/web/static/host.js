@@ -327,10 +327,15 @@ export async function hostPage(feed) {
     document.getElementById("access-reset").disabled = access.source !== "api";
   }
 
+  // Edits not yet saved are never overwritten by a reload (a feed reconnect reloads).
+  let accessEdited = false;
+  accessForm.addEventListener("input", () => { accessEdited = true; });
+
   async function loadAccess() {
     if (detail.role !== "owner") return;
+    const access = await api(`${base}/access`);
+    if (!accessEdited) showAccess(access);
     accessSection.hidden = false;
-    showAccess(await api(`${base}/access`));
     const info = await me();
     if (info.admin && info.authentication) {
       const users = (await api("/api/0/users")).users || [];
@@ -343,6 +348,7 @@ export async function hostPage(feed) {
     accessSaved.hidden = true;
     try {
       showAccess(await api(`${base}/access`, { method, body }));
+      accessEdited = false;
       accessSaved.textContent = method === "DELETE" ? "Reset to the config file's." : "Saved.";
       accessSaved.hidden = false;
     } catch (error) {
