@@ -256,7 +256,8 @@ def parse_config(cls: type[T], text: str, source: str) -> T:
         raise
     except ValueError as e:  # PyYAML reading an integer of more digits than Python allows
         problem = ("an integer of more digits than Python reads (4,300)"
-                   if "integer string conversion" in str(e) else f"a value that cannot be read: {e}")
+                   if "integer string conversion" in str(e)
+                   else f"a value that cannot be read: {e}")
         raise ConfigError(source, "", problem[:120]) from None
 
 
