@@ -54,7 +54,7 @@ $(FUZZ_STAMP): $(STAMP)
 
 fuzz: $(FUZZ_STAMP)
 	$(BIN)/python fuzz/run.py protocol --runs $(FUZZ_RUNS)
-	$(BIN)/python fuzz/run.py server --runs $(FUZZ_SERVER_RUNS) --max-len 8192 --seconds 86400
+	$(BIN)/python fuzz/run.py server --runs $(FUZZ_SERVER_RUNS) --max-len 8192 --seconds 86400 --timeout 60
 	$(BIN)/python fuzz/run.py reply config perfdata thresholds --runs $(FUZZ_OTHER_RUNS)
 
 # The web UI's chart library, from the npm registry (needs npm); see the note it writes.

@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def fuzz_in_this_process(target_name: str, corpus: Path, runs: int, seconds: int,
-                         max_len: int) -> None:
+                         max_len: int, timeout: int = 10) -> None:
     """The worker: instrument, then hand over to libFuzzer (which exits the process)."""
     import atheris
 
@@ -37,7 +37,7 @@ def fuzz_in_this_process(target_name: str, corpus: Path, runs: int, seconds: int
     with atheris.instrument_imports(include=["heartbeat", "yaml"]):
         from fuzz import targets
     atheris.Setup([sys.argv[0], f"-runs={runs}", f"-max_total_time={seconds}",
-                   f"-max_len={max_len}", "-print_final_stats=1", "-timeout=10",
+                   f"-max_len={max_len}", "-print_final_stats=1", f"-timeout={timeout}",
                    "-rss_limit_mb=2048", str(corpus)], targets.TARGETS[target_name])
     atheris.Fuzz()
 
@@ -54,7 +54,8 @@ def run(target: str, args: argparse.Namespace) -> bool:
     try:
         child = subprocess.run(
             [sys.executable, __file__, "--worker", "--runs", str(args.runs), "--seconds",
-             str(args.seconds), "--max-len", str(args.max_len), target, str(corpus)],
+             str(args.seconds), "--max-len", str(args.max_len), "--timeout", str(args.timeout),
+             target, str(corpus)],
             capture_output=True, text=True, errors="replace", check=False,
             env={**os.environ, "HEARTBEAT_FUZZ_WORK": str(work)})
     finally:
@@ -80,13 +81,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100_000)
     parser.add_argument("--seconds", type=int, default=3600)
     parser.add_argument("--max-len", type=int, default=4096)
+    parser.add_argument("--timeout", type=int, default=10,
+                        help="seconds one input may take before it counts as a hang")
     parser.add_argument("--keep", type=Path, help="keep each grown corpus under this directory")
     parser.add_argument("--verbose", action="store_true")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         target, corpus = args.targets
-        fuzz_in_this_process(target, Path(corpus), args.runs, args.seconds, args.max_len)
+        fuzz_in_this_process(target, Path(corpus), args.runs, args.seconds, args.max_len,
+                             args.timeout)
         return
     sys.path.insert(0, str(HERE.parent))
     from fuzz.targets import TARGETS
