@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def fuzz_in_this_process(target_name: str, corpus: Path, runs: int, seconds: int,
-                         max_len: int, timeout: int = 10) -> None:
+                         max_len: int, *, timeout: int = 10) -> None:
     """The worker: instrument, then hand over to libFuzzer (which exits the process)."""
     import atheris
 
@@ -90,7 +90,7 @@ def main() -> None:
     if args.worker:
         target, corpus = args.targets
         fuzz_in_this_process(target, Path(corpus), args.runs, args.seconds, args.max_len,
-                             args.timeout)
+                             timeout=args.timeout)
         return
     sys.path.insert(0, str(HERE.parent))
     from fuzz.targets import TARGETS
