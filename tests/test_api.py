@@ -167,7 +167,7 @@ class MessagesAndStatusTests:
         assert body["messages"] == []
         assert server.get("/api/0/messages?types=ALERT")[:2] == (400, {
             "error": "bad_request",
-            "detail": "types must be one or more of BOOT, HTB, MSG, PLG, RES, SHUT"})
+            "detail": "types must be one or more of BOOT, HTB, JOB, MSG, PLG, RES, SHUT"})
 
     def test_status(self, server: Server) -> None:
         """Status has version, uptime, host counts and each service's section."""

@@ -26,6 +26,7 @@ __all__ = [
     "CLIENT_IDS",
     "COMPRESS_ABOVE",
     "DEFAULT_LIMITS",
+    "JOB_PINGS",
     "MAX_OUTPUT",
     "MSG_LEVELS",
     "SERVER_IDS",
@@ -47,11 +48,14 @@ __all__ = [
     "valid_key_id",
 ]
 
-CLIENT_IDS: Final = frozenset({"HTB", "BOOT", "SHUT", "MSG", "PLG", "RES"})
+CLIENT_IDS: Final = frozenset({"HTB", "BOOT", "SHUT", "MSG", "PLG", "RES", "JOB"})
 SERVER_IDS: Final = frozenset({"ACK", "CMD", "UPD"})
 MSG_LEVELS: Final = ("info", "warning", "error")
 COMPRESS_ABOVE: Final = 512
 MAX_OUTPUT: Final = 4096
+JOB_PINGS: Final = ("start", "success", "fail", "exit")
+"""What a ``JOB`` datagram says about a run (docs/PROTOCOL.md, docs/JOBS.md)."""
+_JOB_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,253}")
 
@@ -280,7 +284,30 @@ def _validate(message: dict[str, Any]) -> dict[str, Any]:
         if len(output) > MAX_OUTPUT:
             message["output"] = output[:MAX_OUTPUT]
             message["truncated"] = True
+    elif kind == "JOB":
+        _validate_job(message)
     return message
+
+
+def _validate_job(message: dict[str, Any]) -> None:
+    """A cron job's ping: its name, what happened, the exit code; the log's tail is kept."""
+    job = message.get("job")
+    if not isinstance(job, str) or _JOB_NAME.fullmatch(job) is None:
+        raise DecodeError("bad_field", f"job: {job!r:.40}")
+    ping = message.get("ping")
+    if ping not in JOB_PINGS:
+        raise DecodeError("bad_field", f"ping: {ping!r:.40}")
+    rc = message.get("rc")
+    if ping == "exit" and rc is None:
+        raise DecodeError("bad_field", "rc: required with ping exit")
+    _check_optional(message, "rc", type(rc) is int and 0 <= rc <= 255)
+    _check_optional(message, "uuid", isinstance(message.get("uuid"), str))
+    log = message.get("log", "")
+    if not isinstance(log, str):
+        raise DecodeError("bad_field", "log: a string is required")
+    if len(log) > MAX_OUTPUT:
+        message["log"] = log[-MAX_OUTPUT:]  # the tail: what explains a failure
+        message["truncated"] = True
 
 
 def decode(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, Any]:

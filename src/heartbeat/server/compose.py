@@ -100,6 +100,7 @@ from heartbeat.server.web.auth import WebAuth
 from heartbeat.server.web.metrics import MetricsPage, parse_networks
 from heartbeat.server.web.origin import RequestPolicy
 from heartbeat.server.web.pages import Pages, Templates
+from heartbeat.server.web.pings import PingPage
 from heartbeat.server.web.status import StatusBoard, load_badges
 from heartbeat.server.web.websocket import EventHub, FeedFactory
 
@@ -148,6 +149,7 @@ SUBSCRIPTIONS: Final = (
     Subscription("alerting", "on_plugins", (HOST_PLUGINS,)),
     Subscription("alerting", "on_removed", (HOST_REMOVED,)),
     Subscription("signatures", "on_removed", (HOST_REMOVED,)),
+    Subscription("jobs", "on_received", (RECEIVED,)),
     Subscription("operations", "on_alert", (ALERT,)),
     Subscription("operations", "on_host_state", (HOST_DOWN, HOST_UNREACHABLE, HOST_UP)),
     Subscription("operations", "on_removed", (HOST_REMOVED,)),
@@ -610,7 +612,9 @@ def _status(server: Server) -> dict[str, Callable[[], Any]]:
     if server.status_board is not None:
         sources["status_pages"] = server.status_board.to_json
     if server.jobs is not None:
-        sources["jobs"] = server.jobs.to_json
+        jobs, pings = server.jobs, server.root.pings
+        sources["jobs"] = lambda: {**jobs.to_json(), "http": None if pings is None
+                                   else pings.to_json()}
     return sources
 
 
@@ -685,8 +689,9 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
         config, registry, alerting.engine, status=status, web_auth=web_auth, started=api.started,
         run_in_thread=seams.run_in_thread or (
             lambda fn, *args: deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)))
+    pings = PingPage(jobs, web_auth, reactor, config.ping_rate)
     root = WebRoot(api, FeedFactory(hub, auth=web_auth), make_pages(config, web_auth, registry),
-                   metrics=metrics, status=status_board)
+                   metrics=metrics, status=status_board, pings=pings)
     site = HeartbeatSite(root.app.resource(), config.http_idle_timeout, config.http_max_body,
                          config.http_request_timeout, reactor, policy=policy)
     budget = ConnectionBudget(config.http_max_connections, config.http_max_connections_per_ip)

@@ -190,6 +190,24 @@ class JobService(Service):
     def job(self, uuid: str) -> Job | None:
         return self.book.by_uuid(uuid)
 
+    def on_received(self, event: Event) -> None:
+        """A ``JOB`` datagram (docs/PROTOCOL.md): taken for the job it names when it comes
+        from the job's own ``host:`` (as signed as that host's datagrams must be) or
+        carries the job's UUID; else counted in ``unknown_pings``."""
+        message = event.data.get("message")
+        if not isinstance(message, dict) or message.get("ID") != "JOB":
+            return
+        job = self.book.jobs.get(message["job"])
+        uuid = message.get("uuid")
+        if job is None or not (job.spec.host == event.host or (
+                isinstance(uuid, str) and self.book.by_uuid(uuid) is job)):
+            self.unknown_pings += 1
+            log.debug("jobs: a JOB datagram from {host} for {job!r} not taken", host=event.host,
+                      job=message["job"])
+            return
+        self.ping(job, str(message["ping"]), exit_code=message.get("rc"),
+                  log_text=str(message.get("log", "")), source=f"{event.host} (UDP)")
+
     def ping(self, job: Job, kind: str, *, exit_code: int | None = None, log_text: str = "",
              source: str | None = None) -> None:
         """A run of ``job`` started (``start``) or ended (``success``, ``fail``, ``exit``

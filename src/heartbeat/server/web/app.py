@@ -32,6 +32,7 @@ from heartbeat.server.web.errors import ApiError, routing_error
 from heartbeat.server.web.metrics import MetricsPage
 from heartbeat.server.web.origin import RequestPolicy, host_name
 from heartbeat.server.web.pages import PAGE_CSP, Pages
+from heartbeat.server.web.pings import PingPage
 from heartbeat.server.web.status import StatusBoard, StatusFeedFactory
 from heartbeat.server.web.websocket import FeedFactory
 from heartbeat.text import json_bytes
@@ -68,12 +69,13 @@ class WebRoot:
     app = Klein()
 
     def __init__(self, api: HeartbeatAPI, feed: FeedFactory, pages: Pages | None = None, *,
-                 metrics: MetricsPage | None = None, status: StatusBoard | None = None
-                 ) -> None:
+                 metrics: MetricsPage | None = None, status: StatusBoard | None = None,
+                 pings: PingPage | None = None) -> None:
         self.api = api
         self.pages = pages
         self.metrics = metrics
         self.status = status
+        self.pings = pings
         self._status_feed = None if status is None else WebSocketResource(
             StatusFeedFactory(status))
         self._ws = WebSocketResource(feed)
@@ -126,6 +128,20 @@ class WebRoot:
     @app.route("/badge/<token>.svg", methods=["GET", "HEAD"])
     def badge(self, request: IRequest, token: str) -> bytes:
         return self._board().render_badge(request, token)
+
+    # Cron-job pings: no login, the UUID is the secret (heartbeat.server.web.pings)
+    def _pings(self) -> PingPage:
+        if self.pings is None:
+            raise NotFound()
+        return self.pings
+
+    @app.route("/ping/<uuid>", methods=["GET", "POST"])
+    def ping(self, request: IRequest, uuid: str) -> bytes:
+        return self._pings().render(request, uuid)
+
+    @app.route("/ping/<uuid>/<action>", methods=["GET", "POST"])
+    def ping_action(self, request: IRequest, uuid: str, action: str) -> bytes:
+        return self._pings().render(request, uuid, action)
 
     @app.route("/static/<name>", methods=["GET", "HEAD"])
     def static(self, request: IRequest, name: str) -> bytes:
