@@ -114,10 +114,10 @@ def test_idle_sessions_are_swept_and_deleted_from_store(stack: Stack) -> None:
     stack.token("bob")
     stack.auth.startService()
     stack.clock.advance(IDLE + stack.auth.sweep_interval)
-    rows = stack.store.backend.conn.execute(  # type: ignore[attr-defined]
-        "SELECT COUNT(*) FROM sessions").fetchone()[0]
     stack.auth.stopService()
     stack.store.flush()
+    rows = stack.store.backend.conn.execute(  # type: ignore[attr-defined]
+        "SELECT COUNT(*) FROM sessions").fetchone()[0]
     assert (len(stack.auth.sessions), rows) == (0, 0)
 
 

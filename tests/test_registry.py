@@ -22,7 +22,16 @@ from heartbeat.events import (
     Event,
     EventBus,
 )
-from heartbeat.server.registry import Host, HostState, PendingCommand, Registry
+from heartbeat.server.registry import (
+    ANSWER_BYTES,
+    MAX_QUEUED_COMMANDS,
+    Host,
+    HostState,
+    PendingCommand,
+    QueueFull,
+    Registry,
+)
+from heartbeat.text import json_bytes
 
 SRC = ("10.0.0.5", 40000)
 
@@ -240,6 +249,25 @@ class CommandTests:
         assert host.results[-1] == {
             "ts": 6.0, "cmd_id": command.cmd_id, "status": "failed", "kind": "UPD",
             "attempts": 5, "detail": "no RES after its resends", "version": "2.0"}
+
+    def test_one_datagram_is_answered_with_a_bounded_number_of_bytes(
+            self, registry: Registry) -> None:
+        """A host's waiting commands go out at most ANSWER_BYTES per heartbeat (at least
+        one), oldest first: a forged HTB reflects no more than that."""
+        registry.apply(htb(), SRC, 1.0)
+        args = ["x" * 1024] * 3  # about 3 KiB a command
+        queued = [registry.queue_command("web1", "CMD", {"cmd": f"c{n}", "args": args},
+                                         2.0)[0] for n in range(MAX_QUEUED_COMMANDS)]
+        with pytest.raises(QueueFull):
+            registry.new_command("web1", "CMD", {"cmd": "more", "args": []}, 2.0)
+        sent: list[list[str]] = []
+        for now in range(3, 11):
+            replies = registry.apply(htb(), SRC, float(now)).replies[1:]
+            assert 0 < sum(len(json_bytes(r)) for r in replies) <= ANSWER_BYTES
+            sent.append([r["cmd_id"] for r in replies])
+        first = [queued[0].cmd_id, queued[1].cmd_id]  # the rest wait until these end
+        assert sent[:5] == [first] * 5
+        assert sent[5] == [queued[2].cmd_id, queued[3].cmd_id]  # those failed after 5 sends
 
     def test_restored_commands_keep_their_ids_unique(self, registry: Registry) -> None:
         """After a restart in the same second, a new command does not reuse a restored id."""

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from twisted.internet.task import Clock
+from twisted.logger import formatEvent, globalLogPublisher
 
 from heartbeat.config.server import ServerConfig, UserConfig
 from heartbeat.events import RECEIVED, Event, EventBus
@@ -29,6 +30,7 @@ from heartbeat.server.serial import ImmediateWorker
 from heartbeat.server.store import (
     HostRecorder,
     StoreService,
+    StoreUnavailable,
     load_hosts,
     message_key,
     open_sqlite,
@@ -51,6 +53,7 @@ from heartbeat.server.tables import (
     TABLES,
     USERS,
     Backend,
+    Rows,
     Table,
     Tables,
 )
@@ -383,14 +386,38 @@ class StoreServiceTests:
         store.flush()
         assert count(backend, COMMANDS) == 0
 
-    def test_failed_batch_is_rolled_back_and_counted(self, backend: Backend,
-                                                     clock: Clock) -> None:
-        """A failing write rolls its whole batch back and is counted, not raised."""
+    def test_a_row_the_database_refuses_is_left_out_and_the_rest_commits(
+            self, backend: Backend, clock: Clock) -> None:
+        """One row no retry can commit (a seq out of range) is isolated, counted and logged;
+        the rest of its write and of its batch commit; an API change in the batch too."""
         store, _registry, _bus = self._store(backend, clock)
+        good = ("h", 1.0, ",cpu,", '{"plugins":{"cpu":1}}', 1, 1.0)
+        bad = ("h", 2.0, ",cpu,", '{"plugins":{"cpu":2}}', 2 ** 70, 2.0)
+        later = ("h", 3.0, ",cpu,", '{"plugins":{"cpu":3}}', 3, 3.0)
+        store.submit(Rows("add", PLUGIN_HISTORY, [good, bad, later]))
         store.submit(lambda t: t.put(USERS, [("a", None)]))
-        store.submit(lambda t: t.put(USERS, [("b",)]))
+        logged: list[str] = []
+        observer = lambda e: logged.append(formatEvent(e))  # noqa: E731
+        globalLogPublisher.addObserver(observer)
+        answered = store.commit(lambda t: t.put(USERS, [("b", None)]))  # flushes at once
+        globalLogPublisher.removeObserver(observer)
+        assert fired(answered) is None
+        assert (store.failures, store.isolated_rows) == (1, 1)
+        assert [r[4] for r in rows(backend, PLUGIN_HISTORY)] == [1, 3]
+        assert [r[0] for r in rows(backend, USERS)] == ["a", "b"]
+        assert any("the database refused 1 row(s)" in line for line in logged)
+        store.submit(Rows("put", USERS, [("c", None)]))
         store.flush()
-        assert (store.failures, store.commits) == (1, 0)
+        assert (store.failures, store.commits) == (1, 2)
+
+    def test_an_api_change_the_database_refuses_fails_whole(self, backend: Backend,
+                                                           clock: Clock) -> None:
+        store, _registry, _bus = self._store(backend, clock)
+        answered = store.commit(lambda t: t.put(USERS, [("a", None)]),
+                                lambda t: t.put(SESSIONS, [("k", "a", 1.0, 1.0, "c", None,
+                                                            2 ** 70)]))
+        with pytest.raises(StoreUnavailable, match="refused"):
+            fired(answered)
         assert count(backend, USERS) == 0
 
     def test_two_servers_record_one_message_once(self, backend: Backend, clock: Clock) -> None:
@@ -442,8 +469,8 @@ class LoadersTests:
         directory = Directory({"alice": UserConfig(admin=True)}, {}, None)
         auth = AuthService(directory, store, PasswordHasher(ImmediateWorker(), FAST), clock,
                            idle_timeout=3600.0)
-        auth.set_access("web1", HostAccess("alice", ("bob",), (), "api"))
-        token, key = auth.create_key("alice", "ci", "read")
+        fired(auth.set_access("web1", HostAccess("alice", ("bob",), (), "api")))
+        token, key = fired(auth.create_key("alice", "ci", "read"))
         fired(auth.change_user("alice", CreateUser("bob", password="pw-bob-123456")))
         token_b, session = fired(auth.login("bob", "pw-bob-123456", "10.0.0.2"))
         store.flush()
@@ -454,11 +481,10 @@ class LoadersTests:
         assert [(s.key, s.user, s.csrf, s.address) for s in stored.sessions] == [
             (session.key, "bob", session.csrf, "10.0.0.2")]
         assert sorted(stored.users) == ["bob"]
-        auth.logout(session.key)
-        auth.revoke_key(key.key_id)
-        auth.reset_access("web1")
-        store.flush()
-        stored = store.load(load_auth)
+        assert fired(auth.logout(session.key)) is True
+        assert fired(auth.revoke_key(key.key_id)) == key
+        fired(auth.reset_access("web1"))
+        stored = store.load(load_auth)  # committed before they were answered
         assert (stored.sessions, stored.keys, stored.access) == ([], [], {})
         assert token and token_b
 
@@ -605,3 +631,44 @@ class StoreConfigTests:
             parse_settings("store_password_file: /etc/pw\n", "h.yaml")
         assert parse_settings("store_url: postgresql://hb@db/hb\n", "h.yaml").config.store_url \
             == "postgresql://hb@db/hb"
+
+
+def test_a_full_database_keeps_the_batch_and_refuses_api_changes(tmp_path: Path) -> None:
+    """SQLite full (max_page_count: SQLITE_FULL, as a full disk gives): the batch is kept
+    and retried after a backoff, the sources wait, an API change fails whole (not kept,
+    never retried); once there is room again everything kept commits, in order."""
+    backend = open_sqlite(tmp_path / "s.sqlite3")
+    clock = Clock()
+    clock.advance(1000.0)
+    registry = Registry(grace=5, default_interval=10)
+    store = StoreService(backend, ImmediateWorker(), clock, retry_cap=8.0)
+    recorder = HostRecorder(registry, store, retention=100.0, max_samples=1000, max_pending=3)
+    bus = make_bus()
+    wire(bus, recorder=recorder)
+    pages = backend.conn.execute("PRAGMA page_count").fetchone()[0]
+    backend.conn.execute(f"PRAGMA max_page_count = {pages}")
+    big = "x" * 20_000
+    store.submit(Rows("put", USERS, [("a", big)]))
+    store.submit(Rows("put", USERS, [("b", big)]))
+    store.flush()
+    assert (store.failures, store.commits, store.backlog) == (1, 0, 2)
+    assert "full" in (store.last_error or "")
+    answered = store.commit(lambda t: t.put(USERS, [("api", big)]))
+    with pytest.raises(StoreUnavailable, match="cannot write"):
+        fired(answered)
+    assert store.backlog == 2
+    for n in range(5):  # PLGs while it fails: held within max_pending, the rest counted
+        StoreServiceTests()._apply(registry, bus, {"ID": "PLG", "name": "h", "seq": n,
+                                                   "plugins": {"cpu": {"v": n}}}, 1001.0 + n)
+    assert store.dropped_rows == 4  # backlog 2 + 1 held = max_pending 3
+    clock.advance(0.5)
+    store.flush()  # within the backoff: nothing tried
+    assert store.failures == 2  # the API change's attempt and the first
+    backend.conn.execute("PRAGMA max_page_count = 1000000")
+    clock.advance(8.0)
+    store.flush()
+    assert [r[0] for r in rows(backend, USERS)] == ["a", "b"]
+    assert store.last_error is None and store.backlog == 0
+    store.flush()  # the sources, now
+    assert [r[4] for r in rows(backend, PLUGIN_HISTORY)] == [0]
+    backend.close()

@@ -126,6 +126,10 @@ class Directory:
     def admins(self) -> list[str]:
         return [name for name, user in self._users.items() if user.admin]
 
+    def in_config(self, name: str) -> bool:
+        """Whether the config names ``name`` (deleting them leaves a tombstone)."""
+        return name in self._config_users
+
     def user_source(self, name: str) -> str:
         return "api" if name in self._user_changes else "config"
 

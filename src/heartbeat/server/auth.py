@@ -4,8 +4,12 @@
 :class:`~heartbeat.server.access.Directory` (config users and per-host access
 with the API's changes on top), the :class:`~heartbeat.server.sessions.SessionBook`
 and the :class:`~heartbeat.server.sessions.LoginThrottle`. Every change is
-queued as a store write, and :func:`load_auth` reads them back at start-up, so
-a restart neither forgets an access change nor logs anyone out. Password
+committed to the store before it is made in memory and answered (a store that
+cannot take it fails the change whole: StoreUnavailable, and nothing changed),
+and :func:`load_auth` reads them back at start-up, so a restart neither forgets
+an access change nor logs anyone out. Changes to users and access lists are
+made one at a time (decided, committed, applied), so the user policy's rules
+hold however requests interleave. Password
 hashing runs on its own worker thread: at 600,000 iterations one check costs a
 few hundred milliseconds.
 """
@@ -20,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from twisted.application.service import Service
-from twisted.internet.defer import Deferred, fail, maybeDeferred
+from twisted.internet.defer import Deferred, DeferredLock, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
@@ -40,7 +44,7 @@ from heartbeat.server.second_factor import SecondFactor, load_second_factor
 from heartbeat.server.serial import Worker
 from heartbeat.server.sessions import TOUCH_PERSIST, LoginThrottle, Session, SessionBook
 from heartbeat.server.store import StoreService
-from heartbeat.server.tables import API_KEYS, HOST_ACCESS, SESSIONS, USERS, Tables, Write
+from heartbeat.server.tables import API_KEYS, HOST_ACCESS, SESSIONS, USERS, Rows, Tables, Write
 from heartbeat.server.timers import periodic, start_timers, stop_timers
 from heartbeat.server.totp import Enrolment
 from heartbeat.server.user_policy import Refused, UserChange, decide
@@ -247,6 +251,8 @@ class AuthService(Service):
         self._touched: dict[str, Session] = {}
         self._keys_touched: dict[str, ApiKey] = {}
         self._revoke_listeners: list[Callable[[Session], None]] = []
+        self._changes = DeferredLock()
+        """Held from deciding a user or access change to applying it after its commit."""
         self.sweep_interval = min(60.0, idle_timeout / 4)
         self._timers = [periodic("auth session sweep", self.sweep_interval,
                                  self.expire_sessions, clock)]
@@ -309,23 +315,41 @@ class AuthService(Service):
         return key
 
     def create_key(self, user: str, name: str, scope: Scope,
-                   expires: float | None = None) -> tuple[str, ApiKey]:
-        """A new key for ``user``: (its token, shown once; the key). KeyLimitReached."""
+                   expires: float | None = None) -> Deferred[tuple[str, ApiKey]]:
+        """A new key for ``user`` once committed: (its token, shown once; the key).
+        KeyLimitReached at once; StoreUnavailable (no key) if the store cannot take it."""
         token, key = self.keys.create(user, name, scope, self.clock.seconds(), expires)
         row = (key.key_id, key.digest, key.user, key.name, key.scope, key.created, key.expires,
                None, None)
-        self.store.submit(lambda tables: tables.add(API_KEYS, [row]))
-        log.info("auth: API key {key_id} ({scope}) created for {user}", key_id=key.key_id,
-                 scope=scope, user=user)
-        return token, key
 
-    def revoke_key(self, key_id: str) -> ApiKey | None:
-        key = self.keys.revoke(key_id)
-        if key is not None:
-            self._keys_touched.pop(key_id, None)
-            self.store.submit(lambda tables: tables.delete(API_KEYS, [(key_id,)]))
-            log.info("auth: API key {key_id} of {user} revoked", key_id=key_id, user=key.user)
-        return key
+        def made(_: None) -> tuple[str, ApiKey]:
+            log.info("auth: API key {key_id} ({scope}) created for {user}", key_id=key.key_id,
+                     scope=scope, user=user)
+            return token, key
+
+        def lost(failure: Any) -> Any:
+            self.keys.revoke(key.key_id)
+            return failure
+
+        return self.store.commit(Rows("add", API_KEYS, [row])).addCallbacks(made, lost)
+
+    def revoke_key(self, key_id: str) -> Deferred[ApiKey | None]:
+        """Revoke ``key_id`` once its row is gone from the store (StoreUnavailable: kept)."""
+        if self.keys.get(key_id) is None:
+            return succeed(None)
+
+        def gone(_: None) -> ApiKey | None:
+            key = self._forget_key(key_id)
+            if key is not None:
+                log.info("auth: API key {key_id} of {user} revoked", key_id=key_id,
+                         user=key.user)
+            return key
+
+        return self.store.commit(Rows("delete", API_KEYS, [(key_id,)])).addCallback(gone)
+
+    def _forget_key(self, key_id: str) -> ApiKey | None:
+        self._keys_touched.pop(key_id, None)
+        return self.keys.revoke(key_id)
 
     def _prune(self, tables: Tables, now: float) -> None:
         """Drop stored sessions that ended idle (whether or not this process saw them end)."""
@@ -340,21 +364,31 @@ class AuthService(Service):
         """Forget ``sessions`` (already out of the book or not), in memory and in the store."""
         for session in sessions:
             self.sessions.revoke(session.key)
-            self._touched.pop(session.key, None)
             self.store.submit(_delete_session(session.key))
+        self._ended(sessions)
+
+    def _ended(self, sessions: list[Session]) -> None:
+        """Tell the listeners of ``sessions`` that ended (their rows deleted or going)."""
+        for session in sessions:
+            self._touched.pop(session.key, None)
             for listener in self._revoke_listeners:
                 try:
                     listener(session)
                 except Exception:
                     log.failure("auth: a session-end listener failed")
 
-    def logout(self, key: str) -> bool:
+    def logout(self, key: str) -> Deferred[bool]:
+        """End the session ``key`` once its row is gone (StoreUnavailable: it goes on)."""
         session = self.sessions.sessions.get(key)
         if session is None:
-            return False
-        self._revoke([session])
-        log.info("auth: {user} logged out", user=session.user)
-        return True
+            return succeed(False)
+
+        def gone(_: None) -> bool:
+            self._revoke([session])
+            log.info("auth: {user} logged out", user=session.user)
+            return True
+
+        return self.store.commit(_delete_session(key)).addCallback(gone)
 
     def revoke_user(self, user: str, keep: str | None = None) -> int:
         """End every session of ``user`` but ``keep`` (the session making the change)."""
@@ -389,7 +423,7 @@ class AuthService(Service):
             self._failed(keys, username, address, "login")
             raise LoginRefused()
 
-        def second_factor(enrolment: Enrolment | None) -> tuple[str, Session]:
+        def second_factor(enrolment: Enrolment | None) -> Deferred[tuple[str, Session]]:
             if enrolment is None:
                 return self._start_session(keys, username, address,
                                            restricted=self.second.required(username))
@@ -416,7 +450,7 @@ class AuthService(Service):
         if throttled is not None:
             return throttled
 
-        def got(enrolment: Enrolment | None) -> tuple[str, Session]:
+        def got(enrolment: Enrolment | None) -> Deferred[tuple[str, Session]]:
             if enrolment is None or self.directory.user(username) is None:
                 # Reset or deleted meanwhile (heartbeat passwd --reset-totp): log in again.
                 self.second.done(challenge)
@@ -434,7 +468,7 @@ class AuthService(Service):
         return self.second.read(username).addCallback(got).addErrback(broken)
 
     def _second_step(self, keys: list[str], username: str, address: str,
-                     enrolment: Enrolment, code: str) -> tuple[str, Session]:
+                     enrolment: Enrolment, code: str) -> Deferred[tuple[str, Session]]:
         if self.second.check(username, enrolment, code) is None:
             self._failed(keys, username, address, "second-factor code")
             raise SecondFactorRefused()
@@ -463,18 +497,26 @@ class AuthService(Service):
                  blocked=f", blocked {blocked:.0f}s" if blocked else "")
 
     def _start_session(self, keys: list[str], username: str, address: str,
-                       restricted: bool = False) -> tuple[str, Session]:
+                       restricted: bool = False) -> Deferred[tuple[str, Session]]:
+        """A new session, answered once its row is committed (StoreUnavailable: none)."""
         now = self.clock.seconds()
         self.throttle.succeeded(keys, keys[:1], now)
         token, session = self.sessions.create(username, now, address, restricted)
         row = (session.key, session.user, session.created, session.last_used, session.csrf,
                session.address, int(restricted))
-        self.store.submit(lambda tables: tables.put(SESSIONS, [row]))
-        self.logins += 1
-        log.info("auth: {user} logged in from {address}{restricted}", user=username,
-                 address=address,
-                 restricted=" (must enrol a second factor first)" if restricted else "")
-        return token, session
+
+        def started(_: None) -> tuple[str, Session]:
+            self.logins += 1
+            log.info("auth: {user} logged in from {address}{restricted}", user=username,
+                     address=address,
+                     restricted=" (must enrol a second factor first)" if restricted else "")
+            return token, session
+
+        def lost(failure: Any) -> Any:
+            self.sessions.revoke(session.key)
+            return failure
+
+        return self.store.commit(Rows("put", SESSIONS, [row])).addCallbacks(started, lost)
 
     # Second factor
     def confirm_second_factor(self, user: str, code: str) -> list[str] | None:
@@ -494,57 +536,84 @@ class AuthService(Service):
         """Make ``change`` as ``actor`` (None: nobody, unauthenticated) if the user policy allows.
 
         The user after it (None: deleted), or a failure with
-        :class:`~heartbeat.server.user_policy.Refused`. A new password is
-        hashed off the reactor first, and the policy is asked again against
-        the user list as it is then. The user's sessions end as the policy
-        says, except ``keep`` (the session making a password change).
+        :class:`~heartbeat.server.user_policy.Refused`, or
+        :class:`~heartbeat.server.store.StoreUnavailable` (nothing changed). A
+        new password is hashed off the reactor first; then, one change at a
+        time, the policy is asked again against the user list as it is then,
+        the change (with the sessions and keys it ends) is committed, and only
+        then made in memory. The user's sessions end as the policy says, except
+        ``keep`` (the session making a password change).
         """
         if change.password is None:
-            return maybeDeferred(self._apply_user, actor, change, None, keep)
+            return self._changes.run(self._apply_user, actor, change, None, keep)
         try:
             decide(self.directory.users, actor, change)  # no hashing for a refused change
         except Refused:
             return fail()
         return self.hasher.hash(change.password).addCallback(
-            lambda encoded: self._apply_user(actor, change, encoded, keep))
+            lambda encoded: self._changes.run(self._apply_user, actor, change, encoded, keep))
 
     def _apply_user(self, actor: str | None, change: UserChange, encoded: str | None,
-                    keep: str | None) -> UserConfig | None:
+                    keep: str | None) -> Deferred[UserConfig | None]:
         decision = decide(self.directory.users, actor, change)
-        user = decision.user
+        name, user = decision.name, decision.user
+        if user is not None and encoded is not None:
+            user = dataclasses.replace(user, password=encoded)
+        row: tuple[str, str | None] | None
         if user is None:
-            self.directory.delete_user(decision.name)
-            for key in self.keys.of_user(decision.name):
-                self.revoke_key(key.key_id)
+            row = (name, None) if self.directory.in_config(name) else None
         else:
-            if encoded is not None:
-                user = dataclasses.replace(user, password=encoded)
-            self.directory.put_user(decision.name, user)
-        self._persist_user(decision.name)
+            row = (name, json_bytes(dataclasses.asdict(user)).decode())
+        writes: list[Write] = [Rows("put", USERS, [row]) if row is not None
+                               else Rows("delete", USERS, [(name,)])]
+        ending: list[Session] = []
+        keys: list[ApiKey] = []
         if decision.end_sessions:
-            self.revoke_user(decision.name, keep=keep if user is not None else None)
-        return user
+            kept = keep if user is not None else None
+            ending = [s for s in self.sessions.sessions.values()
+                      if s.user == name and s.key != kept]
+            writes.append(Rows("delete", SESSIONS, [(s.key,) for s in ending]))
+        if user is None:
+            keys = self.keys.of_user(name)
+            writes.append(Rows("delete", API_KEYS, [(k.key_id,) for k in keys]))
 
-    def _persist_user(self, name: str) -> None:
-        changed, user = self.directory.user_change(name)
-        if not changed:
-            self.store.submit(lambda tables: tables.delete(USERS, [(name,)]))
-            return
-        data = None if user is None else json_bytes(dataclasses.asdict(user)).decode()
-        self.store.submit(lambda tables: tables.put(USERS, [(name, data)]))
+        def committed(_: None) -> UserConfig | None:
+            if user is None:
+                self.directory.delete_user(name)
+            else:
+                self.directory.put_user(name, user)
+            for key in keys:
+                self._forget_key(key.key_id)
+            for session in ending:
+                self.sessions.revoke(session.key)
+            self._ended(ending)
+            return user
+
+        return self.store.commit(*writes).addCallback(committed)
 
     # Access
-    def set_access(self, host: str, access: HostAccess) -> HostAccess:
-        access = self.directory.set_access(host, access)
+    def set_access(self, host: str, access: HostAccess) -> Deferred[HostAccess]:
+        """Set ``host``'s list once committed (StoreUnavailable: unchanged)."""
+        return self._changes.run(self._set_access, host, access)
+
+    def _set_access(self, host: str, access: HostAccess) -> Deferred[HostAccess]:
         row = (host, access.owner, json_bytes(access.managers).decode(),
                json_bytes(access.monitors).decode())
-        self.store.submit(lambda tables: tables.put(HOST_ACCESS, [row]))
-        return access
+        return self.store.commit(Rows("put", HOST_ACCESS, [row])).addCallback(
+            lambda _: self.directory.set_access(host, access))
 
-    def reset_access(self, host: str) -> HostAccess:
-        if self.directory.reset_access(host):
-            self.store.submit(lambda tables: tables.delete(HOST_ACCESS, [(host,)]))
-        return self.directory.access(host)
+    def reset_access(self, host: str) -> Deferred[HostAccess]:
+        """Back to the config's list once committed (StoreUnavailable: unchanged)."""
+        return self._changes.run(self._reset_access, host)
+
+    def _reset_access(self, host: str) -> Deferred[HostAccess]:
+        def reset(_: None) -> HostAccess:
+            self.directory.reset_access(host)
+            return self.directory.access(host)
+
+        if self.directory.access_change(host) is None:
+            return succeed(self.directory.access(host))
+        return self.store.commit(Rows("delete", HOST_ACCESS, [(host,)])).addCallback(reset)
 
     def to_json(self) -> dict[str, Any]:
         return {"enabled": self.enabled, "users": len(self.directory.users),

@@ -206,6 +206,13 @@ class PostgresBackend:
     def read(self, work: Callable[[Tables], T]) -> T:
         return self._run(self._reader_conn(), lambda conn: work(PostgresTables(conn)))
 
+    def transient(self, error: BaseException) -> bool:
+        # OperationalError covers a lost connection, a full disk (class 53) and a
+        # read-only or shutting-down server; a row's own errors are IntegrityError,
+        # DataError and ProgrammingError (or Python's, binding a value).
+        return isinstance(error, psycopg.OperationalError | psycopg.InternalError | OSError
+                          | MemoryError)
+
     def close(self) -> None:
         for conn in (self._writer, self._reader):
             if conn is not None:

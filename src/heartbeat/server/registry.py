@@ -44,11 +44,17 @@ from heartbeat.server.dependencies import DependencyGraph, ParentView
 from heartbeat.server.flapping import HOST as HOST_SUBJECT
 from heartbeat.server.flapping import FlapDetector
 from heartbeat.server.limits import HostAdmission
+from heartbeat.text import json_bytes
 
-__all__ = ["Host", "HostState", "Outcome", "PendingCommand", "PluginSample", "Registry",
-           "latest_message"]
+__all__ = ["ANSWER_BYTES", "MAX_QUEUED_COMMANDS", "Host", "HostState", "Outcome",
+           "PendingCommand", "PluginSample", "QueueFull", "Registry", "latest_message"]
 
 _DEFAULT_HOST = HostConfig()
+MAX_QUEUED_COMMANDS = 16
+"""Commands waiting per host: a manager's flood of them is refused (409), not kept."""
+ANSWER_BYTES = 8192
+"""Bytes of commands sent in answer to one datagram (at least one command): a forged HTB
+from a victim's address reflects at most this much (a command is at most about 34 KiB)."""
 RECENT_RESULTS = 20
 LATEST_TEXT = 500
 """Characters of a text field kept in a host's latest message (the list shows one line)."""
@@ -69,6 +75,10 @@ def latest_message(message: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(value, str | int | float | bool):
             kept[key] = value
     return kept
+
+
+class QueueFull(Exception):
+    """A host has as many commands waiting as it may."""
 
 
 class HostState(StrEnum):
@@ -465,7 +475,8 @@ class Registry:
         if not host.pending:
             return []
         self._commands_dirty.add(host.name)
-        replies = []
+        replies: list[dict[str, Any]] = []
+        budget = ANSWER_BYTES
         for command in list(host.pending.values()):
             if command.attempts >= self.command_attempts:
                 del host.pending[command.cmd_id]
@@ -475,8 +486,12 @@ class Registry:
                 host.results.append({"ts": now, **result})
                 events.append(Event(HOST_RESULT, host.name, now, result))
                 continue
+            reply = {"ID": command.kind, "cmd_id": command.cmd_id, **command.payload}
+            budget -= len(json_bytes(reply))
+            if replies and budget < 0:
+                break  # the rest go with the next heartbeats, oldest first
             command.attempts += 1
-            replies.append({"ID": command.kind, "cmd_id": command.cmd_id, **command.payload})
+            replies.append(reply)
         return replies
 
     def _boot(
@@ -679,12 +694,26 @@ class Registry:
         self, name: str, kind: str, payload: dict[str, Any], now: float, by: str | None = None
     ) -> tuple[PendingCommand, Event]:
         """Queue a CMD (``payload`` has ``cmd``, ``args``) or UPD for the host's next HTB."""
+        command = self.new_command(name, kind, payload, now, by)
+        return command, self.add_command(name, command)
+
+    def new_command(
+        self, name: str, kind: str, payload: dict[str, Any], now: float, by: str | None = None
+    ) -> PendingCommand:
+        """A command for ``name`` not queued yet (the API commits it first): KeyError for
+        no such host, QueueFull when the host has ``MAX_QUEUED_COMMANDS`` waiting."""
         host = self.hosts[name]
+        if len(host.pending) >= MAX_QUEUED_COMMANDS:
+            raise QueueFull(f"{name} has {len(host.pending)} commands waiting for its "
+                            f"next heartbeats (at most {MAX_QUEUED_COMMANDS})")
         cmd_id = f"{int(now):x}-{next(self._command_ids)}"
-        command = PendingCommand(cmd_id, kind, dict(payload), now, by)
-        host.pending[cmd_id] = command
+        return PendingCommand(cmd_id, kind, dict(payload), now, by)
+
+    def add_command(self, name: str, command: PendingCommand) -> Event:
+        """Queue ``command`` (from :meth:`new_command`) for the host's next HTB."""
+        self.hosts[name].pending[command.cmd_id] = command
         self._commands_dirty.add(name)
-        return command, Event(HOST_COMMAND, name, now, command.to_json())
+        return Event(HOST_COMMAND, name, command.queued, command.to_json())
 
     def remove(self, name: str, now: float, by: str | None = None) -> Event | None:
         """Forget a host (it comes back as new if it sends again)."""

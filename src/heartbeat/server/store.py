@@ -12,10 +12,12 @@ what was accepted before it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sqlite3
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +29,7 @@ from twisted.logger import Logger
 from heartbeat.events import Event
 from heartbeat.server import migrations
 from heartbeat.server.registry import Host, HostState, PendingCommand, PluginSample, Registry
+from heartbeat.server.retry import Backoff
 from heartbeat.server.serial import Worker
 from heartbeat.server.tables import (
     COMMANDS,
@@ -35,6 +38,7 @@ from heartbeat.server.tables import (
     PLUGIN_LATEST,
     Backend,
     Read,
+    Rows,
     SqliteBackend,
     Tables,
     Write,
@@ -45,6 +49,7 @@ from heartbeat.text import json_bytes
 __all__ = [
     "HostRecorder",
     "StoreService",
+    "StoreUnavailable",
     "Write",
     "load_hosts",
     "maintenance_period",
@@ -151,8 +156,50 @@ def _host_row(host: Host) -> tuple[Any, ...]:
             host.expected_by)
 
 
+class StoreUnavailable(Exception):
+    """A change the store could not commit (the disk full or read-only, the database gone,
+    or a row it refuses): nothing of it was kept. The API answers 503."""
+
+
+@dataclass(eq=False)
+class _Entry:
+    """A write in a batch; ``waiter`` fires once it is committed, or fails if it cannot be
+    (an API change: kept whole or not at all, and never retried after its caller was told)."""
+
+    write: Write
+    waiter: Deferred[None] | None = None
+
+
+@dataclass
+class _Outcome:
+    """What a batch came to on the writer thread."""
+
+    committed: list[_Entry] = field(default_factory=list)
+    kept: list[_Entry] = field(default_factory=list)
+    """Not committed because the database failed (transient): retried after a backoff."""
+    lost: list[tuple[_Entry, int, BaseException]] = field(default_factory=list)
+    """Writes (and how many rows of each) the database refused alone: left out for good."""
+    error: BaseException | None = None
+    """The transient failure that left ``kept``."""
+    whole_failed: bool = False
+    """The batch failed as a whole (then went write by write)."""
+
+
 class StoreService(Service):
-    """Owns the backend; batches writes onto its writer thread, reads after them."""
+    """Owns the backend; batches writes onto its writer thread, reads after them.
+
+    One batch is in flight at a time, so writes commit in the order they were
+    queued. A batch that fails is tried again write by write (a write of
+    :class:`~heartbeat.server.tables.Rows` row by row), each in its own
+    transaction: a row the database refuses on its own (a constraint, a value
+    out of range) is left out, counted in ``isolated_rows`` and logged, and the
+    rest commits. A failure of the database itself (full or read-only disk,
+    lost connection) keeps the batch, which is retried first, after a backoff
+    doubling up to ``retry_cap`` s; meanwhile the sources (dirty hosts, new
+    history) wait in memory within their own bounds. :meth:`commit` is for
+    changes the API answers: committed before the answer, or
+    :class:`StoreUnavailable` and nothing kept.
+    """
 
     name = "store"
 
@@ -165,6 +212,7 @@ class StoreService(Service):
         maintenance_interval: float = 600.0,
         *,
         reader: Worker | None = None,
+        retry_cap: float = 30.0,
     ) -> None:
         self.backend = backend
         self._worker = worker
@@ -172,21 +220,41 @@ class StoreService(Service):
         self._clock = clock
         self._flush_interval = flush_interval
         self._maintenance_interval = maintenance_interval
-        self._pending: list[Write] = []
+        self._pending: list[_Entry] = []
+        self._kept: list[_Entry] = []
         self._sources: list[Callable[[], list[Write]]] = []
         self._maintenance: list[Callable[[Tables, float], None]] = []
         self._timers = [periodic("store flush", flush_interval, self.flush, clock),
                         periodic("store retention", maintenance_interval, self._maintain, clock)]
+        self._backoff = Backoff(first=min(1.0, retry_cap), cap=retry_cap)
+        self._retry_at = 0.0
+        self._attempts = 0
+        self._busy = False
+        self._waiting: list[Deferred[None]] = []
+        self._stopping = False
         self.commits = 0
         self.failures = 0
+        self.isolated_rows = 0
+        """Rows the database refused on their own, left out so that the rest committed."""
         self.dropped_rows = 0
         """Rows a recorder gave up on while the disk was behind (see HostRecorder)."""
         self.last_commit: float | None = None
         """Clock time at which the last successful batch was taken for commit."""
+        self.last_error: str | None = None
+        """The database's last failure while batches are kept for a retry (None once one
+        commits)."""
 
     def submit(self, write: Write) -> None:
         """Queue ``write(tables)`` for the next commit."""
-        self._pending.append(write)
+        self._pending.append(_Entry(write))
+
+    def commit(self, *writes: Write) -> Deferred[None]:
+        """Commit ``writes`` in one transaction now, after everything queued before them;
+        fires once they are on disk, or fails with :class:`StoreUnavailable` (none kept)."""
+        waiter: Deferred[None] = Deferred()
+        self._pending.append(_Entry(_run_all(list(writes)), waiter))
+        self.flush()
+        return waiter
 
     def add_source(self, source: Callable[[], list[Write]]) -> None:
         """``source()`` is asked for writes at every flush (e.g. dirty hosts)."""
@@ -196,51 +264,138 @@ class StoreService(Service):
         """``task(tables, now)`` runs on the writer every ``maintenance_interval`` (retention)."""
         self._maintenance.append(task)
 
-    def _take(self) -> list[Write]:
-        batch = self._pending
-        self._pending = []
-        for source in self._sources:
-            batch.extend(source())
+    @property
+    def backlog(self) -> int:
+        """Rows kept for a retry (a recorder counts them against its own bound)."""
+        return sum(len(e.write) if isinstance(e.write, Rows) else 1 for e in self._kept)
+
+    def _take(self) -> list[_Entry] | None:
+        """The next batch (None: wait for the backoff): kept writes first, then the queued;
+        the sources only once nothing is kept, so a failing disk grows no batch."""
+        if self._kept and not self._stopping and self._clock.seconds() < self._retry_at \
+                and not any(e.waiter is not None for e in self._pending):
+            return None
+        kept = self._kept
+        batch, self._kept, self._pending = kept + self._pending, [], []
+        if not kept:
+            for source in self._sources:
+                batch.extend(_Entry(write) for write in source())
         return batch
 
-    @staticmethod
-    def _run_all(batch: list[Write]) -> Callable[[Tables], None]:
-        def run(tables: Tables) -> None:
-            for write in batch:
-                write(tables)
-
-        return run
-
     def flush(self) -> Deferred[None]:
-        """Commit everything queued so far; fires when it is on disk."""
-        batch = self._take()
-        if not batch:
-            return self._worker.run(lambda: None)
-        taken = self._clock.seconds()
-        d = self._worker.run(self.backend.transaction, self._run_all(batch))
-        d.addCallbacks(self._committed, self._failed, callbackArgs=(taken,))
-        return d
+        """Commit everything queued so far; fires when it is on disk (or kept for a retry,
+        which is logged and counted, never raised)."""
+        done: Deferred[None] = Deferred()
+        self._waiting.append(done)
+        if not self._busy:
+            self._next()
+        return done
 
-    def _committed(self, _: None, taken: float) -> None:
-        self.commits += 1
-        self.last_commit = taken
+    def _next(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        batch = self._take()
+        self._busy = True
+        if not batch:
+            d: Deferred[Any] = self._worker.run(lambda: None)
+        else:
+            taken = self._clock.seconds()
+            d = self._worker.run(self._write, batch)
+            d.addCallback(self._settle, taken)
+        d.addErrback(lambda f: log.failure("store: settling a batch failed", f))
+
+        def finished(_: object) -> None:
+            self._busy = False
+            for w in waiting:
+                w.callback(None)
+            if self._waiting:
+                self._next()
+
+        d.addBoth(finished)
+
+    def _write(self, batch: list[_Entry]) -> _Outcome:
+        """On the writer thread: the batch whole, else write by write (see the class)."""
+        backend = self.backend
+        try:
+            backend.transaction(_run_all([e.write for e in batch]))
+            return _Outcome(committed=batch)
+        except Exception as e:
+            if backend.transient(e):
+                return _Outcome(kept=batch, error=e)
+        outcome = _Outcome(whole_failed=True)
+        for i, entry in enumerate(batch):
+            write = entry.write
+            parts: list[Write] = (list(write.split()) if isinstance(write, Rows)
+                                  and entry.waiter is None else [write])
+            refused: BaseException | None = None
+            lost = 0
+            for j, part in enumerate(parts):
+                try:
+                    backend.transaction(part)
+                except Exception as e:
+                    if not backend.transient(e):
+                        refused, lost = e, lost + (len(part) if isinstance(part, Rows) else 1)
+                        continue
+                    rest = (_Entry(dataclasses.replace(write, rows=write.rows[j:]))
+                            if isinstance(write, Rows) and j else entry)
+                    if refused is not None:
+                        outcome.lost.append((_Entry(write), lost, refused))
+                    outcome.kept = [rest, *batch[i + 1:]]
+                    outcome.error = e
+                    return outcome
+            if refused is None:
+                outcome.committed.append(entry)
+            else:
+                outcome.lost.append((entry, lost, refused))
+        return outcome
+
+    def _settle(self, outcome: _Outcome, taken: float) -> None:
+        for entry in outcome.committed:
+            if entry.waiter is not None:
+                entry.waiter.callback(None)
+        for entry, rows, error in outcome.lost:
+            self.isolated_rows += rows
+            log.error("store: the database refused {rows} row(s) ({error}); left out, the "
+                      "rest of the batch committed", rows=rows, error=_one_line(error))
+            if entry.waiter is not None:
+                entry.waiter.errback(StoreUnavailable(f"the store refused it: {_one_line(error)}"))
+        if outcome.whole_failed:
+            self.failures += 1
+        if outcome.error is None:
+            self.commits += 1
+            self.last_commit = taken
+            self.last_error = None
+            if self._attempts:
+                log.info("store: writing again after {n} failed attempt(s)", n=self._attempts)
+            self._attempts = 0
+            return
+        if not outcome.whole_failed:
+            self.failures += 1
+        self._attempts += 1
+        self.last_error = _one_line(outcome.error)
+        delay = self._backoff.delay(self._attempts)
+        self._retry_at = self._clock.seconds() + delay
+        refused = [e for e in outcome.kept if e.waiter is not None]
+        self._kept = [e for e in outcome.kept if e.waiter is None] + self._kept
+        for entry in refused:
+            assert entry.waiter is not None
+            entry.waiter.errback(StoreUnavailable(f"the store cannot write: {self.last_error}"))
+        log.error("store: a write batch failed ({error}); {rows} row(s) kept, retried in "
+                  "{delay:.0f}s", error=self.last_error, rows=self.backlog, delay=delay)
 
     def to_json(self) -> dict[str, Any]:
         return {"backend": self.backend.kind, "commits": self.commits,
                 "failures": self.failures, "last_commit": self.last_commit,
+                "last_error": self.last_error, "backlog": self.backlog,
+                "isolated_rows": self.isolated_rows,
                 "dropped_rows": self.dropped_rows, "queued": len(self._pending)}
-
-    def _failed(self, failure: Any) -> None:
-        self.failures += 1
-        log.failure("store: a write batch failed and was rolled back", failure)
 
     def read(self, fn: Read[T]) -> Deferred[T]:
         """Run ``fn(tables)`` on the backend after every write queued before it."""
         flushed = self.flush()
         reader = self._reader
         if reader is None:
-            return self._worker.run(self.backend.read, fn)
-        return flushed.addBoth(lambda _: reader.run(self.backend.read, fn))
+            return flushed.addCallback(lambda _: self._worker.run(self.backend.read, fn))
+        return flushed.addCallback(lambda _: reader.run(self.backend.read, fn))
 
     def load(self, fn: Read[T]) -> T:
         """``fn(tables)`` on the calling thread: start-up's loads, before any thread runs."""
@@ -268,8 +423,18 @@ class StoreService(Service):
         """The last commit (after a flush in progress), then the connections and threads."""
         super().stopService()
         d = stop_timers(self._timers)
-        d.addCallback(lambda _: self.flush())
-        d.addErrback(lambda f: None)  # already logged by _failed
+
+        def last(_: object) -> Deferred[None]:
+            self._stopping = True
+            return self.flush()
+
+        def lost(_: object) -> None:
+            if self._kept:
+                log.error("store: stopping with {rows} row(s) the database would not take",
+                          rows=self.backlog)
+
+        d.addCallback(last)
+        d.addCallback(lost)
         if self._reader is not None:
             reader = self._reader
             d.addCallback(lambda _: reader.stop())
@@ -279,6 +444,19 @@ class StoreService(Service):
         return d
 
 
+def _run_all(batch: list[Write]) -> Callable[[Tables], None]:
+    def run(tables: Tables) -> None:
+        for write in batch:
+            write(tables)
+
+    return run
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
+
+
 class HostRecorder:
     """Keeps the store in step with the registry: host rows, latest and history.
 
@@ -286,9 +464,9 @@ class HostRecorder:
     and, for a host that sends faster than that, as soon as it has added
     ``max_samples`` rows since its last trim: no host holds more than twice its
     cap at the end of a batch, however hard it floods between two maintenance runs.
-    While the store is behind, at most ``max_pending`` history rows wait in
-    memory; later ones are counted in ``dropped_rows`` (the latest data of
-    each plugin is still kept).
+    While the store is behind (or failing: its ``backlog`` counts), at most
+    ``max_pending`` history rows wait in memory; later ones are counted in
+    ``dropped_rows`` (the latest data of each plugin is still kept).
     """
 
     def __init__(
@@ -315,7 +493,7 @@ class HostRecorder:
         text = (event.raw if event.raw is not None else json_bytes(message)).decode("utf-8")
         names = message["plugins"]
         host = event.host
-        if len(self._history) < self._max_pending:
+        if len(self._history) + self._store.backlog < self._max_pending:
             self._history.append((host, event.ts, f",{','.join(names)},", text,
                                   *message_key(message)))
         else:
@@ -338,18 +516,17 @@ class HostRecorder:
         writes: list[Write] = []
         hosts = self._registry.take_dirty()
         if hosts:
-            rows = [_host_row(h) for h in hosts]
-            writes.append(lambda tables: tables.put(HOSTS, rows))
+            writes.append(Rows("put", HOSTS, [_host_row(h) for h in hosts]))
         commanded = self._registry.take_commands_dirty()
         if commanded:
             cleared, commands = _command_rows(commanded)
-            writes.append(lambda tables: tables.delete(COMMANDS, cleared, by=("host",)))
-            writes.append(lambda tables: tables.add(COMMANDS, commands))
+            writes.append(Rows("delete", COMMANDS, cleared, ("host",)))
+            writes.append(Rows("add", COMMANDS, commands))
         if self._history:
             history, self._history = self._history, []
             latest, self._latest = list(self._latest.values()), {}
-            writes.append(lambda tables: tables.add(PLUGIN_HISTORY, history))
-            writes.append(lambda tables: tables.put(PLUGIN_LATEST, latest))
+            writes.append(Rows("add", PLUGIN_HISTORY, history))
+            writes.append(Rows("put", PLUGIN_LATEST, latest))
         if self._trim_due:
             due, self._trim_due = self._trim_due, set()
             writes.append(lambda tables: self._trim_all(tables, due))

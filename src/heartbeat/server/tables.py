@@ -22,7 +22,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol, TypeVar
+from typing import Any, Final, Literal, Protocol, TypeVar
 
 __all__ = [
     "ACKNOWLEDGEMENTS",
@@ -49,6 +49,7 @@ __all__ = [
     "Backend",
     "Dialect",
     "Read",
+    "Rows",
     "SqlTables",
     "SqliteBackend",
     "SqliteTables",
@@ -170,6 +171,32 @@ class Tables(Protocol):
 Write = Callable[[Tables], object]
 """A queued write: runs on the writer thread inside the batch's transaction."""
 Read = Callable[[Tables], T]
+
+
+@dataclass(frozen=True, slots=True)
+class Rows:
+    """A write of whole rows to one table (put, add, or delete by ``by``): a :data:`Write`
+    the store can split row by row to find the one row a batch could not commit."""
+
+    op: Literal["put", "add", "delete"]
+    table: Table
+    rows: Sequence[Row]
+    by: tuple[str, ...] = ()
+
+    def __call__(self, tables: Tables) -> None:
+        if self.op == "delete":
+            tables.delete(self.table, self.rows, self.by)
+        elif self.op == "put":
+            tables.put(self.table, self.rows)
+        else:
+            tables.add(self.table, self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def split(self) -> list[Rows]:
+        """One write per row."""
+        return [Rows(self.op, self.table, [row], self.by) for row in self.rows]
 
 
 def _quoted(name: str) -> str:
@@ -330,6 +357,12 @@ class Backend(Protocol):
     separate_reader: bool
     """Whether reads have their own connection and thread."""
 
+    def transient(self, error: BaseException) -> bool:
+        """Whether ``error`` (raised by a transaction) is the database's or the disk's
+        (full, read-only, gone, locked: worth retrying) rather than one row's, which
+        no retry can commit (a constraint, a value out of range, a wrong row)."""
+        ...
+
     def transaction(self, work: Callable[[Tables], T]) -> T:
         """``work`` in one transaction: committed whole, or rolled back and raised."""
         ...
@@ -356,14 +389,22 @@ class SqliteBackend:
         self.conn.execute("BEGIN")
         try:
             result = work(self.tables)
+            self.conn.execute("COMMIT")
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            if self.conn.in_transaction:  # SQLITE_FULL and I/O errors have rolled it back
+                self.conn.execute("ROLLBACK")
             raise
-        self.conn.execute("COMMIT")
         return result
 
     def read(self, work: Callable[[Tables], T]) -> T:
         return work(self.tables)
+
+    def transient(self, error: BaseException) -> bool:
+        # IntegrityError, ProgrammingError (a wrong row), OverflowError and the like
+        # belong to a row; OperationalError (full, read-only, I/O, locked) and a bare
+        # DatabaseError (a damaged file) to the database.
+        return isinstance(error, sqlite3.OperationalError | OSError | MemoryError) or type(
+            error) in (sqlite3.DatabaseError, sqlite3.InternalError)
 
     def close(self) -> None:
         self.conn.close()

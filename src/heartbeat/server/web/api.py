@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, TypeVar
 
 from klein import Klein
-from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IConsumer, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -40,8 +40,9 @@ from heartbeat.server.hostlist import HostFilter, iter_hosts, page
 from heartbeat.server.journal import JournalService
 from heartbeat.server.problems import KINDS, problems
 from heartbeat.server.problems import summary as problem_summary
-from heartbeat.server.registry import Host, HostState, Registry
-from heartbeat.server.store import StoreService, read_history
+from heartbeat.server.registry import Host, HostState, QueueFull, Registry
+from heartbeat.server.store import StoreService, StoreUnavailable, read_history
+from heartbeat.server.tables import COMMANDS, Rows
 from heartbeat.server.thresholds.engine import ThresholdEngine
 from heartbeat.server.thresholds.rules import ALERT_LEVELS
 from heartbeat.server.user_policy import (
@@ -192,6 +193,13 @@ class HeartbeatAPI:
     def _no_route(self, request: IRequest, failure: Failure) -> bytes:
         return routing_error(request, failure)
 
+    @app.handle_errors(StoreUnavailable)
+    def _store_unavailable(self, request: IRequest, failure: Failure) -> bytes:
+        log.error("api: {method} {path} refused: {error}", method=request.method.decode(),
+                  path=request.path.decode("utf-8", "replace"), error=failure.value)
+        return ApiError(503, "store_unavailable", f"nothing changed: {failure.value}",
+                        {"Retry-After": "5"}).respond(request)
+
     # Who is asking: the one check every route makes
     def viewer(self, request: IRequest) -> Viewer:
         """The caller, or 401 (not logged in) / 403 (cookie change without CSRF proof)."""
@@ -310,11 +318,15 @@ class HeartbeatAPI:
         return d.addCallbacks(logged_in, refused)
 
     @app.route("/api/0/auth/logout", methods=["POST"])
-    def logout(self, request: IRequest) -> bytes:
+    def logout(self, request: IRequest) -> Deferred[bytes]:
         viewer = self.viewer(request)
-        ended = viewer.session is not None and self.users.logout(viewer.session)
-        self.auth.end_session(request)
-        return json_response(request, {"logged_out": ended})
+        d = succeed(False) if viewer.session is None else self.users.logout(viewer.session)
+
+        def ended(done: bool) -> bytes:
+            self.auth.end_session(request)
+            return json_response(request, {"logged_out": done})
+
+        return d.addCallback(ended)
 
     @app.route("/api/0/me", methods=["GET"])
     def me(self, request: IRequest) -> bytes:
@@ -531,26 +543,38 @@ class HeartbeatAPI:
 
     # Manager actions
     @app.route("/api/0/hosts/<name>/commands", methods=["POST"])
-    def queue_command(self, request: IRequest, name: str) -> bytes:
+    def queue_command(self, request: IRequest, name: str) -> Deferred[bytes]:
         self.host(request, name, Role.MANAGER)
         body = self._body(request, COMMAND_BODY)
         payload = {"cmd": body["cmd"], "args": list(body.get("args", []))}
         return self._queue(request, name, "CMD", payload)
 
     @app.route("/api/0/hosts/<name>/upgrade", methods=["POST"])
-    def queue_upgrade(self, request: IRequest, name: str) -> bytes:
+    def queue_upgrade(self, request: IRequest, name: str) -> Deferred[bytes]:
         self.host(request, name, Role.MANAGER)
         body = self._body(request, UPGRADE_BODY, empty={})
         return self._queue(request, name, "UPD", dict(body))
 
-    def _queue(self, request: IRequest, name: str, kind: str, payload: dict[str, Any]) -> bytes:
+    def _queue(self, request: IRequest, name: str, kind: str,
+               payload: dict[str, Any]) -> Deferred[bytes]:
+        """Queue a command once its row is committed (503 and not queued if it cannot be)."""
         by = self.viewer(request).name
-        command, event = self.registry.queue_command(name, kind, payload,
-                                                     self.clock.seconds(), by)
-        self.bus.publish(event)
-        log.info("api: {kind} {cmd_id} queued for {host} by {user}", kind=kind,
-                 cmd_id=command.cmd_id, host=name, user=by)
-        return json_response(request, {"host": name, "command": command.to_json()}, 202)
+        try:
+            command = self.registry.new_command(name, kind, payload, self.clock.seconds(), by)
+        except QueueFull as e:
+            raise ApiError(409, "queue_full", f"{e}: wait for its results") from None
+        row = (name, command.cmd_id, command.kind, json_bytes(command.payload).decode(),
+               command.queued, command.by, command.attempts)
+
+        def queued(_: None) -> bytes:
+            if name not in self.registry.hosts:
+                raise ApiError(404, "not_found", f"{name!r} was removed meanwhile")
+            self.bus.publish(self.registry.add_command(name, command))
+            log.info("api: {kind} {cmd_id} queued for {host} by {user}", kind=kind,
+                     cmd_id=command.cmd_id, host=name, user=by)
+            return json_response(request, {"host": name, "command": command.to_json()}, 202)
+
+        return self.store.commit(Rows("add", COMMANDS, [row])).addCallback(queued)
 
     @app.route("/api/0/hosts/<name>/dns", methods=["POST"])
     def trigger_dns(self, request: IRequest, name: str) -> Deferred[bytes]:
@@ -573,7 +597,7 @@ class HeartbeatAPI:
         return self._access_json(request, name, self.users.directory.access(name))
 
     @app.route("/api/0/hosts/<name>/access", methods=["PUT"])
-    def access_update(self, request: IRequest, name: str) -> bytes:
+    def access_update(self, request: IRequest, name: str) -> Deferred[bytes]:
         viewer = self._known_host(request, name, Role.OWNER)
         body = self._body(request, ACCESS_BODY)
         access = HostAccess(body["owner"], tuple(dict.fromkeys(body["managers"])),
@@ -581,15 +605,18 @@ class HeartbeatAPI:
         return self._save_access(request, viewer, name, access)
 
     @app.route("/api/0/hosts/<name>/access", methods=["DELETE"])
-    def access_reset(self, request: IRequest, name: str) -> bytes:
+    def access_reset(self, request: IRequest, name: str) -> Deferred[bytes]:
         viewer = self._known_host(request, name, Role.OWNER)
-        access = self.users.reset_access(name)
-        log.info("api: access of {host} reset to the config by {user}", host=name,
-                 user=viewer.name)
-        return self._access_json(request, name, access)
+
+        def reset(access: HostAccess) -> bytes:
+            log.info("api: access of {host} reset to the config by {user}", host=name,
+                     user=viewer.name)
+            return self._access_json(request, name, access)
+
+        return self.users.reset_access(name).addCallback(reset)
 
     @app.route("/api/0/hosts/<name>/owner", methods=["POST"])
-    def transfer(self, request: IRequest, name: str) -> bytes:
+    def transfer(self, request: IRequest, name: str) -> Deferred[bytes]:
         viewer = self._known_host(request, name, Role.OWNER)
         body = self._body(request, OWNER_BODY)
         current = self.users.directory.access(name)
@@ -597,14 +624,17 @@ class HeartbeatAPI:
                                  dataclasses.replace(current, owner=body["owner"]))
 
     def _save_access(self, request: IRequest, viewer: Viewer, name: str,
-                     access: HostAccess) -> bytes:
+                     access: HostAccess) -> Deferred[bytes]:
         unknown = self.users.directory.unknown_users(access.names())
         if unknown:
             raise ApiError(400, "unknown_user", f"no such user: {', '.join(unknown)}")
-        saved = self.users.set_access(name, access)
-        log.info("api: access of {host} set by {user}: {access}", host=name, user=viewer.name,
-                 access=saved.to_json())
-        return self._access_json(request, name, saved)
+
+        def saved(access: HostAccess) -> bytes:
+            log.info("api: access of {host} set by {user}: {access}", host=name,
+                     user=viewer.name, access=access.to_json())
+            return self._access_json(request, name, access)
+
+        return self.users.set_access(name, access).addCallback(saved)
 
     @staticmethod
     def _access_json(request: IRequest, name: str, access: HostAccess) -> bytes:
@@ -716,7 +746,7 @@ class HeartbeatAPI:
             k.to_json(now) for k in self.users.keys.of_user(user)]})
 
     @app.route("/api/0/users/<user>/keys", methods=["POST"])
-    def key_create(self, request: IRequest, user: str) -> bytes:
+    def key_create(self, request: IRequest, user: str) -> Deferred[bytes]:
         viewer = self._key_owner(request, user)
         if viewer.name != user:
             raise ApiError(403, "forbidden", "an API key is made by the user it belongs to")
@@ -726,21 +756,24 @@ class HeartbeatAPI:
         if expires is not None and not (math.isfinite(expires) and expires > now):
             raise ApiError(400, "invalid_body", "body.expires: must be a Unix time in the future")
         try:
-            token, key = self.users.create_key(user, body["name"], body["scope"], expires)
+            made = self.users.create_key(user, body["name"], body["scope"], expires)
         except KeyLimitReached as e:
             raise ApiError(409, "too_many_keys", f"{e}: revoke one first") from None
-        return json_response(request, {"token": token, "key": key.to_json(now)}, 201)
+        return made.addCallback(lambda result: json_response(
+            request, {"token": result[0], "key": result[1].to_json(now)}, 201))
 
     @app.route("/api/0/users/<user>/keys/<key_id>", methods=["DELETE"])
-    def key_revoke(self, request: IRequest, user: str, key_id: str) -> bytes:
+    def key_revoke(self, request: IRequest, user: str, key_id: str) -> Deferred[bytes]:
         viewer = self._key_owner(request, user)
         key = self.users.keys.get(key_id)
         if key is None or key.user != user:
             raise ApiError(404, "not_found", f"{user!r} has no API key {key_id!r}")
-        self.users.revoke_key(key_id)
-        log.info("api: API key {key_id} of {user} revoked by {by}", key_id=key_id, user=user,
-                 by=viewer.name)
-        return json_response(request, {"revoked": key_id})
+        def revoked(_: object) -> bytes:
+            log.info("api: API key {key_id} of {user} revoked by {by}", key_id=key_id,
+                     user=user, by=viewer.name)
+            return json_response(request, {"revoked": key_id})
+
+        return self.users.revoke_key(key_id).addCallback(revoked)
 
     # Public status pages and badges
     def _board(self) -> StatusBoard:

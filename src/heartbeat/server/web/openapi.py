@@ -429,7 +429,8 @@ _REASONS: Final = {
     421: "The Host header names a name not in http_hosts (`unknown_host`): DNS rebinding guard",
     429: "Too many failed logins for this user name or address (`too_many_attempts`); "
          "see Retry-After",
-    503: "The feature is switched off in the configuration",
+    503: "The feature is switched off in the configuration; for a change, the store cannot "
+         "write it just now (`store_unavailable`: nothing changed; see Retry-After)",
 }
 
 
@@ -589,12 +590,12 @@ def _paths() -> dict[str, dict[str, Any]]:
         "/api/0/hosts/{name}/commands": {
             "parameters": [HOST],
             "post": _op("Queue a named command (CMD) for the host's next heartbeat",
-                        (202, "Queued"), (403, 404), role=MANAGER, body=COMMAND_BODY,
+                        (202, "Queued"), (403, 404, 409), role=MANAGER, body=COMMAND_BODY,
                         example={"cmd": "uptime", "args": []}, tag="actions")},
         "/api/0/hosts/{name}/upgrade": {
             "parameters": [HOST],
             "post": _op("Queue a self-update (UPD) for the host's next heartbeat",
-                        (202, "Queued"), (403, 404), role=MANAGER, body=UPGRADE_BODY,
+                        (202, "Queued"), (403, 404, 409), role=MANAGER, body=UPGRADE_BODY,
                         example={"version": "1.4.0"}, body_required=False, tag="actions")},
         "/api/0/hosts/{name}/dns": {
             "parameters": [HOST],
@@ -715,8 +716,8 @@ def _paths() -> dict[str, dict[str, Any]]:
 
 
 def _with_csrf(paths: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Every change may be refused as another site's (403), every request when its Host
-    is not an allowed name (421)."""
+    """Every change may be refused as another site's (403) or when the store cannot write
+    it (503), every request when its Host is not an allowed name (421)."""
     for item in paths.values():
         for method, operation in item.items():
             if method not in ("get", "post", "put", "delete"):
@@ -724,6 +725,8 @@ def _with_csrf(paths: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
             responses = operation["responses"]
             if method != "get" and "403" not in responses:
                 responses["403"] = _json("Error", _REASONS[403])
+            if method != "get" and "503" not in responses:
+                responses["503"] = _json("Error", _REASONS[503])
             responses["421"] = _json("Error", _REASONS[421])
             operation["responses"] = dict(sorted(responses.items()))
     return paths

@@ -33,6 +33,7 @@ from heartbeat.server.auth import (
     SecondFactorRefused,
 )
 from heartbeat.server.registry import Registry
+from heartbeat.server.store import StoreUnavailable
 from heartbeat.server.web.auth import LOGIN_PAGE, WebAuth
 
 __all__ = ["PACKAGED_STATIC", "PACKAGED_TEMPLATES", "Pages", "StaticFiles", "Templates"]
@@ -275,6 +276,11 @@ class Pages:
                 assert challenge is not None
                 return self._code_page(request, target, challenge,
                                        "That code is wrong, used or expired.", 401)
+            if failure.check(StoreUnavailable):
+                text = "The server cannot save a login just now: try again in a moment."
+                if challenge is not None:
+                    return self._code_page(request, target, challenge, text, 503)
+                return self._login_page(request, target, text, name, 503)
             failure.trap(LoginRefused)
             if challenge is not None:
                 return self._login_page(request, target,

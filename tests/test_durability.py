@@ -1,0 +1,101 @@
+"""An answer of 200 means it is on disk: API state changes commit before the answer.
+
+The store is made unable to write the way a read-only or failed disk makes it
+(SQLite's ``query_only``: every write fails with SQLITE_READONLY, an
+OperationalError like a full or read-only file system's). Each change is then
+refused with 503 and nothing changes, in memory or after a restart; once the
+store can write again the same change is answered and kept. The real twistd on
+a full file system: tests/test_durability_process.py.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from heartbeat.server.registry import MAX_QUEUED_COMMANDS
+from tests.apistack import Stack, user
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    stack = Stack(tmp_path, users={"alice": user("alice-password", admin=True),
+                                   "bob": user("bob-password")}, hosts={})
+    stack.heartbeat("web1")
+    yield stack
+    stack.close()
+
+
+def read_only(stack: Stack, on: bool) -> None:
+    stack.store.backend.conn.execute(  # type: ignore[attr-defined]
+        f"PRAGMA query_only = {'ON' if on else 'OFF'}")
+
+
+def refused(response: Any) -> None:
+    assert response.status == 503, response
+    assert response.json["error"] == "store_unavailable"
+    assert "nothing changed" in response.json["detail"]
+
+
+CHANGES = [
+    ("POST", "/api/0/users", {"name": "carol", "password": "carol-password", "admin": False}),
+    ("PUT", "/api/0/users/bob", {"password": "bob-new-password"}),
+    ("PUT", "/api/0/users/bob", {"admin": True}),
+    ("DELETE", "/api/0/users/bob", None),
+    ("PUT", "/api/0/hosts/web1/access", {"owner": "bob", "managers": [], "monitors": []}),
+    ("POST", "/api/0/hosts/web1/commands", {"cmd": "uptime"}),
+    ("POST", "/api/0/users/alice/keys", {"name": "ci", "scope": "ro"}),
+]
+
+
+def _state(stack: Stack) -> Any:
+    return (dict(stack.auth.directory.users), stack.auth.directory.access("web1"),
+            dict(stack.registry.hosts["web1"].pending), len(stack.auth.keys),
+            len(stack.auth.sessions))
+
+
+@pytest.mark.parametrize(("method", "path", "body"), CHANGES)
+def test_a_change_the_store_cannot_take_is_refused_whole(stack: Stack, method: str, path: str,
+                                                         body: Any) -> None:
+    token = stack.token("alice")
+    before = _state(stack)
+    read_only(stack, True)
+    refused(stack.call(method, path, body, token=token))
+    assert _state(stack) == before
+    read_only(stack, False)
+    again = stack.restarted()
+    try:
+        assert _state(again)[:4] == before[:4]
+        token = again.token("alice")
+        done = again.call(method, path, body, token=token)
+        assert done.status in (200, 201, 202), done
+        after = _state(again)[:4]
+        assert after != before[:4]
+        assert _state(again.restarted())[:4] == after  # and it is on disk
+    finally:
+        again.close()
+
+
+def test_logins_and_logouts_need_the_store(stack: Stack) -> None:
+    token = stack.token("alice")
+    read_only(stack, True)
+    refused(stack.login("bob"))
+    assert [s.user for s in stack.auth.sessions.sessions.values()] == ["alice"]
+    refused(stack.call("POST", "/api/0/auth/logout", token=token))
+    assert stack.call("GET", "/api/0/me", token=token).status == 200
+    read_only(stack, False)
+    assert stack.call("POST", "/api/0/auth/logout", token=token).json == {"logged_out": True}
+    assert stack.call("GET", "/api/0/me", token=token).status == 401
+
+
+def test_a_host_holds_a_bounded_queue_of_commands(stack: Stack) -> None:
+    token = stack.token("alice")
+    for n in range(MAX_QUEUED_COMMANDS):
+        assert stack.call("POST", "/api/0/hosts/web1/commands", {"cmd": f"c{n}"},
+                          token=token).status == 202
+    full = stack.call("POST", "/api/0/hosts/web1/commands", {"cmd": "more"}, token=token)
+    assert (full.status, full.json["error"]) == (409, "queue_full")
+    assert len(stack.registry.hosts["web1"].pending) == MAX_QUEUED_COMMANDS
