@@ -43,7 +43,10 @@ def get(stack: Stack, path: str, viewer: str = "alice") -> tuple[int, Any]:
 
 
 T0 = 1_800_000_000.0
-METRIC = {"kind": "metric", "state": "UNKNOWN", "stale": False, "markers": []}
+UNCOVERED = {"in_maintenance": False, "maintenance": [], "silenced_by": None,
+             "acknowledged": None, "markers": []}
+"""No maintenance window, silence or acknowledgement covers it (test_operations_api)."""
+METRIC = {"kind": "metric", "state": "UNKNOWN", "stale": False, **UNCOVERED}
 WEB_MEMORY = {**METRIC, "host": "web", "metric_path": "memory_monitor.percent", "level": "CRITICAL",
               "value": 96.0, "threshold_value": 95.0,
               "message": "CRITICAL: web - memory_monitor.percent = 96.0", "since": T0,
@@ -199,7 +202,7 @@ def test_a_down_host_is_a_problem_and_its_alerts_stale(stack: Stack) -> None:
     web_down = {"kind": "host", "host": "web", "level": "CRITICAL", "state": "DOWN",
                 "reason": "timeout", "metric_path": None, "value": None,
                 "threshold_value": None, "message": "CRITICAL: web is DOWN (timeout)",
-                "since": down_since, "last_notified": None, "stale": False, "markers": []}
+                "since": down_since, "last_notified": None, "stale": False, **UNCOVERED}
     stale = {"state": "DOWN", "stale": True}
     assert get(stack, "/api/0/alerts") == (200, {
         "alerts": [web_down, {**DB_CPU, "state": "UP"}, {**WEB_MEMORY, **stale},

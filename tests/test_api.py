@@ -97,7 +97,8 @@ class HostsTests:
             "boot_time": None, "down_reason": None, "watch": True, "plugins": [],
             "pending_commands": 0, "signed": False, "key_id": None, "role": "owner",
             "description": "", "tags": [], "latest_message": None, "parents": [],
-            "flapping": False, "recovering": None,
+            "flapping": False, "recovering": None, "in_maintenance": False, "maintenance": [],
+            "silenced_by": None, "acknowledged": None, "markers": [],
             "alerts": {"CRITICAL": 0, "WARNING": 0, "UNKNOWN": 0}, "alert_level": None}
         assert body["hosts"][0]["latest_message"] == {
             "ts": 1000.0, "message": {"ID": "MSG", "text": "x"}}

@@ -97,6 +97,7 @@ from heartbeat.server.thresholds.engine import ThresholdEngine
 from heartbeat.server.web.api import HeartbeatAPI
 from heartbeat.server.web.app import ConnectionBudget, ConnectionLimit, HeartbeatSite, WebRoot
 from heartbeat.server.web.auth import WebAuth
+from heartbeat.server.web.hostview import HostViews
 from heartbeat.server.web.metrics import MetricsPage, parse_networks
 from heartbeat.server.web.origin import RequestPolicy
 from heartbeat.server.web.pages import Pages, Templates
@@ -676,7 +677,8 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
     alerting = make_alerting(config, engine, registry, store=store, bus=bus, reactor=reactor)
     ingest = make_ingest(config, registry, bus, reactor, seams.max_sources)
     monitor = MonitorService(registry, bus, reactor, config.monitor_interval)
-    hub = EventHub(registry, alerts=alerting.engine, clock=reactor)
+    views = HostViews(registry, alerting.engine, operations.annotations)
+    hub = EventHub(registry, alerts=alerting.engine, clock=reactor, views=views)
     auth.add_revoke_listener(hub.session_ended)
     status: dict[str, Callable[[], Any]] = {}
     status_board = make_status_board(config, registry, store, reactor)
@@ -684,7 +686,8 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
     api = HeartbeatAPI(registry, store, journal, reactor, status, auth=web_auth, bus=bus,
                        dns_trigger=dns.trigger if dns is not None else None,
                        max_body=config.http_max_body, alerts=alerting.engine, config=config,
-                       config_path=settings.path, status_board=status_board)
+                       config_path=settings.path, status_board=status_board,
+                       operations=operations, views=views)
     metrics = make_metrics(
         config, registry, alerting.engine, status=status, web_auth=web_auth, started=api.started,
         run_in_thread=seams.run_in_thread or (

@@ -257,6 +257,10 @@ class OperationsService(Service):
             return None
         return next((s for s in self.engine.states(host) if s.metric_path == path), None)
 
+    def annotations(self, host: str, key: str = DOWN_KEY) -> dict[str, Any]:
+        """What covers ``host``'s problem ``key`` now (Suppression.annotations)."""
+        return self.suppression.annotations(host, key, self.clock.seconds())
+
     # Changes through the API
     def add_window(self, raw: Mapping[str, Any], by: str | None) -> MaintenanceWindow:
         """Check and keep a new window (ConfigError names the field)."""

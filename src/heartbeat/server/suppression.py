@@ -119,6 +119,37 @@ class Suppression:
         by = f" by {ack.author}" if ack.author else ""
         return Hold(ACKNOWLEDGED, f"acknowledged{by}", ack.author)
 
+    def annotations(self, host: str, key: str, now: float) -> dict[str, Any]:
+        """What covers ``host``'s problem ``key`` (:data:`DOWN_KEY`: the host's own, else a
+        metric path) at ``now``, as the API, the feed and the pages show it.
+
+        ``in_maintenance`` and ``maintenance`` (the open windows' ids), ``silenced_by``
+        (the silence holding it), ``acknowledged`` (who took it on), and ``markers``:
+        the same as tags for the UI (``kind``, ``text``, ``by``, ``until``).
+        """
+        windows = self.calendar.for_host(host, now)
+        silence = self.silences.matching(host, key, now)
+        ack = self.acks.get(host, HOST_TARGET if key == DOWN_KEY else key)
+        markers: list[dict[str, Any]] = []
+        for window in windows:
+            occurrence = window.timing.occurrence_at(now)
+            markers.append({"kind": MAINTENANCE, "id": window.id, "text": window.label,
+                            "until": None if occurrence is None else occurrence[1]})
+        if silence is not None:
+            markers.append({"kind": SILENCED, "id": silence.id, "text": silence.comment,
+                            "by": silence.author, "until": silence.end})
+        if ack is not None:
+            markers.append({"kind": ACKNOWLEDGED, "text": ack.comment, "by": ack.author,
+                            "level": ack.level, "at": ack.at})
+        return {
+            "in_maintenance": bool(windows), "maintenance": [w.id for w in windows],
+            "silenced_by": None if silence is None else {
+                "id": silence.id, "author": silence.author, "comment": silence.comment,
+                "end": silence.end},
+            "acknowledged": None if ack is None else ack.to_json(),
+            "markers": markers,
+        }
+
     # The decision
     def decide(self, event: Event, now: float) -> Hold | None:
         """None to notify ``event`` (as far as holds go), else what holds it back.

@@ -29,6 +29,7 @@ from heartbeat.config.server import ServerConfig, UserConfig
 from heartbeat.events import EventBus
 from heartbeat.protocol import CLIENT_IDS
 from heartbeat.server.access import HostAccess, Role, Viewer, user_json
+from heartbeat.server.acks import HOST as ACK_HOST
 from heartbeat.server.apikeys import KeyLimitReached
 from heartbeat.server.auth import (
     LoginRefused,
@@ -38,9 +39,12 @@ from heartbeat.server.auth import (
 )
 from heartbeat.server.hostlist import HostFilter, iter_hosts, page
 from heartbeat.server.journal import JournalService
-from heartbeat.server.problems import KINDS, problems
+from heartbeat.server.maintenance import MaintenanceWindow, is_glob
+from heartbeat.server.operations import OperationsService
+from heartbeat.server.problems import KINDS, METRIC, problems
 from heartbeat.server.problems import summary as problem_summary
 from heartbeat.server.registry import Host, HostState, QueueFull, Registry
+from heartbeat.server.silences import Silence
 from heartbeat.server.store import StoreService, StoreUnavailable, read_history
 from heartbeat.server.tables import COMMANDS, Rows
 from heartbeat.server.thresholds.engine import ThresholdEngine
@@ -61,15 +65,18 @@ from heartbeat.server.web.errors import ApiError, json_headers, json_response, r
 from heartbeat.server.web.hostview import HostViews
 from heartbeat.server.web.schema import (
     ACCESS_BODY,
+    ACK_BODY,
     COMMAND_BODY,
     KEY_CREATE_BODY,
     LOGIN_BODY,
     OWNER_BODY,
     POLICY_BODY,
+    SILENCE_BODY,
     TOTP_CODE_BODY,
     UPGRADE_BODY,
     USER_CREATE_BODY,
     USER_UPDATE_BODY,
+    WINDOW_BODY,
     read_json,
 )
 from heartbeat.server.web.status import StatusBoard
@@ -79,6 +86,7 @@ from heartbeat.text import json_bytes
 __all__ = ["ApiError", "DnsTrigger", "HeartbeatAPI", "json_response"]
 
 N = TypeVar("N", int, float)
+T = TypeVar("T")
 MAX_PAGE = 5000
 """Hosts in one page of ``GET /api/0/hosts?limit=N``."""
 STREAM_CHUNK = 64 * 1024
@@ -123,6 +131,16 @@ def str_arg(request: IRequest, name: str) -> str | None:
     return None if raw is None else raw.decode("utf-8", "replace")
 
 
+def _checked(change: Callable[[], T]) -> T:
+    """A change checked by the books' parsers: what they refuse is a 400 naming the field."""
+    try:
+        return change()
+    except ConfigError as e:
+        raise ApiError(400, "invalid_body", str(e)) from None
+    except (OverflowError, ValueError) as e:
+        raise ApiError(400, "invalid_body", f"body: {e}") from None
+
+
 def choice_arg(request: IRequest, name: str, known: Iterable[str]) -> frozenset[str] | None:
     """A comma-separated (or repeated) choice among ``known``, upper-cased; None when absent.
 
@@ -162,6 +180,8 @@ class HeartbeatAPI:
         config: ServerConfig | None = None,
         config_path: str | None = None,
         status_board: StatusBoard | None = None,
+        operations: OperationsService | None = None,
+        views: HostViews | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -179,7 +199,9 @@ class HeartbeatAPI:
         self.config = config
         self.config_path = config_path
         self.status_board = status_board
-        self.views = HostViews(registry, alerts)
+        self.operations = operations
+        """Maintenance windows, silences, acknowledgements (None: the routes answer 503)."""
+        self.views = views or HostViews(registry, alerts)
         self.started = clock.seconds()
 
     # Errors
@@ -454,10 +476,17 @@ class HeartbeatAPI:
             hosts = [h for h in self.registry if viewer.sees(h.name)]
             alerts = [s for s in engine.states() if viewer.sees(s.host)]
         else:
-            found = self.registry.get(name)
-            hosts = [] if found is None else [found]
+            host = self.registry.get(name)
+            hosts = [] if host is None else [host]
             alerts = engine.states(name)
-        return problems([self.registry.host_json(h) for h in hosts], alerts)
+        found = problems([self.views.json(h) for h in hosts], alerts)
+        for problem in found:
+            if problem["kind"] == METRIC:  # its own silence and acknowledgement
+                problem.update(self.views.annotate(problem["host"], problem["metric_path"]))
+            else:
+                problem.update({k: v for k, v in self.views.annotate(problem["host"]).items()
+                                if k != "markers"})
+        return found
 
     @app.route("/api/0/alerts", methods=["GET"])
     def all_alerts(self, request: IRequest) -> bytes:
@@ -828,6 +857,168 @@ class HeartbeatAPI:
         if badge is None:
             raise ApiError(404, "not_found", f"{name!r} has no badge")
         return json_response(request, {"revoked": badge.token})
+
+    # Operations: maintenance windows, silences, acknowledgements (docs/OPERATIONS.md)
+    def _operations(self) -> OperationsService:
+        if self.operations is None:
+            raise ApiError(503, "operations_disabled",
+                           "maintenance windows, silences and acknowledgements are not running")
+        return self.operations
+
+    @staticmethod
+    def _manages(viewer: Viewer, hosts: Iterable[str], tags: Iterable[str], what: str) -> None:
+        """Admins name any hosts; others only hosts by name on which they are managers."""
+        if viewer.admin:
+            return
+        if list(tags) or any(is_glob(host) for host in hosts):
+            raise ApiError(403, "forbidden", f"only an admin may make a {what} by glob or tag; "
+                                             f"name the hosts you manage")
+        for host in hosts:
+            if not viewer.may(Role.MANAGER, host):
+                raise ApiError(403, "forbidden",
+                               f"a {what} of {host!r} needs the manager role on it")
+
+    def _visible_hosts(self, viewer: Viewer) -> list[str]:
+        return [name for name in self.registry.names() if viewer.sees(name)]
+
+    def _window(self, request: IRequest, window_id: str) -> tuple[Viewer, MaintenanceWindow]:
+        """Window ``window_id`` if the caller sees a host it covers (else 404)."""
+        viewer = self.viewer(request)
+        calendar = self._operations().calendar
+        window = calendar.get(window_id)
+        if window is None or not (viewer.admin or any(viewer.sees(n) for n in window.selector.names)
+                                  or calendar.covers(window, self._visible_hosts(viewer))):
+            raise ApiError(404, "not_found", f"no maintenance window {window_id!r}")
+        return viewer, window
+
+    def _changeable(self, viewer: Viewer, window: MaintenanceWindow) -> None:
+        if window.source == "config":
+            raise ApiError(409, "config_window", f"window {window.id!r} is in the config "
+                                                 f"(maintenance:): change it there")
+        self._manages(viewer, window.selector.names, window.selector.tags, "maintenance window")
+
+    def _window_json(self, window: MaintenanceWindow) -> dict[str, Any]:
+        return window.to_json(self.clock.seconds())
+
+    @app.route("/api/0/maintenance", methods=["GET"])
+    def maintenance_list(self, request: IRequest) -> bytes:
+        viewer = self.viewer(request)
+        calendar = self._operations().calendar
+        seen = None if viewer.admin else self._visible_hosts(viewer)
+        windows = [self._window_json(w) for w in calendar
+                   if seen is None or any(viewer.sees(n) for n in w.selector.names)
+                   or calendar.covers(w, seen)]
+        return json_response(request, {"windows": windows})
+
+    @app.route("/api/0/maintenance", methods=["POST"])
+    def maintenance_create(self, request: IRequest) -> bytes:
+        viewer = self.viewer(request)
+        operations = self._operations()
+        body = self._body(request, WINDOW_BODY)
+        self._manages(viewer, body.get("hosts", []), body.get("tags", []), "maintenance window")
+        window = _checked(lambda: operations.add_window(body, viewer.name))
+        return json_response(request, self._window_json(window), 201)
+
+    @app.route("/api/0/maintenance/<window_id>", methods=["GET"])
+    def maintenance_get(self, request: IRequest, window_id: str) -> bytes:
+        return json_response(request, self._window_json(self._window(request, window_id)[1]))
+
+    @app.route("/api/0/maintenance/<window_id>", methods=["PUT"])
+    def maintenance_replace(self, request: IRequest, window_id: str) -> bytes:
+        viewer, window = self._window(request, window_id)
+        self._changeable(viewer, window)
+        body = self._body(request, WINDOW_BODY)
+        self._manages(viewer, body.get("hosts", []), body.get("tags", []), "maintenance window")
+        operations = self._operations()
+        new = _checked(lambda: operations.replace_window(window_id, body, viewer.name))
+        return json_response(request, self._window_json(new))
+
+    @app.route("/api/0/maintenance/<window_id>", methods=["DELETE"])
+    def maintenance_delete(self, request: IRequest, window_id: str) -> bytes:
+        viewer, window = self._window(request, window_id)
+        self._changeable(viewer, window)
+        self._operations().delete_window(window_id, viewer.name)
+        return json_response(request, {"deleted": window_id})
+
+    def _silence_seen(self, viewer: Viewer, silence: Silence, seen: list[str] | None) -> bool:
+        if viewer.admin or viewer.sees(silence.host):
+            return True
+        return is_glob(silence.host) and any(silence.matches_host(h) for h in seen or [])
+
+    @app.route("/api/0/silences", methods=["GET"])
+    def silence_list(self, request: IRequest) -> bytes:
+        viewer = self.viewer(request)
+        book = self._operations().silences
+        seen = None if viewer.admin else self._visible_hosts(viewer)
+        now = self.clock.seconds()
+        return json_response(request, {"silences": [
+            s.to_json(now) for s in book if self._silence_seen(viewer, s, seen)]})
+
+    @app.route("/api/0/silences", methods=["POST"])
+    def silence_create(self, request: IRequest) -> bytes:
+        viewer = self.viewer(request)
+        operations = self._operations()
+        body = self._body(request, SILENCE_BODY)
+        self._manages(viewer, [body["host"]], [], "silence")
+        silence = _checked(lambda: operations.add_silence(body, viewer.name))
+        return json_response(request, silence.to_json(self.clock.seconds()), 201)
+
+    @app.route("/api/0/silences/<silence_id>", methods=["DELETE"])
+    def silence_end(self, request: IRequest, silence_id: str) -> bytes:
+        viewer = self.viewer(request)
+        operations = self._operations()
+        silence = operations.silences.get(silence_id)
+        if silence is None or not self._silence_seen(
+                viewer, silence, None if viewer.admin else self._visible_hosts(viewer)):
+            raise ApiError(404, "not_found", f"no silence {silence_id!r}")
+        self._manages(viewer, [silence.host], [], "silence")
+        ended = operations.end_silence(silence_id, viewer.name)
+        assert ended is not None
+        return json_response(request, ended.to_json(self.clock.seconds()))
+
+    def _ack(self, request: IRequest, name: str, target: str, level: str) -> bytes:
+        viewer = self.viewer(request)
+        body = self._body(request, ACK_BODY)
+        ack = self._operations().acknowledge(name, target, level, viewer.name,
+                                             body["comment"].strip() or body["comment"])
+        return json_response(request, {"host": name, "target": target or None,
+                                       **ack.to_json()}, 201)
+
+    def _unack(self, request: IRequest, name: str, target: str) -> bytes:
+        viewer = self.viewer(request)
+        ack = self._operations().unacknowledge(name, target, viewer.name)
+        if ack is None:
+            raise ApiError(404, "not_found", f"{name!r} {target or 'DOWN'} is not acknowledged")
+        return json_response(request, {"host": name, "target": target or None,
+                                       "removed": True, **ack.to_json()})
+
+    @app.route("/api/0/hosts/<name>/alerts/<path:metric>/ack", methods=["POST"])
+    def alert_ack(self, request: IRequest, name: str, metric: str) -> bytes:
+        self.host(request, name, Role.MANAGER)
+        self._operations()
+        state = next((a for a in self.engine().states(name) if a.metric_path == metric), None)
+        if state is None:
+            raise ApiError(404, "not_found", f"{name!r} has no active alert on {metric!r}")
+        return self._ack(request, name, metric, state.level.value)
+
+    @app.route("/api/0/hosts/<name>/alerts/<path:metric>/ack", methods=["DELETE"])
+    def alert_unack(self, request: IRequest, name: str, metric: str) -> bytes:
+        self.host(request, name, Role.MANAGER)
+        return self._unack(request, name, metric)
+
+    @app.route("/api/0/hosts/<name>/ack", methods=["POST"])
+    def host_ack(self, request: IRequest, name: str) -> bytes:
+        host = self.host(request, name, Role.MANAGER)
+        self._operations()
+        if host.state not in (HostState.DOWN, HostState.UNREACHABLE):
+            raise ApiError(409, "not_down", f"{name!r} is {host.state.value}: only a DOWN or "
+                                            f"UNREACHABLE host is acknowledged")
+        return self._ack(request, name, ACK_HOST, host.state.value)
+
+    @app.route("/api/0/hosts/<name>/ack", methods=["DELETE"])
+    def host_unack(self, request: IRequest, name: str) -> bytes:
+        self.host(request, name, Role.MANAGER)
+        return self._unack(request, name, ACK_HOST)
 
     # Second factor (TOTP): the user themself; admins see it and remove it
     def _totp_owner(self, request: IRequest, user: str, self_only: bool) -> Viewer:

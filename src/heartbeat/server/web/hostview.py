@@ -6,13 +6,17 @@ filled from either shows the same thing (issue 15: a reload shows the same page)
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from heartbeat.server.registry import Host, Registry
+from heartbeat.server.suppression import DOWN_KEY
 from heartbeat.server.thresholds.engine import ThresholdEngine
 from heartbeat.server.thresholds.rules import ALERT_LEVELS, SEVERITY
 
-__all__ = ["HostViews"]
+__all__ = ["Annotations", "HostViews"]
+
+Annotations = Callable[[str, str], dict[str, Any]]
 
 _NO_ALERTS = {level.value: 0 for level in ALERT_LEVELS}
 _WORST_FIRST = sorted(ALERT_LEVELS, key=lambda level: -SEVERITY[level])
@@ -21,14 +25,30 @@ _WORST_FIRST = sorted(ALERT_LEVELS, key=lambda level: -SEVERITY[level])
 class HostViews:
     """Host objects for the API and the feed."""
 
-    def __init__(self, registry: Registry, alerts: ThresholdEngine | None = None) -> None:
+    def __init__(self, registry: Registry, alerts: ThresholdEngine | None = None,
+                 annotations: Annotations | None = None) -> None:
         self.registry = registry
         self.alerts = alerts
+        self.annotations = annotations
+        """What covers a host's problem now: maintenance, silence, acknowledgement
+        (``OperationsService.annotations``; None: nothing ever does)."""
+
+    def annotate(self, host: str, key: str = DOWN_KEY) -> dict[str, Any]:
+        """``in_maintenance``, ``maintenance``, ``silenced_by``, ``acknowledged`` and
+        ``markers`` of ``host``'s problem ``key`` (its own by default, else a metric's)."""
+        if self.annotations is None:
+            return {"in_maintenance": False, "maintenance": [], "silenced_by": None,
+                    "acknowledged": None, "markers": []}
+        return self.annotations(host, key)
 
     def json(self, host: Host) -> dict[str, Any]:
         """``registry.host_json`` plus ``alerts`` (active alerts by level) and
-        ``alert_level`` (the worst of them, None when there is none)."""
+        ``alert_level`` (the worst of them, None when there is none), and what covers
+        its own problem (:meth:`annotate`; a flapping host is marked ``flapping``)."""
         body = self.registry.host_json(host)
+        body.update(self.annotate(host.name))
+        if body["flapping"]:
+            body["markers"] = [*body["markers"], {"kind": "flapping"}]
         counts = dict(_NO_ALERTS)
         if self.alerts is not None and self.alerts.has_alerts(host.name):
             counts = self.alerts.summary(self.alerts.states(host.name))

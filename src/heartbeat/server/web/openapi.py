@@ -13,15 +13,18 @@ from typing import Any, Final
 
 from heartbeat.server.web.schema import (
     ACCESS_BODY,
+    ACK_BODY,
     COMMAND_BODY,
     KEY_CREATE_BODY,
     LOGIN_BODY,
     OWNER_BODY,
     POLICY_BODY,
+    SILENCE_BODY,
     TOTP_CODE_BODY,
     UPGRADE_BODY,
     USER_CREATE_BODY,
     USER_UPDATE_BODY,
+    WINDOW_BODY,
 )
 
 __all__ = ["document", "endpoints"]
@@ -29,6 +32,20 @@ __all__ = ["document", "endpoints"]
 _NUMBER_OR_NULL: Final = {"type": ["number", "null"]}
 _STRING_OR_NULL: Final = {"type": ["string", "null"]}
 _ROLE: Final = {"type": ["string", "null"], "enum": ["monitor", "manager", "owner", None]}
+_COVERED: Final[dict[str, Any]] = {
+    "in_maintenance": {"type": "boolean", "description": "a maintenance window covers it now"},
+    "maintenance": {"type": "array", "items": {"type": "string"},
+                    "description": "the ids of the open windows covering it"},
+    "silenced_by": {"oneOf": [{"type": "null"}, {
+        "type": "object", "properties": {"id": {"type": "string"}, "author": _STRING_OR_NULL,
+                                         "comment": {"type": "string"},
+                                         "end": {"type": "number"}},
+        "required": ["id", "author", "comment", "end"]}]},
+    "acknowledged": {"oneOf": [{"type": "null"}, {"$ref": "#/components/schemas/Ack"}]},
+    "markers": {"type": "array", "items": {"type": "object"},
+                "description": "the same as tags for people: kind (maintenance, silenced, "
+                               "acknowledged, flapping), text, by, until"},
+}
 
 SCHEMAS: Final[dict[str, Any]] = {
     "Error": {
@@ -41,8 +58,8 @@ SCHEMAS: Final[dict[str, Any]] = {
         "properties": {
             "name": {"type": "string"},
             "state": {"type": "string",
-                      "description": "UP, DOWN or UNKNOWN; clients should show an unknown "
-                                     "state as it is"},
+                      "description": "UP, DOWN, UNREACHABLE (silent behind a DOWN parent) or "
+                                     "UNKNOWN; clients should show an unknown state as it is"},
             "addr": _STRING_OR_NULL,
             "port": {"type": ["integer", "null"]},
             "last_seen": _NUMBER_OR_NULL,
@@ -68,10 +85,16 @@ SCHEMAS: Final[dict[str, Any]] = {
             "alert_level": {"type": ["string", "null"],
                             "enum": ["CRITICAL", "WARNING", "UNKNOWN", None]},
             "role": _ROLE,
+            "parents": {"type": "array", "items": {"type": "string"}},
+            "flapping": {"type": "boolean"},
+            "recovering": {"oneOf": [{"type": "null"}, {"type": "object"}],
+                           "description": "heartbeats in a row toward recover_after"},
+            **_COVERED,
         },
         "required": ["name", "state", "addr", "last_seen", "since", "interval", "rtt",
                      "version", "watch", "description", "latest_message", "alerts",
-                     "alert_level", "role"],
+                     "alert_level", "role", "in_maintenance", "silenced_by", "acknowledged",
+                     "markers"],
     },
     "Command": {
         "type": "object",
@@ -358,10 +381,11 @@ SCHEMAS: Final[dict[str, Any]] = {
             "since": _NUMBER_OR_NULL,
             "last_notified": _NUMBER_OR_NULL,
             "stale": {"type": "boolean"},
-            "markers": {"type": "array"},
+            **_COVERED,
         },
         "required": ["kind", "host", "level", "state", "metric_path", "value",
-                     "threshold_value", "message", "since", "stale", "markers"],
+                     "threshold_value", "message", "since", "stale", "markers",
+                     "in_maintenance", "silenced_by", "acknowledged"],
     },
     "AlertList": {
         "type": "object",
@@ -401,6 +425,69 @@ SCHEMAS: Final[dict[str, Any]] = {
             "renotify_interval": {"type": "number"},
         },
         "required": ["thresholds", "profiles", "hosts", "renotify_interval"],
+    },
+    "Ack": {
+        "type": "object",
+        "properties": {"by": _STRING_OR_NULL, "at": {"type": "number"},
+                       "comment": {"type": "string"},
+                       "level": {"type": "string", "description": "the level acknowledged: "
+                                 "a change of level ends the acknowledgement"}},
+        "required": ["by", "at", "comment", "level"],
+    },
+    "AckResult": {
+        "allOf": [{"$ref": "#/components/schemas/Ack"}, {
+            "type": "object",
+            "properties": {"host": {"type": "string"},
+                           "target": {"type": ["string", "null"],
+                                      "description": "the metric path; null: the host's DOWN"},
+                           "removed": {"type": "boolean"}},
+            "required": ["host", "target"]}],
+    },
+    "MaintenanceWindow": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "hosts": {"type": "array", "items": {"type": "string"}},
+            "tags": {"type": "array", "items": {"type": "string"}},
+            "kind": {"type": "string", "enum": ["once", "recurring"]},
+            "start": _NUMBER_OR_NULL, "end": _NUMBER_OR_NULL,
+            "cron": _STRING_OR_NULL, "duration": {"type": "number"},
+            "timezone": {"type": "string"}, "comment": {"type": "string"},
+            "author": _STRING_OR_NULL, "created": {"type": "number"},
+            "source": {"type": "string", "enum": ["config", "api"]},
+            "active": {"type": "boolean"},
+            "current": {"oneOf": [{"type": "null"}, {
+                "type": "object", "properties": {"start": {"type": "number"},
+                                                 "end": {"type": "number"}},
+                "required": ["start", "end"]}]},
+            "next_start": _NUMBER_OR_NULL, "next_change": _NUMBER_OR_NULL,
+        },
+        "required": ["id", "hosts", "tags", "kind", "duration", "timezone", "comment",
+                     "author", "source", "active", "current", "next_start"],
+    },
+    "MaintenanceList": {
+        "type": "object",
+        "properties": {"windows": {"type": "array", "items": {
+            "$ref": "#/components/schemas/MaintenanceWindow"}}},
+        "required": ["windows"],
+    },
+    "Silence": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"}, "host": {"type": "string"},
+            "metric": {"type": "string"}, "start": {"type": "number"},
+            "end": {"type": "number"}, "author": _STRING_OR_NULL,
+            "comment": {"type": "string"}, "created": {"type": "number"},
+            "ended_by": _STRING_OR_NULL,
+            "state": {"type": "string", "enum": ["pending", "active", "expired"]},
+        },
+        "required": ["id", "host", "metric", "start", "end", "author", "comment", "state"],
+    },
+    "SilenceList": {
+        "type": "object",
+        "properties": {"silences": {"type": "array", "items": {
+            "$ref": "#/components/schemas/Silence"}}},
+        "required": ["silences"],
     },
     "Queued": {
         "type": "object",
@@ -494,6 +581,7 @@ def _query(name: str, schema: dict[str, Any], description: str) -> dict[str, Any
 HOST = _path("name", "the host's name", "web1")
 USER = _path("user", "the user's name", "bob")
 KEY = _path("key_id", "the API key's id", "3f9a1c2b")
+WINDOW = _path("window_id", "the window's id: a number, or its name in the config", "1")
 MONITOR = "monitor on the host (manager, owner and admin include it)"
 MANAGER = "manager on the host (owner and admin include it)"
 OWNER = "owner of the host, or admin"
@@ -704,6 +792,64 @@ def _paths() -> dict[str, dict[str, Any]]:
                        example={"totp_required": "privileged"}),
             "delete": _op("Reset to the config's totp_required", (200, "AuthPolicy"), (403,),
                           role="admin (not with a key)", tag="auth"),
+        },
+        "/api/0/maintenance": {
+            "get": _op("Maintenance windows covering hosts the caller sees (all for admins)",
+                       (200, "MaintenanceList"), (503,), tag="operations"),
+            "post": _op("Make a maintenance window: no notices for its hosts while it is open",
+                        (201, "MaintenanceWindow"), (403, 503),
+                        role="manager of every host it names (by name), or admin (any "
+                             "names, globs, tags)", body=WINDOW_BODY, tag="operations",
+                        example={"hosts": ["web1"], "start": "2026-12-24T18:00",
+                                 "duration": "2h", "timezone": "Europe/Berlin",
+                                 "comment": "kernel update"}),
+        },
+        "/api/0/maintenance/{window_id}": {
+            "parameters": [WINDOW],
+            "get": _op("One maintenance window", (200, "MaintenanceWindow"), (404, 503),
+                       tag="operations"),
+            "put": _op("Replace a window made through the API (same id)",
+                       (200, "MaintenanceWindow"), (403, 404, 409, 503),
+                       role="manager of every host it names, or admin", body=WINDOW_BODY,
+                       tag="operations", example={"hosts": ["web1"], "cron": "0 3 * * sun",
+                                                  "duration": "1h", "comment": "patching"}),
+            "delete": _op("Delete a window made through the API (an open one ends now)",
+                          (200, {"type": "object", "properties": {"deleted": {"type": "string"}},
+                                 "required": ["deleted"]}), (403, 404, 409, 503),
+                          role="manager of every host it names, or admin", tag="operations"),
+        },
+        "/api/0/silences": {
+            "get": _op("Silences (pending, active, recently expired) of hosts the caller sees",
+                       (200, "SilenceList"), (503,), tag="operations"),
+            "post": _op("Silence the notices of a host (glob) and metric (glob) for a while",
+                        (201, "Silence"), (403, 503),
+                        role="manager of the host (by name), or admin (any glob)",
+                        body=SILENCE_BODY, tag="operations",
+                        example={"host": "db1", "metric": "disk_monitor.*", "duration": "2h",
+                                 "comment": "disk swap"}),
+        },
+        "/api/0/silences/{silence_id}": {
+            "parameters": [_path("silence_id", "the silence's id", "1")],
+            "delete": _op("End a silence now (it stays listed, expired, with who ended it)",
+                          (200, "Silence"), (403, 404, 503),
+                          role="manager of the host, or admin", tag="operations"),
+        },
+        "/api/0/hosts/{name}/alerts/{metric}/ack": {
+            "parameters": [HOST, _path("metric", "the alert's metric path",
+                                       "cpu_monitor.cpu_percent")],
+            "post": _op("Acknowledge an active alert: its reminders stop until its level "
+                        "changes", (201, "AckResult"), (403, 404, 503), role=MANAGER,
+                        body=ACK_BODY, tag="operations", example={"comment": "on it"}),
+            "delete": _op("Take the acknowledgement back", (200, "AckResult"),
+                          (403, 404, 503), role=MANAGER, tag="operations"),
+        },
+        "/api/0/hosts/{name}/ack": {
+            "parameters": [HOST],
+            "post": _op("Acknowledge a DOWN (or UNREACHABLE) host until its state changes",
+                        (201, "AckResult"), (403, 404, 409, 503), role=MANAGER, body=ACK_BODY,
+                        tag="operations", example={"comment": "rebooting it"}),
+            "delete": _op("Take the acknowledgement back", (200, "AckResult"),
+                          (403, 404, 503), role=MANAGER, tag="operations"),
         },
         "/api/0/users/{user}/keys/{key_id}": {
             "parameters": [USER, KEY],

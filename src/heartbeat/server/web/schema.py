@@ -20,15 +20,18 @@ from heartbeat.text import text_problem
 
 __all__ = [
     "ACCESS_BODY",
+    "ACK_BODY",
     "COMMAND_BODY",
     "KEY_CREATE_BODY",
     "LOGIN_BODY",
     "OWNER_BODY",
     "POLICY_BODY",
+    "SILENCE_BODY",
     "TOTP_CODE_BODY",
     "UPGRADE_BODY",
     "USER_CREATE_BODY",
     "USER_UPDATE_BODY",
+    "WINDOW_BODY",
     "problems",
     "read_json",
 ]
@@ -125,12 +128,14 @@ KEY_CREATE_BODY: Final[dict[str, Any]] = {
     "additionalProperties": False,
 }
 
-TOTP_CODE_BODY: Final[dict[str, Any]] = {
-    "type": "object",
-    "properties": {"code": {"type": "string", "minLength": 1, "maxLength": 64}},
-    "required": ["code"],
-    "additionalProperties": False,
-}
+def _one_text(name: str, max_length: int) -> dict[str, Any]:
+    """A body of one required, non-empty text field."""
+    return {"type": "object",
+            "properties": {name: {"type": "string", "minLength": 1, "maxLength": max_length}},
+            "required": [name], "additionalProperties": False}
+
+
+TOTP_CODE_BODY: Final[dict[str, Any]] = _one_text("code", 64)
 
 POLICY_BODY: Final[dict[str, Any]] = {
     "type": "object",
@@ -138,6 +143,58 @@ POLICY_BODY: Final[dict[str, Any]] = {
     "required": ["totp_required"],
     "additionalProperties": False,
 }
+
+_INSTANT: Final[dict[str, Any]] = {
+    "type": ["number", "string"], "maxLength": 64,
+    "description": "Unix seconds, or ISO 8601 (without an offset: a wall time in timezone)"}
+_DURATION: Final[dict[str, Any]] = {
+    "type": ["number", "string"], "maxLength": 64,
+    "description": "seconds, or text such as 90, 45s, 2h, 1h30m, 1d"}
+_ZONE: Final[dict[str, Any]] = {
+    "type": "string", "minLength": 1, "maxLength": 64,
+    "description": "an IANA time zone such as Europe/Berlin (default: the server's timezone)"}
+
+WINDOW_BODY: Final[dict[str, Any]] = {
+    "type": "object",
+    "description": "One-off: start and end (or duration); recurring: cron and duration. "
+                   "Non-admins name hosts they manage, by name (no globs or tags).",
+    "properties": {
+        "hosts": {"type": "array", "maxItems": 1000, "description": "names or globs (web*)",
+                  "items": {"type": "string", "minLength": 1, "maxLength": 253}},
+        "tags": {"type": "array", "maxItems": 100, "description": "hosts.<name>.tags",
+                 "items": {"type": "string", "minLength": 1, "maxLength": 64}},
+        "start": _INSTANT,
+        "end": _INSTANT,
+        "duration": _DURATION,
+        "cron": {"type": "string", "minLength": 1, "maxLength": 200,
+                 "description": "5 fields: minute hour day-of-month month day-of-week"},
+        "timezone": _ZONE,
+        "comment": {"type": "string", "maxLength": 1000},
+    },
+    "additionalProperties": False,
+}
+
+SILENCE_BODY: Final[dict[str, Any]] = {
+    "type": "object",
+    "description": "From start (default: now) to end, or for duration. Non-admins silence "
+                   "hosts they manage, by name.",
+    "properties": {
+        "host": {"type": "string", "minLength": 1, "maxLength": 500,
+                 "description": "a host name or glob"},
+        "metric": {"type": "string", "minLength": 1, "maxLength": 500,
+                   "description": "a metric path glob (default *: every notice of the host, "
+                                  "its DOWN included)"},
+        "start": _INSTANT,
+        "end": _INSTANT,
+        "duration": _DURATION,
+        "timezone": _ZONE,
+        "comment": {"type": "string", "minLength": 1, "maxLength": 1000},
+    },
+    "required": ["host", "comment"],
+    "additionalProperties": False,
+}
+
+ACK_BODY: Final[dict[str, Any]] = _one_text("comment", 1000)
 
 _TYPES: Final[dict[str, Any]] = {
     "object": dict, "array": list, "string": str, "boolean": bool, "null": type(None),

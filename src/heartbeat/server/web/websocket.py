@@ -119,9 +119,10 @@ class EventHub:
 
     def __init__(self, registry: Registry, max_backlog: int = 4 * 1024 * 1024, *,
                  alerts: ThresholdEngine | None = None, clock: IReactorTime | None = None,
-                 page_size: int = SNAPSHOT_PAGE) -> None:
+                 page_size: int = SNAPSHOT_PAGE, views: HostViews | None = None) -> None:
         self.registry = registry
-        self.views = HostViews(registry, alerts)
+        self.views = views or HostViews(registry, alerts)
+        """The one maker of host objects the API uses too (its snapshot shows the same)."""
         self.max_backlog = max_backlog
         self.clock = clock
         """Paces snapshot pages; None sends them all at once (small in-memory set-ups)."""
