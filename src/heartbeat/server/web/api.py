@@ -897,6 +897,13 @@ class HeartbeatAPI:
                                                  f"(maintenance:): change it there")
         self._manages(viewer, window.selector.names, window.selector.tags, "maintenance window")
 
+    def _on_disk(self, request: IRequest, body: dict[str, Any],
+                 code: int = 200) -> Deferred[bytes]:
+        """Answer once the change is committed (with what the store had queued before it);
+        503 store_unavailable if it cannot be now: the change stands and the store writes
+        it when it can again (docs/STORE.md)."""
+        return self.store.commit().addCallback(lambda _: json_response(request, body, code))
+
     def _window_json(self, window: MaintenanceWindow) -> dict[str, Any]:
         return window.to_json(self.clock.seconds())
 
@@ -911,34 +918,34 @@ class HeartbeatAPI:
         return json_response(request, {"windows": windows})
 
     @app.route("/api/0/maintenance", methods=["POST"])
-    def maintenance_create(self, request: IRequest) -> bytes:
+    def maintenance_create(self, request: IRequest) -> Deferred[bytes]:
         viewer = self.viewer(request)
         operations = self._operations()
         body = self._body(request, WINDOW_BODY)
         self._manages(viewer, body.get("hosts", []), body.get("tags", []), "maintenance window")
         window = _checked(lambda: operations.add_window(body, viewer.name))
-        return json_response(request, self._window_json(window), 201)
+        return self._on_disk(request, self._window_json(window), 201)
 
     @app.route("/api/0/maintenance/<window_id>", methods=["GET"])
     def maintenance_get(self, request: IRequest, window_id: str) -> bytes:
         return json_response(request, self._window_json(self._window(request, window_id)[1]))
 
     @app.route("/api/0/maintenance/<window_id>", methods=["PUT"])
-    def maintenance_replace(self, request: IRequest, window_id: str) -> bytes:
+    def maintenance_replace(self, request: IRequest, window_id: str) -> Deferred[bytes]:
         viewer, window = self._window(request, window_id)
         self._changeable(viewer, window)
         body = self._body(request, WINDOW_BODY)
         self._manages(viewer, body.get("hosts", []), body.get("tags", []), "maintenance window")
         operations = self._operations()
         new = _checked(lambda: operations.replace_window(window_id, body, viewer.name))
-        return json_response(request, self._window_json(new))
+        return self._on_disk(request, self._window_json(new))
 
     @app.route("/api/0/maintenance/<window_id>", methods=["DELETE"])
-    def maintenance_delete(self, request: IRequest, window_id: str) -> bytes:
+    def maintenance_delete(self, request: IRequest, window_id: str) -> Deferred[bytes]:
         viewer, window = self._window(request, window_id)
         self._changeable(viewer, window)
         self._operations().delete_window(window_id, viewer.name)
-        return json_response(request, {"deleted": window_id})
+        return self._on_disk(request, {"deleted": window_id})
 
     def _silence_seen(self, viewer: Viewer, silence: Silence, seen: list[str] | None) -> bool:
         if viewer.admin or viewer.sees(silence.host):
@@ -955,16 +962,16 @@ class HeartbeatAPI:
             s.to_json(now) for s in book if self._silence_seen(viewer, s, seen)]})
 
     @app.route("/api/0/silences", methods=["POST"])
-    def silence_create(self, request: IRequest) -> bytes:
+    def silence_create(self, request: IRequest) -> Deferred[bytes]:
         viewer = self.viewer(request)
         operations = self._operations()
         body = self._body(request, SILENCE_BODY)
         self._manages(viewer, [body["host"]], [], "silence")
         silence = _checked(lambda: operations.add_silence(body, viewer.name))
-        return json_response(request, silence.to_json(self.clock.seconds()), 201)
+        return self._on_disk(request, silence.to_json(self.clock.seconds()), 201)
 
     @app.route("/api/0/silences/<silence_id>", methods=["DELETE"])
-    def silence_end(self, request: IRequest, silence_id: str) -> bytes:
+    def silence_end(self, request: IRequest, silence_id: str) -> Deferred[bytes]:
         viewer = self.viewer(request)
         operations = self._operations()
         silence = operations.silences.get(silence_id)
@@ -974,26 +981,26 @@ class HeartbeatAPI:
         self._manages(viewer, [silence.host], [], "silence")
         ended = operations.end_silence(silence_id, viewer.name)
         assert ended is not None
-        return json_response(request, ended.to_json(self.clock.seconds()))
+        return self._on_disk(request, ended.to_json(self.clock.seconds()))
 
-    def _ack(self, request: IRequest, name: str, target: str, level: str) -> bytes:
+    def _ack(self, request: IRequest, name: str, target: str, level: str) -> Deferred[bytes]:
         viewer = self.viewer(request)
         body = self._body(request, ACK_BODY)
         ack = self._operations().acknowledge(name, target, level, viewer.name,
                                              body["comment"].strip() or body["comment"])
-        return json_response(request, {"host": name, "target": target or None,
+        return self._on_disk(request, {"host": name, "target": target or None,
                                        **ack.to_json()}, 201)
 
-    def _unack(self, request: IRequest, name: str, target: str) -> bytes:
+    def _unack(self, request: IRequest, name: str, target: str) -> Deferred[bytes]:
         viewer = self.viewer(request)
         ack = self._operations().unacknowledge(name, target, viewer.name)
         if ack is None:
             raise ApiError(404, "not_found", f"{name!r} {target or 'DOWN'} is not acknowledged")
-        return json_response(request, {"host": name, "target": target or None,
+        return self._on_disk(request, {"host": name, "target": target or None,
                                        "removed": True, **ack.to_json()})
 
     @app.route("/api/0/hosts/<name>/alerts/<path:metric>/ack", methods=["POST"])
-    def alert_ack(self, request: IRequest, name: str, metric: str) -> bytes:
+    def alert_ack(self, request: IRequest, name: str, metric: str) -> Deferred[bytes]:
         self.host(request, name, Role.MANAGER)
         self._operations()
         state = next((a for a in self.engine().states(name) if a.metric_path == metric), None)
@@ -1002,12 +1009,12 @@ class HeartbeatAPI:
         return self._ack(request, name, metric, state.level.value)
 
     @app.route("/api/0/hosts/<name>/alerts/<path:metric>/ack", methods=["DELETE"])
-    def alert_unack(self, request: IRequest, name: str, metric: str) -> bytes:
+    def alert_unack(self, request: IRequest, name: str, metric: str) -> Deferred[bytes]:
         self.host(request, name, Role.MANAGER)
         return self._unack(request, name, metric)
 
     @app.route("/api/0/hosts/<name>/ack", methods=["POST"])
-    def host_ack(self, request: IRequest, name: str) -> bytes:
+    def host_ack(self, request: IRequest, name: str) -> Deferred[bytes]:
         host = self.host(request, name, Role.MANAGER)
         self._operations()
         if host.state not in (HostState.DOWN, HostState.UNREACHABLE):
@@ -1016,7 +1023,7 @@ class HeartbeatAPI:
         return self._ack(request, name, ACK_HOST, host.state.value)
 
     @app.route("/api/0/hosts/<name>/ack", methods=["DELETE"])
-    def host_unack(self, request: IRequest, name: str) -> bytes:
+    def host_unack(self, request: IRequest, name: str) -> Deferred[bytes]:
         self.host(request, name, Role.MANAGER)
         return self._unack(request, name, ACK_HOST)
 
