@@ -7,9 +7,7 @@ change is answered and survives a restart. Needs root to mount a tmpfs.
 
 from __future__ import annotations
 
-import errno
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,7 @@ from typing import Any
 import pytest
 
 from heartbeat.passwords import hash_password
-from tests.support import ServerProcess, wait_until
+from tests.support import ServerProcess, fill_disk, small_tmpfs, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -26,31 +24,8 @@ PASSWORD = "alice-password"
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root")
-    where = tmp_path / "state"
-    where.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(where)], check=True)
-    try:
+    with small_tmpfs(tmp_path / "disk", "8m") as where:
         yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
-
-
-def fill(directory: Path) -> Path:
-    """Fill the file system of ``directory`` to the last byte."""
-    filler = directory / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        for size in (65536, 1):
-            try:
-                while True:
-                    os.write(fd, b"\0" * size)
-            except OSError as e:
-                assert e.errno == errno.ENOSPC
-    finally:
-        os.close(fd)
-    return filler
 
 
 def status(server: ServerProcess, auth: dict[str, str]) -> Any:
@@ -68,7 +43,7 @@ def test_a_full_disk_refuses_changes_and_keeps_nothing(server_factory: Any, smal
     assert code == 200, body
     auth = {"Authorization": f"Bearer {body['token']}"}
     carol = {"name": "carol", "password": "carol-password", "admin": False}
-    filler = fill(small_disk)
+    filler = fill_disk(small_disk)
     for n in range(40):  # heartbeats and plugin data need room too: the store falls behind
         server.send({"ID": "PLG", "name": f"h{n}", "seq": 1,
                      "plugins": {"blob": {"text": os.urandom(2000).hex()}}})

@@ -285,7 +285,8 @@ class JournalServiceTests:
             "source_port": 1}))
         got: list[Any] = []
         service.recent(10, "a").addCallback(got.append)
-        assert [e["message"]["text"] for e in got[0]] == ["3", "2", "0"]
+        assert [e["message"]["text"] for e in got[0][0]] == ["3", "2", "0"]
+        assert got[0][1] is True
         service.stopService()
         assert clock.getDelayedCalls() == []
 

@@ -453,7 +453,7 @@ def make_journal(config: ServerConfig, worker: Callable[[str], Worker],
         raise SystemExit(
             f"heartbeat: journal_dir: cannot open the journal {journal.path}: {e}") from None
     return JournalService(journal, worker("heartbeat-journal"), reactor,
-                          config.journal_flush_interval)
+                          config.journal_flush_interval, reader=worker("heartbeat-journal-read"))
 
 
 def make_channels(config: ServerConfig, reactor: Any) -> tuple[list[Channel], Any]:
@@ -604,10 +604,7 @@ def _status(server: Server) -> dict[str, Callable[[], Any]]:
     if server.dns is not None:
         sources["dns"] = server.dns.to_json
     if journal is not None:
-        sources["journal"] = lambda: {
-            "lines": journal.journal.lines_written, "rotations": journal.journal.rotations,
-            "write_failures": journal.write_failures, "dropped": journal.dropped,
-            "queued": journal.queued}
+        sources["journal"] = journal.to_json
     if server.metrics is not None:
         sources["metrics"] = server.metrics.to_json
     if server.status_board is not None:

@@ -3,8 +3,11 @@
 The hot path only appends a tuple to a buffer. A timer hands the buffer to the
 journal's own worker thread, which renders the lines, writes them and rotates
 the file between lines, so no line is ever torn or split by a rotation and
-their order is the order of arrival. A line left torn by a killed process is
-closed off at the next start and skipped by readers.
+their order is the order of arrival. A line left torn by a killed process, or
+by a write that failed part way (a full disk), is closed off before the next
+line is written and skipped by readers; lines a failed write lost are counted
+(``lines_lost``). A rotation that fails (the directory gone for a moment) is
+logged and counted, and writing goes on in a file opened again.
 """
 
 from __future__ import annotations
@@ -62,28 +65,50 @@ class JournalFile:
         self._file: IO[bytes] | None = None
         self._size = 0
         self.lines_written = 0
+        self.lines_lost = 0
+        """Lines a failed write (a full disk, an I/O error) did not put on disk whole."""
         self.rotations = 0
+        self.rotation_failures = 0
         self.torn_lines_closed = 0
 
     def open(self) -> None:
+        """Open (creating the directory) for appending; a torn last line is closed off."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "ab")  # noqa: SIM115 - held open between batches
-        self._size = self._file.tell()
-        if self._size:
-            with open(self.path, "rb") as f:
-                f.seek(-1, os.SEEK_END)
-                torn = f.read(1) != b"\n"
-            if torn:
-                self._file.write(b"\n")
-                self._size += 1
-                self.torn_lines_closed += 1
-                log.warn("journal: {path} ended in a torn line (killed process?); "
-                         "closed it off, readers skip it", path=str(self.path))
+        # Unbuffered: a failed write leaves nothing behind to be flushed later.
+        file = open(self.path, "ab", buffering=0)  # noqa: SIM115 - held open between batches
+        try:
+            size = file.tell()
+            if size:
+                with open(self.path, "rb") as f:
+                    f.seek(-1, os.SEEK_END)
+                    torn = f.read(1) != b"\n"
+                if torn:
+                    self._write_all(file, b"\n")
+                    size += 1
+                    self.torn_lines_closed += 1
+                    log.warn("journal: {path} ended in a torn line (killed process or full "
+                             "disk); closed it off, readers skip it", path=str(self.path))
+        except BaseException:
+            file.close()
+            raise
+        self._file, self._size = file, size
 
     def close(self) -> None:
         if self._file is not None:
-            self._file.close()
-            self._file = None
+            file, self._file = self._file, None
+            file.close()
+
+    @staticmethod
+    def _write_all(file: IO[bytes], data: bytes) -> None:
+        """``data`` whole, or OSError carrying how much was written (``written``)."""
+        view = memoryview(data)
+        done = 0
+        try:
+            while done < len(data):
+                done += file.write(view[done:]) or 0
+        except OSError as e:
+            e.written = done  # type: ignore[attr-defined]
+            raise
 
     def render(self, entry: Entry) -> bytes:
         ts, ip, port, raw, message, event = entry
@@ -96,40 +121,72 @@ class JournalFile:
                 + b',"message":' + raw + b"}\n")
 
     def write(self, entries: list[Entry]) -> None:
-        """Append ``entries``, rotating between lines whenever the next would pass max_size."""
-        if self._file is None:
-            self.open()
+        """Append ``entries``, rotating between lines whenever the next would pass max_size.
+
+        If the file cannot be written, the lines not on disk whole are counted in
+        ``lines_lost`` and the error raised; the file is opened again for the next
+        batch, which first closes off a line the failure left torn.
+        """
+        written = 0
+        try:
+            if self._file is None:
+                self.open()
+            chunk: list[bytes] = []
+            chunk_size = 0
+            for entry in entries:
+                line = self.render(entry)
+                if self._size + chunk_size + len(line) > self.max_size and self._size + chunk_size:
+                    self._append(chunk, chunk_size)
+                    written += len(chunk)
+                    chunk, chunk_size = [], 0
+                    self._rotate()
+                chunk.append(line)
+                chunk_size += len(line)
+            self._append(chunk, chunk_size)
+            written += len(chunk)
+        except BaseException as e:
+            written += getattr(e, "lines", 0)
+            self.lines_lost += len(entries) - written
+            self.close()
+            raise
+        finally:
+            self.lines_written += written
+
+    def _append(self, chunk: list[bytes], size: int) -> None:
         assert self._file is not None
-        chunk: list[bytes] = []
-        chunk_size = 0
-        for entry in entries:
-            line = self.render(entry)
-            if self._size + chunk_size + len(line) > self.max_size and self._size + chunk_size:
-                self._file.write(b"".join(chunk))
-                self._size += chunk_size
-                chunk, chunk_size = [], 0
-                self._rotate()
-            chunk.append(line)
-            chunk_size += len(line)
-        self._file.write(b"".join(chunk))
-        self._file.flush()
-        self._size += chunk_size
-        self.lines_written += len(entries)
+        data = b"".join(chunk)
+        try:
+            self._write_all(self._file, data)
+        except OSError as e:
+            done = getattr(e, "written", 0)
+            e.lines = data[:done].count(b"\n")  # type: ignore[attr-defined]
+            self._size += done
+            raise
+        self._size += size
 
     def _rotate(self) -> None:
-        assert self._file is not None
-        self._file.close()
-        if self.max_backups == 0:
-            self.path.unlink(missing_ok=True)
-        else:
-            for n in range(self.max_backups - 1, 0, -1):
-                older = self.backup(n)
-                if older.exists():
-                    older.replace(self.backup(n + 1))
-            self.path.replace(self.backup(1))
-        self._file = open(self.path, "ab")  # noqa: SIM115
-        self._size = 0
-        self.rotations += 1
+        """The file becomes backup 1 (older ones move up) and a new file is begun. If the
+        renaming fails, writing goes on in the same file (opened again), and the next
+        line past max_size tries again."""
+        self.close()
+        try:
+            if self.max_backups == 0:
+                self.path.unlink(missing_ok=True)
+            else:
+                for n in range(self.max_backups - 1, 0, -1):
+                    older = self.backup(n)
+                    if older.exists():
+                        older.replace(self.backup(n + 1))
+                self.path.replace(self.backup(1))
+            self.rotations += 1
+        except OSError as e:
+            self.rotation_failures += 1
+            log.error("journal: rotating {path} failed ({error}); writing on, and trying "
+                      "again after another max_size", path=str(self.path), error=e)
+            self.open()
+            self._size = 0
+            return
+        self.open()
 
     def backup(self, n: int) -> Path:
         return self.path.with_name(f"{self.path.name}.{n}")
@@ -160,12 +217,18 @@ def read_backwards(path: Path) -> Iterator[bytes]:
             yield tail
 
 
+MAX_SCAN = 64 * 1024 * 1024
+"""Bytes of journal one read of recent messages looks through at most."""
+
+
 class JournalService(Service):
     """Buffers entries on the reactor thread; writes them on the journal's worker.
 
     If the disk falls behind (a stalled file system), at most ``max_pending``
     entries wait for the worker; batches beyond that are dropped and counted
-    (``dropped``) rather than held in memory without limit.
+    (``dropped``) rather than held in memory without limit. Reads of recent
+    messages run on their own ``reader`` thread, never the writer's, and look
+    through at most ``max_scan`` bytes each.
     """
 
     name = "journal"
@@ -173,10 +236,12 @@ class JournalService(Service):
     def __init__(
         self, journal: JournalFile, worker: Worker, clock: IReactorTime,
         flush_interval: float = 0.5, max_buffer: int = 20000, *,
-        max_pending: int = 200_000,
+        max_pending: int = 200_000, reader: Worker | None = None, max_scan: int = MAX_SCAN,
     ) -> None:
         self.journal = journal
         self._worker = worker
+        self._reader = reader
+        self.max_scan = max_scan
         self._clock = clock
         self._flush_interval = flush_interval
         self._max_buffer = max_buffer
@@ -186,6 +251,13 @@ class JournalService(Service):
         self._timers = [periodic("journal flush", flush_interval, self.flush, clock)]
         self.write_failures = 0
         self.dropped = 0
+
+    def to_json(self) -> dict[str, Any]:
+        file = self.journal
+        return {"lines": file.lines_written, "rotations": file.rotations,
+                "rotation_failures": file.rotation_failures, "write_failures": self.write_failures,
+                "lost": file.lines_lost, "torn_lines_closed": file.torn_lines_closed,
+                "dropped": self.dropped, "queued": self.queued}
 
     @property
     def queued(self) -> int:
@@ -236,20 +308,40 @@ class JournalService(Service):
     def recent(
         self, limit: int, host: str | None = None, hosts: frozenset[str] | None = None,
         types: frozenset[str] | None = None,
-    ) -> Deferred[list[dict[str, Any]]]:
-        """The newest ``limit`` journaled messages, newest first.
+    ) -> Deferred[tuple[list[dict[str, Any]], bool]]:
+        """The newest ``limit`` journaled messages, newest first, and whether the search
+        was complete (False: ``max_scan`` bytes were read first).
 
         ``host`` picks one host's; ``hosts`` keeps only those hosts' (a viewer's);
-        ``types`` only messages of those IDs (``MSG``, ``BOOT``...).
+        ``types`` only messages of those IDs (``MSG``, ``BOOT``...). Lines accepted
+        before the call are written first; the read runs on the reader thread.
         """
-        self.flush()
-        return self._worker.run(self._read_recent, limit, host, hosts, types)
+        written = self.flush()
+        reader = self._reader
+        if reader is None:
+            return self._worker.run(self._read_recent, limit, host, hosts, types)
+        return written.addBoth(
+            lambda _: reader.run(self._read_recent, limit, host, hosts, types))
 
     def _read_recent(
         self, limit: int, host: str | None, hosts: frozenset[str] | None = None,
         types: frozenset[str] | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """On the reader thread, while the writer goes on: read again (at most twice more)
+        if the files were rotated meanwhile, so no file is read twice under two names."""
+        for _ in range(3):
+            rotations = self.journal.rotations
+            found = self._search(limit, host, hosts, types)
+            if self.journal.rotations == rotations:
+                break
+        return found
+
+    def _search(
+        self, limit: int, host: str | None, hosts: frozenset[str] | None,
+        types: frozenset[str] | None,
+    ) -> tuple[list[dict[str, Any]], bool]:
         found: list[dict[str, Any]] = []
+        budget = self.max_scan
         # Cheap pre-filters on the raw line, each a superset of what it stands for.
         needle = None if host is None else json_bytes(host)
         kinds = None if types is None else [json_bytes(t) for t in types]
@@ -257,6 +349,9 @@ class JournalService(Service):
             try:
                 lines = read_backwards(path)
                 for line in lines:
+                    budget -= len(line) + 1
+                    if budget < 0:
+                        return found, False
                     if needle is not None and needle not in line:
                         continue
                     if kinds is not None and not any(k in line for k in kinds):
@@ -276,14 +371,16 @@ class JournalService(Service):
                         continue
                     found.append(entry)
                     if len(found) >= limit:
-                        return found
+                        return found, True
             except FileNotFoundError:
                 continue  # rotated away while reading
-        return found
+        return found, True
 
     def startService(self) -> None:
         super().startService()
         self._worker.start()
+        if self._reader is not None:
+            self._reader.start()
         self._worker.run(self.journal.open).addErrback(
             lambda f: log.failure("journal: cannot open {path}", f, path=str(self.journal.path)))
         start_timers(self._timers)
@@ -294,5 +391,8 @@ class JournalService(Service):
         d = stop_timers(self._timers)
         d.addBoth(lambda _: self.flush())
         d.addBoth(lambda _: self._worker.run(self.journal.close))
+        if self._reader is not None:
+            reader = self._reader
+            d.addBoth(lambda _: reader.stop())
         d.addBoth(lambda _: self._worker.stop())  # after the close: the thread is idle
         return d

@@ -532,7 +532,7 @@ class HeartbeatAPI:
         if self.journal is None:
             raise ApiError(503, "journal_disabled", "journal_enabled is false")
         return self.journal.recent(limit, host, visible, types).addCallback(
-            lambda entries: json_response(request, {"messages": entries}))
+            lambda found: json_response(request, {"messages": found[0], "complete": found[1]}))
 
     @app.route("/api/0/status", methods=["GET"])
     def status(self, request: IRequest) -> bytes:

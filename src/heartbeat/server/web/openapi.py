@@ -162,8 +162,11 @@ SCHEMAS: Final[dict[str, Any]] = {
                            "source_port": {"type": ["integer", "null"]},
                            "message": {"type": "object"}},
             "required": ["timestamp", "message"],
-        }}},
-        "required": ["messages"],
+        }}, "complete": {
+            "type": "boolean",
+            "description": "false: the newest 64 MiB of the journal were searched without "
+                           "finding `limit` messages, and older ones were not"}},
+        "required": ["messages", "complete"],
     },
     "Status": {
         "type": "object",
