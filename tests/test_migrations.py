@@ -45,7 +45,9 @@ V3_TABLES = ["api_keys"]
 V4_TABLES = ["auth_settings", "totp"]
 V5_TABLES = ["badges"]
 V7_TABLES = ["job_runs", "jobs"]
-TABLES = sorted(V1_TABLES + V2_TABLES + V3_TABLES + V4_TABLES + V5_TABLES + V7_TABLES)
+V8_TABLES = ["notices"]
+TABLES = sorted(V1_TABLES + V2_TABLES + V3_TABLES + V4_TABLES + V5_TABLES + V7_TABLES
+                + V8_TABLES)
 """The tables of a store at the newest version."""
 
 
@@ -190,7 +192,7 @@ class NewStoreTests:
         assert (done.found, done.version, done.changed) == (StoreVersion(0), NEWEST, True)
         assert [s.split()[0] for s in seen] == (
             ["PRAGMA", "SELECT", "BEGIN"] + ["CREATE"] * 18 + ["ALTER"] + ["CREATE"] * 2
-            + ["ALTER"] * 2 + ["CREATE"] + ["CREATE"] * 3 + ["PRAGMA", "COMMIT"])
+            + ["ALTER"] * 2 + ["CREATE"] + ["CREATE"] * 3 + ["CREATE"] + ["PRAGMA", "COMMIT"])
         assert seen[-2:] == [f"PRAGMA user_version = {NEWEST}", "COMMIT"]
         assert _tables(conn) == TABLES
         conn.close()

@@ -130,6 +130,7 @@ SAMPLES: dict[str, tuple[tuple[Any, ...], tuple[Any, ...]]] = {
     "badges": (("tok1", "host", "web1", 1.0), ("tok1", "page", "main", 2.0)),
     "jobs": (("backup", "0f8e6d4c-2b1a-4c3d-9e8f-7a6b5c4d3e2f", 1.0, '{"level":"OK"}'),
              ("backup", "1f8e6d4c-2b1a-4c3d-9e8f-7a6b5c4d3e2f", 2.0, '{"failed":true}')),
+    "notices": (("host:web1", "down", 1.0, "one"), ("host:web1", "up", 2.0, "two")),
 }
 
 

@@ -294,6 +294,18 @@ CREATE INDEX job_runs_by_job ON job_runs (job, recorded);
 """
 # Version 7 (issue 17): cron jobs (docs/JOBS.md): each job's ping UUID (made once when the
 # config gives none, so its URLs outlive a restart) and live state (JSON), and its runs.
+_V8_NOTICES = """
+CREATE TABLE notices (
+    key TEXT PRIMARY KEY, state TEXT NOT NULL, at REAL NOT NULL, node TEXT NOT NULL
+);
+"""
+_V8_POSTGRESQL = """
+CREATE TABLE notices (
+    key TEXT PRIMARY KEY, state TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, node TEXT NOT NULL
+);
+"""
+# Version 8 (issue 18): what the leader of servers sharing a store last notified per
+# notice key, so the next leader sends what it had not and nothing it had.
 
 STEPS: Final[Sequence[Step]] = (
     Step(1, "hosts, plugin data, queued commands, users, sessions, host access, alert states",
@@ -308,6 +320,8 @@ STEPS: Final[Sequence[Step]] = (
          "sharing a store", sqlite=_V6_HISTORY_ONCE, postgresql=_V6_POSTGRESQL),
     Step(7, "cron jobs: their ping UUIDs, states and runs", sqlite=_V7_JOBS,
          postgresql=_V7_POSTGRESQL),
+    Step(8, "notices: what the leader of servers sharing a store last notified per subject",
+         sqlite=_V8_NOTICES, postgresql=_V8_POSTGRESQL),
 )
 NEWEST: Final = STEPS[-1].version
 """The schema version this code reads and writes."""
