@@ -38,8 +38,10 @@ def plugins(i: int) -> dict:
     }
 
 
-def fleet(size: int) -> tuple[Registry, ThresholdEngine]:
+def fleet(size: int) -> tuple[Registry, ThresholdEngine, dict[str, dict]]:
+    """The registry, the engine and each host's latest plugin data (the store's part)."""
     registry = Registry(grace=40.0, default_interval=30.0)
+    stored: dict[str, dict] = {}
     engine = ThresholdEngine(RuleBook.from_config(ServerConfig(thresholds=RULES), "bench"))
     now = 1_800_000_000.0
     for i in range(size):
@@ -49,9 +51,10 @@ def fleet(size: int) -> tuple[Registry, ThresholdEngine]:
         data = plugins(i)
         registry.apply({"ID": "PLG", "name": name, "plugins": data}, ("192.0.2.1", 5000), now)
         engine.evaluate_plugins(name, data, now)
+        stored[name] = data
         if i % 10 == 0:
             registry.apply({"ID": "SHUT", "name": name}, ("192.0.2.1", 5000), now)
-    return registry, engine
+    return registry, engine, stored
 
 
 def main() -> None:
@@ -60,13 +63,14 @@ def main() -> None:
     parser.add_argument("--max-series", type=int, default=1_000_000)
     args = parser.parse_args()
     for size in args.hosts:
-        registry, engine = fleet(size)
+        registry, engine, stored = fleet(size)
         exporter = MetricsExporter(
             registry, engine, {}, version="bench", started=0.0,
             states=[s.value for s in HostState], named_metrics=engine.named_values,
-            run_in_thread=lambda fn, *a: succeed(fn(*a)), max_series=args.max_series)
+            run_in_thread=lambda fn, *a: succeed(fn(*a)),
+            plugin_data=lambda stored=stored: succeed(stored), max_series=args.max_series)
         t0 = time.perf_counter()
-        snapshot = exporter.snapshot()
+        snapshot = exporter.snapshot(None, stored)
         t1 = time.perf_counter()
         body, _ = exporter.encode(snapshot, None)
         t2 = time.perf_counter()

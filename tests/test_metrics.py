@@ -150,6 +150,7 @@ def test_scrapes_during_a_render_share_it(stack: Stack) -> None:
     another format or a filtered scrape renders its own."""
     from twisted.internet.defer import Deferred
 
+    from heartbeat.server.store import read_latest_all
     from tests.apistack import fired
 
     calls: list[tuple[Deferred[Any], Any, tuple[Any, ...]]] = []
@@ -161,7 +162,8 @@ def test_scrapes_during_a_render_share_it(stack: Stack) -> None:
 
     exporter = MetricsExporter(
         stack.registry, stack.alerts, {}, version="0.1.0", started=0.0, states=["UP"],
-        named_metrics=stack.alerts.named_values, run_in_thread=later)
+        named_metrics=stack.alerts.named_values, run_in_thread=later,
+        plugin_data=lambda: stack.store.read(read_latest_all))
     stack.heartbeat("web1")
     first, second = exporter.render(None), exporter.render("text/plain")
     other = exporter.render("application/openmetrics-text; version=1.0.0")

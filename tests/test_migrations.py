@@ -31,7 +31,7 @@ from heartbeat.server.migrations import (
 )
 from heartbeat.server.registry import Host, HostState, PendingCommand, PluginSample
 from heartbeat.server.sessions import Session
-from heartbeat.server.store import load_hosts, open_database, read_history
+from heartbeat.server.store import load_hosts, open_database, read_history, read_latest
 from heartbeat.server.tables import SqliteTables
 from heartbeat.server.thresholds.engine import AlertState
 from heartbeat.server.thresholds.rules import Level
@@ -39,15 +39,16 @@ from heartbeat.server.thresholds.rules import Level
 FIXTURES = Path(__file__).parent / "fixtures" / "store"
 V1_TABLES = ["alert_states", "commands", "host_access", "hosts", "plugin_history",
              "plugin_latest", "sessions", "users"]
+"""The tables of the release before versions (step 7 replaced plugin_latest)."""
 V2_TABLES = ["acknowledgements", "flap_states", "held_problems", "maintenance_windows",
              "operation_ids", "silences"]
 V3_TABLES = ["api_keys"]
 V4_TABLES = ["auth_settings", "totp"]
 V5_TABLES = ["badges"]
 V7_TABLES = ["job_runs", "jobs"]
-V8_TABLES = ["notices"]
-TABLES = sorted(V1_TABLES + V2_TABLES + V3_TABLES + V4_TABLES + V5_TABLES + V7_TABLES
-                + V8_TABLES)
+V8_TABLES = ["plugin_data"]
+TABLES = sorted([t for t in V1_TABLES if t != "plugin_latest"] + V2_TABLES + V3_TABLES
+                + V4_TABLES + V5_TABLES + V7_TABLES + V8_TABLES)
 """The tables of a store at the newest version."""
 
 
@@ -89,24 +90,34 @@ WEB1, DB1 = 1796245014.9777393, 1796245014.9807208
 HOSTS = [
     Host("db1", HostState.UP, "127.0.0.1", 45182, DB1, DB1, DB1, 60.0, None, "0.1.0",
          expected_by=1796245114.9807208,
-         plugins={"cpu_monitor": PluginSample(1796245015.0527763, {"cpu_percent": 99.0}),
-                  "memory_monitor": PluginSample(1796245015.0527763, {"percent": 40})},
+         plugins={"cpu_monitor": PluginSample(1796245015.0527763),
+                  "memory_monitor": PluginSample(1796245015.0527763)},
          pending={"6b108619-2": PendingCommand("6b108619-2", "UPD", {"version": "0.2.0"},
                                                1796245017.3092902, "alice", 0)}),
     Host("web1", HostState.UP, "127.0.0.1", 45182, WEB1, WEB1, WEB1, 30.0, 1.5, "0.1.0",
          expected_by=1796245084.9777393,
-         plugins={"cpu_monitor": PluginSample(1796245015.0085928,
-                                              {"cpu_percent": 85.0, "load_1min": 3.1}),
-                  "disk_monitor": PluginSample(1796245015.0325847, {
-                      "partitions": {"/": {"percent": 95.0, "free_gb": 1.5}}}),
-                  "os_info": PluginSample(1796245015.0085928,
-                                          {"system": "Linux", "note": "Grüße ✓"})},
+         plugins={"cpu_monitor": PluginSample(1796245015.0085928),
+                  "disk_monitor": PluginSample(1796245015.0325847),
+                  "os_info": PluginSample(1796245015.0085928)},
          pending={"6b108619-1": PendingCommand(
              "6b108619-1", "CMD", {"cmd": "restart_nginx", "args": ["--graceful"]},
              1796245017.2950323, "alice", 0)}),
     Host("mail1", HostState.DOWN, "127.0.0.1", 45182, 1796245014.981243, 1796245014.981243,
          1796245015.0534017, 30.0, down_reason="shutdown"),
 ]
+LATEST = {
+    "db1": {"cpu_monitor": {"ts": 1796245015.0527763, "data": {"cpu_percent": 99.0}},
+            "memory_monitor": {"ts": 1796245015.0527763, "data": {"percent": 40}}},
+    "web1": {"cpu_monitor": {"ts": 1796245015.0085928,
+                             "data": {"cpu_percent": 85.0, "load_1min": 3.1}},
+             "disk_monitor": {"ts": 1796245015.0325847,
+                              "data": {"partitions": {"/": {"percent": 95.0, "free_gb": 1.5}}}},
+             "os_info": {"ts": 1796245015.0085928,
+                         "data": {"system": "Linux", "note": "Grüße ✓"}}},
+    "mail1": {},
+}
+"""Each host's latest data per plugin (the release kept it as whole messages, step 7 per
+plugin)."""
 HISTORY = {
     ("web1", "cpu_monitor"): [
         {"ts": 1796245015.0085928, "data": {"cpu_percent": 85.0, "load_1min": 3.1}},
@@ -158,6 +169,7 @@ def _assert_release_rows(conn: sqlite3.Connection) -> None:
         assert host.results == deque()
     assert sorted(hosts, key=lambda h: h.name) == sorted(HOSTS, key=lambda h: h.name)
     assert {key: read_history(*key, 100)(tables) for key in HISTORY} == HISTORY
+    assert {name: read_latest(name)(tables) for name in LATEST} == LATEST
     assert load_auth(tables) == AUTH
     assert load_alert_states(tables) == ALERTS
 
@@ -192,7 +204,8 @@ class NewStoreTests:
         assert (done.found, done.version, done.changed) == (StoreVersion(0), NEWEST, True)
         assert [s.split()[0] for s in seen] == (
             ["PRAGMA", "SELECT", "BEGIN"] + ["CREATE"] * 18 + ["ALTER"] + ["CREATE"] * 2
-            + ["ALTER"] * 2 + ["CREATE"] + ["CREATE"] * 3 + ["CREATE"] + ["PRAGMA", "COMMIT"])
+            + ["ALTER"] * 2 + ["CREATE"] + ["CREATE"] * 3
+            + ["CREATE"] * 2 + ["ALTER"] * 2 + ["SELECT", "DROP"] + ["PRAGMA", "COMMIT"])
         assert seen[-2:] == [f"PRAGMA user_version = {NEWEST}", "COMMIT"]
         assert _tables(conn) == TABLES
         conn.close()
@@ -266,8 +279,8 @@ class LaterStepTests:
                   postgresql=""),
              Step(NEXT + 1, "each host's note says how many plugins it had",
                   sqlite=lambda conn: conn.execute(
-                      "UPDATE hosts SET note = (SELECT COUNT(*) FROM plugin_latest"
-                      " WHERE plugin_latest.host = hosts.name)"), postgresql=""))
+                      "UPDATE hosts SET note = (SELECT COUNT(*) FROM plugin_data"
+                      " WHERE plugin_data.host = hosts.name)"), postgresql=""))
 
     def test_older_store_gets_the_steps_it_lacks_in_order(self, tmp_path: Path) -> None:
         """A store at the newest version runs the two later steps (SQL, then a function)
@@ -281,8 +294,8 @@ class LaterStepTests:
         assert (done.found, done.version) == (StoreVersion(NEWEST), self.NEXT + 1)
         assert seen == [
             "PRAGMA user_version", "BEGIN IMMEDIATE", "ALTER TABLE hosts ADD COLUMN note TEXT;",
-            "UPDATE hosts SET note = (SELECT COUNT(*) FROM plugin_latest"
-            " WHERE plugin_latest.host = hosts.name)",
+            "UPDATE hosts SET note = (SELECT COUNT(*) FROM plugin_data"
+            " WHERE plugin_data.host = hosts.name)",
             f"PRAGMA user_version = {self.NEXT + 1}", "COMMIT"]
         assert conn.execute("SELECT name, note FROM hosts ORDER BY name").fetchall() == [
             ("db1", "2"), ("mail1", "0"), ("web1", "3")]
@@ -315,7 +328,7 @@ class LaterStepTests:
             f"file is unchanged")
         assert conn.in_transaction is False
         assert "later" not in _tables(conn)
-        assert conn.execute("PRAGMA table_info(hosts)").fetchall()[-1][1] == "expected_by"
+        assert conn.execute("PRAGMA table_info(hosts)").fetchall()[-1][1] == "latest"
         conn.close()
         assert (_digest(path), _version(path)) == (before, NEWEST)
         conn = open_database(path)  # the code it belongs to still opens it

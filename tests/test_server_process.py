@@ -50,12 +50,16 @@ def test_journal_and_messages_api(server: ServerProcess) -> None:
 
 
 def test_state_survives_sigkill(server_factory, tmp_path) -> None:
-    """After kill -9 and a restart, hosts come back with their state and last_seen."""
+    """After kill -9 and a restart, hosts come back with their state, last_seen, each
+    plugin's latest data and the latest message the host list shows."""
     server = server_factory()
     server.send({"ID": "HTB", "name": "survivor", "interval": 60})
     server.receive()
+    server.send({"ID": "MSG", "name": "survivor", "text": "backup done ✓", "level": "info"})
     server.send({"ID": "PLG", "name": "survivor", "plugins": {"os_info": {"system": "Linux"}}})
     before = wait_until(lambda: (h := server.host("survivor")) and h["plugins"] and h)
+    assert before["latest_message"]["message"] == {"ID": "MSG", "text": "backup done ✓",
+                                                   "level": "info"}
     sample = server.get("/api/0/hosts/survivor/plugins")["plugins"]["os_info"]
     wait_until(lambda: (server.get("/api/0/status")["store"]["last_commit"] or 0) > sample["ts"])
     server.kill()
@@ -65,6 +69,9 @@ def test_state_survives_sigkill(server_factory, tmp_path) -> None:
     assert after is not None
     assert (after["state"], after["last_seen"], after["plugins"]) == (
         "UP", before["last_seen"], ["os_info"])
+    assert after["latest_message"] == before["latest_message"]
+    assert again.get("/api/0/hosts?limit=10")["hosts"][0]["latest_message"] == (
+        before["latest_message"])
     plugins = again.get("/api/0/hosts/survivor/plugins")["plugins"]
     assert plugins["os_info"]["data"] == {"system": "Linux"}
 

@@ -35,6 +35,7 @@ from heartbeat.server.store import (
     message_key,
     open_sqlite,
     read_history,
+    read_latest,
 )
 from heartbeat.server.tables import (
     ACKNOWLEDGEMENTS,
@@ -46,8 +47,8 @@ from heartbeat.server.tables import (
     HOSTS,
     MAINTENANCE_WINDOWS,
     OPERATION_IDS,
+    PLUGIN_DATA,
     PLUGIN_HISTORY,
-    PLUGIN_LATEST,
     SESSIONS,
     SILENCES,
     TABLES,
@@ -96,11 +97,10 @@ def count(backend: Backend, table: Table) -> int:
 SAMPLES: dict[str, tuple[tuple[Any, ...], tuple[Any, ...]]] = {
     # table: (a row, the same key with every other column changed)
     "hosts": (("web1", "UP", "10.0.0.1", 5000, 1.5, 2.5, 1.5, 30.0, 0.01, "1.0", 100.0, None,
-               42.5),
+               42.5, 2.0, '{"ID":"MSG","text":"hi"}'),
               ("web1", "DOWN", None, None, 1.5, 3.5, 3.5, 60.0, None, "1.1", None, "timeout",
-               None)),
-    "plugin_latest": (("web1", "cpu", 1.0, '{"plugins":{"cpu":1}}'),
-                      ("web1", "cpu", 2.0, '{"plugins":{"cpu":2}}')),
+               None, None, None)),
+    "plugin_data": (("web1", "cpu", 1.0, '{"load":1}'), ("web1", "cpu", 2.0, "2")),
     "plugin_history": (("web1", 1.0, ",cpu,", '{"plugins":{"cpu":1}}', 5, 9.5),
                        ("web1", 2.0, ",mem,", '{"plugins":{"mem":1}}', 5, 9.5)),
     "commands": (("web1", "5f-1", "CMD", '{"cmd":"x"}', 1.0, "alice", 0),
@@ -130,7 +130,6 @@ SAMPLES: dict[str, tuple[tuple[Any, ...], tuple[Any, ...]]] = {
     "badges": (("tok1", "host", "web1", 1.0), ("tok1", "page", "main", 2.0)),
     "jobs": (("backup", "0f8e6d4c-2b1a-4c3d-9e8f-7a6b5c4d3e2f", 1.0, '{"level":"OK"}'),
              ("backup", "1f8e6d4c-2b1a-4c3d-9e8f-7a6b5c4d3e2f", 2.0, '{"failed":true}')),
-    "notices": (("host:web1", "down", 1.0, "one"), ("host:web1", "up", 2.0, "two")),
 }
 
 
@@ -307,8 +306,9 @@ class StoreServiceTests:
         clock.advance(0.5)
         assert [(r[0], r[1], r[7]) for r in rows(backend, HOSTS)] == [("h", "UP", 7.0)]
         hosts = store.load(load_hosts)
-        assert [(h.name, h.state.value, {p: s.data for p, s in h.plugins.items()})
-                for h in hosts] == [("h", "UP", {"cpu": {"v": 1}})]
+        assert [(h.name, h.state.value, {p: s.ts for p, s in h.plugins.items()})
+                for h in hosts] == [("h", "UP", {"cpu": 1000.0})]
+        assert fired(store.read(read_latest("h"))) == {"cpu": {"ts": 1000.0, "data": {"v": 1}}}
         fired(store.stopService())
         assert clock.getDelayedCalls() == []
 
@@ -361,8 +361,22 @@ class StoreServiceTests:
         self._apply(registry, bus, {"ID": "PLG", "name": "h", "plugins": {"cpu": {"v": 2}}}, 20.0)
         store.flush()
         (host,) = store.load(load_hosts)
-        assert {p: (s.ts, s.data) for p, s in host.plugins.items()} == {
-            "os": (10.0, {"s": 1}), "cpu": (20.0, {"v": 2})}
+        assert {p: s.ts for p, s in host.plugins.items()} == {"os": 10.0, "cpu": 20.0}
+        assert fired(store.read(read_latest("h"))) == {
+            "cpu": {"ts": 20.0, "data": {"v": 2}}, "os": {"ts": 10.0, "data": {"s": 1}}}
+        assert [r[:3] for r in rows(backend, PLUGIN_DATA)] == [
+            ("h", "cpu", 20.0), ("h", "os", 10.0)]  # one row per plugin, its own data only
+        assert sorted(r[3] for r in rows(backend, PLUGIN_DATA)) == ['{"s":1}', '{"v":2}']
+
+    def test_latest_message_survives_reload(self, backend: Backend, clock: Clock) -> None:
+        """A host's latest MSG (what the host list shows) loads back; a heartbeat keeps it."""
+        store, registry, bus = self._store(backend, clock)
+        self._apply(registry, bus, {"ID": "MSG", "name": "h", "text": "disk é full",
+                                    "level": "warning"}, 10.0)
+        self._apply(registry, bus, {"ID": "HTB", "name": "h", "interval": 7}, 11.0)
+        store.flush()
+        (host,) = store.load(load_hosts)
+        assert host.latest == (10.0, {"ID": "MSG", "text": "disk é full", "level": "warning"})
 
     def test_queued_commands_survive_reload(self, backend: Backend, clock: Clock) -> None:
         """A queued CMD/UPD and its sends so far load back in queue order; answered, gone."""
@@ -451,13 +465,13 @@ class StoreServiceTests:
         self._apply(registry, bus, {"ID": "PLG", "name": "h", "plugins": {"p": {}}}, 1.0)
         registry.queue_command("h", "CMD", {"cmd": "x"}, 1.5)
         store.flush()
-        assert [count(backend, t) for t in (HOSTS, PLUGIN_LATEST, PLUGIN_HISTORY, COMMANDS)] \
+        assert [count(backend, t) for t in (HOSTS, PLUGIN_DATA, PLUGIN_HISTORY, COMMANDS)] \
             == [1, 1, 1, 1]
         removed = registry.remove("h", 2.0)
         assert removed is not None
         bus.publish(removed)
         store.flush()
-        assert [count(backend, t) for t in (HOSTS, PLUGIN_LATEST, PLUGIN_HISTORY, COMMANDS)] \
+        assert [count(backend, t) for t in (HOSTS, PLUGIN_DATA, PLUGIN_HISTORY, COMMANDS)] \
             == [0, 0, 0, 0]
 
 
@@ -572,6 +586,33 @@ class PostgresSchemaTests:
                 postgres.upgrade(conn, "db", broken)
             assert conn.execute("SELECT version FROM heartbeat_schema").fetchall() == [(1,)]
             assert conn.execute("SELECT to_regclass('x')").fetchone() == (None,)
+
+    def test_step_8_keeps_each_plugins_latest_data_on_its_own(self, postgres_url: str) -> None:
+        """A database at version 7 holding whole messages per plugin gets each plugin's part
+        as its own row, and hosts a latest message; plugin_latest is gone."""
+        import psycopg
+
+        from heartbeat.server import postgres
+
+        message = json.dumps({"ID": "PLG", "name": "web1", "plugins": {
+            "cpu": {"load": 1.5, "per_core": [1, 2]}, "os": "Grüße ✓", "none": None}})
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            postgres.upgrade(conn, "db", STEPS[:7])
+            conn.execute("INSERT INTO hosts (name, state) VALUES ('web1', 'UP')")
+            for plugin in ("cpu", "os", "none", "gone"):
+                conn.execute("INSERT INTO plugin_latest VALUES ('web1', %s, 5.0, %s)",
+                             (plugin, message))
+            postgres.upgrade(conn, "db")
+            assert conn.execute("SELECT to_regclass('plugin_latest')").fetchone() == (None,)
+        backend = postgres.open_store(pg_config(postgres_url))
+        try:
+            assert backend.read(read_latest("web1")) == {
+                "cpu": {"ts": 5.0, "data": {"load": 1.5, "per_core": [1, 2]}},
+                "none": {"ts": 5.0, "data": None}, "os": {"ts": 5.0, "data": "Grüße ✓"}}
+            (host,) = backend.read(load_hosts)
+            assert (sorted(host.plugins), host.latest) == (["cpu", "none", "os"], None)
+        finally:
+            backend.close()
 
     def test_foreign_tables_refused(self, postgres_url: str) -> None:
         """A database with tables of heartbeat's names but no version is not taken over."""

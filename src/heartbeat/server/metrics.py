@@ -5,10 +5,11 @@ and ``/api/0/hosts`` read (the registry, the threshold engine and the status
 sources of every service), so the two can never disagree. A scrape has two
 halves:
 
-1. on the reactor thread, :meth:`MetricsExporter.snapshot` copies what it needs
-   (host states and round trips, a shallow copy of each host's latest plugin
-   data with its compiled rules, the active alerts, the status sections): a
-   few microseconds per host;
+1. the latest plugin data of every host is read from the store (decoded on its
+   thread: the registry holds none), then on the reactor thread
+   :meth:`MetricsExporter.snapshot` copies what else it needs (host states and
+   round trips, each host's compiled rules, the active alerts, the status
+   sections): a few microseconds per host;
 2. on a worker thread, :class:`SnapshotCollector` turns the snapshot into metric
    families (walking the plugin data with the rules, which is the costly part)
    and ``prometheus_client`` encodes them, in text format 0.0.4 or, when the
@@ -54,6 +55,8 @@ NamedMetrics = Callable[[Any, Mapping[str, Any]], Iterable[tuple[str, str, float
 """(a host's compiled rules, its latest plugin data) -> (plugin, path, value) per metric
 a rule names."""
 StatusSource = Callable[[], Mapping[str, Any]]
+PluginData = Callable[[], Deferred[Mapping[str, Mapping[str, Any]]]]
+"""Every host's latest data per plugin, ``{host: {plugin: data}}``, read from the store."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +166,7 @@ class HostRow:
     rtt: float | None
     rules: Any
     plugins: dict[str, Any]
-    """The host's latest data per plugin (a shallow copy taken on the reactor thread)."""
+    """The host's latest data per plugin (as read from the store for this scrape)."""
 
 
 @dataclass(slots=True)
@@ -326,6 +329,7 @@ class MetricsExporter:
         states: Iterable[str],
         named_metrics: NamedMetrics,
         run_in_thread: Callable[..., Deferred[Any]],
+        plugin_data: PluginData,
         max_series: int = DEFAULT_MAX_SERIES,
     ) -> None:
         self.registry = registry
@@ -336,13 +340,16 @@ class MetricsExporter:
         self.states = tuple(states)
         self.named_metrics = named_metrics
         self.run_in_thread = run_in_thread
+        self.plugin_data = plugin_data
         self.max_series = max_series
         self.scrapes = 0
         self.shared = 0
         self._in_flight: dict[str, list[Deferred[tuple[bytes, str]]]] = {}
 
-    def snapshot(self, sees: Callable[[str], bool] | None = None) -> Snapshot:
-        """Copy what a scrape shows; ``sees`` (None: everything) filters hosts and alerts.
+    def snapshot(self, sees: Callable[[str], bool] | None = None,
+                 plugin_data: Mapping[str, Mapping[str, Any]] | None = None) -> Snapshot:
+        """Copy what a scrape shows; ``sees`` (None: everything) filters hosts and alerts;
+        ``plugin_data``: each host's latest data per plugin (read from the store).
 
         A scraper who sees only some hosts gets no server-wide numbers.
         """
@@ -352,7 +359,7 @@ class MetricsExporter:
             name = host.name
             if sees is not None and not sees(name):
                 continue
-            plugins = {p: s.data for p, s in host.plugins.items()} if host.plugins else {}
+            plugins = dict(plugin_data.get(name, {})) if plugin_data and host.plugins else {}
             snap.hosts.append(HostRow(name, str(host.state.value), host.rtt,
                                       rules_for(name) if plugins else None, plugins))
         snap.hosts.sort(key=lambda h: h.name)
@@ -380,7 +387,7 @@ class MetricsExporter:
         """
         self.scrapes += 1
         if sees is not None:
-            return self.run_in_thread(self.encode, self.snapshot(sees), accept)
+            return self._render(accept, sees)
         _, content_type = choose_encoder(accept or "")
         waiting = self._in_flight.get(content_type)
         if waiting is not None:
@@ -399,4 +406,10 @@ class MetricsExporter:
                     other.callback(result)
             return result
 
-        return self.run_in_thread(self.encode, self.snapshot(), accept).addBoth(done)
+        return self._render(accept, None).addBoth(done)
+
+    def _render(self, accept: str | None, sees: Callable[[str], bool] | None
+                ) -> Deferred[tuple[bytes, str]]:
+        """The plugin data from the store, then the snapshot, then families and encoding."""
+        return self.plugin_data().addCallback(
+            lambda data: self.run_in_thread(self.encode, self.snapshot(sees, data), accept))

@@ -28,13 +28,15 @@ No reactor here: the upgrade runs once at start-up, before any thread.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import heartbeat
+from heartbeat.text import json_bytes
 
 __all__ = [
     "NEWEST",
@@ -294,18 +296,56 @@ CREATE INDEX job_runs_by_job ON job_runs (job, recorded);
 """
 # Version 7 (issue 17): cron jobs (docs/JOBS.md): each job's ping UUID (made once when the
 # config gives none, so its URLs outlive a restart) and live state (JSON), and its runs.
-_V8_NOTICES = """
-CREATE TABLE notices (
-    key TEXT PRIMARY KEY, state TEXT NOT NULL, at REAL NOT NULL, node TEXT NOT NULL
-);
+
+_V8_PLUGIN_DATA = """
+CREATE TABLE plugin_data (
+    host TEXT NOT NULL, plugin TEXT NOT NULL, ts REAL NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY (host, plugin)
+) WITHOUT ROWID;
+CREATE INDEX plugin_data_times ON plugin_data (host, plugin, ts);
+ALTER TABLE hosts ADD COLUMN latest_ts REAL;
+ALTER TABLE hosts ADD COLUMN latest TEXT;
 """
 _V8_POSTGRESQL = """
-CREATE TABLE notices (
-    key TEXT PRIMARY KEY, state TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, node TEXT NOT NULL
+CREATE TABLE plugin_data (
+    host TEXT NOT NULL, plugin TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL,
+    data TEXT NOT NULL, PRIMARY KEY (host, plugin)
 );
+CREATE INDEX plugin_data_times ON plugin_data (host, plugin, ts);
+ALTER TABLE hosts ADD COLUMN latest_ts DOUBLE PRECISION;
+ALTER TABLE hosts ADD COLUMN latest TEXT;
+INSERT INTO plugin_data (host, plugin, ts, data)
+    SELECT host, plugin, ts, (message::json -> 'plugins' -> plugin)::text FROM plugin_latest
+    WHERE message::json -> 'plugins' -> plugin IS NOT NULL;
+DROP TABLE plugin_latest;
 """
-# Version 8 (issue 18): what the leader of servers sharing a store last notified per
-# notice key, so the next leader sends what it had not and nothing it had.
+
+
+def _v8_sqlite(conn: sqlite3.Connection) -> None:
+    """Step 8 on SQLite: each plugin's part of the message it came in, its own row."""
+    for statement in statements(_V8_PLUGIN_DATA):
+        conn.execute(statement)
+    rows = []
+    parsed: dict[str, Any] = {}
+    for host, plugin, ts, message in conn.execute(
+            "SELECT host, plugin, ts, message FROM plugin_latest ORDER BY host, message"):
+        if message not in parsed:
+            parsed.clear()  # the rows of one message are adjacent: memory stays flat
+            parsed[message] = json.loads(message).get("plugins", {})
+        if plugin in parsed[message]:
+            rows.append((host, plugin, ts, json_bytes(parsed[message][plugin]).decode()))
+        if len(rows) >= 10_000:
+            conn.executemany("INSERT INTO plugin_data VALUES (?, ?, ?, ?)", rows)
+            rows.clear()
+    conn.executemany("INSERT INTO plugin_data VALUES (?, ?, ?, ?)", rows)
+    conn.execute("DROP TABLE plugin_latest")
+
+
+# Version 8 (issue 16): each plugin's latest data stored once, as its own JSON text
+# (``plugin_data``; ``plugin_latest`` held the whole PLG once per plugin it carried, five
+# copies of 1.5 KB for a typical host), with an index of (host, plugin, ts) that start-up
+# reads instead of the data; and each host's latest message (``latest``, JSON, received
+# at ``latest_ts``) so the host list shows it after a restart (issue 15).
 
 STEPS: Final[Sequence[Step]] = (
     Step(1, "hosts, plugin data, queued commands, users, sessions, host access, alert states",
@@ -320,8 +360,8 @@ STEPS: Final[Sequence[Step]] = (
          "sharing a store", sqlite=_V6_HISTORY_ONCE, postgresql=_V6_POSTGRESQL),
     Step(7, "cron jobs: their ping UUIDs, states and runs", sqlite=_V7_JOBS,
          postgresql=_V7_POSTGRESQL),
-    Step(8, "notices: what the leader of servers sharing a store last notified per subject",
-         sqlite=_V8_NOTICES, postgresql=_V8_POSTGRESQL),
+    Step(8, "each plugin's latest data stored once, on its own; each host's latest message",
+         sqlite=_v8_sqlite, postgresql=_V8_POSTGRESQL),
 )
 NEWEST: Final = STEPS[-1].version
 """The schema version this code reads and writes."""

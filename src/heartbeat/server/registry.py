@@ -104,8 +104,10 @@ class PlgCharge:
 
 @dataclass(slots=True)
 class PluginSample:
+    """When a plugin of a host last reported. Its data is not held here: the store keeps
+    each plugin's latest data (``plugin_data``), alerting reads it from the message."""
+
     ts: float
-    data: Any
     charge: PlgCharge | None = None
     """Shared by the plugins of one PLG: the bytes of its text, held until all are replaced."""
 
@@ -254,9 +256,6 @@ class Registry:
         self._dirty: set[str] = set()
         self._commands_dirty: set[str] = set()
         self._command_ids = itertools.count(1)
-        self.dispatching = True
-        """Whether queued CMD/UPD go out with the ACKs: only on the leader of servers
-        sharing a store (heartbeat.server.leader); a follower queues none either."""
         self.plugin_bytes = 0
         """Bytes of the PLG texts the data of all plugins held came from (bounded by
         ``max_plugin_bytes``); data restored from the store is not counted."""
@@ -328,7 +327,7 @@ class Registry:
         server heard nothing while it was stopped, which says nothing about the host.
         Command ids go on past those of the restored queued commands.
         """
-        hosts = list(hosts)
+        last_id = 0
         for host in hosts:
             if host.state is HostState.UP or host.state is HostState.UNREACHABLE:
                 # UNREACHABLE too: if its parents are back, it is DOWN after this.
@@ -339,28 +338,12 @@ class Registry:
                 self._by_state[old.state.value].discard(old.name)
             self.hosts[host.name] = host
             self._by_state[host.state.value].add(host.name)
-        self._names = sorted(self.hosts)
-        self._ids_past(host.pending for host in hosts)
-
-    def _ids_past(self, queues: Iterable[Iterable[str]]) -> None:
-        """Command ids from now on go on past the numbers ending ``queues``' ids."""
-        last_id = 0
-        for queue in queues:
-            for cmd_id in queue:
+            for cmd_id in host.pending:
                 number = cmd_id.rpartition("-")[2]
                 last_id = max(last_id, int(number) if number.isdigit() else 0)
+        self._names = sorted(self.hosts)
         if last_id:
-            self._command_ids = itertools.count(max(last_id + 1, next(self._command_ids)))
-
-    def take_over_commands(self, pending: Mapping[str, dict[str, PendingCommand]]) -> int:
-        """Leading now: the commands queued in the store (by the last leader) replace each
-        host's queue, and go out with the next ACKs; returns how many there are."""
-        for host in self.hosts.values():
-            host.pending = dict(pending.get(host.name, {}))
-        self._commands_dirty.clear()
-        self._ids_past(pending.values())
-        self.dispatching = True
-        return sum(len(queue) for queue in pending.values())
+            self._command_ids = itertools.count(last_id + 1)
 
     def _interval(self, host: Host) -> float:
         override = self.config_for(host.name).interval
@@ -491,7 +474,7 @@ class Registry:
         return [ack, *self._due_commands(host, now, events)]
 
     def _due_commands(self, host: Host, now: float, events: list[Event]) -> list[dict[str, Any]]:
-        if not host.pending or not self.dispatching:
+        if not host.pending:
             return []
         self._commands_dirty.add(host.name)
         replies: list[dict[str, Any]] = []
@@ -558,8 +541,8 @@ class Registry:
         for old, holders in lost.items():
             old.holders -= holders
         charge = PlgCharge(size, len(plugins)) if size else None
-        for name, data in plugins.items():
-            samples[name] = PluginSample(now, data, charge)
+        for name in plugins:
+            samples[name] = PluginSample(now, charge)
         if size or freed:
             host.plugin_bytes += size - freed
             self.plugin_bytes += size - freed

@@ -16,7 +16,7 @@ import dataclasses
 import json
 import math
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,8 +34,8 @@ from heartbeat.server.serial import Worker
 from heartbeat.server.tables import (
     COMMANDS,
     HOSTS,
+    PLUGIN_DATA,
     PLUGIN_HISTORY,
-    PLUGIN_LATEST,
     Backend,
     Read,
     Rows,
@@ -51,21 +51,22 @@ __all__ = [
     "StoreService",
     "StoreUnavailable",
     "Write",
-    "load_commands",
     "load_hosts",
     "maintenance_period",
     "message_key",
     "open_database",
     "open_sqlite",
     "read_history",
+    "read_latest",
+    "read_latest_all",
 ]
 
 T = TypeVar("T")
 
-# Plugin data is stored as the PLG message's JSON text exactly as received: one
-# history row per message (``plugins`` lists its plugin names as ",a,b,") and,
-# per host and plugin, the newest message that carried it. Nothing is
-# re-encoded on the way in; readers pick the plugin out of the message.
+# Plugin history is stored as the PLG message's JSON text exactly as received: one
+# row per message (``plugins`` lists its plugin names as ",a,b,"). Each plugin's
+# latest data is its own row (``plugin_data``: host, plugin, ts, the plugin's JSON),
+# encoded on the writer thread; memory keeps only when each plugin last reported.
 
 log = Logger()
 
@@ -116,34 +117,27 @@ def maintenance_period(retention: float) -> float:
 
 
 def load_hosts(tables: Tables) -> list[Host]:
-    """Every stored host with its latest plugin data, for ``Registry.restore``."""
+    """Every stored host with when each of its plugins last reported, for
+    ``Registry.restore``: one pass over the hosts and one over the index of the
+    plugin data (the data itself is not read)."""
     hosts: dict[str, Host] = {}
-    for row in tables.rows(HOSTS):
-        values = dict(zip(HOSTS.columns, row, strict=True))
-        values["state"] = HostState(values["state"])
-        hosts[values["name"]] = Host(**values)
-    parsed: dict[str, Any] = {}
-    for name, plugin, ts, text in sorted(tables.rows(PLUGIN_LATEST)):
-        if name not in hosts:
-            continue
-        if text not in parsed:
-            parsed.clear()  # rows of one message are adjacent per host; keep memory flat
-            parsed[text] = json.loads(text)["plugins"]
-        hosts[name].plugins[plugin] = PluginSample(ts, parsed[text][plugin])
-    for name, pending in load_commands(tables).items():
-        if name in hosts:
-            hosts[name].pending = pending
-    return list(hosts.values())
-
-
-def load_commands(tables: Tables) -> dict[str, dict[str, PendingCommand]]:
-    """Every queued CMD/UPD per host, in the order they were queued."""
-    pending: dict[str, dict[str, PendingCommand]] = {}
+    states = {state.value: state for state in HostState}
+    for (name, state, addr, port, first_seen, last_seen, since, interval, rtt, version,
+         boot_time, down_reason, expected_by, latest_ts, latest) in tables.rows(HOSTS):
+        hosts[name] = Host(
+            name, states[state], addr, port, first_seen, last_seen, since, interval, rtt,
+            version, boot_time, down_reason, expected_by=expected_by,
+            latest=None if latest is None else (latest_ts, json.loads(latest)))
+    for name, plugin, ts in tables.pick(PLUGIN_DATA, ("host", "plugin", "ts")):
+        host = hosts.get(name)
+        if host is not None:
+            host.plugins[plugin] = PluginSample(ts)
     for name, cmd_id, kind, payload, queued, by, attempts in sorted(
             tables.rows(COMMANDS), key=_queue_order):
-        pending.setdefault(name, {})[cmd_id] = PendingCommand(
-            cmd_id, kind, json.loads(payload), queued, by, attempts)
-    return pending
+        if name in hosts:
+            hosts[name].pending[cmd_id] = PendingCommand(
+                cmd_id, kind, json.loads(payload), queued, by, attempts)
+    return list(hosts.values())
 
 
 def _queue_order(row: tuple[Any, ...]) -> tuple[float, int, str]:
@@ -160,9 +154,22 @@ def _command_rows(hosts: list[Host]) -> tuple[list[tuple[str]], list[tuple[Any, 
 
 
 def _host_row(host: Host) -> tuple[Any, ...]:
+    """A host's row, its latest message still a dict (encoded by :func:`_put_hosts`)."""
+    latest = host.latest
     return (host.name, host.state.value, host.addr, host.port, host.first_seen, host.last_seen,
             host.since, host.interval, host.rtt, host.version, host.boot_time, host.down_reason,
-            host.expected_by)
+            host.expected_by, None if latest is None else latest[0],
+            None if latest is None else latest[1])
+
+
+def _host_text(row: Sequence[Any]) -> Sequence[Any]:
+    """A row of :func:`_host_row` as stored: its latest message as JSON (writer thread)."""
+    return row if row[-1] is None else (*row[:-1], json_bytes(row[-1]).decode())
+
+
+def _data_text(row: Sequence[Any]) -> Sequence[Any]:
+    """A (host, plugin, ts, data) row as stored: the data as JSON (writer thread)."""
+    return (*row[:3], json_bytes(row[3]).decode())
 
 
 class StoreUnavailable(Exception):
@@ -391,16 +398,8 @@ class StoreService(Service):
         log.error("store: a write batch failed ({error}); {rows} row(s) kept, retried in "
                   "{delay:.0f}s", error=self.last_error, rows=self.backlog, delay=delay)
 
-    def behind(self) -> float:
-        """How far (s) the store is behind memory: since the last commit while a batch is
-        kept for a retry (the database out of reach), else 0."""
-        if not self._kept or self.last_commit is None:
-            return 0.0
-        return max(0.0, self._clock.seconds() - self.last_commit)
-
     def to_json(self) -> dict[str, Any]:
         return {"backend": self.backend.kind, "commits": self.commits,
-                "behind_seconds": round(self.behind(), 3),
                 "failures": self.failures, "last_commit": self.last_commit,
                 "last_error": self.last_error, "backlog": self.backlog,
                 "isolated_rows": self.isolated_rows,
@@ -496,27 +495,29 @@ class HostRecorder:
         self._max_samples = max_samples
         self._max_pending = max_pending
         self._history: list[tuple[str, float, str, str, int | None, float | None]] = []
-        self._latest: dict[tuple[str, str], tuple[str, str, float, str]] = {}
+        self._latest: dict[tuple[str, str], tuple[str, str, float, Any]] = {}
         self._added: dict[str, int] = {}
         self._trim_due: set[str] = set()
         store.add_source(self._statements)
         store.add_maintenance(self.prune)
 
     def on_received(self, event: Event) -> None:
-        """A ``message``: a PLG's text is queued for the history and latest tables."""
+        """A ``message``: a PLG's text is queued for the history, each plugin's data (the
+        decoded value, encoded at the flush on the writer thread) for ``plugin_data``."""
         message = event.data["message"]
         if message["ID"] != "PLG" or not message["plugins"]:
             return
         text = (event.raw if event.raw is not None else json_bytes(message)).decode("utf-8")
-        names = message["plugins"]
+        plugins = message["plugins"]
         host = event.host
         if len(self._history) + self._store.backlog < self._max_pending:
-            self._history.append((host, event.ts, f",{','.join(names)},", text,
+            self._history.append((host, event.ts, f",{','.join(plugins)},", text,
                                   *message_key(message)))
         else:
             self._store.dropped_rows += 1
-        for plugin in names:
-            self._latest[host, plugin] = (host, plugin, event.ts, text)
+        latest = self._latest
+        for plugin, data in plugins.items():
+            latest[host, plugin] = (host, plugin, event.ts, data)
         added = self._added.get(host, 0) + 1
         if added >= self._max_samples:
             added = 0
@@ -533,7 +534,7 @@ class HostRecorder:
         writes: list[Write] = []
         hosts = self._registry.take_dirty()
         if hosts:
-            writes.append(Rows("put", HOSTS, [_host_row(h) for h in hosts]))
+            writes.append(Rows("put", HOSTS, [_host_row(h) for h in hosts], encode=_host_text))
         commanded = self._registry.take_commands_dirty()
         if commanded:
             cleared, commands = _command_rows(commanded)
@@ -543,7 +544,7 @@ class HostRecorder:
             history, self._history = self._history, []
             latest, self._latest = list(self._latest.values()), {}
             writes.append(Rows("add", PLUGIN_HISTORY, history))
-            writes.append(Rows("put", PLUGIN_LATEST, latest))
+            writes.append(Rows("put", PLUGIN_DATA, latest, encode=_data_text))
         if self._trim_due:
             due, self._trim_due = self._trim_due, set()
             writes.append(lambda tables: self._trim_all(tables, due))
@@ -576,7 +577,7 @@ def message_key(message: dict[str, Any]) -> tuple[int | None, float | None]:
 def _forget_host(tables: Tables, host: str) -> None:
     """A removed host's rows, every table."""
     tables.delete(HOSTS, [(host,)])
-    for table in (PLUGIN_LATEST, PLUGIN_HISTORY, COMMANDS):
+    for table in (PLUGIN_DATA, PLUGIN_HISTORY, COMMANDS):
         tables.delete(table, [(host,)], by=("host",))
 
 
@@ -597,3 +598,21 @@ def read_history(
         return samples
 
     return run
+
+
+def read_latest(host: str) -> Read[dict[str, dict[str, Any]]]:
+    """A store read: each plugin's latest ``{"ts", "data"}`` of ``host``, by plugin name."""
+
+    def run(tables: Tables) -> dict[str, dict[str, Any]]:
+        rows = sorted(tables.rows(PLUGIN_DATA, host=host))
+        return {plugin: {"ts": ts, "data": json.loads(data)} for _, plugin, ts, data in rows}
+
+    return run
+
+
+def read_latest_all(tables: Tables) -> dict[str, dict[str, Any]]:
+    """A store read: every host's latest data of each plugin, ``{host: {plugin: data}}``."""
+    found: dict[str, dict[str, Any]] = {}
+    for host, plugin, _, data in tables.rows(PLUGIN_DATA):
+        found.setdefault(host, {})[plugin] = json.loads(data)
+    return found

@@ -38,10 +38,9 @@ __all__ = [
     "JOBS",
     "JOB_RUNS",
     "MAINTENANCE_WINDOWS",
-    "NOTICES",
     "OPERATION_IDS",
+    "PLUGIN_DATA",
     "PLUGIN_HISTORY",
-    "PLUGIN_LATEST",
     "SESSIONS",
     "SILENCES",
     "TABLES",
@@ -79,9 +78,11 @@ class Table:
 
 HOSTS: Final = Table("hosts", (
     "name", "state", "addr", "port", "first_seen", "last_seen", "since", "interval", "rtt",
-    "version", "boot_time", "down_reason", "expected_by"), ("name",))
-PLUGIN_LATEST: Final = Table("plugin_latest", ("host", "plugin", "ts", "message"),
-                             ("host", "plugin"))
+    "version", "boot_time", "down_reason", "expected_by", "latest_ts", "latest"), ("name",))
+"""``latest``: the host's latest MSG, BOOT, SHUT or RES as the host list shows it (JSON),
+received at ``latest_ts``."""
+PLUGIN_DATA: Final = Table("plugin_data", ("host", "plugin", "ts", "data"), ("host", "plugin"))
+"""Each plugin's latest data per host, its own JSON text (not the whole PLG's)."""
 PLUGIN_HISTORY: Final = Table("plugin_history", (
     "host", "ts", "plugins", "message", "seq", "sent"), ("host", "seq", "sent"))
 """Keyed by a unique index, not a primary key: the message's own seq and ts (``sent``), so
@@ -116,14 +117,11 @@ BADGES: Final = Table("badges", ("token", "kind", "target", "created"), ("token"
 JOBS: Final = Table("jobs", ("name", "uuid", "created", "state"), ("name",))
 JOB_RUNS: Final = Table("job_runs", (
     "job", "recorded", "started", "ended", "outcome", "exit_code", "log", "source"))
-NOTICES: Final = Table("notices", ("key", "state", "at", "node"), ("key",))
-"""What the leader of servers sharing a store last notified per notice key
-(``heartbeat.server.notices``)."""
 
-TABLES: Final = (HOSTS, PLUGIN_LATEST, PLUGIN_HISTORY, COMMANDS, USERS, HOST_ACCESS, SESSIONS,
+TABLES: Final = (HOSTS, PLUGIN_DATA, PLUGIN_HISTORY, COMMANDS, USERS, HOST_ACCESS, SESSIONS,
                  API_KEYS, ALERT_STATES, MAINTENANCE_WINDOWS, SILENCES, ACKNOWLEDGEMENTS,
                  HELD_PROBLEMS, FLAP_STATES, OPERATION_IDS, TOTP, AUTH_SETTINGS, BADGES, JOBS,
-                 JOB_RUNS, NOTICES)
+                 JOB_RUNS)
 """Every table of the newest schema (a test compares them with both backends' own)."""
 
 
@@ -132,6 +130,10 @@ class Tables(Protocol):
 
     def rows(self, table: Table, **equal: Any) -> list[tuple[Any, ...]]:
         """The rows of ``table`` (columns in its order) whose columns equal ``equal``."""
+        ...
+
+    def pick(self, table: Table, columns: Sequence[str]) -> list[tuple[Any, ...]]:
+        """Only ``columns`` of every row of ``table`` (read from an index that has them)."""
         ...
 
     def put(self, table: Table, rows: Iterable[Row]) -> None:
@@ -186,21 +188,26 @@ class Rows:
     table: Table
     rows: Sequence[Row]
     by: tuple[str, ...] = ()
+    encode: Callable[[Row], Row] | None = None
+    """Turns each row into the row stored, on the writer thread (JSON text made there,
+    not on the reactor thread that queued it)."""
 
     def __call__(self, tables: Tables) -> None:
+        encode = self.encode
+        rows = self.rows if encode is None else [encode(row) for row in self.rows]
         if self.op == "delete":
-            tables.delete(self.table, self.rows, self.by)
+            tables.delete(self.table, rows, self.by)
         elif self.op == "put":
-            tables.put(self.table, self.rows)
+            tables.put(self.table, rows)
         else:
-            tables.add(self.table, self.rows)
+            tables.add(self.table, rows)
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def split(self) -> list[Rows]:
         """One write per row."""
-        return [Rows(self.op, self.table, [row], self.by) for row in self.rows]
+        return [Rows(self.op, self.table, [row], self.by, self.encode) for row in self.rows]
 
 
 def _quoted(name: str) -> str:
@@ -268,6 +275,12 @@ class SqlTables:
             f"SELECT {_names(table.columns)} FROM {_quoted(table.name)}"
             + (f" WHERE {self._equal(columns)}" if columns else "")))
         return self._execute(sql, tuple(equal.values()))
+
+    def pick(self, table: Table, columns: Sequence[str]) -> list[tuple[Any, ...]]:
+        cols = tuple(columns)
+        sql = self._sql(("pick", table.name, cols), lambda: (
+            f"SELECT {_names(cols)} FROM {_quoted(table.name)}"))
+        return self._execute(sql, ())
 
     def put(self, table: Table, rows: Iterable[Row]) -> None:
         def make() -> str:

@@ -45,7 +45,7 @@ from heartbeat.server.problems import KINDS, METRIC, problems
 from heartbeat.server.problems import summary as problem_summary
 from heartbeat.server.registry import Host, HostState, QueueFull, Registry
 from heartbeat.server.silences import Silence
-from heartbeat.server.store import StoreService, StoreUnavailable, read_history
+from heartbeat.server.store import StoreService, StoreUnavailable, read_history, read_latest
 from heartbeat.server.tables import COMMANDS, Rows
 from heartbeat.server.thresholds.engine import ThresholdEngine
 from heartbeat.server.thresholds.rules import ALERT_LEVELS
@@ -447,10 +447,10 @@ class HeartbeatAPI:
         return json_response(request, {"removed": name})
 
     @app.route("/api/0/hosts/<name>/plugins", methods=["GET"])
-    def plugins(self, request: IRequest, name: str) -> bytes:
-        host = self.host(request, name)
-        plugins = {p: {"ts": s.ts, "data": s.data} for p, s in sorted(host.plugins.items())}
-        return json_response(request, {"host": name, "plugins": plugins})
+    def plugins(self, request: IRequest, name: str) -> Deferred[bytes]:
+        self.host(request, name)
+        return self.store.read(read_latest(name)).addCallback(
+            lambda plugins: json_response(request, {"host": name, "plugins": plugins}))
 
     @app.route("/api/0/hosts/<name>/plugins/<plugin>", methods=["GET"])
     def plugin_history(self, request: IRequest, name: str, plugin: str) -> Deferred[bytes]:
@@ -588,9 +588,6 @@ class HeartbeatAPI:
                payload: dict[str, Any]) -> Deferred[bytes]:
         """Queue a command once its row is committed (503 and not queued if it cannot be)."""
         by = self.viewer(request).name
-        if not self.registry.dispatching:
-            raise ApiError(409, "not_leader", "this server does not lead the servers sharing "
-                           "its store: queue commands on the leader (/api/0/status, leader)")
         try:
             command = self.registry.new_command(name, kind, payload, self.clock.seconds(), by)
         except QueueFull as e:
