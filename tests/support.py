@@ -46,16 +46,37 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
     raise RuntimeError("no free port")
 
 
-def wait_until(predicate: Any, timeout: float = 10.0, step: float = 0.02) -> Any:
-    """Poll ``predicate`` until it returns a true value (for real processes only)."""
+def _polls(predicate: Any, timeout: float) -> Iterator[Any]:
+    """``predicate()`` once per step: its value (false ones too) until it is true;
+    AssertionError once ``timeout`` seconds have passed without."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
+        yield value
         if value:
-            return value
+            return
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+
+
+def wait_until(predicate: Any, timeout: float = 10.0, step: float = 0.02) -> Any:
+    """Poll ``predicate`` until it returns a true value (for real processes only)."""
+    for value in _polls(predicate, timeout):
+        if value:
+            return value
         time.sleep(step)
+    return None
+
+
+async def eventually(predicate: Any, timeout: float = 20.0, step: float = 0.05) -> Any:
+    """:func:`wait_until` without blocking the reactor (a test's peers run on it)."""
+    from twisted.internet import reactor, task
+
+    for value in _polls(predicate, timeout):
+        if value:
+            return value
+        await task.deferLater(reactor, step)
+    return None
 
 
 def encode(message: dict[str, Any], compress: bool | None = None) -> bytes:

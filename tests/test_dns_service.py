@@ -314,3 +314,21 @@ def test_two_configured_hosts_cannot_share_a_label() -> None:
         "<label>.<zone> belongs to one host (set dns: false on one of them)")
     parse_config(ServerConfig, "dyndomains: [dyn.example.com]\n"
                  "hosts: {web1: {}, WEB1.lan: {dns: false}}\n", "hb.yaml")
+
+
+def test_a_follower_updates_nothing_and_queues_what_changed_when_it_leads() -> None:
+    """With a shared store only the leader runs nsupdate; a follower notes the hosts whose
+    address changed and queues their current address when it becomes the leader."""
+    rig = Rig(known=(Host("web1", addr="10.0.0.9"),))
+
+    class Leader:
+        leading = False
+
+    rig.dns.leader = Leader()
+    rig.moved("web1", "10.0.0.9", old="10.0.0.7")
+    assert (rig.reactor.processes, rig.dns.owed) == ([], {"web1"})
+    Leader.leading = True
+    rig.dns.lead(True)
+    assert rig.running.stdin == script("web1.dyn.example.com", "dyn.example.com", "A",
+                                       "10.0.0.9")
+    assert rig.dns.owed == set()

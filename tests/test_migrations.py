@@ -46,9 +46,10 @@ V3_TABLES = ["api_keys"]
 V4_TABLES = ["auth_settings", "totp"]
 V5_TABLES = ["badges"]
 V7_TABLES = ["job_runs", "jobs"]
-V8_TABLES = ["plugin_data"]
+V8_TABLES = ["notices"]
+V9_TABLES = ["plugin_data"]
 TABLES = sorted([t for t in V1_TABLES if t != "plugin_latest"] + V2_TABLES + V3_TABLES
-                + V4_TABLES + V5_TABLES + V7_TABLES + V8_TABLES)
+                + V4_TABLES + V5_TABLES + V7_TABLES + V8_TABLES + V9_TABLES)
 """The tables of a store at the newest version."""
 
 
@@ -204,7 +205,7 @@ class NewStoreTests:
         assert (done.found, done.version, done.changed) == (StoreVersion(0), NEWEST, True)
         assert [s.split()[0] for s in seen] == (
             ["PRAGMA", "SELECT", "BEGIN"] + ["CREATE"] * 18 + ["ALTER"] + ["CREATE"] * 2
-            + ["ALTER"] * 2 + ["CREATE"] + ["CREATE"] * 3
+            + ["ALTER"] * 2 + ["CREATE"] + ["CREATE"] * 3 + ["CREATE"]
             + ["CREATE"] * 2 + ["ALTER"] * 2 + ["SELECT", "DROP"] + ["PRAGMA", "COMMIT"])
         assert seen[-2:] == [f"PRAGMA user_version = {NEWEST}", "COMMIT"]
         assert _tables(conn) == TABLES

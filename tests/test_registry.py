@@ -279,6 +279,22 @@ class CommandTests:
         command, _ = registry.queue_command("web1", "CMD", {"cmd": "x", "args": []}, 5.9)
         assert list(host.pending) == ["5-3", "5-4"] and command.cmd_id == "5-4"
 
+    def test_a_follower_dispatches_nothing_until_it_takes_over_the_queue(
+            self, registry: Registry) -> None:
+        """With a shared store only the leader sends CMD/UPD; a new leader takes the queue
+        the last one left in the store (same ids: an agent runs each once) and its new
+        ids go on past them."""
+        registry.apply(htb(), SRC, 1.0)
+        registry.dispatching = False
+        assert registry.apply(htb(), SRC, 2.0).replies == [{"ID": "ACK", "server_ts": 2.0}]
+        stored = {"web1": {"5-7": PendingCommand("5-7", "CMD", {"cmd": "x", "args": []}, 5.0,
+                                                 attempts=2)}}
+        assert registry.take_over_commands(stored) == 1
+        assert registry.apply(htb(), SRC, 6.0).replies[1:] == [
+            {"ID": "CMD", "cmd_id": "5-7", "cmd": "x", "args": []}]
+        command, _ = registry.queue_command("web1", "CMD", {"cmd": "y", "args": []}, 5.9)
+        assert command.cmd_id == "5-8"
+
     def test_unsolicited_result_is_recorded(self, registry: Registry) -> None:
         """A RES for no known command is still recorded, as unsolicited."""
         outcome = registry.apply({"ID": "RES", "name": "h", "cmd_id": 7, "rc": 1}, SRC, 1.0)

@@ -130,6 +130,7 @@ SAMPLES: dict[str, tuple[tuple[Any, ...], tuple[Any, ...]]] = {
     "badges": (("tok1", "host", "web1", 1.0), ("tok1", "page", "main", 2.0)),
     "jobs": (("backup", "0f8e6d4c-2b1a-4c3d-9e8f-7a6b5c4d3e2f", 1.0, '{"level":"OK"}'),
              ("backup", "1f8e6d4c-2b1a-4c3d-9e8f-7a6b5c4d3e2f", 2.0, '{"failed":true}')),
+    "notices": (("host:web1", "down", 1.0, "one"), ("host:web1", "up", 2.0, "two")),
 }
 
 
@@ -587,8 +588,8 @@ class PostgresSchemaTests:
             assert conn.execute("SELECT version FROM heartbeat_schema").fetchall() == [(1,)]
             assert conn.execute("SELECT to_regclass('x')").fetchone() == (None,)
 
-    def test_step_8_keeps_each_plugins_latest_data_on_its_own(self, postgres_url: str) -> None:
-        """A database at version 7 holding whole messages per plugin gets each plugin's part
+    def test_step_9_keeps_each_plugins_latest_data_on_its_own(self, postgres_url: str) -> None:
+        """A database at version 8 holding whole messages per plugin gets each plugin's part
         as its own row, and hosts a latest message; plugin_latest is gone."""
         import psycopg
 
@@ -597,7 +598,7 @@ class PostgresSchemaTests:
         message = json.dumps({"ID": "PLG", "name": "web1", "plugins": {
             "cpu": {"load": 1.5, "per_core": [1, 2]}, "os": "Grüße ✓", "none": None}})
         with psycopg.connect(postgres_url, autocommit=True) as conn:
-            postgres.upgrade(conn, "db", STEPS[:7])
+            postgres.upgrade(conn, "db", STEPS[:8])
             conn.execute("INSERT INTO hosts (name, state) VALUES ('web1', 'UP')")
             for plugin in ("cpu", "os", "none", "gone"):
                 conn.execute("INSERT INTO plugin_latest VALUES ('web1', %s, 5.0, %s)",

@@ -286,6 +286,12 @@ class ServerConfig:
     node_name: str | None = option(
         None, doc="this server's name among those sharing a PostgreSQL store "
         "(default: its host name and hbd_port)")
+    leader_interval: float = option(
+        1.0, positive, doc="with store_url: how often a server tries to become the leader, "
+        "or checks it still is (s)")
+    store_retry_cap: float = option(
+        30.0, positive, doc="longest wait (s) between two tries of a store that failed "
+        "(the wait doubles from 1 s)")
     store_flush_interval: float = option(0.5, positive, doc="store write batch period (s)")
     history_retention: float = option(7 * 86400.0, positive, doc="plugin history kept (s)")
     history_max_samples: int = option(10000, positive, doc="PLG messages kept in history per host")

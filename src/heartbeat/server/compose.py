@@ -66,11 +66,13 @@ from heartbeat.server.flapping import FlapDetector
 from heartbeat.server.ingest import IngestProtocol, IngestStats, make_udp_service
 from heartbeat.server.jobservice import JobService, load_jobs
 from heartbeat.server.journal import JournalFile, JournalService
+from heartbeat.server.leader import LeaderService, LockSession, node_name
 from heartbeat.server.limits import SOURCE_TABLE_SIZE, HostAdmission, SourceRateLimit
 from heartbeat.server.maintenance import MaintenanceCalendar
 from heartbeat.server.metrics import MetricsExporter
 from heartbeat.server.migrations import SchemaError
 from heartbeat.server.monitor import MonitorService
+from heartbeat.server.notices import NoticeLedger, prune_marks, read_marks, write_marks
 from heartbeat.server.notify import Channel, NotifierService, NotifySettings, Router
 from heartbeat.server.notify.mattermost import MattermostChannel
 from heartbeat.server.notify.pushover import PushoverChannel
@@ -87,6 +89,7 @@ from heartbeat.server.silences import SilenceBook
 from heartbeat.server.store import (
     HostRecorder,
     StoreService,
+    load_commands,
     load_hosts,
     maintenance_period,
     open_sqlite,
@@ -256,6 +259,9 @@ class Server:
     budget: ConnectionBudget
     status: dict[str, Callable[[], Any]]
     service: ServerService
+    leader: LeaderService | None = None
+    ledger: NoticeLedger | None = None
+    """What was notified, with a shared store (None: SQLite, the only server)."""
     subscribed: list[tuple[str, Subscriber]] = field(default_factory=list)
     metrics: MetricsPage | None = None
     status_board: StatusBoard | None = None
@@ -381,7 +387,8 @@ def make_store(config: ServerConfig, registry: Registry, worker: Callable[[str],
     store = StoreService(backend, worker("heartbeat-store"), reactor,
                          config.store_flush_interval,
                          maintenance_period(config.history_retention),
-                         reader=worker("heartbeat-store-read"))
+                         reader=worker("heartbeat-store-read"),
+                         retry_cap=config.store_retry_cap)
     registry.restore(load_stored(store, load_hosts, "the hosts"), reactor.seconds())
     return store
 
@@ -485,14 +492,67 @@ def make_channels(config: ServerConfig, reactor: Any) -> tuple[list[Channel], An
 
 
 def make_notifier(config: ServerConfig, bus: EventBus, reactor: Any,
-                  suppression: Suppression | None = None) -> NotifierService | None:
+                  suppression: Suppression | None = None, *,
+                  store: StoreService | None = None, leader: LeaderService | None = None,
+                  ledger: NoticeLedger | None = None) -> NotifierService | None:
+    """The channels in use (None: none); with a shared store, only the leader sends."""
     channels, pool = make_channels(config, reactor)
     if not channels:
         return None
     log.info("notify: channels {channels}", channels=", ".join(c.name for c in channels))
-    return NotifierService(channels, Router(config, [c.name for c in channels]), reactor, bus,
-                           settings=NotifySettings.from_config(config), pool=pool,
-                           suppression=suppression)
+    shared = store is not None and leader is not None and ledger is not None
+    return NotifierService(
+        channels, Router(config, [c.name for c in channels]), reactor, bus,
+        settings=NotifySettings.from_config(config), pool=pool, suppression=suppression,
+        leader=leader if shared else None, ledger=ledger if shared else None,
+        marks=(lambda: store.read(read_marks)) if store is not None and shared else None)
+
+
+def make_leader(config: ServerConfig, store: StoreService, worker: Callable[[str], Worker],
+                reactor: Any) -> tuple[LeaderService, NoticeLedger | None]:
+    """Who leads: with a shared (PostgreSQL) store, whoever holds the advisory lock, and the
+    ledger of what was notified (its marks written with the store's batches); with SQLite,
+    this server, and no ledger."""
+    node = node_name(config)
+    backend = store.backend
+    if backend.kind != "postgresql":
+        return LeaderService(node, reactor), None
+    connect: Callable[[str], Any] = getattr(backend, "connect")  # noqa: B009 - PostgresBackend
+    leader = LeaderService(node, reactor, session=LockSession(lambda: connect("leader")),
+                           worker=worker("heartbeat-leader"), interval=config.leader_interval,
+                           before_release=store.flush)
+    ledger = NoticeLedger()
+    store.add_source(lambda: write_marks(ledger, node))
+    store.add_maintenance(prune_marks(ledger.keep))
+    return leader, ledger
+
+
+def follow_leader(server: Server) -> None:
+    """With a shared store: the notifier, DNS and the commands act only while leading;
+    taking over, each catches up on what the last leader left (docs/HA.md)."""
+    leader, registry, store = server.leader, server.registry, server.store
+    if leader is None or leader.session is None:
+        return
+    registry.dispatching = False
+
+    def commands(leading: bool) -> Deferred[None] | None:
+        registry.dispatching = False
+        if not leading:
+            return None
+
+        def take(pending: dict[str, Any]) -> None:
+            if leader.leading:
+                count = registry.take_over_commands(pending)
+                log.info("leader: dispatching {count} queued command(s)", count=count)
+
+        return store.read(load_commands).addCallback(take)
+
+    leader.on_change(commands)
+    if server.notifier is not None:
+        leader.on_change(server.notifier.lead)
+    if server.dns is not None:
+        server.dns.leader = leader
+        leader.on_change(server.dns.lead)
 
 
 def ca_file_error(config: ServerConfig, error: Exception) -> SystemExit:
@@ -614,6 +674,10 @@ def _status(server: Server) -> dict[str, Callable[[], Any]]:
         jobs, pings = server.jobs, server.root.pings
         sources["jobs"] = lambda: {**jobs.to_json(), "http": None if pings is None
                                    else pings.to_json()}
+    leader, store = server.leader, server.store
+    if leader is not None:
+        sources["leader"] = lambda: {**leader.to_json(),
+                                     "behind_seconds": round(store.behind(), 3)}
     return sources
 
 
@@ -672,7 +736,9 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
     policy = RequestPolicy(config.http_hosts, config.trusted_proxies)
     web_auth = WebAuth(auth, policy)
     journal = make_journal(config, make_worker, reactor)
-    notifier = make_notifier(config, bus, reactor, operations.suppression)
+    leader, ledger = make_leader(config, store, make_worker, reactor)
+    notifier = make_notifier(config, bus, reactor, operations.suppression, store=store,
+                             leader=leader, ledger=ledger)
     dns = make_dns(config, registry, bus, reactor)
     alerting = make_alerting(config, engine, registry, store=store, bus=bus, reactor=reactor)
     ingest = make_ingest(config, registry, bus, reactor, seams.max_sources)
@@ -710,14 +776,17 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
         dns=dns, alerting=alerting, operations=operations, ingest=ingest,
         signatures=ingest.signing.policy if ingest.signing is not None else None,
         monitor=monitor, hub=hub, api=api, root=root, site=site, budget=budget, status=status,
-        service=top, metrics=metrics, status_board=status_board, jobs=jobs)
+        service=top, metrics=metrics, status_board=status_board, jobs=jobs, leader=leader,
+        ledger=ledger)
     top.parts = server
     status.update(_status(server))
     server.subscribed = subscribe_all(bus, server)
+    follow_leader(server)
 
     # Dependency order: each child needs only those before it (stopped in reverse).
-    for service in (store, auth, journal, notifier, dns, alerting, operations, monitor, jobs,
-                    status_board):
+    shared = leader if leader.session is not None else None  # SQLite: always the leader
+    for service in (store, shared, auth, journal, notifier, dns, alerting, operations, monitor,
+                    jobs, status_board):
         if service is not None:
             service.setServiceParent(top)
     make_udp_service(ingest, config.hb_host, config.hb_port, config.udp_rcvbuf,

@@ -212,6 +212,10 @@ class DnsService(Service):
         """DNS label -> the host whose records it names (see the module)."""
         self._configured: set[str] = set()
         self._taken_logged = float("-inf")
+        self.leader: Any = None
+        """Whether this server leads (``.leading``); None: the only server. A follower
+        only notes which hosts' addresses changed and queues them when it leads."""
+        self.owed: set[str] = set()
         for name, host in registry.host_config.items():
             label = label_of(name)
             if label is not None and host.dns:
@@ -224,6 +228,9 @@ class DnsService(Service):
 
     def on_address(self, event: Event) -> None:
         """A ``host.address``: the host's records queued with its new address."""
+        if self.leader is not None and not self.leader.leading:
+            self.owed.add(event.host)
+            return
         try:
             self.queue(event.host, event.data["addr"])
         except DnsError as e:
@@ -238,6 +245,17 @@ class DnsService(Service):
         if not known.addr:
             raise DnsError("no_address", f"no address known for {host!r}")
         return self.queue(host, known.addr)
+
+    def lead(self, leading: bool) -> None:
+        """Leading now: the records of the hosts whose address changed meanwhile, queued."""
+        if not leading:
+            return
+        owed, self.owed = sorted(self.owed), set()
+        for host in owed:
+            try:
+                self.trigger(host)
+            except DnsError as e:
+                self.skipped[e.code] += 1
 
     def on_removed(self, event: Event) -> None:
         """A removed host gives up its label (a configured host keeps it)."""

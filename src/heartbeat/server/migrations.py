@@ -296,8 +296,20 @@ CREATE INDEX job_runs_by_job ON job_runs (job, recorded);
 """
 # Version 7 (issue 17): cron jobs (docs/JOBS.md): each job's ping UUID (made once when the
 # config gives none, so its URLs outlive a restart) and live state (JSON), and its runs.
+_V8_NOTICES = """
+CREATE TABLE notices (
+    key TEXT PRIMARY KEY, state TEXT NOT NULL, at REAL NOT NULL, node TEXT NOT NULL
+);
+"""
+_V8_POSTGRESQL = """
+CREATE TABLE notices (
+    key TEXT PRIMARY KEY, state TEXT NOT NULL, at DOUBLE PRECISION NOT NULL, node TEXT NOT NULL
+);
+"""
+# Version 8 (issue 18): what the leader of servers sharing a store last notified per
+# notice key, so the next leader sends what it had not and nothing it had.
 
-_V8_PLUGIN_DATA = """
+_V9_PLUGIN_DATA = """
 CREATE TABLE plugin_data (
     host TEXT NOT NULL, plugin TEXT NOT NULL, ts REAL NOT NULL, data TEXT NOT NULL,
     PRIMARY KEY (host, plugin)
@@ -306,7 +318,7 @@ CREATE INDEX plugin_data_times ON plugin_data (host, plugin, ts);
 ALTER TABLE hosts ADD COLUMN latest_ts REAL;
 ALTER TABLE hosts ADD COLUMN latest TEXT;
 """
-_V8_POSTGRESQL = """
+_V9_POSTGRESQL = """
 CREATE TABLE plugin_data (
     host TEXT NOT NULL, plugin TEXT NOT NULL, ts DOUBLE PRECISION NOT NULL,
     data TEXT NOT NULL, PRIMARY KEY (host, plugin)
@@ -321,9 +333,9 @@ DROP TABLE plugin_latest;
 """
 
 
-def _v8_sqlite(conn: sqlite3.Connection) -> None:
-    """Step 8 on SQLite: each plugin's part of the message it came in, its own row."""
-    for statement in statements(_V8_PLUGIN_DATA):
+def _v9_sqlite(conn: sqlite3.Connection) -> None:
+    """Step 9 on SQLite: each plugin's part of the message it came in, its own row."""
+    for statement in statements(_V9_PLUGIN_DATA):
         conn.execute(statement)
     rows = []
     parsed: dict[str, Any] = {}
@@ -341,7 +353,7 @@ def _v8_sqlite(conn: sqlite3.Connection) -> None:
     conn.execute("DROP TABLE plugin_latest")
 
 
-# Version 8 (issue 16): each plugin's latest data stored once, as its own JSON text
+# Version 9 (issue 16): each plugin's latest data stored once, as its own JSON text
 # (``plugin_data``; ``plugin_latest`` held the whole PLG once per plugin it carried, five
 # copies of 1.5 KB for a typical host), with an index of (host, plugin, ts) that start-up
 # reads instead of the data; and each host's latest message (``latest``, JSON, received
@@ -360,8 +372,10 @@ STEPS: Final[Sequence[Step]] = (
          "sharing a store", sqlite=_V6_HISTORY_ONCE, postgresql=_V6_POSTGRESQL),
     Step(7, "cron jobs: their ping UUIDs, states and runs", sqlite=_V7_JOBS,
          postgresql=_V7_POSTGRESQL),
-    Step(8, "each plugin's latest data stored once, on its own; each host's latest message",
-         sqlite=_v8_sqlite, postgresql=_V8_POSTGRESQL),
+    Step(8, "notices: what the leader of servers sharing a store last notified per subject",
+         sqlite=_V8_NOTICES, postgresql=_V8_POSTGRESQL),
+    Step(9, "each plugin's latest data stored once, on its own; each host's latest message",
+         sqlite=_v9_sqlite, postgresql=_V9_POSTGRESQL),
 )
 NEWEST: Final = STEPS[-1].version
 """The schema version this code reads and writes."""

@@ -14,7 +14,6 @@ environment (``PGPASSWORD``, ``~/.pgpass``), never from the URL. docs/HA.md.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Callable, Sequence
 from typing import Any, Final, TypeVar
 
@@ -23,6 +22,7 @@ from twisted.logger import Logger
 
 from heartbeat.config.server import ServerConfig
 from heartbeat.server import migrations
+from heartbeat.server.leader import node_name
 from heartbeat.server.migrations import (
     NEWEST,
     STEPS,
@@ -67,11 +67,6 @@ class PostgresTables(SqlTables):
                 cursor.executemany(sql, rows)
 
         super().__init__(POSTGRESQL, execute, executemany)
-
-
-def node_name(config: ServerConfig) -> str:
-    """This server's name among those sharing the store (``node_name``, else host:port)."""
-    return config.node_name or f"{socket.gethostname()}:{config.hbd_port}"
 
 
 def connect_options(config: ServerConfig) -> dict[str, Any]:

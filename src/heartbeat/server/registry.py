@@ -256,6 +256,9 @@ class Registry:
         self._dirty: set[str] = set()
         self._commands_dirty: set[str] = set()
         self._command_ids = itertools.count(1)
+        self.dispatching = True
+        """Whether queued CMD/UPD go out with the ACKs: only on the leader of servers
+        sharing a store (heartbeat.server.leader); a follower queues none either."""
         self.plugin_bytes = 0
         """Bytes of the PLG texts the data of all plugins held came from (bounded by
         ``max_plugin_bytes``); data restored from the store is not counted."""
@@ -327,7 +330,7 @@ class Registry:
         server heard nothing while it was stopped, which says nothing about the host.
         Command ids go on past those of the restored queued commands.
         """
-        last_id = 0
+        hosts = list(hosts)
         for host in hosts:
             if host.state is HostState.UP or host.state is HostState.UNREACHABLE:
                 # UNREACHABLE too: if its parents are back, it is DOWN after this.
@@ -338,12 +341,28 @@ class Registry:
                 self._by_state[old.state.value].discard(old.name)
             self.hosts[host.name] = host
             self._by_state[host.state.value].add(host.name)
-            for cmd_id in host.pending:
+        self._names = sorted(self.hosts)
+        self._ids_past(host.pending for host in hosts)
+
+    def _ids_past(self, queues: Iterable[Iterable[str]]) -> None:
+        """Command ids from now on go on past the numbers ending ``queues``' ids."""
+        last_id = 0
+        for queue in queues:
+            for cmd_id in queue:
                 number = cmd_id.rpartition("-")[2]
                 last_id = max(last_id, int(number) if number.isdigit() else 0)
-        self._names = sorted(self.hosts)
         if last_id:
-            self._command_ids = itertools.count(last_id + 1)
+            self._command_ids = itertools.count(max(last_id + 1, next(self._command_ids)))
+
+    def take_over_commands(self, pending: Mapping[str, dict[str, PendingCommand]]) -> int:
+        """Leading now: the commands queued in the store (by the last leader) replace each
+        host's queue, and go out with the next ACKs; returns how many there are."""
+        for host in self.hosts.values():
+            host.pending = dict(pending.get(host.name, {}))
+        self._commands_dirty.clear()
+        self._ids_past(pending.values())
+        self.dispatching = True
+        return sum(len(queue) for queue in pending.values())
 
     def _interval(self, host: Host) -> float:
         override = self.config_for(host.name).interval
@@ -474,7 +493,7 @@ class Registry:
         return [ack, *self._due_commands(host, now, events)]
 
     def _due_commands(self, host: Host, now: float, events: list[Event]) -> list[dict[str, Any]]:
-        if not host.pending:
+        if not host.pending or not self.dispatching:
             return []
         self._commands_dirty.add(host.name)
         replies: list[dict[str, Any]] = []

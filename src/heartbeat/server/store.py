@@ -51,6 +51,7 @@ __all__ = [
     "StoreService",
     "StoreUnavailable",
     "Write",
+    "load_commands",
     "load_hosts",
     "maintenance_period",
     "message_key",
@@ -132,12 +133,20 @@ def load_hosts(tables: Tables) -> list[Host]:
         host = hosts.get(name)
         if host is not None:
             host.plugins[plugin] = PluginSample(ts)
+    for name, pending in load_commands(tables).items():
+        if name in hosts:
+            hosts[name].pending = pending
+    return list(hosts.values())
+
+
+def load_commands(tables: Tables) -> dict[str, dict[str, PendingCommand]]:
+    """Every queued CMD/UPD per host, in the order they were queued."""
+    pending: dict[str, dict[str, PendingCommand]] = {}
     for name, cmd_id, kind, payload, queued, by, attempts in sorted(
             tables.rows(COMMANDS), key=_queue_order):
-        if name in hosts:
-            hosts[name].pending[cmd_id] = PendingCommand(
-                cmd_id, kind, json.loads(payload), queued, by, attempts)
-    return list(hosts.values())
+        pending.setdefault(name, {})[cmd_id] = PendingCommand(
+            cmd_id, kind, json.loads(payload), queued, by, attempts)
+    return pending
 
 
 def _queue_order(row: tuple[Any, ...]) -> tuple[float, int, str]:
@@ -398,8 +407,16 @@ class StoreService(Service):
         log.error("store: a write batch failed ({error}); {rows} row(s) kept, retried in "
                   "{delay:.0f}s", error=self.last_error, rows=self.backlog, delay=delay)
 
+    def behind(self) -> float:
+        """How far (s) the store is behind memory: since the last commit while a batch is
+        kept for a retry (the database out of reach), else 0."""
+        if not self._kept or self.last_commit is None:
+            return 0.0
+        return max(0.0, self._clock.seconds() - self.last_commit)
+
     def to_json(self) -> dict[str, Any]:
         return {"backend": self.backend.kind, "commits": self.commits,
+                "behind_seconds": round(self.behind(), 3),
                 "failures": self.failures, "last_commit": self.last_commit,
                 "last_error": self.last_error, "backlog": self.backlog,
                 "isolated_rows": self.isolated_rows,

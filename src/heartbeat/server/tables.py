@@ -38,6 +38,7 @@ __all__ = [
     "JOBS",
     "JOB_RUNS",
     "MAINTENANCE_WINDOWS",
+    "NOTICES",
     "OPERATION_IDS",
     "PLUGIN_DATA",
     "PLUGIN_HISTORY",
@@ -117,11 +118,14 @@ BADGES: Final = Table("badges", ("token", "kind", "target", "created"), ("token"
 JOBS: Final = Table("jobs", ("name", "uuid", "created", "state"), ("name",))
 JOB_RUNS: Final = Table("job_runs", (
     "job", "recorded", "started", "ended", "outcome", "exit_code", "log", "source"))
+NOTICES: Final = Table("notices", ("key", "state", "at", "node"), ("key",))
+"""What the leader of servers sharing a store last notified per notice key
+(``heartbeat.server.notices``)."""
 
 TABLES: Final = (HOSTS, PLUGIN_DATA, PLUGIN_HISTORY, COMMANDS, USERS, HOST_ACCESS, SESSIONS,
                  API_KEYS, ALERT_STATES, MAINTENANCE_WINDOWS, SILENCES, ACKNOWLEDGEMENTS,
                  HELD_PROBLEMS, FLAP_STATES, OPERATION_IDS, TOTP, AUTH_SETTINGS, BADGES, JOBS,
-                 JOB_RUNS)
+                 JOB_RUNS, NOTICES)
 """Every table of the newest schema (a test compares them with both backends' own)."""
 
 

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from twisted.internet.defer import Deferred
+
+if TYPE_CHECKING:
+    from heartbeat.server.notices import Notice
 
 __all__ = ["LEVELS", "Channel", "DeliveryError", "Notification", "level_rank", "redact"]
 
@@ -34,6 +37,8 @@ class Notification:
     kind: str
     ts: float
     recipients: tuple[str, ...] = ()
+    notices: tuple[Notice, ...] = ()
+    """What it notifies, for the marks of servers sharing a store (heartbeat.server.notices)."""
 
 
 class DeliveryError(Exception):

@@ -265,4 +265,5 @@ def digest(items: Sequence[Notification], max_lines: int = DIGEST_LINES) -> Noti
     if len(items) > max_lines:
         lines.append(f"... and {len(items) - max_lines} more")
     return Notification(title, "\n".join(lines), level, hosts, DIGEST, items[-1].ts,
-                        items[0].recipients)
+                        items[0].recipients,
+                        tuple(notice for item in items for notice in item.notices))

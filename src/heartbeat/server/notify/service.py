@@ -14,12 +14,18 @@ Before any of that, the one :class:`~heartbeat.server.suppression.Suppression` d
 whether the event notifies now: maintenance windows, silences, acknowledgements and
 flapping hold notices back (counted under ``suppressed`` by their reason); the
 operations service publishes ``problem.still`` for a held problem that outlasts them.
+
+With servers sharing a store, only the leader sends (``leader``, a
+``heartbeat.server.leader.LeaderService``): a follower remembers what it would
+have sent in the :class:`~heartbeat.server.notices.NoticeLedger`; a new leader
+reads the marks of what was sent (``marks``), sends what they do not cover, and
+then marks what it sends once it is sent or given up on (docs/HA.md).
 """
 
 from __future__ import annotations
 
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
@@ -32,6 +38,7 @@ from twisted.web.client import HTTPConnectionPool
 
 from heartbeat.config.server import ServerConfig
 from heartbeat.events import Event, EventBus
+from heartbeat.server.notices import Notice, NoticeLedger, notice_of
 from heartbeat.server.notify.base import Channel, DeliveryError, Notification, redact
 from heartbeat.server.notify.message import NOTIFIED_KINDS, Skip, digest, notification_for
 from heartbeat.server.notify.routing import Router
@@ -171,6 +178,8 @@ class _Lane:
         """One log line and one event for a window's worth of notifications beyond the limit."""
         dropped, self.overflow = self.overflow, []
         self.overflow_dropped += len(dropped)
+        for note in dropped:
+            self.service.settled(note)
         hosts = sorted({host for note in dropped for host in note.hosts})
         reason = (f"{len(dropped)} notification(s) beyond the digest's limit of "
                   f"{self.settings.queue_limit}")
@@ -194,6 +203,7 @@ class _Lane:
 
     def succeeded(self, attempt: Try[Notification]) -> None:
         note = attempt.item
+        self.service.settled(note)
         self.service.publish(NOTIFY_SENT, _event_host(note), {
             "channel": self.channel.name, "title": note.title, "kind": note.kind,
             "hosts": list(note.hosts), "recipients": len(note.recipients),
@@ -203,6 +213,7 @@ class _Lane:
         note = attempt.item
         self.last_error, self.last_error_ts = outcome.reason, self.clock.seconds()
         if outcome.final:
+            self.service.settled(note)
             log.error("notify: {channel}: gave up on {title!r} after {attempts} attempt(s): "
                       "{reason}", channel=self.channel.name, title=note.title,
                       attempts=outcome.attempt, reason=outcome.reason)
@@ -217,6 +228,7 @@ class _Lane:
             "retry_in": outcome.retry_in})
 
     def dropped(self, note: Notification, reason: str) -> None:
+        self.service.settled(note)
         log.warn("notify: {channel}: dropped {title!r}: {reason}", channel=self.channel.name,
                  title=note.title, reason=reason)
         self.service.publish(NOTIFY_DROPPED, _event_host(note), {
@@ -270,6 +282,9 @@ class NotifierService(Service):
         settings: NotifySettings | None = None,
         pool: HTTPConnectionPool | None = None,
         suppression: Suppression | None = None,
+        leader: Any = None,
+        ledger: NoticeLedger | None = None,
+        marks: Callable[[], Deferred[Mapping[str, str]]] | None = None,
     ) -> None:
         self.router = router
         self.suppression = suppression
@@ -280,6 +295,42 @@ class NotifierService(Service):
         self.lanes = {channel.name: _Lane(self, channel) for channel in channels}
         self.counters = _Counters()
         self.bus = bus
+        self.leader = leader
+        """Whether this server leads (``.leading``); None: it is the only one."""
+        self.ledger = ledger
+        self._marks = marks
+        self.caught_up = False
+        """Leading, with the marks read and what they did not cover sent."""
+        self.caught_up_sent = 0
+
+    @property
+    def speaking(self) -> bool:
+        """Whether this server sends now: the only one, or the leader caught up."""
+        return self.leader is None or (self.leader.leading and self.caught_up)
+
+    def lead(self, leading: bool) -> Deferred[None] | None:
+        """This server became (or stopped being) the leader: catch up (or be silent).
+        Fires when caught up (fails if the marks cannot be read: the leader retries)."""
+        self.caught_up = False
+        if not leading or self._marks is None:
+            return None
+        return self._marks().addCallback(self._catch_up)
+
+    def _catch_up(self, marks: Mapping[str, str]) -> None:
+        if self.ledger is None or self.leader is None or not self.leader.leading:
+            return
+        due = self.ledger.catch_up(marks, self.clock.seconds())
+        self.caught_up = True
+        self.caught_up_sent += len(due)
+        log.info("notify: leading; {count} notification(s) the last leader had not sent",
+                 count=len(due))
+        for event in due:  # let through when the follower heard them: not asked again
+            self._route(event, notice_of(event))
+
+    def settled(self, note: Notification) -> None:
+        """A notification sent or given up on: its marks are written with the next batch."""
+        if self.ledger is not None and note.notices:
+            self.ledger.settled(note.notices, self.clock.seconds())
 
     def publish(self, kind: str, host: str, data: dict[str, Any]) -> None:
         self.bus.publish(Event(kind, host, self.clock.seconds(), data))
@@ -289,27 +340,53 @@ class NotifierService(Service):
         if not self.running:
             return
         self.counters.events += 1
+        notice = notice_of(event) if self.ledger is not None else None
         if self.suppression is not None:
             # Asked first, notified or not: a held problem's events keep its level current.
             hold = self.suppression.decide(event, self.clock.seconds())
             if hold is not None:
                 self.counters.suppressed[hold.reason] += 1
+                if self.speaking:
+                    self._silent(notice)  # held, not notified: still the key's state
                 return
+        if not self.speaking:
+            if notice is not None and self.ledger is not None:
+                self.ledger.seen(notice, event)
+            self.counters.suppressed["not_leader"] += 1
+            return
+        self._route(event, notice)
+
+    def _route(self, event: Event, notice: Notice | None) -> None:
+        """An event the suppression let through, routed to the lanes by the leader."""
         note = notification_for(event)
-        if isinstance(note, Skip):
-            self.counters.suppressed[note.reason] += 1
+        reason = note.reason if isinstance(note, Skip) else None
+        if reason is None and not self.router.watched(event.host):
+            reason = "watch_false"
+        routes = self.router.route(event.host) if reason is None else {}
+        if reason is None and not routes:
+            reason = "no_recipients"
+        if reason is not None or isinstance(note, Skip):
+            self.counters.suppressed[reason or "skipped"] += 1
+            self._silent(notice)
             return
-        if not self.router.watched(event.host):
-            self.counters.suppressed["watch_false"] += 1
-            return
-        routes = self.router.route(event.host)
-        if not routes:
-            self.counters.suppressed["no_recipients"] += 1
-            return
+        if notice is not None and self.ledger is not None:
+            if not self.ledger.due(notice):
+                self.counters.suppressed["already_notified"] += 1
+                return
+            self.ledger.sending(notice)
+            note = replace(note, notices=(notice,))
         for channel, recipients in routes.items():
             lane = self.lanes.get(channel)
             if lane is not None:
                 lane.offer(replace(note, recipients=recipients))
+
+    def _silent(self, notice: Notice | None) -> None:
+        """A state change that notifies nobody: still the key's state from now on."""
+        if notice is None or self.ledger is None or notice.one_shot:
+            return
+        if self.ledger.marks.get(notice.key, notice.resting) != notice.state:
+            self.ledger.sending(notice)
+            self.ledger.settled((notice,), self.clock.seconds())
 
     def startService(self) -> None:
         super().startService()
@@ -330,6 +407,10 @@ class NotifierService(Service):
         return closing
 
     def to_json(self) -> dict[str, Any]:
-        return {"events": self.counters.events,
-                "suppressed": dict(self.counters.suppressed),
-                "channels": {name: lane.to_json() for name, lane in self.lanes.items()}}
+        shown = {"events": self.counters.events,
+                 "suppressed": dict(self.counters.suppressed),
+                 "channels": {name: lane.to_json() for name, lane in self.lanes.items()}}
+        if self.ledger is not None:
+            shown["one_voice"] = {"speaking": self.speaking, "caught_up_sent": self.caught_up_sent,
+                                  **self.ledger.to_json()}
+        return shown

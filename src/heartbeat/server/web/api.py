@@ -588,6 +588,9 @@ class HeartbeatAPI:
                payload: dict[str, Any]) -> Deferred[bytes]:
         """Queue a command once its row is committed (503 and not queued if it cannot be)."""
         by = self.viewer(request).name
+        if not self.registry.dispatching:
+            raise ApiError(409, "not_leader", "this server does not lead the servers sharing "
+                           "its store: queue commands on the leader (/api/0/status, leader)")
         try:
             command = self.registry.new_command(name, kind, payload, self.clock.seconds(), by)
         except QueueFull as e:

@@ -1,0 +1,144 @@
+"""High availability with the real ``twistd -n heartbeat``: two servers on one PostgreSQL,
+one SMTP server on loopback (tests/peers.py), agents' datagrams sent to both.
+
+- a host that goes DOWN is one e-mail, from the leader;
+- ``kill -9`` of the leader: the other leads within 10 s; a host that goes DOWN during
+  the failover is notified once, and what the old leader had sent is not sent again;
+- a follower refuses to queue a command (only the leader dispatches).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+import pytest_twisted
+from twisted.internet import reactor, task, threads
+
+from heartbeat.server.leader import LEADER_LOCK
+from tests.peers import SmtpSink, within
+from tests.support import ServerProcess, eventually
+
+pytestmark = pytest.mark.integration
+
+
+def status(server: ServerProcess) -> dict[str, Any]:
+    body: dict[str, Any] = server.get("/api/0/status")
+    return body
+
+
+def email_sent(server: ServerProcess) -> int:
+    channel = status(server)["notify"]["channels"]["email"]
+    return int(channel["sent"]) if channel["queued"] == channel["in_flight"] == 0 else -1
+
+
+def both(servers: list[ServerProcess], message: dict[str, Any]) -> None:
+    for server in servers:
+        server.send(message)
+
+
+def marked(url: str, key: str) -> str | None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT state FROM notices WHERE key = %s", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+
+def waiters(url: str) -> int:
+    """Sessions waiting for the leader's lock."""
+    high, low = (LEADER_LOCK >> 32) & 0xFFFFFFFF, LEADER_LOCK & 0xFFFFFFFF
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND "
+                           "NOT granted AND classid = %s AND objid = %s", (high, low)).fetchone()
+        return int(row[0]) if row else 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_email_per_down_and_a_failover_sends_nothing_twice(
+        server_factory: Any, postgres_url: str, tmp_path: Path) -> None:
+    sink = SmtpSink().start()
+    try:
+        common = {"store_url": postgres_url, "grace": 0.5, "leader_interval": 1.0,
+                  "notify_timeout": 5.0, "notify_retries": 0,
+                  "email": {"smtp_host": "127.0.0.1", "smtp_port": sink.port, "tls": "none",
+                            "from_addr": "hb@example.com", "to": ["ops@example.com"]}}
+        servers = []
+        for name in ("one", "two"):
+            (tmp_path / name).mkdir()
+            servers.append(server_factory(tmp_path / name, node_name=name, **common))
+        leaders = await eventually(lambda: [s for s in servers if status(s)["leader"]["leader"]])
+        assert len(leaders) == 1
+        leader = leaders[0]
+        follower = next(s for s in servers if s is not leader)
+        name = leader.config["node_name"]
+        await eventually(lambda: status(follower)["leader"]["leader_node"] == name)
+        assert status(follower)["leader"]["leader"] is False
+
+        # A host heard by both goes DOWN: each server sees it, one e-mail.
+        both(servers, {"ID": "HTB", "name": "web1", "interval": 0.5})
+        mail = await within(sink.mails.get(), 15)
+        assert mail.message["Subject"] == "[heartbeat] DOWN: web1"
+        await eventually(lambda: status(follower)["notify"]["suppressed"].get("not_leader"))
+        assert await eventually(lambda: email_sent(leader) == 1)
+        assert email_sent(follower) == 0
+        await eventually(lambda: marked(postgres_url, "host:web1") == "down")
+
+        # The leader is killed; a host goes DOWN before anyone leads again (the test holds
+        # the lock meanwhile: it waits for it behind the leader's session, so PostgreSQL
+        # hands it to the test the moment the leader's session ends). Once the test lets
+        # go, the follower leads within its leader_interval and sends that DOWN, once;
+        # web1's DOWN, sent by the old leader, is not sent again.
+        both(servers, {"ID": "HTB", "name": "web2", "interval": 0.5})
+        await eventually(lambda: (h := follower.host("web2")) and h["state"] == "UP")
+        holder = await threads.deferToThread(psycopg.connect, postgres_url, autocommit=True)
+        try:
+            waiting = threads.deferToThread(holder.execute, "SELECT pg_advisory_lock(%s)",
+                                            (LEADER_LOCK,))
+            await eventually(lambda: waiters(postgres_url) == 1)
+            killed = time.monotonic()
+            leader.stop(signal.SIGKILL)
+            await within(waiting, 10)
+            freed = time.monotonic() - killed
+            await eventually(lambda: (h := follower.host("web2")) and h["state"] == "DOWN")
+            assert status(follower)["leader"]["leader"] is False
+        finally:
+            await threads.deferToThread(holder.close)
+        released = time.monotonic()
+        await eventually(lambda: status(follower)["leader"]["leader"], timeout=10.0)
+        took_over = freed + time.monotonic() - released
+        mail = await within(sink.mails.get(), 15)
+        assert mail.message["Subject"] == "[heartbeat] DOWN: web2"
+        voice = await eventually(lambda: (n := status(follower)["notify"])["one_voice"]
+                                 ["speaking"] and email_sent(follower) == 1 and n["one_voice"])
+        await task.deferLater(reactor, 1.0)  # a second copy would have arrived by now
+        assert sink.mails.pending == [] and email_sent(follower) == 1
+        assert (voice["caught_up_sent"], voice["duplicates_skipped"]) == (1, 1)  # web2; web1
+        assert took_over < 10.0
+        print(f"lock free {freed:.2f}s after kill -9; follower leading {took_over:.2f}s "
+              f"after the leader died (less the time the test held the lock)")
+
+        # Commands are dispatched by the leader only; the new one queues them.
+        status_code, body = follower.request(
+            "POST", "/api/0/hosts/web2/commands", {"cmd": "uptime", "args": []})
+        assert status_code == 202, body
+    finally:
+        await sink.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_follower_refuses_commands(server_factory: Any, postgres_url: str,
+                                           tmp_path: Path) -> None:
+    servers = []
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        servers.append(server_factory(tmp_path / name, node_name=name, store_url=postgres_url))
+    leaders = await eventually(lambda: [s for s in servers if status(s)["leader"]["leader"]])
+    follower = next(s for s in servers if s is not leaders[0])
+    both(servers, {"ID": "HTB", "name": "web1"})
+    await eventually(lambda: follower.host("web1"))
+    code, body = follower.request("POST", "/api/0/hosts/web1/commands",
+                                  {"cmd": "uptime", "args": []})
+    assert (code, body["error"]) == (409, "not_leader")
