@@ -96,3 +96,30 @@ class FlappingConfigTests:
         assert error("flap_low_threshold: 40\n") == (
             "hb.yaml: flap_low_threshold: 40.0 is above flap_high_threshold 30.0: flapping "
             "must stop below where it starts")
+
+
+def test_documented_examples_load() -> None:
+    """The YAML of docs/OPERATIONS.md (but the recover_after sketch) and the README's
+    operations snippet are configs the server takes, meaning what the pages say."""
+    import re
+    import textwrap
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    blocks = re.findall(r"```yaml\n(.*?)```", (root / "docs" / "OPERATIONS.md").read_text(),
+                        re.S)
+    loaded = [parse_settings(block, "OPERATIONS.md") for block in blocks
+              if "{...}" not in block]
+    assert len(loaded) == 3
+    windows = {w.id: w for w in loaded[0].maintenance}
+    assert (sorted(windows), windows["weekly-patch"].matches("db1", frozenset({"linux"})),
+            isinstance(windows["dc-move"].timing, OneOffWindow)) == (
+        ["dc-move", "weekly-patch"], True, True)
+    assert loaded[1].dependencies.children_of("router-1") == ("db1", "web1", "web2")
+    assert loaded[2].config.flap_high_threshold == 30.0
+    readme = (root / "README.rst").read_text()
+    block = readme.split("Maintenance, silences, acknowledgements\n", 1)[1].split("::\n\n", 1)[1]
+    snippet = textwrap.dedent("\n".join(block.split("\n\n", 1)[0].splitlines()))
+    settings = parse_settings(snippet, "README.rst")
+    assert isinstance(settings.maintenance[0].timing, RecurringWindow)
+    assert settings.dependencies.parents_of("web1") == ("router-1",)
