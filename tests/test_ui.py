@@ -383,6 +383,36 @@ def test_monitor_sees_only_own_hosts(ui: tuple[Page, Watch], site: Site) -> None
     expect(page.locator("#threshold-host option")).to_have_text(["web1"])
 
 
+def test_an_admin_changes_their_own_password_on_settings(ui: tuple[Page, Watch],
+                                                         site: Site) -> None:
+    """Editing oneself asks for the current password; the page goes on with the session
+    that replaced its own (a second change needs its new CSRF token)."""
+    page, _ = ui
+    status, _body = site.server.request(
+        "POST", "/api/0/users", {"name": "erin", "password": "erin-password", "admin": True},
+        {"Authorization": f"Bearer {site.token('alice')}"})
+    assert status == 201
+    site.log_in(page, "erin")
+    page.goto(site.base + "/settings")
+    erin = page.locator("#users tr[data-user=erin]")
+    erin.get_by_role("button", name="Edit").click()
+    expect(page.locator("#user-current-password")).to_be_visible()
+    page.fill("#user-form input[name=password]", "erin-new-password")
+    page.fill("#user-form input[name=current_password]", "erin-password")
+    page.click("#user-save")
+    expect(page.locator("#user-form")).to_be_hidden()
+    erin.get_by_role("button", name="Edit").click()
+    page.fill("#user-form input[name=full_name]", "Erin E")
+    page.click("#user-save")
+    expect(erin).to_contain_text("Erin E")
+    assert site.server.request("POST", "/api/0/auth/login", {
+        "username": "erin", "password": "erin-new-password"})[0] == 200
+    page.locator("#users tr[data-user=bob]").get_by_role("button", name="Edit").click()
+    expect(page.locator("#user-current-password")).to_be_hidden()
+    site.server.request("DELETE", "/api/0/users/erin",
+                        headers={"Authorization": f"Bearer {site.token('alice')}"})
+
+
 def test_settings_users_config_and_thresholds(ui: tuple[Page, Watch],
                                               site: Site) -> None:
     """An admin adds, edits and removes a user; the config hides secrets; rules per host."""

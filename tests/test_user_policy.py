@@ -239,6 +239,26 @@ class ConcurrentChangeTests:
         assert refused_with(change) == ("forbidden", "only an admin may change another user")
         assert service.directory.user("bob") is None
 
+    def test_demotions_waiting_for_the_disk_leave_one_admin(self, tmp_path: Path) -> None:
+        """Changes are made one at a time from decision to commit: a second demotion
+        decided while the first waits for the disk would leave no admin."""
+        disk = HeldWorker()
+        clock = Clock()
+        store = StoreService(open_sqlite(tmp_path / "s.sqlite3"), disk, clock)
+        users = {"alice": ADMIN, "carol": UserConfig(admin=True)}
+        service = AuthService(Directory(users, {}), store,
+                              PasswordHasher(ImmediateWorker(), iterations=1000), clock,
+                              idle_timeout=3600)
+        first = service.change_user("alice", UpdateUser("carol", {"admin": False}))
+        second = service.change_user("carol", UpdateUser("alice", {"admin": False}))
+        assert service.directory.admins() == ["alice", "carol"]  # nothing before the disk
+        while disk.jobs:
+            disk.finish()
+        assert outcome(first).admin is False
+        assert refused_with(second) == ("forbidden", "only an admin may change another user")
+        assert service.directory.admins() == ["alice"]
+        store.backend.close()
+
     def test_refused_change_is_not_hashed(self, held: tuple[AuthService, HeldWorker]) -> None:
         """A change refused at once costs no hashing work."""
         service, worker = held

@@ -467,6 +467,50 @@ class AuthService(Service):
 
         return self.second.read(username).addCallback(got).addErrback(broken)
 
+    def check_password(self, username: str, password: str, address: str) -> Deferred[None]:
+        """Whether ``password`` is ``username``'s (a change of one's own password asks for
+        it): LoginRefused or LoginThrottled as a login, and counted as one."""
+        keys, throttled = self._attempt(username, address)
+        if throttled is not None:
+            return throttled
+        user = self.directory.user(username)
+
+        def checked(ok: bool) -> None:
+            if not ok or self.directory.user(username) is None:
+                self._failed(keys, username, address, "current password")
+                raise LoginRefused()
+            self.throttle.succeeded(keys, keys[:1], self.clock.seconds())
+
+        def broken(failure: Any) -> Any:
+            if not failure.check(LoginRefused):
+                self.throttle.succeeded(keys, [], self.clock.seconds())
+            return failure
+
+        return self.hasher.verify(password, user.password if user is not None else None
+                                  ).addCallback(checked).addErrback(broken)
+
+    def rotate_session(self, key: str) -> Deferred[tuple[str, Session]]:
+        """A new session (token, session) in place of ``key``'s, for its user and address;
+        the old one ends. Committed first (StoreUnavailable: the old one goes on)."""
+        old = self.sessions.sessions.get(key)
+        if old is None:
+            return fail(LoginRefused())
+        token, session = self.sessions.create(old.user, self.clock.seconds(), old.address,
+                                              old.restricted)
+        self.sessions.revoke(session.key)  # not usable until it is on disk
+        row = (session.key, session.user, session.created, session.last_used, session.csrf,
+               session.address, int(session.restricted))
+
+        def rotated(_: None) -> tuple[str, Session]:
+            self.sessions.sessions[session.key] = session
+            self._revoke([old])
+            log.info("auth: a new session for {user} in place of the one that changed its "
+                     "password", user=old.user)
+            return token, session
+
+        return self.store.commit(Rows("put", SESSIONS, [row]), _delete_session(key)
+                                 ).addCallback(rotated)
+
     def _second_step(self, keys: list[str], username: str, address: str,
                      enrolment: Enrolment, code: str) -> Deferred[tuple[str, Session]]:
         if self.second.check(username, enrolment, code) is None:

@@ -60,7 +60,7 @@ from heartbeat.server.user_policy import (
     permit,
 )
 from heartbeat.server.web import openapi
-from heartbeat.server.web.auth import WebAuth
+from heartbeat.server.web.auth import COOKIE, WebAuth
 from heartbeat.server.web.errors import ApiError, json_headers, json_response, routing_error
 from heartbeat.server.web.hostview import HostViews
 from heartbeat.server.web.schema import (
@@ -321,12 +321,7 @@ class HeartbeatAPI:
                 "totp_enrolment_required": session.restricted})
 
         def refused(failure: Failure) -> bytes:
-            if failure.check(LoginThrottled):
-                error = failure.value
-                assert isinstance(error, LoginThrottled)
-                raise ApiError(429, "too_many_attempts",
-                               f"too many failed logins: retry in {error.retry_after}s",
-                               {"Retry-After": str(error.retry_after)})
+            _throttled(failure, "failed logins")
             if failure.check(SecondFactorNeeded):
                 raise ApiError(401, "totp_required",
                                "this user has a second factor: send its current code (or a "
@@ -721,9 +716,42 @@ class HeartbeatAPI:
         self._user(user)
         body = self._body(request, USER_UPDATE_BODY)
         password = body.pop("password", None)
+        current = body.pop("current_password", None)
         change = UpdateUser(user, self._user_fields(body), password)
-        return self._change_user(viewer, change, "changed").addCallback(
-            lambda changed: json_response(request, self._user_json(user, changed)))
+        own = password is not None and viewer.name == user
+        if not own:
+            return self._change_user(viewer, change, "changed").addCallback(
+                lambda changed: json_response(request, self._user_json(user, changed)))
+        # One's own password: a stolen session must not lock its owner out, so the
+        # current password is asked for; the session making the change is replaced.
+        if current is None:
+            raise ApiError(403, "current_password_required",
+                           "changing your own password needs current_password")
+        checked = self.users.check_password(user, current, self.auth.client_address(request))
+
+        def wrong(failure: Failure) -> None:
+            _throttled(failure, "wrong passwords")
+            failure.trap(LoginRefused)
+            raise ApiError(403, "wrong_password", "current_password is not your password")
+
+        changed: list[UserConfig] = []
+        d: Deferred[Any] = checked.addCallbacks(
+            lambda _: self._change_user(viewer, change, "changed"), wrong)
+        d.addCallback(changed.append)
+        if viewer.session is not None:
+            session = viewer.session
+            d.addCallback(lambda _: self.users.rotate_session(session))
+
+        def answer(rotated: tuple[str, Any] | None) -> bytes:
+            body = self._user_json(user, changed[0])
+            if rotated is not None:
+                token, new = rotated
+                if request.getCookie(COOKIE.encode()) is not None:
+                    self.auth.start_session(request, token)
+                body["session"] = {"token": token, "csrf_token": new.csrf}
+            return json_response(request, body)
+
+        return d.addCallback(answer)
 
     @app.route("/api/0/users/<user>", methods=["DELETE"])
     def user_delete(self, request: IRequest, user: str) -> Deferred[bytes]:
@@ -1146,6 +1174,15 @@ _REFUSAL_STATUS: dict[Code, int] = {
     Code.FORBIDDEN: 403, Code.NOT_FOUND: 404, Code.EXISTS: 409, Code.LAST_ADMIN: 409,
     Code.FIRST_USER_MUST_BE_ADMIN: 409, Code.INVALID: 400,
 }
+
+
+def _throttled(failure: Failure, what: str) -> None:
+    """A LoginThrottled failure as 429 ``too_many_attempts`` with its Retry-After."""
+    if failure.check(LoginThrottled):
+        error = failure.value
+        assert isinstance(error, LoginThrottled)
+        raise ApiError(429, "too_many_attempts", f"too many {what}: retry in "
+                       f"{error.retry_after}s", {"Retry-After": str(error.retry_after)})
 
 
 def _refusal(refused: Refused) -> ApiError:

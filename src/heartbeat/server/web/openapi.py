@@ -204,6 +204,11 @@ SCHEMAS: Final[dict[str, Any]] = {
             "signal_number": _STRING_OR_NULL,
             "has_password": {"type": "boolean"},
             "source": {"type": "string", "enum": ["config", "api"]},
+            "session": {"type": "object", "description": "after a change of one's own "
+                        "password: the session that replaces the caller's",
+                        "properties": {"token": {"type": "string"},
+                                       "csrf_token": {"type": "string"}},
+                        "required": ["token", "csrf_token"]},
             "roles": {"type": "object", "description": "role per host (empty for an admin)",
                       "additionalProperties": {"type": "string",
                                                "enum": ["monitor", "manager", "owner"]}},
@@ -723,7 +728,8 @@ def _paths() -> dict[str, dict[str, Any]]:
             "parameters": [USER],
             "get": _op("One user", (200, "User"), (403, 404), role=ADMIN, tag="users"),
             "put": _op("Change a user's fields (a user may change their own, but not "
-                       "the admin flag)", (200, "User"), (403, 404, 409),
+                       "the admin flag; their own password with current_password, and "
+                       "the session is replaced)", (200, "User"), (403, 404, 409, 429),
                        role="admin, or the user themself", body=USER_UPDATE_BODY,
                        example={"full_name": "Bob Example"}, tag="users"),
             "delete": _op("Delete a user and end their sessions",

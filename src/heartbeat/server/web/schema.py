@@ -113,7 +113,8 @@ USER_CREATE_BODY: Final[dict[str, Any]] = {
 }
 USER_UPDATE_BODY: Final[dict[str, Any]] = {
     "type": "object",
-    "properties": dict(_USER_FIELDS),
+    "properties": {**_USER_FIELDS, "current_password": {"type": "string", "minLength": 1,
+                                                        "maxLength": MAX_LENGTH}},
     "additionalProperties": False,
 }
 

@@ -69,6 +69,7 @@ function usersSection(info) {
     error.hidden = true;
     form.elements.name.readOnly = Boolean(user);
     form.elements.password.required = !user && !info.authentication;
+    document.getElementById("user-current-password").hidden = !(user && user.name === info.name);
     title.textContent = user ? `Edit ${user.name}` : "Add a user";
     save.textContent = user ? "Save" : "Add user";
     if (user) {
@@ -130,9 +131,12 @@ function usersSection(info) {
     const f = form.elements;
     const body = { full_name: f.full_name.value, email: f.email.value || null, admin: f.admin.checked };
     if (f.password.value) body.password = f.password.value;
+    if (f.password.value && editing && editing === info.name) body.current_password = f.current_password.value;
     try {
-      if (editing) await api(`/api/0/users/${encodeURIComponent(editing)}`, { method: "PUT", body });
-      else await api("/api/0/users", { method: "POST", body: { name: f.name.value, ...body } });
+      if (editing) {
+        const changed = await api(`/api/0/users/${encodeURIComponent(editing)}`, { method: "PUT", body });
+        if (changed.session) await me(true); // a new password: this page's session was replaced
+      } else await api("/api/0/users", { method: "POST", body: { name: f.name.value, ...body } });
       closeForm();
       if (!info.authentication) {
         location.assign("/login?next=%2Fsettings"); // the first user turned logins on
