@@ -124,3 +124,18 @@ def test_deleted_owner_hands_host_to_default_owner() -> None:
     directory.delete_user("mike")
     assert directory.access("web1") == HostAccess("ann", ("mike",), ("nina",), "config")
     assert directory.access("db1") == HostAccess("ann", ("olga",), (), "api")
+
+
+def test_reload_replaces_the_stored_changes_whole() -> None:
+    """Another server changed users and access lists: what the store holds now replaces
+    what this one held (a user it deleted is gone, an access list it reset is the
+    config's again), unlike a restart's restore, which only adds."""
+    directory = Directory(USERS, HOSTS)
+    directory.put_user("carl", UserConfig(full_name="Carl"))
+    directory.set_access("web1", HostAccess("carl", (), ()))
+    assert directory.role("carl", "web1") is Role.OWNER
+    directory.reload({"dora": UserConfig(), "nina": None},
+                     {"db1": HostAccess("dora", (), (), "api")})
+    assert (directory.user("carl"), directory.user("nina")) == (None, None)
+    assert directory.access("web1") == HostAccess("olga", ("mike",), ("nina",), "config")
+    assert (directory.role("dora", "db1"), directory.user_source("dora")) == (Role.OWNER, "api")

@@ -21,7 +21,7 @@ from twisted.internet import reactor, task, threads
 
 from heartbeat.server.leader import LEADER_LOCK
 from tests.peers import SmtpSink, within
-from tests.support import ServerProcess, eventually
+from tests.support import ServerProcess, eventually, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -142,3 +142,61 @@ async def test_a_follower_refuses_commands(server_factory: Any, postgres_url: st
     code, body = follower.request("POST", "/api/0/hosts/web1/commands",
                                   {"cmd": "uptime", "args": []})
     assert (code, body["error"]) == (409, "not_leader")
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_users_sessions_and_access_are_shared(server_factory: Any, postgres_url: str,
+                                              tmp_path: Path) -> None:
+    """A login on one server is valid on the other at once (read from the store on a
+    miss); a user, an access list or a logout made on one applies on the other within a
+    second (the store's NOTIFY, heard on a listener thread)."""
+    from heartbeat.passwords import hash_password
+
+    users = {"alice": {"admin": True, "password": hash_password("alice-password-1")}}
+    one, two = [], []
+    for name, into in (("one", one), ("two", two)):
+        (tmp_path / name).mkdir()
+        into.append(server_factory(tmp_path / name, node_name=name, store_url=postgres_url,
+                                   users=users))
+    a, b = one[0], two[0]
+    for server in (a, b):
+        server.send({"ID": "HTB", "name": "web1"})
+    status, body = a.request("POST", "/api/0/auth/login",
+                             {"username": "alice", "password": "alice-password-1"})
+    assert status == 200, body
+    alice = _bearer(body["token"])
+    assert b.request("GET", "/api/0/hosts/web1", headers=alice)[0] == 200  # at once
+
+    status, body = a.request("POST", "/api/0/users",
+                             {"name": "bob", "password": "bob-password-12"}, headers=alice)
+    assert status == 201, body
+    started = time.monotonic()
+    wait_until(lambda: b.request("GET", "/api/0/users/bob", headers=alice)[0] == 200)
+    user_took = time.monotonic() - started
+    status, body = b.request("POST", "/api/0/auth/login",
+                             {"username": "bob", "password": "bob-password-12"})
+    assert status == 200, body
+    bob = body["token"]
+    assert b.request("GET", "/api/0/hosts/web1", headers=_bearer(bob))[0] == 404  # no role
+
+    status, body = a.request("PUT", "/api/0/hosts/web1/access",
+                             {"owner": "alice", "managers": [], "monitors": ["bob"]},
+                             headers=alice)
+    assert status == 200, body
+    started = time.monotonic()
+    wait_until(lambda: b.request("GET", "/api/0/hosts/web1", headers=_bearer(bob))[0] == 200)
+    access_took = time.monotonic() - started
+
+    assert b.request("POST", "/api/0/auth/logout", headers=_bearer(bob))[0] == 200
+    started = time.monotonic()
+    wait_until(lambda: a.request("GET", "/api/0/hosts", headers=_bearer(bob))[0] == 401)
+    logout_took = time.monotonic() - started
+    assert max(user_took, access_took, logout_took) < 1.0, (user_took, access_took,
+                                                             logout_took)
+    code, body = b.request("GET", "/api/0/status", headers=alice)
+    assert (code, body["store_changes"]["notifications"] >= 2) == (200, True)
+    print(f"user {user_took:.3f}s, access {access_took:.3f}s, logout {logout_took:.3f}s")
+

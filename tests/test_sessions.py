@@ -115,3 +115,16 @@ def test_key_count_is_bounded() -> None:
     for i in range(1000):
         _attempt(throttle, [f"user:{i}"], 0.0, ok=False)
     assert len(throttle._records) == 100
+
+
+def test_sessions_of_other_servers_are_adopted_and_synced() -> None:
+    """With a shared store: a session read from it is held (unless idle); those the store
+    no longer has (ended on another server) end here, the others take its ``restricted``."""
+    book = SessionBook(10.0)
+    _, mine = book.create("a", 0.0)
+    assert book.adopt(Session("k2", "b", 0.0, 5.0, "c", restricted=True), 6.0)
+    assert not book.adopt(Session("k3", "b", 0.0, 1.0, "c"), 20.0)
+    assert sorted(book.sessions) == sorted([mine.key, "k2"])
+    gone = book.sync([Session("k2", "b", 0.0, 5.0, "c", restricted=False)], 7.0)
+    assert [s.key for s in gone] == [mine.key]
+    assert (list(book.sessions), book.sessions["k2"].restricted) == (["k2"], False)

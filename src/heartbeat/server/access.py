@@ -223,6 +223,16 @@ class Directory:
             {host: dataclasses.replace(a, source="api") for host, a in access.items()})
         self._refresh()
 
+    def reload(
+        self, users: Mapping[str, UserConfig | None], access: Mapping[str, HostAccess]
+    ) -> None:
+        """The stored API changes, whole, in place of those held: another server sharing
+        the store changed users or access lists (docs/HA.md)."""
+        self._user_changes.clear()
+        self._access_changes.clear()
+        self._resolved.clear()
+        self.restore(users, access)
+
 
 @dataclass(frozen=True, slots=True)
 class Viewer:

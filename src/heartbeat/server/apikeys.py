@@ -120,6 +120,19 @@ class ApiKeyBook:
             key.persisted_use = key.last_used
             self._add(key)
 
+    def reload(self, keys: Iterable[ApiKey]) -> None:
+        """The stored keys, whole, in place of those held (another server made or revoked
+        some); a key held keeps its last use if later than the stored one."""
+        held = dict(self._by_id)
+        self._by_digest.clear()
+        self._by_id.clear()
+        for key in keys:
+            old = held.get(key.key_id)
+            if old is not None and (old.last_used or 0.0) > (key.last_used or 0.0):
+                key.last_used, key.last_address = old.last_used, old.last_address
+            key.persisted_use = key.last_used if old is None else old.persisted_use
+            self._add(key)
+
     def lookup(self, token: str, now: float, address: str | None = None) -> ApiKey | None:
         """The live key of ``token``, marked used at ``now``; None if unknown or expired."""
         if _split(token) is None:

@@ -42,7 +42,13 @@ from heartbeat.server.apikeys import ApiKey, ApiKeyBook, Scope
 from heartbeat.server.limits import address_key
 from heartbeat.server.second_factor import SecondFactor, load_second_factor
 from heartbeat.server.serial import Worker
-from heartbeat.server.sessions import TOUCH_PERSIST, LoginThrottle, Session, SessionBook
+from heartbeat.server.sessions import (
+    TOUCH_PERSIST,
+    LoginThrottle,
+    Session,
+    SessionBook,
+    session_key,
+)
 from heartbeat.server.store import StoreService
 from heartbeat.server.tables import API_KEYS, HOST_ACCESS, SESSIONS, USERS, Rows, Tables, Write
 from heartbeat.server.timers import periodic, start_timers, stop_timers
@@ -60,6 +66,8 @@ __all__ = [
     "SecondFactorRefused",
     "StoredAuth",
     "load_auth",
+    "load_session",
+    "load_sessions",
 ]
 
 log = Logger()
@@ -121,14 +129,32 @@ def load_auth(tables: Tables) -> StoredAuth:
             log.error("auth: the stored access list of host {host!r} is damaged ({error}): "
                       "only admins reach it until one sets its access again "
                       "(PUT /api/0/hosts/{host}/access)", host=host, error=e)
-    for key, user, created, last_used, csrf, address, restricted in tables.rows(SESSIONS):
-        stored.sessions.append(Session(key, user, created, last_used, csrf, address, last_used,
-                                       bool(restricted)))
+    stored.sessions = load_sessions(tables)
     for (key_id, digest, *rest) in sorted(tables.rows(API_KEYS),
                                           key=lambda row: (row[5], row[0])):
         stored.keys.append(ApiKey(digest, key_id, *rest))
     stored.totp, stored.totp_policy = load_second_factor(tables)
     return stored
+
+
+def _session(row: tuple[Any, ...]) -> Session:
+    key, user, created, last_used, csrf, address, restricted = row
+    return Session(key, user, created, last_used, csrf, address, last_used, bool(restricted))
+
+
+def load_sessions(tables: Tables) -> list[Session]:
+    """Every stored session."""
+    return [_session(row) for row in tables.rows(SESSIONS)]
+
+
+def load_session(key: str) -> Callable[[Tables], Session | None]:
+    """A store read: the stored session of ``key``, if any."""
+
+    def read(tables: Tables) -> Session | None:
+        rows = tables.rows(SESSIONS, key=key)
+        return _session(rows[0]) if rows else None
+
+    return read
 
 
 def _delete_session(key: str) -> Write:
@@ -259,6 +285,13 @@ class AuthService(Service):
         self.logins = 0
         self.failed_logins = 0
         self.throttled_logins = 0
+        self.shared = False
+        """Servers share the store (docs/HA.md): a session unknown here is looked up in it
+        (:meth:`read_through`), one idle here is only forgotten (the store deletes those
+        idle everywhere), and changes made elsewhere are reloaded (:meth:`reload`)."""
+        self.reloads = 0
+        self.read_through_hits = 0
+        self._misses: dict[str, float] = {}
         store.add_source(self._touch_writes)
         store.add_maintenance(self._prune)
 
@@ -279,7 +312,11 @@ class AuthService(Service):
         if session is None:
             return None
         if self.directory.user(session.user) is None:
-            self._revoke([session])
+            if self.shared:  # this server may not know the user yet: the store decides
+                self.sessions.revoke(session.key)
+                self._ended([session])
+            else:
+                self._revoke([session])
             return None
         if self.sessions.needs_persisting(session):
             self._touched[session.key] = session
@@ -398,9 +435,52 @@ class AuthService(Service):
 
     def expire_sessions(self) -> None:
         try:
-            self._revoke(self.sessions.expire(self.clock.seconds()))
+            idle = self.sessions.expire(self.clock.seconds())
+            if self.shared:  # used on another server, maybe: forgotten here only
+                self._ended(idle)
+            else:
+                self._revoke(idle)
         except Exception:
             log.failure("auth: expiring sessions failed; retrying next period")
+
+    # Servers sharing the store
+    def read_through(self, token: str) -> Deferred[bool]:
+        """A token unknown here: its session read from the store (started on another
+        server) and held from now on; fires whether one was found. A token missed within
+        the last second is not looked up again (nor is any, but for a shared store)."""
+        key = session_key(token)
+        now = self.clock.seconds()
+        if not self.shared or key in self.sessions.sessions or now - self._misses.get(
+                key, float("-inf")) < 1.0:
+            return succeed(False)
+
+        def found(session: Session | None) -> Deferred[bool] | bool:
+            if session is None:
+                if len(self._misses) >= 10_000:
+                    self._misses.clear()
+                self._misses[key] = now
+                return False
+            if self.directory.user(session.user) is None:  # a user made there just now
+                return self.store.read(load_auth).addCallback(
+                    self.reload).addCallback(lambda _: adopt(session))
+            return adopt(session)
+
+        def adopt(session: Session) -> bool:
+            adopted = self.sessions.adopt(session, self.clock.seconds())
+            self.read_through_hits += adopted
+            return adopted
+
+        return self.store.read(load_session(key)).addCallback(found)
+
+    def reload(self, stored: StoredAuth) -> None:
+        """Users, access lists, API keys, second factors and sessions as the store has
+        them (another server sharing it changed some): the one Directory reloads; the
+        sessions the store no longer has end here too."""
+        self.reloads += 1
+        self.directory.reload(stored.users, stored.access)
+        self.keys.reload(stored.keys)
+        self.second.restore(stored.totp, stored.totp_policy)
+        self._ended(self.sessions.sync(stored.sessions, self.clock.seconds()))
 
     # Logins
     def login(self, username: str, password: str, address: str,

@@ -35,6 +35,7 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, HTTPConnectionPool
+from twisted.web.resource import IResource
 
 import heartbeat
 from heartbeat.config.server import ServerConfig
@@ -100,7 +101,7 @@ from heartbeat.server.tables import Backend, Read
 from heartbeat.server.thresholds.engine import ThresholdEngine
 from heartbeat.server.web.api import HeartbeatAPI
 from heartbeat.server.web.app import ConnectionBudget, ConnectionLimit, HeartbeatSite, WebRoot
-from heartbeat.server.web.auth import WebAuth
+from heartbeat.server.web.auth import SessionReadThrough, WebAuth
 from heartbeat.server.web.hostview import HostViews
 from heartbeat.server.web.metrics import MetricsPage, parse_networks
 from heartbeat.server.web.origin import RequestPolicy
@@ -260,6 +261,8 @@ class Server:
     status: dict[str, Callable[[], Any]]
     service: ServerService
     leader: LeaderService | None = None
+    changes: IService | None = None
+    """With a shared store: the listener for other servers' changes (postgres.ChangeListener)."""
     ledger: NoticeLedger | None = None
     """What was notified, with a shared store (None: SQLite, the only server)."""
     subscribed: list[tuple[str, Subscriber]] = field(default_factory=list)
@@ -410,6 +413,35 @@ def make_auth(config: ServerConfig, store: StoreService, hasher: PasswordHasher,
     else:
         log.info("auth: no users configured: every request is allowed (unauthenticated mode)")
     return service
+
+
+AUTH_TABLES: Final = frozenset({"users", "host_access", "api_keys", "totp", "auth_settings",
+                                "sessions", "*"})
+"""What another server changed that this one reloads its auth state for ("*": anything,
+after the listener reconnected)."""
+
+
+def share_auth(auth: AuthService, store: StoreService, worker: Callable[[str], Worker],
+               reactor: Any) -> IService | None:
+    """With a shared store: sessions read from it on a miss, and a listener reloading
+    users, access lists, keys, second factors and sessions when another server changes
+    them (docs/HA.md); None with SQLite."""
+    if store.backend.kind != "postgresql":
+        return None
+    from heartbeat.server.postgres import ChangeListener  # noqa: PLC0415 - psycopg when used
+
+    auth.shared = True
+    connect: Callable[[str], Any] = getattr(store.backend, "connect")  # noqa: B009
+    listener = ChangeListener(lambda: connect("listener"), reactor, worker("heartbeat-listen"))
+
+    def changed(tables: set[str]) -> None:
+        if tables & AUTH_TABLES:
+            d = store.read(load_auth).addCallback(auth.reload)
+            d.addErrback(lambda f: log.failure("auth: reloading what another server changed "
+                                               "failed", f))
+
+    listener.on_change(changed)
+    return listener
 
 
 def make_operations(settings: ServerSettings, registry: Registry, engine: ThresholdEngine,
@@ -674,7 +706,9 @@ def _status(server: Server) -> dict[str, Callable[[], Any]]:
         jobs, pings = server.jobs, server.root.pings
         sources["jobs"] = lambda: {**jobs.to_json(), "http": None if pings is None
                                    else pings.to_json()}
-    leader, store = server.leader, server.store
+    leader, store, changes = server.leader, server.store, server.changes
+    if changes is not None:
+        sources["store_changes"] = getattr(changes, "to_json")  # noqa: B009 - ChangeListener
     if leader is not None:
         sources["leader"] = lambda: {**leader.to_json(),
                                      "behind_seconds": round(store.behind(), 3)}
@@ -733,6 +767,7 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
                             config.history_max_samples)
     hasher = PasswordHasher(make_worker("heartbeat-passwords"), seams.password_iterations)
     auth = make_auth(config, store, hasher, reactor)
+    listener = share_auth(auth, store, make_worker, reactor)
     policy = RequestPolicy(config.http_hosts, config.trusted_proxies)
     web_auth = WebAuth(auth, policy)
     journal = make_journal(config, make_worker, reactor)
@@ -762,7 +797,10 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
     pings = PingPage(jobs, web_auth, reactor, config.ping_rate)
     root = WebRoot(api, FeedFactory(hub, auth=web_auth), make_pages(config, web_auth, registry),
                    metrics=metrics, status=status_board, pings=pings)
-    site = HeartbeatSite(root.app.resource(), config.http_idle_timeout, config.http_max_body,
+    site_root: IResource = root.app.resource()
+    if auth.shared:
+        site_root = SessionReadThrough(site_root, auth)
+    site = HeartbeatSite(site_root, config.http_idle_timeout, config.http_max_body,
                          config.http_request_timeout, reactor, policy=policy)
     budget = ConnectionBudget(config.http_max_connections, config.http_max_connections_per_ip)
 
@@ -777,7 +815,7 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
         signatures=ingest.signing.policy if ingest.signing is not None else None,
         monitor=monitor, hub=hub, api=api, root=root, site=site, budget=budget, status=status,
         service=top, metrics=metrics, status_board=status_board, jobs=jobs, leader=leader,
-        ledger=ledger)
+        ledger=ledger, changes=listener)
     top.parts = server
     status.update(_status(server))
     server.subscribed = subscribe_all(bus, server)
@@ -785,8 +823,8 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
 
     # Dependency order: each child needs only those before it (stopped in reverse).
     shared = leader if leader.session is not None else None  # SQLite: always the leader
-    for service in (store, shared, auth, journal, notifier, dns, alerting, operations, monitor,
-                    jobs, status_board):
+    for service in (store, shared, auth, listener, journal, notifier, dns, alerting,
+                    operations, monitor, jobs, status_board):
         if service is not None:
             service.setServiceParent(top)
     make_udp_service(ingest, config.hb_host, config.hb_port, config.udp_rcvbuf,

@@ -359,6 +359,32 @@ def _v9_sqlite(conn: sqlite3.Connection) -> None:
 # reads instead of the data; and each host's latest message (``latest``, JSON, received
 # at ``latest_ts``) so the host list shows it after a restart (issue 15).
 
+_V10_POSTGRESQL = """
+CREATE FUNCTION heartbeat_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('heartbeat_changes', TG_TABLE_NAME);
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER users_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON users
+    FOR EACH STATEMENT EXECUTE FUNCTION heartbeat_changed();
+CREATE TRIGGER host_access_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON host_access
+    FOR EACH STATEMENT EXECUTE FUNCTION heartbeat_changed();
+CREATE TRIGGER api_keys_changed AFTER INSERT OR DELETE OR TRUNCATE ON api_keys
+    FOR EACH STATEMENT EXECUTE FUNCTION heartbeat_changed();
+CREATE TRIGGER totp_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON totp
+    FOR EACH STATEMENT EXECUTE FUNCTION heartbeat_changed();
+CREATE TRIGGER auth_settings_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON auth_settings FOR EACH STATEMENT EXECUTE FUNCTION heartbeat_changed();
+CREATE TRIGGER sessions_changed AFTER DELETE OR TRUNCATE OR UPDATE OF restricted ON sessions
+    FOR EACH STATEMENT EXECUTE FUNCTION heartbeat_changed();
+"""
+# Version 10 (issue 18): servers sharing a PostgreSQL store hear, within a second, what
+# another changed of users, access lists, API keys, second factors and sessions (ended or
+# unrestricted; a new one is read on a miss, a touch is not told): each such statement
+# NOTIFYs heartbeat_changes with its table's name at commit. An SQLite store is one
+# server's: nothing to do.
+
 STEPS: Final[Sequence[Step]] = (
     Step(1, "hosts, plugin data, queued commands, users, sessions, host access, alert states",
          sqlite=_V1_SQLITE, postgresql=_V1_POSTGRESQL),
@@ -376,6 +402,8 @@ STEPS: Final[Sequence[Step]] = (
          sqlite=_V8_NOTICES, postgresql=_V8_POSTGRESQL),
     Step(9, "each plugin's latest data stored once, on its own; each host's latest message",
          sqlite=_v9_sqlite, postgresql=_V9_POSTGRESQL),
+    Step(10, "servers sharing a PostgreSQL store told of changes to users, access, keys, "
+         "second factors and sessions (LISTEN/NOTIFY)", sqlite="", postgresql=_V10_POSTGRESQL),
 )
 NEWEST: Final = STEPS[-1].version
 """The schema version this code reads and writes."""

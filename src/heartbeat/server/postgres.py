@@ -14,10 +14,12 @@ environment (``PGPASSWORD``, ``~/.pgpass``), never from the URL. docs/HA.md.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 from typing import Any, Final, TypeVar
 
 import psycopg
+from twisted.application.service import Service
 from twisted.logger import Logger
 
 from heartbeat.config.server import ServerConfig
@@ -34,7 +36,9 @@ from heartbeat.server.migrations import (
 from heartbeat.server.tables import TABLES, Dialect, SqlTables, Tables
 
 __all__ = [
+    "CHANGES_CHANNEL",
     "POSTGRESQL",
+    "ChangeListener",
     "PostgresBackend",
     "PostgresTables",
     "connect_options",
@@ -241,3 +245,102 @@ def open_store(config: ServerConfig) -> PostgresBackend:
         log.info("store: {where} upgraded from schema version {old} to {version}",
                  where=where, old=done.found.version, version=done.version)
     return backend
+
+
+CHANGES_CHANNEL: Final = "heartbeat_changes"
+"""What the store's triggers NOTIFY (schema version 9): the name of the table changed."""
+RECONNECTED: Final = "*"
+"""Told to the listener's subscribers after (re)connecting: anything may have changed."""
+
+
+class ChangeListener(Service):
+    """LISTENs on its own connection and thread for what other servers changed.
+
+    Triggers on the tables of users, access lists, API keys, second factors and
+    sessions (ended or unrestricted) NOTIFY :data:`CHANGES_CHANNEL` with the
+    table's name when a transaction that changed them commits, whichever server
+    made it. The tables named within ``settle`` seconds are handed together to
+    each ``on_change(tables)`` on the reactor thread; after a (re)connection,
+    ``{RECONNECTED}`` (what happened meanwhile was not heard). The thread waits
+    at most ``poll`` s at a time, so stopping never waits longer.
+    """
+
+    name = "store-changes"
+
+    def __init__(self, connect: Callable[[], psycopg.Connection[Any]], reactor: Any,
+                 worker: Any, *, settle: float = 0.05, poll: float = 0.5,
+                 retry: float = 1.0) -> None:
+        self._connect = connect
+        self._reactor = reactor
+        self._worker = worker
+        self.settle = settle
+        self.poll = poll
+        self.retry = retry
+        self._stop = threading.Event()
+        self._listeners: list[Callable[[set[str]], object]] = []
+        self._heard: set[str] = set()
+        self._call: Any = None
+        self.notifications = 0
+        self.connects = 0
+        self.last_error: str | None = None
+
+    def on_change(self, listener: Callable[[set[str]], object]) -> None:
+        self._listeners.append(listener)
+
+    def _loop(self) -> None:
+        """On the listener's thread until stopped: connect, LISTEN, hand on what comes."""
+        while not self._stop.is_set():
+            try:
+                with self._connect() as conn:
+                    conn.execute(f"LISTEN {CHANGES_CHANNEL}")
+                    self._reactor.callFromThread(self._connected)
+                    while not self._stop.is_set():
+                        for note in conn.notifies(timeout=self.poll):
+                            self._reactor.callFromThread(self._heard_one, note.payload)
+            except psycopg.Error as e:
+                self._reactor.callFromThread(self._failed, _one_line(e))
+                self._stop.wait(self.retry)
+
+    def _connected(self) -> None:
+        self.connects += 1
+        if self.connects > 1 or self.last_error is not None:
+            self._heard_one(RECONNECTED)
+        self.last_error = None
+
+    def _failed(self, error: str) -> None:
+        if error != self.last_error:
+            log.warn("store: listening for other servers' changes failed ({error}); "
+                     "trying again", error=error)
+        self.last_error = error
+
+    def _heard_one(self, table: str) -> None:
+        self.notifications += 1
+        self._heard.add(table)
+        if self._call is None or not self._call.active():
+            self._call = self._reactor.callLater(self.settle, self._hand_on)
+
+    def _hand_on(self) -> None:
+        heard, self._heard = self._heard, set()
+        for listener in self._listeners:
+            try:
+                listener(heard)
+            except Exception:
+                log.failure("store: acting on another server's change failed")
+
+    def startService(self) -> None:
+        super().startService()
+        self._stop.clear()
+        self._worker.start()
+        self._worker.run(self._loop).addErrback(
+            lambda f: log.failure("store: the change listener ended", f))
+
+    def stopService(self) -> Any:
+        super().stopService()
+        self._stop.set()
+        if self._call is not None and self._call.active():
+            self._call.cancel()
+        return self._worker.stop()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"notifications": self.notifications, "connects": self.connects,
+                "last_error": self.last_error}

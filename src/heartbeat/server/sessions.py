@@ -71,6 +71,24 @@ class SessionBook:
             if not self._expired(session, now):
                 self.sessions[session.key] = session
 
+    def adopt(self, session: Session, now: float) -> bool:
+        """A session another server sharing the store started (read on a miss)."""
+        if self._expired(session, now):
+            return False
+        self.sessions.setdefault(session.key, session)
+        return True
+
+    def sync(self, stored: Iterable[Session], now: float) -> list[Session]:
+        """Keep only the sessions the store still has (another server ended the others),
+        with their stored ``restricted``; returns the ones ended."""
+        kept = {session.key: session for session in stored}
+        gone = [s for s in self.sessions.values() if s.key not in kept]
+        for session in gone:
+            del self.sessions[session.key]
+        for key, session in self.sessions.items():
+            session.restricted = kept[key].restricted
+        return gone
+
     def _expired(self, session: Session, now: float) -> bool:
         return now - session.last_used > self.idle_timeout
 

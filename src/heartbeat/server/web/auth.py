@@ -27,14 +27,18 @@ from typing import Any, Final, cast
 from urllib.parse import quote, urlsplit
 
 from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
+from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
 
 from heartbeat.server.access import Viewer
 from heartbeat.server.auth import AuthService
-from heartbeat.server.sessions import Session
+from heartbeat.server.sessions import Session, token_digest
 from heartbeat.server.web.errors import ApiError
 from heartbeat.server.web.origin import FORWARDING_HEADERS, RequestPolicy, host_name
 
-__all__ = ["COOKIE", "CSRF_HEADER", "LOGIN_PAGE", "SAFE_METHODS", "WebAuth", "own_origin"]
+__all__ = ["COOKIE", "CSRF_HEADER", "LOGIN_PAGE", "SAFE_METHODS", "SessionReadThrough",
+           "WebAuth", "own_origin"]
 
 COOKIE: Final = "hb_session"
 CSRF_HEADER: Final = "X-CSRF-Token"
@@ -259,3 +263,51 @@ def _cookie(header: str | None) -> str | None:
         return None
     morsel = jar.get(COOKIE)
     return None if morsel is None else morsel.value
+
+
+def _request_token(request: IRequest) -> str | None:
+    """The session token a request carries (bearer, cookie, or a feed's ``?token=``)."""
+    header = request.getHeader("authorization")
+    if header is not None:
+        scheme, _, token = header.strip().partition(" ")
+        return token.strip() or None if scheme.lower() == "bearer" else None
+    tokens = cast("Mapping[bytes, Sequence[bytes]]", request.args or {}).get(b"token")
+    if tokens:
+        return tokens[0].decode("latin-1")
+    cookie = request.getCookie(COOKIE.encode())
+    return None if cookie is None else cookie.decode("latin-1")
+
+
+@implementer(IResource)
+class SessionReadThrough:
+    """The site's root with servers sharing a store: a request whose session this server
+    does not hold (started on another) waits for it to be read from the store, then goes
+    to ``inner`` as any other (docs/HA.md)."""
+
+    isLeaf = True
+
+    def __init__(self, inner: IResource, auth: AuthService) -> None:
+        self.inner = inner
+        self.auth = auth
+
+    def getChildWithDefault(self, name: bytes, request: IRequest) -> IResource:
+        return self.inner.getChildWithDefault(name, request)
+
+    def putChild(self, path: bytes, child: IResource) -> None:
+        self.inner.putChild(path, child)
+
+    def render(self, request: IRequest) -> Any:
+        token = _request_token(request)
+        if token is None or self.auth.keys.looks_like_key(token) \
+                or token_digest(token) in self.auth.sessions.sessions:
+            return self.inner.render(request)
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(  # type: ignore[attr-defined]
+            lambda _: gone.append(True))
+
+        def go_on(_: object) -> None:
+            if not gone:
+                request.render(self.inner)  # type: ignore[attr-defined]
+
+        self.auth.read_through(token).addBoth(go_on)
+        return NOT_DONE_YET
