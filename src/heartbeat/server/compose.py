@@ -788,7 +788,7 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
                        dns_trigger=dns.trigger if dns is not None else None,
                        max_body=config.http_max_body, alerts=alerting.engine, config=config,
                        config_path=settings.path, status_board=status_board,
-                       operations=operations, views=views)
+                       operations=operations, views=views, jobs=jobs)
     metrics = make_metrics(
         config, registry, alerting.engine, status=status, web_auth=web_auth, started=api.started,
         run_in_thread=seams.run_in_thread or (

@@ -38,6 +38,8 @@ from heartbeat.server.auth import (
     SecondFactorRefused,
 )
 from heartbeat.server.hostlist import HostFilter, iter_hosts, page
+from heartbeat.server.jobs import Job
+from heartbeat.server.jobservice import HISTORY_LIMIT, JobService
 from heartbeat.server.journal import JournalService
 from heartbeat.server.maintenance import MaintenanceWindow, is_glob
 from heartbeat.server.operations import OperationsService
@@ -182,6 +184,7 @@ class HeartbeatAPI:
         status_board: StatusBoard | None = None,
         operations: OperationsService | None = None,
         views: HostViews | None = None,
+        jobs: JobService | None = None,
     ) -> None:
         self.registry = registry
         self.store = store
@@ -202,6 +205,7 @@ class HeartbeatAPI:
         self.operations = operations
         """Maintenance windows, silences, acknowledgements (None: the routes answer 503)."""
         self.views = views or HostViews(registry, alerts)
+        self.jobs = jobs
         self.started = clock.seconds()
 
     # Errors
@@ -834,6 +838,49 @@ class HeartbeatAPI:
             return json_response(request, {"revoked": key_id})
 
         return self.users.revoke_key(key_id).addCallback(revoked)
+
+    # Cron jobs: a job is seen as its host is (a job without host: as a host with no entry)
+    def _jobs(self) -> JobService:
+        if self.jobs is None:
+            raise ApiError(503, "jobs_disabled", "this server keeps no cron jobs")
+        return self.jobs
+
+    def _job_json(self, viewer: Viewer, job: Job) -> dict[str, Any]:
+        body = job.to_json(self.clock.seconds())
+        body.pop("recent_runs")
+        last = job.runs[-1] if job.runs else None
+        body["last_run"] = None if last is None else {
+            k: v for k, v in last.to_json().items() if k != "log"}
+        body["last_duration"] = None if last is None else last.duration
+        # The UUID lets anyone ping: those who may change the host see it, monitors do not.
+        host = job.spec.host or ""
+        uuid = job.spec.uuid if viewer.may(Role.MANAGER, host) else None
+        body["uuid"] = uuid
+        body["ping_url"] = None if uuid is None else f"/ping/{uuid}"
+        return body
+
+    @app.route("/api/0/jobs", methods=["GET"])
+    def job_list(self, request: IRequest) -> bytes:
+        viewer = self.viewer(request)
+        jobs = [self._job_json(viewer, job) for job in sorted(
+            self._jobs().book, key=lambda j: j.name) if viewer.sees(job.spec.host or "")]
+        levels = {level: sum(1 for j in jobs if j["level"] == level)
+                  for level in ("OK", "WARNING", "CRITICAL")}
+        return json_response(request, {"jobs": jobs, "levels": levels})
+
+    @app.route("/api/0/jobs/<name>", methods=["GET"])
+    def job_detail(self, request: IRequest, name: str) -> Deferred[bytes]:
+        viewer = self.viewer(request)
+        job = self._jobs().book.jobs.get(name)
+        if job is None or not viewer.sees(job.spec.host or ""):
+            raise ApiError(404, "not_found", f"no job named {name!r}")
+        limit = int_arg(request, "limit", 50, 1, HISTORY_LIMIT)
+        body = self._job_json(viewer, job)
+
+        def answer(runs: list[dict[str, Any]]) -> bytes:
+            body["runs"] = runs
+            return json_response(request, body)
+        return self._jobs().runs(name, limit).addCallback(answer)
 
     # Public status pages and badges
     def _board(self) -> StatusBoard:
