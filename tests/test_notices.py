@@ -9,7 +9,16 @@ from twisted.internet.task import Clock
 
 from heartbeat.config.loader import parse_config
 from heartbeat.config.server import ServerConfig
-from heartbeat.events import ALERT, HOST_BOOT, HOST_DOWN, HOST_MESSAGE, HOST_UP, Event, EventBus
+from heartbeat.events import (
+    ALERT,
+    HOST_BOOT,
+    HOST_DOWN,
+    HOST_MESSAGE,
+    HOST_UP,
+    JOB,
+    Event,
+    EventBus,
+)
 from heartbeat.server.compose import wire
 from heartbeat.server.notices import ONE_SHOT, Notice, NoticeLedger, notice_of
 from heartbeat.server.notify.routing import Router
@@ -46,6 +55,9 @@ class NoticeKeyTests:
         heard = [Event(HOST_MESSAGE, "web1", ts, {"text": "disk", "level": "error"})
                  for ts in (101.0, 101.004)]
         assert notice_of(heard[0]) == notice_of(heard[1])
+        late = Event(JOB, "db1", 7.0, {"job": "backup", "level": "CRITICAL", "notify": True})
+        assert notice_of(late) == Notice("job:backup", "CRITICAL")
+        assert notice_of(late).resting == "OK"  # type: ignore[union-attr]
 
 
 class LedgerTests:

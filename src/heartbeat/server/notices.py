@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from heartbeat.events import ALERT, HOST_BOOT, HOST_DOWN, HOST_MESSAGE, HOST_UP, Event
+from heartbeat.events import ALERT, HOST_BOOT, HOST_DOWN, HOST_MESSAGE, HOST_UP, JOB, Event
 from heartbeat.server.tables import NOTICES, Tables, Write
 
 __all__ = ["ONE_SHOT", "Notice", "NoticeLedger", "notice_of", "prune_marks", "read_marks",
@@ -39,7 +39,7 @@ __all__ = ["ONE_SHOT", "Notice", "NoticeLedger", "notice_of", "prune_marks", "re
 
 ONE_SHOT: Final = "sent"
 """The state of a one-shot key (a boot, a message): sent or not."""
-RESTING: Final = {"host": "up", "alert": "OK"}
+RESTING: Final = {"host": "up", "alert": "OK", "job": "OK"}
 """The state a key has when it has no mark: a host that was never notified is up."""
 MESSAGE_BUCKET: Final = 10.0
 """A message heard by several servers a few ms apart has one key (its 10 s bucket)."""
@@ -79,6 +79,8 @@ def notice_of(event: Event) -> Notice | None:
         bucket = int(event.ts // MESSAGE_BUCKET)
         return Notice(f"message:{host}:{data.get('level')}:{data.get('text')}:{bucket}",
                       ONE_SHOT)
+    if event.kind == JOB:
+        return Notice(f"job:{data.get('job', '')}", str(data.get("level")))
     return None
 
 
