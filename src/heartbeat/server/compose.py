@@ -526,15 +526,17 @@ def make_channels(config: ServerConfig, reactor: Any) -> tuple[list[Channel], An
 def make_notifier(config: ServerConfig, bus: EventBus, reactor: Any,
                   suppression: Suppression | None = None, *,
                   store: StoreService | None = None, leader: LeaderService | None = None,
-                  ledger: NoticeLedger | None = None) -> NotifierService | None:
-    """The channels in use (None: none); with a shared store, only the leader sends."""
+                  ledger: NoticeLedger | None = None,
+                  directory: Directory | None = None) -> NotifierService | None:
+    """The channels in use (None: none); with a shared store, only the leader sends.
+    Recipients come from ``directory``, the users and access lists the API changes."""
     channels, pool = make_channels(config, reactor)
     if not channels:
         return None
     log.info("notify: channels {channels}", channels=", ".join(c.name for c in channels))
     shared = store is not None and leader is not None and ledger is not None
     return NotifierService(
-        channels, Router(config, [c.name for c in channels]), reactor, bus,
+        channels, Router(config, [c.name for c in channels], directory), reactor, bus,
         settings=NotifySettings.from_config(config), pool=pool, suppression=suppression,
         leader=leader if shared else None, ledger=ledger if shared else None,
         marks=(lambda: store.read(read_marks)) if store is not None and shared else None)
@@ -773,7 +775,7 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
     journal = make_journal(config, make_worker, reactor)
     leader, ledger = make_leader(config, store, make_worker, reactor)
     notifier = make_notifier(config, bus, reactor, operations.suppression, store=store,
-                             leader=leader, ledger=ledger)
+                             leader=leader, ledger=ledger, directory=auth.directory)
     dns = make_dns(config, registry, bus, reactor)
     alerting = make_alerting(config, engine, registry, store=store, bus=bus, reactor=reactor)
     ingest = make_ingest(config, registry, bus, reactor, seams.max_sources)

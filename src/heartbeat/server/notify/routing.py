@@ -2,9 +2,14 @@
 
 - ``pushsrv`` (pushover | mattermost | signal | all) sends every notification to the
   push services' own configured recipients, and ``email.to`` gets every one by e-mail;
-- a host's owner (``hosts.<name>.owner``, else ``default_owner``) and its managers get
-  its notifications on their ``notification_channels``; admin users get all hosts';
+- a host's owner and its managers get its notifications on their
+  ``notification_channels``; admin users get all hosts';
 - ``watch: false`` on a host silences all of them.
+
+Users and access lists are asked of the one
+:class:`~heartbeat.server.access.Directory` the API and the feed ask (the
+config with the API's changes on top): a user deleted or demoted through the
+API stops getting mail at once, one added or made owner starts.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from typing import Final
 
 from heartbeat.config.server import HostConfig, ServerConfig, UserConfig
 from heartbeat.config.server_checks import push_services
+from heartbeat.server.access import Directory
 
 __all__ = ["CHANNELS", "PUSH_CHANNELS", "Router", "channels_in_use"]
 
@@ -25,8 +31,11 @@ _DEFAULT_HOST = HostConfig()
 class Router:
     """Maps a host name to ``{channel: recipients}`` for the channels that exist."""
 
-    def __init__(self, config: ServerConfig, channels: Collection[str]) -> None:
+    def __init__(self, config: ServerConfig, channels: Collection[str],
+                 directory: Directory | None = None) -> None:
         self._config = config
+        self._directory = directory if directory is not None else Directory(
+            config.users, config.hosts, config.default_owner)
         self._channels = [c for c in CHANNELS if c in channels]
         push = push_services(config)
         self._everyone: dict[str, list[str]] = {
@@ -45,10 +54,9 @@ class Router:
 
     def concerned(self, host: str) -> list[str]:
         """Users who get ``host``'s notifications: admins, its owner, its managers."""
-        settings = self._host(host)
-        owner = settings.owner or self._config.default_owner
-        return [name for name, user in self._config.users.items()
-                if user.admin or name == owner or name in settings.managers]
+        access = self._directory.access(host)
+        return [name for name, user in self._directory.users.items()
+                if user.admin or name == access.owner or name in access.managers]
 
     def _address(self, user: UserConfig, channel: str) -> str | None:
         if channel == "email":
@@ -66,8 +74,9 @@ class Router:
         if not self.watched(host):
             return {}
         targets = {channel: dict.fromkeys(self._everyone[channel]) for channel in self._channels}
+        users = self._directory.users
         for name in self.concerned(host):
-            user = self._config.users[name]
+            user = users[name]
             for channel in user.notification_channels:
                 if channel not in targets:
                     continue
