@@ -57,7 +57,7 @@ def _cookie(stack: Stack, name: str) -> str:
 
 def test_pages_send_a_browser_without_session_to_the_login(stack: Stack) -> None:
     """Every page answers 303 to /login?next=<the page> without a session."""
-    for path in ("/live", "/alerts", "/settings", "/plugins/web1?range=3600"):
+    for path in ("/live", "/alerts", "/jobs", "/settings", "/plugins/web1?range=3600"):
         response = stack.call("GET", path)
         assert (response.status, response.header("location")) == (
             303, "/login?next=" + path.replace("/", "%2F").replace("?", "%3F")

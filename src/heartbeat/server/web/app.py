@@ -163,6 +163,10 @@ class WebRoot:
     def alerts(self, request: IRequest) -> Any:
         return self._pages().page(request, "alerts")
 
+    @app.route("/jobs", methods=["GET", "HEAD"])
+    def jobs(self, request: IRequest) -> Any:
+        return self._pages().page(request, "jobs")
+
     @app.route("/settings", methods=["GET", "HEAD"])
     def settings(self, request: IRequest) -> Any:
         return self._pages().page(request, "settings")

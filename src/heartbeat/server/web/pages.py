@@ -48,8 +48,8 @@ ENROL: Final = "/settings#account-section"
 PAGE_CSP: Final = ("default-src 'self'; script-src 'self'; style-src 'self'; "
                    "img-src 'self' data:; connect-src 'self'; object-src 'none'; "
                    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
-TITLES: Final = {"live": "Live", "alerts": "Problems", "settings": "Settings",
-                 "host": "Host overview", "login": "Log in"}
+TITLES: Final = {"live": "Live", "alerts": "Problems", "jobs": "Cron jobs",
+                 "settings": "Settings", "host": "Host overview", "login": "Log in"}
 
 
 class Templates:
@@ -168,7 +168,7 @@ class Pages:
         return self.redirect(request, HOME)
 
     def page(self, request: IRequest, name: str) -> bytes:
-        """One of the host-independent pages (live, alerts, settings)."""
+        """One of the host-independent pages (live, alerts, jobs, settings)."""
         viewer = self.auth.page_viewer(request)
         if viewer is None:
             return self.auth.redirect_to_login(request)

@@ -8,6 +8,7 @@ const PAGES = {
   live: async () => (await import("./live.js")).livePage,
   host: async () => (await import("./host.js")).hostPage,
   alerts: async () => (await import("./alerts.js")).alertsPage,
+  jobs: async () => (await import("./jobs.js")).jobsPage,
   settings: async () => (await import("./settings.js")).settingsPage,
 };
 
