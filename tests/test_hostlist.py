@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from heartbeat.config.server import HostConfig
 from heartbeat.server.dependencies import DependencyGraph
-from heartbeat.server.hostlist import HostFilter, HostPage, iter_hosts, page
+from heartbeat.server.hostlist import HostFilter, HostPage, TextIndex, iter_hosts, page
 from heartbeat.server.registry import Host, HostState, Registry
 
 SRC = ("10.0.0.5", 40000)
@@ -94,6 +94,39 @@ class PageTests:
         assert names(page(registry, HostFilter(text="10.0.0.17"), {}, None, 100).hosts) == [
             "h00017"]
         assert page(registry, HostFilter(text="nowhere"), {}, None, 100) == HostPage([], None, 0)
+
+    @settings(max_examples=60, deadline=None)
+    @given(ops=st.lists(st.tuples(st.sampled_from(["HTB", "MOVE", "SHUT", "remove"]),
+                                  st.integers(0, 30)), max_size=40),
+           texts=st.lists(st.sampled_from(["h0001", "1", "10.0.0.1", "STRASSE", "straße", "ss",
+                                           "7\x00", "h00007\x0010", "database", "zz", "0"]),
+                          min_size=1, max_size=4),
+           limit=st.integers(1, 5))
+    def test_text_index_finds_what_a_walk_finds(self, ops: list[tuple[str, int]],
+                                                texts: list[str], limit: int) -> None:
+        """One TextIndex kept across hosts coming, going and changing address lists and
+        counts exactly what the walk without it does, page by page, for any text."""
+        registry = fleet(12, h00007=HostConfig(description="Straße to the DATABASE"))
+        index = TextIndex()
+        for kind, n in ops:
+            name = f"h{n:05d}"
+            if kind == "remove":
+                registry.remove(name, 3.0)
+            else:
+                source = ("10.0.0.1", 1) if kind == "MOVE" else SRC
+                registry.apply({"ID": "SHUT" if kind == "SHUT" else "HTB", "name": name},
+                               source, 3.0)
+            for text in texts:
+                for states in (None, frozenset({"UP"})):
+                    flt = HostFilter(states=states, text=text)
+                    pages = [page(registry, flt, {}, None, limit, index=index)]
+                    while pages[-1].next is not None:
+                        pages.append(page(registry, flt, {}, None, limit,
+                                          after=pages[-1].next, index=index))
+                    walked = every_page(registry, flt, limit)
+                    assert pages == walked
+                    assert names(list(iter_hosts(registry, flt, {}, None, index=index))) == [
+                        h.name for p in walked for h in p.hosts]
 
     def test_alert_levels_list_only_alerting_hosts(self) -> None:
         """``alerting=`` matches a host's worst active level; hosts without alerts never."""

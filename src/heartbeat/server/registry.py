@@ -253,6 +253,9 @@ class Registry:
         self._by_state: dict[str, set[str]] = {state.value: set() for state in HostState}
         """The names of the hosts in each state, kept as states change: status counts
         them without a walk, and a page of a rare state sorts only its hosts."""
+        self.generation = 0
+        """Counts hosts added and removed and addresses changed: what a text index of the
+        hosts (hostlist.TextIndex) is built from."""
         self._dirty: set[str] = set()
         self._commands_dirty: set[str] = set()
         self._command_ids = itertools.count(1)
@@ -287,6 +290,7 @@ class Registry:
         host.state = state
 
     def _add(self, host: Host) -> None:
+        self.generation += 1
         self.hosts[host.name] = host
         insort(self._names, host.name)
         self._by_state[host.state.value].add(host.name)
@@ -342,6 +346,7 @@ class Registry:
             self.hosts[host.name] = host
             self._by_state[host.state.value].add(host.name)
         self._names = sorted(self.hosts)
+        self.generation += 1
         self._ids_past(host.pending for host in hosts)
 
     def _ids_past(self, queues: Iterable[Iterable[str]]) -> None:
@@ -455,6 +460,7 @@ class Registry:
         if addr != host.addr:
             events.append(Event(HOST_ADDRESS, host.name, now, {"addr": addr, "old": host.addr}))
             host.addr = addr
+            self.generation += 1
         host.port = port
         if "interval" in message:
             host.interval = float(message["interval"])
@@ -742,6 +748,7 @@ class Registry:
         if host is None:
             return None
         del self._names[bisect_left(self._names, name)]
+        self.generation += 1
         self._by_state[host.state.value].discard(name)
         self.plugin_bytes -= host.plugin_bytes
         if self.flaps is not None:

@@ -37,7 +37,7 @@ from heartbeat.server.auth import (
     SecondFactorNeeded,
     SecondFactorRefused,
 )
-from heartbeat.server.hostlist import HostFilter, iter_hosts, page
+from heartbeat.server.hostlist import HostFilter, TextIndex, iter_hosts, page
 from heartbeat.server.jobs import Job
 from heartbeat.server.jobservice import HISTORY_LIMIT, JobService
 from heartbeat.server.journal import JournalService
@@ -187,6 +187,8 @@ class HeartbeatAPI:
         jobs: JobService | None = None,
     ) -> None:
         self.registry = registry
+        self.text_index = TextIndex()
+        """What ``q=`` of the host list searches (built from the registry when it changed)."""
         self.store = store
         self.journal = journal
         self.clock = clock
@@ -390,12 +392,13 @@ class HeartbeatAPI:
         sees = None if viewer.admin else viewer.sees
         if str_arg(request, "limit") is not None:
             found = page(self.registry, flt, levels, sees,
-                         int_arg(request, "limit", 100, 1, MAX_PAGE), after=after)
+                         int_arg(request, "limit", 100, 1, MAX_PAGE), after=after,
+                         index=self.text_index)
             return json_response(request, {
                 "hosts": [self._host_json(viewer, h) for h in found.hosts],
                 "next": found.next, "total": found.total})
         if len(self.registry) <= self.stream_over:
-            hosts = iter_hosts(self.registry, flt, levels, sees, after)
+            hosts = iter_hosts(self.registry, flt, levels, sees, after, index=self.text_index)
             return json_response(request, {"hosts": [self._host_json(viewer, h) for h in hosts]})
         json_headers(request)
         return StreamedBody(IConsumer(request), self._host_chunks(viewer, flt, sees, after),
@@ -413,7 +416,7 @@ class HeartbeatAPI:
             parts: list[bytes] = []
             size = 0
             finished = True
-            for host in iter_hosts(self.registry, flt, levels, sees, after):
+            for host in iter_hosts(self.registry, flt, levels, sees, after, index=self.text_index):
                 part = json_bytes(self._host_json(viewer, host))
                 parts.append(part)
                 size += len(part) + 1
