@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,6 +28,7 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredLock, fail, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from heartbeat.config.loader import ConfigError, parse_section
 from heartbeat.config.server import UserConfig
@@ -58,6 +60,7 @@ from heartbeat.text import json_bytes
 
 __all__ = [
     "AuthService",
+    "HasherBusy",
     "HasherClosed",
     "LoginRefused",
     "LoginThrottled",
@@ -196,38 +199,84 @@ class HasherClosed(Exception):
     """The server is stopping: no more hashing."""
 
 
-class PasswordHasher:
-    """Hashes and checks passwords on ``worker``'s thread, refusing a long queue.
+class HasherBusy(Exception):
+    """Hashing for anything but a login is at its bound (that user's, or everyone's)."""
 
+
+@dataclass(eq=False)
+class _Hashing:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    done: Deferred[Any]
+    owner: str | None
+
+
+class PasswordHasher:
+    """Hashes and checks passwords on ``worker``'s thread, one at a time, logins first.
+
+    Logins have their own queue of at most ``max_pending``; every other hash (a new
+    password, checking one's current password) waits behind them, at most
+    ``max_other`` in all and one per user: a user changing their password over
+    and over delays nobody's login by more than the one hash in progress.
     :meth:`close` (at shutdown) refuses new work, drops the queued work that has
     not begun and ends the thread once the hash in progress returns; the reactor
     waits for that on a Deferred, never in a join.
     """
 
-    def __init__(self, worker: Worker, iterations: int = ITERATIONS, max_pending: int = 16) -> None:
+    def __init__(self, worker: Worker, iterations: int = ITERATIONS, max_pending: int = 16,
+                 max_other: int = 4) -> None:
         self.worker = worker
         self.iterations = iterations
         self.max_pending = max_pending
-        self.pending = 0
+        self.max_other = max_other
+        self._logins: deque[_Hashing] = deque()
+        self._others: deque[_Hashing] = deque()
+        self._running: _Hashing | None = None
         self.closing = False
         # Checked when the user does not exist, so that costs as long as a real check.
         self._dummy = str(PasswordHash(iterations, "no-such-user-hb", "0" * 64))
 
     @property
-    def busy(self) -> bool:
-        return self.pending >= self.max_pending
+    def pending(self) -> int:
+        return len(self._logins) + len(self._others) + (self._running is not None)
 
-    def _run(self, fn: Callable[..., Any], *args: Any) -> Deferred[Any]:
+    @property
+    def busy(self) -> bool:
+        """Whether a login must wait (its own queue is full)."""
+        return len(self._logins) >= self.max_pending
+
+    def _run(self, fn: Callable[..., Any], *args: Any, login: bool = True,
+             owner: str | None = None) -> Deferred[Any]:
         if self.closing:
             return fail(HasherClosed())
-        self.pending += 1
-        d = self.worker.run(self._unless_closing, fn, *args)
+        if not login:
+            mine = [h for h in (self._running, *self._others) if h is not None
+                    and h.owner is not None and h.owner == owner]
+            if mine or len(self._others) >= self.max_other:
+                return fail(HasherBusy(
+                    "a password of this user is being hashed already" if mine
+                    else "the server is hashing other passwords: try again in a moment"))
+        entry = _Hashing(fn, args, Deferred(), owner if not login else None)
+        (self._logins if login else self._others).append(entry)
+        self._pump()
+        return entry.done
 
-        def done(result: Any) -> Any:
-            self.pending -= 1
-            return result
+    def _pump(self) -> None:
+        if self._running is not None or not (self._logins or self._others):
+            return
+        entry = self._logins.popleft() if self._logins else self._others.popleft()
+        self._running = entry
+        d = self.worker.run(self._unless_closing, entry.fn, *entry.args)
 
-        return d.addBoth(done)
+        def finished(result: Any) -> None:
+            self._running = None
+            if isinstance(result, Failure):
+                entry.done.errback(result)
+            else:
+                entry.done.callback(result)
+            self._pump()
+
+        d.addBoth(finished)
 
     def _unless_closing(self, fn: Callable[..., Any], *args: Any) -> Any:
         """On the worker thread: work queued before a close is dropped, not done."""
@@ -238,16 +287,24 @@ class PasswordHasher:
     def close(self) -> Deferred[None]:
         """Stop hashing; fires once the thread has ended (see the class)."""
         self.closing = True
+        queued = [*self._logins, *self._others]
+        self._logins.clear()
+        self._others.clear()
+        for entry in queued:
+            entry.done.errback(HasherClosed())
         return self.worker.stop()
 
-    def hash(self, password: str) -> Deferred[str]:
-        return self._run(hash_password, password, self.iterations)
+    def hash(self, password: str, owner: str | None = None) -> Deferred[str]:
+        """A new password's hash (not a login's: HasherBusy past the bounds)."""
+        return self._run(hash_password, password, self.iterations, login=False, owner=owner)
 
-    def verify(self, password: str, encoded: str | None) -> Deferred[bool]:
+    def verify(self, password: str, encoded: str | None, *, login: bool = True,
+               owner: str | None = None) -> Deferred[bool]:
         """Whether ``password`` matches; ``encoded`` None (no user) costs the same and fails."""
         if encoded is None:
-            return self._run(verify_password, password, self._dummy).addCallback(lambda _: False)
-        return self._run(verify_password, password, encoded)
+            return self._run(verify_password, password, self._dummy, login=login,
+                             owner=owner).addCallback(lambda _: False)
+        return self._run(verify_password, password, encoded, login=login, owner=owner)
 
 
 class AuthService(Service):
@@ -566,7 +623,8 @@ class AuthService(Service):
                 self.throttle.succeeded(keys, [], self.clock.seconds())
             return failure
 
-        return self.hasher.verify(password, user.password if user is not None else None
+        return self.hasher.verify(password, user.password if user is not None else None,
+                                  login=False, owner=username
                                   ).addCallback(checked).addErrback(broken)
 
     def rotate_session(self, key: str) -> Deferred[tuple[str, Session]]:
@@ -674,7 +732,7 @@ class AuthService(Service):
             decide(self.directory.users, actor, change)  # no hashing for a refused change
         except Refused:
             return fail()
-        return self.hasher.hash(change.password).addCallback(
+        return self.hasher.hash(change.password, owner=actor).addCallback(
             lambda encoded: self._changes.run(self._apply_user, actor, change, encoded, keep))
 
     def _apply_user(self, actor: str | None, change: UserChange, encoded: str | None,

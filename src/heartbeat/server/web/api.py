@@ -32,6 +32,7 @@ from heartbeat.server.access import HostAccess, Role, Viewer, user_json
 from heartbeat.server.acks import HOST as ACK_HOST
 from heartbeat.server.apikeys import KeyLimitReached
 from heartbeat.server.auth import (
+    HasherBusy,
     LoginRefused,
     LoginThrottled,
     SecondFactorNeeded,
@@ -220,6 +221,11 @@ class HeartbeatAPI:
     @app.handle_errors(NotFound, MethodNotAllowed)
     def _no_route(self, request: IRequest, failure: Failure) -> bytes:
         return routing_error(request, failure)
+
+    @app.handle_errors(HasherBusy)
+    def _hasher_busy(self, request: IRequest, failure: Failure) -> bytes:
+        return ApiError(429, "hashing_busy", str(failure.value), {"Retry-After": "1"}
+                        ).respond(request)
 
     @app.handle_errors(StoreUnavailable)
     def _store_unavailable(self, request: IRequest, failure: Failure) -> bytes:

@@ -570,8 +570,8 @@ _REASONS: Final = {
     413: "The body is larger than http_max_body (`body_too_large`)",
     415: "The body is not sent as application/json (`unsupported_media_type`)",
     421: "The Host header names a name not in http_hosts (`unknown_host`): DNS rebinding guard",
-    429: "Too many failed logins for this user name or address (`too_many_attempts`); "
-         "see Retry-After",
+    429: "Too many failed logins for this user name or address (`too_many_attempts`), or "
+         "too many passwords being hashed for changes (`hashing_busy`); see Retry-After",
     503: "The feature is switched off in the configuration; for a change, the store cannot "
          "write it just now (`store_unavailable`: nothing changed; see Retry-After)",
 }
@@ -766,7 +766,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                         tag="access")},
         "/api/0/users": {
             "get": _op("Every user", (200, "UserList"), (403,), role=ADMIN, tag="users"),
-            "post": _op("Create a user (kept in the store)", (201, "User"), (403, 409),
+            "post": _op("Create a user (kept in the store)", (201, "User"), (403, 409, 429),
                         role=ADMIN, body=USER_CREATE_BODY, tag="users", example={
                             "name": "carol", "full_name": "Carol Example",
                             "password": "a long passphrase", "email": "carol@example.com",
