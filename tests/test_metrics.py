@@ -196,3 +196,32 @@ def test_api_keys_scrape_an_admin_everything_others_their_hosts(users_stack: Sta
     assert sorted(bob["heartbeat_host_up"]) == [(("host", "web1"),)]
     assert "heartbeat_datagrams_received_total" in admin
     assert "heartbeat_datagrams_received_total" not in bob
+
+
+def test_cron_jobs_their_levels_times_and_pings(tmp_path: Path) -> None:
+    """Each job's level, last success, last duration and next expected time; the pings."""
+    from heartbeat.config.server import JobConfig
+
+    uuid = "0f8e6d4c-2b1a-4c3d-9e8f-7a6b5c4d3e2f"
+    stack = Stack(tmp_path, metrics=ON, config={"jobs": {
+        "backup": JobConfig(period="1h", grace="5m", uuid=uuid, host="db1"),
+        "certs": JobConfig(period="1d")}})
+    try:
+        start = stack.clock.seconds()
+        assert stack.call("GET", f"/ping/{uuid}/start").status == 200
+        stack.clock.advance(12)
+        assert stack.call("GET", f"/ping/{uuid}/0").status == 200
+        stack.clock.advance(1)
+        assert stack.call("GET", f"/ping/{uuid}/4").status == 200
+        assert stack.call("GET", "/ping/not-a-uuid").status == 404
+        got = _samples(stack.call("GET", "/metrics").text)
+    finally:
+        stack.close()
+    backup, certs = (("host", "db1"), ("job", "backup")), (("host", ""), ("job", "certs"))
+    assert got["heartbeat_job_level"] == {backup: 2.0, certs: 0.0}
+    assert got["heartbeat_job_last_success_timestamp_seconds"] == {backup: start + 12}
+    assert got["heartbeat_job_last_duration_seconds"] == {backup: 12.0}  # its last timed run
+    assert got["heartbeat_job_next_expected_timestamp_seconds"] == {
+        backup: start + 13 + 3600, certs: start + 86400}
+    assert (got["heartbeat_job_pings_total"], got["heartbeat_job_unknown_pings_total"]) == (
+        {(): 3.0}, {(): 1.0})

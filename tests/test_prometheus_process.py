@@ -26,6 +26,8 @@ pytestmark = [
 
 
 METRICS = {"metrics": {"enabled": True, "allow": ["127.0.0.1"]},
+           "jobs": {"backup": {"period": "1h", "host": "web1",
+                               "uuid": "0f8e6d4c-2b1a-4c3d-9e8f-7a6b5c4d3e2f"}},
            "thresholds": {"cpu_monitor": {"cpu_percent": {"warning": 80, "critical": 90}},
                           "disk_monitor": {"partitions": {"*": {"percent": {"warning": 80}}}}}}
 
@@ -37,6 +39,7 @@ def _fleet(server: ServerProcess, headers: dict[str, str] | None = None) -> None
         "disk_monitor": {"partitions": {"/": {"percent": 42.0}}}}})
     server.send({"ID": "HTB", "name": "db1"})
     server.send(b"not json")
+    server.send({"ID": "JOB", "name": "web1", "job": "backup", "ping": "exit", "rc": 0})
 
     def arrived() -> bool:
         status, host = server.request("GET", "/api/0/hosts/web1", headers=headers)
@@ -61,6 +64,7 @@ def test_promtool_accepts_the_real_exposition(server_factory: Any) -> None:
     assert b'heartbeat_plugin_metric{host="web1",path="cpu_percent",plugin="cpu_monitor"} 97.0' \
         in body
     assert b'heartbeat_datagrams_dropped_total{reason="bad_format"} 1.0' in body
+    assert b'heartbeat_job_level{host="web1",job="backup"} 0.0' in body
     result = subprocess.run([PROMTOOL, "check", "metrics"], input=body, capture_output=True,
                             timeout=30, check=False)
     assert (result.returncode, result.stdout, result.stderr) == (0, b"", b"")
@@ -138,7 +142,9 @@ def test_real_prometheus_scrapes_it_healthy(server_factory: Any, tmp_path: Path)
                 and "per minute" not in title} == {
             "Hosts by state": 4, "Active alerts": 3, "Host up": 2, "Round trip (ms)": 1,
             "CPU (%)": 1,
-            "Alerts (1 WARNING, 2 CRITICAL, 3 UNKNOWN)": 1}
+            "Alerts (1 WARNING, 2 CRITICAL, 3 UNKNOWN)": 1,
+            "Cron jobs (0 OK, 1 WARNING, 2 CRITICAL)": 1,
+            "Cron jobs: hours since the last success": 1}
     finally:
         stop_process(prometheus)
         log.close()

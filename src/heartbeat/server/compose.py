@@ -737,7 +737,7 @@ def make_status_board(config: ServerConfig, registry: Registry, store: StoreServ
 def make_metrics(config: ServerConfig, registry: Registry, engine: ThresholdEngine, *,
                  status: Mapping[str, Callable[[], Any]], web_auth: WebAuth, started: float,
                  run_in_thread: Callable[..., Deferred[Any]],
-                 store: StoreService) -> MetricsPage | None:
+                 store: StoreService, jobs: JobService | None = None) -> MetricsPage | None:
     """``/metrics`` over the same objects ``/api/0/status`` reads (None: metrics.enabled off)."""
     if not config.metrics.enabled:
         return None
@@ -745,7 +745,8 @@ def make_metrics(config: ServerConfig, registry: Registry, engine: ThresholdEngi
         registry, engine, status, version=heartbeat.__version__, started=started,
         states=[state.value for state in HostState], named_metrics=engine.named_values,
         run_in_thread=run_in_thread, plugin_data=lambda: store.read(read_latest_all),
-        max_series=config.metrics.max_series)
+        max_series=config.metrics.max_series,
+        jobs=None if jobs is None else jobs.metric_rows)
     return MetricsPage(exporter, web_auth, parse_networks(config.metrics.allow))
 
 
@@ -795,7 +796,7 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
         config, registry, alerting.engine, status=status, web_auth=web_auth, started=api.started,
         run_in_thread=seams.run_in_thread or (
             lambda fn, *args: deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)),
-        store=store)
+        store=store, jobs=jobs)
     pings = PingPage(jobs, web_auth, reactor, config.ping_rate)
     root = WebRoot(api, FeedFactory(hub, auth=web_auth), make_pages(config, web_auth, registry),
                    metrics=metrics, status=status_board, pings=pings)

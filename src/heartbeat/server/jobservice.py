@@ -27,6 +27,7 @@ from twisted.logger import Logger
 
 from heartbeat.events import JOB, JOB_PING, Event, EventBus
 from heartbeat.server.jobs import RECENT_RUNS, Job, JobBook, JobChange, JobSpec, Run
+from heartbeat.server.metrics import JobRow
 from heartbeat.server.store import StoreService
 from heartbeat.server.tables import JOB_RUNS, JOBS, Tables, Write
 from heartbeat.text import json_bytes
@@ -279,6 +280,16 @@ class JobService(Service):
     # Reading
     def runs(self, name: str, limit: int = HISTORY_LIMIT) -> Deferred[list[dict[str, Any]]]:
         return self.store.read(read_runs(name, limit))
+
+    def metric_rows(self) -> list[JobRow]:
+        """Every job as ``/metrics`` shows it (its host "" when it has none)."""
+        rows = []
+        for job in sorted(self.book, key=lambda j: j.name):
+            last = next((r.duration for r in reversed(job.runs) if r.duration is not None),
+                        None)
+            rows.append(JobRow(job.name, job.spec.host or "", job.level, job.last_success,
+                               last, job.expected()))
+        return rows
 
     def to_json(self) -> dict[str, Any]:
         return {"jobs": len(self.book), "levels": self.book.summary(), "pings": self.pings,

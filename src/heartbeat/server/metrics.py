@@ -155,6 +155,11 @@ SERVER_METRICS: Final = (
                  "auth", ("failed_logins",)),
     ServerMetric("heartbeat_alert_events", "counter", "alert events published",
                  "alerting", ("published",)),
+    ServerMetric("heartbeat_job_pings", "counter", "cron-job pings taken (HTTP and UDP)",
+                 "jobs", ("pings",)),
+    ServerMetric("heartbeat_job_unknown_pings", "counter",
+                 "cron-job pings for no job (an unknown UUID or action, a JOB datagram "
+                 "from another host without the job's UUID)", "jobs", ("unknown_pings",)),
 )
 """The server's own counters and queue depths, each from its ``/api/0/status`` field."""
 
@@ -169,6 +174,21 @@ class HostRow:
     """The host's latest data per plugin (as read from the store for this scrape)."""
 
 
+@dataclass(frozen=True, slots=True)
+class JobRow:
+    """A cron job as a scrape shows it (heartbeat.server.jobs)."""
+
+    name: str
+    host: str
+    level: str
+    last_success: float | None
+    last_duration: float | None
+    next_expected: float | None
+
+
+JobRows = Callable[[], Iterable[JobRow]]
+
+
 @dataclass(slots=True)
 class Snapshot:
     """What one scrape shows, copied on the reactor thread."""
@@ -179,6 +199,9 @@ class Snapshot:
     hosts: list[HostRow] = field(default_factory=list)
     alerts: list[tuple[str, str, str]] = field(default_factory=list)
     """(host, metric path, level) of every active alert shown."""
+    jobs: list[JobRow] = field(default_factory=list)
+    """The cron jobs shown (those of the hosts shown; without a host: as a host with no
+    entry under hosts:)."""
     status: dict[str, Mapping[str, Any]] | None = None
     """The status sections; None for a scraper who sees only some hosts."""
 
@@ -225,6 +248,7 @@ class SnapshotCollector(Collector):
         yield from self._hosts()
         yield from self._plugins()
         yield from self._alerts()
+        yield from self._jobs()
         if snap.status is not None:
             yield from self._server()
 
@@ -290,6 +314,27 @@ class SnapshotCollector(Collector):
         yield level
         yield totals
 
+    def _jobs(self) -> Iterator[Metric]:
+        labels = ["job", "host"]
+        level = GaugeMetricFamily("heartbeat_job_level",
+                                  "a cron job's level: 0 OK, 1 WARNING, 2 CRITICAL", labels=labels)
+        success = GaugeMetricFamily("heartbeat_job_last_success_timestamp_seconds",
+                                    "when the job's last successful run ended (Unix time)",
+                                    labels=labels)
+        took = GaugeMetricFamily("heartbeat_job_last_duration_seconds",
+                                 "how long the job's last timed run took", labels=labels)
+        due = GaugeMetricFamily("heartbeat_job_next_expected_timestamp_seconds",
+                                "when the job's next run should have ended by (Unix time)",
+                                labels=labels)
+        for job in self.snapshot.jobs:
+            names = [job.name, job.host]
+            level.add_metric(names, NAGIOS_LEVELS.get(job.level, 3))
+            for family, value in ((success, job.last_success), (took, job.last_duration),
+                                  (due, job.next_expected)):
+                if value is not None:
+                    family.add_metric(names, value)
+        yield from (level, success, took, due)
+
     def _server(self) -> Iterator[Metric]:
         status = self.snapshot.status or {}
         for metric in SERVER_METRICS:
@@ -331,6 +376,7 @@ class MetricsExporter:
         run_in_thread: Callable[..., Deferred[Any]],
         plugin_data: PluginData,
         max_series: int = DEFAULT_MAX_SERIES,
+        jobs: JobRows | None = None,
     ) -> None:
         self.registry = registry
         self.engine = engine
@@ -342,6 +388,7 @@ class MetricsExporter:
         self.run_in_thread = run_in_thread
         self.plugin_data = plugin_data
         self.max_series = max_series
+        self.jobs = jobs
         self.scrapes = 0
         self.shared = 0
         self._in_flight: dict[str, list[Deferred[tuple[bytes, str]]]] = {}
@@ -365,6 +412,8 @@ class MetricsExporter:
         snap.hosts.sort(key=lambda h: h.name)
         snap.alerts = [(s.host, s.metric_path, str(s.level.value)) for s in self.engine.states()
                        if sees is None or sees(s.host)]
+        if self.jobs is not None:
+            snap.jobs = [job for job in self.jobs() if sees is None or sees(job.host)]
         if sees is None:
             snap.status = {section: dict(source())
                            for section, source in self.status_sources.items()}
