@@ -102,8 +102,10 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         users={"alice": {"admin": True, "password": _hash("alice"), "full_name": "Alice A"},
                "bob": {"password": _hash("bob")},
                "mallory": {"password": _hash("mallory"), "full_name": XSS_NAME},
-               "dave": {"password": _hash("dave")}},
-        hosts={"web1": {"monitors": ["bob"]}, "ui-xss": {"managers": ["mallory"]}},
+               "dave": {"password": _hash("dave")}, "mike": {"password": _hash("mike")}},
+        hosts={"web1": {"monitors": ["bob"]}, "ui-xss": {"managers": ["mallory"]},
+               "ui-ops": {"managers": ["mike"]}, "ui-router": {},
+               "ui-child": {"parents": ["ui-router"]}},
         email={"smtp_host": "smtp.example.test", "username": "hb", "password": SECRET},
         thresholds={"cpu_monitor": {"cpu_percent": {"warning": 80, "critical": 90}}},
         keys={"fleet": FLEET_KEY},
@@ -448,7 +450,7 @@ def test_settings_users_config_and_thresholds(ui: tuple[Page, Watch],
 
 
 @pytest.mark.parametrize("path", ["/login", "/live", "/plugins/ui-phone", "/alerts",
-                                  "/settings"])
+                                  "/operations", "/settings"])
 def test_pages_fit_a_phone(ui: tuple[Page, Watch], site: Site, path: str) -> None:
     """At 390 px wide no page scrolls sideways, even with long unbroken data."""
     page, _ = ui
@@ -653,3 +655,90 @@ def test_dark_mode_time_zone_and_formats(browser: Any, site: Site) -> None:
         assert (watch.dialogs, watch.errors) == ([], [])
     finally:
         context.close()
+
+
+def test_maintenance_and_silences_made_and_ended_in_the_ui(ui: tuple[Page, Watch],
+                                                           site: Site) -> None:
+    """A manager makes a window for their host on /operations (the host shows it on /live),
+    is refused one by glob, silences a metric, then ends both; the changes carry the CSRF
+    token of the cookie session."""
+    page, watch = ui
+    site.send({"ID": "HTB", "name": "ui-ops"})
+    wait_until(lambda: site.request("/api/0/hosts/ui-ops")[0] == 200)
+    site.log_in(page, "mike")
+    page.goto(site.base + "/operations")
+    _live(page)
+    form = page.locator("#window-form")
+    form.locator("input[name=hosts]").fill("ui-*")
+    form.locator("input[name=comment]").fill("kernel")
+    page.click("#window-save")
+    expect(page.locator("#window-error")).to_contain_text("only an admin may make a "
+                                                          "maintenance window by glob or tag")
+    assert watch.errors == [f"403 {site.base}/api/0/maintenance"]
+    watch.errors.clear()
+    form.locator("input[name=hosts]").fill("ui-ops")
+    page.click("#window-save")
+    row = page.locator("#windows tr[data-active=yes]")
+    expect(row).to_contain_text("ui-ops")
+    expect(row).to_contain_text("kernel")
+    (window,) = [w for w in site.api("/api/0/maintenance")["windows"]
+                 if w["hosts"] == ["ui-ops"]]
+    assert (window["author"], window["active"]) == ("mike", True)
+    silence = page.locator("#silence-form")
+    silence.locator("input[name=host]").fill("ui-ops")
+    silence.locator("input[name=metric]").fill("cpu_monitor.*")
+    silence.locator("input[name=comment]").fill("load test")
+    page.click("#silence-save")
+    silenced = page.locator("#silences tr[data-state=active]")
+    expect(silenced).to_contain_text("load test")
+    page.goto(site.base + "/live")
+    _live(page)
+    expect(page.locator("tr[data-host='ui-ops'] [data-marker=maintenance]")).to_have_count(1)
+    page.goto(site.base + "/operations")
+    silenced.get_by_role("button", name="End now").click()
+    expect(page.locator("#silences tr[data-state=expired]")).to_contain_text("by mike")
+    row.get_by_role("button", name="End now").click()
+    expect(page.locator(f"#windows tr[data-window='{window['id']}']")).to_have_count(0)
+    assert site.api("/api/0/hosts/ui-ops")["in_maintenance"] is False
+
+
+def test_acknowledged_from_the_alerts_page(ui: tuple[Page, Watch], site: Site) -> None:
+    """A manager acknowledges an alert on /alerts with a comment: the row says who; taking
+    it back clears it. The acknowledgement is the API's (reminders stop)."""
+    page, _ = ui
+    site.send({"ID": "PLG", "name": "ui-ops", "plugins": {"cpu_monitor": {"cpu_percent": 95.0}}})
+    site.log_in(page, "mike")
+    page.goto(site.base + "/alerts")
+    _live(page)
+    row = page.locator("#alerts tr[data-host='ui-ops'][data-kind=metric]")
+    expect(row).to_have_attribute("data-level", "CRITICAL")
+    row.get_by_role("button", name="Acknowledge").click()
+    row.locator("input[name=comment]").fill("on it")
+    row.get_by_role("button", name="OK").click()
+    expect(row.locator("[data-marker=acknowledged]")).to_have_count(1)
+    (alert,) = [a for a in site.api("/api/0/alerts")["alerts"] if a["host"] == "ui-ops"]
+    assert (alert["acknowledged"]["by"], alert["acknowledged"]["comment"]) == ("mike", "on it")
+    row.get_by_role("button", name="Take back").click()
+    expect(row.locator("[data-marker=acknowledged]")).to_have_count(0)
+    expect(row.get_by_role("button", name="Acknowledge")).to_have_count(1)
+    site.send({"ID": "PLG", "name": "ui-ops", "plugins": {"cpu_monitor": {"cpu_percent": 5.0}}})
+    expect(row).to_have_count(0)
+
+
+def test_unreachable_behind_a_down_parent(ui: tuple[Page, Watch], site: Site) -> None:
+    """A host silent behind its down parent is UNREACHABLE on /live and a problem of its own
+    kind on /alerts, without a reload."""
+    page = _open_live(ui, site, "alice")
+    for name in ("ui-router", "ui-child"):
+        site.send({"ID": "HTB", "name": name, "interval": 1})
+    child = page.locator("tr[data-host='ui-child']")
+    expect(child.locator(".state")).to_have_text("UNREACHABLE")
+    expect(page.locator("tr[data-host='ui-router'] .state")).to_have_text("DOWN")
+    page.goto(site.base + "/alerts")
+    _live(page)
+    problem = page.locator("#alerts tr[data-host='ui-child'][data-kind=host]")
+    expect(problem).to_have_attribute("data-level", "UNKNOWN")
+    expect(problem.locator("td[data-label=Problem]")).to_have_text("host UNREACHABLE")
+    for name in ("ui-router", "ui-child"):
+        site.send({"ID": "HTB", "name": name, "interval": 60})
+    expect(problem).to_have_count(0)

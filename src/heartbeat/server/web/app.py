@@ -171,6 +171,10 @@ class WebRoot:
     def settings(self, request: IRequest) -> Any:
         return self._pages().page(request, "settings")
 
+    @app.route("/operations", methods=["GET", "HEAD"])
+    def operations(self, request: IRequest) -> Any:
+        return self._pages().page(request, "operations")
+
     @app.route("/plugins/<name>", methods=["GET", "HEAD"])
     def host(self, request: IRequest, name: str) -> Any:
         return self._pages().host(request, name)

@@ -49,7 +49,8 @@ PAGE_CSP: Final = ("default-src 'self'; script-src 'self'; style-src 'self'; "
                    "img-src 'self' data:; connect-src 'self'; object-src 'none'; "
                    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 TITLES: Final = {"live": "Live", "alerts": "Problems", "jobs": "Cron jobs",
-                 "settings": "Settings", "host": "Host overview", "login": "Log in"}
+                 "operations": "Maintenance and silences", "settings": "Settings",
+                 "host": "Host overview", "login": "Log in"}
 
 
 class Templates:
@@ -168,7 +169,7 @@ class Pages:
         return self.redirect(request, HOME)
 
     def page(self, request: IRequest, name: str) -> bytes:
-        """One of the host-independent pages (live, alerts, jobs, settings)."""
+        """One of the host-independent pages (live, alerts, jobs, operations, settings)."""
         viewer = self.auth.page_viewer(request)
         if viewer is None:
             return self.auth.redirect_to_login(request)

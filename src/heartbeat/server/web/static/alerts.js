@@ -14,8 +14,47 @@ function problemCell(a) {
   return pathText(a.metric_path);
 }
 
-// One problem as a table row; withHost: false leaves the host's column out (its own page).
-export function problemRow(a, roles, withHost = true) {
+// Where a problem is acknowledged: a metric path may hold "/" (kept as is, the API's
+// route takes it whole), each segment otherwise escaped.
+function ackPath(a) {
+  const host = `/api/0/hosts/${encodeURIComponent(a.host)}`;
+  if (a.kind === "host") return `${host}/ack`;
+  return `${host}/alerts/${String(a.metric_path).split("/").map(encodeURIComponent).join("/")}/ack`;
+}
+
+// Acknowledge (with a comment) or take the acknowledgement back; for managers of the host.
+function ackCell(a, roles, done) {
+  if (!canInspect(roles, a.host) || a.stale) return cell("", null);
+  const error = el("span", { class: "error", role: "alert", hidden: true });
+  async function send(method, body) {
+    try {
+      await api(ackPath(a), { method, body });
+      done();
+    } catch (failure) {
+      error.textContent = failure.message;
+      error.hidden = false;
+    }
+  }
+  if (a.acknowledged) {
+    return cell("", el("span", { class: "actions" },
+      el("button", { type: "button", class: "secondary ack-undo", text: "Take back", on: { click: () => send("DELETE") } }), error));
+  }
+  const comment = el("input", { name: "comment", placeholder: "comment", "aria-label": "comment", required: true, autocomplete: "off" });
+  const form = el("form", { class: "ack-form", hidden: true, on: { submit: (event) => {
+    event.preventDefault();
+    send("POST", { comment: comment.value });
+  } } }, comment, el("button", { type: "submit", text: "OK" }));
+  const open = el("button", { type: "button", class: "secondary ack-open", text: "Acknowledge", on: { click: () => {
+    open.hidden = true;
+    form.hidden = false;
+    comment.focus();
+  } } });
+  return cell("", el("span", { class: "actions" }, open, form, error));
+}
+
+// One problem as a table row; withHost: false leaves the host's column out (its own page);
+// onAck: the acknowledgement column, and what to do after a change.
+export function problemRow(a, roles, withHost = true, onAck = null) {
   return el("tr", { class: a.stale ? "stale" : "", dataset: { level: a.level, host: a.host, kind: a.kind, metric: a.metric_path ?? "", stale: a.stale ? "yes" : "no" } },
     cell("Level", levelBadge(a.level), a.stale ? el("span", { class: "tag muted-tag", text: "stale", title: `the host is ${a.state}: this is its last value` }) : null),
     withHost && cell("Host", canInspect(roles, a.host) ? el("a", { class: "name", href: hostHref(a.host), text: a.host, title: a.host }) : el("span", { class: "name", text: a.host, title: a.host }),
@@ -24,7 +63,8 @@ export function problemRow(a, roles, withHost = true) {
     cell("Value", a.kind === "metric" ? fmtMetric(a.metric_path, a.value) : "–"),
     cell("Limit", a.kind === "metric" ? fmtMetric(a.metric_path, a.threshold_value) : "–"),
     cell("Since", typeof a.since === "number" ? timeEl(a.since, "ago") : "–"),
-    cell("Message", pathText(a.message, "msg-text")));
+    cell("Message", pathText(a.message, "msg-text")),
+    onAck && ackCell(a, roles, onAck));
 }
 
 export async function alertsPage(feed) {
@@ -61,14 +101,15 @@ export async function alertsPage(feed) {
     const levels = new Set(levelBoxes.filter((b) => b.checked).map((b) => b.value));
     const kinds = new Set(kindBoxes.filter((b) => b.checked).map((b) => b.value));
     const shown = all.filter((a) => levels.has(a.level) && kinds.has(a.kind) && (showStale.checked || !a.stale));
-    tbody.replaceChildren(...shown.map((a) => problemRow(a, roles)));
+    tbody.replaceChildren(...shown.map((a) => problemRow(a, roles, true, reload)));
     empty.hidden = shown.length > 0;
     empty.textContent = all.length && !shown.length ? "No problems of the chosen kinds." : "No problems: every host is up and every metric within its limits.";
   }
 
   const reload = debounce(() => load().catch(() => {}), 250);
   for (const box of [...levelBoxes, ...kindBoxes, showStale]) box.addEventListener("change", () => load());
-  for (const kind of ["alert", "host.up", "host.down", "host.removed"]) feed.on(kind, reload);
+  for (const kind of ["alert", "host.up", "host.down", "host.unreachable", "host.removed", "ack.added",
+    "ack.removed", "maintenance.started", "maintenance.ended", "silence.started", "silence.ended"]) feed.on(kind, reload);
   feed.on("open", ({ again }) => {
     if (again) reload();
   });

@@ -359,6 +359,21 @@ export async function livePage(feed) {
   feed.on("host.new", (event) => update(event.host, { first_seen: event.ts, since: event.ts }));
   feed.on("host.up", (event) => update(event.host, { state: "UP", since: event.ts, down_reason: null }));
   feed.on("host.down", (event) => update(event.host, { state: "DOWN", since: event.ts, down_reason: event.reason ?? null }));
+  feed.on("host.unreachable", (event) => update(event.host, { state: "UNREACHABLE", since: event.ts, down_reason: null }));
+  // What covers a host (maintenance, silence, acknowledgement, flapping): its object again.
+  async function refetch(name) {
+    try {
+      const h = await api(`/api/0/hosts/${encodeURIComponent(name)}`);
+      update(name, { markers: h.markers, in_maintenance: h.in_maintenance, acknowledged: h.acknowledged, flapping: h.flapping }, false);
+    } catch (error) {
+      if (error.status !== 404) throw error;
+    }
+  }
+  for (const kind of ["ack.added", "ack.removed", "host.flapping", "silence.started", "silence.ended"]) {
+    feed.on(kind, (event) => {
+      if (event.host) refetch(event.host).catch(() => {});
+    });
+  }
   feed.on("host.address", (event) => update(event.host, { addr: event.addr ?? null }, sort.column === "addr"));
   feed.on("alert", (event) => {
     const entry = entries.get(event.host);

@@ -71,7 +71,7 @@ export function startPie(feed) {
     }
   };
   const later = debounce(refresh, 250);
-  for (const kind of ["alert", "host.up", "host.down", "host.removed"]) feed.on(kind, later);
+  for (const kind of ["alert", "host.up", "host.down", "host.unreachable", "host.removed"]) feed.on(kind, later);
   feed.on("open", refresh);
   setInterval(refresh, 60000);
   refresh();

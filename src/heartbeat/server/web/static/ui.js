@@ -9,6 +9,7 @@ const PAGES = {
   host: async () => (await import("./host.js")).hostPage,
   alerts: async () => (await import("./alerts.js")).alertsPage,
   jobs: async () => (await import("./jobs.js")).jobsPage,
+  operations: async () => (await import("./operations.js")).operationsPage,
   settings: async () => (await import("./settings.js")).settingsPage,
 };
 
