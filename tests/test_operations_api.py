@@ -221,3 +221,14 @@ def test_everything_survives_a_restart(stack: Stack) -> None:
             "a", "s")
     finally:
         again.close()
+
+
+def test_a_flapping_metric_is_marked(stack: Stack) -> None:
+    """A metric swinging across its limit is marked flapping on its alert."""
+    for value in (95, 50, 95, 50, 95, 50, 95, 50, 95):
+        stack.send({"ID": "PLG", "name": "web1",
+                    "plugins": {"cpu_monitor": {"cpu_percent": value}}})
+        stack.clock.advance(1)
+    (alert,) = stack.call("GET", "/api/0/alerts", token=stack.token("alice")).json["alerts"]
+    assert (alert["flapping"], alert["markers"]) == (True, [{"kind": "flapping"}])
+    assert [e.data["flapping"] for e in stack.events if e.kind == "alert.flapping"] == [True]

@@ -489,8 +489,10 @@ class HeartbeatAPI:
             alerts = engine.states(name)
         found = problems([self.views.json(h) for h in hosts], alerts)
         for problem in found:
-            if problem["kind"] == METRIC:  # its own silence and acknowledgement
+            if problem["kind"] == METRIC:  # its own silence, acknowledgement, flapping
                 problem.update(self.views.annotate(problem["host"], problem["metric_path"]))
+                if problem.get("flapping"):
+                    problem["markers"] = [*problem["markers"], {"kind": "flapping"}]
             else:
                 problem.update({k: v for k, v in self.views.annotate(problem["host"]).items()
                                 if k != "markers"})

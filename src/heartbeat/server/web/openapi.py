@@ -437,6 +437,8 @@ SCHEMAS: Final[dict[str, Any]] = {
             "since": _NUMBER_OR_NULL,
             "last_notified": _NUMBER_OR_NULL,
             "stale": {"type": "boolean"},
+            "flapping": {"type": "boolean", "description": "a metric whose level flaps: its "
+                                                           "changes are not notified"},
             **_COVERED,
         },
         "required": ["kind", "host", "level", "state", "metric_path", "value",
