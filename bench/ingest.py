@@ -1,6 +1,7 @@
 """Ingest throughput: the real server against a bare Twisted receiver, in one run.
 
     .venv/bin/python bench/ingest.py [--seconds 3] [--kinds htb,plg]
+                                     [--stores sqlite,postgresql]
 
 For each payload kind (a plain HTB of ~110 bytes; a PLG whose JSON is ~1.5 KB,
 sent zlib-compressed as the agent does) this script:
@@ -13,6 +14,12 @@ sent zlib-compressed as the agent does) this script:
 3. steps a paced send rate up and reports the highest rate the server takes
    for ``--seconds`` with zero loss (accepted == sent, and the backlog drained
    within 0.5 s of the last send).
+
+``--stores sqlite,postgresql`` runs steps 2 and 3 once per store: the SQLite file
+(the default) and a PostgreSQL store (``store_url``) on a cluster this script
+starts in a temporary directory (``initdb``/``pg_ctl`` as tests/postgres.py does,
+``fsync=off``; not pinned, so it shares both cores with the server and the
+sender).
 
 Everything is on loopback, bounded in count and time (a few minutes at most).
 The figures go into docs/PERFORMANCE.md with the command that produced them.
@@ -177,6 +184,25 @@ def start_server(directory: Path, **overrides: Any) -> Target:
     return Target("heartbeat server (full path)", process, udp, count, http)
 
 
+@contextlib.contextmanager
+def store_overrides(store: str) -> Any:
+    """The config keys of ``store`` (a PostgreSQL cluster started and stopped around)."""
+    if store == "sqlite":
+        yield {}
+        return
+    sys.path.insert(0, str(ROOT))
+    from tests.postgres import PostgresCluster, postgres_bin
+
+    bindir = postgres_bin()
+    if bindir is None:
+        raise SystemExit("PostgreSQL is not installed (/usr/lib/postgresql/*/bin/initdb)")
+    cluster = PostgresCluster(bindir).start()
+    try:
+        yield {"store_url": cluster.new_database(), "node_name": "bench"}
+    finally:
+        cluster.destroy()
+
+
 def settle(target: Target, timeout: float = 10.0) -> tuple[int, float]:
     """Wait until the count stops moving; return it and when it last moved."""
     last, moved = target.count(), time.monotonic()
@@ -251,10 +277,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--kinds", default="htb,plg")
+    parser.add_argument("--stores", default="sqlite", help="sqlite, postgresql or both")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="measure each store this many times, in turn (a loaded machine)")
+    parser.add_argument("--start-scale", type=float, default=1.0,
+                        help="the paced search starts at this fraction of 20,000 HTB/s and "
+                             "5,000 PLG/s (a slower machine)")
     args = parser.parse_args()
     os.sched_setaffinity(0, {SENDER_CPU})
-    start_rates = {"htb": 20000, "plg": 5000}
-    results: dict[str, dict[str, float]] = {}
+    start_rates = {kind: max(1, int(rate * args.start_scale))
+                   for kind, rate in (("htb", 20000), ("plg", 5000))}
+    results: dict[str, dict[str, Any]] = {}
     for kind in args.kinds.split(","):
         data = payloads(kind)
         size = sum(map(len, data)) / len(data)
@@ -268,18 +301,21 @@ def main() -> None:
         finally:
             bare.stop()
         print(f"  bare Twisted receiver: {bare_rate:,.0f}/s at saturation", flush=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            server = start_server(Path(tmp))
-            try:
-                full_rate = blast(server, data, args.seconds)
-                print(f"  heartbeat full path: {full_rate:,.0f}/s at saturation", flush=True)
-                best = zero_loss_rate(server, data, start_rates[kind], args.seconds)
-            finally:
-                server.stop()
-        results[kind] = {"bare": bare_rate, "full": full_rate, "zero_loss": best,
-                         "ratio": full_rate / bare_rate}
-        print(f"  zero-loss sustained: {best:,}/s; full/bare at saturation: "
-              f"{full_rate / bare_rate:.1%}", flush=True)
+        results[kind] = {"bare": bare_rate}
+        for round_, store in enumerate(args.stores.split(",") * args.rounds):
+            with tempfile.TemporaryDirectory() as tmp, store_overrides(store) as overrides:
+                server = start_server(Path(tmp), **overrides)
+                try:
+                    full_rate = blast(server, data, args.seconds)
+                    print(f"  heartbeat full path ({store}): {full_rate:,.0f}/s at saturation",
+                          flush=True)
+                    best = zero_loss_rate(server, data, start_rates[kind], args.seconds)
+                finally:
+                    server.stop()
+            results[kind][f"{store} #{round_ // len(args.stores.split(',')) + 1}"] = {
+                "full": full_rate, "zero_loss": best, "ratio": full_rate / bare_rate}
+            print(f"  zero-loss sustained ({store}): {best:,}/s; full/bare at saturation: "
+                  f"{full_rate / bare_rate:.1%}", flush=True)
     print(json.dumps(results, indent=2))
 
 

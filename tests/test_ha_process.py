@@ -9,6 +9,7 @@ one SMTP server on loopback (tests/peers.py), agents' datagrams sent to both.
 
 from __future__ import annotations
 
+import os
 import signal
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from twisted.internet import reactor, task, threads
 
 from heartbeat.server.leader import LEADER_LOCK
 from tests.peers import SmtpSink, within
+from tests.postgres import PostgresCluster
 from tests.support import ServerProcess, eventually, wait_until
 
 pytestmark = pytest.mark.integration
@@ -200,3 +202,60 @@ def test_users_sessions_and_access_are_shared(server_factory: Any, postgres_url:
     assert (code, body["store_changes"]["notifications"] >= 2) == (200, True)
     print(f"user {user_took:.3f}s, access {access_took:.3f}s, logout {logout_took:.3f}s")
 
+
+
+OUTAGE = float(os.environ.get("HB_TEST_PG_OUTAGE", "5"))
+"""How long the outage test stops PostgreSQL (s): 5 in the suite, 30 for the issue's
+figure (HB_TEST_PG_OUTAGE=30; docs/HA.md)."""
+
+
+def test_postgresql_stopped_under_load_loses_no_accepted_datagram(
+        server_factory: Any, postgres_cluster: PostgresCluster, postgres_url: str,
+        tmp_path: Path) -> None:
+    """Two servers take PLGs from five hosts (50 a second) while PostgreSQL stops for
+    OUTAGE s: neither crashes, nobody leads meanwhile, and once it is back every PLG
+    sent is in the history, once."""
+    servers = []
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        servers.append(server_factory(tmp_path / name, node_name=name, store_url=postgres_url,
+                                      leader_interval=0.5, store_retry_cap=1.0))
+    wait_until(lambda: any(s.get("/api/0/status")["leader"]["leader"] for s in servers))
+    sent: set[tuple[str, int]] = set()
+    seq = 0
+
+    def send_for(seconds: float) -> None:
+        nonlocal seq
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            for n in range(5):
+                host = f"web{n}"
+                both(servers, {"ID": "PLG", "name": host, "seq": seq, "ts": 1e9 + seq,
+                               "plugins": {"cpu": {"load": seq}}})
+                sent.add((host, seq))
+            seq += 1
+            time.sleep(0.1)
+
+    send_for(2.0)
+    postgres_cluster.stop("immediate")
+    try:
+        send_for(OUTAGE)
+        for server in servers:
+            status = server.get("/api/0/status")
+            assert status["leader"]["leader"] is False
+            assert status["store"]["last_error"] is not None
+            assert status["store"]["behind_seconds"] > 0
+    finally:
+        postgres_cluster.restart()
+    send_for(2.0)
+    for server in servers:
+        wait_until(lambda s=server: (st := s.get("/api/0/status")["store"])["last_error"] is None
+                   and st["backlog"] == 0 and st["behind_seconds"] == 0, timeout=30)
+        assert server.get("/api/0/status")["store"]["dropped_rows"] == 0
+        assert server.process is not None and server.process.poll() is None
+    wait_until(lambda: [s.get("/api/0/status")["leader"]["leader"] for s in servers].count(True)
+               == 1)
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        rows = conn.execute("SELECT host, seq FROM plugin_history").fetchall()
+    assert len(rows) == len(set(rows))  # each PLG once, though both servers wrote it
+    assert set(rows) == sent
