@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import shutil
 import sqlite3
-from collections import deque
 from pathlib import Path
 
 import pytest
@@ -167,7 +166,7 @@ def _assert_release_rows(conn: sqlite3.Connection) -> None:
     tables = SqliteTables(conn)
     hosts = load_hosts(tables)
     for host in hosts:
-        assert host.results == deque()
+        assert host.results is None
     assert sorted(hosts, key=lambda h: h.name) == sorted(HOSTS, key=lambda h: h.name)
     assert {key: read_history(*key, 100)(tables) for key in HISTORY} == HISTORY
     assert {name: read_latest(name)(tables) for name in LATEST} == LATEST

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from enum import StrEnum
+from sys import intern
 from typing import Any
 
 from heartbeat.config.server import HostConfig
@@ -165,11 +166,19 @@ class Host:
     plugin_bytes: int = 0
     """Bytes of the PLG texts its plugins' data came from (see Registry.plugin_bytes)."""
     pending: dict[str, PendingCommand] = field(default_factory=dict)
-    results: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=RECENT_RESULTS))
+    results: deque[dict[str, Any]] | None = None
+    """The last ``RECENT_RESULTS`` results (None until the first: an empty deque is 760
+    bytes, 76 MB at 100,000 hosts that never ran a command)."""
     latest: tuple[float, dict[str, Any]] | None = None
     """The newest MSG, BOOT, SHUT or RES (server time, :func:`latest_message`)."""
     good_heartbeats: int = 0
     """Heartbeats in a row while DOWN or UNREACHABLE, toward ``recover_after``."""
+
+    def add_result(self, result: dict[str, Any]) -> None:
+        """Keep ``result`` among the host's recent ones."""
+        if self.results is None:
+            self.results = deque(maxlen=RECENT_RESULTS)
+        self.results.append(result)
 
     def to_json(self, config: HostConfig = _DEFAULT_HOST) -> dict[str, Any]:
         """The API shape of a host."""
@@ -510,7 +519,7 @@ class Registry:
                 result = {"cmd_id": command.cmd_id, "status": "failed", "kind": command.kind,
                           "attempts": command.attempts, "detail": "no RES after its resends",
                           **command.payload}
-                host.results.append({"ts": now, **result})
+                host.add_result({"ts": now, **result})
                 events.append(Event(HOST_RESULT, host.name, now, result))
                 continue
             reply = {"ID": command.kind, "cmd_id": command.cmd_id, **command.payload}
@@ -567,7 +576,7 @@ class Registry:
             old.holders -= holders
         charge = PlgCharge(size, len(plugins)) if size else None
         for name in plugins:
-            samples[name] = PluginSample(now, charge)
+            samples[intern(name)] = PluginSample(now, charge)  # one "cpu_monitor" per fleet
         if size or freed:
             host.plugin_bytes += size - freed
             self.plugin_bytes += size - freed
@@ -591,7 +600,7 @@ class Registry:
         if command is not None:
             result["kind"] = command.kind
             result.update(command.payload)
-        host.results.append({"ts": now, **result})
+        host.add_result({"ts": now, **result})
         events.append(Event(HOST_RESULT, host.name, now, result))
         return []
 

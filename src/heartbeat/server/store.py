@@ -19,6 +19,7 @@ import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from sys import intern
 from typing import Any, TypeVar
 
 from twisted.application.service import Service
@@ -132,7 +133,7 @@ def load_hosts(tables: Tables) -> list[Host]:
     for name, plugin, ts in tables.pick(PLUGIN_DATA, ("host", "plugin", "ts")):
         host = hosts.get(name)
         if host is not None:
-            host.plugins[plugin] = PluginSample(ts)
+            host.plugins[intern(plugin)] = PluginSample(ts)
     for name, pending in load_commands(tables).items():
         if name in hosts:
             hosts[name].pending = pending

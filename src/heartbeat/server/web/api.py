@@ -442,7 +442,7 @@ class HeartbeatAPI:
         host = self.host(request, name)
         body = self._host_json(self.viewer(request), host)
         body["pending"] = [c.to_json() for c in host.pending.values()]
-        body["results"] = list(reversed(host.results))
+        body["results"] = list(reversed(host.results or ()))
         return json_response(request, body)
 
     @app.route("/api/0/hosts/<name>", methods=["DELETE"])
