@@ -10,11 +10,13 @@ import pytest
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
 
-from heartbeat.config.server import HostConfig
+from heartbeat.config.loader import parse_config
+from heartbeat.config.server import HostConfig, ServerConfig
 from heartbeat.events import EventBus
-from heartbeat.protocol import Limits
+from heartbeat.protocol import Limits, seal
+from heartbeat.server.compose import make_ingest
 from heartbeat.server.ingest import MAX_UNKNOWN_IDS, IngestProtocol, IngestStats
-from heartbeat.server.limits import HostAdmission, SourceRateLimit, source_key
+from heartbeat.server.limits import NETWORK_SHARE, HostAdmission, SourceRateLimit, source_key
 from heartbeat.server.registry import Registry
 
 
@@ -61,6 +63,48 @@ class SourceRateLimitTests:
         limit = SourceRateLimit(rate=1)
         assert limit.allow(source_key("2001:db8::1"), 0.0)
         assert not limit.allow(source_key("2001:db8::2"), 0.0)
+
+
+    def test_one_ipv6_neighbour_does_not_silence_its_lan(self) -> None:
+        """An IPv6 sender is held to its own rate; its /64 to NETWORK_SHARE times that, so
+        a neighbour flooding from one address leaves the LAN's other agents their rate."""
+        limit = SourceRateLimit(rate=2)
+        assert [limit.allow_address("2001:db8::66", 0.0) for _ in range(5)] == [
+            True, True, False, False, False]
+        assert [limit.allow_address("2001:db8::1", 0.0) for _ in range(3)] == [
+            True, True, False]
+        assert limit.allow_address("2001:db8:0:1::66", 0.0)  # another /64
+        spoofed = [limit.allow_address(f"2001:db8::{n:x}", 0.0)
+                   for n in range(0x100, 0x100 + 2 * NETWORK_SHARE)]
+        assert spoofed.count(True) == 2 * NETWORK_SHARE - 4  # the /64's allowance, all in all
+        assert limit.allow_address("192.0.2.1", 0.0) and limit.allow_address("192.0.2.2", 0.0)
+
+    def test_spoofed_junk_does_not_use_up_a_signing_hosts_rate(self) -> None:
+        """Junk from a signing host's address, signed badly or not at all, is counted
+        against the address; the host's own signed heartbeats (MAC checked first) are not."""
+        config = parse_config(ServerConfig, """
+keys: {web1: web1-only-secret-0123456789}
+hosts: {web1: {key: web1, require_signed: true}}
+source_rate: 5
+""", "test.yaml")
+        clock = Clock()
+        clock.advance(1_711_234_567.0)
+        registry = Registry(grace=10, default_interval=30, host_config=config.hosts)
+        bus = EventBus(on_error=lambda s, e, x: pytest.fail(f"subscriber failed: {x!r}"))
+        protocol = make_ingest(config, registry, bus, clock)
+        protocol.makeConnection(FakeDatagramTransport())
+        victim = ("192.0.2.5", 4000)
+        for n in range(50):  # a forged MAC, and plain junk
+            forged = seal(b'{"ID":"HTB","name":"web1"}', "web1", b"not-the-key" * 3, n + 1)
+            protocol.datagramReceived(forged, victim)
+            protocol.datagramReceived(b'{"ID":"HTB","name":"web1"}', victim)
+        seq = int(clock.seconds() * 1e6)
+        for n in range(3):
+            protocol.datagramReceived(seal(b'{"ID":"HTB","name":"web1"}', "web1",
+                                           b"web1-only-secret-0123456789", seq + n), victim)
+        assert protocol.stats.accepted == 3
+        assert protocol.stats.dropped["rate_limited"] == 100 - 5
+        assert registry.hosts["web1"].state.value == "UP"
 
 
 class HostAdmissionTests:

@@ -44,6 +44,7 @@ __all__ = [
     "encode_ack",
     "next_seq",
     "seal",
+    "unseal",
     "valid_host_name",
     "valid_key_id",
 ]
@@ -159,7 +160,7 @@ def seal(payload: bytes, key_id: str, key: bytes | Keyring, seq: int) -> bytes:
     return head + mac.digest() + payload
 
 
-def _unseal(data: bytes, keyring: Keyring | None, now: float | None) -> tuple[bytes, Signed]:
+def unseal(data: bytes, keyring: Keyring | None, now: float | None) -> tuple[bytes, Signed]:
     """The payload inside a signed datagram and how it was signed, once it checks out.
 
     The MAC is checked before anything of the payload is inflated or parsed.
@@ -393,7 +394,7 @@ def decode_signed_reply(
     """:func:`decode_reply` of a datagram that may be signed, and how it was signed."""
     signed = None
     if payload.startswith(SIGNED_MAGIC):
-        payload, signed = _unseal(payload, keyring, now)
+        payload, signed = unseal(payload, keyring, now)
     return decode_reply(payload, limits), signed
 
 
@@ -410,7 +411,7 @@ def decode_datagram(
     caller's to judge: they depend on the host and on what came before.
     """
     if payload.startswith(SIGNED_MAGIC):
-        inner, signed = _unseal(payload, keyring, now)
+        inner, signed = unseal(payload, keyring, now)
         return (*decode_with_text(inner, limits), signed)
     return (*decode_with_text(payload, limits), None)
 

@@ -370,7 +370,8 @@ class ServerConfig:
         512 * 1024 * 1024, positive,
         doc="plugin data kept for unconfigured hosts, as the PLG texts it came from (bytes)")
     source_rate: float = option(
-        1000.0, positive, doc="datagrams/s accepted from one address (IPv6: one /64)")
+        1000.0, positive,
+        doc="datagrams/s accepted from one address (an IPv6 /64: 64 times that)")
 
     def check(self, source: str) -> None:
         """Rules that span several keys (server_checks.py; run by the loader)."""

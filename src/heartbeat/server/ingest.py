@@ -24,12 +24,12 @@ from heartbeat.protocol import (
     DecodeError,
     Limits,
     Signed,
-    decode_datagram,
     decode_with_text,
     encode,
     encode_ack,
+    unseal,
 )
-from heartbeat.server.limits import SourceRateLimit, source_key
+from heartbeat.server.limits import SourceRateLimit
 from heartbeat.server.registry import Registry
 from heartbeat.server.signing import Signing
 
@@ -99,7 +99,11 @@ class IngestProtocol(DatagramProtocol):
     (``rate``; None: unbounded, for tests and tools); the registry then refuses
     what would take it past its own bounds (new hosts, plugin names and bytes).
     With ``signing``, signed datagrams are verified and judged against their
-    host (docs/SECURITY.md), and the replies to a signed one are signed too.
+    host (docs/SECURITY.md), and the replies to a signed one are signed too. A
+    signed datagram's MAC is checked first (it is cheap): one that checks out
+    is counted against its sender's rate for its key, apart from whatever
+    else comes from that address, so spoofed junk cannot use up a signing
+    host's rate; one that does not is counted against the address.
     """
 
     noisy = False
@@ -117,25 +121,33 @@ class IngestProtocol(DatagramProtocol):
         self.rate = rate
         self.signing = signing
         self._unsigned_refusable = signing is not None and signing.policy.any_required
-        self._allow = rate.allow if rate is not None else None
-
     def datagramReceived(self, data: bytes, addr: Any) -> None:
         now = self.clock.seconds()
         stats = self.stats
         stats.received += 1
         source = source_address(addr)
-        allow = self._allow
-        if allow is not None:
-            ip = source[0]
-            if not allow(source_key(ip) if ":" in ip else ip, now):  # IPv4: no call
-                stats.drop("rate_limited", source, "", now)
-                return
+        rate = self.rate
         signing = self.signing
         signed: Signed | None = None
         try:
             if signing is not None and data.startswith(SIGNED_MAGIC):
-                message, text, signed = decode_datagram(data, self.limits, signing.keyring, now)
-            else:  # the same as decode_datagram gives for an unsigned one, a call less
+                try:
+                    inner, signed = unseal(data, signing.keyring, now)
+                except DecodeError:
+                    if rate is not None and not rate.allow_address(source[0], now):
+                        stats.drop("rate_limited", source, "", now)
+                        return
+                    raise
+                if rate is not None and not rate.allow((signed.key_id, source[0]), now):
+                    stats.drop("rate_limited", source, "", now)
+                    return
+                message, text = decode_with_text(inner, self.limits)
+            else:
+                ip = source[0]
+                if rate is not None and not (rate.allow(ip, now) if ":" not in ip
+                                             else rate.allow_address(ip, now)):
+                    stats.drop("rate_limited", source, "", now)
+                    return
                 message, text = decode_with_text(data, self.limits)
         except DecodeError as e:
             stats.drop(e.reason, source, e.detail, now)

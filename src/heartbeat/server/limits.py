@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 from collections import deque
+from collections.abc import Hashable
 from typing import Final
 
 __all__ = [
@@ -23,6 +24,9 @@ __all__ = [
 
 SOURCE_TABLE_SIZE: Final = 65536
 ADMISSION_WINDOW: Final = 3600.0
+NETWORK_SHARE: Final = 64
+"""An IPv6 /64 may send this many times one address's rate (each address within its own):
+one neighbour on a LAN uses up its own allowance, not the whole network's."""
 
 
 def source_key(ip: str) -> str | bytes:
@@ -54,7 +58,12 @@ def address_key(ip: str) -> str:
 
 
 class SourceRateLimit:
-    """At most ``rate`` datagrams a second from one source (:func:`source_key`).
+    """At most ``rate`` datagrams a second from one source.
+
+    :meth:`allow` counts whatever key it is given (:func:`source_key`: an IPv6
+    /64 as one). :meth:`allow_address` is UDP ingest's: an IPv4 address, or an
+    IPv6 address within its own rate and its /64 within ``NETWORK_SHARE`` times
+    that, so one sender of a LAN's /64 does not silence the others.
 
     A count per source in fixed windows of one second (of ``1 / rate`` seconds
     for a rate below one): a dictionary lookup and an increment per datagram,
@@ -70,27 +79,40 @@ class SourceRateLimit:
         self.window = max(1.0, 1.0 / rate)
         self.limit = max(1, round(rate * self.window))
         self.max_sources = max_sources
-        self._counts: dict[str | bytes, int] = {}
+        self._counts: dict[Hashable, int] = {}
         self._ends = float("-inf")
         self.overflow = 0
 
     def __len__(self) -> int:
         return len(self._counts)
 
-    def allow(self, source: str | bytes, now: float) -> bool:
-        """Whether one more datagram from ``source`` at ``now`` is within its rate."""
+    def allow(self, source: Hashable, now: float, limit: int | None = None) -> bool:
+        """Whether one more datagram from ``source`` at ``now`` is within its rate
+        (``limit`` a window: another allowance than the rate's)."""
         counts = self._counts
         if now >= self._ends:
             counts.clear()
             self._ends = now + self.window
         count = counts.get(source, 0)
-        if count >= self.limit:
+        if count >= (self.limit if limit is None else limit):
             return False
         if not count and len(counts) >= self.max_sources:
             self.overflow += 1
             return True
         counts[source] = count + 1
         return True
+
+    def allow_address(self, ip: str, now: float) -> bool:
+        """:meth:`allow` for a UDP sender: by IPv4 address, or by IPv6 address and /64."""
+        if ":" not in ip:
+            return self.allow(ip, now)
+        try:
+            packed = socket.inet_pton(socket.AF_INET6, ip.partition("%")[0])
+        except OSError:
+            return self.allow(ip, now)
+        # The address first: what it sends past its own rate costs its network nothing.
+        return self.allow(packed, now) and self.allow(packed[:8], now,
+                                                      self.limit * NETWORK_SHARE)
 
     def to_json(self) -> dict[str, float | int]:
         return {"rate": self.rate, "sources": len(self._counts), "overflow": self.overflow}
