@@ -4,7 +4,7 @@
     .venv/bin/python scripts/ui_screenshots.py [--out docs/img] [--serve]
 
 Pages at 1366 px (desktop) and 390 px (phone), light and dark: live.png,
-host.png, alerts.png, settings.png, login.png, and live-dark.png,
+host.png, alerts.png, jobs.png, settings.png, login.png, and live-dark.png,
 host-dark.png; phone.png, phone-live.png and phone-dark.png.
 
 Needs Debian's chromium (/usr/bin/chromium) and playwright (the test extra).
@@ -56,7 +56,32 @@ def demo_config() -> dict[str, Any]:
                                                                          "critical": 90}}}}},
         "threshold_configs": {"database": {"thresholds": {
             "cpu_monitor": {"cpu_percent": {"warning": 60, "critical": 75}}}}},
+        "jobs": {"pg-backup": {"schedule": "30 2 * * *", "timezone": "Europe/Berlin",
+                               "grace": "1h", "max_runtime": "2h", "host": "db1",
+                               "description": "nightly pg_dumpall to the NAS"},
+                 "certbot-renew": {"period": "12h", "grace": "1h", "host": "web1"},
+                 "mail-queue-report": {"period": 2, "grace": 1, "host": "mail1"},
+                 "logrotate": {"schedule": "@daily", "timezone": "UTC", "grace": "2h",
+                               "host": "web1"}},
     }
+
+
+def jobs(server: ServerProcess) -> None:
+    """Runs of the demo cron jobs as JOB datagrams from their hosts: successes with
+    durations, one failure with its output; mail-queue-report is left to fall late."""
+    def ping(host: str, job: str, ping: str, **fields: Any) -> None:
+        server.send({"ID": "JOB", "name": host, "job": job, "ping": ping, **fields})
+
+    for _ in range(3):
+        ping("db1", "pg-backup", "start")
+        time.sleep(0.4)
+        ping("db1", "pg-backup", "exit", rc=0, log="dumped 14 databases (41 GiB)\n")
+    ping("web1", "certbot-renew", "start")
+    time.sleep(0.3)
+    ping("web1", "certbot-renew", "exit", rc=1,
+         log="Renewing www.example.com\nChallenge failed: connection refused (port 80)\n")
+    ping("web1", "logrotate", "success")
+    ping("db1", "pg-backup", "start")
 
 
 def cpu(i: int, base: float) -> dict[str, Any]:
@@ -206,6 +231,12 @@ def shoot(browser: Any, base: str, out: Path, scheme: str) -> None:
         page.wait_for_selector("#alert-summary > *")
         page.wait_for_timeout(300)
         page.screenshot(path=str(out / "alerts.png"), full_page=True)
+        page.goto(f"{base}/jobs")
+        page.wait_for_selector("#jobs tbody tr[data-level=CRITICAL]")
+        page.click("tr[data-job=certbot-renew] button.name")
+        page.wait_for_selector("#runs tbody tr")
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(out / "jobs.png"), full_page=True)
         page.goto(f"{base}/settings")
         page.wait_for_selector("#config tbody tr")
         page.check("#config-changed")
@@ -240,6 +271,7 @@ def main() -> int:
         try:
             fleet(server)
             feed(server)
+            jobs(server)
             _, login = server.request("POST", "/api/0/auth/login",
                                       {"username": "alice", "password": PASSWORD})
             bearer = {"Authorization": f"Bearer {login['token']}"}

@@ -46,7 +46,7 @@ def test_list_shows_level_schedule_and_next_expected(stack: Stack) -> None:
     assert {k: backup[k] for k in ("host", "description", "schedule", "status", "level",
                                    "reason", "last_exit_code", "next_expected", "late_after",
                                    "last_duration", "uuid", "ping_url")} == {
-        "host": "db1", "description": "nightly dump", "schedule": "every 3600 s",
+        "host": "db1", "description": "nightly dump", "schedule": "every 1h",
         "status": "failed", "level": "CRITICAL", "reason": "failed (exit code 3)",
         "last_exit_code": 3, "next_expected": START + 30 + 3600,
         "late_after": START + 30 + 3900, "last_duration": 20.0, "uuid": UUID,

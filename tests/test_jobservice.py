@@ -66,12 +66,12 @@ def test_one_timer_at_the_next_deadline_makes_a_silent_job_late(rig: Rig) -> Non
     rig.clock.advance(3899)
     assert rig.levels() == []
     rig.clock.advance(1)
-    assert rig.levels() == [("backup", "CRITICAL", f"late: expected by {T0 + 3600:.0f}")]
+    assert rig.levels() == [("backup", "CRITICAL", "late")]
     (event,) = [e for e in rig.events if e.kind == JOB]
     assert (event.host, event.ts, event.data["notify"]) == ("db1", T0 + 3900, True)
     rig.clock.advance(86400 * 2)
     assert [lv for lv in rig.levels() if lv[0] == "backup"] == [
-        ("backup", "CRITICAL", f"late: expected by {T0 + 3600:.0f}")]
+        ("backup", "CRITICAL", "late")]
 
 
 def test_pings_publish_runs_and_a_failure_then_a_recovery(rig: Rig) -> None:

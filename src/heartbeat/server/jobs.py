@@ -74,7 +74,20 @@ class Period:
         return t + self.seconds
 
     def __str__(self) -> str:
-        return f"every {self.seconds:g} s"
+        return f"every {span(self.seconds)}"
+
+
+def span(seconds: float) -> str:
+    """``1d 2h``, ``90m``... for a period: whole units, the seconds as ``5s`` or ``0.5s``."""
+    whole = int(seconds)
+    if whole != seconds or whole < 60:
+        return f"{seconds:g}s"
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        count, whole = divmod(whole, size)
+        if count:
+            parts.append(f"{count}{unit}")
+    return " ".join(parts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,9 +337,8 @@ class JobBook:
             level = "CRITICAL"
             reason = f"failed (exit code {job.last_exit})"
         elif late:
-            expected = job.expected()
             level = "CRITICAL"
-            reason = "late" if expected is None else f"late: expected by {expected:.0f}"
+            reason = "late"  # by when: Job.expected(), in the API and the notice
         elif too_long:
             level = "WARNING"
             assert job.running is not None and job.running.started is not None

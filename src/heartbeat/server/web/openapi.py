@@ -337,7 +337,7 @@ SCHEMAS: Final[dict[str, Any]] = {
             "name": {"type": "string"}, "host": _STRING_OR_NULL,
             "description": {"type": "string"},
             "schedule": {"type": "string", "description": "cron expression (zone), or "
-                                                          "'every N s'"},
+                                                          "'every 1h 30m'"},
             "grace": {"type": "number"}, "max_runtime": {"type": "number"},
             "status": {"type": "string", "enum": ["new", "up", "running", "late", "failed"]},
             "level": {"type": "string", "enum": ["OK", "WARNING", "CRITICAL"]},
