@@ -13,6 +13,7 @@ from twisted.internet import reactor, task
 
 from tests.agent_process import HEARTBEAT
 from tests.peers import SmtpSink, within
+from tests.support import wait_until
 
 UUID = "0f8e6d4c-2b1a-4c3d-9e8f-7a6b5c4d3e2f"
 
@@ -94,3 +95,27 @@ def test_send_job_says_what_is_missing(tmp_path: Path) -> None:
     assert missing.returncode == 127
     assert lines[0].startswith("heartbeat: job x: the start ping failed: http://127.0.0.1:9/")
     assert lines[1] == ("heartbeat: cannot run /nonexistent/backup: No such file or directory")
+
+
+def test_job_datagrams_are_signed_like_the_hosts_others(server_factory: Any,
+                                                        tmp_path: Path) -> None:
+    """require_signed: an unsigned JOB from the job's host is dropped as unsigned, the same
+    run sent with the fleet key (heartbeat send reads it from ~/.hbc.yaml) is taken."""
+    key = "fleet-secret-0123456789abcdef"
+    server = server_factory(keys={"fleet": key}, require_signed=True,
+                            jobs={"backup": {"period": "1h", "host": "db1"}})
+    port = str(server.udp_port)
+    unsigned = run_job(tmp_path, "--job", "backup", "--name", "db1", "--port", port,
+                       "127.0.0.1", "--", "true")
+    assert unsigned.returncode == 0  # sent; the server drops it
+    wait_until(lambda: server.get("/api/0/status")["ingest"]["dropped"].get("unsigned", 0) >= 2)
+    ingest = server.get("/api/0/status")["ingest"]
+    assert ingest["dropped"]["unsigned"] == 2  # its start and its end
+    assert server.get("/api/0/jobs/backup")["runs"] == []
+    (tmp_path / ".hbc.yaml").write_text(f"key: {key}\nkey_id: fleet\n")
+    signed = run_job(tmp_path, "--job", "backup", "--name", "db1", "--port", port,
+                     "127.0.0.1", "--", "sh", "-c", "echo signed; exit 5")
+    assert (signed.returncode, signed.stdout) == (5, "signed\n")
+    runs = wait_until(lambda: server.get("/api/0/jobs/backup")["runs"])
+    assert [(r["outcome"], r["exit_code"], r["log"], r["source"]) for r in runs] == [
+        ("fail", 5, "signed\n", "db1 (UDP)")]

@@ -197,6 +197,7 @@ def test_config_jobs_become_specs() -> None:
     (f"jobs: {{a: {{period: 1h, uuid: {UUID}}}, b: {{period: 1h, uuid: {UUID}}}}}",
      "hb.yaml: jobs.b.uuid: job 'a' has it too"),
     ("jobs: {'a b': {period: 1h}}", "hb.yaml: jobs.a b: a job's name is"),
+    ("jobs: {b: {period: 1h, host: 'db 1'}}", "hb.yaml: jobs.b.host: not a host name"),
 ])
 def test_config_mistakes_are_one_line(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as caught:

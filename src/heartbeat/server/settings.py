@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from heartbeat.config.loader import ConfigError, load_config, parse_config
 from heartbeat.config.server import ServerConfig
+from heartbeat.protocol import valid_host_name
 from heartbeat.server.dependencies import DependencyGraph, find_cycle
 from heartbeat.server.jobs import JOB_NAME, JobSpec, Period, Timing, valid_uuid
 from heartbeat.server.maintenance import WINDOW_ID, MaintenanceWindow, parse_window
@@ -157,6 +158,9 @@ def _jobs(config: ServerConfig, source: str, zone_name: str) -> tuple[JobSpec, .
             if job.timezone is not None:
                 raise ConfigError(source, f"{key}.timezone", "only a schedule has a time zone")
             timing = Period(_duration(job.period, source, f"{key}.period"))
+        if job.host is not None and not valid_host_name(job.host):
+            raise ConfigError(source, f"{key}.host", f"not a host name (1-253 of A-Z a-z 0-9 "
+                                                     f". _ -): {job.host!r:.60}")
         grace = _duration(job.grace, source, f"{key}.grace")
         max_runtime = grace if job.max_runtime is None else _duration(
             job.max_runtime, source, f"{key}.max_runtime")
