@@ -23,7 +23,7 @@ from twisted.internet import reactor, task, threads
 from heartbeat.server.leader import LEADER_LOCK
 from tests.peers import SmtpSink, within
 from tests.postgres import PostgresCluster
-from tests.support import ServerProcess, eventually, wait_until
+from tests.support import ServerProcess, WebSocketClient, eventually, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -170,6 +170,15 @@ def test_users_sessions_and_access_are_shared(server_factory: Any, postgres_url:
                              {"username": "alice", "password": "alice-password-1"})
     assert status == 200, body
     alice = _bearer(body["token"])
+    # Its feed too, on the other server's ws_port and /ws, before any API request there.
+    for port, path in ((b.ws_port, f"/?token={body['token']}"), (b.http_port, "/ws"),
+                       (b.ws_port, "/?token=forged")):
+        client = WebSocketClient(port, path, {"Cookie": f"hb_session={body['token']}"}
+                                 if path == "/ws" else None)
+        try:
+            assert client.status == (401 if "forged" in path else 101), (port, client.reason)
+        finally:
+            client.close()
     assert b.request("GET", "/api/0/hosts/web1", headers=alice)[0] == 200  # at once
 
     status, body = a.request("POST", "/api/0/users",

@@ -26,6 +26,7 @@ from http.cookies import CookieError, SimpleCookie
 from typing import Any, Final, cast
 from urllib.parse import quote, urlsplit
 
+from twisted.internet.defer import Deferred
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from twisted.web.server import NOT_DONE_YET
@@ -187,6 +188,17 @@ class WebAuth:
         if viewer.restricted:
             raise ApiError(403, "totp_enrolment_required", "enrol a second factor first")
         return viewer
+
+    def feed_read_through(self, headers: Mapping[str, str],
+                          params: Mapping[str, Sequence[str]]) -> Deferred[bool] | None:
+        """With a shared store: a feed's session this server does not hold read from the
+        store first (:meth:`AuthService.read_through`); None when there is nothing to read."""
+        tokens = params.get("token") or []
+        token = tokens[0] if tokens else _cookie(headers.get("cookie"))
+        if not self.service.shared or token is None or self.service.keys.looks_like_key(token) \
+                or token_digest(token) in self.service.sessions.sessions:
+            return None
+        return self.service.read_through(token)
 
     def _feed_viewer(
         self, headers: Mapping[str, str], params: Mapping[str, Sequence[str]], host: str

@@ -33,6 +33,7 @@ from typing import Any, Final
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
@@ -255,10 +256,20 @@ class FeedProtocol(WebSocketServerProtocol):
     """The snapshot pages still to send."""
     pump_call: IDelayedCall | None = None
 
-    def onConnect(self, request: ConnectionRequest) -> None:
+    def onConnect(  # type: ignore[override]  # Autobahn takes a Deferred too (txaio)
+            self, request: ConnectionRequest) -> Deferred[None] | None:
         auth = self.factory.auth
         if auth is None:
-            return
+            return None
+        reading = auth.feed_read_through(request.headers, request.params)
+        if reading is not None:  # a session started on another server sharing the store
+            return reading.addBoth(lambda _: self._authorize(request))
+        self._authorize(request)
+        return None
+
+    def _authorize(self, request: ConnectionRequest) -> None:
+        auth = self.factory.auth
+        assert auth is not None
         try:
             self.viewer = auth.feed_viewer(request.headers, request.params, request.host)
         except ApiError as e:
