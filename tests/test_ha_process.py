@@ -268,3 +268,33 @@ def test_postgresql_stopped_under_load_loses_no_accepted_datagram(
         rows = conn.execute("SELECT host, seq FROM plugin_history").fetchall()
     assert len(rows) == len(set(rows))  # each PLG once, though both servers wrote it
     assert set(rows) == sent
+
+
+@pytest_twisted.ensureDeferred
+async def test_maintenance_made_on_the_leader_holds_after_a_failover(
+        server_factory: Any, postgres_url: str, tmp_path: Path) -> None:
+    """A window made on the leader (the follower refuses changes); the leader killed, the
+    other server takes over with the window from the store: it shows it and holds to it."""
+    servers = []
+    for name in ("one", "two"):
+        (tmp_path / name).mkdir()
+        servers.append(server_factory(tmp_path / name, node_name=name, store_url=postgres_url))
+    leaders = await eventually(lambda: [s for s in servers if status(s)["leader"]["leader"]])
+    leader = leaders[0]
+    follower = next(s for s in servers if s is not leader)
+    window = {"hosts": ["web1"], "start": time.time() - 1, "duration": "1h",
+              "comment": "failover drill"}
+    code, body = follower.request("POST", "/api/0/maintenance", window)
+    assert (code, body["error"]) == (409, "not_leader")
+    code, made = leader.request("POST", "/api/0/maintenance", window)
+    assert code == 201
+    assert follower.get("/api/0/maintenance")["windows"] == []  # loaded before it was made
+    leader.kill()
+    await eventually(lambda: status(follower)["leader"]["leader"], timeout=20)
+    windows = await eventually(lambda: follower.get("/api/0/maintenance")["windows"])
+    assert [(w["id"], w["comment"], w["active"]) for w in windows] == [
+        (made["id"], "failover drill", True)]
+    assert status(follower)["operations"]["leading"] is True
+    both([follower], {"ID": "HTB", "name": "web1"})
+    host = await eventually(lambda: follower.host("web1"))
+    assert host["in_maintenance"] is True

@@ -201,3 +201,34 @@ class PersistenceTests:
         assert second.suppression.calendar.next_id() == "4"
         assert second.suppression.silences.next_id() == "2"
         second.stop()
+
+
+class SharedStoreTests:
+    def test_a_new_leader_reads_what_the_last_one_kept(self, tmp_path: Path) -> None:
+        """Two servers on one store: the follower takes no change; taking over, it reads the
+        windows, silences and acknowledgements the leader made since it started, instead of
+        those it loaded (a window deleted meanwhile is gone)."""
+        path = tmp_path / "heartbeat.sqlite3"
+        leader = Ops(path).start()
+        leader.service.add_window({"hosts": ["old"], "start": T0, "duration": 60}, "alice")
+        leader.store.flush()
+        follower = Ops(path).start()
+        assert follower.service.lead(False) is None
+        assert follower.service.leading is False
+        leader.service.delete_window("1", "alice")
+        leader.service.add_window({"hosts": ["web1"], "start": T0, "duration": 60}, "alice")
+        leader.service.add_silence({"host": "db1", "duration": 60, "comment": "swap"}, "bob")
+        leader.service.acknowledge("db1", "cpu", "CRITICAL", "bob", "on it")
+        leader.store.flush()
+        assert [w.id for w in follower.suppression.calendar] == ["1"]
+        follower.kinds()
+        done = follower.service.lead(True)
+        assert done is not None and done.called and follower.service.leading is True
+        assert [(w.id, w.spec["hosts"]) for w in follower.suppression.calendar] == [
+            ("2", ["web1"])]
+        assert [s.comment for s in follower.suppression.silences] == ["swap"]
+        assert follower.suppression.acks.get("db1", "cpu") is not None
+        assert follower.suppression.calendar.next_id() == "3"
+        assert ("maintenance.started", "", T0) in follower.kinds()
+        follower.stop()
+        leader.stop()

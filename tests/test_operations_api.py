@@ -232,3 +232,16 @@ def test_a_flapping_metric_is_marked(stack: Stack) -> None:
     (alert,) = stack.call("GET", "/api/0/alerts", token=stack.token("alice")).json["alerts"]
     assert (alert["flapping"], alert["markers"]) == (True, [{"kind": "flapping"}])
     assert [e.data["flapping"] for e in stack.events if e.kind == "alert.flapping"] == [True]
+
+
+def test_a_follower_takes_no_change(stack: Stack) -> None:
+    """A server that does not lead the servers sharing its store refuses changes (409
+    not_leader) and still answers what it holds."""
+    stack.server.operations.leading = False
+    alice = stack.token("alice")
+    refused = stack.call("POST", "/api/0/maintenance", {"hosts": ["web1"], "start": START,
+                                                        "duration": 60}, token=alice)
+    assert (refused.status, refused.json["error"]) == (409, "not_leader")
+    assert stack.call("POST", "/api/0/silences", {"host": "web1", "duration": 60,
+                                                  "comment": "x"}, token=alice).status == 409
+    assert stack.call("GET", "/api/0/maintenance", token=alice).status == 200

@@ -17,7 +17,7 @@ from twisted.internet import reactor
 from twisted.internet.task import deferLater
 
 from tests.peers import Mail, SmtpSink
-from tests.support import ServerProcess
+from tests.support import ServerProcess, eventually
 
 CPU = "cpu_monitor.cpu_percent"
 THRESHOLDS = {"cpu_monitor": {"cpu_percent": {"warning": 80.0, "critical": 90.0,
@@ -51,19 +51,6 @@ class Inbox:
 
 async def pause(seconds: float) -> None:
     await deferLater(reactor, seconds, lambda: None)
-
-
-async def until(predicate: Callable[[], Any], timeout: float = 30.0) -> Any:
-    """``predicate()`` once it is true, polled without blocking the reactor (the SMTP
-    sink runs on it); fails after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
-        await pause(0.05)
 
 
 def ok(server: ServerProcess, method: str, path: str, body: Any = None) -> Any:
@@ -105,17 +92,17 @@ async def test_maintenance_window_holds_then_one_notice_at_its_end(
         start = time.time()
         window = ok(server, "POST", "/api/0/maintenance", {
             "hosts": ["web1"], "start": start - 1, "duration": "1h", "comment": "kernel"})
-        await until(lambda: state(server, "web1") == "DOWN")
+        assert await eventually(lambda: state(server, "web1") == "DOWN")
         host = server.host("web1")
         assert host is not None and (host["in_maintenance"], host["maintenance"]) == (
             True, [window["id"]])
-        await until(lambda: notify(server)["suppressed"].get("maintenance") == 1)
+        assert await eventually(lambda: notify(server)["suppressed"].get("maintenance") == 1)
         assert inbox.subjects == []
         # The window now ends in a second, by its timer.
         ok(server, "PUT", f"/api/0/maintenance/{window['id']}", {
             "hosts": ["web1"], "start": start - 1, "end": time.time() + 1})
-        await until(lambda: inbox.subjects)
-        await until(lambda: settled(server))
+        assert await eventually(lambda: inbox.subjects)
+        assert await eventually(lambda: settled(server))
         await pause(1.0)
         assert inbox.subjects == ["STILL DOWN: web1"]
         body = inbox.mails[0].message.get_content()
@@ -138,11 +125,11 @@ async def test_silence_and_its_expiry(server_factory: Any) -> None:
         silence = ok(server, "POST", "/api/0/silences", {
             "host": "db1", "metric": "cpu_monitor.*", "duration": 6, "comment": "load test"})
         server.send({"ID": "PLG", "name": "db1", "plugins": {"cpu_monitor": {"cpu_percent": 95}}})
-        alerts = await until(lambda: server.get("/api/0/alerts")["alerts"])
+        alerts = await eventually(lambda: server.get("/api/0/alerts")["alerts"])
         assert (alerts[0]["metric_path"], alerts[0]["silenced_by"]["id"]) == (CPU, silence["id"])
         assert inbox.subjects == []
-        await until(lambda: inbox.subjects)
-        await until(lambda: settled(server))
+        assert await eventually(lambda: inbox.subjects)
+        assert await eventually(lambda: settled(server))
         await pause(1.0)
         assert inbox.subjects == ["STILL CRITICAL: db1"]
         assert f"notices were held during silence {silence['id']} (load test), which ended." \
@@ -163,17 +150,17 @@ async def test_an_ack_stops_reminders_until_the_level_changes(server_factory: An
         server = server_factory(thresholds=THRESHOLDS, threshold_renotify_interval=1.0,
                                 **inbox.email())
         server.send({"ID": "PLG", "name": "web1", "plugins": {"cpu_monitor": {"cpu_percent": 95}}})
-        await until(lambda: "REMINDER (CRITICAL): web1" in inbox.subjects)
+        assert await eventually(lambda: "REMINDER (CRITICAL): web1" in inbox.subjects)
         ack = ok(server, "POST", f"/api/0/hosts/web1/alerts/{CPU}/ack", {"comment": "on it"})
         assert (ack["level"], ack["by"]) == ("CRITICAL", None)
-        await until(lambda: settled(server))
+        assert await eventually(lambda: settled(server))
         before = list(inbox.subjects)
         assert before[0] == "CRITICAL: web1"
         assert set(before[1:]) == {"REMINDER (CRITICAL): web1"}
-        await until(lambda: notify(server)["suppressed"].get("acknowledged", 0) >= 3)
+        assert await eventually(lambda: notify(server)["suppressed"].get("acknowledged", 0) >= 3)
         assert inbox.subjects == before
         server.send({"ID": "PLG", "name": "web1", "plugins": {"cpu_monitor": {"cpu_percent": 85}}})
-        await until(lambda: "REMINDER (WARNING): web1" in inbox.subjects)
+        assert await eventually(lambda: "REMINDER (WARNING): web1" in inbox.subjects)
         assert inbox.subjects[len(before)] == "REMINDER (WARNING): web1"
         assert journaled(server, "ack.") == ["ack.added", "ack.removed"]
     finally:
@@ -191,10 +178,10 @@ async def test_parent_down_one_notice_listing_its_children(server_factory: Any) 
                                 **inbox.email())
         for name in ("router1", "web1", "web2"):
             server.send({"ID": "HTB", "name": name, "interval": 1})
-        await until(lambda: [state(server, n) for n in ("router1", "web1", "web2")]
+        assert await eventually(lambda: [state(server, n) for n in ("router1", "web1", "web2")]
                     == ["DOWN", "UNREACHABLE", "UNREACHABLE"])
-        await until(lambda: inbox.subjects)
-        await until(lambda: settled(server))
+        assert await eventually(lambda: inbox.subjects)
+        assert await eventually(lambda: settled(server))
         await pause(1.0)
         assert inbox.subjects == ["DOWN: router1"]
         assert "Behind it, now UNREACHABLE (2): web1, web2." in \
@@ -222,8 +209,8 @@ async def test_flapping_host_one_notice_not_a_storm(server_factory: Any) -> None
         went_down = None
         for _ in range(7):
             server.send({"ID": "HTB", "name": "web1", "interval": 0.5})
-            went_down = (await until(down_again(went_down)))["since"]
-        await until(lambda: settled(server))
+            went_down = (await eventually(down_again(went_down)))["since"]
+        assert await eventually(lambda: settled(server))
         await pause(1.0)
         # UP DOWN UP DOWN UP DOWN: five changes, 29.9 %; the sixth (the fourth UP, not
         # mailed: a short DOWN) passes 30 %: FLAPPING, and its DOWNs are held from then on.
@@ -250,7 +237,7 @@ async def test_held_problem_survives_a_restart(server_factory: Any, tmp_path: An
         start = time.time()
         window = ok(first, "POST", "/api/0/maintenance", {
             "hosts": ["web1", "db1"], "start": start - 1, "duration": "1h"})
-        await until(lambda: state(first, "web1") == state(first, "db1") == "DOWN")
+        assert await eventually(lambda: state(first, "web1") == state(first, "db1") == "DOWN")
         ok(first, "POST", "/api/0/hosts/db1/ack", {"comment": "replacing its disk"})
         assert first.stop() == -signal.SIGTERM  # twistd ends by its signal after a clean stop
         second = server_factory(tmp_path, grace=0.5, **inbox.email())
@@ -258,8 +245,8 @@ async def test_held_problem_survives_a_restart(server_factory: Any, tmp_path: An
             "DOWN", "replacing its disk")
         ok(second, "PUT", f"/api/0/maintenance/{window['id']}", {
             "hosts": ["web1", "db1"], "start": start - 1, "end": time.time() + 1})
-        await until(lambda: inbox.subjects)
-        await until(lambda: settled(second))
+        assert await eventually(lambda: inbox.subjects)
+        assert await eventually(lambda: settled(second))
         await pause(1.0)
         assert inbox.subjects == ["STILL DOWN: web1"]  # db1's DOWN is acknowledged
     finally:

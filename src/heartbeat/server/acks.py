@@ -56,7 +56,10 @@ class AckBook:
     def put(self, ack: Acknowledgement) -> None:
         self._acks.setdefault(ack.host, {})[ack.target] = ack
 
-    def restore(self, acks: Iterable[Acknowledgement]) -> None:
+    def restore(self, acks: Iterable[Acknowledgement], *, replace: bool = False) -> None:
+        """Acknowledgements kept in the store (``replace``: instead of those held now)."""
+        if replace:
+            self._acks.clear()
         for ack in acks:
             self.put(ack)
 

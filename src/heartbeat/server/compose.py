@@ -562,8 +562,9 @@ def make_leader(config: ServerConfig, store: StoreService, worker: Callable[[str
 
 
 def follow_leader(server: Server) -> None:
-    """With a shared store: the notifier, DNS and the commands act only while leading;
-    taking over, each catches up on what the last leader left (docs/HA.md)."""
+    """With a shared store: the notifier, DNS, the commands and the changes of maintenance
+    windows, silences and acknowledgements act only while leading; taking over, each
+    catches up on what the last leader left (docs/HA.md)."""
     leader, registry, store = server.leader, server.registry, server.store
     if leader is None or leader.session is None:
         return
@@ -582,6 +583,8 @@ def follow_leader(server: Server) -> None:
         return store.read(load_commands).addCallback(take)
 
     leader.on_change(commands)
+    server.operations.leading = False
+    leader.on_change(server.operations.lead)
     if server.notifier is not None:
         leader.on_change(server.notifier.lead)
     if server.dns is not None:

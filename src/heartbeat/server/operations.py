@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 
@@ -151,10 +152,17 @@ class OperationsService(Service):
         self._call: IDelayedCall | None = None
         self._writes: list[Write] = []
         self.released = 0
+        self.leading = True
+        """Whether this server takes changes: always alone; with servers sharing a store,
+        only while it leads (:meth:`lead`)."""
 
     # Start-up
-    def restore(self, stored: StoredOperations) -> None:
-        """Lay what the store kept over the config's windows (before the service starts)."""
+    def restore(self, stored: StoredOperations, *, replace: bool = False) -> None:
+        """Lay what the store kept over the config's windows (before the service starts;
+        ``replace``: instead of the windows, silences and acknowledgements held now)."""
+        if replace:
+            for old in [w for w in self.calendar if w.source == "api"]:
+                self.calendar.remove(old.id)
         for window_id, spec, author, created in stored.windows:
             try:
                 window = parse_window(spec, key=f"maintenance {window_id}", source="store",
@@ -166,8 +174,9 @@ class OperationsService(Service):
                 continue
             self.calendar.put(window)
         self.calendar.restore([], stored.last_ids.get("maintenance", 0))
-        self.silences.restore(stored.silences, stored.last_ids.get("silence", 0))
-        self.acks.restore(stored.acks)
+        self.silences.restore(stored.silences, stored.last_ids.get("silence", 0),
+                              replace=replace)
+        self.acks.restore(stored.acks, replace=replace)
         self.suppression.restore(stored.held)
         if self.flaps is not None:
             self.flaps.restore(stored.flaps)
@@ -175,6 +184,25 @@ class OperationsService(Service):
 
     def attach(self) -> None:
         self.store.add_source(self._take_writes)
+
+    # Servers sharing a store (docs/HA.md)
+    def lead(self, leading: bool) -> Deferred[None] | None:
+        """Only the leader takes changes (the API answers 409 not_leader elsewhere);
+        taking over, it first reads the windows, silences and acknowledgements the last
+        leader kept, instead of those it loaded."""
+        self.leading = False
+        if not leading:
+            return None
+
+        def take(stored: StoredOperations) -> None:
+            self.restore(stored, replace=True)
+            self.leading = True
+            log.info("operations: leading with {windows} window(s), {silences} silence(s), "
+                     "{acks} acknowledgement(s) from the store", windows=len(self.calendar),
+                     silences=len(self.silences), acks=len(self.acks))
+            self._changed()
+
+        return self.store.read(load_operations).addCallback(take)
 
     # The timer
     def startService(self) -> None:
@@ -409,6 +437,7 @@ class OperationsService(Service):
         return {"windows": len(self.calendar), "open_windows": len(self.calendar.open(now)),
                 "silences": len(self.silences.active(now)), "acknowledgements": len(self.acks),
                 "held": len(self.suppression.held()), "released": self.released,
+                "leading": self.leading,
                 "flapping": 0 if self.flaps is None else sum(
                     1 for _, _, f in self.flaps.items() if f.flapping)}
 

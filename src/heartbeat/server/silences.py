@@ -191,7 +191,11 @@ class SilenceBook:
         self._last_id += 1
         return str(self._last_id)
 
-    def restore(self, silences: Iterable[Silence], last_id: int = 0) -> None:
+    def restore(self, silences: Iterable[Silence], last_id: int = 0, *,
+                replace: bool = False) -> None:
+        """Silences kept in the store (``replace``: instead of those held now)."""
+        if replace:
+            self._silences.clear()
         for silence in silences:
             self.put(silence)
         self._last_id = max(self._last_id, last_id)

@@ -954,6 +954,15 @@ class HeartbeatAPI:
                            "maintenance windows, silences and acknowledgements are not running")
         return self.operations
 
+    def _changing(self) -> OperationsService:
+        """The operations, to change: only on the leader of servers sharing a store."""
+        operations = self._operations()
+        if not operations.leading:
+            raise ApiError(409, "not_leader", "this server does not lead the servers sharing "
+                           "its store: change windows, silences and acknowledgements on the "
+                           "leader (/api/0/status, leader)")
+        return operations
+
     @staticmethod
     def _manages(viewer: Viewer, hosts: Iterable[str], tags: Iterable[str], what: str) -> None:
         """Admins name any hosts; others only hosts by name on which they are managers."""
@@ -1009,7 +1018,7 @@ class HeartbeatAPI:
     @app.route("/api/0/maintenance", methods=["POST"])
     def maintenance_create(self, request: IRequest) -> Deferred[bytes]:
         viewer = self.viewer(request)
-        operations = self._operations()
+        operations = self._changing()
         body = self._body(request, WINDOW_BODY)
         self._manages(viewer, body.get("hosts", []), body.get("tags", []), "maintenance window")
         window = _checked(lambda: operations.add_window(body, viewer.name))
@@ -1025,7 +1034,7 @@ class HeartbeatAPI:
         self._changeable(viewer, window)
         body = self._body(request, WINDOW_BODY)
         self._manages(viewer, body.get("hosts", []), body.get("tags", []), "maintenance window")
-        operations = self._operations()
+        operations = self._changing()
         new = _checked(lambda: operations.replace_window(window_id, body, viewer.name))
         return self._on_disk(request, self._window_json(new))
 
@@ -1033,7 +1042,7 @@ class HeartbeatAPI:
     def maintenance_delete(self, request: IRequest, window_id: str) -> Deferred[bytes]:
         viewer, window = self._window(request, window_id)
         self._changeable(viewer, window)
-        self._operations().delete_window(window_id, viewer.name)
+        self._changing().delete_window(window_id, viewer.name)
         return self._on_disk(request, {"deleted": window_id})
 
     def _silence_seen(self, viewer: Viewer, silence: Silence, seen: list[str] | None) -> bool:
@@ -1053,7 +1062,7 @@ class HeartbeatAPI:
     @app.route("/api/0/silences", methods=["POST"])
     def silence_create(self, request: IRequest) -> Deferred[bytes]:
         viewer = self.viewer(request)
-        operations = self._operations()
+        operations = self._changing()
         body = self._body(request, SILENCE_BODY)
         self._manages(viewer, [body["host"]], [], "silence")
         silence = _checked(lambda: operations.add_silence(body, viewer.name))
@@ -1062,7 +1071,7 @@ class HeartbeatAPI:
     @app.route("/api/0/silences/<silence_id>", methods=["DELETE"])
     def silence_end(self, request: IRequest, silence_id: str) -> Deferred[bytes]:
         viewer = self.viewer(request)
-        operations = self._operations()
+        operations = self._changing()
         silence = operations.silences.get(silence_id)
         if silence is None or not self._silence_seen(
                 viewer, silence, None if viewer.admin else self._visible_hosts(viewer)):
@@ -1075,14 +1084,14 @@ class HeartbeatAPI:
     def _ack(self, request: IRequest, name: str, target: str, level: str) -> Deferred[bytes]:
         viewer = self.viewer(request)
         body = self._body(request, ACK_BODY)
-        ack = self._operations().acknowledge(name, target, level, viewer.name,
+        ack = self._changing().acknowledge(name, target, level, viewer.name,
                                              body["comment"].strip() or body["comment"])
         return self._on_disk(request, {"host": name, "target": target or None,
                                        **ack.to_json()}, 201)
 
     def _unack(self, request: IRequest, name: str, target: str) -> Deferred[bytes]:
         viewer = self.viewer(request)
-        ack = self._operations().unacknowledge(name, target, viewer.name)
+        ack = self._changing().unacknowledge(name, target, viewer.name)
         if ack is None:
             raise ApiError(404, "not_found", f"{name!r} {target or 'DOWN'} is not acknowledged")
         return self._on_disk(request, {"host": name, "target": target or None,
@@ -1091,7 +1100,7 @@ class HeartbeatAPI:
     @app.route("/api/0/hosts/<name>/alerts/<path:metric>/ack", methods=["POST"])
     def alert_ack(self, request: IRequest, name: str, metric: str) -> Deferred[bytes]:
         self.host(request, name, Role.MANAGER)
-        self._operations()
+        self._changing()
         state = next((a for a in self.engine().states(name) if a.metric_path == metric), None)
         if state is None:
             raise ApiError(404, "not_found", f"{name!r} has no active alert on {metric!r}")
@@ -1105,7 +1114,7 @@ class HeartbeatAPI:
     @app.route("/api/0/hosts/<name>/ack", methods=["POST"])
     def host_ack(self, request: IRequest, name: str) -> Deferred[bytes]:
         host = self.host(request, name, Role.MANAGER)
-        self._operations()
+        self._changing()
         if host.state not in (HostState.DOWN, HostState.UNREACHABLE):
             raise ApiError(409, "not_down", f"{name!r} is {host.state.value}: only a DOWN or "
                                             f"UNREACHABLE host is acknowledged")

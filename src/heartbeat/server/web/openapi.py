@@ -568,7 +568,8 @@ _REASONS: Final = {
          "server itself (`first_user_not_local`)",
     404: "No such host, or a host the caller holds no role on; no such user or plugin "
          "(`not_found`)",
-    409: "The request conflicts with the current state",
+    409: "The request conflicts with the current state (`not_leader`: a change this "
+         "server does not take while another server sharing its store leads)",
     413: "The body is larger than http_max_body (`body_too_large`)",
     415: "The body is not sent as application/json (`unsupported_media_type`)",
     421: "The Host header names a name not in http_hosts (`unknown_host`): DNS rebinding guard",
@@ -867,7 +868,7 @@ def _paths() -> dict[str, dict[str, Any]]:
             "get": _op("Maintenance windows covering hosts the caller sees (all for admins)",
                        (200, "MaintenanceList"), (503,), tag="operations"),
             "post": _op("Make a maintenance window: no notices for its hosts while it is open",
-                        (201, "MaintenanceWindow"), (403, 503),
+                        (201, "MaintenanceWindow"), (403, 409, 503),
                         role="manager of every host it names (by name), or admin (any "
                              "names, globs, tags)", body=WINDOW_BODY, tag="operations",
                         example={"hosts": ["web1"], "start": "2026-12-24T18:00",
@@ -892,7 +893,7 @@ def _paths() -> dict[str, dict[str, Any]]:
             "get": _op("Silences (pending, active, recently expired) of hosts the caller sees",
                        (200, "SilenceList"), (503,), tag="operations"),
             "post": _op("Silence the notices of a host (glob) and metric (glob) for a while",
-                        (201, "Silence"), (403, 503),
+                        (201, "Silence"), (403, 409, 503),
                         role="manager of the host (by name), or admin (any glob)",
                         body=SILENCE_BODY, tag="operations",
                         example={"host": "db1", "metric": "disk_monitor.*", "duration": "2h",
@@ -901,17 +902,17 @@ def _paths() -> dict[str, dict[str, Any]]:
         "/api/0/silences/{silence_id}": {
             "parameters": [_path("silence_id", "the silence's id", "1")],
             "delete": _op("End a silence now (it stays listed, expired, with who ended it)",
-                          (200, "Silence"), (403, 404, 503),
+                          (200, "Silence"), (403, 404, 409, 503),
                           role="manager of the host, or admin", tag="operations"),
         },
         "/api/0/hosts/{name}/alerts/{metric}/ack": {
             "parameters": [HOST, _path("metric", "the alert's metric path",
                                        "cpu_monitor.cpu_percent")],
             "post": _op("Acknowledge an active alert: its reminders stop until its level "
-                        "changes", (201, "AckResult"), (403, 404, 503), role=MANAGER,
+                        "changes", (201, "AckResult"), (403, 404, 409, 503), role=MANAGER,
                         body=ACK_BODY, tag="operations", example={"comment": "on it"}),
             "delete": _op("Take the acknowledgement back", (200, "AckResult"),
-                          (403, 404, 503), role=MANAGER, tag="operations"),
+                          (403, 404, 409, 503), role=MANAGER, tag="operations"),
         },
         "/api/0/hosts/{name}/ack": {
             "parameters": [HOST],
@@ -919,7 +920,7 @@ def _paths() -> dict[str, dict[str, Any]]:
                         (201, "AckResult"), (403, 404, 409, 503), role=MANAGER, body=ACK_BODY,
                         tag="operations", example={"comment": "rebooting it"}),
             "delete": _op("Take the acknowledgement back", (200, "AckResult"),
-                          (403, 404, 503), role=MANAGER, tag="operations"),
+                          (403, 404, 409, 503), role=MANAGER, tag="operations"),
         },
         "/api/0/users/{user}/keys/{key_id}": {
             "parameters": [USER, KEY],
