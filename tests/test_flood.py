@@ -41,7 +41,9 @@ class Server:
         self.store = StoreService(open_sqlite(directory / "s.sqlite3"),
                                   ImmediateWorker(), self.clock, 0.5)
         recorder = HostRecorder(self.registry, self.store, config.history_retention,
-                                config.history_max_samples)
+                                config.history_max_samples,
+                                max_host_bytes=config.history_max_host_bytes,
+                                max_bytes=config.history_max_bytes)
         wire(self.bus, journal=self.journal, recorder=recorder)
         self.ingest: IngestProtocol = make_ingest(config, self.registry, self.bus, self.clock,
                                                   max_sources)
@@ -143,6 +145,27 @@ def test_journal_and_store_bounded_under_flood(server: Callable[..., Server],
     assert set(rows) == {f"h{n}" for n in range(10)}
     assert max(rows.values()) <= 2 * 20
     conn.close()
+
+
+def test_small_zlib_plgs_fill_no_disk(server: Callable[..., Server], tmp_path: Path) -> None:
+    """PLGs of a few dozen bytes on the wire inflating to 20 KB each: history is charged
+    the inflated bytes, so it stays within its caps per host and in all."""
+    hb = server(max_hosts=10_000, source_rate=1e9, history_max_samples=10_000,
+                history_max_host_bytes=200_000, history_max_bytes=600_000)
+    plg = [zlib.compress(json.dumps({"ID": "PLG", "name": f"h{n}", "plugins": {
+        "big": {"blob": "x" * 20_000, "n": n}}}).encode(), 9) for n in range(10)]
+    assert max(len(p) for p in plg) < 120
+    hb.flood(3000, lambda n: (plg[n % 10], "192.0.2.1"))
+    hb.clock.advance(1.0)
+    conn = sqlite3.connect(tmp_path / "s.sqlite3")
+    held = dict(conn.execute(
+        "SELECT host, SUM(LENGTH(CAST(message AS BLOB))) FROM plugin_history GROUP BY host"))
+    conn.close()
+    sent = sum(len(plg[n % 10]) for n in range(3000))
+    assert set(held) == {f"h{n}" for n in range(10)}
+    assert max(held.values()) <= 60_000 + 20_100  # its share, and the message that passed it
+    assert sum(held.values()) <= 600_000 + 10 * 20_100 < 20_000 * 3000 / 50
+    assert sent < 360_000  # about 350 KB sent; about 60 MB inflated
 
 
 class StalledWorker:

@@ -426,6 +426,39 @@ class StoreServiceTests:
         store.flush()
         assert (store.failures, store.commits) == (1, 2)
 
+    def test_history_is_bounded_in_bytes_per_host_and_in_all(self, backend: Backend,
+                                                            clock: Clock) -> None:
+        """A host past its byte cap is trimmed oldest first in the batch that took it
+        there; more hosts share the total, and the maintenance trims to the shares."""
+        registry = Registry(grace=5, default_interval=10)
+        bus = make_bus()
+        store = StoreService(backend, ImmediateWorker(), clock, reader=ImmediateWorker())
+        recorder = HostRecorder(registry, store, retention=1e9, max_samples=10_000,
+                                max_host_bytes=3000, max_bytes=4000)
+        wire(bus, recorder=recorder)
+        pad = "x" * 250
+
+        def plg(host: str, n: int) -> None:
+            self._apply(registry, bus, {"ID": "PLG", "name": host, "seq": n,
+                                        "plugins": {"p": {"n": n, "pad": pad}}}, 1000.0 + n)
+
+        for n in range(40):
+            plg("a", n)
+            store.flush()
+        held = backend.read(lambda t: t.history_bytes())
+        assert held["a"] <= 3000
+        kept = [json.loads(r[3])["plugins"]["p"]["n"] for r in rows(backend, PLUGIN_HISTORY)]
+        assert kept == list(range(40 - len(kept), 40)) and len(kept) >= 8
+        for host in ("b", "c", "d"):
+            for n in range(100, 110):
+                plg(host, n)
+            store.flush()
+        assert recorder.host_cap() == 1000
+        fired(store._maintain())
+        held = backend.read(lambda t: t.history_bytes())
+        assert max(held.values()) <= 1000 and sum(held.values()) <= 4000
+        assert sorted(held) == ["a", "b", "c", "d"]
+
     def test_an_api_change_the_database_refuses_fails_whole(self, backend: Backend,
                                                            clock: Clock) -> None:
         store, _registry, _bus = self._store(backend, clock)

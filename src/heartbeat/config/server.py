@@ -295,6 +295,11 @@ class ServerConfig:
     store_flush_interval: float = option(0.5, positive, doc="store write batch period (s)")
     history_retention: float = option(7 * 86400.0, positive, doc="plugin history kept (s)")
     history_max_samples: int = option(10000, positive, doc="PLG messages kept in history per host")
+    history_max_host_bytes: int = option(
+        32 * 1024 * 1024, positive, doc="bytes of PLG text (inflated) kept in history per host")
+    history_max_bytes: int = option(
+        2 * 1024 * 1024 * 1024, positive,
+        doc="bytes of PLG text (inflated) kept in history in all (an equal share per host)")
     logfile: str | None = option(None, doc="also write the server log to this file")
     journal_enabled: bool = option(True, doc="write every received message to the journal")
     journal_dir: str = option("/var/log/heartbeat", doc="journal directory")

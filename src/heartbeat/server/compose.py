@@ -770,7 +770,11 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
     operations = make_operations(settings, registry, engine, flaps, store=store, bus=bus,
                                  reactor=reactor)
     recorder = HostRecorder(registry, store, config.history_retention,
-                            config.history_max_samples)
+                            config.history_max_samples,
+                            max_host_bytes=config.history_max_host_bytes,
+                            max_bytes=config.history_max_bytes)
+    recorder.restore_bytes(load_stored(store, lambda tables: tables.history_bytes(),
+                                       "the history's size"))
     hasher = PasswordHasher(make_worker("heartbeat-passwords"), seams.password_iterations)
     auth = make_auth(config, store, hasher, reactor)
     listener = share_auth(auth, store, make_worker, reactor)

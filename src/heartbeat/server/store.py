@@ -501,17 +501,34 @@ class HostRecorder:
     While the store is behind (or failing: its ``backlog`` counts), at most
     ``max_pending`` history rows wait in memory; later ones are counted in
     ``dropped_rows`` (the latest data of each plugin is still kept).
+
+    History is bounded in bytes too, each message charged the bytes of its text
+    as stored (inflated): a host holds at most :meth:`host_cap` bytes, the
+    smaller of ``max_host_bytes`` and an equal share of ``max_bytes`` among the
+    hosts holding history, so all of it stays within ``max_bytes``. A host past
+    its cap is trimmed (oldest rows first, to nine tenths of it) in the batch
+    that takes it there; the periodic maintenance trims from the store's own
+    count. The bytes held are counted from the store at start-up
+    (:meth:`restore_bytes`) and kept as an upper bound in between.
     """
 
     def __init__(
         self, registry: Registry, store: StoreService, retention: float, max_samples: int,
-        max_pending: int = 100_000,
+        max_pending: int = 100_000, *, max_host_bytes: int | None = None,
+        max_bytes: int | None = None,
     ) -> None:
         self._registry = registry
         self._store = store
         self._retention = retention
         self._max_samples = max_samples
         self._max_pending = max_pending
+        self._max_host_bytes = max_host_bytes
+        self._max_bytes = max_bytes
+        self._bytes: dict[str, int] = {}
+        """Bytes of history each host holds (or is about to), at most."""
+        self._bytes_due: set[str] = set()
+        self.trimmed_for_bytes = 0
+        """Trims of a host's history to its cap in bytes."""
         self._history: list[tuple[str, float, str, str, int | None, float | None]] = []
         self._latest: dict[tuple[str, str], tuple[str, str, float, Any]] = {}
         self._added: dict[str, int] = {}
@@ -525,12 +542,16 @@ class HostRecorder:
         message = event.data["message"]
         if message["ID"] != "PLG" or not message["plugins"]:
             return
-        text = (event.raw if event.raw is not None else json_bytes(message)).decode("utf-8")
+        raw = event.raw if event.raw is not None else json_bytes(message)
+        text = raw.decode("utf-8")
         plugins = message["plugins"]
         host = event.host
         if len(self._history) + self._store.backlog < self._max_pending:
             self._history.append((host, event.ts, f",{','.join(plugins)},", text,
                                   *message_key(message)))
+            held = self._bytes[host] = self._bytes.get(host, 0) + len(raw)
+            if held > self.host_cap():
+                self._bytes_due.add(host)
         else:
             self._store.dropped_rows += 1
         latest = self._latest
@@ -542,10 +563,25 @@ class HostRecorder:
             self._trim_due.add(host)
         self._added[host] = added
 
+    def host_cap(self) -> float:
+        """The bytes of history one host may hold now (see the class)."""
+        cap = float("inf") if self._max_host_bytes is None else self._max_host_bytes
+        if self._max_bytes is not None:
+            cap = min(cap, self._max_bytes // max(1, len(self._bytes)))
+        return cap
+
+    def restore_bytes(self, held: dict[str, int]) -> None:
+        """The bytes of history each host holds in the store (start-up)."""
+        self._bytes = dict(held)
+        cap = self.host_cap()
+        self._bytes_due = {host for host, size in held.items() if size > cap}
+
     def on_removed(self, event: Event) -> None:
         self._latest = {k: v for k, v in self._latest.items() if k[0] != event.host}
         self._added.pop(event.host, None)
         self._trim_due.discard(event.host)
+        self._bytes.pop(event.host, None)
+        self._bytes_due.discard(event.host)
         self._store.submit(lambda tables: _forget_host(tables, event.host))
 
     def _statements(self) -> list[Write]:
@@ -566,6 +602,13 @@ class HostRecorder:
         if self._trim_due:
             due, self._trim_due = self._trim_due, set()
             writes.append(lambda tables: self._trim_all(tables, due))
+        if self._bytes_due:
+            over, self._bytes_due = self._bytes_due, set()
+            keep = int(self.host_cap() * 0.9)
+            for host in over:
+                self._bytes[host] = min(self._bytes.get(host, 0), keep)
+            self.trimmed_for_bytes += len(over)
+            writes.append(lambda tables: _trim_bytes(tables, sorted(over), keep))
         return writes
 
     def _trim_all(self, tables: Tables, hosts: Iterable[str]) -> None:
@@ -573,9 +616,20 @@ class HostRecorder:
             tables.trim_history(host, self._max_samples)
 
     def prune(self, tables: Tables, now: float) -> None:
-        """Drop history past the retention age and past the per-host message cap."""
+        """Drop history past the retention age, the per-host message cap and the per-host
+        byte cap (counted by the store here)."""
         tables.delete_before(PLUGIN_HISTORY, "ts", now - self._retention)
         self._trim_all(tables, tables.history_over(self._max_samples))
+        if self._max_host_bytes is None and self._max_bytes is None:
+            return
+        cap = self.host_cap()
+        over = [host for host, size in tables.history_bytes().items() if size > cap]
+        _trim_bytes(tables, over, int(cap * 0.9))
+
+
+def _trim_bytes(tables: Tables, hosts: Iterable[str], keep: int) -> None:
+    for host in hosts:
+        tables.trim_history_bytes(host, keep)
 
 
 _SEQ_LIMIT = 1 << 62

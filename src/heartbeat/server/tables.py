@@ -177,6 +177,14 @@ class Tables(Protocol):
         """Keep the newest ``keep`` history rows of ``host``."""
         ...
 
+    def history_bytes(self) -> dict[str, int]:
+        """The bytes of history text each host holds."""
+        ...
+
+    def trim_history_bytes(self, host: str, keep: int) -> None:
+        """Keep the newest history rows of ``host`` whose texts add up to ``keep`` bytes."""
+        ...
+
 
 Write = Callable[[Tables], object]
 """A queued write: runs on the writer thread inside the batch's transaction."""
@@ -233,9 +241,12 @@ class Dialect:
     """An expression true when ``{0}`` contains the text ``{1}``."""
     greatest: str
     """The function giving the larger of two values."""
+    octets: str = "octet_length({0})"
+    """The length in bytes of the text ``{0}``."""
 
 
-SQLITE: Final = Dialect("sqlite", "?", "instr({0}, {1}) > 0", "MAX")
+SQLITE: Final = Dialect("sqlite", "?", "instr({0}, {1}) > 0", "MAX",
+                        "LENGTH(CAST({0} AS BLOB))")
 
 
 class SqlTables:
@@ -354,6 +365,20 @@ class SqlTables:
             f"DELETE FROM plugin_history WHERE host = {p} AND ts < ("
             f" SELECT ts FROM plugin_history WHERE host = {p}"
             f" ORDER BY ts DESC LIMIT 1 OFFSET {p})", (host, host, keep - 1))
+
+    def history_bytes(self) -> dict[str, int]:
+        size = self.dialect.octets.format("message")
+        rows = self._execute(f"SELECT host, SUM({size}) FROM plugin_history GROUP BY host", ())
+        return {host: int(total) for host, total in rows}
+
+    def trim_history_bytes(self, host: str, keep: int) -> None:
+        p = self.dialect.param
+        size = self.dialect.octets.format("message")
+        self._execute(
+            f"DELETE FROM plugin_history WHERE host = {p} AND ts <= ("
+            f" SELECT ts FROM (SELECT ts, SUM({size}) OVER (ORDER BY ts DESC"
+            f" ROWS UNBOUNDED PRECEDING) AS total FROM plugin_history WHERE host = {p}) newest"
+            f" WHERE total > {p} ORDER BY ts DESC LIMIT 1)", (host, host, keep))
 
 
 class SqliteTables(SqlTables):
