@@ -197,10 +197,14 @@ def test_user_changes_own_password_but_not_admin_flag(stack: Stack) -> None:
     other = stack.token("bob")
     promote = stack.call("PUT", "/api/0/users/bob", {"admin": True}, token=bob)
     assert (promote.status, promote.json["error"]) == (403, "forbidden")
-    changed = stack.call("PUT", "/api/0/users/bob", {"password": "a-new-password"}, token=bob)
+    changed = stack.call("PUT", "/api/0/users/bob", {"password": "a-new-password",
+                                                     "current_password": "bob-password"},
+                         token=bob)
     assert changed.status == 200
     assert stack.login("bob", "a-new-password").status == 200
-    assert stack.call("GET", "/api/0/me", token=bob).status == 200  # this session stays
+    rotated = changed.json["session"]["token"]
+    assert stack.call("GET", "/api/0/me", token=rotated).status == 200  # the caller's new one
+    assert stack.call("GET", "/api/0/me", token=bob).status == 401  # replaced
     assert stack.call("GET", "/api/0/me", token=other).status == 401  # the others end
 
 
