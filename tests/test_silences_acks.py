@@ -102,6 +102,26 @@ class SilenceTests:
         assert book.matching("a", "host.down", NOW + 120) is None
 
 
+    def test_lookups_follow_every_change(self) -> None:
+        """The book's index by host follows puts, early ends, purges and a replacing
+        restore: what matches is always what the silences say."""
+        book = SilenceBook()
+        book.put(silence({"host": "db1", "duration": 60, "comment": "x"}))
+        book.put(silence({"host": "db*", "metric": "disk.*", "duration": 600, "comment": "y"},
+                         "2"))
+        assert book.matching("db1", "cpu", NOW) == book.get("1")
+        assert book.matching("db1", "disk.free", NOW) == book.get("2")  # the longer one
+        book.expire("1", NOW + 1, "bob")
+        assert book.matching("db1", "cpu", NOW + 2) is None
+        book.put(silence({"host": "db1", "duration": 60, "comment": "again"}, "3"))
+        assert book.matching("db1", "cpu", NOW + 2) == book.get("3")
+        assert book.purge(NOW + 2) == ["1"]
+        book.restore([silence({"host": "web1", "duration": 60, "comment": "z"}, "9")],
+                     replace=True)
+        assert (book.matching("db1", "disk.free", NOW), book.matching("web1", "x", NOW)) == (
+            None, book.get("9"))
+
+
 class AckTests:
     def test_holds_at_its_level_until_the_level_changes(self) -> None:
         """An acknowledgement covers its level; a change of level ends it."""

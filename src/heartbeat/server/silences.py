@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
 from heartbeat.config.loader import ConfigError
-from heartbeat.server.maintenance import compile_glob, spec_keys
+from heartbeat.server.maintenance import compile_glob, is_glob, spec_keys
 from heartbeat.server.schedule import parse_duration, parse_instant, zone
 
 __all__ = ["SILENCE_FIELDS", "Silence", "SilenceBook", "parse_silence"]
@@ -138,6 +138,21 @@ class SilenceBook:
     def __init__(self) -> None:
         self._silences: dict[str, Silence] = {}
         self._last_id = 0
+        self._index: tuple[dict[str, list[Silence]], list[Silence]] | None = None
+        """Silences by exact host, and those of a glob; made again after a change, so
+        asking about a host (every notice, every host object) costs a lookup, not a walk."""
+
+    def _indexed(self) -> tuple[dict[str, list[Silence]], list[Silence]]:
+        if self._index is None:
+            by_host: dict[str, list[Silence]] = {}
+            globs: list[Silence] = []
+            for silence in self._silences.values():
+                if is_glob(silence.host):
+                    globs.append(silence)
+                else:
+                    by_host.setdefault(silence.host, []).append(silence)
+            self._index = (by_host, globs)
+        return self._index
 
     def __iter__(self) -> Iterator[Silence]:
         return iter(sorted(self._silences.values(), key=lambda s: (s.start, _number(s.id))))
@@ -150,6 +165,7 @@ class SilenceBook:
 
     def put(self, silence: Silence) -> None:
         self._silences[silence.id] = silence
+        self._index = None
         self._last_id = max(self._last_id, _number(silence.id))
 
     def expire(self, silence_id: str, now: float, by: str | None) -> Silence | None:
@@ -163,11 +179,13 @@ class SilenceBook:
         if silence.end > now:
             silence = replace(silence, start=min(silence.start, now), end=now, ended_by=by)
             self._silences[silence_id] = silence
+            self._index = None
         return silence
 
     def matching(self, host: str, subject: str, now: float) -> Silence | None:
         """The active silence covering ``host``'s ``subject`` (the one lasting longest)."""
-        found = [s for s in self._silences.values()
+        by_host, globs = self._indexed()
+        found = [s for group in (by_host.get(host, ()), globs) for s in group
                  if s.active_at(now) and s.matches(host, subject)]
         return max(found, key=lambda s: s.end) if found else None
 
@@ -184,6 +202,7 @@ class SilenceBook:
         gone = [i for i, s in self._silences.items() if s.end < before]
         for silence_id in gone:
             del self._silences[silence_id]
+            self._index = None
         return gone
 
     def next_id(self) -> str:
@@ -196,6 +215,7 @@ class SilenceBook:
         """Silences kept in the store (``replace``: instead of those held now)."""
         if replace:
             self._silences.clear()
+            self._index = None
         for silence in silences:
             self.put(silence)
         self._last_id = max(self._last_id, last_id)
