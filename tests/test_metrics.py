@@ -80,6 +80,24 @@ def test_hosts_plugin_metrics_alerts_and_counters(stack: Stack) -> None:
                                        (("level", "UNKNOWN"),): 0.0}
     assert got["heartbeat_build_info"] == {(("version", "0.1.0"),): 1.0}
 
+def test_operations_gauges(stack: Stack) -> None:
+    """Open maintenance windows, active silences and acknowledgements, as /api/0/status
+    counts them (docs/OPERATIONS.md)."""
+    _fleet(stack)
+    operations = stack.server.operations
+    operations.add_window({"hosts": ["db1"], "start": stack.clock.seconds() - 1,
+                           "duration": 60}, None)
+    operations.add_window({"hosts": ["web1"], "cron": "0 3 * * *", "duration": 60,
+                           "timezone": "UTC"}, None)  # 08:00 UTC now: closed
+    operations.add_silence({"host": "web1", "duration": 60, "comment": "x"}, None)
+    operations.acknowledge("web1", "cpu_monitor.cpu_percent", "CRITICAL", None, "on it")
+    got = _samples(stack.call("GET", "/metrics").text)
+    assert {name: got[name] for name in (
+        "heartbeat_maintenance_windows_open", "heartbeat_silences_active",
+        "heartbeat_acknowledgements", "heartbeat_held_problems")} == {
+        "heartbeat_maintenance_windows_open": {(): 1.0}, "heartbeat_silences_active": {(): 1.0},
+        "heartbeat_acknowledgements": {(): 1.0}, "heartbeat_held_problems": {(): 0.0}}
+
 
 def test_openmetrics_when_the_scraper_asks(stack: Stack) -> None:
     """Prometheus' Accept header gets OpenMetrics 1.0, valid to its strict parser."""
