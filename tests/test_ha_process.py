@@ -43,6 +43,20 @@ def both(servers: list[ServerProcess], message: dict[str, Any]) -> None:
         server.send(message)
 
 
+def replies(server: ServerProcess, wait: float = 1.0) -> list[dict[str, Any]]:
+    """The datagrams the server sent back to this test's socket within ``wait`` s of the
+    last one (an ACK and the commands due follow an HTB at once)."""
+    got: list[dict[str, Any]] = []
+    server.socket.settimeout(wait)
+    try:
+        while True:
+            got.append(server.receive())
+    except TimeoutError:
+        return got
+    finally:
+        server.socket.settimeout(5)
+
+
 def marked(url: str, key: str) -> str | None:
     with psycopg.connect(url, autocommit=True) as conn:
         row = conn.execute("SELECT state FROM notices WHERE key = %s", (key,)).fetchone()
@@ -88,6 +102,22 @@ async def test_one_email_per_down_and_a_failover_sends_nothing_twice(
         assert email_sent(follower) == 0
         await eventually(lambda: marked(postgres_url, "host:web1") == "down")
 
+        # A command is queued on the leader (a follower refuses it) and sent by it alone.
+        both(servers, {"ID": "HTB", "name": "web3", "interval": 60})
+        await eventually(lambda: follower.host("web3") and leader.host("web3"))
+        code, body = follower.request("POST", "/api/0/hosts/web3/commands",
+                                      {"cmd": "uptime", "args": []})
+        assert (code, body.get("error")) == (409, "not_leader")
+        code, body = leader.request("POST", "/api/0/hosts/web3/commands",
+                                    {"cmd": "uptime", "args": []})
+        assert code == 202, body
+        cmd_id = body["command"]["cmd_id"]
+        for server in servers:
+            replies(server)  # the ACKs so far
+        both(servers, {"ID": "HTB", "name": "web3", "interval": 60})
+        assert [r.get("cmd_id") for r in replies(leader) if r["ID"] == "CMD"] == [cmd_id]
+        assert [r["ID"] for r in replies(follower)] == ["ACK"]
+
         # The leader is killed; a host goes DOWN before anyone leads again (the test holds
         # the lock meanwhile: it waits for it behind the leader's session, so PostgreSQL
         # hands it to the test the moment the leader's session ends). Once the test lets
@@ -117,14 +147,19 @@ async def test_one_email_per_down_and_a_failover_sends_nothing_twice(
                                  ["speaking"] and email_sent(follower) == 1 and n["one_voice"])
         await task.deferLater(reactor, 1.0)  # a second copy would have arrived by now
         assert sink.mails.pending == [] and email_sent(follower) == 1
-        assert (voice["caught_up_sent"], voice["duplicates_skipped"]) == (1, 1)  # web2; web1
+        # Sent: web2's DOWN. Not sent: web1's DOWN (marked) and web3's first UP (resting).
+        assert (voice["caught_up_sent"], voice["duplicates_skipped"]) == (1, 2)
         assert took_over < 10.0
         print(f"lock free {freed:.2f}s after kill -9; follower leading {took_over:.2f}s "
               f"after the leader died (less the time the test held the lock)")
 
-        # Commands are dispatched by the leader only; the new one queues them.
+        # The new leader sends the command the old one had queued, by the same id (an
+        # agent runs a cmd_id once), and queues new ones.
+        replies(follower)
+        follower.send({"ID": "HTB", "name": "web3", "interval": 60})
+        assert [r.get("cmd_id") for r in replies(follower) if r["ID"] == "CMD"] == [cmd_id]
         status_code, body = follower.request(
-            "POST", "/api/0/hosts/web2/commands", {"cmd": "uptime", "args": []})
+            "POST", "/api/0/hosts/web3/commands", {"cmd": "uptime", "args": []})
         assert status_code == 202, body
     finally:
         await sink.stop()
