@@ -136,3 +136,15 @@ def test_periods_read_as_people_write_them() -> None:
     assert [str(Period(s)) for s in (2, 0.5, 90, 3600, 43200, 86400, 90061)] == [
         "every 2s", "every 0.5s", "every 1m 30s", "every 1h", "every 12h", "every 1d",
         "every 1d 1h 1m 1s"]
+
+
+def test_a_changed_schedule_moves_the_expected_time() -> None:
+    """The next expected end is remembered per timing and reference: a new spec's timing,
+    or a run's end, gives a new one."""
+    book = _book(period=3600)
+    job = book.jobs["backup"]
+    assert job.expected() == T0 + 3600
+    book.put(JobSpec("backup", UUID, Period(60), 300, 300, host="db1"), T0 + 5)
+    assert (job.expected(), book.next_deadline()) == (T0 + 60, T0 + 360)
+    book.finish(job, T0 + 100)
+    assert job.expected() == T0 + 160

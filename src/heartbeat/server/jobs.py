@@ -143,6 +143,10 @@ class Job:
     runs: deque[Run] = field(default_factory=lambda: deque(maxlen=RECENT_RUNS))
     version: int = 0
     """Bumped at every change: deadlines queued before it are stale."""
+    _expected: tuple[Timing, float, float | None] | None = field(
+        default=None, repr=False, compare=False)
+    """(timing, reference, answer) of the last :meth:`expected`: a cron schedule's next
+    fire costs tens of microseconds, and a change asks for it several times."""
 
     @property
     def name(self) -> str:
@@ -151,7 +155,13 @@ class Job:
     def expected(self) -> float | None:
         """When the next run should have ended by (before grace), or None: never."""
         reference = self.last_end if self.last_end is not None else self.created
-        return self.spec.timing.next_after(reference)
+        timing = self.spec.timing
+        known = self._expected
+        if known is not None and known[0] is timing and known[1] == reference:
+            return known[2]
+        answer = timing.next_after(reference)
+        self._expected = (timing, reference, answer)
+        return answer
 
     def conditions(self, now: float) -> tuple[bool, bool]:
         """(late, running too long) at ``now``."""
