@@ -71,6 +71,21 @@ def ops(tmp_path: Path) -> Any:
 
 
 class WindowTests:
+    def test_events_of_a_window_belong_to_the_hosts_it_names(self, ops: Ops) -> None:
+        """A window naming hosts one by one has its events once per host (their viewers
+        see them on the feed); one of globs or tags, one event of no host (admins)."""
+        ops.service.add_window({"hosts": ["web1", "web2"], "start": T0 + 5, "duration": 5},
+                               "bob")
+        ops.service.add_window({"hosts": ["db1"], "tags": ["linux"], "start": T0 + 5,
+                                "duration": 5}, "alice")
+        ops.clock.advance(5)
+        assert ops.kinds() == [("maintenance.created", "web1", T0),
+                               ("maintenance.created", "web2", T0),
+                               ("maintenance.created", "", T0),
+                               ("maintenance.started", "web1", T0 + 5),
+                               ("maintenance.started", "web2", T0 + 5),
+                               ("maintenance.started", "", T0 + 5)]
+
     def test_window_opens_and_closes_on_time(self, ops: Ops) -> None:
         """A one-off window is journaled when made, when it opens and when it closes."""
         window = ops.service.add_window({"hosts": ["web*"], "start": T0 + 60, "end": T0 + 120,
@@ -110,8 +125,8 @@ class WindowTests:
         ops.suppression.decide(down, ops.clock.seconds())
         ops.kinds()
         assert ops.service.delete_window("1", "bob") is not None
-        assert ops.kinds() == [("maintenance.deleted", "", T0 + 50),
-                               ("maintenance.ended", "", T0 + 50),
+        assert ops.kinds() == [("maintenance.deleted", "web1", T0 + 50),  # its host's
+                               ("maintenance.ended", "web1", T0 + 50),
                                ("problem.still", "web1", T0 + 50)]
         assert ops.service.delete_window("1", "bob") is None
 
@@ -229,6 +244,6 @@ class SharedStoreTests:
         assert [s.comment for s in follower.suppression.silences] == ["swap"]
         assert follower.suppression.acks.get("db1", "cpu") is not None
         assert follower.suppression.calendar.next_id() == "3"
-        assert ("maintenance.started", "", T0) in follower.kinds()
+        assert ("maintenance.started", "web1", T0) in follower.kinds()
         follower.stop()
         leader.stop()

@@ -48,7 +48,7 @@ def test_manager_makes_a_window_for_their_host(stack: Stack) -> None:
                                       "source", "active")} == {
         "id": "1", "hosts": ["web1"], "kind": "once", "start": START - 60,
         "end": START + 7140, "author": "mike", "source": "api", "active": True}
-    assert _kinds(stack, "maintenance.") == [("maintenance.created", "")]
+    assert _kinds(stack, "maintenance.") == [("maintenance.created", "web1")]
     listed = stack.call("GET", "/api/0/maintenance", token=mike).json["windows"]
     assert [w["id"] for w in listed] == ["1"]  # the config's db* window covers none of his
     host = stack.call("GET", "/api/0/hosts/web1", token=stack.token("bob")).json
@@ -97,9 +97,9 @@ def test_replace_and_delete(stack: Stack) -> None:
         == "config_window"
     assert stack.call("DELETE", "/api/0/maintenance/1", token=mike).json == {"deleted": "1"}
     assert stack.call("GET", "/api/0/maintenance/1", token=mike).status == 404
-    assert _kinds(stack, "maintenance.") == [("maintenance.created", ""),
-                                             ("maintenance.updated", ""),
-                                             ("maintenance.deleted", "")]
+    assert _kinds(stack, "maintenance.") == [("maintenance.created", "web1"),
+                                             ("maintenance.updated", "web1"),
+                                             ("maintenance.deleted", "web1")]
 
 
 def test_bad_window_names_the_field(stack: Stack) -> None:

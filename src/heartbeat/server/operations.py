@@ -147,7 +147,7 @@ class OperationsService(Service):
         self.default_zone = default_zone
         self.retention = retention
         """Silences that expired longer ago than this are forgotten."""
-        self._open: set[str] = set()
+        self._open: dict[str, MaintenanceWindow] = {}
         self._active: set[str] = set()
         self._call: IDelayedCall | None = None
         self._writes: list[Write] = []
@@ -208,7 +208,7 @@ class OperationsService(Service):
     def startService(self) -> None:
         super().startService()
         now = self.clock.seconds()
-        self._open = {w.id for w in self.calendar.open(now)}
+        self._open = {w.id: w for w in self.calendar.open(now)}
         self._active = {s.id for s in self.silences.active(now)}
         self.check()
 
@@ -229,13 +229,13 @@ class OperationsService(Service):
 
     def _check(self, now: float) -> None:
         open_now = {w.id: w for w in self.calendar.open(now)}
-        for window_id in sorted(open_now.keys() - self._open):
-            self._event(MAINTENANCE_STARTED, "", open_now[window_id].to_json(now), now)
-        for window_id in sorted(self._open - open_now.keys()):
-            window = self.calendar.get(window_id)
-            data = window.to_json(now) if window is not None else {"id": window_id}
-            self._event(MAINTENANCE_ENDED, "", data, now)
-        self._open = set(open_now)
+        for window_id in sorted(open_now.keys() - self._open.keys()):
+            window = open_now[window_id]
+            self._window_event(MAINTENANCE_STARTED, window, window.to_json(now), now)
+        for window_id in sorted(self._open.keys() - open_now.keys()):
+            closed = self.calendar.get(window_id) or self._open[window_id]  # deleted: as it was
+            self._window_event(MAINTENANCE_ENDED, closed, closed.to_json(now), now)
+        self._open = open_now
         active = {s.id: s for s in self.silences.active(now)}
         for silence_id in sorted(active.keys() - self._active, key=_number):
             silence = active[silence_id]
@@ -318,7 +318,7 @@ class OperationsService(Service):
         row = (window.id, spec, window.author, window.created)
         self._writes.append(lambda tables: tables.put(MAINTENANCE_WINDOWS, [row]))
         self._writes.append(_last_id("maintenance", int(window.id)))
-        self._event(kind, "", {**window.to_json(now), "by": by}, now)
+        self._window_event(kind, window, {**window.to_json(now), "by": by}, now)
         log.info("operations: {what} {id} by {user}", what=kind, id=window.id, user=by)
         self._changed()
 
@@ -328,7 +328,7 @@ class OperationsService(Service):
         if window is None:
             return None
         self._writes.append(_delete(MAINTENANCE_WINDOWS, window_id))
-        self._event(MAINTENANCE_DELETED, "", {**window.to_json(now), "by": by}, now)
+        self._window_event(MAINTENANCE_DELETED, window, {**window.to_json(now), "by": by}, now)
         log.info("operations: maintenance window {id} deleted by {user}", id=window_id, user=by)
         self._changed()
         return window
@@ -414,6 +414,16 @@ class OperationsService(Service):
 
     def _event(self, kind: str, host: str, data: dict[str, Any], now: float) -> None:
         self.publish(Event(kind, host, now, data))
+
+    def _window_event(self, kind: str, window: MaintenanceWindow, data: dict[str, Any],
+                      now: float) -> None:
+        """One event per host a window names one by one (their viewers see it on the feed),
+        else one of no host (a window of globs or tags: only admins see it)."""
+        selector = window.selector
+        hosts = [""] if selector.tags or selector.has_globs or not selector.names \
+            else list(selector.names)
+        for host in hosts:
+            self._event(kind, host, data, now)
 
     # The store
     def _take_writes(self) -> list[Write]:

@@ -369,7 +369,8 @@ export async function livePage(feed) {
       if (error.status !== 404) throw error;
     }
   }
-  for (const kind of ["ack.added", "ack.removed", "host.flapping", "silence.started", "silence.ended"]) {
+  for (const kind of ["ack.added", "ack.removed", "host.flapping", "silence.started", "silence.ended",
+    "maintenance.started", "maintenance.ended"]) {
     feed.on(kind, (event) => {
       if (event.host) refetch(event.host).catch(() => {});
     });
