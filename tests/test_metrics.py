@@ -79,6 +79,9 @@ def test_hosts_plugin_metrics_alerts_and_counters(stack: Stack) -> None:
                                        (("level", "WARNING"),): 1.0,
                                        (("level", "UNKNOWN"),): 0.0}
     assert got["heartbeat_build_info"] == {(("version", "0.1.0"),): 1.0}
+    # With SQLite the server is alone: always the leader, never behind (docs/HA.md).
+    assert (got["heartbeat_leader"], got["heartbeat_store_behind_seconds"]) == (
+        {(): 1.0}, {(): 0.0})
 
 def test_operations_gauges(stack: Stack) -> None:
     """Open maintenance windows, active silences and acknowledgements, as /api/0/status
