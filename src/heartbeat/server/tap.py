@@ -39,6 +39,7 @@ from heartbeat.server.compose import (
 from heartbeat.server.migrations import SchemaError, inspect_store
 from heartbeat.server.notify.routing import channels_in_use
 from heartbeat.server.settings import ServerSettings, load_settings
+from heartbeat.server.steady import SteadyClock
 
 __all__ = ["Options", "makeService"]
 
@@ -191,6 +192,9 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None,
         from twisted.internet import reactor as global_reactor  # noqa: PLC0415 - twistd's
 
         reactor = global_reactor
+        # Timers, deadlines and rate windows on a clock a wall-clock step cannot jump
+        # (heartbeat.server.steady), before anything of the server is scheduled.
+        reactor.seconds = SteadyClock().seconds
     settings: ServerSettings = options["settings"]
     config = settings.config
     if config.logfile:
