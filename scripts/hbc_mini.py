@@ -1965,6 +1965,11 @@ def remove_pidfile(pidfile: Optional[str]) -> None:
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    words = list(sys.argv[1:] if argv is None else argv)
+    command = []  # type: List[str]
+    if "--" in words:  # --job NAME SERVER -- command args
+        at = words.index("--")
+        words, command = words[:at], words[at + 1:]
     parser = argparse.ArgumentParser(
         prog="hbc_mini.py",
         description="Single-file heartbeat client: heartbeats, plugin data and command "
@@ -1979,13 +1984,21 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("-m", "--message", metavar="TEXT", help="send one MSG and exit")
     parser.add_argument("--level", choices=MSG_LEVELS, default="info",
                         help="level of the -m message (default: info)")
+    parser.add_argument("--job", metavar="NAME",
+                        help="run the command after -- as a run of the server's cron job "
+                             "NAME: JOB start, exit code and the end of its output; exits "
+                             "with the command's code")
+    parser.add_argument("--uuid", help="with --job: the job's ping UUID (needed when this "
+                                       "host is not the job's host)")
     parser.add_argument("-d", "--daemon", action="store_true",
                         help="detach and log to syslog (LOG_DAEMON)")
     parser.add_argument("--pidfile", metavar="FILE", help="with -d: the daemon's pid file")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="log every datagram sent and received")
     parser.add_argument("--version", action="version", version="%(prog)s " + VERSION)
-    return parser.parse_args(argv)
+    args = parser.parse_args(words)
+    args.command = command
+    return args
 
 
 def fail(text: str, code: int) -> int:
@@ -2005,6 +2018,50 @@ def send_message(client: Client, text: str, level: str) -> int:
     return 0
 
 
+JOB_LOG = 4096
+"""Characters of a job's output its JOB datagram carries: the end (protocol's MAX_OUTPUT)."""
+
+
+def run_job(client: Client, job: str, command: List[str], uuid: Optional[str]) -> int:
+    """--job: JOB start, the command (its output passed through), JOB exit with its exit
+    code and the end of its output; the command's own exit code."""
+    if not command:
+        return fail("--job needs the command to run after --", EXIT_USAGE)
+    errors = client.resolve_servers(warn=False)
+    if errors:
+        return fail(errors[0], EXIT_USAGE)
+    extra = {"uuid": uuid} if uuid else {}
+    if not client.send(client.message("JOB", job=job, ping="start", **extra)):
+        sys.stderr.write("{}: job {}: the start ping could not be sent\n".format(CLIENT, job))
+    tail = b""
+    try:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    except OSError as e:
+        tail = "{}: cannot run {}: {}\n".format(CLIENT, command[0], e.strerror or e).encode()
+        sys.stderr.write(tail.decode())
+        code = 127 if isinstance(e, FileNotFoundError) else 126
+    else:
+        out = getattr(sys.stdout, "buffer", None)
+        assert process.stdout is not None
+        while True:
+            chunk = os.read(process.stdout.fileno(), 65536)
+            if not chunk:
+                break
+            if out is not None:
+                out.write(chunk)
+                out.flush()
+            tail = (tail + chunk)[-4 * JOB_LOG:]
+        status = process.wait()
+        code = 128 - status if status < 0 else status
+    log_text = tail.decode("utf-8", "replace")[-JOB_LOG:]
+    sent = client.send(client.message("JOB", job=job, ping="exit", rc=min(code, 255),
+                                      log=log_text, **extra))
+    client.shutdown()
+    if not sent:
+        sys.stderr.write("{}: job {}: the exit ping could not be sent\n".format(CLIENT, job))
+    return code
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     setup_logging(args.verbose, False)
@@ -2013,6 +2070,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     except ConfigError as e:
         return fail("config error: {}".format(e), EXIT_CONFIG)
     client = Client(config, args.servers)
+    if args.job is not None:
+        return run_job(client, args.job, args.command, args.uuid)
+    if args.command:
+        return fail("a command after -- goes with --job only", EXIT_USAGE)
     if args.message is not None:
         return send_message(client, args.message, args.level)
     if args.daemon:

@@ -172,6 +172,23 @@ def test_one_shot_message(server: ServerProcess, clients: Clients, python: str) 
         "seq": 1, "version": "0.1.0"}
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize("python", INTERPRETERS)
+def test_job_wraps_a_command(server_factory: Any, clients: Clients, python: str) -> None:
+    """--job NAME SERVER -- command: the JOB start and exit pings reach the server (this
+    host is the job's host), the output passes through, the exit code is the command's."""
+    server = server_factory(jobs={"backup": {"period": "1h", "host": "mini-job"}})
+    result = clients.run(python, {"hb_port": server.udp_port, "name": "mini-job"}, "--job",
+                         "backup", "127.0.0.1", "--", "sh", "-c", "echo dumped; exit 4")
+    assert (result.returncode, result.stdout, result.stderr) == (4, "dumped\n", "")
+    runs = wait_until(lambda: server.get("/api/0/jobs/backup")["runs"])
+    assert [(r["outcome"], r["exit_code"], r["log"], r["source"], r["duration"] is not None)
+            for r in runs] == [("fail", 4, "dumped\n", "mini-job (UDP)", True)]
+    usage = clients.run(python, {"hb_port": server.udp_port}, "--job", "backup", "127.0.0.1")
+    assert (usage.returncode, usage.stderr) == (2, "hbc_mini: --job needs the command to run "
+                                                   "after --\n")
+
+
 def test_one_shot_to_unresolvable_server_fails_in_one_line(clients: Clients) -> None:
     """A server name that does not resolve: one line naming it, exit 2 (no lookup sent)."""
     bad = "x" * 64 + ".invalid"  # a label over 63 characters fails before any DNS query
