@@ -746,3 +746,25 @@ def test_unreachable_behind_a_down_parent(ui: tuple[Page, Watch], site: Site) ->
     for name in ("ui-router", "ui-child"):
         site.send({"ID": "HTB", "name": name, "interval": 60})
     expect(problem).to_have_count(0)
+
+
+def test_a_window_by_glob_marks_live_hosts_as_it_opens_and_ends(ui: tuple[Page, Watch],
+                                                                 site: Site) -> None:
+    """An admin's window of a glob (its events name no host) marks the hosts it covers on
+    /live when it opens, and unmarks them when it ends, without a reload."""
+    for name in ("ui-glob1", "ui-glob2", "ui-other"):
+        site.send({"ID": "HTB", "name": name})
+    wait_until(lambda: site.request("/api/0/hosts/ui-other")[0] == 200)
+    page = _open_live(ui, site, "alice")
+    covered = page.locator("tr[data-host^='ui-glob'] [data-marker=maintenance]")
+    expect(covered).to_have_count(0)
+    bearer = {"Authorization": f"Bearer {site.token('alice')}"}
+    status, window = site.server.request("POST", "/api/0/maintenance", {
+        "hosts": ["ui-glob[0-9]"], "start": time.time() - 1, "duration": "1h"}, headers=bearer)
+    assert status == 201
+    expect(covered).to_have_count(2)
+    expect(page.locator("tr[data-host='ui-other'] [data-marker=maintenance]")).to_have_count(0)
+    status, _ = site.server.request("DELETE", f"/api/0/maintenance/{window['id']}",
+                                    headers=bearer)
+    assert status == 200
+    expect(covered).to_have_count(0)

@@ -399,6 +399,25 @@ export function stateBadge(state) {
   return el("span", { class: `state state-${value.toLowerCase()}`, dataset: { state: value }, text: value });
 }
 
+// Whether a host name matches a shell-style glob (* ? [...] [!...]) as the server's
+// maintenance windows match them (heartbeat.server.maintenance: case-sensitive, * spans dots).
+export function globMatch(pattern, name) {
+  let source = "";
+  for (let i = 0; i < pattern.length; i += 1) {
+    const c = pattern[i];
+    if (c === "*") source += ".*";
+    else if (c === "?") source += ".";
+    else if (c === "[" && pattern.indexOf("]", i + 2) > i) {
+      const end = pattern.indexOf("]", i + 2);
+      let body = pattern.slice(i + 1, end).replace(/\\/g, "\\\\");
+      if (body.startsWith("!")) body = "^" + body.slice(1);
+      source += `[${body}]`;
+      i = end;
+    } else source += c.replace(/[.+^${}()|\]\\]/g, "\\$&");
+  }
+  return new RegExp(`^${source}$`).test(name);
+}
+
 // Markers a host or problem carries (maintenance, silenced, acknowledged...), as tags:
 // a marker is a string or an object with a kind and optional text, by, until.
 export function markerTags(markers) {

@@ -4,7 +4,7 @@
 // animation frame redraws; the order (problems first by default) is computed
 // again at most every SORT_EVERY ms while events stream in.
 import {
-  api, canInspect, cell, el, fmtNumber, hostHref, levelBadge, markerTags, me, messageItem,
+  api, canInspect, cell, el, fmtNumber, globMatch, hostHref, levelBadge, markerTags, me, messageItem,
   prependLimited, stateBadge, summarize, timeEl,
 } from "./common.js";
 
@@ -375,6 +375,31 @@ export async function livePage(feed) {
       if (event.host) refetch(event.host).catch(() => {});
     });
   }
+  // A window of globs or tags (its events have no host: admins): the hosts it covers
+  // marked here, as the server's calendar matches them (a glob, or a tag of the host).
+  function covers(window, h) {
+    return (window.hosts || []).some((pattern) => globMatch(pattern, h.name)) ||
+      (window.tags || []).some((tag) => (h.tags || []).includes(tag));
+  }
+  function withoutWindow(h, id) {
+    return (h.markers || []).filter((m) => !(m.kind === "maintenance" && m.id === id));
+  }
+  feed.on("maintenance.started", (event) => {
+    if (event.host) return;
+    const marker = { kind: "maintenance", id: event.id, text: `maintenance '${event.id}'`, until: event.current ? event.current.end : null };
+    for (const { h } of [...entries.values()]) {
+      if (covers(event, h)) update(h.name, { in_maintenance: true, markers: [...withoutWindow(h, event.id), marker] }, false);
+    }
+  });
+  feed.on("maintenance.ended", (event) => {
+    if (event.host) return;
+    for (const { h } of [...entries.values()]) {
+      const markers = withoutWindow(h, event.id);
+      if (markers.length !== (h.markers || []).length) {
+        update(h.name, { markers, in_maintenance: markers.some((m) => m.kind === "maintenance") }, false);
+      }
+    }
+  });
   feed.on("host.address", (event) => update(event.host, { addr: event.addr ?? null }, sort.column === "addr"));
   feed.on("alert", (event) => {
     const entry = entries.get(event.host);
