@@ -9,6 +9,7 @@ PostgreSQL's own schema versioning is at the end.
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -101,8 +102,9 @@ SAMPLES: dict[str, tuple[tuple[Any, ...], tuple[Any, ...]]] = {
               ("web1", "DOWN", None, None, 1.5, 3.5, 3.5, 60.0, None, "1.1", None, "timeout",
                None, None, None)),
     "plugin_data": (("web1", "cpu", 1.0, '{"load":1}'), ("web1", "cpu", 2.0, "2")),
-    "plugin_history": (("web1", 1.0, ",cpu,", '{"plugins":{"cpu":1}}', 5, 9.5),
-                       ("web1", 2.0, ",mem,", '{"plugins":{"mem":1}}', 5, 9.5)),
+    "plugin_history": (("web1", 1.0, ",cpu,", b'{"plugins":{"cpu":1}}', 5, 9.5),
+                       ("web1", 2.0, ",mem,", zlib.compress(b'{"plugins":{"mem":1}}'), 5,
+                        9.5)),
     "commands": (("web1", "5f-1", "CMD", '{"cmd":"x"}', 1.0, "alice", 0),
                  ("web1", "5f-1", "UPD", '{"version":"2"}', 2.0, None, 3)),
     "users": (("alice", '{"role":"admin"}'), ("alice", None)),
@@ -165,13 +167,13 @@ class TablesTests:
     def test_history_by_plugin_since_and_caps(self, backend: Backend) -> None:
         """History: newest first, by plugin name (not a prefix), since a time, trimmed
         per host, pruned by age."""
-        history = [("a", 10.0 + i, ",cpu,mem," if i % 2 else ",cpu,", f'{{"n":{i}}}', i, 5.0)
-                   for i in range(6)] + [("b", 1.0, ",cpux,", "{}", None, None)]
+        history = [("a", 10.0 + i, ",cpu,mem," if i % 2 else ",cpu,", f'{{"n":{i}}}'.encode(),
+                    i, 5.0) for i in range(6)] + [("b", 1.0, ",cpux,", b"{}", None, None)]
         write(backend, lambda t: t.add(PLUGIN_HISTORY, history))
         got = backend.read(lambda t: t.history("a", "cpu", 3, None))
-        assert got == [(15.0, '{"n":5}'), (14.0, '{"n":4}'), (13.0, '{"n":3}')]
+        assert got == [(15.0, b'{"n":5}'), (14.0, b'{"n":4}'), (13.0, b'{"n":3}')]
         assert backend.read(lambda t: t.history("a", "mem", 10, 12.0)) == [
-            (15.0, '{"n":5}'), (13.0, '{"n":3}')]
+            (15.0, b'{"n":5}'), (13.0, b'{"n":3}')]
         assert backend.read(lambda t: t.history("b", "cpu", 10, None)) == []
         assert backend.read(lambda t: t.history_over(2)) == ["a"]
         write(backend, lambda t: t.trim_history("a", 4))
@@ -183,10 +185,10 @@ class TablesTests:
     def test_history_of_one_message_is_kept_once(self, backend: Backend) -> None:
         """A PLG added again (another server heard it: same host, seq and ts) is kept once;
         messages without seq or ts are kept as often as they came."""
-        row = ("a", 10.0, ",cpu,", '{"n":1}', 7, 1700000000.25)
-        again = ("a", 10.2, ",cpu,", '{"n":1}', 7, 1700000000.25)  # received later, elsewhere
-        other = ("a", 11.0, ",cpu,", '{"n":2}', 7, 1700000001.25)  # a restarted sender's seq
-        bare = ("a", 12.0, ",cpu,", "{}", None, None)
+        row = ("a", 10.0, ",cpu,", b'{"n":1}', 7, 1700000000.25)
+        again = ("a", 10.2, ",cpu,", b'{"n":1}', 7, 1700000000.25)  # received later, elsewhere
+        other = ("a", 11.0, ",cpu,", b'{"n":2}', 7, 1700000001.25)  # a restarted sender's seq
+        bare = ("a", 12.0, ",cpu,", b"{}", None, None)
         write(backend, lambda t: t.add(PLUGIN_HISTORY, [row, again, bare]))
         write(backend, lambda t: t.add(PLUGIN_HISTORY, [again, other, bare]))
         assert rows(backend, PLUGIN_HISTORY) == [row, other, bare, bare]
@@ -368,6 +370,23 @@ class StoreServiceTests:
         assert [r[:3] for r in rows(backend, PLUGIN_DATA)] == [
             ("h", "cpu", 20.0), ("h", "os", 10.0)]  # one row per plugin, its own data only
         assert sorted(r[3] for r in rows(backend, PLUGIN_DATA)) == ['{"s":1}', '{"v":2}']
+
+    def test_history_is_stored_compressed_and_older_rows_read(self, backend: Backend,
+                                                              clock: Clock) -> None:
+        """A PLG's text goes to the history zlib-compressed; a row an older release wrote
+        as text (PostgreSQL: its bytes, since the column became BYTEA) still reads."""
+        store, registry, bus = self._store(backend, clock)
+        message = {"ID": "PLG", "name": "h", "plugins": {"cpu": {"v": 1}}}
+        self._apply(registry, bus, message, 10.0)
+        store.flush()
+        (row,) = rows(backend, PLUGIN_HISTORY)
+        assert zlib.decompress(bytes(row[3])) == json.dumps(message).encode()
+        older = '{"ID":"PLG","plugins":{"cpu":{"v":0}}}'
+        write(backend, lambda t: t.add(PLUGIN_HISTORY, [
+            ("h", 5.0, ",cpu,", older if backend.kind == "sqlite" else older.encode(), None,
+             None)]))
+        assert fired(store.read(read_history("h", "cpu", 10))) == [
+            {"ts": 10.0, "data": {"v": 1}}, {"ts": 5.0, "data": {"v": 0}}]
 
     def test_latest_message_survives_reload(self, backend: Backend, clock: Clock) -> None:
         """A host's latest MSG (what the host list shows) loads back; a heartbeat keeps it."""
@@ -636,6 +655,8 @@ class PostgresSchemaTests:
             for plugin in ("cpu", "os", "none", "gone"):
                 conn.execute("INSERT INTO plugin_latest VALUES ('web1', %s, 5.0, %s)",
                              (plugin, message))
+            conn.execute("INSERT INTO plugin_history VALUES ('web1', 5.0, ',cpu,os,none,', %s,"
+                         " 1, 4.5)", (message,))
             postgres.upgrade(conn, "db")
             assert conn.execute("SELECT to_regclass('plugin_latest')").fetchone() == (None,)
         backend = postgres.open_store(pg_config(postgres_url))
@@ -645,6 +666,8 @@ class PostgresSchemaTests:
                 "none": {"ts": 5.0, "data": None}, "os": {"ts": 5.0, "data": "Grüße ✓"}}
             (host,) = backend.read(load_hosts)
             assert (sorted(host.plugins), host.latest) == (["cpu", "none", "os"], None)
+            assert backend.read(read_history("web1", "os", 10)) == [  # step 11: BYTEA
+                {"ts": 5.0, "data": "Grüße ✓"}]
         finally:
             backend.close()
 

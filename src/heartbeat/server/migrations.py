@@ -385,6 +385,14 @@ CREATE TRIGGER sessions_changed AFTER DELETE OR TRUNCATE OR UPDATE OF restricted
 # NOTIFYs heartbeat_changes with its table's name at commit. An SQLite store is one
 # server's: nothing to do.
 
+_V11_POSTGRESQL = """
+ALTER TABLE plugin_history ALTER COLUMN message TYPE BYTEA USING convert_to(message, 'UTF8');
+"""
+# Version 11 (issue 16): a history row's message is its JSON text zlib-compressed (half
+# the bytes of a typical PLG), written as a BLOB. SQLite keeps the column's declared TEXT
+# (a BLOB is stored as given): nothing to run. PostgreSQL's column becomes BYTEA, its
+# rows their text's UTF-8 bytes; readers tell the forms apart (store.history_text).
+
 STEPS: Final[Sequence[Step]] = (
     Step(1, "hosts, plugin data, queued commands, users, sessions, host access, alert states",
          sqlite=_V1_SQLITE, postgresql=_V1_POSTGRESQL),
@@ -404,6 +412,8 @@ STEPS: Final[Sequence[Step]] = (
          sqlite=_v9_sqlite, postgresql=_V9_POSTGRESQL),
     Step(10, "servers sharing a PostgreSQL store told of changes to users, access, keys, "
          "second factors and sessions (LISTEN/NOTIFY)", sqlite="", postgresql=_V10_POSTGRESQL),
+    Step(11, "plugin history stored zlib-compressed (PostgreSQL: message becomes BYTEA)",
+         sqlite="", postgresql=_V11_POSTGRESQL),
 )
 NEWEST: Final = STEPS[-1].version
 """The schema version this code reads and writes."""
