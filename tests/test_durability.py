@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from heartbeat.server.registry import MAX_QUEUED_COMMANDS
+from heartbeat.server.totp import code_at, step_at
 from tests.apistack import Stack, user
 
 
@@ -48,13 +49,14 @@ CHANGES = [
     ("PUT", "/api/0/hosts/web1/access", {"owner": "bob", "managers": [], "monitors": []}),
     ("POST", "/api/0/hosts/web1/commands", {"cmd": "uptime"}),
     ("POST", "/api/0/users/alice/keys", {"name": "ci", "scope": "ro"}),
+    ("PUT", "/api/0/auth/policy", {"totp_required": "all"}),
 ]
 
 
 def _state(stack: Stack) -> Any:
     return (dict(stack.auth.directory.users), stack.auth.directory.access("web1"),
             dict(stack.registry.hosts["web1"].pending), len(stack.auth.keys),
-            len(stack.auth.sessions))
+            stack.auth.second.policy, len(stack.auth.sessions))
 
 
 @pytest.mark.parametrize(("method", "path", "body"), CHANGES)
@@ -68,13 +70,13 @@ def test_a_change_the_store_cannot_take_is_refused_whole(stack: Stack, method: s
     read_only(stack, False)
     again = stack.restarted()
     try:
-        assert _state(again)[:4] == before[:4]
+        assert _state(again)[:5] == before[:5]
         token = again.token("alice")
         done = again.call(method, path, body, token=token)
         assert done.status in (200, 201, 202), done
-        after = _state(again)[:4]
-        assert after != before[:4]
-        assert _state(again.restarted())[:4] == after  # and it is on disk
+        after = _state(again)[:5]
+        assert after != before[:5]
+        assert _state(again.restarted())[:5] == after  # and it is on disk
     finally:
         again.close()
 
@@ -99,3 +101,25 @@ def test_a_host_holds_a_bounded_queue_of_commands(stack: Stack) -> None:
     full = stack.call("POST", "/api/0/hosts/web1/commands", {"cmd": "more"}, token=token)
     assert (full.status, full.json["error"]) == (409, "queue_full")
     assert len(stack.registry.hosts["web1"].pending) == MAX_QUEUED_COMMANDS
+
+
+def test_a_second_factor_is_enrolled_only_once_on_disk(stack: Stack) -> None:
+    token = stack.token("bob")
+    started = stack.call("POST", "/api/0/users/bob/totp", token=token)
+    assert started.status == 201, started
+    code = {"code": code_at(started.json["secret"], step_at(stack.clock.seconds()))}
+    read_only(stack, True)
+    refused(stack.call("POST", "/api/0/users/bob/totp/confirm", code, token=token))
+    assert not stack.auth.second.enrolled("bob")
+    read_only(stack, False)
+    confirmed = stack.call("POST", "/api/0/users/bob/totp/confirm", code, token=token)
+    assert confirmed.status == 200 and len(confirmed.json["recovery_codes"]) == 10
+    read_only(stack, True)
+    refused(stack.call("DELETE", "/api/0/users/bob/totp", {"code": confirmed.json[
+        "recovery_codes"][0]}, token=token))
+    read_only(stack, False)
+    again = stack.restarted()
+    try:
+        assert again.auth.second.enrolled("bob")
+    finally:
+        again.close()

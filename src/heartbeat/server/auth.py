@@ -701,16 +701,19 @@ class AuthService(Service):
         return self.store.commit(Rows("put", SESSIONS, [row])).addCallbacks(started, lost)
 
     # Second factor
-    def confirm_second_factor(self, user: str, code: str) -> list[str] | None:
-        """Keep the started enrolment if ``code`` matches: the recovery codes. The user's
-        sessions that waited for it are no longer restricted."""
-        codes = self.second.confirm(user, code)
-        if codes is not None:
-            for session in self.sessions.sessions.values():
-                if session.user == user and session.restricted:
-                    session.restricted = False
-                    self.store.submit(_unrestrict_session(session.key))
-        return codes
+    def confirm_second_factor(self, user: str, code: str) -> Deferred[list[str] | None]:
+        """Keep the started enrolment if ``code`` matches: the recovery codes, once on disk.
+        The user's sessions that waited for it are no longer restricted."""
+
+        def confirmed(codes: list[str] | None) -> list[str] | None:
+            if codes is not None:
+                for session in self.sessions.sessions.values():
+                    if session.user == user and session.restricted:
+                        session.restricted = False
+                        self.store.submit(_unrestrict_session(session.key))
+            return codes
+
+        return self.second.confirm(user, code).addCallback(confirmed)
 
     # Users
     def change_user(self, actor: str | None, change: UserChange,

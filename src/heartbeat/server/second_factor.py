@@ -22,14 +22,14 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Any, Final
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from heartbeat.server.access import Directory
 from heartbeat.server.sessions import token_digest
 from heartbeat.server.store import StoreService
-from heartbeat.server.tables import AUTH_SETTINGS, TOTP, Read, Tables
+from heartbeat.server.tables import AUTH_SETTINGS, TOTP, Read, Rows, Tables
 from heartbeat.server.totp import (
     POLICIES,
     Enrolment,
@@ -128,16 +128,24 @@ class SecondFactor:
                 "recovery_codes_left": None if enrolment is None else len(enrolment.recovery),
                 "required": self.required(user), "policy": self.policy}
 
-    def set_policy(self, policy: str) -> None:
+    def set_policy(self, policy: str) -> Deferred[None]:
+        """Set once committed (StoreUnavailable: unchanged), as every change below."""
         if policy not in POLICIES:
             raise ValueError(f"totp_required must be one of {', '.join(POLICIES)}")
-        self.policy, self.policy_source = policy, "api"
-        self.store.submit(lambda tables: tables.put(AUTH_SETTINGS, [(POLICY_KEY, policy)]))
-        log.info("auth: totp_required is now {policy}", policy=policy)
 
-    def reset_policy(self) -> None:
-        self.policy, self.policy_source = self.configured_policy, "config"
-        self.store.submit(lambda tables: tables.delete(AUTH_SETTINGS, [(POLICY_KEY,)]))
+        def made(_: None) -> None:
+            self.policy, self.policy_source = policy, "api"
+            log.info("auth: totp_required is now {policy}", policy=policy)
+
+        return self.store.commit(Rows("put", AUTH_SETTINGS, [(POLICY_KEY, policy)])
+                                 ).addCallback(made)
+
+    def reset_policy(self) -> Deferred[None]:
+        def made(_: None) -> None:
+            self.policy, self.policy_source = self.configured_policy, "config"
+
+        return self.store.commit(Rows("delete", AUTH_SETTINGS, [(POLICY_KEY,)])
+                                 ).addCallback(made)
 
     # Enrolment
     def start(self, user: str, issuer: str) -> dict[str, Any]:
@@ -152,45 +160,59 @@ class SecondFactor:
                                                      light="#fff")
         return {"secret": secret, "uri": uri, "qr": qr, "expires": now + ENROL_TTL}
 
-    def confirm(self, user: str, code: str) -> list[str] | None:
-        """Keep the started secret if ``code`` matches it: the recovery codes (shown once)."""
+    def confirm(self, user: str, code: str) -> Deferred[list[str] | None]:
+        """Keep the started secret if ``code`` matches it: the recovery codes (shown once),
+        answered once the enrolment is on disk; None for a wrong or late code."""
         started = self._starting.get(user)
         now = self.clock.seconds()
         if started is None or now - started[1] > ENROL_TTL:
             self._starting.pop(user, None)
-            return None
+            return succeed(None)
         step = match_step(started[0], code, now, None)
         if step is None:
-            return None
-        del self._starting[user]
+            return succeed(None)
         codes = new_recovery_codes()
-        self._save(user, Enrolment(started[0], now, step, tuple(recovery_digest(c)
-                                                                  for c in codes)))
-        self._spent[user] = step
-        log.info("auth: {user} enrolled a second factor", user=user)
-        return codes
+        enrolment = Enrolment(started[0], now, step, tuple(recovery_digest(c) for c in codes))
 
-    def _save(self, user: str, enrolment: Enrolment) -> None:
-        self.enrolments[user] = enrolment
+        def saved(_: None) -> list[str]:
+            self._starting.pop(user, None)
+            self._spent[user] = step
+            log.info("auth: {user} enrolled a second factor", user=user)
+            return codes
+
+        return self._save(user, enrolment).addCallback(saved)
+
+    def _save(self, user: str, enrolment: Enrolment) -> Deferred[None]:
         row = (user, enrolment.secret, enrolment.enrolled, enrolment.last_step,
                json_bytes(list(enrolment.recovery)).decode())
-        self.store.submit(lambda tables: tables.put(TOTP, [row]))
 
-    def disable(self, user: str) -> bool:
-        self._starting.pop(user, None)
-        self._spent.pop(user, None)
-        if self.enrolments.pop(user, None) is None:
-            return False
-        self.store.submit(lambda tables: tables.delete(TOTP, [(user,)]))
-        log.info("auth: the second factor of {user} was removed", user=user)
-        return True
+        def saved(_: None) -> None:
+            self.enrolments[user] = enrolment
 
-    def new_recovery_codes(self, user: str) -> list[str]:
-        """Ten fresh recovery codes for an enrolled user, replacing the old ones."""
+        return self.store.commit(Rows("put", TOTP, [row])).addCallback(saved)
+
+    def disable(self, user: str) -> Deferred[bool]:
+        """Remove ``user``'s second factor once its row is gone (False: there was none)."""
+        if user not in self.enrolments:
+            self._starting.pop(user, None)
+            return succeed(False)
+
+        def removed(_: None) -> bool:
+            self._starting.pop(user, None)
+            self._spent.pop(user, None)
+            self.enrolments.pop(user, None)
+            log.info("auth: the second factor of {user} was removed", user=user)
+            return True
+
+        return self.store.commit(Rows("delete", TOTP, [(user,)])).addCallback(removed)
+
+    def new_recovery_codes(self, user: str) -> Deferred[list[str]]:
+        """Ten fresh recovery codes for an enrolled user, replacing the old ones once
+        they are on disk."""
         enrolment = self.enrolments[user]
         codes = new_recovery_codes()
-        self._save(user, replace(enrolment, recovery=tuple(recovery_digest(c) for c in codes)))
-        return codes
+        return self._save(user, replace(enrolment, recovery=tuple(
+            recovery_digest(c) for c in codes))).addCallback(lambda _: codes)
 
     # Checking codes
     def read(self, user: str) -> Deferred[Enrolment | None]:

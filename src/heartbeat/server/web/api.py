@@ -1148,47 +1148,53 @@ class HeartbeatAPI:
                              201)
 
     @app.route("/api/0/users/<user>/totp/confirm", methods=["POST"])
-    def totp_confirm(self, request: IRequest, user: str) -> bytes:
+    def totp_confirm(self, request: IRequest, user: str) -> Deferred[bytes]:
         self._totp_owner(request, user, self_only=True)
         code = self._body(request, TOTP_CODE_BODY)["code"]
-        codes = self.users.confirm_second_factor(user, code)
-        if codes is None:
-            raise ApiError(400, "invalid_totp", "the code does not match the secret being "
-                           "enrolled (or the enrolment expired: start again)")
-        return json_response(request, {"user": user, "recovery_codes": codes,
-                                       **self.users.second.status(user)})
+
+        def confirmed(codes: list[str] | None) -> bytes:
+            if codes is None:
+                raise ApiError(400, "invalid_totp", "the code does not match the secret "
+                               "being enrolled (or the enrolment expired: start again)")
+            return json_response(request, {"user": user, "recovery_codes": codes,
+                                           **self.users.second.status(user)})
+
+        return self.users.confirm_second_factor(user, code).addCallback(confirmed)
 
     @app.route("/api/0/users/<user>/totp/recovery", methods=["POST"])
     def totp_recovery(self, request: IRequest, user: str) -> Deferred[bytes]:
         self._totp_owner(request, user, self_only=True)
         code = self._body(request, TOTP_CODE_BODY)["code"]
 
-        def checked(enrolment: Any) -> bytes:
+        def checked(enrolment: Any) -> Deferred[bytes]:
             match = None if enrolment is None else self.users.second.check(user, enrolment, code)
             if match is None or match.kind != "totp":
                 raise ApiError(400, "invalid_totp", "send a current code from your app")
-            codes = self.users.second.new_recovery_codes(user)
-            return json_response(request, {"user": user, "recovery_codes": codes})
+            return self.users.second.new_recovery_codes(user).addCallback(
+                lambda codes: json_response(request, {"user": user, "recovery_codes": codes}))
 
         return self.users.second.read(user).addCallback(checked)
 
     @app.route("/api/0/users/<user>/totp", methods=["DELETE"])
-    def totp_remove(self, request: IRequest, user: str) -> Deferred[bytes] | bytes:
+    def totp_remove(self, request: IRequest, user: str) -> Deferred[bytes]:
         viewer = self._totp_owner(request, user, self_only=False)
         second = self.users.second
 
-        def removed(_: object = None) -> bytes:
-            if not second.disable(user):
+        def answer(done: bool) -> bytes:
+            if not done:
                 raise ApiError(404, "not_found", f"{user!r} has no second factor")
             log.info("api: the second factor of {user} removed by {by}", user=user,
                      by=viewer.name)
             return json_response(request, {"user": user, **second.status(user)})
 
+        def removed(_: object = None) -> Deferred[bytes]:
+            return second.disable(user).addCallback(answer)
+
         if viewer.name != user:
             return removed()  # an admin, for someone who lost their device
         code = self._body(request, TOTP_CODE_BODY)["code"]
 
-        def checked(enrolment: Any) -> bytes:
+        def checked(enrolment: Any) -> Deferred[bytes]:
             if enrolment is None or second.check(user, enrolment, code) is None:
                 raise ApiError(400, "invalid_totp",
                                "send a current code from your app, or a recovery code")
@@ -1202,19 +1208,22 @@ class HeartbeatAPI:
         return self._policy_json(request)
 
     @app.route("/api/0/auth/policy", methods=["PUT"])
-    def auth_policy_update(self, request: IRequest) -> bytes:
+    def auth_policy_update(self, request: IRequest) -> Deferred[bytes]:
         viewer = self.user_admin(request)
         body = self._body(request, POLICY_BODY)
-        self.users.second.set_policy(body["totp_required"])
-        log.info("api: totp_required set to {policy} by {by}", policy=body["totp_required"],
-                 by=viewer.name)
-        return self._policy_json(request)
+
+        def made(_: None) -> bytes:
+            log.info("api: totp_required set to {policy} by {by}",
+                     policy=body["totp_required"], by=viewer.name)
+            return self._policy_json(request)
+
+        return self.users.second.set_policy(body["totp_required"]).addCallback(made)
 
     @app.route("/api/0/auth/policy", methods=["DELETE"])
-    def auth_policy_reset(self, request: IRequest) -> bytes:
+    def auth_policy_reset(self, request: IRequest) -> Deferred[bytes]:
         self.user_admin(request)
-        self.users.second.reset_policy()
-        return self._policy_json(request)
+        return self.users.second.reset_policy().addCallback(
+            lambda _: self._policy_json(request))
 
     def _policy_json(self, request: IRequest) -> bytes:
         second = self.users.second
