@@ -133,10 +133,16 @@ def load_hosts(tables: Tables) -> list[Host]:
             name, states[state], addr, port, first_seen, last_seen, since, interval, rtt,
             version, boot_time, down_reason, expected_by=expected_by,
             latest=None if latest is None else (latest_ts, json.loads(latest)))
+    # One sample per time: a PLG's plugins all came at one ts, and samples are replaced,
+    # never changed, so restored hosts share them (100,000 objects, not 500,000).
+    samples: dict[float, PluginSample] = {}
     for name, plugin, ts in tables.pick(PLUGIN_DATA, ("host", "plugin", "ts")):
         host = hosts.get(name)
         if host is not None:
-            host.plugins[intern(plugin)] = PluginSample(ts)
+            sample = samples.get(ts)
+            if sample is None:
+                sample = samples[ts] = PluginSample(ts)
+            host.plugins[intern(plugin)] = sample
     for name, pending in load_commands(tables).items():
         if name in hosts:
             hosts[name].pending = pending
