@@ -527,14 +527,16 @@ class HostRecorder:
     ``max_pending`` history rows wait in memory; later ones are counted in
     ``dropped_rows`` (the latest data of each plugin is still kept).
 
-    History is bounded in bytes too, each message charged the bytes of its text
-    as stored (inflated): a host holds at most :meth:`host_cap` bytes, the
+    History is bounded in bytes too, as stored: a host holds at most
+    :meth:`host_cap` bytes, the
     smaller of ``max_host_bytes`` and an equal share of ``max_bytes`` among the
     hosts holding history, so all of it stays within ``max_bytes``. A host past
     its cap is trimmed (oldest rows first, to nine tenths of it) in the batch
     that takes it there; the periodic maintenance trims from the store's own
     count. The bytes held are counted from the store at start-up
-    (:meth:`restore_bytes`) and kept as an upper bound in between.
+    (:meth:`restore_bytes`) and kept as an upper bound in between: a message
+    counts as its inflated text, never less than it takes stored, so a small
+    datagram that inflates far is charged what it inflates to.
     """
 
     def __init__(
