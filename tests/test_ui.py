@@ -663,7 +663,7 @@ def test_maintenance_and_silences_made_and_ended_in_the_ui(ui: tuple[Page, Watch
     is refused one by glob, silences a metric, then ends both; the changes carry the CSRF
     token of the cookie session."""
     page, watch = ui
-    site.send({"ID": "HTB", "name": "ui-ops"})
+    site.send({"ID": "HTB", "name": "ui-ops", "interval": 3600})  # never DOWN in the module
     wait_until(lambda: site.request("/api/0/hosts/ui-ops")[0] == 200)
     site.log_in(page, "mike")
     page.goto(site.base + "/operations")
@@ -744,7 +744,7 @@ def test_unreachable_behind_a_down_parent(ui: tuple[Page, Watch], site: Site) ->
     expect(problem).to_have_attribute("data-level", "UNKNOWN")
     expect(problem.locator("td[data-label=Problem]")).to_have_text("host UNREACHABLE")
     for name in ("ui-router", "ui-child"):
-        site.send({"ID": "HTB", "name": name, "interval": 60})
+        site.send({"ID": "HTB", "name": name, "interval": 3600})  # not DOWN again later
     expect(problem).to_have_count(0)
 
 
@@ -753,7 +753,7 @@ def test_a_window_by_glob_marks_live_hosts_as_it_opens_and_ends(ui: tuple[Page, 
     """An admin's window of a glob (its events name no host) marks the hosts it covers on
     /live when it opens, and unmarks them when it ends, without a reload."""
     for name in ("ui-glob1", "ui-glob2", "ui-other"):
-        site.send({"ID": "HTB", "name": name})
+        site.send({"ID": "HTB", "name": name, "interval": 3600})  # never DOWN in the module
     wait_until(lambda: site.request("/api/0/hosts/ui-other")[0] == 200)
     page = _open_live(ui, site, "alice")
     covered = page.locator("tr[data-host^='ui-glob'] [data-marker=maintenance]")
