@@ -203,3 +203,24 @@ def test_config_mistakes_are_one_line(text: str, message: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_settings(text, "hb.yaml")
     assert str(caught.value).startswith(message)
+
+
+def test_the_docs_examples_load_and_mean_what_they_say() -> None:
+    """docs/JOBS.md's jobs: example and README.rst's one are configs that say what the
+    pages say of them."""
+    import re
+    import textwrap
+
+    root = Path(__file__).parent.parent
+    page = (root / "docs" / "JOBS.md").read_text()
+    example = re.search(r"```yaml\n(jobs:\n.*?)```", page, re.S)
+    assert example is not None
+    backup, certs = parse_settings(example.group(1), "docs/JOBS.md").jobs
+    assert (str(backup.timing), backup.grace, backup.max_runtime, backup.host) == (
+        "30 2 * * * (Europe/Berlin)", 3600.0, 3 * 3600.0, "db1")
+    assert (str(certs.timing), certs.grace, certs.uuid) == ("every 1d", 7200.0, UUID)
+    readme = (root / "README.rst").read_text().split("Cron jobs\n=========", 1)[1]
+    block = readme.split("::\n\n", 1)[1].split("\n\n", 1)[0]
+    (job,) = parse_settings(textwrap.dedent(block), "README.rst").jobs
+    assert (job.name, str(job.timing), job.grace, job.host) == (
+        "backup", "30 2 * * * (Europe/Berlin)", 3600.0, "db1")
