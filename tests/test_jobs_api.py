@@ -84,3 +84,12 @@ def test_a_job_is_seen_as_its_host_and_its_uuid_by_managers_and_up(stack: Stack)
     assert stack.call("GET", "/api/0/jobs/orphan", token=stack.token("bob")).status == 404
     assert stack.call("GET", "/api/0/jobs/nope", token=stack.token("alice")).status == 404
     assert stack.call("GET", "/api/0/jobs").status == 401
+
+
+def test_the_settings_view_masks_a_configured_uuid(stack: Stack) -> None:
+    """GET /api/0/config shows the jobs with their uuid masked (a UUID lets anyone ping)."""
+    response = stack.call("GET", "/api/0/config", token=stack.token("alice"))
+    assert response.status == 200 and UUID not in response.raw.decode()
+    jobs = {row["key"]: row for row in response.json["keys"]}["jobs"]["value"]
+    assert (jobs["backup"]["uuid"], jobs["backup"]["host"], jobs["orphan"]["uuid"]) == (
+        "********", "db1", None)

@@ -203,7 +203,8 @@ class JobConfig:
     max_runtime: float | str | None = option(
         None, doc="a started run not ended within this is running too long (default: grace)")
     uuid: str | None = option(
-        None, doc="the job's ping UUID (the secret of its URLs); none: one is made and kept")
+        None, secret=True,
+        doc="the job's ping UUID (the secret of its URLs); none: one is made and kept")
     host: str | None = option(
         None, doc="the host it runs on: that host's access, routing and maintenance apply")
     description: str = option("", doc="free text shown in the API and UI")
