@@ -12,6 +12,7 @@ the bus's error report). docs/ARCHITECTURE.md draws the table and the order.
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import sqlite3
@@ -392,7 +393,12 @@ def make_store(config: ServerConfig, registry: Registry, worker: Callable[[str],
                          maintenance_period(config.history_retention),
                          reader=worker("heartbeat-store-read"),
                          retry_cap=config.store_retry_cap)
-    registry.restore(load_stored(store, load_hosts, "the hosts"), reactor.seconds())
+    gc.disable()  # 600,000 objects at 100,000 hosts, none garbage: 20 % of the load's CPU
+    try:
+        hosts = load_stored(store, load_hosts, "the hosts")
+    finally:
+        gc.enable()
+    registry.restore(hosts, reactor.seconds())
     return store
 
 
