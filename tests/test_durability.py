@@ -123,3 +123,23 @@ def test_a_second_factor_is_enrolled_only_once_on_disk(stack: Stack) -> None:
         assert again.auth.second.enrolled("bob")
     finally:
         again.close()
+
+
+def test_a_badge_is_made_and_revoked_only_on_disk(stack: Stack) -> None:
+    token = stack.token("alice")
+    read_only(stack, True)
+    refused(stack.call("POST", "/api/0/hosts/web1/badge", token=token))
+    assert stack.api.status_board is not None
+    assert stack.api.status_board.badges.of("host", "web1") is None
+    read_only(stack, False)
+    made = stack.call("POST", "/api/0/hosts/web1/badge", token=token)
+    assert made.status == 201, made
+    read_only(stack, True)
+    refused(stack.call("DELETE", "/api/0/hosts/web1/badge", token=token))
+    assert stack.call("GET", f"/badge/{made.json['token']}.svg").status == 200
+    read_only(stack, False)
+    again = stack.restarted()
+    try:
+        assert again.call("GET", f"/badge/{made.json['token']}.svg").status == 200
+    finally:
+        again.close()

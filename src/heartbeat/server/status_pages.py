@@ -151,8 +151,16 @@ class BadgeBook:
 
     def make(self, kind: Literal["host", "page"], target: str, now: float) -> Badge:
         """A new badge for ``target`` (replacing any it had: the old token stops working)."""
-        self.revoke(kind, target)
-        badge = Badge(secrets.token_urlsafe(18), kind, target, now)
+        return self.put(self.new(kind, target, now))
+
+    @staticmethod
+    def new(kind: Literal["host", "page"], target: str, now: float) -> Badge:
+        """A new badge for ``target``, not in the book yet (see :meth:`put`)."""
+        return Badge(secrets.token_urlsafe(18), kind, target, now)
+
+    def put(self, badge: Badge) -> Badge:
+        """``badge`` in the book, replacing its target's (whose token stops working)."""
+        self.revoke(badge.kind, badge.target)
         self._add(badge)
         return badge
 

@@ -48,6 +48,7 @@ from heartbeat.server.problems import KINDS, METRIC, problems
 from heartbeat.server.problems import summary as problem_summary
 from heartbeat.server.registry import Host, HostState, QueueFull, Registry
 from heartbeat.server.silences import Silence
+from heartbeat.server.status_pages import Badge
 from heartbeat.server.store import StoreService, StoreUnavailable, read_history, read_latest
 from heartbeat.server.tables import COMMANDS, Rows
 from heartbeat.server.thresholds.engine import ThresholdEngine
@@ -915,14 +916,17 @@ class HeartbeatAPI:
         return json_response(request, {"pages": pages})
 
     @app.route("/api/0/status-pages/<slug>/badge", methods=["POST"])
-    def status_page_badge(self, request: IRequest, slug: str) -> bytes:
+    def status_page_badge(self, request: IRequest, slug: str) -> Deferred[bytes]:
         viewer = self.admin(request)
         board = self._board()
         board.page(slug)
-        badge = board.make_badge("page", slug)
-        log.info("api: the badge of status page {slug} renewed by {by}", slug=slug,
-                 by=viewer.name)
-        return json_response(request, badge.to_json(), 201)
+
+        def made(badge: Badge) -> bytes:
+            log.info("api: the badge of status page {slug} renewed by {by}", slug=slug,
+                     by=viewer.name)
+            return json_response(request, badge.to_json(), 201)
+
+        return board.make_badge("page", slug).addCallback(made)
 
     @app.route("/api/0/hosts/<name>/badge", methods=["GET"])
     def host_badge(self, request: IRequest, name: str) -> bytes:
@@ -933,19 +937,25 @@ class HeartbeatAPI:
         return json_response(request, badge.to_json())
 
     @app.route("/api/0/hosts/<name>/badge", methods=["POST"])
-    def host_badge_make(self, request: IRequest, name: str) -> bytes:
+    def host_badge_make(self, request: IRequest, name: str) -> Deferred[bytes]:
         viewer = self._known_host(request, name, Role.OWNER)
-        badge = self._board().make_badge("host", name)
-        log.info("api: a badge for {host} made by {by}", host=name, by=viewer.name)
-        return json_response(request, badge.to_json(), 201)
+
+        def made(badge: Badge) -> bytes:
+            log.info("api: a badge for {host} made by {by}", host=name, by=viewer.name)
+            return json_response(request, badge.to_json(), 201)
+
+        return self._board().make_badge("host", name).addCallback(made)
 
     @app.route("/api/0/hosts/<name>/badge", methods=["DELETE"])
-    def host_badge_revoke(self, request: IRequest, name: str) -> bytes:
+    def host_badge_revoke(self, request: IRequest, name: str) -> Deferred[bytes]:
         self._known_host(request, name, Role.OWNER)
-        badge = self._board().revoke_badge("host", name)
-        if badge is None:
-            raise ApiError(404, "not_found", f"{name!r} has no badge")
-        return json_response(request, {"revoked": badge.token})
+
+        def revoked(badge: Badge | None) -> bytes:
+            if badge is None:
+                raise ApiError(404, "not_found", f"{name!r} has no badge")
+            return json_response(request, {"revoked": badge.token})
+
+        return self._board().revoke_badge("host", name).addCallback(revoked)
 
     # Operations: maintenance windows, silences, acknowledgements (docs/OPERATIONS.md)
     def _operations(self) -> OperationsService:

@@ -19,6 +19,7 @@ from typing import Any, Final
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
 from twisted.application.service import Service
+from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.web.iweb import IRequest
@@ -29,7 +30,7 @@ from heartbeat.server.badges import render_badge
 from heartbeat.server.registry import Registry
 from heartbeat.server.status_pages import Badge, BadgeBook, StatusPage, page_rows
 from heartbeat.server.store import StoreService
-from heartbeat.server.tables import BADGES, Tables
+from heartbeat.server.tables import BADGES, Rows, Tables
 from heartbeat.server.web.errors import ApiError, json_response
 from heartbeat.server.web.pages import Templates
 from heartbeat.server.web.websocket import unsent_bytes
@@ -89,7 +90,9 @@ class StatusBoard(Service):
         self.badges.restore(badges)
         for slug in self.pages:
             if self.badges.of("page", slug) is None:
-                self._save(self.badges.make("page", slug, self.clock.seconds()))
+                badge = self.badges.make("page", slug, self.clock.seconds())
+                for write in _badge_writes(badge):
+                    self.store.submit(write)
 
     # What a page shows
     def page(self, slug: str) -> StatusPage:
@@ -187,24 +190,26 @@ class StatusBoard(Service):
         return sum(len(clients) for clients in self.clients.values())
 
     # Badges
-    def _save(self, badge: Badge) -> None:
-        row = (badge.token, badge.kind, badge.target, badge.created)
-        self.store.submit(lambda tables: tables.delete(BADGES, [row[1:3]], by=("kind", "target")))
-        self.store.submit(lambda tables: tables.add(BADGES, [row]))
-
-    def make_badge(self, kind: str, target: str) -> Badge:
+    def make_badge(self, kind: str, target: str) -> Deferred[Badge]:
+        """A new badge for ``target`` once it is on disk (StoreUnavailable: the old one
+        goes on)."""
         assert kind in ("host", "page")
-        badge = self.badges.make(kind, target, self.clock.seconds())  # type: ignore[arg-type]
-        self._save(badge)
-        log.info("status: a new {kind} badge for {target}", kind=kind, target=target)
-        return badge
+        badge = self.badges.new(kind, target, self.clock.seconds())  # type: ignore[arg-type]
 
-    def revoke_badge(self, kind: str, target: str) -> Badge | None:
-        badge = self.badges.revoke(kind, target)
-        if badge is not None:
-            token = badge.token
-            self.store.submit(lambda tables: tables.delete(BADGES, [(token,)]))
-        return badge
+        def made(_: None) -> Badge:
+            self.badges.put(badge)
+            log.info("status: a new {kind} badge for {target}", kind=kind, target=target)
+            return badge
+
+        return self.store.commit(*_badge_writes(badge)).addCallback(made)
+
+    def revoke_badge(self, kind: str, target: str) -> Deferred[Badge | None]:
+        """Revoke ``target``'s badge once its row is gone (None: it had none)."""
+        badge = self.badges.of(kind, target)
+        if badge is None:
+            return succeed(None)
+        return self.store.commit(Rows("delete", BADGES, [(badge.token,)])).addCallback(
+            lambda _: self.badges.revoke(kind, target))
 
     def badge_svg(self, token: str) -> tuple[int, str]:
         """(status, SVG) of ``/badge/<token>.svg``: what it shows now, or 404 'unknown'."""
@@ -321,3 +326,9 @@ class StatusFeedFactory(WebSocketServerFactory):
         self.board = board
         self.setProtocolOptions(webStatus=False, autoPingInterval=30, autoPingTimeout=15,
                                 maxFramePayloadSize=4096, maxMessagePayloadSize=4096)
+
+
+def _badge_writes(badge: Badge) -> list[Rows]:
+    """``badge``'s row in place of its target's old one."""
+    return [Rows("delete", BADGES, [(badge.kind, badge.target)], ("kind", "target")),
+            Rows("add", BADGES, [(badge.token, badge.kind, badge.target, badge.created)])]
