@@ -26,13 +26,14 @@ def test_names_and_globs_match_exactly_what_they_say() -> None:
 def test_rows_worst_first_bounded_and_summary_of_all() -> None:
     """DOWN and UNREACHABLE first, then UNKNOWN, then UP, by name; at most MAX_ROWS rows."""
     page = StatusPage("p", "P", ["h*"])
-    states = {"h3": ("UP", 1.0), "h1": ("DOWN", 2.0), "h2": ("UNKNOWN", None),
-              "h0": ("UNREACHABLE", 3.0), "x": ("DOWN", 4.0)}
+    states = {"h3": ("UP", 1.0, False), "h1": ("DOWN", 2.0, False),
+              "h2": ("UNKNOWN", None, False), "h0": ("UNREACHABLE", 3.0, False),
+              "x": ("DOWN", 4.0, False)}
     rows, summary = page_rows(page, states)
-    assert rows == [("h1", "DOWN", 2.0), ("h0", "UNREACHABLE", 3.0), ("h2", "UNKNOWN", None),
-                    ("h3", "UP", 1.0)]
-    assert summary == PageSummary(4, 1, 2, 1)
-    many = {f"h{i:05d}": ("UP", 0.0) for i in range(MAX_ROWS + 5)}
+    assert rows == [("h1", "DOWN", 2.0, False), ("h0", "UNREACHABLE", 3.0, False),
+                    ("h2", "UNKNOWN", None, False), ("h3", "UP", 1.0, False)]
+    assert summary == PageSummary(4, 1, 2, 1, 0)
+    many = {f"h{i:05d}": ("UP", 0.0, False) for i in range(MAX_ROWS + 5)}
     rows, summary = page_rows(page, many)
     assert (len(rows), summary.total) == (MAX_ROWS, MAX_ROWS + 5)
 
@@ -40,9 +41,30 @@ def test_rows_worst_first_bounded_and_summary_of_all() -> None:
 def test_overall_words() -> None:
     """no hosts, operational, degraded (with n/total down), outage."""
     cases = [[], ["UP", "UP"], ["UP", "DOWN"], ["UP", "UNKNOWN"], ["DOWN", "UNREACHABLE"]]
-    assert [(summarise(c).overall, summarise(c).badge_text) for c in cases] == [
+    summaries = [summarise((state, False) for state in c) for c in cases]
+    assert [(s.overall, s.badge_text) for s in summaries] == [
         ("no hosts", "no hosts"), ("operational", "operational"), ("degraded", "1/2 down"),
         ("degraded", "degraded"), ("outage", "outage")]
+
+
+def test_a_host_in_maintenance_is_no_outage() -> None:
+    """A host a window covers is counted in maintenance only, whatever its state, and
+    listed after the problems, before UP; with no other problem the page is in
+    maintenance, not degraded; the rest still counts as ever."""
+    page = StatusPage("p", "P", ["h*"])
+    states = {"h0": ("UP", 1.0, False), "h1": ("DOWN", 2.0, True), "h2": ("UP", 3.0, True),
+              "h3": ("UNKNOWN", None, False), "h4": ("UNKNOWN", None, True)}
+    rows, summary = page_rows(page, states)
+    assert [(name, covered) for name, _, _, covered in rows] == [
+        ("h3", False), ("h1", True), ("h2", True), ("h4", True), ("h0", False)]
+    assert summary == PageSummary(total=5, up=1, down=0, unknown=1, maintenance=3)
+    assert (summary.overall, summary.to_json()["maintenance"]) == ("degraded", 3)
+    calm = summarise([("UP", False), ("DOWN", True), ("UNREACHABLE", True)])
+    assert (calm.overall, calm.badge_text, calm.down) == ("maintenance", "maintenance", 0)
+    all_in = summarise([("DOWN", True), ("DOWN", True)])
+    assert (all_in.overall, all_in.up, all_in.down) == ("maintenance", 0, 0)
+    assert summarise([("DOWN", False), ("DOWN", True)]).overall == "outage"
+    assert summarise([("UP", False), ("UP", True)]).overall == "maintenance"
 
 
 def test_badge_tokens_are_random_one_per_target_and_revocable() -> None:

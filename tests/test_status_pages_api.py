@@ -3,14 +3,16 @@ states only, badges by unguessable tokens kept in the store."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from heartbeat.config.server import HostConfig
-from tests.apistack import Stack, user
+from tests.apistack import START, Stack, user
 
 PAGES = {"public": {"title": "Example <Corp> status", "hosts": ["web*", "mail1"],
                     "description": "Our public services"}}
@@ -47,14 +49,16 @@ def test_page_needs_no_login_and_shows_names_and_states_only(stack: Stack) -> No
 
 
 def test_json_for_scripts(stack: Stack) -> None:
-    """/status/<slug>.json: the same names and states, and the summary."""
+    """/status/<slug>.json: the same names and states (and whether in maintenance), and
+    the summary."""
     body = stack.call("GET", "/status/public.json").json
     assert [{k: h[k] for k in ("name", "state")} for h in body["hosts"]] == [
         {"name": "web2", "state": "DOWN"}, {"name": "mail1", "state": "UNKNOWN"},
         {"name": "web1", "state": "UP"}]
-    assert {key for h in body["hosts"] for key in h} == {"name", "state", "since"}
+    assert {key for h in body["hosts"] for key in h} == {"name", "state", "since",
+                                                         "maintenance"}
     assert body["summary"] == {"total": 3, "up": 1, "down": 1, "unknown": 1,
-                               "overall": "degraded"}
+                               "maintenance": 0, "overall": "degraded"}
     assert (body["title"], body["description"]) == ("Example <Corp> status",
                                                     "Our public services")
 
@@ -107,3 +111,67 @@ def test_badges_survive_a_restart(stack: Stack) -> None:
         assert again.call("GET", page["badge"]).status == 200
     finally:
         again.close()
+
+
+class _Viewer:
+    """A status feed viewer that reads everything (what the board sends it, decoded)."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    def backlog(self) -> int:
+        return 0
+
+    def sendMessage(self, payload: bytes) -> None:
+        self.messages.append(json.loads(payload))
+
+
+def test_a_host_in_maintenance_is_shown_so_and_nothing_of_its_window(stack: Stack) -> None:
+    """An admin opens a window over web2 (DOWN): the page, its JSON, its feed and both
+    badges say web2 is in maintenance, and the page is no longer down; the window's
+    comment and author appear nowhere; ending the window ends all of it."""
+    alice = stack.token("alice")
+    board = stack.api.status_board
+    assert board is not None
+    viewer = _Viewer()
+    board.join("public", viewer)  # type: ignore[arg-type]
+    host_badge = stack.call("POST", "/api/0/hosts/web2/badge", token=alice).json["url"]
+    page_badge = stack.call("GET", "/api/0/status-pages", token=alice).json["pages"][0]["badge"]
+    made = stack.call("POST", "/api/0/maintenance", {
+        "hosts": ["web2"], "start": START - 60, "duration": "1h",
+        "comment": "secret-kernel-upgrade"}, token=alice)
+    assert made.status == 201, made
+    assert stack.call("GET", "/api/0/hosts/web2", token=alice).json["in_maintenance"] is True
+    stack.clock.advance(0)
+    snapshot = viewer.messages[-1]
+    assert snapshot["type"] == "snapshot"
+    assert [(h["name"], h["state"], h["maintenance"]) for h in snapshot["hosts"]] == [
+        ("mail1", "UNKNOWN", False), ("web2", "DOWN", True), ("web1", "UP", False)]
+    assert snapshot["summary"] == {"total": 3, "up": 1, "down": 0, "unknown": 1,
+                                   "maintenance": 1, "overall": "degraded"}
+    body = stack.call("GET", "/status/public.json").json
+    assert {k: body[k] for k in ("hosts", "summary")} == {
+        k: snapshot[k] for k in ("hosts", "summary")}
+    page = stack.call("GET", "/status/public").text
+    rows = re.findall(
+        r'<tr data-host="([^"]+)" data-state="([A-Z]+)"( data-maintenance="true")?>', page)
+    assert rows == [("mail1", "UNKNOWN", ""), ("web2", "DOWN", ' data-maintenance="true"'),
+                    ("web1", "UP", "")]
+    assert page.count('class="tag marker marker-maintenance">maintenance<') == 1
+    assert "1 up, 0 down, 1 unknown, 1 in maintenance of 3" in page
+    assert ">DOWN \N{MIDDLE DOT} maintenance<" in stack.call("GET", host_badge).text
+    stack.heartbeat("mail1")
+    assert ">maintenance<" in stack.call("GET", page_badge).text
+    assert "Maintenance in progress" in stack.call("GET", "/status/public").text
+    said = [page, json.dumps(body), json.dumps(viewer.messages),
+            stack.call("GET", host_badge).text, stack.call("GET", page_badge).text]
+    for secret in ("secret-kernel-upgrade", "alice", '"author"', '"comment"'):
+        assert not any(secret in text for text in said), secret
+    assert stack.call("DELETE", f"/api/0/maintenance/{made.json['id']}",
+                      token=alice).status == 200
+    stack.clock.advance(0)
+    assert [(h["name"], h["maintenance"]) for h in viewer.messages[-1]["hosts"]] == [
+        ("web2", False), ("mail1", False), ("web1", False)]
+    assert ">DOWN<" in stack.call("GET", host_badge).text
+    assert ">1/3 down<" in stack.call("GET", page_badge).text
+    assert "data-maintenance" not in stack.call("GET", "/status/public").text

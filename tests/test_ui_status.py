@@ -3,6 +3,7 @@ without JavaScript."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -89,3 +90,46 @@ def test_phone_width(browser: Any, site: Site) -> None:
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
     finally:
         context.close()
+
+
+def test_a_window_opened_through_the_api_shows_live_and_without_javascript(
+        ui: tuple[Page, Watch], browser: Any, site: Site) -> None:  # noqa: F811
+    """An admin opens a window over web5 (DOWN) through the API: the open page marks it
+    in maintenance over its feed, the page counts it so and not as down, the page
+    rendered without scripts says the same, and nothing of the window shows; deleting
+    the window takes the marker away, live."""
+    page, _ = ui
+    site.send({"ID": "HTB", "name": "web5", "interval": 1})
+    wait_until(lambda: site.request("/api/0/hosts/web5")[0] == 200)
+    page.goto(site.base + "/status/public")
+    expect(page.locator("#live-state")).to_have_attribute("data-state", "live")
+    row = page.locator("tr[data-host=web5]")
+    expect(row).to_have_attribute("data-state", "DOWN")
+    auth = {"Authorization": f"Bearer {site.token('alice')}"}
+    status, window = site.server.request("POST", "/api/0/maintenance", {
+        "hosts": ["web5"], "start": time.time() - 60, "duration": "1h",
+        "comment": "secret-kernel-upgrade"}, headers=auth)
+    assert status == 201, window
+    try:
+        expect(row).to_have_attribute("data-maintenance", "true")
+        expect(row.locator(".marker-maintenance")).to_have_text("maintenance")
+        expect(row).to_have_attribute("data-state", "DOWN")
+        expect(page.locator("#counts")).to_contain_text("1 in maintenance")
+        assert "secret-kernel-upgrade" not in page.content()
+        context = browser.new_context(java_script_enabled=False)
+        try:
+            plain = context.new_page()
+            plain.goto(site.base + "/status/public")
+            still = plain.locator("tr[data-host=web5]")
+            expect(still).to_have_attribute("data-maintenance", "true")
+            expect(still.locator("td[data-label=State]")).to_have_text("DOWN maintenance")
+            expect(plain.locator("#counts")).to_contain_text("0 down")
+            assert "secret-kernel-upgrade" not in plain.content()
+        finally:
+            context.close()
+    finally:
+        status, _ = site.server.request("DELETE", f"/api/0/maintenance/{window['id']}",
+                                        headers=auth)
+    assert status == 200
+    expect(row).not_to_have_attribute("data-maintenance", "true")
+    expect(row.locator(".marker-maintenance")).to_have_count(0)

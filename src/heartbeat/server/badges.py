@@ -16,6 +16,7 @@ __all__ = ["COLOURS", "render_badge", "text_width"]
 COLOURS: Final = {
     "UP": "#2e7d32", "DOWN": "#c62828", "UNREACHABLE": "#ef6c00", "UNKNOWN": "#757575",
     "operational": "#2e7d32", "degraded": "#ef6c00", "outage": "#c62828", "no hosts": "#757575",
+    "maintenance": "#8250df",
 }
 """Background of the message box by state (anything else: grey)."""
 _GREY: Final = "#757575"

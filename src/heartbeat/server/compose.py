@@ -81,7 +81,15 @@ from heartbeat.server.notify.pushover import PushoverChannel
 from heartbeat.server.notify.routing import channels_in_use
 from heartbeat.server.notify.service import NOTIFIED_KINDS
 from heartbeat.server.notify.signal import SignalChannel
-from heartbeat.server.operations import OperationsService, load_operations
+from heartbeat.server.operations import (
+    MAINTENANCE_CREATED,
+    MAINTENANCE_DELETED,
+    MAINTENANCE_ENDED,
+    MAINTENANCE_STARTED,
+    MAINTENANCE_UPDATED,
+    OperationsService,
+    load_operations,
+)
 from heartbeat.server.registry import HostState, Registry
 from heartbeat.server.serial import SerialWorker, Worker
 from heartbeat.server.sessions import LoginThrottle
@@ -165,6 +173,9 @@ SUBSCRIPTIONS: Final = (
     Subscription("hub", "publish", None, exclude=(HOST_RTT,)),
     Subscription("status_board", "on_host",
                  (HOST_NEW, HOST_UP, HOST_DOWN, HOST_UNREACHABLE, HOST_REMOVED)),
+    Subscription("status_board", "on_maintenance",
+                 (MAINTENANCE_CREATED, MAINTENANCE_UPDATED, MAINTENANCE_DELETED,
+                  MAINTENANCE_STARTED, MAINTENANCE_ENDED)),
     # Then the actions on the world outside, which report back as events.
     Subscription("notifier", "on_event", NOTIFIED_KINDS),
     Subscription("dns", "on_address", (HOST_ADDRESS,)),
@@ -735,10 +746,12 @@ def make_jobs(settings: ServerSettings, store: StoreService, bus: EventBus,
 
 
 def make_status_board(config: ServerConfig, registry: Registry, store: StoreService,
-                      reactor: Any) -> StatusBoard:
-    """The public status pages of ``status_pages`` and the badges kept in the store."""
+                      reactor: Any, operations: OperationsService) -> StatusBoard:
+    """The public status pages of ``status_pages`` and the badges kept in the store; which
+    host is in maintenance they ask ``operations``, as the API does."""
     board = StatusBoard(registry, config.status_pages, store, reactor, templates(config),
-                        version=heartbeat.__version__)
+                        version=heartbeat.__version__,
+                        in_maintenance=operations.in_maintenance)
     board.restore(load_stored(store, load_badges, "the badges"))
     return board
 
@@ -798,7 +811,7 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
     hub = EventHub(registry, alerts=alerting.engine, clock=reactor, views=views)
     auth.add_revoke_listener(hub.session_ended)
     status: dict[str, Callable[[], Any]] = {}
-    status_board = make_status_board(config, registry, store, reactor)
+    status_board = make_status_board(config, registry, store, reactor, operations)
     jobs = make_jobs(settings, store, bus, reactor)
     api = HeartbeatAPI(registry, store, journal, reactor, status, auth=web_auth, bus=bus,
                        dns_trigger=dns.trigger if dns is not None else None,

@@ -289,6 +289,11 @@ class OperationsService(Service):
         """What covers ``host``'s problem ``key`` now (Suppression.annotations)."""
         return self.suppression.annotations(host, key, self.clock.seconds())
 
+    def in_maintenance(self, host: str) -> bool:
+        """Whether an open maintenance window covers ``host`` now: the ``in_maintenance``
+        of :meth:`annotations`, alone (what the public status pages may say)."""
+        return self.calendar.in_maintenance(host, self.clock.seconds())
+
     # Changes through the API
     def add_window(self, raw: Mapping[str, Any], by: str | None) -> MaintenanceWindow:
         """Check and keep a new window (ConfigError names the field)."""

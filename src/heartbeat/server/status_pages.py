@@ -1,10 +1,11 @@
 """Public status pages and badges: which hosts a page shows, and how the page stands. Pure.
 
 A page (``status_pages.<slug>`` in the config) names hosts by name or glob;
-it shows each matching host's name and state, nothing else, to anyone. Hosts
-match as the registry knows them, and so do hosts configured under ``hosts:``
-that have not reported yet (UNKNOWN). A page lists at most ``MAX_ROWS``
-hosts, the worst first; its summary counts all of them.
+it shows each matching host's name and state, and whether a maintenance window
+covers it now, nothing else, to anyone. Hosts match as the registry knows
+them, and so do hosts configured under ``hosts:`` that have not reported yet
+(UNKNOWN). A page lists at most ``MAX_ROWS`` hosts, the worst first; its
+summary counts all of them, a host in maintenance as such (never as down).
 
 Badges are small SVG images for a host or a page, at ``/badge/<token>.svg``:
 the token is random (unguessable) and kept in the store, so a badge can be
@@ -25,6 +26,7 @@ __all__ = [
     "Badge",
     "BadgeBook",
     "PageSummary",
+    "Row",
     "StatusPage",
     "page_rows",
     "summarise",
@@ -32,8 +34,13 @@ __all__ = [
 
 MAX_ROWS: Final = 1000
 """Hosts one page lists at most (the worst first); its counts cover every match."""
-_ORDER: Final = {"DOWN": 0, "UNREACHABLE": 1, "UNKNOWN": 2, "UP": 3}
+_ORDER: Final = {"DOWN": 0, "UNREACHABLE": 1, "UNKNOWN": 2, "UP": 4}
+_IN_MAINTENANCE: Final = 3
+"""Where a host in maintenance is listed, whatever its state: after the problems, before UP."""
 _DOWN: Final = frozenset({"DOWN", "UNREACHABLE"})
+
+Row = tuple[str, str, float | None, bool]
+"""One host on a page: name, state, since, whether a maintenance window covers it."""
 
 
 class StatusPage:
@@ -59,20 +66,23 @@ class StatusPage:
 
 @dataclass(frozen=True, slots=True)
 class PageSummary:
-    """How a page stands: counts by state and one word for it."""
+    """How a page stands: counts by state and one word for it. A host in maintenance is
+    counted in ``maintenance`` only, whatever its state."""
 
     total: int
     up: int
     down: int
     unknown: int
+    maintenance: int = 0
 
     @property
     def overall(self) -> str:
-        """``operational``, ``degraded``, ``outage`` or ``no hosts``."""
+        """``operational``, ``maintenance`` (no problem but some hosts in maintenance),
+        ``degraded``, ``outage`` or ``no hosts``."""
         if self.total == 0:
             return "no hosts"
         if self.down == 0 and self.unknown == 0:
-            return "operational"
+            return "maintenance" if self.maintenance else "operational"
         if self.up == 0 and self.down > 0:
             return "outage"
         return "degraded"
@@ -85,32 +95,39 @@ class PageSummary:
 
     def to_json(self) -> dict[str, Any]:
         return {"total": self.total, "up": self.up, "down": self.down,
-                "unknown": self.unknown, "overall": self.overall}
+                "unknown": self.unknown, "maintenance": self.maintenance,
+                "overall": self.overall}
 
 
-def summarise(states: Iterable[str]) -> PageSummary:
-    total = up = down = unknown = 0
-    for state in states:
+def summarise(states: Iterable[tuple[str, bool]]) -> PageSummary:
+    """The summary of (state, in maintenance) pairs."""
+    total = up = down = unknown = maintenance = 0
+    for state, covered in states:
         total += 1
-        if state == "UP":
+        if covered:
+            maintenance += 1
+        elif state == "UP":
             up += 1
         elif state in _DOWN:
             down += 1
         else:
             unknown += 1
-    return PageSummary(total, up, down, unknown)
+    return PageSummary(total, up, down, unknown, maintenance)
 
 
-def page_rows(page: StatusPage, states: Mapping[str, tuple[str, float | None]]
-              ) -> tuple[list[tuple[str, str, float | None]], PageSummary]:
-    """(the rows to list: name, state, since; worst first, then by name), and the summary.
+def page_rows(page: StatusPage,
+              states: Mapping[str, tuple[str, float | None, bool]]
+              ) -> tuple[list[Row], PageSummary]:
+    """(the rows to list: worst first, hosts in maintenance just before UP, then by
+    name), and the summary.
 
-    ``states`` is every host the server knows: name -> (state, since).
+    ``states`` is every host the server knows: name -> (state, since, in maintenance).
     """
-    matched = [(name, state, since) for name, (state, since) in states.items()
-               if page.shows(name)]
-    matched.sort(key=lambda row: (_ORDER.get(row[1], 2), row[0]))
-    return matched[:MAX_ROWS], summarise(row[1] for row in matched)
+    matched = [(name, state, since, covered) for name, (state, since, covered)
+               in states.items() if page.shows(name)]
+    matched.sort(key=lambda row: (_IN_MAINTENANCE if row[3] else _ORDER.get(row[1], 2),
+                                  row[0]))
+    return matched[:MAX_ROWS], summarise((row[1], row[3]) for row in matched)
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,16 +3,18 @@
 ``/status/<slug>`` is rendered on the server (it works without JavaScript and
 reloads itself every minute then); ``status.js`` keeps it current over
 ``/status/<slug>/feed``, a WebSocket that sends only the names and states of
-the page's hosts, never their addresses, data or messages. ``/status/<slug>.json``
+the page's hosts and whether a maintenance window covers each, never their
+addresses, data, messages, nor anything about the window. ``/status/<slug>.json``
 is the same for scripts, and ``/badge/<token>.svg`` a badge for a host or a
 page. None of it needs a login; all of it reads the registry, the one truth
-about host states.
+about host states, and asks what covers a host of the object the API asks
+(``OperationsService.in_maintenance``).
 """
 
 from __future__ import annotations
 
 import html
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -26,9 +28,9 @@ from twisted.web.iweb import IRequest
 
 from heartbeat.config.server import StatusPageConfig
 from heartbeat.events import Event
-from heartbeat.server.badges import render_badge
+from heartbeat.server.badges import COLOURS, render_badge
 from heartbeat.server.registry import Registry
-from heartbeat.server.status_pages import Badge, BadgeBook, StatusPage, page_rows
+from heartbeat.server.status_pages import Badge, BadgeBook, PageSummary, StatusPage, page_rows
 from heartbeat.server.store import StoreService
 from heartbeat.server.tables import BADGES, Rows, Tables
 from heartbeat.server.web.errors import ApiError, json_response
@@ -69,8 +71,11 @@ class StatusBoard(Service):
 
     def __init__(self, registry: Registry, pages: Mapping[str, StatusPageConfig],
                  store: StoreService, clock: IReactorTime, templates: Templates, *,
-                 version: str) -> None:
+                 version: str, in_maintenance: Callable[[str], bool] | None = None) -> None:
         self.registry = registry
+        self.in_maintenance = in_maintenance or (lambda host: False)
+        """Whether an open maintenance window covers a host now (the API's answer:
+        ``OperationsService.in_maintenance``)."""
         self.pages = {slug: StatusPage(slug, page.title, page.hosts, page.description)
                       for slug, page in pages.items()}
         self.store = store
@@ -81,6 +86,7 @@ class StatusBoard(Service):
         self.clients: dict[str, set[StatusFeedProtocol]] = {slug: set() for slug in self.pages}
         self._members: dict[str, set[str]] = {}
         self._summaries: dict[str, IDelayedCall] = {}
+        self._snapshots: dict[str, IDelayedCall] = {}
         self.views = 0
         self.sent = 0
         self.dropped_clients = 0
@@ -110,13 +116,15 @@ class StatusBoard(Service):
             found = self._members[slug] = {n for n in names if page.shows(n)}
         return found
 
-    def states(self, slug: str) -> dict[str, tuple[str, float | None]]:
-        """The page's hosts, reported or only configured: name -> (state, since)."""
-        found: dict[str, tuple[str, float | None]] = {}
+    def states(self, slug: str) -> dict[str, tuple[str, float | None, bool]]:
+        """The page's hosts, reported or only configured: name -> (state, since, in
+        maintenance)."""
+        found: dict[str, tuple[str, float | None, bool]] = {}
         for name in self.members(slug):
             host = self.registry.get(name)
-            found[name] = ("UNKNOWN", None) if host is None else (str(host.state.value),
-                                                                  host.since)
+            covered = self.in_maintenance(name)
+            found[name] = ("UNKNOWN", None, covered) if host is None else (
+                str(host.state.value), host.since, covered)
         return found
 
     def snapshot(self, slug: str) -> dict[str, Any]:
@@ -124,7 +132,8 @@ class StatusBoard(Service):
         rows, summary = page_rows(page, self.states(slug))
         return {"type": "snapshot", "slug": slug, "title": page.title,
                 "description": page.description, "summary": summary.to_json(),
-                "hosts": [{"name": n, "state": s, "since": t} for n, s, t in rows],
+                "hosts": [{"name": n, "state": s, "since": t, "maintenance": m}
+                          for n, s, t, m in rows],
                 "ts": self.clock.seconds()}
 
     # Events (subscribed in heartbeat.server.compose)
@@ -148,11 +157,28 @@ class StatusBoard(Service):
                 "type": "state", "host": event.host,
                 "state": None if not known else "UNKNOWN" if host is None
                 else str(host.state.value),
-                "since": None if host is None else host.since, "ts": event.ts})
+                "since": None if host is None else host.since,
+                "maintenance": known and self.in_maintenance(event.host), "ts": event.ts})
             for client in list(self.clients[slug]):
                 self._send(slug, client, payload)
             if slug not in self._summaries:
                 self._summaries[slug] = self.clock.callLater(1.0, self._send_summary, slug)
+
+    def on_maintenance(self, event: Event) -> None:
+        """A window was made, changed, ended or opened: the viewers of every page it may
+        touch get a new snapshot (once per page however many hosts the window names)."""
+        for slug, page in self.pages.items():
+            if not self.clients[slug] or slug in self._snapshots:
+                continue
+            if event.host and not page.shows(event.host):
+                continue  # a window of globs or tags has no host: every page looks again
+            self._snapshots[slug] = self.clock.callLater(0, self._send_snapshot, slug)
+
+    def _send_snapshot(self, slug: str) -> None:
+        self._snapshots.pop(slug, None)
+        payload = json_bytes(self.snapshot(slug))
+        for client in list(self.clients[slug]):
+            self._send(slug, client, payload)
 
     def _send_summary(self, slug: str) -> None:
         self._summaries.pop(slug, None)
@@ -164,10 +190,11 @@ class StatusBoard(Service):
 
     def stopService(self) -> None:
         super().stopService()
-        for call in self._summaries.values():
-            if call.active():
-                call.cancel()
-        self._summaries.clear()
+        for calls in (self._summaries, self._snapshots):
+            for call in calls.values():
+                if call.active():
+                    call.cancel()
+            calls.clear()
 
     def _send(self, slug: str, client: StatusFeedProtocol, payload: bytes) -> None:
         if client.backlog() > MAX_BACKLOG:
@@ -222,12 +249,15 @@ class StatusBoard(Service):
                 return 404, render_badge("status page", "gone")
             _, summary = page_rows(page, self.states(badge.target))
             return 200, render_badge(page.title, summary.badge_text,
-                                     _OVERALL_COLOURS[summary.overall])
+                                     COLOURS[summary.overall])
         host = self.registry.get(badge.target)
-        if host is None:
-            state = "UNKNOWN" if badge.target in self.registry.host_config else "gone"
-            return (200 if state == "UNKNOWN" else 404), render_badge(badge.target, state)
-        return 200, render_badge(badge.target, str(host.state.value))
+        if host is None and badge.target not in self.registry.host_config:
+            return 404, render_badge(badge.target, "gone")
+        state = "UNKNOWN" if host is None else str(host.state.value)
+        if self.in_maintenance(badge.target):
+            return 200, render_badge(badge.target, f"{state} \N{MIDDLE DOT} maintenance",
+                                     COLOURS["maintenance"])
+        return 200, render_badge(badge.target, state)
 
     def to_json(self) -> dict[str, Any]:
         return {"pages": len(self.pages), "views": self.views, "feeds": self.feed_count(),
@@ -240,22 +270,24 @@ class StatusBoard(Service):
         self.views += 1
         rows, summary = page_rows(page, self.states(slug))
         cells = []
-        for name, state, since in rows:
+        for name, state, since, covered in rows:
             iso, text = _when(since)
+            marker = ' data-maintenance="true"' if covered else ""
+            tag = ' <span class="tag marker marker-maintenance">maintenance</span>' \
+                if covered else ""
             cells.append(
-                f'<tr data-host="{html.escape(name)}" data-state="{state}">'
+                f'<tr data-host="{html.escape(name)}" data-state="{state}"{marker}>'
                 f'<td data-label="Host">{html.escape(name)}</td>'
                 f'<td data-label="State"><span class="state state-{state.lower()}">{state}'
-                f'</span></td><td data-label="Since"><time datetime="{iso}">{text}</time>'
-                f"</td></tr>")
+                f'</span>{tag}</td><td data-label="Since"><time datetime="{iso}">{text}'
+                f"</time></td></tr>")
         badge = self.badges.of("page", slug)
         iso, text = _when(self.clock.seconds())
         body = self.templates.render(
             "status", {"rows": "\n".join(cells)}, title=page.title,
             description=page.description, slug=slug, version=self.version,
             overall=summary.overall, overall_text=_OVERALL_TEXT[summary.overall],
-            counts=f"{summary.up} up, {summary.down} down, {summary.unknown} unknown "
-                   f"of {summary.total}",
+            counts=_counts(summary),
             badge="" if badge is None else f"/badge/{badge.token}.svg",
             updated_iso=iso, updated=text,
             more="" if summary.total <= len(rows) else
@@ -280,10 +312,16 @@ class StatusBoard(Service):
 
 
 _OVERALL_TEXT: Final = {"operational": "All systems operational",
+                        "maintenance": "Maintenance in progress",
                         "degraded": "Some systems are down",
                         "outage": "Major outage", "no hosts": "No hosts to show yet"}
-_OVERALL_COLOURS: Final = {"operational": "#2e7d32", "degraded": "#ef6c00",
-                           "outage": "#c62828", "no hosts": "#757575"}
+
+
+def _counts(summary: PageSummary) -> str:
+    """``2 up, 1 down, 0 unknown, 1 in maintenance of 4`` (as status.js writes it)."""
+    maintenance = f", {summary.maintenance} in maintenance" if summary.maintenance else ""
+    return (f"{summary.up} up, {summary.down} down, {summary.unknown} unknown"
+            f"{maintenance} of {summary.total}")
 
 
 class StatusFeedProtocol(WebSocketServerProtocol):

@@ -1,11 +1,13 @@
 // A public status page: the server rendered it; this keeps it current over
-// /status/<slug>/feed (names and states only). Every string from the server goes into
+// /status/<slug>/feed (names, states and whether a maintenance window covers a host). Every string from the server goes into
 // the page as text. Without this script the page reloads itself every minute.
 const slug = document.body.dataset.slug;
 const tbody = document.querySelector("#status-hosts tbody");
-const ORDER = { DOWN: 0, UNREACHABLE: 1, UNKNOWN: 2, UP: 3 };
+const ORDER = { DOWN: 0, UNREACHABLE: 1, UNKNOWN: 2, UP: 4 };
+const IN_MAINTENANCE = 3; // after the problems, before UP, whatever the state (as the server)
 const OVERALL = {
-  operational: "All systems operational", degraded: "Some systems are down",
+  operational: "All systems operational", maintenance: "Maintenance in progress",
+  degraded: "Some systems are down",
   outage: "Major outage", "no hosts": "No hosts to show yet",
 };
 
@@ -21,10 +23,11 @@ function when(ts) {
   return time;
 }
 
-function row(name, state, since) {
+function row(name, state, since, maintenance) {
   const tr = document.createElement("tr");
   tr.dataset.host = name;
   tr.dataset.state = state;
+  if (maintenance) tr.dataset.maintenance = "true";
   const cells = [["Host", name], ["State", null], ["Since", null]].map(([label, text]) => {
     const td = document.createElement("td");
     td.dataset.label = label;
@@ -35,13 +38,20 @@ function row(name, state, since) {
   badge.className = `state state-${state.toLowerCase()}`;
   badge.textContent = state;
   cells[1].append(badge);
+  if (maintenance) {
+    const tag = document.createElement("span");
+    tag.className = "tag marker marker-maintenance";
+    tag.textContent = "maintenance";
+    cells[1].append(" ", tag);
+  }
   cells[2].append(when(since));
   tr.append(...cells);
   return tr;
 }
 
 function place(tr) {
-  const rank = (node) => [ORDER[node.dataset.state] ?? 2, node.dataset.host];
+  const rank = (node) => [
+    node.dataset.maintenance ? IN_MAINTENANCE : ORDER[node.dataset.state] ?? 2, node.dataset.host];
   const mine = rank(tr);
   for (const other of tbody.children) {
     const theirs = rank(other);
@@ -57,8 +67,9 @@ function showSummary(summary) {
   const overall = document.getElementById("overall");
   overall.dataset.overall = summary.overall;
   document.getElementById("overall-text").textContent = OVERALL[summary.overall] || summary.overall;
+  const maintenance = summary.maintenance ? `, ${summary.maintenance} in maintenance` : "";
   document.getElementById("counts").textContent =
-    `${summary.up} up, ${summary.down} down, ${summary.unknown} unknown of ${summary.total}`;
+    `${summary.up} up, ${summary.down} down, ${summary.unknown} unknown${maintenance} of ${summary.total}`;
 }
 
 function touched(ts) {
@@ -68,12 +79,12 @@ function touched(ts) {
 
 function handle(message) {
   if (message.type === "snapshot") {
-    tbody.replaceChildren(...message.hosts.map((h) => row(h.name, h.state, h.since)));
+    tbody.replaceChildren(...message.hosts.map((h) => row(h.name, h.state, h.since, h.maintenance)));
     showSummary(message.summary);
   } else if (message.type === "state") {
     const old = [...tbody.children].find((tr) => tr.dataset.host === message.host);
     if (old) old.remove();
-    if (message.state) place(row(message.host, message.state, message.since));
+    if (message.state) place(row(message.host, message.state, message.since, message.maintenance));
   } else if (message.type === "summary") {
     showSummary(message.summary);
   }
