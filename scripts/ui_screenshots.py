@@ -4,7 +4,7 @@
     .venv/bin/python scripts/ui_screenshots.py [--out docs/img] [--serve]
 
 Pages at 1366 px (desktop) and 390 px (phone), light and dark: live.png,
-host.png, alerts.png, jobs.png, settings.png, login.png, and live-dark.png,
+host.png, alerts.png, jobs.png, operations.png, settings.png, login.png, and live-dark.png,
 host-dark.png; phone.png, phone-live.png and phone-dark.png.
 
 Needs Debian's chromium (/usr/bin/chromium) and playwright (the test extra).
@@ -82,6 +82,24 @@ def jobs(server: ServerProcess) -> None:
          log="Renewing www.example.com\nChallenge failed: connection refused (port 80)\n")
     ping("web1", "logrotate", "success")
     ping("db1", "pg-backup", "start")
+
+
+def operations(server: ServerProcess, bearer: dict[str, str]) -> None:
+    """Maintenance windows (one open now, one recurring, one of a glob tomorrow) and a
+    silence, made through the API as an admin."""
+    now = time.time()
+    for body in ({"hosts": ["web1"], "start": now - 600, "duration": "2h",
+                  "comment": "kernel 6.1.0-21 and reboot"},
+                 {"hosts": ["db1"], "cron": "30 3 * * 0", "duration": "1h",
+                  "timezone": "Europe/Berlin", "comment": "weekly VACUUM FULL"},
+                 {"hosts": ["node01*"], "start": now + 86400, "duration": "4h",
+                  "comment": "rack 3 power work"}):
+        status, made = server.request("POST", "/api/0/maintenance", body, headers=bearer)
+        assert status == 201, made
+    status, made = server.request("POST", "/api/0/silences", {
+        "host": "mail1", "metric": "nagios_runner.*", "duration": "8h",
+        "comment": "check_http slow, ticket 4211"}, headers=bearer)
+    assert status == 201, made
 
 
 def cpu(i: int, base: float) -> dict[str, Any]:
@@ -237,6 +255,11 @@ def shoot(browser: Any, base: str, out: Path, scheme: str) -> None:
         page.wait_for_selector("#runs tbody tr")
         page.wait_for_timeout(300)
         page.screenshot(path=str(out / "jobs.png"), full_page=True)
+        page.goto(f"{base}/operations")
+        page.wait_for_selector("#windows tbody tr[data-active=yes]")
+        page.wait_for_selector("#silences tbody tr")
+        page.wait_for_timeout(300)
+        page.screenshot(path=str(out / "operations.png"), full_page=True)
         page.goto(f"{base}/settings")
         page.wait_for_selector("#config tbody tr")
         page.check("#config-changed")
@@ -275,6 +298,7 @@ def main() -> int:
             _, login = server.request("POST", "/api/0/auth/login",
                                       {"username": "alice", "password": PASSWORD})
             bearer = {"Authorization": f"Bearer {login['token']}"}
+            operations(server, bearer)
             wait_until(lambda: server.request("GET", "/api/0/hosts/backup1",
                                               headers=bearer)[1].get("state") == "DOWN", 10)
             base = f"http://127.0.0.1:{server.http_port}"
