@@ -1,10 +1,12 @@
 """Cron jobs against the real ``twistd -n heartbeat``: a late job, a failed run and its
-recovery reach a real SMTP server on loopback as exactly three e-mails; ``heartbeat send
---job`` runs the commands and reports them over HTTP and over UDP."""
+recovery reach a real SMTP server on loopback as exactly three e-mails; a failure held by
+its host's maintenance window is one mail when the window ends; ``heartbeat send --job``
+runs the commands and reports them over HTTP and over UDP."""
 
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,8 @@ from twisted.internet import reactor, task
 
 from tests.agent_process import HEARTBEAT
 from tests.peers import SmtpSink, within
-from tests.support import wait_until
+from tests.support import eventually, wait_until
+from tests.test_operations_process import Inbox, notify, ok, pause, settled
 
 UUID = "0f8e6d4c-2b1a-4c3d-9e8f-7a6b5c4d3e2f"
 
@@ -77,6 +80,36 @@ async def test_late_failed_and_recovered_jobs_mail_exactly_once_each(
     pings = [e["event"]["ping"] for e in server.journal_lines()
              if e.get("event", {}).get("type") == "job.ping"]
     assert pings == ["start", "fail", "start", "success"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failure_held_by_maintenance_mails_once_when_the_window_ends(
+        server_factory: Any) -> None:
+    """A job on db1 fails inside db1's maintenance window: no mail while it is open; still
+    failed when the window ends: one STILL CRITICAL mail, and nothing else."""
+    inbox = Inbox()
+    try:
+        server = server_factory(jobs={"backup": {"period": "1h", "grace": "10m", "uuid": UUID,
+                                                 "host": "db1"}}, **inbox.email())
+        start = time.time()
+        window = ok(server, "POST", "/api/0/maintenance", {
+            "hosts": ["db1"], "start": start - 1, "duration": "1h", "comment": "restore"})
+        assert server.request("POST", f"/ping/{UUID}/2")[0] == 200
+        assert await eventually(lambda: notify(server)["suppressed"].get("maintenance") == 1)
+        assert inbox.subjects == []
+        ok(server, "PUT", f"/api/0/maintenance/{window['id']}", {
+            "hosts": ["db1"], "start": start - 1, "end": time.time() + 1})
+        assert await eventually(lambda: inbox.subjects)
+        assert await eventually(lambda: settled(server))
+        await pause(1.0)
+        assert inbox.subjects == ["STILL CRITICAL: job backup"]
+        body = inbox.mails[0].message.get_content()
+        assert body.startswith("Job backup on db1 is still CRITICAL (failed (exit code 2)) "
+                               "since ")
+        assert "notices were held during maintenance '1' (restore), which ended." in body
+        assert notify(server)["suppressed"] == {"maintenance": 1}
+    finally:
+        await inbox.sink.stop()
 
 
 def test_send_job_says_what_is_missing(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """The notifier asks the operations' one Suppression before it sends: the real registry,
-flap detector, operations service, store and notifier on one bus wired by the composition
-root's table, with a Clock; only the channel is a recorder (docs/OPERATIONS.md)."""
+flap detector, operations service, cron jobs, store and notifier on one bus wired by the
+composition root's table, with a Clock; only the channel is a recorder (docs/OPERATIONS.md)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from heartbeat.server.acks import HOST as HOST_TARGET
 from heartbeat.server.acks import AckBook
 from heartbeat.server.alerting import AlertingService, reminder_period
 from heartbeat.server.compose import make_flaps, make_registry, wire
+from heartbeat.server.jobs import JobSpec, Period
+from heartbeat.server.jobservice import JobService, load_jobs
 from heartbeat.server.maintenance import MaintenanceCalendar
 from heartbeat.server.notify.base import Notification
 from heartbeat.server.notify.routing import Router
@@ -47,6 +49,9 @@ thresholds:
 threshold_renotify_interval: 60
 """
 CPU = "cpu_monitor.cpu_percent"
+BACKUP = JobSpec("backup", "0f8e6d4c-2b1a-4c3d-9e8f-7a6b5c4d3e2f", Period(3600), 300, 600,
+                 host="db1")
+"""Due to end an hour after it is added, late 5 minutes later (at T0 + 3900)."""
 
 
 class Recorder:
@@ -76,12 +81,15 @@ class Server:
         self.registry.restore(hosts or [], now)  # as the store's hosts, before anything
         self.store = StoreService(open_sqlite(path), ImmediateWorker(), self.clock, 0.5)
         engine = ThresholdEngine(settings.rules, flaps=flaps)
+        self.jobs = JobService([BACKUP], self.store, self.bus, self.clock, retention=86400,
+                               stored=self.store.load(load_jobs))
         self.alerting = AlertingService(engine, self.bus, self.store, self.clock,
                                         period=reminder_period(60))
         suppression = Suppression(MaintenanceCalendar(), SilenceBook(), AckBook())
         self.operations = OperationsService(suppression, self.bus.publish, self.store,
                                             self.clock, registry=self.registry, engine=engine,
-                                            flaps=flaps, default_zone="UTC")
+                                            flaps=flaps, jobs=self.jobs.book,
+                                            default_zone="UTC")
         self.operations.restore(self.store.load(load_operations))
         self.operations.attach()
         self.channel = Recorder()
@@ -90,7 +98,7 @@ class Server:
                                         self.bus, suppression=suppression)
         wire(self.bus, alerting=self.alerting, operations=self.operations,
              notifier=self.notifier)
-        for service in (self.store, self.notifier, self.alerting, self.operations):
+        for service in (self.store, self.notifier, self.alerting, self.operations, self.jobs):
             service.startService()
 
     @staticmethod
@@ -98,7 +106,7 @@ class Server:
         raise error
 
     def stop(self) -> None:
-        for service in (self.operations, self.alerting, self.notifier, self.store):
+        for service in (self.jobs, self.operations, self.alerting, self.notifier, self.store):
             service.stopService()
 
     def advance(self, seconds: float) -> None:
@@ -116,6 +124,10 @@ class Server:
     def cpu(self, value: float) -> None:
         self.bus.publish(Event(HOST_PLUGINS, "db1", self.clock.seconds(), {
             "plugins": {"cpu_monitor": {"cpu_percent": value}}}))
+
+    def ping(self, kind: str) -> None:
+        job = self.jobs.book.jobs["backup"]
+        self.jobs.ping(job, kind)
 
     def titles(self) -> list[str]:
         sent, self.channel.sent = self.channel.sent, []
@@ -240,4 +252,69 @@ def test_held_problem_and_ack_survive_a_restart(tmp_path: Path) -> None:
     assert second.operations.acks.get("web1", HOST_TARGET) is not None
     second.advance(90)
     assert second.titles() == ["STILL DOWN: db1"]
+    second.stop()
+
+
+def test_a_job_late_in_the_window_notifies_once_at_its_end(tmp_path: Path) -> None:
+    """A cron job on db1 falling late inside db1's window: no notice while it is open;
+    still late when it ends: one STILL CRITICAL, as a host's DOWN; its recovery after
+    that is notified as usual."""
+    server = Server(tmp_path / "s.sqlite3")
+    server.operations.add_window({"hosts": ["db1"], "start": T0, "duration": 7200}, "alice")
+    server.clock.advance(3900)
+    assert server.jobs.book.jobs["backup"].level == "CRITICAL"
+    assert server.titles() == []
+    assert [h.key for h in server.operations.suppression.held()] == ["job:backup"]
+    server.clock.advance(3299)
+    assert server.titles() == []
+    server.clock.advance(1)
+    sent = list(server.channel.sent)
+    assert server.titles() == ["STILL CRITICAL: job backup"]
+    assert sent[0].body.startswith("Job backup on db1 is still CRITICAL (late) since ")
+    assert "notices were held during maintenance '1', which ended.\nNo successful run yet." \
+        in sent[0].body
+    server.clock.advance(3600)
+    assert server.titles() == []
+    server.ping("success")
+    assert server.titles() == ["RECOVERED: job backup"]
+    assert server.notifier.to_json()["suppressed"] == {"maintenance": 1}
+    server.stop()
+
+
+def test_a_job_that_recovered_in_the_window_is_not_notified(tmp_path: Path) -> None:
+    """Late and then a successful run, both inside the window: nobody heard of the problem,
+    so neither it, nor its recovery, nor anything at the window's end is notified."""
+    server = Server(tmp_path / "s.sqlite3")
+    server.operations.add_window({"hosts": ["db1"], "start": T0, "duration": 7200}, "alice")
+    server.clock.advance(4000)
+    server.ping("success")
+    server.clock.advance(3200)  # the window ends; the job is OK
+    assert server.titles() == []
+    assert server.operations.suppression.held() == []
+    assert server.notifier.to_json()["suppressed"] == {
+        "maintenance": 1, "problem_not_notified": 1}
+    server.stop()
+
+
+def test_a_job_failure_held_by_a_silence_outlives_a_restart(tmp_path: Path) -> None:
+    """A failed run of a job silenced by ``job:*`` (held), then a restart: the held problem
+    is read back from the store and, still failed at the silence's expiry, notified once."""
+    path = tmp_path / "s.sqlite3"
+    first = Server(path)
+    first.operations.add_silence({"host": "db1", "metric": "job:*", "duration": 600,
+                                  "comment": "restoring"}, "bob")
+    first.ping("fail")
+    assert first.titles() == []
+    first.stop()
+    second = Server(path, T0 + 60)
+    assert [h.key for h in second.operations.suppression.held()] == ["job:backup"]
+    second.clock.advance(539)
+    assert second.titles() == []
+    second.clock.advance(1)
+    sent = list(second.channel.sent)
+    assert second.titles() == ["STILL CRITICAL: job backup"]
+    assert "(failed (exit code 1))" in sent[0].body
+    assert "silence 1 by bob (restoring)" in sent[0].body
+    second.clock.advance(600)
+    assert second.titles() == []
     second.stop()

@@ -210,3 +210,22 @@ class JobTests:
         assert f.decide(JOB, 250, "db1", **job) is None
         assert f.decide(JOB, 350, "db1", **job) == SILENCE
         assert f.decide(JOB, 350, "db1", **{**job, "job": "certs"}) is None
+
+    def test_a_held_job_problem_is_released_once_as_a_hosts_is(self) -> None:
+        """A job falling late inside its host's window is remembered under ``job:<name>``
+        (de-escalating keeps its level); at the window's end, still not OK, it is released
+        once; one that recovered inside the window is not, nor is its recovery notified."""
+        f = Fixture()
+        f.window(100, 200, "db1")
+        late = {"job": "backup", "level": "CRITICAL", "notify": True}
+        assert f.decide(JOB, 150, "db1", **late) == MAINTENANCE
+        assert f.decide(JOB, 160, "db1", job="backup", level="WARNING", notify=False) is None
+        f.problems["db1", "job:backup"] = "WARNING"
+        assert f.released(200) == [HeldProblem("db1", "job:backup", "WARNING", "maintenance",
+                                               "maintenance 'patch' (kernel)", 150)]
+        assert f.released(201) == []
+        f.window(300, 400, "db1")
+        assert f.decide(JOB, 350, "db1", **{**late, "job": "certs"}) == MAINTENANCE
+        assert f.decide(JOB, 360, "db1", job="certs", level="OK", notify=True) == Hold(
+            "problem_not_notified", "the problem was held back and never notified")
+        assert f.released(400) == [] and f.decision.held() == []

@@ -463,15 +463,17 @@ def share_auth(auth: AuthService, store: StoreService, worker: Callable[[str], W
 
 def make_operations(settings: ServerSettings, registry: Registry, engine: ThresholdEngine,
                     flaps: FlapDetector | None, *, store: StoreService, bus: EventBus,
-                    reactor: Any) -> OperationsService:
+                    reactor: Any, jobs: JobService) -> OperationsService:
     """The books of maintenance windows (the config's and the stored ones), silences and
-    acknowledgements, the flap histories and held problems the store kept."""
+    acknowledgements, the flap histories and held problems the store kept (a held job
+    problem is still there while ``jobs`` says so)."""
     calendar = MaintenanceCalendar(
         tags_of=lambda host: frozenset(registry.config_for(host).tags))
     calendar.restore(settings.maintenance)
     suppression = Suppression(calendar, SilenceBook(), AckBook())
     operations = OperationsService(suppression, bus.publish, store, reactor, registry=registry,
-                                   engine=engine, flaps=flaps, default_zone=settings.zone)
+                                   engine=engine, flaps=flaps, default_zone=settings.zone,
+                                   jobs=jobs.book)
     operations.restore(load_stored(
         store, load_operations, "the maintenance windows, silences and acknowledgements"))
     operations.attach()
@@ -786,8 +788,9 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
     registry = make_registry(config, settings.dependencies, flaps)
     store = make_store(config, registry, make_worker, reactor)
     engine = ThresholdEngine(settings.rules, flaps=flaps)
+    jobs = make_jobs(settings, store, bus, reactor)
     operations = make_operations(settings, registry, engine, flaps, store=store, bus=bus,
-                                 reactor=reactor)
+                                 reactor=reactor, jobs=jobs)
     recorder = HostRecorder(registry, store, config.history_retention,
                             config.history_max_samples,
                             max_host_bytes=config.history_max_host_bytes,
@@ -812,7 +815,6 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
     auth.add_revoke_listener(hub.session_ended)
     status: dict[str, Callable[[], Any]] = {}
     status_board = make_status_board(config, registry, store, reactor, operations)
-    jobs = make_jobs(settings, store, bus, reactor)
     api = HeartbeatAPI(registry, store, journal, reactor, status, auth=web_auth, bus=bus,
                        dns_trigger=dns.trigger if dns is not None else None,
                        max_body=config.http_max_body, alerts=alerting.engine, config=config,

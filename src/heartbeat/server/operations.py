@@ -10,7 +10,8 @@ outside world:
 - **time**: one timer at the next moment a window opens or closes or a silence
   starts or expires; then it journals what changed (``maintenance.started``,
   ``silence.ended``...) and publishes a ``problem.still`` event for every problem
-  whose notices were held back and that nothing holds any more;
+  (a host DOWN, an alert, a cron job late or failed) whose notices were held back,
+  that nothing holds any more and that is still there;
 - **the bus**: an acknowledgement ends when its problem changes level; a removed
   host's acknowledgements and held problems go with it;
 - **the store**: windows, silences, acknowledgements, held problems and flap
@@ -34,11 +35,12 @@ from heartbeat.events import HOST_DOWN, HOST_UNREACHABLE, HOST_UP, PROBLEM_STILL
 from heartbeat.server.acks import HOST as HOST_TARGET
 from heartbeat.server.acks import Acknowledgement
 from heartbeat.server.flapping import FlapDetector
+from heartbeat.server.jobs import JobBook
 from heartbeat.server.maintenance import MaintenanceWindow, is_glob, parse_window
 from heartbeat.server.registry import HostState, Registry
 from heartbeat.server.silences import Silence, parse_silence
 from heartbeat.server.store import StoreService
-from heartbeat.server.suppression import DOWN_KEY, HeldProblem, Suppression
+from heartbeat.server.suppression import DOWN_KEY, HeldProblem, Suppression, job_name
 from heartbeat.server.tables import (
     ACKNOWLEDGEMENTS,
     FLAP_STATES,
@@ -131,6 +133,7 @@ class OperationsService(Service):
         registry: Registry,
         engine: ThresholdEngine | None,
         flaps: FlapDetector | None = None,
+        jobs: JobBook | None = None,
         default_zone: str = "UTC",
         retention: float = 7 * 86400.0,
     ) -> None:
@@ -144,6 +147,8 @@ class OperationsService(Service):
         self.store = store
         self.clock = clock
         self.flaps = flaps
+        self.jobs = jobs
+        """The cron jobs (their levels: is a held job problem still there?)."""
         self.default_zone = default_zone
         self.retention = retention
         """Silences that expired longer ago than this are forgotten."""
@@ -265,6 +270,12 @@ class OperationsService(Service):
         if key == DOWN_KEY:
             found = self.registry.get(host)
             return "DOWN" if found is not None and found.state is HostState.DOWN else None
+        name = job_name(key)
+        if name is not None:
+            job = None if self.jobs is None else self.jobs.jobs.get(name)
+            if job is None or job.spec.host != host or job.level == "OK":
+                return None
+            return job.level
         state = self._alert_state(host, key)
         return None if state is None else state.level.value
 
@@ -274,6 +285,10 @@ class OperationsService(Service):
         if held.key == DOWN_KEY:
             found = self.registry.get(held.host)
             data["since"] = found.since if found is not None else held.since
+        elif (name := job_name(held.key)) is not None:
+            job = None if self.jobs is None else self.jobs.jobs.get(name)
+            if job is not None:
+                data.update(job=name, problem=job.reason, last_success=job.last_success)
         else:
             state = self._alert_state(held.host, held.key)
             if state is not None:

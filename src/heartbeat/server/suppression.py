@@ -9,7 +9,8 @@ Pure code: no reactor, no I/O, ``now`` is an argument. The notifier asks
 they show is what the notifier does.
 
 - **Maintenance** and **silences** hold every notice about what they cover. A
-  *problem* held back (a host DOWN, an alert reaching a level) is remembered; when
+  *problem* held back (a host DOWN, an alert reaching a level, a cron job on the
+  host late, failed or running too long: key :func:`job_key`) is remembered; when
   nothing holds it any more and it is still there, :meth:`Suppression.released`
   names it once, for a "still" notice. Its recovery, if it comes first, is not
   notified either: nobody heard of the problem.
@@ -50,6 +51,8 @@ __all__ = [
     "HeldProblem",
     "Hold",
     "Suppression",
+    "job_key",
+    "job_name",
 ]
 
 MAINTENANCE: Final = "maintenance"
@@ -60,7 +63,19 @@ UNNOTIFIED: Final = "problem_not_notified"
 """A recovery of a problem that was held back and never notified."""
 DOWN_KEY: Final = HOST_DOWN
 """The key of a host's own problem (DOWN) among its held problems; an alert's key is
-its metric path."""
+its metric path, a job's :func:`job_key`."""
+JOB_PREFIX: Final = "job:"
+
+
+def job_key(name: str) -> str:
+    """A job's key among its host's held problems, and the subject its silences match
+    (``job:<name>``; ``job:*`` silences every job of the host)."""
+    return f"{JOB_PREFIX}{name}"
+
+
+def job_name(key: str) -> str | None:
+    """The job a held problem's key is about, or None (a host's DOWN, an alert)."""
+    return key[len(JOB_PREFIX):] if key.startswith(JOB_PREFIX) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +190,7 @@ class Suppression:
         if kind == ALERT_FLAPPING:
             return self.hold(host, str(data.get("metric_path", "")), now)
         if kind == JOB and host:  # a job on a host: its windows, silences of job:<name>
-            return self.hold(host, f"job:{data.get('job', '')}", now)
+            return self._change(host, job_key(str(data.get("job", ""))), data, now)
         return None
 
     def _alert(self, host: str, data: dict[str, Any], now: float) -> Hold | None:
@@ -189,20 +204,26 @@ class Suppression:
             if hold is None:
                 self._forget(host, path)  # notified now: nothing left to release
             return hold
+        return self._change(host, path, data, now)
+
+    def _change(self, host: str, key: str, data: dict[str, Any], now: float) -> Hold | None:
+        """A problem ``key`` of ``host`` (an alert's metric path, a :func:`job_key`) changed
+        level to ``data["level"]``: OK, worse (``notify``), or better but not OK."""
+        level = str(data.get("level", ""))
         if level == "OK":
-            if self._forget(host, path):
-                return Hold(UNNOTIFIED, "the alert was held back and never notified")
+            if self._forget(host, key):
+                return Hold(UNNOTIFIED, "the problem was held back and never notified")
             if data.get("flapping"):
                 return Hold(FLAPPING, "flapping")
-            return self.hold(host, path, now)
+            return self.hold(host, key, now)
         if not data.get("notify", True):
-            held = self._held.get((host, path))
+            held = self._held.get((host, key))
             if held is not None:  # a held problem de-escalated: remember its level
                 self._keep(replace(held, level=level))
             return None
         if data.get("flapping"):
             return Hold(FLAPPING, "flapping")
-        return self._problem(host, path, level, path, now)
+        return self._problem(host, key, level, key, now)
 
     def _problem(self, host: str, key: str, level: str, subject: str,
                  now: float) -> Hold | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from heartbeat.events import (
     ALERT,
@@ -173,6 +173,12 @@ def _still(event: Event) -> Notification:
     began = f" since {_when(since)} ({duration(event.ts - since)})" if since else ""
     if data.get("key") == HOST_DOWN:
         body = f"{name} is still DOWN{began}; notices were held during {label}, which ended."
+    elif data.get("job"):
+        job = data["job"]
+        body = (f"Job {job} on {name} is still {level} ({data.get('problem', '')}){began}; "
+                f"notices were held during {label}, which ended.\n{_last_success(data)}")
+        return Notification(f"STILL {level}: job {job}", body,
+                            _STATE_LEVELS.get(level, "warning"), (name,), event.kind, event.ts)
     else:
         body = (f"{data.get('message', '')}\nStill {level}{began}; notices were held during "
                 f"{label}, which ended.")
@@ -183,6 +189,12 @@ def _still(event: Event) -> Notification:
 _JOB_LEVELS: Final = {"CRITICAL": "critical", "WARNING": "warning", "OK": "info"}
 
 
+def _last_success(data: dict[str, Any]) -> str:
+    """A job notice's last line: when the job last succeeded."""
+    success = data.get("last_success")
+    return f"Last success: {_when(success)}." if success else "No successful run yet."
+
+
 def _job(event: Event) -> Notification | Skip:
     """A cron job late, failed, running too long, or recovered (heartbeat.server.jobs)."""
     data = event.data
@@ -191,8 +203,7 @@ def _job(event: Event) -> Notification | Skip:
     name, level = data.get("job", ""), str(data.get("level", ""))
     on = f" on {event.host}" if event.host else ""
     reason = str(data.get("reason", ""))
-    success = data.get("last_success")
-    last = f"Last success: {_when(success)}." if success else "No successful run yet."
+    last = _last_success(data)
     if level == "OK":
         took = data.get("duration")
         after = f" (its last run took {duration(took)})" if took is not None else ""
