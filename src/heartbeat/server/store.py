@@ -173,7 +173,7 @@ def _command_rows(hosts: list[Host]) -> tuple[list[tuple[str]], list[tuple[Any, 
 
 
 def _host_row(host: Host) -> tuple[Any, ...]:
-    """A host's row, its latest message still a dict (encoded by :func:`_put_hosts`)."""
+    """A host's row, its latest message still a dict (encoded by :func:`_host_text`)."""
     latest = host.latest
     return (host.name, host.state.value, host.addr, host.port, host.first_seen, host.last_seen,
             host.since, host.interval, host.rtt, host.version, host.boot_time, host.down_reason,
