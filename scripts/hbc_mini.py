@@ -1467,6 +1467,7 @@ class Client:
         self.pending_since: Optional[float] = None
         self.busy = 0
         self.busy_lock = threading.Lock()
+        self.next_tick: Dict[str, float] = {}  # each plugin's next collection (monotonic)
         self.running_commands: Set[str] = set()  # started or waiting: resends are ignored
         self.waiting_commands: Any = collections.deque()
         self.command_children = 0
@@ -1769,6 +1770,8 @@ class Client:
         in step (and share PLGs); a collection longer than the interval skips ticks."""
         counted = plugin.delay == 0  # start_plugins counted it as busy already
         tick = epoch + plugin.delay
+        with self.busy_lock:
+            self.next_tick[plugin.name] = tick
         while not self.stop.wait(max(0.0, tick - time.monotonic())):
             if not counted:
                 with self.busy_lock:
@@ -1779,14 +1782,15 @@ class Client:
                 log.warning("plugin %s failed: %s: %s", plugin.name, type(e).__name__, e)
                 data = {"error": "{}: {}".format(type(e).__name__, e)}
             self.results.put(("plugin", plugin.name, data))
-            with self.busy_lock:
-                self.busy -= 1
-            counted = False
-            self.wake()
             tick += plugin.interval
             late = time.monotonic() - tick
             if late > 0:
                 tick += plugin.interval * (int(late // plugin.interval) + 1)
+            with self.busy_lock:
+                self.next_tick[plugin.name] = tick
+                self.busy -= 1
+            counted = False
+            self.wake()
         if counted:
             with self.busy_lock:
                 self.busy -= 1
@@ -1820,8 +1824,9 @@ class Client:
         woken for the same tick have started), at the latest batch_delay after the first."""
         if self.pending_since is None:
             return None
-        with self.busy_lock:
-            idle = self.busy == 0
+        now = time.monotonic()
+        with self.busy_lock:  # a plugin whose tick has come is busy, started or not
+            idle = self.busy == 0 and all(tick > now for tick in self.next_tick.values())
         return self.pending_since + min(SETTLE if idle else float(self.config["batch_delay"]),
                                         float(self.config["batch_delay"]))
 
