@@ -7,6 +7,7 @@ needs to see with generous bounds and never asserts on wall-clock durations.
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 from collections.abc import Callable
@@ -212,11 +213,16 @@ async def test_flapping_host_one_notice_not_a_storm(server_factory: Any) -> None
             went_down = (await eventually(down_again(went_down)))["since"]
         assert await eventually(lambda: settled(server))
         await pause(1.0)
-        # UP DOWN UP DOWN UP DOWN: five changes, 29.9 %; the sixth (the fourth UP, not
-        # mailed: a short DOWN) passes 30 %: FLAPPING, and its DOWNs are held from then on.
-        assert inbox.subjects == ["DOWN: web1", "DOWN: web1", "DOWN: web1", "FLAPPING: web1"]
-        assert "web1 is flapping: its state changed in 35.5% of the last 21 checks (now UP)" \
-            in inbox.mails[3].message.get_content()
+        # On a quiet machine: UP DOWN UP DOWN UP DOWN is five changes, 29.9 %; the sixth
+        # (the fourth UP) passes 30 %: DOWN three times, then FLAPPING. How many checks fall
+        # between the changes depends on the machine's pace (tests/test_flapping.py pins the
+        # arithmetic): some DOWNs, one FLAPPING, and of seven DOWNs at least one held.
+        downs = len(inbox.subjects) - 1
+        assert 1 <= downs < 7
+        assert inbox.subjects == ["DOWN: web1"] * downs + ["FLAPPING: web1"]
+        flapping = re.search(r"web1 is flapping: its state changed in ([0-9.]+)% of the last "
+                             r"21 checks \(now UP\)", inbox.mails[-1].message.get_content())
+        assert flapping is not None and float(flapping.group(1)) >= 30
         host = server.host("web1")
         assert host is not None and host["flapping"] is True
         assert {"kind": "flapping"} in host["markers"]
