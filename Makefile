@@ -9,8 +9,12 @@ AGENT_CONFIG ?= etc/heartbeat-agent.yaml
 RUN_STAMP := $(VENV)/.installed-run
 STAMP := $(VENV)/.installed
 FUZZ_STAMP := $(VENV)/.fuzz-installed
-# make test: pytest's workers (one per core); PYTEST_ARGS adds to them.
-PYTEST_WORKERS ?= auto
+# make test: pytest's workers and how they share tests out; PYTEST_ARGS adds to them.
+# One more worker than this 2-core machine has cores, taking tests as they free up:
+# many tests wait on a twistd, PostgreSQL or Chromium child (quiet machine, 1,801 tests:
+# 340 s with 2 workers, 299 s with 3 and worksteal; docs/PERFORMANCE.md).
+PYTEST_WORKERS ?= 3
+PYTEST_DIST ?= worksteal
 # make fuzz: executions of protocol.decode, of the whole server (datagram sequences into
 # the real service tree, fuzz/server.py), and of each other target.
 FUZZ_RUNS ?= 1000000
@@ -41,7 +45,7 @@ run: $(RUN_STAMP)
 		$(if $(filter 0 no false off,$(AGENT)),,--agent-config $(AGENT_CONFIG))
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist $(PYTEST_DIST) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
