@@ -434,9 +434,10 @@ class StoreService(Service):
                   "{delay:.0f}s", error=self.last_error, rows=self.backlog, delay=delay)
 
     def behind(self) -> float:
-        """How far (s) the store is behind memory: since the last commit while a batch is
-        kept for a retry (the database out of reach), else 0."""
-        if not self._kept or self.last_commit is None:
+        """How far (s) the store is behind memory: since the last commit while the last
+        attempt failed or a batch is kept for a retry (the database out of reach), else 0.
+        A retry in flight holds the kept rows, so ``_kept`` alone would read 0 meanwhile."""
+        if self.last_commit is None or (self.last_error is None and not self._kept):
             return 0.0
         return max(0.0, self._clock.seconds() - self.last_commit)
 
