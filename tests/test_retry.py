@@ -94,6 +94,38 @@ def test_same_key_coalesces_and_supersedes() -> None:
     assert (retry.stats.coalesced, retry.stats.gave_up, clock.getDelayedCalls()) == (2, 0, [])
 
 
+def test_same_order_one_at_a_time_in_the_order_offered() -> None:
+    """Items with the same ``order`` wait for the one before them, through its retries and
+    its give-up; other items pass them. Coalescing a waiting item hands its turn on."""
+    clock, peer = Clock(), Peer()
+    retry = lane(clock, peer, max_in_flight=4, retries=1, order=lambda item: item[0])
+    for host, name in (("web1", "DOWN1"), ("web1", "UP1"), ("db1", "DOWN2"), ("web1", "DOWN3")):
+        retry.offer((host, name))
+    assert [name for name, _ in peer.calls] == ["DOWN1", "DOWN2"]
+    peer.calls[0][1].errback(RuntimeError("503"))  # DOWN1 waits 2 s: UP1 still waits
+    peer.calls[1][1].callback(None)
+    assert [name for name, _ in peer.calls] == ["DOWN1", "DOWN2"]
+    clock.advance(2)
+    assert [name for name, _ in peer.calls] == ["DOWN1", "DOWN2", "DOWN1"]
+    peer.calls[2][1].errback(RuntimeError("503"))  # given up: UP1's turn
+    peer.calls[3][1].callback(None)
+    peer.calls[4][1].callback(None)
+    assert [name for name, _ in peer.calls] == ["DOWN1", "DOWN2", "DOWN1", "UP1", "DOWN3"]
+    assert [entry[:2] for entry in peer.log] == [
+        ("failed", "DOWN1"), ("ok", "DOWN2"), ("failed", "DOWN1"), ("ok", "UP1"),
+        ("ok", "DOWN3")]
+    keyed = lane(clock, peer := Peer(), key=lambda item: item[1], order=lambda item: item[0])
+    keyed.offer(("web1", "a"))
+    keyed.offer(("web1", "b"))
+    peer.calls[0][1].errback(RuntimeError("503"))  # a waits for its retry; b waits for a
+    keyed.offer(("web1", "a"))  # replaces the waiting a, which hands its turn on to b
+    assert [name for name, _ in peer.calls] == ["a", "b"]
+    peer.calls[1][1].callback(None)
+    assert [name for name, _ in peer.calls] == ["a", "b", "a"]
+    peer.calls[2][1].callback(None)
+    assert (keyed.stats.coalesced, clock.getDelayedCalls()) == (1, [])
+
+
 def test_queue_limit_and_close() -> None:
     """Beyond queue_limit an item is dropped and reported; closing abandons waiting retries,
     sends or drops what is queued, and cancels attempts still in flight after ``within``."""

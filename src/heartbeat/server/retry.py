@@ -8,9 +8,12 @@ its process and waits for it to end), bounded retries with exponential :class:`B
 the clock, and a final give-up. Items with the same ``key`` coalesce: a newer
 one replaces the one queued or waiting for its retry (and runs at once), and
 an attempt that fails while a newer one waits is superseded rather than
-retried. The lane decides; the service that owns it says what an attempt is
-and reports every outcome through a :class:`LaneReport` (its log lines and its
-bus events), so notifications and DNS retry, give up and report alike.
+retried. Items with the same ``order`` go one at a time, in the order offered:
+a later one waits while an earlier one is in flight or waiting for its retry,
+so a peer never hears a host's UP before its DOWN. The lane decides; the
+service that owns it says what an attempt is and reports every outcome
+through a :class:`LaneReport` (its log lines and its bus events), so
+notifications and DNS retry, give up and report alike.
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ class Try(Generic[T]):
 
     item: T
     key: Hashable
+    order: Hashable | None = None
     attempts: int = 0
     timed_out: bool = False
 
@@ -112,6 +116,7 @@ class RetryLane(Generic[T]):
         max_in_flight: int = 1,
         queue_limit: int | None = None,
         key: Callable[[T], Hashable] | None = None,
+        order: Callable[[T], Hashable | None] | None = None,
         expire: Callable[[Deferred[Any]], object] = Deferred.cancel,
     ) -> None:
         self.clock = clock
@@ -123,12 +128,15 @@ class RetryLane(Generic[T]):
         self.max_in_flight = max_in_flight
         self.queue_limit = queue_limit
         self._key = key
+        self._order = order
         self._expire = expire
         self.queue: deque[Try[T]] = deque()
         self.in_flight: dict[Deferred[Any], Try[T]] = {}
         self.waiting: dict[Try[T], IDelayedCall] = {}
         self._keyed: dict[Hashable, Try[T]] = {}
         """Queued or waiting items by key (not those in flight)."""
+        self._turn: dict[Hashable, Try[T]] = {}
+        """The item whose turn it is, per ``order``: in flight or waiting for its retry."""
         self.stats = LaneStats()
         self.running = False
         self.closing = False
@@ -145,13 +153,14 @@ class RetryLane(Generic[T]):
             call = self.waiting.pop(older, None)
             if call is not None:
                 call.cancel()
+                self._done(older)
             else:
                 self.queue.remove(older)
         elif self.queue_limit is not None and self.pending >= self.queue_limit:
             self.stats.dropped += 1
             self.report.dropped(item, f"queue full ({self.queue_limit} waiting)")
             return False
-        entry = Try(item, key)
+        entry = Try(item, key, self._order(item) if self._order is not None else None)
         self.queue.append(entry)
         self._keyed[key] = entry
         self.pump()
@@ -173,11 +182,27 @@ class RetryLane(Generic[T]):
         self._pumping = True
         try:
             while self.queue and (self.closing or len(self.in_flight) < self.max_in_flight):
-                entry = self.queue.popleft()
+                entry = self._next()
+                if entry is None:
+                    break
                 del self._keyed[entry.key]
                 self._run(entry)
         finally:
             self._pumping = False
+
+    def _next(self) -> Try[T] | None:
+        """The first queued item whose turn it is (closing: the first), taken off the queue."""
+        for entry in self.queue:
+            if self.closing or entry.order is None \
+                    or self._turn.setdefault(entry.order, entry) is entry:
+                self.queue.remove(entry)
+                return entry
+        return None
+
+    def _done(self, entry: Try[T]) -> None:
+        """``entry`` is over (sent, given up, replaced): the next with its order may go."""
+        if entry.order is not None and self._turn.get(entry.order) is entry:
+            del self._turn[entry.order]
 
     # -- attempts
     def _run(self, entry: Try[T]) -> None:
@@ -204,6 +229,7 @@ class RetryLane(Generic[T]):
         return result
 
     def _succeeded(self, _: object, entry: Try[T]) -> None:
+        self._done(entry)
         self.stats.succeeded += 1
         self.report.succeeded(entry)
 
@@ -215,6 +241,7 @@ class RetryLane(Generic[T]):
                  or entry.attempts > self.retries)
         retry_in = None
         if final:
+            self._done(entry)
             if not superseded:
                 self.stats.gave_up += 1
         else:
@@ -246,6 +273,7 @@ class RetryLane(Generic[T]):
         if abandoned:
             self.report.abandoned(abandoned)
         self._keyed = {k: e for k, e in self._keyed.items() if e in self.queue}
+        self._turn.clear()
         self.pump()
         self.running = False
         if not self.in_flight:

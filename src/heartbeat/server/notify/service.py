@@ -3,9 +3,10 @@
 The bus subscriber only formats, routes and queues. Each channel has its own retry
 lane (heartbeat.server.retry, shared with DNS): a bounded queue
 (``notify_queue_limit``; a counted, logged, journaled drop beyond), a few sends in
-flight, a timeout per send (``notify_timeout``), bounded retries with exponential
-backoff on the clock (``notify_retries``); in front of it a storm guard: once more
-than ``notify_burst`` different hosts were notified within ``notify_window`` on a
+flight (one at a time per host and recipients, so they arrive in order), a timeout
+per send (``notify_timeout``), bounded retries with exponential backoff on the
+clock (``notify_retries``); in front of it a storm guard: once more than
+``notify_burst`` different hosts were notified within ``notify_window`` on a
 channel, further notifications are held and sent as one digest per window until a
 window holds no more than ``notify_burst`` hosts. Every outcome is an event on the
 bus (``notify.sent``, ``notify.failed``, ``notify.dropped``), so the journal records it.
@@ -85,6 +86,13 @@ def _event_host(note: Notification) -> str:
     return note.hosts[0] if len(note.hosts) == 1 else ""
 
 
+def _sequence(note: Notification) -> tuple[str, tuple[str, ...]] | None:
+    """The notices of one host to one set of recipients go in the order they happened
+    (DOWN before UP, however the sends and their retries fall); a digest goes when it can."""
+    host = _event_host(note)
+    return (host, tuple(note.recipients)) if host else None
+
+
 class _Lane:
     """One channel: the storm guard and digests in front of its retry lane.
 
@@ -101,7 +109,7 @@ class _Lane:
         self.retry: RetryLane[Notification] = RetryLane(
             self.clock, self._send, self, retries=settings.retries, timeout=settings.timeout,
             backoff=settings.backoff, max_in_flight=settings.max_in_flight,
-            queue_limit=settings.queue_limit)
+            queue_limit=settings.queue_limit, order=_sequence)
         self.recent: deque[tuple[float, str]] = deque()
         self.held: list[Notification] | None = None  # not None while a storm lasts
         self.overflow: list[Notification] = []  # held beyond queue_limit: dropped, reported once
