@@ -150,6 +150,24 @@ def test_maintenance_holds_then_notifies_once_at_its_end(tmp_path: Path) -> None
     server.stop()
 
 
+def test_still_down_names_the_hosts_still_unreachable_behind_it(tmp_path: Path) -> None:
+    """A router DOWN through a window, its hosts UNREACHABLE behind it: the STILL DOWN at
+    the window's end names those still unreachable then, as the DOWN would have."""
+    server = Server(tmp_path / "s.sqlite3")
+    server.beat("router1", "web1", "web2")
+    server.operations.add_window({"hosts": ["router1"], "start": T0, "duration": 120}, "alice")
+    server.advance(20)
+    assert [server.registry.get(n).state.value  # type: ignore[union-attr]
+            for n in ("router1", "web1", "web2")] == ["DOWN", "UNREACHABLE", "UNREACHABLE"]
+    assert server.titles() == []
+    server.beat("web2")  # back on another path before the window ends
+    server.advance(100)
+    sent, server.channel.sent = server.channel.sent, []
+    assert [n.title for n in sent] == ["STILL DOWN: router1"]
+    assert sent[0].body.endswith("which ended.\nBehind it, now UNREACHABLE (1): web1.")
+    server.stop()
+
+
 def test_recovery_inside_the_window_is_not_notified(tmp_path: Path) -> None:
     """DOWN and back UP within the window: nobody heard of it, nothing at its end."""
     server = Server(tmp_path / "s.sqlite3")

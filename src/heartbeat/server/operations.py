@@ -285,6 +285,9 @@ class OperationsService(Service):
         if held.key == DOWN_KEY:
             found = self.registry.get(held.host)
             data["since"] = found.since if found is not None else held.since
+            behind = self.registry.unreachable_behind(held.host)
+            if behind:  # as on the DOWN event: only when there are some
+                data["unreachable"] = behind
         elif (name := job_name(held.key)) is not None:
             job = None if self.jobs is None else self.jobs.jobs.get(name)
             if job is not None:

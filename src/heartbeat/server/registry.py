@@ -692,6 +692,12 @@ class Registry:
             fallen.extend(events[before].data.get("unreachable", []))
         return fallen
 
+    def unreachable_behind(self, name: str) -> list[str]:
+        """The hosts behind ``name`` that are UNREACHABLE now, nearest first."""
+        return [child for child in self.dependencies.descendants(name)
+                if (host := self.hosts.get(child)) is not None
+                and host.state is HostState.UNREACHABLE]
+
     def _reawaken(self, host: Host, now: float) -> None:
         """``host`` is UP again: the hosts behind it get a fresh deadline, past which
         one still silent is DOWN (the way to it is open again)."""

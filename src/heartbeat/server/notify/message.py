@@ -85,13 +85,18 @@ def _down(event: Event) -> Notification:
         body += f" since {_when(data['last_seen'])}"
     if data.get("silent_for") is not None:
         body += f" ({duration(data['silent_for'])})"
-    body += "."
-    behind = data.get("unreachable") or []
-    if behind:
-        names = ", ".join(behind[:BEHIND_NAMES])
-        more = f" and {len(behind) - BEHIND_NAMES} more" if len(behind) > BEHIND_NAMES else ""
-        body += f"\nBehind it, now UNREACHABLE ({len(behind)}): {names}{more}."
+    body += "." + _behind(data)
     return Notification(f"DOWN: {name}", body, "critical", (name,), event.kind, event.ts)
+
+
+def _behind(data: dict[str, Any]) -> str:
+    """The line naming the hosts UNREACHABLE behind a DOWN one (empty if none)."""
+    behind = data.get("unreachable") or []
+    if not behind:
+        return ""
+    names = ", ".join(behind[:BEHIND_NAMES])
+    more = f" and {len(behind) - BEHIND_NAMES} more" if len(behind) > BEHIND_NAMES else ""
+    return f"\nBehind it, now UNREACHABLE ({len(behind)}): {names}{more}."
 
 
 def _up(event: Event) -> Notification | Skip:
@@ -172,7 +177,8 @@ def _still(event: Event) -> Notification:
     since = data.get("since")
     began = f" since {_when(since)} ({duration(event.ts - since)})" if since else ""
     if data.get("key") == HOST_DOWN:
-        body = f"{name} is still DOWN{began}; notices were held during {label}, which ended."
+        body = (f"{name} is still DOWN{began}; notices were held during {label}, which "
+                f"ended.{_behind(data)}")
     elif data.get("job"):
         job = data["job"]
         body = (f"Job {job} on {name} is still {level} ({data.get('problem', '')}){began}; "
