@@ -71,19 +71,38 @@ class LedgerTests:
         ledger.seen(Notice("boot:e:7.0", ONE_SHOT), boot)
         old = Event(HOST_BOOT, "f", 1.0, {"boot_time": 8.0})  # older than keep: not sent
         ledger.seen(Notice("boot:f:8.0", ONE_SHOT), old)
-        due = ledger.catch_up({"host:a": "down", "host:d": "down"}, now=700.0)
+        due = ledger.catch_up({"host:a": ("down", 100.3), "host:d": ("down", 50.0)}, now=700.0)
         assert [(e.kind, e.host) for e in due] == [
-            (HOST_DOWN, "b"), (HOST_UP, "d"), (HOST_BOOT, "e")]
+            (HOST_DOWN, "b"), (HOST_BOOT, "e"), (HOST_UP, "d")]
         assert ledger.catch_up({}, now=700.0) == []  # nothing remembered twice
 
-    def test_a_follower_remembers_the_last_event_per_key_within_its_limit(self) -> None:
+    def test_a_follower_remembers_the_recent_events_of_its_last_keys(self) -> None:
         ledger = NoticeLedger(limit=2)
         ledger.seen(Notice("host:a", "down"), down("a"))
         ledger.seen(Notice("host:a", "up"), up("a"))
         ledger.seen(Notice("host:b", "down"), down("b"))
-        ledger.seen(Notice("host:c", "down"), down("c"))  # a goes: the oldest
+        ledger.seen(Notice("host:c", "down"), down("c"))  # a goes: the least recent
         due = ledger.catch_up({}, now=300.0)
         assert [(e.kind, e.host) for e in due] == [(HOST_DOWN, "b"), (HOST_DOWN, "c")]
+        for n in range(NoticeLedger.PER_KEY + 4):
+            ledger.seen(Notice("host:a", "down" if n % 2 else "up"),
+                        (down if n % 2 else up)("a", ts=400.0 + n))
+        due = ledger.catch_up({}, now=500.0)
+        assert [e.ts for e in due] == [400.0 + n for n in range(5, NoticeLedger.PER_KEY + 4)]
+
+    def test_down_and_up_while_nobody_led_are_both_sent(self) -> None:
+        """A host went DOWN and came back between the old leader's death and the new one's
+        lock: both notices, in order. What the old leader had sent, and a first run of
+        events this server heard of the same change a little later, are not sent again."""
+        ledger = NoticeLedger()
+        for event in (down("a", 100.0), up("a", 200.0), down("b", 100.4), up("b", 200.0),
+                      down("c", 100.0), up("c", 150.0), down("c", 300.0)):
+            ledger.seen(notice_of(event), event)  # type: ignore[arg-type]
+        marks = {"host:a": ("up", 20.0), "host:b": ("down", 100.2), "host:c": ("up", 150.1)}
+        due = ledger.catch_up(marks, now=400.0)
+        assert [(e.host, e.kind, e.ts) for e in due] == [
+            ("a", HOST_DOWN, 100.0), ("a", HOST_UP, 200.0), ("b", HOST_UP, 200.0),
+            ("c", HOST_DOWN, 300.0)]
 
     def test_a_state_is_sent_once_per_change_and_its_mark_written_when_settled(self) -> None:
         ledger = NoticeLedger()
@@ -112,7 +131,7 @@ class Rig:
         self.channel = FakeChannel("email", self.clock)
         self.leader = Leader()
         self.ledger = NoticeLedger()
-        self.marks: dict[str, str] = {}
+        self.marks: dict[str, tuple[str, float]] = {}
         conf: ServerConfig = parse_config(ServerConfig, CONFIG, "test.yaml")
         self.service = NotifierService(
             [self.channel], Router(conf, ("email",)), self.clock, self.bus,
@@ -140,13 +159,26 @@ class OneVoiceTests:
         rig.bus.publish(down("db1"))
         assert rig.sent() == []
         assert rig.service.to_json()["suppressed"] == {"not_leader": 2}
-        rig.marks = {"host:web1": "down"}  # the old leader had sent this one
+        rig.marks = {"host:web1": ("down", 100.2)}  # the old leader had sent this one
         rig.lead()
         assert rig.sent() == ["DOWN: db1"]
         rig.bus.publish(down("db1", ts=150.0))  # heard again: already notified
         rig.bus.publish(up("web1"))
         assert rig.sent() == ["DOWN: db1", "UP: web1"]
         assert rig.service.to_json()["one_voice"]["duplicates_skipped"] == 2  # web1, db1
+
+    def test_an_outage_while_nobody_led_is_sent_when_one_leads(self) -> None:
+        """DOWN and UP between two leaders: the new one sends both, one after the other."""
+        rig = Rig()
+        rig.bus.publish(down("web1"))
+        rig.bus.publish(up("web1"))
+        rig.marks = {"host:web1": ("up", 20.0)}  # its last notice, long before
+        rig.lead()
+        assert rig.sent() == ["DOWN: web1"]
+        rig.channel.answer_all()
+        assert rig.sent() == ["DOWN: web1", "UP: web1"]
+        rig.channel.answer_all()
+        assert rig.ledger.take_dirty() == [("host:web1", "up", 0.0)]  # the key's last mark
 
     def test_marks_are_written_once_the_send_is_done(self) -> None:
         """Send first, mark after: a crash in between sends it again (once), never loses it."""
@@ -164,6 +196,7 @@ class OneVoiceTests:
         rig = Rig()
         rig.lead()
         rig.bus.publish(down("web1"))
+        rig.channel.answer_all()  # delivered: web1's next notice may go
         rig.bus.publish(up("web1", down_for=2.0))
         rig.bus.publish(down("web1", ts=300.0))
         assert rig.sent() == ["DOWN: web1", "DOWN: web1"]
@@ -172,11 +205,12 @@ class OneVoiceTests:
         rig = Rig()
         rig.lead()
         rig.bus.publish(alert("web1", "CRITICAL"))
+        rig.channel.answer_all()
         rig.leader.leading = False
         rig.service.lead(False)
         rig.bus.publish(alert("web1", "OK", ts=150.0))
         assert rig.sent() == ["CRITICAL: web1"]
-        rig.marks = {"alert:web1:cpu.load": "CRITICAL"}
+        rig.marks = {"alert:web1:cpu.load": ("CRITICAL", 100.1)}
         rig.lead()
         assert rig.sent() == ["CRITICAL: web1", "RECOVERED: web1"]
 

@@ -11,9 +11,10 @@ lets a new leader send what the old one had not sent, and nothing it had:
 - the leader records a **mark** (the key's last notified state) once a
   notification was sent (or finally failed); marks are rows of the store's
   ``notices`` table, written with the store's next batch;
-- a follower remembers the last notified event it saw per key (:meth:`seen`);
-  when it becomes the leader it reads the marks and sends every remembered
-  event whose state differs from its key's mark (:meth:`catch_up`);
+- a follower remembers the recent notified events it saw per key (:meth:`seen`);
+  when it becomes the leader it reads the marks and sends, per key, the
+  remembered events after the mark that change its state (:meth:`catch_up`): a
+  host that went DOWN and came back while nobody led gets both notices;
 - a state key's notification is sent only when its state differs from the
   mark (a host DOWN the old leader had notified is not notified again).
 
@@ -88,42 +89,57 @@ class NoticeLedger:
     """The marks this server knows and the events it saw while it did not lead.
 
     ``keep``: how long (s) a follower remembers a one-shot event for a catch-up;
-    ``limit``: how many remembered events at most (the oldest go first).
+    ``limit``: for how many keys at most (the least recently heard go first), each
+    with its last ``PER_KEY`` events.
     """
+
+    PER_KEY: Final = 16
 
     def __init__(self, *, keep: float = 600.0, limit: int = 10_000) -> None:
         self.keep = keep
         self.limit = limit
         self.marks: dict[str, str] = {}
-        self._seen: dict[str, tuple[Notice, Event]] = {}
+        self._seen: dict[str, list[tuple[Notice, Event]]] = {}
         self._dirty: dict[str, tuple[str, float]] = {}
         self.duplicates_skipped = 0
 
     # -- as a follower
     def seen(self, notice: Notice, event: Event) -> None:
         """A notified event this server did not send (it did not lead): kept for a catch-up."""
-        self._seen.pop(notice.key, None)
-        self._seen[notice.key] = (notice, event)
+        heard = self._seen.pop(notice.key, [])
+        heard.append((notice, event))
+        del heard[:-self.PER_KEY]
+        self._seen[notice.key] = heard
         while len(self._seen) > self.limit:
             del self._seen[next(iter(self._seen))]
 
     # -- becoming the leader
-    def catch_up(self, marks: Mapping[str, str], now: float) -> list[Event]:
-        """Take the store's ``marks``; the remembered events they do not cover, oldest first.
+    def catch_up(self, marks: Mapping[str, tuple[str, float]], now: float) -> list[Event]:
+        """Take the store's ``marks`` (key -> state, when it was marked); the remembered
+        events they do not cover, oldest first.
 
-        A state key's remembered event is due when its state is not the mark's (no
-        mark: the resting state); a one-shot is due when unmarked and not older than
-        ``keep``. The caller sends what is due as the leader does any event.
+        Of a state key's events, those after its mark are due, less a first run saying
+        what the mark says (the old leader sent that change; this server heard it a little
+        later). No mark: the resting state, and every event is after it. A one-shot is due
+        when unmarked and not older than ``keep``. The caller sends what is due as the
+        leader does any event.
         """
-        self.marks = dict(marks)
+        self.marks = {key: state for key, (state, _at) in marks.items()}
         due: list[Event] = []
-        for notice, event in self._seen.values():
+        for key, heard in self._seen.items():
+            notice = heard[-1][0]
             if notice.one_shot:
-                if event.ts >= now - self.keep and notice.key not in self.marks:
-                    due.append(event)
-            elif self.due(notice):
-                due.append(event)
+                due.extend(event for _, event in heard[-1:]
+                           if event.ts >= now - self.keep and key not in self.marks)
+                continue
+            state, at = marks.get(key, (notice.resting or "", float("-inf")))
+            after = [(n, e) for n, e in heard if e.ts > at]
+            while after and after[0][0].state == state:
+                del after[0]
+            self.duplicates_skipped += len(heard) - len(after)
+            due.extend(event for _, event in after)
         self._seen.clear()
+        due.sort(key=lambda event: event.ts)
         return due
 
     # -- as the leader
@@ -155,14 +171,15 @@ class NoticeLedger:
         return [(key, state, at) for key, (state, at) in dirty.items()]
 
     def to_json(self) -> dict[str, Any]:
-        return {"marks": len(self.marks), "remembered": len(self._seen),
+        return {"marks": len(self.marks),
+                "remembered": sum(len(heard) for heard in self._seen.values()),
                 "duplicates_skipped": self.duplicates_skipped,
                 "marks_unwritten": len(self._dirty)}
 
 
-def read_marks(tables: Tables) -> dict[str, str]:
-    """Every mark in the store: key -> the state last notified."""
-    return {key: state for key, state, _at, _node in tables.rows(NOTICES)}
+def read_marks(tables: Tables) -> dict[str, tuple[str, float]]:
+    """Every mark in the store: key -> the state last notified, and when it was marked."""
+    return {key: (state, at) for key, state, at, _node in tables.rows(NOTICES)}
 
 
 def write_marks(ledger: NoticeLedger, node: str) -> list[Write]:

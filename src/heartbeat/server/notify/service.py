@@ -292,7 +292,7 @@ class NotifierService(Service):
         suppression: Suppression | None = None,
         leader: Any = None,
         ledger: NoticeLedger | None = None,
-        marks: Callable[[], Deferred[Mapping[str, str]]] | None = None,
+        marks: Callable[[], Deferred[Mapping[str, tuple[str, float]]]] | None = None,
     ) -> None:
         self.router = router
         self.suppression = suppression
@@ -324,7 +324,7 @@ class NotifierService(Service):
             return None
         return self._marks().addCallback(self._catch_up)
 
-    def _catch_up(self, marks: Mapping[str, str]) -> None:
+    def _catch_up(self, marks: Mapping[str, tuple[str, float]]) -> None:
         if self.ledger is None or self.leader is None or not self.leader.leading:
             return
         due = self.ledger.catch_up(marks, self.clock.seconds())
