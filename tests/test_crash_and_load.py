@@ -89,7 +89,11 @@ def test_sigkill_mid_load_then_restart(server_factory: Any, tmp_path: Path) -> N
         wait_until(lambda: (server.get("/api/0/status")["store"]["last_commit"] or 0)
                    > seen + 0.2)
         before = {h["name"]: h for h in server.get("/api/0/hosts")["hosts"]}
-        time.sleep(0.3)
+        # What the API showed is on disk once a batch begun after it committed: the second
+        # commit from now (the first may have been gathered before). No pause: a loaded
+        # machine may take longer than any pause to flush.
+        commits = server.get("/api/0/status")["store"]["commits"]
+        wait_until(lambda: server.get("/api/0/status")["store"]["commits"] >= commits + 2)
         server.kill()  # SIGKILL, with datagrams still arriving
     assert sorted(before) == [f"load{n:03d}" for n in range(HOSTS)]
     assert {(a["host"], a["metric_path"], a["level"]) for a in alerts} == {
