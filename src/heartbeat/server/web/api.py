@@ -44,7 +44,7 @@ from heartbeat.server.jobservice import HISTORY_LIMIT, JobService
 from heartbeat.server.journal import JournalService
 from heartbeat.server.maintenance import MaintenanceWindow, is_glob
 from heartbeat.server.operations import OperationsService
-from heartbeat.server.problems import KINDS, METRIC, problems
+from heartbeat.server.problems import KINDS, METRIC, QUIET_STATES, problems
 from heartbeat.server.problems import summary as problem_summary
 from heartbeat.server.registry import Host, HostState, QueueFull, Registry
 from heartbeat.server.silences import Silence
@@ -482,8 +482,14 @@ class HeartbeatAPI:
         """The problems of host ``name``, or of every host ``viewer`` sees."""
         engine = self.engine()
         if name is None:
-            hosts = [h for h in self.registry if viewer.sees(h.name)]
             alerts = [s for s in engine.states() if viewer.sees(s.host)]
+            # Host objects only where they count: a problem host, or one whose alerts
+            # take its state and markers. 10,000 quiet hosts cost one walk, not 10,000
+            # objects (0.3-0.9 s of the reactor on every page's navigation count).
+            alerting = {s.host for s in alerts}
+            hosts = [h for h in self.registry
+                     if (h.state.value not in QUIET_STATES or h.name in alerting)
+                     and viewer.sees(h.name)]
         else:
             host = self.registry.get(name)
             hosts = [] if host is None else [host]
