@@ -205,7 +205,8 @@ class NewStoreTests:
         assert [s.split()[0] for s in seen] == (
             ["PRAGMA", "SELECT", "BEGIN"] + ["CREATE"] * 18 + ["ALTER"] + ["CREATE"] * 2
             + ["ALTER"] * 2 + ["CREATE"] + ["CREATE"] * 3 + ["CREATE"]
-            + ["CREATE"] * 2 + ["ALTER"] * 2 + ["SELECT", "DROP"] + ["PRAGMA", "COMMIT"])
+            + ["CREATE"] * 2 + ["ALTER"] * 2 + ["SELECT", "DROP"] + ["DROP"]
+            + ["PRAGMA", "COMMIT"])
         assert seen[-2:] == [f"PRAGMA user_version = {NEWEST}", "COMMIT"]
         assert _tables(conn) == TABLES
         conn.close()
@@ -269,6 +270,25 @@ class ReleaseFixtureTests:
         conn.close()
         assert _version(path) == NEWEST
 
+
+
+class Step12Tests:
+    def test_plugin_data_loses_its_index_of_times_keeping_every_row(
+            self, tmp_path: Path) -> None:
+        """A store at version 11 has ``plugin_data_times``; at 12 it is gone, and start-up
+        reads the same hosts and plugin times from the table itself."""
+        path = _copy(tmp_path)
+        conn = _connect(path)
+        upgrade(conn, path, STEPS[:11])
+        assert conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND"
+                            " tbl_name = 'plugin_data'").fetchall() == [("plugin_data_times",)]
+        conn.close()
+        conn = open_database(path)
+        assert conn.execute("SELECT name FROM sqlite_master WHERE type = 'index' AND"
+                            " tbl_name = 'plugin_data'").fetchall() == []
+        _assert_release_rows(conn)
+        conn.close()
+        assert _version(path) == 12
 
 class LaterStepTests:
     """How a later step runs, with two steps after the newest made up for the test."""

@@ -674,6 +674,31 @@ class PostgresSchemaTests:
         finally:
             backend.close()
 
+    def test_step_12_drops_the_index_of_plugin_times(self, postgres_url: str) -> None:
+        """At version 12 plugin_data has only its key's index; its rows load as before."""
+        import psycopg
+
+        from heartbeat.server import postgres
+
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            postgres.upgrade(conn, "db", STEPS[:11])
+            conn.execute("INSERT INTO hosts (name, state) VALUES ('web1', 'UP')")
+            conn.execute("INSERT INTO plugin_data VALUES ('web1', 'cpu', 5.0, '{\"load\":1}'),"
+                         " ('web1', 'os', 6.0, '\"Linux\"')")
+            assert conn.execute("SELECT to_regclass('plugin_data_times')").fetchone() == (
+                "plugin_data_times",)
+            postgres.upgrade(conn, "db")
+            assert conn.execute("SELECT to_regclass('plugin_data_times')").fetchone() == (None,)
+        backend = postgres.open_store(pg_config(postgres_url))
+        try:
+            (host,) = backend.read(load_hosts)
+            assert {name: sample.ts for name, sample in host.plugins.items()} == {
+                "cpu": 5.0, "os": 6.0}
+            assert backend.read(read_latest("web1")) == {
+                "cpu": {"ts": 5.0, "data": {"load": 1}}, "os": {"ts": 6.0, "data": "Linux"}}
+        finally:
+            backend.close()
+
     def test_foreign_tables_refused(self, postgres_url: str) -> None:
         """A database with tables of heartbeat's names but no version is not taken over."""
         import psycopg

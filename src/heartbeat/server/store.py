@@ -123,8 +123,8 @@ def maintenance_period(retention: float) -> float:
 
 def load_hosts(tables: Tables) -> list[Host]:
     """Every stored host with when each of its plugins last reported, for
-    ``Registry.restore``: one pass over the hosts and one over the index of the
-    plugin data (the data itself is not read)."""
+    ``Registry.restore``: one pass over the hosts and one over the plugin data's
+    leading columns (host, plugin, ts: the data after them is not decoded)."""
     hosts: dict[str, Host] = {}
     states = {state.value: state for state in HostState}
     for (name, state, addr, port, first_seen, last_seen, since, interval, rtt, version,

@@ -137,7 +137,7 @@ class Tables(Protocol):
         ...
 
     def pick(self, table: Table, columns: Sequence[str]) -> list[tuple[Any, ...]]:
-        """Only ``columns`` of every row of ``table`` (read from an index that has them)."""
+        """Only ``columns`` of every row of ``table`` (the others are not decoded)."""
         ...
 
     def put(self, table: Table, rows: Iterable[Row]) -> None:
