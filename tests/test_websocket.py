@@ -22,6 +22,9 @@ from heartbeat.server.web.websocket import (
     FLUSH_INTERVAL,
     MAX_CLIENT_MESSAGE,
     MAX_FEED_MESSAGE,
+    SNAPSHOT_LOW_WATER,
+    SNAPSHOT_PAGE,
+    SNAPSHOT_WAIT,
     EventHub,
     FeedFactory,
     text_frame,
@@ -75,6 +78,40 @@ def _fleet(hosts: int, page_size: int) -> tuple[Registry, Clock, EventHub]:
     return registry, clock, EventHub(registry, clock=clock, page_size=page_size)
 
 
+def _snapshot_turns(keeps_up: bool) -> tuple[int, int, list[Any], int]:
+    """A 3,000-host snapshot to a client whose connection writes 128 KiB in the reactor
+    turn between two snapshot turns (``keeps_up``) or nothing: how many turns waited
+    SNAPSHOT_WAIT, the turns (at most 200), the messages and the bytes left unsent."""
+    _, clock, hub = _fleet(3000, SNAPSHOT_PAGE)
+    pump, got, server = _connect_in_memory(hub)
+    unsent = [0]
+    real_send, real_turn = server.sendMessage, hub._pump
+
+    def send(payload: bytes, *args: Any, **kwargs: Any) -> None:
+        unsent[0] += len(payload)
+        real_send(payload, *args, **kwargs)
+
+    def turn(client: Any) -> None:
+        if keeps_up:
+            unsent[0] = max(0, unsent[0] - 128 * 1024)
+        real_turn(client)
+
+    server.sendMessage = send  # type: ignore[method-assign]
+    server.backlog = lambda: unsent[0]  # type: ignore[method-assign]
+    hub._pump = turn  # type: ignore[method-assign]
+    waits = turns = 0
+    while server.snapshot is not None and turns < 200:
+        (call,) = clock.getDelayedCalls()
+        wait = call.getTime() - clock.seconds()
+        assert wait == 0 or wait == pytest.approx(SNAPSHOT_WAIT)
+        waits += wait > 0
+        clock.advance(wait)
+        turns += 1
+    pump.flush()
+    hub.leave(server)
+    return waits, turns, got, unsent[0]
+
+
 class HubTests:
     def test_snapshot_then_events(self) -> None:
         """A new subscriber gets a snapshot of all hosts, then each event once."""
@@ -118,6 +155,18 @@ class HubTests:
         assert pages[-1]["hosts"][-1]["down_reason"] == "timeout"
         assert got.index(pages[-1]) > down
         assert clock.getDelayedCalls() == []
+
+    def test_a_client_that_keeps_up_is_never_made_to_wait(self) -> None:
+        """A client taking a connection's 128 KiB a reactor turn gets the whole snapshot
+        in turns that follow at once (no SNAPSHOT_WAIT pause: they once cost 1 s of the
+        2 s a 10,000-host snapshot took), while one that takes nothing is looked at
+        again only after SNAPSHOT_WAIT, its backlog held near the low water."""
+        waits, turns, got, _ = _snapshot_turns(keeps_up=True)
+        assert (waits, got[-1]["more"], len(got) > 10) == (0, False, True)
+        assert sum(len(m["hosts"]) for m in got) == 3000
+        waits, turns, _, unsent = _snapshot_turns(keeps_up=False)
+        assert (turns, waits) == (200, 199)  # all but the turn right after joining
+        assert SNAPSHOT_LOW_WATER < unsent <= SNAPSHOT_LOW_WATER + SNAPSHOT_PAGE
 
     def test_a_client_leaving_mid_snapshot_stops_it(self) -> None:
         """A client that goes away during its snapshot leaves no timer behind."""

@@ -62,6 +62,8 @@ SNAPSHOT_LOW_WATER: Final = 256 * 1024
 """A client's unsent backlog under which the next snapshot page is built."""
 PAGES_PER_TURN: Final = 4
 """Snapshot pages built for one client before other work gets the reactor back."""
+SNAPSHOT_WAIT: Final = 0.05
+"""Seconds until a client that took less than a page since its last turn is looked at again."""
 FLUSH_INTERVAL: Final = 0.004
 """Seconds events may wait to go out with the ones after them: the first of a quiet
 spell goes at once, later ones at most this much after the previous write."""
@@ -160,6 +162,7 @@ class EventHub:
         if pages is None or client not in self.clients:
             return
         budget = PAGES_PER_TURN if self.clock is not None else None
+        drained = client.pump_backlog - client.backlog()
         while budget is None or budget > 0:
             if self.clock is not None and client.backlog() > SNAPSHOT_LOW_WATER:
                 break
@@ -172,7 +175,13 @@ class EventHub:
             if budget is not None:
                 budget -= 1
         assert self.clock is not None
-        delay = 0.0 if client.backlog() <= SNAPSHOT_LOW_WATER else 0.05
+        client.pump_backlog = backlog = client.backlog()
+        # Again at once while the client keeps up: under the low water, or taking at
+        # least a page between turns (a connection writes 128 KiB a reactor turn, so a
+        # fast reader is behind by a turn, not stalled). A client that takes less is
+        # looked at again after SNAPSHOT_WAIT, so a slow one costs no busy loop.
+        delay = 0.0 if backlog <= SNAPSHOT_LOW_WATER or drained >= self.page_size \
+            else SNAPSHOT_WAIT
         client.pump_call = self.clock.callLater(delay, self._pump, client)
 
     def session_ended(self, session: Session) -> None:
@@ -255,6 +264,9 @@ class FeedProtocol(WebSocketServerProtocol):
     snapshot: Iterator[bytes] | None = None
     """The snapshot pages still to send."""
     pump_call: IDelayedCall | None = None
+    pump_backlog: int = 0
+    """The backlog when the last snapshot turn ended: what it took since tells a client
+    that keeps up from one that does not."""
 
     def onConnect(  # type: ignore[override]  # Autobahn takes a Deferred too (txaio)
             self, request: ConnectionRequest) -> Deferred[None] | None:
