@@ -7,9 +7,10 @@ import json
 import zlib
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
+from heartbeat import protocol
 from heartbeat.protocol import (
     COMPRESS_ABOVE,
     DEFAULT_LIMITS,
@@ -255,3 +256,89 @@ def test_plugin_messages_round_trip(plugins: dict[str, object], compress: bool) 
     except DecodeError as e:
         assert e.reason == "too_deep" or (
             e.reason == "bad_text" and any("\0" in k for k in _keys(plugins)))
+
+
+# orjson reads datagrams (heartbeat.protocol._loads); the standard library's reader with
+# the contract's checks (protocol._JSON, what read every datagram before) is the reference.
+def _reading(read: object, text: bytes) -> str:
+    """What ``read`` makes of ``text``: the value with its types (repr tells 1 from 1.0 and
+    -0.0 from 0.0, and keeps key order), or that it refused it, and why."""
+    try:
+        return repr(read(text))  # type: ignore[operator]
+    except RecursionError:
+        return "too_deep"
+    except ValueError:  # UnicodeDecodeError and the JSON errors
+        return "refused"
+
+
+def _old(text: bytes) -> object:
+    return protocol._JSON.decode(text.decode("utf-8"))
+
+
+_odd_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.integers(-2**80, 2**80) | st.floats()
+    | st.text(st.characters(exclude_categories=())
+              | st.sampled_from(["\ud800", "\udfff", "\x00", "\\", '"']), max_size=8),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.text(max_size=4), children, max_size=3),
+    max_leaves=12)
+_number = (st.from_regex(rb"-?(0|[1-9][0-9]{0,24})(\.[0-9]{1,24})?([eE][+-]?[0-9]{1,3})?",
+                         fullmatch=True)
+           | st.builds(lambda bound, off, sign: b"%d" % (sign * (bound + off)),
+                       st.sampled_from([2**63, 2**64, 10**19, 10**24]), st.integers(-99, 99),
+                       st.sampled_from([1, -1])))
+"""Any JSON number; and integers close to the 64-bit bounds, either side."""
+
+
+@given(_odd_json, st.booleans(), st.lists(st.tuples(st.integers(0, 400), st.binary(max_size=2)),
+                                          max_size=2))
+def test_orjson_reads_as_the_standard_library_did(value: object, ascii_only: bool,
+                                                  edits: list[tuple[int, bytes]]) -> None:
+    """Any JSON text, with huge integers, NaN, lone surrogates, NUL and broken bytes spliced
+    in, reads to the same typed value as before, or is refused as before."""
+    text = json.dumps(value, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
+    for at, splice in edits:
+        text = text[:at] + splice + text[at:]
+    assert _reading(protocol._loads, text) == _reading(_old, text)
+
+
+@given(st.lists(_number, min_size=1, max_size=4))
+def test_numbers_read_as_the_standard_library_did(numbers: list[bytes]) -> None:
+    """Every JSON number, however many digits, reads to the same int or float as before
+    (and one that overflows to an infinity is refused as before)."""
+    text = b"[" + b",".join(numbers) + b"]"
+    assert _reading(protocol._loads, text) == _reading(_old, text)
+
+
+@pytest.mark.parametrize("number", [
+    2**63 - 1, 2**63, 2**64 - 1, 2**64, -2**63, -2**63 - 1, 10**18, 10**19, -10**19, 10**40])
+def test_integers_past_64_bits_stay_integers(number: int) -> None:
+    """An integer on either side of the 64-bit bounds reads as that integer (orjson would
+    read one past them as a float) and passes on as it came."""
+    raw = b'{"ID":"HTB","name":"h","seq":%d,"big":[%d]}' % (number, number)
+    assert decode_with_text(raw) == ({"ID": "HTB", "name": "h", "seq": number,
+                                      "big": [number]}, raw)
+
+
+def test_depth_past_what_orjson_reads_is_too_deep() -> None:
+    """orjson stops at 1,024 levels; deeper is too_deep, as it was, and so is 1,024."""
+    for depth in (1023, 1024, 1025, 5000):
+        payload = b'{"ID":"HTB","name":"h","x":' + b"[" * depth + b"]" * depth + b"}"
+        assert _reason(payload) == "too_deep"
+
+
+_nested = st.recursive(
+    st.none() | st.integers() | st.text(st.sampled_from('ab{}[]"\\:,'), max_size=4),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.text(st.sampled_from('k{]"\\'), max_size=3), children, max_size=3),
+    max_leaves=30)
+
+
+@given(st.dictionaries(st.text(max_size=2), _nested, max_size=3), st.integers(1, 12),
+       st.booleans())
+@example({"a": '"{"'}, 1, False)  # escaped quotes around a bracket: still a string
+def test_depth_read_from_the_text_is_the_walks(value: object, limit: int, spaced: bool) -> None:
+    """The nesting bound read from the JSON text (brackets, strings holding brackets, quotes
+    and backslashes) answers as the walk of the decoded value does, at and around the limit."""
+    text = json.dumps(value, separators=(", ", ": ") if spaced else (",", ":")).encode()
+    assert protocol._nests_deeper(text, value, limit) == protocol._depth_exceeds(value, limit)

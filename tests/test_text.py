@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import datetime
 import json
 import math
 import re
@@ -55,6 +57,31 @@ class EncoderTests:
         """A set is no JSON value: that raises (a bug in the caller, never in the input)."""
         with pytest.raises(TypeError):
             json_bytes({"s": {1}})
+
+    def test_what_orjson_refuses_is_written_as_before(self) -> None:
+        """Integers past 64 bits, keys that are not strings and nesting past orjson's 254
+        levels are written by the standard library, as they were before orjson."""
+        deep: Any = 1
+        for _ in range(300):
+            deep = [deep]
+        value = {"big": [2**64, -2**63 - 1], 1: "a", None: 2, False: 3, 2.5: 4, "deep": deep}
+        assert json_bytes(value) == json.dumps(
+            value, ensure_ascii=False, separators=(",", ":")).encode()
+
+    def test_dataclasses_and_datetimes_are_caller_bugs(self) -> None:
+        """orjson would write a dataclass or a datetime; here they raise as with json."""
+        for value in (dataclasses.make_dataclass("D", ["x"])(1), datetime.datetime.now()):
+            with pytest.raises(TypeError):
+                json_bytes({"v": value})
+
+    @settings(max_examples=300, deadline=None)
+    @given(_json)
+    def test_reads_back_as_the_standard_library_wrote(self, value: Any) -> None:
+        """Whatever orjson writes reads back to what the standard library's text of the
+        same value reads back to (the floats' spelling may differ: 2.5e-7, not 2.5e-07)."""
+        before = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        if text_problem(value) is None and "nan" not in repr(value) and "inf" not in repr(value):
+            assert repr(_strict(json_bytes(value))) == repr(json.loads(before))
 
     @settings(max_examples=300, deadline=None)
     @given(_json)

@@ -15,6 +15,9 @@ once made every store batch roll back. So both halves live here, side by side:
   raises on what the policy lets through, and it stays total on what the server
   builds itself: a lone surrogate that got in some other way becomes U+FFFD and
   a non-finite float ``null``, so its output is always strict JSON in UTF-8.
+  orjson writes it (a tenth of the time of ``json``); what orjson refuses (an
+  integer outside 64 bits, a key that is not a string, a lone surrogate) the
+  standard library writes as before.
 
 Pure code: no reactor, no I/O.
 """
@@ -26,10 +29,14 @@ import math
 import re
 from typing import Any, Final
 
+import orjson
+
 __all__ = ["json_bytes", "may_break_policy", "text_problem"]
 
 _SURROGATE: Final = re.compile("[\ud800-\udfff]")
 _ENCODER: Final = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+_OPTIONS: Final = orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME
+"""A dataclass or a datetime is no JSON value here either: orjson refuses them as ``json`` does."""
 
 
 def may_break_policy(raw: bytes) -> bool:
@@ -87,8 +94,14 @@ def json_bytes(value: Any) -> bytes:
     """Compact UTF-8 JSON of ``value``; strict JSON whatever the strings and floats hold.
 
     Raises only for what JSON cannot express at all (a set, a cycle): a bug in
-    the caller, never a property of received text.
+    the caller, never a property of received text. A float is written with the
+    digits of its ``repr`` (it reads back equal), though not always in its
+    form: ``2.5e-7`` where ``repr`` says ``2.5e-07``, ``0.00001`` for ``1e-05``.
     """
+    try:
+        return orjson.dumps(value, option=_OPTIONS)
+    except TypeError:  # orjson.JSONEncodeError: the standard library's turn
+        pass
     try:
         return _ENCODER.encode(value).encode("utf-8")
     except (UnicodeEncodeError, ValueError):  # a lone surrogate; NaN or an infinity
