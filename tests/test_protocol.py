@@ -342,3 +342,20 @@ def test_depth_read_from_the_text_is_the_walks(value: object, limit: int, spaced
     and backslashes) answers as the walk of the decoded value does, at and around the limit."""
     text = json.dumps(value, separators=(", ", ": ") if spaced else (",", ":")).encode()
     assert protocol._nests_deeper(text, value, limit) == protocol._depth_exceeds(value, limit)
+
+
+def test_the_zlib_stream_a_text_came_in_is_kept_when_it_is_exactly_that_text() -> None:
+    """decode_received returns the stream as it came (the store keeps it, not compressing
+    again) only when it inflates to the text passed on and nothing follows its end."""
+    text = b'{"ID":"PLG","name":"h","plugins":{"cpu":{"v":1}}}'
+    stream = zlib.compress(text, 9)
+    assert protocol.decode_received(stream) == (json.loads(text), text, stream)
+    assert protocol.decode_received(text)[2] is None
+    assert protocol.decode_received(stream + b"after")[1:] == (text, None)
+    small_window = zlib.compressobj(6, zlib.DEFLATED, 9)
+    other = small_window.compress(text) + small_window.flush()  # header byte 0x18, not "x"
+    assert protocol.decode_received(other)[1:] == (text, None)
+    res = b'{"ID":"RES","name":"h","cmd_id":"c","rc":0,"output":"' + b"x" * 5000 + b'"}'
+    message, passed_on, packed = protocol.decode_received(zlib.compress(res))
+    assert (message["truncated"], packed) == (True, None)
+    assert passed_on == encode(message, compress_above=10**9)

@@ -21,6 +21,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 
 from heartbeat.config.server import ServerConfig, UserConfig
 from heartbeat.events import RECEIVED, Event, EventBus
+from heartbeat.protocol import decode_received
 from heartbeat.server.access import Directory, HostAccess
 from heartbeat.server.alerting import load_alert_states
 from heartbeat.server.auth import AuthService, PasswordHasher, load_auth
@@ -389,6 +390,28 @@ class StoreServiceTests:
              None)]))
         assert fired(store.read(read_history("h", "cpu", 10))) == [
             {"ts": 10.0, "data": {"v": 1}}, {"ts": 5.0, "data": {"v": 0}}]
+
+    def test_history_keeps_the_zlib_stream_a_plg_came_in(self, backend: Backend,
+                                                         clock: Clock) -> None:
+        """A PLG that came zlib-compressed goes to the history as the very stream it came in
+        (not compressed again); one with bytes after its stream is compressed by the server;
+        both read back."""
+        store, registry, bus = self._store(backend, clock)
+        stored = []
+        for n, after in enumerate((b"", b"after")):
+            plugins = {"cpu": {"v": n}}
+            stream = zlib.compress(json.dumps({"ID": "PLG", "name": "h", "plugins": plugins})
+                                   .encode(), 9) + after
+            message, text, packed = decode_received(stream)
+            bus.publish(Event(RECEIVED, "h", 10.0 + n, {"message": message}, text, packed))
+            bus.publish_all(registry.apply(message, ("10.0.0.1", 1), 10.0 + n).events)
+            store.flush()
+            stored.append((stream, bytes(rows(backend, PLUGIN_HISTORY)[-1][3])))
+        assert stored[0][1] == stored[0][0]
+        assert stored[1][1] != stored[1][0]
+        assert zlib.decompress(stored[1][1]) == zlib.decompress(stored[1][0])
+        assert fired(store.read(read_history("h", "cpu", 10))) == [
+            {"ts": 11.0, "data": {"v": 1}}, {"ts": 10.0, "data": {"v": 0}}]
 
     def test_latest_message_survives_reload(self, backend: Backend, clock: Clock) -> None:
         """A host's latest MSG (what the host list shows) loads back; a heartbeat keeps it."""

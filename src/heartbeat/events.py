@@ -78,6 +78,8 @@ class Event:
     data: dict[str, Any] = field(default_factory=dict)
     raw: bytes | None = field(default=None, compare=False)
     """For RECEIVED: the message's JSON text exactly as it arrived (written verbatim)."""
+    packed: bytes | None = field(default=None, compare=False)
+    """For RECEIVED: ``raw`` as the zlib stream it arrived in, when it did (kept as is)."""
 
     def to_json(self) -> dict[str, Any]:
         """The shape sent on the WebSocket and written to the journal."""

@@ -39,6 +39,7 @@ __all__ = [
     "Signed",
     "decode",
     "decode_datagram",
+    "decode_received",
     "decode_reply",
     "decode_signed_reply",
     "decode_with_text",
@@ -219,8 +220,10 @@ def valid_host_name(name: object) -> bool:
     return isinstance(name, str) and _NAME.fullmatch(name) is not None
 
 
-def _inflate(payload: bytes, limit: int) -> bytes:
-    """Inflate a zlib stream, giving up as soon as the output passes ``limit``.
+def _inflate(payload: bytes, limit: int) -> tuple[bytes, bytes | None]:
+    """Inflate a zlib stream, giving up as soon as the output passes ``limit``; and the
+    stream itself when it is all of ``payload`` (no bytes after its end) and starts with
+    ``x`` (as every stream with zlib's default window does), else None.
 
     ``max_length`` stops the inflater itself, so a decompression bomb costs at
     most ``limit`` bytes of memory and the time to produce them.
@@ -234,7 +237,7 @@ def _inflate(payload: bytes, limit: int) -> bytes:
         raise DecodeError("too_large", f"inflates past {limit} bytes")
     if not inflater.eof:
         raise DecodeError("zlib", "truncated stream")
-    return text
+    return text, None if inflater.unused_data or payload[0] != 0x78 else payload
 
 
 def _depth_exceeds(value: object, limit: int) -> bool:
@@ -396,15 +399,16 @@ def _validate_reply(message: dict[str, Any]) -> dict[str, Any]:
     return message
 
 
-def _datagram_text(payload: bytes, limits: Limits) -> bytes:
-    """The JSON text of a datagram: as it is (first byte ``{``) or inflated from zlib."""
+def _datagram_text(payload: bytes, limits: Limits) -> tuple[bytes, bytes | None]:
+    """The JSON text of a datagram: as it is (first byte ``{``) or inflated from zlib; and
+    the zlib stream, when it is one :func:`_inflate` says can be kept as it came."""
     if not payload:
         raise DecodeError("empty")
     first = payload[0]
     if first == 0x7B:  # "{"
         if len(payload) > limits.max_inflated:
             raise DecodeError("too_large", f"{len(payload)} bytes")
-        return payload
+        return payload, None
     if first & 0x0F == 8 and (first << 8 | (payload[1] if len(payload) > 1 else 0)) % 31 == 0:
         return _inflate(payload, limits.max_inflated)
     if payload.startswith(SIGNED_MAGIC):
@@ -437,7 +441,7 @@ def decode_reply(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, A
     The agent's side of the contract: same framing and limits as :func:`decode`;
     any other ``ID`` or a malformed field raises :class:`DecodeError`.
     """
-    return _validate_reply(_parse_object(_datagram_text(payload, limits), limits))
+    return _validate_reply(_parse_object(_datagram_text(payload, limits)[0], limits))
 
 
 def decode_signed_reply(
@@ -473,12 +477,21 @@ def decode_with_text(
     payload: bytes, limits: Limits = DEFAULT_LIMITS
 ) -> tuple[dict[str, Any], bytes]:
     """Like :func:`decode`, also returning the (inflated) JSON text as received."""
-    text = _datagram_text(payload, limits)
+    return decode_received(payload, limits)[:2]
+
+
+def decode_received(
+    payload: bytes, limits: Limits = DEFAULT_LIMITS
+) -> tuple[dict[str, Any], bytes, bytes | None]:
+    """Like :func:`decode_with_text`, also returning the zlib stream the text came in,
+    when it came in one that holds exactly that text (None otherwise: a text datagram,
+    a text re-encoded from the message, a stream with bytes after its end)."""
+    text, packed = _datagram_text(payload, limits)
     message = _parse_object(text, limits)
     message = _validate(message)
     if message.get("truncated") is True or (may_break_policy(text) and _says_a_key_twice(text)):
-        text = json_bytes(message)
-    return message, text
+        return message, json_bytes(message), None
+    return message, text, packed
 
 
 class _KeyTwice(Exception):

@@ -24,7 +24,7 @@ from heartbeat.protocol import (
     DecodeError,
     Limits,
     Signed,
-    decode_with_text,
+    decode_received,
     encode,
     encode_ack,
     unseal,
@@ -141,14 +141,14 @@ class IngestProtocol(DatagramProtocol):
                 if rate is not None and not rate.allow((signed.key_id, source[0]), now):
                     stats.drop("rate_limited", source, "", now)
                     return
-                message, text = decode_with_text(inner, self.limits)
+                message, text, packed = decode_received(inner, self.limits)
             else:
                 ip = source[0]
                 if rate is not None and not (rate.allow(ip, now) if ":" not in ip
                                              else rate.allow_address(ip, now)):
                     stats.drop("rate_limited", source, "", now)
                     return
-                message, text = decode_with_text(data, self.limits)
+                message, text, packed = decode_received(data, self.limits)
         except DecodeError as e:
             stats.drop(e.reason, source, e.detail, now)
             return
@@ -172,7 +172,8 @@ class IngestProtocol(DatagramProtocol):
         for reply in outcome.replies:
             self.send(reply, addr, signed, now)
         # The message before what it caused: one delivery, in causal order.
-        self.bus.publish_all([Event(RECEIVED, name, now, fields, text), *outcome.events])
+        self.bus.publish_all([Event(RECEIVED, name, now, fields, text, packed),
+                             *outcome.events])
 
     def status(self) -> dict[str, Any]:
         """The ``ingest`` section of ``/api/0/status``: counters and the bounds' tables."""
