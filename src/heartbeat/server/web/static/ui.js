@@ -43,15 +43,19 @@ async function main() {
   if (zone) zone.textContent = `times in ${zoneName()} (${zoneOffset()})`;
   if (page === "login") return;
   const feed = new Feed();
+  // The page's module loads while /api/0/me is asked, not after it: the feed
+  // connects once both are here (with 10,000 hosts its snapshot is most of a
+  // first render, so every round trip before it counts).
+  const loading = PAGES[page] ? PAGES[page]() : null;
+  loading?.catch(() => {}); // its failure is reported where it is awaited
   startNav().catch((error) => console.warn("heartbeat: navigation", error));
   if ((await me()).totp_enrolment_required) {
     // This session may only set up its second factor (/settings shows only that).
-    if (page === "settings") await (await PAGES.settings())(feed);
+    if (page === "settings") await (await loading)(feed);
     return;
   }
   startPie(feed);
-  const load = PAGES[page];
-  if (load) await (await load())(feed);
+  if (loading) await (await loading)(feed);
   feed.connect();
   setInterval(tickAges, 1000);
 }
