@@ -3,13 +3,15 @@
     .venv/bin/python bench/live_ui.py [--hosts 10000] [--rate 1000] [--seconds 10]
 
 Starts the real ``twistd -n heartbeat`` (no users) with ``--hosts`` hosts sent
-over UDP, opens /live in Debian's chromium (Playwright, /usr/bin/chromium) and
-reports:
+over UDP, ``--down`` of them (spread over the names) left to go DOWN, opens
+/live in Debian's chromium (Playwright, /usr/bin/chromium) and reports:
 
 1. first render: from the start of navigation until the table holds every
    host (``#hosts[data-shown]`` equals the host count) with its rows drawn,
    measured in the page with ``performance.now()``; the whole snapshot has
-   then arrived over the feed (pages of 48 KiB);
+   then arrived over the feed (pages of 48 KiB). Beside it, *first screen as
+   it stays*: from navigation until the top 20 rows drawn last changed (from
+   then on the screen shows what the whole snapshot shows there, problems first);
 2. under load: heartbeats (with RTT) of random hosts at ``--rate`` datagrams a
    second for ``--seconds``, each a feed event, while a PerformanceObserver
    records every long task (over 50 ms) of the page; the script also checks that
@@ -61,10 +63,17 @@ window.WebSocket = class extends PageSocket {
     });
   }
 };
+window.topRows = "";
+window.topSince = null;
 (function watch() {
   const table = document.querySelector("#hosts");
-  if (table && table.dataset.shown === String(window.expectedHosts)
-      && document.querySelectorAll("#hosts tr[data-host]").length > 10) {
+  const rows = document.querySelectorAll("#hosts tr[data-host]");
+  const top = [...rows].slice(0, 20).map((row) => row.dataset.host).join(" ");
+  if (rows.length > 10 && top !== window.topRows) {
+    window.topRows = top;
+    window.topSince = performance.now();
+  }
+  if (table && table.dataset.shown === String(window.expectedHosts) && rows.length > 10) {
     window.firstRender = performance.now();
     return;
   }
@@ -76,10 +85,13 @@ new PerformanceObserver((list) => {
 """
 
 
-def fill(server: ServerProcess, hosts: int) -> None:
+def fill(server: ServerProcess, hosts: int, down: int = 0) -> None:
+    """``hosts`` hosts, ``down`` of them (spread over the names) DOWN."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    every = hosts // down if down else 0
     for n in range(hosts):
-        sock.sendto(json.dumps({"ID": "HTB", "name": f"host{n:06d}", "interval": 3600,
+        interval = 1 if every and n % every == every - 1 else 3600
+        sock.sendto(json.dumps({"ID": "HTB", "name": f"host{n:06d}", "interval": interval,
                                 "rtt": 0.5}).encode(), ("127.0.0.1", server.udp_port))
         if n % 500 == 499:
             time.sleep(0.02)
@@ -89,6 +101,7 @@ def fill(server: ServerProcess, hosts: int) -> None:
                     ("127.0.0.1", server.udp_port))
     sock.close()
     wait_until(lambda: server.get("/api/0/status")["hosts"]["total"] == hosts, 60)
+    wait_until(lambda: server.get("/api/0/status")["hosts"]["DOWN"] == down, 60)
 
 
 def load(server: ServerProcess, hosts: int, rate: int, seconds: float) -> str:
@@ -127,31 +140,35 @@ def main() -> int:
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--runs", type=int, default=3, help="first renders to measure")
+    parser.add_argument("--down", type=int, default=100, help="hosts DOWN among them")
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as tmp:
         server = ServerProcess(Path(tmp), source_rate=1e9, max_unconfigured_hosts=10**6,
-                               store_flush_interval=0.5, journal_flush_interval=0.5).start()
+                               store_flush_interval=0.5, journal_flush_interval=0.5,
+                               grace=1).start()
         try:
-            fill(server, args.hosts)
+            fill(server, args.hosts, args.down)
             url = f"http://127.0.0.1:{server.http_port}/live"
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, args=["--disable-gpu"])
-                renders = []
+                renders, screens = [], []
                 for _ in range(args.runs):
                     page = browser.new_page(viewport={"width": 1366, "height": 900})
                     page.add_init_script(f"window.expectedHosts = {args.hosts};" + LONG_TASKS)
                     page.goto(url)
                     renders.append(first_render(page) / 1000)
+                    screens.append(page.evaluate("window.topSince") / 1000)
                     feed = page.evaluate("window.feedTimes")
                     print(f"  snapshot pages from {feed['first'] / 1000:.2f} s to "
                           f"{feed['last'] / 1000:.2f} s after navigation; the page's feed "
                           f"handler ran {feed['handler'] / 1000:.2f} s")
                     rendered = page.locator("#hosts").get_attribute("data-rendered")
                     page.close()
-                print(f"hosts {args.hosts}: first render "
-                      f"{', '.join(f'{r:.2f}' for r in renders)} s (rows in the DOM: {rendered})")
+                print(f"hosts {args.hosts} ({args.down} DOWN): first render "
+                      f"{', '.join(f'{r:.2f}' for r in renders)} s (rows in the DOM: {rendered}); "
+                      f"first screen as it stays {', '.join(f'{r:.2f}' for r in screens)} s")
                 page = browser.new_page(viewport={"width": 1366, "height": 900})
                 page.add_init_script(f"window.expectedHosts = {args.hosts};" + LONG_TASKS)
                 page.goto(url)

@@ -16,8 +16,11 @@ from twisted.internet.defer import Deferred, DeferredQueue
 from twisted.internet.task import Clock
 from twisted.test import iosim
 
+from heartbeat.config.server import ServerConfig
 from heartbeat.events import HOST_DOWN, HOST_PLUGINS, Event
-from heartbeat.server.registry import Registry
+from heartbeat.server.registry import Host, Registry
+from heartbeat.server.thresholds.engine import ThresholdEngine
+from heartbeat.server.thresholds.rulebook import RuleBook
 from heartbeat.server.web.websocket import (
     FLUSH_INTERVAL,
     MAX_CLIENT_MESSAGE,
@@ -167,6 +170,30 @@ class HubTests:
         waits, turns, _, unsent = _snapshot_turns(keeps_up=False)
         assert (turns, waits) == (200, 199)  # all but the turn right after joining
         assert SNAPSHOT_LOW_WATER < unsent <= SNAPSHOT_LOW_WATER + SNAPSHOT_PAGE
+
+    def test_snapshot_sends_problems_first(self) -> None:
+        """The snapshot comes in /live's default order (problems first): DOWN hosts and
+        CRITICAL alerts, then UNREACHABLE-like and UNKNOWN alert levels, then WARNING,
+        then hosts not heard from yet, then the UP hosts by name, each rank by name, so
+        the page's first screen is in its first page."""
+        config = ServerConfig(thresholds={"cpu_monitor": {"cpu_percent": {
+            "warning": 80.0, "critical": 90.0}}})
+        engine = ThresholdEngine(RuleBook.from_config(config, "test.yaml"))
+        registry = Registry(grace=1, default_interval=1)
+        for n in range(8):
+            registry.apply({"ID": "HTB", "name": f"h{n}"}, ("10.0.0.1", 1), 5.0)
+        for n in (0, 1, 2, 3, 4):
+            registry.apply({"ID": "HTB", "name": f"h{n}"}, ("10.0.0.1", 1), 20.0)
+        registry.expire(20.0)  # h5, h6, h7 DOWN
+        registry.restore([Host("configured")], 20.0)  # not heard from: UNKNOWN
+        engine.evaluate_plugins("h4", {"cpu_monitor": {"cpu_percent": 95.0}}, 20.0)
+        engine.evaluate_plugins("h1", {"cpu_monitor": {"cpu_percent": 85.0}}, 20.0)
+        hub = EventHub(registry, alerts=engine)
+        _, got, _ = _connect_in_memory(hub)
+        assert [h["name"] for h in got[0]["hosts"]] == [
+            "h4", "h5", "h6", "h7", "h1", "configured", "h0", "h2", "h3"]
+        assert [h["state"] for h in got[0]["hosts"]][:6] == [
+            "UP", "DOWN", "DOWN", "DOWN", "UP", "UNKNOWN"]
 
     def test_a_client_leaving_mid_snapshot_stops_it(self) -> None:
         """A client that goes away during its snapshot leaves no timer behind."""

@@ -140,10 +140,11 @@ class EventHub:
         self._last_flush = float("-inf")
 
     def snapshot(self, viewer: Viewer | None = None) -> SnapshotPages:
-        """The pages of every host ``viewer`` may see (None: all), by name."""
+        """The pages of every host ``viewer`` may see (None: all): problems first, as
+        /live shows them by default (:meth:`HostViews.problems_first`), then by name."""
         names = [name for name in self.registry.names()
                  if viewer is None or viewer.sees(name)]
-        return SnapshotPages(self.views, names, self.page_size)
+        return SnapshotPages(self.views, self.views.problems_first(names), self.page_size)
 
     def join(self, client: FeedProtocol) -> None:
         """Events caused before the join go to the clients before it; the snapshot has them."""
