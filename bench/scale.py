@@ -17,8 +17,14 @@ the whole fleet) pinned to CPU 0, this script on CPU 1, and:
 3. stops the server and prints the SQLite file's size and each table's and
    index's share of it (``dbstat``);
 4. starts it again ``--restarts`` times on that state, and prints how long it
-   took until the API answered and until it reported all N hosts, and the RSS
-   of the restored server.
+   took until the API answered and until it reported all N hosts, the CPU
+   seconds the server had used when the API answered (what a loaded machine
+   moves least), and the RSS of the restored server.
+
+Before the first start the heartbeat package is compiled to bytecode, as an
+installed release is (pip writes ``__pycache__`` at install); a source tree run
+with ``PYTHONDONTWRITEBYTECODE`` set would otherwise compile all of its modules
+again at every start (0.4-0.5 s of CPU, docs/PERFORMANCE.md).
 
 With ``--state DIR`` the state is kept in DIR, and a DIR that already holds a
 fleet of N hosts is reused (step 1 is skipped): restart and API figures can be
@@ -30,6 +36,7 @@ loopback; a 100,000-host run takes a few minutes.
 from __future__ import annotations
 
 import argparse
+import compileall
 import http.client
 import json
 import os
@@ -50,6 +57,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from ingest import SENDER_CPU, SERVER_CPU, TWISTD, free_port, host_name, htb_payload, plg_payload
 
+import heartbeat
+
 STORE_FILE = "heartbeat.sqlite3"
 DAY = 86400
 
@@ -66,6 +75,17 @@ def rss_mib(pid: int) -> tuple[float, float]:
         if key in ("VmRSS", "VmHWM"):
             fields[key] = int(value.split()[0]) / 1024
     return fields["VmRSS"], fields["VmHWM"]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds ``pid`` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def compile_package() -> None:
+    """The heartbeat package's bytecode, as an install leaves it."""
+    compileall.compile_dir(Path(heartbeat.__file__).parent, quiet=1)
 
 
 class Server:
@@ -90,9 +110,11 @@ class Server:
         }))
         self.process: subprocess.Popen[bytes] | None = None
         self.conn: http.client.HTTPConnection | None = None
+        self.started_cpu = 0.0
 
     def start(self) -> float:
-        """Start it; return seconds from spawn until ``/api/0/status`` answered."""
+        """Start it; return seconds from spawn until ``/api/0/status`` answered (the CPU
+        seconds it had used by then in ``started_cpu``)."""
         started = time.monotonic()
         self.process = subprocess.Popen(
             [TWISTD, "-n", "--pidfile=", "--logfile", str(self.directory / "twistd.log"),
@@ -102,7 +124,9 @@ class Server:
         while True:
             try:
                 self.get("/api/0/status")
-                return time.monotonic() - started
+                took = time.monotonic() - started
+                self.started_cpu = cpu_seconds(self.process.pid)
+                return took
             except OSError:
                 self.conn = None
                 if self.process.poll() is not None or time.monotonic() - started > 300:
@@ -299,6 +323,7 @@ def main() -> None:
     parser.add_argument("--state", type=Path, help="keep (and reuse) the state here")
     args = parser.parse_args()
     os.sched_setaffinity(0, {SENDER_CPU})
+    compile_package()
     print(f"scale: {args.hosts:,} hosts; load average {load()}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         directory = args.state or Path(tmp)
@@ -326,21 +351,24 @@ def main() -> None:
         finally:
             server.stop()
         disk_figures(directory / "state")
-        restarts, complete = [], []
+        restarts, complete, cpu = [], [], []
         for _ in range(args.restarts):
             took = server.start()
             restarts.append(took)
+            cpu.append(server.started_cpu)
             answered = time.monotonic()
             while server.status()["hosts"]["total"] < args.hosts:
                 time.sleep(0.01)
             complete.append(took + time.monotonic() - answered)
             rss, hwm = settle_rss(server.pid)
             server.stop()
-            print(f"  restart: API answered after {took:.2f} s, all {args.hosts:,} hosts after "
-                  f"{complete[-1]:.2f} s; RSS then {rss:.1f} MiB (peak {hwm:.1f})", flush=True)
+            print(f"  restart: API answered after {took:.2f} s ({cpu[-1]:.2f} s of CPU), all "
+                  f"{args.hosts:,} hosts after {complete[-1]:.2f} s; RSS then {rss:.1f} MiB "
+                  f"(peak {hwm:.1f})", flush=True)
         if restarts:
             print(f"  restart until the API answers: median {statistics.median(restarts):.2f} s"
-                  f" (all hosts: {statistics.median(complete):.2f} s)", flush=True)
+                  f" ({statistics.median(cpu):.2f} s of CPU; all hosts: "
+                  f"{statistics.median(complete):.2f} s)", flush=True)
     print(f"load average at the end {load()}", flush=True)
 
 

@@ -25,7 +25,7 @@ from heartbeat.protocol import decode_received
 from heartbeat.server.access import Directory, HostAccess
 from heartbeat.server.alerting import load_alert_states
 from heartbeat.server.auth import AuthService, PasswordHasher, load_auth
-from heartbeat.server.compose import wire
+from heartbeat.server.compose import restore_history_bytes, wire
 from heartbeat.server.migrations import NEWEST, STEPS, SchemaError, Step
 from heartbeat.server.operations import load_operations
 from heartbeat.server.registry import Registry
@@ -64,6 +64,7 @@ from heartbeat.server.tables import (
 )
 from heartbeat.server.user_policy import CreateUser
 from tests.apistack import FAST, fired
+from tests.test_user_policy import HeldWorker
 
 BACKENDS = ["sqlite", "postgresql"]
 
@@ -503,6 +504,42 @@ class StoreServiceTests:
         held = backend.read(lambda t: t.history_bytes())
         assert max(held.values()) <= 1000 and sum(held.values()) <= 4000
         assert sorted(held) == ["a", "b", "c", "d"]
+
+    def test_history_size_read_once_running_adds_what_came_meanwhile(
+            self, backend: Backend, clock: Clock) -> None:
+        """After a restart the history's bytes per host are read once the server runs
+        (compose.restore_history_bytes); PLGs taken before that read answered count on top
+        of it, so a host past its cap with both together is trimmed at the next batch."""
+        pad = random.Random(16).randbytes(125).hex()
+
+        def plg(registry: Registry, bus: EventBus, n: int) -> None:
+            self._apply(registry, bus, {"ID": "PLG", "name": "a", "seq": n,
+                                        "plugins": {"p": {"n": n, "pad": pad}}}, 1000.0 + n)
+
+        store, registry, bus = self._store(backend, clock, max_samples=10_000)
+        for n in range(8):
+            plg(registry, bus, n)
+        store.flush()
+        stored = backend.read(lambda t: t.history_bytes())["a"]
+        worker = HeldWorker()  # restarted: the store's thread answers when the test says
+        store = StoreService(backend, worker, clock, reader=worker)
+        registry, bus = Registry(grace=5, default_interval=10), make_bus()
+        recorder = HostRecorder(registry, store, retention=1e9, max_samples=10_000,
+                                max_host_bytes=stored + 600)
+        wire(bus, recorder=recorder)
+        read = restore_history_bytes(store, recorder)
+        for n in range(8, 12):  # 4 x 300 bytes: under the cap alone, over it with the rest
+            plg(registry, bus, n)
+        worker.finish_all()
+        fired(read)
+        assert backend.read(lambda t: t.history_bytes())["a"] == stored
+        store.flush()
+        worker.finish_all()
+        held = backend.read(lambda t: t.history_bytes())["a"]
+        assert held <= stored + 600
+        kept = [json.loads(history_text(r[3]))["plugins"]["p"]["n"]
+                for r in rows(backend, PLUGIN_HISTORY)]
+        assert kept[-1] == 11 and kept == list(range(12 - len(kept), 12))
 
     def test_an_api_change_the_database_refuses_fails_whole(self, backend: Backend,
                                                            clock: Clock) -> None:

@@ -603,10 +603,14 @@ class HostRecorder:
         return cap
 
     def restore_bytes(self, held: dict[str, int]) -> None:
-        """The bytes of history each host holds in the store (start-up)."""
-        self._bytes = dict(held)
+        """The bytes of history each host held in the store when start-up read it (once
+        running: compose.restore_history_bytes), added to what came since, which the read,
+        queued before it, did not see."""
+        since, self._bytes = self._bytes, dict(held)
+        for host, size in since.items():
+            self._bytes[host] = self._bytes.get(host, 0) + size
         cap = self.host_cap()
-        self._bytes_due = {host for host, size in held.items() if size > cap}
+        self._bytes_due |= {host for host, size in self._bytes.items() if size > cap}
 
     def on_removed(self, event: Event) -> None:
         self._latest = {k: v for k, v in self._latest.items() if k[0] != event.host}
