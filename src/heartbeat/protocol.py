@@ -416,8 +416,9 @@ def _datagram_text(payload: bytes, limits: Limits) -> tuple[bytes, bytes | None]
     raise DecodeError("bad_format", f"first byte 0x{first:02x}")
 
 
-def _parse_object(text: bytes, limits: Limits) -> dict[str, Any]:
-    """One JSON object within the nesting limit, or a :class:`DecodeError`."""
+def _parse_object(text: bytes, limits: Limits, escapes: bool) -> dict[str, Any]:
+    """One JSON object within the nesting limit, or a :class:`DecodeError`; ``escapes``:
+    :func:`~heartbeat.text.may_break_policy` of ``text`` (its caller asks it too)."""
     try:
         message = _loads(text)
     except RecursionError:
@@ -428,7 +429,7 @@ def _parse_object(text: bytes, limits: Limits) -> dict[str, Any]:
         raise DecodeError("not_object")
     if _nests_deeper(text, message, limits.max_depth):
         raise DecodeError("too_deep", f"nesting over {limits.max_depth}")
-    if may_break_policy(text):
+    if escapes:
         problem = text_problem(message)
         if problem is not None:
             raise DecodeError("bad_text", problem)
@@ -441,7 +442,8 @@ def decode_reply(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> dict[str, A
     The agent's side of the contract: same framing and limits as :func:`decode`;
     any other ``ID`` or a malformed field raises :class:`DecodeError`.
     """
-    return _validate_reply(_parse_object(_datagram_text(payload, limits)[0], limits))
+    text = _datagram_text(payload, limits)[0]
+    return _validate_reply(_parse_object(text, limits, may_break_policy(text)))
 
 
 def decode_signed_reply(
@@ -487,9 +489,9 @@ def decode_received(
     when it came in one that holds exactly that text (None otherwise: a text datagram,
     a text re-encoded from the message, a stream with bytes after its end)."""
     text, packed = _datagram_text(payload, limits)
-    message = _parse_object(text, limits)
-    message = _validate(message)
-    if message.get("truncated") is True or (may_break_policy(text) and _says_a_key_twice(text)):
+    escapes = may_break_policy(text)
+    message = _validate(_parse_object(text, limits, escapes))
+    if message.get("truncated") is True or (escapes and _says_a_key_twice(text)):
         return message, json_bytes(message), None
     return message, text, packed
 

@@ -321,7 +321,10 @@ class StoreService(Service):
 
     @property
     def backlog(self) -> int:
-        """Rows kept for a retry (a recorder counts them against its own bound)."""
+        """Rows kept for a retry (a recorder counts them against its own bound, at every PLG:
+        nothing kept is answered without a walk)."""
+        if not self._kept:
+            return 0
         return sum(len(e.write) if isinstance(e.write, Rows) else 1 for e in self._kept)
 
     def _take(self) -> list[_Entry] | None:
