@@ -21,6 +21,14 @@ starts in a temporary directory (``initdb``/``pg_ctl`` as tests/postgres.py does
 ``fsync=off``; not pinned, so it shares both cores with the server and the
 sender).
 
+Beside each saturation rate it prints the receiver's CPU time (every thread:
+reactor, store writer, journal) per datagram taken, which a loaded machine
+moves far less than the rates: one core's worth of it is what a quiet core
+would take. ``--cpu`` measures only that (the server at saturation, each kind
+``--rounds`` times, no bare receiver, no paced search). Run with
+``PYTHONPATH=OTHER/src`` the script measures another checkout's server, so two
+can be measured in turn on a busy machine.
+
 Everything is on loopback, bounded in count and time (a few minutes at most).
 The figures go into docs/PERFORMANCE.md with the command that produced them.
 """
@@ -40,6 +48,8 @@ import urllib.request
 import zlib
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
@@ -214,11 +224,14 @@ def settle(target: Target, timeout: float = 10.0) -> tuple[int, float]:
     return last, moved
 
 
-def blast(target: Target, data: list[bytes], seconds: float) -> float:
-    """Send as fast as possible for ``seconds``; return datagrams/s the target took."""
+def blast(target: Target, data: list[bytes], seconds: float) -> tuple[float, float]:
+    """Send as fast as possible for ``seconds``; return datagrams/s the target took, and
+    the microseconds of CPU time it spent a datagram taken meanwhile."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # ACKs are not measured
     before, _ = settle(target)
+    process = psutil.Process(target.process.pid)
+    cpu = process.cpu_times()
     address = ("127.0.0.1", target.port)
     n = 0
     size = len(data)
@@ -231,9 +244,11 @@ def blast(target: Target, data: list[bytes], seconds: float) -> float:
             n += 1
     sent_for = time.monotonic() - start
     taken = target.count() - before  # what it took while we were sending
+    used = process.cpu_times()
     sock.close()
     settle(target)
-    return taken / sent_for
+    seconds_used = used.user - cpu.user + used.system - cpu.system
+    return taken / sent_for, seconds_used / max(1, taken) * 1e6
 
 
 def paced(target: Target, data: list[bytes], rate: int, seconds: float) -> tuple[int, int, float]:
@@ -283,6 +298,9 @@ def main() -> None:
     parser.add_argument("--start-scale", type=float, default=1.0,
                         help="the paced search starts at this fraction of 20,000 HTB/s and "
                              "5,000 PLG/s (a slower machine)")
+    parser.add_argument("--cpu", action="store_true",
+                        help="only the server's CPU time a datagram at saturation, --rounds "
+                             "times each kind")
     args = parser.parse_args()
     os.sched_setaffinity(0, {SENDER_CPU})
     start_rates = {kind: max(1, int(rate * args.start_scale))
@@ -295,28 +313,47 @@ def main() -> None:
                     if kind == "plg" else size)
         print(f"{kind.upper()}: {size:.0f} bytes on the wire, {inflated:.0f} bytes of JSON",
               flush=True)
+        if args.cpu:
+            cpu_only(kind, data, args.seconds, args.rounds)
+            continue
         bare = start_bare()
         try:
-            bare_rate = blast(bare, data, args.seconds)
+            bare_rate, bare_us = blast(bare, data, args.seconds)
         finally:
             bare.stop()
-        print(f"  bare Twisted receiver: {bare_rate:,.0f}/s at saturation", flush=True)
+        print(f"  bare Twisted receiver: {bare_rate:,.0f}/s at saturation, "
+              f"{bare_us:.1f} us of CPU a datagram", flush=True)
         results[kind] = {"bare": bare_rate}
         for round_, store in enumerate(args.stores.split(",") * args.rounds):
             with tempfile.TemporaryDirectory() as tmp, store_overrides(store) as overrides:
                 server = start_server(Path(tmp), **overrides)
                 try:
-                    full_rate = blast(server, data, args.seconds)
-                    print(f"  heartbeat full path ({store}): {full_rate:,.0f}/s at saturation",
-                          flush=True)
+                    full_rate, full_us = blast(server, data, args.seconds)
+                    print(f"  heartbeat full path ({store}): {full_rate:,.0f}/s at saturation, "
+                          f"{full_us:.1f} us of CPU a datagram", flush=True)
                     best = zero_loss_rate(server, data, start_rates[kind], args.seconds)
                 finally:
                     server.stop()
             results[kind][f"{store} #{round_ // len(args.stores.split(',')) + 1}"] = {
-                "full": full_rate, "zero_loss": best, "ratio": full_rate / bare_rate}
+                "full": full_rate, "zero_loss": best, "ratio": full_rate / bare_rate,
+                "cpu_us": full_us}
             print(f"  zero-loss sustained ({store}): {best:,}/s; full/bare at saturation: "
                   f"{full_rate / bare_rate:.1%}", flush=True)
-    print(json.dumps(results, indent=2))
+    if results:
+        print(json.dumps(results, indent=2))
+
+
+def cpu_only(kind: str, data: list[bytes], seconds: float, rounds: int) -> None:
+    """``--cpu``: the server's CPU time a datagram at saturation, one server a round."""
+    for round_ in range(rounds):
+        with tempfile.TemporaryDirectory() as tmp:
+            server = start_server(Path(tmp))
+            try:
+                rate, us = blast(server, data, seconds)
+            finally:
+                server.stop()
+        print(f"  #{round_ + 1}: {us:.1f} us of server CPU a datagram at saturation "
+              f"({rate:,.0f}/s taken; one core: {1e6 / us:,.0f}/s)", flush=True)
 
 
 if __name__ == "__main__":
