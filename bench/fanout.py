@@ -107,12 +107,15 @@ def measure(port: int, seconds: float, results: Any, ready: Any) -> None:
     frames = Frames()
     ready.release()
     latencies, server_side, count = [], [], 0
-    snapshot = False
+    snapshot = reset = False
     deadline = time.monotonic() + seconds + 30
     quiet = 0
     while time.monotonic() < deadline:
         try:
             data = sock.recv(1 << 20)
+        except ConnectionResetError:
+            reset = True  # the server dropped this subscriber (too far behind)
+            break
         except TimeoutError:
             quiet += 1
             if count and quiet >= 3:  # the run is over (or the server gave up on us)
@@ -134,7 +137,7 @@ def measure(port: int, seconds: float, results: Any, ready: Any) -> None:
             server_side.append(event["ts"] - sent)
             count += 1
     sock.close()
-    results.put((latencies, server_side, count))
+    results.put((latencies, server_side, count, reset))
 
 
 def drain(port: int, clients: int, seconds: float, results: Any, ready: Any) -> None:
@@ -162,7 +165,10 @@ def drain(port: int, clients: int, seconds: float, results: Any, ready: Any) -> 
             continue
         quiet_since = None
         for key, _ in events:
-            n = key.fileobj.recv_into(buffer)  # type: ignore[union-attr]
+            try:
+                n = key.fileobj.recv_into(buffer)  # type: ignore[union-attr]
+            except ConnectionResetError:
+                n = 0
             if not n:
                 selector.unregister(key.fileobj)
                 closed += 1
@@ -255,16 +261,22 @@ def main() -> None:
                 stalled.close()
         finally:
             server.stop()
-    latencies = [x for r in gathered if len(r) == 3 for x in r[0]]
-    server_side = [x for r in gathered if len(r) == 3 for x in r[1]]
-    counts = [r[2] for r in gathered if len(r) == 3]
+    measured = [r for r in gathered if len(r) == 4]
+    latencies = [x for r in measured for x in r[0]]
+    server_side = [x for r in measured for x in r[1]]
+    counts = [r[2] for r in measured]
+    resets = sum(r[3] for r in measured)
     drained = [r for r in gathered if len(r) == 2]
     print(f"  sent {sent:,} HTB in {took:.1f} s ({sent / took:,.0f}/s); the server used "
           f"{cpu:.1f} s of CPU ({cpu / took:.0%} of a core)", flush=True)
-    print(f"  message events per measuring client: {counts} (sent {sent:,})", flush=True)
+    print(f"  message events per measuring client: {counts} (sent {sent:,}); "
+          f"{resets} of them dropped by the server", flush=True)
     if latencies:
         print(f"  datagram sent -> frame read:      {percentiles(latencies)}", flush=True)
         print(f"  datagram sent -> server took it:  {percentiles(server_side)}", flush=True)
+        print(f"  server took it -> frame read:     "
+              f"{percentiles([a - b for a, b in zip(latencies, server_side, strict=True)])}",
+              flush=True)
     for total, closed in drained:
         print(f"  draining subscribers: {total / 1e6:,.1f} MB read, {closed} closed by the server",
               flush=True)
