@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -84,13 +85,18 @@ def test_oversized_body_is_413(server_factory: Any, chunked: bool) -> None:
     assert server.get("/api/0/hosts") == {"hosts": []}  # still serving
 
 
-@pytest.fixture
-def feed_server(server_factory: Any) -> ServerProcess:
-    server = server_factory(**_users_config())
-    for name in ("web1", "db1"):
-        server.send({"ID": "HTB", "name": name})
-        server.receive()
-    return server
+@pytest.fixture(scope="module")
+def feed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One server with users and two hosts for the feed's tests, which change neither (a
+    twistd costs a second of CPU to start): each logs in and out on its own session."""
+    server = ServerProcess(tmp_path_factory.mktemp("feed"), **_users_config()).start()
+    try:
+        for name in ("web1", "db1"):
+            server.send({"ID": "HTB", "name": name, "interval": 3600})
+            server.receive()
+        yield server
+    finally:
+        server.stop()
 
 
 def test_feed_refuses_unauthenticated(feed_server: ServerProcess) -> None:
