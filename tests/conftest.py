@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,45 @@ import pytest
 
 from tests.postgres import PostgresCluster, postgres_bin
 from tests.support import ServerProcess
+
+
+def _long(item: pytest.Item) -> float:
+    """The seconds of a test marked ``long(seconds)``; 0 for any other."""
+    mark = item.get_closest_marker("long")
+    return 0.0 if mark is None else float(mark.args[0])
+
+
+@pytest.hookimpl(trylast=True)  # after -m and -k have deselected what they do
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``long(seconds)`` start first, each at the head of one worker's share.
+
+    pytest-xdist's worksteal (``make test``) hands each worker a contiguous share of the
+    collection and lets an idle worker steal the back half of the longest queue: a test
+    at the head of a share starts at once, one in the middle may be stolen late and end
+    the run alone (the fresh-venv install did: a minute after every other test). The
+    long tests are dealt longest first to the share with the least of them so far.
+    """
+    long = sorted((item for item in items if _long(item)), key=_long, reverse=True)
+    if not long:
+        return
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    lanes: list[list[pytest.Item]] = [[] for _ in range(workers)]
+    loads = [0.0] * workers
+    for item in long:
+        lane = loads.index(min(loads))
+        lanes[lane].append(item)
+        loads[lane] += _long(item)
+    chosen = set(long)
+    rest = iter([item for item in items if item not in chosen])
+    ordered: list[pytest.Item] = []
+    remaining = len(items)
+    for lane, heads in enumerate(lanes):
+        share = remaining // (workers - lane)  # worksteal's own first split
+        ordered += heads
+        ordered += [next(rest) for _ in range(max(0, share - len(heads)))]
+        remaining -= share
+    ordered += list(rest)
+    items[:] = ordered
 
 
 @pytest.fixture(autouse=True)

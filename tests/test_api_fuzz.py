@@ -29,6 +29,7 @@ checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "503"]
 """
 
 
+@pytest.mark.long(65)
 def test_schemathesis_finds_nothing(server_factory: Any, tmp_path: Path) -> None:
     """Every check but positive_data_acceptance passes on every operation, as an admin.
 

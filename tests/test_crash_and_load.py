@@ -74,6 +74,7 @@ def _journal_lines(directory: Path) -> Iterator[tuple[Path, bytes]]:
             yield path, line
 
 
+@pytest.mark.long(15)
 def test_sigkill_mid_load_then_restart(server_factory: Any, tmp_path: Path) -> None:
     """Killed mid-load: the store opens, every host and alert is back, no journal line is torn
     but one closed off, and a torn line from a kill mid-write is detected and skipped."""

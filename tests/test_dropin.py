@@ -25,6 +25,7 @@ def test_both_tapnames_found_by_getplugins() -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.long(70)
 def test_hb_install_plain_install_into_fresh_venv_then_upgrade(tmp_path: Path) -> None:
     """scripts/hb_install.sh makes a venv with a plain (non-editable) install: twistd lists
     both commands, the nine plugins are packaged; a second run upgrades in place, and

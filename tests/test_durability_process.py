@@ -34,6 +34,7 @@ def status(server: ServerProcess, auth: dict[str, str]) -> Any:
     return body["store"]
 
 
+@pytest.mark.long(15)
 def test_a_full_disk_refuses_changes_and_keeps_nothing(server_factory: Any, small_disk: Path,
                                                        tmp_path: Path) -> None:
     users = {"alice": {"admin": True, "password": hash_password(PASSWORD)}}

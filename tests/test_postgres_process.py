@@ -24,6 +24,7 @@ def _login(server: Any) -> dict[str, str]:
     return {"Authorization": f"Bearer {body['token']}"}
 
 
+@pytest.mark.long(20)
 def test_server_keeps_its_state_in_postgresql(server_factory: Any, postgres_url: str,
                                               tmp_path: Path) -> None:
     """Hosts, plugin history, users and sessions go to PostgreSQL and come back after a

@@ -17,6 +17,7 @@ pytestmark = pytest.mark.integration
 HEARTBEAT = str(Path(sys.executable).with_name("heartbeat"))
 
 
+@pytest.mark.long(13)
 def test_reset_totp_while_the_server_runs(server_factory: Any) -> None:
     """Alice enrols; the tool removes her second factor from the running server's store;
     her next login needs only the password. A user without one: exit 1."""
