@@ -68,6 +68,7 @@ export async function livePage(feed) {
   let frame = 0;
   let drawn = { first: -1, last: -1, names: new Set() };
   let rowHeight = 0;
+  let heightSure = false;
   let sort = { column: "problems", descending: false };
   let pendingMessages = [];
 
@@ -156,8 +157,9 @@ export async function livePage(feed) {
     if (sortTimer) return;
     const wait = Math.max(0, SORT_EVERY - (performance.now() - lastSort));
     sortTimer = setTimeout(() => {
+      // Sorted in a task of its own, not in the frame that draws: each stays short.
       sortTimer = null;
-      forceOrder = true;
+      if (orderDirty) computeOrder();
       schedule();
     }, wait);
   }
@@ -202,14 +204,34 @@ export async function livePage(feed) {
     }
     top.style.height = `${first * height}px`;
     bottom.style.height = `${(order.length - last) * height}px`;
-    tbody.replaceChildren(top, ...rows, bottom);
+    place([top, ...rows, bottom]);
     drawn = { first, last, names };
-    const measured = measure();
-    if (rows.length >= 2 && Math.abs(measured - height) > 0.5) schedule();
+    // Rows have one height (the style sheet's): measured until two draws agree, and
+    // again after a resize, not at every frame (reading it forces a layout mid-task).
+    if (!heightSure && rows.length >= 2) {
+      const measured = measure();
+      heightSure = Math.abs(measured - height) <= 0.5;
+      if (!heightSure) schedule();
+    }
     empty.hidden = entries.size > 0;
     if (!entries.size) empty.replaceChildren(...emptyNote());
     table.dataset.shown = String(order.length);
     table.dataset.rendered = String(rows.length);
+  }
+
+  // The rows in the table: only those that changed are swapped (a frame that
+  // replaced every row laid out and painted the whole table again).
+  function place(wanted) {
+    const current = tbody.children;
+    if (current.length === wanted.length) {
+      const differ = [];
+      for (let i = 0; i < wanted.length; i++) if (current[i] !== wanted[i]) differ.push(i);
+      if (differ.every((i) => wanted[i].parentNode !== tbody)) {
+        for (const i of differ) current[i].replaceWith(wanted[i]);
+        return;
+      }
+    }
+    tbody.replaceChildren(...wanted);
   }
 
   function renderRow(h) {
@@ -322,7 +344,7 @@ export async function livePage(feed) {
   for (const control of [stateFilter, levelFilter, tagFilter]) control.addEventListener("change", () => { orderNow(); summaryLater(); });
   search.addEventListener("input", () => { orderNow(); summaryLater(); });
   viewport.addEventListener("scroll", schedule, { passive: true });
-  new ResizeObserver(() => { rowHeight = 0; schedule(); }).observe(viewport);
+  new ResizeObserver(() => { rowHeight = 0; heightSure = false; schedule(); }).observe(viewport);
   showSort();
 
   // The feed
