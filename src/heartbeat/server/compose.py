@@ -805,7 +805,7 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
                             config.history_max_samples,
                             max_host_bytes=config.history_max_host_bytes,
                             max_bytes=config.history_max_bytes)
-    reactor.callWhenRunning(restore_history_bytes, store, recorder)
+    store.on_start(lambda: restore_history_bytes(store, recorder))
     hasher = PasswordHasher(make_worker("heartbeat-passwords"), seams.password_iterations)
     auth = make_auth(config, store, hasher, reactor)
     listener = share_auth(auth, store, make_worker, reactor)

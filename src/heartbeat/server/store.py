@@ -279,6 +279,7 @@ class StoreService(Service):
         self._kept: list[_Entry] = []
         self._sources: list[Callable[[], list[Write]]] = []
         self._maintenance: list[Callable[[Tables, float], None]] = []
+        self._on_start: list[Callable[[], object]] = []
         self._timers = [periodic("store flush", flush_interval, self.flush, clock),
                         periodic("store retention", maintenance_interval, self._maintain, clock)]
         self._backoff = Backoff(first=min(1.0, retry_cap), cap=retry_cap)
@@ -485,6 +486,13 @@ class StoreService(Service):
         if self._reader is not None:
             self._reader.start()
         start_timers(self._timers)
+        for begin in self._on_start:
+            begin()
+
+    def on_start(self, begin: Callable[[], object]) -> None:
+        """Call ``begin`` once the store runs (its threads started), before the services
+        after it in the tree: reads start-up need not wait for, queued ahead of any datagram."""
+        self._on_start.append(begin)
 
     def stopService(self) -> Deferred[None]:
         """The last commit (after a flush in progress), then the connections and threads."""
