@@ -8,6 +8,7 @@ it); every upgrade must keep what it holds.
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 import sqlite3
 from pathlib import Path
@@ -206,7 +207,7 @@ class NewStoreTests:
             ["PRAGMA", "SELECT", "BEGIN"] + ["CREATE"] * 18 + ["ALTER"] + ["CREATE"] * 2
             + ["ALTER"] * 2 + ["CREATE"] + ["CREATE"] * 3 + ["CREATE"]
             + ["CREATE"] * 2 + ["ALTER"] * 2 + ["SELECT", "DROP"] + ["DROP"]
-            + ["PRAGMA", "COMMIT"])
+            + ["ALTER", "SELECT"] + ["PRAGMA", "COMMIT"])
         assert seen[-2:] == [f"PRAGMA user_version = {NEWEST}", "COMMIT"]
         assert _tables(conn) == TABLES
         conn.close()
@@ -288,7 +289,35 @@ class Step12Tests:
                             " tbl_name = 'plugin_data'").fetchall() == []
         _assert_release_rows(conn)
         conn.close()
-        assert _version(path) == 12
+        assert _version(path) == NEWEST
+
+
+class Step13Tests:
+    def test_hosts_rows_list_their_plugins_and_times(self, tmp_path: Path) -> None:
+        """A store at version 12 knows its plugins' times only from ``plugin_data``; at 13
+        each host's row lists them (exactly: 17 digits where a time needs them), and
+        start-up reads the same hosts and times without reading ``plugin_data``."""
+        path = _copy(tmp_path)
+        conn = _connect(path)
+        upgrade(conn, path, STEPS[:12])
+        odd = 0.1 + 0.2 + 1796245015  # a time whose shortest repr has 17 digits
+        conn.execute("INSERT INTO hosts (name, state) VALUES ('lab1', 'UP')")
+        conn.execute("INSERT INTO plugin_data VALUES ('lab1', 'os', ?, '\"Linux\"'),"
+                     " ('lab1', 'net,eth0', ?, '{}'), ('lab1', 'cpu', 5.0, '{}')", (odd, odd))
+        conn.close()
+        conn = open_database(path)
+        (lab1,) = conn.execute("SELECT plugins FROM hosts WHERE name = 'lab1'").fetchone()
+        assert sorted(json.loads(lab1)) == [[5.0, "cpu"], [odd, "net,eth0", "os"]]
+        conn.execute("DELETE FROM plugin_data")  # start-up does not read it
+        hosts = {h.name: h for h in load_hosts(SqliteTables(conn))}
+        lab = hosts.pop("lab1").plugins
+        assert {name: sample.ts for name, sample in lab.items()} == {
+            "os": odd, "net,eth0": odd, "cpu": 5.0}
+        assert lab["os"] is lab["net,eth0"]
+        assert sorted(hosts.values(), key=lambda h: h.name) == sorted(
+            HOSTS, key=lambda h: h.name)
+        conn.close()
+        assert _version(path) == 13
 
 class LaterStepTests:
     """How a later step runs, with two steps after the newest made up for the test."""
@@ -348,7 +377,7 @@ class LaterStepTests:
             f"file is unchanged")
         assert conn.in_transaction is False
         assert "later" not in _tables(conn)
-        assert conn.execute("PRAGMA table_info(hosts)").fetchall()[-1][1] == "latest"
+        assert conn.execute("PRAGMA table_info(hosts)").fetchall()[-1][1] == "plugins"
         conn.close()
         assert (_digest(path), _version(path)) == (before, NEWEST)
         conn = open_database(path)  # the code it belongs to still opens it

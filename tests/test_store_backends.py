@@ -102,9 +102,9 @@ def count(backend: Backend, table: Table) -> int:
 SAMPLES: dict[str, tuple[tuple[Any, ...], tuple[Any, ...]]] = {
     # table: (a row, the same key with every other column changed)
     "hosts": (("web1", "UP", "10.0.0.1", 5000, 1.5, 2.5, 1.5, 30.0, 0.01, "1.0", 100.0, None,
-               42.5, 2.0, '{"ID":"MSG","text":"hi"}'),
+               42.5, 2.0, '{"ID":"MSG","text":"hi"}', '[[2.0,"cpu","os"]]'),
               ("web1", "DOWN", None, None, 1.5, 3.5, 3.5, 60.0, None, "1.1", None, "timeout",
-               None, None, None)),
+               None, None, None, None)),
     "plugin_data": (("web1", "cpu", 1.0, '{"load":1}'), ("web1", "cpu", 2.0, "2")),
     "plugin_history": (("web1", 1.0, ",cpu,", b'{"plugins":{"cpu":1}}', 5, 9.5),
                        ("web1", 2.0, ",mem,", zlib.compress(b'{"plugins":{"mem":1}}'), 5,
@@ -316,6 +316,14 @@ class StoreServiceTests:
         assert [(h.name, h.state.value, {p: s.ts for p, s in h.plugins.items()})
                 for h in hosts] == [("h", "UP", {"cpu": 1000.0})]
         assert fired(store.read(read_latest("h"))) == {"cpu": {"ts": 1000.0, "data": {"v": 1}}}
+        later = 1000.1 + 0.2  # 17 significant digits: the host's row keeps them all
+        self._apply(registry, bus, {"ID": "PLG", "name": "h",
+                                    "plugins": {"mem": {"m": 2}, "os": "Linux"}}, later)
+        clock.advance(0.5)
+        (host,) = store.load(load_hosts)
+        assert {p: s.ts for p, s in host.plugins.items()} == {
+            "cpu": 1000.0, "mem": later, "os": later}
+        assert host.plugins["mem"] is host.plugins["os"]  # one sample per time
         fired(store.stopService())
         assert clock.getDelayedCalls() == []
 
@@ -756,6 +764,34 @@ class PostgresSchemaTests:
                 "cpu": 5.0, "os": 6.0}
             assert backend.read(read_latest("web1")) == {
                 "cpu": {"ts": 5.0, "data": {"load": 1}}, "os": {"ts": 6.0, "data": "Linux"}}
+        finally:
+            backend.close()
+
+    def test_step_13_lists_each_hosts_plugins_in_its_row(self, postgres_url: str) -> None:
+        """At version 13 each host's row lists its plugins and their exact times, and
+        start-up reads them from there, not from plugin_data."""
+        import psycopg
+
+        from heartbeat.server import postgres
+
+        odd = 0.1 + 0.2 + 1796245015  # 17 significant digits
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            postgres.upgrade(conn, "db", STEPS[:12])
+            conn.execute("INSERT INTO hosts (name, state) VALUES ('web1', 'UP'),"
+                         " ('idle', 'DOWN')")
+            conn.execute("INSERT INTO plugin_data VALUES ('web1', 'cpu', 5.0, '{}'),"
+                         " ('web1', 'os', %s, '\"Linux\"'), ('web1', 'net,\"x\"', %s, '1')",
+                         (odd, odd))
+            postgres.upgrade(conn, "db")
+            conn.execute("DELETE FROM plugin_data")
+        backend = postgres.open_store(pg_config(postgres_url))
+        try:
+            hosts = {host.name: host for host in backend.read(load_hosts)}
+            assert hosts["idle"].plugins == {}
+            plugins = hosts["web1"].plugins
+            assert {name: sample.ts for name, sample in plugins.items()} == {
+                "cpu": 5.0, "os": odd, 'net,"x"': odd}
+            assert plugins["os"] is plugins['net,"x"']
         finally:
             backend.close()
 

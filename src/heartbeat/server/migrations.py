@@ -32,10 +32,12 @@ import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Any, Final, TypeAlias
 
 import heartbeat
+from heartbeat.server.tables import plugin_times_text
 from heartbeat.text import json_bytes
 
 __all__ = [
@@ -401,6 +403,41 @@ DROP INDEX plugin_data_times;
 # reads host, plugin and ts from the table itself: SQLite reads a row's leading columns
 # without touching the data after them, so the scan costs about what the index's did.
 
+def _v13_sqlite(conn: sqlite3.Connection) -> None:
+    """Step 13 on SQLite: each host's plugins and their times from ``plugin_data``, in
+    Python (SQLite's JSON writes a REAL with 15 digits: a time would not read back equal)."""
+    conn.execute("ALTER TABLE hosts ADD COLUMN plugins TEXT")
+    rows: list[tuple[str | None, str]] = []
+    name: str | None = None
+    pairs: list[tuple[str, float]] = []
+    for host, plugin, ts in chain(conn.execute(
+            "SELECT host, plugin, ts FROM plugin_data ORDER BY host"), [(None, "", 0.0)]):
+        if host != name:
+            if name is not None:
+                rows.append((plugin_times_text(pairs), name))
+            name, pairs = host, []
+        pairs.append((plugin, ts))
+        if len(rows) >= 10_000:
+            conn.executemany("UPDATE hosts SET plugins = ? WHERE name = ?", rows)
+            rows.clear()
+    conn.executemany("UPDATE hosts SET plugins = ? WHERE name = ?", rows)
+
+
+_V13_POSTGRESQL = """
+ALTER TABLE hosts ADD COLUMN plugins TEXT;
+UPDATE hosts SET plugins = grouped.times FROM (
+    SELECT host, '[' || string_agg(one, ',') || ']' AS times FROM (
+        SELECT host, '[' || to_json(ts)::text || ','
+            || string_agg(to_json(plugin)::text, ',') || ']' AS one
+        FROM plugin_data GROUP BY host, ts) AS by_time
+    GROUP BY host) AS grouped
+WHERE hosts.name = grouped.host;
+"""
+# Version 13 (issue 16): each host's row says which plugins it has and when each last
+# reported (``hosts.plugins``, JSON, one list per time: ``[[ts, "cpu", "os"]]``), written
+# with the row the registry marks dirty at every PLG anyway. Start-up reads it with the
+# hosts instead of 500,000 rows of ``plugin_data`` at 100,000 hosts.
+
 STEPS: Final[Sequence[Step]] = (
     Step(1, "hosts, plugin data, queued commands, users, sessions, host access, alert states",
          sqlite=_V1_SQLITE, postgresql=_V1_POSTGRESQL),
@@ -424,6 +461,8 @@ STEPS: Final[Sequence[Step]] = (
          sqlite="", postgresql=_V11_POSTGRESQL),
     Step(12, "plugin data without its index of times: start-up reads the table",
          sqlite=_V12_DROP_TIMES, postgresql=_V12_DROP_TIMES),
+    Step(13, "each host's row lists its plugins and their times: start-up reads no plugin "
+         "data", sqlite=_v13_sqlite, postgresql=_V13_POSTGRESQL),
 )
 NEWEST: Final = STEPS[-1].version
 """The schema version this code reads and writes."""

@@ -23,6 +23,7 @@ from pathlib import Path
 from sys import intern
 from typing import Any, TypeVar
 
+import orjson
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
@@ -44,6 +45,7 @@ from heartbeat.server.tables import (
     SqliteBackend,
     Tables,
     Write,
+    plugin_times_text,
 )
 from heartbeat.server.timers import periodic, start_timers, stop_timers
 from heartbeat.text import json_bytes
@@ -123,30 +125,33 @@ def maintenance_period(retention: float) -> float:
 
 def load_hosts(tables: Tables) -> list[Host]:
     """Every stored host with when each of its plugins last reported, for
-    ``Registry.restore``: one pass over the hosts and one over the plugin data's
-    leading columns (host, plugin, ts: the data after them is not decoded)."""
-    hosts: dict[str, Host] = {}
+    ``Registry.restore``: one pass over ``hosts``, whose rows list their plugins and
+    times (``hosts.plugins``, schema version 13): ``plugin_data`` is not read."""
+    hosts: list[Host] = []
     states = {state.value: state for state in HostState}
+    loads = orjson.loads
+    # A fleet's hosts mostly carry the same plugins: each list of names is interned once
+    # ("cpu_monitor" once per fleet). A PLG's plugins share one sample (its time).
+    known: dict[tuple[str, ...], tuple[str, ...]] = {}
     for (name, state, addr, port, first_seen, last_seen, since, interval, rtt, version,
-         boot_time, down_reason, expected_by, latest_ts, latest) in tables.rows(HOSTS):
-        hosts[name] = Host(
+         boot_time, down_reason, expected_by, latest_ts, latest, times) in tables.rows(HOSTS):
+        plugins: dict[str, PluginSample] = {}
+        for group in () if times is None else loads(times):
+            ts = group.pop(0)
+            key = tuple(group)
+            names = known.get(key)
+            if names is None:
+                names = known[key] = tuple(map(intern, key))
+            plugins.update(dict.fromkeys(names, PluginSample(ts)))
+        hosts.append(Host(
             name, states[state], addr, port, first_seen, last_seen, since, interval, rtt,
-            version, boot_time, down_reason, expected_by=expected_by,
-            latest=None if latest is None else (latest_ts, json.loads(latest)))
-    # One sample per time: a PLG's plugins all came at one ts, and samples are replaced,
-    # never changed, so restored hosts share them (100,000 objects, not 500,000).
-    samples: dict[float, PluginSample] = {}
-    for name, plugin, ts in tables.pick(PLUGIN_DATA, ("host", "plugin", "ts")):
-        host = hosts.get(name)
-        if host is not None:
-            sample = samples.get(ts)
-            if sample is None:
-                sample = samples[ts] = PluginSample(ts)
-            host.plugins[intern(plugin)] = sample
-    for name, pending in load_commands(tables).items():
-        if name in hosts:
-            hosts[name].pending = pending
-    return list(hosts.values())
+            version, boot_time, down_reason, expected_by=expected_by, plugins=plugins,
+            latest=None if latest is None else (latest_ts, json.loads(latest))))
+    pending = load_commands(tables)
+    if pending:
+        for host in hosts:
+            host.pending = pending.get(host.name, host.pending)
+    return hosts
 
 
 def load_commands(tables: Tables) -> dict[str, dict[str, PendingCommand]]:
@@ -173,17 +178,21 @@ def _command_rows(hosts: list[Host]) -> tuple[list[tuple[str]], list[tuple[Any, 
 
 
 def _host_row(host: Host) -> tuple[Any, ...]:
-    """A host's row, its latest message still a dict (encoded by :func:`_host_text`)."""
+    """A host's row, its latest message still a dict and its plugins still (name, sample)
+    pairs (both encoded by :func:`_host_text`)."""
     latest = host.latest
     return (host.name, host.state.value, host.addr, host.port, host.first_seen, host.last_seen,
             host.since, host.interval, host.rtt, host.version, host.boot_time, host.down_reason,
             host.expected_by, None if latest is None else latest[0],
-            None if latest is None else latest[1])
+            None if latest is None else latest[1], tuple(host.plugins.items()))
 
 
 def _host_text(row: Sequence[Any]) -> Sequence[Any]:
-    """A row of :func:`_host_row` as stored: its latest message as JSON (writer thread)."""
-    return row if row[-1] is None else (*row[:-1], json_bytes(row[-1]).decode())
+    """A row of :func:`_host_row` as stored (writer thread): its latest message as JSON,
+    its plugins as ``hosts.plugins`` (tables.plugin_times_text)."""
+    latest, plugins = row[-2], row[-1]
+    return (*row[:-2], None if latest is None else json_bytes(latest).decode(),
+            plugin_times_text((name, sample.ts) for name, sample in plugins))
 
 
 def _packed(row: Sequence[Any]) -> Sequence[Any]:

@@ -24,6 +24,8 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, Protocol, TypeVar
 
+from heartbeat.text import json_bytes
+
 __all__ = [
     "ACKNOWLEDGEMENTS",
     "ALERT_STATES",
@@ -57,10 +59,23 @@ __all__ = [
     "Table",
     "Tables",
     "Write",
+    "plugin_times_text",
 ]
 
 T = TypeVar("T")
 Row = Sequence[Any]
+
+
+def plugin_times_text(plugins: Iterable[tuple[str, float]]) -> str | None:
+    """``hosts.plugins``: a host's (plugin, ts) pairs as JSON, one list per time, the time
+    first (``[[ts, "cpu", "os"], ...]``: a PLG's plugins share one); None for none."""
+    times: dict[float, list[Any]] = {}
+    for name, ts in plugins:
+        group = times.get(ts)
+        if group is None:
+            group = times[ts] = [ts]
+        group.append(name)
+    return json_bytes(list(times.values())).decode() if times else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,9 +94,12 @@ class Table:
 
 HOSTS: Final = Table("hosts", (
     "name", "state", "addr", "port", "first_seen", "last_seen", "since", "interval", "rtt",
-    "version", "boot_time", "down_reason", "expected_by", "latest_ts", "latest"), ("name",))
+    "version", "boot_time", "down_reason", "expected_by", "latest_ts", "latest", "plugins"),
+    ("name",))
 """``latest``: the host's latest MSG, BOOT, SHUT or RES as the host list shows it (JSON),
-received at ``latest_ts``."""
+received at ``latest_ts``. ``plugins``: its plugins and when each last reported
+(:func:`plugin_times_text`; NULL: none), what start-up restores without reading
+``plugin_data`` (since schema version 13)."""
 PLUGIN_DATA: Final = Table("plugin_data", ("host", "plugin", "ts", "data"), ("host", "plugin"))
 """Each plugin's latest data per host, its own JSON text (not the whole PLG's)."""
 PLUGIN_HISTORY: Final = Table("plugin_history", (
