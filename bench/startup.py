@@ -2,7 +2,8 @@
 
     .venv/bin/python bench/startup.py DIR/state/heartbeat.sqlite3
 
-Opens the store as the server does (``quick_check``, the schema upgrade), loads
+Opens the store as the server does (``quick_check`` first unless the file was
+stopped cleanly, the schema upgrade), loads
 every host (``load_hosts``) and restores them into a registry, and prints the
 process CPU time of each step, the wall clock and the peak RSS. CPU time is
 the figure a loaded machine disturbs least (the wall clock of bench/scale.py's

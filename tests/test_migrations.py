@@ -14,6 +14,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from twisted.internet.defer import fail, succeed
 
 from heartbeat.config.server import UserConfig
 from heartbeat.server.access import HostAccess
@@ -31,7 +32,15 @@ from heartbeat.server.migrations import (
 )
 from heartbeat.server.registry import Host, HostState, PendingCommand, PluginSample
 from heartbeat.server.sessions import Session
-from heartbeat.server.store import load_hosts, open_database, read_history, read_latest
+from heartbeat.server.store import (
+    check_integrity,
+    load_hosts,
+    open_database,
+    open_sqlite,
+    read_history,
+    read_latest,
+    stopped_cleanly,
+)
 from heartbeat.server.tables import SqliteTables
 from heartbeat.server.thresholds.engine import AlertState
 from heartbeat.server.thresholds.rules import Level
@@ -48,8 +57,9 @@ V5_TABLES = ["badges"]
 V7_TABLES = ["job_runs", "jobs"]
 V8_TABLES = ["notices"]
 V9_TABLES = ["plugin_data"]
+V14_TABLES = ["clean_stop"]
 TABLES = sorted([t for t in V1_TABLES if t != "plugin_latest"] + V2_TABLES + V3_TABLES
-                + V4_TABLES + V5_TABLES + V7_TABLES + V8_TABLES + V9_TABLES)
+                + V4_TABLES + V5_TABLES + V7_TABLES + V8_TABLES + V9_TABLES + V14_TABLES)
 """The tables of a store at the newest version."""
 
 
@@ -207,7 +217,7 @@ class NewStoreTests:
             ["PRAGMA", "SELECT", "BEGIN"] + ["CREATE"] * 18 + ["ALTER"] + ["CREATE"] * 2
             + ["ALTER"] * 2 + ["CREATE"] + ["CREATE"] * 3 + ["CREATE"]
             + ["CREATE"] * 2 + ["ALTER"] * 2 + ["SELECT", "DROP"] + ["DROP"]
-            + ["ALTER", "SELECT"] + ["PRAGMA", "COMMIT"])
+            + ["ALTER", "SELECT"] + ["CREATE"] + ["PRAGMA", "COMMIT"])
         assert seen[-2:] == [f"PRAGMA user_version = {NEWEST}", "COMMIT"]
         assert _tables(conn) == TABLES
         conn.close()
@@ -317,7 +327,7 @@ class Step13Tests:
         assert sorted(hosts.values(), key=lambda h: h.name) == sorted(
             HOSTS, key=lambda h: h.name)
         conn.close()
-        assert _version(path) == 13
+        assert _version(path) == NEWEST
 
 class LaterStepTests:
     """How a later step runs, with two steps after the newest made up for the test."""
@@ -472,3 +482,43 @@ class InspectTests:
             inspect_store(path)
         assert str(refused.value) == f"cannot read the store {path}: file is not a database"
 
+
+
+class CleanStopTests:
+    """An SQLite store's quick_check runs before anything is read unless the server that
+    last closed it stopped cleanly having found it sound; then it runs once the server runs."""
+
+    def test_a_clean_stop_lets_the_next_start_check_later(self, tmp_path: Path) -> None:
+        path = tmp_path / "s.sqlite3"
+        backend = open_sqlite(path)
+        assert (backend.integrity, stopped_cleanly(path)) == ("ok", False)  # checked first
+        backend.close()
+        assert stopped_cleanly(path)
+        backend = open_sqlite(path)
+        assert backend.integrity == "pending"
+        assert not stopped_cleanly(path)  # killed now, the next start checks first
+        checked = check_integrity(backend, lambda fn: succeed(fn()))
+        assert (checked.called, backend.integrity) == (True, "ok")
+        backend.close()
+        assert stopped_cleanly(path)
+
+    def test_a_file_not_found_sound_is_not_marked(self, tmp_path: Path) -> None:
+        """Closed before its check ran, or with the check unable to run: not marked."""
+        path = tmp_path / "s.sqlite3"
+        open_sqlite(path).close()
+        open_sqlite(path).close()  # pending: never checked while it ran
+        assert not stopped_cleanly(path)
+        assert open_sqlite(path).integrity == "ok"  # checked first again
+        backend = open_sqlite(path)
+        backend.close()
+        backend = open_sqlite(path)
+        check_integrity(backend, lambda fn: fail(sqlite3.OperationalError("disk I/O error")))
+        assert backend.integrity == "quick_check could not run: disk I/O error"
+        backend.close()
+        assert not stopped_cleanly(path)
+
+    def test_anything_but_a_heartbeat_store_is_not_stopped_cleanly(self, tmp_path: Path) -> None:
+        assert stopped_cleanly(tmp_path / "none.sqlite3") is False
+        (tmp_path / "junk.sqlite3").write_bytes(b"not a database" * 100)
+        assert stopped_cleanly(tmp_path / "junk.sqlite3") is False
+        assert stopped_cleanly(_copy(tmp_path)) is False  # made before version 14

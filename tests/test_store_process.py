@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import sqlite3
 import subprocess
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +16,9 @@ import yaml
 
 from heartbeat.passwords import hash_password
 from heartbeat.server.migrations import NEWEST
+from heartbeat.server.store import stopped_cleanly
 from tests.fixtures.store.make_store_fixture import PASSWORD, PLG_WEB1
-from tests.support import TWISTD, ServerProcess, free_port
+from tests.support import TWISTD, ServerProcess, free_port, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -134,3 +137,50 @@ def test_check_reports_the_store_version(tmp_path: Path) -> None:
         f"heartbeat: store {tmp_path / 'new' / 'heartbeat.sqlite3'}: not created yet "
         f"(schema version {NEWEST} at the first start)"]
     assert not (tmp_path / "new").exists()
+
+
+def _zero_history_page(store: Path) -> None:
+    """Zeroes a page of ``plugin_history``: SQLite's quick_check finds it, and start-up reads
+    none of it before the API answers."""
+    with closing(sqlite3.connect(store)) as conn:
+        (page,) = conn.execute("SELECT pageno FROM dbstat WHERE name = 'plugin_history'"
+                               " LIMIT 1").fetchone()
+        (size,) = conn.execute("PRAGMA page_size").fetchone()
+    with store.open("r+b") as file:
+        file.seek((page - 1) * size)
+        file.write(bytes(size))
+
+
+def test_a_clean_stop_defers_the_check_and_damage_it_finds_is_refused_next(
+        server_factory: Any, tmp_path: Path) -> None:
+    """A store stopped cleanly is checked once the API answers, the outcome in the status
+    and the log; damage found then leaves it unmarked, and the next start refuses it."""
+    store = _state(tmp_path)
+    server = server_factory(users={"alice": {"admin": True, "password": hash_password(PASSWORD)}})
+    alice = _login(server, "alice")
+    assert _get(server, "/api/0/status", alice)["store"]["integrity"] == "ok"  # checked first
+    assert "stopped cleanly" not in server.log()
+    assert server.stop() in (0, -15)
+    assert stopped_cleanly(store)
+    _zero_history_page(store)
+
+    server.start()
+    alice = _login(server, "alice")
+    assert [h["name"] for h in _get(server, "/api/0/hosts", alice)["hosts"]] == [
+        "db1", "mail1", "web1"]
+    found = wait_until(lambda: _get(server, "/api/0/status", alice)["store"]["integrity"]
+                       not in ("pending", "checking") and server.log(), timeout=30)
+    integrity = _get(server, "/api/0/status", alice)["store"]["integrity"]
+    assert integrity != "ok"
+    assert f"store: quick_check of {store} found damage: {integrity}; the server goes on" in found
+    assert not stopped_cleanly(store)  # taken away at the start, not put back at the stop
+    assert server.stop() in (0, -15)
+    assert not stopped_cleanly(store)
+
+    result = _twistd(server.config_path)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output
+    last = output.strip().splitlines()[-1]  # quick_check reports the page, or fails on it
+    assert re.search(rf"heartbeat: state_dir: cannot open the store {re.escape(str(store))}: "
+                     r"(.+: integrity check failed: .+|database disk image is malformed)$",
+                     last), output

@@ -99,6 +99,7 @@ from heartbeat.server.silences import SilenceBook
 from heartbeat.server.store import (
     HostRecorder,
     StoreService,
+    check_integrity,
     load_commands,
     load_hosts,
     maintenance_period,
@@ -106,7 +107,7 @@ from heartbeat.server.store import (
     read_latest_all,
 )
 from heartbeat.server.suppression import Suppression
-from heartbeat.server.tables import Backend, Read
+from heartbeat.server.tables import Backend, Read, SqliteBackend
 from heartbeat.server.thresholds.engine import ThresholdEngine
 from heartbeat.server.web.api import HeartbeatAPI
 from heartbeat.server.web.app import ConnectionBudget, ConnectionLimit, HeartbeatSite, WebRoot
@@ -797,6 +798,11 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
     flaps = make_flaps(config)
     registry = make_registry(config, settings.dependencies, flaps)
     store = make_store(config, registry, make_worker, reactor)
+    run_in_thread = seams.run_in_thread or (
+        lambda fn, *args: deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args))
+    backend = store.backend
+    if isinstance(backend, SqliteBackend) and backend.integrity == "pending":
+        store.on_start(lambda: check_integrity(backend, run_in_thread))
     engine = ThresholdEngine(settings.rules, flaps=flaps)
     jobs = make_jobs(settings, store, bus, reactor)
     operations = make_operations(settings, registry, engine, flaps, store=store, bus=bus,
@@ -831,9 +837,7 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
                        operations=operations, views=views, jobs=jobs)
     metrics = make_metrics(
         config, registry, alerting.engine, status=status, web_auth=web_auth, started=api.started,
-        run_in_thread=seams.run_in_thread or (
-            lambda fn, *args: deferToThreadPool(reactor, reactor.getThreadPool(), fn, *args)),
-        store=store, jobs=jobs)
+        run_in_thread=run_in_thread, store=store, jobs=jobs)
     pings = PingPage(jobs, web_auth, reactor, config.ping_rate)
     root = WebRoot(api, FeedFactory(hub, auth=web_auth), make_pages(config, web_auth, registry),
                    metrics=metrics, status=status_board, pings=pings)

@@ -438,6 +438,15 @@ WHERE hosts.name = grouped.host;
 # with the row the registry marks dirty at every PLG anyway. Start-up reads it with the
 # hosts instead of 500,000 rows of ``plugin_data`` at 100,000 hosts.
 
+_V14_CLEAN_STOP = """
+CREATE TABLE clean_stop (at REAL NOT NULL);
+"""
+# Version 14 (issue 16): an SQLite store says it was closed by a server that stopped
+# cleanly and had found it sound (one row, written at the stop, deleted at the next start).
+# Such a file's quick_check (0.5 s at 100,000 hosts) runs once the API answers, on a thread
+# of its own; any other file's, before anything is read, as before. A PostgreSQL server
+# checks its own pages: nothing to do there.
+
 STEPS: Final[Sequence[Step]] = (
     Step(1, "hosts, plugin data, queued commands, users, sessions, host access, alert states",
          sqlite=_V1_SQLITE, postgresql=_V1_POSTGRESQL),
@@ -463,6 +472,8 @@ STEPS: Final[Sequence[Step]] = (
          sqlite=_V12_DROP_TIMES, postgresql=_V12_DROP_TIMES),
     Step(13, "each host's row lists its plugins and their times: start-up reads no plugin "
          "data", sqlite=_v13_sqlite, postgresql=_V13_POSTGRESQL),
+    Step(14, "a clean stop marked in the file: its quick_check runs once the API answers",
+         sqlite=_V14_CLEAN_STOP, postgresql=""),
 )
 NEWEST: Final = STEPS[-1].version
 """The schema version this code reads and writes."""

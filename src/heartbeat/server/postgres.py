@@ -165,6 +165,8 @@ class PostgresBackend:
 
     kind = "postgresql"
     separate_reader = True
+    integrity: str | None = None
+    """PostgreSQL checks its own pages (data checksums): no ``quick_check`` here."""
 
     def __init__(self, where: str, options: dict[str, Any]) -> None:
         self.where = where

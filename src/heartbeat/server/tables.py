@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Final, Literal, Protocol, TypeVar
 
 from heartbeat.text import json_bytes
@@ -420,6 +422,9 @@ class Backend(Protocol):
     """The file or the URL (never a password), for messages."""
     separate_reader: bool
     """Whether reads have their own connection and thread."""
+    integrity: str | None
+    """SQLite: what the file's ``quick_check`` found (:class:`SqliteBackend`); None where
+    the database server checks its own pages (PostgreSQL)."""
 
     def transient(self, error: BaseException) -> bool:
         """Whether ``error`` (raised by a transaction) is the database's or the disk's
@@ -439,15 +444,35 @@ class Backend(Protocol):
 
 
 class SqliteBackend:
-    """The SQLite file of one server: one connection, used by the store's one thread."""
+    """The SQLite file of one server: one connection, used by the store's one thread.
+
+    ``integrity``: what the file's ``quick_check`` found: ``ok``, ``pending`` (not run
+    yet: the file was stopped cleanly, so its check runs once the server runs,
+    :meth:`quick_check`), ``checking``, or the damage found. Closed while ``ok``, the
+    file is marked as stopped cleanly (``clean_stop``), and the next start may defer
+    its check again; closed otherwise, the next start checks it before anything is read.
+    """
 
     kind = "sqlite"
     separate_reader = False
 
-    def __init__(self, conn: sqlite3.Connection, where: str = "") -> None:
+    def __init__(self, conn: sqlite3.Connection, where: str = "", *,
+                 integrity: str = "ok") -> None:
         self.conn = conn
         self.where = where
         self.tables = SqliteTables(conn)
+        self.integrity: str | None = integrity
+
+    def quick_check(self) -> str:
+        """SQLite's ``quick_check`` of the file on a connection of its own (any thread; the
+        writer goes on meanwhile): ``ok``, or the first problems found, one line."""
+        conn = sqlite3.connect(f"{Path(self.where).absolute().as_uri()}?mode=ro", uri=True,
+                               check_same_thread=False)
+        try:
+            found = [row[0] for row in conn.execute("PRAGMA quick_check(10)")]
+        finally:
+            conn.close()
+        return "ok" if found == ["ok"] else "; ".join(found)
 
     def transaction(self, work: Callable[[Tables], T]) -> T:
         self.conn.execute("BEGIN")
@@ -471,4 +496,8 @@ class SqliteBackend:
             error) in (sqlite3.DatabaseError, sqlite3.InternalError)
 
     def close(self) -> None:
+        if self.integrity == "ok":
+            with suppress(sqlite3.Error):  # not marked: the next start checks the file first
+                self.conn.execute(
+                    "INSERT INTO clean_stop VALUES ((julianday('now') - 2440587.5) * 86400)")
         self.conn.close()
