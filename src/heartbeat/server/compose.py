@@ -159,6 +159,7 @@ class Subscription:
 
 SUBSCRIPTIONS: Final = (
     # State first: what the event changed is kept before anyone acts on it.
+    Subscription("views", "on_event", None),
     Subscription("recorder", "on_received", (RECEIVED,)),
     Subscription("recorder", "on_removed", (HOST_REMOVED,)),
     Subscription("alerting", "on_rtt", (HOST_RTT,)),
@@ -266,6 +267,8 @@ class Server:
     signatures: Any
     """The signed-datagram policy (a ``SignaturePolicy``), or None without ``keys``."""
     monitor: MonitorService
+    views: HostViews
+    """Host objects for the API and the feed, their JSON kept between the host's events."""
     hub: EventHub
     api: HeartbeatAPI
     root: WebRoot
@@ -825,7 +828,7 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
     alerting = make_alerting(config, engine, registry, store=store, bus=bus, reactor=reactor)
     ingest = make_ingest(config, registry, bus, reactor, seams.max_sources)
     monitor = MonitorService(registry, bus, reactor, config.monitor_interval)
-    views = HostViews(registry, alerting.engine, operations.annotations)
+    views = HostViews(registry, alerting.engine, operations.annotations, kept=True)
     hub = EventHub(registry, alerts=alerting.engine, clock=reactor, views=views)
     auth.add_revoke_listener(hub.session_ended)
     status: dict[str, Callable[[], Any]] = {}
@@ -857,9 +860,9 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
         recorder=recorder, auth=auth, web_auth=web_auth, journal=journal, notifier=notifier,
         dns=dns, alerting=alerting, operations=operations, ingest=ingest,
         signatures=ingest.signing.policy if ingest.signing is not None else None,
-        monitor=monitor, hub=hub, api=api, root=root, site=site, budget=budget, status=status,
-        service=top, metrics=metrics, status_board=status_board, jobs=jobs, leader=leader,
-        ledger=ledger, changes=listener)
+        monitor=monitor, views=views, hub=hub, api=api, root=root, site=site, budget=budget,
+        status=status, service=top, metrics=metrics, status_board=status_board, jobs=jobs,
+        leader=leader, ledger=ledger, changes=listener)
     top.parts = server
     status.update(_status(server))
     server.subscribed = subscribe_all(bus, server)

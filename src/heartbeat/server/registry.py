@@ -265,6 +265,10 @@ class Registry:
         self.generation = 0
         """Counts hosts added and removed and addresses changed: what a text index of the
         hosts (hostlist.TextIndex) is built from."""
+        self.replaced = 0
+        """Counts the changes of hosts that no event names: a restore from the store, the
+        queued commands taken over from it. What is kept of hosts from their events
+        (web.hostview.HostViews' JSON) starts again when it moves."""
         self._dirty: set[str] = set()
         self._commands_dirty: set[str] = set()
         self._command_ids = itertools.count(1)
@@ -361,6 +365,7 @@ class Registry:
             names[host.state].add(name)
         self._names = sorted(table)
         self.generation += 1
+        self.replaced += 1
         self._ids_past(host.pending for host in hosts)
 
     def _ids_past(self, queues: Iterable[Iterable[str]]) -> None:
@@ -381,6 +386,7 @@ class Registry:
         self._commands_dirty.clear()
         self._ids_past(pending.values())
         self.dispatching = True
+        self.replaced += 1
         return sum(len(queue) for queue in pending.values())
 
     def _interval(self, host: Host) -> float:

@@ -185,7 +185,10 @@ class SilenceBook:
     def matching(self, host: str, subject: str, now: float) -> Silence | None:
         """The active silence covering ``host``'s ``subject`` (the one lasting longest)."""
         by_host, globs = self._indexed()
-        found = [s for group in (by_host.get(host, ()), globs) for s in group
+        exact = by_host.get(host)
+        if exact is None and not globs:  # most hosts: no walk
+            return None
+        found = [s for group in (exact or (), globs) for s in group
                  if s.active_at(now) and s.matches(host, subject)]
         return max(found, key=lambda s: s.end) if found else None
 

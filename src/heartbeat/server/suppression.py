@@ -21,8 +21,9 @@ they show is what the notifier does.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
+from types import MappingProxyType
 from typing import Any, Final
 
 from heartbeat.events import (
@@ -47,6 +48,7 @@ __all__ = [
     "FLAPPING",
     "MAINTENANCE",
     "SILENCED",
+    "UNCOVERED",
     "UNNOTIFIED",
     "HeldProblem",
     "Hold",
@@ -65,6 +67,10 @@ DOWN_KEY: Final = HOST_DOWN
 """The key of a host's own problem (DOWN) among its held problems; an alert's key is
 its metric path, a job's :func:`job_key`."""
 JOB_PREFIX: Final = "job:"
+UNCOVERED: Final[Mapping[str, Any]] = MappingProxyType({
+    "in_maintenance": False, "maintenance": [], "silenced_by": None, "acknowledged": None,
+    "markers": []})
+""":meth:`Suppression.annotations` of a problem nothing covers (read only: copy it)."""
 
 
 def job_key(name: str) -> str:
@@ -145,6 +151,8 @@ class Suppression:
         windows = self.calendar.for_host(host, now)
         silence = self.silences.matching(host, key, now)
         ack = self.acks.get(host, HOST_TARGET if key == DOWN_KEY else key)
+        if not windows and silence is None and ack is None:  # most hosts: nothing to build
+            return {**UNCOVERED, "maintenance": [], "markers": []}
         markers: list[dict[str, Any]] = []
         for window in windows:
             occurrence = window.timing.occurrence_at(now)

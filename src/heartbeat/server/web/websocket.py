@@ -22,7 +22,9 @@ The snapshot goes out in pages of at most ``SNAPSHOT_PAGE`` bytes (a
 each built when the client has taken the previous ones, so 100,000 hosts cost
 neither one huge message nor a long stop of the reactor. Events go on being
 sent meanwhile; a page is built from the registry when it is sent, so it is
-never older than the events before it (docs/HTTP_API.md, "WebSocket feed").
+never older than the events before it (docs/HTTP_API.md, "WebSocket feed"),
+from the JSON the host views keep of each host between its events
+(:meth:`HostViews.json_bytes`).
 """
 
 from __future__ import annotations
@@ -104,7 +106,7 @@ class SnapshotPages:
                 if host is None:
                     self.next += 1
                     continue
-                part = json_bytes(self.views.json(host))
+                part = self.views.json_bytes(host)
                 if parts and size + len(part) + 1 > self.page_size:
                     break
                 parts.append(part)
