@@ -1,8 +1,9 @@
 """Host objects' JSON kept between events (HostViews.json_bytes): always the current object.
 
 Every check builds each host's object afresh (``HostViews.json``, and views that keep
-nothing) and compares it with the kept JSON and with the feed's snapshot pages, after
-the kept JSON was filled: a change that reached no event would show as a difference.
+nothing) and compares it with the kept JSON, the feed's snapshot pages and
+``GET /api/0/hosts`` (whole and paged), after the kept JSON was filled: a change that
+reached no event would show as a difference.
 """
 
 from __future__ import annotations
@@ -59,6 +60,11 @@ def assert_current(stack: Stack) -> None:
         assert views.json(host) == expected[host.name]
         assert views.json_bytes(host) == fresh.json_bytes(host)
     assert snapshot_hosts(stack) == expected
+    listed = stack.call("GET", "/api/0/hosts").json["hosts"]
+    paged = stack.call("GET", "/api/0/hosts?limit=2").json["hosts"]
+    assert {host.pop("role") for host in listed + paged} <= {"owner"}  # no users: all may
+    assert listed == [expected[name] for name in sorted(expected)]
+    assert paged == listed[:2]
 
 
 def call(stack: Stack, method: str, path: str, body: Any = None) -> Any:

@@ -297,9 +297,18 @@ class HeartbeatAPI:
 
     def _host_json(self, viewer: Viewer, host: Host) -> dict[str, Any]:
         body = self.views.json(host)
-        role = viewer.role(host.name)
-        body["role"] = role.label if role is not None else None
+        body["role"] = self._role(viewer, host.name)
         return body
+
+    def _host_bytes(self, viewer: Viewer, host: Host) -> bytes:
+        """The JSON of :meth:`_host_json`, from the JSON the views keep of the host."""
+        role = json_bytes(self._role(viewer, host.name))
+        return self.views.json_bytes(host)[:-1] + b',"role":' + role + b"}"
+
+    @staticmethod
+    def _role(viewer: Viewer, name: str) -> str | None:
+        role = viewer.role(name)
+        return role.label if role is not None else None
 
     # Public
     @app.route("/api/0", methods=["GET"])
@@ -401,12 +410,14 @@ class HeartbeatAPI:
             found = page(self.registry, flt, levels, sees,
                          int_arg(request, "limit", 100, 1, MAX_PAGE), after=after,
                          index=self.text_index)
-            return json_response(request, {
-                "hosts": [self._host_json(viewer, h) for h in found.hosts],
-                "next": found.next, "total": found.total})
+            json_headers(request)
+            return (b'{"hosts":[' + b",".join(self._host_bytes(viewer, h) for h in found.hosts)
+                    + b'],"next":' + json_bytes(found.next)
+                    + b',"total":' + json_bytes(found.total) + b"}")
         if len(self.registry) <= self.stream_over:
             hosts = iter_hosts(self.registry, flt, levels, sees, after, index=self.text_index)
-            return json_response(request, {"hosts": [self._host_json(viewer, h) for h in hosts]})
+            json_headers(request)
+            return b'{"hosts":[' + b",".join(self._host_bytes(viewer, h) for h in hosts) + b"]}"
         json_headers(request)
         return StreamedBody(IConsumer(request), self._host_chunks(viewer, flt, sees, after),
                             self.clock).start()
@@ -424,7 +435,7 @@ class HeartbeatAPI:
             size = 0
             finished = True
             for host in iter_hosts(self.registry, flt, levels, sees, after, index=self.text_index):
-                part = json_bytes(self._host_json(viewer, host))
+                part = self._host_bytes(viewer, host)
                 parts.append(part)
                 size += len(part) + 1
                 after = host.name
