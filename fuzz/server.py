@@ -3,12 +3,14 @@
 :class:`WholeServer` starts what ``twistd heartbeat`` starts (every part built and
 subscribed by ``heartbeat.server.compose``) on a memory reactor, blocking workers inline,
 with every optional part on: signing keys (a shared one and one bound to a host that must
-sign), e-mail, Pushover, Mattermost and Signal notifications, dynamic DNS (its ``nsupdate``
-a fake child that succeeds), threshold rules, and a WebSocket client listening throughout.
+sign), e-mail, Pushover, Mattermost and Signal notifications (their peers fakes on the
+memory reactor that answer at once: ``PEERS``), dynamic DNS (its ``nsupdate`` a fake child
+that succeeds), threshold rules, and a WebSocket client listening throughout.
 :meth:`WholeServer.run` feeds it one input, a sequence of steps (:func:`steps`), then
 checks what must hold whatever was sent:
 
-- nothing was logged at error level or above, and no bus subscriber failed;
+- nothing was logged at error level or above (a notification given up included), and
+  no bus subscriber failed;
 - the store committed with no failure counted, and its rows read back (``load_hosts``)
   as the hosts the registry holds;
 - the journal wrote every line, and every new line is strict UTF-8 JSON;
@@ -26,7 +28,7 @@ reproduces from its input alone. A broken invariant raises :class:`Escape`.
 The input: chunks split on byte 0x1E (ASCII RS, which JSON text never holds), at most 32.
 
 - ``T<seconds>``: the clock moves on (up to 15 minutes): hosts fall DOWN, reminders fire
-  (every 5 minutes), notifications retry and give up.
+  (every 5 minutes), notifications are sent.
 - ``C<host>\\0<body>``: ``POST /api/0/hosts/<host>/commands`` with that JSON body.
 - ``R<object>``: a RES answering the last CMD/UPD the server sent, the object's fields
   added to ``{"ID": "RES", "name": ..., "cmd_id": ...}``.
@@ -42,15 +44,19 @@ import os
 import sys
 import tempfile
 import zlib
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote
 
+from autobahn import util as autobahn_util
 from autobahn.websocket import protocol as websocket_protocol
 from tests.memserver import InProcessServer, MemoryServerReactor
-from twisted.internet.error import ProcessDone
+from twisted.internet import task
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone, ProcessDone
 from twisted.logger import ILogObserver, LogEvent, LogLevel, formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 from txaio.tx import config as txaio_config
@@ -65,7 +71,7 @@ from heartbeat.server.compose import Seams
 from heartbeat.server.serial import ImmediateWorker
 from heartbeat.server.settings import ServerSettings
 from heartbeat.server.store import load_hosts
-from heartbeat.text import text_problem
+from heartbeat.text import may_break_policy, text_problem
 
 __all__ = ["SEPARATOR", "Step", "WholeServer", "steps", "strict_json", "whole_server"]
 
@@ -97,7 +103,7 @@ hosts:
 pushsrv: all
 email: {{smtp_host: 127.0.0.1, smtp_port: 2525, tls: none, from_addr: hb@example.com,
          to: [ops@example.com]}}
-pushover: {{token: app-token, user: group-key}}
+pushover: {{token: app-token, user: group-key, url: "http://127.0.0.1:2526/1/messages.json"}}
 mattermost: {{url: "http://127.0.0.1:2527/hooks/x"}}
 signal: {{url: "http://127.0.0.1:2528", number: "+15550000000", recipients: ["+15550000001"]}}
 dyndomains: [dyn.example.com]
@@ -123,7 +129,11 @@ def _no_constant(name: str) -> None:
 
 
 def strict_json(data: bytes, what: str) -> Any:
-    """``data`` as a strict reader takes it (see the module), else an :class:`Escape`."""
+    """``data`` as a strict reader takes it (see the module), else an :class:`Escape`.
+
+    The walk for lone surrogates (shadowed values too) runs only when the text holds an
+    escape that could decode to one (``may_break_policy``): valid UTF-8 holds none.
+    """
     shadowed: list[Any] = []
 
     def pairs_hook(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -132,13 +142,15 @@ def strict_json(data: bytes, what: str) -> Any:
             shadowed.append([v for _, v in pairs])
         return value
 
+    walk = may_break_policy(data)
     try:
         value = json.loads(data.decode("utf-8"), parse_constant=_no_constant,
-                           object_pairs_hook=pairs_hook)
+                           object_pairs_hook=pairs_hook if walk else None)
     except (UnicodeDecodeError, ValueError) as e:
         raise Escape(f"{what} is not strict UTF-8 JSON ({e}): {data[:300]!r}") from None
-    problem = text_problem([value, shadowed])
-    check(problem is None, f"{what} holds {problem}: {data[:300]!r}")
+    if walk:
+        problem = text_problem([value, shadowed])
+        check(problem is None, f"{what} holds {problem}: {data[:300]!r}")
     return value
 
 
@@ -182,8 +194,255 @@ def _datagram(chunk: bytes) -> Step:
                 compress=compress)
 
 
+class _Peer:
+    """A notification service: bytes in, its answers out (the client's end: :class:`_Wire`)."""
+
+    GREETING = b""
+
+    def __init__(self) -> None:
+        self.buffer = b""
+        self.closed = False
+
+    def received(self, data: bytes) -> bytes:
+        self.buffer += data
+        answers = []
+        while (answer := self.answer()) is not None:
+            answers.append(answer)
+        return b"".join(answers)
+
+    def answer(self) -> bytes | None:
+        """The answer to the next whole command in ``buffer`` (taken off), or None."""
+        raise NotImplementedError
+
+
+class _SmtpPeer(_Peer):
+    """An SMTP server that takes every message at once (the e-mail channel's peer)."""
+
+    GREETING = b"220 fuzz ESMTP\r\n"
+    data = False
+
+    def answer(self) -> bytes | None:
+        if self.data:
+            end = self.buffer.find(b"\r\n.\r\n")
+            if end < 0:
+                return None
+            self.buffer, self.data = self.buffer[end + 5:], False
+            return b"250 queued\r\n"
+        line, found, self.buffer = self.buffer.partition(b"\r\n")
+        if not found:
+            self.buffer = line
+            return None
+        verb = line[:4].upper()
+        if verb == b"DATA":
+            self.data = True
+            return b"354 go ahead\r\n"
+        if verb == b"QUIT":
+            self.closed = True
+            return b"221 bye\r\n"
+        return b"250 ok\r\n"
+
+
+class _HttpPeer(_Peer):
+    """A web service that answers every request 200 with an empty JSON object (the
+    Pushover, Mattermost and Signal channels' peer), over one kept-alive connection."""
+
+    ANSWER: Final = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                     b"Content-Length: 2\r\n\r\n{}")
+
+    def answer(self) -> bytes | None:
+        head, found, rest = self.buffer.partition(b"\r\n\r\n")
+        if not found:
+            return None
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        if len(rest) < length:
+            return None
+        self.buffer = rest[length:]
+        return self.ANSWER
+
+
+PEERS: Final = {2525: _SmtpPeer, 2526: _HttpPeer, 2527: _HttpPeer, 2528: _HttpPeer}
+"""The notification peers of ``CONFIG`` by port: they answer at once, as the services
+would on a good day (the real clients, HTTP pool and retry lanes all run)."""
+
+
+class _Connector:
+    """What ``connectTCP`` returns for a connection to a peer."""
+
+    def __init__(self, destination: IPv4Address) -> None:
+        self.destination = destination
+
+    def getDestination(self) -> IPv4Address:
+        return self.destination
+
+    def stopConnecting(self) -> None:
+        pass
+
+    def disconnect(self) -> None:
+        pass
+
+    def connect(self) -> None:
+        pass
+
+
+class _Wire:
+    """A connection from a client on the memory reactor to a fake peer: what either side
+    writes reaches the other on the reactor's next turn, as a socket would deliver it."""
+
+    disconnecting = False
+
+    def __init__(self, reactor: Any, connector: Any, factory: Any, peer: _Peer) -> None:
+        self.reactor = reactor
+        self.connector = connector
+        self.factory = factory
+        self.peer = peer
+        self.outgoing: list[bytes] = []
+        self.incoming = peer.GREETING
+        self.turn: Any = None
+        self.lost = False
+        self.producer: Any = None
+        self.protocol = factory.buildProtocol(connector.getDestination())
+        if self.protocol is None:
+            self.lost = True
+            return
+        self.protocol.makeConnection(self)
+        self.schedule()
+
+    def schedule(self) -> None:
+        if self.turn is None and not self.lost:
+            self.turn = self.reactor.soon(self.deliver)
+
+    def deliver(self) -> None:
+        self.turn = None
+        if self.producer is not None:
+            self.producer.resumeProducing()
+        if self.outgoing:
+            data, self.outgoing = b"".join(self.outgoing), []
+            self.incoming += self.peer.received(data)
+        if self.incoming:
+            data, self.incoming = self.incoming, b""
+            self.protocol.dataReceived(data)
+        if self.peer.closed or self.disconnecting:
+            self.lose()
+        elif self.incoming or self.outgoing or self.producer is not None:
+            self.schedule()
+
+    def lose(self) -> None:
+        if self.lost:
+            return
+        self.lost = True
+        reason = Failure(ConnectionDone("the peer closed"))
+        self.protocol.connectionLost(reason)
+        self.factory.clientConnectionLost(self.connector, reason)
+        self.factory.doStop()
+
+    # ITCPTransport, as much as the clients use
+    def write(self, data: bytes) -> None:
+        if not self.lost and not self.disconnecting:
+            self.outgoing.append(data)
+            self.schedule()
+
+    def writeSequence(self, data: list[bytes]) -> None:
+        for chunk in data:
+            self.write(chunk)
+
+    def loseConnection(self) -> None:
+        self.disconnecting = True
+        self.schedule()
+
+    abortConnection = stopProducing = loseConnection
+
+    def getPeer(self) -> IPv4Address:
+        return self.connector.getDestination()
+
+    def getHost(self) -> IPv4Address:
+        return IPv4Address("TCP", "127.0.0.1", 43000)
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        """A pull producer (an SMTP message) is asked for more at every turn."""
+        self.producer = None if streaming else producer
+        self.schedule()
+
+    def unregisterProducer(self) -> None:
+        self.producer = None
+
+    def pauseProducing(self) -> None:
+        pass
+
+    def resumeProducing(self) -> None:
+        pass
+
+    def setTcpNoDelay(self, enabled: bool) -> None:
+        pass
+
+    def setTcpKeepAlive(self, enabled: bool) -> None:
+        pass
+
+
+class _Soon:
+    """Something to do before the clock moves on (see :meth:`_FuzzReactor.soon`)."""
+
+    def __init__(self, call: Callable[..., object], args: tuple[Any, ...]) -> None:
+        self.call = call
+        self.args = args
+        self.cancelled = False
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
 class _FuzzReactor(MemoryServerReactor):  # type: ignore[misc]
-    """A memory reactor whose children (nsupdate) take their input and succeed at once."""
+    """A memory reactor whose children (nsupdate) take their input and succeed at once,
+    and whose notification peers (``PEERS``) answer at once.
+
+    The clock jumps (up to 10 s a step, so a 1-second timer fires once per jump, not ten
+    times), but the traffic with a peer is not held up by a jump: it all happens before
+    the clock moves and after each timer that fires, as a reactor handles ready sockets
+    between its timers. Otherwise a send made just before a jump would meet its timeout
+    (due 5 s later) before its peer's second answer (due "now", after the jump).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ready: deque[_Soon] = deque()
+
+    def soon(self, call: Callable[..., object], *args: Any) -> _Soon:
+        """``call(*args)`` before the clock moves on or any other timer fires."""
+        entry = _Soon(call, args)
+        self.ready.append(entry)
+        return entry
+
+    def settle(self) -> None:
+        while self.ready:
+            entry = self.ready.popleft()
+            if not entry.cancelled:
+                entry.call(*entry.args)
+
+    def advance(self, amount: float) -> None:
+        """``Clock.advance``, settling the traffic with the peers before each timer."""
+        self.settle()
+        self.rightNow += amount
+        self._sortCalls()
+        while self.calls and self.calls[0].getTime() <= self.rightNow:
+            call = self.calls.pop(0)
+            call.called = 1
+            call.func(*call.args, **call.kw)
+            self.settle()
+            self._sortCalls()
+
+    def connectTCP(self, host: str, port: int, factory: Any, timeout: float = 30,
+                   bindAddress: Any = None) -> Any:
+        peer = PEERS.get(port)
+        if peer is None:
+            return super().connectTCP(host, port, factory, timeout, bindAddress)
+        connector = _Connector(IPv4Address("TCP", host, port))
+        factory.doStart()
+        factory.startedConnecting(connector)
+        self.soon(_Wire, self, connector, factory, peer())
+        return connector
 
     def spawnProcess(self, protocol: Any, executable: str, args: list[str],
                      *_: Any, **__: Any) -> _Child:
@@ -214,7 +473,7 @@ class _Errors:
         self.found: list[str] = []
 
     def __call__(self, event: LogEvent) -> None:
-        if event.get("log_level", LogLevel.info) < LogLevel.error or _expected(event):
+        if event.get("log_level", LogLevel.info) < LogLevel.error:
             return
         failure = event.get("log_failure")
         self.found.append(formatEvent(event) + ("\n" + failure.getTraceback() if failure else ""))
@@ -222,13 +481,6 @@ class _Errors:
     def take(self) -> list[str]:
         found, self.found = self.found, []
         return found
-
-
-def _expected(event: LogEvent) -> bool:
-    """The one error this harness causes on purpose: its notification peers never answer
-    (a memory reactor connects nowhere), so notifications are given up after their retries."""
-    return (event.get("log_namespace") == "heartbeat.server.notify.service"
-            and "gave up" in event.get("log_format", ""))
 
 
 def _unsealed(packet: bytes) -> bytes:
@@ -255,6 +507,12 @@ class WholeServer:
         # Autobahn pretty-prints its settings for a debug line at every connection, eagerly
         # (a fifth of an input's time, two connections each): plain repr will do here.
         self._pformat, websocket_protocol.pformat = websocket_protocol.pformat, repr
+        # It colours the arguments of its debug lines eagerly too (click): plain will do.
+        self._click, autobahn_util._HAS_CLICK = autobahn_util._HAS_CLICK, False
+        # The HTTP channels' request bodies are written by twisted's global cooperator,
+        # which runs on the global reactor: here, the memory reactor.
+        self._cooperator, task._theCooperator = task._theCooperator, task.Cooperator(
+            scheduler=reactor.soon)
         self.server = InProcessServer(directory, settings=settings, reactor=reactor,
                                       seams=Seams(worker=lambda _: ImmediateWorker(),
                                                   on_error=self._subscriber_failed))
@@ -276,7 +534,7 @@ class WholeServer:
                 self.server.close_feed(pump)
             stopped: list[Any] = []
             self.server.service.stopService().addBoth(stopped.append)
-            for _ in range(120):  # notifications in flight wait for their timeouts
+            for _ in range(120):  # notifications in flight finish
                 if stopped:
                     break
                 self.server.reactor.advance(1.0)
@@ -287,6 +545,8 @@ class WholeServer:
             globalLogPublisher.removeObserver(self.errors)
             txaio_config.loop = self._txaio_loop
             websocket_protocol.pformat = self._pformat
+            autobahn_util._HAS_CLICK = self._click
+            task._theCooperator = self._cooperator
 
     def _subscriber_failed(self, subscriber: Any, event: Event, error: BaseException) -> None:
         self.errors.found.append(f"bus: {getattr(subscriber, '__qualname__', subscriber)} "
@@ -431,7 +691,8 @@ class WholeServer:
             check(status == 200, f"DELETE /api/0/hosts/{name}: {status} {body[:200]!r}")
         if hosts:
             self.parts.store.flush()
-        del self.server.reactor.tcpClients[:]  # notifications' connections, never made
+        check(not self.server.reactor.tcpClients,
+              f"connected to what is not a peer: {self.server.reactor.tcpClients}")
 
 
 _SERVER: list[WholeServer] = []

@@ -110,3 +110,23 @@ async def test_wrong_password_is_permanent_and_not_in_the_reason(tmp_path: Path)
     assert error.permanent is True
     assert error.reason.startswith("SMTP 535")
     assert "wrong-pass" not in error.reason
+
+
+def test_a_message_is_rendered_as_the_standard_library_renders_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The header classes made once (``_Headers``) change nothing: the bytes are those of
+    the standard library's own policy, for plain and for non-ASCII, folded headers."""
+    from email import policy
+
+    from heartbeat.server.notify import email as module
+
+    monkeypatch.setattr(module, "make_msgid", lambda *_, **__: "<fixed@example.com>")
+    mailer = EmailChannel(None, EmailConfig(smtp_host="127.0.0.1", tls="none",
+                                            from_addr="heartbeat@example.com"), timeout=5.0)
+    odd = Notification("WARNING: zoë-db " + "naïve 😀 " * 20, "ünïcode\n" * 40 + "x" * 2000,
+                       "warning", ("zoë-db", "b"), "threshold", 1711234567.0,
+                       ("Zoë <zoe@example.com>", "ops@example.com"))
+    notes = [NOTE, odd]
+    cached = [mailer.render(note) for note in notes * 2]
+    monkeypatch.setattr(module, "_POLICY", policy.default)
+    assert cached == [mailer.render(note) for note in notes * 2]

@@ -154,3 +154,18 @@ def test_a_broken_store_is_found(whole: WholeServer, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(whole.parts.store, "failures", whole.parts.store.failures + 1)
     with pytest.raises(Escape, match="store batches failed"):
         whole.run(b'{"ID":"HTB","name":"web1"}')
+
+
+def test_notifications_reach_their_peers(whole: WholeServer) -> None:
+    """The harness's notification peers answer at once, as the services would: a host
+    that falls DOWN is sent on every channel (sent, not timed out and given up), and
+    nothing is left connecting or in flight."""
+    notifier = whole.parts.notifier
+    assert notifier is not None and len(notifier.lanes) == 4
+    before = {name: lane.retry.stats.succeeded for name, lane in notifier.lanes.items()}
+    whole.run(SEPARATOR.join([b'{"ID":"HTB","name":"web1","interval":1}', b"T30"]))
+    for name, lane in notifier.lanes.items():
+        stats = lane.retry.stats
+        assert stats.succeeded > before[name], name
+        assert (stats.timeouts, stats.gave_up, len(lane.retry.in_flight)) == (0, 0, 0)
+    assert whole.server.reactor.tcpClients == []
