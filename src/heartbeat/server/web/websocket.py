@@ -328,12 +328,15 @@ class FeedProtocol(WebSocketServerProtocol):
 
 
 def unsent_bytes(transport: Any) -> int:
-    """Bytes a connection's transport holds that the kernel has not taken yet."""
-    size = 0
-    for name in ("dataBuffer", "_tempDataLen"):
-        value = getattr(transport, name, 0)
-        size += len(value) if isinstance(value, bytes | bytearray) else int(value or 0)
-    return size
+    """Bytes a connection's transport holds that the kernel has not taken yet: what is
+    left of the buffer being written (``dataBuffer`` from ``offset``; a write of up to
+    128 KiB a turn moves the offset, not the buffer) and the writes queued behind it."""
+    buffer = getattr(transport, "dataBuffer", b"")
+    size = len(buffer) if isinstance(buffer, bytes | bytearray) else 0
+    offset = getattr(transport, "offset", 0)
+    queued = getattr(transport, "_tempDataLen", 0)
+    return max(0, size - (offset if isinstance(offset, int) else 0)) + \
+        (queued if isinstance(queued, int) else 0)
 
 
 class FeedFactory(WebSocketServerFactory):
