@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from typing import Any
+from unittest.mock import patch
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from heartbeat.config.server import HostConfig
+from heartbeat.server import hostlist
 from heartbeat.server.dependencies import DependencyGraph
 from heartbeat.server.hostlist import HostFilter, HostPage, TextIndex, iter_hosts, page
 from heartbeat.server.registry import Host, HostState, Registry
@@ -101,13 +103,21 @@ class PageTests:
            texts=st.lists(st.sampled_from(["h0001", "1", "10.0.0.1", "STRASSE", "straße", "ss",
                                            "7\x00", "h00007\x0010", "database", "zz", "0"]),
                           min_size=1, max_size=4),
-           limit=st.integers(1, 5))
+           limit=st.integers(1, 5), block=st.sampled_from([1, 2, 3, hostlist.BLOCK]))
     def test_text_index_finds_what_a_walk_finds(self, ops: list[tuple[str, int]],
-                                                texts: list[str], limit: int) -> None:
+                                                texts: list[str], limit: int,
+                                                block: int) -> None:
         """One TextIndex kept across hosts coming, going and changing address lists and
-        counts exactly what the walk without it does, page by page, for any text."""
+        counts exactly what the walk without it does, page by page, for any text, whatever
+        its blocks' size (blocks built again, split and emptied as hosts come and go)."""
         registry = fleet(12, h00007=HostConfig(description="Straße to the DATABASE"))
         index = TextIndex()
+        with patch.object(hostlist, "BLOCK", block):
+            self._follow(registry, index, ops, texts, limit)
+
+    @staticmethod
+    def _follow(registry: Registry, index: TextIndex, ops: list[tuple[str, int]],
+                texts: list[str], limit: int) -> None:
         for kind, n in ops:
             name = f"h{n:05d}"
             if kind == "remove":
@@ -127,6 +137,66 @@ class PageTests:
                     assert pages == walked
                     assert names(list(iter_hosts(registry, flt, {}, None, index=index))) == [
                         h.name for p in walked for h in p.hosts]
+
+    def test_a_change_builds_only_its_block_again(self) -> None:
+        """After a host comes, goes or moves, the next search builds the blocks those hosts
+        fall in, not the fleet's index; a restore (the registry cannot say what changed)
+        or more changes than it keeps build it all."""
+        registry = fleet(1000)
+        index = TextIndex()
+        built: list[int] = []
+        block = TextIndex._block
+
+        def counted(registry: Registry, bound: str, names: list[str]) -> Any:
+            built.append(len(names))
+            return block(registry, bound, names)
+
+        with patch.object(hostlist, "BLOCK", 100), \
+                patch.object(TextIndex, "_block", staticmethod(counted)):
+            assert len(index.search(registry, "h0099")) == 10
+            assert built == [100] * 10
+            built.clear()
+            assert index.search(registry, "h0099") == [f"h0099{n}" for n in range(10)]
+            assert built == []  # nothing changed
+            registry.apply({"ID": "HTB", "name": "h00995x"}, SRC, now=3.0)
+            registry.remove("h00010", 3.0)
+            assert index.search(registry, "h00995") == ["h00995", "h00995x"]
+            assert sorted(built) == [99, 101]  # the first block and the last
+            built.clear()
+            registry.apply({"ID": "HTB", "name": "h00500"}, ("10.9.9.9", 1), now=3.0)
+            assert index.search(registry, "10.9.9.9") == ["h00500"]
+            assert built == [100]
+            built.clear()
+            registry.restore([Host("new1", HostState.UP)], 3.0)  # 1,001 hosts now
+            assert index.search(registry, "new1") == ["new1"]
+            assert built == [100] * 10 + [1]
+            built.clear()
+            for n in range(hostlist.BLOCK * 2):  # past what it would save
+                registry.apply({"ID": "HTB", "name": f"x{n:04d}"}, SRC, now=4.0)
+            assert len(index.search(registry, "x0")) == 200
+            assert built == [100] * 12 + [1]
+
+    def test_warming_builds_the_index_ahead_in_slices(self) -> None:
+        """``warming`` builds a block a step; the first search then builds nothing. Hosts
+        changing meanwhile make it give up, and the search builds what it needs."""
+        registry = fleet(50)
+        index = TextIndex()
+        with patch.object(hostlist, "BLOCK", 10):
+            assert len(list(index.warming(registry))) == 5
+            built: list[str] = []
+            block = TextIndex._block
+            with patch.object(TextIndex, "_block", staticmethod(
+                    lambda r, bound, names: built.append(bound) or block(r, bound, names))):
+                assert index.search(registry, "h0004") == [f"h0004{n}" for n in range(10)]
+                assert built == []
+                fresh = TextIndex()
+                warming = fresh.warming(registry)
+                next(warming)
+                registry.apply({"ID": "HTB", "name": "h00049x"}, SRC, now=3.0)
+                assert list(warming) == []
+                built.clear()
+                assert fresh.search(registry, "h00049") == ["h00049", "h00049x"]
+                assert built == ["", "h00010", "h00020", "h00030", "h00040", "h00049x"]
 
     def test_alert_levels_list_only_alerting_hosts(self) -> None:
         """``alerting=`` matches a host's worst active level; hosts without alerts never."""

@@ -12,7 +12,7 @@ as one text, not a casefold of every host per request.
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
@@ -74,54 +74,122 @@ class HostPage:
     total: int
 
 
+BLOCK: Final = 1024
+"""Hosts per block of a :class:`TextIndex`: a change rebuilds its block (about a
+millisecond), never the fleet's index (a tenth of a second at 100,000 hosts)."""
+
+
+@dataclass(slots=True)
+class _Block:
+    """A run of hosts in name order, from ``bound`` (inclusive) to the next block's."""
+
+    bound: str
+    names: list[str]
+    text: str
+    starts: list[int]
+
+
 class TextIndex:
     """Every host's casefolded name, address and casefolded description, one line each
-    in name order, as one text: a search is ``str.find`` over it, match by match.
+    in name order, as texts of :data:`BLOCK` hosts: a search is ``str.find`` over them,
+    match by match.
 
-    Built again, on the next search only, once the registry's ``generation`` says a
-    host came, went or changed address (descriptions come from the config, fixed while
-    the server runs). About 60 bytes a host.
+    Kept in step with the registry on the next search: the blocks of the hosts that
+    came, went or changed address since (``Registry.changed_since``) are built
+    again; the whole index only when the registry cannot say (a restore, more changes
+    than it remembers) or the config changed (descriptions come from it). About 60
+    bytes a host. :meth:`warm` builds it ahead of the first search.
     """
 
     def __init__(self) -> None:
         self._key: tuple[int, int] | None = None
-        self._text = ""
-        self._starts: list[int] = []
-        self._names: list[str] = []
+        self._blocks: list[_Block] = []
+        self._bounds: list[str] = []
 
     @staticmethod
     def usable(text: str) -> bool:
         """Whether a search for ``text`` can use the index (it cannot span two fields)."""
         return "\x00" not in text
 
-    def _build(self, registry: Registry) -> None:
+    @staticmethod
+    def _block(registry: Registry, bound: str, names: list[str]) -> _Block:
         config_for, hosts = registry.config_for, registry.hosts
-        names = list(registry.names())
         lines = [f"{name.casefold()}\x00{hosts[name].addr or ''}\x00"
                  f"{config_for(name).description.casefold()}\x00" for name in names]
         starts, position = [], 0
         for line in lines:
             starts.append(position)
             position += len(line)
-        self._text, self._starts, self._names = "".join(lines), starts, names
+        return _Block(bound, names, "".join(lines), starts)
+
+    def _build(self, registry: Registry) -> None:
+        self._key = None
+        for _ in self.warming(registry):
+            pass
+
+    def _update(self, registry: Registry, changed: list[str]) -> None:
+        """Build again the blocks ``changed`` names fall in (a block grown past twice
+        :data:`BLOCK` is split in two)."""
+        names, bounds = registry.names(), self._bounds
+        due = sorted({max(0, bisect_right(bounds, name) - 1) for name in changed},
+                     reverse=True)  # from the last, so a split leaves earlier indexes be
+        for at in due:
+            low = bisect_left(names, bounds[at])
+            high = bisect_left(names, bounds[at + 1]) if at + 1 < len(bounds) else len(names)
+            run = list(names[low:high])
+            if len(run) > 2 * BLOCK:
+                half = len(run) // 2
+                parts = [self._block(registry, bounds[at], run[:half]),
+                         self._block(registry, run[half], run[half:])]
+            else:
+                parts = [self._block(registry, bounds[at], run)]
+            self._blocks[at:at + 1] = parts
+            bounds[at:at + 1] = [part.bound for part in parts]
+
+    def _current(self, registry: Registry) -> None:
+        key = (registry.generation, id(registry.host_config))
+        if key == self._key:
+            return
+        changed = None
+        if self._key is not None and self._key[1] == key[1]:
+            changed = registry.changed_since(self._key[0])
+        if changed is None or len(changed) * BLOCK > len(registry):
+            self._build(registry)
+        else:
+            self._update(registry, changed)
+            self._key = key
+
+    def warming(self, registry: Registry) -> Iterator[None]:
+        """Build the index a block a step (for ``task.cooperate`` once the server runs), so
+        the first search finds it built and no reactor turn holds the fleet's build. Given
+        up if the hosts change meanwhile: the next search builds what it needs."""
+        key = (registry.generation, id(registry.host_config))
+        names = registry.names()
+        blocks = []
+        for at in range(0, max(1, len(names)), BLOCK):
+            if (registry.generation, id(registry.host_config)) != key:
+                return
+            blocks.append(self._block(registry, "" if at == 0 else names[at],
+                                      list(names[at:at + BLOCK])))
+            yield None
+        if self._key is None and (registry.generation, id(registry.host_config)) == key:
+            self._blocks, self._bounds, self._key = blocks, [b.bound for b in blocks], key
 
     def search(self, registry: Registry, text: str) -> list[str]:
         """The names, in order, of the hosts whose name, address or description contains
         ``text`` (casefolded; see :meth:`usable`)."""
-        key = (registry.generation, id(registry.host_config))
-        if key != self._key:
-            self._build(registry)
-            self._key = key
-        haystack, starts, names = self._text, self._starts, self._names
+        self._current(registry)
         found: list[str] = []
-        end = len(starts)
-        at = haystack.find(text)
-        while at >= 0:
-            line = bisect_right(starts, at) - 1
-            found.append(names[line])
-            if line + 1 >= end:
-                break
-            at = haystack.find(text, starts[line + 1])
+        for block in self._blocks:
+            haystack, starts, names = block.text, block.starts, block.names
+            end = len(starts)
+            at = haystack.find(text)
+            while at >= 0:
+                line = bisect_right(starts, at) - 1
+                found.append(names[line])
+                if line + 1 >= end:
+                    break
+                at = haystack.find(text, starts[line + 1])
         return found
 
 

@@ -57,6 +57,8 @@ ANSWER_BYTES = 8192
 """Bytes of commands sent in answer to one datagram (at least one command): a forged HTB
 from a victim's address reflects at most this much (a command is at most about 34 KiB)."""
 RECENT_RESULTS = 20
+CHANGES_KEPT = 4096
+"""Changes of the hosts a text index can be brought up to date from (Registry.changed_since)."""
 LATEST_TEXT = 500
 """Characters of a text field kept in a host's latest message (the list shows one line)."""
 _LATEST_FIELDS = ("ID", "text", "level", "boot_time", "cmd_id", "rc", "output", "status",
@@ -269,6 +271,8 @@ class Registry:
         """Counts the changes of hosts that no event names: a restore from the store, the
         queued commands taken over from it. What is kept of hosts from their events
         (web.hostview.HostViews' JSON) starts again when it moves."""
+        self._changes: deque[tuple[int, str]] = deque(maxlen=CHANGES_KEPT)
+        """The last changes that moved ``generation``: (generation, host name)."""
         self._dirty: set[str] = set()
         self._commands_dirty: set[str] = set()
         self._command_ids = itertools.count(1)
@@ -302,8 +306,23 @@ class Registry:
         self._by_state[state.value].add(host.name)
         host.state = state
 
-    def _add(self, host: Host) -> None:
+    def _changed(self, name: str) -> None:
+        """A host came, went or changed address: the next ``generation``."""
         self.generation += 1
+        self._changes.append((self.generation, name))
+
+    def changed_since(self, generation: int) -> list[str] | None:
+        """The names of the hosts that came, went or changed address after ``generation``
+        (None: the registry no longer knows: more changes than it keeps, or a restore)."""
+        changes = self._changes
+        if generation == self.generation:
+            return []
+        if not changes or changes[0][0] > generation + 1:
+            return None
+        return [name for at, name in changes if at > generation]
+
+    def _add(self, host: Host) -> None:
+        self._changed(host.name)
         self.hosts[host.name] = host
         insort(self._names, host.name)
         self._by_state[host.state.value].add(host.name)
@@ -366,6 +385,7 @@ class Registry:
         self._names = sorted(table)
         self.generation += 1
         self.replaced += 1
+        self._changes.clear()
         self._ids_past(host.pending for host in hosts)
 
     def _ids_past(self, queues: Iterable[Iterable[str]]) -> None:
@@ -480,7 +500,7 @@ class Registry:
         if addr != host.addr:
             events.append(Event(HOST_ADDRESS, host.name, now, {"addr": addr, "old": host.addr}))
             host.addr = addr
-            self.generation += 1
+            self._changed(host.name)
         host.port = port
         if "interval" in message:
             host.interval = float(message["interval"])
@@ -774,7 +794,7 @@ class Registry:
         if host is None:
             return None
         del self._names[bisect_left(self._names, name)]
-        self.generation += 1
+        self._changed(name)
         self._by_state[host.state.value].discard(name)
         self.plugin_bytes -= host.plugin_bytes
         if self.flaps is not None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from twisted.application.service import MultiService
+from twisted.internet.task import cooperate
 from twisted.logger import (
     ILogObserver,
     LogEvent,
@@ -203,6 +204,8 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None,
     # What exists once running (modules, config, restored hosts) lives as long as the
     # process: moved out of the collector's sight, full collections stay short.
     reactor.callWhenRunning(gc.freeze)
+    # The host list's text index (q=) built in slices once running, not by the first search.
+    reactor.callWhenRunning(cooperate, server.api.text_index.warming(server.registry))
     log.info("heartbeat {version}: config {config}; UDP {udp}, web UI {url}, WebSocket {ws}; "
              "{hosts} hosts restored from {state}",
              version=heartbeat.__version__, config=settings.path or "defaults",
