@@ -19,6 +19,7 @@ import argparse
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,10 @@ def fuzz_in_this_process(target_name: str, corpus: Path, runs: int, seconds: int
     sys.path.insert(0, str(HERE.parent))
     with atheris.instrument_imports(include=["heartbeat", "yaml"]):
         from fuzz import targets
+    # libFuzzer takes SIGINT (prints its statistics, then exits) only if no handler is
+    # set: Python's own (KeyboardInterrupt) would end the run silently, or be swallowed
+    # by a Deferred, when the worker was started with SIGINT not ignored.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     atheris.Setup([sys.argv[0], f"-runs={runs}", f"-max_total_time={seconds}",
                    f"-max_len={max_len}", "-print_final_stats=1", f"-timeout={timeout}",
                    "-rss_limit_mb=2048", str(corpus)], targets.TARGETS[target_name])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -33,3 +34,27 @@ def test_atheris_finds_no_escape(target: str, tmp_path: Path) -> None:
     assert f"fuzz: {target}: {runs:,} executions" in result.stdout
     assert result.stdout.rstrip().endswith("0 escapes")
     assert list(tmp_path.iterdir()) == []  # no crash-* file
+
+
+def test_an_interrupted_run_still_counts_its_executions(tmp_path: Path) -> None:
+    """SIGINT (how a long run is ended) reaches libFuzzer, which prints its statistics:
+    Python's own handler would end the worker with a KeyboardInterrupt and no count."""
+    pytest.importorskip("atheris")
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    with subprocess.Popen(
+            [sys.executable, str(RUNNER), "--worker", "--runs", "100000000", "--seconds", "300",
+             "--max-len", "256", "--timeout", "60", "protocol", str(corpus)],
+            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as worker:
+        try:
+            assert worker.stdout is not None
+            for line in worker.stdout:  # until libFuzzer has started fuzzing
+                if line.startswith("#") and "INITED" in line:
+                    break
+            worker.send_signal(signal.SIGINT)
+            rest = worker.stdout.read()
+            assert worker.wait(timeout=60) != 0
+        finally:
+            worker.kill()
+    assert "run interrupted" in rest
+    assert "stat::number_of_executed_units:" in rest
