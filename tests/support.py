@@ -27,6 +27,7 @@ import pytest
 import yaml
 
 TWISTD = str(Path(sys.executable).with_name("twistd"))
+HTTP_TIMEOUT = 30.0  # a bound, not a speed: a loaded machine has taken over 10 s to answer
 START_TIMEOUT = 60.0  # generous: on this loaded machine a twistd has taken over 15 s to answer
 
 
@@ -196,7 +197,7 @@ class ServerProcess:
             f"http://127.0.0.1:{self.http_port}{path}", data=data, method=method,
             headers={"Content-Type": "application/json", **(headers or {})})
         try:
-            with urllib.request.urlopen(request, timeout=10) as response:
+            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:
                 raw = response.read()
                 status = response.status
         except urllib.error.HTTPError as e:
