@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sqlite3
+import sys
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.internet.defer import fail, succeed
@@ -522,3 +526,28 @@ class CleanStopTests:
         (tmp_path / "junk.sqlite3").write_bytes(b"not a database" * 100)
         assert stopped_cleanly(tmp_path / "junk.sqlite3") is False
         assert stopped_cleanly(_copy(tmp_path)) is False  # made before version 14
+
+    @pytest.mark.skipif(sys.platform != "linux", reason="a thread's own nice value is Linux's")
+    def test_the_later_check_runs_at_the_lowest_cpu_priority(
+            self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        """The check a clean stop left runs on a thread of its own at nice 19 (it shares a
+        busy core with the server answering); the calling thread keeps its own."""
+        path = tmp_path / "s.sqlite3"
+        open_sqlite(path).close()
+        backend = open_sqlite(path)
+        seen: list[tuple[int, int]] = []
+        connect = sqlite3.connect
+
+        def watched(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+            seen.append((threading.get_native_id(),
+                         os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+            return connect(*args, **kwargs)
+
+        monkeypatch.setattr(sqlite3, "connect", watched)
+        before = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+        assert backend.quick_check() == "ok"
+        assert [nice for _, nice in seen] == [19]
+        assert seen[0][0] != threading.get_native_id()
+        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == before
+        monkeypatch.undo()
+        backend.close()
