@@ -5,18 +5,23 @@
 Starts the real ``twistd -n heartbeat`` (journal and store on, 1,000 host
 names, the feed on ``ws_port``) pinned to CPU 0, then on CPU 1:
 
-- ``--clients`` WebSocket subscribers: ``--measure`` of them (5) decode every
-  frame and time each ``message`` event from the moment its HTB was sent (the
-  ``ts`` the sender put in it) to the moment the frame was read; the others
-  only drain their sockets and count bytes;
+- ``--clients`` WebSocket subscribers: ``--measure`` of them (5) time each
+  ``message`` event from the moment its HTB was sent (the ``ts`` the sender
+  put in it) to the moment the frame was read; the others only drain their
+  sockets and count bytes. The measuring ones run at real-time priority
+  (``SCHED_FIFO``, as root) and only note when each chunk arrived while the
+  run lasts, decoding afterwards, so a frame is read within a wake-up of the
+  server writing it: the figure is the server's datagram arrival (on loopback,
+  the send) to frame written, not the readers' own queue;
 - one more subscriber that opens the feed and never reads (a stalled browser),
   with a small receive buffer: the server must drop it and the others must not
   notice;
 - a sender of ``--rate`` HTB datagrams a second for ``--seconds``.
 
-It prints the latency from datagram sent to frame read (p50, p99, max: an
-upper bound of the server's datagram-arrival-to-frame-written, as it adds the
-loopback and this side's own scheduling), the server-side share of it (the
+It prints the latency from datagram sent to frame read (p50, p99, max: the
+server's datagram-arrival-to-frame-written, plus a loopback hop and a wake-up
+of the reader; without real-time priority, which it says, also the reader's
+own scheduling behind the other readers), the server-side share of it (the
 event's ``ts`` is when the server took the datagram), how many ``message``
 events each measuring client got against the datagrams sent, whether the
 stalled client was dropped, and the server's CPU time over the run.
@@ -100,14 +105,24 @@ class Frames:
 
 
 def measure(port: int, seconds: float, results: Any, ready: Any) -> None:
-    """One measuring subscriber: latency of every ``message`` event it gets."""
+    """One measuring subscriber: latency of every ``message`` event it gets.
+
+    It only reads while the run lasts, at real-time priority where the system
+    allows it (``SCHED_FIFO``), noting when each chunk arrived: the frames are
+    split and decoded after the run, so the time a frame was read is within a
+    wake-up of the time the server wrote it, whatever the other readers cost.
+    """
     os.sched_setaffinity(0, {SENDER_CPU})
+    realtime = True
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
+    except (OSError, AttributeError):
+        realtime = False
     sock = handshake(port)
     sock.settimeout(1.0)
-    frames = Frames()
     ready.release()
-    latencies, server_side, count = [], [], 0
-    snapshot = reset = False
+    chunks: list[tuple[float, bytes]] = []
+    reset = events = False
     deadline = time.monotonic() + seconds + 30
     quiet = 0
     while time.monotonic() < deadline:
@@ -118,13 +133,19 @@ def measure(port: int, seconds: float, results: Any, ready: Any) -> None:
             break
         except TimeoutError:
             quiet += 1
-            if count and quiet >= 3:  # the run is over (or the server gave up on us)
+            if events and quiet >= 3:  # the run is over (or the server gave up on us)
                 break
             continue
         quiet = 0
         if not data:
             break
-        now = time.time()
+        chunks.append((time.time(), data))
+        events = events or b'"type":"message"' in data
+    sock.close()
+    latencies, server_side, count = [], [], 0
+    frames = Frames()
+    snapshot = False
+    for now, data in chunks:
         for payload in frames.feed(data):
             if not snapshot:
                 snapshot = True  # the first message is the snapshot
@@ -136,8 +157,7 @@ def measure(port: int, seconds: float, results: Any, ready: Any) -> None:
             latencies.append(now - sent)
             server_side.append(event["ts"] - sent)
             count += 1
-    sock.close()
-    results.put((latencies, server_side, count, reset))
+    results.put((latencies, server_side, count, reset, realtime))
 
 
 def drain(port: int, clients: int, seconds: float, results: Any, ready: Any) -> None:
@@ -247,7 +267,8 @@ def main() -> None:
             stalled = None if args.no_stalled else handshake(port, rcvbuf=4096)
             time.sleep(1.0)  # snapshots read
             status = json.loads(_get(server.http_port, "/api/0/status"))
-            print(f"  subscribers connected: {status['websocket']['clients']}", flush=True)
+            print(f"  subscribers connected: {status['websocket']['clients']} "
+                  f"(server pid {server.process.pid})", flush=True)
             cpu_before = cpu_seconds(server.process.pid)
             started = time.monotonic()
             sent = send(server.port, args.rate, args.seconds)
@@ -261,18 +282,20 @@ def main() -> None:
                 stalled.close()
         finally:
             server.stop()
-    measured = [r for r in gathered if len(r) == 4]
+    measured = [r for r in gathered if len(r) == 5]
     latencies = [x for r in measured for x in r[0]]
     server_side = [x for r in measured for x in r[1]]
     counts = [r[2] for r in measured]
     resets = sum(r[3] for r in measured)
+    realtime = all(r[4] for r in measured)
     drained = [r for r in gathered if len(r) == 2]
     print(f"  sent {sent:,} HTB in {took:.1f} s ({sent / took:,.0f}/s); the server used "
           f"{cpu:.1f} s of CPU ({cpu / took:.0%} of a core)", flush=True)
     print(f"  message events per measuring client: {counts} (sent {sent:,}); "
           f"{resets} of them dropped by the server", flush=True)
     if latencies:
-        print(f"  datagram sent -> frame read:      {percentiles(latencies)}", flush=True)
+        print(f"  datagram sent -> frame read:      {percentiles(latencies)}"
+              f"{'' if realtime else '  (readers NOT at real-time priority)'}", flush=True)
         print(f"  datagram sent -> server took it:  {percentiles(server_side)}", flush=True)
         print(f"  server took it -> frame read:     "
               f"{percentiles([a - b for a, b in zip(latencies, server_side, strict=True)])}",
