@@ -21,10 +21,11 @@ from twisted.internet.testing import MemoryReactor
 from twisted.test import iosim
 
 from heartbeat.config.server import ServerConfig
-from heartbeat.events import HOST_DOWN, HOST_PLUGINS, Event
+from heartbeat.events import HOST_DOWN, HOST_PLUGINS, HOST_UP, Event
 from heartbeat.server.registry import Host, Registry
 from heartbeat.server.thresholds.engine import ThresholdEngine
 from heartbeat.server.thresholds.rulebook import RuleBook
+from heartbeat.server.web.app import ConnectionBudget, ConnectionLimit
 from heartbeat.server.web.websocket import (
     FLUSH_INTERVAL,
     MAX_CLIENT_MESSAGE,
@@ -34,10 +35,12 @@ from heartbeat.server.web.websocket import (
     SNAPSHOT_WAIT,
     EventHub,
     FeedFactory,
+    FeedProtocol,
+    raw_connection,
     text_frame,
     unsent_bytes,
 )
-from tests.support import ServerProcess, wait_until
+from tests.support import ServerProcess, eventually, wait_until
 
 QUIET = {"autoPingInterval": 0, "openHandshakeTimeout": 0, "closeHandshakeTimeout": 0}
 
@@ -413,9 +416,74 @@ async def test_wss_port_serves_tls(server_factory, tmp_path) -> None:
         client = await factory.opened
         snapshot = await factory.messages.get()
         assert snapshot == {"type": "snapshot", "total": 0, "more": False, "hosts": []}
+        # Events go through the TLS layer's own write, never to the socket underneath.
+        server.send({"ID": "MSG", "name": "tls1", "text": "over TLS"})
+        seen = [await factory.messages.get() for _ in range(3)]
+        assert [m["type"] for m in seen] == ["message", "host.new", "host.msg"]
         client.sendClose()
         await factory.closed
     finally:
         connector.disconnect()
     assert "heartbeat 0.1.0: config" in (tmp_path / "server.log").read_text()
     assert "WSS" not in server.log()
+
+
+@pytest_twisted.ensureDeferred
+async def test_frames_reach_the_socket_in_the_flush() -> None:
+    """On a plain TCP connection, served as ws_port serves it (under ConnectionLimit's
+    wrapper), a flush hands each client's frames to the kernel in the call: nothing left
+    in the transport's buffer, no writer registered. Bytes already waiting there (a ping)
+    keep the frames behind them, so the order on the wire never changes."""
+    from twisted.internet import reactor
+
+    registry = Registry(grace=1, default_interval=1)
+    registry.apply({"ID": "HTB", "name": "h"}, ("10.0.0.1", 1), 5.0)
+    hub = EventHub(registry, clock=reactor)
+    feed = FeedFactory(hub, "ws://127.0.0.1/")
+    feed.setProtocolOptions(**QUIET)
+    port = reactor.listenTCP(0, ConnectionLimit(feed, ConnectionBudget(10, 10)),
+                             interface="127.0.0.1")
+    factory = _client_factory(f"ws://127.0.0.1:{port.getHost().port}/")
+    connector = connectWS(factory, timeout=5)
+    try:
+        client = await factory.opened
+        assert (await factory.messages.get())["type"] == "snapshot"
+        (server,) = hub.clients
+        connection = raw_connection(server.transport)
+        assert connection is not None
+        assert await eventually(lambda: server.backlog() == 0)
+
+        hub.publish(Event(HOST_DOWN, "h", 6.0))
+        hub.flush()
+        assert (connection.dataBuffer, connection._tempDataLen) == (b"", 0)
+        assert connection not in reactor.getWriters()
+        assert (await factory.messages.get())["type"] == "host.down"
+
+        pings: list[bytes] = []
+        client.onPing = pings.append  # type: ignore[method-assign]
+        server.sendPing(b"first")
+        waiting = server.backlog()
+        assert waiting > 0
+        hub.publish(Event(HOST_UP, "h", 7.0))
+        hub.flush()
+        assert server.backlog() > waiting  # queued behind the ping, not sent past it
+        assert (await factory.messages.get())["type"] == "host.up"
+        assert pings == [b"first"]
+        client.sendClose()
+        await factory.closed
+    finally:
+        connector.disconnect()
+        await port.stopListening()
+
+
+def test_raw_connection_only_under_plain_wrappers() -> None:
+    """Under TLS (or any transport that is not a TCP connection) frames are never written
+    to a socket directly."""
+    from twisted.internet.ssl import CertificateOptions
+    from twisted.internet.testing import StringTransport
+    from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+
+    hub = EventHub(Registry(grace=1, default_interval=1))
+    factory = TLSMemoryBIOFactory(CertificateOptions(), False, FeedFactory(hub))
+    assert raw_connection(TLSMemoryBIOProtocol(factory, FeedProtocol())) is None
+    assert raw_connection(StringTransport()) is None

@@ -35,9 +35,11 @@ from typing import Any, Final
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny, ConnectionRequest
+from twisted.internet import tcp
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
+from twisted.protocols.policies import ProtocolWrapper
 
 from heartbeat.events import Event
 from heartbeat.server.access import Viewer
@@ -50,7 +52,7 @@ from heartbeat.server.web.hostview import HostViews
 from heartbeat.text import json_bytes
 
 __all__ = ["MAX_CLIENT_MESSAGE", "MAX_FEED_MESSAGE", "SNAPSHOT_PAGE", "EventHub",
-           "FeedFactory", "FeedProtocol", "SnapshotPages", "unsent_bytes"]
+           "FeedFactory", "FeedProtocol", "SnapshotPages", "raw_connection", "unsent_bytes"]
 
 log = Logger()
 MAX_CLIENT_MESSAGE: Final = 64 * 1024
@@ -318,13 +320,44 @@ class FeedProtocol(WebSocketServerProtocol):
             self.maxMessagePayloadSize = limit
 
     def write_frames(self, frames: bytes) -> None:
-        """Write whole frames made by :func:`text_frame` while the feed is open."""
-        if self.state == WebSocketServerProtocol.STATE_OPEN:
-            self.transport.write(frames)  # type: ignore[union-attr]
+        """Write whole frames made by :func:`text_frame` while the feed is open.
+
+        On a plain TCP connection with nothing waiting in its buffer the bytes go
+        to the socket now, in this call: a flush reaches every client in the
+        reactor turn that makes it, without a writer registered and removed again
+        per client (two ``epoll_ctl`` and a ``doWrite`` a flush each). What the
+        kernel does not take, or any write on a TLS or otherwise wrapped
+        connection, goes through the transport's buffer as usual, so the order
+        of the bytes never changes and a lost connection is found the usual way.
+        """
+        if self.state != WebSocketServerProtocol.STATE_OPEN:
+            return
+        connection = raw_connection(self.transport)
+        if connection is not None and not connection.dataBuffer \
+                and not connection._tempDataLen and connection.connected \
+                and not connection.disconnecting and not connection._writeDisconnected:
+            written = connection.writeSomeData(frames)
+            if isinstance(written, int) and written > 0:
+                if written == len(frames):
+                    return
+                frames = frames[written:]
+        self.transport.write(frames)  # type: ignore[union-attr]
 
     def backlog(self) -> int:
         """Bytes written but not yet taken by the kernel."""
         return unsent_bytes(self.transport)
+
+
+def raw_connection(transport: Any) -> tcp.Connection | None:
+    """The TCP connection under ``transport`` when the bytes written to the one are the
+    bytes sent on the other: the connection itself, or it under the plain
+    :class:`ProtocolWrapper` that counts connections (``ConnectionLimit``). None
+    under TLS or any other wrapper, whose writes must go through it."""
+    if type(transport) is ProtocolWrapper:
+        transport = transport.transport
+    if isinstance(transport, tcp.Connection) and not transport.TLS:
+        return transport
+    return None
 
 
 def unsent_bytes(transport: Any) -> int:
