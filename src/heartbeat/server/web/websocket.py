@@ -272,6 +272,8 @@ class FeedProtocol(WebSocketServerProtocol):
     pump_backlog: int = 0
     """The backlog when the last snapshot turn ended: what it took since tells a client
     that keeps up from one that does not."""
+    _connection: tcp.Connection | bool | None = False
+    """:meth:`connection`, once found (False: not looked for yet)."""
 
     def onConnect(  # type: ignore[override]  # Autobahn takes a Deferred too (txaio)
             self, request: ConnectionRequest) -> Deferred[None] | None:
@@ -332,7 +334,7 @@ class FeedProtocol(WebSocketServerProtocol):
         """
         if self.state != WebSocketServerProtocol.STATE_OPEN:
             return
-        connection = raw_connection(self.transport)
+        connection = self.connection()
         if connection is not None and not connection.dataBuffer \
                 and not connection._tempDataLen and connection.connected \
                 and not connection.disconnecting and not connection._writeDisconnected:
@@ -345,7 +347,14 @@ class FeedProtocol(WebSocketServerProtocol):
 
     def backlog(self) -> int:
         """Bytes written but not yet taken by the kernel."""
-        return unsent_bytes(self.transport)
+        return unsent_bytes(self.connection() or self.transport)
+
+    def connection(self) -> tcp.Connection | None:
+        """:func:`raw_connection` of this feed's transport, found once (it is asked at
+        every flush: through the wrapper each attribute costs a failed lookup first)."""
+        if self._connection is False:
+            self._connection = raw_connection(self.transport)
+        return self._connection  # type: ignore[return-value]
 
 
 def raw_connection(transport: Any) -> tcp.Connection | None:
