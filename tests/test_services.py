@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_twisted
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
 
@@ -106,6 +107,41 @@ class IngestTests:
         transport.write = refuse
         protocol.datagramReceived(b'{"ID":"HTB","name":"h"}', ("10.0.0.1", 1))
         assert (protocol.stats.replies, protocol.stats.reply_errors) == (0, 1)
+
+    @pytest_twisted.ensureDeferred
+    async def test_replies_leave_on_the_ports_own_socket(self, clock: Clock) -> None:
+        """On a real port (loopback) an HTB's ACK goes straight out of the socket it
+        came in on, to the sender's address, and is counted as a reply: not through
+        ``Port.write``, whose checks of the address's text cost half an ACK."""
+        import socket
+
+        from twisted.internet import reactor
+
+        from heartbeat.server.ingest import make_udp_service
+
+        protocol = IngestProtocol(Registry(grace=5, default_interval=10), make_bus(), clock,
+                                  Limits(), IngestStats())
+        service = make_udp_service(protocol, "127.0.0.1", 0, 1 << 20, reactor)
+        service.privilegedStartService()
+        port = service._port
+        try:
+            reactor.removeReader(port)  # this test turns the port by hand
+            address = ("127.0.0.1", port.getHost().port)
+
+            def checked_write(data: bytes, addr: Any) -> None:
+                raise AssertionError("a reply went through Port.write")
+
+            port.write = checked_write
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+                sender.settimeout(5)
+                sender.sendto(b'{"ID":"HTB","name":"h","seq":7,"ts":5.0}', address)
+                port.doRead()
+                ack, source = sender.recvfrom(1024)
+            assert (json.loads(ack), source) == (
+                {"ID": "ACK", "server_ts": 1000.0, "seq": 7, "ts": 5.0}, address)
+            assert (protocol.stats.replies, protocol.stats.reply_errors) == (1, 0)
+        finally:
+            await service.stopService()
 
     def test_source_address(self) -> None:
         """IPv4-mapped addresses become plain IPv4; real IPv6 stays as it is."""
