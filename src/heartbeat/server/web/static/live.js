@@ -355,11 +355,14 @@ export async function livePage(feed) {
   feed.on("snapshot.more", addPage);
   function addPage(event) {
     for (const h of event.hosts || []) put(h);
-    if (!event.more) {
+    if (event.more) {
+      orderLater();
+    } else {
+      // The whole fleet is in: sorted in the next frame, not up to SORT_EVERY later.
       refreshTags();
       refreshRoles();
+      orderNow();
     }
-    orderLater();
     summaryLater();
     schedule();
   }
