@@ -12,7 +12,14 @@ names, the feed on ``ws_port``) pinned to CPU 0, then on CPU 1:
   (``SCHED_FIFO``, as root) and only note when each chunk arrived while the
   run lasts, decoding afterwards, so a frame is read within a wake-up of the
   server writing it: the figure is the server's datagram arrival (on loopback,
-  the send) to frame written, not the readers' own queue;
+  the send) to frame written, not the readers' own queue. Every subscriber
+  acknowledges what it read at once (``TCP_QUICKACK``, which the kernel turns
+  off again, so after every read): on loopback the segment size is 64 KiB, so
+  each flush is one segment under it, which a reader's kernel otherwise
+  acknowledges only when its delayed-ACK timer (40 ms) fires, and the server's
+  kernel holds later frames back meanwhile (about one event in ten 20-47 ms
+  late). On a real network a flush of a few KB is several full segments,
+  acknowledged every second one;
 - one more subscriber that opens the feed and never reads (a stalled browser),
   with a small receive buffer: the server must drop it and the others must not
   notice;
@@ -41,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gc
 import json
 import multiprocessing
 import os
@@ -131,6 +139,7 @@ def measure(port: int, seconds: float, results: Any, ready: Any) -> None:
     sock = handshake(port)
     sock.settimeout(1.0)
     ready.release()
+    gc.disable()  # a collection of the growing list of chunks would stop the reading
     chunks: list[tuple[float, bytes]] = []
     reset = events = False
     deadline = time.monotonic() + seconds + 30
@@ -150,8 +159,10 @@ def measure(port: int, seconds: float, results: Any, ready: Any) -> None:
         if not data:
             break
         chunks.append((time.time(), data))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)  # see the module's doc
         events = events or b'"type":"message"' in data
     sock.close()
+    gc.enable()
     latencies, server_side, count = [], [], 0
     frames = Frames()
     snapshot = False
@@ -200,7 +211,9 @@ def drain(port: int, clients: int, seconds: float, results: Any, ready: Any, *,
         for key, _ in events:
             try:
                 n = key.fileobj.recv_into(buffer)  # type: ignore[union-attr]
-            except ConnectionResetError:
+                key.fileobj.setsockopt(socket.IPPROTO_TCP,  # type: ignore[union-attr]
+                                       socket.TCP_QUICKACK, 1)
+            except (ConnectionResetError, OSError):
                 n = 0
             if not n:
                 selector.unregister(key.fileobj)
