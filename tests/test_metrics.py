@@ -246,3 +246,24 @@ def test_cron_jobs_their_levels_times_and_pings(tmp_path: Path) -> None:
         backup: start + 13 + 3600, certs: start + 86400}
     assert (got["heartbeat_job_pings_total"], got["heartbeat_job_unknown_pings_total"]) == (
         {(): 3.0}, {(): 1.0})
+
+
+def test_scrapes_share_a_render_only_when_they_get_the_same_format() -> None:
+    """format_asked (no prometheus_client at start-up) never puts two headers that get
+    different formats together, and puts the plain ones together."""
+    from prometheus_client.exposition import choose_encoder
+
+    from heartbeat.server.metrics import format_asked
+
+    headers = [None, "", "text/plain", "text/plain;version=0.0.4", "*/*",
+               "text/plain; version=1.0.0; escaping=values", "text/plain;version=1.0.0",
+               "application/openmetrics-text", "application/openmetrics-text; version=1.0.0",
+               "application/openmetrics-text;version=1.0.0,application/openmetrics-text;"
+               "version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+               "application/json, text/html"]
+    for a in headers:
+        for b in headers:
+            if format_asked(a) == format_asked(b):
+                assert choose_encoder(a or "")[1] == choose_encoder(b or "")[1], (a, b)
+    assert {format_asked(h) for h in (None, "", "text/plain", "*/*",
+                                      "text/plain;version=0.0.4")} == {""}

@@ -28,14 +28,13 @@ from __future__ import annotations
 from collections import Counter, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList, succeed
 from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.client import HTTPConnectionPool
 
 from heartbeat.config.server import ServerConfig
 from heartbeat.events import Event, EventBus
@@ -45,6 +44,9 @@ from heartbeat.server.notify.message import NOTIFIED_KINDS, Skip, digest, notifi
 from heartbeat.server.notify.routing import Router
 from heartbeat.server.retry import Backoff, Failed, RetryLane, Try
 from heartbeat.server.suppression import Suppression
+
+if TYPE_CHECKING:  # Twisted's HTTP client is imported only when a web channel is used
+    from twisted.web.client import HTTPConnectionPool
 
 __all__ = [
     "NOTIFIED_KINDS",
