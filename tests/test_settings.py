@@ -90,3 +90,20 @@ def test_check_flag_refuses_a_bad_rule(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as stopped:
         Options().parseOptions(["-c", str(path), "--check"])
     assert str(stopped.value) == f"heartbeat: config error: {path}: {BAD_RULE_PROBLEM}"
+
+
+def test_the_server_process_shares_the_gil_in_short_turns() -> None:
+    """twistd's server takes the GIL back for its reactor within SWITCH_INTERVAL of asking
+    (1 ms), not CPython's 5 ms, while the store's or the journal's thread holds it."""
+    import sys
+
+    from heartbeat.server.tap import SWITCH_INTERVAL, share_the_gil
+
+    before = sys.getswitchinterval()
+    try:
+        sys.setswitchinterval(0.005)
+        share_the_gil()
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL)
+        assert SWITCH_INTERVAL <= 0.001
+    finally:
+        sys.setswitchinterval(before)
