@@ -49,6 +49,8 @@ def _python38() -> str | None:
 
 PYTHON3 = shutil.which("python3") or sys.executable
 PYTHON38 = _python38()
+TAGS = {PYTHON3: "python3", PYTHON38: "python3-8"}
+"""Each interpreter's part of a host or job name on the module's one server."""
 INTERPRETERS = [
     pytest.param(PYTHON3, id="python3"),
     pytest.param(PYTHON38, id="python3.8", marks=pytest.mark.skipif(
@@ -93,6 +95,18 @@ class Clients:
             stop_process(process, signal.SIGKILL)
 
 
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    """One real server for the module (a twistd costs a second of CPU to start): each test
+    uses hosts and jobs of its own names, so none sees another's."""
+    started = ServerProcess(tmp_path_factory.mktemp("hbc-mini"), jobs={
+        f"backup-{tag}": {"period": "1h", "host": f"mini-job-{tag}"} for tag in TAGS.values()})
+    try:
+        yield started.start()
+    finally:
+        started.stop()
+
+
 @pytest.fixture
 def clients(tmp_path: Path) -> Iterator[Clients]:
     """hbc_mini processes for one test."""
@@ -119,7 +133,7 @@ def _script(path: Path, body: str) -> str:
 def test_host_up_with_plugin_data(server: ServerProcess, clients: Clients, tmp_path: Path,
                                   python: str) -> None:
     """-b: BOOT, host UP with rtt, every plugin's data in the API (one PLG); SIGTERM: SHUT."""
-    name = "mini-" + Path(python).name.replace(".", "-")
+    name = "mini-" + TAGS[python]
     check = _script(tmp_path / "check_ok", "echo 'OK - fine | t=0.25s;1;2;0'\n")
     plugins: dict[str, Any] = {
         "memory_monitor": {"arcstats_path": str(ARCSTATS)},
@@ -162,29 +176,30 @@ def test_host_up_with_plugin_data(server: ServerProcess, clients: Clients, tmp_p
 @pytest.mark.parametrize("python", INTERPRETERS)
 def test_one_shot_message(server: ServerProcess, clients: Clients, python: str) -> None:
     """-m sends one MSG with its level and exits 0 at once; nothing else is sent."""
-    result = clients.run(python, {"hb_port": server.udp_port, "name": "mini-msg"},
+    name = "mini-msg-" + TAGS[python]
+    result = clients.run(python, {"hb_port": server.udp_port, "name": name},
                          "-m", "maintenance starting", "--level", "warning", "127.0.0.1")
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
-    messages = wait_until(lambda: server.get("/api/0/messages?host=mini-msg")["messages"])
+    messages = wait_until(lambda: server.get(f"/api/0/messages?host={name}")["messages"])
     (message,) = [m["message"] for m in messages]
     assert {k: message[k] for k in ("ID", "name", "text", "level", "seq", "version")} == {
-        "ID": "MSG", "name": "mini-msg", "text": "maintenance starting", "level": "warning",
+        "ID": "MSG", "name": name, "text": "maintenance starting", "level": "warning",
         "seq": 1, "version": "0.1.0"}
 
 
 @pytest.mark.integration
 @pytest.mark.parametrize("python", INTERPRETERS)
-def test_job_wraps_a_command(server_factory: Any, clients: Clients, python: str) -> None:
+def test_job_wraps_a_command(server: ServerProcess, clients: Clients, python: str) -> None:
     """--job NAME SERVER -- command: the JOB start and exit pings reach the server (this
     host is the job's host), the output passes through, the exit code is the command's."""
-    server = server_factory(jobs={"backup": {"period": "1h", "host": "mini-job"}})
-    result = clients.run(python, {"hb_port": server.udp_port, "name": "mini-job"}, "--job",
-                         "backup", "127.0.0.1", "--", "sh", "-c", "echo dumped; exit 4")
+    job, host = f"backup-{TAGS[python]}", f"mini-job-{TAGS[python]}"
+    result = clients.run(python, {"hb_port": server.udp_port, "name": host}, "--job",
+                         job, "127.0.0.1", "--", "sh", "-c", "echo dumped; exit 4")
     assert (result.returncode, result.stdout, result.stderr) == (4, "dumped\n", "")
-    runs = wait_until(lambda: server.get("/api/0/jobs/backup")["runs"])
+    runs = wait_until(lambda: server.get(f"/api/0/jobs/{job}")["runs"])
     assert [(r["outcome"], r["exit_code"], r["log"], r["source"], r["duration"] is not None)
-            for r in runs] == [("fail", 4, "dumped\n", "mini-job (UDP)", True)]
-    usage = clients.run(python, {"hb_port": server.udp_port}, "--job", "backup", "127.0.0.1")
+            for r in runs] == [("fail", 4, "dumped\n", f"{host} (UDP)", True)]
+    usage = clients.run(python, {"hb_port": server.udp_port}, "--job", job, "127.0.0.1")
     assert (usage.returncode, usage.stderr) == (2, "hbc_mini: --job needs the command to run "
                                                    "after --\n")
 
