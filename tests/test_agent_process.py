@@ -44,7 +44,9 @@ MONITORS = ("cpu_monitor", "memory_monitor", "disk_monitor", "network_monitor")
 
 def test_agent_host_up_with_fresh_plugin_data(server: ServerProcess, agents: Any) -> None:
     """A real agent makes its host UP with an RTT and fresh cpu/memory/disk/network data."""
-    config = {**FAST, "hb_port": server.udp_port, "name": "e2e-host",
+    # The default batch window (1 s): the four collections run on threads, and on a loaded
+    # machine they took longer than FAST's 0.1 s apart, so no PLG carried all four.
+    config = {**FAST, "batch_delay": 1.0, "hb_port": server.udp_port, "name": "e2e-host",
               "plugins": {name: {"interval": 1} for name in MONITORS}}
     agent = agents(["127.0.0.1"], config, "-b")
     try:
