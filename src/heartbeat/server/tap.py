@@ -54,9 +54,9 @@ The reactor thread lets go of the GIL at every system call (a datagram read, an 
 feed frame written); when the store's writer (encoding a batch's rows) or the journal's
 thread (rendering lines) took it meanwhile, the reactor waited up to this long, again at
 the next call: the feed's flushes, due every 4 ms, came 33 ms apart at p99 with 100
-subscribers at 5,000 events/s. At 1 ms the fan-out's p99 fell by about 10 ms in two
-runs of two (docs/PERFORMANCE.md, "WebSocket fan-out"); the threads' work is the same,
-in shorter turns."""
+subscribers at 5,000 events/s. At 1 ms the fan-out's p99 came out lower in five paired
+runs of five, by 1.4-10 ms (docs/PERFORMANCE.md, "WebSocket fan-out"): small, at no cost
+in CPU; the threads' work is the same, in shorter turns."""
 
 
 class Options(usage.Options):
