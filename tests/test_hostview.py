@@ -1,7 +1,8 @@
 """Host objects' JSON kept between events (HostViews.json_bytes): always the current object.
 
 Every check builds each host's object afresh (``HostViews.json``, and views that keep
-nothing) and compares it with the kept JSON, the feed's snapshot pages and
+nothing) and compares it with the kept JSON, the feed's snapshot pages (whole and
+compact) and
 ``GET /api/0/hosts`` (whole and paged), after the kept JSON was filled: a change that
 reached no event would show as a difference.
 """
@@ -40,12 +41,17 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     stack.close()
 
 
-def snapshot_hosts(stack: Stack) -> dict[str, Any]:
-    """The hosts of a whole snapshot as the feed sends it, by name."""
+def snapshot_hosts(stack: Stack, compact: bool = False) -> dict[str, Any]:
+    """The hosts of a whole snapshot as the feed sends it, by name (``compact``: with the
+    first page's defaults filled in, as the pages' feed does)."""
     hosts: dict[str, Any] = {}
-    for page in stack.hub.snapshot().pages():
-        for host in orjson.loads(page)["hosts"]:
-            hosts[host["name"]] = host
+    defaults: dict[str, Any] = {}
+    for page in stack.hub.snapshot(compact=compact).pages():
+        message = orjson.loads(page)
+        defaults = message.get("defaults", defaults)
+        for host in message["hosts"]:
+            hosts[host["name"]] = {**defaults, **host}
+    assert bool(defaults) == compact
     return hosts
 
 
@@ -60,6 +66,7 @@ def assert_current(stack: Stack) -> None:
         assert views.json(host) == expected[host.name]
         assert views.json_bytes(host) == fresh.json_bytes(host)
     assert snapshot_hosts(stack) == expected
+    assert snapshot_hosts(stack, compact=True) == expected
     listed = stack.call("GET", "/api/0/hosts").json["hosts"]
     paged = stack.call("GET", "/api/0/hosts?limit=2").json["hosts"]
     assert {host.pop("role") for host in listed + paged} <= {"owner"}  # no users: all may

@@ -26,6 +26,7 @@ from heartbeat.server.registry import Host, Registry
 from heartbeat.server.thresholds.engine import ThresholdEngine
 from heartbeat.server.thresholds.rulebook import RuleBook
 from heartbeat.server.web.app import ConnectionBudget, ConnectionLimit
+from heartbeat.server.web.hostview import DEFAULTS
 from heartbeat.server.web.websocket import (
     FLUSH_INTERVAL,
     MAX_CLIENT_MESSAGE,
@@ -66,11 +67,12 @@ def _client_factory(url: str) -> WebSocketClientFactory:
     return factory
 
 
-def _connect_in_memory(hub: EventHub) -> tuple[Any, list[Any], Any]:
+def _connect_in_memory(hub: EventHub, url: str = "ws://localhost/"
+                       ) -> tuple[Any, list[Any], Any]:
     server_factory = FeedFactory(hub, "ws://localhost/")
     server_factory.setProtocolOptions(**QUIET)
     server = server_factory.buildProtocol(None)
-    client_factory = _client_factory("ws://localhost/")
+    client_factory = _client_factory(url)
     got: list[Any] = []
     client_factory.messages.put = got.append  # type: ignore[method-assign]
     client = client_factory.buildProtocol(None)
@@ -138,6 +140,33 @@ class HubTests:
                             "reason": "timeout"}]
         assert hub.to_json() == {"clients": 1, "sent": 1, "dropped_clients": 0,
                                  "snapshot_pages": 1}
+
+    def test_a_compact_snapshot_leaves_out_the_defaults(self) -> None:
+        """With ?compact=1 the host objects leave out the fields at DEFAULTS, which the
+        first page carries: filled in again, the same objects, in a third of the bytes."""
+        registry, clock, hub = _fleet(300, 4096)
+        registry.apply({"ID": "MSG", "name": "h007", "text": "hello"}, ("10.0.0.2", 1), 6.0)
+        registry.expire(9.0)  # all DOWN: a reason, a since
+        registry.apply({"ID": "HTB", "name": "h001", "rtt": 2.5}, ("10.0.0.2", 1), 9.5)
+        expected = [hub.views.json(host) for host in registry]
+        whole: list[Any] = []
+        for url, got in (("ws://localhost/", whole), ("ws://localhost/?compact=1", [])):
+            pump, received, _ = _connect_in_memory(hub, url)
+            while clock.getDelayedCalls():
+                clock.advance(1)
+                pump.flush()
+            got.extend(received)
+        compact = got
+        assert "defaults" not in whole[0]
+        assert compact[0]["defaults"] == DEFAULTS
+        filled = [{**DEFAULTS, **host} for page in compact for host in page["hosts"]]
+        assert sorted(filled, key=lambda h: h["name"]) == expected
+        assert [h["name"] for h in filled] == [h["name"] for p in whole for h in p["hosts"]]
+        assert len(json.dumps(compact)) * 2.5 < len(json.dumps(whole))
+        first = compact[0]["hosts"][0]  # h000, DOWN: its reason is no default
+        assert first == {k: v for k, v in expected[0].items()
+                         if k not in DEFAULTS or v != DEFAULTS[k]}
+        assert first["down_reason"] == "timeout" and "latest_message" not in first
 
     def test_snapshot_in_pages_under_the_limit(self) -> None:
         """Many hosts go out in pages of at most page_size bytes, paced by the clock,

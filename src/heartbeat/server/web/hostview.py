@@ -30,7 +30,7 @@ from heartbeat.server.thresholds.engine import ThresholdEngine
 from heartbeat.server.thresholds.rules import ALERT_LEVELS, SEVERITY
 from heartbeat.text import json_bytes
 
-__all__ = ["Annotations", "HostViews"]
+__all__ = ["DEFAULTS", "Annotations", "HostViews", "without_defaults"]
 
 Annotations = Callable[[str, str], dict[str, Any]]
 
@@ -38,9 +38,27 @@ _NO_ALERTS = {level.value: 0 for level in ALERT_LEVELS}
 _UNHEARD: float = 0.5
 """The rank of a host not heard from yet: before the UP ones, after any problem."""
 _WORST_FIRST = [level.value for level in sorted(ALERT_LEVELS, key=lambda level: -SEVERITY[level])]
+DEFAULTS: Final[dict[str, Any]] = {
+    "version": None, "boot_time": None, "down_reason": None, "watch": True, "plugins": [],
+    "pending_commands": 0, "signed": False, "key_id": None, "description": "", "tags": [],
+    "latest_message": None, "parents": [], "flapping": False, "recovering": None,
+    "alerts": dict(_NO_ALERTS), "alert_level": None, **UNCOVERED}
+"""The fields of a host object a compact snapshot leaves out when they hold these values
+(a quiet host's): sent with its first page, for the client to fill in again."""
 _UNCOVERED: Final = dict(UNCOVERED)
 _UNCOVERED_TAIL: Final = b"," + json_bytes(_UNCOVERED)[1:]
 """The JSON of what covers a problem nothing covers, as the end of a host object's."""
+
+
+_ABSENT: Final = object()
+
+
+def without_defaults(body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` without the fields that hold their :data:`DEFAULTS` value (of its type:
+    ``0`` is not ``False``)."""
+    return {key: value for key, value in body.items()
+            if (default := DEFAULTS.get(key, _ABSENT)) is _ABSENT
+            or type(value) is not type(default) or value != default}
 
 
 class HostViews:
@@ -56,9 +74,10 @@ class HostViews:
         self.kept = kept
         """Whether :meth:`json_bytes` keeps each host's JSON between its events: only for
         views whose :meth:`on_event` hears every event of the bus (compose does that)."""
-        self._kept: dict[str, tuple[bytes, bool]] = {}
-        """Per host: the JSON of :meth:`_own` without its closing brace, and whether the
-        host is flapping (its marker goes with the covering part)."""
+        self._kept: dict[str, tuple[bytes, bytes, bool]] = {}
+        """Per host: the JSON of :meth:`_own` without its closing brace, the same without
+        its defaults, and whether the host is flapping (its marker goes with the covering
+        part)."""
         self._replaced = registry.replaced
 
     def on_event(self, event: Event) -> None:
@@ -81,24 +100,30 @@ class HostViews:
         body.update(self._covering(host.name, body["flapping"]))
         return body
 
-    def json_bytes(self, host: Host) -> bytes:
-        """The JSON of :meth:`json` (the same value), from what is kept of the host when
-        ``kept``: only the covering part is asked for, and encoded only when something
-        covers the host or it is flapping."""
+    def json_bytes(self, host: Host, *, compact: bool = False) -> bytes:
+        """The JSON of :meth:`json` (the same value; ``compact``: without the fields at
+        their :data:`DEFAULTS`), from what is kept of the host when ``kept``: only the
+        covering part is asked for, and encoded only when something covers the host or
+        it is flapping."""
         if not self.kept:
-            return json_bytes(self.json(host))
+            body = self.json(host)
+            return json_bytes(without_defaults(body) if compact else body)
         if self._replaced != self.registry.replaced:
             self._kept.clear()
             self._replaced = self.registry.replaced
         kept = self._kept.get(host.name)
         if kept is None:
             own = self._own(host)
-            kept = self._kept[host.name] = (json_bytes(own)[:-1], own["flapping"])
-        head, flapping = kept
+            kept = self._kept[host.name] = (
+                json_bytes(own)[:-1], json_bytes(without_defaults(own))[:-1], own["flapping"])
+        full, short, flapping = kept
         covering = self._covering(host.name, flapping)
         if covering == _UNCOVERED:
-            return head + _UNCOVERED_TAIL
-        return head + b"," + json_bytes(covering)[1:]
+            return short + b"}" if compact else full + _UNCOVERED_TAIL
+        if not compact:
+            return full + b"," + json_bytes(covering)[1:]
+        rest = json_bytes(without_defaults(covering))
+        return short + (b"}" if rest == b"{}" else b"," + rest[1:])
 
     def _own(self, host: Host) -> dict[str, Any]:
         """What only the host's events change: the registry's record and the alerts."""

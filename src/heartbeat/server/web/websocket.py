@@ -48,7 +48,7 @@ from heartbeat.server.sessions import Session
 from heartbeat.server.thresholds.engine import ThresholdEngine
 from heartbeat.server.web.auth import WebAuth
 from heartbeat.server.web.errors import ApiError
-from heartbeat.server.web.hostview import HostViews
+from heartbeat.server.web.hostview import DEFAULTS, HostViews
 from heartbeat.text import json_bytes
 
 __all__ = ["MAX_CLIENT_MESSAGE", "MAX_FEED_MESSAGE", "SNAPSHOT_PAGE", "EventHub",
@@ -73,6 +73,9 @@ FLUSH_INTERVAL: Final = 0.004
 spell goes at once, later ones at most this much after the previous write."""
 
 
+_DEFAULTS: Final = json_bytes(DEFAULTS)
+
+
 def text_frame(payload: bytes) -> bytes:
     """``payload`` as one unmasked WebSocket text frame (RFC 6455 5.2), as a server
     sends it: the same bytes for every client, so an event is framed once."""
@@ -87,10 +90,13 @@ def text_frame(payload: bytes) -> bytes:
 class SnapshotPages:
     """The snapshot of one client: the names to send, and the pages built from them."""
 
-    def __init__(self, views: HostViews, names: list[str], page_size: int) -> None:
+    def __init__(self, views: HostViews, names: list[str], page_size: int,
+                 compact: bool = False) -> None:
         self.views = views
         self.names = names
         self.page_size = page_size
+        self.compact = compact
+        """Host objects without their fields at DEFAULTS, which the first page carries."""
         self.next = 0
 
     @property
@@ -108,16 +114,18 @@ class SnapshotPages:
                 if host is None:
                     self.next += 1
                     continue
-                part = self.views.json_bytes(host)
+                part = self.views.json_bytes(host, compact=self.compact)
                 if parts and size + len(part) + 1 > self.page_size:
                     break
                 parts.append(part)
                 size += len(part) + 1
                 self.next += 1
-            head = (f'{{"type":"snapshot","total":{len(self.names)},' if first
-                    else '{"type":"snapshot.more",')
-            more = "true" if not self.done else "false"
-            yield f'{head}"more":{more},"hosts":['.encode() + b",".join(parts) + b"]}"
+            head = (f'{{"type":"snapshot","total":{len(self.names)},'.encode() if first
+                    else b'{"type":"snapshot.more",')
+            if first and self.compact:
+                head += b'"defaults":' + _DEFAULTS + b","
+            more = b"true" if not self.done else b"false"
+            yield head + b'"more":' + more + b',"hosts":[' + b",".join(parts) + b"]}"
             first = False
 
 
@@ -143,19 +151,21 @@ class EventHub:
         self._flush_call: IDelayedCall | None = None
         self._last_flush = float("-inf")
 
-    def snapshot(self, viewer: Viewer | None = None) -> SnapshotPages:
+    def snapshot(self, viewer: Viewer | None = None, compact: bool = False) -> SnapshotPages:
         """The pages of every host ``viewer`` may see (None: all): problems first, as
-        /live shows them by default (:meth:`HostViews.problems_first`), then by name."""
+        /live shows them by default (:meth:`HostViews.problems_first`), then by name;
+        ``compact``: the host objects without their fields at ``DEFAULTS``."""
         names = [name for name in self.registry.names()
                  if viewer is None or viewer.sees(name)]
-        return SnapshotPages(self.views, self.views.problems_first(names), self.page_size)
+        return SnapshotPages(self.views, self.views.problems_first(names), self.page_size,
+                             compact)
 
     def join(self, client: FeedProtocol) -> None:
         """Events caused before the join go to the clients before it; the snapshot has them."""
         if self._frames:
             self.flush()
         self.clients.add(client)
-        client.snapshot = self.snapshot(client.viewer).pages()
+        client.snapshot = self.snapshot(client.viewer, client.compact).pages()
         self._pump(client)
 
     def _pump(self, client: FeedProtocol) -> None:
@@ -268,6 +278,8 @@ class FeedProtocol(WebSocketServerProtocol):
     """Who is watching; None when the factory checks no one (all events)."""
     snapshot: Iterator[bytes] | None = None
     """The snapshot pages still to send."""
+    compact: bool = False
+    """Whether the client asked for a compact snapshot (``?compact=1``)."""
     pump_call: IDelayedCall | None = None
     pump_backlog: int = 0
     """The backlog when the last snapshot turn ended: what it took since tells a client
@@ -277,6 +289,7 @@ class FeedProtocol(WebSocketServerProtocol):
 
     def onConnect(  # type: ignore[override]  # Autobahn takes a Deferred too (txaio)
             self, request: ConnectionRequest) -> Deferred[None] | None:
+        self.compact = request.params.get("compact") == ["1"]
         auth = self.factory.auth
         if auth is None:
             return None

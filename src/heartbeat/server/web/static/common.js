@@ -137,12 +137,25 @@ export function canInspect(roles, name) {
 
 // The live feed: /ws on this origin, the session cookie authenticates it. It
 // reconnects by itself and says so (nav badge, and the page's #banner if any).
+// The fields a compact snapshot left out, each host its own copy of a list or object.
+function fill(hosts, defaults) {
+  const keys = Object.keys(defaults);
+  for (const h of hosts) {
+    for (const key of keys) {
+      if (key in h) continue;
+      const value = defaults[key];
+      h[key] = Array.isArray(value) ? [...value] : value !== null && typeof value === "object" ? { ...value } : value;
+    }
+  }
+}
+
 export class Feed {
   constructor() {
     this.handlers = new Map();
     this.failures = 0;
     this.everConnected = false;
     this.socket = null;
+    this.defaults = null;
   }
 
   on(type, fn) {
@@ -163,7 +176,9 @@ export class Feed {
   connect() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     this.setState("connecting", this.everConnected ? "reconnecting…" : "connecting…");
-    const socket = new WebSocket(`${scheme}//${location.host}/ws`);
+    // A compact snapshot: host objects without the fields at their defaults, which the
+    // first page carries and fill() puts back (a third of the bytes at fleet size).
+    const socket = new WebSocket(`${scheme}//${location.host}/ws?compact=1`);
     this.socket = socket;
     socket.addEventListener("open", () => {
       const again = this.everConnected;
@@ -180,6 +195,10 @@ export class Feed {
         return;
       }
       if (typeof message.ts === "number") noteServerTime(message.ts);
+      if (message.type === "snapshot") this.defaults = message.defaults || null;
+      if (this.defaults && (message.type === "snapshot" || message.type === "snapshot.more")) {
+        fill(message.hosts || [], this.defaults);
+      }
       this.emit(message.type, message);
     });
     socket.addEventListener("close", (event) => {
