@@ -88,33 +88,51 @@ def compile_package() -> None:
     compileall.compile_dir(Path(heartbeat.__file__).parent, quiet=1)
 
 
+def _bindable(port: int, kind: int) -> bool:
+    with socket.socket(socket.AF_INET, kind) as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 class Server:
     """The real twistd on a state directory, with a keep-alive HTTP connection to it."""
 
     def __init__(self, directory: Path, hosts: int) -> None:
         self.directory = directory
         self.hosts = hosts
-        settings = directory / "ports.json"
-        if settings.exists():
-            self.udp, self.http = json.loads(settings.read_text())
-        else:
-            self.udp, self.http = free_port(), free_port(socket.SOCK_STREAM)
-            settings.write_text(json.dumps([self.udp, self.http]))
+        self.udp = self.http = 0
         self.config = directory / "bench.yaml"
-        self.config.write_text(json.dumps({
-            "hb_host": "127.0.0.1", "hb_port": self.udp, "hbd_host": "127.0.0.1",
-            "hbd_port": self.http, "ws_port": None, "state_dir": str(directory / "state"),
-            "journal_dir": str(directory / "journal"), "journal_max_size": 64 * 1024 * 1024,
-            "journal_max_backups": 2, "source_rate": 1e9, "max_hosts": 10 * hosts + 1000,
-            "max_unconfigured_hosts": 10 * hosts + 1000,
-        }))
         self.process: subprocess.Popen[bytes] | None = None
         self.conn: http.client.HTTPConnection | None = None
         self.started_cpu = 0.0
 
+    def _configure(self) -> None:
+        """The config, on the state's kept ports while both are free: they are in the
+        kernel's ephemeral range, and an outgoing connection of another process may take
+        one between two restarts (one did); then on new ones."""
+        kept = self.directory / "ports.json"
+        if kept.exists():
+            self.udp, self.http = json.loads(kept.read_text())
+        if not kept.exists() or not (_bindable(self.udp, socket.SOCK_DGRAM)
+                                     and _bindable(self.http, socket.SOCK_STREAM)):
+            self.udp, self.http = free_port(), free_port(socket.SOCK_STREAM)
+            kept.write_text(json.dumps([self.udp, self.http]))
+        hosts = self.hosts
+        self.config.write_text(json.dumps({
+            "hb_host": "127.0.0.1", "hb_port": self.udp, "hbd_host": "127.0.0.1",
+            "hbd_port": self.http, "ws_port": None, "state_dir": str(self.directory / "state"),
+            "journal_dir": str(self.directory / "journal"), "journal_max_size": 64 * 1024 * 1024,
+            "journal_max_backups": 2, "source_rate": 1e9, "max_hosts": 10 * hosts + 1000,
+            "max_unconfigured_hosts": 10 * hosts + 1000,
+        }))
+
     def start(self) -> float:
         """Start it; return seconds from spawn until ``/api/0/status`` answered (the CPU
         seconds it had used by then in ``started_cpu``)."""
+        self._configure()
         started = time.monotonic()
         self.process = subprocess.Popen(
             [TWISTD, "-n", "--pidfile=", "--logfile", str(self.directory / "twistd.log"),
