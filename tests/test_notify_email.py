@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 import pytest_twisted
+from twisted.python.failure import Failure
 
 from heartbeat.config.server import EmailConfig
 from heartbeat.server.notify.base import DeliveryError, Notification
@@ -130,3 +131,26 @@ def test_a_message_is_rendered_as_the_standard_library_renders_it(
     cached = [mailer.render(note) for note in notes * 2]
     monkeypatch.setattr(module, "_POLICY", policy.default)
     assert cached == [mailer.render(note) for note in notes * 2]
+
+
+def test_a_silent_server_times_out_on_the_channels_reactor() -> None:
+    """The SMTP client's own timeout runs on the reactor the channel was given (twisted's
+    TimeoutMixin would ask the global one): a server that greets and then says nothing
+    fails the send once the timeout has passed on that clock."""
+    from twisted.internet.address import IPv4Address
+    from twisted.internet.testing import MemoryReactorClock, StringTransport
+
+    clock = MemoryReactorClock()
+    mailer = EmailChannel(clock, EmailConfig(smtp_host="127.0.0.1", tls="none",
+                                             from_addr="heartbeat@example.com"), timeout=5.0)
+    outcome: list[object] = []
+    mailer.send(NOTE).addBoth(outcome.append)
+    _, _, factory, _, _ = clock.tcpClients[0]
+    client = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 25))
+    client.makeConnection(StringTransport())
+    client.dataReceived(b"220 silent ESMTP\r\n")
+    clock.advance(4.0)
+    assert outcome == []
+    clock.advance(2.0)
+    assert len(outcome) == 1 and isinstance(outcome[0], Failure)
+    assert outcome[0].check(DeliveryError)

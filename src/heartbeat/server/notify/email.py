@@ -78,6 +78,24 @@ def _reason(failure: Failure) -> Failure:
     raise DeliveryError(f"{type(error).__name__}: {error}")
 
 
+class _SenderFactory(ESMTPSenderFactory):
+    """``ESMTPSenderFactory`` whose clients time out on the channel's reactor.
+
+    Twisted's ``TimeoutMixin`` asks the global reactor. Under twistd that is the same
+    one; anywhere else (a memory reactor) the client's timeouts would never fire, and a
+    reactor that never runs keeps every cancelled one.
+    """
+
+    def __init__(self, clock: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.clock = clock
+
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = super().buildProtocol(addr)
+        protocol.callLater = self.clock.callLater
+        return protocol
+
+
 class EmailChannel:
     """One SMTP transaction per notification, all recipients in it."""
 
@@ -121,8 +139,8 @@ class EmailChannel:
         done: Deferred[None] = Deferred(cancel)
         username = config.username.encode() if config.username else None
         password = config.password.encode() if config.password else None
-        factory = ESMTPSenderFactory(
-            username, password, config.from_addr, list(notification.recipients),
+        factory = _SenderFactory(
+            self._reactor, username, password, config.from_addr, list(notification.recipients),
             BytesIO(self.render(notification)), done, retries=0, timeout=self._timeout,
             contextFactory=self._tls_options if config.tls == "starttls" else None,
             heloFallback=config.tls == "none" and username is None,
