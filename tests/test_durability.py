@@ -125,6 +125,57 @@ def test_a_second_factor_is_enrolled_only_once_on_disk(stack: Stack) -> None:
         again.close()
 
 
+def _enrolled(stack: Stack, name: str) -> tuple[str, list[str]]:
+    token = stack.token(name)
+    started = stack.call("POST", f"/api/0/users/{name}/totp", token=token)
+    secret = started.json["secret"]
+    confirmed = stack.call("POST", f"/api/0/users/{name}/totp/confirm",
+                           {"code": code_at(secret, step_at(stack.clock.seconds()))}, token=token)
+    assert confirmed.status == 200, confirmed
+    stack.clock.advance(30)  # the confirming code is spent
+    return secret, confirmed.json["recovery_codes"]
+
+
+def test_a_login_the_store_refuses_spends_no_code(stack: Stack) -> None:
+    """A code (TOTP or recovery) sent with a login whose session the store could not take
+    (503) is not spent: the same code logs in once the store can write, then only once."""
+    secret, recovery = _enrolled(stack, "bob")
+    for code in (code_at(secret, step_at(stack.clock.seconds())), recovery[0]):
+        login = {"username": "bob", "password": "bob-password", "totp": code}
+        read_only(stack, True)
+        failed = stack.call("POST", "/api/0/auth/login", login)
+        assert (failed.status, failed.json["error"]) == (503, "store_unavailable"), failed
+        read_only(stack, False)
+        assert stack.call("POST", "/api/0/auth/login", login).status == 200
+        replay = stack.call("POST", "/api/0/auth/login", login)
+        assert (replay.status, replay.json["error"]) == (401, "invalid_totp")
+    again = stack.restarted()
+    try:  # spent on disk too: the recovery code is gone, the TOTP step is the last one
+        assert len(again.auth.second.enrolments["bob"].recovery) == len(recovery) - 1
+        assert again.auth.second.enrolments["bob"].last_step == step_at(stack.clock.seconds())
+    finally:
+        again.close()
+
+
+def test_the_login_page_keeps_its_challenge_when_the_store_refuses(stack: Stack) -> None:
+    """The page's two steps (password, then code): a code whose session the store could
+    not take leaves the challenge and the code good for the next try."""
+    from heartbeat.server.auth import SecondFactorNeeded
+    from heartbeat.server.store import StoreUnavailable
+    from tests.apistack import fired
+
+    secret, _ = _enrolled(stack, "bob")
+    with pytest.raises(SecondFactorNeeded) as needed:
+        fired(stack.auth.login("bob", "bob-password", "192.0.2.9"))
+    code = code_at(secret, step_at(stack.clock.seconds()))
+    read_only(stack, True)
+    with pytest.raises(StoreUnavailable):
+        fired(stack.auth.second_step(needed.value.challenge, code, "192.0.2.9"))
+    read_only(stack, False)
+    token, session = fired(stack.auth.second_step(needed.value.challenge, code, "192.0.2.9"))
+    assert session.user == "bob" and token
+
+
 def test_a_badge_is_made_and_revoked_only_on_disk(stack: Stack) -> None:
     token = stack.token("alice")
     read_only(stack, True)

@@ -51,7 +51,7 @@ from heartbeat.server.sessions import (
     SessionBook,
     session_key,
 )
-from heartbeat.server.store import StoreService
+from heartbeat.server.store import StoreService, StoreUnavailable
 from heartbeat.server.tables import API_KEYS, HOST_ACCESS, SESSIONS, USERS, Rows, Tables, Write
 from heartbeat.server.timers import periodic, start_timers, stop_timers
 from heartbeat.server.totp import Enrolment
@@ -594,8 +594,15 @@ class AuthService(Service):
                 self.throttle.succeeded(keys, [], self.clock.seconds())
                 raise LoginRefused()
             session = self._second_step(keys, username, address, enrolment, code)
-            self.second.done(challenge)
-            return session
+
+            def ended(result: Any) -> Any:
+                # A store that could not take the session keeps the challenge: the same
+                # code, given back by _second_step, is taken once the store can write.
+                if not (isinstance(result, Failure) and result.check(StoreUnavailable)):
+                    self.second.done(challenge)
+                return result
+
+            return session.addBoth(ended)
 
         def broken(failure: Any) -> Any:
             if not failure.check(LoginRefused, SecondFactorRefused):
@@ -651,10 +658,17 @@ class AuthService(Service):
 
     def _second_step(self, keys: list[str], username: str, address: str,
                      enrolment: Enrolment, code: str) -> Deferred[tuple[str, Session]]:
+        before, spent = self.second.enrolments.get(username), self.second.spent(username)
         if self.second.check(username, enrolment, code) is None:
             self._failed(keys, username, address, "second-factor code")
             raise SecondFactorRefused()
-        return self._start_session(keys, username, address)
+
+        def refused(failure: Failure) -> Failure:
+            if failure.check(StoreUnavailable):  # no session: the code is not spent either
+                self.second.unspend(username, before, spent)
+            return failure
+
+        return self._start_session(keys, username, address).addErrback(refused)
 
     def _attempt(self, username: str, address: str) -> tuple[list[str], Deferred[Any] | None]:
         """The throttle's keys for an attempt to log in, and a LoginThrottled failure if it

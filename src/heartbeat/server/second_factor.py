@@ -245,6 +245,25 @@ class SecondFactor:
                      left=len(left))
         return match
 
+    def unspend(self, user: str, before: Enrolment | None, spent: int | None) -> None:
+        """Undo :meth:`check`'s spending for a login the store refused (no session was
+        made): the code works again, as if it had never been sent. ``before`` and
+        ``spent``: the enrolment and the spent step from before the check."""
+        if before is None or user not in self.enrolments:
+            return  # removed meanwhile: nothing to give back
+        self.enrolments[user] = before
+        if spent is None:
+            self._spent.pop(user, None)
+        else:
+            self._spent[user] = spent
+        step, codes = before.last_step, json_bytes(list(before.recovery)).decode()
+        self.store.submit(lambda tables: tables.update(
+            TOTP, ("last_step", "recovery"), [(step, codes, user)]))
+
+    def spent(self, user: str) -> int | None:
+        """The last TOTP step ``user`` logged in with (no code of it or before works)."""
+        return self._spent.get(user)
+
     # Logins waiting for their code
     def challenge(self, user: str, address: str | None) -> str:
         now = self.clock.seconds()
