@@ -309,8 +309,9 @@ def test_postgresql_stopped_under_load_loses_no_accepted_datagram(
 @pytest_twisted.ensureDeferred
 async def test_maintenance_made_on_the_leader_holds_after_a_failover(
         server_factory: Any, postgres_url: str, tmp_path: Path) -> None:
-    """A window made on the leader (the follower refuses changes); the leader killed, the
-    other server takes over with the window from the store: it shows it and holds to it."""
+    """A window made on the leader (the follower refuses changes) is listed by the follower
+    at once, and so is its deletion; the leader killed, the other server takes over with
+    the window from the store: it shows it and holds to it."""
     servers = []
     for name in ("one", "two"):
         (tmp_path / name).mkdir()
@@ -324,7 +325,16 @@ async def test_maintenance_made_on_the_leader_holds_after_a_failover(
     assert (code, body["error"]) == (409, "not_leader")
     code, made = leader.request("POST", "/api/0/maintenance", window)
     assert code == 201
-    assert follower.get("/api/0/maintenance")["windows"] == []  # loaded before it was made
+    # The follower hears of it through the store (NOTIFY) and lists it as it is, at once.
+    listed = await eventually(lambda: follower.get("/api/0/maintenance")["windows"])
+    assert [(w["id"], w["comment"], w["active"]) for w in listed] == [
+        (made["id"], "failover drill", True)]
+    code, _ = leader.request("DELETE", f"/api/0/maintenance/{made['id']}")
+    assert code == 200
+    await eventually(lambda: follower.get("/api/0/maintenance")["windows"] == [])
+    code, made = leader.request("POST", "/api/0/maintenance", window)
+    assert code == 201
+    await eventually(lambda: follower.get("/api/0/maintenance")["windows"])
     leader.kill()
     await eventually(lambda: status(follower)["leader"]["leader"], timeout=20)
     windows = await eventually(lambda: follower.get("/api/0/maintenance")["windows"])

@@ -821,6 +821,8 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
     hasher = PasswordHasher(make_worker("heartbeat-passwords"), seams.password_iterations)
     auth = make_auth(config, store, hasher, reactor)
     listener = share_auth(auth, store, make_worker, reactor)
+    if listener is not None:  # a follower lists and applies the leader's windows at once
+        getattr(listener, "on_change")(operations.follow)  # noqa: B009 - ChangeListener
     policy = RequestPolicy(config.http_hosts, config.trusted_proxies)
     web_auth = WebAuth(auth, policy)
     journal = make_journal(config, make_worker, reactor)

@@ -446,6 +446,17 @@ CREATE TABLE clean_stop (at REAL NOT NULL);
 # Such a file's quick_check (0.5 s at 100,000 hosts) runs once the API answers, on a thread
 # of its own; any other file's, before anything is read, as before. A PostgreSQL server
 # checks its own pages: nothing to do there.
+_V15_POSTGRESQL = """
+CREATE TRIGGER maintenance_windows_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON maintenance_windows FOR EACH STATEMENT EXECUTE FUNCTION heartbeat_changed();
+CREATE TRIGGER silences_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON silences
+    FOR EACH STATEMENT EXECUTE FUNCTION heartbeat_changed();
+CREATE TRIGGER acknowledgements_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+    ON acknowledgements FOR EACH STATEMENT EXECUTE FUNCTION heartbeat_changed();
+"""
+# Version 15 (issue 14): servers sharing a PostgreSQL store hear, within a second, that the
+# leader changed a maintenance window, a silence or an acknowledgement, and the others
+# list and apply them at once (before, only at a takeover). SQLite: nothing to do.
 
 STEPS: Final[Sequence[Step]] = (
     Step(1, "hosts, plugin data, queued commands, users, sessions, host access, alert states",
@@ -474,6 +485,8 @@ STEPS: Final[Sequence[Step]] = (
          "data", sqlite=_v13_sqlite, postgresql=_V13_POSTGRESQL),
     Step(14, "a clean stop marked in the file: its quick_check runs once the API answers",
          sqlite=_V14_CLEAN_STOP, postgresql=""),
+    Step(15, "servers sharing a PostgreSQL store told of changes to maintenance windows, "
+         "silences and acknowledgements (LISTEN/NOTIFY)", sqlite="", postgresql=_V15_POSTGRESQL),
 )
 NEWEST: Final = STEPS[-1].version
 """The schema version this code reads and writes."""

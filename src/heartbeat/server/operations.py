@@ -83,6 +83,10 @@ SILENCE_STARTED: Final = "silence.started"
 SILENCE_ENDED: Final = "silence.ended"  # data["ended_by"]: who ended it early, else null
 ACK_ADDED: Final = "ack.added"
 ACK_REMOVED: Final = "ack.removed"  # data["reason"]: api, level_changed, host_removed
+SHARED_TABLES: Final = frozenset({MAINTENANCE_WINDOWS.name, SILENCES.name, ACKNOWLEDGEMENTS.name,
+                                  "*"})
+"""What the leader changed that a follower reads again ("*": anything, after the shared
+store's listener reconnected)."""
 MAX_WAIT: Final = 3600.0
 """The timer looks again at least this often (s), so a clock step cannot strand it."""
 _STATES: Final = {HOST_DOWN: HostState.DOWN.value, HOST_UNREACHABLE: HostState.UNREACHABLE.value,
@@ -165,6 +169,14 @@ class OperationsService(Service):
     def restore(self, stored: StoredOperations, *, replace: bool = False) -> None:
         """Lay what the store kept over the config's windows (before the service starts;
         ``replace``: instead of the windows, silences and acknowledgements held now)."""
+        self._restore_books(stored, replace=replace)
+        self.suppression.restore(stored.held)
+        if self.flaps is not None:
+            self.flaps.restore(stored.flaps)
+            self.flaps.take_dirty()
+
+    def _restore_books(self, stored: StoredOperations, *, replace: bool) -> None:
+        """The windows, silences and acknowledgements the store kept."""
         if replace:
             for old in [w for w in self.calendar if w.source == "api"]:
                 self.calendar.remove(old.id)
@@ -182,10 +194,6 @@ class OperationsService(Service):
         self.silences.restore(stored.silences, stored.last_ids.get("silence", 0),
                               replace=replace)
         self.acks.restore(stored.acks, replace=replace)
-        self.suppression.restore(stored.held)
-        if self.flaps is not None:
-            self.flaps.restore(stored.flaps)
-            self.flaps.take_dirty()
 
     def attach(self) -> None:
         self.store.add_source(self._take_writes)
@@ -208,6 +216,24 @@ class OperationsService(Service):
             self._changed()
 
         return self.store.read(load_operations).addCallback(take)
+
+    def follow(self, tables: set[str]) -> Deferred[None] | None:
+        """Another server changed ``tables`` of the shared store: a follower that heard the
+        leader change a window, a silence or an acknowledgement reads them again and acts
+        on them at once, so every server lists and applies the same (docs/HA.md)."""
+        if self.leading or not tables & SHARED_TABLES:
+            return None
+
+        def take(stored: StoredOperations) -> None:
+            if self.leading:
+                return  # it took over meanwhile, and read them then
+            self._restore_books(stored, replace=True)
+            self._changed()
+
+        d = self.store.read(load_operations).addCallback(take)
+        return d.addErrback(lambda f: log.failure(
+            "operations: reading what the leader changed failed (read again at the next "
+            "change or at a takeover)", f))
 
     # The timer
     def startService(self) -> None:
