@@ -247,6 +247,14 @@ def page(registry: Registry, flt: HostFilter, levels_of: Mapping[str, str],
         total = len(registry) if flt.states is None else sum(
             counts.get(state, 0) for state in flt.states)
         return HostPage(hosts, hosts[-1].name if more and hosts else None, total)
+    names, text_done = _names(registry, levels_of, flt, index)
+    if sees is None and flt.matcher(registry, levels_of, text_done) is None:
+        # The names are the answer (a text the index found, for an admin): no walk. At
+        # 100,000 hosts "q=99" finds 19,000, whose walk was half of each page's time.
+        start = 0 if after is None else bisect_right(names, after)
+        hosts = [registry.hosts[name] for name in names[start:start + limit]]
+        more = start + limit < len(names)
+        return HostPage(hosts, hosts[-1].name if more and hosts else None, len(names))
     hosts = []
     total = 0
     more = False
