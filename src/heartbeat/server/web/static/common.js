@@ -137,16 +137,28 @@ export function canInspect(roles, name) {
 
 // The live feed: /ws on this origin, the session cookie authenticates it. It
 // reconnects by itself and says so (nav badge, and the page's #banner if any).
-// The fields a compact snapshot left out, each host its own copy of a list or object.
-function fill(hosts, defaults) {
-  const keys = Object.keys(defaults);
-  for (const h of hosts) {
-    for (const key of keys) {
-      if (key in h) continue;
-      const value = defaults[key];
-      h[key] = Array.isArray(value) ? [...value] : value !== null && typeof value === "object" ? { ...value } : value;
-    }
+// The fields a compact snapshot left out: read through the host object's prototype,
+// one frozen object of the defaults for the whole snapshot (copying them into
+// 10,000 objects was ~0.15 s of the page). `key in h`, `h.key` and for...in see
+// them; Object.assign, spread and Object.keys see only the fields sent, so a page
+// that copies a host object copies with for...in (copyHost). The lists and objects
+// among the defaults are frozen: a page replaces such a field (h.tags = [...]), never
+// changes a default in place. The prototype itself is not (an assignment to a field
+// a frozen prototype holds throws: h.signed = true must make the host's own field).
+function defaultsProto(defaults) {
+  const proto = {};
+  for (const [key, value] of Object.entries(defaults)) {
+    proto[key] = value !== null && typeof value === "object" ? Object.freeze(value) : value;
   }
+  return proto;
+}
+function fill(hosts, proto) {
+  for (const h of hosts) Object.setPrototypeOf(h, proto);
+}
+// Every field of a host object into `target`, those left at their defaults too.
+export function copyHost(target, h) {
+  for (const key in h) target[key] = h[key];
+  return target;
 }
 
 export class Feed {
@@ -177,7 +189,7 @@ export class Feed {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     this.setState("connecting", this.everConnected ? "reconnecting…" : "connecting…");
     // A compact snapshot: host objects without the fields at their defaults, which the
-    // first page carries and fill() puts back (a third of the bytes at fleet size).
+    // first page carries and fill() puts behind them (a third of the bytes at fleet size).
     const socket = new WebSocket(`${scheme}//${location.host}/ws?compact=1`);
     this.socket = socket;
     socket.addEventListener("open", () => {
@@ -195,7 +207,7 @@ export class Feed {
         return;
       }
       if (typeof message.ts === "number") noteServerTime(message.ts);
-      if (message.type === "snapshot") this.defaults = message.defaults || null;
+      if (message.type === "snapshot") this.defaults = message.defaults ? defaultsProto(message.defaults) : null;
       if (this.defaults && (message.type === "snapshot" || message.type === "snapshot.more")) {
         fill(message.hosts || [], this.defaults);
       }

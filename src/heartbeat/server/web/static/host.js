@@ -1,7 +1,7 @@
 // /plugins/<host>: the host's facts, alerts, charts of its plugin history, a card per
 // plugin and its recent messages; kept current by the feed.
 import {
-  ApiError, api, clear, debounce, el, fmtDuration, fmtNumber, fmtTime, isObject, levelBadge, markerTags, me,
+  ApiError, api, clear, copyHost, debounce, el, fmtDuration, fmtNumber, fmtTime, isObject, levelBadge, markerTags, me,
   messageItem, metricUnit, prependLimited, ruleFor, serverNow, stateBadge, timeEl,
 } from "./common.js";
 import { Chart, ChartGroup, legendKeys } from "./chart.js";
@@ -407,7 +407,7 @@ export async function hostPage(feed) {
   feed.on("snapshot", (event) => {
     const found = (event.hosts || []).find((h) => h.name === name);
     if (found && detail) {
-      Object.assign(detail, found);
+      copyHost(detail, found);
       renderFacts();
     }
   });

@@ -362,6 +362,7 @@ export async function livePage(feed) {
       refreshTags();
       refreshRoles();
       orderNow();
+      messagesOnce();
     }
     summaryLater();
     schedule();
@@ -448,12 +449,21 @@ export async function livePage(feed) {
       requestAnimationFrame(() => {
         const batch = pendingMessages.slice(-50);
         pendingMessages = [];
-        for (const [t, name, m] of batch) prependLimited(list, messageItem(t, name, m, inspectable(name)), 50);
+        for (const [t, name, m] of batch) prependLimited(list, keyed(messageItem(t, name, m, inspectable(name)), t, name, m), 50);
       });
     }
   }
 
+  function keyed(item, ts, host, message) {
+    item.dataset.key = `${ts} ${host} ${message.ID}`;
+    return item;
+  }
+
+  // The journal's latest, asked once the snapshot is in (its scan on the server
+  // no longer competes with the snapshot's pages); what the feed added while it
+  // was asked stays on top, and the journal's copies of it are left out.
   async function loadMessages() {
+    const old = new Set(list.children);
     let messages = [];
     const types = showHeartbeats.checked ? "" : "&types=MSG,BOOT,SHUT,RES";
     try {
@@ -461,21 +471,31 @@ export async function livePage(feed) {
     } catch (error) {
       if (error.status !== 503) throw error;
     }
-    list.replaceChildren(...messages.map((entry) => {
+    const fresh = [...list.children].filter((item) => !old.has(item));
+    const seen = new Set(fresh.map((item) => item.dataset.key));
+    const loaded = [];
+    for (const entry of messages) {
       const message = entry.message || {};
       const host = typeof message.name === "string" ? message.name : "?";
-      return messageItem(entry.timestamp, host, message, inspectable(host));
-    }));
+      const item = keyed(messageItem(entry.timestamp, host, message, inspectable(host)), entry.timestamp, host, message);
+      if (!seen.has(item.dataset.key)) loaded.push(item);
+    }
+    list.replaceChildren(...fresh, ...loaded.slice(0, Math.max(0, 50 - fresh.length)));
+  }
+  let messagesAsked = false;
+  function messagesOnce() {
+    if (messagesAsked) return;
+    messagesAsked = true;
+    loadMessages().catch((error) => console.warn("heartbeat: live page", error));
   }
   showHeartbeats.addEventListener("change", () => loadMessages());
-  // The feed connects once this returns: who may open which overview and the
-  // recent messages load meanwhile.
+  // The feed connects once this returns: who may open which overview loads meanwhile
+  // (the recent messages once the snapshot is in: messagesOnce).
   me().then((found) => {
     info = found;
     roles = found.roles || {};
     for (const entry of entries.values()) entry.version += 1;
     schedule();
     if (!entries.size) empty.replaceChildren(...emptyNote());
-    return loadMessages();
   }).catch((error) => console.warn("heartbeat: live page", error));
 }
