@@ -263,6 +263,10 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=5000.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--no-stalled", action="store_true", help="leave out the stalled client")
+    parser.add_argument("--watchdog", type=float, default=None, metavar="MS",
+                        help="count the server's reactor turns over MS ms, with the stacks "
+                             "of its threads, and its garbage collections "
+                             "(bench/fanout_watchdog.py)")
     parser.add_argument("--nice", type=int, default=0,
                         help="priority of the server, the drainers and the sender (root: < 0)")
     args = parser.parse_args()
@@ -291,11 +295,17 @@ def run(args: argparse.Namespace) -> None:
         ws_port.bind(("127.0.0.1", 0))
         port = ws_port.getsockname()[1]
         ws_port.close()
+        watchdog = watch(Path(tmp), args.watchdog) if args.watchdog is not None else None
         server = start_server(Path(tmp), ws_port=port, source_rate=1e9,
                               http_max_connections=1000, http_max_connections_per_ip=1000)
         if args.nice:  # every thread it has; the ones it starts later inherit it
+            # A thread the server runs below its main one (its workers: WORKER_NICE)
+            # keeps its distance from the main thread.
+            base = os.getpriority(os.PRIO_PROCESS, server.process.pid)
             for task in Path(f"/proc/{server.process.pid}/task").iterdir():
-                os.setpriority(os.PRIO_PROCESS, int(task.name), args.nice)
+                tid = int(task.name)
+                below = os.getpriority(os.PRIO_PROCESS, tid) - base
+                os.setpriority(os.PRIO_PROCESS, tid, min(19, args.nice + below))
         try:
             # Bring every host in first, so the run's events are steady-state ones.
             send(server.port, 2000, HOSTS / 2000)
@@ -330,6 +340,9 @@ def run(args: argparse.Namespace) -> None:
                 stalled.close()
         finally:
             server.stop()
+            if watchdog is not None:
+                server.process.wait(30)
+                summarize(watchdog)
     measured = [r for r in gathered if len(r) == 5]
     latencies = [x for r in measured for x in r[0]]
     server_side = [x for r in measured for x in r[1]]
@@ -356,6 +369,53 @@ def run(args: argparse.Namespace) -> None:
     print(f"  ingest: accepted {status['ingest']['accepted']:,}, dropped "
           f"{status['ingest']['dropped_total']}", flush=True)
     print(f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+
+
+def watch(directory: Path, threshold_ms: float) -> Path:
+    """Have the server started next load bench/fanout_watchdog.py; where it will report."""
+    site = directory / "watchdog-site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
+        "import fanout_watchdog\nfanout_watchdog.install()\n")
+    out = directory / "watchdog.json"
+    # Only the server reads them: this process has started its own helpers by now, or
+    # starts them with multiprocessing's fork.
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(site), *filter(None, [os.environ.get("PYTHONPATH")])])
+    os.environ["HB_WATCHDOG_OUT"] = str(out)
+    os.environ["HB_WATCHDOG_MS"] = str(threshold_ms)
+    return out
+
+
+def summarize(report: Path) -> None:
+    """What the watchdog found: stalls, what the other threads ran then, collections."""
+    if not report.exists():
+        print("  watchdog: no report (the server did not exit cleanly)", flush=True)
+        return
+    found = json.loads(report.read_text())
+    keep = os.environ.get("HB_WATCHDOG_KEEP")
+    if keep:
+        Path(keep).write_text(report.read_text())
+    stalls = found["stall_ms"]
+    print(f"  watchdog: {found['stalls']} reactor turns over {found['threshold_ms']:g} ms of "
+          f"{found['turns']:,} (longest {stalls[-5:] if stalls else []} ms, "
+          f"{sum(stalls):.0f} ms in all)", flush=True)
+    for what, count in found["busy_threads_at_stalls"][:8]:
+        print(f"    {count:4d}  {what}", flush=True)
+    print("    the reactor then:", flush=True)
+    for what, count in found["reactor_at_stalls"][:8]:
+        print(f"    {count:4d}  {what}", flush=True)
+    for gen, seen in found["gc"].items():
+        print(f"  gc generation {gen}: {seen['count']} collections, longest {seen['max_ms']} ms, "
+              f"{seen['total_ms']} ms in all", flush=True)
+    print(f"  full collections (s after start, ms, collected, frozen): "
+          f"{found['full_collections']}", flush=True)
+    print(f"  reactor turns: {found['turn_ms']} ms, {found['busy_s']} s busy", flush=True)
+    cpu = sorted(found["thread_cpu_s"].items(), key=lambda kv: -kv[1][0])
+    print("  thread CPU / waiting for a CPU (s): " + ", ".join(
+        f"{name} {ran:.2f}/{waited:.2f}" for name, (ran, waited) in cpu if ran >= 0.005),
+        flush=True)
 
 
 def _get(port: int | None, path: str) -> bytes:
