@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 import zlib
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ from heartbeat.events import HOST_DOWN, HOST_UP, RECEIVED, Event, EventBus
 from heartbeat.protocol import Limits
 from heartbeat.server.compose import wire
 from heartbeat.server.ingest import IngestProtocol, IngestStats, source_address
-from heartbeat.server.journal import JournalFile, JournalService, read_backwards
+from heartbeat.server.journal import MAX_SOURCES, JournalFile, JournalService, read_backwards
 from heartbeat.server.monitor import MonitorService
 from heartbeat.server.registry import Registry
 from heartbeat.server.serial import ImmediateWorker
@@ -25,6 +26,7 @@ from heartbeat.server.store import (
     maintenance_period,
     open_database,
 )
+from heartbeat.text import json_bytes
 
 
 class Recorder:
@@ -220,6 +222,55 @@ class JournalFileTests:
         assert (entry["timestamp"], entry["source_ip"], entry["source_port"]) == (
             1711234567.123, "192.168.1.100", 50003)
         assert len(entry["datetime"]) == 19 and entry["datetime"][10] == "T"
+
+    def test_lines_are_the_reference_format_byte_for_byte(self, tmp_path: Path,
+                                                           journal_file: Any) -> None:
+        """Each line is exactly the fields joined as the format says, whichever sender,
+        second or kind of entry came before it (the sender's fields and the ``datetime``
+        are made once and reused)."""
+        journal = journal_file(max_size=1 << 30)
+        raw = b'{"ID":"HTB","name":"web1","interval":30}'
+        senders = [("192.168.1.100", 50003), ("::1", 1), (None, None), ("10.0.0.1", 5000),
+                   ("192.168.1.100", 50004)]
+        entries: list[Any] = []
+        for n in range(40):
+            ts = 1711234567.0 + n * 0.37 - (3.0 if n == 20 else 0.0)  # one goes back
+            ip, port = senders[n % len(senders)]
+            if n % 7 == 3:
+                entries.append((ts, None, None, None, None, Event(HOST_DOWN, "web1", ts)))
+            elif n % 11 == 5:
+                message = {"ID": "MSG", "name": "web1", "text": "two\nlines"}
+                entries.append((ts, ip, port, json.dumps(message, indent=1).encode(), message,
+                                None))
+            else:
+                entries.append((ts, ip, port, raw, json.loads(raw), None))
+        journal.write(entries)
+        journal.write(entries[:3])
+
+        def reference(entry: Any) -> bytes:
+            ts, ip, port, text, message, event = entry
+            when = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(int(ts)))
+            head = b'{"timestamp":%.3f,"datetime":"%s"' % (ts, when.encode())
+            if event is not None:
+                return head + b',"event":' + json_bytes(event.to_json()) + b"}\n"
+            if b"\n" in text:
+                text = json_bytes(message)
+            return (head + b',"source_ip":' + json_bytes(ip) + b',"source_port":'
+                    + json_bytes(port) + b',"message":' + text + b"}\n")
+
+        assert (tmp_path / "j").read_bytes() == b"".join(map(reference, entries + entries[:3]))
+
+    def test_senders_kept_are_bounded(self, journal_file: Any) -> None:
+        """The sender fields kept between lines are bounded: past MAX_SOURCES senders
+        the journal begins again, and every line is still right."""
+        journal = journal_file(max_size=1 << 30)
+        raw = b'{"ID":"HTB","name":"h"}'
+        journal.write([(1.0, "10.0.0.1", port, raw, None, None)
+                       for port in range(MAX_SOURCES + 10)])
+        assert len(journal._sources) <= MAX_SOURCES
+        journal.close()
+        lines = [json.loads(x) for x in journal.path.read_bytes().splitlines()]
+        assert [x["source_port"] for x in lines] == list(range(MAX_SOURCES + 10))
 
     def test_multiline_raw_is_reencoded(self, tmp_path: Path, journal_file: Any) -> None:
         """Pretty-printed JSON from a sender is written re-encoded on one line."""

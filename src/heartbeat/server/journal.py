@@ -13,11 +13,12 @@ logged and counted, and writing goes on in a file opened again.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Final
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred
@@ -29,7 +30,7 @@ from heartbeat.server.serial import Worker
 from heartbeat.server.timers import periodic, start_timers, stop_timers
 from heartbeat.text import json_bytes
 
-__all__ = ["JournalFile", "JournalService", "read_backwards"]
+__all__ = ["MAX_SOURCES", "JournalFile", "JournalService", "read_backwards"]
 
 log = Logger()
 
@@ -40,18 +41,22 @@ _BLOCK = 64 * 1024
 
 
 class _Clockface:
-    """``datetime`` strings, rendered once per second rather than once per line."""
+    """``datetime`` strings (as bytes), rendered once per second rather than once per line."""
 
     def __init__(self) -> None:
         self._second = -1
-        self._text = ""
+        self._text = b""
 
-    def __call__(self, ts: float) -> str:
+    def __call__(self, ts: float) -> bytes:
         second = int(ts)
         if second != self._second:
             self._second = second
-            self._text = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(second))
+            self._text = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(second)).encode()
         return self._text
+
+
+MAX_SOURCES: Final = 4096
+"""Senders whose ``source_ip``/``source_port`` text a journal keeps, made once each."""
 
 
 class JournalFile:
@@ -62,6 +67,7 @@ class JournalFile:
         self.max_size = max_size
         self.max_backups = max_backups
         self._clockface = _Clockface()
+        self._sources: dict[tuple[str | None, int | None], bytes] = {}
         self._file: IO[bytes] | None = None
         self._size = 0
         self.lines_written = 0
@@ -110,15 +116,39 @@ class JournalFile:
             e.written = done  # type: ignore[attr-defined]
             raise
 
-    def render(self, entry: Entry) -> bytes:
-        ts, ip, port, raw, message, event = entry
-        head = b'{"timestamp":%.3f,"datetime":"%s"' % (ts, self._clockface(ts).encode())
-        if event is not None:
-            return head + b',"event":' + json_bytes(event.to_json()) + b"}\n"
-        if raw is None or b"\n" in raw or b"\r" in raw:
-            raw = json_bytes(message)
-        return (head + b',"source_ip":' + json_bytes(ip) + b',"source_port":' + json_bytes(port)
-                + b',"message":' + raw + b"}\n")
+    def render(self, entries: list[Entry]) -> list[bytes]:
+        """The lines of ``entries``: a message's text as received spliced in (one format a
+        line; the sender's fields made once per sender, the ``datetime`` once a second),
+        or the message re-encoded (text on several lines), or the event encoded."""
+        lines: list[bytes] = []
+        append = lines.append
+        clockface, sources = self._clockface, self._sources
+        second, when = math.nan, b""  # the second ``when`` is for (none yet)
+        for ts, ip, port, raw, message, event in entries:
+            if not second <= ts < second + 1:
+                when = clockface(ts)
+                second = float(int(ts)) if ts >= 0 else math.nan
+            if event is not None:
+                append(b'{"timestamp":%.3f,"datetime":"%s","event":%s}\n' % (
+                    ts, when, json_bytes(event.to_json())))
+                continue
+            text = raw if raw is not None and b"\n" not in raw and b"\r" not in raw \
+                else json_bytes(message)
+            source = sources.get((ip, port))
+            if source is None:
+                source = self._source(ip, port)
+            append(b'{"timestamp":%.3f,"datetime":"%s",%s%s}\n' % (ts, when, source, text))
+        return lines
+
+    def _source(self, ip: str | None, port: int | None) -> bytes:
+        """``"source_ip":...,"source_port":...,"message":`` of one sender, kept for the
+        next lines (at most MAX_SOURCES senders; then begun again)."""
+        if len(self._sources) >= MAX_SOURCES:
+            self._sources.clear()
+        source = self._sources[ip, port] = (b'"source_ip":' + json_bytes(ip)
+                                            + b',"source_port":' + json_bytes(port)
+                                            + b',"message":')
+        return source
 
     def write(self, entries: list[Entry]) -> None:
         """Append ``entries``, rotating between lines whenever the next would pass max_size.
@@ -131,10 +161,15 @@ class JournalFile:
         try:
             if self._file is None:
                 self.open()
+            lines = self.render(entries)
+            size = sum(map(len, lines))
+            if self._size + size <= self.max_size:  # no rotation in this batch
+                self._append(lines, size)
+                written += len(lines)
+                return
             chunk: list[bytes] = []
             chunk_size = 0
-            for entry in entries:
-                line = self.render(entry)
+            for line in lines:
                 if self._size + chunk_size + len(line) > self.max_size and self._size + chunk_size:
                     self._append(chunk, chunk_size)
                     written += len(chunk)
