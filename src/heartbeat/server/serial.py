@@ -1,12 +1,17 @@
 """One dedicated thread that runs blocking work in submission order.
 
 The store (SQLite) and the journal (file writes, rotation) each own one, so
-their I/O never runs on the reactor thread and never reorders.
+their I/O never runs on the reactor thread and never reorders. Each such thread
+runs at a lower scheduling priority than the reactor's (``WORKER_NICE``): the
+work it does can wait a few milliseconds, the reactor's cannot.
 """
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Any, ParamSpec, Protocol, TypeVar
 
 from twisted.internet.defer import Deferred, succeed
@@ -15,7 +20,17 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-__all__ = ["ImmediateWorker", "SerialWorker", "Worker"]
+__all__ = ["WORKER_NICE", "ImmediateWorker", "SerialWorker", "Worker"]
+
+WORKER_NICE = 10
+"""The nice value of a worker's thread (the reactor's thread stays at the process's).
+
+Where the worker and the reactor share a core, the scheduler gives the reactor the core
+whenever both can run (a nice 10 thread weighs about a tenth of a nice 0 one), and a
+worker woken when the reactor lets go of the GIL in a system call no longer preempts it
+and takes the GIL first, leaving the reactor to wait for it after the call
+(docs/PERFORMANCE.md, "WebSocket fan-out, 2026-12-03 afternoon"). With a core to
+itself, a worker runs as before. Raising a thread's own nice needs no privilege."""
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -30,12 +45,16 @@ class Worker(Protocol):
 class SerialWorker:
     """A one-thread pool: ``run`` calls happen one at a time, in order."""
 
-    def __init__(self, reactor: IReactorFromThreads, name: str) -> None:
+    def __init__(self, reactor: IReactorFromThreads, name: str, nice: int = WORKER_NICE
+                 ) -> None:
         self._reactor = reactor
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name=name)
+        self._nice = nice
 
     def start(self) -> None:
         self._pool.start()
+        if self._nice:
+            self._pool.callInThread(_lower_priority, self._nice)
 
     def stop(self) -> Deferred[None]:
         """End the thread once the work queued so far is done; fires when it has ended.
@@ -50,6 +69,14 @@ class SerialWorker:
 
     def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Deferred[T]:
         return deferToThreadPool(self._reactor, self._pool, fn, *args, **kwargs)
+
+
+def _lower_priority(nice: int) -> None:
+    """The calling thread (on Linux a task of its own) ``nice`` steps below the process."""
+    # Without per-thread priority (not Linux), the thread keeps the process's, as before.
+    with suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
+                       os.getpriority(os.PRIO_PROCESS, 0) + nice)
 
 
 class ImmediateWorker:

@@ -243,7 +243,8 @@ def _host_text(row: Sequence[Any]) -> Sequence[Any]:
     its plugins as ``hosts.plugins`` (tables.plugin_times_text)."""
     latest, plugins = row[-2], row[-1]
     return (*row[:-2], None if latest is None else json_bytes(latest).decode(),
-            plugin_times_text((name, sample.ts) for name, sample in plugins))
+            plugin_times_text([(name, sample.ts) for name, sample in plugins])
+            if plugins else None)
 
 
 def _packed(row: Sequence[Any]) -> Sequence[Any]:

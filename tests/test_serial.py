@@ -1,0 +1,34 @@
+"""The blocking workers' threads: in order, and below the reactor's priority."""
+
+from __future__ import annotations
+
+import os
+import threading
+
+import pytest_twisted
+
+from heartbeat.server.serial import WORKER_NICE, SerialWorker
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_worker_runs_below_the_reactors_priority() -> None:
+    """A worker's thread runs WORKER_NICE steps below the thread that started it (the
+    reactor's), which keeps its own priority: where they share a core, the reactor runs
+    first (docs/PERFORMANCE.md, "WebSocket fan-out, 2026-12-03 afternoon")."""
+    from twisted.internet import reactor
+
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    worker = SerialWorker(reactor, "test-nice")
+    worker.start()
+    try:
+        def where() -> tuple[int, int]:
+            return threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0)
+
+        thread, nice = await worker.run(where)
+        assert thread != threading.get_native_id()
+        assert WORKER_NICE > 0
+        assert nice == min(19, before + WORKER_NICE)
+        assert os.getpriority(os.PRIO_PROCESS, 0) == before
+        assert [await worker.run(lambda n=n: n) for n in range(3)] == [0, 1, 2]
+    finally:
+        await worker.stop()
