@@ -31,6 +31,7 @@ from heartbeat.server.web.websocket import (
     FLUSH_INTERVAL,
     MAX_CLIENT_MESSAGE,
     MAX_FEED_MESSAGE,
+    OVERDUE_CHECK,
     SNAPSHOT_LOW_WATER,
     SNAPSHOT_PAGE,
     SNAPSHOT_WAIT,
@@ -325,6 +326,32 @@ class HubTests:
                 ("host.down", "h0"), ("host.down", "h1"), ("host.down", "h2"),
                 ("host.down", "later")]
         assert (hub.sent, clock.getDelayedCalls()) == (12, [])
+
+    def test_events_go_during_a_long_turn_once_overdue(self) -> None:
+        """Events published during one long reactor turn (the clock moves, no timed call
+        runs) go out once the oldest has waited FLUSH_INTERVAL, at the next
+        OVERDUE_CHECK-th event, without waiting for the turn's end; in order, each once."""
+        _, clock, hub = _fleet(1, 4096)
+        pump, got, server = _connect_in_memory(hub)
+        clock.advance(0)
+        pump.flush()
+        writes: list[bytes] = []
+        real = server.transport.write
+        server.transport.write = lambda data: (writes.append(data), real(data))
+        clock.advance(1)  # a quiet spell
+        for n in range(OVERDUE_CHECK - 1):
+            hub.publish(Event(HOST_DOWN, f"h{n}", 1.0))
+            clock.rightNow += FLUSH_INTERVAL / 4  # the turn goes on; no timed call runs
+        assert writes == []  # overdue, but not yet at an OVERDUE_CHECK-th event
+        hub.publish(Event(HOST_DOWN, f"h{OVERDUE_CHECK - 1}", 1.0))
+        assert len(writes) == 1 and clock.getDelayedCalls() == []
+        for n in range(OVERDUE_CHECK, 2 * OVERDUE_CHECK):
+            hub.publish(Event(HOST_DOWN, f"h{n}", 1.0))
+        assert len(writes) == 1  # the clock did not move: none overdue at the check
+        clock.advance(FLUSH_INTERVAL)
+        pump.flush()
+        assert len(writes) == 2
+        assert [m["host"] for m in got[1:]] == [f"h{n}" for n in range(2 * OVERDUE_CHECK)]
 
     def test_a_joining_client_starts_with_its_snapshot(self) -> None:
         """Events waiting for a flush when a client joins were caused before it: they go

@@ -70,7 +70,13 @@ SNAPSHOT_WAIT: Final = 0.05
 """Seconds until a client that took less than a page since its last turn is looked at again."""
 FLUSH_INTERVAL: Final = 0.004
 """Seconds events may wait to go out with the ones after them: the first of a quiet
-spell goes at once, later ones at most this much after the previous write."""
+spell goes at once (at the end of the reactor turn that published it), later ones at
+most this much after the previous write. An event never waits much longer than this
+for a reactor turn to end: every ``OVERDUE_CHECK`` events published during one, the
+frames go at once if the oldest has waited ``FLUSH_INTERVAL``."""
+OVERDUE_CHECK: Final = 8
+"""Events published between two looks at the clock while a flush is waiting (a look
+costs about a microsecond; 8 events of the full path take about 0.4 ms)."""
 
 
 _DEFAULTS: Final = json_bytes(DEFAULTS)
@@ -150,6 +156,8 @@ class EventHub:
         """Events waiting for the next flush: (host, frame)."""
         self._flush_call: IDelayedCall | None = None
         self._last_flush = float("-inf")
+        self._first_waiting = float("-inf")
+        """When the oldest frame waiting for the flush was published."""
 
     def snapshot(self, viewer: Viewer | None = None, compact: bool = False) -> SnapshotPages:
         """The pages of every host ``viewer`` may see (None: all): problems first, as
@@ -225,13 +233,21 @@ class EventHub:
         if len(payload) > MAX_FEED_MESSAGE:
             payload = json_bytes({"type": event.kind, "host": event.host, "ts": event.ts,
                                   "omitted": len(payload)})
-        self._frames.append((event.host, text_frame(payload)))
+        frames = self._frames
+        frames.append((event.host, text_frame(payload)))
         clock = self.clock
         if clock is None:
             self.flush()
         elif self._flush_call is None:
-            wait = self._last_flush + FLUSH_INTERVAL - clock.seconds()
+            now = clock.seconds()
+            self._first_waiting = now
+            wait = self._last_flush + FLUSH_INTERVAL - now
             self._flush_call = clock.callLater(max(0.0, wait), self.flush)
+        elif len(frames) % OVERDUE_CHECK == 0 \
+                and clock.seconds() - self._first_waiting >= FLUSH_INTERVAL:
+            # A long reactor turn (a backlog of datagrams read in one go) would hold the
+            # flush back until it ends: the frames go now, during the turn.
+            self.flush()
 
     def flush(self) -> None:
         """Write the waiting frames: to each client, those of the hosts it sees, joined."""
