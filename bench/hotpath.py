@@ -1,6 +1,7 @@
 """The ingest hot path in-process: microseconds per datagram, no sockets, no threads.
 
-    .venv/bin/python bench/hotpath.py [--count 20000] [--repeat 7] [--signed]
+    .venv/bin/python bench/hotpath.py [--count 20000] [--repeat 7] [--signed] [--server]
+                                        [--kinds htb,plg]
 
 Feeds ``IngestProtocol.datagramReceived`` the payloads of bench/ingest.py (a
 plain HTB and a ~1.5 KB zlib PLG, 1,000 host names) with the journal and the
@@ -10,12 +11,20 @@ change to the hot path can be compared before/after on a machine that is not
 idle: the minimum is the figure least disturbed by other processes. With
 ``--signed`` it also times the same datagrams sealed with a fleet key. The
 socket-level figures stay bench/ingest.py's.
+
+``--server`` times the whole server instead: the tree ``twistd heartbeat`` builds
+(tests/memserver.py, every subscriber of ``compose.SUBSCRIPTIONS``: host views,
+alerting, jobs, operations, the status board as well) on a memory reactor, each
+host known before the first round. The timers (the store's and the journal's
+flushes, run inline) fire between rounds, outside the timing: the figure is the
+reactor thread's work a datagram, the writer threads' is not in it.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -97,14 +106,54 @@ def run(kind: str, count: int, repeat: int, signed: bool) -> float:
     return best * 1e6
 
 
+def run_server(kind: str, count: int, repeat: int) -> float:
+    """:func:`run` over the whole server in process (``--server``): best microseconds."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.memserver import InProcessServer  # only with --server
+
+    data = payloads(kind)
+    addrs = [(f"10.0.{n // 250}.{n % 250 + 1}", 40000 + n) for n in range(HOSTS)]
+    with tempfile.TemporaryDirectory() as tmp:
+        server = InProcessServer(Path(tmp), source_rate=1e9, ws_port=None)
+        protocol, written = server.udp, server.udp_transport.written
+        try:
+            for n in range(HOSTS):  # every host known, as in a running fleet
+                protocol.datagramReceived(data[n], addrs[n])
+            best = float("inf")
+            for _ in range(repeat):
+                written.clear()
+                server.reactor.advance(1.0)  # the flushes, outside the timing
+                start = time.perf_counter()
+                for n in range(count):
+                    protocol.datagramReceived(data[n % HOSTS], addrs[n % HOSTS])
+                best = min(best, (time.perf_counter() - start) / count)
+            stats = protocol.stats
+            if stats.accepted != HOSTS + count * repeat:
+                raise SystemExit(f"{kind}: accepted {stats.accepted} of "
+                                 f"{HOSTS + count * repeat}: {stats.to_json()}")
+        finally:
+            server.stop()
+    return best * 1e6
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=20000)
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--signed", action="store_true", help="also time signed datagrams")
+    parser.add_argument("--server", action="store_true",
+                        help="the whole server's tree in process (every subscriber)")
+    parser.add_argument("--kinds", default="htb,plg")
     args = parser.parse_args()
+    kinds = args.kinds.split(",")
+    if args.server:
+        for kind in kinds:
+            us = run_server(kind, args.count, args.repeat)
+            print(f"{kind.upper()} (whole server): {us:.2f} us/datagram "
+                  f"({1e6 / us:,.0f}/s on one core)")
+        return
     for signed in (False, True) if args.signed else (False,):
-        for kind in ("htb", "plg"):
+        for kind in kinds:
             us = run(kind, args.count, args.repeat, signed)
             label = f"{kind.upper()}{' signed' if signed else ''}"
             print(f"{label}: {us:.2f} us/datagram ({1e6 / us:,.0f}/s on one core)")

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
+from typing import Any
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from heartbeat.events import HOST_FLAPPING, Event
 from heartbeat.server.flapping import HISTORY, FlapChange, FlapDetector, percent_state_change
+from heartbeat.server.registry import Host, HostState, Registry
 
 
 def alternating(n: int, first: str = "UP", second: str = "DOWN") -> list[str]:
@@ -94,3 +100,48 @@ class DetectorTests:
         """low above high is refused."""
         with pytest.raises(ValueError, match="0 <= low <= high <= 100"):
             FlapDetector(low=40, high=30)
+
+
+class _AsksEveryTime(Registry):
+    """The registry before issue 16's fast path: every evaluation goes to the detector."""
+
+    def _flap(self, host: Host, state: HostState, now: float, events: list[Event],
+              previous: HostState | None = None) -> bool:
+        assert self.flaps is not None
+        was = state if previous in (None, HostState.UNKNOWN) else previous
+        change = self.flaps.record(host.name, "", state.value, was.value, now)
+        events.extend([] if change is None else [
+            Event(HOST_FLAPPING, host.name, now, change.to_json())])
+        return self.flaps.flapping(host.name, "")
+
+
+_steps = st.lists(st.tuples(st.sampled_from(["HTB", "SHUT", "expire", "metric"]),
+                            st.sampled_from(["a", "b"]), st.floats(0.5, 100)), max_size=80)
+
+
+@given(_steps)
+def test_a_steady_heartbeat_skips_the_detector_and_changes_nothing(
+        steps: list[tuple[str, str, float]]) -> None:
+    """Heartbeats of a host with no history do not ask the detector (issue 16's fast path):
+    the events, the histories and what flaps are those of asking it every time, whatever
+    mix of heartbeats, shutdowns, timeouts and metric histories comes."""
+    registries = [cls(grace=5, default_interval=10, flaps=FlapDetector(10, 20))
+                  for cls in (Registry, _AsksEveryTime)]
+    now = 1000.0
+    seen: list[list[Any]] = [[], []]
+    for kind, name, dt in steps:
+        now += dt
+        for registry, out in zip(registries, seen, strict=True):
+            if kind == "expire":
+                out.append(registry.expire(now))
+            elif kind == "metric":  # a metric's history makes the host tracked
+                assert registry.flaps is not None
+                registry.flaps.record(name, "cpu.x", "CRITICAL" if dt > 50 else "OK", "OK", now)
+            else:
+                outcome = registry.apply({"ID": kind, "name": name}, ("192.0.2.1", 1), now)
+                out.append((outcome.events, outcome.replies))
+    fast, slow = registries
+    assert seen[0] == seen[1]
+    assert fast.flaps is not None and slow.flaps is not None
+    assert [(h, s, list(f.history), f.flapping) for h, s, f in fast.flaps.items()] == \
+        [(h, s, list(f.history), f.flapping) for h, s, f in slow.flaps.items()]

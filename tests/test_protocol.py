@@ -22,6 +22,7 @@ from heartbeat.protocol import (
     encode_ack,
     valid_host_name,
 )
+from heartbeat.text import may_break_policy
 
 
 def _reason(payload: bytes, limits: Limits = DEFAULT_LIMITS) -> str:
@@ -342,6 +343,67 @@ def test_depth_read_from_the_text_is_the_walks(value: object, limit: int, spaced
     and backslashes) answers as the walk of the decoded value does, at and around the limit."""
     text = json.dumps(value, separators=(", ", ": ") if spaced else (",", ":")).encode()
     assert protocol._nests_deeper(text, value, limit) == protocol._depth_exceeds(value, limit)
+    shape = protocol._shape(text)  # decode_received's way: one pass, shared with the policy
+    assert protocol._nests_deeper(text, value, limit, shape) == protocol._depth_exceeds(
+        value, limit)
+    assert (b"\\" in shape and may_break_policy(text)) == may_break_policy(text)
+
+
+def _validated_as_before(message: dict[str, object]) -> dict[str, object]:
+    """protocol._validate as it was before its checks were written out (issue 16)."""
+    check = protocol._check_optional
+    kind = message.get("ID")
+    if not isinstance(kind, str) or not kind:
+        raise DecodeError("missing_id")
+    if "name" not in message:
+        raise DecodeError("missing_name")
+    if not valid_host_name(message["name"]):
+        raise DecodeError("bad_name", f"{message['name']!r:.60}")
+    check(message, "seq", isinstance(message.get("seq"), int)
+          and not isinstance(message.get("seq"), bool))
+    check(message, "ts", protocol._number(message.get("ts")))
+    check(message, "version", isinstance(message.get("version"), str))
+    if kind == "HTB":
+        interval = message.get("interval")
+        if interval is not None and not (protocol._number(interval)
+                                         and 0 < interval <= 86400 * 7):  # type: ignore[operator]
+            raise DecodeError("bad_field", f"interval: {interval!r:.40}")
+        check(message, "rtt", protocol._number(message.get("rtt"))
+              and message["rtt"] >= 0)  # type: ignore[operator]
+        return message
+    return protocol._validate(message)  # the kinds' own checks were not changed
+
+
+_field_value = (st.none() | st.booleans() | st.integers(-2**70, 2**70)
+                | st.floats(allow_nan=False) | st.sampled_from([0, 1, 30, 86400 * 7, 1e308])
+                | st.text(max_size=3) | st.lists(st.integers(), max_size=1))
+
+
+@given(st.sampled_from(["HTB", "BOOT", "PLG", "MSG", "XYZ", "", None, 1]),
+       st.sampled_from(["h", "web-1.example", "", "a b", None, 7, "x" * 254]),
+       st.dictionaries(st.sampled_from(["seq", "ts", "version", "interval", "rtt"]),
+                       _field_value, max_size=5))
+def test_validate_checks_as_before(kind: object, name: object,
+                                   fields: dict[str, object]) -> None:
+    """The checks every datagram goes through, written out for speed, accept and refuse
+    (reason and detail) exactly as the generic checks they replace."""
+    message: dict[str, object] = {**fields}
+    if kind is not None:
+        message["ID"] = kind
+    if name is not None:
+        message["name"] = name
+    if kind == "PLG":
+        message["plugins"] = {}
+    if kind == "MSG":
+        message["text"] = "t"
+
+    def outcome(validate: object) -> object:
+        try:
+            return validate(dict(message))  # type: ignore[operator]
+        except DecodeError as e:
+            return (e.reason, e.detail)
+
+    assert outcome(protocol._validate) == outcome(_validated_as_before)
 
 
 def test_the_zlib_stream_a_text_came_in_is_kept_when_it_is_exactly_that_text() -> None:

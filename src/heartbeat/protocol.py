@@ -262,10 +262,16 @@ def _depth_exceeds(value: object, limit: int) -> bool:
 
 
 _BRACKETS: Final = bytes.maketrans(b"[]", b"{}")
-_NOT_STRUCTURE: Final = bytes(b for b in range(256) if b not in b'{}[]"')
+_NOT_SHAPE: Final = bytes(b for b in range(256) if b not in b'{}[]"\\')
 
 
-def _nests_deeper(text: bytes, value: object, limit: int) -> bool:
+def _shape(text: bytes) -> bytes:
+    """The brackets (lists' made braces), quotes and backslashes of ``text``, in order:
+    what :func:`_nests_deeper` and the text policy's scan need, from one pass over it."""
+    return text.translate(_BRACKETS, _NOT_SHAPE)
+
+
+def _nests_deeper(text: bytes, value: object, limit: int, shape: bytes | None = None) -> bool:
     """:func:`_depth_exceeds` of ``value``, read from its JSON ``text`` where it can be.
 
     Of a text whose strings hold no bracket and no escaped quote, the brackets
@@ -273,18 +279,24 @@ def _nests_deeper(text: bytes, value: object, limit: int) -> bool:
     (an emptied string) taken out, each ``{}`` left is a container holding none,
     and taking all of them out once takes one level off every branch. A text in
     which that cannot be seen (rare) is walked. A third of the walk's time on a
-    1.5 KB PLG; tests/test_protocol.py holds the two equal.
+    1.5 KB PLG; tests/test_protocol.py holds the two equal. ``shape``: the text's
+    :func:`_shape`, when the caller has it; the scans run over it, not the text.
     """
-    if text.count(b"{") + text.count(b"[") <= limit:
+    if shape is None:
+        shape = _shape(text)
+    if shape.count(b"{") <= limit:  # every bracket of the text, strings' too
         return False
-    if b'\\"' not in text:
-        shape = text.translate(_BRACKETS, _NOT_STRUCTURE).replace(b'""', b"")
-        if b'"' not in shape:
-            for _ in range(limit):
-                shape = shape.replace(b"{}", b"")
-                if not shape:
-                    return False
-            return True
+    if b"\\" in shape:
+        if b'\\"' in text:
+            return _depth_exceeds(value, limit)
+        shape = shape.replace(b"\\", b"")
+    shape = shape.replace(b'""', b"")
+    if b'"' not in shape:
+        for _ in range(limit):
+            shape = shape.replace(b"{}", b"")
+            if not shape:
+                return False
+        return True
     return _depth_exceeds(value, limit)
 
 
@@ -301,23 +313,39 @@ def _check_optional(message: Mapping[str, Any], key: str, ok: bool) -> None:
         raise DecodeError("bad_field", f"{key}: {message[key]!r:.40}")
 
 
+def _bad_field(key: str, value: object) -> DecodeError:
+    return DecodeError("bad_field", f"{key}: {value!r:.40}")
+
+
 def _validate(message: dict[str, Any]) -> dict[str, Any]:
+    # What _check_optional says, written out for the fields every datagram may carry: a
+    # heartbeat's checks are a tenth of its decode (tests/test_protocol.py keeps them).
     kind = message.get("ID")
     if not isinstance(kind, str) or not kind:
         raise DecodeError("missing_id")
     if "name" not in message:
         raise DecodeError("missing_name")
-    if not valid_host_name(message["name"]):
-        raise DecodeError("bad_name", f"{message['name']!r:.60}")
-    _check_optional(message, "seq", isinstance(message.get("seq"), int)
-                    and not isinstance(message.get("seq"), bool))
-    _check_optional(message, "ts", _number(message.get("ts")))
-    _check_optional(message, "version", isinstance(message.get("version"), str))
+    name = message["name"]
+    if not isinstance(name, str) or _NAME.fullmatch(name) is None:
+        raise DecodeError("bad_name", f"{name!r:.60}")
+    if "seq" in message:
+        seq = message["seq"]
+        if type(seq) is not int and (not isinstance(seq, int) or isinstance(seq, bool)):
+            raise _bad_field("seq", seq)
+    if "ts" in message:
+        ts = message["ts"]
+        if type(ts) is not float and not _number(ts):
+            raise _bad_field("ts", ts)
+    if "version" in message and not isinstance(message["version"], str):
+        raise _bad_field("version", message["version"])
     if kind == "HTB":
         interval = message.get("interval")
         if interval is not None and not (_number(interval) and 0 < interval <= 86400 * 7):
             raise DecodeError("bad_field", f"interval: {interval!r:.40}")
-        _check_optional(message, "rtt", _number(message.get("rtt")) and message["rtt"] >= 0)
+        if "rtt" in message:
+            rtt = message["rtt"]
+            if not (_number(rtt) and rtt >= 0):
+                raise _bad_field("rtt", rtt)
     elif kind == "BOOT":
         _check_optional(message, "boot_time", _number(message.get("boot_time")))
     elif kind == "MSG":
@@ -416,9 +444,11 @@ def _datagram_text(payload: bytes, limits: Limits) -> tuple[bytes, bytes | None]
     raise DecodeError("bad_format", f"first byte 0x{first:02x}")
 
 
-def _parse_object(text: bytes, limits: Limits, escapes: bool) -> dict[str, Any]:
+def _parse_object(text: bytes, limits: Limits, escapes: bool,
+                  shape: bytes | None = None) -> dict[str, Any]:
     """One JSON object within the nesting limit, or a :class:`DecodeError`; ``escapes``:
-    :func:`~heartbeat.text.may_break_policy` of ``text`` (its caller asks it too)."""
+    :func:`~heartbeat.text.may_break_policy` of ``text`` (its caller asks it too);
+    ``shape``: its :func:`_shape`, when the caller has it."""
     try:
         message = _loads(text)
     except RecursionError:
@@ -427,7 +457,7 @@ def _parse_object(text: bytes, limits: Limits, escapes: bool) -> dict[str, Any]:
         raise DecodeError("json", str(e)[:80]) from None
     if not isinstance(message, dict):
         raise DecodeError("not_object")
-    if _nests_deeper(text, message, limits.max_depth):
+    if _nests_deeper(text, message, limits.max_depth, shape):
         raise DecodeError("too_deep", f"nesting over {limits.max_depth}")
     if escapes:
         problem = text_problem(message)
@@ -489,8 +519,9 @@ def decode_received(
     when it came in one that holds exactly that text (None otherwise: a text datagram,
     a text re-encoded from the message, a stream with bytes after its end)."""
     text, packed = _datagram_text(payload, limits)
-    escapes = may_break_policy(text)
-    message = _validate(_parse_object(text, limits, escapes))
+    shape = _shape(text)
+    escapes = b"\\" in shape and may_break_policy(text)  # no backslash, no escape
+    message = _validate(_parse_object(text, limits, escapes, shape))
     if message.get("truncated") is True or (escapes and _says_a_key_twice(text)):
         return message, json_bytes(message), None
     return message, text, packed

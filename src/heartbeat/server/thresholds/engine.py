@@ -230,6 +230,8 @@ class ThresholdEngine:
     def evaluate_rtt(self, host: str, rtt: Any, now: float) -> list[Alert]:
         """Check a heartbeat's round-trip time (ms) against ``thresholds.rtt.<host>``."""
         rule = self.rules.rules_for(host).rtt_rule(host)
+        if rule is None and host not in self._states:
+            return []  # no rule and no alert to clear: most heartbeats
         path = f"{RTT}.{host}"
         out: list[Alert] = []
         if rule is not None:

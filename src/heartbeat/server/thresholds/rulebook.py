@@ -199,6 +199,8 @@ class RuleBook:
         self.recover_after_settings = dict(recover_after or {})
         """``recover_after`` of profiles (by name) and hosts (by ``hosts.<name>``)."""
         self._compiled: dict[tuple[str, ...], RuleSet] = {}
+        self._plain: RuleSet | None = None
+        """The rules of every host no profile names (:meth:`rules_for`'s common answer)."""
 
     @classmethod
     def from_config(cls, config: ServerConfig, source: str = "<config>") -> RuleBook:
@@ -261,7 +263,15 @@ class RuleBook:
         return 1
 
     def rules_for(self, host: str) -> RuleSet:
-        names = self.profiles_for(host)
+        """The compiled rules of ``host``'s profiles (the book is not changed once made)."""
+        if host not in self.host_profiles:  # one lookup a datagram for most hosts
+            plain = self._plain
+            if plain is None:
+                plain = self._plain = self._rules(self.profiles_for(host))
+            return plain
+        return self._rules(self.profiles_for(host))
+
+    def _rules(self, names: tuple[str, ...]) -> RuleSet:
         rules = self._compiled.get(names)
         if rules is None:
             tree = self.base
