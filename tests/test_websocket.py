@@ -519,12 +519,31 @@ async def test_frames_reach_the_socket_in_the_flush() -> None:
         client.onPing = pings.append  # type: ignore[method-assign]
         server.sendPing(b"first")
         waiting = server.backlog()
-        assert waiting > 0
+        assert waiting > 0 and waiting == unsent_bytes(connection)
         hub.publish(Event(HOST_UP, "h", 7.0))
         hub.flush()
         assert server.backlog() > waiting  # queued behind the ping, not sent past it
         assert (await factory.messages.get())["type"] == "host.up"
         assert pings == [b"first"]
+
+        class Full:  # the kernel's buffer full: send refuses, as a non-blocking socket does
+            def __init__(self, real: Any) -> None:
+                self.real = real
+
+            def send(self, data: bytes) -> int:
+                raise BlockingIOError(11, "Resource temporarily unavailable")
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(self.real, name)
+
+        assert await eventually(lambda: server.backlog() == 0)
+        real = connection.socket
+        connection.socket = Full(real)
+        hub.publish(Event(HOST_DOWN, "h", 8.0))
+        hub.flush()
+        assert server.backlog() > 0  # kept in the transport's buffer, in order
+        connection.socket = real
+        assert (await factory.messages.get())["type"] == "host.down"
         client.sendClose()
         await factory.closed
     finally:

@@ -367,16 +367,22 @@ class FeedProtocol(WebSocketServerProtocol):
         if connection is not None and not connection.dataBuffer \
                 and not connection._tempDataLen and connection.connected \
                 and not connection.disconnecting and not connection._writeDisconnected:
-            written = connection.writeSomeData(frames)
-            if isinstance(written, int) and written > 0:
-                if written == len(frames):
-                    return
-                frames = frames[written:]
+            try:
+                written = connection.socket.send(frames)
+            except OSError:  # the kernel's buffer full, or the connection failed: the
+                written = 0  # transport's own write finds out, as for any write
+            if written == len(frames):
+                return
+            frames = frames[written:]
         self.transport.write(frames)  # type: ignore[union-attr]
 
     def backlog(self) -> int:
-        """Bytes written but not yet taken by the kernel."""
-        return unsent_bytes(self.connection() or self.transport)
+        """Bytes written but not yet taken by the kernel (:func:`unsent_bytes`; read
+        straight from a plain TCP connection, as every flush asks it of every client)."""
+        connection = self.connection()
+        if connection is None:
+            return unsent_bytes(self.transport)
+        return len(connection.dataBuffer) - connection.offset + connection._tempDataLen
 
     def connection(self) -> tcp.Connection | None:
         """:func:`raw_connection` of this feed's transport, found once (it is asked at
