@@ -18,7 +18,13 @@ from heartbeat.events import HOST_DOWN, HOST_UP, RECEIVED, Event, EventBus
 from heartbeat.protocol import Limits
 from heartbeat.server.compose import wire
 from heartbeat.server.ingest import IngestProtocol, IngestStats, source_address
-from heartbeat.server.journal import MAX_SOURCES, JournalFile, JournalService, read_backwards
+from heartbeat.server.journal import (
+    MAX_SOURCES,
+    RENDER_CHUNK,
+    JournalFile,
+    JournalService,
+    read_backwards,
+)
 from heartbeat.server.monitor import MonitorService
 from heartbeat.server.registry import Registry
 from heartbeat.server.serial import ImmediateWorker
@@ -227,7 +233,8 @@ class JournalFileTests:
                                                            journal_file: Any) -> None:
         """Each line is exactly the fields joined as the format says, whichever sender,
         second or kind of entry came before it (the sender's fields and the ``datetime``
-        are made once and reused)."""
+        are made once and reused), in a run of plain messages (rendered by C loops) or
+        of mixed entries (line by line)."""
         journal = journal_file(max_size=1 << 30)
         raw = b'{"ID":"HTB","name":"web1","interval":30}'
         senders = [("192.168.1.100", 50003), ("::1", 1), (None, None), ("10.0.0.1", 5000),
@@ -244,7 +251,11 @@ class JournalFileTests:
                                 None))
             else:
                 entries.append((ts, ip, port, raw, json.loads(raw), None))
+        plain = [(1711234500.0 + n * 0.013 - (2.0 if n == 300 else 0.0),
+                  *senders[n % 4], raw, None, None) for n in range(2 * RENDER_CHUNK + 7)]
+        plain[RENDER_CHUNK + 1] = entries[3]  # an event: that run of entries line by line
         journal.write(entries)
+        journal.write(plain)
         journal.write(entries[:3])
 
         def reference(entry: Any) -> bytes:
@@ -258,7 +269,8 @@ class JournalFileTests:
             return (head + b',"source_ip":' + json_bytes(ip) + b',"source_port":'
                     + json_bytes(port) + b',"message":' + text + b"}\n")
 
-        assert (tmp_path / "j").read_bytes() == b"".join(map(reference, entries + entries[:3]))
+        assert (tmp_path / "j").read_bytes() == b"".join(
+            map(reference, entries + plain + entries[:3]))
 
     def test_senders_kept_are_bounded(self, journal_file: Any) -> None:
         """The sender fields kept between lines are bounded: past MAX_SOURCES senders

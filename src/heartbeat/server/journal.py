@@ -30,7 +30,7 @@ from heartbeat.server.serial import Worker
 from heartbeat.server.timers import periodic, start_timers, stop_timers
 from heartbeat.text import json_bytes
 
-__all__ = ["MAX_SOURCES", "JournalFile", "JournalService", "read_backwards"]
+__all__ = ["MAX_SOURCES", "RENDER_CHUNK", "JournalFile", "JournalService", "read_backwards"]
 
 log = Logger()
 
@@ -55,6 +55,10 @@ class _Clockface:
         return self._text
 
 
+_LINE: Final = b'{"timestamp":%.3f,"datetime":"%s",%s%s}\n'
+"""A message's line: its time, ``datetime``, the sender's fields and its JSON text."""
+RENDER_CHUNK: Final = 256
+"""Entries :meth:`JournalFile.render` renders in one go (about 0.1 ms with the GIL)."""
 MAX_SOURCES: Final = 4096
 """Senders whose ``source_ip``/``source_port`` text a journal keeps, made once each."""
 
@@ -119,7 +123,36 @@ class JournalFile:
     def render(self, entries: list[Entry]) -> list[bytes]:
         """The lines of ``entries``: a message's text as received spliced in (one format a
         line; the sender's fields made once per sender, the ``datetime`` once a second),
-        or the message re-encoded (text on several lines), or the event encoded."""
+        or the message re-encoded (text on several lines), or the event encoded.
+
+        A run of RENDER_CHUNK entries that are all messages to splice (what a flush
+        mostly holds) is rendered by C loops (``zip``, ``map``) with no Python per line:
+        the GIL is held for a fifth of the time, in turns of about 0.1 ms."""
+        lines: list[bytes] = []
+        for start in range(0, len(entries), RENDER_CHUNK):
+            chunk = entries[start:start + RENDER_CHUNK]
+            lines += self._render_plain(chunk) or self._render_each(chunk)
+        return lines
+
+    def _render_plain(self, entries: list[Entry]) -> list[bytes]:
+        """:meth:`render` of ``entries`` if each is a message whose text can be spliced,
+        else nothing."""
+        tss, ips, ports, raws, _, events = zip(*entries, strict=True)
+        if events.count(None) != len(events) or None in raws:
+            return []
+        texts = b"".join(raws)  # None is not in it
+        if b"\n" in texts or b"\r" in texts:
+            return []
+        seconds = list(map(int, tss))
+        whens = {second: self._clockface(second) for second in set(seconds)}
+        sources = list(map(self._sources.get, zip(ips, ports, strict=True)))
+        if None in sources:
+            sources = [self._source(ip, port) if source is None else source
+                       for source, ip, port in zip(sources, ips, ports, strict=True)]
+        return list(map(_LINE.__mod__, zip(tss, map(whens.__getitem__, seconds), sources,
+                                           raws, strict=True)))
+
+    def _render_each(self, entries: list[Entry]) -> list[bytes]:
         lines: list[bytes] = []
         append = lines.append
         clockface, sources = self._clockface, self._sources
@@ -137,7 +170,7 @@ class JournalFile:
             source = sources.get((ip, port))
             if source is None:
                 source = self._source(ip, port)
-            append(b'{"timestamp":%.3f,"datetime":"%s",%s%s}\n' % (ts, when, source, text))
+            append(_LINE % (ts, when, source, text))
         return lines
 
     def _source(self, ip: str | None, port: int | None) -> bytes:
