@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 
 import pytest_twisted
 
+from heartbeat.config.server import ServerConfig
+from heartbeat.server.compose import build
 from heartbeat.server.serial import WORKER_NICE, SerialWorker
+from heartbeat.server.settings import ServerSettings
 
 
 @pytest_twisted.ensureDeferred
@@ -30,5 +34,23 @@ async def test_a_worker_runs_below_the_reactors_priority() -> None:
         assert nice == min(19, before + WORKER_NICE)
         assert os.getpriority(os.PRIO_PROCESS, 0) == before
         assert [await worker.run(lambda n=n: n) for n in range(3)] == [0, 1, 2]
+    finally:
+        await worker.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_servers_password_thread_keeps_the_reactors_priority(tmp_path: Path) -> None:
+    """A login waits for its hash: the composed server's password thread is not niced (at
+    nice 10 on a busy machine a login took seconds), while the store's worker is."""
+    from twisted.internet import reactor
+
+    config = ServerConfig(state_dir=str(tmp_path), journal_dir=str(tmp_path))
+    server = build(ServerSettings.from_config(config), reactor)
+    worker = server.auth.hasher.worker
+    assert isinstance(worker, SerialWorker)
+    worker.start()
+    try:
+        before = os.getpriority(os.PRIO_PROCESS, 0)
+        assert await worker.run(os.getpriority, os.PRIO_PROCESS, 0) == before
     finally:
         await worker.stop()

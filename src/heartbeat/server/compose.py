@@ -86,7 +86,7 @@ from heartbeat.server.operations import (
     load_operations,
 )
 from heartbeat.server.registry import HostState, Registry
-from heartbeat.server.serial import SerialWorker, Worker
+from heartbeat.server.serial import WORKER_NICE, SerialWorker, Worker
 from heartbeat.server.sessions import LoginThrottle
 from heartbeat.server.settings import ServerSettings
 from heartbeat.server.signing import Signing
@@ -799,7 +799,11 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
     """
     config = settings.config
     seams = seams or Seams()
-    make_worker = seams.worker or (lambda name: SerialWorker(reactor, name))
+
+    def make_worker(name: str, nice: int = WORKER_NICE) -> Worker:
+        """A serial thread; ``nice`` 0 where a user waits for its work, not only the reactor."""
+        return seams.worker(name) if seams.worker else SerialWorker(reactor, name, nice)
+
     bus = EventBus(on_error=seams.on_error)
     flaps = make_flaps(config)
     registry = make_registry(config, settings.dependencies, flaps)
@@ -818,7 +822,9 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
                             max_host_bytes=config.history_max_host_bytes,
                             max_bytes=config.history_max_bytes)
     store.on_start(lambda: restore_history_bytes(store, recorder))
-    hasher = PasswordHasher(make_worker("heartbeat-passwords"), seams.password_iterations)
+    # A login waits for the hash: a nice thread on a busy machine made it take seconds.
+    hasher = PasswordHasher(make_worker("heartbeat-passwords", nice=0),
+                            seams.password_iterations)
     auth = make_auth(config, store, hasher, reactor)
     listener = share_auth(auth, store, make_worker, reactor)
     if listener is not None:  # a follower lists and applies the leader's windows at once
