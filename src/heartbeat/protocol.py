@@ -340,11 +340,12 @@ def _validate(message: dict[str, Any]) -> dict[str, Any]:
         raise _bad_field("version", message["version"])
     if kind == "HTB":
         interval = message.get("interval")
-        if interval is not None and not (_number(interval) and 0 < interval <= 86400 * 7):
+        if interval is not None and not (
+                (type(interval) is float or _number(interval)) and 0 < interval <= 86400 * 7):
             raise DecodeError("bad_field", f"interval: {interval!r:.40}")
         if "rtt" in message:
             rtt = message["rtt"]
-            if not (_number(rtt) and rtt >= 0):
+            if not ((type(rtt) is float or _number(rtt)) and rtt >= 0):
                 raise _bad_field("rtt", rtt)
     elif kind == "BOOT":
         _check_optional(message, "boot_time", _number(message.get("boot_time")))
@@ -457,7 +458,8 @@ def _parse_object(text: bytes, limits: Limits, escapes: bool,
         raise DecodeError("json", str(e)[:80]) from None
     if not isinstance(message, dict):
         raise DecodeError("not_object")
-    if _nests_deeper(text, message, limits.max_depth, shape):
+    if (shape is None or shape.count(b"{") > limits.max_depth) and _nests_deeper(
+            text, message, limits.max_depth, shape):
         raise DecodeError("too_deep", f"nesting over {limits.max_depth}")
     if escapes:
         problem = text_problem(message)
@@ -519,7 +521,7 @@ def decode_received(
     when it came in one that holds exactly that text (None otherwise: a text datagram,
     a text re-encoded from the message, a stream with bytes after its end)."""
     text, packed = _datagram_text(payload, limits)
-    shape = _shape(text)
+    shape = text.translate(_BRACKETS, _NOT_SHAPE)  # _shape(text)
     escapes = b"\\" in shape and may_break_policy(text)  # no backslash, no escape
     message = _validate(_parse_object(text, limits, escapes, shape))
     if message.get("truncated") is True or (escapes and _says_a_key_twice(text)):

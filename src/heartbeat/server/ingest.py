@@ -133,7 +133,9 @@ class IngestProtocol(DatagramProtocol):
         now = self.clock.seconds()
         stats = self.stats
         stats.received += 1
-        source = source_address(addr)
+        ip = addr[0]
+        source = addr if len(addr) == 2 and not ip.startswith("::ffff:") \
+            else source_address(addr)  # an IPv4 (ip, port) as it came: the common case
         rate = self.rate
         signing = self.signing
         signed: Signed | None = None

@@ -626,7 +626,10 @@ class Registry:
         charge = PlgCharge(size, len(plugins)) if size else None
         sample = PluginSample(now, charge)  # one for all: never changed, only replaced
         for name in plugins:
-            samples[intern(name)] = sample  # one "cpu_monitor" per fleet
+            if name in samples:  # the key it has is kept, interned when it came
+                samples[name] = sample
+            else:
+                samples[intern(name)] = sample  # one "cpu_monitor" per fleet
         if size or freed:
             host.plugin_bytes += size - freed
             self.plugin_bytes += size - freed
