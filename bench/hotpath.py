@@ -1,6 +1,6 @@
 """The ingest hot path in-process: microseconds per datagram, no sockets, no threads.
 
-    .venv/bin/python bench/hotpath.py [--count 20000] [--repeat 7] [--signed] [--server]
+    .venv/bin/python bench/hotpath.py [--count 20000] [--repeat 7] [--signed] [--server [--once N]]
                                         [--kinds htb,plg]
 
 Feeds ``IngestProtocol.datagramReceived`` the payloads of bench/ingest.py (a
@@ -17,12 +17,16 @@ socket-level figures stay bench/ingest.py's.
 alerting, jobs, operations, the status board as well) on a memory reactor, each
 host known before the first round. The timers (the store's and the journal's
 flushes, run inline) fire between rounds, outside the timing: the figure is the
-reactor thread's work a datagram, the writer threads' is not in it.
+reactor thread's work a datagram, the writer threads' is not in it. ``--once N``
+sends N datagrams after the hosts are known and leaves: instructions a datagram are
+the difference of two callgrind counts (docs/PERFORMANCE.md, issue 16).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 import tempfile
 import time
@@ -106,8 +110,13 @@ def run(kind: str, count: int, repeat: int, signed: bool) -> float:
     return best * 1e6
 
 
-def run_server(kind: str, count: int, repeat: int) -> float:
-    """:func:`run` over the whole server in process (``--server``): best microseconds."""
+def run_server(kind: str, count: int, repeat: int, once: int | None = None) -> float:
+    """:func:`run` over the whole server in process (``--server``): best microseconds.
+
+    ``once``: make the hosts known, send ``once`` datagrams and leave the process at
+    once, without stopping the server (whose last flush would be counted too): for an
+    instruction count, run under ``valgrind --tool=callgrind`` with two values.
+    """
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     from tests.memserver import InProcessServer  # only with --server
 
@@ -119,6 +128,14 @@ def run_server(kind: str, count: int, repeat: int) -> float:
         try:
             for n in range(HOSTS):  # every host known, as in a running fleet
                 protocol.datagramReceived(data[n], addrs[n])
+            if once is not None:
+                server.reactor.advance(1.0)
+                for n in range(once):
+                    protocol.datagramReceived(data[n % HOSTS], addrs[n % HOSTS])
+                if protocol.stats.accepted != HOSTS + once:
+                    raise SystemExit(f"{kind}: {protocol.stats.to_json()}")
+                shutil.rmtree(tmp, ignore_errors=True)
+                os._exit(0)
             best = float("inf")
             for _ in range(repeat):
                 written.clear()
@@ -144,11 +161,14 @@ def main() -> None:
     parser.add_argument("--server", action="store_true",
                         help="the whole server's tree in process (every subscriber)")
     parser.add_argument("--kinds", default="htb,plg")
+    parser.add_argument("--once", type=int, metavar="N",
+                        help="with --server: send N datagrams of the first kind and exit "
+                             "(for callgrind: the count of 1,200 less that of 200)")
     args = parser.parse_args()
     kinds = args.kinds.split(",")
     if args.server:
         for kind in kinds:
-            us = run_server(kind, args.count, args.repeat)
+            us = run_server(kind, args.count, args.repeat, args.once)
             print(f"{kind.upper()} (whole server): {us:.2f} us/datagram "
                   f"({1e6 / us:,.0f}/s on one core)")
         return
