@@ -340,7 +340,9 @@ async def test_maintenance_made_on_the_leader_holds_after_a_failover(
     windows = await eventually(lambda: follower.get("/api/0/maintenance")["windows"])
     assert [(w["id"], w["comment"], w["active"]) for w in windows] == [
         (made["id"], "failover drill", True)]
-    assert status(follower)["operations"]["leading"] is True
+    # Leading, it reads the windows again from the store (on the store's thread) before
+    # it takes changes: /api/0/status says "leading" once that read is done.
+    assert await eventually(lambda: status(follower)["operations"]["leading"]) is True
     both([follower], {"ID": "HTB", "name": "web1"})
     host = await eventually(lambda: follower.host("web1"))
     assert host["in_maintenance"] is True
