@@ -449,13 +449,20 @@ export async function livePage(feed) {
       requestAnimationFrame(() => {
         const batch = pendingMessages.slice(-50);
         pendingMessages = [];
-        for (const [t, name, m] of batch) prependLimited(list, keyed(messageItem(t, name, m, inspectable(name)), t, name, m), 50);
+        // Each once: the journal's answer may have brought one the feed was slower with.
+        const present = new Set([...list.children].map((item) => item.dataset.key));
+        for (const [t, name, m] of batch) {
+          if (!present.has(messageKey(t, name, m))) prependLimited(list, keyed(messageItem(t, name, m, inspectable(name)), t, name, m), 50);
+        }
       });
     }
   }
 
+  function messageKey(ts, host, message) {
+    return `${ts} ${host} ${message.ID}`;
+  }
   function keyed(item, ts, host, message) {
-    item.dataset.key = `${ts} ${host} ${message.ID}`;
+    item.dataset.key = messageKey(ts, host, message);
     return item;
   }
 
@@ -473,6 +480,8 @@ export async function livePage(feed) {
     }
     const fresh = [...list.children].filter((item) => !old.has(item));
     const seen = new Set(fresh.map((item) => item.dataset.key));
+    // What the feed brought that waits for its frame goes on top then: not from the journal too.
+    for (const [t, name, m] of pendingMessages) seen.add(messageKey(t, name, m));
     const loaded = [];
     for (const entry of messages) {
       const message = entry.message || {};
