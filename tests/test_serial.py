@@ -39,18 +39,27 @@ async def test_a_worker_runs_below_the_reactors_priority() -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_the_servers_password_thread_keeps_the_reactors_priority(tmp_path: Path) -> None:
-    """A login waits for its hash: the composed server's password thread is not niced (at
-    nice 10 on a busy machine a login took seconds), while the store's worker is."""
+async def test_only_the_servers_writers_are_niced(tmp_path: Path) -> None:
+    """A login waits for its hash and an API read for the journal's reader: those threads
+    of the composed server keep the process's priority (at nice 10 on a busy machine a
+    login took seconds); the journal's writer runs niced."""
     from twisted.internet import reactor
 
     config = ServerConfig(state_dir=str(tmp_path), journal_dir=str(tmp_path))
     server = build(ServerSettings.from_config(config), reactor)
-    worker = server.auth.hasher.worker
-    assert isinstance(worker, SerialWorker)
-    worker.start()
-    try:
-        before = os.getpriority(os.PRIO_PROCESS, 0)
-        assert await worker.run(os.getpriority, os.PRIO_PROCESS, 0) == before
-    finally:
-        await worker.stop()
+    assert server.journal is not None
+    before = os.getpriority(os.PRIO_PROCESS, 0)
+    expected = {"passwords": before, "journal reader": before,
+                "journal writer": min(19, before + WORKER_NICE)}
+    workers = {"passwords": server.auth.hasher.worker,
+               "journal reader": getattr(server.journal, "_reader"),  # noqa: B009
+               "journal writer": getattr(server.journal, "_worker")}  # noqa: B009
+    found = {}
+    for what, worker in workers.items():
+        assert isinstance(worker, SerialWorker)
+        worker.start()
+        try:
+            found[what] = await worker.run(os.getpriority, os.PRIO_PROCESS, 0)
+        finally:
+            await worker.stop()
+    assert found == expected

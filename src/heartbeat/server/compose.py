@@ -86,7 +86,7 @@ from heartbeat.server.operations import (
     load_operations,
 )
 from heartbeat.server.registry import HostState, Registry
-from heartbeat.server.serial import WORKER_NICE, SerialWorker, Worker
+from heartbeat.server.serial import WORKER_NICE, SerialWorker, Worker, WorkerFactory
 from heartbeat.server.sessions import LoginThrottle
 from heartbeat.server.settings import ServerSettings
 from heartbeat.server.signing import Signing
@@ -394,14 +394,14 @@ def load_stored(store: StoreService, fn: Read[T], what: str) -> T:
                          f"{store.backend.where}: {e}") from None
 
 
-def make_store(config: ServerConfig, registry: Registry, worker: Callable[[str], Worker],
+def make_store(config: ServerConfig, registry: Registry, worker: WorkerFactory,
                reactor: Any) -> StoreService:
     """The store opened and upgraded (one line if it cannot be), its hosts in ``registry``."""
     backend = open_backend(config)
     store = StoreService(backend, worker("heartbeat-store"), reactor,
                          config.store_flush_interval,
                          maintenance_period(config.history_retention),
-                         reader=worker("heartbeat-store-read"),
+                         reader=worker("heartbeat-store-read", nice=0),
                          retry_cap=config.store_retry_cap)
     gc.disable()  # 600,000 objects at 100,000 hosts, none garbage: 20 % of the load's CPU
     try:
@@ -447,7 +447,7 @@ AUTH_TABLES: Final = frozenset({"users", "host_access", "api_keys", "totp", "aut
 after the listener reconnected)."""
 
 
-def share_auth(auth: AuthService, store: StoreService, worker: Callable[[str], Worker],
+def share_auth(auth: AuthService, store: StoreService, worker: WorkerFactory,
                reactor: Any) -> IService | None:
     """With a shared store: sessions read from it on a miss, and a listener reloading
     users, access lists, keys, second factors and sessions when another server changes
@@ -458,7 +458,8 @@ def share_auth(auth: AuthService, store: StoreService, worker: Callable[[str], W
 
     auth.shared = True
     connect: Callable[[str], Any] = getattr(store.backend, "connect")  # noqa: B009
-    listener = ChangeListener(lambda: connect("listener"), reactor, worker("heartbeat-listen"))
+    listener = ChangeListener(lambda: connect("listener"), reactor,
+                              worker("heartbeat-listen", nice=0))
 
     def changed(tables: set[str]) -> None:
         if tables & AUTH_TABLES:
@@ -508,7 +509,7 @@ def make_ingest(config: ServerConfig, registry: Registry, bus: EventBus, reactor
         rate=SourceRateLimit(config.source_rate, max_sources), signing=signing)
 
 
-def make_journal(config: ServerConfig, worker: Callable[[str], Worker],
+def make_journal(config: ServerConfig, worker: WorkerFactory,
                  reactor: Any) -> JournalService | None:
     if not config.journal_enabled:
         return None
@@ -521,7 +522,8 @@ def make_journal(config: ServerConfig, worker: Callable[[str], Worker],
         raise SystemExit(
             f"heartbeat: journal_dir: cannot open the journal {journal.path}: {e}") from None
     return JournalService(journal, worker("heartbeat-journal"), reactor,
-                          config.journal_flush_interval, reader=worker("heartbeat-journal-read"))
+                          config.journal_flush_interval,
+                          reader=worker("heartbeat-journal-read", nice=0))
 
 
 def make_channels(config: ServerConfig, reactor: Any) -> tuple[list[Channel], Any]:
@@ -578,7 +580,7 @@ def make_notifier(config: ServerConfig, bus: EventBus, reactor: Any,
         marks=(lambda: store.read(read_marks)) if store is not None and shared else None)
 
 
-def make_leader(config: ServerConfig, store: StoreService, worker: Callable[[str], Worker],
+def make_leader(config: ServerConfig, store: StoreService, worker: WorkerFactory,
                 reactor: Any) -> tuple[LeaderService, NoticeLedger | None]:
     """Who leads: with a shared (PostgreSQL) store, whoever holds the advisory lock, and the
     ledger of what was notified (its marks written with the store's batches); with SQLite,
@@ -589,7 +591,8 @@ def make_leader(config: ServerConfig, store: StoreService, worker: Callable[[str
         return LeaderService(node, reactor), None
     connect: Callable[[str], Any] = getattr(backend, "connect")  # noqa: B009 - PostgresBackend
     leader = LeaderService(node, reactor, session=LockSession(lambda: connect("leader")),
-                           worker=worker("heartbeat-leader"), interval=config.leader_interval,
+                           worker=worker("heartbeat-leader", nice=0),
+                           interval=config.leader_interval,
                            before_release=store.flush)
     ledger = NoticeLedger()
     store.add_source(lambda: write_marks(ledger, node))
@@ -801,7 +804,7 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
     seams = seams or Seams()
 
     def make_worker(name: str, nice: int = WORKER_NICE) -> Worker:
-        """A serial thread; ``nice`` 0 where a user waits for its work, not only the reactor."""
+        """A serial thread (serial.WorkerFactory): only the writers run niced."""
         return seams.worker(name) if seams.worker else SerialWorker(reactor, name, nice)
 
     bus = EventBus(on_error=seams.on_error)
@@ -822,7 +825,7 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
                             max_host_bytes=config.history_max_host_bytes,
                             max_bytes=config.history_max_bytes)
     store.on_start(lambda: restore_history_bytes(store, recorder))
-    # A login waits for the hash: a nice thread on a busy machine made it take seconds.
+    # A login waits for the hash: a niced thread on a busy machine made it take seconds.
     hasher = PasswordHasher(make_worker("heartbeat-passwords", nice=0),
                             seams.password_iterations)
     auth = make_auth(config, store, hasher, reactor)

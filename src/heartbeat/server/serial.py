@@ -20,7 +20,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-__all__ = ["WORKER_NICE", "ImmediateWorker", "SerialWorker", "Worker"]
+__all__ = ["WORKER_NICE", "ImmediateWorker", "SerialWorker", "Worker", "WorkerFactory"]
 
 WORKER_NICE = 10
 """The nice value of a worker's thread (the reactor's thread stays at the process's).
@@ -40,6 +40,13 @@ class Worker(Protocol):
     def start(self) -> None: ...
     def stop(self) -> Deferred[None]: ...
     def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> Deferred[T]: ...
+
+
+class WorkerFactory(Protocol):
+    """Makes the server's workers: ``nice`` 0 for one whose work a user or a deadline
+    waits for (password hashes, API reads, the leader's lease), not only the reactor."""
+
+    def __call__(self, name: str, nice: int = WORKER_NICE) -> Worker: ...
 
 
 class SerialWorker:
