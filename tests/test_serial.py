@@ -16,13 +16,13 @@ from heartbeat.server.settings import ServerSettings
 
 @pytest_twisted.ensureDeferred
 async def test_a_worker_runs_below_the_reactors_priority() -> None:
-    """A worker's thread runs WORKER_NICE steps below the thread that started it (the
+    """A worker asked for WORKER_NICE runs that many steps below the thread that started it (the
     reactor's), which keeps its own priority: where they share a core, the reactor runs
     first (docs/PERFORMANCE.md, "WebSocket fan-out, 2026-12-03 afternoon")."""
     from twisted.internet import reactor
 
     before = os.getpriority(os.PRIO_PROCESS, 0)
-    worker = SerialWorker(reactor, "test-nice")
+    worker = SerialWorker(reactor, "test-nice", WORKER_NICE)
     worker.start()
     try:
         def where() -> tuple[int, int]:

@@ -398,10 +398,10 @@ def make_store(config: ServerConfig, registry: Registry, worker: WorkerFactory,
                reactor: Any) -> StoreService:
     """The store opened and upgraded (one line if it cannot be), its hosts in ``registry``."""
     backend = open_backend(config)
-    store = StoreService(backend, worker("heartbeat-store"), reactor,
+    store = StoreService(backend, worker("heartbeat-store", nice=WORKER_NICE), reactor,
                          config.store_flush_interval,
                          maintenance_period(config.history_retention),
-                         reader=worker("heartbeat-store-read", nice=0),
+                         reader=worker("heartbeat-store-read"),
                          retry_cap=config.store_retry_cap)
     gc.disable()  # 600,000 objects at 100,000 hosts, none garbage: 20 % of the load's CPU
     try:
@@ -458,8 +458,7 @@ def share_auth(auth: AuthService, store: StoreService, worker: WorkerFactory,
 
     auth.shared = True
     connect: Callable[[str], Any] = getattr(store.backend, "connect")  # noqa: B009
-    listener = ChangeListener(lambda: connect("listener"), reactor,
-                              worker("heartbeat-listen", nice=0))
+    listener = ChangeListener(lambda: connect("listener"), reactor, worker("heartbeat-listen"))
 
     def changed(tables: set[str]) -> None:
         if tables & AUTH_TABLES:
@@ -521,9 +520,8 @@ def make_journal(config: ServerConfig, worker: WorkerFactory,
     except OSError as e:
         raise SystemExit(
             f"heartbeat: journal_dir: cannot open the journal {journal.path}: {e}") from None
-    return JournalService(journal, worker("heartbeat-journal"), reactor,
-                          config.journal_flush_interval,
-                          reader=worker("heartbeat-journal-read", nice=0))
+    return JournalService(journal, worker("heartbeat-journal", nice=WORKER_NICE), reactor,
+                          config.journal_flush_interval, reader=worker("heartbeat-journal-read"))
 
 
 def make_channels(config: ServerConfig, reactor: Any) -> tuple[list[Channel], Any]:
@@ -591,8 +589,7 @@ def make_leader(config: ServerConfig, store: StoreService, worker: WorkerFactory
         return LeaderService(node, reactor), None
     connect: Callable[[str], Any] = getattr(backend, "connect")  # noqa: B009 - PostgresBackend
     leader = LeaderService(node, reactor, session=LockSession(lambda: connect("leader")),
-                           worker=worker("heartbeat-leader", nice=0),
-                           interval=config.leader_interval,
+                           worker=worker("heartbeat-leader"), interval=config.leader_interval,
                            before_release=store.flush)
     ledger = NoticeLedger()
     store.add_source(lambda: write_marks(ledger, node))
@@ -803,7 +800,7 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
     config = settings.config
     seams = seams or Seams()
 
-    def make_worker(name: str, nice: int = WORKER_NICE) -> Worker:
+    def make_worker(name: str, nice: int = 0) -> Worker:
         """A serial thread (serial.WorkerFactory): only the writers run niced."""
         return seams.worker(name) if seams.worker else SerialWorker(reactor, name, nice)
 
@@ -825,9 +822,7 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
                             max_host_bytes=config.history_max_host_bytes,
                             max_bytes=config.history_max_bytes)
     store.on_start(lambda: restore_history_bytes(store, recorder))
-    # A login waits for the hash: a niced thread on a busy machine made it take seconds.
-    hasher = PasswordHasher(make_worker("heartbeat-passwords", nice=0),
-                            seams.password_iterations)
+    hasher = PasswordHasher(make_worker("heartbeat-passwords"), seams.password_iterations)
     auth = make_auth(config, store, hasher, reactor)
     listener = share_auth(auth, store, make_worker, reactor)
     if listener is not None:  # a follower lists and applies the leader's windows at once

@@ -1,9 +1,9 @@
 """One dedicated thread that runs blocking work in submission order.
 
 The store (SQLite) and the journal (file writes, rotation) each own one, so
-their I/O never runs on the reactor thread and never reorders. Each such thread
-runs at a lower scheduling priority than the reactor's (``WORKER_NICE``): the
-work it does can wait a few milliseconds, the reactor's cannot.
+their I/O never runs on the reactor thread and never reorders. Their writers run
+at a lower scheduling priority than the reactor's (``WORKER_NICE``): the work
+they do can wait a few milliseconds, the reactor's cannot.
 """
 
 from __future__ import annotations
@@ -43,17 +43,16 @@ class Worker(Protocol):
 
 
 class WorkerFactory(Protocol):
-    """Makes the server's workers: ``nice`` 0 for one whose work a user or a deadline
-    waits for (password hashes, API reads, the leader's lease), not only the reactor."""
+    """Makes the server's workers: ``WORKER_NICE`` only for a writer, whose work nobody
+    but the reactor waits for (not password hashes, API reads or the leader's lease)."""
 
-    def __call__(self, name: str, nice: int = WORKER_NICE) -> Worker: ...
+    def __call__(self, name: str, nice: int = 0) -> Worker: ...
 
 
 class SerialWorker:
     """A one-thread pool: ``run`` calls happen one at a time, in order."""
 
-    def __init__(self, reactor: IReactorFromThreads, name: str, nice: int = WORKER_NICE
-                 ) -> None:
+    def __init__(self, reactor: IReactorFromThreads, name: str, nice: int = 0) -> None:
         self._reactor = reactor
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name=name)
         self._nice = nice
