@@ -40,6 +40,11 @@ def htb(name: str = "web1", **fields: Any) -> dict[str, Any]:
     return {"ID": "HTB", "name": name, **fields}
 
 
+def names(taken: tuple[list[Host], list[Host]]) -> tuple[list[str], list[str]]:
+    """The names of :meth:`Registry.take_dirty`'s two lists, sorted."""
+    return sorted(h.name for h in taken[0]), sorted(h.name for h in taken[1])
+
+
 def kinds(events: list[Event]) -> list[str]:
     return [e.kind for e in events]
 
@@ -307,10 +312,31 @@ class BookkeepingTests:
         """Changed hosts are handed to the store once per change."""
         registry.apply(htb("a"), SRC, 1.0)
         registry.apply(htb("b"), SRC, 1.0)
-        assert sorted(h.name for h in registry.take_dirty()) == ["a", "b"]
-        assert registry.take_dirty() == []
+        assert names(registry.take_dirty()) == (["a", "b"], [])
+        assert registry.take_dirty() == ([], [])
         registry.expire(100.0)
-        assert sorted(h.name for h in registry.take_dirty()) == ["a", "b"]
+        assert names(registry.take_dirty()) == (["a", "b"], [])
+
+    def test_a_steady_heartbeat_is_taken_as_a_beat(self, registry: Registry) -> None:
+        """A heartbeat that moves only :data:`BEAT_FIELDS` (the store writes those alone)
+        is a beat; one that changes anything else, or comes with another change, is not."""
+        for name in "abcdef":
+            registry.apply(htb(name, version="1"), SRC, 1.0)
+        registry.take_dirty()
+        registry.apply(htb("a", version="1", interval=5, rtt=0.1), ("10.0.0.5", 40001), 2.0)
+        registry.apply(htb("b", version="1"), ("10.0.0.6", 40000), 2.0)  # address
+        registry.apply(htb("c", version="2"), SRC, 2.0)  # version
+        registry.apply(htb("d", version="1"), SRC, 2.0)
+        registry.apply({"ID": "MSG", "name": "d", "text": "hi"}, SRC, 2.0)  # and a message
+        registry.apply(htb("e"), SRC, 2.0)  # no version: unchanged
+        assert names(registry.take_dirty()) == (["b", "c", "d"], ["a", "e"])
+        registry.expire(100.0)
+        registry.take_dirty()
+        registry.apply(htb("a", version="1"), SRC, 101.0)  # DOWN -> UP
+        assert names(registry.take_dirty()) == (["a"], [])
+        registry.apply(htb("f", version="1"), SRC, 101.0)
+        registry.remove("f", 102.0)
+        assert names(registry.take_dirty()) == ([], [])
 
     def test_remove(self, registry: Registry) -> None:
         """A removed host is forgotten and comes back as new."""

@@ -28,7 +28,7 @@ from heartbeat.server.auth import AuthService, PasswordHasher, load_auth
 from heartbeat.server.compose import restore_history_bytes, wire
 from heartbeat.server.migrations import NEWEST, STEPS, SchemaError, Step
 from heartbeat.server.operations import load_operations
-from heartbeat.server.registry import Registry
+from heartbeat.server.registry import BEAT_FIELDS, Host, Registry
 from heartbeat.server.serial import ImmediateWorker
 from heartbeat.server.store import (
     HostRecorder,
@@ -159,8 +159,27 @@ class TablesTests:
 
     def test_update_never_adds_a_row(self, backend: Backend) -> None:
         """Touching a session that is gone does not bring it back."""
-        write(backend, lambda t: t.update(SESSIONS, ("last_used",), [(5.0, "gone")]))
-        assert rows(backend, SESSIONS) == []
+        found: list[int] = []
+        write(backend, lambda t: found.append(t.update(SESSIONS, ("last_used",),
+                                                       [(5.0, "gone")])))
+        assert rows(backend, SESSIONS) == [] and found == [0]
+
+    def test_refresh_sets_its_columns_or_puts_every_row_whole(self, backend: Backend) -> None:
+        """A refresh writes only its columns of rows that are there; when one is missing,
+        all its rows go in whole (a host row lost or never written is written again)."""
+        first, other = SAMPLES["hosts"]
+        beat = {c: other[HOSTS.columns.index(c)] for c in BEAT_FIELDS}
+        refreshed = tuple(beat.get(c, first[i]) for i, c in enumerate(HOSTS.columns))
+        write(backend, lambda t: t.put(HOSTS, [first]))
+        write(backend, Rows("refresh", HOSTS, [other], BEAT_FIELDS))
+        assert rows(backend, HOSTS) == [refreshed]
+        found: list[int] = []
+        write(backend, lambda t: found.append(t.update(
+            HOSTS, BEAT_FIELDS, [(*beat.values(), "web1"), (*beat.values(), "gone")])))
+        assert found == [1]
+        second = ("web2", *other[1:])
+        write(backend, Rows("refresh", HOSTS, [first, second], BEAT_FIELDS))
+        assert rows(backend, HOSTS) == [first, second]
 
     def test_raise_to_never_lowers(self, backend: Backend) -> None:
         """The last id given only goes up, whatever order the writes come in."""
@@ -597,6 +616,49 @@ class StoreServiceTests:
         store.flush()
         assert [count(backend, t) for t in (HOSTS, PLUGIN_DATA, PLUGIN_HISTORY, COMMANDS)] \
             == [0, 0, 0, 0]
+
+
+    def test_a_restart_finds_every_host_as_the_registry_held_it(self, backend: Backend,
+                                                                clock: Clock) -> None:
+        """Random heartbeats (some steady, written as beats; some moving the address, the
+        version, the state), messages, silences and removals: after each flush, the hosts
+        loaded back equal the registry's, field for field."""
+        store, registry, bus = self._store(backend, clock)
+        chance = random.Random(16)
+        now = 1000.0
+        for step in range(400):
+            name = f"h{chance.randrange(6)}"
+            roll = chance.random()
+            now += chance.choice((0.1, 1.0, 4.0, 30.0))
+            if roll < 0.6:
+                message: dict[str, Any] = {"ID": "HTB", "name": name,
+                                           "interval": chance.choice((5, 10)),
+                                           "version": chance.choice(("1", "1", "1", "2"))}
+                if chance.random() < 0.5:
+                    message["rtt"] = chance.random()
+                source = (chance.choice(("10.0.0.1", "10.0.0.1", "10.0.0.2")),
+                          chance.choice((1, 2)))
+                bus.publish_all(registry.apply(message, source, now).events)
+            elif roll < 0.75:
+                self._apply(registry, bus, {"ID": chance.choice(("MSG", "BOOT", "SHUT")),
+                                            "name": name, "text": f"step {step}"}, now)
+            elif roll < 0.8:
+                removed = registry.remove(name, now)
+                if removed is not None:
+                    bus.publish(removed)
+            else:
+                bus.publish_all(registry.expire(now))
+            if chance.random() < 0.3:
+                store.flush()
+                assert {h.name: _stored(h) for h in store.load(load_hosts)} == \
+                    {h.name: _stored(h) for h in registry.hosts.values()}, step
+
+
+def _stored(host: Host) -> tuple[Any, ...]:
+    """What of a host its row keeps."""
+    return (host.state, host.addr, host.port, host.first_seen, host.last_seen, host.since,
+            host.interval, host.rtt, host.version, host.boot_time, host.down_reason,
+            host.expected_by, host.latest, {p: s.ts for p, s in host.plugins.items()})
 
 
 class LoadersTests:

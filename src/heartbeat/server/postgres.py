@@ -66,9 +66,10 @@ class PostgresTables(SqlTables):
             cursor = conn.execute(sql, params)
             return cursor.fetchall() if cursor.description is not None else []
 
-        def executemany(sql: str, rows: list[Sequence[Any]]) -> None:
+        def executemany(sql: str, rows: list[Sequence[Any]]) -> int:
             with conn.cursor() as cursor:
                 cursor.executemany(sql, rows)
+                return cursor.rowcount
 
         super().__init__(POSTGRESQL, execute, executemany)
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from enum import StrEnum
 from sys import intern
-from typing import Any
+from typing import Any, Final
 
 from heartbeat.config.server import HostConfig
 from heartbeat.events import (
@@ -47,7 +47,7 @@ from heartbeat.server.flapping import FlapDetector
 from heartbeat.server.limits import HostAdmission
 from heartbeat.text import json_bytes
 
-__all__ = ["ANSWER_BYTES", "MAX_QUEUED_COMMANDS", "Host", "HostState", "Outcome",
+__all__ = ["ANSWER_BYTES", "BEAT_FIELDS", "MAX_QUEUED_COMMANDS", "Host", "HostState", "Outcome",
            "PendingCommand", "PluginSample", "QueueFull", "Registry", "latest_message"]
 
 _DEFAULT_HOST = HostConfig()
@@ -57,6 +57,9 @@ ANSWER_BYTES = 8192
 """Bytes of commands sent in answer to one datagram (at least one command): a forged HTB
 from a victim's address reflects at most this much (a command is at most about 34 KiB)."""
 RECENT_RESULTS = 20
+BEAT_FIELDS: Final = ("port", "interval", "rtt", "last_seen", "expected_by")
+"""What a heartbeat changes of a host whose state, address and version stay the same:
+the store writes only these of such a host (:meth:`Registry.take_dirty`)."""
 CHANGES_KEPT = 4096
 """Changes of the hosts a text index can be brought up to date from (Registry.changed_since)."""
 LATEST_TEXT = 500
@@ -284,6 +287,8 @@ class Registry:
         self._changes: deque[tuple[int, str]] = deque(maxlen=CHANGES_KEPT)
         """The last changes that moved ``generation``: (generation, host name)."""
         self._dirty: set[str] = set()
+        self._beats: set[str] = set()
+        """Hosts changed by heartbeats alone (:data:`BEAT_FIELDS`) since the last take."""
         self._commands_dirty: set[str] = set()
         self._command_ids = itertools.count(1)
         self.dispatching = True
@@ -357,11 +362,17 @@ class Registry:
         """Heartbeats in a row a DOWN or UNREACHABLE host needs to be UP again."""
         return self.config_for(name).recover_after or 1
 
-    def take_dirty(self) -> list[Host]:
-        """Hosts changed since the last call, for the store to write."""
-        dirty = [self.hosts[name] for name in self._dirty if name in self.hosts]
+    def take_dirty(self) -> tuple[list[Host], list[Host]]:
+        """Hosts changed since the last call, for the store to write: those changed in any
+        way, and those only a steady heartbeat changed (only :data:`BEAT_FIELDS` moved, a
+        row of 16 columns written as 5: half the store's time at 5,000 heartbeats a
+        second)."""
+        hosts = self.hosts
+        changed = [hosts[name] for name in self._dirty if name in hosts]
+        beaten = [hosts[name] for name in self._beats.difference(self._dirty) if name in hosts]
         self._dirty.clear()
-        return dirty
+        self._beats.clear()
+        return changed, beaten
 
     def take_commands_dirty(self) -> list[Host]:
         """Hosts whose queued commands changed since the last call (queued, sent, done)."""
@@ -451,8 +462,8 @@ class Registry:
         events: list[Event] = []
         if host is None:
             host = self._host(name, now, events)
-        else:
-            self._dirty.add(name)
+        elif handler is not Registry._heartbeat:
+            self._dirty.add(name)  # a heartbeat says itself what it changed
         if handler is Registry._heartbeat:
             replies = self._heartbeat(host, message, source, now, events)
         elif handler is Registry._plugins:
@@ -460,8 +471,9 @@ class Registry:
         else:
             replies = handler(self, host, message, source, now, events)
             host.latest = (now, latest_message(message))
-        if "version" in message:
+        if "version" in message and message["version"] != host.version:
             host.version = message["version"]
+            self._dirty.add(name)
         if signed is None:
             host.signed, host.key_id = False, None
         else:
@@ -513,10 +525,12 @@ class Registry:
         events: list[Event],
     ) -> list[dict[str, Any]]:
         addr, port = source
+        steady = True
         if addr != host.addr:
             events.append(Event(HOST_ADDRESS, host.name, now, {"addr": addr, "old": host.addr}))
             host.addr = addr
             self._changed(host.name)
+            steady = False
         host.port = port
         if "interval" in message:
             host.interval = float(message["interval"])
@@ -532,6 +546,7 @@ class Registry:
         elif previous in _SILENT and not self._recovered(host, previous_seen, interval, now):
             self._flap(host, previous, now, events)
         else:
+            steady = False
             data: dict[str, Any] = {"previous": previous.value, "addr": addr}
             if previous is HostState.DOWN and host.since is not None:
                 data["down_for"] = now - host.since
@@ -547,6 +562,7 @@ class Registry:
         if "rtt" in message:
             host.rtt = float(message["rtt"])
             events.append(Event(HOST_RTT, host.name, now, {"rtt": host.rtt}))
+        (self._beats if steady else self._dirty).add(host.name)
         ack = {"ID": "ACK", "server_ts": now}
         if "seq" in message:
             ack["seq"] = message["seq"]
@@ -824,6 +840,7 @@ class Registry:
         if self.flaps is not None:
             self.flaps.forget(name)
         self._dirty.discard(name)
+        self._beats.discard(name)
         self._commands_dirty.discard(name)
         return Event(HOST_REMOVED, name, now, {"by": by})
 

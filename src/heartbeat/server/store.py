@@ -32,7 +32,14 @@ from twisted.python.failure import Failure
 
 from heartbeat.events import Event
 from heartbeat.server import migrations
-from heartbeat.server.registry import Host, HostState, PendingCommand, PluginSample, Registry
+from heartbeat.server.registry import (
+    BEAT_FIELDS,
+    Host,
+    HostState,
+    PendingCommand,
+    PluginSample,
+    Registry,
+)
 from heartbeat.server.retry import Backoff
 from heartbeat.server.serial import Worker
 from heartbeat.server.tables import (
@@ -695,9 +702,12 @@ class HostRecorder:
 
     def _statements(self) -> list[Write]:
         writes: list[Write] = []
-        hosts = self._registry.take_dirty()
+        hosts, beaten = self._registry.take_dirty()
         if hosts:
             writes.append(Rows("put", HOSTS, [_host_row(h) for h in hosts], encode=_host_text))
+        if beaten:
+            writes.append(Rows("refresh", HOSTS, [_host_row(h) for h in beaten], BEAT_FIELDS,
+                               encode=_host_text))
         commanded = self._registry.take_commands_dirty()
         if commanded:
             cleared, commands = _command_rows(commanded)

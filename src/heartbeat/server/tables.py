@@ -26,6 +26,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol, TypeVar
 
@@ -171,8 +172,9 @@ class Tables(Protocol):
         """Whole rows; one whose key is already there leaves that row as it is."""
         ...
 
-    def update(self, table: Table, columns: Sequence[str], rows: Iterable[Row]) -> None:
-        """Rows of ``(*values of columns, *key)``: those columns of existing rows only."""
+    def update(self, table: Table, columns: Sequence[str], rows: Iterable[Row]) -> int:
+        """Rows of ``(*values of columns, *key)``: those columns of existing rows only;
+        returns how many rows there were to update."""
         ...
 
     def delete(self, table: Table, keys: Iterable[Row], by: Sequence[str] = ()) -> None:
@@ -216,10 +218,13 @@ Read = Callable[[Tables], T]
 
 @dataclass(frozen=True, slots=True)
 class Rows:
-    """A write of whole rows to one table (put, add, or delete by ``by``): a :data:`Write`
-    the store can split row by row to find the one row a batch could not commit."""
+    """A write of whole rows to one table (put, add, delete by ``by``, or refresh ``by``):
+    a :data:`Write` the store can split row by row to find the one row a batch could not
+    commit. A refresh updates only the ``by`` columns of rows already there, and puts all
+    its rows whole if any is missing (so it never loses a row, and costs a put only then):
+    the store's write of hosts a steady heartbeat changed."""
 
-    op: Literal["put", "add", "delete"]
+    op: Literal["put", "add", "delete", "refresh"]
     table: Table
     rows: Sequence[Row]
     by: tuple[str, ...] = ()
@@ -229,6 +234,11 @@ class Rows:
 
     def __call__(self, tables: Tables) -> None:
         encode = self.encode
+        if self.op == "refresh":
+            table = self.table
+            pick = itemgetter(*(table.columns.index(c) for c in (*self.by, *table.key)))
+            if tables.update(table, self.by, [pick(row) for row in self.rows]) == len(self.rows):
+                return
         rows = self.rows if encode is None else [encode(row) for row in self.rows]
         if self.op == "delete":
             tables.delete(self.table, rows, self.by)
@@ -276,11 +286,12 @@ class SqlTables:
     """:class:`Tables` in SQL both backends read; statements are made once per table.
 
     ``execute(sql, params)`` returns the rows of one statement, ``executemany(sql,
-    rows)`` runs one statement per row: the backend's own calls on its connection.
+    rows)`` runs one statement per row and returns how many rows they changed: the
+    backend's own calls on its connection.
     """
 
     def __init__(self, dialect: Dialect, execute: Callable[[str, Row], list[tuple[Any, ...]]],
-                 executemany: Callable[[str, list[Row]], object]) -> None:
+                 executemany: Callable[[str, list[Row]], int]) -> None:
         self.dialect = dialect
         self._execute = execute
         self._executemany = executemany
@@ -302,10 +313,9 @@ class SqlTables:
         return (f"INSERT INTO {_quoted(table.name)} ({_names(table.columns)}) "
                 f"VALUES ({self._marks(len(table.columns))}){on_conflict}")
 
-    def _many(self, sql: str, rows: Iterable[Row]) -> None:
+    def _many(self, sql: str, rows: Iterable[Row]) -> int:
         batch = rows if isinstance(rows, list) else list(rows)
-        if batch:
-            self._executemany(sql, batch)
+        return self._executemany(sql, batch) if batch else 0
 
     def rows(self, table: Table, **equal: Any) -> list[tuple[Any, ...]]:
         columns = tuple(equal)
@@ -335,13 +345,13 @@ class SqlTables:
             table, f" ON CONFLICT ({_names(table.key)}) DO NOTHING" if table.key else ""))
         self._many(sql, rows)
 
-    def update(self, table: Table, columns: Sequence[str], rows: Iterable[Row]) -> None:
+    def update(self, table: Table, columns: Sequence[str], rows: Iterable[Row]) -> int:
         cols = tuple(columns)
         sql = self._sql(("update", table.name, cols), lambda: (
             f"UPDATE {_quoted(table.name)} SET "
             + ", ".join(f"{_quoted(c)} = {self.dialect.param}" for c in cols)
             + f" WHERE {self._equal(table.key)}"))
-        self._many(sql, rows)
+        return self._many(sql, rows)
 
     def delete(self, table: Table, keys: Iterable[Row], by: Sequence[str] = ()) -> None:
         columns = tuple(by) or table.key
@@ -409,7 +419,7 @@ class SqliteTables(SqlTables):
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         super().__init__(SQLITE, lambda sql, params: conn.execute(sql, params).fetchall(),
-                         conn.executemany)
+                         lambda sql, rows: conn.executemany(sql, rows).rowcount)
 
 
 class Backend(Protocol):
