@@ -12,7 +12,8 @@ checks what must hold whatever was sent:
 - nothing was logged at error level or above (a notification given up included), and
   no bus subscriber failed;
 - the store committed with no failure counted, and its rows read back (``load_hosts``)
-  as the hosts the registry holds;
+  as the hosts the registry holds, each field of each host as the registry has it (what
+  a restart would find: ``tests.memserver.stored_fields``);
 - the journal wrote every line, and every new line is strict UTF-8 JSON;
 - every feed message sent so far is strict UTF-8 JSON, and a new feed client is taken
   and sent a snapshot naming every host;
@@ -53,7 +54,7 @@ from urllib.parse import quote
 
 from autobahn import util as autobahn_util
 from autobahn.websocket import protocol as websocket_protocol
-from tests.memserver import InProcessServer, MemoryServerReactor
+from tests.memserver import InProcessServer, MemoryServerReactor, stored_fields
 from twisted.internet import task
 from twisted.internet.address import IPv4Address
 from twisted.internet.error import ConnectionDone, ProcessDone
@@ -624,8 +625,12 @@ class WholeServer:
         names = {host.name for host in self.parts.registry}
         store = self.parts.store
         check(store.failures == 0, f"{store.failures} store batches failed")
-        stored = {host.name for host in store.load(load_hosts)}
-        check(stored == names, f"stored hosts {sorted(stored)} != {sorted(names)}")
+        store.flush()  # a timer may have changed hosts after the last flush of the second
+        stored = {host.name: stored_fields(host) for host in store.load(load_hosts)}
+        check(set(stored) == names, f"stored hosts {sorted(stored)} != {sorted(names)}")
+        changed = sorted(host.name for host in self.parts.registry
+                         if stored[host.name] != stored_fields(host))
+        check(not changed, f"stored hosts differ from the registry's: {changed}")
         self.check_journal()
         if everything:
             self.check_feed(names)

@@ -29,12 +29,21 @@ from twisted.test import iosim
 
 from heartbeat.config.server import ServerConfig
 from heartbeat.server.compose import STORE_FILE, Seams, Server
+from heartbeat.server.registry import Host
 from heartbeat.server.serial import ImmediateWorker
 from heartbeat.server.settings import ServerSettings
 from heartbeat.server.tap import makeService
 from tests.apistack import fired
 
 START = 1_800_000_000.0
+
+
+def stored_fields(host: Host) -> tuple[Any, ...]:
+    """What of a host its row in the store keeps (what a restart finds), to compare the
+    hosts loaded back with the registry's."""
+    return (host.state, host.addr, host.port, host.first_seen, host.last_seen, host.since,
+            host.interval, host.rtt, host.version, host.boot_time, host.down_reason,
+            host.expected_by, host.latest, {p: s.ts for p, s in host.plugins.items()})
 
 
 class _FakeUDPPort:

@@ -28,7 +28,7 @@ from heartbeat.server.auth import AuthService, PasswordHasher, load_auth
 from heartbeat.server.compose import restore_history_bytes, wire
 from heartbeat.server.migrations import NEWEST, STEPS, SchemaError, Step
 from heartbeat.server.operations import load_operations
-from heartbeat.server.registry import BEAT_FIELDS, Host, Registry
+from heartbeat.server.registry import BEAT_FIELDS, Registry
 from heartbeat.server.serial import ImmediateWorker
 from heartbeat.server.store import (
     HostRecorder,
@@ -64,6 +64,7 @@ from heartbeat.server.tables import (
 )
 from heartbeat.server.user_policy import CreateUser
 from tests.apistack import FAST, fired
+from tests.memserver import stored_fields
 from tests.test_user_policy import HeldWorker
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -650,15 +651,8 @@ class StoreServiceTests:
                 bus.publish_all(registry.expire(now))
             if chance.random() < 0.3:
                 store.flush()
-                assert {h.name: _stored(h) for h in store.load(load_hosts)} == \
-                    {h.name: _stored(h) for h in registry.hosts.values()}, step
-
-
-def _stored(host: Host) -> tuple[Any, ...]:
-    """What of a host its row keeps."""
-    return (host.state, host.addr, host.port, host.first_seen, host.last_seen, host.since,
-            host.interval, host.rtt, host.version, host.boot_time, host.down_reason,
-            host.expected_by, host.latest, {p: s.ts for p, s in host.plugins.items()})
+                assert {h.name: stored_fields(h) for h in store.load(load_hosts)} == \
+                    {h.name: stored_fields(h) for h in registry.hosts.values()}, step
 
 
 class LoadersTests:
