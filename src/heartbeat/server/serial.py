@@ -23,7 +23,8 @@ from twisted.python.threadpool import ThreadPool
 __all__ = ["WORKER_NICE", "ImmediateWorker", "SerialWorker", "Worker", "WorkerFactory"]
 
 WORKER_NICE = 10
-"""The nice value of a worker's thread (the reactor's thread stays at the process's).
+"""The nice value the writers' threads ask for (the store's and the journal's); every
+other worker, and the reactor's thread, stays at the process's priority.
 
 Where the worker and the reactor share a core, the scheduler gives the reactor the core
 whenever both can run (a nice 10 thread weighs about a tenth of a nice 0 one), and a
