@@ -7,6 +7,8 @@ import socket
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
 
@@ -229,6 +231,30 @@ class IngestBoundsTests:
         assert sorted(registry.hosts) == ["g", "h"]
         assert protocol.status()["plugin_data"] == {"bytes": registry.plugin_bytes,
                                                     "max_plugin_bytes": 1100}
+
+    @given(st.lists(st.tuples(st.sampled_from(["h", "g"]),
+                              st.sets(st.sampled_from(["a", "b", "c", "d"]), min_size=1),
+                              st.integers(0, 50)), max_size=30))
+    def test_plugin_bytes_are_the_texts_still_held(
+            self, sequence: list[tuple[str, set[str], int]]) -> None:
+        """After any sequence of PLGs, each host is charged the bytes of exactly the texts
+        some plugin's latest data still came from: a plain model, asked after every PLG,
+        for the registry's shortcut when a PLG carries the same plugins as the one before."""
+        protocol, registry = _protocol(Clock())
+        messages = [{"ID": "PLG", "name": name, "seq": n,
+                     "plugins": {plugin: "x" * pad for plugin in sorted(names)}}
+                    for n, (name, names, pad) in enumerate(sequence)]
+        came_from: dict[str, dict[str, int]] = {}
+        for n, message in enumerate(messages):
+            _send(protocol, message)
+            for plugin in message["plugins"]:
+                came_from.setdefault(message["name"], {})[plugin] = n
+            for name, held in came_from.items():
+                host = registry.hosts[name]
+                assert sorted(host.plugins) == sorted(held)
+                assert host.plugin_bytes == sum(
+                    len(json.dumps(messages[came])) for came in set(held.values()))
+            assert registry.plugin_bytes == sum(h.plugin_bytes for h in registry.hosts.values())
 
     def test_unknown_ids_table_bounded(self) -> None:
         """A flood of invented IDs is counted under a bounded number of keys."""
