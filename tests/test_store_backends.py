@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import random
+import tempfile
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from twisted.internet.task import Clock
 from twisted.logger import formatEvent, globalLogPublisher
 
@@ -600,8 +603,11 @@ class StoreServiceTests:
     def test_message_key_takes_only_what_fits(self) -> None:
         """seq and ts are the message's own when they are numbers a column holds."""
         assert [message_key(m) for m in ({"seq": 3, "ts": 1.5}, {"seq": True, "ts": "x"},
-                                         {"seq": 1 << 70, "ts": 2}, {})] == [
-            (3, 1.5), (None, None), (None, 2.0), (None, None)]
+                                         {"seq": 1 << 70, "ts": 2}, {},
+                                         {"seq": -(1 << 62), "ts": float("inf")},
+                                         {"seq": 1 - (1 << 62), "ts": True})] == [
+            (3, 1.5), (None, None), (None, 2.0), (None, None), (None, None),
+            (1 - (1 << 62), None)]
 
     def test_removed_host_deleted(self, backend: Backend, clock: Clock) -> None:
         """Removing a host deletes its rows from every table."""
@@ -622,9 +628,11 @@ class StoreServiceTests:
     def test_a_restart_finds_every_host_as_the_registry_held_it(self, backend: Backend,
                                                                 clock: Clock) -> None:
         """Random heartbeats (some steady, written as beats; some moving the address, the
-        version, the state), messages, silences and removals: after each flush, the hosts
-        loaded back equal the registry's, field for field."""
+        version, the state), messages, PLGs of changing plugins, silences and removals:
+        after each flush, the hosts loaded back equal the registry's, field for field, and
+        each plugin's latest data is that of the last PLG that carried it."""
         store, registry, bus = self._store(backend, clock)
+        latest: dict[str, dict[str, dict[str, Any]]] = {}
         chance = random.Random(16)
         now = 1000.0
         for step in range(400):
@@ -640,19 +648,27 @@ class StoreServiceTests:
                 source = (chance.choice(("10.0.0.1", "10.0.0.1", "10.0.0.2")),
                           chance.choice((1, 2)))
                 bus.publish_all(registry.apply(message, source, now).events)
-            elif roll < 0.75:
+            elif roll < 0.7:
                 self._apply(registry, bus, {"ID": chance.choice(("MSG", "BOOT", "SHUT")),
                                             "name": name, "text": f"step {step}"}, now)
             elif roll < 0.8:
+                plugins = {plugin: {"step": step} for plugin in ("cpu", "disk", "net")
+                           if chance.random() < 0.6} or {"os": {"step": step}}
+                self._apply(registry, bus, {"ID": "PLG", "name": name, "plugins": plugins}, now)
+                latest.setdefault(name, {}).update(
+                    {plugin: {"ts": now, "data": data} for plugin, data in plugins.items()})
+            elif roll < 0.85:
                 removed = registry.remove(name, now)
                 if removed is not None:
                     bus.publish(removed)
+                    latest.pop(name, None)
             else:
                 bus.publish_all(registry.expire(now))
             if chance.random() < 0.3:
                 store.flush()
                 assert {h.name: stored_fields(h) for h in store.load(load_hosts)} == \
                     {h.name: stored_fields(h) for h in registry.hosts.values()}, step
+                assert {h: fired(store.read(read_latest(h))) for h in latest} == latest, step
 
 
 class LoadersTests:
@@ -951,3 +967,49 @@ def test_a_full_database_keeps_the_batch_and_refuses_api_changes(tmp_path: Path)
     store.flush()  # the sources, now
     assert [r[4] for r in rows(backend, PLUGIN_HISTORY)] == [0]
     backend.close()
+
+
+_RECORDER_STEPS = st.lists(st.one_of(
+    st.tuples(st.just("plg"), st.integers(0, 2),
+              st.sets(st.sampled_from(["cpu", "disk", "net"]), min_size=1)),
+    st.tuples(st.just("flush"), st.just(0), st.just(frozenset())),
+    st.tuples(st.just("remove"), st.integers(0, 2), st.just(frozenset()))), max_size=25)
+
+
+@given(_RECORDER_STEPS)
+def test_plugin_data_is_the_last_plg_that_carried_each_plugin(
+        steps: list[tuple[str, int, frozenset[str]]]) -> None:
+    """Any sequence of PLGs of changing plugins, flushes and host removals: after every
+    flush, ``plugin_data`` holds for each plugin of each host the data and time of the
+    last PLG that carried it, and nothing of a removed host. The recorder keeps a host's
+    newest PLG whole and, apart, what of its earlier ones the newest does not carry."""
+    with tempfile.TemporaryDirectory() as tmp:
+        backend = open_sqlite(Path(tmp) / "s.sqlite3")
+        try:
+            registry = Registry(grace=5, default_interval=10)
+            store = StoreService(backend, ImmediateWorker(), Clock())
+            bus = make_bus()
+            wire(bus, recorder=HostRecorder(registry, store, retention=1e9, max_samples=100))
+            expected: dict[tuple[str, str], tuple[float, Any]] = {}
+            for n, (step, host, plugins) in enumerate([*steps, ("flush", 0, frozenset())]):
+                name, now = f"h{host}", 1000.0 + n
+                if step == "plg":
+                    data = {plugin: {"n": n} for plugin in sorted(plugins)}
+                    message = {"ID": "PLG", "name": name, "plugins": data}
+                    bus.publish(Event(RECEIVED, name, now, {
+                        "message": message, "source_ip": "10.0.0.1", "source_port": 1},
+                        json.dumps(message).encode()))
+                    bus.publish_all(registry.apply(message, ("10.0.0.1", 1), now).events)
+                    expected.update({(name, plugin): (now, value)
+                                     for plugin, value in data.items()})
+                elif step == "remove":
+                    removed = registry.remove(name, now)
+                    if removed is not None:
+                        bus.publish(removed)
+                        expected = {key: v for key, v in expected.items() if key[0] != name}
+                else:
+                    store.flush()
+                    assert {(h, p): (ts, json.loads(text)) for h, p, ts, text in
+                            rows(backend, PLUGIN_DATA)} == expected, n
+        finally:
+            backend.close()

@@ -642,15 +642,24 @@ class HostRecorder:
         self.trimmed_for_bytes = 0
         """Trims of a host's history to its cap in bytes."""
         self._history: list[tuple[str, float, str, bytes, int | None, float | None]] = []
-        self._latest: dict[tuple[str, str], tuple[str, str, float, Any]] = {}
+        self._newest: dict[str, tuple[float, dict[str, Any]]] = {}
+        """Each host's newest PLG since the last flush: its time and plugins."""
+        self._older: dict[str, dict[str, tuple[float, Any]]] = {}
+        """Plugins of a host's earlier PLGs since the last flush that its newest one does not
+        carry (rare: a host's PLGs carry the same plugins), with their time and data."""
         self._added: dict[str, int] = {}
         self._trim_due: set[str] = set()
+        self._cap = self.host_cap()
+        self._cap_hosts = 0
+        """How many hosts held history when ``_cap`` was worked out."""
         store.add_source(self._statements)
         store.add_maintenance(self.prune)
 
     def on_received(self, event: Event) -> None:
-        """A ``message``: a PLG's text is queued for the history, each plugin's data (the
-        decoded value, encoded at the flush on the writer thread) for ``plugin_data``."""
+        """A ``message``: a PLG's text is queued for the history, and the PLG is kept as its
+        host's newest, whose plugins' data (encoded at the flush on the writer thread) go
+        to ``plugin_data``. The reactor does as little as it can a PLG: no row a plugin
+        here, no object that lives until the flush beyond the message's own."""
         message = event.data["message"]
         if message["ID"] != "PLG" or not message["plugins"]:
             return
@@ -661,19 +670,50 @@ class HostRecorder:
             self._history.append((host, event.ts, f",{','.join(plugins)},",
                                   raw if event.packed is None else event.packed,
                                   *message_key(message)))
-            held = self._bytes[host] = self._bytes.get(host, 0) + len(raw)
-            if held > self.host_cap():
+            held_bytes = self._bytes
+            held = held_bytes[host] = held_bytes.get(host, 0) + len(raw)
+            if len(held_bytes) != self._cap_hosts:  # a share of max_bytes: one more host
+                self._cap, self._cap_hosts = self.host_cap(), len(held_bytes)
+            if held > self._cap:
                 self._bytes_due.add(host)
         else:
             self._store.dropped_rows += 1
-        latest = self._latest
-        for plugin, data in plugins.items():
-            latest[host, plugin] = (host, plugin, event.ts, data)
+        newest = self._newest.get(host)
+        if newest is not None and not newest[1].keys() <= plugins.keys():
+            self._keep_older(host, newest, plugins)
+        elif host in self._older:
+            self._keep_older(host, None, plugins)
+        self._newest[host] = (event.ts, plugins)
         added = self._added.get(host, 0) + 1
         if added >= self._max_samples:
             added = 0
             self._trim_due.add(host)
         self._added[host] = added
+
+    def _keep_older(self, host: str, newest: tuple[float, dict[str, Any]] | None,
+                    plugins: dict[str, Any]) -> None:
+        """Before ``plugins`` become ``host``'s newest: the data of the plugins ``newest``
+        (the PLG they replace) carries and they do not are kept, and what was kept of the
+        plugins they carry is forgotten."""
+        older = self._older.setdefault(host, {})
+        if newest is not None:
+            ts, data = newest
+            older.update((name, (ts, value)) for name, value in data.items()
+                         if name not in plugins)
+        for name in plugins:
+            older.pop(name, None)
+        if not older:
+            del self._older[host]
+
+    def _latest_rows(self) -> list[tuple[str, str, float, Any]]:
+        """The ``plugin_data`` rows of every PLG since the last flush: each host's newest,
+        and of its earlier ones the plugins the newest does not carry."""
+        rows = [(host, name, ts, value) for host, (ts, data) in self._newest.items()
+                for name, value in data.items()]
+        rows += [(host, name, ts, value) for host, older in self._older.items()
+                 for name, (ts, value) in older.items()]
+        self._newest, self._older = {}, {}
+        return rows
 
     def host_cap(self) -> float:
         """The bytes of history one host may hold now (see the class)."""
@@ -693,7 +733,8 @@ class HostRecorder:
         self._bytes_due |= {host for host, size in self._bytes.items() if size > cap}
 
     def on_removed(self, event: Event) -> None:
-        self._latest = {k: v for k, v in self._latest.items() if k[0] != event.host}
+        self._newest.pop(event.host, None)
+        self._older.pop(event.host, None)
         self._added.pop(event.host, None)
         self._trim_due.discard(event.host)
         self._bytes.pop(event.host, None)
@@ -715,9 +756,9 @@ class HostRecorder:
             writes.append(Rows("add", COMMANDS, commands))
         if self._history:
             history, self._history = self._history, []
-            latest, self._latest = list(self._latest.values()), {}
             writes.append(Rows("add", PLUGIN_HISTORY, history, encode=_packed))
-            writes.append(Rows("put", PLUGIN_DATA, latest, encode=_data_text))
+        if self._newest:
+            writes.append(Rows("put", PLUGIN_DATA, self._latest_rows(), encode=_data_text))
         if self._trim_due:
             due, self._trim_due = self._trim_due, set()
             writes.append(lambda tables: self._trim_all(tables, due))
@@ -758,11 +799,14 @@ def message_key(message: dict[str, Any]) -> tuple[int | None, float | None]:
     """A message's own ``seq`` and ``ts``: with its host, what it is known by in the history
     of every server that heard it (None for one missing or out of any column's range)."""
     seq, sent = message.get("seq"), message.get("ts")
-    if not isinstance(seq, int) or isinstance(seq, bool) or not -_SEQ_LIMIT < seq < _SEQ_LIMIT:
+    if type(seq) is not int:  # a plain int and a float, the common case, asked first
+        seq = seq if isinstance(seq, int) and not isinstance(seq, bool) else None
+    if seq is not None and not -_SEQ_LIMIT < seq < _SEQ_LIMIT:
         seq = None
-    if not isinstance(sent, int | float) or isinstance(sent, bool) or not math.isfinite(sent):
-        sent = None
-    return seq, None if sent is None else float(sent)
+    if type(sent) is not float:
+        sent = float(sent) if isinstance(sent, int | float) and not isinstance(sent, bool) \
+            else None
+    return seq, sent if sent is not None and math.isfinite(sent) else None
 
 
 def _forget_host(tables: Tables, host: str) -> None:
