@@ -338,7 +338,7 @@ class JournalService(Service):
             data, raw = event.data, event.raw
             # Keep only the raw text when it can be written as it is: holding thousands
             # of decoded messages until the flush made for long garbage-collector pauses.
-            spliceable = raw is not None and b"\n" not in raw and b"\r" not in raw
+            spliceable = raw is not None and raw.find(b"\n") < 0 and raw.find(b"\r") < 0
             self._buffer.append((event.ts, data["source_ip"], data["source_port"],
                                  raw if spliceable else None,
                                  None if spliceable else data["message"], None))
