@@ -29,6 +29,13 @@ would take. ``--cpu`` measures only that (the server at saturation, each kind
 ``PYTHONPATH=OTHER/src`` the script measures another checkout's server, so two
 can be measured in turn on a busy machine.
 
+``--sustain RATE`` paces ``RATE`` datagrams a second for ``--seconds`` (give it
+20 or more) against one server and says what the paced search cannot: whether the
+server keeps up, or only the socket's receive buffer took the difference for a
+while. Every 50 ms it reads the socket's queue and drop count (``/proc/net/udp``)
+and the datagrams taken, and prints sent, taken, the drops, the largest queue and
+the slowest and fastest half second taken.
+
 Everything is on loopback, bounded in count and time (a few minutes at most).
 The figures go into docs/PERFORMANCE.md with the command that produced them.
 """
@@ -43,6 +50,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 import zlib
@@ -288,6 +296,49 @@ def zero_loss_rate(target: Target, data: list[bytes], start: int, seconds: float
     return best
 
 
+def udp_socket_state(port: int) -> tuple[int, int]:
+    """Bytes queued on the IPv4 UDP socket bound to ``port``, and the datagrams it dropped."""
+    wanted = f":{port:04X}"
+    with open("/proc/net/udp") as table:
+        for line in table:
+            fields = line.split()
+            if fields[1].endswith(wanted):
+                return int(fields[4].split(":")[1], 16), int(fields[-1])
+    raise RuntimeError(f"no UDP socket on port {port}")
+
+
+def sustain(kind: str, data: list[bytes], rate: int, seconds: float) -> None:
+    """``--sustain``: ``rate``/s for ``seconds`` against one server, its socket watched."""
+    samples: list[tuple[float, int, int, int]] = []
+    stop = threading.Event()
+    with tempfile.TemporaryDirectory() as tmp:
+        server = start_server(Path(tmp))
+
+        def watch() -> None:
+            while not stop.is_set():
+                queued, dropped = udp_socket_state(server.port)
+                samples.append((time.monotonic(), queued, dropped, server.count()))
+                stop.wait(0.05)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        try:
+            watcher.start()
+            sent, taken, drain = paced(server, data, rate, seconds)
+        finally:
+            stop.set()
+            watcher.join()
+            server.stop()
+    moving = [n for n in range(1, len(samples)) if samples[n][3] != samples[n - 1][3]]
+    during = samples[moving[0]:moving[-1]] if moving else []  # the first datagram to the last
+    busy = [(later[3] - earlier[3]) / (later[0] - earlier[0])
+            for earlier, later in zip(during[::10], during[10::10], strict=False)]
+    print(f"  {rate:,}/s for {seconds:.0f} s: sent {sent}, taken {taken} "
+          f"({'no loss' if taken == sent else f'{sent - taken} lost'}), drained in "
+          f"{drain:.2f} s; socket drops {samples[-1][2]}, largest queue "
+          f"{max(s[1] for s in samples) / 1e6:.1f} MB; taken a half second "
+          f"{min(busy, default=0):,.0f}-{max(busy, default=0):,.0f}/s", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0)
@@ -301,6 +352,9 @@ def main() -> None:
     parser.add_argument("--cpu", action="store_true",
                         help="only the server's CPU time a datagram at saturation, --rounds "
                              "times each kind")
+    parser.add_argument("--sustain", type=int, metavar="RATE",
+                        help="pace RATE/s for --seconds against one server and watch its "
+                             "socket: does it keep up, or does the buffer take the difference")
     args = parser.parse_args()
     os.sched_setaffinity(0, {SENDER_CPU})
     start_rates = {kind: max(1, int(rate * args.start_scale))
@@ -315,6 +369,10 @@ def main() -> None:
               flush=True)
         if args.cpu:
             cpu_only(kind, data, args.seconds, args.rounds)
+            continue
+        if args.sustain:
+            for _ in range(args.rounds):
+                sustain(kind, data, args.sustain, args.seconds)
             continue
         bare = start_bare()
         try:
