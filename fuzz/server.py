@@ -13,7 +13,8 @@ checks what must hold whatever was sent:
   no bus subscriber failed;
 - the store committed with no failure counted, and its rows read back (``load_hosts``)
   as the hosts the registry holds, each field of each host as the registry has it (what
-  a restart would find: ``tests.memserver.stored_fields``);
+  a restart would find: ``tests.memserver.stored_fields``), and ``plugin_data`` holds a
+  row for exactly the plugins the registry holds of each host, at the same times;
 - the journal wrote every line, and every new line is strict UTF-8 JSON;
 - every feed message sent so far is strict UTF-8 JSON, and a new feed client is taken
   and sent a snapshot naming every host;
@@ -72,6 +73,7 @@ from heartbeat.server.compose import Seams
 from heartbeat.server.serial import ImmediateWorker
 from heartbeat.server.settings import ServerSettings
 from heartbeat.server.store import load_hosts
+from heartbeat.server.tables import PLUGIN_DATA
 from heartbeat.text import may_break_policy, text_problem
 
 __all__ = ["SEPARATOR", "Step", "WholeServer", "steps", "strict_json", "whole_server"]
@@ -631,6 +633,13 @@ class WholeServer:
         changed = sorted(host.name for host in self.parts.registry
                          if stored[host.name] != stored_fields(host))
         check(not changed, f"stored hosts differ from the registry's: {changed}")
+        latest = {(host, plugin, ts) for host, plugin, ts, _ in
+                  store.load(lambda tables: tables.rows(PLUGIN_DATA))}
+        held = {(host.name, plugin, sample.ts) for host in self.parts.registry
+                for plugin, sample in host.plugins.items()}
+        check(latest == held, f"plugin_data (host, plugin, ts) differ from the registry's "
+              f"plugins: stored only {sorted(latest - held)[:5]}, held only "
+              f"{sorted(held - latest)[:5]}")
         self.check_journal()
         if everything:
             self.check_feed(names)

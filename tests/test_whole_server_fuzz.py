@@ -126,6 +126,8 @@ def whole(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WholeServer]:
           b'Cweb1\0{"cmd":"uptime","args":["-p"]}', b'6{"ID":"HTB","name":"web1"}',
           b'R{"rc":0,"output":"up 5 days \\ud83d\\ude00"}', b"T30", b"T3600",
           b'S1Z{"ID":"SHUT","name":"db1"}'])
+@example([b'{"ID":"PLG","name":"web1","plugins":{"cpu_monitor":{"cpu_percent":5}}}',
+          b'{"ID":"PLG","name":"web1","plugins":{"odd":{"x":1}}}'])  # one flush: both kept
 def test_any_sequence_leaves_the_server_whole(whole: WholeServer, sequence: list[bytes]) -> None:
     """Whatever sequence arrives, every invariant of fuzz/server.py holds after it."""
     whole.run(SEPARATOR.join(sequence))
