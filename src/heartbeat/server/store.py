@@ -658,8 +658,8 @@ class HostRecorder:
     def on_received(self, event: Event) -> None:
         """A ``message``: a PLG's text is queued for the history, and the PLG is kept as its
         host's newest, whose plugins' data (encoded at the flush on the writer thread) go
-        to ``plugin_data``. The reactor does as little as it can a PLG: no row a plugin
-        here, no object that lives until the flush beyond the message's own."""
+        to ``plugin_data``. No row a plugin is made here, the flush makes them: a PLG
+        leaves fewer objects for the young garbage collections to walk until then."""
         message = event.data["message"]
         if message["ID"] != "PLG" or not message["plugins"]:
             return
