@@ -624,7 +624,6 @@ class StoreServiceTests:
         assert [count(backend, t) for t in (HOSTS, PLUGIN_DATA, PLUGIN_HISTORY, COMMANDS)] \
             == [0, 0, 0, 0]
 
-
     def test_a_restart_finds_every_host_as_the_registry_held_it(self, backend: Backend,
                                                                 clock: Clock) -> None:
         """Random heartbeats (some steady, written as beats; some moving the address, the

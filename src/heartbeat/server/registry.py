@@ -636,19 +636,17 @@ class Registry:
         to the new samples together and what the replaced samples held is given back."""
         plugins: dict[str, Any] = message["plugins"]
         samples = host.plugins
+        sample = PluginSample(now, PlgCharge(size, len(plugins)) if size else None)
         last = next(iter(samples.values())).charge if samples else None
         if last is not None and last.holders == len(samples) and samples.keys() == plugins.keys():
             # What nearly every PLG is: the plugins of the host's last one, which set them all.
             freed, last.holders = last.size, 0
-            charge = PlgCharge(size, len(plugins)) if size else None
-            samples.update(dict.fromkeys(samples, PluginSample(now, charge)))  # keys kept
+            samples.update(dict.fromkeys(samples, sample))  # the keys it has are kept
         else:
             freed, lost = _released(samples, plugins)
             for old, holders in lost.items():
                 old.holders -= holders
-            charge = PlgCharge(size, len(plugins)) if size else None
-            sample = PluginSample(now, charge)  # one for all: never changed, only replaced
-            for name in plugins:
+            for name in plugins:  # one sample for all: never changed, only replaced
                 if name in samples:  # the key it has is kept, interned when it came
                     samples[name] = sample
                 else:
