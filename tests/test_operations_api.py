@@ -245,3 +245,27 @@ def test_a_follower_takes_no_change(stack: Stack) -> None:
     assert stack.call("POST", "/api/0/silences", {"host": "web1", "duration": 60,
                                                   "comment": "x"}, token=alice).status == 409
     assert stack.call("GET", "/api/0/maintenance", token=alice).status == 200
+
+
+@pytest.mark.parametrize("kind", ["PLG", "HTB"])
+def test_a_metric_that_settles_stops_flapping(tmp_path: Any, kind: str) -> None:
+    """A flapping metric (a plugin's, a heartbeat's RTT) that stays OK stops flapping,
+    announced by the sample that takes it below the low mark though that sample raises
+    no alert of its own."""
+    limits = {"warning": 80, "critical": 90}
+    stack = Stack(tmp_path, users={"alice": user("alice-password", admin=True)},
+                  thresholds={"cpu_monitor": {"cpu_percent": limits}, "rtt": {"web1": limits}})
+    try:
+        for value in (95, 50, 95, 50, 95, 50, 95, 50, 95, *[50] * 25):
+            stack.send({"ID": "PLG", "name": "web1",
+                        "plugins": {"cpu_monitor": {"cpu_percent": value}}} if kind == "PLG"
+                       else {"ID": "HTB", "name": "web1", "interval": 30, "rtt": value})
+            stack.clock.advance(1)
+        changes = [e for e in stack.events if e.kind == "alert.flapping"]
+        assert [e.data["flapping"] for e in changes] == [True, False]
+        alerts = [e for e in stack.events if e.kind == "alert"]
+        assert changes[1].ts > alerts[-1].ts  # after the recovery, from an OK sample
+        assert stack.call("GET", "/api/0/alerts",
+                          token=stack.token("alice")).json["alerts"] == []
+    finally:
+        stack.close()

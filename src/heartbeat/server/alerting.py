@@ -94,10 +94,14 @@ class AlertingService(Service):
         store.add_source(self._writes)
 
     def on_rtt(self, event: Event) -> None:
-        self._publish(self.engine.evaluate_rtt(event.host, event.data["rtt"], event.ts))
+        alerts = self.engine.evaluate_rtt(event.host, event.data["rtt"], event.ts)
+        if alerts or self.engine.flap_changes:  # else nothing to publish: most heartbeats
+            self._publish(alerts)
 
     def on_plugins(self, event: Event) -> None:
-        self._publish(self.engine.evaluate_plugins(event.host, event.data["plugins"], event.ts))
+        alerts = self.engine.evaluate_plugins(event.host, event.data["plugins"], event.ts)
+        if alerts or self.engine.flap_changes:
+            self._publish(alerts)
 
     def on_removed(self, event: Event) -> None:
         self.engine.forget(event.host)

@@ -139,7 +139,8 @@ class ThresholdEngine:
         """Flap detection of metric levels (None: none)."""
         self._states: dict[str, dict[str, AlertState]] = {}
         self._dirty: set[tuple[str, str]] = set()
-        self._flap_changes: list[FlapChange] = []
+        self.flap_changes: list[FlapChange] = []
+        """Metrics that started or stopped flapping since :meth:`take_flap_changes`."""
         self._counts: dict[Level, int] = dict.fromkeys(ALERT_LEVELS, 0)
         """Active alerts per level, kept as states change: a summary walks nothing."""
 
@@ -205,13 +206,15 @@ class ThresholdEngine:
 
     def take_flap_changes(self) -> list[FlapChange]:
         """Metrics that started or stopped flapping since the last call, in order."""
-        changes, self._flap_changes = self._flap_changes, []
+        changes, self.flap_changes = self.flap_changes, []
         return changes
 
     # evaluation
     def evaluate_plugins(self, host: str, plugins: Mapping[str, Any], now: float) -> list[Alert]:
         """Evaluate one PLG message's plugins; states of metrics they no longer report clear."""
         rules = self.rules.rules_for(host)
+        if rules.plugins.keys().isdisjoint(plugins) and not self._states.get(host):
+            return []  # no rule for these plugins and no alert to clear
         out: list[Alert] = []
         seen: set[str] = set()
         for plugin, data in plugins.items():
@@ -307,7 +310,7 @@ class ThresholdEngine:
             return False
         change = flaps.record(host, path, level.value, previous.value, now)
         if change is not None:
-            self._flap_changes.append(change)
+            self.flap_changes.append(change)
         return flaps.flapping(host, path)
 
     def _walk(self, sample: _Sample, node: Node, data: dict[str, Any], path: str) -> None:
