@@ -25,7 +25,8 @@ Beside each saturation rate it prints the receiver's CPU time (every thread:
 reactor, store writer, journal) per datagram taken, which a loaded machine
 moves far less than the rates: one core's worth of it is what a quiet core
 would take. ``--cpu`` measures only that (the server at saturation, each kind
-``--rounds`` times, no bare receiver, no paced search). Run with
+``--rounds`` times, no bare receiver, no paced search), and how much of it is
+the reactor's thread and how much the writers' (store, journal). Run with
 ``PYTHONPATH=OTHER/src`` the script measures another checkout's server, so two
 can be measured in turn on a busy machine.
 
@@ -55,7 +56,7 @@ import time
 import urllib.request
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import psutil
 
@@ -232,14 +233,33 @@ def settle(target: Target, timeout: float = 10.0) -> tuple[int, float]:
     return last, moved
 
 
-def blast(target: Target, data: list[bytes], seconds: float) -> tuple[float, float]:
-    """Send as fast as possible for ``seconds``; return datagrams/s the target took, and
-    the microseconds of CPU time it spent a datagram taken meanwhile."""
+class Saturation(NamedTuple):
+    """What a target took while :func:`blast` sent as fast as it could."""
+
+    rate: float
+    """Datagrams a second taken."""
+    cpu_us: float
+    """Microseconds of the target's CPU time a datagram taken, every thread."""
+    reactor_us: float
+    """Of ``cpu_us``, the reactor's thread (the process's first); the rest is the
+    writer threads' (store, journal)."""
+
+
+def _cpu_seconds(process: psutil.Process) -> tuple[float, float]:
+    """The CPU time of ``process``: all its threads, and its first (the reactor's)."""
+    times = process.cpu_times()
+    first = next((t for t in process.threads() if t.id == process.pid), None)
+    return (times.user + times.system,
+            0.0 if first is None else first.user_time + first.system_time)
+
+
+def blast(target: Target, data: list[bytes], seconds: float) -> Saturation:
+    """Send as fast as possible for ``seconds``; what the target took meanwhile."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # ACKs are not measured
     before, _ = settle(target)
     process = psutil.Process(target.process.pid)
-    cpu = process.cpu_times()
+    cpu, reactor = _cpu_seconds(process)
     address = ("127.0.0.1", target.port)
     n = 0
     size = len(data)
@@ -252,11 +272,11 @@ def blast(target: Target, data: list[bytes], seconds: float) -> tuple[float, flo
             n += 1
     sent_for = time.monotonic() - start
     taken = target.count() - before  # what it took while we were sending
-    used = process.cpu_times()
+    used, reactor_used = _cpu_seconds(process)
     sock.close()
     settle(target)
-    seconds_used = used.user - cpu.user + used.system - cpu.system
-    return taken / sent_for, seconds_used / max(1, taken) * 1e6
+    per = 1e6 / max(1, taken)
+    return Saturation(taken / sent_for, (used - cpu) * per, (reactor_used - reactor) * per)
 
 
 def paced(target: Target, data: list[bytes], rate: int, seconds: float) -> tuple[int, int, float]:
@@ -376,7 +396,7 @@ def main() -> None:
             continue
         bare = start_bare()
         try:
-            bare_rate, bare_us = blast(bare, data, args.seconds)
+            bare_rate, bare_us, _ = blast(bare, data, args.seconds)
         finally:
             bare.stop()
         print(f"  bare Twisted receiver: {bare_rate:,.0f}/s at saturation, "
@@ -386,7 +406,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp, store_overrides(store) as overrides:
                 server = start_server(Path(tmp), **overrides)
                 try:
-                    full_rate, full_us = blast(server, data, args.seconds)
+                    full_rate, full_us, _ = blast(server, data, args.seconds)
                     print(f"  heartbeat full path ({store}): {full_rate:,.0f}/s at saturation, "
                           f"{full_us:.1f} us of CPU a datagram", flush=True)
                     best = zero_loss_rate(server, data, start_rates[kind], args.seconds)
@@ -407,11 +427,12 @@ def cpu_only(kind: str, data: list[bytes], seconds: float, rounds: int) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             server = start_server(Path(tmp))
             try:
-                rate, us = blast(server, data, seconds)
+                rate, us, reactor_us = blast(server, data, seconds)
             finally:
                 server.stop()
         print(f"  #{round_ + 1}: {us:.1f} us of server CPU a datagram at saturation "
-              f"({rate:,.0f}/s taken; one core: {1e6 / us:,.0f}/s)", flush=True)
+              f"({rate:,.0f}/s taken; one core: {1e6 / us:,.0f}/s); the reactor's thread "
+              f"{reactor_us:.1f} us, the writers' {us - reactor_us:.1f} us", flush=True)
 
 
 if __name__ == "__main__":

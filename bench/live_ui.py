@@ -142,6 +142,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="first renders to measure")
     parser.add_argument("--down", type=int, default=100, help="hosts DOWN among them")
     args = parser.parse_args()
+    if not 0 <= args.down <= args.hosts:
+        parser.error(f"--down {args.down}: from 0 to --hosts ({args.hosts})")
     from playwright.sync_api import sync_playwright
 
     with tempfile.TemporaryDirectory() as tmp:

@@ -13,8 +13,8 @@ file to this code's schema.
 
 from __future__ import annotations
 
+import argparse
 import resource
-import sys
 import time
 from pathlib import Path
 
@@ -24,8 +24,13 @@ from heartbeat.server.store import load_hosts, open_sqlite  # noqa: E402
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("store", type=Path, help="a copy of a kept heartbeat.sqlite3")
+    args = parser.parse_args()
+    if not args.store.is_file():  # opening would make an empty store: 0 hosts, no error
+        parser.error(f"{args.store}: no such file")
     t1 = time.process_time()
-    backend = open_sqlite(Path(sys.argv[1]))
+    backend = open_sqlite(args.store)
     t2 = time.process_time()
     hosts = backend.read(load_hosts)
     t3 = time.process_time()

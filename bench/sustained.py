@@ -102,6 +102,9 @@ def main() -> None:
     parser.add_argument("--probe", type=float, default=5.0,
                         help="seconds of saturation to measure the ceiling")
     args = parser.parse_args()
+    if args.seconds <= WARM_UP:
+        parser.error(f"--seconds {args.seconds:g}: must be longer than the {WARM_UP:g} s warm-up "
+                     "(its end is the RSS the rest is compared with)")
     os.sched_setaffinity(0, {SENDER_CPU})
     results = {}
     for kind in args.kinds.split(","):
@@ -110,7 +113,7 @@ def main() -> None:
             # Journal files large and many enough to keep every line of the run.
             server = start_server(Path(tmp), journal_max_size=1 << 30, journal_max_backups=20)
             try:
-                saturation = blast(server, data, args.probe)
+                saturation = blast(server, data, args.probe).rate
                 print(f"{kind.upper()}: saturation {saturation:,.0f}/s", flush=True)
                 ceiling = zero_loss_rate(server, data, int(saturation / 2), args.probe)
                 rate = int(ceiling * args.fraction)
