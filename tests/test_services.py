@@ -148,6 +148,8 @@ class IngestTests:
             assert (json.loads(ack), source) == (
                 {"ID": "ACK", "server_ts": 1000.0, "seq": 7, "ts": 5.0}, address)
             assert (protocol.stats.replies, protocol.stats.reply_errors) == (1, 0)
+            buffer = port.socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+            assert protocol.status()["receive_buffer"] == buffer >= 1 << 16
         finally:
             await service.stopService()
 

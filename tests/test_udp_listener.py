@@ -1,16 +1,21 @@
 """The UDP listener on a real loopback socket: a backlog of datagrams is read in slices,
-so a flood never keeps the API, the feed and the timers waiting for a whole backlog."""
+so a flood never keeps the API, the feed and the timers waiting for a whole backlog; and
+its receive buffer is the size ``udp_rcvbuf`` asks for, or the server says why not."""
 
 from __future__ import annotations
 
 import socket
+import sys
 from typing import Any
 
+import pytest
 import pytest_twisted
 from twisted.internet import defer, reactor, task
 from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import formatEvent, globalLogPublisher
 
-from heartbeat.server.ingest import READ_SLICE, make_udp_service
+from heartbeat.server import ingest
+from heartbeat.server.ingest import READ_SLICE, make_udp_service, set_receive_buffer
 
 BACKLOG = 1000
 DATAGRAM = b'{"ID":"HTB","name":"flood%04d","interval":30}'
@@ -55,3 +60,58 @@ async def test_a_backlog_is_read_in_slices_between_other_work() -> None:
     per_slice = READ_SLICE // len(DATAGRAM % 0) + 1
     assert counting.received > per_slice  # a backlog of more than one slice was read
     assert 1 <= read_before_other_work <= per_slice
+
+
+def _rmem_max() -> int:
+    with open("/proc/sys/net/core/rmem_max") as f:
+        return int(f.read())
+
+
+def _may_force_buffers() -> bool:
+    """Whether this process holds CAP_NET_ADMIN (bit 12), which SO_RCVBUFFORCE needs."""
+    with open("/proc/self/status") as f:
+        effective = next(line for line in f if line.startswith("CapEff:")).split()[1]
+    return bool(int(effective, 16) >> 12 & 1)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="SO_RCVBUFFORCE and /proc are Linux's")
+def test_udp_rcvbuf_passes_rmem_max_when_allowed() -> None:
+    """With CAP_NET_ADMIN (root) the buffer asked for is the buffer given, past the
+    kernel's cap for others (Python's socket module does not name SO_RCVBUFFORCE)."""
+    if not _may_force_buffers():
+        pytest.skip("needs CAP_NET_ADMIN")
+    wanted = _rmem_max() + (1 << 20)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        granted = set_receive_buffer(sock, wanted)
+        assert granted == sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF) == 2 * wanted
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="/proc/sys/net/core/rmem_max is Linux's")
+def test_a_buffer_short_of_udp_rcvbuf_is_logged(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without SO_RCVBUFFORCE the kernel caps the buffer at rmem_max without an error:
+    the server says so, naming the key and the sysctl, and what it got."""
+    monkeypatch.setattr(ingest, "SO_RCVBUFFORCE", None)
+    rmem_max = _rmem_max()
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            granted = set_receive_buffer(sock, rmem_max + (1 << 20))
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert granted == 2 * rmem_max
+    (warning,) = [formatEvent(e) for e in events if e.get("log_namespace") == ingest.__name__]
+    assert "udp_rcvbuf" in warning and "net.core.rmem_max" in warning
+    assert f"gave {rmem_max} " in warning
+
+
+def test_a_buffer_given_in_full_is_not_logged() -> None:
+    """A size within what the kernel allows anyone draws no warning."""
+    events: list[dict[str, Any]] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            set_receive_buffer(sock, 64 * 1024)
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert [e for e in events if e.get("log_namespace") == ingest.__name__] == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import errno
 import socket
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,11 @@ from heartbeat.server.signing import Signing
 __all__ = ["IngestProtocol", "IngestStats", "make_udp_service", "source_address"]
 
 log = Logger()
+
+SO_RCVBUFFORCE: int | None = getattr(socket, "SO_RCVBUFFORCE",
+                                     33 if sys.platform == "linux" else None)
+"""Linux's option to set a receive buffer past ``net.core.rmem_max`` (CAP_NET_ADMIN):
+Python's socket module does not name it."""
 MAX_DATAGRAM = 65535
 READ_SLICE = 16 * 1024
 """Bytes of datagrams read in one turn of the reactor before the API, the feed and the
@@ -207,8 +213,13 @@ class IngestProtocol(DatagramProtocol):
             raise
 
     def status(self) -> dict[str, Any]:
-        """The ``ingest`` section of ``/api/0/status``: counters and the bounds' tables."""
+        """The ``ingest`` section of ``/api/0/status``: counters, the bounds' tables, and
+        the socket's receive buffer as the kernel reports it (Linux: twice the bytes of
+        datagrams it holds, socket(7); None without a port)."""
         body = self.stats.to_json()
+        sock = getattr(self.transport, "socket", None)
+        body["receive_buffer"] = None if sock is None else sock.getsockopt(
+            socket.SOL_SOCKET, socket.SO_RCVBUF)
         if self.rate is not None:
             body["sources"] = self.rate.to_json()
         body.update(self.registry.bounds_json())
@@ -245,6 +256,33 @@ def ipv6_available() -> bool:
     return True
 
 
+def set_receive_buffer(sock: socket.socket, wanted: int) -> int:
+    """Give ``sock`` a receive buffer of ``wanted`` bytes, or as much of it as the kernel
+    allows; return the size the kernel reports, and warn when it is short of ``wanted``.
+
+    Past ``net.core.rmem_max`` only :data:`SO_RCVBUFFORCE` (root, CAP_NET_ADMIN) gets
+    it; ``SO_RCVBUF`` is capped there without a word, so the size is read back.
+    """
+    try:
+        if SO_RCVBUFFORCE is None:
+            raise OSError("SO_RCVBUFFORCE unavailable")
+        sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, wanted)
+    except OSError:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, wanted)
+        except OSError as e:
+            log.warn("ingest: cannot set the UDP receive buffer: {error}", error=e)
+    granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
+    full = 2 * wanted if sys.platform == "linux" else wanted  # Linux reports it doubled
+    if granted < full:
+        log.warn("ingest: udp_rcvbuf asks for a {wanted}-byte UDP receive buffer and the "
+                 "kernel gave {held} (it reports {granted}): without CAP_NET_ADMIN it caps "
+                 "the size at net.core.rmem_max; raise that sysctl, or start the server "
+                 "as root", wanted=wanted, granted=granted,
+                 held=granted // 2 if sys.platform == "linux" else granted)
+    return granted
+
+
 class _TunedUDPServer(UDPServer):
     """A UDPServer whose socket gets a larger receive buffer once it is bound, and whose
     reads yield to the rest of the reactor every :data:`READ_SLICE` bytes."""
@@ -257,18 +295,8 @@ class _TunedUDPServer(UDPServer):
         super().privilegedStartService()
         if self._port is not None:
             self._port.maxThroughput = READ_SLICE
-        if self._rcvbuf and self._port is not None:
-            sock = self._port.socket
-            force = getattr(socket, "SO_RCVBUFFORCE", None)  # Linux, root only
-            try:
-                if force is None:
-                    raise OSError("SO_RCVBUFFORCE unavailable")
-                sock.setsockopt(socket.SOL_SOCKET, force, self._rcvbuf)
-            except OSError:
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, self._rcvbuf)
-                except OSError as e:
-                    log.warn("ingest: cannot set the UDP receive buffer: {error}", error=e)
+            if self._rcvbuf:
+                set_receive_buffer(self._port.socket, self._rcvbuf)
 
 
 def make_udp_service(
