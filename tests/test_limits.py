@@ -159,7 +159,7 @@ class IngestBoundsTests:
         assert protocol.status() == {
             "received": 14, "accepted": 6, "dropped": {"max_hosts": 8}, "dropped_total": 8,
             "unknown_ids": {"XYZ": 1}, "replies": 5, "reply_errors": 0,
-            "receive_buffer": None,  # no port: a protocol alone
+            "receive_buffer": None, "kernel_drops": None,  # no port: a protocol alone
             "admission": {"new_hosts_admitted": 3, "max_hosts": 3, "host_ceiling": 10}}
         clock.advance(3600)
         _send(protocol, {"ID": "MSG", "name": "late", "text": "hello"})

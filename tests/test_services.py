@@ -150,6 +150,7 @@ class IngestTests:
             assert (protocol.stats.replies, protocol.stats.reply_errors) == (1, 0)
             buffer = port.socket.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
             assert protocol.status()["receive_buffer"] == buffer >= 1 << 16
+            assert protocol.status()["kernel_drops"] == 0
         finally:
             await service.stopService()
 

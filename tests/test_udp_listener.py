@@ -115,3 +115,30 @@ def test_a_buffer_given_in_full_is_not_logged() -> None:
     finally:
         globalLogPublisher.removeObserver(events.append)
     assert [e for e in events if e.get("log_namespace") == ingest.__name__] == []
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="/proc/net/udp is Linux's")
+def test_kernel_drops_counts_what_a_full_buffer_lost() -> None:
+    """Datagrams past a full receive buffer never reach the server: the kernel's count
+    of them is read for the socket, and is exactly what was sent and not readable."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        receiver.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        receiver.bind(("127.0.0.1", 0))
+        receiver.setblocking(False)
+        assert ingest.kernel_drops(receiver) == 0
+        sent = 0
+        for n in range(200):
+            sender.sendto(DATAGRAM % n, receiver.getsockname())
+            sent += 1
+        readable = 0
+        while True:
+            try:
+                receiver.recv(2048)
+            except BlockingIOError:
+                break
+            readable += 1
+        assert 0 < readable < sent
+        assert ingest.kernel_drops(receiver) == sent - readable
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as other:
+        assert ingest.kernel_drops(other) is None  # not in the UDP tables

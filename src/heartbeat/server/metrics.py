@@ -75,6 +75,9 @@ SERVER_METRICS: Final = (
     ServerMetric("heartbeat_datagrams_dropped", "counter",
                  "UDP datagrams dropped, by reason (docs/PROTOCOL.md, docs/SECURITY.md)",
                  "ingest", ("dropped",), "reason"),
+    ServerMetric("heartbeat_datagrams_dropped_by_kernel", "counter",
+                 "UDP datagrams the kernel dropped before the server read them (its receive "
+                 "buffer full: udp_rcvbuf)", "ingest", ("kernel_drops",)),
     ServerMetric("heartbeat_replies_sent", "counter", "ACK, CMD and UPD datagrams sent",
                  "ingest", ("replies",)),
     ServerMetric("heartbeat_reply_errors", "counter", "replies that could not be sent",
