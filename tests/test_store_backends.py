@@ -958,6 +958,7 @@ def test_a_full_database_keeps_the_batch_and_refuses_api_changes(tmp_path: Path)
     clock.advance(0.5)
     store.flush()  # within the backoff: nothing tried
     assert store.failures == 2  # the API change's attempt and the first
+    assert store.behind() == 0.5  # since it was made: it never committed
     backend.conn.execute("PRAGMA max_page_count = 1000000")
     clock.advance(8.0)
     store.flush()

@@ -364,6 +364,8 @@ class StoreService(Service):
         """Rows a recorder gave up on while the disk was behind (see HostRecorder)."""
         self.last_commit: float | None = None
         """Clock time at which the last successful batch was taken for commit."""
+        self._made = clock.seconds()
+        """When the store was made: what it is behind from before its first commit."""
         self.last_error: str | None = None
         """The database's last failure while batches are kept for a retry (None once one
         commits)."""
@@ -510,12 +512,14 @@ class StoreService(Service):
                   "{delay:.0f}s", error=self.last_error, rows=self.backlog, delay=delay)
 
     def behind(self) -> float:
-        """How far (s) the store is behind memory: since the last commit while the last
-        attempt failed or a batch is kept for a retry (the database out of reach), else 0.
-        A retry in flight holds the kept rows, so ``_kept`` alone would read 0 meanwhile."""
-        if self.last_commit is None or (self.last_error is None and not self._kept):
+        """How far (s) the store is behind memory: since the last commit (since it was
+        made, before the first) while the last attempt failed or a batch is kept for a
+        retry (the database out of reach), else 0. A retry in flight holds the kept rows,
+        so ``_kept`` alone would read 0 meanwhile."""
+        if self.last_error is None and not self._kept:
             return 0.0
-        return max(0.0, self._clock.seconds() - self.last_commit)
+        since = self._made if self.last_commit is None else self.last_commit
+        return max(0.0, self._clock.seconds() - since)
 
     def to_json(self) -> dict[str, Any]:
         return {"backend": self.backend.kind, "integrity": self.backend.integrity,
