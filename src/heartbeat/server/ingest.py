@@ -48,6 +48,7 @@ Python's socket module does not name it."""
 
 UDP_TABLES: Final = ("/proc/net/udp", "/proc/net/udp6")
 """Linux's tables of UDP sockets, one line each (proc(5)): ``inode`` and ``drops``."""
+
 MAX_DATAGRAM = 65535
 READ_SLICE = 16 * 1024
 """Bytes of datagrams read in one turn of the reactor before the API, the feed and the
@@ -217,9 +218,10 @@ class IngestProtocol(DatagramProtocol):
             raise
 
     def status(self) -> dict[str, Any]:
-        """The ``ingest`` section of ``/api/0/status``: counters, the bounds' tables, and
-        the socket's receive buffer as the kernel reports it (Linux: twice the bytes of
-        datagrams it holds, socket(7); None without a port)."""
+        """The ``ingest`` section of ``/api/0/status``: counters, the bounds' tables, the
+        socket's receive buffer as the kernel reports it (Linux: twice the bytes of
+        datagrams it holds, socket(7)) and what the kernel dropped of it when full
+        (:func:`kernel_drops`); both None without a port."""
         body = self.stats.to_json()
         sock = getattr(self.transport, "socket", None)
         body["receive_buffer"] = None if sock is None else sock.getsockopt(
