@@ -301,13 +301,12 @@ def set_receive_buffer(sock: socket.socket, wanted: int) -> int:
         except OSError as e:
             log.warn("ingest: cannot set the UDP receive buffer: {error}", error=e)
     granted = sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF)
-    full = 2 * wanted if sys.platform == "linux" else wanted  # Linux reports it doubled
-    if granted < full:
+    held = granted // 2 if sys.platform == "linux" else granted  # Linux reports it doubled
+    if held < wanted:
         log.warn("ingest: udp_rcvbuf asks for a {wanted}-byte UDP receive buffer and the "
                  "kernel gave {held} (it reports {granted}): without CAP_NET_ADMIN it caps "
                  "the size at net.core.rmem_max; raise that sysctl, or start the server "
-                 "as root", wanted=wanted, granted=granted,
-                 held=granted // 2 if sys.platform == "linux" else granted)
+                 "as root", wanted=wanted, granted=granted, held=held)
     return granted
 
 
