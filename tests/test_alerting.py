@@ -10,7 +10,7 @@ import pytest
 from twisted.internet.task import Clock
 
 from heartbeat.config.server import ServerConfig
-from heartbeat.events import ALERT, HOST_PLUGINS, HOST_REMOVED, Event, EventBus
+from heartbeat.events import ALERT, HOST_PLUGINS, HOST_REMOVED, RECEIVED, Event, EventBus
 from heartbeat.server.alerting import AlertingService, load_alert_states, reminder_period
 from heartbeat.server.compose import wire
 from heartbeat.server.registry import Registry
@@ -60,12 +60,15 @@ class Rig:
         self.plugins(host, {"cpu_monitor": {"cpu_percent": value}})
 
     def heartbeat(self, host: str, rtt: float | None) -> None:
-        """An HTB through the registry: its events (host.rtt among them) on the bus."""
+        """An HTB through the registry, on the bus as ingest puts it: the message first
+        (alerting reads its rtt), then what the registry made of it."""
         message: dict[str, Any] = {"ID": "HTB", "name": host, "interval": 30}
         if rtt is not None:
             message["rtt"] = rtt
-        outcome = self.registry.apply(message, ("127.0.0.1", 1), self.clock.seconds())
-        self.bus.publish_all(outcome.events)
+        now = self.clock.seconds()
+        outcome = self.registry.apply(message, ("127.0.0.1", 1), now)
+        self.bus.publish_all([Event(RECEIVED, host, now, {"message": message}),
+                              *outcome.events])
 
     def stored(self) -> list[tuple[str, str, str, Any, float | None]]:
         return sorted((s.host, s.metric_path, s.level.value, s.value, s.last_notified)

@@ -7,7 +7,7 @@ import json
 import sqlite3
 from pathlib import Path
 
-from heartbeat.events import HOST_PLUGINS, HOST_RTT
+from heartbeat.events import HOST_PLUGINS
 from heartbeat.server.compose import SUBSCRIPTIONS, subscription_table
 from tests.memserver import START, InProcessServer
 
@@ -60,11 +60,14 @@ def test_subscriptions_follow_the_table(tmp_path: Path) -> None:
     parts = server.parts
     rows = [row for row in SUBSCRIPTIONS if row.part not in ("notifier", "dns")]
     assert [name for name, _ in parts.subscribed] == [f"{r.part}.{r.handler}" for r in rows]
-    for kind in ("message", "host.new", "host.removed", HOST_PLUGINS, HOST_RTT, "alert",
-                 "notify.sent"):
-        assert parts.bus.subscribers(kind) == [
+    routes = [(kind, None) for kind in ("message", "host.new", "host.removed", HOST_PLUGINS,
+                                        "alert", "notify.sent")]
+    routes += [("message", message_id) for message_id in ("HTB", "PLG", "JOB", "MSG", "XYZ")]
+    for kind, message_id in routes:
+        assert parts.bus.subscribers(kind, message_id) == [
             getattr(getattr(parts, row.part), row.handler) for row in rows
-            if (kind in row.kinds if row.kinds is not None else kind not in row.exclude)]
+            if (kind in row.kinds if row.kinds is not None else kind not in row.exclude)
+            and (row.ids is None or message_id in row.ids)]
     server.stop()
 
 

@@ -19,7 +19,6 @@ from heartbeat.protocol import (
     decode,
     decode_with_text,
     encode,
-    encode_ack,
     valid_host_name,
 )
 from heartbeat.text import may_break_policy
@@ -208,20 +207,6 @@ class EncodeTests:
         data = encode(message)
         assert data[:1] != b"{"
         assert decode(data) == message
-
-
-@given(st.floats(allow_nan=False, allow_infinity=False),
-       st.none() | st.integers(-2**70, 2**70),
-       st.none() | st.integers(-2**60, 2**60) | st.floats(allow_nan=False, allow_infinity=False))
-def test_fast_ack_equals_generic_encoding(server_ts: float, seq: int | None,
-                                          ts: float | None) -> None:
-    """The directly formatted ACK is byte for byte what encode() makes of the same dict."""
-    ack: dict[str, object] = {"ID": "ACK", "server_ts": server_ts}
-    if seq is not None:
-        ack["seq"] = seq
-    if ts is not None:
-        ack["ts"] = ts
-    assert encode_ack(server_ts, seq, ts) == encode(ack)
 
 
 _json = st.recursive(

@@ -17,8 +17,8 @@ from heartbeat.events import (
     HOST_PLUGINS,
     HOST_REMOVED,
     HOST_RESULT,
-    HOST_RTT,
     HOST_UP,
+    RECEIVED,
     Event,
     EventBus,
 )
@@ -76,12 +76,12 @@ class HeartbeatTests:
         }
 
     def test_steady_heartbeats_cause_no_events(self, registry: Registry) -> None:
-        """Later HTBs from the same address only refresh (an RTT is reported as host.rtt,
-        for RTT alerting); the ACK omits absent seq/ts."""
+        """Later HTBs from the same address only refresh, an RTT too (RTT alerting reads
+        it from the message event); the ACK omits absent seq/ts."""
         registry.apply(htb(), SRC, 100.0)
         assert registry.apply(htb(), SRC, 115.0).events == []
         outcome = registry.apply(htb(rtt=1.5, version="2.0"), SRC, 130.0)
-        assert outcome.events == [Event(HOST_RTT, "web1", 130.0, {"rtt": 1.5})]
+        assert outcome.events == []
         assert outcome.replies == [{"ID": "ACK", "server_ts": 130.0}]
         host = registry.get("web1")
         assert host is not None
@@ -421,6 +421,43 @@ class EventBusTests:
             bus.publish(Event(HOST_UP, "h", 1.0))
         bus.publish(Event(HOST_NEW, "h", 3.0))
         assert got == [HOST_NEW]
+
+    def test_message_events_are_routed_by_id(self) -> None:
+        """A subscriber naming IDs hears only the message events of those IDs, in the order
+        of subscription among the rest; an ID none names, or a message event without a
+        message, reaches only the subscribers naming none; unsubscribing re-routes."""
+        seen: list[tuple[str, str]] = []
+        bus = EventBus(on_error=lambda s, e, x: None)
+        bus.subscribe(lambda e: seen.append(("all", e.host)))
+        plugins = lambda e: seen.append(("plg", e.host))  # noqa: E731
+        bus.subscribe(plugins, [RECEIVED], ids=["PLG"])
+        bus.subscribe(lambda e: seen.append(("msg", e.host)), [RECEIVED])
+        bus.subscribe(lambda e: seen.append(("two", e.host)), [RECEIVED], ids=("PLG", "JOB"))
+
+        def message(message_id: object, host: str) -> Event:
+            return Event(RECEIVED, host, 1.0, {"message": {"ID": message_id, "name": host}})
+
+        bus.publish_all([message("PLG", "p"), message("HTB", "h"), message("JOB", "j"),
+                         message(["PLG"], "odd"), Event(RECEIVED, "bare", 1.0),
+                         Event(HOST_UP, "u", 1.0)])
+        assert seen == [("all", "p"), ("plg", "p"), ("msg", "p"), ("two", "p"),
+                        ("all", "h"), ("msg", "h"),
+                        ("all", "j"), ("msg", "j"), ("two", "j"),
+                        ("all", "odd"), ("msg", "odd"), ("all", "bare"), ("msg", "bare"),
+                        ("all", "u")]
+        assert bus.subscribers(RECEIVED, "PLG")[1] is plugins
+        bus.unsubscribe(plugins)
+        seen.clear()
+        bus.publish(message("PLG", "p"))
+        assert seen == [("all", "p"), ("msg", "p"), ("two", "p")]
+
+    def test_ids_narrow_message_events_alone(self) -> None:
+        """IDs with any kind but ``message`` are a mistake of the table, refused at once."""
+        bus = EventBus(on_error=lambda s, e, x: None)
+        for kinds in (None, [HOST_UP], [RECEIVED, HOST_UP]):
+            with pytest.raises(ValueError, match="ids narrow"):
+                bus.subscribe(lambda e: None, kinds, ids=["PLG"])
+        assert bus.subscribers(RECEIVED, "PLG") == []
 
     def test_unsubscribe(self) -> None:
         """An unsubscribed callable gets nothing more."""

@@ -35,7 +35,6 @@ __all__ = [
     "HOST_PLUGINS",
     "HOST_REMOVED",
     "HOST_RESULT",
-    "HOST_RTT",
     "HOST_UNREACHABLE",
     "HOST_UP",
     "JOB",
@@ -58,7 +57,6 @@ HOST_COMMAND: Final = "host.command"  # a CMD/UPD queued for a host
 HOST_ADDRESS: Final = "host.address"  # first address, or a changed one
 HOST_PLUGINS: Final = "host.plugins"  # new plugin data stored
 HOST_REMOVED: Final = "host.removed"
-HOST_RTT: Final = "host.rtt"  # a heartbeat that reported its round-trip time: data["rtt"]
 ALERT: Final = "alert"  # a threshold transition or reminder
 HOST_UNREACHABLE: Final = "host.unreachable"  # silent while its parents are down
 HOST_FLAPPING: Final = "host.flapping"  # a host's state started or stopped flapping
@@ -94,7 +92,7 @@ class Event:
 
     def to_bytes(self) -> bytes:
         """``to_json`` as UTF-8 JSON, splicing in ``raw`` rather than re-encoding it."""
-        if self.raw is not None and b"\n" not in self.raw and "message" in self.data:
+        if self.raw is not None and 10 not in self.raw and "message" in self.data:  # LF
             rest = {k: v for k, v in self.data.items() if k != "message"}
             head = json_bytes({"type": self.kind, "host": self.host, "ts": self.ts, **rest})
             return head[:-1] + b',"message":' + self.raw + b"}"
@@ -105,47 +103,60 @@ Subscriber = Callable[[Event], None]
 
 
 class EventBus:
-    """Synchronous, causal publish/subscribe keyed by event kind (see the module's doc)."""
+    """Synchronous, causal publish/subscribe keyed by event kind (see the module's doc).
+
+    A ``message`` event is routed by its message's ``ID`` as well: a subscriber that
+    names ``ids`` hears only those, and a heartbeat never calls the store's PLG
+    recorder or the jobs' JOB reader (two calls of a datagram's twenty, issue 16).
+    """
 
     def __init__(self, on_error: Callable[[Subscriber, Event, BaseException], None]) -> None:
+        self._rows: list[tuple[Subscriber, frozenset[str] | None, frozenset[str],
+                               frozenset[str] | None]] = []
+        """Every subscription in order: subscriber, kinds (None: all but the excluded),
+        excluded kinds, message IDs (None: all). The routes below are made from it."""
         self._by_kind: dict[str, list[Subscriber]] = {}
-        self._all: list[tuple[Subscriber, frozenset[str]]] = []
+        self._by_id: dict[str, list[Subscriber]] = {}
+        """Who hears a ``message`` of an ID some subscription names; any other ID's route
+        is the kind's (the subscribers that name no IDs)."""
         self._on_error = on_error
         self._queue: deque[Event] = deque()
         self._delivering = False
 
     def subscribe(self, subscriber: Subscriber, kinds: Iterable[str] | None = None, *,
-                  exclude: Iterable[str] = ()) -> None:
-        """Deliver events of ``kinds`` (all but ``exclude`` when None) to ``subscriber``.
+                  exclude: Iterable[str] = (), ids: Iterable[str] | None = None) -> None:
+        """Deliver events of ``kinds`` (all but ``exclude`` when None) to ``subscriber``;
+        of ``message`` events, only those whose message's ``ID`` is one of ``ids``
+        when given (then ``kinds`` must be just ``message``).
 
         Subscribers of one kind hear it in the order they subscribed.
         """
-        if kinds is None:
-            excluded = frozenset(exclude)
-            self._all.append((subscriber, excluded))
-            for kind, subscribers in self._by_kind.items():
-                if kind not in excluded:
-                    subscribers.append(subscriber)
-            return
-        for kind in kinds:
-            self._subscribers(kind).append(subscriber)
+        wanted = None if kinds is None else frozenset(kinds)
+        if ids is not None and wanted != frozenset((RECEIVED,)):
+            raise ValueError(f"ids narrow {RECEIVED!r} events alone, not {kinds!r}")
+        self._rows.append((subscriber, wanted, frozenset(exclude),
+                           None if ids is None else frozenset(ids)))
+        self._routes_changed()
 
-    def subscribers(self, kind: str) -> list[Subscriber]:
-        """Who hears ``kind``, in delivery order (a copy)."""
-        return list(self._subscribers(kind))
+    def subscribers(self, kind: str, message_id: str | None = None) -> list[Subscriber]:
+        """Who hears ``kind`` (a ``message`` of ``message_id``), in delivery order (a copy)."""
+        return self._route(kind, message_id)
 
-    def _subscribers(self, kind: str) -> list[Subscriber]:
-        subscribers = self._by_kind.get(kind)
-        if subscribers is None:  # kinds are the module's constants: a bounded table
-            subscribers = self._by_kind[kind] = [s for s, excluded in self._all
-                                                 if kind not in excluded]
-        return subscribers
+    def _route(self, kind: str, message_id: str | None = None) -> list[Subscriber]:
+        return [subscriber for subscriber, kinds, excluded, ids in self._rows
+                if (kind not in excluded if kinds is None else kind in kinds)
+                and (ids is None or message_id in ids)]
+
+    def _routes_changed(self) -> None:
+        self._by_kind.clear()  # in place: a delivery under way holds these dicts
+        named = {message_id for *_, ids in self._rows if ids is not None for message_id in ids}
+        self._by_id.clear()
+        self._by_id.update((message_id, self._route(RECEIVED, message_id))
+                           for message_id in named)
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
-        self._all = [(s, excluded) for s, excluded in self._all if s != subscriber]
-        for subscribers in self._by_kind.values():
-            if subscriber in subscribers:
-                subscribers.remove(subscriber)
+        self._rows = [row for row in self._rows if row[0] != subscriber]
+        self._routes_changed()
 
     def publish(self, event: Event) -> None:
         """Deliver ``event`` now, or after the events already waiting when called from
@@ -162,13 +173,20 @@ class EventBus:
     def _deliver(self) -> None:
         queue = self._queue
         by_kind = self._by_kind
+        by_id = self._by_id
         self._delivering = True
         try:
             while queue:
                 event = queue.popleft()
-                subscribers = by_kind.get(event.kind)
-                if subscribers is None:
-                    subscribers = self._subscribers(event.kind)
+                kind = event.kind
+                subscribers = by_kind.get(kind)
+                if subscribers is None:  # kinds are the module's constants: a bounded table
+                    subscribers = by_kind[kind] = self._route(kind)
+                if kind == RECEIVED and by_id:
+                    message = event.data.get("message")
+                    message_id = message.get("ID") if type(message) is dict else None
+                    if type(message_id) is str:
+                        subscribers = by_id.get(message_id, subscribers)
                 for subscriber in subscribers:
                     try:
                         subscriber(event)

@@ -44,7 +44,6 @@ __all__ = [
     "decode_signed_reply",
     "decode_with_text",
     "encode",
-    "encode_ack",
     "next_seq",
     "seal",
     "unseal",
@@ -292,12 +291,12 @@ def _nests_deeper(text: bytes, value: object, limit: int, shape: bytes | None = 
         shape = _shape(text)
     if shape.count(b"{") <= limit:  # every bracket of the text, strings' too
         return False
-    if shape.find(b"\\") >= 0:
+    if 92 in shape:  # a backslash
         if b'\\"' in text:
             return _depth_exceeds(value, limit)
         shape = shape.replace(b"\\", b"")
     shape = shape.replace(b'""', b"")
-    if shape.find(b'"') < 0:
+    if 34 not in shape:  # no quote
         for taken in range(1, limit + 1):
             shape = shape.replace(b"{}", b"")
             if shape.count(b"{") <= limit - taken:
@@ -528,7 +527,7 @@ def decode_received(
     a text re-encoded from the message, a stream with bytes after its end)."""
     text, packed = _datagram_text(payload, limits)
     shape = text.translate(_BRACKETS, _NOT_SHAPE)  # _shape(text)
-    escapes = shape.find(b"\\") >= 0 and may_break_policy(text)  # no backslash, no escape
+    escapes = 92 in shape and may_break_policy(text)  # no backslash (92), no escape
     message = _validate(_parse_object(text, limits, escapes, shape))
     if message.get("truncated") is True or (escapes and _says_a_key_twice(text)):
         return message, json_bytes(message), None
@@ -559,16 +558,6 @@ def _says_a_key_twice(text: bytes) -> bool:
     except _KeyTwice:
         return True
     return False
-
-
-def encode_ack(server_ts: float, seq: int | None = None, ts: float | None = None) -> bytes:
-    """The ACK for an HTB, sent for every heartbeat: ``encode`` of the same dict."""
-    ack: dict[str, Any] = {"ID": "ACK", "server_ts": server_ts}
-    if seq is not None:
-        ack["seq"] = seq
-    if ts is not None:
-        ack["ts"] = ts
-    return json_bytes(ack)
 
 
 def encode(message: Mapping[str, Any], compress_above: int = COMPRESS_ABOVE) -> bytes:

@@ -1,7 +1,8 @@
 """Threshold alerting at the edge: bus events in, ALERT events out, states in the store.
 
 The :class:`~heartbeat.server.thresholds.ThresholdEngine` decides; this service
-feeds it the registry's ``host.plugins`` and ``host.rtt`` events, publishes what it returns
+feeds it the registry's ``host.plugins`` events and the RTT of heartbeats' ``message``
+events, publishes what it returns
 as ``ALERT`` events and a metric that starts or stops flapping as ``alert.flapping`` (the
 journal, the WebSocket feed and the notifier take them from the bus), keeps the alert
 states in the store so a restart neither loses nor re-notifies them, and runs the
@@ -93,8 +94,14 @@ class AlertingService(Service):
         self.reminders_sent = 0
         store.add_source(self._writes)
 
-    def on_rtt(self, event: Event) -> None:
-        alerts = self.engine.evaluate_rtt(event.host, event.data["rtt"], event.ts)
+    def on_heartbeat(self, event: Event) -> None:
+        """A ``message`` event: an HTB's ``rtt``, when it reports one (the registry took
+        it as ``Host.rtt``). From the message, not an event of its own: a heartbeat's
+        one event is the message (issue 16)."""
+        message = event.data["message"]
+        if message["ID"] != "HTB" or "rtt" not in message:
+            return
+        alerts = self.engine.evaluate_rtt(event.host, float(message["rtt"]), event.ts)
         if alerts or self.engine.flap_changes:  # else nothing to publish: most heartbeats
             self._publish(alerts)
 

@@ -45,7 +45,6 @@ from heartbeat.events import (
     HOST_NEW,
     HOST_PLUGINS,
     HOST_REMOVED,
-    HOST_RTT,
     HOST_UNREACHABLE,
     HOST_UP,
     RECEIVED,
@@ -137,14 +136,18 @@ STORE_FILE = "heartbeat.sqlite3"
 
 @dataclass(frozen=True)
 class Subscription:
-    """``<part>.<handler>`` hears ``kinds`` (None: every kind but ``exclude``)."""
+    """``<part>.<handler>`` hears ``kinds`` (None: every kind but ``exclude``); of
+    ``message`` events, those of the message ``ids`` when given."""
 
     part: str
     handler: str
     kinds: tuple[str, ...] | None
     exclude: tuple[str, ...] = ()
+    ids: tuple[str, ...] | None = None
 
     def describe(self) -> str:
+        if self.ids is not None:
+            return f"`{RECEIVED}` of " + ", ".join(f"`{message_id}`" for message_id in self.ids)
         if self.kinds is not None:
             return ", ".join(f"`{kind}`" for kind in self.kinds)
         if not self.exclude:
@@ -155,19 +158,19 @@ class Subscription:
 SUBSCRIPTIONS: Final = (
     # State first: what the event changed is kept before anyone acts on it.
     Subscription("views", "on_event", None),
-    Subscription("recorder", "on_received", (RECEIVED,)),
+    Subscription("recorder", "on_received", (RECEIVED,), ids=("PLG",)),
     Subscription("recorder", "on_removed", (HOST_REMOVED,)),
-    Subscription("alerting", "on_rtt", (HOST_RTT,)),
+    Subscription("alerting", "on_heartbeat", (RECEIVED,), ids=("HTB",)),
     Subscription("alerting", "on_plugins", (HOST_PLUGINS,)),
     Subscription("alerting", "on_removed", (HOST_REMOVED,)),
     Subscription("signatures", "on_removed", (HOST_REMOVED,)),
-    Subscription("jobs", "on_received", (RECEIVED,)),
+    Subscription("jobs", "on_received", (RECEIVED,), ids=("JOB",)),
     Subscription("operations", "on_alert", (ALERT,)),
     Subscription("operations", "on_host_state", (HOST_DOWN, HOST_UNREACHABLE, HOST_UP)),
     Subscription("operations", "on_removed", (HOST_REMOVED,)),
     # Then the records: each event once, in causal order (message, host.*, alert, outcomes).
-    Subscription("journal", "record", None, exclude=(HOST_PLUGINS, HOST_RTT)),
-    Subscription("hub", "publish", None, exclude=(HOST_RTT,)),
+    Subscription("journal", "record", None, exclude=(HOST_PLUGINS,)),
+    Subscription("hub", "publish", None),
     Subscription("status_board", "on_host",
                  (HOST_NEW, HOST_UP, HOST_DOWN, HOST_UNREACHABLE, HOST_REMOVED)),
     Subscription("status_board", "on_maintenance",
@@ -196,7 +199,7 @@ def subscribe_all(bus: EventBus, parts: object,
         if part is None:
             continue
         handler: Subscriber = getattr(part, row.handler)
-        bus.subscribe(handler, row.kinds, exclude=row.exclude)
+        bus.subscribe(handler, row.kinds, exclude=row.exclude, ids=row.ids)
         done.append((f"{row.part}.{row.handler}", handler))
     return done
 

@@ -30,7 +30,6 @@ from heartbeat.protocol import (
     Signed,
     decode_received,
     encode,
-    encode_ack,
     unseal,
 )
 from heartbeat.server.limits import SourceRateLimit
@@ -237,10 +236,7 @@ class IngestProtocol(DatagramProtocol):
     def send(self, reply: dict[str, Any], addr: Any, signed: Signed | None = None,
              now: float = 0.0) -> None:
         """Send ``reply`` to ``addr``; signed with ``signed``'s key when it answers one."""
-        if reply["ID"] == "ACK":
-            data = encode_ack(reply["server_ts"], reply.get("seq"), reply.get("ts"))
-        else:
-            data = encode(reply)
+        data = encode(reply)
         if signed is not None and self.signing is not None:
             data = self.signing.signer.seal(data, signed.key_id, now)
         try:

@@ -165,7 +165,7 @@ class JournalFile:
                 append(b'{"timestamp":%.3f,"datetime":"%s","event":%s}\n' % (
                     ts, when, json_bytes(event.to_json())))
                 continue
-            text = raw if raw is not None and b"\n" not in raw and b"\r" not in raw \
+            text = raw if raw is not None and 10 not in raw and 13 not in raw \
                 else json_bytes(message)
             source = sources.get((ip, port))
             if source is None:
@@ -338,7 +338,7 @@ class JournalService(Service):
             data, raw = event.data, event.raw
             # Keep only the raw text when it can be written as it is: holding thousands
             # of decoded messages until the flush made for long garbage-collector pauses.
-            spliceable = raw is not None and raw.find(b"\n") < 0 and raw.find(b"\r") < 0
+            spliceable = raw is not None and 10 not in raw and 13 not in raw  # no LF, no CR
             self._buffer.append((event.ts, data["source_ip"], data["source_port"],
                                  raw if spliceable else None,
                                  None if spliceable else data["message"], None))

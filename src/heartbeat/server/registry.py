@@ -34,7 +34,6 @@ from heartbeat.events import (
     HOST_PLUGINS,
     HOST_REMOVED,
     HOST_RESULT,
-    HOST_RTT,
     HOST_UNREACHABLE,
     HOST_UP,
     Event,
@@ -560,8 +559,7 @@ class Registry:
             events.append(Event(HOST_UP, host.name, now, data))
             self._reawaken(host, now)
         if "rtt" in message:
-            host.rtt = float(message["rtt"])
-            events.append(Event(HOST_RTT, host.name, now, {"rtt": host.rtt}))
+            host.rtt = float(message["rtt"])  # alerting reads it from the message event
         (self._beats if steady else self._dirty).add(host.name)
         ack = {"ID": "ACK", "server_ts": now}
         if "seq" in message:
