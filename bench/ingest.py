@@ -142,6 +142,13 @@ class Target:
         self.count = count
         self.http_port = http_port
 
+    def status(self) -> dict[str, Any]:
+        """The server's ``/api/0/status`` (the heartbeat server only)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/api/0/status",
+                                    timeout=10) as answer:
+            body: dict[str, Any] = json.load(answer)
+        return body
+
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(20)
@@ -344,6 +351,7 @@ def sustain(kind: str, data: list[bytes], rate: int, seconds: float) -> None:
         try:
             watcher.start()
             sent, taken, drain = paced(server, data, rate, seconds)
+            collector = server.status().get("collector", {"collections": [0], "seconds": 0.0, "longest": 0.0})
         finally:
             stop.set()
             watcher.join()
@@ -356,7 +364,9 @@ def sustain(kind: str, data: list[bytes], rate: int, seconds: float) -> None:
           f"({'no loss' if taken == sent else f'{sent - taken} lost'}), drained in "
           f"{drain:.2f} s; socket drops {samples[-1][2]}, largest queue "
           f"{max(s[1] for s in samples) / 1e6:.1f} MB; taken a half second "
-          f"{min(busy, default=0):,.0f}-{max(busy, default=0):,.0f}/s", flush=True)
+          f"{min(busy, default=0):,.0f}-{max(busy, default=0):,.0f}/s; garbage collections "
+          f"{sum(collector['collections'])} in {collector['seconds']:.2f} s, the longest "
+          f"{collector['longest'] * 1000:.1f} ms", flush=True)
 
 
 def main() -> None:

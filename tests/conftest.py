@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,15 @@ from tests.support import ServerProcess
 # took 613 ms against hypothesis's default 200 ms deadline, then 17 ms when replayed).
 settings.register_profile("heartbeat", deadline=None)
 settings.load_profile("heartbeat")
+
+
+@pytest.fixture(autouse=True)
+def automatic_collections() -> Iterator[None]:
+    """Each test starts with Python's automatic garbage collections on, whatever one
+    before it left running (a server's ``CollectorService`` turns them off while it
+    runs; tests/test_collector.py checks that stopping it turns them back on)."""
+    gc.enable()
+    yield
 
 
 def _long(item: pytest.Item) -> float:

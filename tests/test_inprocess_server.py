@@ -49,7 +49,7 @@ def test_datagrams_flow_through_the_whole_tree(tmp_path: Path) -> None:
     assert server.service.stopped == [  # type: ignore[attr-defined]
         "hangup", "websocket-0", "web", "ingest", "status-pages", "jobs", "monitor",
         "operations", "alerting",
-        "journal", "auth", "store"]
+        "journal", "auth", "store", "collector"]
     assert [c for c in server.reactor.getDelayedCalls() if c.active()] == []
 
 

@@ -97,7 +97,7 @@ def test_notification_outcome_during_the_drain_is_journaled(tmp_path: Path) -> N
     assert server.service.stopped == [  # type: ignore[attr-defined]
         "hangup", "websocket-0", "web", "ingest", "status-pages", "jobs", "monitor",
         "operations", "alerting",
-        "notify", "journal", "auth", "store"]
+        "notify", "journal", "auth", "store", "collector"]
     journal = Path(server.config.journal_dir) / server.config.journal_file
     events = [json.loads(line)["event"] for line in journal.read_bytes().splitlines()
               if b'"event"' in line]

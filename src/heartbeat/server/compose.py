@@ -59,6 +59,7 @@ from heartbeat.server.access import Directory
 from heartbeat.server.acks import AckBook
 from heartbeat.server.alerting import AlertingService, load_alert_states, reminder_period
 from heartbeat.server.auth import AuthService, PasswordHasher, load_auth
+from heartbeat.server.collector import CollectorService
 from heartbeat.server.dependencies import DependencyGraph
 from heartbeat.server.dns import DnsService, DnsSettings
 from heartbeat.server.flapping import FlapDetector
@@ -132,6 +133,8 @@ __all__ = [
 T = TypeVar("T")
 log = Logger()
 STORE_FILE = "heartbeat.sqlite3"
+COLLECT_AT_LEAST: Final = 2.0
+"""Seconds: the longest the garbage collector waits for a store flush (server.collector)."""
 
 
 @dataclass(frozen=True)
@@ -283,6 +286,7 @@ class Server:
     metrics: MetricsPage | None = None
     status_board: StatusBoard | None = None
     jobs: JobService | None = None
+    collector: CollectorService | None = None
 
 
 class ServerService(MultiService):
@@ -746,6 +750,8 @@ def _status(server: Server) -> dict[str, Callable[[], Any]]:
         sources["metrics"] = server.metrics.to_json
     if server.status_board is not None:
         sources["status_pages"] = server.status_board.to_json
+    if server.collector is not None:
+        sources["collector"] = server.collector.to_json
     if server.jobs is not None:
         jobs, pings = server.jobs, server.root.pings
         sources["jobs"] = lambda: {**jobs.to_json(), "http": None if pings is None
@@ -845,6 +851,8 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
     auth.add_revoke_listener(hub.session_ended)
     status: dict[str, Callable[[], Any]] = {}
     status_board = make_status_board(config, registry, store, reactor, operations)
+    collector = CollectorService(reactor, max(COLLECT_AT_LEAST, 4 * config.store_flush_interval))
+    store.add_after_flush(collector.after_flush)
     api = HeartbeatAPI(registry, store, journal, reactor, status, auth=web_auth, bus=bus,
                        dns_trigger=dns.trigger if dns is not None else None,
                        max_body=config.http_max_body, alerts=alerting.engine, config=config,
@@ -874,7 +882,7 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
         signatures=ingest.signing.policy if ingest.signing is not None else None,
         monitor=monitor, views=views, hub=hub, api=api, root=root, site=site, budget=budget,
         status=status, service=top, metrics=metrics, status_board=status_board, jobs=jobs,
-        leader=leader, ledger=ledger, changes=listener)
+        leader=leader, ledger=ledger, changes=listener, collector=collector)
     top.parts = server
     status.update(_status(server))
     server.subscribed = subscribe_all(bus, server)
@@ -882,7 +890,7 @@ def build(settings: ServerSettings, reactor: Any, *, seams: Seams | None = None)
 
     # Dependency order: each child needs only those before it (stopped in reverse).
     shared = leader if leader.session is not None else None  # SQLite: always the leader
-    for service in (store, shared, auth, listener, journal, notifier, dns, alerting,
+    for service in (collector, store, shared, auth, listener, journal, notifier, dns, alerting,
                     operations, monitor, jobs, status_board):
         if service is not None:
             service.setServiceParent(top)

@@ -348,6 +348,7 @@ class StoreService(Service):
         self._sources: list[Callable[[], list[Write]]] = []
         self._maintenance: list[Callable[[Tables, float], None]] = []
         self._on_start: list[Callable[[], object]] = []
+        self._after_flush: list[Callable[[], object]] = []
         self._timers = [periodic("store flush", flush_interval, self.flush, clock),
                         periodic("store retention", maintenance_interval, self._maintain, clock)]
         self._backoff = Backoff(first=min(1.0, retry_cap), cap=retry_cap)
@@ -385,6 +386,11 @@ class StoreService(Service):
     def add_source(self, source: Callable[[], list[Write]]) -> None:
         """``source()`` is asked for writes at every flush (e.g. dirty hosts)."""
         self._sources.append(source)
+
+    def add_after_flush(self, after: Callable[[], object]) -> None:
+        """``after()`` runs each time a batch has settled (committed, or kept for a retry),
+        its rows no longer held: the garbage collector's moment (server.collector)."""
+        self._after_flush.append(after)
 
     def add_maintenance(self, task: Callable[[Tables, float], None]) -> None:
         """``task(tables, now)`` runs on the writer every ``maintenance_interval`` (retention)."""
@@ -430,10 +436,13 @@ class StoreService(Service):
             taken = self._clock.seconds()
             d = self._worker.run(self._write, batch)
             d.addCallback(self._settle, taken)
+            del batch  # held by the write alone: freed once it settled (server.collector)
         d.addErrback(lambda f: log.failure("store: settling a batch failed", f))
 
         def finished(_: object) -> None:
             self._busy = False
+            for after in self._after_flush:
+                after()
             for w in waiting:
                 w.callback(None)
             if self._waiting:
