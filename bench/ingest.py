@@ -131,6 +131,10 @@ def pinned(args: list[str], cpu: int, **kwargs: Any) -> subprocess.Popen[bytes]:
     return process
 
 
+NO_COLLECTOR: dict[str, Any] = {"collections": [0], "seconds": 0.0, "longest": 0.0}
+"""The status of a server without its own collector (a tree before issue 16's)."""
+
+
 class Target:
     """A receiver process and how to read how many datagrams it took."""
 
@@ -351,7 +355,7 @@ def sustain(kind: str, data: list[bytes], rate: int, seconds: float) -> None:
         try:
             watcher.start()
             sent, taken, drain = paced(server, data, rate, seconds)
-            collector = server.status().get("collector", {"collections": [0], "seconds": 0.0, "longest": 0.0})
+            collector = server.status().get("collector", NO_COLLECTOR)  # an older tree
         finally:
             stop.set()
             watcher.join()
