@@ -587,6 +587,18 @@ class ProfileTests:
         """null in a profile removes the inherited rules."""
         assert "memory_monitor" not in self.book().rules_for("lab").tree
 
+    def test_rtt_rule_of_a_profile_alone(self) -> None:
+        """An RTT rule only a profile has (none under ``thresholds:``) still applies to
+        that profile's hosts, and to none of the others."""
+        config = {**self.CONFIG, "threshold_configs": {
+            **self.CONFIG["threshold_configs"],
+            "tight_cpu": {"thresholds": {"rtt": {"*": {"critical": 100}}}}}}
+        e = ThresholdEngine(RuleBook.from_config(ServerConfig(**config), "test.yaml"))
+        assert e.rules.has_rtt_rules and not self.book().has_rtt_rules
+        assert e.evaluate_rtt("web-01", 500.0, 1.0) == []
+        assert summary(e.evaluate_rtt("db-01", 500.0, 1.0)) == [("rtt.db-01", "OK", "CRITICAL",
+                                                                  True)]
+
     def test_hosts_evaluate_with_their_own_profile(self) -> None:
         """The same value alerts on the tight host and not on the default one."""
         e = ThresholdEngine(self.book())

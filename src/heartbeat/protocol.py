@@ -525,7 +525,10 @@ def decode_received(
     """Like :func:`decode_with_text`, also returning the zlib stream the text came in,
     when it came in one that holds exactly that text (None otherwise: a text datagram,
     a text re-encoded from the message, a stream with bytes after its end)."""
-    text, packed = _datagram_text(payload, limits)
+    if payload[:1] == b"{" and len(payload) <= limits.max_inflated:  # a heartbeat: no call
+        text, packed = payload, None
+    else:
+        text, packed = _datagram_text(payload, limits)
     shape = text.translate(_BRACKETS, _NOT_SHAPE)  # _shape(text)
     escapes = 92 in shape and may_break_policy(text)  # no backslash (92), no escape
     message = _validate(_parse_object(text, limits, escapes, shape))

@@ -198,6 +198,10 @@ class RuleBook:
         self.renotify_interval = renotify_interval
         self.recover_after_settings = dict(recover_after or {})
         """``recover_after`` of profiles (by name) and hosts (by ``hosts.<name>``)."""
+        self.has_rtt_rules = any(isinstance(tree.get(RTT), Mapping) and tree[RTT]
+                                 for tree in (base, *self.profiles.values()))
+        """Whether any host may have an RTT rule (most configs have none: a heartbeat's
+        RTT then needs no host's rules looked up)."""
         self._compiled: dict[tuple[str, ...], RuleSet] = {}
         self._plain: RuleSet | None = None
         """The rules of every host no profile names (:meth:`rules_for`'s common answer)."""
