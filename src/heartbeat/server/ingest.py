@@ -144,8 +144,7 @@ class IngestProtocol(DatagramProtocol):
         stats = self.stats
         stats.received += 1
         ip = addr[0]
-        source = addr if len(addr) == 2 and not ip.startswith("::ffff:") \
-            else source_address(addr)  # an IPv4 (ip, port) as it came: the common case
+        source = addr if ":" not in ip else source_address(addr)  # IPv4: (ip, port) as it came
         rate = self.rate
         signing = self.signing
         signed: Signed | None = None
@@ -163,7 +162,7 @@ class IngestProtocol(DatagramProtocol):
                     return
                 message, text, packed = decode_received(inner, self.limits)
             else:
-                ip = source[0]
+                ip = source[0]  # an IPv4-mapped address as IPv4
                 if rate is not None and not (rate.allow(ip, now) if ":" not in ip
                                              else rate.allow_address(ip, now)):
                     stats.drop("rate_limited", source, "", now)
