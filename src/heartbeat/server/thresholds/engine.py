@@ -232,9 +232,8 @@ class ThresholdEngine:
 
     def evaluate_rtt(self, host: str, rtt: Any, now: float) -> list[Alert]:
         """Check a heartbeat's round-trip time (ms) against ``thresholds.rtt.<host>``."""
-        if not self.rules.has_rtt_rules and host not in self._states:
-            return []  # no rule anywhere, no alert to clear
-        rule = self.rules.rules_for(host).rtt_rule(host)
+        rules = self.rules
+        rule = rules.rules_for(host).rtt_rule(host) if rules.has_rtt_rules else None
         if rule is None and host not in self._states:
             return []  # no rule and no alert to clear: most heartbeats
         path = f"{RTT}.{host}"
