@@ -24,6 +24,7 @@ Targets (issue 15): first render under 1.5 s at 10,000 hosts; no long task over
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import random
 import socket
@@ -68,12 +69,13 @@ window.topSince = null;
 (function watch() {
   const table = document.querySelector("#hosts");
   const rows = document.querySelectorAll("#hosts tr[data-host]");
+  const drawn = rows.length >= Math.min(11, window.expectedHosts);
   const top = [...rows].slice(0, 20).map((row) => row.dataset.host).join(" ");
-  if (rows.length > 10 && top !== window.topRows) {
+  if (drawn && top !== window.topRows) {
     window.topRows = top;
     window.topSince = performance.now();
   }
-  if (table && table.dataset.shown === String(window.expectedHosts) && rows.length > 10) {
+  if (table && table.dataset.shown === String(window.expectedHosts) && drawn) {
     window.firstRender = performance.now();
     return;
   }
@@ -86,15 +88,23 @@ new PerformanceObserver((list) => {
 
 
 def fill(server: ServerProcess, hosts: int, down: int = 0) -> None:
-    """``hosts`` hosts, ``down`` of them (spread over the names) DOWN."""
+    """``hosts`` hosts, ``down`` of them (spread over the names) DOWN.
+
+    The fleet is sent again (a heartbeat of a known host changes nothing) until the
+    server holds all of it: new hosts cost the server more than heartbeats, and at
+    100,000 a burst the socket's buffer cannot hold is dropped by the kernel."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     every = hosts // down if down else 0
-    for n in range(hosts):
-        interval = 1 if every and n % every == every - 1 else 3600
-        sock.sendto(json.dumps({"ID": "HTB", "name": f"host{n:06d}", "interval": interval,
-                                "rtt": 0.5}).encode(), ("127.0.0.1", server.udp_port))
-        if n % 500 == 499:
-            time.sleep(0.02)
+    for _ in range(5):
+        for n in range(hosts):
+            interval = 1 if every and n % every == every - 1 else 3600
+            sock.sendto(json.dumps({"ID": "HTB", "name": f"host{n:06d}", "interval": interval,
+                                    "rtt": 0.5}).encode(), ("127.0.0.1", server.udp_port))
+            if n % 500 == 499:
+                time.sleep(0.02)
+        with contextlib.suppress(AssertionError):
+            wait_until(lambda: server.get("/api/0/status")["hosts"]["total"] == hosts, 10)
+            break
     for n in range(0, hosts, max(1, hosts // 20)):
         sock.sendto(json.dumps({"ID": "MSG", "name": f"host{n:06d}",
                                 "text": "disk check done"}).encode(),
@@ -148,8 +158,8 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory() as tmp:
         server = ServerProcess(Path(tmp), source_rate=1e9, max_unconfigured_hosts=10**6,
-                               store_flush_interval=0.5, journal_flush_interval=0.5,
-                               grace=1).start()
+                               max_hosts=10**6, store_flush_interval=0.5,
+                               journal_flush_interval=0.5, grace=1).start()
         try:
             fill(server, args.hosts, args.down)
             url = f"http://127.0.0.1:{server.http_port}/live"
