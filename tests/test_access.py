@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from heartbeat.config.server import HostConfig, UserConfig
 from heartbeat.server.access import Directory, HostAccess, Role, Viewer, user_json
 
@@ -139,3 +142,59 @@ def test_reload_replaces_the_stored_changes_whole() -> None:
     assert (directory.user("carl"), directory.user("nina")) == (None, None)
     assert directory.access("web1") == HostAccess("olga", ("mike",), ("nina",), "config")
     assert (directory.role("dora", "db1"), directory.user_source("dora")) == (Role.OWNER, "api")
+
+
+def _every_role(directory: Directory, user: str, hosts: list[str]) -> dict[str, Role | None]:
+    """``user``'s role on each of ``hosts`` as :meth:`Directory.roles` tells it."""
+    default, differs = directory.roles(user, set(hosts).__contains__)
+    return {host: differs.get(host, default) if host in differs else default for host in hosts}
+
+
+NAMES = st.sampled_from(["ann", "olga", "mike", "nina", "zoe", "carl"])
+HOST_NAMES = st.sampled_from(["web1", "db1", "new1", "new2", "mail1"])
+ACCESS = st.builds(lambda owner, managers, monitors: HostAccess(owner, tuple(managers),
+                                                                tuple(monitors)),
+                   st.none() | NAMES, st.lists(NAMES, max_size=2), st.lists(NAMES, max_size=2))
+
+
+@settings(max_examples=300, deadline=None)
+@given(default_owner=st.none() | NAMES,
+       config=st.dictionaries(HOST_NAMES, ACCESS, max_size=3),
+       changes=st.dictionaries(HOST_NAMES, ACCESS, max_size=3),
+       deleted=st.lists(NAMES, max_size=3), known=st.lists(HOST_NAMES, max_size=5),
+       user=NAMES)
+def test_roles_tell_every_hosts_role(*, default_owner: str | None,
+                                     config: dict[str, HostAccess],
+                                     changes: dict[str, HostAccess], deleted: list[str],
+                                     known: list[str], user: str) -> None:
+    """The default role and the hosts where it differs give, for every known host, the
+    role :meth:`Directory.role` gives: admins, the default owner, a deleted owner's
+    hosts, API lists over the config's, hosts no list names."""
+    hosts = {name: HostConfig(owner=a.owner, managers=list(a.managers),
+                              monitors=list(a.monitors)) for name, a in config.items()}
+    directory = Directory(USERS | {"carl": UserConfig()}, hosts, default_owner=default_owner)
+    for host, access in changes.items():
+        directory.set_access(host, access)
+    for name in deleted:
+        directory.delete_user(name)
+    everyone = sorted(set(known))
+    assert _every_role(directory, user, everyone) == {
+        host: directory.role(user, host) for host in everyone}
+    default, differs = directory.roles(user, set(known).__contains__)
+    assert set(differs) <= set(known) & (config.keys() | changes.keys())
+    assert all(role is not default for role in differs.values())
+
+
+def test_roles_name_no_host_for_an_admin_and_few_for_the_default_owner() -> None:
+    """At any fleet size an admin's roles are "owner" and no host, and the default
+    owner's name only the hosts whose lists give them another role."""
+    fleet = {f"host{n:05d}" for n in range(10_000)} | {"web1", "db1", "mail1"}
+    hosts = {**HOSTS, "mail1": HostConfig(owner="olga"), "gone1": HostConfig(owner="olga")}
+    directory = Directory(USERS, hosts, default_owner="mike")
+    assert directory.roles("ann", fleet.__contains__) == (Role.OWNER, {})
+    assert directory.roles("mike", fleet.__contains__) == (
+        Role.OWNER, {"mail1": None, "web1": Role.MANAGER})
+    assert directory.roles("olga", fleet.__contains__) == (
+        None, {"db1": Role.MANAGER, "mail1": Role.OWNER, "web1": Role.OWNER})
+    assert directory.roles("ghost", fleet.__contains__) == (None, {})
+    assert Viewer(Directory({}, {})).roles(fleet.__contains__) == (Role.OWNER, {})

@@ -157,7 +157,7 @@ def test_user_lifecycle_persists(stack: Stack) -> None:
         "name": "carol", "full_name": "Carol C", "avatar": None, "admin": False,
         "email": "carol@example.test", "notification_channels": ["email"],
         "pushover_user": None, "mattermost_user": None, "signal_number": None,
-        "has_password": True, "source": "api", "roles": {}})
+        "has_password": True, "source": "api", "default_role": None, "roles": {}})
     stored = stack.auth.directory.user("carol")
     assert stored is not None and stored.password is not None
     assert verify_password("carol-password", stored.password)

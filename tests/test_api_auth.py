@@ -305,10 +305,11 @@ def test_unauthenticated_mode_allows_everything(open_stack: Stack, method: str, 
 
 
 def test_unauthenticated_mode_me_and_login(open_stack: Stack) -> None:
-    """/me says nobody, all-powerful; a login is refused as pointless (409)."""
+    """/me says nobody, all-powerful (owner of every host, none named); a login is
+    refused as pointless (409)."""
     me = open_stack.call("GET", "/api/0/me").json
     assert me == {"name": None, "admin": True, "auth": "none", "authentication": False,
-                  "roles": {"web1": "owner"}, "admins": []}
+                  "default_role": "owner", "roles": {}, "admins": []}
     login = open_stack.login("alice")
     assert (login.status, login.json["error"]) == (409, "auth_disabled")
     host = open_stack.call("GET", "/api/0/hosts").json["hosts"][0]

@@ -172,8 +172,59 @@ def test_status_counts_only_visible_hosts(stack: Stack) -> None:
 def test_me_lists_roles(stack: Stack) -> None:
     """/me names the user, how they authenticated and their role on each visible host."""
     body = stack.call("GET", "/api/0/me", token=stack.token("mgr")).json
-    assert {k: body[k] for k in ("name", "admin", "auth", "authentication", "roles",
-                                 "has_password")} == {
+    assert {k: body[k] for k in ("name", "admin", "auth", "authentication", "default_role",
+                                 "roles", "has_password")} == {
         "name": "mgr", "admin": False, "auth": "bearer", "authentication": True,
-        "roles": {"web1": "manager"}, "has_password": True}
+        "default_role": None, "roles": {"web1": "manager"}, "has_password": True}
     assert "password" not in body
+
+
+def test_me_tells_each_role_in_a_size_that_does_not_grow_with_the_fleet(stack: Stack) -> None:
+    """With 990 more hosts, an admin's /me names no host (owner of every one) and a
+    user's names only the hosts their lists give them; what /me implies for each host is
+    the role the host list shows the same user (and no role for a host it leaves out)."""
+    for n in range(990):  # max_unconfigured_hosts is 1,000
+        stack.heartbeat(f"host{n:05d}")
+    assert len(stack.registry) == 992
+    admin = stack.call("GET", "/api/0/me", token=stack.token("admin")).json
+    assert (admin["default_role"], admin["roles"]) == ("owner", {})
+    assert len(stack.call("GET", "/api/0/me", token=stack.token("admin")).raw) < 1000
+    for name in VIEWERS:
+        me = stack.call("GET", "/api/0/me", token=stack.token(name)).json
+        listed = stack.call("GET", "/api/0/hosts", token=stack.token(name)).json["hosts"]
+        shown = {host["name"]: host["role"] for host in listed}
+        implied = {host.name: me["roles"].get(host.name, me["default_role"])
+                   for host in stack.registry}
+        assert {host: role for host, role in implied.items() if role is not None} == shown
+        assert len(shown) in (0, 1, 992)
+        status = stack.call("GET", "/api/0/status", token=stack.token(name)).json
+        assert status["hosts"]["total"] == len(shown)
+
+
+def test_status_and_messages_of_a_default_owner_leave_out_only_what_others_own(
+        tmp_path: Any, monkeypatch: Any) -> None:
+    """A non-admin default owner sees every host but those another user owns: its status
+    counts and its messages say so, worked out from its roles, not by walking the fleet."""
+    stack = Stack(tmp_path, users={"root": user("root-password", admin=True),
+                                   "olga": user("olga-password")},
+                  hosts={"mail1": HostConfig(owner="root")}, default_owner="olga",
+                  journal=True)
+    try:
+        for n in range(40):
+            stack.heartbeat(f"host{n:02d}")
+            stack.send({"ID": "MSG", "name": f"host{n:02d}", "text": "hello"})
+        stack.heartbeat("mail1")
+        stack.send({"ID": "MSG", "name": "mail1", "text": "root's only"})
+        stack.send({"ID": "SHUT", "name": "host07"})
+        stack.clock.advance(2.0)
+        olga = stack.token("olga")
+        monkeypatch.setattr(type(stack.registry), "__iter__", lambda self: iter(()))
+        status = stack.call("GET", "/api/0/status", token=olga).json["hosts"]
+        assert (status["total"], status["UP"], status["DOWN"]) == (40, 39, 1)
+        messages = stack.call("GET", "/api/0/messages?types=MSG&limit=500", token=olga).json
+        assert {m["message"]["name"] for m in messages["messages"]} == {
+            f"host{n:02d}" for n in range(40)}
+        root = stack.call("GET", "/api/0/status", token=stack.token("root")).json["hosts"]
+        assert root["total"] == 41
+    finally:
+        stack.close()

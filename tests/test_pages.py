@@ -288,5 +288,6 @@ def test_history_since_limits_the_range(stack: Stack) -> None:
 def test_users_list_their_roles(stack: Stack) -> None:
     """Each user object lists the user's role per host; admins none (owners of all)."""
     users = stack.call("GET", "/api/0/users", token=stack.token("alice")).json["users"]
-    assert {u["name"]: u["roles"] for u in users} == {
-        "alice": {}, "bob": {"web1": "monitor"}, "carol": {"web1": "manager"}}
+    assert {u["name"]: (u["default_role"], u["roles"]) for u in users} == {
+        "alice": ("owner", {}), "bob": (None, {"web1": "monitor"}),
+        "carol": (None, {"web1": "manager"})}

@@ -307,6 +307,9 @@ def test_alert_appears_and_pie_updates(ui: tuple[Page, Watch], site: Site) -> No
     expect(row).to_contain_text("cpu_monitor.cpu_percent")
     expect(row.locator("td[data-label=Limit]")).to_have_text("90 %")
     expect(row.locator("td[data-label=Value]")).to_have_text("95 %")
+    # An admin owns every host, the new one too (/api/0/me's default_role).
+    expect(row.locator("a.name")).to_have_text("ui-alert")
+    expect(row.get_by_role("button", name="Acknowledge")).to_have_count(1)
     expect(pie).to_have_attribute("data-total", str(before + 1))
     expect(pie.locator("[data-level=CRITICAL]")).to_have_count(1)
     critical = site.api("/api/0/alerts")["summary"]["CRITICAL"]
@@ -450,6 +453,8 @@ def test_settings_users_config_and_thresholds(ui: tuple[Page, Watch],
     site.log_in(page, "alice")
     page.goto(site.base + "/settings")
     expect(page.locator("#users tr[data-user=bob]")).to_contain_text("web1: monitor")
+    expect(page.locator("#users tr[data-user=alice]")).to_contain_text(
+        "admin: owner of every host")
     page.click("#user-add")
     page.fill("#user-form input[name=name]", "carol")
     page.fill("#user-form input[name=full_name]", "Carol C")
@@ -623,6 +628,32 @@ def test_access_edited_in_the_ui(ui: tuple[Page, Watch], site: Site) -> None:
     page.goto(site.base + "/plugins/ui-access")
     expect(page.locator("main h1")).to_have_text("No such host")
     assert page.title() == "404 No such host · heartbeat"
+
+
+def test_the_default_owner_holds_every_host_but_those_listed(ui: tuple[Page, Watch],
+                                                             server_factory: Any,
+                                                             tmp_path: Path) -> None:
+    """A non-admin default owner owns each host nobody else owns, new ones too, and not
+    a host another user owns: /live links the first and leaves out the second, and
+    /settings tells an admin so, from /api/0/me's and /api/0/users' default_role."""
+    page, _ = ui
+    server = server_factory(
+        tmp_path, default_owner="olga", hosts={"mail1": {"owner": "root"}},
+        users={"root": {"admin": True, "password": _hash("root")},
+               "olga": {"password": _hash("olga")}})
+    for name in ("new1", "mail1"):
+        server.send({"ID": "HTB", "name": name})
+    site = Site(server)
+    wait_until(lambda: site.api("/api/0/status", "root")["hosts"]["total"] == 2)
+    site.log_in(page, "olga")
+    page.goto(site.base + "/live")
+    expect(page.locator("tr[data-host=new1] a")).to_have_count(1)
+    expect(page.locator("#hosts")).to_have_attribute("data-shown", "1")
+    assert site.api("/api/0/me", "olga")["roles"] == {"mail1": None}
+    site.log_in(page, "root")
+    page.goto(site.base + "/settings")
+    expect(page.locator("#users tr[data-user=olga]")).to_contain_text(
+        "owner of every host, except mail1: none")
 
 
 def test_a_user_without_roles_is_told_who_grants_them(ui: tuple[Page, Watch],

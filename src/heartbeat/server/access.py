@@ -9,7 +9,7 @@ changes and restores them at start-up.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -22,7 +22,9 @@ __all__ = [
     "Directory",
     "HostAccess",
     "Role",
+    "Roles",
     "Viewer",
+    "roles_json",
     "user_json",
 ]
 
@@ -62,6 +64,19 @@ class HostAccess:
     def to_json(self) -> dict[str, Any]:
         return {"owner": self.owner, "managers": list(self.managers),
                 "monitors": list(self.monitors), "source": self.source}
+
+
+Roles = tuple[Role | None, dict[str, Role | None]]
+"""A user's role on every host (:meth:`Directory.roles`): the role on any host not
+named, and the hosts where it differs."""
+
+
+def roles_json(roles: Roles) -> dict[str, Any]:
+    """``default_role`` and ``roles`` as the API shows them (docs/HTTP_API.md)."""
+    default, differs = roles
+    return {"default_role": None if default is None else default.label,
+            "roles": {host: None if role is None else role.label
+                      for host, role in differs.items()}}
 
 
 def user_json(name: str, user: UserConfig) -> dict[str, Any]:
@@ -188,6 +203,26 @@ class Directory:
             return Role.OWNER
         return self.access(host).role_of(user)
 
+    def roles(self, user: str, known: Callable[[str], bool]) -> Roles:
+        """``user``'s role on every host, told in a size that follows the access lists,
+        not the fleet: the role held on any host not named (``default``), and the hosts
+        that ``known`` admits where the role differs (None: no role there).
+
+        An admin owns every host and the default owner every host without an owner of
+        its own; any other role comes from a host's list, in the config or the API's.
+        Listing every host instead made ``/api/0/me`` of an admin 2 MB and 0.2 s of the
+        reactor at 100,000 hosts, asked by every page.
+        """
+        found = self._users.get(user)
+        if found is None:
+            return None, {}
+        if found.admin:
+            return Role.OWNER, {}
+        default = Role.OWNER if user == self._default_owner else None
+        listed = sorted(self._access_changes.keys() | self._config_hosts.keys())
+        return default, {host: role for host in listed
+                         if known(host) and (role := self.role(user, host)) is not default}
+
     def privileged(self, user: str) -> bool:
         """Whether ``user`` is an admin, or owner or manager of some host (seen or not).
 
@@ -257,6 +292,12 @@ class Viewer:
         if self.name is None:
             return Role.OWNER
         return self.directory.role(self.name, host)
+
+    def roles(self, known: Callable[[str], bool]) -> Roles:
+        """:meth:`Directory.roles` of the viewer (nobody: the owner of every host)."""
+        if self.name is None:
+            return Role.OWNER, {}
+        return self.directory.roles(self.name, known)
 
     def sees(self, host: str) -> bool:
         return self.role(host) is not None

@@ -28,7 +28,7 @@ from heartbeat.config.masking import settings_view
 from heartbeat.config.server import ServerConfig, UserConfig
 from heartbeat.events import EventBus
 from heartbeat.protocol import CLIENT_IDS
-from heartbeat.server.access import HostAccess, Role, Viewer, user_json
+from heartbeat.server.access import HostAccess, Role, Viewer, roles_json, user_json
 from heartbeat.server.acks import HOST as ACK_HOST
 from heartbeat.server.apikeys import KeyLimitReached
 from heartbeat.server.auth import (
@@ -386,8 +386,7 @@ class HeartbeatAPI:
                 body["api_key"] = key.to_json(self.clock.seconds())
             body["totp"] = self.users.second.status(viewer.name)
             body["totp_enrolment_required"] = viewer.restricted
-        body["roles"] = {h.name: role.label for h in sorted(self.registry, key=lambda h: h.name)
-                         if (role := viewer.role(h.name)) is not None}
+        body.update(roles_json(viewer.roles(self.registry.hosts.__contains__)))
         directory = self.users.directory
         body["admins"] = [{"name": name, "full_name": user.full_name, "email": user.email}
                           for name in directory.admins()
@@ -547,6 +546,15 @@ class HeartbeatAPI:
         rules = self.engine().rules
         return json_response(request, rules.to_json(None if viewer.admin else viewer.sees))
 
+    def _sees(self, viewer: Viewer) -> tuple[bool, set[str]]:
+        """The hosts ``viewer`` sees, from its roles (:meth:`Directory.roles`), not a walk
+        of the fleet: (True, the hosts it does not see) when it sees every other host, as
+        the default owner does, else (False, the hosts it sees)."""
+        default, differs = viewer.roles(self.registry.hosts.__contains__)
+        if default is None:
+            return False, {host for host, role in differs.items() if role is not None}
+        return True, {host for host, role in differs.items() if role is None}
+
     @app.route("/api/0/messages", methods=["GET"])
     def messages(self, request: IRequest) -> Deferred[bytes] | bytes:
         viewer = self.viewer(request)
@@ -555,8 +563,10 @@ class HeartbeatAPI:
         types = choice_arg(request, "types", CLIENT_IDS)
         if host is not None and not viewer.sees(host):
             raise ApiError(404, "not_found", f"no host named {host!r}")
-        visible = None if viewer.admin else frozenset(
-            h.name for h in self.registry if viewer.sees(h.name))
+        visible = None
+        if not viewer.admin:
+            all_but, names = self._sees(viewer)
+            visible = frozenset(self.registry.hosts.keys() - names if all_but else names)
         if self.journal is None:
             raise ApiError(503, "journal_disabled", "journal_enabled is false")
         return self.journal.recent(limit, host, visible, types).addCallback(
@@ -569,11 +579,14 @@ class HeartbeatAPI:
         if viewer.admin:
             hosts = {"total": len(self.registry), **self.registry.counts()}
         else:
-            seen = [h for h in self.registry if viewer.sees(h.name)]
-            states = {state: 0 for state in self.registry.counts()}
-            for h in seen:
-                states[h.state.value] += 1
-            hosts = {"total": len(seen), **states}
+            all_but, names = self._sees(viewer)
+            counts = self.registry.counts()
+            states = dict.fromkeys(counts, 0)
+            for name in names:
+                states[self.registry.hosts[name].state.value] += 1
+            if all_but:
+                states = {state: count - states[state] for state, count in counts.items()}
+            hosts = {"total": sum(states.values()), **states}
         body: dict[str, Any] = {
             "version": heartbeat.__version__,
             "started": self.started,
@@ -703,16 +716,11 @@ class HeartbeatAPI:
     # Users (admin)
     def _user_json(self, name: str, user: UserConfig) -> dict[str, Any]:
         return {**user_json(name, user), "source": self.users.directory.user_source(name),
-                "roles": self._roles(name, user)}
+                **roles_json(self.users.directory.roles(name, self._known))}
 
-    def _roles(self, name: str, user: UserConfig) -> dict[str, str]:
-        """The user's role on each known host (none listed for an admin: owner of all)."""
-        if user.admin:
-            return {}
-        directory = self.users.directory
-        hosts = sorted({h.name for h in self.registry} | set(self.registry.host_config))
-        return {host: role.label for host in hosts
-                if (role := directory.access(host).role_of(name)) is not None}
+    def _known(self, host: str) -> bool:
+        """A host seen or configured: those a user's roles are listed on."""
+        return host in self.registry.hosts or host in self.registry.host_config
 
     @app.route("/api/0/users", methods=["GET"])
     def user_list(self, request: IRequest) -> bytes:

@@ -46,6 +46,13 @@ _COVERED: Final[dict[str, Any]] = {
                 "description": "the same as tags for people: kind (maintenance, silenced, "
                                "acknowledged, flapping), text, by, until"},
 }
+_ROLES: Final = {
+    "default_role": {**_ROLE, "description": "the role on every host that `roles` does not "
+                     "name (owner for an admin and the default owner; null: none)"},
+    "roles": {"type": "object", "additionalProperties": _ROLE,
+              "description": "the hosts (seen or configured) where the role differs from "
+                             "`default_role`; null: no role there"},
+}
 
 SCHEMAS: Final[dict[str, Any]] = {
     "Error": {
@@ -209,9 +216,7 @@ SCHEMAS: Final[dict[str, Any]] = {
                         "properties": {"token": {"type": "string"},
                                        "csrf_token": {"type": "string"}},
                         "required": ["token", "csrf_token"]},
-            "roles": {"type": "object", "description": "role per host (empty for an admin)",
-                      "additionalProperties": {"type": "string",
-                                               "enum": ["monitor", "manager", "owner"]}},
+            **_ROLES,
         },
         "required": ["name", "full_name", "admin", "notification_channels", "has_password"],
     },
@@ -249,14 +254,14 @@ SCHEMAS: Final[dict[str, Any]] = {
             "api_key": {"$ref": "#/components/schemas/ApiKey"},
             "totp": {"type": "object"},
             "totp_enrolment_required": {"type": "boolean"},
-            "roles": {"type": "object", "additionalProperties": {
-                "type": "string", "enum": ["monitor", "manager", "owner"]}},
+            **_ROLES,
             "admins": {"type": "array", "description": "who can grant roles on every host",
                        "items": {"type": "object", "properties": {
                            "name": {"type": "string"}, "full_name": {"type": "string"},
                            "email": _STRING_OR_NULL}, "required": ["name", "full_name"]}},
         },
-        "required": ["name", "admin", "auth", "authentication", "roles", "admins"],
+        "required": ["name", "admin", "auth", "authentication", "default_role", "roles",
+                     "admins"],
     },
     "ApiKey": {
         "type": "object",

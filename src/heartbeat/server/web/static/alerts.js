@@ -23,8 +23,8 @@ function ackPath(a) {
 }
 
 // Acknowledge (with a comment) or take the acknowledgement back; for managers of the host.
-function ackCell(a, roles, done) {
-  if (!canInspect(roles, a.host) || a.stale) return cell("", null);
+function ackCell(a, info, done) {
+  if (!canInspect(info, a.host) || a.stale) return cell("", null);
   const error = el("span", { class: "error", role: "alert", hidden: true });
   async function send(method, body) {
     try {
@@ -54,17 +54,17 @@ function ackCell(a, roles, done) {
 
 // One problem as a table row; withHost: false leaves the host's column out (its own page);
 // onAck: the acknowledgement column, and what to do after a change.
-export function problemRow(a, roles, withHost = true, onAck = null) {
+export function problemRow(a, info, withHost = true, onAck = null) {
   return el("tr", { class: a.stale ? "stale" : "", dataset: { level: a.level, host: a.host, kind: a.kind, metric: a.metric_path ?? "", stale: a.stale ? "yes" : "no" } },
     cell("Level", levelBadge(a.level), a.stale ? el("span", { class: "tag muted-tag", text: "stale", title: `the host is ${a.state}: this is its last value` }) : null),
-    withHost && cell("Host", canInspect(roles, a.host) ? el("a", { class: "name", href: hostHref(a.host), text: a.host, title: a.host }) : el("span", { class: "name", text: a.host, title: a.host }),
+    withHost && cell("Host", canInspect(info, a.host) ? el("a", { class: "name", href: hostHref(a.host), text: a.host, title: a.host }) : el("span", { class: "name", text: a.host, title: a.host }),
       markerTags(a.markers)),
     cell("Problem", problemCell(a)),
     cell("Value", a.kind === "metric" ? fmtMetric(a.metric_path, a.value) : "–"),
     cell("Limit", a.kind === "metric" ? fmtMetric(a.metric_path, a.threshold_value) : "–"),
     cell("Since", typeof a.since === "number" ? timeEl(a.since, "ago") : "–"),
     cell("Message", pathText(a.message, "msg-text")),
-    onAck && ackCell(a, roles, onAck));
+    onAck && ackCell(a, info, onAck));
 }
 
 export async function alertsPage(feed) {
@@ -74,7 +74,7 @@ export async function alertsPage(feed) {
   const levelBoxes = [...document.querySelectorAll("#level-filter input[type=checkbox]")];
   const kindBoxes = [...document.querySelectorAll("#kind-filter input[value]")];
   const showStale = document.getElementById("show-stale");
-  let roles = (await me()).roles || {};
+  let info = await me();
 
   async function load() {
     let data;
@@ -101,7 +101,7 @@ export async function alertsPage(feed) {
     const levels = new Set(levelBoxes.filter((b) => b.checked).map((b) => b.value));
     const kinds = new Set(kindBoxes.filter((b) => b.checked).map((b) => b.value));
     const shown = all.filter((a) => levels.has(a.level) && kinds.has(a.kind) && (showStale.checked || !a.stale));
-    tbody.replaceChildren(...shown.map((a) => problemRow(a, roles, true, reload)));
+    tbody.replaceChildren(...shown.map((a) => problemRow(a, info, true, reload)));
     empty.hidden = shown.length > 0;
     empty.textContent = all.length && !shown.length ? "No problems of the chosen kinds." : "No problems: every host is up and every metric within its limits.";
   }
@@ -114,7 +114,7 @@ export async function alertsPage(feed) {
     if (again) reload();
   });
   feed.on("host.new", debounce(async () => {
-    roles = (await me(true)).roles || {};
+    if (!info.admin) info = await me(true); // a new host may be one the user holds a role on
   }, 300));
   await load();
 }

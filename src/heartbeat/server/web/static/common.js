@@ -130,8 +130,15 @@ export function me(fresh = false) {
   return mePromise;
 }
 
-export function canInspect(roles, name) {
-  const role = roles[name];
+// A user's role on a host, from /api/0/me (or a user of /api/0/users): `roles` names
+// only the hosts where it differs from `default_role` (an admin's is owner everywhere).
+export function roleOf(info, name) {
+  const roles = info.roles || {};
+  return Object.hasOwn(roles, name) ? roles[name] : (info.default_role ?? null);
+}
+
+export function canInspect(info, name) {
+  const role = roleOf(info, name);
   return role === "owner" || role === "manager";
 }
 

@@ -58,8 +58,7 @@ export async function livePage(feed) {
   const tagFilter = document.getElementById("filter-tag");
   const sortPick = document.getElementById("sort-pick");
   const entries = new Map(); // name -> {h, rank, text, row, version}
-  let info = { admin: false, roles: {} };
-  let roles = {};
+  let info = { admin: false, default_role: null, roles: {} };
   let order = [];
   let orderDirty = true;
   let forceOrder = true;
@@ -72,7 +71,7 @@ export async function livePage(feed) {
   let sort = { column: "problems", descending: false };
   let pendingMessages = [];
 
-  const inspectable = (name) => info.admin || canInspect(roles, name);
+  const inspectable = (name) => canInspect(info, name);
 
   // Entries
   function index(entry) {
@@ -317,7 +316,6 @@ export async function livePage(feed) {
     rolesTimer = setTimeout(async () => {
       rolesTimer = null;
       info = await me(true);
-      roles = info.roles || {};
       for (const entry of entries.values()) entry.version += 1;
       schedule();
     }, 300);
@@ -502,7 +500,6 @@ export async function livePage(feed) {
   // (the recent messages once the snapshot is in: messagesOnce).
   me().then((found) => {
     info = found;
-    roles = found.roles || {};
     for (const entry of entries.values()) entry.version += 1;
     schedule();
     if (!entries.size) empty.replaceChildren(...emptyNote());

@@ -60,7 +60,9 @@ function usersSection(info) {
   function rolesText(user) {
     if (user.admin) return "admin: owner of every host";
     const roles = Object.entries(user.roles || {});
-    return roles.length ? roles.map(([host, role]) => `${host}: ${role}`).join(", ") : "no hosts";
+    const listed = roles.map(([host, role]) => `${host}: ${role ?? "none"}`).join(", ");
+    if (user.default_role) return `${user.default_role} of every host${roles.length ? `, except ${listed}` : ""}`;
+    return roles.length ? listed : "no hosts";
   }
 
   function openForm(user) {
