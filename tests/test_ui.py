@@ -284,6 +284,7 @@ def test_overview_chart_cards_and_live_samples(ui: tuple[Page, Watch],
     expect(pool).to_contain_text("read 64 op/s, 275 KiB/s")
     expect(page.locator("#host-alerts tr[data-metric='zfs_monitor.pools.tank.health_ok']")) \
         .to_contain_text("CRITICAL")
+    _live(page)  # a sample sent before the feed opens comes with the next page load only
     site.send({"ID": "PLG", "name": "ui-chart", "plugins": _plugins(5, 60.0)})
     expect(cpu).to_have_attribute("data-count", "6")
     expect(cpu.locator(".u-legend")).to_contain_text("CPU60 %")
