@@ -125,6 +125,27 @@ def test_a_dns_label_cannot_be_taken_over(server_factory: Any, named: NamedServe
     assert server.get("/api/0/status")["dns"]["updated"] == 1
 
 
+def test_a_fleet_of_new_hosts_reaches_bind_in_a_few_nsupdate_runs(
+        server_factory: Any, named: NamedServer) -> None:
+    """250 new hosts at once: every record is in named, set by a handful of nsupdate
+    runs of up to 100 records (one run a record took a 1,000-host fleet 25 s)."""
+    server = server_factory(dyndomains=[named.zone], nsupdate_bin=NSUPDATE,
+                            nsupdate_key=str(named.key), nsupdate_server=f"127.0.0.1 {named.port}",
+                            dns_timeout=5.0, source_rate=1e6)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.2", 0))
+        for n in range(250):
+            s.sendto(json.dumps({"ID": "HTB", "name": f"fleet{n:03d}"}).encode(),
+                     ("127.0.0.1", server.udp_port))
+    wait_until(lambda: server.get("/api/0/status")["hosts"]["total"] == 250)
+    dns = wait_until(lambda: (status := server.get("/api/0/status")["dns"])["updated"] == 250
+                     and status)
+    assert (dns["gave_up"], dns["queued"]) == (0, 0)
+    assert dns["runs"] <= 10
+    for n in (0, 99, 100, 249):
+        assert named.query(f"fleet{n:03d}.{named.zone}", "A") == ["127.0.0.2"]
+
+
 class Outcomes:
     """A DnsService on the real reactor whose results arrive in a queue."""
 

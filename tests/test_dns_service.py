@@ -270,7 +270,7 @@ def test_script_is_plain_nsupdate_input() -> None:
     from heartbeat.server.dns import DnsUpdate
 
     update = DnsUpdate("web1", "web1.example.com", "example.com", "AAAA", "::1")
-    assert nsupdate_script(update, None, 300) == (
+    assert nsupdate_script([update], None, 300) == (
         b"zone example.com\nupdate delete web1.example.com. AAAA\n"
         b"update add web1.example.com. 300 AAAA ::1\nsend\n")
 
@@ -332,3 +332,31 @@ def test_a_follower_updates_nothing_and_queues_what_changed_when_it_leads() -> N
     assert rig.running.stdin == script("web1.dyn.example.com", "dyn.example.com", "A",
                                        "10.0.0.9")
     assert rig.dns.owed == set()
+
+
+def test_records_that_wait_go_in_one_nsupdate_one_message_a_zone() -> None:
+    """While one nsupdate runs, the records of 150 more hosts in two zones wait: the next
+    process sends 100 of them, one update message (one ``send``) a zone, the last the
+    rest; each record is reported once."""
+    rig = Rig(domains=("dyn.example.com", "example.net"))
+    rig.moved("first", "10.0.0.1")
+    for n in range(150):
+        rig.moved(f"web{n}", f"10.0.1.{n}")
+    rig.running.end(0)  # first.dyn.example.com
+    batch = rig.running.stdin.decode()
+    assert batch.count("update add") == 100
+    assert batch.count("send\n") == 2
+    # first.example.net waited first: its zone's message comes first
+    assert batch.index("zone example.net\n") < batch.index("zone dyn.example.com\n")
+    assert "update add web0.dyn.example.com. 60 A 10.0.1.0\n" in batch
+    assert rig.dns.to_json()["running_records"] == 100
+    rig.running.end(0)
+    while rig.dns.current:
+        rig.running.end(0)
+    updated = [name for kind, name, *_ in rig.outcomes() if kind == "dns.updated"]
+    assert sorted(updated) == sorted(
+        [f"first.{zone}" for zone in ("dyn.example.com", "example.net")]
+        + [f"web{n}.{zone}" for n in range(150) for zone in ("dyn.example.com", "example.net")])
+    status = rig.dns.to_json()
+    assert (status["runs"], status["queued"]) == (len(rig.reactor.processes), 0)
+    assert len(rig.reactor.processes) == 5  # 1 + 100 + 100 + 100 + 1 of 302 records

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.defer import Deferred
+import pytest
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.python.failure import Failure
 
@@ -150,3 +151,108 @@ def test_queue_limit_and_close() -> None:
     later.offer(("y", "y"))
     stopping = later.close(send_queued=False)
     assert (later.stats.abandoned, stopping.called) == (1, False)
+
+
+class BatchPeer(Peer):
+    """Answers at once: a batch fails while the peer is down or when it holds an item the
+    peer refuses (as one DNS update message is all or nothing)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[str]] = []
+        self.down = False
+        self.refused: set[str] = set()
+
+    def attempt(self, item: tuple[str, str]) -> Deferred[None]:
+        return self.attempt_batch([item])
+
+    def attempt_batch(self, items: list[tuple[str, str]]) -> Deferred[None]:
+        names = [item[1] for item in items]
+        self.batches.append(names)
+        if self.down or self.refused & set(names):
+            return fail(RuntimeError("REFUSED"))
+        return succeed(None)
+
+
+def batch_lane(clock: Clock, peer: BatchPeer, items: int) -> RetryLane[tuple[str, str]]:
+    """A lane of batches of up to 100, ``items`` queued before it starts."""
+    made: RetryLane[tuple[str, str]] = RetryLane(
+        clock, peer.attempt, peer, retries=2, timeout=10.0, backoff=Backoff(2.0),
+        key=lambda item: item[0], batch=100, attempt_batch=peer.attempt_batch)
+    for n in range(items):
+        made.offer((f"k{n}", f"i{n}"))
+    made.start()
+    return made
+
+
+def _succeeded(peer: Peer) -> list[str]:
+    return [entry[1] for entry in peer.log if entry[0] == "ok"]
+
+
+def test_queued_items_go_in_batches_in_order() -> None:
+    """250 items waiting: three attempts of 100, 100 and 50, in the order offered."""
+    clock, peer = Clock(), BatchPeer()
+    retry = batch_lane(clock, peer, 250)
+    assert [len(batch) for batch in peer.batches] == [100, 100, 50]
+    assert _succeeded(peer) == [f"i{n}" for n in range(250)]
+    assert (retry.stats.succeeded, retry.stats.failed_attempts, retry.pending) == (250, 0, 0)
+
+
+def test_a_refused_item_is_split_out_and_only_it_gives_up() -> None:
+    """One item the peer refuses fails its batch; the halves are retried after the
+    backoff until it stands alone: every other item gets through, and only its own
+    single attempts count towards its give-up."""
+    clock, peer = Clock(), BatchPeer()
+    peer.refused = {"i137"}
+    retry = batch_lane(clock, peer, 250)
+    for _ in range(12):
+        clock.advance(60)
+    assert sorted(_succeeded(peer)) == sorted(f"i{n}" for n in range(250) if n != 137)
+    assert len(set(_succeeded(peer))) == 249
+    own = [entry for entry in peer.log if entry[0] == "failed" and entry[1] == "i137"]
+    assert own[-1][3] is True  # final
+    assert [batch for batch in peer.batches if batch == ["i137"]] == [["i137"]] * 3
+    assert (retry.stats.gave_up, retry.pending, clock.getDelayedCalls()) == (1, 0, [])
+    assert len(peer.batches) < 25  # halving: log2(100) rounds, not one attempt an item
+
+
+def test_batches_ride_out_a_peer_that_is_down() -> None:
+    """While the peer is down, failed batches halve at each backoff; once it is back they
+    go through as batches, none given up (the batch failures count for no item)."""
+    clock, peer = Clock(), BatchPeer()
+    peer.down = True
+    retry = batch_lane(clock, peer, 200)
+    clock.advance(2)  # halves of 50 fail after 2 s
+    clock.advance(4)  # quarters of 25 fail after 4 s more
+    peer.down = False
+    clock.advance(7.9)
+    assert _succeeded(peer) == []
+    clock.advance(0.1)  # batches of 13 after 8 s more: all through
+    assert sorted(_succeeded(peer)) == sorted(f"i{n}" for n in range(200))
+    sizes = [len(batch) for batch in peer.batches]
+    assert sizes[:14] == [100, 100] + [50] * 4 + [25] * 8
+    assert (sum(sizes[14:]), max(sizes[14:]), len(sizes[14:])) == (200, 13, 16)  # 13 + 12
+    assert (retry.stats.gave_up, retry.stats.failed_attempts, retry.pending) == (0, 14, 0)
+
+
+def test_a_newer_item_replaces_one_waiting_after_a_failed_batch() -> None:
+    """An item waiting for its retry after a failed batch is replaced by a newer one with
+    its key, which goes at once; the old one is never attempted again."""
+    clock, peer = Clock(), BatchPeer()
+    peer.down = True
+    retry = batch_lane(clock, peer, 4)
+    peer.down = False
+    retry.offer(("k2", "i2-newer"))
+    clock.advance(2)
+    assert peer.batches == [["i0", "i1", "i2", "i3"], ["i2-newer"], ["i0", "i1"], ["i3"]]
+    assert sorted(_succeeded(peer)) == ["i0", "i1", "i2-newer", "i3"]
+    assert retry.stats.coalesced == 1
+
+
+def test_a_batch_needs_its_attempt_and_no_order() -> None:
+    clock, peer = Clock(), BatchPeer()
+    with pytest.raises(ValueError, match="attempt_batch"):
+        RetryLane(clock, peer.attempt, peer, retries=1, timeout=1.0, batch=10)
+    with pytest.raises(ValueError, match="order"):
+        RetryLane(clock, peer.attempt, peer, retries=1, timeout=1.0, batch=10,
+                  attempt_batch=peer.attempt_batch, order=lambda item: item[0])

@@ -10,7 +10,10 @@ must sign. docs/DNS.md.
 Address events only queue work. The queue holds one entry per record name and
 type, so a host that moves twice while queued is updated once, to its newest
 address. ``DnsService`` drains it one ``nsupdate`` process at a time (script on
-stdin, TSIG key with ``-k``), kills one that hangs past ``dns_timeout``, retries
+stdin, TSIG key with ``-k``), up to :data:`BATCH` records a process, one update
+message a zone, as many records as wait: one record a process took a fleet of
+1,000 new hosts 25 s and 100,000 over 40 minutes. It kills one that hangs past
+``dns_timeout``, retries
 failures with exponential backoff and publishes every outcome on the bus
 (``dns.updated``, ``dns.failed``) for the journal: the queue, retries and
 give-up are the retry lane the notifier uses too (heartbeat.server.retry).
@@ -23,6 +26,7 @@ import contextlib
 import ipaddress
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -58,6 +62,9 @@ log = Logger()
 DNS_UPDATED: Final = "dns.updated"
 DNS_FAILED: Final = "dns.failed"  # data["final"]: no more retries
 OUTPUT_MAX = 4096
+BATCH: Final = 100
+"""Records one nsupdate sends at most: about 8 KB of update message (TCP), well inside
+what one transaction may hold; a failed batch is retried in halves (heartbeat.server.retry)."""
 
 
 class DnsError(ValueError):
@@ -128,15 +135,19 @@ def record_type(addr: str) -> tuple[str, str]:
     return ("A" if ip.version == 4 else "AAAA"), str(ip)
 
 
-def nsupdate_script(update: DnsUpdate, server: str | None, ttl: int) -> bytes:
-    """The commands nsupdate reads on stdin to replace one record."""
+def nsupdate_script(updates: Sequence[DnsUpdate], server: str | None, ttl: int) -> bytes:
+    """The commands nsupdate reads on stdin to replace ``updates``' records: one update
+    message (one ``send``, all or nothing) a zone, the zones in the order first named."""
     lines = [f"server {server}"] if server else []
-    lines += [
-        f"zone {update.zone}",
-        f"update delete {update.name}. {update.rtype}",
-        f"update add {update.name}. {ttl} {update.rtype} {update.addr}",
-        "send",
-    ]
+    by_zone: dict[str, list[DnsUpdate]] = {}
+    for update in updates:
+        by_zone.setdefault(update.zone, []).append(update)
+    for zone, records in by_zone.items():
+        lines.append(f"zone {zone}")
+        for update in records:
+            lines += [f"update delete {update.name}. {update.rtype}",
+                      f"update add {update.name}. {ttl} {update.rtype} {update.addr}"]
+        lines.append("send")
     return ("\n".join(lines) + "\n").encode("ascii")
 
 
@@ -185,7 +196,8 @@ class NsupdateFailed(Exception):
 
 
 class DnsService(Service):
-    """Queues record updates from address events; runs one nsupdate at a time.
+    """Queues record updates from address events; runs one nsupdate at a time, for up
+    to :data:`BATCH` records.
 
     The queue, the retries and the give-up are a :class:`RetryLane` keyed by record
     (name and type): a newer address for a record replaces the update queued or
@@ -203,8 +215,11 @@ class DnsService(Service):
         self.settings = settings
         self.lane: RetryLane[DnsUpdate] = RetryLane(
             reactor, self._attempt, self, retries=settings.retries, timeout=settings.timeout,
-            backoff=settings.backoff, key=lambda update: update.key, expire=self._kill)
-        self.current: DnsUpdate | None = None
+            backoff=settings.backoff, key=lambda update: update.key, expire=self._kill,
+            batch=BATCH, attempt_batch=self._attempt_batch)
+        self.current: list[DnsUpdate] = []
+        self.runs = 0
+        """nsupdate processes started."""
         self._process: IProcessTransport | None = None
         self.skipped: Counter[str] = Counter()
         self.last_error: str | None = None
@@ -294,20 +309,24 @@ class DnsService(Service):
 
     # -- one attempt: an nsupdate process
     def _attempt(self, update: DnsUpdate) -> Deferred[None]:
+        return self._attempt_batch([update])
+
+    def _attempt_batch(self, updates: list[DnsUpdate]) -> Deferred[None]:
         done: Deferred[tuple[int | None, int | None, str]] = Deferred()
-        protocol = NsupdateProtocol(nsupdate_script(update, self.settings.server,
+        protocol = NsupdateProtocol(nsupdate_script(updates, self.settings.server,
                                                     self.settings.ttl), done)
         argv = self.settings.argv()
         try:
             self._process = self.reactor.spawnProcess(protocol, argv[0], argv, env=dict(os.environ))
         except OSError as e:
             raise NsupdateFailed(f"cannot run {argv[0]}: {e}") from None
-        self.current = update
+        self.runs += 1
+        self.current = updates
         return done.addCallback(self._ended)
 
     def _ended(self, outcome: tuple[int | None, int | None, str]) -> None:
         self._process = None
-        self.current = None
+        self.current = []
         code, signal, output = outcome
         if code != 0:
             status = f"exit {code}" if code is not None else f"signal {signal}"
@@ -376,7 +395,9 @@ class DnsService(Service):
         return {
             "domains": list(self.settings.domains),
             "queued": self.lane.pending,
-            "running": None if self.current is None else self.current.name,
+            "running": self.current[0].name if self.current else None,
+            "running_records": len(self.current),
+            "runs": self.runs,
             "updated": stats.succeeded,
             "failed_attempts": stats.failed_attempts,
             "gave_up": stats.gave_up,

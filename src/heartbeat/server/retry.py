@@ -10,7 +10,12 @@ one replaces the one queued or waiting for its retry (and runs at once), and
 an attempt that fails while a newer one waits is superseded rather than
 retried. Items with the same ``order`` go one at a time, in the order offered:
 a later one waits while an earlier one is in flight or waiting for its retry,
-so a peer never hears a host's UP before its DOWN. The lane decides; the
+so a peer never hears a host's UP before its DOWN. With ``batch`` above 1 (items
+without an ``order``), queued items go up to ``batch`` at a time in one attempt
+(``attempt_batch``), as DNS sends many records in one nsupdate: a batch that
+fails is split in two, each half retried after the backoff, down to single items,
+and only a single item's failures count towards the give-up, so one item the
+peer refuses does not take its neighbours with it. The lane decides; the
 service that owns it says what an attempt is and reports every outcome
 through a :class:`LaneReport` (its log lines and its bus events), so
 notifications and DNS retry, give up and report alike.
@@ -55,6 +60,10 @@ class Try(Generic[T]):
     order: Hashable | None = None
     attempts: int = 0
     timed_out: bool = False
+    limit: int = 1
+    """The largest batch it may go in: halved by each failed batch it was in."""
+    splits: int = 0
+    """How many failed batches it was in (their backoff; they count no attempt)."""
 
 
 @dataclass
@@ -118,7 +127,11 @@ class RetryLane(Generic[T]):
         key: Callable[[T], Hashable] | None = None,
         order: Callable[[T], Hashable | None] | None = None,
         expire: Callable[[Deferred[Any]], object] = Deferred.cancel,
+        batch: int = 1,
+        attempt_batch: Callable[[list[T]], Deferred[Any]] | None = None,
     ) -> None:
+        if batch > 1 and (attempt_batch is None or order is not None):
+            raise ValueError("a batch needs attempt_batch, and items without an order")
         self.clock = clock
         self._attempt = attempt
         self.report = report
@@ -130,9 +143,13 @@ class RetryLane(Generic[T]):
         self._key = key
         self._order = order
         self._expire = expire
+        self.batch = batch
+        self._attempt_batch = attempt_batch
         self.queue: deque[Try[T]] = deque()
         self.in_flight: dict[Deferred[Any], Try[T]] = {}
         self.waiting: dict[Try[T], IDelayedCall] = {}
+        self._batch_calls: set[IDelayedCall] = set()
+        """The retries of failed batches: one call brings a whole batch back."""
         self._keyed: dict[Hashable, Try[T]] = {}
         """Queued or waiting items by key (not those in flight)."""
         self._turn: dict[Hashable, Try[T]] = {}
@@ -152,7 +169,8 @@ class RetryLane(Generic[T]):
             self.stats.coalesced += 1
             call = self.waiting.pop(older, None)
             if call is not None:
-                call.cancel()
+                if call not in self._batch_calls:  # a batch's retry skips what left it
+                    call.cancel()
                 self._done(older)
             else:
                 self.queue.remove(older)
@@ -160,7 +178,8 @@ class RetryLane(Generic[T]):
             self.stats.dropped += 1
             self.report.dropped(item, f"queue full ({self.queue_limit} waiting)")
             return False
-        entry = Try(item, key, self._order(item) if self._order is not None else None)
+        entry = Try(item, key, self._order(item) if self._order is not None else None,
+                    limit=self.batch)
         self.queue.append(entry)
         self._keyed[key] = entry
         self.pump()
@@ -186,7 +205,10 @@ class RetryLane(Generic[T]):
                 if entry is None:
                     break
                 del self._keyed[entry.key]
-                self._run(entry)
+                if entry.limit > 1:
+                    self._run_batch(self._batch_with(entry))
+                else:
+                    self._run(entry)
         finally:
             self._pumping = False
 
@@ -198,6 +220,20 @@ class RetryLane(Generic[T]):
                 self.queue.remove(entry)
                 return entry
         return None
+
+    def _batch_with(self, first: Try[T]) -> list[Try[T]]:
+        """``first`` and the items next in the queue that may share its batch, taken off
+        it: as many as the smallest ``limit`` among them allows (the queue's head only,
+        so a batch costs its own size however long the queue)."""
+        entries = [first]
+        size = first.limit
+        queue = self.queue
+        while queue and len(entries) < size and queue[0].limit > len(entries):
+            entry = queue.popleft()
+            del self._keyed[entry.key]
+            entries.append(entry)
+            size = min(size, entry.limit)
+        return entries
 
     def _done(self, entry: Try[T]) -> None:
         """``entry`` is over (sent, given up, replaced): the next with its order may go."""
@@ -216,6 +252,68 @@ class RetryLane(Generic[T]):
                        errbackArgs=(entry,))
         d.addErrback(lambda f: log.failure("retry lane: reporting an outcome failed", f))
         d.addCallback(lambda _: self.pump())
+
+    def _run_batch(self, entries: list[Try[T]]) -> None:
+        assert self._attempt_batch is not None
+        for entry in entries:
+            entry.attempts += 1
+            entry.timed_out = False
+        d = maybeDeferred(self._attempt_batch, [entry.item for entry in entries])
+        timer = self.clock.callLater(self.timeout, self._time_out_batch, entries, d)
+        self.in_flight[d] = entries[0]
+        d.addBoth(self._settle, d, timer)
+        d.addCallbacks(self._batch_succeeded, self._batch_failed, callbackArgs=(entries,),
+                       errbackArgs=(entries,))
+        d.addErrback(lambda f: log.failure("retry lane: reporting an outcome failed", f))
+        d.addCallback(lambda _: self.pump())
+
+    def _time_out_batch(self, entries: list[Try[T]], d: Deferred[Any]) -> None:
+        for entry in entries:
+            entry.timed_out = True
+        self.stats.timeouts += 1
+        self._expire(d)
+
+    def _batch_succeeded(self, _: object, entries: list[Try[T]]) -> None:
+        for entry in entries:
+            self._succeeded(None, entry)
+
+    def _batch_failed(self, failure: Failure, entries: list[Try[T]]) -> None:
+        """A failed batch of one is a failed attempt; of more, it is split: each half
+        is retried after the backoff, and the attempt counts for none of its items."""
+        if len(entries) == 1:
+            entries[0].limit = 1
+            self._failed(failure, entries[0])
+            return
+        reason, _ = self.report.reason(failure, entries[0])
+        self.stats.failed_attempts += 1
+        limit = (len(entries) + 1) // 2
+        splits = max(entry.splits for entry in entries) + 1
+        retry_in = self.backoff.delay(splits)
+        call = self.clock.callLater(retry_in, self._retry_batch, entries)
+        self._batch_calls.add(call)
+        for entry in entries:
+            entry.attempts -= 1
+            superseded = entry.key in self._keyed
+            final = superseded or self.closing or not self.running
+            if final:
+                self._done(entry)
+                if not superseded:
+                    self.stats.gave_up += 1
+            else:
+                entry.limit, entry.splits = limit, splits
+                self.stats.retries += 1
+                self.waiting[entry] = call
+                self._keyed[entry.key] = entry
+            self.report.failed(entry, Failed(reason, entry.attempts, final,
+                                             None if final else retry_in, superseded))
+
+    def _retry_batch(self, entries: list[Try[T]]) -> None:
+        """A failed batch's items back at the head of the queue, in their order, at once:
+        its halves go as batches (those replaced or given up meanwhile stay out)."""
+        self._batch_calls = {call for call in self._batch_calls if call.active()}
+        back = [entry for entry in entries if self.waiting.pop(entry, None) is not None]
+        self.queue.extendleft(reversed(back))
+        self.pump()
 
     def _time_out(self, entry: Try[T], d: Deferred[Any]) -> None:
         entry.timed_out = True
@@ -263,9 +361,11 @@ class RetryLane(Generic[T]):
         after ``within`` seconds those still in flight are cancelled."""
         self.closing = True
         abandoned = list(self.waiting)
-        for call in self.waiting.values():
-            call.cancel()
+        for call in set(self.waiting.values()) | self._batch_calls:
+            if call.active():
+                call.cancel()
         self.waiting.clear()
+        self._batch_calls.clear()
         if not send_queued:
             abandoned += self.queue
             self.queue.clear()
