@@ -37,6 +37,8 @@ from heartbeat.server.store import (
     HostRecorder,
     StoreService,
     StoreUnavailable,
+    _data_text,
+    _stored_json,
     history_text,
     load_hosts,
     message_key,
@@ -1013,3 +1015,17 @@ def test_plugin_data_is_the_last_plg_that_carried_each_plugin(
                             rows(backend, PLUGIN_DATA)} == expected, n
         finally:
             backend.close()
+
+
+@pytest.mark.parametrize("value", [
+    {"cpu_percent": 5.5, "ts": 1711234567.123456},
+    {"big": 12345678901234567890123, "neg": -9223372036854775809},
+    {"text": "caf\u00e9 \u2713", "nested": [[1, 2], {"a": None, "b": True}]},
+    {"tiny": 2.5e-07, "float_max": 1.7976931348623157e308},
+])
+def test_stored_data_reads_back_as_written(value: dict[str, Any]) -> None:
+    """What the writer stores (json_bytes) reads back equal, type for type: integers past
+    64 bits stay integers (orjson would make them floats; json reads those)."""
+    text = _data_text(("h", "p", 1.0, value))[3]
+    assert _stored_json(text) == value
+    assert [type(v) for v in _stored_json(text).values()] == [type(v) for v in value.values()]

@@ -18,6 +18,7 @@ import re
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Final, TypeVar
@@ -794,7 +795,8 @@ def make_metrics(config: ServerConfig, registry: Registry, engine: ThresholdEngi
     exporter = MetricsExporter(
         registry, engine, status, version=heartbeat.__version__, started=started,
         states=[state.value for state in HostState], named_metrics=engine.named_values,
-        run_in_thread=run_in_thread, plugin_data=lambda: store.read(read_latest_all),
+        run_in_thread=run_in_thread,
+        plugin_data=lambda: store.read(partial(read_latest_all, plugins=engine.rules.plugins)),
         max_series=config.metrics.max_series,
         jobs=None if jobs is None else jobs.metric_rows)
     return MetricsPage(exporter, web_auth, parse_networks(config.metrics.allow))

@@ -15,13 +15,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import sqlite3
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Container, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from sys import intern
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 import orjson
 from twisted.application.service import Service
@@ -848,19 +849,38 @@ def read_history(
     return run
 
 
+_LONG_INTEGER: Final = re.compile(r"[0-9]{19}")
+
+
+def _stored_json(text: str) -> Any:
+    """The value of a stored JSON text (:func:`_data_text`), read by orjson, 3-4 times
+    faster than ``json``: a scrape of ``/metrics`` reads every host's data, 500,000 texts
+    at 100,000 hosts. A text with 19 digits in a row (an integer orjson reads as a float)
+    or one it refuses is read by ``json``, as all were before."""
+    if _LONG_INTEGER.search(text) is None:
+        try:
+            return orjson.loads(text)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(text)
+
+
 def read_latest(host: str) -> Read[dict[str, dict[str, Any]]]:
     """A store read: each plugin's latest ``{"ts", "data"}`` of ``host``, by plugin name."""
 
     def run(tables: Tables) -> dict[str, dict[str, Any]]:
         rows = sorted(tables.rows(PLUGIN_DATA, host=host))
-        return {plugin: {"ts": ts, "data": json.loads(data)} for _, plugin, ts, data in rows}
+        return {plugin: {"ts": ts, "data": _stored_json(data)} for _, plugin, ts, data in rows}
 
     return run
 
 
-def read_latest_all(tables: Tables) -> dict[str, dict[str, Any]]:
-    """A store read: every host's latest data of each plugin, ``{host: {plugin: data}}``."""
+def read_latest_all(tables: Tables, plugins: Container[str] | None = None
+                    ) -> dict[str, dict[str, Any]]:
+    """A store read: every host's latest data of each plugin (of ``plugins`` only, when
+    given: the others are not decoded), ``{host: {plugin: data}}``."""
     found: dict[str, dict[str, Any]] = {}
     for host, plugin, _, data in tables.rows(PLUGIN_DATA):
-        found.setdefault(host, {})[plugin] = json.loads(data)
+        if plugins is None or plugin in plugins:
+            found.setdefault(host, {})[plugin] = _stored_json(data)
     return found

@@ -202,6 +202,10 @@ class RuleBook:
                                  for tree in (base, *self.profiles.values()))
         """Whether any host may have an RTT rule (most configs have none: a heartbeat's
         RTT then needs no host's rules looked up)."""
+        self.plugins = frozenset(name for tree in (base, *self.profiles.values())
+                                 for name in tree if name != RTT)
+        """Every plugin a rule of some host may name (a rule names a plugin by its exact
+        name): all that ``/metrics`` reads of the store's latest data."""
         self._compiled: dict[tuple[str, ...], RuleSet] = {}
         self._plain: RuleSet | None = None
         """The rules of every host no profile names (:meth:`rules_for`'s common answer)."""
