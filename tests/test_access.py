@@ -169,7 +169,8 @@ def test_roles_tell_every_hosts_role(*, default_owner: str | None,
                                      known: list[str], user: str) -> None:
     """The default role and the hosts where it differs give, for every known host, the
     role :meth:`Directory.role` gives: admins, the default owner, a deleted owner's
-    hosts, API lists over the config's, hosts no list names."""
+    hosts, API lists over the config's, hosts no list names; and the hosts a viewer sees
+    are those it would see asking each host."""
     hosts = {name: HostConfig(owner=a.owner, managers=list(a.managers),
                               monitors=list(a.monitors)) for name, a in config.items()}
     directory = Directory(USERS | {"carl": UserConfig()}, hosts, default_owner=default_owner)
@@ -183,6 +184,9 @@ def test_roles_tell_every_hosts_role(*, default_owner: str | None,
     default, differs = directory.roles(user, set(known).__contains__)
     assert set(differs) <= set(known) & (config.keys() | changes.keys())
     assert all(role is not default for role in differs.values())
+    viewer = Viewer(directory, user, "bearer")
+    assert list(viewer.visible(everyone, set(known).__contains__)) == [
+        host for host in everyone if viewer.sees(host)]
 
 
 def test_roles_name_no_host_for_an_admin_and_few_for_the_default_owner() -> None:

@@ -228,3 +228,21 @@ def test_status_and_messages_of_a_default_owner_leave_out_only_what_others_own(
         assert root["total"] == 41
     finally:
         stack.close()
+
+
+@pytest.mark.parametrize("query", ["", "?limit=10", "?limit=10&state=UP", "?q=web",
+                                   "?limit=5&q=eb1&state=UP", "?alerting=CRITICAL"])
+def test_a_users_host_list_looks_only_at_their_hosts(stack: Stack, monkeypatch: Any,
+                                                     query: str) -> None:
+    """A monitor of web1 among 500 more hosts: the list, paged or filtered, is made from
+    the hosts its roles name, without a walk of the fleet's names; an admin's is not."""
+    for n in range(500):
+        stack.heartbeat(f"web{n + 100:04d}")
+    expected = [] if "alerting" in query else ["web1"]
+    monkeypatch.setattr(type(stack.registry), "names", lambda self: 1 / 0)
+    body = stack.call("GET", f"/api/0/hosts{query}", token=stack.token("mon")).json
+    assert [host["name"] for host in body["hosts"]] == expected
+    if "limit" in query:
+        assert (body["total"], body["next"]) == (len(expected), None)
+    admin = stack.call("GET", f"/api/0/hosts{query or '?limit=10'}", token=stack.token("admin"))
+    assert admin.status == 500 or "alerting" in query or "q=" in query

@@ -9,7 +9,7 @@ changes and restores them at start-up.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -298,6 +298,23 @@ class Viewer:
         if self.name is None:
             return Role.OWNER, {}
         return self.directory.roles(self.name, known)
+
+    def seen(self, known: Callable[[str], bool]) -> tuple[bool, set[str]]:
+        """The hosts of ``known`` the viewer sees, from its roles (:meth:`roles`), not a
+        walk of the fleet: (True, the hosts it does not see) when it sees every other
+        host, as an admin or the default owner does, else (False, the hosts it sees)."""
+        default, differs = self.roles(known)
+        if default is None:
+            return False, {host for host, role in differs.items() if role is not None}
+        return True, {host for host, role in differs.items() if role is None}
+
+    def visible(self, names: Sequence[str], known: Callable[[str], bool]) -> Sequence[str]:
+        """Of ``names`` (the fleet's, sorted), those the viewer sees, in their order:
+        ``names`` itself for whoever sees every host, else without asking each host."""
+        all_but, found = self.seen(known)
+        if not all_but:
+            return sorted(found)
+        return [name for name in names if name not in found] if found else names
 
     def sees(self, host: str) -> bool:
         return self.role(host) is not None

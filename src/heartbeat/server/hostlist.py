@@ -199,10 +199,14 @@ SORT_BELOW: Final = 8
 
 
 def _names(registry: Registry, levels_of: Mapping[str, str], flt: HostFilter,
-           index: TextIndex | None) -> tuple[Sequence[str], bool]:
-    """The names a listing walks, in order: only alerting hosts when levels are asked, only
-    those ``index`` finds when text is, only the hosts of a rare state when states are,
-    else the whole fleet; and whether the text is already matched."""
+           index: TextIndex | None, within: Sequence[str] | None = None
+           ) -> tuple[Sequence[str], bool]:
+    """The names a listing walks, in order: ``within`` when given (the few hosts a user
+    holds a role on), only alerting hosts when levels are asked, only those ``index``
+    finds when text is, only the hosts of a rare state when states are, else the whole
+    fleet; and whether the text is already matched."""
+    if within is not None:
+        return within, False
     if flt.levels is not None:
         return sorted(n for n, level in levels_of.items() if level in flt.levels), False
     text = (flt.text or "").casefold()
@@ -217,10 +221,12 @@ def _names(registry: Registry, levels_of: Mapping[str, str], flt: HostFilter,
 
 def iter_hosts(registry: Registry, flt: HostFilter, levels_of: Mapping[str, str],
                sees: Callable[[str], bool] | None, after: str | None = None, *,
-               index: TextIndex | None = None) -> Iterator[Host]:
+               index: TextIndex | None = None,
+               within: Sequence[str] | None = None) -> Iterator[Host]:
     """Every host passing ``flt`` that ``sees`` (None: everyone) allows, in name order;
-    ``index`` (None: a walk of the fleet) finds the hosts a text filter matches."""
-    names, text_done = _names(registry, levels_of, flt, index)
+    ``index`` (None: a walk of the fleet) finds the hosts a text filter matches; ``within``
+    (sorted names), when given, are all the hosts ``sees`` may allow."""
+    names, text_done = _names(registry, levels_of, flt, index, within)
     match = flt.matcher(registry, levels_of, text_done)
     hosts = registry.hosts
     for at in range(0 if after is None else bisect_right(names, after), len(names)):
@@ -232,7 +238,7 @@ def iter_hosts(registry: Registry, flt: HostFilter, levels_of: Mapping[str, str]
 
 def page(registry: Registry, flt: HostFilter, levels_of: Mapping[str, str],
          sees: Callable[[str], bool] | None, limit: int, *, after: str | None = None,
-         index: TextIndex | None = None) -> HostPage:
+         index: TextIndex | None = None, within: Sequence[str] | None = None) -> HostPage:
     """The ``limit`` hosts after ``after`` passing ``flt``, with the next cursor and total.
 
     ``sees`` None means the caller sees every host (an admin): then the total of no
@@ -247,7 +253,7 @@ def page(registry: Registry, flt: HostFilter, levels_of: Mapping[str, str],
         total = len(registry) if flt.states is None else sum(
             counts.get(state, 0) for state in flt.states)
         return HostPage(hosts, hosts[-1].name if more and hosts else None, total)
-    names, text_done = _names(registry, levels_of, flt, index)
+    names, text_done = _names(registry, levels_of, flt, index, within)
     if sees is None and flt.matcher(registry, levels_of, text_done) is None:
         # The names are the answer (a text the index found, for an admin): no walk. At
         # 100,000 hosts "q=99" finds 19,000, whose walk was half of each page's time.
@@ -258,7 +264,7 @@ def page(registry: Registry, flt: HostFilter, levels_of: Mapping[str, str],
     hosts = []
     total = 0
     more = False
-    for host in iter_hosts(registry, flt, levels_of, sees, index=index):
+    for host in iter_hosts(registry, flt, levels_of, sees, index=index, within=within):
         total += 1
         if after is not None and host.name <= after:
             continue

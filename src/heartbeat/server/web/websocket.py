@@ -163,8 +163,8 @@ class EventHub:
         """The pages of every host ``viewer`` may see (None: all): problems first, as
         /live shows them by default (:meth:`HostViews.problems_first`), then by name;
         ``compact``: the host objects without their fields at ``DEFAULTS``."""
-        names = [name for name in self.registry.names()
-                 if viewer is None or viewer.sees(name)]
+        names = self.registry.names() if viewer is None else viewer.visible(
+            self.registry.names(), self.registry.hosts.__contains__)
         return SnapshotPages(self.views, self.views.problems_first(names), self.page_size,
                              compact)
 
