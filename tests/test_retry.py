@@ -256,3 +256,28 @@ def test_a_batch_needs_its_attempt_and_no_order() -> None:
     with pytest.raises(ValueError, match="order"):
         RetryLane(clock, peer.attempt, peer, retries=1, timeout=1.0, batch=10,
                   attempt_batch=peer.attempt_batch, order=lambda item: item[0])
+
+
+def test_a_batch_failing_as_the_lane_closes_leaves_nothing_behind() -> None:
+    """A batch in flight at close fails: each item is given up, final, and no retry
+    timer is left on the clock."""
+    clock, peer = Clock(), BatchPeer()
+    pending: list[Deferred[None]] = []
+
+    def slow(items: list[tuple[str, str]]) -> Deferred[None]:
+        peer.batches.append([item[1] for item in items])
+        pending.append(Deferred())
+        return pending[-1]
+
+    retry: RetryLane[tuple[str, str]] = RetryLane(
+        clock, peer.attempt, peer, retries=2, timeout=10.0, backoff=Backoff(2.0),
+        key=lambda item: item[0], batch=100, attempt_batch=slow)
+    for n in range(3):
+        retry.offer((f"k{n}", f"i{n}"))
+    retry.start()
+    closed = retry.close(send_queued=False)
+    pending[0].errback(RuntimeError("REFUSED"))
+    assert fired(closed) is None
+    assert peer.batches == [["i0", "i1", "i2"]]
+    assert [entry[3] for entry in peer.log] == [True, True, True]
+    assert (retry.stats.gave_up, retry.pending, clock.getDelayedCalls()) == (3, 0, [])

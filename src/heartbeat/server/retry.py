@@ -289,13 +289,16 @@ class RetryLane(Generic[T]):
         limit = (len(entries) + 1) // 2
         splits = max(entry.splits for entry in entries) + 1
         retry_in = self.backoff.delay(splits)
-        call = self.clock.callLater(retry_in, self._retry_batch, entries)
-        self._batch_calls.add(call)
+        ending = self.closing or not self.running
+        call = None
+        if not ending and any(entry.key not in self._keyed for entry in entries):
+            call = self.clock.callLater(retry_in, self._retry_batch, entries)
+            self._batch_calls.add(call)
         for entry in entries:
             entry.attempts -= 1
             superseded = entry.key in self._keyed
-            final = superseded or self.closing or not self.running
-            if final:
+            final = superseded or ending
+            if final or call is None:
                 self._done(entry)
                 if not superseded:
                     self.stats.gave_up += 1

@@ -287,7 +287,7 @@ class HeartbeatAPI:
 
     def _known_host(self, request: IRequest, name: str, role: Role) -> Viewer:
         """For access lists: a host seen or configured (it may not have reported yet)."""
-        if self.registry.get(name) is None and name not in self.registry.host_config:
+        if not self._known(name):
             self.viewer(request)
             raise ApiError(404, "not_found", f"no host named {name!r}")
         return self.allowed(request, name, role)
