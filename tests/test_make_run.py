@@ -10,6 +10,7 @@ import subprocess
 import sys
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -19,6 +20,18 @@ from tests.support import free_port, wait_until
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parent.parent
 
+
+
+def _launch(argv: list[str], **options: Any) -> subprocess.Popen[bytes]:
+    """The launcher in a session of its own, with Ctrl-C (SIGINT) as a terminal gives it.
+    A suite started in the background (``nohup make test &``) has SIGINT ignored, which a
+    child inherits, and Python and twistd then install no handler for it: the group's
+    SIGINT would end nothing. A handler set here is the default again in the child."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return subprocess.Popen(argv, start_new_session=True, **options)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 def test_make_run_shows_this_machine_and_ctrl_c_stops_both(tmp_path: Path) -> None:
     """The launcher starts server and agent; the host appears; SIGINT to the group ends all."""
@@ -33,10 +46,10 @@ def test_make_run_shows_this_machine_and_ctrl_c_stops_both(tmp_path: Path) -> No
                                                       .read_text()),
                                      "hb_port": udp, "name": "this-machine"}))
     log = (tmp_path / "run.log").open("wb")
-    launcher = subprocess.Popen(
+    launcher = _launch(
         [sys.executable, str(ROOT / "scripts/make_run.py"), "--config", str(server),
          "--agent-config", str(agent)], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True, env={**os.environ, "HOME": str(tmp_path)})
+        env={**os.environ, "HOME": str(tmp_path)})
     group = os.getpgid(launcher.pid)
 
     def host() -> dict | None:
@@ -80,10 +93,10 @@ def test_make_run_with_users_and_other_ports_starts_the_agent(tmp_path: Path) ->
         "journal_dir": str(tmp_path / "journal"),
         "users": {"alice": {"admin": True, "password": hash_password("alice-password")}}}))
     log = (tmp_path / "run.log").open("wb")
-    launcher = subprocess.Popen(
+    launcher = _launch(
         [sys.executable, str(ROOT / "scripts/make_run.py"), "--config", str(server),
          "--agent-config", str(ROOT / "etc/heartbeat-agent.yaml")], cwd=tmp_path, stdout=log,
-        stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, "HOME": str(tmp_path)})
+        stderr=subprocess.STDOUT, env={**os.environ, "HOME": str(tmp_path)})
     group = os.getpgid(launcher.pid)
     base = f"http://127.0.0.1:{http}/api/0"
     try:
