@@ -91,9 +91,9 @@ def test_a_scrape_decodes_only_the_plugins_a_rule_may_name(stack: Stack,
 
     _fleet(stack)
     decoded: list[str] = []
-    real = store._stored_json
-    monkeypatch.setattr(store, "_stored_json",
-                        lambda text: (decoded.append(text), real(text))[1])
+    real = store.read_json
+    monkeypatch.setattr(store, "read_json",
+                        lambda text: (decoded.append(text.decode()), real(text))[1])
     got = _samples(stack.call("GET", "/metrics").text)
     assert {"cpu_monitor", "disk_monitor", "zfs_monitor"} <= stack.alerts.rules.plugins
     assert "os_info" not in stack.alerts.rules.plugins

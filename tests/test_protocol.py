@@ -244,7 +244,7 @@ def test_plugin_messages_round_trip(plugins: dict[str, object], compress: bool) 
             e.reason == "bad_text" and any("\0" in k for k in _keys(plugins)))
 
 
-# orjson reads datagrams (heartbeat.protocol._loads); the standard library's reader with
+# orjson reads datagrams (heartbeat.protocol.read_json); the standard library's reader with
 # the contract's checks (protocol._JSON, what read every datagram before) is the reference.
 def _reading(read: object, text: bytes) -> str:
     """What ``read`` makes of ``text``: the value with its types (repr tells 1 from 1.0 and
@@ -285,7 +285,7 @@ def test_orjson_reads_as_the_standard_library_did(value: object, ascii_only: boo
     text = json.dumps(value, ensure_ascii=ascii_only).encode("utf-8", "surrogatepass")
     for at, splice in edits:
         text = text[:at] + splice + text[at:]
-    assert _reading(protocol._loads, text) == _reading(_old, text)
+    assert _reading(protocol.read_json, text) == _reading(_old, text)
 
 
 @given(st.lists(_number, min_size=1, max_size=4))
@@ -293,7 +293,7 @@ def test_numbers_read_as_the_standard_library_did(numbers: list[bytes]) -> None:
     """Every JSON number, however many digits, reads to the same int or float as before
     (and one that overflows to an infinity is refused as before)."""
     text = b"[" + b",".join(numbers) + b"]"
-    assert _reading(protocol._loads, text) == _reading(_old, text)
+    assert _reading(protocol.read_json, text) == _reading(_old, text)
 
 
 @pytest.mark.parametrize("number", [

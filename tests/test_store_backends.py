@@ -24,7 +24,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 
 from heartbeat.config.server import ServerConfig, UserConfig
 from heartbeat.events import RECEIVED, Event, EventBus
-from heartbeat.protocol import decode_received
+from heartbeat.protocol import decode_received, read_json
 from heartbeat.server.access import Directory, HostAccess
 from heartbeat.server.alerting import load_alert_states
 from heartbeat.server.auth import AuthService, PasswordHasher, load_auth
@@ -38,7 +38,6 @@ from heartbeat.server.store import (
     StoreService,
     StoreUnavailable,
     _data_text,
-    _stored_json,
     history_text,
     load_hosts,
     message_key,
@@ -1027,5 +1026,6 @@ def test_stored_data_reads_back_as_written(value: dict[str, Any]) -> None:
     """What the writer stores (json_bytes) reads back equal, type for type: integers past
     64 bits stay integers (orjson would make them floats; json reads those)."""
     text = _data_text(("h", "p", 1.0, value))[3]
-    assert _stored_json(text) == value
-    assert [type(v) for v in _stored_json(text).values()] == [type(v) for v in value.values()]
+    assert read_json(text.encode()) == value
+    assert [type(v) for v in read_json(text.encode()).values()] == [
+        type(v) for v in value.values()]
