@@ -145,3 +145,33 @@ def test_a_steady_heartbeat_skips_the_detector_and_changes_nothing(
     assert fast.flaps is not None and slow.flaps is not None
     assert [(h, s, list(f.history), f.flapping) for h, s, f in fast.flaps.items()] == \
         [(h, s, list(f.history), f.flapping) for h, s, f in slow.flaps.items()]
+
+
+_detector_steps = st.lists(st.one_of(
+    st.tuples(st.just("record"), st.sampled_from(["a", "b", "c"]),
+              st.sampled_from(["", "cpu.load"]), st.sampled_from(["UP", "DOWN"])),
+    st.tuples(st.just("forget"), st.sampled_from(["a", "b", "c"]),
+              st.sampled_from([None, "", "cpu.load"]), st.just("")),
+    st.tuples(st.just("restore"), st.sampled_from(["a", "b", "c"]),
+              st.sampled_from(["", "cpu.load"]), st.sampled_from(["flapping", "steady"])),
+), max_size=120)
+
+
+@given(_detector_steps)
+def test_the_flapping_count_is_that_of_a_walk(steps: list[tuple[str, str, Any, str]]) -> None:
+    """``flapping_now`` (what ``/api/0/status`` and the gauge read, without walking every
+    history: after a mass outage every host has one) always equals a count over
+    ``items()``, whatever mix of evaluations, forgotten hosts and restores comes."""
+    detector = FlapDetector()
+    last: dict[tuple[str, str], str] = {}
+    for now, (step, host, subject, value) in enumerate(steps):
+        if step == "record":
+            previous = last.get((host, subject), "UP")
+            detector.record(host, subject, value, previous, float(now))
+            last[(host, subject)] = value
+        elif step == "forget":
+            detector.forget(host, subject)
+        else:
+            history = alternating(HISTORY) if value == "flapping" else ["UP"] * HISTORY
+            detector.restore([(host, subject, history, value == "flapping", float(now))])
+        assert detector.flapping_now == sum(1 for _, _, f in detector.items() if f.flapping)

@@ -84,6 +84,9 @@ class FlapDetector:
         self.high = high
         self._states: dict[str, dict[str, FlapState]] = {}
         self._dirty: set[tuple[str, str]] = set()
+        self.flapping_now = 0
+        """How many histories flap: kept as they change, for ``/api/0/status`` and the
+        ``heartbeat_flapping`` gauge (after a mass outage every host has a history)."""
 
     def record(self, host: str, subject: str, state: str, previous: str,
                now: float) -> FlapChange | None:
@@ -102,10 +105,12 @@ class FlapDetector:
         change = None
         if not found.flapping and found.percent >= self.high:
             found.flapping, found.since = True, now
+            self.flapping_now += 1
             change = FlapChange(host, subject, True, found.percent, state, now, now)
         elif found.flapping and found.percent <= self.low:
             change = FlapChange(host, subject, False, found.percent, state, now, found.since)
             found.flapping, found.since = False, None
+            self.flapping_now -= 1
         if not found.flapping and found.history.count(state) == HISTORY:
             self._drop(host, subject)
         return change
@@ -113,7 +118,8 @@ class FlapDetector:
     def _drop(self, host: str, subject: str) -> None:
         self._dirty.add((host, subject))
         by_subject = self._states[host]
-        del by_subject[subject]
+        if by_subject.pop(subject).flapping:
+            self.flapping_now -= 1
         if not by_subject:
             del self._states[host]
 
@@ -135,7 +141,9 @@ class FlapDetector:
     def forget(self, host: str, subject: str | None = None) -> None:
         """Drop a removed host's histories (or one subject's, e.g. a cleared metric)."""
         if subject is None:
-            self._dirty.update((host, s) for s in self._states.pop(host, {}))
+            dropped = self._states.pop(host, {})
+            self._dirty.update((host, s) for s in dropped)
+            self.flapping_now -= sum(1 for found in dropped.values() if found.flapping)
         elif self.get(host, subject) is not None:
             self._drop(host, subject)
 
@@ -166,7 +174,10 @@ class FlapDetector:
         for host, subject, history, flapping, since in items:
             found = FlapState(deque(history, maxlen=HISTORY), flapping,
                               percent_state_change(list(history)[-HISTORY:]), since)
-            self._states.setdefault(host, {})[subject] = found
+            by_subject = self._states.setdefault(host, {})
+            old = by_subject.get(subject)
+            self.flapping_now += int(flapping) - int(old is not None and old.flapping)
+            by_subject[subject] = found
 
     def __len__(self) -> int:
         return sum(len(by_subject) for by_subject in self._states.values())

@@ -497,8 +497,7 @@ class OperationsService(Service):
                 "silences": len(self.silences.active(now)), "acknowledgements": len(self.acks),
                 "held": len(self.suppression.held()), "released": self.released,
                 "leading": self.leading,
-                "flapping": 0 if self.flaps is None else sum(
-                    1 for _, _, f in self.flaps.items() if f.flapping)}
+                "flapping": 0 if self.flaps is None else self.flaps.flapping_now}
 
 
 def _ack_json(ack: Acknowledgement) -> dict[str, Any]:
