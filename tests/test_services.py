@@ -13,6 +13,7 @@ import pytest
 import pytest_twisted
 from twisted.internet.task import Clock
 from twisted.internet.testing import FakeDatagramTransport
+from twisted.logger import formatEvent, globalLogPublisher
 
 from heartbeat.events import HOST_DOWN, HOST_UP, RECEIVED, Event, EventBus
 from heartbeat.protocol import Limits
@@ -177,13 +178,91 @@ class MonitorTests:
         monitor.stopService()
         assert clock.getDelayedCalls() == []
 
+    def test_a_silent_fleet_goes_down_a_slice_a_turn(self, clock: Clock) -> None:
+        """More overdue hosts than a slice are marked DOWN a slice per turn of the reactor,
+        with the same events as one pass over all of them; a host heard between two
+        slices stays UP; the tick ends with the last slice."""
+        bus = make_bus()
+        recorder = Recorder(bus)
+        names = [f"h{n:02d}" for n in range(10)]
+        registry, whole = (Registry(grace=5, default_interval=10) for _ in range(2))
+        for name in names:
+            for each in (registry, whole):
+                each.apply({"ID": "HTB", "name": name}, ("10.0.0.1", 1), clock.seconds() - 16)
+        expected = [(e.kind, e.host, e.data) for e in whole.expire(clock.seconds(),
+                                                                   whole.overdue(clock.seconds()))]
+        monitor = MonitorService(registry, bus, clock, period=1.0, slice_size=3)
+        monitor.startService()  # the first tick, now
+        assert [e.host for e in recorder.events] == names[:3]
+        (next_slice,) = clock.getDelayedCalls()
+        assert next_slice.getTime() == clock.seconds()
+        registry.apply({"ID": "HTB", "name": "h04"}, ("10.0.0.1", 1), clock.seconds())
+        clock.advance(0)
+        assert registry.get("h04").state.value == "UP"
+        assert [(e.kind, e.host, e.data) for e in recorder.events] == [
+            x for x in expected if x[1] != "h04"]
+        (tick,) = clock.getDelayedCalls()
+        assert tick.getTime() == clock.seconds() + 1.0
+        monitor.stopService()
+        assert clock.getDelayedCalls() == []
+
+    def test_stopping_ends_the_slices(self, clock: Clock) -> None:
+        """Stopped between two slices, the monitor marks no more hosts and leaves no call."""
+        bus = make_bus()
+        recorder = Recorder(bus)
+        registry = Registry(grace=5, default_interval=10)
+        for n in range(10):
+            registry.apply({"ID": "HTB", "name": f"h{n}"}, ("10.0.0.1", 1), clock.seconds() - 16)
+        monitor = MonitorService(registry, bus, clock, period=1.0, slice_size=4)
+        monitor.startService()
+        assert len(recorder.events) == 4
+        stopped = monitor.stopService()
+        clock.advance(0)
+        fired: list[object] = []
+        stopped.addBoth(fired.append)
+        assert len(recorder.events) == 4 and fired == [None]
+        assert clock.getDelayedCalls() == []
+
+    def test_a_slice_that_fails_ends_its_tick_only(self, clock: Clock) -> None:
+        """An exception in a later slice is logged and the next tick still comes, and
+        marks the hosts that slice left."""
+        failures: list[int] = []
+
+        class Flaky(Registry):
+            def expire(self, now: float, names: Any = None) -> list[Event]:
+                if names is not None and "h5" in names and not failures:
+                    failures.append(1)
+                    raise RuntimeError("transient")
+                return super().expire(now, names)
+
+        bus = make_bus()
+        recorder = Recorder(bus)
+        registry = Flaky(grace=5, default_interval=10)
+        for n in range(10):
+            registry.apply({"ID": "HTB", "name": f"h{n}"}, ("10.0.0.1", 1), clock.seconds() - 16)
+        monitor = MonitorService(registry, bus, clock, period=1.0, slice_size=4)
+        logged: list[str] = []
+        observe = lambda event: logged.append(formatEvent(event))  # noqa: E731
+        globalLogPublisher.addObserver(observe)
+        try:
+            monitor.startService()
+            clock.advance(0)
+        finally:
+            globalLogPublisher.removeObserver(observe)
+        assert failures == [1] and len(recorder.events) == 4
+        assert any("monitor expiry: a tick failed" in line for line in logged), logged
+        clock.advance(1.0)
+        assert sorted(e.host for e in recorder.events) == [f"h{n}" for n in range(10)]
+        monitor.stopService()
+        assert clock.getDelayedCalls() == []
+
     def test_tick_survives_a_failure(self, clock: Clock) -> None:
         """An exception in one check is logged and the next tick still runs (the first tick
         is at start)."""
         calls: list[float] = []
 
         class Flaky(Registry):
-            def expire(self, now: float) -> list[Event]:
+            def overdue(self, now: float) -> list[str]:
                 calls.append(now)
                 if len(calls) == 1:
                     raise RuntimeError("transient")

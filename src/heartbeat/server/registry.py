@@ -685,11 +685,24 @@ class Registry:
         "RES": _result,
     }
 
-    def expire(self, now: float) -> list[Event]:
+    def overdue(self, now: float) -> list[str]:
+        """The hosts :meth:`expire` would look at now: UP or UNREACHABLE, past their
+        deadline. One walk of the table, and nothing changed."""
+        live = (HostState.UP, HostState.UNREACHABLE)
+        return [host.name for host in self.hosts.values() if host.expected_by is not None
+                and now > host.expected_by and host.state in live]
+
+    def expire(self, now: float, names: Iterable[str] | None = None) -> list[Event]:
         """Hosts overdue past ``interval + grace``: DOWN, or UNREACHABLE behind a down
-        parent; one whose parent may be down too waits for the parent's own deadline."""
+        parent; one whose parent may be down too waits for the parent's own deadline.
+
+        ``names`` looks at those hosts only (some of :meth:`overdue`, each checked
+        again: a heartbeat may have come since); None, at every host."""
         events: list[Event] = []
-        for host in list(self.hosts.values()):
+        table = self.hosts
+        hosts = list(table.values()) if names is None else [
+            host for host in map(table.get, names) if host is not None]
+        for host in hosts:
             if host.expected_by is None or now <= host.expected_by or host.state not in (
                     HostState.UP, HostState.UNREACHABLE):
                 continue
