@@ -206,14 +206,20 @@ class MonitorTests:
         monitor.stopService()
         assert clock.getDelayedCalls() == []
 
-    def test_stopping_ends_the_slices(self, clock: Clock) -> None:
-        """Stopped between two slices, the monitor marks no more hosts and leaves no call."""
+    @staticmethod
+    def silent_fleet(clock: Clock, registry: Registry
+                     ) -> tuple[Recorder, Registry, MonitorService]:
+        """Ten hosts h0-h9 of ``registry``, past their deadline, and a monitor that marks
+        four a slice."""
         bus = make_bus()
         recorder = Recorder(bus)
-        registry = Registry(grace=5, default_interval=10)
         for n in range(10):
             registry.apply({"ID": "HTB", "name": f"h{n}"}, ("10.0.0.1", 1), clock.seconds() - 16)
-        monitor = MonitorService(registry, bus, clock, period=1.0, slice_size=4)
+        return recorder, registry, MonitorService(registry, bus, clock, period=1.0, slice_size=4)
+
+    def test_stopping_ends_the_slices(self, clock: Clock) -> None:
+        """Stopped between two slices, the monitor marks no more hosts and leaves no call."""
+        recorder, _, monitor = self.silent_fleet(clock, Registry(grace=5, default_interval=10))
         monitor.startService()
         assert len(recorder.events) == 4
         stopped = monitor.stopService()
@@ -235,12 +241,7 @@ class MonitorTests:
                     raise RuntimeError("transient")
                 return super().expire(now, names)
 
-        bus = make_bus()
-        recorder = Recorder(bus)
-        registry = Flaky(grace=5, default_interval=10)
-        for n in range(10):
-            registry.apply({"ID": "HTB", "name": f"h{n}"}, ("10.0.0.1", 1), clock.seconds() - 16)
-        monitor = MonitorService(registry, bus, clock, period=1.0, slice_size=4)
+        recorder, _, monitor = self.silent_fleet(clock, Flaky(grace=5, default_interval=10))
         logged: list[str] = []
         observe = lambda event: logged.append(formatEvent(event))  # noqa: E731
         globalLogPublisher.addObserver(observe)
