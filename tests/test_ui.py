@@ -243,6 +243,67 @@ def test_live_messages_load_after_the_snapshot_each_once(ui: tuple[Page, Watch],
         expect(page.locator("#messages li", has_text=text)).to_have_count(1)
 
 
+def test_live_shows_a_message_once_when_the_journal_and_the_feed_both_bring_it(
+        ui: tuple[Page, Watch], site: Site) -> None:
+    """A message the feed brings while /live's request for the journal is under way, and
+    which the journal's answer holds too, is listed once. (The journal keeps times to the
+    millisecond and the feed to the microsecond: the page once told them apart by the
+    time as written, and listed such a message twice.)"""
+    page, _ = ui
+    site.send({"ID": "HTB", "name": "ui-race", "interval": 3600})
+    site.send({"ID": "MSG", "name": "ui-race", "text": "older note"})
+    journal = "/api/0/messages?limit=50&types=MSG"
+
+    def journaled(text: str) -> bool:
+        return any(m["message"].get("text") == text for m in site.api(journal)["messages"])
+
+    wait_until(lambda: journaled("older note"))
+
+    def answer(route: Any) -> None:
+        site.send({"ID": "MSG", "name": "ui-race", "text": "raced note"})
+        wait_until(lambda: journaled("raced note"))  # the feed sent it before
+        route.fulfill(response=route.fetch())
+
+    site.log_in(page, "alice")
+    page.route("**/api/0/messages?*", answer)
+    page.goto(site.base + "/live")
+    _live(page)
+    expect(page.locator("#messages li", has_text="older note")).to_have_count(1)
+    expect(page.locator("#messages li", has_text="raced note")).to_have_count(1)
+    page.unroute("**/api/0/messages?*")
+
+
+def test_a_host_page_keeps_a_message_the_feed_brought_while_the_journal_was_asked(
+        ui: tuple[Page, Watch], site: Site) -> None:
+    """A message the feed brings to /plugins/<host> while the page waits for a journal
+    answer read before it came stays listed, on top. (The answer used to replace the
+    list, and the message was gone until the next reload.)"""
+    page, _ = ui
+    site.send({"ID": "HTB", "name": "ui-hostrace", "interval": 3600})
+    site.send({"ID": "MSG", "name": "ui-hostrace", "text": "older note"})
+    journal = "/api/0/messages?host=ui-hostrace&limit=50"
+
+    def journaled(text: str) -> bool:
+        return any(m["message"].get("text") == text for m in site.api(journal)["messages"])
+
+    wait_until(lambda: journaled("older note"))
+
+    def answer(route: Any) -> None:
+        without = route.fetch()  # read before the message came
+        site.send({"ID": "MSG", "name": "ui-hostrace", "text": "raced note"})
+        wait_until(lambda: journaled("raced note"))  # the feed sent it before
+        route.fulfill(response=without)
+
+    site.log_in(page, "alice")
+    page.route("**/api/0/messages?*", answer)
+    page.goto(site.base + "/plugins/ui-hostrace")
+    items = page.locator("#messages li")
+    expect(items).to_have_count(2)
+    expect(items.first).to_contain_text("raced note")
+    expect(items.nth(1)).to_contain_text("older note")
+    page.unroute("**/api/0/messages?*")
+
+
 def test_live_shows_whether_the_last_datagram_was_signed(ui: tuple[Page, Watch],
                                                          site: Site) -> None:
     """/live marks a host whose last datagram was signed, with the key, and updates live."""

@@ -524,11 +524,31 @@ export function messageItem(ts, host, message, link = false) {
     who = link ? el("a", { class: "msg-host", href: hostHref(host), text: host })
       : el("span", { class: "msg-host", text: host });
   }
-  return el("li", { class: `message kind-${kind.toLowerCase()}`, dataset: { kind } },
+  const key = messageKey(ts, host ?? message.name, message);
+  return el("li", { class: `message kind-${kind.toLowerCase()}`, dataset: { kind, key } },
     timeEl(ts),
     who,
     el("span", { class: `kind ${level ? "msg-" + level.toLowerCase() : ""}`, text: level ? `${kind} ${level}` : kind }),
     el("span", { class: "msg-text", text: summarize(message) }));
+}
+
+// The journal writes times to the millisecond (%.3f) and the feed sends them whole:
+// a message is told by its time as the journal has it, its host, ID, seq and text.
+export function messageKey(ts, host, message) {
+  return `${Number(ts).toFixed(3)} ${host} ${message.ID} ${message.seq ?? ""} ${message.text ?? ""}`;
+}
+
+// The journal's latest `items` (messageItem, newest first) into `list`, under what the
+// feed added while the journal was asked (the items not in `before`, the list's items
+// when it was asked), leaving out the journal's copies of those and of `waiting` (keys
+// of what the feed brought that is not drawn yet). Without this a message the feed
+// brought during the request was listed twice, or not at all when the answer, read
+// before it came, replaced the list.
+export function showJournal(list, before, items, limit, waiting = []) {
+  const fresh = [...list.children].filter((item) => !before.has(item));
+  const seen = new Set([...fresh.map((item) => item.dataset.key), ...waiting]);
+  const loaded = items.filter((item) => !seen.has(item.dataset.key));
+  list.replaceChildren(...fresh, ...loaded.slice(0, Math.max(0, limit - fresh.length)));
 }
 
 export function prependLimited(list, item, limit = 100) {

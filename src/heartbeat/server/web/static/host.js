@@ -2,7 +2,7 @@
 // plugin and its recent messages; kept current by the feed.
 import {
   ApiError, api, clear, copyHost, debounce, el, fmtDuration, fmtNumber, fmtTime, isObject, levelBadge, markerTags, me,
-  messageItem, metricUnit, prependLimited, ruleFor, serverNow, stateBadge, timeEl,
+  messageItem, metricUnit, prependLimited, ruleFor, serverNow, showJournal, stateBadge, timeEl,
 } from "./common.js";
 import { Chart, ChartGroup, legendKeys } from "./chart.js";
 import { problemRow } from "./alerts.js";
@@ -298,12 +298,12 @@ export async function hostPage(feed) {
 
   // Messages
   async function loadMessages() {
+    const before = new Set(messages.children);
     try {
       const data = await api(`/api/0/messages?host=${encodeURIComponent(name)}&limit=100`);
-      clear(messages);
-      for (const entry of (data.messages || []).slice().reverse()) {
-        if (entry.message && !QUIET.has(entry.message.ID)) prependLimited(messages, messageItem(entry.timestamp, null, entry.message), 50);
-      }
+      const items = (data.messages || []).filter((entry) => entry.message && !QUIET.has(entry.message.ID))
+        .map((entry) => messageItem(entry.timestamp, null, entry.message));
+      showJournal(messages, before, items, 50);
     } catch (error) {
       if (!(error instanceof ApiError && error.status === 503)) throw error;
       messages.replaceChildren(el("li", { class: "muted", text: "The message journal is switched off." }));
@@ -371,7 +371,7 @@ export async function hostPage(feed) {
     renderFacts();
     renderCards();
     buildCharts();
-    await Promise.all([loadHistory(), loadAlerts(), loadMessages(), loadAccess()]);
+    await Promise.all([loadHistory(), loadAlerts(), loadAccess()]);
   }
 
   picker.addEventListener("change", () => {
@@ -401,8 +401,12 @@ export async function hostPage(feed) {
     drawAll();
   });
 
+  // The messages are asked once the feed is open, as /live does: what comes after it the
+  // feed brings, what came before the journal has (asked before, a message sent between
+  // the answer and the feed's start was listed by neither).
   feed.on("open", ({ again }) => {
     if (again) loadAll().catch(() => {});
+    loadMessages().catch((error) => console.warn("heartbeat: host page", error));
   });
   feed.on("snapshot", (event) => {
     const found = (event.hosts || []).find((h) => h.name === name);

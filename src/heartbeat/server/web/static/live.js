@@ -5,7 +5,7 @@
 // again at most every SORT_EVERY ms while events stream in.
 import {
   api, canInspect, cell, el, fmtNumber, globMatch, hostHref, levelBadge, markerTags, me, messageItem,
-  prependLimited, stateBadge, summarize, timeEl,
+  messageKey, prependLimited, showJournal, stateBadge, summarize, timeEl,
 } from "./common.js";
 
 const SORT_EVERY = 400;
@@ -450,25 +450,17 @@ export async function livePage(feed) {
         // Each once: the journal's answer may have brought one the feed was slower with.
         const present = new Set([...list.children].map((item) => item.dataset.key));
         for (const [t, name, m] of batch) {
-          if (!present.has(messageKey(t, name, m))) prependLimited(list, keyed(messageItem(t, name, m, inspectable(name)), t, name, m), 50);
+          if (!present.has(messageKey(t, name, m))) prependLimited(list, messageItem(t, name, m, inspectable(name)), 50);
         }
       });
     }
-  }
-
-  function messageKey(ts, host, message) {
-    return `${ts} ${host} ${message.ID}`;
-  }
-  function keyed(item, ts, host, message) {
-    item.dataset.key = messageKey(ts, host, message);
-    return item;
   }
 
   // The journal's latest, asked once the snapshot is in (its scan on the server
   // no longer competes with the snapshot's pages); what the feed added while it
   // was asked stays on top, and the journal's copies of it are left out.
   async function loadMessages() {
-    const old = new Set(list.children);
+    const before = new Set(list.children);
     let messages = [];
     const types = showHeartbeats.checked ? "" : "&types=MSG,BOOT,SHUT,RES";
     try {
@@ -476,18 +468,12 @@ export async function livePage(feed) {
     } catch (error) {
       if (error.status !== 503) throw error;
     }
-    const fresh = [...list.children].filter((item) => !old.has(item));
-    const seen = new Set(fresh.map((item) => item.dataset.key));
-    // What the feed brought that waits for its frame goes on top then: not from the journal too.
-    for (const [t, name, m] of pendingMessages) seen.add(messageKey(t, name, m));
-    const loaded = [];
-    for (const entry of messages) {
+    const items = messages.map((entry) => {
       const message = entry.message || {};
       const host = typeof message.name === "string" ? message.name : "?";
-      const item = keyed(messageItem(entry.timestamp, host, message, inspectable(host)), entry.timestamp, host, message);
-      if (!seen.has(item.dataset.key)) loaded.push(item);
-    }
-    list.replaceChildren(...fresh, ...loaded.slice(0, Math.max(0, 50 - fresh.length)));
+      return messageItem(entry.timestamp, host, message, inspectable(host));
+    });
+    showJournal(list, before, items, 50, pendingMessages.map(([t, name, m]) => messageKey(t, name, m)));
   }
   let messagesAsked = false;
   function messagesOnce() {
