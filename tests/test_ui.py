@@ -243,16 +243,13 @@ def test_live_messages_load_after_the_snapshot_each_once(ui: tuple[Page, Watch],
         expect(page.locator("#messages li", has_text=text)).to_have_count(1)
 
 
-def test_live_shows_a_message_once_when_the_journal_and_the_feed_both_bring_it(
-        ui: tuple[Page, Watch], site: Site) -> None:
-    """A message the feed brings while /live's request for the journal is under way, and
-    which the journal's answer holds too, is listed once. (The journal keeps times to the
-    millisecond and the feed to the microsecond: the page once told them apart by the
-    time as written, and listed such a message twice.)"""
-    page, _ = ui
-    site.send({"ID": "HTB", "name": "ui-race", "interval": 3600})
-    site.send({"ID": "MSG", "name": "ui-race", "text": "older note"})
-    journal = "/api/0/messages?limit=50&types=MSG"
+def _race_the_journal(page: Page, site: Site, host: str, answer_before_it: bool) -> None:
+    """``host`` with an "older note" in the journal, and the page's journal requests held
+    until a "raced note" has come by the feed and reached the journal: answered as the
+    journal is then, or as it was before the note (``answer_before_it``)."""
+    site.send({"ID": "HTB", "name": host, "interval": 3600})
+    site.send({"ID": "MSG", "name": host, "text": "older note"})
+    journal = f"/api/0/messages?host={host}&limit=50"
 
     def journaled(text: str) -> bool:
         return any(m["message"].get("text") == text for m in site.api(journal)["messages"])
@@ -260,12 +257,23 @@ def test_live_shows_a_message_once_when_the_journal_and_the_feed_both_bring_it(
     wait_until(lambda: journaled("older note"))
 
     def answer(route: Any) -> None:
-        site.send({"ID": "MSG", "name": "ui-race", "text": "raced note"})
+        before = route.fetch() if answer_before_it else None
+        site.send({"ID": "MSG", "name": host, "text": "raced note"})
         wait_until(lambda: journaled("raced note"))  # the feed sent it before
-        route.fulfill(response=route.fetch())
+        route.fulfill(response=before or route.fetch())
 
     site.log_in(page, "alice")
     page.route("**/api/0/messages?*", answer)
+
+
+def test_live_shows_a_message_once_when_the_journal_and_the_feed_both_bring_it(
+        ui: tuple[Page, Watch], site: Site) -> None:
+    """A message the feed brings while /live's request for the journal is under way, and
+    which the journal's answer holds too, is listed once. (The journal keeps times to the
+    millisecond and the feed to the microsecond: the page once told them apart by the
+    time as written, and listed such a message twice.)"""
+    page, _ = ui
+    _race_the_journal(page, site, "ui-race", answer_before_it=False)
     page.goto(site.base + "/live")
     _live(page)
     expect(page.locator("#messages li", has_text="older note")).to_have_count(1)
@@ -276,26 +284,11 @@ def test_live_shows_a_message_once_when_the_journal_and_the_feed_both_bring_it(
 def test_a_host_page_keeps_a_message_the_feed_brought_while_the_journal_was_asked(
         ui: tuple[Page, Watch], site: Site) -> None:
     """A message the feed brings to /plugins/<host> while the page waits for a journal
-    answer read before it came stays listed, on top. (The answer used to replace the
-    list, and the message was gone until the next reload.)"""
+    answer read before it came stays listed, on top. (The page asked the journal before
+    its feed was open and replaced the list with the answer: the message was gone until
+    the next reload.)"""
     page, _ = ui
-    site.send({"ID": "HTB", "name": "ui-hostrace", "interval": 3600})
-    site.send({"ID": "MSG", "name": "ui-hostrace", "text": "older note"})
-    journal = "/api/0/messages?host=ui-hostrace&limit=50"
-
-    def journaled(text: str) -> bool:
-        return any(m["message"].get("text") == text for m in site.api(journal)["messages"])
-
-    wait_until(lambda: journaled("older note"))
-
-    def answer(route: Any) -> None:
-        without = route.fetch()  # read before the message came
-        site.send({"ID": "MSG", "name": "ui-hostrace", "text": "raced note"})
-        wait_until(lambda: journaled("raced note"))  # the feed sent it before
-        route.fulfill(response=without)
-
-    site.log_in(page, "alice")
-    page.route("**/api/0/messages?*", answer)
+    _race_the_journal(page, site, "ui-hostrace", answer_before_it=True)
     page.goto(site.base + "/plugins/ui-hostrace")
     items = page.locator("#messages li")
     expect(items).to_have_count(2)
