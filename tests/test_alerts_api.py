@@ -62,13 +62,13 @@ DB_CPU = {**METRIC, "host": "db", "metric_path": "cpu_monitor.cpu_percent", "lev
           "message": "WARNING: db - cpu_monitor.cpu_percent = 70.0", "since": T0 + 10,
           "last_notified": T0 + 10, "flapping": False,
           "recovering": None}
-SUMMARY = {"CRITICAL": 1, "WARNING": 2, "UNKNOWN": 0, "stale": 0}
+SUMMARY = {"CRITICAL": 1, "WARNING": 2, "UNKNOWN": 0, "stale": 0, "hosts": 0}
 
 
 def test_all_alerts_most_severe_first(stack: Stack) -> None:
     """GET /api/0/alerts lists every active alert with a summary by level."""
     assert get(stack, "/api/0/alerts") == (200, {"alerts": [WEB_MEMORY, DB_CPU, WEB_CPU],
-                                                 "summary": SUMMARY})
+                                                 "total": 3, "summary": SUMMARY})
 
 
 @pytest.mark.parametrize(("query", "expected"), [
@@ -77,8 +77,21 @@ def test_all_alerts_most_severe_first(stack: Stack) -> None:
 ])
 def test_level_filter(stack: Stack, query: str, expected: list[dict[str, Any]]) -> None:
     """?level= filters the list (case-insensitive, comma-separated); the summary stays whole."""
-    assert get(stack, f"/api/0/alerts?level={query}") == (200, {"alerts": expected,
-                                                                "summary": SUMMARY})
+    assert get(stack, f"/api/0/alerts?level={query}") == (200, {
+        "alerts": expected, "total": len(expected), "summary": SUMMARY})
+
+
+def test_limit_gives_the_head_of_the_list_and_the_total(stack: Stack) -> None:
+    """?limit=N: the first N problems of the (filtered) list, with the total it holds and
+    the whole summary; limit=0 only counts (the navigation's pie asks that)."""
+    assert get(stack, "/api/0/alerts?limit=2") == (200, {
+        "alerts": [WEB_MEMORY, DB_CPU], "total": 3, "summary": SUMMARY})
+    assert get(stack, "/api/0/alerts?limit=0") == (200, {
+        "alerts": [], "total": 3, "summary": SUMMARY})
+    assert get(stack, "/api/0/alerts?level=warning&limit=1") == (200, {
+        "alerts": [DB_CPU], "total": 2, "summary": SUMMARY})
+    for bad in ("-1", "5001", "x"):
+        assert get(stack, f"/api/0/alerts?limit={bad}")[0] == 400
 
 
 def test_bad_level_filter(stack: Stack) -> None:
@@ -91,8 +104,8 @@ def test_bad_level_filter(stack: Stack) -> None:
 def test_alerts_are_filtered_by_role(stack: Stack) -> None:
     """A monitor of one host lists and counts only that host's alerts."""
     assert get(stack, "/api/0/alerts", "mon") == (200, {
-        "alerts": [WEB_MEMORY, WEB_CPU], "summary": {"CRITICAL": 1, "WARNING": 1,
-                                                     "UNKNOWN": 0, "stale": 0}})
+        "alerts": [WEB_MEMORY, WEB_CPU], "total": 2,
+        "summary": {"CRITICAL": 1, "WARNING": 1, "UNKNOWN": 0, "stale": 0, "hosts": 0}})
 
 
 def test_status_counts_only_visible_alerts(stack: Stack) -> None:
@@ -206,17 +219,34 @@ def test_a_down_host_is_a_problem_and_its_alerts_stale(stack: Stack) -> None:
     stale = {"state": "DOWN", "stale": True}
     assert get(stack, "/api/0/alerts") == (200, {
         "alerts": [web_down, {**DB_CPU, "state": "UP"}, {**WEB_MEMORY, **stale},
-                   {**WEB_CPU, **stale}],
-        "summary": {"CRITICAL": 1, "WARNING": 1, "UNKNOWN": 0, "stale": 2}})
+                   {**WEB_CPU, **stale}], "total": 4,
+        "summary": {"CRITICAL": 1, "WARNING": 1, "UNKNOWN": 0, "stale": 2, "hosts": 1}})
     assert get(stack, "/api/0/alerts?kind=host") == (200, {
-        "alerts": [web_down],
-        "summary": {"CRITICAL": 1, "WARNING": 1, "UNKNOWN": 0, "stale": 2}})
+        "alerts": [web_down], "total": 1,
+        "summary": {"CRITICAL": 1, "WARNING": 1, "UNKNOWN": 0, "stale": 2, "hosts": 1}})
     assert get(stack, "/api/0/alerts?kind=metric&level=critical")[1]["alerts"] == [
         {**WEB_MEMORY, **stale}]
     assert get(stack, "/api/0/hosts/web/alerts") == (200, {
         "host": "web", "alerts": [web_down, {**WEB_MEMORY, **stale}, {**WEB_CPU, **stale}]})
     assert get(stack, "/api/0/alerts", "mon")[1]["summary"] == {
-        "CRITICAL": 1, "WARNING": 0, "UNKNOWN": 0, "stale": 2}
+        "CRITICAL": 1, "WARNING": 0, "UNKNOWN": 0, "stale": 2, "hosts": 1}
+
+
+def test_every_limit_is_the_head_of_the_whole_list(stack: Stack) -> None:
+    """With hosts DOWN (chosen per state from each state's first names) and alerts, current
+    and stale, any ``limit`` with any filter is the head of the unlimited answer, with the
+    same total and summary."""
+    for name in ("x3", "a1", "m2", "b7"):
+        stack.heartbeat(name)
+    _down(stack, "web", "db")
+    for query in ("", "level=critical", "kind=host", "kind=metric", "level=warning,critical"):
+        whole = get(stack, f"/api/0/alerts?{query}")[1]
+        assert whole["total"] == len(whole["alerts"])
+        for limit in range(len(whole["alerts"]) + 2):
+            assert get(stack, f"/api/0/alerts?{query}&limit={limit}") == (200, {
+                **whole, "alerts": whole["alerts"][:limit]})
+    assert [a["host"] for a in get(stack, "/api/0/alerts?kind=host")[1]["alerts"]] == [
+        "a1", "b7", "m2", "web", "x3"]
 
 
 def test_a_host_back_up_is_no_problem(stack: Stack) -> None:

@@ -15,8 +15,9 @@ copied to its problems as they are, for the UI to show.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any, Final
+import heapq
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import Any, Final, NamedTuple
 
 from heartbeat.server.thresholds.engine import AlertState
 from heartbeat.server.thresholds.rules import ALERT_LEVELS, SEVERITY, Level
@@ -26,8 +27,14 @@ __all__ = [
     "KINDS",
     "METRIC",
     "QUIET_STATES",
+    "Rank",
+    "alert_ranks",
+    "first",
     "host_problem",
+    "host_ranks",
+    "problem",
     "problems",
+    "ranks",
     "state_level",
     "summary",
 ]
@@ -72,37 +79,100 @@ def _metric_problem(alert: AlertState, host_state: str | None,
             "markers": list(markers)}
 
 
-def _order(problem: Mapping[str, Any]) -> tuple[bool, int, int, str, str]:
-    return (problem["stale"], -SEVERITY[Level(problem["level"])],
-            KINDS.index(problem["kind"]), problem["host"], problem["metric_path"] or "")
+class Rank(NamedTuple):
+    """A problem as little as orders and counts it, before its API object is made: a
+    fleet's fall is 100,000 problems, of which a page shows a few hundred."""
+
+    stale: bool
+    severity: int
+    """Minus the level's severity: the most severe sorts first."""
+    kind: int
+    """Its index in :data:`KINDS`: a host's own problem before its metrics'."""
+    host: str
+    metric_path: str
+    level: str
+    state: str | None
+    """Its host's state (None: a host not given)."""
+    alert: AlertState | None
+    """None for a host's own problem."""
+
+    @property
+    def order(self) -> tuple[bool, int, int, str, str]:
+        return self[:5]
+
+
+def host_ranks(state: str, names: Iterable[str]) -> Iterator[Rank]:
+    """The problems of the hosts ``names``, all in ``state`` (none if it is quiet)."""
+    level = state_level(state)
+    if level is not None:
+        severity = -SEVERITY[level]
+        for name in names:
+            yield Rank(False, severity, 0, name, "", level.value, state, None)
+
+
+def alert_ranks(alerts: Iterable[AlertState],
+                state_of: Callable[[str], str | None]) -> Iterator[Rank]:
+    """The problems of ``alerts``; ``state_of`` tells their host's state (None: unknown)."""
+    for alert in alerts:
+        host_state = state_of(alert.host)
+        yield Rank(host_state is not None and state_level(host_state) is not None,
+                   -SEVERITY[alert.level], 1, alert.host, alert.metric_path, alert.level.value,
+                   host_state, alert)
+
+
+def ranks(states: Mapping[str, str], alerts: Iterable[AlertState]) -> Iterator[Rank]:
+    """The problems of the hosts of ``states`` (name: state) and of ``alerts``, unordered."""
+    for name, state in states.items():
+        yield from host_ranks(state, (name,))
+    yield from alert_ranks(alerts, states.get)
+
+
+def first(found: Iterable[Rank], limit: int | None = None) -> list[Rank]:
+    """``found`` in the order to show (current before stale, most severe first, a host's
+    own problem before its metrics', then by host and metric path); its first ``limit``."""
+    if limit is None:
+        return sorted(found, key=_order)
+    return heapq.nsmallest(limit, found, key=_order)
+
+
+def _order(rank: Rank) -> tuple[bool, int, int, str, str]:
+    return rank.order
+
+
+def problem(rank: Rank, host: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The API object of ``rank``; ``host`` is its host's API object (its markers)."""
+    if rank.alert is None:
+        found = host_problem(host or {"name": rank.host, "state": rank.state})
+        assert found is not None  # a rank of a host is one of a problem state
+        return found
+    return _metric_problem(rank.alert, rank.state, (host or {}).get("markers") or [])
 
 
 def problems(hosts: Iterable[Mapping[str, Any]],
              alerts: Iterable[AlertState]) -> list[dict[str, Any]]:
-    """Every problem of ``hosts`` (API host objects) and ``alerts``, in the order to show:
-    current before stale, most severe first, a host's own problem before its metrics'."""
-    states: dict[str, str] = {}
-    markers: dict[str, list[Any]] = {}
-    found: list[dict[str, Any]] = []
-    for host in hosts:
-        states[host["name"]] = str(host.get("state"))
-        markers[host["name"]] = list(host.get("markers") or [])
-        problem = host_problem(host)
-        if problem is not None:
-            found.append(problem)
-    found.extend(_metric_problem(alert, states.get(alert.host), markers.get(alert.host, []))
-                 for alert in alerts)
-    found.sort(key=_order)
-    return found
+    """Every problem of ``hosts`` (API host objects) and ``alerts``, in the order to show."""
+    by_name = {host["name"]: host for host in hosts}
+    states = {name: str(host.get("state")) for name, host in by_name.items()}
+    return [problem(rank, by_name.get(rank.host)) for rank in first(ranks(states, alerts))]
 
 
-def summary(found: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    """Current problems by level (the navigation's count), and how many are stale."""
+def summary(state_counts: Mapping[str, int], alerts: Iterable[AlertState],
+            state_of: Callable[[str], str | None]) -> dict[str, int]:
+    """Current problems by level (the navigation's count), how many are stale, and how
+    many current ones are hosts' own (the hosts not up), from the hosts per state and the
+    alerts: no problem is made, so the count costs nothing per host."""
     counts = {level.value: 0 for level in ALERT_LEVELS}
     counts["stale"] = 0
-    for problem in found:
-        if problem["stale"]:
+    counts["hosts"] = 0
+    for state, count in state_counts.items():
+        level = state_level(state)
+        if level is not None:
+            counts[level.value] += count
+            counts["hosts"] += count
+    for alert in alerts:
+        host_state = state_of(alert.host)
+        if host_state is not None and state_level(host_state) is not None:
             counts["stale"] += 1
         else:
-            counts[problem["level"]] += 1
+            counts[alert.level.value] += 1
     return counts

@@ -454,11 +454,16 @@ SCHEMAS: Final[dict[str, Any]] = {
         "type": "object",
         "properties": {
             "alerts": {"type": "array", "items": {"$ref": "#/components/schemas/Alert"}},
+            "total": {"type": "integer",
+                      "description": "problems matching the filters (past any limit)"},
             "summary": {"allOf": [{"$ref": "#/components/schemas/LevelCounts"}, {
-                "type": "object", "properties": {"stale": {"type": "integer"}},
-                "required": ["stale"]}]},
+                "type": "object", "properties": {
+                    "stale": {"type": "integer"},
+                    "hosts": {"type": "integer", "description": "current problems that "
+                                                                "are hosts' own: hosts not up"}},
+                "required": ["stale", "hosts"]}]},
         },
-        "required": ["alerts", "summary"],
+        "required": ["alerts", "total", "summary"],
     },
     "HostAlerts": {
         "type": "object",
@@ -726,7 +731,9 @@ def _paths() -> dict[str, dict[str, Any]]:
                 _query("level", {"type": "string"},
                        "only these levels: CRITICAL, WARNING, UNKNOWN (comma-separated)"),
                 _query("kind", {"type": "string"},
-                       "only these kinds: host, metric (comma-separated)")])},
+                       "only these kinds: host, metric (comma-separated)"),
+                _query("limit", {"type": "integer", "minimum": 0, "maximum": 5000},
+                       "only the first N problems (0: the counts alone); without it, all")])},
         "/api/0/hosts/{name}/alerts": {
             "parameters": [HOST],
             "get": _op("The host's problems: itself if DOWN, and its threshold alerts",
