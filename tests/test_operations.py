@@ -101,6 +101,20 @@ class WindowTests:
         assert [c.getTime() for c in ops.clock.getDelayedCalls()
                 if c.func == ops.service.check] == [T0 + 120 + 3600]  # nothing ahead
 
+    def test_hosts_in_maintenance_at_once_are_those_asked_one_by_one(self, ops: Ops) -> None:
+        """in_maintenance_of (a status page's many hosts) answers what in_maintenance does
+        for each, before, while and after windows of names and globs are open."""
+        hosts = ["web1", "web2", "db1", "mail1"]
+        ops.service.add_window({"hosts": ["web*"], "start": T0 + 10, "duration": 20}, "bob")
+        ops.service.add_window({"hosts": ["db1"], "start": T0 + 20, "duration": 20}, "bob")
+        seen = []
+        for step in (0, 10, 10, 10, 10):
+            ops.clock.advance(step)
+            at_once = ops.service.in_maintenance_of(hosts)
+            assert at_once == {h for h in hosts if ops.service.in_maintenance(h)}
+            seen.append(sorted(at_once))
+        assert seen == [[], ["web1", "web2"], ["db1", "web1", "web2"], ["db1"], []]
+
     def test_held_problem_is_released_when_the_window_ends(self, ops: Ops) -> None:
         """A DOWN held during the window and still DOWN at its end: one problem.still."""
         ops.service.add_window({"hosts": ["web1"], "start": T0, "duration": 300}, "alice")

@@ -5,6 +5,11 @@ from __future__ import annotations
 import re
 import xml.etree.ElementTree as ET
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from heartbeat.server import status_pages
 from heartbeat.server.badges import render_badge, text_width
 from heartbeat.server.status_pages import (
     MAX_ROWS,
@@ -25,17 +30,37 @@ def test_names_and_globs_match_exactly_what_they_say() -> None:
 
 def test_rows_worst_first_bounded_and_summary_of_all() -> None:
     """DOWN and UNREACHABLE first, then UNKNOWN, then UP, by name; at most MAX_ROWS rows."""
-    page = StatusPage("p", "P", ["h*"])
     states = {"h3": ("UP", 1.0, False), "h1": ("DOWN", 2.0, False),
-              "h2": ("UNKNOWN", None, False), "h0": ("UNREACHABLE", 3.0, False),
-              "x": ("DOWN", 4.0, False)}
-    rows, summary = page_rows(page, states)
+              "h2": ("UNKNOWN", None, False), "h0": ("UNREACHABLE", 3.0, False)}
+    rows, summary = page_rows(states)
     assert rows == [("h1", "DOWN", 2.0, False), ("h0", "UNREACHABLE", 3.0, False),
                     ("h2", "UNKNOWN", None, False), ("h3", "UP", 1.0, False)]
     assert summary == PageSummary(4, 1, 2, 1, 0)
     many = {f"h{i:05d}": ("UP", 0.0, False) for i in range(MAX_ROWS + 5)}
-    rows, summary = page_rows(page, many)
+    rows, summary = page_rows(many)
     assert (len(rows), summary.total) == (MAX_ROWS, MAX_ROWS + 5)
+
+
+_rows = st.dictionaries(
+    st.text("abcdefgh", min_size=1, max_size=4),
+    st.tuples(st.sampled_from(["UP", "DOWN", "UNREACHABLE", "UNKNOWN", "NEW"]),
+              st.one_of(st.none(), st.floats(0, 10)), st.booleans()), max_size=40)
+
+
+@given(_rows, st.integers(1, 12))
+def test_the_rows_are_the_head_of_the_whole_order(
+        states: dict[str, tuple[str, float | None, bool]], limit: int) -> None:
+    """The rows (the problems' and the maintenance's first, then the first names UP, not a
+    sort of every host) are the first MAX_ROWS of the documented order: problems worst
+    first, then hosts in maintenance, then UP, each by name."""
+    order = {"DOWN": 0, "UNREACHABLE": 1, "UP": 4}
+    whole = sorted(((name, *row) for name, row in states.items()),
+                   key=lambda r: (3 if r[3] else order.get(r[1], 2), r[0]))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(status_pages, "MAX_ROWS", limit)
+        rows, summary = page_rows(states)
+    assert rows == whole[:limit]
+    assert summary.total == len(states)
 
 
 def test_overall_words() -> None:
@@ -51,10 +76,9 @@ def test_a_host_in_maintenance_is_no_outage() -> None:
     """A host a window covers is counted in maintenance only, whatever its state, and
     listed after the problems, before UP; with no other problem the page is in
     maintenance, not degraded; the rest still counts as ever."""
-    page = StatusPage("p", "P", ["h*"])
     states = {"h0": ("UP", 1.0, False), "h1": ("DOWN", 2.0, True), "h2": ("UP", 3.0, True),
               "h3": ("UNKNOWN", None, False), "h4": ("UNKNOWN", None, True)}
-    rows, summary = page_rows(page, states)
+    rows, summary = page_rows(states)
     assert [(name, covered) for name, _, _, covered in rows] == [
         ("h3", False), ("h1", True), ("h2", True), ("h4", True), ("h0", False)]
     assert summary == PageSummary(total=5, up=1, down=0, unknown=1, maintenance=3)

@@ -175,3 +175,32 @@ def test_a_host_in_maintenance_is_shown_so_and_nothing_of_its_window(stack: Stac
     assert ">DOWN<" in stack.call("GET", host_badge).text
     assert ">1/3 down<" in stack.call("GET", page_badge).text
     assert "data-maintenance" not in stack.call("GET", "/status/public").text
+
+
+def test_a_page_is_made_once_a_second_and_again_after_an_event(stack: Stack) -> None:
+    """Anyone may ask a public page as often as they like: its rows and counts are made
+    at most once a second, and again at once after a host event of theirs, through the
+    real bus."""
+    board = stack.server.status_board
+    assert board is not None
+    made: list[float] = []
+    states = board.states
+
+    def counted(slug: str) -> Any:
+        made.append(stack.clock.seconds())
+        return states(slug)
+
+    board.states = counted  # type: ignore[method-assign]
+    for _ in range(20):
+        for path in ("/status/public", "/status/public.json"):
+            assert stack.call("GET", path).status == 200
+    assert len(made) == 1
+    stack.heartbeat("web3")  # a new host the page shows: host.new on the bus
+    body = stack.call("GET", "/status/public.json").json
+    assert "web3" in [h["name"] for h in body["hosts"]] and len(made) == 2
+    stack.clock.advance(0.5)
+    stack.call("GET", "/status/public.json")
+    assert len(made) == 2
+    stack.clock.advance(0.5)
+    stack.call("GET", "/status/public.json")
+    assert made == [START, START, START + 1.0]

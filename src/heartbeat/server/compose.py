@@ -780,7 +780,8 @@ def make_status_board(config: ServerConfig, registry: Registry, store: StoreServ
     host is in maintenance they ask ``operations``, as the API does."""
     board = StatusBoard(registry, config.status_pages, store, reactor, templates(config),
                         version=heartbeat.__version__,
-                        in_maintenance=operations.in_maintenance)
+                        in_maintenance=operations.in_maintenance,
+                        in_maintenance_of=operations.in_maintenance_of)
     board.restore(load_stored(store, load_badges, "the badges"))
     return board
 

@@ -21,7 +21,7 @@ outside world:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
@@ -337,6 +337,15 @@ class OperationsService(Service):
         """Whether an open maintenance window covers ``host`` now: the ``in_maintenance``
         of :meth:`annotations`, alone (what the public status pages may say)."""
         return self.calendar.in_maintenance(host, self.clock.seconds())
+
+    def in_maintenance_of(self, hosts: Iterable[str]) -> set[str]:
+        """Those of ``hosts`` :meth:`in_maintenance` says are covered; nothing to ask per
+        host while no window is open (a status page of 100,000 hosts)."""
+        now = self.clock.seconds()
+        calendar = self.calendar
+        if not calendar.open(now):
+            return set()
+        return {host for host in hosts if calendar.in_maintenance(host, now)}
 
     # Changes through the API
     def add_window(self, raw: Mapping[str, Any], by: str | None) -> MaintenanceWindow:

@@ -15,6 +15,7 @@ published without publishing anything else, and revoked.
 from __future__ import annotations
 
 import fnmatch
+import heapq
 import re
 import secrets
 from collections.abc import Iterable, Mapping
@@ -115,19 +116,28 @@ def summarise(states: Iterable[tuple[str, bool]]) -> PageSummary:
     return PageSummary(total, up, down, unknown, maintenance)
 
 
-def page_rows(page: StatusPage,
-              states: Mapping[str, tuple[str, float | None, bool]]
+def page_rows(states: Mapping[str, tuple[str, float | None, bool]]
               ) -> tuple[list[Row], PageSummary]:
     """(the rows to list: worst first, hosts in maintenance just before UP, then by
     name), and the summary.
 
-    ``states`` is every host the server knows: name -> (state, since, in maintenance).
+    ``states`` is the page's hosts (those :meth:`StatusPage.shows`): name -> (state,
+    since, in maintenance).
     """
     matched = [(name, state, since, covered) for name, (state, since, covered)
-               in states.items() if page.shows(name)]
-    matched.sort(key=lambda row: (_IN_MAINTENANCE if row[3] else _ORDER.get(row[1], 2),
-                                  row[0]))
-    return matched[:MAX_ROWS], summarise((row[1], row[3]) for row in matched)
+               in states.items()]
+    # Not a sort of every host (0.2 s at 100,000): the first rows of the problems and
+    # the maintenance, then the first names of the hosts UP, which tuples order by name.
+    listed = heapq.nsmallest(MAX_ROWS, (row for row in matched if row[3] or row[1] != "UP"),
+                             key=_row_order)
+    if len(listed) < MAX_ROWS:
+        listed += heapq.nsmallest(MAX_ROWS - len(listed), (
+            row for row in matched if not row[3] and row[1] == "UP"))
+    return listed, summarise((row[1], row[3]) for row in matched)
+
+
+def _row_order(row: Row) -> tuple[int, str]:
+    return (_IN_MAINTENANCE if row[3] else _ORDER.get(row[1], 2), row[0])
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,14 @@ from heartbeat.config.server import StatusPageConfig
 from heartbeat.events import Event
 from heartbeat.server.badges import COLOURS, render_badge
 from heartbeat.server.registry import Registry
-from heartbeat.server.status_pages import Badge, BadgeBook, PageSummary, StatusPage, page_rows
+from heartbeat.server.status_pages import (
+    Badge,
+    BadgeBook,
+    PageSummary,
+    Row,
+    StatusPage,
+    page_rows,
+)
 from heartbeat.server.store import StoreService
 from heartbeat.server.tables import BADGES, Rows, Tables
 from heartbeat.server.web.errors import ApiError, json_response
@@ -44,6 +51,9 @@ log = Logger()
 MAX_FEED_CLIENTS: Final = 1000
 """Open status feeds at most (they need no login): more are refused with 503."""
 MAX_BACKLOG: Final = 256 * 1024
+ROWS_FOR: Final = 1.0
+"""Seconds a page's rows and summary are kept when no event changed them: what a host's
+tags (a window may name them) or its configuration change shows this late at most."""
 """A status feed client that leaves this much unsent is dropped."""
 STATUS_CSP: Final = ("default-src 'self'; script-src 'self'; style-src 'self'; "
                      "img-src 'self' data:; connect-src 'self'; object-src 'none'; "
@@ -71,11 +81,14 @@ class StatusBoard(Service):
 
     def __init__(self, registry: Registry, pages: Mapping[str, StatusPageConfig],
                  store: StoreService, clock: IReactorTime, templates: Templates, *,
-                 version: str, in_maintenance: Callable[[str], bool] | None = None) -> None:
+                 version: str, in_maintenance: Callable[[str], bool] | None = None,
+                 in_maintenance_of: Callable[[Iterable[str]], set[str]] | None = None) -> None:
         self.registry = registry
         self.in_maintenance = in_maintenance or (lambda host: False)
         """Whether an open maintenance window covers a host now (the API's answer:
         ``OperationsService.in_maintenance``)."""
+        self.in_maintenance_of = in_maintenance_of or (lambda hosts: set())
+        """The same for many hosts at once (``OperationsService.in_maintenance_of``)."""
         self.pages = {slug: StatusPage(slug, page.title, page.hosts, page.description)
                       for slug, page in pages.items()}
         self.store = store
@@ -85,6 +98,7 @@ class StatusBoard(Service):
         self.badges = BadgeBook()
         self.clients: dict[str, set[StatusFeedProtocol]] = {slug: set() for slug in self.pages}
         self._members: dict[str, set[str]] = {}
+        self._rows: dict[str, tuple[float, list[Row], PageSummary]] = {}
         self._summaries: dict[str, IDelayedCall] = {}
         self._snapshots: dict[str, IDelayedCall] = {}
         self.views = 0
@@ -119,17 +133,32 @@ class StatusBoard(Service):
     def states(self, slug: str) -> dict[str, tuple[str, float | None, bool]]:
         """The page's hosts, reported or only configured: name -> (state, since, in
         maintenance)."""
+        members = self.members(slug)
+        covered = self.in_maintenance_of(members)
+        hosts = self.registry.hosts
         found: dict[str, tuple[str, float | None, bool]] = {}
-        for name in self.members(slug):
-            host = self.registry.get(name)
-            covered = self.in_maintenance(name)
-            found[name] = ("UNKNOWN", None, covered) if host is None else (
-                str(host.state.value), host.since, covered)
+        for name in members:
+            host = hosts.get(name)
+            found[name] = ("UNKNOWN", None, name in covered) if host is None else (
+                host.state.value, host.since, name in covered)
         return found
+
+    def rows(self, slug: str) -> tuple[list[Row], PageSummary]:
+        """The rows and the summary of page ``slug``: made again after a host or window
+        event that may change them, else at most every :data:`ROWS_FOR` seconds. The
+        pages are public: a page of 100,000 hosts costs some 0.1 s of the reactor, which
+        requests from anyone, however many, must not make more often than that."""
+        now = self.clock.seconds()
+        kept = self._rows.get(slug)
+        if kept is not None and 0 <= now - kept[0] < ROWS_FOR:
+            return kept[1], kept[2]
+        rows, summary = page_rows(self.states(slug))
+        self._rows[slug] = (now, rows, summary)
+        return rows, summary
 
     def snapshot(self, slug: str) -> dict[str, Any]:
         page = self.page(slug)
-        rows, summary = page_rows(page, self.states(slug))
+        rows, summary = self.rows(slug)
         return {"type": "snapshot", "slug": slug, "title": page.title,
                 "description": page.description, "summary": summary.to_json(),
                 "hosts": [{"name": n, "state": s, "since": t, "maintenance": m}
@@ -145,6 +174,7 @@ class StatusBoard(Service):
         for slug, page in self.pages.items():
             if not page.shows(event.host):
                 continue
+            self._rows.pop(slug, None)
             members = self._members.get(slug)
             if members is not None:
                 if known:
@@ -168,10 +198,11 @@ class StatusBoard(Service):
         """A window was made, changed, ended or opened: the viewers of every page it may
         touch get a new snapshot (once per page however many hosts the window names)."""
         for slug, page in self.pages.items():
-            if not self.clients[slug] or slug in self._snapshots:
-                continue
             if event.host and not page.shows(event.host):
                 continue  # a window of globs or tags has no host: every page looks again
+            self._rows.pop(slug, None)
+            if not self.clients[slug] or slug in self._snapshots:
+                continue
             self._snapshots[slug] = self.clock.callLater(0, self._send_snapshot, slug)
 
     def _send_snapshot(self, slug: str) -> None:
@@ -182,7 +213,7 @@ class StatusBoard(Service):
 
     def _send_summary(self, slug: str) -> None:
         self._summaries.pop(slug, None)
-        _, summary = page_rows(self.pages[slug], self.states(slug))
+        _, summary = self.rows(slug)
         payload = json_bytes({"type": "summary", "summary": summary.to_json(),
                               "ts": self.clock.seconds()})
         for client in list(self.clients[slug]):
@@ -247,7 +278,7 @@ class StatusBoard(Service):
             page = self.pages.get(badge.target)
             if page is None:
                 return 404, render_badge("status page", "gone")
-            _, summary = page_rows(page, self.states(badge.target))
+            _, summary = self.rows(badge.target)
             return 200, render_badge(page.title, summary.badge_text,
                                      COLOURS[summary.overall])
         host = self.registry.get(badge.target)
@@ -268,7 +299,7 @@ class StatusBoard(Service):
     def render_page(self, request: IRequest, slug: str) -> bytes:
         page = self.page(slug)
         self.views += 1
-        rows, summary = page_rows(page, self.states(slug))
+        rows, summary = self.rows(slug)
         cells = []
         for name, state, since, covered in rows:
             iso, text = _when(since)
