@@ -144,3 +144,20 @@ def test_long_digest_lists_the_first_events_and_counts_the_rest() -> None:
     body = digest(items, max_lines=2).body.splitlines()
     assert body == [f"{at(TS, '%H:%M:%S')} DOWN: h0", f"{at(TS, '%H:%M:%S')} DOWN: h1",
                     "... and 3 more"]
+
+
+def test_a_digest_counts_what_the_storm_could_not_keep() -> None:
+    """Notifications past notify_queue_limit are not listed but counted, hosts too (one
+    host twice counts once), with the level of the worst; alone they still make one."""
+    items = [Notification(f"DOWN: h{n}", "", "warning", (f"h{n}",), HOST_DOWN, TS, ("a",))
+             for n in range(3)]
+    beyond = [Notification(f"DOWN: h{n}", "", "critical", (f"h{n}",), HOST_DOWN, TS + n,
+                           ("a",)) for n in range(2, 6)]
+    made = digest(items, max_lines=2, beyond=beyond)
+    assert (made.title, made.level, made.hosts, made.ts) == (
+        "7 events on 6 hosts", "critical", ("h0", "h1", "h2"), TS + 5)
+    assert made.body.splitlines()[2:] == [
+        "... and 5 more", "(4 of them past notify_queue_limit, not kept for this message: "
+        "the journal has every event)"]
+    alone = digest([], beyond=beyond[:1])
+    assert (alone.title, alone.body.splitlines()[0]) == ("1 event on 1 host", "... and 1 more")

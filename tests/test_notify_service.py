@@ -267,13 +267,20 @@ def test_a_trickle_after_a_storm_ends_it() -> None:
 
 def test_storm_beyond_the_queue_limit_is_dropped_and_reported_once(
         logged: list[str]) -> None:
-    """Held notifications are bounded by notify_queue_limit; the excess is one drop report."""
+    """Held notifications are bounded by notify_queue_limit; the excess is one drop report,
+    and the digest still counts it: it says how big the storm was (a fleet's fall of
+    10,000 hosts once mailed '1000 events on 1000 hosts')."""
     rig = Rig(channels=("pushover",), burst=1, queue_limit=3)
     for n in range(10):
         rig.down(f"h{n}")
     rig.clock.advance(30)
     assert [n.title for _, n, _ in rig.channels["pushover"].calls] == [
-        "DOWN: h0", "3 events on 3 hosts"]
+        "DOWN: h0", "9 events on 9 hosts"]
+    body = rig.channels["pushover"].calls[1][1].body.splitlines()
+    assert [line.split(" ", 1)[1] for line in body[:3]] == [
+        f"DOWN: h{n}: h{n} is DOWN: no heartbeat." for n in (1, 2, 3)]
+    assert body[3:] == ["... and 6 more", "(6 of them past notify_queue_limit, not kept for "
+                        "this message: the journal has every event)"]
     assert rig.kinds("notify.dropped") == [("notify.dropped", "", {
         "channel": "pushover", "title": "storm overflow",
         "hosts": ["h4", "h5", "h6", "h7", "h8", "h9"],

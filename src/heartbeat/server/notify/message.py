@@ -267,20 +267,30 @@ def _digest_line(item: Notification) -> str:
     return f"{line}: {first}" if first else line
 
 
-def digest(items: Sequence[Notification], max_lines: int = DIGEST_LINES) -> Notification:
+def digest(items: Sequence[Notification], max_lines: int = DIGEST_LINES,
+           beyond: Sequence[Notification] = ()) -> Notification:
     """One message listing ``items`` (same recipients), instead of one message each.
 
     At most ``max_lines`` events are listed, then a count of the rest: a digest has
-    to fit the smallest channel (Pushover: 1024 characters shown).
+    to fit the smallest channel (Pushover: 1024 characters shown). ``beyond`` are the
+    same recipients' notifications the storm could not keep (``notify_queue_limit``):
+    not listed, but counted, so a digest of a fleet's fall says how big it is.
     """
-    if len(items) == 1:
+    if len(items) == 1 and not beyond:
         return items[0]
+    every = [*items, *beyond]
     hosts = tuple(dict.fromkeys(host for item in items for host in item.hosts))
-    level = max((item.level for item in items), key=level_rank)
-    title = f"{len(items)} events on {len(hosts)} hosts"
+    everywhere = len(set(hosts).union(*(item.hosts for item in beyond)))
+    level = max((item.level for item in every), key=level_rank)
+    title = (f"{len(every)} event{'s' if len(every) != 1 else ''} on {everywhere} "
+             f"host{'s' if everywhere != 1 else ''}")
     lines = [_digest_line(item) for item in items[:max_lines]]
-    if len(items) > max_lines:
-        lines.append(f"... and {len(items) - max_lines} more")
-    return Notification(title, "\n".join(lines), level, hosts, DIGEST, items[-1].ts,
-                        items[0].recipients,
+    rest = max(0, len(items) - max_lines) + len(beyond)
+    if rest:
+        lines.append(f"... and {rest} more")
+    if beyond:
+        lines.append(f"({len(beyond)} of them past notify_queue_limit, not kept for this "
+                     f"message: the journal has every event)")
+    return Notification(title, "\n".join(lines), level, hosts, DIGEST, every[-1].ts,
+                        every[0].recipients,
                         tuple(notice for item in items for notice in item.notices))

@@ -156,16 +156,19 @@ class _Lane:
         """
         self.digest_call = None
         held, self.held = self.held or [], []
-        if self.overflow:
+        overflow = self.overflow
+        if overflow:
             self.drop_overflow()
-        groups: dict[tuple[str, ...], list[Notification]] = {}
+        groups: dict[tuple[str, ...], tuple[list[Notification], list[Notification]]] = {}
         for note in held:
-            groups.setdefault(note.recipients, []).append(note)
-        for group in groups.values():
-            if len(group) > 1:
+            groups.setdefault(note.recipients, ([], []))[0].append(note)
+        for note in overflow:
+            groups.setdefault(note.recipients, ([], []))[1].append(note)
+        for group, beyond in groups.values():
+            if len(group) + len(beyond) > 1:
                 self.digests += 1
                 self.digested += len(group)
-            self.enqueue(digest(group))
+            self.enqueue(digest(group, beyond=beyond))
         hosts = [host for note in held for host in note.hosts]
         if len(set(hosts)) <= self.settings.burst:
             self.held = None
