@@ -67,7 +67,7 @@ def main() -> int:
                                                      args=["--disable-gpu"])
                 page = browser.new_page()
                 page.goto(f"http://127.0.0.1:{server.http_port}/live")
-                if not says(page, f"{args.hosts} hosts", 60):
+                if not says(page, f"{args.hosts} host", 60):
                     print("the page never counted the fleet")
                     return 1
                 while server.get("/api/0/status")["hosts"]["DOWN"] < args.hosts:
