@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from typing import Any
 
 import pytest
@@ -91,8 +93,12 @@ class DetectorTests:
         changed, _ = detector.take_dirty()
         ((host, subject, state),) = changed
         again = FlapDetector()
-        again.restore([(host, subject, list(state.history), state.flapping, state.since)])
+        stored = json.loads(json.dumps(list(state.history)))  # as the store reads it back
+        again.restore([(host, subject, stored, state.flapping, state.since)])
         assert again.get("web1", "") == detector.get("web1", "")
+        restored = again.get("web1", "")
+        assert restored is not None and all(  # one string per state: memory after a fall
+            s is sys.intern(s) for s in restored.history)
         again.forget("web1")
         assert again.get("web1", "") is None and again.take_dirty() == ([], [("web1", "")])
 

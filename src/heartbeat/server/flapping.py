@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from sys import intern
 from typing import Final
 
 __all__ = ["HISTORY", "FlapChange", "FlapDetector", "FlapState", "percent_state_change"]
@@ -172,7 +173,9 @@ class FlapDetector:
                 ) -> None:
         """Histories kept across a restart: (host, subject, history, flapping, since)."""
         for host, subject, history, flapping, since in items:
-            found = FlapState(deque(history, maxlen=HISTORY), flapping,
+            # One string per state name, as the live histories hold: read from the store,
+            # each entry was its own (21 a history, 100 MB after a fleet's fall).
+            found = FlapState(deque(map(intern, history), maxlen=HISTORY), flapping,
                               percent_state_change(list(history)[-HISTORY:]), since)
             by_subject = self._states.setdefault(host, {})
             old = by_subject.get(subject)
