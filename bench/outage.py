@@ -13,7 +13,9 @@ slowest status answer meanwhile (the reactor held by the fall, the store's flush
 and the collector) and the median after, the server's RSS, and the collector's
 longest pause. Then every host heartbeats again (the uplink is back), as fast as
 the sender goes, and it prints how long until every host is UP and the slowest
-status answer meanwhile. The hosts' deadlines spread over the time it took to send the last
+status answer meanwhile (``--restart``: first the server restarts, with every
+host DOWN and its flap history in the store, and it prints how long until the API
+answered and the RSS). The hosts' deadlines spread over the time it took to send the last
 round of heartbeats (some 2 s for 100,000): what says how fast the server marks
 them is the time from the last host's deadline to the last host DOWN (the monitor
 ticks every second: up to a second of it is the tick). Everything is on loopback,
@@ -52,14 +54,18 @@ def main() -> int:
     parser.add_argument("--step", type=float, default=0.05,
                         help="seconds between two status requests")
     parser.add_argument("--timeout", type=float, default=300.0)
+    parser.add_argument("--restart", action="store_true",
+                        help="restart the server once every host is DOWN, before they "
+                             "come back: how long until the API answers, and its RSS")
     args = parser.parse_args()
     if args.hosts < 1:
         parser.error("--hosts must be at least 1")
     grace = 5.0
     with tempfile.TemporaryDirectory() as tmp:
-        server = ServerProcess(
-            Path(tmp), ws_port=None, source_rate=1e9, max_hosts=10**7,
-            max_unconfigured_hosts=10**7, grace=grace, monitor_interval=1.0).start()
+        config = {"ws_port": None, "source_rate": 1e9, "max_hosts": 10**7,
+                  "max_unconfigured_hosts": 10**7, "grace": grace, "monitor_interval": 1.0}
+        server = ServerProcess(Path(tmp), **config).start()
+        restarted: dict[str, float] = {}
         try:
             sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             heartbeats = [json.dumps({"ID": "HTB", "name": f"host{n:06d}", "seq": 1,
@@ -99,6 +105,14 @@ def main() -> int:
                 print(f"not every host went DOWN within {args.timeout:.0f} s: "
                       f"{status['hosts']}")
                 return 1
+            if args.restart:  # the server restarted with every host DOWN
+                server.stop()
+                began = time.monotonic()
+                server = ServerProcess(Path(tmp), **config, hb_port=server.udp_port,
+                                       hbd_port=server.http_port).start()
+                restarted = {"restart_s": round(time.monotonic() - began, 2),
+                             "restored_rss_mib": round(rss_mib(server.process.pid), 1)}
+                status = server.get("/api/0/status")
             # The uplink is back: every host's next heartbeat comes, as fast as the
             # sender goes (about 50,000 a second), and again for those the kernel dropped.
             start = time.monotonic()
@@ -139,6 +153,7 @@ def main() -> int:
                 "collector_longest_ms": round(collector.get("longest", 0) * 1000, 1),
                 "journal_lines": status["journal"]["lines"],
                 "store_failures": status["store"]["failures"],
+                **restarted,
             }, indent=1))
         finally:
             server.stop()
