@@ -8,7 +8,16 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from heartbeat.server.problems import KINDS, first, problems, ranks, state_level, summary
+from heartbeat.server.problems import (
+    KINDS,
+    Rank,
+    alert_ranks,
+    first,
+    host_ranks,
+    problem,
+    state_level,
+    summary,
+)
 from heartbeat.server.thresholds.engine import AlertState
 from heartbeat.server.thresholds.rules import SEVERITY, Level
 
@@ -19,6 +28,19 @@ def _alert(host: str, level: Level, path: str = "cpu_monitor.cpu_percent") -> Al
 
 def _host(name: str, state: str, **fields: Any) -> dict[str, Any]:
     return {"name": name, "state": state, "since": 5.0, "down_reason": None, **fields}
+
+
+def ranks(states: dict[str, str], alerts: list[AlertState]) -> list[Rank]:
+    """The problems of the hosts of ``states`` and of ``alerts``, as the API makes them."""
+    return [*(rank for name, state in states.items() for rank in host_ranks(state, (name,))),
+            *alert_ranks(alerts, states.get)]
+
+
+def problems(hosts: list[dict[str, Any]], alerts: list[AlertState]) -> list[dict[str, Any]]:
+    """The API objects of every problem of ``hosts`` (API host objects) and ``alerts``."""
+    by_name = {host["name"]: host for host in hosts}
+    states = {name: str(host.get("state")) for name, host in by_name.items()}
+    return [problem(rank, by_name.get(rank.host)) for rank in first(ranks(states, alerts))]
 
 
 def test_state_levels_cover_states_added_later() -> None:

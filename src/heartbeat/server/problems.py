@@ -33,8 +33,6 @@ __all__ = [
     "host_problem",
     "host_ranks",
     "problem",
-    "problems",
-    "ranks",
     "state_level",
     "summary",
 ]
@@ -96,10 +94,6 @@ class Rank(NamedTuple):
     alert: AlertState | None
     """None for a host's own problem."""
 
-    @property
-    def order(self) -> tuple[bool, int, int, str, str]:
-        return self[:5]
-
 
 def host_ranks(state: str, names: Iterable[str]) -> Iterator[Rank]:
     """The problems of the hosts ``names``, all in ``state`` (none if it is quiet)."""
@@ -120,13 +114,6 @@ def alert_ranks(alerts: Iterable[AlertState],
                    host_state, alert)
 
 
-def ranks(states: Mapping[str, str], alerts: Iterable[AlertState]) -> Iterator[Rank]:
-    """The problems of the hosts of ``states`` (name: state) and of ``alerts``, unordered."""
-    for name, state in states.items():
-        yield from host_ranks(state, (name,))
-    yield from alert_ranks(alerts, states.get)
-
-
 def first(found: Iterable[Rank], limit: int | None = None) -> list[Rank]:
     """``found`` in the order to show (current before stale, most severe first, a host's
     own problem before its metrics', then by host and metric path); its first ``limit``."""
@@ -136,7 +123,7 @@ def first(found: Iterable[Rank], limit: int | None = None) -> list[Rank]:
 
 
 def _order(rank: Rank) -> tuple[bool, int, int, str, str]:
-    return rank.order
+    return rank[:5]
 
 
 def problem(rank: Rank, host: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -146,14 +133,6 @@ def problem(rank: Rank, host: Mapping[str, Any] | None) -> dict[str, Any]:
         assert found is not None  # a rank of a host is one of a problem state
         return found
     return _metric_problem(rank.alert, rank.state, (host or {}).get("markers") or [])
-
-
-def problems(hosts: Iterable[Mapping[str, Any]],
-             alerts: Iterable[AlertState]) -> list[dict[str, Any]]:
-    """Every problem of ``hosts`` (API host objects) and ``alerts``, in the order to show."""
-    by_name = {host["name"]: host for host in hosts}
-    states = {name: str(host.get("state")) for name, host in by_name.items()}
-    return [problem(rank, by_name.get(rank.host)) for rank in first(ranks(states, alerts))]
 
 
 def summary(state_counts: Mapping[str, int], alerts: Iterable[AlertState],
