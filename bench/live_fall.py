@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import sys
 import tempfile
 import time
@@ -23,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.fleet import bring_in, heartbeats  # noqa: E402
 from playwright.sync_api import Page, sync_playwright  # noqa: E402
 from tests.support import ServerProcess  # noqa: E402
 
@@ -51,17 +51,8 @@ def main() -> int:
                                max_unconfigured_hosts=10**7, grace=3.0,
                                monitor_interval=1.0).start()
         try:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            heartbeats = [json.dumps({"ID": "HTB", "name": f"host{n:06d}", "seq": 1,
-                                      "interval": 12}).encode() for n in range(args.hosts)]
-            for _ in range(10):  # again until the server holds every host (kernel drops)
-                for n, heartbeat in enumerate(heartbeats):
-                    sock.sendto(heartbeat, ("127.0.0.1", server.udp_port))
-                    if n % 200 == 199:
-                        time.sleep(0.004)
-                if server.get("/api/0/status")["hosts"]["total"] == args.hosts:
-                    break
-            sock.close()
+            bring_in(server, heartbeats(args.hosts, 12),
+                     lambda status: status["hosts"]["total"] == args.hosts)
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM,
                                                      args=["--disable-gpu"])

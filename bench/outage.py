@@ -26,16 +26,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.fleet import bring_in, heartbeats, send  # noqa: E402
 from tests.support import ServerProcess  # noqa: E402
 
 
@@ -67,18 +68,8 @@ def main() -> int:
         server = ServerProcess(Path(tmp), **config).start()
         restarted: dict[str, float] = {}
         try:
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-            heartbeats = [json.dumps({"ID": "HTB", "name": f"host{n:06d}", "seq": 1,
-                                      "interval": args.interval}).encode()
-                          for n in range(args.hosts)]
-            for _ in range(10):  # again until the server holds every host (kernel drops)
-                for n, heartbeat in enumerate(heartbeats):
-                    sock.sendto(heartbeat, ("127.0.0.1", server.udp_port))
-                    if n % 200 == 199:
-                        time.sleep(0.004)
-                last_sent = time.monotonic()
-                if server.get("/api/0/status")["hosts"]["UP"] == args.hosts:
-                    break
+            fleet = heartbeats(args.hosts, args.interval)
+            last_sent = bring_in(server, fleet, lambda s: s["hosts"]["UP"] == args.hosts)
             deadline = last_sent + args.interval + grace  # the last host's
             print(f"{args.hosts:,} hosts UP; silent from now", flush=True)
             during: list[float] = []
@@ -118,25 +109,23 @@ def main() -> int:
             start = time.monotonic()
             slowest = 0.0
             rounds = 0
+
+            def timed_status() -> dict[str, Any]:
+                nonlocal slowest
+                asked = time.monotonic()
+                answer = server.get("/api/0/status")
+                slowest = max(slowest, time.monotonic() - asked)
+                return answer
+
             while status["hosts"]["UP"] < args.hosts and time.monotonic() - start < args.timeout:
                 rounds += 1
-                for n, heartbeat in enumerate(heartbeats):
-                    sock.sendto(heartbeat, ("127.0.0.1", server.udp_port))
-                    if n % 200 == 199:
-                        time.sleep(0.004)
-                    if n % 5000 == 4999:
-                        asked = time.monotonic()
-                        server.get("/api/0/status")
-                        slowest = max(slowest, time.monotonic() - asked)
+                send(server, fleet, aside=timed_status)
                 for _ in range(50):  # until the server has taken what it got
-                    asked = time.monotonic()
-                    status = server.get("/api/0/status")
-                    slowest = max(slowest, time.monotonic() - asked)
+                    status = timed_status()
                     if status["hosts"]["UP"] == args.hosts:
                         break
                     time.sleep(0.1)
             all_up = time.monotonic() - start
-            sock.close()
             collector = status.get("collector", {})
             print(json.dumps({
                 "hosts": args.hosts,
