@@ -47,19 +47,29 @@ class SteadyClock:
 
     def seconds(self) -> float:
         now = self._monotonic()
+        offset = self._wall() - now
+        gap = offset - self._offset
+        if -self.tolerance <= gap <= self.tolerance:  # the wall clock as it was: no step
+            self._last_monotonic = now
+            self._offset = offset
+            self._stepping = False
+            when = now + offset
+            if when > self._last:  # noqa: PLR1730 (no call: read per datagram)
+                self._last = when
+            return self._last
+        return self._catch_up(now, gap)
+
+    def _catch_up(self, now: float, gap: float) -> float:
+        """:meth:`seconds` while the wall clock is more than ``tolerance`` from ours: the
+        step is logged once and made up at ``slew`` seconds a second."""
         elapsed = max(0.0, now - self._last_monotonic)
         self._last_monotonic = now
-        gap = (self._wall() - now) - self._offset
-        if abs(gap) <= self.tolerance:
-            self._offset += gap
-            self._stepping = False
-        else:
-            if not self._stepping:
-                self._stepping = True
-                self.steps += 1
-                log.warn("clock: the wall clock stepped {gap:+.1f} s; deadlines and timers go "
-                         "on unmoved, timestamps catch up at {rate:.0%} ({minutes:.0f} min)",
-                         gap=gap, rate=self.slew, minutes=abs(gap) / self.slew / 60)
-            self._offset += math.copysign(min(abs(gap), elapsed * self.slew), gap)
+        if not self._stepping:
+            self._stepping = True
+            self.steps += 1
+            log.warn("clock: the wall clock stepped {gap:+.1f} s; deadlines and timers go "
+                     "on unmoved, timestamps catch up at {rate:.0%} ({minutes:.0f} min)",
+                     gap=gap, rate=self.slew, minutes=abs(gap) / self.slew / 60)
+        self._offset += math.copysign(min(abs(gap), elapsed * self.slew), gap)
         self._last = max(self._last, now + self._offset)
         return self._last
