@@ -29,6 +29,17 @@ def test_parent_down_lists_the_hosts_behind_it() -> None:
     assert (note.title, note.level, note.hosts) == ("DOWN: router1", "critical", ("router1",))
 
 
+def test_parent_down_says_when_more_hosts_follow() -> None:
+    """A fall too large for one pass (registry.CASCADE) says the count is so far."""
+    behind = [f"web{i}" for i in range(1000)]
+    event = Event(HOST_DOWN, "router1", TS, {"reason": "timeout", "previous": "UP",
+                                             "unreachable": behind, "unreachable_more": True})
+    note = notification_for(event)
+    assert isinstance(note, Notification)
+    assert note.body.endswith(f"Behind it, now UNREACHABLE (1000 so far, the rest follow): "
+                              f"{', '.join(behind[:20])} and 980 more.")
+
+
 def test_up_after_unreachable_is_not_notified() -> None:
     """An UNREACHABLE host heard again was never notified down: no UP notice."""
     event = Event(HOST_UP, "web1", TS, {"previous": "UNREACHABLE"})

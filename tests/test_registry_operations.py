@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from heartbeat.config.server import HostConfig
 from heartbeat.events import HOST_DOWN, HOST_FLAPPING, HOST_UNREACHABLE, HOST_UP, Event
+from heartbeat.server import registry as registry_module
 from heartbeat.server.dependencies import DependencyGraph
 from heartbeat.server.flapping import FlapDetector
 from heartbeat.server.registry import Host, HostState, Registry
@@ -66,6 +69,42 @@ class UnreachableTests:
             ("host.unreachable", "db1", {"previous": "UP", "parents": ["switch1", "switch2"]}),
         ]
         assert r.counts() == {"UNKNOWN": 0, "UP": 0, "DOWN": 1, "UNREACHABLE": 5}
+
+    def test_a_large_fall_is_cut_into_passes_with_the_same_end(
+            self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """A router with 5 switches of 10 hosts each behind it: with a cascade of 7 hosts
+        a pass, the router's event lists the nearest 7 and says more follow; each pass
+        takes at most 7 with a fall, and the passes end where one unbounded pass does."""
+
+        def fleet() -> Registry:
+            parents = {f"sw{s}": ["router1"] for s in range(5)}
+            parents.update({f"h{s}-{n}": [f"sw{s}"] for s in range(5) for n in range(10)})
+            r = Registry(grace=GRACE, default_interval=INTERVAL,
+                         dependencies=DependencyGraph(parents), flaps=FlapDetector())
+            beat(r, 0, "router1", *parents)
+            return r
+
+        whole = fleet()
+        whole.expire(INTERVAL + GRACE + 1)
+        monkeypatch.setattr(registry_module, "CASCADE", 7)
+        cut = fleet()
+        events = cut.expire(INTERVAL + GRACE + 1, ["router1"])
+        router = events[0]
+        assert (router.kind, router.host) == (HOST_DOWN, "router1")
+        assert router.data["unreachable"] == ["sw0", "h0-0", "h0-1", "h0-2", "h0-3", "h0-4",
+                                              "h0-5"]
+        assert router.data["unreachable_more"] is True
+        assert len(events) == 8
+        passes = 1
+        while (overdue := cut.overdue(INTERVAL + GRACE + 1)):
+            events = cut.expire(INTERVAL + GRACE + 1, overdue[:3])
+            fell = [e for e in events if e.kind == HOST_UNREACHABLE]
+            assert 1 <= len(fell) <= 3 + 7
+            passes += 1
+        assert passes > 3
+        assert {n: h.state for n, h in cut.hosts.items()} == {
+            n: h.state for n, h in whole.hosts.items()}
+        assert cut.counts() == {"UNKNOWN": 0, "UP": 0, "DOWN": 1, "UNREACHABLE": 55}
 
     def test_child_waits_for_a_silent_parent(self) -> None:
         """A child overdue before its parent waits; the parent's timeout makes it

@@ -46,8 +46,9 @@ from heartbeat.server.flapping import FlapDetector
 from heartbeat.server.limits import HostAdmission
 from heartbeat.text import json_bytes
 
-__all__ = ["ANSWER_BYTES", "BEAT_FIELDS", "MAX_QUEUED_COMMANDS", "Host", "HostState", "Outcome",
-           "PendingCommand", "PluginSample", "QueueFull", "Registry", "latest_message"]
+__all__ = ["ANSWER_BYTES", "BEAT_FIELDS", "CASCADE", "MAX_QUEUED_COMMANDS", "Host",
+           "HostState", "Outcome", "PendingCommand", "PluginSample", "QueueFull", "Registry",
+           "latest_message"]
 
 _DEFAULT_HOST = HostConfig()
 MAX_QUEUED_COMMANDS = 16
@@ -56,6 +57,10 @@ ANSWER_BYTES = 8192
 """Bytes of commands sent in answer to one datagram (at least one command): a forged HTB
 from a victim's address reflects at most this much (a command is at most about 34 KiB)."""
 RECENT_RESULTS = 20
+CASCADE: Final = 1000
+"""Hosts behind a falling parent made UNREACHABLE with it at most, per pass of
+:meth:`Registry.expire` (a monitor's slice) or per SHUT; the others fall at their own
+deadlines, a slice at a time."""
 BEAT_FIELDS: Final = ("port", "interval", "rtt", "last_seen", "expected_by")
 """What a heartbeat changes of a host whose state, address and version stay the same:
 the store writes only these of such a host (:meth:`Registry.take_dirty`)."""
@@ -293,6 +298,8 @@ class Registry:
         self.dispatching = True
         """Whether queued CMD/UPD go out with the ACKs: only on the leader of servers
         sharing a store (heartbeat.server.leader); a follower queues none either."""
+        self.cascade_left = CASCADE
+        """Hosts the fall being worked on may still take with it (:meth:`_cascade`)."""
         self.plugin_bytes = 0
         """Bytes of the PLG texts the data of all plugins held came from (bounded by
         ``max_plugin_bytes``); data restored from the store is not counted."""
@@ -614,6 +621,7 @@ class Registry:
             self._move(host, HostState.DOWN)
             host.since = now
             data: dict[str, Any] = {"reason": "shutdown", "previous": previous.value}
+            self.cascade_left = CASCADE
             self._fall(host, HostState.DOWN, data, now, events)
         return []
 
@@ -699,6 +707,7 @@ class Registry:
         ``names`` looks at those hosts only (some of :meth:`overdue`, each checked
         again: a heartbeat may have come since); None, at every host."""
         events: list[Event] = []
+        self.cascade_left = CASCADE
         table = self.hosts
         hosts = list(table.values()) if names is None else [
             host for host in map(table.get, names) if host is not None]
@@ -742,9 +751,11 @@ class Registry:
         if self._flap(host, state, now, events, HostState(data["previous"])):
             data["flapping"] = True
         behind: list[Event] = []
-        fallen = self._cascade(host, now, behind)
+        fallen, more = self._cascade(host, now, behind)
         if fallen:
             data["unreachable"] = fallen
+        if more:
+            data["unreachable_more"] = True
         kind = HOST_DOWN if state is HostState.DOWN else HOST_UNREACHABLE
         events.append(Event(kind, host.name, now, data))
         events.extend(behind)
@@ -759,23 +770,32 @@ class Registry:
         data["parents"] = list(self.dependencies.parents_of(host.name))
         self._fall(host, HostState.UNREACHABLE, data, now, events)
 
-    def _cascade(self, parent: Host, now: float, events: list[Event]) -> list[str]:
+    def _cascade(self, parent: Host, now: float, events: list[Event]) -> tuple[list[str], bool]:
         """Children of ``parent`` that have missed a heartbeat and have no parent up:
-        UNREACHABLE now, not at their own deadline. Their names, nearest first."""
+        UNREACHABLE now, not at their own deadline. Their names, nearest first, and
+        whether the cascade stopped with :attr:`cascade_left` spent: the rest fall at
+        their own deadlines, a monitor's slice at a time (a core router falling with
+        100,000 hosts behind it held the reactor for seconds in one go)."""
         fallen: list[str] = []
+        more = False
         for name in self.dependencies.children_of(parent.name):
             child = self.hosts.get(name)
             if child is None or child.state is not HostState.UP or child.last_seen is None \
                     or now <= child.last_seen + self._interval(child) \
                     or self._verdict(child) != dependencies.UNREACHABLE:
                 continue
+            if self.cascade_left <= 0:
+                more = True
+                break
+            self.cascade_left -= 1
             self._dirty.add(name)
             before = len(events)
             self._unreachable(child, {"previous": "UP", "last_seen": child.last_seen,
                                       "silent_for": now - child.last_seen}, now, events)
             fallen.append(name)
             fallen.extend(events[before].data.get("unreachable", []))
-        return fallen
+            more = more or events[before].data.get("unreachable_more", False)
+        return fallen, more
 
     def unreachable_behind(self, name: str) -> list[str]:
         """The hosts behind ``name`` that are UNREACHABLE now, nearest first."""

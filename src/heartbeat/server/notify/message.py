@@ -96,7 +96,9 @@ def _behind(data: dict[str, Any]) -> str:
         return ""
     names = ", ".join(behind[:BEHIND_NAMES])
     more = f" and {len(behind) - BEHIND_NAMES} more" if len(behind) > BEHIND_NAMES else ""
-    return f"\nBehind it, now UNREACHABLE ({len(behind)}): {names}{more}."
+    count = f"{len(behind)} so far, the rest follow" if data.get("unreachable_more") \
+        else f"{len(behind)}"
+    return f"\nBehind it, now UNREACHABLE ({count}): {names}{more}."
 
 
 def _up(event: Event) -> Notification | Skip:
