@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from heartbeat.config.server import HostConfig, UserConfig
+from heartbeat.config.server import HostConfig, ServerConfig, UserConfig
 from heartbeat.server.access import Directory, HostAccess, Role, Viewer, user_json
+from heartbeat.server.notify.routing import Router
 
 USERS = {
     "ann": UserConfig(admin=True),
@@ -202,3 +205,59 @@ def test_roles_name_no_host_for_an_admin_and_few_for_the_default_owner() -> None
         None, {"db1": Role.MANAGER, "mail1": Role.OWNER, "web1": Role.OWNER})
     assert directory.roles("ghost", fleet.__contains__) == (None, {})
     assert Viewer(Directory({}, {})).roles(fleet.__contains__) == (Role.OWNER, {})
+
+
+def _privileged_by_walk(directory: Directory, config: dict[str, HostConfig], user: str) -> bool:
+    """:meth:`Directory.privileged` as a walk of every list in force."""
+    found = directory.user(user)
+    if found is None:
+        return False
+    if found.admin or user == directory.default_owner:
+        return True
+    hosts = set(config) | {h for h in HOST_NAME_LIST if directory.access_change(h)}
+    lists = [directory.access_change(h) or HostAccess(config[h].owner, tuple(config[h].managers))
+             for h in hosts]
+    return any(user == a.owner or user in a.managers for a in lists)
+
+
+HOST_NAME_LIST = ["web1", "db1", "new1", "new2", "mail1"]
+OPERATION = st.one_of(
+    st.tuples(st.just("set"), HOST_NAMES, ACCESS),
+    st.tuples(st.just("reset"), HOST_NAMES, st.none()),
+    st.tuples(st.just("delete"), NAMES, st.none()),
+    st.tuples(st.just("put"), NAMES, st.booleans()))
+
+
+@settings(max_examples=300, deadline=None)
+@given(default_owner=st.none() | NAMES,
+       config=st.dictionaries(HOST_NAMES, ACCESS, max_size=4),
+       operations=st.lists(OPERATION, max_size=8))
+def test_roles_privilege_and_recipients_follow_every_change(
+        *, default_owner: str | None, config: dict[str, HostAccess],
+        operations: list[tuple[str, str, Any]]) -> None:
+    """Asked between changes of lists and users, each user's roles, whether they are
+    privileged and who hears of each host are what a walk of the lists in force and of
+    the users gives: what the directory keeps of them follows every change."""
+    hosts = {name: HostConfig(owner=a.owner, managers=list(a.managers),
+                              monitors=list(a.monitors)) for name, a in config.items()}
+    directory = Directory(USERS | {"carl": UserConfig()}, hosts, default_owner=default_owner)
+    router = Router(ServerConfig(hosts=hosts), ["email"], directory)
+    everyone = HOST_NAME_LIST
+    for op, name, arg in [("ask", "", None), *operations]:
+        if op == "set":
+            directory.set_access(name, arg)
+        elif op == "reset":
+            directory.reset_access(name)
+        elif op == "delete":
+            directory.delete_user(name)
+        elif op == "put":
+            directory.put_user(name, UserConfig(admin=arg))
+        for user in ["ann", "olga", "mike", "nina", "zoe", "carl"]:
+            assert _every_role(directory, user, everyone) == {
+                host: directory.role(user, host) for host in everyone}
+            assert directory.privileged(user) is _privileged_by_walk(directory, hosts, user)
+        for host in everyone:
+            access = directory.access(host)
+            assert router.concerned(host) == [
+                n for n, u in directory.users.items()
+                if u.admin or n == access.owner or n in access.managers]

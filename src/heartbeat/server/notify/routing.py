@@ -55,8 +55,8 @@ class Router:
     def concerned(self, host: str) -> list[str]:
         """Users who get ``host``'s notifications: admins, its owner, its managers."""
         access = self._directory.access(host)
-        return [name for name, user in self._directory.users.items()
-                if user.admin or name == access.owner or name in access.managers]
+        return self._directory.in_user_order(
+            [*self._directory.admins(), access.owner or "", *access.managers])
 
     def _address(self, user: UserConfig, channel: str) -> str | None:
         if channel == "email":
