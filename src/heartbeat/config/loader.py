@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
-import gc
 import math
 import os
 import types
@@ -25,6 +24,8 @@ from pathlib import Path
 from typing import Any, TypeVar, Union
 
 import yaml
+
+from heartbeat.garbage import collector_paused
 
 __all__ = [
     "Check",
@@ -254,15 +255,14 @@ def parse_config(cls: type[T], text: str, source: str) -> T:
 
     A key given twice in one mapping is an error naming it (YAML would keep the last).
     """
-    collecting = gc.isenabled()
-    gc.disable()  # what reading makes is all kept: young collections would walk it again
     try:
-        data = _load_yaml(text, source)
-        if data is None:
-            data = {}
-        if not isinstance(data, dict):
-            raise ConfigError(source, "", "the top level must be a mapping of keys")
-        return _build(cls, data, "", source)
+        with collector_paused():  # what reading makes is all kept
+            data = _load_yaml(text, source)
+            if data is None:
+                data = {}
+            if not isinstance(data, dict):
+                raise ConfigError(source, "", "the top level must be a mapping of keys")
+            return _build(cls, data, "", source)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}" if mark is not None else "YAML"
@@ -277,9 +277,6 @@ def parse_config(cls: type[T], text: str, source: str) -> T:
                    if "integer string conversion" in str(e)
                    else f"a value that cannot be read: {e}")
         raise ConfigError(source, "", problem[:120]) from None
-    finally:
-        if collecting:
-            gc.enable()
 
 
 def load_config(cls: type[T], path: str | os.PathLike[str] | None) -> T:

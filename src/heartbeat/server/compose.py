@@ -12,7 +12,6 @@ the bus's error report). docs/ARCHITECTURE.md draws the table and the order.
 
 from __future__ import annotations
 
-import gc
 import os
 import re
 import sqlite3
@@ -53,6 +52,7 @@ from heartbeat.events import (
     EventBus,
     Subscriber,
 )
+from heartbeat.garbage import collector_paused
 from heartbeat.hangup import HangupService
 from heartbeat.passwords import ITERATIONS
 from heartbeat.protocol import Limits
@@ -411,11 +411,8 @@ def make_store(config: ServerConfig, registry: Registry, worker: WorkerFactory,
                          maintenance_period(config.history_retention),
                          reader=worker("heartbeat-store-read"),
                          retry_cap=config.store_retry_cap)
-    gc.disable()  # 600,000 objects at 100,000 hosts, none garbage: 20 % of the load's CPU
-    try:
+    with collector_paused():  # 600,000 objects at 100,000 hosts: 20 % of the load's CPU
         hosts = load_stored(store, load_hosts, "the hosts")
-    finally:
-        gc.enable()
     registry.restore(hosts, reactor.seconds())
     return store
 

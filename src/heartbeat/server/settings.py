@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from heartbeat.config.loader import ConfigError, load_config, parse_config
 from heartbeat.config.server import ServerConfig
+from heartbeat.garbage import collector_paused
 from heartbeat.protocol import valid_host_name
 from heartbeat.server.dependencies import DependencyGraph, find_cycle
 from heartbeat.server.jobs import JOB_NAME, JobSpec, Period, Timing, valid_uuid
@@ -180,8 +181,9 @@ def _jobs(config: ServerConfig, source: str, zone_name: str) -> tuple[JobSpec, .
 
 def load_settings(path: str | os.PathLike[str] | None) -> ServerSettings:
     """Load and check a server config file; ``None`` gives the built-in defaults."""
-    return ServerSettings.from_config(load_config(ServerConfig, path),
-                                      None if path is None else str(path))
+    with collector_paused():  # a fleet's hosts: walked to check them make no garbage
+        return ServerSettings.from_config(load_config(ServerConfig, path),
+                                          None if path is None else str(path))
 
 
 def parse_settings(text: str, source: str) -> ServerSettings:

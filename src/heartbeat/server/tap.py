@@ -27,6 +27,7 @@ from zope.interface import implementer
 import heartbeat
 from heartbeat.config.loader import ConfigError, default_config_path
 from heartbeat.config.server import ServerConfig
+from heartbeat.garbage import collector_paused
 from heartbeat.server.compose import (
     Seams,
     build,
@@ -217,7 +218,8 @@ def makeService(options: Options | dict[str, Any], reactor: Any = None,
     config = settings.config
     if config.logfile:
         add_logfile(config.logfile, reactor)
-    server = build(settings, reactor, seams=seams)
+    with collector_paused():  # what the build makes lives as long as the process
+        server = build(settings, reactor, seams=seams)
     # What exists once running (modules, config, restored hosts) lives as long as the
     # process: moved out of the collector's sight, full collections stay short.
     reactor.callWhenRunning(gc.freeze)
