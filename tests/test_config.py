@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from heartbeat.config.agent import AgentConfig
-from heartbeat.config.loader import ConfigError, default_config_path, parse_config
+from heartbeat.config.loader import ConfigError, _load_yaml, default_config_path, parse_config
 from heartbeat.config.masking import SECRET_MASK, masked, settings_view
 from heartbeat.config.server import SERVER_DEFAULTS, EmailConfig, HostConfig, ServerConfig
 from heartbeat.server.settings import load_settings
@@ -263,3 +267,32 @@ def test_reading_a_config_leaves_the_collector_as_it_found_it(
         assert gc.isenabled() is collecting
     finally:
         gc.enable()
+
+
+YAML_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False)
+    | st.text(max_size=12) | st.sampled_from(["yes", "no", "1e3", "0x1f", "~", "2026-12-04",
+                                                "010", ".inf", "null", "12:30"]),
+    lambda children: st.lists(children, max_size=4)
+    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    max_leaves=20)
+
+
+@settings(max_examples=300, deadline=None)
+@given(document=YAML_VALUES, style=st.sampled_from([None, False, True]))
+def test_the_config_reader_reads_yaml_as_pyyaml_does(document: Any, style: bool | None) -> None:
+    """What the loader reads (libyaml, strings taken as their nodes' values) is what
+    yaml.safe_load reads, whatever the values and however they are written."""
+    text = yaml.safe_dump(document, default_flow_style=style, allow_unicode=True)
+    assert _load_yaml(text, "x.yaml") == yaml.safe_load(text)
+
+
+@pytest.mark.parametrize("text", [
+    "base: &b {interval: 30, tags: [web]}\nhosts:\n  web1: {<<: *b, owner: ann}\n"
+    "  web2:\n    <<: *b\n    interval: 60\n",
+    "a: !!str 12\nb: !!int '7'\n",
+    "when: 2026-12-04 10:00:00\nset: !!set {a, b}\nbytes: !!binary aGVsbG8=\n",
+    "names: &n [a, b]\nagain: *n\n",
+])
+def test_anchors_merges_and_tags_read_as_pyyaml_does(text: str) -> None:
+    assert _load_yaml(text, "x.yaml") == yaml.safe_load(text)

@@ -21,7 +21,7 @@ import typing
 from collections.abc import Callable, Mapping
 from dataclasses import field
 from pathlib import Path
-from typing import Any, TypeVar, Union
+from typing import Any, Final, TypeVar, Union
 
 import yaml
 
@@ -219,10 +219,20 @@ def _duplicate_key(node: yaml.Node, path: str = "") -> tuple[str, int, int] | No
     return None
 
 
-_SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-"""libyaml's safe loader where PyYAML was built with it (its wheels are): the same
-documents and nodes, read some ten times as fast, which a ``hosts:`` section of a
-fleet's inventory needs (10,000 hosts took 5 s to read in Python)."""
+_STR_TAG: Final = "tag:yaml.org,2002:str"
+
+
+class _SafeLoader(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):  # type: ignore[misc]
+    """libyaml's safe loader where PyYAML was built with it (its wheels are): the same
+    documents and nodes, read some ten times as fast, which a ``hosts:`` section of a
+    fleet's inventory needs (10,000 hosts took 5 s to read in Python). A string is
+    its node's value, as PyYAML's constructor makes it, without the constructor's
+    bookkeeping: most of a config's nodes are strings."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        if node.tag == _STR_TAG and type(node) is yaml.ScalarNode:
+            return node.value
+        return super().construct_object(node, deep)
 
 
 def _load_yaml(text: str, source: str) -> Any:
