@@ -7,8 +7,16 @@ import time
 import pytest
 
 from heartbeat.events import ALERT, HOST_BOOT, HOST_DOWN, HOST_MESSAGE, HOST_NEW, HOST_UP, Event
+from heartbeat.server.notices import Notice
 from heartbeat.server.notify.base import Notification, redact
-from heartbeat.server.notify.message import Skip, digest, duration, notification_for
+from heartbeat.server.notify.message import (
+    DIGEST_LINES,
+    Overflow,
+    Skip,
+    digest,
+    duration,
+    notification_for,
+)
 
 TS = 1711234567.0
 
@@ -146,18 +154,44 @@ def test_long_digest_lists_the_first_events_and_counts_the_rest() -> None:
                     "... and 3 more"]
 
 
+def _overflow(notes: list[Notification], listed: int = DIGEST_LINES) -> Overflow:
+    beyond = Overflow(notes[0].recipients, listed)
+    for note in notes:
+        beyond.add(note)
+    return beyond
+
+
 def test_a_digest_counts_what_the_storm_could_not_keep() -> None:
-    """Notifications past notify_queue_limit are not listed but counted, hosts too (one
-    host twice counts once), with the level of the worst; alone they still make one."""
+    """Notifications past notify_queue_limit are counted, hosts too (one host twice counts
+    once), with the level of the worst and the time of the last; they are listed after
+    the held ones while lines are left, and alone they still make one digest."""
     items = [Notification(f"DOWN: h{n}", "", "warning", (f"h{n}",), HOST_DOWN, TS, ("a",))
              for n in range(3)]
     beyond = [Notification(f"DOWN: h{n}", "", "critical", (f"h{n}",), HOST_DOWN, TS + n,
                            ("a",)) for n in range(2, 6)]
-    made = digest(items, max_lines=2, beyond=beyond)
-    assert (made.title, made.level, made.hosts, made.ts) == (
-        "7 events on 6 hosts", "critical", ("h0", "h1", "h2"), TS + 5)
+    made = digest(items, max_lines=2, beyond=_overflow(beyond))
+    assert (made.title, made.level, made.hosts, made.ts, made.recipients) == (
+        "7 events on 6 hosts", "critical", ("h0", "h1", "h2"), TS + 5, ("a",))
     assert made.body.splitlines()[2:] == [
-        "... and 5 more", "(4 of them past notify_queue_limit, not kept for this message: "
-        "the journal has every event)"]
-    alone = digest([], beyond=beyond[:1])
-    assert (alone.title, alone.body.splitlines()[0]) == ("1 event on 1 host", "... and 1 more")
+        "... and 5 more", "(4 of them past notify_queue_limit: the journal has every event)"]
+    listed = digest(items[:1], max_lines=4, beyond=_overflow(beyond)).body.splitlines()
+    assert [line.split(" ", 1)[1] for line in listed[:4]] == [
+        "DOWN: h0", "DOWN: h2", "DOWN: h3", "DOWN: h4"]
+    assert listed[4:] == [
+        "... and 1 more", "(4 of them past notify_queue_limit: the journal has every event)"]
+    alone = digest([], beyond=_overflow(beyond[:1]))
+    assert (alone.title, alone.hosts, alone.recipients) == ("1 event on 1 host", (), ("a",))
+    assert alone.body.splitlines()[0] == f"{at(TS + 2, '%H:%M:%S')} DOWN: h2"
+
+
+def test_an_overflow_keeps_what_its_digest_lists_and_counts_the_rest() -> None:
+    """Past the first ``listed`` notifications only the count, hosts, worst level, last
+    time and notices stay: a fleet's fall past the limit costs a name and a notice each."""
+    notes = [Notification(f"DOWN: h{n % 3}", "", level, (f"h{n % 3}",), HOST_DOWN, TS + n,
+                          ("a",), (Notice(f"host:h{n % 3}", "down"),))
+             for n, level in enumerate(["info", "critical", "warning", "info", "info"])]
+    beyond = _overflow(notes, listed=2)
+    assert beyond.first == notes[:2]
+    assert (beyond.count, list(beyond.hosts), beyond.level, beyond.ts) == (
+        5, ["h0", "h1", "h2"], "critical", TS + 4)
+    assert beyond.notices == [note.notices[0] for note in notes]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from heartbeat.events import (
@@ -19,6 +19,7 @@ from heartbeat.events import (
     PROBLEM_STILL,
     Event,
 )
+from heartbeat.server.notices import Notice
 from heartbeat.server.notify.base import Notification, level_rank
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "DIGEST_LINES",
     "NOTIFIED_KINDS",
     "RECOVERY_MIN_DOWN",
+    "Overflow",
     "Skip",
     "digest",
     "duration",
@@ -269,30 +271,68 @@ def _digest_line(item: Notification) -> str:
     return f"{line}: {first}" if first else line
 
 
+@dataclass
+class Overflow:
+    """One recipient set's notifications past ``notify_queue_limit`` in a storm's window.
+
+    Not queued, but not lost from the digest either. A fleet's fall makes one digest per
+    recipient set, and each set's digest names its own hosts, however many sets filled
+    the limit first: a set keeps its first ``listed`` notifications whole, what its
+    digest can list, and of the rest what the digest and the drop report say (count,
+    hosts, worst level, last time, the notices to mark), not the notifications.
+    """
+
+    recipients: tuple[str, ...]
+    listed: int = DIGEST_LINES
+    first: list[Notification] = field(default_factory=list)
+    count: int = 0
+    hosts: dict[str, None] = field(default_factory=dict)
+    level: str | None = None
+    ts: float = 0.0
+    notices: list[Notice] = field(default_factory=list)
+
+    def add(self, note: Notification) -> None:
+        self.count += 1
+        if len(self.first) < self.listed:
+            self.first.append(note)
+        self.hosts.update(dict.fromkeys(note.hosts))
+        if self.level is None or level_rank(note.level) > level_rank(self.level):
+            self.level = note.level
+        self.ts = note.ts
+        self.notices.extend(note.notices)
+
+
 def digest(items: Sequence[Notification], max_lines: int = DIGEST_LINES,
-           beyond: Sequence[Notification] = ()) -> Notification:
+           beyond: Overflow | None = None) -> Notification:
     """One message listing ``items`` (same recipients), instead of one message each.
 
     At most ``max_lines`` events are listed, then a count of the rest: a digest has
     to fit the smallest channel (Pushover: 1024 characters shown). ``beyond`` are the
-    same recipients' notifications the storm could not keep (``notify_queue_limit``):
-    not listed, but counted, so a digest of a fleet's fall says how big it is.
+    same recipients' notifications the storm could not hold (``notify_queue_limit``):
+    listed after ``items`` while lines are left, and counted, so a digest of a fleet's
+    fall says how big it is and names the recipients' own hosts.
     """
-    if len(items) == 1 and not beyond:
-        return items[0]
-    every = [*items, *beyond]
+    if beyond is None or not beyond.count:
+        if len(items) == 1:
+            return items[0]
+        beyond = None
+    count = len(items) + (beyond.count if beyond else 0)
     hosts = tuple(dict.fromkeys(host for item in items for host in item.hosts))
-    everywhere = len(set(hosts).union(*(item.hosts for item in beyond)))
-    level = max((item.level for item in every), key=level_rank)
-    title = (f"{len(every)} event{'s' if len(every) != 1 else ''} on {everywhere} "
+    everywhere = len(set(hosts).union(beyond.hosts) if beyond else hosts)
+    levels = [item.level for item in items]
+    if beyond and beyond.level is not None:
+        levels.append(beyond.level)
+    level = max(levels, key=level_rank)
+    title = (f"{count} event{'s' if count != 1 else ''} on {everywhere} "
              f"host{'s' if everywhere != 1 else ''}")
-    lines = [_digest_line(item) for item in items[:max_lines]]
-    rest = max(0, len(items) - max_lines) + len(beyond)
-    if rest:
-        lines.append(f"... and {rest} more")
+    shown = [*items, *(beyond.first if beyond else ())][:max_lines]
+    lines = [_digest_line(item) for item in shown]
+    if count > len(shown):
+        lines.append(f"... and {count - len(shown)} more")
     if beyond:
-        lines.append(f"({len(beyond)} of them past notify_queue_limit, not kept for this "
-                     f"message: the journal has every event)")
-    return Notification(title, "\n".join(lines), level, hosts, DIGEST, every[-1].ts,
-                        every[0].recipients,
+        lines.append(f"({beyond.count} of them past notify_queue_limit: the journal has "
+                     f"every event)")
+    return Notification(title, "\n".join(lines), level, hosts, DIGEST,
+                        beyond.ts if beyond else items[-1].ts,
+                        beyond.recipients if beyond else items[0].recipients,
                         tuple(notice for item in items for notice in item.notices))

@@ -40,7 +40,13 @@ from heartbeat.config.server import ServerConfig
 from heartbeat.events import Event, EventBus
 from heartbeat.server.notices import Notice, NoticeLedger, notice_of
 from heartbeat.server.notify.base import Channel, DeliveryError, Notification, redact
-from heartbeat.server.notify.message import NOTIFIED_KINDS, Skip, digest, notification_for
+from heartbeat.server.notify.message import (
+    NOTIFIED_KINDS,
+    Overflow,
+    Skip,
+    digest,
+    notification_for,
+)
 from heartbeat.server.notify.routing import Router
 from heartbeat.server.retry import Backoff, Failed, RetryLane, Try
 from heartbeat.server.suppression import Suppression
@@ -114,7 +120,7 @@ class _Lane:
             queue_limit=settings.queue_limit, order=_sequence)
         self.recent: deque[tuple[float, str]] = deque()
         self.held: list[Notification] | None = None  # not None while a storm lasts
-        self.overflow: list[Notification] = []  # held beyond queue_limit: dropped, reported once
+        self.overflow: dict[tuple[str, ...], Overflow] = {}  # past queue_limit, per recipients
         self.overflow_dropped = 0
         self.digest_call: IDelayedCall | None = None
         self.digests = 0
@@ -131,7 +137,10 @@ class _Lane:
             if len(self.held) < self.settings.queue_limit:
                 self.held.append(note)
             else:
-                self.overflow.append(note)
+                beyond = self.overflow.get(note.recipients)
+                if beyond is None:
+                    beyond = self.overflow[note.recipients] = Overflow(note.recipients)
+                beyond.add(note)
             return
         now = self.clock.seconds()
         while self.recent and self.recent[0][0] <= now - self.settings.window:
@@ -159,13 +168,14 @@ class _Lane:
         overflow = self.overflow
         if overflow:
             self.drop_overflow()
-        groups: dict[tuple[str, ...], tuple[list[Notification], list[Notification]]] = {}
+        groups: dict[tuple[str, ...], list[Notification]] = {}
         for note in held:
-            groups.setdefault(note.recipients, ([], []))[0].append(note)
-        for note in overflow:
-            groups.setdefault(note.recipients, ([], []))[1].append(note)
-        for group, beyond in groups.values():
-            if len(group) + len(beyond) > 1:
+            groups.setdefault(note.recipients, []).append(note)
+        for recipients in overflow:
+            groups.setdefault(recipients, [])
+        for recipients, group in groups.items():
+            beyond = overflow.get(recipients)
+            if len(group) + (beyond.count if beyond else 0) > 1:
                 self.digests += 1
                 self.digested += len(group)
             self.enqueue(digest(group, beyond=beyond))
@@ -189,12 +199,13 @@ class _Lane:
 
     def drop_overflow(self) -> None:
         """One log line and one event for a window's worth of notifications beyond the limit."""
-        dropped, self.overflow = self.overflow, []
-        self.overflow_dropped += len(dropped)
-        for note in dropped:
-            self.service.settled(note)
-        hosts = sorted({host for note in dropped for host in note.hosts})
-        reason = (f"{len(dropped)} notification(s) beyond the digest's limit of "
+        dropped, self.overflow = list(self.overflow.values()), {}
+        count = sum(beyond.count for beyond in dropped)
+        self.overflow_dropped += count
+        for beyond in dropped:
+            self.service.settled_notices(beyond.notices)
+        hosts = sorted({host for beyond in dropped for host in beyond.hosts})
+        reason = (f"{count} notification(s) beyond the digest's limit of "
                   f"{self.settings.queue_limit}")
         log.warn("notify: {channel}: dropped {reason}", channel=self.channel.name, reason=reason)
         self.service.publish(NOTIFY_DROPPED, "", {
@@ -342,8 +353,11 @@ class NotifierService(Service):
 
     def settled(self, note: Notification) -> None:
         """A notification sent or given up on: its marks are written with the next batch."""
-        if self.ledger is not None and note.notices:
-            self.ledger.settled(note.notices, self.clock.seconds())
+        self.settled_notices(note.notices)
+
+    def settled_notices(self, notices: Sequence[Notice]) -> None:
+        if self.ledger is not None and notices:
+            self.ledger.settled(notices, self.clock.seconds())
 
     def publish(self, kind: str, host: str, data: dict[str, Any]) -> None:
         self.bus.publish(Event(kind, host, self.clock.seconds(), data))
