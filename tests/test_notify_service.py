@@ -316,6 +316,28 @@ def test_every_recipients_digest_names_their_hosts_past_the_queue_limit() -> Non
     assert rig.status("email")["dropped_queue_full"] == 12
 
 
+def test_a_storms_digests_pass_a_full_queue() -> None:
+    """A window's digests, one per set of recipients, all go however many sets there are:
+    the queue's bound is for single notifications (found with 2,000 owners: the limit
+    of 1,000 dropped 996 digests, and their owners heard nothing of their hosts' fall)."""
+    users = "".join(f"  u{u}: {{email: u{u}@example.com, notification_channels: [email]}}\n"
+                    for u in range(6))
+    hosts = "".join(f"  u{u}-h: {{owner: u{u}}}\n" for u in range(6))
+    rig = Rig(config=f"email: {{to: [ops@example.com]}}\nusers:\n{users}hosts:\n{hosts}",
+              channels=("email",), burst=1, queue_limit=2, max_in_flight=1)
+    for u in range(6):
+        rig.down(f"u{u}-h")
+    rig.channels["email"].answer_all()
+    rig.clock.advance(30)
+    rig.channels["email"].answer_all()  # max_in_flight 1: each answer lets the next go
+    assert sorted(n.recipients[1] for _, n, _ in rig.channels["email"].calls) == [
+        f"u{u}@example.com" for u in range(6)]
+    assert rig.status("email")["dropped_queue_full"] == 3  # past the held limit, in digests
+    assert rig.status("email")["sent"] == 6
+    assert rig.kinds("notify.dropped")[0][2]["title"] == "storm overflow"
+    assert len(rig.kinds("notify.dropped")) == 1
+
+
 def test_a_storms_overflow_is_marked_when_its_digest_goes() -> None:
     """With servers sharing a store, what came past notify_queue_limit is marked settled
     once, when the window's digest goes, and what was held once that digest is sent."""

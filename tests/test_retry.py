@@ -153,6 +153,21 @@ def test_queue_limit_and_close() -> None:
     assert (later.stats.abandoned, stopping.called) == (1, False)
 
 
+def test_an_unbounded_offer_passes_a_full_queue_and_still_counts() -> None:
+    """``bounded=False`` queues past queue_limit; what it queued fills the queue for the
+    bounded offers after it, and goes in its turn."""
+    clock, peer = Clock(), Peer()
+    retry = lane(clock, peer, queue_limit=1, max_in_flight=1)
+    assert [retry.offer((name, name)) for name in ("a", "b", "c")] == [True, True, False]
+    assert retry.offer(("d", "d"), bounded=False) is True
+    assert retry.offer(("e", "e")) is False
+    for _ in range(3):
+        peer.calls[-1][1].callback(None)
+    assert [name for name, _ in peer.calls] == ["a", "b", "d"]
+    assert [entry for entry in peer.log if entry[0] == "dropped"] == [
+        ("dropped", "c", "queue full (1 waiting)"), ("dropped", "e", "queue full (1 waiting)")]
+
+
 class BatchPeer(Peer):
     """Answers at once: a batch fails while the peer is down or when it holds an item the
     peer refuses (as one DNS update message is all or nothing)."""

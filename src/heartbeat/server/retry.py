@@ -160,9 +160,10 @@ class RetryLane(Generic[T]):
         self._pumping = False
 
     # -- queue
-    def offer(self, item: T) -> bool:
+    def offer(self, item: T, *, bounded: bool = True) -> bool:
         """Queue ``item`` (replacing a queued or waiting one with its key); False if the
-        queue is full and it was dropped (reported)."""
+        queue is full and it was dropped (reported). ``bounded=False`` queues it past
+        ``queue_limit``, for an item its owner bounds otherwise."""
         key = self._key(item) if self._key is not None else object()
         older = self._keyed.pop(key, None)
         if older is not None:
@@ -174,7 +175,7 @@ class RetryLane(Generic[T]):
                 self._done(older)
             else:
                 self.queue.remove(older)
-        elif self.queue_limit is not None and self.pending >= self.queue_limit:
+        elif bounded and self.queue_limit is not None and self.pending >= self.queue_limit:
             self.stats.dropped += 1
             self.report.dropped(item, f"queue full ({self.queue_limit} waiting)")
             return False

@@ -178,7 +178,7 @@ class _Lane:
             if len(group) + (beyond.count if beyond else 0) > 1:
                 self.digests += 1
                 self.digested += len(group)
-            self.enqueue(digest(group, beyond=beyond))
+            self.enqueue(digest(group, beyond=beyond), bounded=False)
         hosts = [host for note in held for host in note.hosts]
         if len(set(hosts)) <= self.settings.burst:
             self.held = None
@@ -190,12 +190,17 @@ class _Lane:
         if again:
             self.digest_call = self.clock.callLater(self.settings.window, self.send_digest)
 
-    def enqueue(self, note: Notification) -> None:
-        """Into the retry lane, split to the channel's recipients per send."""
+    def enqueue(self, note: Notification, *, bounded: bool = True) -> None:
+        """Into the retry lane, split to the channel's recipients per send.
+
+        A storm's digests are not ``bounded`` by ``notify_queue_limit``: a window makes
+        at most one per set of recipients, and it is all each set hears of the storm
+        (a fleet's fall with 2,000 owners queued 2,000 at once, and the limit of 1,000
+        left 996 owners without a word)."""
         size, recipients = self.channel.max_recipients, note.recipients
         chunks = [recipients[i:i + size] for i in range(0, len(recipients), size)] or [()]
         for part in chunks:
-            self.retry.offer(replace(note, recipients=part))
+            self.retry.offer(replace(note, recipients=part), bounded=bounded)
 
     def drop_overflow(self) -> None:
         """One log line and one event for a window's worth of notifications beyond the limit."""
