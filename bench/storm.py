@@ -108,6 +108,9 @@ def main() -> int:
     parser.add_argument("--quiet", type=float, default=40.0,
                         help="seconds without a mail, the fleet DOWN, that end the run "
                              "(longer than notify_window)")
+    parser.add_argument("--maintenance", action="store_true",
+                        help="the fleet falls inside a maintenance window of every host "
+                             "(none mailed), which then ends: each host STILL DOWN")
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args()
     if not 1 <= args.users <= args.hosts:
@@ -133,21 +136,47 @@ def main() -> int:
             server.log_in()
             bring_in(server, heartbeats(args.hosts, args.interval),
                      lambda s: s["hosts"]["UP"] == args.hosts)
+            window = None
+            figures_window: dict[str, float] = {}
+            if args.maintenance:
+                code, body = server.request("POST", "/api/0/maintenance", {
+                    "hosts": ["host*"], "start": time.time(), "duration": "2h",
+                    "comment": "the fleet's link"})
+                if code != 201:
+                    raise RuntimeError(f"POST /api/0/maintenance: {code} {body}")
+                window = body["id"]
             print(f"{args.hosts:,} hosts UP, owned by {args.users:,} users; "
-                  f"the fleet falls silent", flush=True)
+                  f"the fleet falls silent{' in maintenance' if window else ''}", flush=True)
             stop = time.monotonic() + args.timeout
             first = fallen = None
             status: dict[str, Any] = {}
+            slowest = 0.0
             while time.monotonic() < stop:
+                asked = time.monotonic()
                 status = server.get("/api/0/status")
+                slowest = max(slowest, time.monotonic() - asked)
                 down = status["hosts"]["DOWN"]
                 if down and first is None:
                     first = time.monotonic()
                 if down == args.hosts and fallen is None:
                     fallen = time.monotonic()
+                    if window is not None:
+                        time.sleep(args.quiet)  # every DOWN held; then the window ends
+                        held = len(sink.received)
+                        print(f"all DOWN in maintenance, {held} mails; the window ends",
+                              flush=True)
+                        first = fallen = time.monotonic()
+                        code, body = server.request("DELETE", f"/api/0/maintenance/{window}")
+                        if code != 200:
+                            raise RuntimeError(f"DELETE the window: {code} {body}")
+                        figures_window = {"delete_ms": round((time.monotonic() - first) * 1000, 1),
+                                          "status_slowest_in_maintenance_ms":
+                                              round(slowest * 1000, 1)}
+                        slowest = 0.0
+                        window = None
                 if fallen is not None and time.monotonic() - max(sink.last, fallen) > args.quiet:
                     break
-                time.sleep(0.5)
+                time.sleep(0.1)
             else:
                 print(f"not done within {args.timeout:.0f} s: {status.get('hosts')}, "
                       f"{len(sink.received)} mails")
@@ -155,6 +184,12 @@ def main() -> int:
             assert first is not None
             figures = report(list(sink.received), args.hosts, args.users)
             figures["first_down_to_last_mail_s"] = round(sink.last - first, 1)
+            figures["status_slowest_ms"] = round(slowest * 1000, 1)
+            if args.maintenance:
+                figures.update(figures_window)
+                figures["mails_in_maintenance"] = held
+                figures["problems_released"] = status["operations"]["released"] \
+                    if "operations" in status else None
             channel = status["notify"]["channels"]["email"]
             figures["email"] = {key: channel[key] for key in (
                 "sent", "digests", "digested", "dropped_queue_full", "gave_up")}

@@ -15,7 +15,7 @@ from heartbeat.server.acks import AckBook
 from heartbeat.server.dependencies import DependencyGraph
 from heartbeat.server.flapping import FlapDetector
 from heartbeat.server.maintenance import MaintenanceCalendar
-from heartbeat.server.operations import OperationsService, load_operations
+from heartbeat.server.operations import RELEASE_SLICE, OperationsService, load_operations
 from heartbeat.server.registry import Registry
 from heartbeat.server.serial import ImmediateWorker
 from heartbeat.server.silences import SilenceBook
@@ -129,6 +129,58 @@ class WindowTests:
             ("web1", T0 + 300, {"key": "host.down", "level": "DOWN", "reason": "maintenance",
                                 "label": "maintenance '1'", "since": T0 + 100,
                                 "held_since": T0 + 100})]
+
+    def test_a_fleets_problems_are_released_a_slice_a_turn(self, ops: Ops) -> None:
+        """A window over 2,500 DOWN hosts that ends releases RELEASE_SLICE (1,000) of them
+        a turn of the reactor, each once, until all are; the DELETE's own turn takes one
+        slice (100,000 at once held the reactor 2.7 s)."""
+        names = [f"host{n:05d}" for n in range(2500)]
+        window = ops.service.add_window({"hosts": ["host*"], "start": T0, "duration": 300},
+                                        "alice")
+        for name in names:
+            ops.beat(name)
+        ops.clock.advance(100)
+        for down in ops.registry.expire(ops.clock.seconds()):
+            assert ops.suppression.decide(down, ops.clock.seconds()) is not None
+        ops.kinds()
+
+        def still() -> list[str]:
+            found = [e.host for e in ops.events if e.kind == PROBLEM_STILL]
+            ops.events.clear()
+            return found
+
+        ops.service.delete_window(window.id, "alice")
+        first = still()
+        assert len(first) == RELEASE_SLICE and ops.suppression.releasing
+        assert [c.getTime() for c in ops.clock.getDelayedCalls()
+                if c.func == ops.service._release] == [T0 + 100]  # the next turn
+        ops.clock.advance(0)  # Clock runs the turns that follow at once
+        rest = still()
+        assert sorted(first + rest) == names and not ops.suppression.releasing
+        assert ops.suppression.held() == [] and ops.service.to_json()["released"] == 2500
+        ops.clock.advance(0)
+        assert still() == []
+
+    def test_a_change_during_a_release_is_walked_after_it(self, ops: Ops) -> None:
+        """A problem held when a walk began but released by a change during it (a second
+        window ending) is released by the walk that follows; none twice."""
+        names = [f"host{n:05d}" for n in range(1500)]
+        fleet = ops.service.add_window({"hosts": ["host*"], "start": T0, "duration": 300},
+                                       "alice")
+        for name in ["db1", *names]:  # db1 first: looked at in the first slice, held
+            ops.beat(name)
+        db = ops.service.add_window({"hosts": ["db1"], "start": T0, "duration": 300}, "bob")
+        ops.clock.advance(100)
+        for down in ops.registry.expire(ops.clock.seconds()):
+            ops.suppression.decide(down, ops.clock.seconds())
+        ops.kinds()
+        ops.service.delete_window(fleet.id, "alice")  # db1 still held by its own window
+        ops.service.delete_window(db.id, "bob")  # during the walk
+        released = [e.host for e in ops.events if e.kind == PROBLEM_STILL]
+        while ops.suppression.releasing:
+            ops.clock.advance(0)
+            released = [e.host for e in ops.events if e.kind == PROBLEM_STILL]
+        assert sorted(released) == sorted([*names, "db1"])
 
     def test_deleting_an_open_window_ends_it_now(self, ops: Ops) -> None:
         """Deleting an open window journals its deletion and its end, and releases."""

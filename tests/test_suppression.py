@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 from heartbeat.events import (
@@ -37,8 +38,8 @@ class Fixture:
         self.decision = Suppression(self.calendar, self.silences, self.acks)
         self.problems: dict[tuple[str, str], str] = {}
 
-    def window(self, start: float, end: float, *hosts: str) -> None:
-        self.calendar.put(MaintenanceWindow("patch", HostSelector(hosts), OneOffWindow(start, end),
+    def window(self, start: float, end: float, *hosts: str, name: str = "patch") -> None:
+        self.calendar.put(MaintenanceWindow(name, HostSelector(hosts), OneOffWindow(start, end),
                                             "UTC", comment="kernel"))
 
     def silence(self, start: float, end: float, host: str, metric: str = "*") -> None:
@@ -116,6 +117,58 @@ class MaintenanceTests:
         f.decide(ALERT, 120, **alert("OK", cleared=True))
         f.decide(HOST_DOWN, 130, host="web2")
         assert f.released(200) == [] and f.decision.held() == []
+
+
+class ReleaseWalkTests:
+    def test_a_walk_looks_at_a_slice_a_call_and_ends_where_one_call_does(self) -> None:
+        """With a limit each call looks at that many held problems at most (released or
+        not), and the calls together release what one call without a limit does."""
+        def fleet() -> Fixture:
+            f = Fixture()
+            f.window(100, 200, "web*")
+            f.window(100, 300, "web1?", name="longer")  # still holds web10-web19 at 200
+            for n in range(25):
+                event = Event(HOST_DOWN, f"web{n}", 150, {"reason": "timeout"})
+                assert f.decision.decide(event, 150) is not None
+                f.problems[f"web{n}", "host.down"] = "DOWN"
+            del f.problems["web3", "host.down"]  # gone meanwhile
+            return f
+
+        whole = fleet().released(200)
+        sliced, f, parts = [], fleet(), []
+        looked: list[str] = []
+        current = f.problems.get
+
+        def counting(host: str, key: str) -> str | None:
+            looked.append(host)
+            return current((host, key))
+
+        while True:
+            parts.append(len(looked))
+            sliced += f.decision.released(200, counting, limit=10)
+            if not f.decision.releasing:
+                break
+        assert [b - a for a, b in pairwise(parts)] == [10, 10]
+        assert len(looked) - parts[-1] == 5
+        assert sliced == whole and len(whole) == 14
+        assert sorted(h.host for h in f.decision.held()) == sorted(f"web1{n}" for n in range(10))
+
+    def test_walk_again_walks_what_a_change_released_meanwhile(self) -> None:
+        """A change during a walk (walk_again) brings a second walk over every problem
+        still held once the first ends: what the change released goes then, once."""
+        f = Fixture()
+        f.window(100, 200, "web*")
+        f.window(100, 300, "web0", name="longer")
+        for n in range(4):
+            f.decision.decide(Event(HOST_DOWN, f"web{n}", 150, {"reason": "timeout"}), 150)
+            f.problems[f"web{n}", "host.down"] = "DOWN"
+        first = f.decision.released(250, lambda h, k: f.problems.get((h, k)), limit=2)
+        f.calendar.remove("longer")  # web0 is free now
+        f.decision.walk_again()
+        rest: list[HeldProblem] = []
+        while f.decision.releasing:
+            rest += f.decision.released(250, lambda h, k: f.problems.get((h, k)), limit=2)
+        assert sorted(h.host for h in first + rest) == ["web0", "web1", "web2", "web3"]
 
 
 class SilenceTests:

@@ -88,6 +88,9 @@ SHARED_TABLES: Final = frozenset({MAINTENANCE_WINDOWS.name, SILENCES.name, ACKNO
 """What the leader changed that a follower reads again ("*": anything, after the shared
 store's listener reconnected)."""
 MAX_WAIT: Final = 3600.0
+RELEASE_SLICE: Final = 1000
+"""Held problems looked at in one turn of the reactor when windows or silences end (about
+30 ms: each released one is a ``problem.still`` event); the rest follow in the next turns."""
 """The timer looks again at least this often (s), so a clock step cannot strand it."""
 _STATES: Final = {HOST_DOWN: HostState.DOWN.value, HOST_UNREACHABLE: HostState.UNREACHABLE.value,
                   HOST_UP: HostState.UP.value}
@@ -159,6 +162,7 @@ class OperationsService(Service):
         self._open: dict[str, MaintenanceWindow] = {}
         self._active: set[str] = set()
         self._call: IDelayedCall | None = None
+        self._release_call: IDelayedCall | None = None
         self._writes: list[Write] = []
         self.released = 0
         self.leading = True
@@ -245,18 +249,34 @@ class OperationsService(Service):
 
     def stopService(self) -> None:
         super().stopService()
-        if self._call is not None and self._call.active():
-            self._call.cancel()
-        self._call = None
+        for call in (self._call, self._release_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._call = self._release_call = None
 
     def check(self) -> None:
         """Journal what opened, closed, started or ended; release held problems; re-arm."""
+        self.suppression.walk_again()
         try:
             self._check(self.clock.seconds())
         except Exception:
             log.failure("operations: checking windows and silences failed; trying again later")
         if self.running:
             self._arm()
+
+    def _release(self) -> None:
+        """The next :data:`RELEASE_SLICE` of a walk of the held problems."""
+        self._release_call = None
+        now = self.clock.seconds()
+        try:
+            for held in self.suppression.released(now, self._current, RELEASE_SLICE):
+                self.released += 1
+                self._event(PROBLEM_STILL, held.host, self._still(held), now)
+        except Exception:
+            log.failure("operations: releasing held problems failed; trying again later")
+            return
+        if self.running and self.suppression.releasing and self._release_call is None:
+            self._release_call = self.clock.callLater(0, self._release)
 
     def _check(self, now: float) -> None:
         open_now = {w.id: w for w in self.calendar.open(now)}
@@ -276,9 +296,8 @@ class OperationsService(Service):
             if ended is not None:
                 self._event(SILENCE_ENDED, _silence_host(ended), ended.to_json(now), now)
         self._active = set(active)
-        for held in self.suppression.released(now, self._current):
-            self.released += 1
-            self._event(PROBLEM_STILL, held.host, self._still(held), now)
+        if self._release_call is None:
+            self._release()
         for silence_id in self.silences.purge(now - self.retention):
             self._writes.append(_delete(SILENCES, silence_id))
 

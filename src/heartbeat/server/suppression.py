@@ -121,6 +121,9 @@ class Suppression:
         self.acks = acks
         self._held: dict[tuple[str, str], HeldProblem] = {}
         self._dirty: set[tuple[str, str]] = set()
+        self._walk: list[tuple[str, str]] | None = None
+        """The held problems :meth:`released` has yet to look at, while a walk lasts."""
+        self._walk_again = False
 
     # What holds a host's notices
     def hold(self, host: str, subject: str, now: float) -> Hold | None:
@@ -260,16 +263,30 @@ class Suppression:
             h for h in self._held.values() if h.host == host)
         return sorted(found, key=lambda h: (h.host, h.key))
 
-    def released(self, now: float,
-                 current: Callable[[str, str], str | None]) -> list[HeldProblem]:
+    def released(self, now: float, current: Callable[[str, str], str | None],
+                 limit: int | None = None) -> list[HeldProblem]:
         """Held problems nothing holds any more and that are still there, once each.
 
         ``current(host, key)`` is the problem's level now (``DOWN``, ``CRITICAL``...),
         or None when it is gone. A problem acknowledged at its level is dropped
         without a notice; one still held stays remembered.
+
+        With ``limit``, one call looks at that many held problems at most, and the
+        next goes on where it stopped (:attr:`releasing` while there are more): a
+        window over a fleet that ends with 100,000 hosts DOWN released them in one
+        turn of the reactor, 2.7 s without an answer. A walk looks at the problems
+        held when it began; :meth:`walk_again` asks for another once it ends, for a
+        change during it.
         """
+        if self._walk is None:
+            self._walk, self._walk_again = list(self._held), False
+        walk = self._walk
+        taken = len(walk) if limit is None else min(limit, len(walk))
         out = []
-        for (host, key), held in list(self._held.items()):
+        for host, key in walk[:taken]:
+            held = self._held.get((host, key))
+            if held is None:
+                continue
             level = current(host, key)
             if level is None:
                 self._forget(host, key)
@@ -281,7 +298,21 @@ class Suppression:
             target = HOST_TARGET if key == DOWN_KEY else key
             if self.acks.holding(host, target, level) is None:
                 out.append(replace(held, level=level))
+        del walk[:taken]
+        if not walk:
+            self._walk = list(self._held) if self._walk_again and self._held else None
+            self._walk_again = False
         return out
+
+    @property
+    def releasing(self) -> bool:
+        """A walk of :meth:`released` is unfinished: call it again."""
+        return self._walk is not None
+
+    def walk_again(self) -> None:
+        """Something changed during a walk: walk every held problem again after it."""
+        if self._walk is not None:
+            self._walk_again = True
 
     def forget_host(self, host: str) -> None:
         for key in [k for h, k in self._held if h == host]:
