@@ -37,7 +37,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.fleet import bring_in, heartbeats  # noqa: E402
+from bench.fleet import bring_in, heartbeats, send  # noqa: E402
 from bench.inventory import PASSWORD, InventoryServer  # noqa: E402
 from tests.peers import Mail, SmtpSink  # noqa: E402
 from twisted.internet import reactor  # noqa: E402
@@ -99,6 +99,37 @@ def report(mails: list[Mail], hosts: int, users: int) -> dict[str, Any]:
     }
 
 
+def recover(server: InventoryServer, sink: CountingSink,
+            args: argparse.Namespace) -> dict[str, Any]:
+    """The fleet heard again: every host UP, and what the owners get of it."""
+    before = len(sink.received)
+    began = time.monotonic()
+    slowest = 0.0
+
+    def aside() -> None:
+        nonlocal slowest
+        asked = time.monotonic()
+        server.get("/api/0/status")
+        slowest = max(slowest, time.monotonic() - asked)
+
+    datagrams = heartbeats(args.hosts, 3600)  # not silent again while the mails go
+    for _ in range(10):
+        send(server, datagrams, aside)
+        if server.get("/api/0/status")["hosts"]["UP"] == args.hosts:
+            break
+    up = time.monotonic()
+    while time.monotonic() - max(sink.last, up) <= args.quiet:
+        aside()
+        time.sleep(0.1)
+    figures = report(sink.received[before:], args.hosts, args.users)
+    figures["heard_to_last_mail_s"] = round(sink.last - began, 1)
+    figures["status_slowest_ms"] = round(slowest * 1000, 1)
+    status = server.get("/api/0/status")
+    figures["up"] = status["hosts"]["UP"]
+    figures["collector"] = status.get("collector")
+    return figures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=10_000)
@@ -111,6 +142,8 @@ def main() -> int:
     parser.add_argument("--maintenance", action="store_true",
                         help="the fleet falls inside a maintenance window of every host "
                              "(none mailed), which then ends: each host STILL DOWN")
+    parser.add_argument("--recover", action="store_true",
+                        help="then the fleet is heard again: every host UP, and its mails")
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args()
     if not 1 <= args.users <= args.hosts:
@@ -122,9 +155,8 @@ def main() -> int:
     secret = hash_password(PASSWORD)
     users = {f"user{u:05d}": {"email": f"user{u:05d}@example.com",
                               "notification_channels": ["email"]} for u in range(args.users)}
-    section = {f"host{n:06d}": {"interval": args.interval,
-                                "owner": f"user{owner(n, args.hosts, args.users):05d}"}
-               for n in range(args.hosts)}
+    section = {f"host{n:06d}": {"owner": f"user{owner(n, args.hosts, args.users):05d}"}
+               for n in range(args.hosts)}  # the interval: as each heartbeat announces
     with tempfile.TemporaryDirectory() as tmp:
         server = InventoryServer(
             Path(tmp), ws_port=None, source_rate=1e9, max_hosts=10**7,
@@ -193,6 +225,8 @@ def main() -> int:
             channel = status["notify"]["channels"]["email"]
             figures["email"] = {key: channel[key] for key in (
                 "sent", "digests", "digested", "dropped_queue_full", "gave_up")}
+            if args.recover:
+                figures["recovery"] = recover(server, sink, args)
             print(json.dumps(figures, indent=1))
         finally:
             server.stop()
