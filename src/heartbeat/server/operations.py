@@ -88,10 +88,10 @@ SHARED_TABLES: Final = frozenset({MAINTENANCE_WINDOWS.name, SILENCES.name, ACKNO
 """What the leader changed that a follower reads again ("*": anything, after the shared
 store's listener reconnected)."""
 MAX_WAIT: Final = 3600.0
+"""The timer looks again at least this often (s), so a clock step cannot strand it."""
 RELEASE_SLICE: Final = 1000
 """Held problems looked at in one turn of the reactor when windows or silences end (about
 30 ms: each released one is a ``problem.still`` event); the rest follow in the next turns."""
-"""The timer looks again at least this often (s), so a clock step cannot strand it."""
 _STATES: Final = {HOST_DOWN: HostState.DOWN.value, HOST_UNREACHABLE: HostState.UNREACHABLE.value,
                   HOST_UP: HostState.UP.value}
 

@@ -274,7 +274,7 @@ class Suppression:
         With ``limit``, one call looks at that many held problems at most, and the
         next goes on where it stopped (:attr:`releasing` while there are more): a
         window over a fleet that ends with 100,000 hosts DOWN released them in one
-        turn of the reactor, 2.7 s without an answer. A walk looks at the problems
+        turn of the reactor, 2.8 s without an answer. A walk looks at the problems
         held when it began; :meth:`walk_again` asks for another once it ends, for a
         change during it.
         """
