@@ -91,10 +91,13 @@ class DetectorTests:
             detector.record("web1", "", state, previous, i)
             previous = state
         changed, _ = detector.take_dirty()
-        ((host, subject, state),) = changed
+        ((host, subject, history, flapping, since),) = changed
+        live = detector.get("web1", "")
+        assert live is not None and (history, flapping, since) == (
+            tuple(live.history), live.flapping, live.since)
         again = FlapDetector()
-        stored = json.loads(json.dumps(list(state.history)))  # as the store reads it back
-        again.restore([(host, subject, stored, state.flapping, state.since)])
+        stored = json.loads(json.dumps(list(history)))  # as the store reads it back
+        again.restore([(host, subject, stored, flapping, since)])
         assert again.get("web1", "") == detector.get("web1", "")
         restored = again.get("web1", "")
         assert restored is not None and all(  # one string per state: memory after a fall

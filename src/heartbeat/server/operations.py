@@ -34,7 +34,7 @@ from heartbeat.config.loader import ConfigError
 from heartbeat.events import HOST_DOWN, HOST_UNREACHABLE, HOST_UP, PROBLEM_STILL, Event
 from heartbeat.server.acks import HOST as HOST_TARGET
 from heartbeat.server.acks import Acknowledgement
-from heartbeat.server.flapping import FlapDetector
+from heartbeat.server.flapping import FlapDetector, FlapRow
 from heartbeat.server.jobs import JobBook
 from heartbeat.server.maintenance import MaintenanceWindow, is_glob, parse_window
 from heartbeat.server.registry import HostState, Registry
@@ -513,10 +513,8 @@ class OperationsService(Service):
         if self.flaps is not None:
             changed, dropped = self.flaps.take_dirty()
             if changed or dropped:
-                flap_rows = [(host, subject, json_bytes(list(f.history)).decode(), int(f.flapping),
-                              f.since) for host, subject, f in changed]
                 writes.append(lambda tables: tables.delete(FLAP_STATES, dropped))
-                writes.append(lambda tables: tables.put(FLAP_STATES, flap_rows))
+                writes.append(lambda tables: tables.put(FLAP_STATES, _flap_rows(changed)))
         return writes
 
     def to_json(self) -> dict[str, Any]:
@@ -526,6 +524,12 @@ class OperationsService(Service):
                 "held": len(self.suppression.held()), "released": self.released,
                 "leading": self.leading,
                 "flapping": 0 if self.flaps is None else self.flaps.flapping_now}
+
+
+def _flap_rows(changed: list[FlapRow]) -> list[tuple[str, str, str, int, float | None]]:
+    """The ``flap_states`` rows of changed histories (on the store's writer thread)."""
+    return [(host, subject, json_bytes(list(history)).decode(), int(flapping), since)
+            for host, subject, history, flapping, since in changed]
 
 
 def _ack_json(ack: Acknowledgement) -> dict[str, Any]:
